@@ -1,0 +1,7 @@
+//! One file per command; each exposes `Args` (clap) and `run`.
+
+pub mod databases;
+pub mod ltx;
+pub mod replicate;
+pub mod restore;
+pub mod version;

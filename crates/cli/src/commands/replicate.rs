@@ -1,0 +1,223 @@
+//! `replicate`: stream every configured database to its replicas until SIGINT/SIGTERM
+//! (final sync, exit 0), or once (`-once`), or for the life of a child (`-exec`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use engine::replicate::RunMode;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::setup;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Config file (default: $SQLITE_REPLICATE_CONFIG, $LITESTREAM_CONFIG, /etc/sqlite-replicate.yml, /etc/litestream.yml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Run this command as a child; replicate while it runs, then sync and exit with its status.
+    #[arg(long)]
+    exec: Option<String>,
+    /// Capture and upload what is there, then exit.
+    #[arg(long)]
+    once: bool,
+    /// With -once: start with a full-database file.
+    #[arg(long = "force-snapshot")]
+    force_snapshot: bool,
+    /// With -once: accepted for compatibility (retention runs on its schedule).
+    #[arg(long = "enforce-retention")]
+    enforce_retention: bool,
+    /// Restore each database from its replica first if the file does not exist.
+    #[arg(long = "restore-if-db-not-exists")]
+    restore_if_db_not_exists: bool,
+    /// Do not expand $VAR / ${VAR} in the config file.
+    #[arg(long = "no-expand-env")]
+    no_expand_env: bool,
+    /// trace|debug|info|warn|error (overrides the config).
+    #[arg(long = "log-level")]
+    log_level: Option<String>,
+    /// DB_PATH REPLICA_URL: replicate one database without a config file.
+    #[arg(num_args = 0..=2)]
+    positional: Vec<String>,
+}
+
+pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+    if a.exec.is_some() && a.once {
+        bail!("-exec cannot be combined with -once");
+    }
+    if a.force_snapshot && !a.once {
+        bail!("-force-snapshot requires -once");
+    }
+    if a.enforce_retention && !a.once {
+        bail!("-enforce-retention requires -once");
+    }
+    let cfg = match a.positional.as_slice() {
+        [] => setup::load_config(a.config.as_deref(), !a.no_expand_env)?,
+        [db, url] => {
+            if a.config.is_some() {
+                bail!("give either -config or DB_PATH REPLICA_URL, not both");
+            }
+            setup::config_for_url(db, url)?
+        }
+        _ => bail!("usage: sqlite-replicate replicate [-config FILE] | replicate DB_PATH REPLICA_URL"),
+    };
+    setup::init_logging(&cfg, a.log_level.as_deref());
+    let exec = a.exec.clone().or_else(|| cfg.exec.clone());
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting runtime")?;
+    rt.block_on(async move {
+        if a.restore_if_db_not_exists {
+            setup::restore_missing_dbs(&cfg).await?;
+        }
+        let runs = setup::db_runs(&cfg)?;
+        if runs.is_empty() {
+            bail!("no databases to replicate (the config has no `dbs`, or no file matched a `dir` pattern)");
+        }
+        for r in &runs {
+            info!(db = %r.opts.path.display(), replicas = r.replicas.len(), "replicating");
+        }
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mode = RunMode { once: a.once, force_full_image: a.force_snapshot };
+        let task = tokio::spawn(engine::runtime::replicate_all(runs, stop_rx, mode));
+        let mut child_status = None;
+        if !a.once {
+            match exec {
+                Some(cmd) => child_status = Some(run_child(&cmd).await?),
+                None => wait_for_signal().await?,
+            }
+            info!("shutting down: final sync");
+            stop_tx.send_replace(true);
+        }
+        let errors = task.await.context("replication task")?;
+        for e in &errors {
+            warn!(error = %e, "database did not finish cleanly");
+        }
+        if let Some(code) = child_status {
+            return Ok(ExitCode::from(code));
+        }
+        if !errors.is_empty() {
+            bail!("{} database(s) failed: {}", errors.len(), errors[0]);
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+/// Runs the child, forwarding SIGINT/SIGTERM to it; returns its exit status (128+signal
+/// when it died of a signal).
+async fn run_child(cmd: &str) -> anyhow::Result<u8> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let words = split_command(cmd)?;
+    let (prog, rest) = words.split_first().context("-exec: empty command")?;
+    let mut child = tokio::process::Command::new(prog).args(rest).spawn().with_context(|| format!("-exec: starting {prog}"))?;
+    let pid = child.id().map(|p| p as i32);
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let status = loop {
+        tokio::select! {
+            s = child.wait() => break s?,
+            _ = term.recv() => forward(pid, libc::SIGTERM),
+            _ = int.recv() => forward(pid, libc::SIGINT),
+        }
+    };
+    use std::os::unix::process::ExitStatusExt;
+    let code = match (status.code(), status.signal()) {
+        (Some(c), _) => c as u8,
+        (None, Some(s)) => 128u8.saturating_add(s as u8),
+        _ => 1,
+    };
+    info!(status = code, "child exited");
+    // Give the capture loop a moment to see the child's last commits before stopping.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    Ok(code)
+}
+
+fn forward(pid: Option<i32>, sig: i32) {
+    if let Some(p) = pid {
+        // SAFETY: kill(2) with a pid we spawned and a valid signal number.
+        unsafe {
+            libc::kill(p, sig);
+        }
+    }
+}
+
+/// Splits a command line shell-style: whitespace separates words, single and double
+/// quotes group, backslash escapes the next character (not inside single quotes).
+pub fn split_command(s: &str) -> anyhow::Result<Vec<String>> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(x) => cur.push(x),
+                        None => bail!("-exec: unterminated single quote in {s:?}"),
+                    }
+                }
+            }
+            '"' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(x) => cur.push(x),
+                            None => bail!("-exec: trailing backslash in {s:?}"),
+                        },
+                        Some(x) => cur.push(x),
+                        None => bail!("-exec: unterminated double quote in {s:?}"),
+                    }
+                }
+            }
+            '\\' => {
+                in_word = true;
+                match chars.next() {
+                    Some(x) => cur.push(x),
+                    None => bail!("-exec: trailing backslash in {s:?}"),
+                }
+            }
+            c if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            c => {
+                in_word = true;
+                cur.push(c);
+            }
+        }
+    }
+    if in_word {
+        words.push(cur);
+    }
+    Ok(words)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_command;
+
+    #[test]
+    fn splits_like_a_shell() {
+        assert_eq!(split_command("java -jar 'my app.jar' --name \"a b\" c\\ d").unwrap(), ["java", "-jar", "my app.jar", "--name", "a b", "c d"]);
+        assert_eq!(split_command("  ").unwrap(), Vec::<String>::new());
+        assert!(split_command("x 'open").is_err());
+    }
+}

@@ -1,0 +1,85 @@
+//! The config file: Litestream 0.5's YAML format (plus older forms Litestream users
+//! still have), read into validated, typed structs.
+//!
+//! Owns: reading the file, `$VAR` expansion (`expand.rs`), strict key checking with key
+//! paths in every error (`yaml.rs`), Go durations (`duration.rs`) and sizes (`size.rs`),
+//! replica URLs (`url.rs`), replica keys and their merging (`settings.rs`), defaults and
+//! cross-checks (`build.rs`), the typed result
+//! (`types.rs`), directory entries (`dir.rs`, `glob.rs`) and the error type (`error.rs`).
+//!
+//! Does not: touch databases, replicas or the network, read key files, or scan
+//! directories. `setup.rs` turns a [`Config`] into engine options and backends.
+//!
+//! Forms accepted beyond Litestream 0.5: `replicas:` with more than one entry (several
+//! replicas per database), `snapshot-interval`/`retention` per replica (0.3), replica
+//! settings at the top level as defaults (`access-key-id`, `region`, ...), and our own
+//! replica key `page-encoding: legacy|block`. Unknown keys are errors, where Litestream
+//! ignores them; keys that are known but have no effect are returned in
+//! [`Config::warnings`].
+
+// The types are the contract with `setup.rs` and the commands; parts of it (socket,
+// heartbeat, remote backends' settings) have no reader yet in this binary crate.
+#![allow(dead_code)]
+
+mod build;
+mod dir;
+mod duration;
+mod error;
+mod expand;
+mod glob;
+mod settings;
+mod size;
+mod types;
+mod url;
+mod yaml;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+
+#[allow(unused_imports)]
+pub use dir::expand_dir_db;
+#[allow(unused_imports)]
+pub use duration::{format_duration, parse_duration};
+pub use error::{ConfigError, ErrorKind};
+#[allow(unused_imports)]
+pub use glob::glob_match;
+#[allow(unused_imports)]
+pub use types::{
+    AbsConfig, Config, DbConfig, DbSource, GcsConfig, LogLevel, LoggingConfig, ReplicaConfig, ReplicaKind, S3Config, Secret, SftpConfig, SnapshotConfig,
+    SocketConfig,
+};
+#[allow(unused_imports)]
+pub use url::redact_url;
+
+/// Reads and validates the config file at `path`, expanding `$VAR`s from the process
+/// environment when `expand_env` is set. Errors name the file.
+pub fn load(path: &Path, expand_env: bool) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::new("", ErrorKind::Read(e)).in_file(path))?;
+    parse(&text, expand_env, &|k| std::env::var(k).ok()).map_err(|e| e.in_file(path))
+}
+
+/// Parses and validates config text. `env` looks up environment variables, for `$VAR`
+/// expansion (when `expand_env`), `$LOG_LEVEL`, `$HOME` and credential fallbacks.
+pub fn parse(text: &str, expand_env: bool, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    let expanded;
+    let text = if expand_env {
+        expanded = expand::expand_env(text, env)?;
+        expanded.as_str()
+    } else {
+        text
+    };
+    let yaml_error = |e: serde_norway::Error| ConfigError::new("", ErrorKind::Yaml(e.to_string()));
+    let mut root: serde_norway::Value = serde_norway::from_str(text).map_err(yaml_error)?;
+    // YAML merge keys (`<<: *defaults`), which Go's yaml.v2 applies.
+    root.apply_merge().map_err(yaml_error)?;
+    build::build(&root, env)
+}
+
+/// The replica a URL names, for `replicate DB_PATH REPLICA_URL` and `restore REPLICA_URL`.
+/// A bare path is a file replica (kept as written, not made absolute). Credentials are not
+/// looked up: call [`ReplicaKind::apply_env_defaults`] for that.
+pub fn parse_replica_url(url: &str) -> Result<ReplicaKind, ConfigError> {
+    build::kind_from_url(url)
+}

@@ -1,0 +1,640 @@
+//! Whole-file tests of `parse`/`load`: the forms users have (Litestream 0.5 examples, the
+//! older top-level-credentials style, the bench harness), and every error with its exact
+//! message.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::*;
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn ok(yaml: &str) -> Config {
+    match parse(yaml, false, &no_env) {
+        Ok(c) => c,
+        Err(e) => panic!("{yaml}\n=> {e}"),
+    }
+}
+
+fn err(yaml: &str) -> String {
+    match parse(yaml, false, &no_env) {
+        Ok(c) => panic!("{yaml}\n=> accepted: {c:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn s3(r: &ReplicaConfig) -> &S3Config {
+    match &r.kind {
+        ReplicaKind::S3(c) => c,
+        other => panic!("not s3: {other:?}"),
+    }
+}
+
+const S: fn(u64) -> Duration = Duration::from_secs;
+
+#[test]
+fn litestream_05_single_replica_url() {
+    let cfg = ok("dbs:\n  - path: /var/lib/app/app.db\n    replica:\n      url: s3://my-bucket/app\n");
+    assert_eq!(cfg.dbs.len(), 1);
+    let db = &cfg.dbs[0];
+    assert_eq!(db.source, DbSource::Path(PathBuf::from("/var/lib/app/app.db")));
+    assert_eq!(db.replicas.len(), 1);
+    let r = &db.replicas[0];
+    assert_eq!(r.display_name(), "s3");
+    assert_eq!(r.url.as_deref(), Some("s3://my-bucket/app"));
+    let c = s3(r);
+    assert_eq!((c.bucket.as_str(), c.path.as_str()), ("my-bucket", "app"));
+    assert_eq!((c.endpoint.as_deref(), c.region.as_deref(), c.force_path_style), (None, None, false));
+    assert_eq!((c.sign_payload, c.require_content_md5), (None, None));
+}
+
+#[test]
+fn defaults_are_litestreams() {
+    let cfg = ok("dbs:\n  - path: /a.db\n    replica:\n      path: /backups/a\n");
+    assert_eq!(cfg.levels, vec![S(30), S(300), S(3600)]);
+    assert_eq!(cfg.snapshot, SnapshotConfig { interval: S(86400), retention: S(86400) });
+    assert_eq!((cfg.l0_retention, cfg.l0_retention_check_interval), (S(300), S(15)));
+    assert!(cfg.retention_enabled);
+    assert!(!cfg.verify_compaction);
+    assert_eq!(cfg.validation_interval, None);
+    assert_eq!((cfg.heartbeat_url.as_deref(), cfg.heartbeat_interval), (None, S(300)));
+    assert_eq!((cfg.shutdown_sync_timeout, cfg.shutdown_sync_interval), (S(30), Duration::from_millis(500)));
+    assert_eq!(cfg.logging, LoggingConfig { level: LogLevel::Info, json: false, stderr: false, source: false });
+    assert_eq!(cfg.socket.permissions, 0o600);
+    assert!(!cfg.socket.enabled);
+    assert!(cfg.warnings.is_empty());
+
+    let db = &cfg.dbs[0];
+    assert_eq!(db.meta_path, None);
+    assert_eq!(db.monitor_interval, None);
+    assert_eq!((db.checkpoint_interval, db.busy_timeout), (S(60), S(1)));
+    assert_eq!((db.min_checkpoint_page_count, db.truncate_page_n, db.max_sync_wal_bytes), (1000, 121_359, 64 << 20));
+    assert!(!db.restore_if_db_not_exists);
+    assert_eq!(db.snapshot, None);
+
+    let r = &db.replicas[0];
+    assert_eq!(r.kind, ReplicaKind::File { path: PathBuf::from("/backups/a") });
+    assert_eq!(r.display_name(), "file");
+    assert_eq!((r.sync_interval, r.snapshot_interval, r.retention, r.validation_interval), (None, None, None, None));
+    assert_eq!((r.max_sync_ltx_files, r.auto_recover, r.legacy_page_encoding), (256, false, false));
+}
+
+#[test]
+fn older_style_with_top_level_credentials() {
+    let yaml = "\
+access-key-id: minioadmin
+secret-access-key: minioadmin
+dbs:
+  - path: /var/lib/app/database.db
+    replicas:
+      - name: minio
+        type: s3
+        bucket: clojure-db-replica
+        path: database
+        endpoint: http://127.0.0.1:9000
+        force-path-style: true
+        snapshot-interval: 1h
+        retention: 24h
+";
+    let cfg = ok(yaml);
+    let r = &cfg.dbs[0].replicas[0];
+    assert_eq!(r.display_name(), "minio");
+    assert_eq!((r.snapshot_interval, r.retention), (Some(S(3600)), Some(S(86400))));
+    let c = s3(r);
+    assert_eq!(c.bucket, "clojure-db-replica");
+    assert_eq!(c.path, "database");
+    assert_eq!(c.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+    assert!(c.force_path_style);
+    assert_eq!(c.access_key_id.as_ref().map(Secret::expose), Some("minioadmin"));
+    assert_eq!(c.secret_access_key.as_ref().map(Secret::expose), Some("minioadmin"));
+    assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+
+    // Secrets never reach Debug output, wherever they came from.
+    let dbg = format!("{cfg:?}");
+    assert!(!dbg.contains("minioadmin"), "{dbg}");
+    assert!(dbg.contains("access_key_id: Some(***)"), "{dbg}");
+}
+
+#[test]
+fn per_replica_values_override_top_level_defaults() {
+    let cfg = ok("\
+region: us-east-1
+endpoint: https://global.example
+sync-interval: 5s
+access-key-id: global-id
+dbs:
+  - path: /a.db
+    replicas:
+      - url: s3://b/a?region=from-url
+        sync-interval: 1s
+      - name: other
+        type: s3
+        bucket: b2
+        endpoint: https://own.example
+        access-key-id: own-id
+");
+    let rs = &cfg.dbs[0].replicas;
+    let (a, b) = (s3(&rs[0]), s3(&rs[1]));
+    assert_eq!((a.region.as_deref(), a.endpoint.as_deref()), (Some("from-url"), Some("https://global.example")));
+    assert_eq!(rs[0].sync_interval, Some(S(1)));
+    assert_eq!(a.access_key_id.as_ref().map(Secret::expose), Some("global-id"));
+    assert_eq!((b.region.as_deref(), b.endpoint.as_deref()), (Some("us-east-1"), Some("https://own.example")));
+    assert_eq!(rs[1].sync_interval, Some(S(5)));
+    assert_eq!(b.access_key_id.as_ref().map(Secret::expose), Some("own-id"));
+    assert!(a.force_path_style && b.force_path_style, "an endpoint implies path style");
+}
+
+#[test]
+fn bench_harness_forms() {
+    let cfg = ok("dbs:\n  - path: /tmp/bench/app.db\n    replicas:\n      - type: file\n        path: /tmp/bench/replica\n");
+    assert_eq!(cfg.dbs[0].replicas[0].kind, ReplicaKind::File { path: PathBuf::from("/tmp/bench/replica") });
+
+    let cfg = ok("\
+dbs:
+  - path: /tmp/bench/app.db
+    replicas:
+      - type: s3
+        bucket: bench
+        path: db
+        endpoint: http://127.0.0.1:3900
+        region: garage
+        force-path-style: true
+        access-key-id: GK123
+        secret-access-key: s3cr3t
+        sync-interval: 1s
+");
+    let c = s3(&cfg.dbs[0].replicas[0]);
+    assert_eq!((c.bucket.as_str(), c.path.as_str(), c.region.as_deref()), ("bench", "db", Some("garage")));
+    assert_eq!(c.secret_access_key.as_ref().map(Secret::expose), Some("s3cr3t"));
+}
+
+#[test]
+fn several_replicas_on_one_database() {
+    let cfg = ok("\
+dbs:
+  - path: /var/lib/app/app.db
+    replicas:
+      - name: near
+        type: file
+        path: /backups/app
+      - name: far
+        url: file:///mnt/disk2/app
+        sync-interval: 200ms
+        page-encoding: legacy
+      - url: s3://bucket/app
+");
+    let rs = &cfg.dbs[0].replicas;
+    let names: Vec<&str> = rs.iter().map(ReplicaConfig::display_name).collect();
+    assert_eq!(names, ["near", "far", "s3"]);
+    assert_eq!(rs[1].kind, ReplicaKind::File { path: PathBuf::from("/mnt/disk2/app") });
+    assert_eq!(rs[1].sync_interval, Some(Duration::from_millis(200)));
+    assert!(rs[1].legacy_page_encoding && !rs[0].legacy_page_encoding);
+}
+
+#[test]
+fn all_database_and_top_level_keys() {
+    let cfg = ok("\
+addr: ':9090'
+mcp-addr: ':3001'
+exec: java -jar app.jar
+levels:
+  - interval: 10s
+  - interval: 2m
+snapshot:
+  interval: 12h
+  retention: 72h
+l0-retention: 0
+l0-retention-check-interval: 30s
+verify-compaction: yes
+retention:
+  enabled: false
+validation:
+  interval: 1h
+heartbeat-url: https://hc.example/ping
+heartbeat-interval: 2m
+shutdown-sync-timeout: 0
+shutdown-sync-interval: 1s
+logging:
+  level: DEBUG
+  type: json
+  stderr: true
+socket:
+  enabled: true
+  path: /run/sr.sock
+  permissions: 0660
+dbs:
+  - path: ~/app.db
+    meta-path: /var/lib/meta/app
+    monitor-interval: 250ms
+    checkpoint-interval: 5m
+    busy-timeout: 5s
+    min-checkpoint-page-count: 2000
+    truncate-page-n: 0
+    max-sync-wal-bytes: 16MiB
+    restore-if-db-not-exists: true
+    snapshot:
+      interval: 1h
+    replica:
+      path: /b
+      max-sync-ltx-files: 64
+      auto-recover: true
+      validation-interval: 10m
+");
+    assert_eq!((cfg.addr.as_deref(), cfg.mcp_addr.as_deref(), cfg.exec.as_deref()), (Some(":9090"), Some(":3001"), Some("java -jar app.jar")));
+    assert_eq!(cfg.levels, vec![S(10), S(120)]);
+    assert_eq!(cfg.snapshot, SnapshotConfig { interval: S(12 * 3600), retention: S(72 * 3600) });
+    assert_eq!((cfg.l0_retention, cfg.l0_retention_check_interval), (Duration::ZERO, S(30)));
+    assert!(cfg.verify_compaction && !cfg.retention_enabled);
+    assert_eq!(cfg.validation_interval, Some(S(3600)));
+    assert_eq!((cfg.heartbeat_url.as_deref(), cfg.heartbeat_interval), (Some("https://hc.example/ping"), S(120)));
+    assert_eq!((cfg.shutdown_sync_timeout, cfg.shutdown_sync_interval), (Duration::ZERO, S(1)));
+    assert_eq!(cfg.logging, LoggingConfig { level: LogLevel::Debug, json: true, stderr: true, source: false });
+    assert_eq!(cfg.socket, SocketConfig { enabled: true, path: PathBuf::from("/run/sr.sock"), permissions: 0o660 });
+    let db = &cfg.dbs[0];
+    assert!(matches!(&db.source, DbSource::Path(p) if p.ends_with("app.db") && p.is_absolute()));
+    assert_eq!(db.meta_path, Some(PathBuf::from("/var/lib/meta/app")));
+    assert_eq!((db.monitor_interval, db.checkpoint_interval, db.busy_timeout), (Some(Duration::from_millis(250)), S(300), S(5)));
+    assert_eq!((db.min_checkpoint_page_count, db.truncate_page_n, db.max_sync_wal_bytes), (2000, 121_359, 16 << 20));
+    assert!(db.restore_if_db_not_exists);
+    assert_eq!(db.snapshot, Some(SnapshotConfig { interval: S(3600), retention: S(72 * 3600) }));
+    let r = &db.replicas[0];
+    assert_eq!((r.max_sync_ltx_files, r.auto_recover, r.validation_interval), (64, true, Some(S(600))));
+}
+
+#[test]
+fn directory_entries() {
+    let cfg = ok("dbs:\n  - dir: /data/tenants\n    pattern: 'tenant-*.db'\n    recursive: true\n    watch: true\n    replica:\n      url: s3://b/tenants\n");
+    assert_eq!(cfg.dbs[0].source, DbSource::Dir { dir: PathBuf::from("/data/tenants"), pattern: "tenant-*.db".into(), recursive: true, watch: true });
+}
+
+#[test]
+fn env_expansion_both_spellings_and_disabled() {
+    let env = |k: &str| match k {
+        "BUCKET" => Some("env-bucket".to_string()),
+        "DB_DIR" => Some("/srv/data".to_string()),
+        "SECRET" => Some("pa$$word".to_string()),
+        _ => None,
+    };
+    let yaml = "dbs:\n  - path: ${DB_DIR}/app.db\n    replica:\n      url: s3://$BUCKET/app\n      secret-access-key: $SECRET\n      access-key-id: $UNSET\n";
+    let cfg = parse(yaml, true, &env).unwrap();
+    assert_eq!(cfg.dbs[0].source, DbSource::Path(PathBuf::from("/srv/data/app.db")));
+    let c = s3(&cfg.dbs[0].replicas[0]);
+    assert_eq!(c.bucket, "env-bucket");
+    assert_eq!(c.secret_access_key.as_ref().map(Secret::expose), Some("pa$$word"), "values are not expanded twice");
+    assert_eq!(c.access_key_id, None, "an unset variable is empty, so absent");
+
+    let cfg = parse("dbs:\n  - path: /a.db\n    replica:\n      url: s3://$BUCKET/app\n", false, &env).unwrap();
+    assert_eq!(s3(&cfg.dbs[0].replicas[0]).bucket, "$BUCKET");
+}
+
+#[test]
+fn credentials_and_endpoint_from_the_environment() {
+    let yaml = "dbs:\n  - path: /a.db\n    replica:\n      url: s3://b/a\n";
+    // (environment, then the access key id, secret and endpoint it gives)
+    type Want<'a> = (Option<&'a str>, Option<&'a str>, Option<&'a str>);
+    let cases: Vec<(Vec<(&str, &str)>, Want)> = vec![
+        (vec![], (None, None, None)),
+        (vec![("AWS_ACCESS_KEY_ID", "aws-id"), ("AWS_SECRET_ACCESS_KEY", "aws-secret")], (Some("aws-id"), Some("aws-secret"), None)),
+        (vec![("LITESTREAM_ACCESS_KEY_ID", "ls-id"), ("LITESTREAM_SECRET_ACCESS_KEY", "ls-secret")], (Some("ls-id"), Some("ls-secret"), None)),
+        (
+            vec![("AWS_ACCESS_KEY_ID", "aws-id"), ("LITESTREAM_ACCESS_KEY_ID", "ls-id"), ("LITESTREAM_S3_ENDPOINT", "localhost:9000")],
+            (Some("aws-id"), None, Some("http://localhost:9000")),
+        ),
+    ];
+    for (vars, (id, secret, endpoint)) in cases {
+        let env = |k: &str| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string());
+        let cfg = parse(yaml, false, &env).unwrap();
+        let c = s3(&cfg.dbs[0].replicas[0]);
+        assert_eq!(c.access_key_id.as_ref().map(Secret::expose), id, "{vars:?}");
+        assert_eq!(c.secret_access_key.as_ref().map(Secret::expose), secret, "{vars:?}");
+        assert_eq!(c.endpoint.as_deref(), endpoint, "{vars:?}");
+        assert_eq!(c.force_path_style, endpoint.is_some());
+    }
+    // Config values win over the environment.
+    let env = |k: &str| (k == "AWS_ACCESS_KEY_ID").then(|| "aws-id".to_string());
+    let cfg = parse("access-key-id: cfg-id\ndbs:\n  - path: /a.db\n    replica:\n      url: s3://b/a\n", false, &env).unwrap();
+    assert_eq!(s3(&cfg.dbs[0].replicas[0]).access_key_id.as_ref().map(Secret::expose), Some("cfg-id"));
+}
+
+#[test]
+fn log_level_env_overrides_the_file() {
+    let yaml = "logging:\n  level: warn\n";
+    let cases: &[(Option<&str>, LogLevel)] =
+        &[(None, LogLevel::Warn), (Some(""), LogLevel::Warn), (Some("debug"), LogLevel::Debug), (Some("ERROR"), LogLevel::Error)];
+    for (var, want) in cases {
+        let env = |k: &str| if k == "LOG_LEVEL" { var.map(str::to_string) } else { None };
+        assert_eq!(parse(yaml, false, &env).unwrap().logging.level, *want, "{var:?}");
+    }
+    let env = |k: &str| (k == "LOG_LEVEL").then(|| "loud".to_string());
+    assert_eq!(parse(yaml, false, &env).unwrap_err().to_string(), r#"$LOG_LEVEL: "loud" is not a log level (trace, debug, info, warn, error)"#);
+}
+
+#[test]
+fn replica_types_from_urls_and_keys() {
+    let cases: &[(&str, &str)] = &[
+        ("url: s3://b/p", "s3"),
+        ("url: gs://b/p", "gs"),
+        ("url: abs://acct@c/p", "abs"),
+        ("url: sftp://u@h/p", "sftp"),
+        ("url: file:///p", "file"),
+        ("url: /p", "file"),
+        ("path: /p", "file"),
+        ("type: gs\n      bucket: b", "gs"),
+        ("type: abs\n      bucket: c\n      account-name: a", "abs"),
+        ("type: sftp\n      host: h:22\n      user: u\n      path: /p", "sftp"),
+        ("type: S3\n      bucket: b", "s3"),
+    ];
+    for (replica, want) in cases {
+        let cfg = ok(&format!("dbs:\n  - path: /a.db\n    replica:\n      {replica}\n"));
+        assert_eq!(cfg.dbs[0].replicas[0].kind.type_name(), *want, "{replica}");
+    }
+}
+
+#[test]
+fn parse_replica_url_forms() {
+    let cases: &[(&str, ReplicaKind)] = &[
+        ("file:///backups/app", ReplicaKind::File { path: PathBuf::from("/backups/app") }),
+        ("/backups/app/", ReplicaKind::File { path: PathBuf::from("/backups/app") }),
+        ("relative/dir", ReplicaKind::File { path: PathBuf::from("relative/dir") }),
+        ("s3://bucket/prefix/db", ReplicaKind::S3(S3Config { bucket: "bucket".into(), path: "prefix/db".into(), ..Default::default() })),
+        ("s3://bucket", ReplicaKind::S3(S3Config { bucket: "bucket".into(), ..Default::default() })),
+        (
+            "s3://bucket/db?endpoint=localhost:9000&region=auto&skipVerify=true&sign-payload=false&requireContentMD5=false&concurrency=4&partSize=5MiB&storage-class=STANDARD_IA",
+            ReplicaKind::S3(S3Config {
+                bucket: "bucket".into(),
+                path: "db".into(),
+                endpoint: Some("http://localhost:9000".into()),
+                region: Some("auto".into()),
+                force_path_style: true,
+                skip_verify: true,
+                sign_payload: Some(false),
+                require_content_md5: Some(false),
+                concurrency: Some(4),
+                part_size: Some(5 << 20),
+                storage_class: Some("STANDARD_IA".into()),
+                ..Default::default()
+            }),
+        ),
+        (
+            "s3://bucket/db?endpoint=https://e.example&forcePathStyle=false",
+            ReplicaKind::S3(S3Config {
+                bucket: "bucket".into(),
+                path: "db".into(),
+                endpoint: Some("https://e.example".into()),
+                ..Default::default()
+            }),
+        ),
+        (
+            "s3://bkt.s3.eu-west-1.amazonaws.com/db",
+            ReplicaKind::S3(S3Config { bucket: "bkt".into(), path: "db".into(), region: Some("eu-west-1".into()), ..Default::default() }),
+        ),
+        ("gs://bucket/path/x", ReplicaKind::Gcs(GcsConfig { bucket: "bucket".into(), path: "path/x".into() })),
+        (
+            "abs://acct@container/p",
+            ReplicaKind::Abs(AbsConfig { account_name: Some("acct".into()), bucket: "container".into(), path: "p".into(), ..Default::default() }),
+        ),
+        ("abs://container/p", ReplicaKind::Abs(AbsConfig { bucket: "container".into(), path: "p".into(), ..Default::default() })),
+        (
+            "sftp://bob:hunter2@host:2222/srv/backups",
+            ReplicaKind::Sftp(SftpConfig {
+                host: "host:2222".into(),
+                user: "bob".into(),
+                password: Some(Secret::new("hunter2")),
+                path: "/srv/backups".into(),
+                ..Default::default()
+            }),
+        ),
+    ];
+    for (url, want) in cases {
+        assert_eq!(parse_replica_url(url).unwrap(), *want, "{url}");
+    }
+}
+
+#[test]
+fn parse_replica_url_errors() {
+    let cases: &[(&str, &str)] = &[
+        ("s3://bucket/db?bogus=1", "invalid replica URL \"s3://bucket/db?bogus=1\": unknown query parameter \"bogus\" (endpoint, region, forcePathStyle, skipVerify, signPayload, requireContentMD5, concurrency, partSize, storageClass)"),
+        ("s3://bucket/db?forcePathStyle=maybe", "invalid replica URL \"s3://bucket/db?forcePathStyle=maybe\": forcePathStyle=\"maybe\" is not true or false"),
+        ("sftp://host/p", "invalid replica URL \"sftp://host/p\": a sftp replica needs a user: `user:` or `url: sftp://USER@HOST/path`"),
+        ("gs://b/p?x=y", "invalid replica URL \"gs://b/p?x=y\": a gs URL takes no query parameters"),
+        ("nats://h/bucket", "invalid replica URL \"nats://h/bucket\": nats replicas are not supported (supported: file, s3, gs, abs, sftp)"),
+        ("s3://localhost:9000/db", "invalid replica URL \"s3://localhost:9000/db\": a s3 replica needs a bucket: `bucket:` or `url: s3://BUCKET/path`"),
+    ];
+    for (url, want) in cases {
+        assert_eq!(parse_replica_url(url).unwrap_err().to_string(), *want, "{url}");
+    }
+}
+
+/// Every error a config can produce, with its exact message.
+#[test]
+fn errors_name_the_key_and_the_value() {
+    const DB: &str = "dbs:\n  - path: /a.db\n";
+    let cases: Vec<(String, &str)> = vec![
+        // Unknown keys, with suggestions and hints, at every level.
+        (
+            format!("{DB}    replica:\n      path: /b\n      sync_interval: 1s\n"),
+            r#"dbs[0].replica: unknown key "sync_interval" (did you mean "sync-interval"?)"#,
+        ),
+        ("dbz:\n  - path: /a.db\n".into(), r#"unknown key "dbz" (did you mean "dbs"?)"#),
+        ("path: /a.db\n".into(), r#"unknown key "path" (it is a database key: put it in an entry of `dbs:`)"#),
+        (format!("{DB}    bucket: b\n    replica:\n      path: /b\n"), r#"dbs[0]: unknown key "bucket" (it is a replica key: put it under `replica:`)"#),
+        (
+            format!("{DB}    replica:\n      path: /b\n      checkpoint-interval: 1m\n"),
+            r#"dbs[0].replica: unknown key "checkpoint-interval" (it is a database key: move it up one level, next to `path`)"#,
+        ),
+        (format!("{DB}    replica:\n      path: /b\nlogging:\n  format: json\n"), r#"logging: unknown key "format""#),
+        ("snapshot:\n  intervals: 1h\n".into(), r#"snapshot: unknown key "intervals" (did you mean "interval"?)"#),
+        (
+            "dbs:\n  - directory: /data\n    pattern: '*.db'\n    replica: {path: /b}\n".into(),
+            r#"dbs[0]: unknown key "directory" (did you mean "dir"?)"#,
+        ),
+        (format!("{DB}    sync-interval: 1s\n    replica:\n      path: /b\n"), r#"dbs[0]: unknown key "sync-interval" (it is a replica key: put it under `replica:`)"#),
+        // Wrong types and bad values.
+        (
+            "dbs:\n  - path: /a.db\n    replica: {path: /b}\n  - path: /c.db\n    checkpoint-interval: 5 minutes\n    replica: {path: /d}\n".into(),
+            r#"dbs[1].checkpoint-interval: "5 minutes" is not a duration (e.g. 1m30s): unknown unit " minutes" (ns, us, ms, s, m, h)"#,
+        ),
+        (
+            format!("{DB}    busy-timeout: 5\n    replica:\n      path: /b\n"),
+            "dbs[0].busy-timeout: 5 is not a duration (e.g. 1m30s): add a unit, e.g. 5s (a bare number would be nanoseconds in Litestream)",
+        ),
+        (
+            format!("{DB}    replica:\n      url: s3://b/p\n      force-path-style: maybe\n"),
+            r#"dbs[0].replica.force-path-style: "maybe" is not a boolean (true or false)"#,
+        ),
+        (format!("{DB}    min-checkpoint-page-count: lots\n    replica:\n      path: /b\n"), r#"dbs[0].min-checkpoint-page-count: "lots" is not a whole number"#),
+        (format!("{DB}    max-sync-wal-bytes: big\n    replica:\n      path: /b\n"), r#"dbs[0].max-sync-wal-bytes: "big" is not a size in bytes (e.g. 67108864 or 64MiB)"#),
+        ("dbs:\n  path: /a.db\n".into(), "dbs: a mapping is not a list (`- ` items)"),
+        ("dbs:\n  - /a.db\n".into(), r#"dbs[0]: "/a.db" is not a mapping (`key: value` lines)"#),
+        (format!("{DB}    replica:\n      - path: /b\n"), "dbs[0].replica: a list is not a mapping (`key: value` lines): use `replicas:` for a list"),
+        (format!("{DB}    replicas:\n      path: /b\n"), "dbs[0].replicas: a mapping is not a list (`- ` items): use `replica:` for a single replica"),
+        (format!("{DB}    replica:\n      type: ftp\n      path: /b\n"), r#"dbs[0].replica.type: "ftp" is not a replica type (file, s3, gs, abs, sftp)"#),
+        (format!("{DB}    replica:\n      type: nats\n      bucket: b\n"), "dbs[0].replica.type: nats replicas are not supported by sqlite-replicate (supported: file, s3, gs, abs, sftp)"),
+        (format!("{DB}    replica:\n      url: webdav://h/p\n"), "dbs[0].replica.url: webdav replicas are not supported by sqlite-replicate (supported: file, s3, gs, abs, sftp)"),
+        (format!("{DB}    replica:\n      type: s3\n      url: file:///b\n"), "dbs[0].replica.type: \"s3\" does not match the file:// URL in `url`"),
+        (format!("{DB}    replica:\n      path: /b\n      page-encoding: frame\n"), r#"dbs[0].replica.page-encoding: "frame" is not a page encoding (legacy or block)"#),
+        (format!("{DB}    replica:\n      path: /b\n      sync-interval: 0s\n"), "dbs[0].replica.sync-interval: must be greater than 0"),
+        (format!("{DB}    replica:\n      path: /b\nsnapshot:\n  interval: 0\n"), "snapshot.interval: must be greater than 0"),
+        ("levels:\n  - interval: 0s\n".into(), "levels[0].interval: must be greater than 0"),
+        ("levels:\n  - {}\n".into(), "levels[0]: `interval` is required"),
+        ("levels: [{interval: 1s},{interval: 1s},{interval: 1s},{interval: 1s},{interval: 1s},{interval: 1s},{interval: 1s},{interval: 1s},{interval: 1s}]\n".into(), "levels: at most 8 levels (L1..L8; L9 is the snapshot level)"),
+        ("heartbeat-url: ftp://x\n".into(), r#"heartbeat-url: "ftp://x" is not an http:// or https:// URL"#),
+        ("heartbeat-interval: 30s\n".into(), "heartbeat-interval: 30s is below the minimum of 1m"),
+        ("logging:\n  level: loud\n".into(), r#"logging.level: "loud" is not a log level (trace, debug, info, warn, error)"#),
+        ("logging:\n  type: xml\n".into(), r#"logging.type: "xml" is not a log type (text or json)"#),
+        ("socket:\n  permissions: rw\n".into(), r#"socket.permissions: "rw" is not file permissions (e.g. 0600)"#),
+        // Structure.
+        ("dbs:\n  - path: /a.db\n    dir: /data\n    replica: {path: /b}\n".into(), "dbs[0]: give either `path` or `dir`, not both"),
+        ("dbs:\n  - replica: {path: /b}\n".into(), "dbs[0]: give `path` (a database file) or `dir` (a directory of databases)"),
+        ("dbs:\n  - dir: /data\n    replica: {path: /b}\n".into(), "dbs[0]: `pattern` is required with `dir` (e.g. pattern: \"*.db\")"),
+        (
+            "dbs:\n  - dir: /data\n    pattern: '[a'\n    replica: {path: /b}\n".into(),
+            r#"dbs[0].pattern: "[a" is not a file name pattern (e.g. *.db): a `[` has no closing `]`"#,
+        ),
+        (format!("{DB}    pattern: '*.db'\n    replica: {{path: /b}}\n"), "dbs[0].pattern: applies only to a directory (`dir:`), not to `path:`"),
+        (
+            "dbs:\n  - dir: /d\n    pattern: '*'\n    meta-dir: /m\n    meta-path: /n\n    replica: {path: /b}\n".into(),
+            "dbs[0]: give `meta-path` or `meta-dir`, not both",
+        ),
+        (DB.into(), "dbs[0]: no replica: add `replica:` with a `url` (or `type` and `path`)"),
+        (format!("{DB}    replicas: []\n"), "dbs[0]: no replica: add `replica:` with a `url` (or `type` and `path`)"),
+        (format!("{DB}    replica: {{path: /b}}\n    replicas:\n      - path: /c\n"), "dbs[0]: give `replica` or `replicas`, not both"),
+        (
+            format!("{DB}    replicas:\n      - url: s3://b/one\n      - url: s3://b/two\n"),
+            r#"dbs[0]: replicas[0] and replicas[1] are both named "s3"; give each replica its own `name`"#,
+        ),
+        (
+            format!("{DB}    replicas:\n      - name: x\n        path: /b\n      - path: /c\n      - name: x\n        url: s3://b/p\n"),
+            r#"dbs[0]: replicas[0] and replicas[2] are both named "x"; give each replica its own `name`"#,
+        ),
+        (
+            "dbs:\n  - path: /a.db\n    replica: {path: /b}\n  - path: /x/../a.db\n    replica: {path: /c}\n".into(),
+            "dbs[1]: /a.db is already configured by dbs[0]",
+        ),
+        (
+            "dbs:\n  - path: /a.db\n    replica: {url: s3://b/p}\n  - path: /c.db\n    replica: {type: s3, bucket: b, path: /p/}\n".into(),
+            "dbs[1].replicas[0]: s3://b/p is also the replica of dbs[0].replicas[0]; each database needs its own replica location",
+        ),
+        (
+            format!("{DB}    replicas:\n      - {{name: a, path: /b}}\n      - {{name: c, url: 'file:///b/'}}\n"),
+            "dbs[0].replicas[1]: file:///b is also the replica of dbs[0].replicas[0]; each database needs its own replica location",
+        ),
+        (
+            "dbs:\n  - {path: /a.db, meta-path: /m, replica: {path: /b}}\n  - {path: /c.db, meta-path: /m, replica: {path: /d}}\n".into(),
+            "dbs[1].meta-path: /m is also the meta-path of dbs[0]",
+        ),
+        // Replica requirements and conflicts.
+        (format!("{DB}    replica:\n      type: s3\n      path: p\n"), "dbs[0].replica: a s3 replica needs a bucket: `bucket:` or `url: s3://BUCKET/path`"),
+        (format!("{DB}    replica:\n      type: file\n"), "dbs[0].replica: a file replica needs `path` (or `url: file:///...`)"),
+        (format!("{DB}    replica:\n      url: s3://b/p\n      path: q\n"), "dbs[0].replica.path: give the path either in `url` or as `path:`, not both"),
+        (format!("{DB}    replica:\n      url: s3://b/p\n      bucket: c\n"), "dbs[0].replica.bucket: give the bucket either in `url` or as `bucket:`, not both"),
+        (format!("{DB}    replica:\n      path: s3://b/p\n"), "dbs[0].replica.path: is a URL; give it as `url:` instead"),
+        (
+            format!("{DB}    replica:\n      url: s3://b/p\n      sse-customer-key: k\n      sse-customer-key-path: /k\n"),
+            "dbs[0].replica: give `sse-customer-key` or `sse-customer-key-path`, not both",
+        ),
+        (format!("{DB}    replica:\n      url: 's3://b/p?region'\n      name: ''\n      sync-interval: x\n"), r#"dbs[0].replica.sync-interval: "x" is not a duration (e.g. 1m30s)"#),
+        (format!("{DB}    replica:\n      url: 'ftp://x'\n"), r#"dbs[0].replica.url: invalid replica URL "ftp://x": unknown scheme "ftp" (file, s3, gs, abs, sftp)"#),
+        // age, as Litestream.
+        (format!("{DB}    replica:\n      path: /b\n      age:\n        recipients: [age1xyz]\n"), "dbs[0].replica.age: age encryption is not supported"),
+        ("age:\n  identities: [x]\n".into(), "age: age encryption is not supported"),
+        // YAML itself.
+        ("dbs:\n  - path: /a.db\n\treplica: x\n".into(), "invalid YAML: found a tab character that violates indentation at line 3 column 1, while scanning a plain scalar at line 2 column 11"),
+        ("a: 1\na: 2\n".into(), r#"invalid YAML: duplicate entry with key "a""#),
+    ];
+    for (yaml, want) in &cases {
+        assert_eq!(err(yaml), *want, "\n{yaml}");
+    }
+}
+
+#[test]
+fn errors_never_show_secrets() {
+    let cases: &[&str] = &[
+        "dbs:\n  - path: /a.db\n    replica:\n      url: s3://b/p\n      secret-access-key: [hunter2]\n",
+        "dbs:\n  - path: /a.db\n    replica:\n      url: 'sftp://bob:hunter2@/p'\n",
+        "dbs:\n  - path: /a.db\n    replica:\n      url: 'sftp://bob:hunter2@h/p?x=1'\n",
+    ];
+    for yaml in cases {
+        let e = err(yaml);
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+    let cfg = ok("dbs:\n  - path: /a.db\n    replica:\n      url: 'sftp://bob:hunter2@h/p'\n      key-path: /k\n");
+    let dbg = format!("{cfg:?}");
+    assert!(!dbg.contains("hunter2"), "{dbg}");
+    assert!(dbg.contains("sftp://bob:***@h/p"), "{dbg}");
+}
+
+#[test]
+fn warnings_for_keys_without_effect() {
+    let cfg = ok("\
+jwt: x
+dbs:
+  - path: /a.db
+    shadow-retention-count: 2
+    replica:
+      path: /b
+      region: us-east-1
+      retention-check-interval: 1h
+");
+    assert_eq!(
+        cfg.warnings,
+        [
+            "jwt: WebDAV and NATS replicas are not supported; ignored",
+            "dbs[0].shadow-retention-count: Litestream 0.3 key; ignored",
+            "dbs[0].replica: `region` does not apply to a file replica; ignored",
+            "dbs[0].replica.retention-check-interval: Litestream 0.3 key; ignored (see l0-retention-check-interval)",
+        ]
+    );
+}
+
+#[test]
+fn yaml_conveniences_of_go_configs() {
+    // Merge keys, YAML 1.1 booleans, quoted numbers, empty sections.
+    let cfg = ok("\
+x-replica: &rep
+  type: s3
+  bucket: shared
+  force-path-style: yes
+dbs:
+  - path: /a.db
+    min-checkpoint-page-count: '500'
+    replica:
+      <<: *rep
+      path: a
+snapshot:
+logging:
+");
+    let c = s3(&cfg.dbs[0].replicas[0]);
+    assert_eq!((c.bucket.as_str(), c.path.as_str(), c.force_path_style), ("shared", "a", true));
+    assert_eq!(cfg.dbs[0].min_checkpoint_page_count, 500);
+    assert_eq!(cfg.snapshot.interval, S(86400));
+}
+
+#[test]
+fn empty_files_have_no_databases() {
+    for text in ["", "# nothing\n", "dbs:\n", "dbs: []\n"] {
+        assert!(ok(text).dbs.is_empty(), "{text:?}");
+    }
+}
+
+#[test]
+fn load_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("litestream.yml");
+    std::fs::write(&path, "dbs:\n  - path: /a.db\n    replica:\n      path: /b\n      sync_interval: 1s\n").unwrap();
+    let e = load(&path, false).unwrap_err();
+    assert_eq!(e.to_string(), format!(r#"{}: dbs[0].replica: unknown key "sync_interval" (did you mean "sync-interval"?)"#, path.display()));
+    assert_eq!(e.file(), Some(path.as_path()));
+    assert_eq!(e.key_path(), "dbs[0].replica");
+    assert!(matches!(e.kind(), ErrorKind::UnknownKey { .. }));
+
+    std::fs::write(&path, "dbs:\n  - path: /a.db\n    replica:\n      path: /b\n").unwrap();
+    assert_eq!(load(&path, true).unwrap().dbs.len(), 1);
+
+    let missing = dir.path().join("nope.yml");
+    let e = load(&missing, false).unwrap_err();
+    assert!(e.to_string().starts_with(&format!("{}: cannot read the config file: ", missing.display())), "{e}");
+    assert!(std::error::Error::source(&e).is_some());
+}

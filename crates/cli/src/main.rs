@@ -1,0 +1,58 @@
+//! `sqlite-replicate`: continuous replication and verified restore for SQLite,
+//! speaking Litestream's command line, config and replica layout.
+//!
+//! `main` → `run` → one dispatch per command; each command lives in `commands/`.
+//! Config files are parsed in `config/`; `setup` turns them into engine options.
+
+mod args;
+mod commands;
+mod config;
+mod logging;
+mod setup;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "sqlite-replicate", version, about = "Continuous replication and verified restore for SQLite (Litestream-compatible)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Stream databases to their replicas until stopped.
+    Replicate(commands::replicate::Args),
+    /// Restore a database from a replica.
+    Restore(commands::restore::Args),
+    /// List the databases in the config.
+    Databases(commands::databases::Args),
+    /// List the LTX files of a replica, per level.
+    Ltx(commands::ltx::Args),
+    /// Print the version.
+    Version(commands::version::Args),
+}
+
+fn main() -> ExitCode {
+    let argv = args::normalize(std::env::args());
+    let cli = Cli::parse_from(argv);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Replicate(a) => commands::replicate::run(a),
+        Command::Restore(a) => commands::restore::run(a),
+        Command::Databases(a) => commands::databases::run(a),
+        Command::Ltx(a) => commands::ltx::run(a),
+        Command::Version(a) => commands::version::run(a),
+    }
+}

@@ -1,0 +1,270 @@
+//! From a parsed config to running parts: engine options per database and replica,
+//! storage backends, the default config path, logging, and helpers shared by commands.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{bail, Context};
+use engine::replicate::status::{DbStatus, ReplicaStatus};
+use engine::replicate::{DbOptions, ReplicaOptions, ReplicaSpec};
+use engine::runtime::DbRun;
+use engine::storage::file::FileStore;
+use engine::storage::layout::LtxInfo;
+use engine::storage::{ReplicaStore, StorageError};
+use ltx::{Level, PageEncoding};
+use tokio::sync::watch;
+
+use crate::config::{self, Config, DbConfig, DbSource, ReplicaConfig, ReplicaKind};
+use crate::logging;
+
+/// The config file to read: `-config`, else `$SQLITE_REPLICATE_CONFIG`, `$LITESTREAM_CONFIG`,
+/// `/etc/sqlite-replicate.yml`, `/etc/litestream.yml` (the first that is set or exists).
+pub fn config_path(explicit: Option<&Path>) -> Option<PathBuf> {
+    if let Some(p) = explicit {
+        return Some(p.to_path_buf());
+    }
+    for var in ["SQLITE_REPLICATE_CONFIG", "LITESTREAM_CONFIG"] {
+        if let Ok(v) = std::env::var(var) {
+            if !v.is_empty() {
+                return Some(PathBuf::from(v));
+            }
+        }
+    }
+    ["/etc/sqlite-replicate.yml", "/etc/litestream.yml"].iter().map(PathBuf::from).find(|p| p.exists())
+}
+
+pub fn load_config(explicit: Option<&Path>, expand_env: bool) -> anyhow::Result<Config> {
+    let path = config_path(explicit).context("no config file: pass -config FILE (or set $SQLITE_REPLICATE_CONFIG)")?;
+    Ok(config::load(&path, expand_env)?)
+}
+
+/// The config if one is found by the default rules, for commands that can run without one.
+pub fn load_config_if_present(expand_env: bool) -> anyhow::Result<Option<Config>> {
+    match config_path(None) {
+        Some(p) => Ok(Some(config::load(&p, expand_env)?)),
+        None => Ok(None),
+    }
+}
+
+/// A config for `replicate DB_PATH REPLICA_URL`.
+pub fn config_for_url(db: &str, url: &str) -> anyhow::Result<Config> {
+    let text = format!("dbs:\n  - path: {}\n    replica:\n      url: {}\n", yaml_quote(db), yaml_quote(url));
+    Ok(config::parse(&text, false, &|k| std::env::var(k).ok())?)
+}
+
+fn yaml_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+pub fn init_logging(cfg: &Config, override_level: Option<&str>) {
+    let level = override_level.map(str::to_string).unwrap_or_else(|| cfg.logging.level.to_string());
+    let format = if cfg.logging.json { logging::Format::Json } else { logging::Format::Text };
+    logging::init(&level, format);
+}
+
+pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
+    Ok(config::parse_duration(s)?)
+}
+
+/// Builds the backend for a replica.
+pub fn build_store(kind: &ReplicaKind) -> anyhow::Result<Arc<dyn ReplicaStore>> {
+    match kind {
+        ReplicaKind::File { path } => Ok(Arc::new(FileStore::new(path.clone()))),
+        other => bail!("replica type {} is not supported yet (file replicas only in this version)", other.type_name()),
+    }
+}
+
+/// A replica's display name: its `name`, else its type, numbered when repeated.
+pub fn replica_name(r: &ReplicaConfig) -> String {
+    r.name.clone().unwrap_or_else(|| r.kind.type_name().to_string())
+}
+
+fn replica_options(cfg: &Config, db: &DbConfig, r: &ReplicaConfig) -> ReplicaOptions {
+    let mut o = ReplicaOptions::with_defaults(replica_name(r));
+    if let Some(d) = r.sync_interval {
+        o.min_upload_interval = d;
+    }
+    o.levels = cfg.levels.clone();
+    let snap = db.snapshot.as_ref().unwrap_or(&cfg.snapshot);
+    o.snapshot_interval = r.snapshot_interval.unwrap_or(snap.interval);
+    o.snapshot_retention = r.retention.unwrap_or(snap.retention);
+    o.l0_retention = cfg.l0_retention;
+    o.l0_retention_check_interval = cfg.l0_retention_check_interval;
+    o.retention_enabled = cfg.retention_enabled;
+    o.encoding = if r.legacy_page_encoding { PageEncoding::LegacyFrame } else { PageEncoding::Block };
+    o
+}
+
+fn db_options(cfg: &Config, db: &DbConfig, path: &Path) -> DbOptions {
+    let mut o = DbOptions::with_defaults(path.to_path_buf());
+    if let Some(m) = &db.meta_path {
+        o.meta_dir = m.clone();
+    }
+    o.busy_timeout = db.busy_timeout;
+    o.min_checkpoint_pages = db.min_checkpoint_page_count;
+    o.checkpoint_interval = db.checkpoint_interval;
+    if let Some(mi) = db.monitor_interval {
+        o.poll_interval = mi;
+    }
+    o.shutdown_sync_timeout = cfg.shutdown_sync_timeout;
+    if db.replicas.iter().any(|r| r.legacy_page_encoding) {
+        o.encoding = PageEncoding::LegacyFrame;
+    }
+    o
+}
+
+/// Every concrete database of the config (directory entries expanded) with its config.
+pub fn concrete_dbs(cfg: &Config) -> anyhow::Result<Vec<(PathBuf, DbConfig)>> {
+    let mut out = Vec::new();
+    for db in &cfg.dbs {
+        match &db.source {
+            DbSource::Path(p) => out.push((p.clone(), db.clone())),
+            DbSource::Dir { dir, pattern, recursive, .. } => {
+                let mut files = Vec::new();
+                find_files(dir, pattern, *recursive, &mut files).with_context(|| format!("scanning {}", dir.display()))?;
+                files.sort();
+                for f in files {
+                    let expanded = config::expand_dir_db(db, &f)?;
+                    out.push((f, expanded));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn find_files(dir: &Path, pattern: &str, recursive: bool, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let p = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        let ft = e.file_type()?;
+        if ft.is_dir() && recursive {
+            find_files(&p, pattern, recursive, out)?;
+        } else if ft.is_file() && config::glob_match(pattern, &name) {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// Engine runs for every database of the config.
+pub fn db_runs(cfg: &Config) -> anyhow::Result<Vec<DbRun>> {
+    let mut runs = Vec::new();
+    for (path, db) in concrete_dbs(cfg)? {
+        let mut replicas = Vec::new();
+        for r in &db.replicas {
+            let store = build_store(&r.kind).with_context(|| format!("{}: replica {}", path.display(), replica_name(r)))?;
+            replicas.push(ReplicaSpec { opts: replica_options(cfg, &db, r), store, status: Arc::new(ReplicaStatus::default()) });
+        }
+        runs.push(DbRun { opts: db_options(cfg, &db, &path), replicas, status: Arc::new(DbStatus::default()) });
+    }
+    Ok(runs)
+}
+
+/// `databases`: each path with its replicas' names.
+pub fn describe_dbs(cfg: &Config) -> anyhow::Result<Vec<(String, Vec<String>)>> {
+    Ok(concrete_dbs(cfg)?
+        .into_iter()
+        .map(|(p, db)| (p.display().to_string(), db.replicas.iter().map(|r| format!("{} ({})", replica_name(r), r.kind.describe())).collect()))
+        .collect())
+}
+
+/// What a restore (or `ltx`) names: a database path from the config, or a replica URL.
+pub struct ReplicaChoice {
+    pub target: String,
+    pub replica: Option<String>,
+}
+
+/// The replicas to consider for a restore of `choice.target`, as (name, store).
+pub fn restore_candidates(cfg: Option<&Config>, choice: &ReplicaChoice) -> anyhow::Result<Vec<(String, Arc<dyn ReplicaStore>)>> {
+    if choice.target.contains("://") {
+        let kind = config::parse_replica_url(&choice.target)?;
+        // Credentials and endpoint from a configured replica with the same URL, if any.
+        let configured = cfg.into_iter().flat_map(|c| c.dbs.iter()).flat_map(|d| d.replicas.iter()).find(|r| r.url.as_deref() == Some(choice.target.as_str()));
+        let kind = configured.map(|r| r.kind.clone()).unwrap_or(kind);
+        return Ok(vec![(choice.target.clone(), build_store(&kind)?)]);
+    }
+    let cfg = cfg.context("restoring by database path needs a config file (-config)")?;
+    let want = std::path::absolute(&choice.target).unwrap_or_else(|_| PathBuf::from(&choice.target));
+    let (_, db) = concrete_dbs(cfg)?
+        .into_iter()
+        .find(|(p, _)| std::path::absolute(p).unwrap_or_else(|_| p.clone()) == want)
+        .with_context(|| format!("database {} is not in the config", choice.target))?;
+    let mut out = Vec::new();
+    for r in &db.replicas {
+        let name = replica_name(r);
+        if choice.replica.as_ref().is_some_and(|w| *w != name) {
+            continue;
+        }
+        out.push((name, build_store(&r.kind)?));
+    }
+    if out.is_empty() {
+        bail!("database {} has no replica named {:?}", choice.target, choice.replica.as_deref().unwrap_or(""));
+    }
+    Ok(out)
+}
+
+/// Lists every level of a replica.
+pub async fn list_all(store: &dyn ReplicaStore) -> Result<Vec<LtxInfo>, StorageError> {
+    let mut files = Vec::new();
+    for level in Level::all() {
+        files.extend(store.list(level).await?);
+    }
+    Ok(files)
+}
+
+/// `replicate -restore-if-db-not-exists`: restore each missing database first.
+pub async fn restore_missing_dbs(cfg: &Config) -> anyhow::Result<()> {
+    for (path, db) in concrete_dbs(cfg)? {
+        if path.exists() {
+            continue;
+        }
+        let mut best: Option<(Arc<dyn ReplicaStore>, engine::restore::plan::Listing, ltx::TxId)> = None;
+        for r in &db.replicas {
+            let store = build_store(&r.kind)?;
+            let listing = engine::restore::plan::Listing::new(list_all(store.as_ref()).await?);
+            if let Some(t) = engine::restore::plan::latest_txid(&listing) {
+                if best.as_ref().is_none_or(|(_, _, b)| t > *b) {
+                    best = Some((store, listing, t));
+                }
+            }
+        }
+        let Some((store, listing, _)) = best else {
+            tracing::info!(db = %path.display(), "no backup to restore; starting fresh");
+            continue;
+        };
+        let plan = engine::restore::plan::plan(&listing, engine::restore::plan::Target::Latest)?;
+        let opts = engine::restore::apply::ApplyOptions { parallelism: 8, integrity: engine::restore::apply::IntegrityCheck::Quick, force: false };
+        engine::restore::apply::apply(store, &plan, &path, &opts).await?;
+        tracing::info!(db = %path.display(), txid = %plan.target_txid, "restored before replicating");
+    }
+    Ok(())
+}
+
+/// A channel that turns true on SIGINT or SIGTERM.
+pub fn shutdown_signal() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else { return };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tx.send_replace(true);
+    });
+    rx
+}
+
+/// RFC 3339 with milliseconds, UTC (Litestream's CLI spelling).
+pub fn rfc3339_ms(t: SystemTime) -> String {
+    match jiff::Timestamp::try_from(t) {
+        Ok(ts) => ts.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+        Err(_) => "-".into(),
+    }
+}

@@ -1,0 +1,8 @@
+//! Integration tests: the real `sqlite-replicate` binary beside real SQLite writers,
+//! against real replicas, each ending in a restore compared page for page with the source.
+//!
+//! One test binary; shared helpers in `harness`.
+
+mod harness;
+mod replicate;
+mod restore;

@@ -1,0 +1,19 @@
+//! sqlite-replicate's library: capture committed transactions from a SQLite WAL,
+//! ship them to replicas as LTX files, and restore databases from those files.
+//!
+//! Map of the crate, in data-flow order:
+//! - [`sqlite`]: the only module that opens database and WAL files (WAL reader, connections,
+//!   checkpoints).
+//! - `replicate`: detect changes, encode L0 files, upload to each replica, compact, retain.
+//! - [`restore`]: plan (pure) → fetch → apply → verify; follow mode.
+//! - [`storage`]: the replica trait, its backends, and the one place that spells keys.
+//! - [`fsutil`]: durable local writes (temp, fsync, rename, dir fsync).
+//!
+//! The `ltx` crate owns the file format; this crate owns every policy around it.
+
+pub mod fsutil;
+pub mod replicate;
+pub mod restore;
+pub mod runtime;
+pub mod sqlite;
+pub mod storage;

@@ -1,0 +1,372 @@
+//! Turning committed WAL frames into L0 files, one TXID per capture.
+//!
+//! Owns: the captured position (TXID, database size, WAL cursor), the decision between
+//! an incremental file (the frames since the cursor) and a full-database file (when
+//! continuity cannot be proven), our own checkpoints, and writing each L0 file durably
+//! into the local meta directory. Runs on a blocking thread; the async loop in
+//! `replicate::db` drives it.
+//!
+//! Invariants (docs/design.md):
+//! - C1: a TXID is never reused or lowered: the next TXID is max(local, every replica) + 1.
+//! - C2: an incremental file is written only when every frame between the cursor and the
+//!   WAL end is known to be unbroken: same salts and a valid checksum chain, or exactly one
+//!   WAL restart observed while our pin was held without a break (W1 in `sqlite::db`).
+//! - C3: otherwise the next TXID is a full-database image read through a read transaction
+//!   that began while we held the write lock, so it is exactly the committed state.
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ltx::{Encoder, Header, PageEncoding, PageNo, TxId};
+use tracing::{debug, info, warn};
+
+use super::local::{now_ms, LocalDir, LocalPosition};
+use super::status::DbStatus;
+use crate::fsutil;
+use crate::sqlite::db::{DbConns, DbError, ShmInfo};
+use crate::sqlite::walscan::{self, ScanFrom, WalCursor};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("{db}: reading WAL: {source}")]
+    Wal { db: String, source: std::io::Error },
+    #[error("{db}: writing local file for TXID {txid}: {source}")]
+    Local { db: String, txid: TxId, source: std::io::Error },
+    #[error("{db}: encoding TXID {txid}: {source}")]
+    Encode { db: String, txid: TxId, source: ltx::EncodeError },
+    #[error("{db}: TXID counter exhausted")]
+    TxIdOverflow { db: String },
+}
+
+/// Settings the capture needs.
+#[derive(Clone, Debug)]
+pub struct CaptureOptions {
+    pub encoding: PageEncoding,
+    /// Run our PASSIVE checkpoint once the WAL holds this many pages.
+    pub min_checkpoint_pages: u32,
+    /// Also checkpoint after this long if anything was captured since the last one.
+    pub checkpoint_interval: Duration,
+}
+
+/// What one capture produced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Produced {
+    pub txid: TxId,
+    pub full_image: bool,
+}
+
+/// Where the WAL stood after our last capture, as far as we can prove.
+#[derive(Clone, Copy, Debug)]
+enum Cursor {
+    /// Unknown: the next capture must be a full image (C3).
+    Unknown,
+    /// There was no WAL content when we captured; anything that appears later is new.
+    Empty,
+    At(WalCursor),
+}
+
+pub struct Capture {
+    name: String,
+    conns: DbConns,
+    local: Arc<LocalDir>,
+    status: Arc<DbStatus>,
+    opts: CaptureOptions,
+    /// Last TXID written (0 = none yet).
+    txid: u64,
+    commit: u32,
+    cursor: Cursor,
+    last_checkpoint: Instant,
+    captured_since_checkpoint: bool,
+}
+
+impl Capture {
+    /// Opens the database and recovers the position: from the newest local file when its
+    /// WAL coordinates still match the live WAL, else a full image at the next TXID.
+    /// `remote_max` is the highest TXID any replica holds.
+    pub fn open(
+        name: String,
+        conns: DbConns,
+        local: Arc<LocalDir>,
+        status: Arc<DbStatus>,
+        opts: CaptureOptions,
+        remote_max: u64,
+    ) -> Result<Capture, CaptureError> {
+        let pos = local.position().map_err(|source| CaptureError::Wal { db: name.clone(), source })?;
+        let mut c = Capture {
+            name,
+            conns,
+            local,
+            status,
+            opts,
+            txid: 0,
+            commit: 0,
+            cursor: Cursor::Unknown,
+            last_checkpoint: Instant::now(),
+            captured_since_checkpoint: false,
+        };
+        match pos {
+            Some(LocalPosition { txid, commit, wal }) if txid.get() >= remote_max => {
+                c.txid = txid.get();
+                c.commit = commit;
+                c.conns.begin_pin()?;
+                c.conns.release_old_pin()?;
+                if let Some(w) = wal {
+                    let f = c.open_wal()?;
+                    match f.as_ref().map(|f| walscan::verify_prefix(f, c.conns.page_size(), w.salt1, w.salt2, w.offset)) {
+                        Some(Ok(Some(cur))) => c.cursor = Cursor::At(cur),
+                        Some(Err(source)) => return Err(CaptureError::Wal { db: c.name.clone(), source }),
+                        _ => info!(db = %c.name, "WAL changed while the replicator was stopped; next TXID is a full image"),
+                    }
+                }
+            }
+            Some(p) => {
+                info!(db = %c.name, local = %p.txid, remote = %format!("{remote_max:016x}"),
+                      "a replica is ahead of local state (database restored or meta dir lost); next TXID is a full image");
+                c.txid = remote_max;
+                c.local.reset().map_err(|source| CaptureError::Local { db: c.name.clone(), txid: p.txid, source })?;
+            }
+            None => c.txid = remote_max,
+        }
+        c.status.local_txid.store(c.txid, Ordering::Release);
+        Ok(c)
+    }
+
+    pub fn txid(&self) -> u64 {
+        self.txid
+    }
+
+    fn next_txid(&self) -> Result<TxId, CaptureError> {
+        TxId::new(self.txid + 1).map_err(|_| CaptureError::TxIdOverflow { db: self.name.clone() })
+    }
+
+    fn open_wal(&self) -> Result<Option<File>, CaptureError> {
+        match File::open(&self.conns.paths().wal) {
+            Ok(f) => Ok(Some(f)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(CaptureError::Wal { db: self.name.clone(), source }),
+        }
+    }
+
+    /// Forces the next capture to be a full image (a replica asked for one).
+    pub fn request_full_image(&mut self) {
+        self.cursor = Cursor::Unknown;
+    }
+
+    /// One capture: new committed frames become the next TXID. Returns None when there
+    /// was nothing new.
+    pub fn step(&mut self) -> Result<Option<Produced>, CaptureError> {
+        if matches!(self.cursor, Cursor::Unknown) {
+            return self.full_image().map(Some);
+        }
+        // Move the pin first: it protects everything after the old cursor (W1).
+        self.conns.begin_pin()?;
+        let r = self.capture_incremental();
+        match r {
+            // Release the old pin only after the frames it protected are safely written.
+            Ok(_) => self.conns.release_old_pin()?,
+            // The new pin may sit past frames we did not capture; nothing after the
+            // cursor can be proven any more, so the next TXID is a full image (C3).
+            Err(_) => self.cursor = Cursor::Unknown,
+        }
+        r
+    }
+
+    fn capture_incremental(&mut self) -> Result<Option<Produced>, CaptureError> {
+        let Some(wal) = self.open_wal()? else {
+            return Ok(None);
+        };
+        let page_size = self.conns.page_size();
+        let from = match self.cursor {
+            Cursor::At(c) => ScanFrom::Cursor(c),
+            _ => ScanFrom::Start,
+        };
+        let scan = walscan::scan(&wal, page_size, &from).map_err(|source| CaptureError::Wal { db: self.name.clone(), source })?;
+        self.status.wal_size_bytes.store(scan.file_size, Ordering::Relaxed);
+        let scan = match scan.outcome {
+            walscan::Outcome::NoHeader => return Ok(None),
+            walscan::Outcome::Unrelated => {
+                // Salts changed in a way our pin cannot explain (more than one restart, or a
+                // WAL replaced by another process): prove nothing, take a full image (C3).
+                warn!(db = %self.name, "WAL was reset by another process; next TXID is a full image");
+                return self.full_image().map(Some);
+            }
+            walscan::Outcome::Frames(s) => s,
+        };
+        if let Some(corrupt) = &scan.corruption {
+            warn!(db = %self.name, detail = %corrupt, "WAL has a damaged frame; capturing up to the last good commit");
+        }
+        let Some(commit) = scan.commit else {
+            return Ok(None); // no new commit yet (a writer is mid-transaction)
+        };
+        let txid = self.next_txid()?;
+        let mut header = Header::new(page_size, commit, txid, txid, now_ms());
+        header.wal_offset = scan.start;
+        header.wal_size = scan.end.offset - scan.start;
+        header.wal_salt1 = scan.end.salt1;
+        header.wal_salt2 = scan.end.salt2;
+        let mut buf = vec![0u8; page_size.bytes()];
+        let tmp = fsutil::tmp_path(&self.local.path_of(txid));
+        let local_err = |source| CaptureError::Local { db: self.name.clone(), txid, source };
+        let file = File::create(&tmp).map_err(local_err)?;
+        let mut enc = Encoder::new(BufWriter::new(file), &header, self.opts.encoding)
+            .map_err(|source| CaptureError::Encode { db: self.name.clone(), txid, source })?;
+        let lock = page_size.lock_page();
+        for &(pgno, data_offset) in &scan.pages {
+            if pgno.get() > commit || pgno == lock {
+                continue;
+            }
+            walscan::read_page(&wal, data_offset, &mut buf).map_err(|source| CaptureError::Wal { db: self.name.clone(), source })?;
+            enc.write_page(pgno, &buf).map_err(|source| CaptureError::Encode { db: self.name.clone(), txid, source })?;
+        }
+        self.finish_file(enc, &tmp, txid)?;
+        self.cursor = Cursor::At(scan.end);
+        self.commit = commit;
+        self.after_write(txid, false);
+        debug!(db = %self.name, txid = %txid, pages = scan.pages.len(), wal_offset = scan.start, "captured");
+        Ok(Some(Produced { txid, full_image: false }))
+    }
+
+    fn finish_file(&self, enc: Encoder<BufWriter<File>>, tmp: &std::path::Path, txid: TxId) -> Result<(), CaptureError> {
+        let (w, _trailer) = enc.finish().map_err(|source| CaptureError::Encode { db: self.name.clone(), txid, source })?;
+        let local_err = |source| CaptureError::Local { db: self.name.clone(), txid, source };
+        let file = w.into_inner().map_err(|e| local_err(e.into_error()))?;
+        fsutil::commit_tmp(tmp, &file, &self.local.path_of(txid)).map_err(local_err)?;
+        Ok(())
+    }
+
+    fn after_write(&mut self, txid: TxId, full: bool) {
+        self.txid = txid.get();
+        self.captured_since_checkpoint = true;
+        self.status.local_txid.store(self.txid, Ordering::Release);
+        self.status.last_capture_ms.store(now_ms(), Ordering::Release);
+        self.status.captures.fetch_add(1, Ordering::Relaxed);
+        if full {
+            self.status.snapshots_full.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Writes the whole database as the next TXID (C3). The write lock is held only while
+    /// the read transaction starts and the WAL end is located, never during the copy.
+    pub fn full_image(&mut self) -> Result<Produced, CaptureError> {
+        let txid = self.next_txid()?;
+        let page_size = self.conns.page_size();
+        self.conns.begin_barrier()?;
+        let located = (|| -> Result<Cursor, CaptureError> {
+            self.conns.begin_pin()?;
+            self.conns.release_old_pin()?;
+            let Some(wal) = self.open_wal()? else { return Ok(Cursor::Empty) };
+            let scan = walscan::scan(&wal, page_size, &ScanFrom::Start).map_err(|source| CaptureError::Wal { db: self.name.clone(), source })?;
+            Ok(match scan.outcome {
+                walscan::Outcome::Frames(s) if s.end.offset > 32 => Cursor::At(s.end),
+                _ => Cursor::Empty,
+            })
+        })();
+        self.conns.end_barrier()?;
+        let cursor = located?;
+        let commit = self.conns.page_count()?;
+        let mut header = Header::new(page_size, commit, txid, txid, now_ms());
+        match cursor {
+            Cursor::At(c) => {
+                header.wal_offset = c.offset;
+                header.wal_salt1 = c.salt1;
+                header.wal_salt2 = c.salt2;
+            }
+            // Litestream needs WAL coordinates >= 32 on every L0 file to take over.
+            _ => header.wal_offset = 32,
+        }
+        let tmp = fsutil::tmp_path(&self.local.path_of(txid));
+        let local_err = |source| CaptureError::Local { db: self.name.clone(), txid, source };
+        let file = File::create(&tmp).map_err(local_err)?;
+        let mut enc = Encoder::new(BufWriter::new(file), &header, self.opts.encoding)
+            .map_err(|source| CaptureError::Encode { db: self.name.clone(), txid, source })?;
+        let name = self.name.clone();
+        let mut enc_err = None;
+        self.conns.for_each_page(|pgno: PageNo, data| {
+            if let Err(e) = enc.write_page(pgno, data) {
+                enc_err = Some(e);
+                return Err(DbError::Io { path: name.clone().into(), op: "encode page", source: std::io::Error::other("encoder failed") });
+            }
+            Ok(())
+        })
+        .map_err(|e| match enc_err.take() {
+            Some(source) => CaptureError::Encode { db: self.name.clone(), txid, source },
+            None => CaptureError::Db(e),
+        })?;
+        self.finish_file(enc, &tmp, txid)?;
+        self.cursor = cursor;
+        self.commit = commit;
+        self.after_write(txid, true);
+        info!(db = %self.name, txid = %txid, pages = commit, "full database image captured");
+        Ok(Produced { txid, full_image: true })
+    }
+
+    /// Our checkpoint policy: PASSIVE once the WAL passes the page threshold, or on the
+    /// interval if anything changed. Then, holding the write lock for milliseconds, move
+    /// our pin to read mark 0 so the application's next commit can restart the WAL.
+    /// Returns any file captured while sealing the WAL.
+    pub fn checkpoint_if_needed(&mut self) -> Result<Option<Produced>, CaptureError> {
+        let Cursor::At(cur) = self.cursor else { return Ok(None) };
+        let frame = self.conns.page_size().bytes() as u64 + 24;
+        let wal_pages = cur.offset.saturating_sub(32) / frame;
+        let by_size = wal_pages >= self.opts.min_checkpoint_pages as u64;
+        let by_time = self.captured_since_checkpoint && self.last_checkpoint.elapsed() >= self.opts.checkpoint_interval;
+        if !by_size && !by_time {
+            return Ok(None);
+        }
+        self.checkpoint()
+    }
+
+    pub fn checkpoint(&mut self) -> Result<Option<Produced>, CaptureError> {
+        // Backfill most of the WAL without any lock held by us.
+        let _ = self.conns.checkpoint_passive();
+        self.conns.begin_barrier()?;
+        let r = (|| -> Result<Option<Produced>, CaptureError> {
+            let produced = self.step()?;
+            let _ = self.conns.checkpoint_passive()?;
+            // All frames backfilled: a new read transaction takes read mark 0, which lets
+            // the next writer restart the WAL while still protecting whatever it writes.
+            self.conns.begin_pin()?;
+            self.conns.release_old_pin()?;
+            Ok(produced)
+        })();
+        let end = self.conns.end_barrier();
+        match &r {
+            Ok(_) => {
+                self.status.checkpoints.fetch_add(1, Ordering::Relaxed);
+                self.last_checkpoint = Instant::now();
+                self.captured_since_checkpoint = false;
+            }
+            Err(e) => {
+                self.status.checkpoint_errors.fetch_add(1, Ordering::Relaxed);
+                warn!(db = %self.name, error = %e, "checkpoint failed");
+            }
+        }
+        end?;
+        r
+    }
+
+    /// Moves the pin when the WAL has been fully backfilled by someone else (e.g. the
+    /// application's own RESTART or TRUNCATE checkpoint, which waits for readers): a fresh
+    /// read transaction then takes read mark 0 and stops blocking it. Cheap: one read of
+    /// the `-shm` header. Returns true if the pin still needs watching.
+    pub fn settle(&mut self) -> Result<bool, CaptureError> {
+        match ShmInfo::read(&self.conns.paths().shm) {
+            Some(info) if info.fully_backfilled() => {
+                // Anything new must be captured before the old pin goes.
+                let produced = self.step()?;
+                Ok(produced.is_some())
+            }
+            Some(_) => Ok(true),
+            None => Ok(false),
+        }
+    }
+
+    pub fn close(&mut self) {
+        self.conns.release_all();
+    }
+}

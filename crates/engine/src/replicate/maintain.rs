@@ -1,0 +1,358 @@
+//! A replica's housekeeping: level compaction, snapshots (level 9) and retention, on
+//! Litestream's default schedule, against an in-memory view of the replica's files.
+//!
+//! Owns: [`ReplicaView`] (one listing at start, then updated by our own puts and
+//! deletes, so an idle replica costs no requests), the compaction and snapshot
+//! schedule (boundary-aligned intervals), and the retention rules that keep every
+//! restore possible (always keep the newest snapshot and each level's newest file,
+//! delete L0 only once L1 covers it, never open a gap between a snapshot and the head).
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use ltx::{Decoder, Level, TxId};
+use tokio::time::Instant;
+use tracing::{debug, info};
+
+use super::local::{ms_to_time, LocalDir};
+use super::status::ReplicaStatus;
+use super::ReplicaOptions;
+use crate::restore::plan::{plan, Listing, Target};
+use crate::storage::layout::{LtxInfo, LtxKey};
+use crate::storage::{ReplicaStore, StorageError};
+
+/// What we know a replica holds, per level, kept current by our own writes.
+#[derive(Debug, Default, Clone)]
+pub struct ReplicaView {
+    levels: BTreeMap<u8, Vec<LtxInfo>>,
+}
+
+impl ReplicaView {
+    pub async fn load(store: &dyn ReplicaStore) -> Result<ReplicaView, StorageError> {
+        let mut levels = BTreeMap::new();
+        for level in Level::all() {
+            let files = store.list(level).await?;
+            if !files.is_empty() {
+                levels.insert(level.get(), files);
+            }
+        }
+        Ok(ReplicaView { levels })
+    }
+
+    pub fn files(&self, level: Level) -> &[LtxInfo] {
+        self.levels.get(&level.get()).map(|v| v.as_slice()).unwrap_or(&[])
+    }
+
+    /// Highest TXID held at any level (0 when empty).
+    pub fn max_txid(&self) -> u64 {
+        self.levels.values().filter_map(|v| v.iter().map(|i| i.key.max.get()).max()).max().unwrap_or(0)
+    }
+
+    pub fn record_put(&mut self, key: LtxKey, size_bytes: u64, created: SystemTime) {
+        let v = self.levels.entry(key.level.get()).or_default();
+        v.retain(|i| i.key != key);
+        v.push(LtxInfo { key, size_bytes, created });
+        v.sort_by_key(|i| (i.key.min, i.key.max));
+    }
+
+    pub fn record_delete(&mut self, keys: &[LtxKey]) {
+        for k in keys {
+            if let Some(v) = self.levels.get_mut(&k.level.get()) {
+                v.retain(|i| i.key != *k);
+            }
+        }
+    }
+
+    pub fn all(&self) -> Vec<LtxInfo> {
+        self.levels.values().flatten().cloned().collect()
+    }
+}
+
+/// Re-encodes a full-database file (every page 1..commit) as a snapshot: same pages,
+/// min TXID 1, WAL fields cleared.
+pub fn as_snapshot(full: &[u8]) -> Result<Bytes, ltx::CompactError> {
+    let dec = Decoder::new(Cursor::new(full)).map_err(ltx::CompactError::from)?;
+    let (out, _) = ltx::compact_as_snapshot(vec![dec], Vec::new(), ltx::PageEncoding::Block)?;
+    Ok(Bytes::from(out))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MaintainError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("compacting into level {level}: {source}")]
+    Compact { level: u8, source: ltx::CompactError },
+    #[error("building snapshot: {0}")]
+    Plan(String),
+    #[error("local file: {0}")]
+    Local(#[from] std::io::Error),
+}
+
+pub struct Maintenance {
+    /// Compaction interval of levels 1..=n.
+    levels: Vec<Duration>,
+    snapshot_interval: Duration,
+    snapshot_retention: Duration,
+    l0_retention: Duration,
+    l0_check: Duration,
+    retention_enabled: bool,
+    encoding: ltx::PageEncoding,
+    next_level: Vec<Instant>,
+    next_snapshot: Instant,
+    next_l0_check: Instant,
+    snapshot_checked_at_start: bool,
+}
+
+/// The next multiple of `interval` since the Unix epoch, as an `Instant`.
+fn next_boundary(interval: Duration) -> Instant {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let iv = interval.as_millis().max(1);
+    let next = (now.as_millis() / iv + 1) * iv;
+    Instant::now() + Duration::from_millis((next - now.as_millis()) as u64)
+}
+
+impl Maintenance {
+    pub fn new(o: &ReplicaOptions) -> Maintenance {
+        Maintenance {
+            next_level: o.levels.iter().map(|d| next_boundary(*d)).collect(),
+            levels: o.levels.clone(),
+            snapshot_interval: o.snapshot_interval,
+            snapshot_retention: o.snapshot_retention,
+            l0_retention: o.l0_retention,
+            l0_check: o.l0_retention_check_interval,
+            retention_enabled: o.retention_enabled,
+            encoding: o.encoding,
+            next_snapshot: next_boundary(o.snapshot_interval),
+            next_l0_check: Instant::now() + o.l0_retention_check_interval,
+            snapshot_checked_at_start: false,
+        }
+    }
+
+    pub fn next_due(&self) -> Instant {
+        let mut t = self.next_snapshot.min(self.next_l0_check);
+        for n in &self.next_level {
+            t = t.min(*n);
+        }
+        if !self.snapshot_checked_at_start {
+            t = Instant::now();
+        }
+        t
+    }
+
+    /// Runs whatever is due. Called only when the replica is caught up.
+    pub async fn run_due(
+        &mut self,
+        store: &dyn ReplicaStore,
+        local: &LocalDir,
+        view: &mut ReplicaView,
+        status: &ReplicaStatus,
+        db: &str,
+    ) -> Result<(), MaintainError> {
+        let now = Instant::now();
+        for i in 0..self.levels.len() {
+            if self.next_level[i] <= now {
+                self.next_level[i] = next_boundary(self.levels[i]);
+                let level = Level::new(i as u8 + 1).expect("levels 1..=8");
+                self.compact(store, local, view, status, db, level).await?;
+                if level.get() == 1 && self.retention_enabled {
+                    self.l0_retention(store, view, status).await?;
+                }
+            }
+        }
+        let snapshot_due = self.next_snapshot <= now;
+        if snapshot_due || !self.snapshot_checked_at_start {
+            let startup = !self.snapshot_checked_at_start;
+            self.snapshot_checked_at_start = true;
+            // At startup, snapshot only if none was taken since the last boundary.
+            let recent = view.files(Level::SNAPSHOT).last().is_some_and(|s| {
+                s.created.elapsed().map(|age| age < self.snapshot_interval).unwrap_or(true)
+            });
+            if snapshot_due || (startup && !recent && view.max_txid() > 0) {
+                if snapshot_due {
+                    self.next_snapshot = next_boundary(self.snapshot_interval);
+                }
+                self.snapshot(store, local, view, status, db).await?;
+                if self.retention_enabled {
+                    self.snapshot_retention(store, view, status).await?;
+                }
+            }
+        }
+        if self.next_l0_check <= now {
+            self.next_l0_check = now + self.l0_check;
+            if self.retention_enabled {
+                self.l0_retention(store, view, status).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn fetch(&self, store: &dyn ReplicaStore, local: &LocalDir, info: &LtxInfo) -> Result<Bytes, MaintainError> {
+        if info.key.level == Level::L0 {
+            if let Ok(b) = local.read(info.key.max) {
+                return Ok(b);
+            }
+        }
+        Ok(store.get(&info.key, None).await?)
+    }
+
+    /// Merges the new files of level-1 into one file at `level`, covering
+    /// `[level's max + 1 ..= newest source max]`.
+    async fn compact(
+        &self,
+        store: &dyn ReplicaStore,
+        local: &LocalDir,
+        view: &mut ReplicaView,
+        status: &ReplicaStatus,
+        db: &str,
+        level: Level,
+    ) -> Result<(), MaintainError> {
+        let src_level = Level::new(level.get() - 1).expect("level >= 1");
+        let dst_max = view.files(level).last().map(|i| i.key.max.get()).unwrap_or(0);
+        // The contiguous run of source files just after the destination's max.
+        let mut run: Vec<LtxInfo> = Vec::new();
+        let mut cur = dst_max;
+        for f in view.files(src_level) {
+            if f.key.max.get() <= cur {
+                continue;
+            }
+            if f.key.min.get() > cur + 1 {
+                if run.is_empty() && f.key.min.get() > dst_max + 1 {
+                    // A hole below this file (a replica restarted from a snapshot):
+                    // the level starts a new run here; restores bridge it with the snapshot.
+                    cur = f.key.min.get() - 1;
+                } else {
+                    break;
+                }
+            }
+            cur = f.key.max.get();
+            run.push(f.clone());
+        }
+        if run.is_empty() {
+            return Ok(());
+        }
+        let mut inputs = Vec::with_capacity(run.len());
+        for f in &run {
+            inputs.push(self.fetch(store, local, f).await?);
+        }
+        let encoding = self.encoding;
+        let out = tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, ltx::Header), ltx::CompactError> {
+            let decs = inputs
+                .iter()
+                .map(|b| Decoder::new(Cursor::new(&b[..])))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(ltx::CompactError::from)?;
+            ltx::compact(decs, Vec::new(), encoding)
+        })
+        .await
+        .map_err(|e| MaintainError::Plan(e.to_string()))?
+        .map_err(|source| MaintainError::Compact { level: level.get(), source })?;
+        let (bytes, header) = out;
+        let key = LtxKey::new(level, header.min_txid, header.max_txid);
+        let created = ms_to_time(header.timestamp_ms);
+        let len = bytes.len() as u64;
+        store.put(&key, Bytes::from(bytes), created).await?;
+        view.record_put(key, len, created);
+        status.compactions.fetch_add(1, Ordering::Relaxed);
+        debug!(db, file = %key, inputs = run.len(), "compacted");
+        Ok(())
+    }
+
+    /// Writes a full snapshot `1..=max` at level 9, merged from the replica's own files.
+    async fn snapshot(
+        &self,
+        store: &dyn ReplicaStore,
+        local: &LocalDir,
+        view: &mut ReplicaView,
+        status: &ReplicaStatus,
+        db: &str,
+    ) -> Result<(), MaintainError> {
+        let listing = Listing::new(view.all());
+        let p = match plan(&listing, Target::Latest) {
+            Ok(p) => p,
+            Err(e) => return Err(MaintainError::Plan(e.to_string())),
+        };
+        if p.files.len() == 1 && p.files[0].key.level == Level::SNAPSHOT {
+            return Ok(()); // the newest snapshot is already the head
+        }
+        let mut inputs = Vec::with_capacity(p.files.len());
+        for f in &p.files {
+            inputs.push(self.fetch(store, local, f).await?);
+        }
+        let encoding = self.encoding;
+        let (bytes, header) = tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, ltx::Header), ltx::CompactError> {
+            let decs = inputs
+                .iter()
+                .map(|b| Decoder::new(Cursor::new(&b[..])))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(ltx::CompactError::from)?;
+            ltx::compact_as_snapshot(decs, Vec::new(), encoding)
+        })
+        .await
+        .map_err(|e| MaintainError::Plan(e.to_string()))?
+        .map_err(|source| MaintainError::Compact { level: 9, source })?;
+        let key = LtxKey::new(Level::SNAPSHOT, TxId::ONE, header.max_txid);
+        let created = ms_to_time(header.timestamp_ms);
+        let len = bytes.len() as u64;
+        store.put(&key, Bytes::from(bytes), created).await?;
+        view.record_put(key, len, created);
+        status.compactions.fetch_add(1, Ordering::Relaxed);
+        info!(db, file = %key, bytes = len, "snapshot written");
+        Ok(())
+    }
+
+    /// Deletes snapshots older than the retention (keeping the newest), then files at
+    /// levels 1..=8 that end below the newest deleted snapshot (keeping each level's newest).
+    async fn snapshot_retention(&self, store: &dyn ReplicaStore, view: &mut ReplicaView, status: &ReplicaStatus) -> Result<(), MaintainError> {
+        let snaps = view.files(Level::SNAPSHOT).to_vec();
+        let Some((_newest, older)) = snaps.split_last() else { return Ok(()) };
+        let expired: Vec<LtxKey> = older
+            .iter()
+            .filter(|s| s.created.elapsed().map(|a| a > self.snapshot_retention).unwrap_or(false))
+            .map(|s| s.key)
+            .collect();
+        if expired.is_empty() {
+            return Ok(());
+        }
+        let floor = expired.iter().map(|k| k.max).max().expect("nonempty");
+        let mut doomed = expired;
+        for level in 1..=8u8 {
+            let level = Level::new(level).expect("valid");
+            let files = view.files(level);
+            if let Some((_, older)) = files.split_last() {
+                doomed.extend(older.iter().filter(|f| f.key.max < floor).map(|f| f.key));
+            }
+        }
+        store.delete(&doomed).await?;
+        view.record_delete(&doomed);
+        status.deletes.fetch_add(doomed.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Deletes L0 files covered by L1 and older than the L0 retention, oldest first,
+    /// stopping at the first too-recent file and never deleting the newest L0.
+    async fn l0_retention(&self, store: &dyn ReplicaStore, view: &mut ReplicaView, status: &ReplicaStatus) -> Result<(), MaintainError> {
+        let Some(l1_max) = view.files(Level::new(1).expect("valid")).last().map(|f| f.key.max) else {
+            return Ok(());
+        };
+        let l0 = view.files(Level::L0).to_vec();
+        let Some((_newest, older)) = l0.split_last() else { return Ok(()) };
+        let mut doomed = Vec::new();
+        for f in older {
+            let old_enough = f.created.elapsed().map(|a| a >= self.l0_retention).unwrap_or(false);
+            if f.key.max > l1_max || !old_enough {
+                break;
+            }
+            doomed.push(f.key);
+        }
+        if doomed.is_empty() {
+            return Ok(());
+        }
+        store.delete(&doomed).await?;
+        view.record_delete(&doomed);
+        status.deletes.fetch_add(doomed.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+}

@@ -1,0 +1,333 @@
+//! Replication of one database: detect commits, capture them as L0 files, upload them
+//! to every replica, keep each replica compacted and pruned.
+//!
+//! Data flow: `detect` (WAL change notifications) → `capture` (WAL frames → local L0
+//! file, on a blocking thread) → `upload` (one task per replica, each at its own
+//! position) → `maintain` (compaction, snapshots, retention per replica).
+//!
+//! This module owns the per-database loop ([`run_database`]) that ties them together
+//! and its shutdown: a final capture, then uploads until caught up or out of time.
+
+pub mod capture;
+pub mod detect;
+pub mod local;
+pub mod maintain;
+pub mod status;
+pub mod upload;
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ltx::PageEncoding;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tracing::{error, info, warn};
+
+use crate::sqlite::db::DbConns;
+use crate::storage::ReplicaStore;
+use capture::{Capture, CaptureOptions};
+use local::LocalDir;
+use maintain::ReplicaView;
+use status::{DbStatus, ReplicaStatus};
+use upload::{Head, Uploader};
+
+/// Settings of one replica of one database.
+#[derive(Clone, Debug)]
+pub struct ReplicaOptions {
+    pub name: String,
+    /// Minimum time between two uploads: the pace that bounds requests per database.
+    pub min_upload_interval: Duration,
+    /// Compaction intervals of levels 1..=n.
+    pub levels: Vec<Duration>,
+    pub snapshot_interval: Duration,
+    pub snapshot_retention: Duration,
+    pub l0_retention: Duration,
+    pub l0_retention_check_interval: Duration,
+    pub retention_enabled: bool,
+    pub encoding: PageEncoding,
+}
+
+impl ReplicaOptions {
+    /// Litestream's defaults for housekeeping; our default pace.
+    pub fn with_defaults(name: impl Into<String>) -> ReplicaOptions {
+        ReplicaOptions {
+            name: name.into(),
+            min_upload_interval: DEFAULT_PACE,
+            levels: vec![Duration::from_secs(30), Duration::from_secs(300), Duration::from_secs(3600)],
+            snapshot_interval: Duration::from_secs(24 * 3600),
+            snapshot_retention: Duration::from_secs(24 * 3600),
+            l0_retention: Duration::from_secs(300),
+            l0_retention_check_interval: Duration::from_secs(15),
+            retention_enabled: true,
+            encoding: PageEncoding::Block,
+        }
+    }
+}
+
+/// Default minimum interval between two captures (and so between two uploads) of one
+/// database: at most 50 L0 files per second under continuous writes, while a commit
+/// after a quiet spell is captured at once.
+pub const DEFAULT_PACE: Duration = Duration::from_millis(20);
+
+/// Settings of one database.
+#[derive(Clone, Debug)]
+pub struct DbOptions {
+    pub path: PathBuf,
+    pub meta_dir: PathBuf,
+    pub busy_timeout: Duration,
+    pub min_checkpoint_pages: u32,
+    pub checkpoint_interval: Duration,
+    /// Safety poll of the WAL in case a file-system notification is missed.
+    pub poll_interval: Duration,
+    pub encoding: PageEncoding,
+    pub shutdown_sync_timeout: Duration,
+}
+
+impl DbOptions {
+    pub fn with_defaults(path: PathBuf) -> DbOptions {
+        DbOptions {
+            meta_dir: local::default_meta_dir(&path),
+            path,
+            busy_timeout: Duration::from_secs(1),
+            min_checkpoint_pages: 1000,
+            checkpoint_interval: Duration::from_secs(60),
+            poll_interval: Duration::from_secs(1),
+            encoding: PageEncoding::Block,
+            shutdown_sync_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One replica ready to run.
+pub struct ReplicaSpec {
+    pub opts: ReplicaOptions,
+    pub store: Arc<dyn ReplicaStore>,
+    pub status: Arc<ReplicaStatus>,
+}
+
+/// How a database run should behave.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunMode {
+    /// Capture and upload once, then return (`replicate -once`).
+    pub once: bool,
+    /// Start with a full-database file (`-force-snapshot`).
+    pub force_full_image: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicateError {
+    #[error(transparent)]
+    Capture(#[from] capture::CaptureError),
+    #[error("{db}: local meta directory {dir}: {source}")]
+    Local { db: String, dir: PathBuf, source: std::io::Error },
+    #[error("{db}: replica {replica}: {source}")]
+    Storage { db: String, replica: String, source: crate::storage::StorageError },
+    #[error("{db}: replicas did not catch up within {timeout:?} at shutdown")]
+    ShutdownTimeout { db: String, timeout: Duration },
+}
+
+/// Replicates one database until `shutdown` turns true (or once, in `once` mode).
+pub async fn run_database(
+    opts: DbOptions,
+    replicas: Vec<ReplicaSpec>,
+    status: Arc<DbStatus>,
+    changes: Arc<tokio::sync::Notify>,
+    mut shutdown: watch::Receiver<bool>,
+    mode: RunMode,
+) -> Result<(), ReplicateError> {
+    let name = opts.path.display().to_string();
+    let local = Arc::new(
+        LocalDir::open(&opts.meta_dir).map_err(|source| ReplicateError::Local { db: name.clone(), dir: opts.meta_dir.clone(), source })?,
+    );
+    // One listing per replica at start; positions are kept in memory afterwards.
+    let mut remote_max = 0;
+    let mut views = Vec::new();
+    for r in &replicas {
+        let view = ReplicaView::load(r.store.as_ref())
+            .await
+            .map_err(|source| ReplicateError::Storage { db: name.clone(), replica: r.opts.name.clone(), source })?;
+        remote_max = remote_max.max(view.max_txid());
+        views.push(view);
+    }
+    // Wait for the database to exist (an application may create it after we start).
+    let conns = loop {
+        let (path, busy) = (opts.path.clone(), opts.busy_timeout);
+        match tokio::task::spawn_blocking(move || DbConns::open(&path, busy)).await.expect("open task") {
+            Ok(c) => break c,
+            Err(crate::sqlite::db::DbError::Missing { .. }) if !mode.once => {
+                tokio::select! {
+                    _ = tokio::time::sleep(opts.poll_interval) => {}
+                    _ = shutdown.changed() => return Ok(()),
+                }
+            }
+            Err(e) => return Err(capture::CaptureError::Db(e).into()),
+        }
+    };
+    let copts = CaptureOptions {
+        encoding: opts.encoding,
+        min_checkpoint_pages: opts.min_checkpoint_pages,
+        checkpoint_interval: opts.checkpoint_interval,
+    };
+    let (cap_local, cap_status, cap_name) = (local.clone(), status.clone(), name.clone());
+    let mut cap = tokio::task::spawn_blocking(move || Capture::open(cap_name, conns, cap_local, cap_status, copts, remote_max))
+        .await
+        .expect("capture open task")?;
+    if mode.force_full_image {
+        cap.request_full_image();
+    }
+    let pace = replicas.iter().map(|r| r.opts.min_upload_interval).min().unwrap_or(DEFAULT_PACE);
+
+    let (head_tx, head_rx) = watch::channel(Head { txid: cap.txid(), full_image_txid: 0 });
+    let (up_shutdown_tx, up_shutdown_rx) = watch::channel(false);
+    let (full_tx, mut full_rx) = mpsc::unbounded_channel();
+    let mut uploaders = Vec::new();
+    for (r, view) in replicas.iter().zip(views) {
+        let u = Uploader {
+            db_name: name.clone(),
+            opts: r.opts.clone(),
+            store: r.store.clone(),
+            local: local.clone(),
+            status: r.status.clone(),
+            head: head_rx.clone(),
+            shutdown: up_shutdown_rx.clone(),
+            need_full_image: full_tx.clone(),
+        };
+        uploaders.push(tokio::spawn(u.run(view)));
+    }
+
+    let mut head = *head_rx.borrow();
+    let mut last_capture = Instant::now() - pace;
+    let mut settle_at: Option<Instant> = None;
+    let mut next_poll = Instant::now() + opts.poll_interval;
+    let mut next_checkpoint_check = Instant::now() + opts.checkpoint_interval;
+    let mut stopping = false;
+    loop {
+        // One capture cycle on a blocking thread.
+        let since = last_capture.elapsed();
+        if since < pace {
+            tokio::time::sleep(pace - since).await;
+        }
+        last_capture = Instant::now();
+        let settle_due = settle_at.is_some_and(|t| t <= Instant::now());
+        let ckpt_due = next_checkpoint_check <= Instant::now();
+        if ckpt_due {
+            next_checkpoint_check = Instant::now() + opts.checkpoint_interval.min(Duration::from_secs(10));
+        }
+        let (c, result) = tokio::task::spawn_blocking(move || {
+            let r = (|| -> Result<(Vec<capture::Produced>, bool), capture::CaptureError> {
+                let mut out = Vec::new();
+                let mut needs_settle = false;
+                out.extend(cap.step()?);
+                if settle_due {
+                    needs_settle = cap.settle()?;
+                }
+                if let Some(p) = cap.checkpoint_if_needed()? {
+                    out.push(p);
+                }
+                Ok((out, needs_settle))
+            })();
+            (cap, r)
+        })
+        .await
+        .expect("capture task");
+        cap = c;
+        match result {
+            Ok((produced, needs_settle)) => {
+                status.set_error(None);
+                for p in &produced {
+                    head.txid = p.txid.get();
+                    if p.full_image {
+                        head.full_image_txid = p.txid.get();
+                    }
+                }
+                if !produced.is_empty() {
+                    head_tx.send_replace(head);
+                    // Re-check the pin shortly in case an application checkpoint waits on it.
+                    settle_at = Some(Instant::now() + Duration::from_millis(500));
+                } else if settle_due {
+                    settle_at = needs_settle.then(|| Instant::now() + Duration::from_millis(500));
+                }
+            }
+            Err(e) => {
+                status.sync_errors.fetch_add(1, Ordering::Relaxed);
+                status.set_error(Some(e.to_string()));
+                error!(db = %name, error = %e, "capture failed");
+                if mode.once {
+                    return Err(e.into());
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+        // Local files every replica holds are no longer needed (the newest stays).
+        let min_replicated = replicas.iter().map(|r| r.status.replicated()).min().unwrap_or(0);
+        if min_replicated > 0 {
+            if let Ok(t) = ltx::TxId::new(min_replicated) {
+                let _ = local.prune(t);
+            }
+        }
+        if stopping || mode.once {
+            break;
+        }
+        // Wait for the next reason to look at the WAL.
+        let mut wake = next_poll.min(next_checkpoint_check);
+        if let Some(s) = settle_at {
+            wake = wake.min(s);
+        }
+        tokio::select! {
+            _ = changes.notified() => {}
+            _ = tokio::time::sleep_until(wake) => {
+                if next_poll <= Instant::now() {
+                    next_poll = Instant::now() + opts.poll_interval;
+                }
+            }
+            Some(()) = full_rx.recv() => {
+                while full_rx.try_recv().is_ok() {}
+                cap.request_full_image();
+            }
+            _ = shutdown.changed() => { stopping = true; }
+        }
+    }
+
+    // Final sync: let every replica catch up with the last capture, within the timeout.
+    let final_txid = head.txid;
+    let deadline = Instant::now() + opts.shutdown_sync_timeout;
+    let mut caught_up = false;
+    while Instant::now() < deadline {
+        if replicas.iter().all(|r| r.status.replicated() >= final_txid) {
+            caught_up = true;
+            break;
+        }
+        if let Ok(Some(())) = tokio::time::timeout(Duration::from_millis(10), full_rx.recv()).await {
+            // A replica needs a full image to catch up: give it one.
+            let (c, r) = tokio::task::spawn_blocking(move || {
+                let r = cap.full_image();
+                (cap, r)
+            })
+            .await
+            .expect("capture task");
+            cap = c;
+            let p = r?;
+            head.txid = p.txid.get();
+            head.full_image_txid = p.txid.get();
+            head_tx.send_replace(head);
+        }
+    }
+    let final_txid = head.txid;
+    if !caught_up {
+        caught_up = replicas.iter().all(|r| r.status.replicated() >= final_txid);
+    }
+    up_shutdown_tx.send_replace(true);
+    for u in uploaders {
+        let _ = u.await;
+    }
+    tokio::task::spawn_blocking(move || cap.close()).await.expect("close task");
+    if caught_up {
+        info!(db = %name, txid = %format!("{final_txid:016x}"), "replicas in sync");
+        Ok(())
+    } else {
+        warn!(db = %name, "replicas not in sync at shutdown");
+        Err(ReplicateError::ShutdownTimeout { db: name, timeout: opts.shutdown_sync_timeout })
+    }
+}

@@ -1,0 +1,195 @@
+//! One task per replica: ship local L0 files in TXID order, then run that replica's
+//! compaction, snapshot and retention on their schedules.
+//!
+//! Owns: the replica's position (known from one listing at start, then kept in memory:
+//! no listing while idle), retry with backoff and jitter on transient errors, and the
+//! final sync at shutdown. Fed by the capture loop through a `watch` channel carrying
+//! the newest local TXID; feeds `ReplicaStatus`.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use ltx::{Level, TxId};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::local::{ms_to_time, now_ms, LocalDir};
+use super::maintain::{Maintenance, ReplicaView};
+use super::status::ReplicaStatus;
+use super::ReplicaOptions;
+use crate::storage::layout::LtxKey;
+use crate::storage::{ReplicaStore, StorageError};
+
+/// What the capture loop tells replicas: the newest local TXID, and the first TXID of
+/// the current unbroken local run (a full-image file starts a new run).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Head {
+    pub txid: u64,
+    /// TXID of the newest full-database L0 file (0 if none since start).
+    pub full_image_txid: u64,
+}
+
+pub struct Uploader {
+    pub db_name: String,
+    pub opts: ReplicaOptions,
+    pub store: Arc<dyn ReplicaStore>,
+    pub local: Arc<LocalDir>,
+    pub status: Arc<ReplicaStatus>,
+    pub head: watch::Receiver<Head>,
+    pub shutdown: watch::Receiver<bool>,
+    /// Asks the capture loop for a full-database file (when this replica cannot be
+    /// brought up to date from local files).
+    pub need_full_image: tokio::sync::mpsc::UnboundedSender<()>,
+}
+
+impl Uploader {
+    fn name(&self) -> &str {
+        &self.opts.name
+    }
+
+    /// Runs until shutdown. `view` is the replica's listing taken at start.
+    pub async fn run(mut self, mut view: ReplicaView) {
+        self.status.replicated_txid.store(view.max_txid(), Ordering::Release);
+        info!(db = %self.db_name, replica = %self.name(), location = %self.store.location(),
+              txid = %hex(view.max_txid()), "replica position");
+        let mut maint = Maintenance::new(&self.opts);
+        let mut backoff = Backoff::new();
+        let mut last_upload = Instant::now() - Duration::from_secs(3600);
+        loop {
+            let head = *self.head.borrow_and_update();
+            let done = self.catch_up(&mut view, head, &mut backoff, &mut last_upload).await;
+            if done {
+                if let Err(e) = maint.run_due(self.store.as_ref(), &self.local, &mut view, &self.status, &self.db_name).await {
+                    warn!(db = %self.db_name, replica = %self.name(), error = %e, "maintenance failed");
+                    self.status.set_error(Some(e.to_string()));
+                }
+            }
+            if *self.shutdown.borrow() {
+                return;
+            }
+            let wait = if done { maint.next_due().saturating_duration_since(Instant::now()) } else { backoff.current() };
+            tokio::select! {
+                r = self.head.changed() => { if r.is_err() { return; } }
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.shutdown.changed() => {}
+            }
+        }
+    }
+
+    /// Uploads every local file the replica lacks. Returns true when caught up.
+    async fn catch_up(&mut self, view: &mut ReplicaView, head: Head, backoff: &mut Backoff, last_upload: &mut Instant) -> bool {
+        while view.max_txid() < head.txid {
+            let next = view.max_txid() + 1;
+            // A replica with a hole it cannot fill from local files restarts its history
+            // from the newest full-database file, uploaded as a snapshot (min TXID 1).
+            let have_local = self.local.path_of(TxId::new(next).expect("next >= 1")).exists();
+            let (key, txid) = if have_local {
+                let t = TxId::new(next).expect("next >= 1");
+                (LtxKey::new(Level::L0, t, t), t)
+            } else if head.full_image_txid > view.max_txid() {
+                let t = TxId::new(head.full_image_txid).expect("nonzero");
+                (LtxKey::new(Level::SNAPSHOT, TxId::ONE, t), t)
+            } else {
+                let _ = self.need_full_image.send(());
+                return true;
+            };
+            let data = match self.local.read(txid) {
+                Ok(d) => d,
+                Err(e) => {
+                    warn!(db = %self.db_name, replica = %self.name(), txid = %txid, error = %e, "local file unreadable");
+                    let _ = self.need_full_image.send(());
+                    return true;
+                }
+            };
+            let data = if key.level.is_snapshot() {
+                match super::maintain::as_snapshot(&data) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        warn!(db = %self.db_name, error = %e, "cannot re-encode full image as snapshot");
+                        return true;
+                    }
+                }
+            } else {
+                data
+            };
+            // Pace: a busy database does not make one request per commit.
+            let since = last_upload.elapsed();
+            if since < self.opts.min_upload_interval {
+                tokio::time::sleep(self.opts.min_upload_interval - since).await;
+            }
+            *last_upload = Instant::now();
+            let created = created_of(&data);
+            let len = data.len() as u64;
+            match self.store.put(&key, data, created).await {
+                Ok(()) => {
+                    backoff.reset();
+                    view.record_put(key, len, created);
+                    self.status.replicated_txid.store(txid.get(), Ordering::Release);
+                    self.status.last_upload_ms.store(now_ms(), Ordering::Release);
+                    self.status.failing_since_ms.store(0, Ordering::Release);
+                    self.status.uploads.fetch_add(1, Ordering::Relaxed);
+                    self.status.upload_bytes.fetch_add(len, Ordering::Relaxed);
+                    self.status.set_error(None);
+                    debug!(db = %self.db_name, replica = %self.name(), file = %key, bytes = len, "uploaded");
+                }
+                Err(e) => {
+                    self.fail(&e);
+                    if !e.is_retryable() {
+                        backoff.bump_permanent();
+                    }
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    fn fail(&self, e: &StorageError) {
+        self.status.upload_errors.fetch_add(1, Ordering::Relaxed);
+        let _ = self.status.failing_since_ms.compare_exchange(0, now_ms(), Ordering::AcqRel, Ordering::Acquire);
+        self.status.set_error(Some(e.to_string()));
+        warn!(db = %self.db_name, replica = %self.name(), error = %e, "replica write failed");
+    }
+
+    /// Sleeps; returns true if shutdown was requested meanwhile.
+    async fn sleep_or_shutdown(&mut self, d: Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => *self.shutdown.borrow(),
+            _ = self.shutdown.changed() => true,
+        }
+    }
+}
+
+/// The created time recorded for an LTX file: its header timestamp.
+fn created_of(data: &[u8]) -> SystemTime {
+    ltx::Header::from_bytes(data).map(|h| ms_to_time(h.timestamp_ms)).unwrap_or_else(|_| SystemTime::now())
+}
+
+pub(crate) fn hex(t: u64) -> String {
+    format!("{t:016x}")
+}
+
+/// Exponential backoff with jitter, from 100 ms to 30 s.
+struct Backoff {
+    current: Duration,
+}
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff { current: Duration::from_millis(100) }
+    }
+    fn reset(&mut self) {
+        self.current = Duration::from_millis(100);
+    }
+    fn bump_permanent(&mut self) {
+        self.current = self.current.max(Duration::from_secs(5));
+    }
+    fn current(&mut self) -> Duration {
+        let base = self.current;
+        self.current = (self.current * 2).min(Duration::from_secs(30));
+        let jitter = rand::random::<f64>() * 0.5 + 0.75;
+        base.mul_f64(jitter)
+    }
+}

@@ -1,0 +1,46 @@
+//! The process-wide runtime: many databases in one process, one change watcher, one
+//! shutdown signal.
+//!
+//! Owns: starting a replication task per database, sharing the file-system watcher,
+//! and collecting their outcomes. Per-database behaviour lives in `replicate`.
+
+use std::sync::Arc;
+
+use tokio::sync::{watch, Notify};
+use tracing::error;
+
+use crate::replicate::status::DbStatus;
+use crate::replicate::{self, detect::ChangeWatcher, DbOptions, ReplicaSpec, ReplicateError, RunMode};
+
+/// One database and its replicas, ready to run.
+pub struct DbRun {
+    pub opts: DbOptions,
+    pub replicas: Vec<ReplicaSpec>,
+    pub status: Arc<DbStatus>,
+}
+
+/// Replicates every database until `shutdown` turns true (or once each, in `once` mode).
+/// Returns the errors of the databases that failed; the others are unaffected by them.
+pub async fn replicate_all(dbs: Vec<DbRun>, shutdown: watch::Receiver<bool>, mode: RunMode) -> Vec<ReplicateError> {
+    let mut watcher = ChangeWatcher::new();
+    let mut tasks = Vec::new();
+    for db in dbs {
+        let notify = Arc::new(Notify::new());
+        watcher.watch(&db.opts.path, notify.clone());
+        let sd = shutdown.clone();
+        tasks.push(tokio::spawn(replicate::run_database(db.opts, db.replicas, db.status, notify, sd, mode)));
+    }
+    let mut errors = Vec::new();
+    for t in tasks {
+        match t.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                error!(error = %e, "database replication stopped");
+                errors.push(e);
+            }
+            Err(e) => error!(error = %e, "database task panicked"),
+        }
+    }
+    drop(watcher);
+    errors
+}

@@ -1,0 +1,393 @@
+//! The replicator's own connections to a live database, and the locking protocol that
+//! guarantees no committed WAL frame is overwritten before it has been captured.
+//!
+//! Owns: opening the database (checks: SQLite file, WAL mode, page size), the *pin*
+//! (a read transaction that stops SQLite from restarting the WAL over frames we have not
+//! read yet), the *barrier* (a short write lock used to seal the WAL), our own PASSIVE
+//! checkpoints, consistent whole-database page images through `sqlite_dbpage`, and the
+//! wal-index (`-shm`) figures used to decide when a pin must move.
+//!
+//! Why a pin is enough (see docs/design.md, invariant W1): SQLite restarts the WAL only
+//! when every frame is backfilled and no reader holds a read mark >= 1; a reader holding
+//! read mark 0 blocks backfilling altogether. So while we hold *some* read transaction
+//! that began at or before our captured position, frames after that position can be
+//! neither backfilled-and-restarted over nor lost. We move the pin by starting a new read
+//! transaction on the second connection, capturing up to the WAL end, and only then
+//! ending the old one.
+//!
+//! Does not: parse the WAL (see `wal`), decide what to capture (see `replicate`).
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ltx::{PageNo, PageSize};
+use rusqlite::{Connection, OpenFlags};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum DbError {
+    #[error("{path}: database file does not exist")]
+    Missing { path: PathBuf },
+    #[error("{path}: not a SQLite database (bad header)")]
+    NotSqlite { path: PathBuf },
+    #[error("{path}: journal mode is {mode:?}, not WAL; set `PRAGMA journal_mode=WAL` in the application")]
+    NotWal { path: PathBuf, mode: String },
+    #[error("{path}: {op}: {source}")]
+    Sqlite { path: PathBuf, op: &'static str, source: rusqlite::Error },
+    #[error("{path}: {op}: {source}")]
+    Io { path: PathBuf, op: &'static str, source: std::io::Error },
+    #[error("{path}: page size {size} is not valid")]
+    BadPageSize { path: PathBuf, size: u32 },
+}
+
+/// Paths of a database and its sidecar files.
+#[derive(Clone, Debug)]
+pub struct DbPaths {
+    pub db: PathBuf,
+    pub wal: PathBuf,
+    pub shm: PathBuf,
+}
+
+impl DbPaths {
+    pub fn new(db: &Path) -> DbPaths {
+        let mut wal = db.as_os_str().to_os_string();
+        wal.push("-wal");
+        let mut shm = db.as_os_str().to_os_string();
+        shm.push("-shm");
+        DbPaths { db: db.to_path_buf(), wal: wal.into(), shm: shm.into() }
+    }
+}
+
+/// Figures read from the wal-index (`-shm`) without taking any lock. They are a hint
+/// (a racing writer may change them a moment later), never a proof.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShmInfo {
+    pub mx_frame: u32,
+    pub n_backfill: u32,
+}
+
+impl ShmInfo {
+    /// Reads the first copy of the wal-index header and the checkpoint info.
+    pub fn read(shm: &Path) -> Option<ShmInfo> {
+        let f = File::open(shm).ok()?;
+        let mut buf = [0u8; 136];
+        f.read_exact_at(&mut buf, 0).ok()?;
+        // The wal-index is in native byte order; offsets from SQLite's file format doc:
+        // mxFrame at 16 of WalIndexHdr, nBackfill at 96 (after two 48-byte header copies).
+        let u32_at = |o: usize| u32::from_ne_bytes(buf[o..o + 4].try_into().unwrap());
+        if buf[12] == 0 {
+            return None; // isInit == 0: not initialised
+        }
+        Some(ShmInfo { mx_frame: u32_at(16), n_backfill: u32_at(96) })
+    }
+
+    pub fn fully_backfilled(&self) -> bool {
+        self.mx_frame == self.n_backfill
+    }
+}
+
+/// The replicator's connections to one database.
+pub struct DbConns {
+    paths: DbPaths,
+    page_size: PageSize,
+    pins: [Connection; 2],
+    /// Which of `pins` holds the current read transaction.
+    active: Option<usize>,
+    barrier: Connection,
+    in_barrier: bool,
+}
+
+impl std::fmt::Debug for DbConns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbConns").field("db", &self.paths.db).field("active", &self.active).finish()
+    }
+}
+
+/// Checks the first 100 bytes of a database file: SQLite magic and page size.
+pub fn read_db_header(path: &Path) -> Result<PageSize, DbError> {
+    let f = File::open(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            DbError::Missing { path: path.to_path_buf() }
+        } else {
+            DbError::Io { path: path.to_path_buf(), op: "open", source: e }
+        }
+    })?;
+    let mut hdr = [0u8; 100];
+    f.read_exact_at(&mut hdr, 0).map_err(|_| DbError::NotSqlite { path: path.to_path_buf() })?;
+    if &hdr[..16] != b"SQLite format 3\0" {
+        return Err(DbError::NotSqlite { path: path.to_path_buf() });
+    }
+    let raw = u16::from_be_bytes([hdr[16], hdr[17]]) as u32;
+    PageSize::from_sqlite_header(raw).map_err(|_| DbError::BadPageSize { path: path.to_path_buf(), size: raw })
+}
+
+fn open_conn(paths: &DbPaths, busy: Duration) -> Result<Connection, DbError> {
+    let sq = |op| {
+        let path = paths.db.clone();
+        move |source| DbError::Sqlite { path, op, source }
+    };
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+    let c = Connection::open_with_flags(&paths.db, flags).map_err(sq("open"))?;
+    // Our connections must never checkpoint-and-delete the WAL on close: if we are the
+    // last connection, the next start would find the WAL gone and have to resnapshot.
+    c.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+        .map_err(sq("disable checkpoint on close"))?;
+    c.busy_timeout(busy).map_err(sq("set busy timeout"))?;
+    // Small page cache: we read pages once, and thousands of databases share a process.
+    c.execute_batch("PRAGMA cache_size=-256; PRAGMA wal_autocheckpoint=0;").map_err(sq("configure"))?;
+    Ok(c)
+}
+
+impl DbConns {
+    /// Opens three connections after checking the database is SQLite in WAL mode.
+    pub fn open(db: &Path, busy: Duration) -> Result<DbConns, DbError> {
+        let paths = DbPaths::new(db);
+        let page_size = read_db_header(db)?;
+        let p0 = open_conn(&paths, busy)?;
+        let mode: String = p0
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .map_err(|source| DbError::Sqlite { path: paths.db.clone(), op: "read journal_mode", source })?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(DbError::NotWal { path: paths.db.clone(), mode });
+        }
+        let p1 = open_conn(&paths, busy)?;
+        let barrier = open_conn(&paths, busy)?;
+        Ok(DbConns { paths, page_size, pins: [p0, p1], active: None, barrier, in_barrier: false })
+    }
+
+    pub fn paths(&self) -> &DbPaths {
+        &self.paths
+    }
+
+    pub fn page_size(&self) -> PageSize {
+        self.page_size
+    }
+
+    fn err(&self, op: &'static str) -> impl FnOnce(rusqlite::Error) -> DbError + '_ {
+        move |source| DbError::Sqlite { path: self.paths.db.clone(), op, source }
+    }
+
+    /// Starts a read transaction on the idle pin connection. The previous pin (if any)
+    /// stays held until [`DbConns::release_old_pin`], so protection never lapses.
+    pub fn begin_pin(&mut self) -> Result<(), DbError> {
+        let next = match self.active {
+            Some(i) => 1 - i,
+            None => 0,
+        };
+        let path = self.paths.db.clone();
+        let c = &self.pins[next];
+        if !c.is_autocommit() {
+            c.execute_batch("ROLLBACK")
+                .map_err(|source| DbError::Sqlite { path: path.clone(), op: "end stale read transaction", source })?;
+        }
+        c.execute_batch("BEGIN")
+            .map_err(|source| DbError::Sqlite { path: path.clone(), op: "begin read transaction", source })?;
+        // A read transaction starts (and takes its read mark) at its first read.
+        if let Err(source) = c.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get::<_, i64>(0)) {
+            let _ = c.execute_batch("ROLLBACK");
+            return Err(DbError::Sqlite { path, op: "start read transaction", source });
+        }
+        self.active = Some(next);
+        Ok(())
+    }
+
+    /// Ends the read transaction on the connection that is not the active pin.
+    pub fn release_old_pin(&mut self) -> Result<(), DbError> {
+        let Some(active) = self.active else { return Ok(()) };
+        let c = &self.pins[1 - active];
+        if !c.is_autocommit() {
+            c.execute_batch("ROLLBACK").map_err(|source| DbError::Sqlite {
+                path: self.paths.db.clone(),
+                op: "end read transaction",
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Moves the pin to the current end of the WAL. Only safe once everything up to the
+    /// new pin's snapshot has been captured; the capture loop calls `begin_pin`, captures,
+    /// then `release_old_pin` instead.
+    pub fn has_pin(&self) -> bool {
+        self.active.is_some()
+    }
+
+    /// Takes SQLite's write lock (`BEGIN IMMEDIATE`), so no commit can land until
+    /// [`DbConns::end_barrier`]. Holders keep it for milliseconds: long enough to seal the
+    /// WAL, never for a whole-database copy.
+    pub fn begin_barrier(&mut self) -> Result<(), DbError> {
+        if self.in_barrier {
+            return Ok(());
+        }
+        self.barrier.execute_batch("BEGIN IMMEDIATE").map_err(|source| DbError::Sqlite {
+            path: self.paths.db.clone(),
+            op: "take write lock",
+            source,
+        })?;
+        self.in_barrier = true;
+        Ok(())
+    }
+
+    pub fn end_barrier(&mut self) -> Result<(), DbError> {
+        if !self.in_barrier {
+            return Ok(());
+        }
+        self.in_barrier = false;
+        self.barrier.execute_batch("ROLLBACK").map_err(|source| DbError::Sqlite {
+            path: self.paths.db.clone(),
+            op: "release write lock",
+            source,
+        })
+    }
+
+    /// Runs `PRAGMA wal_checkpoint(PASSIVE)` on the idle pin connection. It backfills up
+    /// to the oldest read mark (ours included) and never blocks the application.
+    /// Returns (frames in WAL, frames backfilled), or None if SQLite reported busy.
+    pub fn checkpoint_passive(&mut self) -> Result<Option<(i64, i64)>, DbError> {
+        let idle = match self.active {
+            Some(i) => 1 - i,
+            None => 0,
+        };
+        let c = &self.pins[idle];
+        if !c.is_autocommit() {
+            c.execute_batch("ROLLBACK").map_err(|source| DbError::Sqlite {
+                path: self.paths.db.clone(),
+                op: "end read transaction",
+                source,
+            })?;
+        }
+        let (busy, log, ckpt): (i64, i64, i64) = c
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(|source| DbError::Sqlite { path: self.paths.db.clone(), op: "checkpoint", source })?;
+        Ok(if busy != 0 { None } else { Some((log, ckpt)) })
+    }
+
+    /// Streams every page of the database as the active pin's snapshot sees it, in page
+    /// order, through SQLite's own pager (`sqlite_dbpage`), so a concurrent checkpoint can
+    /// never tear a page. The lock page is skipped.
+    pub fn for_each_page(&self, mut f: impl FnMut(PageNo, &[u8]) -> Result<(), DbError>) -> Result<u32, DbError> {
+        let Some(active) = self.active else {
+            return Err(DbError::Io {
+                path: self.paths.db.clone(),
+                op: "read pages",
+                source: std::io::Error::other("no read transaction held"),
+            });
+        };
+        let c = &self.pins[active];
+        let sq = |op| {
+            let path = self.paths.db.clone();
+            move |source| DbError::Sqlite { path, op, source }
+        };
+        let mut stmt = c.prepare_cached("SELECT pgno, data FROM sqlite_dbpage('main') ORDER BY pgno").map_err(sq("read pages"))?;
+        let mut rows = stmt.query([]).map_err(sq("read pages"))?;
+        let lock = self.page_size.lock_page();
+        let mut count = 0;
+        while let Some(row) = rows.next().map_err(sq("read pages"))? {
+            let pgno: i64 = row.get(0).map_err(sq("read pages"))?;
+            let pgno = PageNo::new(pgno as u32).map_err(|_| DbError::Io {
+                path: self.paths.db.clone(),
+                op: "read pages",
+                source: std::io::Error::other("page number 0"),
+            })?;
+            count = pgno.get();
+            if pgno == lock {
+                continue;
+            }
+            let data = row.get_ref(1).map_err(sq("read pages"))?;
+            let bytes = data.as_blob().map_err(|e| sq("read pages")(e.into()))?;
+            if bytes.len() != self.page_size.bytes() {
+                return Err(DbError::BadPageSize { path: self.paths.db.clone(), size: bytes.len() as u32 });
+            }
+            f(pgno, bytes)?;
+        }
+        Ok(count)
+    }
+
+    /// The database size in pages as the active pin sees it.
+    pub fn page_count(&self) -> Result<u32, DbError> {
+        let c = &self.pins[self.active.unwrap_or(0)];
+        c.query_row("PRAGMA page_count", [], |r| r.get::<_, i64>(0))
+            .map(|n| n as u32)
+            .map_err(|source| DbError::Sqlite { path: self.paths.db.clone(), op: "page_count", source })
+    }
+
+    /// Ends every transaction we hold (shutdown).
+    pub fn release_all(&mut self) {
+        let _ = self.end_barrier();
+        for c in &self.pins {
+            if !c.is_autocommit() {
+                let _ = c.execute_batch("ROLLBACK");
+            }
+        }
+        self.active = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app_db(dir: &Path) -> (PathBuf, Connection) {
+        let p = dir.join("app.db");
+        let c = Connection::open(&p).unwrap();
+        c.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (1);").unwrap();
+        (p, c)
+    }
+
+    #[test]
+    fn rejects_non_wal_and_non_sqlite() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("rollback.db");
+        let c = Connection::open(&p).unwrap();
+        c.execute_batch("CREATE TABLE t(x)").unwrap();
+        assert!(matches!(DbConns::open(&p, Duration::from_secs(1)), Err(DbError::NotWal { .. })));
+        let junk = d.path().join("junk.db");
+        std::fs::write(&junk, vec![7u8; 4096]).unwrap();
+        assert!(matches!(DbConns::open(&junk, Duration::from_secs(1)), Err(DbError::NotSqlite { .. })));
+        assert!(matches!(DbConns::open(&d.path().join("none.db"), Duration::from_secs(1)), Err(DbError::Missing { .. })));
+    }
+
+    #[test]
+    fn pin_blocks_wal_restart_until_moved() {
+        let d = tempfile::tempdir().unwrap();
+        let (p, app) = app_db(d.path());
+        let mut conns = DbConns::open(&p, Duration::from_millis(100)).unwrap();
+        app.execute("INSERT INTO t VALUES (2)", []).unwrap();
+        conns.begin_pin().unwrap();
+        app.execute("INSERT INTO t VALUES (3)", []).unwrap();
+        // The app's TRUNCATE checkpoint cannot reset the WAL under our pin.
+        let (busy, _, _): (i64, i64, i64) = app
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap();
+        assert_eq!(busy, 1, "TRUNCATE must report busy while pinned");
+        assert!(std::fs::metadata(conns.paths().wal.clone()).unwrap().len() > 32);
+        // Whole-database image through the pin.
+        let mut pages = 0;
+        conns.for_each_page(|_, _| {
+            pages += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(pages, conns.page_count().unwrap());
+        conns.release_all();
+        let (busy, _, _): (i64, i64, i64) = app
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap();
+        assert_eq!(busy, 0);
+    }
+
+    #[test]
+    fn shm_figures_follow_checkpoints() {
+        let d = tempfile::tempdir().unwrap();
+        let (p, app) = app_db(d.path());
+        app.execute_batch("PRAGMA wal_autocheckpoint=0; INSERT INTO t VALUES (2);").unwrap();
+        let shm = DbPaths::new(&p).shm;
+        let before = ShmInfo::read(&shm).unwrap();
+        assert!(before.mx_frame > 0 && !before.fully_backfilled());
+        let mut conns = DbConns::open(&p, Duration::from_millis(100)).unwrap();
+        conns.checkpoint_passive().unwrap().unwrap();
+        assert!(ShmInfo::read(&shm).unwrap().fully_backfilled());
+    }
+}

@@ -1,0 +1,225 @@
+//! The file backend: a replica in a local (or mounted) directory.
+//!
+//! Owns: mapping [`ReplicaStore`] calls onto `<root>/ltx/<level>/<min>-<max>.ltx` files,
+//! durable atomic puts (via `fsutil`), file mtime as the created timestamp, and the
+//! translation of `io::Error` into [`StorageError`] variants.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use ltx::Level;
+
+use super::layout::{Layout, LtxInfo, LtxKey};
+use super::{ReplicaStore, StorageError};
+use crate::fsutil;
+
+#[derive(Debug, Clone)]
+pub struct FileStore {
+    root: PathBuf,
+    location: String,
+}
+
+impl FileStore {
+    pub fn new(root: impl Into<PathBuf>) -> FileStore {
+        let root = root.into();
+        let location = format!("file://{}", root.display());
+        FileStore { root, location }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path_of(&self, key: &LtxKey) -> PathBuf {
+        self.root.join(Layout::LtxDir.key_path(key))
+    }
+
+    fn level_dir(&self, level: Level) -> PathBuf {
+        self.root.join(Layout::LtxDir.level_dir(level))
+    }
+
+    fn err(&self, what: impl Into<String>, e: io::Error) -> StorageError {
+        io_to_storage(&self.location, what.into(), e)
+    }
+
+    fn list_sync(&self, level: Level) -> Result<Vec<LtxInfo>, StorageError> {
+        let dir = self.level_dir(level);
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.err(format!("listing {}", dir.display()), e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| self.err(format!("listing {}", dir.display()), e))?;
+            let name = entry.file_name();
+            let Some(key) = name.to_str().and_then(|n| LtxKey::parse_file_name(level, n)) else {
+                continue;
+            };
+            let meta = match entry.metadata() {
+                Ok(m) => m,
+                // Deleted between readdir and stat (retention running): not an error.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(self.err(format!("stat {}", key), e)),
+            };
+            if !meta.is_file() {
+                continue;
+            }
+            let created = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            out.push(LtxInfo { key, size_bytes: meta.len(), created });
+        }
+        out.sort_by_key(|i| (i.key.min, i.key.max));
+        Ok(out)
+    }
+
+    fn get_sync(&self, key: &LtxKey, range: Option<Range<u64>>) -> Result<Bytes, StorageError> {
+        let path = self.path_of(key);
+        let mut f = File::open(&path).map_err(|e| self.err(key.to_string(), e))?;
+        let data = match range {
+            None => {
+                let mut v = Vec::new();
+                f.read_to_end(&mut v).map_err(|e| self.err(key.to_string(), e))?;
+                v
+            }
+            Some(r) => {
+                let len = f.metadata().map_err(|e| self.err(key.to_string(), e))?.len();
+                if r.start > r.end || r.end > len {
+                    return Err(StorageError::Permanent {
+                        location: self.location.clone(),
+                        what: key.to_string(),
+                        detail: format!("range {}..{} outside file of {} bytes", r.start, r.end, len),
+                    });
+                }
+                let mut v = vec![0u8; (r.end - r.start) as usize];
+                f.seek(SeekFrom::Start(r.start)).map_err(|e| self.err(key.to_string(), e))?;
+                f.read_exact(&mut v).map_err(|e| self.err(key.to_string(), e))?;
+                v
+            }
+        };
+        Ok(Bytes::from(data))
+    }
+
+    fn put_sync(&self, key: &LtxKey, data: &[u8], created: SystemTime) -> Result<(), StorageError> {
+        let dir = self.level_dir(key.level);
+        fsutil::create_dir_all_durable(&dir).map_err(|e| self.err(format!("creating {}", dir.display()), e))?;
+        fsutil::write_durable(&self.path_of(key), data, Some(created)).map_err(|e| self.err(key.to_string(), e))
+    }
+
+    fn delete_sync(&self, keys: &[LtxKey]) -> Result<(), StorageError> {
+        let mut dirs = Vec::new();
+        for key in keys {
+            match fs::remove_file(self.path_of(key)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(self.err(format!("deleting {key}"), e)),
+            }
+            if !dirs.contains(&key.level) {
+                dirs.push(key.level);
+            }
+        }
+        for level in dirs {
+            let dir = self.level_dir(level);
+            if dir.is_dir() {
+                fsutil::sync_dir(&dir).map_err(|e| self.err(format!("syncing {}", dir.display()), e))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ReplicaStore for FileStore {
+    fn location(&self) -> &str {
+        &self.location
+    }
+
+    async fn list(&self, level: Level) -> Result<Vec<LtxInfo>, StorageError> {
+        let s = self.clone();
+        blocking(&self.location, move || s.list_sync(level)).await
+    }
+
+    async fn get(&self, key: &LtxKey, range: Option<Range<u64>>) -> Result<Bytes, StorageError> {
+        let s = self.clone();
+        let key = *key;
+        blocking(&self.location, move || s.get_sync(&key, range)).await
+    }
+
+    async fn put(&self, key: &LtxKey, data: Bytes, created: SystemTime) -> Result<(), StorageError> {
+        let s = self.clone();
+        let key = *key;
+        blocking(&self.location, move || s.put_sync(&key, &data, created)).await
+    }
+
+    async fn delete(&self, keys: &[LtxKey]) -> Result<(), StorageError> {
+        let s = self.clone();
+        let keys = keys.to_vec();
+        blocking(&self.location, move || s.delete_sync(&keys)).await
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    location: &str,
+    f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, StorageError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) => Err(StorageError::Permanent {
+            location: location.to_string(),
+            what: "background I/O task".into(),
+            detail: e.to_string(),
+        }),
+    }
+}
+
+/// Classifies a local I/O error. Shared by backends that end in local files.
+pub(crate) fn io_to_storage(location: &str, what: String, e: io::Error) -> StorageError {
+    let location = location.to_string();
+    if e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT) {
+        return StorageError::NoSpace { location, what };
+    }
+    match e.kind() {
+        io::ErrorKind::NotFound => StorageError::NotFound { location, what },
+        io::ErrorKind::PermissionDenied => StorageError::PermissionDenied { location, what, detail: e.to_string() },
+        io::ErrorKind::Interrupted | io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
+            StorageError::Transient { location, what, detail: e.to_string() }
+        }
+        _ => StorageError::Permanent { location, what, detail: e.to_string() },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ltx::TxId;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn key(level: u8, min: u64, max: u64) -> LtxKey {
+        LtxKey::new(Level::new(level).unwrap(), TxId::new(min).unwrap(), TxId::new(max).unwrap())
+    }
+
+    #[tokio::test]
+    async fn put_list_get_delete() {
+        let d = tempfile::tempdir().unwrap();
+        let s = FileStore::new(d.path());
+        let t = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        s.put(&key(0, 2, 2), Bytes::from_static(b"second"), t).await.unwrap();
+        s.put(&key(0, 1, 1), Bytes::from_static(b"first"), t).await.unwrap();
+        fs::write(d.path().join("ltx/0/junk.txt"), b"x").unwrap();
+        let l = s.list(Level::L0).await.unwrap();
+        assert_eq!(l.iter().map(|i| i.key).collect::<Vec<_>>(), vec![key(0, 1, 1), key(0, 2, 2)]);
+        assert_eq!(l[0].created, t);
+        assert_eq!(l[1].size_bytes, 6);
+        assert!(d.path().join("ltx/0/0000000000000001-0000000000000001.ltx").is_file());
+        assert_eq!(&s.get(&key(0, 2, 2), Some(1..4)).await.unwrap()[..], b"eco");
+        assert!(s.get(&key(0, 2, 2), Some(1..40)).await.is_err());
+        assert!(s.get(&key(0, 3, 3), None).await.unwrap_err().is_not_found());
+        s.delete(&[key(0, 1, 1), key(0, 9, 9)]).await.unwrap();
+        assert_eq!(s.list(Level::L0).await.unwrap().len(), 1);
+        assert!(s.list(Level::SNAPSHOT).await.unwrap().is_empty());
+    }
+}

