@@ -70,11 +70,37 @@ mod tests {
     #[test]
     fn go_style_flags_become_clap_style() {
         assert_eq!(
-            n(&["bin", "restore", "-config", "c.yml", "-o", "out.db", "-txid=0000000000000003", "--force", "/db"]),
-            ["bin", "restore", "--config", "c.yml", "-o", "out.db", "--txid=0000000000000003", "--force", "/db"]
+            n(&[
+                "bin",
+                "restore",
+                "-config",
+                "c.yml",
+                "-o",
+                "out.db",
+                "-txid=0000000000000003",
+                "--force",
+                "/db"
+            ]),
+            [
+                "bin",
+                "restore",
+                "--config",
+                "c.yml",
+                "-o",
+                "out.db",
+                "--txid=0000000000000003",
+                "--force",
+                "/db"
+            ]
         );
-        assert_eq!(n(&["bin", "replicate", "-exec", "app -config x"]), ["bin", "replicate", "--exec", "app -config x"]);
+        assert_eq!(
+            n(&["bin", "replicate", "-exec", "app -config x"]),
+            ["bin", "replicate", "--exec", "app -config x"]
+        );
         // Unknown single-dash words and values after -- are left alone.
-        assert_eq!(n(&["bin", "x", "-unknown", "--", "-config"]), ["bin", "x", "-unknown", "--", "-config"]);
+        assert_eq!(
+            n(&["bin", "x", "-unknown", "--", "-config"]),
+            ["bin", "x", "-unknown", "--", "-config"]
+        );
     }
 }

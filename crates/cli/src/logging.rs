@@ -12,8 +12,12 @@ pub enum Format {
 
 /// Installs the global subscriber. `level` is trace|debug|info|warn|error.
 pub fn init(level: &str, format: Format) {
-    let filter = EnvFilter::try_new(format!("{level},notify=warn")).unwrap_or_else(|_| EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    let filter = EnvFilter::try_new(format!("{level},notify=warn"))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
     let _ = match format {
         Format::Text => b.try_init(),
         Format::Json => b.json().flatten_event(true).try_init(),

@@ -15,7 +15,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "sqlite-replicate", version, about = "Continuous replication and verified restore for SQLite (Litestream-compatible)")]
+#[command(
+    name = "sqlite-replicate",
+    version,
+    about = "Continuous replication and verified restore for SQLite (Litestream-compatible)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

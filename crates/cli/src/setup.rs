@@ -31,11 +31,15 @@ pub fn config_path(explicit: Option<&Path>) -> Option<PathBuf> {
             }
         }
     }
-    ["/etc/sqlite-replicate.yml", "/etc/litestream.yml"].iter().map(PathBuf::from).find(|p| p.exists())
+    ["/etc/sqlite-replicate.yml", "/etc/litestream.yml"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
 }
 
 pub fn load_config(explicit: Option<&Path>, expand_env: bool) -> anyhow::Result<Config> {
-    let path = config_path(explicit).context("no config file: pass -config FILE (or set $SQLITE_REPLICATE_CONFIG)")?;
+    let path = config_path(explicit)
+        .context("no config file: pass -config FILE (or set $SQLITE_REPLICATE_CONFIG)")?;
     Ok(config::load(&path, expand_env)?)
 }
 
@@ -49,7 +53,11 @@ pub fn load_config_if_present(expand_env: bool) -> anyhow::Result<Option<Config>
 
 /// A config for `replicate DB_PATH REPLICA_URL`.
 pub fn config_for_url(db: &str, url: &str) -> anyhow::Result<Config> {
-    let text = format!("dbs:\n  - path: {}\n    replica:\n      url: {}\n", yaml_quote(db), yaml_quote(url));
+    let text = format!(
+        "dbs:\n  - path: {}\n    replica:\n      url: {}\n",
+        yaml_quote(db),
+        yaml_quote(url)
+    );
     Ok(config::parse(&text, false, &|k| std::env::var(k).ok())?)
 }
 
@@ -58,8 +66,14 @@ fn yaml_quote(s: &str) -> String {
 }
 
 pub fn init_logging(cfg: &Config, override_level: Option<&str>) {
-    let level = override_level.map(str::to_string).unwrap_or_else(|| cfg.logging.level.to_string());
-    let format = if cfg.logging.json { logging::Format::Json } else { logging::Format::Text };
+    let level = override_level
+        .map(str::to_string)
+        .unwrap_or_else(|| cfg.logging.level.to_string());
+    let format = if cfg.logging.json {
+        logging::Format::Json
+    } else {
+        logging::Format::Text
+    };
     logging::init(&level, format);
 }
 
@@ -71,13 +85,18 @@ pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
 pub fn build_store(kind: &ReplicaKind) -> anyhow::Result<Arc<dyn ReplicaStore>> {
     match kind {
         ReplicaKind::File { path } => Ok(Arc::new(FileStore::new(path.clone()))),
-        other => bail!("replica type {} is not supported yet (file replicas only in this version)", other.type_name()),
+        other => bail!(
+            "replica type {} is not supported yet (file replicas only in this version)",
+            other.type_name()
+        ),
     }
 }
 
 /// A replica's display name: its `name`, else its type, numbered when repeated.
 pub fn replica_name(r: &ReplicaConfig) -> String {
-    r.name.clone().unwrap_or_else(|| r.kind.type_name().to_string())
+    r.name
+        .clone()
+        .unwrap_or_else(|| r.kind.type_name().to_string())
 }
 
 fn replica_options(cfg: &Config, db: &DbConfig, r: &ReplicaConfig) -> ReplicaOptions {
@@ -92,7 +111,11 @@ fn replica_options(cfg: &Config, db: &DbConfig, r: &ReplicaConfig) -> ReplicaOpt
     o.l0_retention = cfg.l0_retention;
     o.l0_retention_check_interval = cfg.l0_retention_check_interval;
     o.retention_enabled = cfg.retention_enabled;
-    o.encoding = if r.legacy_page_encoding { PageEncoding::LegacyFrame } else { PageEncoding::Block };
+    o.encoding = if r.legacy_page_encoding {
+        PageEncoding::LegacyFrame
+    } else {
+        PageEncoding::Block
+    };
     o
 }
 
@@ -120,9 +143,15 @@ pub fn concrete_dbs(cfg: &Config) -> anyhow::Result<Vec<(PathBuf, DbConfig)>> {
     for db in &cfg.dbs {
         match &db.source {
             DbSource::Path(p) => out.push((p.clone(), db.clone())),
-            DbSource::Dir { dir, pattern, recursive, .. } => {
+            DbSource::Dir {
+                dir,
+                pattern,
+                recursive,
+                ..
+            } => {
                 let mut files = Vec::new();
-                find_files(dir, pattern, *recursive, &mut files).with_context(|| format!("scanning {}", dir.display()))?;
+                find_files(dir, pattern, *recursive, &mut files)
+                    .with_context(|| format!("scanning {}", dir.display()))?;
                 files.sort();
                 for f in files {
                     let expanded = config::expand_dir_db(db, &f)?;
@@ -134,7 +163,12 @@ pub fn concrete_dbs(cfg: &Config) -> anyhow::Result<Vec<(PathBuf, DbConfig)>> {
     Ok(out)
 }
 
-fn find_files(dir: &Path, pattern: &str, recursive: bool, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+fn find_files(
+    dir: &Path,
+    pattern: &str,
+    recursive: bool,
+    out: &mut Vec<PathBuf>,
+) -> std::io::Result<()> {
     for e in std::fs::read_dir(dir)? {
         let e = e?;
         let p = e.path();
@@ -158,10 +192,19 @@ pub fn db_runs(cfg: &Config) -> anyhow::Result<Vec<DbRun>> {
     for (path, db) in concrete_dbs(cfg)? {
         let mut replicas = Vec::new();
         for r in &db.replicas {
-            let store = build_store(&r.kind).with_context(|| format!("{}: replica {}", path.display(), replica_name(r)))?;
-            replicas.push(ReplicaSpec { opts: replica_options(cfg, &db, r), store, status: Arc::new(ReplicaStatus::default()) });
+            let store = build_store(&r.kind)
+                .with_context(|| format!("{}: replica {}", path.display(), replica_name(r)))?;
+            replicas.push(ReplicaSpec {
+                opts: replica_options(cfg, &db, r),
+                store,
+                status: Arc::new(ReplicaStatus::default()),
+            });
         }
-        runs.push(DbRun { opts: db_options(cfg, &db, &path), replicas, status: Arc::new(DbStatus::default()) });
+        runs.push(DbRun {
+            opts: db_options(cfg, &db, &path),
+            replicas,
+            status: Arc::new(DbStatus::default()),
+        });
     }
     Ok(runs)
 }
@@ -170,7 +213,15 @@ pub fn db_runs(cfg: &Config) -> anyhow::Result<Vec<DbRun>> {
 pub fn describe_dbs(cfg: &Config) -> anyhow::Result<Vec<(String, Vec<String>)>> {
     Ok(concrete_dbs(cfg)?
         .into_iter()
-        .map(|(p, db)| (p.display().to_string(), db.replicas.iter().map(|r| format!("{} ({})", replica_name(r), r.kind.describe())).collect()))
+        .map(|(p, db)| {
+            (
+                p.display().to_string(),
+                db.replicas
+                    .iter()
+                    .map(|r| format!("{} ({})", replica_name(r), r.kind.describe()))
+                    .collect(),
+            )
+        })
         .collect())
 }
 
@@ -181,16 +232,24 @@ pub struct ReplicaChoice {
 }
 
 /// The replicas to consider for a restore of `choice.target`, as (name, store).
-pub fn restore_candidates(cfg: Option<&Config>, choice: &ReplicaChoice) -> anyhow::Result<Vec<(String, Arc<dyn ReplicaStore>)>> {
+pub fn restore_candidates(
+    cfg: Option<&Config>,
+    choice: &ReplicaChoice,
+) -> anyhow::Result<Vec<(String, Arc<dyn ReplicaStore>)>> {
     if choice.target.contains("://") {
         let kind = config::parse_replica_url(&choice.target)?;
         // Credentials and endpoint from a configured replica with the same URL, if any.
-        let configured = cfg.into_iter().flat_map(|c| c.dbs.iter()).flat_map(|d| d.replicas.iter()).find(|r| r.url.as_deref() == Some(choice.target.as_str()));
+        let configured = cfg
+            .into_iter()
+            .flat_map(|c| c.dbs.iter())
+            .flat_map(|d| d.replicas.iter())
+            .find(|r| r.url.as_deref() == Some(choice.target.as_str()));
         let kind = configured.map(|r| r.kind.clone()).unwrap_or(kind);
         return Ok(vec![(choice.target.clone(), build_store(&kind)?)]);
     }
     let cfg = cfg.context("restoring by database path needs a config file (-config)")?;
-    let want = std::path::absolute(&choice.target).unwrap_or_else(|_| PathBuf::from(&choice.target));
+    let want =
+        std::path::absolute(&choice.target).unwrap_or_else(|_| PathBuf::from(&choice.target));
     let (_, db) = concrete_dbs(cfg)?
         .into_iter()
         .find(|(p, _)| std::path::absolute(p).unwrap_or_else(|_| p.clone()) == want)
@@ -204,7 +263,11 @@ pub fn restore_candidates(cfg: Option<&Config>, choice: &ReplicaChoice) -> anyho
         out.push((name, build_store(&r.kind)?));
     }
     if out.is_empty() {
-        bail!("database {} has no replica named {:?}", choice.target, choice.replica.as_deref().unwrap_or(""));
+        bail!(
+            "database {} has no replica named {:?}",
+            choice.target,
+            choice.replica.as_deref().unwrap_or("")
+        );
     }
     Ok(out)
 }
@@ -224,7 +287,11 @@ pub async fn restore_missing_dbs(cfg: &Config) -> anyhow::Result<()> {
         if path.exists() {
             continue;
         }
-        let mut best: Option<(Arc<dyn ReplicaStore>, engine::restore::plan::Listing, ltx::TxId)> = None;
+        let mut best: Option<(
+            Arc<dyn ReplicaStore>,
+            engine::restore::plan::Listing,
+            ltx::TxId,
+        )> = None;
         for r in &db.replicas {
             let store = build_store(&r.kind)?;
             let listing = engine::restore::plan::Listing::new(list_all(store.as_ref()).await?);
@@ -239,7 +306,11 @@ pub async fn restore_missing_dbs(cfg: &Config) -> anyhow::Result<()> {
             continue;
         };
         let plan = engine::restore::plan::plan(&listing, engine::restore::plan::Target::Latest)?;
-        let opts = engine::restore::apply::ApplyOptions { parallelism: 8, integrity: engine::restore::apply::IntegrityCheck::Quick, force: false };
+        let opts = engine::restore::apply::ApplyOptions {
+            parallelism: 8,
+            integrity: engine::restore::apply::IntegrityCheck::Quick,
+            force: false,
+        };
         engine::restore::apply::apply(store, &plan, &path, &opts).await?;
         tracing::info!(db = %path.display(), txid = %plan.target_txid, "restored before replicating");
     }
@@ -251,7 +322,12 @@ pub fn shutdown_signal() -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else { return };
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}

@@ -19,11 +19,19 @@ pub const TMP_SUFFIX: &str = ".tmp";
 pub fn write_durable(path: &Path, data: &[u8], mtime: Option<SystemTime>) -> io::Result<()> {
     let tmp = tmp_path(path);
     let result = (|| {
-        let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;
         if let Some(t) = mtime {
-            filetime::set_file_handle_times(&f, None, Some(filetime::FileTime::from_system_time(t)))?;
+            filetime::set_file_handle_times(
+                &f,
+                None,
+                Some(filetime::FileTime::from_system_time(t)),
+            )?;
         }
         drop(f);
         fs::rename(&tmp, path)?;
@@ -46,7 +54,10 @@ pub fn commit_tmp(tmp: &Path, file: &File, path: &Path) -> io::Result<()> {
 
 /// The temp name used next to `path` (same directory, so rename is atomic).
 pub fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(format!(".{}{}", std::process::id(), TMP_SUFFIX));
     path.with_file_name(name)
 }
@@ -113,7 +124,10 @@ mod tests {
         write_durable(&p, b"two", Some(t)).unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
         assert_eq!(fs::metadata(&p).unwrap().modified().unwrap(), t);
-        let names: Vec<_> = fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names.len(), 1, "no temp file left behind: {names:?}");
     }
 

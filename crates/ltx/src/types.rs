@@ -36,7 +36,10 @@ impl TxId {
 
     /// The next TXID, or an error at the end of the counter.
     pub fn next(self) -> Result<TxId, TypeError> {
-        self.0.checked_add(1).map(TxId).ok_or(TypeError::TxIdOverflow)
+        self.0
+            .checked_add(1)
+            .map(TxId)
+            .ok_or(TypeError::TxIdOverflow)
     }
 
     /// Parses Litestream's CLI spelling: exactly 16 hex digits (case-insensitive).
@@ -44,7 +47,8 @@ impl TxId {
         if s.len() != 16 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(TypeError::BadTxIdSpelling(s.to_string()));
         }
-        let v = u64::from_str_radix(s, 16).map_err(|_| TypeError::BadTxIdSpelling(s.to_string()))?;
+        let v =
+            u64::from_str_radix(s, 16).map_err(|_| TypeError::BadTxIdSpelling(s.to_string()))?;
         TxId::new(v)
     }
 }
@@ -99,6 +103,12 @@ impl PageSize {
     /// and is all zeros in a restored database.
     pub fn lock_page(self) -> PageNo {
         PageNo(0x4000_0000 / self.0 + 1)
+    }
+
+    /// How many pages `1..=commit` a full snapshot stores: all of them except the
+    /// lock page when the database reaches it.
+    pub fn snapshot_page_count(self, commit: u32) -> u32 {
+        commit - u32::from(self.lock_page().get() <= commit)
     }
 
     /// Byte offset of a page in the database file.
@@ -185,7 +195,15 @@ mod tests {
 
     #[test]
     fn page_size_rules() {
-        for (v, ok) in [(0, false), (256, false), (512, true), (1000, false), (4096, true), (65536, true), (131072, false)] {
+        for (v, ok) in [
+            (0, false),
+            (256, false),
+            (512, true),
+            (1000, false),
+            (4096, true),
+            (65536, true),
+            (131072, false),
+        ] {
             assert_eq!(PageSize::new(v).is_ok(), ok, "page size {v}");
         }
         assert_eq!(PageSize::from_sqlite_header(1).unwrap().get(), 65536);
@@ -193,9 +211,36 @@ mod tests {
 
     #[test]
     fn lock_page_per_size() {
-        for (size, lock) in [(512u32, 2_097_153u32), (1024, 1_048_577), (4096, 262_145), (65536, 16_385)] {
-            assert_eq!(PageSize::new(size).unwrap().lock_page().get(), lock, "page size {size}");
+        for (size, lock) in [
+            (512u32, 2_097_153u32),
+            (1024, 1_048_577),
+            (4096, 262_145),
+            (65536, 16_385),
+        ] {
+            assert_eq!(
+                PageSize::new(size).unwrap().lock_page().get(),
+                lock,
+                "page size {size}"
+            );
         }
+    }
+
+    #[test]
+    fn snapshot_page_count_skips_lock_page() {
+        let ps = PageSize::new(65536).unwrap();
+        for (commit, count) in [
+            (0, 0),
+            (1, 1),
+            (16_384, 16_384),
+            (16_385, 16_384),
+            (16_386, 16_385),
+        ] {
+            assert_eq!(ps.snapshot_page_count(commit), count, "commit {commit}");
+        }
+        assert_eq!(
+            PageSize::new(512).unwrap().snapshot_page_count(u32::MAX),
+            u32::MAX - 1
+        );
     }
 
     #[test]
@@ -203,8 +248,17 @@ mod tests {
         let t = TxId::new(0x1a2b).unwrap();
         assert_eq!(t.to_string(), "0000000000001a2b");
         assert_eq!(TxId::parse_hex16("0000000000001A2B").unwrap(), t);
-        for bad in ["", "1a2b", "00000000000000000", "000000000000001g", "0000000000000000"] {
-            assert!(TxId::parse_hex16(bad).is_err(), "{bad:?} should be rejected");
+        for bad in [
+            "",
+            "1a2b",
+            "00000000000000000",
+            "000000000000001g",
+            "0000000000000000",
+        ] {
+            assert!(
+                TxId::parse_hex16(bad).is_err(),
+                "{bad:?} should be rejected"
+            );
         }
         assert!(TxId::MAX.next().is_err());
     }

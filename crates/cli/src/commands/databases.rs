@@ -19,7 +19,10 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let cfg = setup::load_config(a.config.as_deref(), !a.no_expand_env)?;
     let rows = setup::describe_dbs(&cfg)?;
     if a.json {
-        let v: Vec<_> = rows.iter().map(|(p, r)| serde_json::json!({"path": p, "replicas": r})).collect();
+        let v: Vec<_> = rows
+            .iter()
+            .map(|(p, r)| serde_json::json!({"path": p, "replicas": r}))
+            .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!("{:<50} replicas", "path");

@@ -30,7 +30,10 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let levels: Vec<Level> = if a.level == "all" {
         Level::all().collect()
     } else {
-        let n: u8 = a.level.parse().with_context(|| format!("-level {:?}: expected 0-9 or all", a.level))?;
+        let n: u8 = a
+            .level
+            .parse()
+            .with_context(|| format!("-level {:?}: expected 0-9 or all", a.level))?;
         vec![Level::new(n).with_context(|| format!("-level {n}"))?]
     };
     let is_url = a.target.contains("://");
@@ -39,7 +42,9 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     } else {
         Some(setup::load_config(a.config.as_deref(), !a.no_expand_env)?)
     };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let choice = ReplicaChoice { target: a.target.clone(), replica: a.replica.clone() };
         let (name, store) = setup::restore_candidates(cfg.as_ref(), &choice)?.into_iter().next().context("no replica")?;

@@ -61,11 +61,16 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             }
             setup::config_for_url(db, url)?
         }
-        _ => bail!("usage: sqlite-replicate replicate [-config FILE] | replicate DB_PATH REPLICA_URL"),
+        _ => bail!(
+            "usage: sqlite-replicate replicate [-config FILE] | replicate DB_PATH REPLICA_URL"
+        ),
     };
     setup::init_logging(&cfg, a.log_level.as_deref());
     let exec = a.exec.clone().or_else(|| cfg.exec.clone());
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting runtime")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting runtime")?;
     rt.block_on(async move {
         if a.restore_if_db_not_exists {
             setup::restore_missing_dbs(&cfg).await?;
@@ -120,7 +125,10 @@ async fn run_child(cmd: &str) -> anyhow::Result<u8> {
     use tokio::signal::unix::{signal, SignalKind};
     let words = split_command(cmd)?;
     let (prog, rest) = words.split_first().context("-exec: empty command")?;
-    let mut child = tokio::process::Command::new(prog).args(rest).spawn().with_context(|| format!("-exec: starting {prog}"))?;
+    let mut child = tokio::process::Command::new(prog)
+        .args(rest)
+        .spawn()
+        .with_context(|| format!("-exec: starting {prog}"))?;
     let pid = child.id().map(|p| p as i32);
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -216,7 +224,10 @@ mod tests {
 
     #[test]
     fn splits_like_a_shell() {
-        assert_eq!(split_command("java -jar 'my app.jar' --name \"a b\" c\\ d").unwrap(), ["java", "-jar", "my app.jar", "--name", "a b", "c d"]);
+        assert_eq!(
+            split_command("java -jar 'my app.jar' --name \"a b\" c\\ d").unwrap(),
+            ["java", "-jar", "my app.jar", "--name", "a b", "c d"]
+        );
         assert_eq!(split_command("  ").unwrap(), Vec::<String>::new());
         assert!(split_command("x 'open").is_err());
     }

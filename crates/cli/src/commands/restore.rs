@@ -70,9 +70,13 @@ pub struct Args {
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let target = match (&a.txid, &a.timestamp) {
         (Some(_), Some(_)) => bail!("-txid and -timestamp cannot be used together"),
-        (Some(t), None) => Target::TxId(TxId::parse_hex16(t).with_context(|| format!("-txid {t:?}"))?),
+        (Some(t), None) => {
+            Target::TxId(TxId::parse_hex16(t).with_context(|| format!("-txid {t:?}"))?)
+        }
         (None, Some(ts)) => {
-            let t: jiff::Timestamp = ts.parse().with_context(|| format!("-timestamp {ts:?} is not RFC 3339 (e.g. 2026-01-02T15:04:05Z)"))?;
+            let t: jiff::Timestamp = ts.parse().with_context(|| {
+                format!("-timestamp {ts:?} is not RFC 3339 (e.g. 2026-01-02T15:04:05Z)")
+            })?;
             Target::Timestamp(std::time::SystemTime::from(t))
         }
         (None, None) => Target::Latest,
@@ -83,7 +87,8 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         "full" => IntegrityCheck::Full,
         other => bail!("-integrity-check {other:?}: expected none, quick or full"),
     };
-    let follow_interval = setup::parse_duration(&a.follow_interval).with_context(|| format!("-follow-interval {:?}", a.follow_interval))?;
+    let follow_interval = setup::parse_duration(&a.follow_interval)
+        .with_context(|| format!("-follow-interval {:?}", a.follow_interval))?;
     if a.follow && (a.txid.is_some() || a.timestamp.is_some()) {
         bail!("-f cannot be combined with -txid or -timestamp");
     }
@@ -96,7 +101,10 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     if let Some(c) = &cfg {
         setup::init_logging(c, a.log_level.as_deref().or(Some("warn")));
     } else {
-        crate::logging::init(a.log_level.as_deref().unwrap_or("warn"), crate::logging::Format::Text);
+        crate::logging::init(
+            a.log_level.as_deref().unwrap_or("warn"),
+            crate::logging::Format::Text,
+        );
     }
     let output = match (&a.output, is_url) {
         (Some(o), _) => o.clone(),
@@ -107,21 +115,30 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         println!("database already exists at {}, skipping", output.display());
         return Ok(ExitCode::SUCCESS);
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
-        let choice = ReplicaChoice { target: a.target.clone(), replica: a.replica.clone() };
+        let choice = ReplicaChoice {
+            target: a.target.clone(),
+            replica: a.replica.clone(),
+        };
         let candidates = setup::restore_candidates(cfg.as_ref(), &choice)?;
         // With several replicas, pick the one holding the newest TXID.
         let mut best = None;
         for (name, store) in candidates {
-            let files = setup::list_all(store.as_ref()).await.with_context(|| format!("listing replica {name}"))?;
+            let files = setup::list_all(store.as_ref())
+                .await
+                .with_context(|| format!("listing replica {name}"))?;
             let listing = Listing::new(files);
             let newest = plan::latest_txid(&listing);
             if best.as_ref().is_none_or(|(_, _, _, n)| newest > *n) {
                 best = Some((name, store, listing, newest));
             }
         }
-        let Some((name, store, listing, newest)) = best else { bail!("no replica configured for {}", a.target) };
+        let Some((name, store, listing, newest)) = best else {
+            bail!("no replica configured for {}", a.target)
+        };
         if newest.is_none() {
             if a.if_replica_exists {
                 println!("no backups found on replica {name}, skipping");
@@ -129,7 +146,12 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             }
             bail!("replica {name} ({}) holds no backup", store.location());
         }
-        let p = plan::plan(&listing, target).with_context(|| format!("planning restore from replica {name} ({})", store.location()))?;
+        let p = plan::plan(&listing, target).with_context(|| {
+            format!(
+                "planning restore from replica {name} ({})",
+                store.location()
+            )
+        })?;
         if a.dry_run {
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&p.to_json())?);
@@ -139,8 +161,14 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             }
             return Ok(ExitCode::SUCCESS);
         }
-        let opts = ApplyOptions { parallelism: a.parallelism.max(1), integrity, force: a.force };
-        let report = apply::apply(store.clone(), &p, &output, &opts).await.with_context(|| format!("restoring {}", output.display()))?;
+        let opts = ApplyOptions {
+            parallelism: a.parallelism.max(1),
+            integrity,
+            force: a.force,
+        };
+        let report = apply::apply(store.clone(), &p, &output, &opts)
+            .await
+            .with_context(|| format!("restoring {}", output.display()))?;
         if a.json {
             println!(
                 "{}",
@@ -161,7 +189,14 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             );
         }
         if a.follow {
-            engine::restore::follow::follow(store, &output, p.target_txid, follow_interval, setup::shutdown_signal()).await?;
+            engine::restore::follow::follow(
+                store,
+                &output,
+                p.target_txid,
+                follow_interval,
+                setup::shutdown_signal(),
+            )
+            .await?;
         }
         Ok(ExitCode::SUCCESS)
     })

@@ -39,34 +39,55 @@ pub(crate) fn build(root: &Value, env: Env<'_>) -> Result<Config, ConfigError> {
     top.check_keys(
         &[TOP_KEYS, SETTINGS_KEYS, FOREIGN_KEYS],
         &[
-            Elsewhere { keys: DB_KEYS, note: "it is a database key: put it in an entry of `dbs:`" },
-            Elsewhere { keys: REPLICA_KEYS, note: "it is a replica key: put it under `replica:` in an entry of `dbs:`" },
+            Elsewhere {
+                keys: DB_KEYS,
+                note: "it is a database key: put it in an entry of `dbs:`",
+            },
+            Elsewhere {
+                keys: REPLICA_KEYS,
+                note: "it is a replica key: put it under `replica:` in an entry of `dbs:`",
+            },
         ],
     )?;
     let defaults = Settings::read(&top)?;
     let mut warnings = Vec::new();
     for key in top.keys().filter(|k| FOREIGN_KEYS.contains(k)) {
-        warnings.push(format!("{key}: WebDAV and NATS replicas are not supported; ignored"));
+        warnings.push(format!(
+            "{key}: WebDAV and NATS replicas are not supported; ignored"
+        ));
     }
 
     let snapshot = match top.map("snapshot")? {
-        None => SnapshotConfig { interval: secs(24 * 3600), retention: secs(24 * 3600) },
+        None => SnapshotConfig {
+            interval: secs(24 * 3600),
+            retention: secs(24 * 3600),
+        },
         Some(m) => {
             m.check_keys(&[&["interval", "retention"]], &[])?;
-            SnapshotConfig { interval: positive(&m, "interval")?.unwrap_or(secs(24 * 3600)), retention: positive(&m, "retention")?.unwrap_or(secs(24 * 3600)) }
+            SnapshotConfig {
+                interval: positive(&m, "interval")?.unwrap_or(secs(24 * 3600)),
+                retention: positive(&m, "retention")?.unwrap_or(secs(24 * 3600)),
+            }
         }
     };
     let levels = match top.seq("levels")? {
         None => vec![secs(30), secs(300), secs(3600)],
         Some(items) => {
             if items.len() > MAX_LEVELS {
-                return Err(ConfigError::new("levels", ErrorKind::Invalid(format!("at most {MAX_LEVELS} levels (L1..L8; L9 is the snapshot level)"))));
+                return Err(ConfigError::new(
+                    "levels",
+                    ErrorKind::Invalid(format!(
+                        "at most {MAX_LEVELS} levels (L1..L8; L9 is the snapshot level)"
+                    )),
+                ));
             }
             let mut out = Vec::new();
             for (path, v) in items {
                 let m = Map::new(v, &path)?;
                 m.check_keys(&[&["interval"]], &[])?;
-                let d = positive(&m, "interval")?.ok_or_else(|| ConfigError::new(&path, ErrorKind::Invalid("`interval` is required".into())))?;
+                let d = positive(&m, "interval")?.ok_or_else(|| {
+                    ConfigError::new(&path, ErrorKind::Invalid("`interval` is required".into()))
+                })?;
                 out.push(d);
             }
             out
@@ -89,18 +110,37 @@ pub(crate) fn build(root: &Value, env: Env<'_>) -> Result<Config, ConfigError> {
     let heartbeat_url = top.string("heartbeat-url")?;
     if let Some(u) = &heartbeat_url {
         if !(u.starts_with("http://") || u.starts_with("https://")) {
-            return Err(invalid("heartbeat-url", top.get("heartbeat-url").unwrap_or(&Value::Null), "an http:// or https:// URL", None));
+            return Err(invalid(
+                "heartbeat-url",
+                top.get("heartbeat-url").unwrap_or(&Value::Null),
+                "an http:// or https:// URL",
+                None,
+            ));
         }
     }
     let heartbeat_interval = top.duration("heartbeat-interval")?.unwrap_or(secs(300));
     if heartbeat_interval < secs(60) {
-        return Err(ConfigError::new("heartbeat-interval", ErrorKind::Invalid(format!("{} is below the minimum of 1m", format_duration(heartbeat_interval)))));
+        return Err(ConfigError::new(
+            "heartbeat-interval",
+            ErrorKind::Invalid(format!(
+                "{} is below the minimum of 1m",
+                format_duration(heartbeat_interval)
+            )),
+        ));
     }
-    let shutdown_sync_interval = positive(&top, "shutdown-sync-interval")?.unwrap_or(Duration::from_millis(500));
+    let shutdown_sync_interval =
+        positive(&top, "shutdown-sync-interval")?.unwrap_or(Duration::from_millis(500));
 
     let mut dbs = Vec::new();
     for (path, v) in top.seq("dbs")?.unwrap_or_default() {
-        dbs.push(build_db(v, &path, &snapshot, &defaults, env, &mut warnings)?);
+        dbs.push(build_db(
+            v,
+            &path,
+            &snapshot,
+            &defaults,
+            env,
+            &mut warnings,
+        )?);
     }
     check_across_dbs(&dbs)?;
 
@@ -111,7 +151,8 @@ pub(crate) fn build(root: &Value, env: Env<'_>) -> Result<Config, ConfigError> {
         levels,
         snapshot,
         l0_retention: top.duration("l0-retention")?.unwrap_or(secs(300)),
-        l0_retention_check_interval: positive(&top, "l0-retention-check-interval")?.unwrap_or(secs(15)),
+        l0_retention_check_interval: positive(&top, "l0-retention-check-interval")?
+            .unwrap_or(secs(15)),
         retention_enabled,
         verify_compaction: top.bool("verify-compaction")?.unwrap_or(false),
         validation_interval,
@@ -130,26 +171,45 @@ pub(crate) fn build(root: &Value, env: Env<'_>) -> Result<Config, ConfigError> {
 fn positive(m: &Map<'_>, key: &str) -> Result<Option<Duration>, ConfigError> {
     let d = m.duration(key)?;
     if d == Some(Duration::ZERO) {
-        return Err(ConfigError::new(m.key_path(key), ErrorKind::Invalid("must be greater than 0".into())));
+        return Err(ConfigError::new(
+            m.key_path(key),
+            ErrorKind::Invalid("must be greater than 0".into()),
+        ));
     }
     Ok(d)
 }
 
 fn build_logging(top: &Map<'_>, env: Env<'_>) -> Result<LoggingConfig, ConfigError> {
     let Some(m) = top.map("logging")? else {
-        return Ok(LoggingConfig { level: env_log_level(env)?.unwrap_or_default(), json: false, stderr: false, source: false });
+        return Ok(LoggingConfig {
+            level: env_log_level(env)?.unwrap_or_default(),
+            json: false,
+            stderr: false,
+            source: false,
+        });
     };
     m.check_keys(&[&["level", "type", "stderr", "source"]], &[])?;
     let level = match m.string("level")? {
         None => LogLevel::Info,
-        Some(s) => LogLevel::parse(&s)
-            .ok_or_else(|| invalid(&m.key_path("level"), m.get("level").unwrap_or(&Value::Null), "a log level (trace, debug, info, warn, error)", None))?,
+        Some(s) => LogLevel::parse(&s).ok_or_else(|| {
+            invalid(
+                &m.key_path("level"),
+                m.get("level").unwrap_or(&Value::Null),
+                "a log level (trace, debug, info, warn, error)",
+                None,
+            )
+        })?,
     };
     let json = match m.string("type")?.as_deref() {
         None | Some("text") | Some("pretty") => false,
         Some("json") => true,
         Some(_) => {
-            return Err(invalid(&m.key_path("type"), m.get("type").unwrap_or(&Value::Null), "a log type (text or json)", None));
+            return Err(invalid(
+                &m.key_path("type"),
+                m.get("type").unwrap_or(&Value::Null),
+                "a log type (text or json)",
+                None,
+            ));
         }
     };
     Ok(LoggingConfig {
@@ -167,15 +227,25 @@ fn env_log_level(env: Env<'_>) -> Result<Option<LogLevel>, ConfigError> {
         Some(v) => LogLevel::parse(&v).map(Some).ok_or_else(|| {
             ConfigError::new(
                 "$LOG_LEVEL",
-                ErrorKind::InvalidValue { value: format!("{v:?}"), expected: "a log level (trace, debug, info, warn, error)".into(), detail: None },
+                ErrorKind::InvalidValue {
+                    value: format!("{v:?}"),
+                    expected: "a log level (trace, debug, info, warn, error)".into(),
+                    detail: None,
+                },
             )
         }),
     }
 }
 
 fn build_socket(top: &Map<'_>) -> Result<SocketConfig, ConfigError> {
-    let mut s = SocketConfig { enabled: false, path: PathBuf::from("/var/run/sqlite-replicate.sock"), permissions: 0o600 };
-    let Some(m) = top.map("socket")? else { return Ok(s) };
+    let mut s = SocketConfig {
+        enabled: false,
+        path: PathBuf::from("/var/run/sqlite-replicate.sock"),
+        permissions: 0o600,
+    };
+    let Some(m) = top.map("socket")? else {
+        return Ok(s);
+    };
     m.check_keys(&[&["enabled", "path", "permissions"]], &[])?;
     s.enabled = m.bool("enabled")?.unwrap_or(false);
     if let Some(p) = m.string("path")? {
@@ -186,12 +256,22 @@ fn build_socket(top: &Map<'_>) -> Result<SocketConfig, ConfigError> {
         let mode = match v {
             Value::Number(n) => n.as_u64(),
             Value::String(t) => {
-                let digits = t.strip_prefix("0o").or_else(|| t.strip_prefix('0')).unwrap_or(t);
+                let digits = t
+                    .strip_prefix("0o")
+                    .or_else(|| t.strip_prefix('0'))
+                    .unwrap_or(t);
                 u64::from_str_radix(digits, 8).ok()
             }
             _ => None,
         };
-        s.permissions = mode.filter(|&m| m <= 0o7777).ok_or_else(|| invalid(&m.key_path("permissions"), v, "file permissions (e.g. 0600)", None))? as u32;
+        s.permissions = mode.filter(|&m| m <= 0o7777).ok_or_else(|| {
+            invalid(
+                &m.key_path("permissions"),
+                v,
+                "file permissions (e.g. 0600)",
+                None,
+            )
+        })? as u32;
     }
     Ok(s)
 }
@@ -209,10 +289,22 @@ fn build_db(
     m.check_keys(
         &[DB_KEYS, LEGACY_DB_KEYS],
         &[
-            Elsewhere { keys: SETTINGS_KEYS, note: replica_note },
-            Elsewhere { keys: REPLICA_KEYS, note: replica_note },
-            Elsewhere { keys: FOREIGN_KEYS, note: replica_note },
-            Elsewhere { keys: TOP_KEYS, note: "it is a top-level key, not a database key" },
+            Elsewhere {
+                keys: SETTINGS_KEYS,
+                note: replica_note,
+            },
+            Elsewhere {
+                keys: REPLICA_KEYS,
+                note: replica_note,
+            },
+            Elsewhere {
+                keys: FOREIGN_KEYS,
+                note: replica_note,
+            },
+            Elsewhere {
+                keys: TOP_KEYS,
+                note: "it is a top-level key, not a database key",
+            },
         ],
     )?;
     for key in m.keys().filter(|k| LEGACY_DB_KEYS.contains(k)) {
@@ -225,21 +317,42 @@ fn build_db(
         (Some(p), None) => {
             for key in ["pattern", "recursive", "watch", "meta-dir"] {
                 if m.has(key) {
-                    return Err(ConfigError::new(m.key_path(key), ErrorKind::Invalid("applies only to a directory (`dir:`), not to `path:`".into())));
+                    return Err(ConfigError::new(
+                        m.key_path(key),
+                        ErrorKind::Invalid(
+                            "applies only to a directory (`dir:`), not to `path:`".into(),
+                        ),
+                    ));
                 }
             }
             DbSource::Path(local_path(&p, env))
         }
         (None, Some(d)) => {
-            let pattern = m.string("pattern")?.ok_or_else(|| ConfigError::new(path, ErrorKind::PatternRequired))?;
-            validate_pattern(&pattern)
-                .map_err(|why| invalid(&m.key_path("pattern"), m.get("pattern").unwrap_or(&Value::Null), "a file name pattern (e.g. *.db)", Some(why)))?;
-            DbSource::Dir { dir: local_path(&d, env), pattern, recursive: m.bool("recursive")?.unwrap_or(false), watch: m.bool("watch")?.unwrap_or(false) }
+            let pattern = m
+                .string("pattern")?
+                .ok_or_else(|| ConfigError::new(path, ErrorKind::PatternRequired))?;
+            validate_pattern(&pattern).map_err(|why| {
+                invalid(
+                    &m.key_path("pattern"),
+                    m.get("pattern").unwrap_or(&Value::Null),
+                    "a file name pattern (e.g. *.db)",
+                    Some(why),
+                )
+            })?;
+            DbSource::Dir {
+                dir: local_path(&d, env),
+                pattern,
+                recursive: m.bool("recursive")?.unwrap_or(false),
+                watch: m.bool("watch")?.unwrap_or(false),
+            }
         }
     };
     let meta_path = match (m.string("meta-path")?, m.string("meta-dir")?) {
         (Some(_), Some(_)) => {
-            return Err(ConfigError::new(path, ErrorKind::Invalid("give `meta-path` or `meta-dir`, not both".into())));
+            return Err(ConfigError::new(
+                path,
+                ErrorKind::Invalid("give `meta-path` or `meta-dir`, not both".into()),
+            ));
         }
         (p, d) => p.or(d).map(|p| local_path(&p, env)),
     };
@@ -255,9 +368,14 @@ fn build_db(
     };
 
     let replicas = build_replicas(&m, defaults, env, warnings)?;
-    let max_sync_wal_bytes = m.size("max-sync-wal-bytes")?.unwrap_or(DEFAULT_MAX_SYNC_WAL_BYTES);
+    let max_sync_wal_bytes = m
+        .size("max-sync-wal-bytes")?
+        .unwrap_or(DEFAULT_MAX_SYNC_WAL_BYTES);
     if max_sync_wal_bytes == 0 {
-        return Err(ConfigError::new(m.key_path("max-sync-wal-bytes"), ErrorKind::Invalid("must be greater than 0".into())));
+        return Err(ConfigError::new(
+            m.key_path("max-sync-wal-bytes"),
+            ErrorKind::Invalid("must be greater than 0".into()),
+        ));
     }
     Ok(DbConfig {
         source,
@@ -267,7 +385,10 @@ fn build_db(
         checkpoint_interval: m.duration("checkpoint-interval")?.unwrap_or(secs(60)),
         busy_timeout: m.duration("busy-timeout")?.unwrap_or(secs(1)),
         min_checkpoint_page_count: m.u32("min-checkpoint-page-count")?.unwrap_or(1000),
-        truncate_page_n: m.u32("truncate-page-n")?.filter(|&n| n != 0).unwrap_or(DEFAULT_TRUNCATE_PAGE_N),
+        truncate_page_n: m
+            .u32("truncate-page-n")?
+            .filter(|&n| n != 0)
+            .unwrap_or(DEFAULT_TRUNCATE_PAGE_N),
         max_sync_wal_bytes,
         restore_if_db_not_exists: m.bool("restore-if-db-not-exists")?.unwrap_or(false),
         snapshot,
@@ -275,15 +396,32 @@ fn build_db(
 }
 
 /// `replica:` or `replicas:`, at least one, names unique.
-fn build_replicas(db: &Map<'_>, defaults: &Settings, env: Env<'_>, warnings: &mut Vec<String>) -> Result<Vec<ReplicaConfig>, ConfigError> {
+fn build_replicas(
+    db: &Map<'_>,
+    defaults: &Settings,
+    env: Env<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<ReplicaConfig>, ConfigError> {
     let items: Vec<(String, &Value)> = match (db.get("replica"), db.get("replicas")) {
-        (Some(_), Some(_)) => return Err(ConfigError::new(db.path(), ErrorKind::ReplicaAndReplicas)),
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::new(db.path(), ErrorKind::ReplicaAndReplicas))
+        }
         (Some(v @ Value::Sequence(_)), None) => {
-            return Err(invalid(&db.key_path("replica"), v, "a mapping (`key: value` lines)", Some("use `replicas:` for a list".into())));
+            return Err(invalid(
+                &db.key_path("replica"),
+                v,
+                "a mapping (`key: value` lines)",
+                Some("use `replicas:` for a list".into()),
+            ));
         }
         (Some(v), None) => vec![(db.key_path("replica"), v)],
         (None, Some(v @ Value::Mapping(_))) => {
-            return Err(invalid(&db.key_path("replicas"), v, "a list (`- ` items)", Some("use `replica:` for a single replica".into())));
+            return Err(invalid(
+                &db.key_path("replicas"),
+                v,
+                "a list (`- ` items)",
+                Some("use `replica:` for a single replica".into()),
+            ));
         }
         (None, Some(_)) => db.seq("replicas")?.unwrap_or_default(),
         (None, None) => Vec::new(),
@@ -295,30 +433,57 @@ fn build_replicas(db: &Map<'_>, defaults: &Settings, env: Env<'_>, warnings: &mu
     let mut names: HashMap<String, String> = HashMap::new();
     for (path, v) in items {
         let r = build_replica(v, &path, defaults, env, warnings)?;
-        let rel = path.strip_prefix(db.path()).unwrap_or(&path).trim_start_matches('.').to_string();
+        let rel = path
+            .strip_prefix(db.path())
+            .unwrap_or(&path)
+            .trim_start_matches('.')
+            .to_string();
         if let Some(first) = names.insert(r.display_name().to_string(), rel.clone()) {
-            return Err(ConfigError::new(db.path(), ErrorKind::DuplicateReplicaName { name: r.display_name().to_string(), first, second: rel }));
+            return Err(ConfigError::new(
+                db.path(),
+                ErrorKind::DuplicateReplicaName {
+                    name: r.display_name().to_string(),
+                    first,
+                    second: rel,
+                },
+            ));
         }
         out.push(r);
     }
     Ok(out)
 }
 
-fn build_replica(v: &Value, path: &str, defaults: &Settings, env: Env<'_>, warnings: &mut Vec<String>) -> Result<ReplicaConfig, ConfigError> {
+fn build_replica(
+    v: &Value,
+    path: &str,
+    defaults: &Settings,
+    env: Env<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<ReplicaConfig, ConfigError> {
     let m = Map::new(v, path)?;
     m.check_keys(
         &[REPLICA_KEYS, SETTINGS_KEYS, FOREIGN_KEYS],
-        &[Elsewhere { keys: DB_KEYS, note: "it is a database key: move it up one level, next to `path`" }],
+        &[Elsewhere {
+            keys: DB_KEYS,
+            note: "it is a database key: move it up one level, next to `path`",
+        }],
     )?;
     let own = Settings::read(&m)?;
     let url = m.string("url")?;
-    let parsed = url.as_deref().map(parse_url).transpose().map_err(|e| e.at(&m.key_path("url")))?;
+    let parsed = url
+        .as_deref()
+        .map(parse_url)
+        .transpose()
+        .map_err(|e| e.at(&m.key_path("url")))?;
     let rtype = replica_type(&m, parsed.as_ref())?;
 
     let own_path = m.string("path")?;
     if let Some(p) = &own_path {
         if p.contains("://") {
-            return Err(ConfigError::new(m.key_path("path"), ErrorKind::Invalid("is a URL; give it as `url:` instead".into())));
+            return Err(ConfigError::new(
+                m.key_path("path"),
+                ErrorKind::Invalid("is a URL; give it as `url:` instead".into()),
+            ));
         }
     }
     if url.is_some() {
@@ -328,21 +493,33 @@ fn build_replica(v: &Value, path: &str, defaults: &Settings, env: Env<'_>, warni
             _ => &["path"],
         };
         if let Some(key) = conflicts.iter().find(|k| m.has(k)) {
-            return Err(ConfigError::new(m.key_path(key), ErrorKind::Invalid(format!("give the {key} either in `url` or as `{key}:`, not both"))));
+            return Err(ConfigError::new(
+                m.key_path(key),
+                ErrorKind::Invalid(format!(
+                    "give the {key} either in `url` or as `{key}:`, not both"
+                )),
+            ));
         }
     }
     for key in m.keys() {
         if !applies(rtype, key) {
-            warnings.push(format!("{}: `{key}` does not apply to a {rtype} replica; ignored", m.path()));
+            warnings.push(format!(
+                "{}: `{key}` does not apply to a {rtype} replica; ignored",
+                m.path()
+            ));
         } else if key == "retention-check-interval" {
-            warnings.push(format!("{}: Litestream 0.3 key; ignored (see l0-retention-check-interval)", m.key_path(key)));
+            warnings.push(format!(
+                "{}: Litestream 0.3 key; ignored (see l0-retention-check-interval)",
+                m.key_path(key)
+            ));
         }
     }
 
     let mut s = own;
     let mut url_path = None;
     if let Some(p) = &parsed {
-        let (from_url, path) = settings_from_url(p, url.as_deref().unwrap_or_default(), &m.key_path("url"))?;
+        let (from_url, path) =
+            settings_from_url(p, url.as_deref().unwrap_or_default(), &m.key_path("url"))?;
         s.fill_from(&from_url);
         url_path = Some(path);
     }
@@ -351,11 +528,17 @@ fn build_replica(v: &Value, path: &str, defaults: &Settings, env: Env<'_>, warni
 
     let sync_interval = s.sync_interval;
     if sync_interval == Some(Duration::ZERO) {
-        return Err(ConfigError::new(m.key_path("sync-interval"), ErrorKind::Invalid("must be greater than 0".into())));
+        return Err(ConfigError::new(
+            m.key_path("sync-interval"),
+            ErrorKind::Invalid("must be greater than 0".into()),
+        ));
     }
     let max_sync_ltx_files = s.max_sync_ltx_files.unwrap_or(DEFAULT_MAX_SYNC_LTX_FILES);
     if max_sync_ltx_files == 0 {
-        return Err(ConfigError::new(m.key_path("max-sync-ltx-files"), ErrorKind::Invalid("must be greater than 0".into())));
+        return Err(ConfigError::new(
+            m.key_path("max-sync-ltx-files"),
+            ErrorKind::Invalid("must be greater than 0".into()),
+        ));
     }
     Ok(ReplicaConfig {
         name: m.string("name")?,
@@ -386,13 +569,24 @@ fn replica_type(m: &Map<'_>, url: Option<&ParsedUrl>) -> Result<&'static str, Co
             "oss" => "oss",
             _ => {
                 let v = m.get("type").unwrap_or(&Value::Null);
-                return Err(invalid(&m.key_path("type"), v, &format!("a replica type ({SUPPORTED_TYPES})"), None));
+                return Err(invalid(
+                    &m.key_path("type"),
+                    v,
+                    &format!("a replica type ({SUPPORTED_TYPES})"),
+                    None,
+                ));
             }
         }),
     };
     let t = match (given, url) {
         (Some(t), Some(u)) if t != u.replica_type => {
-            return Err(ConfigError::new(m.key_path("type"), ErrorKind::Invalid(format!("{t:?} does not match the {}:// URL in `url`", u.replica_type))));
+            return Err(ConfigError::new(
+                m.key_path("type"),
+                ErrorKind::Invalid(format!(
+                    "{t:?} does not match the {}:// URL in `url`",
+                    u.replica_type
+                )),
+            ));
         }
         (_, Some(u)) => u.replica_type,
         (Some(t), None) => t,
@@ -402,25 +596,50 @@ fn replica_type(m: &Map<'_>, url: Option<&ParsedUrl>) -> Result<&'static str, Co
         let key = if url.is_some() { "url" } else { "type" };
         return Err(ConfigError::new(
             m.key_path(key),
-            ErrorKind::Invalid(format!("{t} replicas are not supported by sqlite-replicate (supported: {SUPPORTED_TYPES})")),
+            ErrorKind::Invalid(format!(
+                "{t} replicas are not supported by sqlite-replicate (supported: {SUPPORTED_TYPES})"
+            )),
         ));
     }
     Ok(t)
 }
 
 /// The backend description from the merged settings; checks what each type requires.
-fn make_kind(t: &str, path: Option<String>, s: Settings, env: Env<'_>, m: &Map<'_>) -> Result<ReplicaKind, ConfigError> {
-    let need = |what: &str| ConfigError::new(m.path(), ErrorKind::Invalid(format!("a {t} replica needs {what}")));
+fn make_kind(
+    t: &str,
+    path: Option<String>,
+    s: Settings,
+    env: Env<'_>,
+    m: &Map<'_>,
+) -> Result<ReplicaKind, ConfigError> {
+    let need = |what: &str| {
+        ConfigError::new(
+            m.path(),
+            ErrorKind::Invalid(format!("a {t} replica needs {what}")),
+        )
+    };
     let mut kind = match t {
         "file" => {
             let p = path.ok_or_else(|| need("`path` (or `url: file:///...`)"))?;
-            ReplicaKind::File { path: local_path(&p, env) }
+            ReplicaKind::File {
+                path: local_path(&p, env),
+            }
         }
         "s3" => {
-            let bucket = s.bucket.ok_or_else(|| need("a bucket: `bucket:` or `url: s3://BUCKET/path`"))?;
-            let endpoint = s.endpoint.or_else(|| env("LITESTREAM_S3_ENDPOINT").filter(|e| !e.is_empty())).map(|e| ensure_endpoint_scheme(&e));
+            let bucket = s
+                .bucket
+                .ok_or_else(|| need("a bucket: `bucket:` or `url: s3://BUCKET/path`"))?;
+            let endpoint = s
+                .endpoint
+                .or_else(|| env("LITESTREAM_S3_ENDPOINT").filter(|e| !e.is_empty()))
+                .map(|e| ensure_endpoint_scheme(&e));
             if s.sse_customer_key.is_some() && s.sse_customer_key_path.is_some() {
-                return Err(ConfigError::new(m.path(), ErrorKind::Invalid("give `sse-customer-key` or `sse-customer-key-path`, not both".into())));
+                return Err(ConfigError::new(
+                    m.path(),
+                    ErrorKind::Invalid(
+                        "give `sse-customer-key` or `sse-customer-key-path`, not both".into(),
+                    ),
+                ));
             }
             let sse_c = s.sse_customer_key.is_some() || s.sse_customer_key_path.is_some();
             ReplicaKind::S3(S3Config {
@@ -432,7 +651,9 @@ fn make_kind(t: &str, path: Option<String>, s: Settings, env: Env<'_>, m: &Map<'
                 access_key_id: s.access_key_id,
                 secret_access_key: s.secret_access_key,
                 skip_verify: s.skip_verify.unwrap_or(false),
-                sse_customer_algorithm: s.sse_customer_algorithm.or_else(|| sse_c.then(|| "AES256".to_string())),
+                sse_customer_algorithm: s
+                    .sse_customer_algorithm
+                    .or_else(|| sse_c.then(|| "AES256".to_string())),
                 sse_customer_key: s.sse_customer_key,
                 sse_customer_key_path: s.sse_customer_key_path.map(|p| home(&p, env)),
                 sse_kms_key_id: s.sse_kms_key_id,
@@ -444,20 +665,28 @@ fn make_kind(t: &str, path: Option<String>, s: Settings, env: Env<'_>, m: &Map<'
             })
         }
         "gs" => ReplicaKind::Gcs(GcsConfig {
-            bucket: s.bucket.ok_or_else(|| need("a bucket: `bucket:` or `url: gs://BUCKET/path`"))?,
+            bucket: s
+                .bucket
+                .ok_or_else(|| need("a bucket: `bucket:` or `url: gs://BUCKET/path`"))?,
             path: clean_key_prefix(path.as_deref().unwrap_or_default()),
         }),
         "abs" => ReplicaKind::Abs(AbsConfig {
             account_name: s.account_name,
             account_key: s.account_key,
             sas_token: s.sas_token,
-            bucket: s.bucket.ok_or_else(|| need("a container: `bucket:` or `url: abs://[ACCOUNT@]CONTAINER/path`"))?,
+            bucket: s.bucket.ok_or_else(|| {
+                need("a container: `bucket:` or `url: abs://[ACCOUNT@]CONTAINER/path`")
+            })?,
             path: clean_key_prefix(path.as_deref().unwrap_or_default()),
             endpoint: s.endpoint,
         }),
         "sftp" => ReplicaKind::Sftp(SftpConfig {
-            host: s.host.ok_or_else(|| need("a host: `host:` or `url: sftp://USER@HOST/path`"))?,
-            user: s.user.ok_or_else(|| need("a user: `user:` or `url: sftp://USER@HOST/path`"))?,
+            host: s
+                .host
+                .ok_or_else(|| need("a host: `host:` or `url: sftp://USER@HOST/path`"))?,
+            user: s
+                .user
+                .ok_or_else(|| need("a user: `user:` or `url: sftp://USER@HOST/path`"))?,
             password: s.password,
             key_path: s.key_path.map(|p| home(&p, env)),
             host_key: s.host_key,
@@ -476,15 +705,34 @@ pub(crate) fn kind_from_url(url: &str) -> Result<ReplicaKind, ConfigError> {
     if matches!(parsed.replica_type, "webdav" | "nats" | "oss") {
         return Err(ConfigError::new(
             "",
-            ErrorKind::BadUrl { url: redact_url(url), reason: format!("{} replicas are not supported (supported: {SUPPORTED_TYPES})", parsed.replica_type) },
+            ErrorKind::BadUrl {
+                url: redact_url(url),
+                reason: format!(
+                    "{} replicas are not supported (supported: {SUPPORTED_TYPES})",
+                    parsed.replica_type
+                ),
+            },
         ));
     }
     let (s, path) = settings_from_url(&parsed, url, "")?;
     let empty = Value::Null;
     let m = Map::new(&empty, "")?;
     let no_env = |_: &str| None;
-    let mut kind = make_kind(parsed.replica_type, Some(path).filter(|p| !p.is_empty()), s, &no_env, &m).map_err(|e| match e.kind() {
-        ErrorKind::Invalid(why) => ConfigError::new("", ErrorKind::BadUrl { url: redact_url(url), reason: why.clone() }),
+    let mut kind = make_kind(
+        parsed.replica_type,
+        Some(path).filter(|p| !p.is_empty()),
+        s,
+        &no_env,
+        &m,
+    )
+    .map_err(|e| match e.kind() {
+        ErrorKind::Invalid(why) => ConfigError::new(
+            "",
+            ErrorKind::BadUrl {
+                url: redact_url(url),
+                reason: why.clone(),
+            },
+        ),
         _ => e,
     })?;
     // A bare or file path stays as written: no process state (cwd, $HOME) is read here.
@@ -503,14 +751,26 @@ fn check_across_dbs(dbs: &[DbConfig]) -> Result<(), ConfigError> {
         let at = format!("dbs[{i}]");
         let (key, shown) = match &db.source {
             DbSource::Path(p) => (format!("path:{}", p.display()), p.display().to_string()),
-            DbSource::Dir { dir, pattern, .. } => (format!("dir:{}|{pattern}", dir.display()), format!("{} (pattern {pattern})", dir.display())),
+            DbSource::Dir { dir, pattern, .. } => (
+                format!("dir:{}|{pattern}", dir.display()),
+                format!("{} (pattern {pattern})", dir.display()),
+            ),
         };
         if let Some(first) = sources.insert(key, at.clone()) {
-            return Err(ConfigError::new(&at, ErrorKind::DuplicateDb { path: shown, first }));
+            return Err(ConfigError::new(
+                &at,
+                ErrorKind::DuplicateDb { path: shown, first },
+            ));
         }
         if let (Some(meta), DbSource::Path(_)) = (&db.meta_path, &db.source) {
             if let Some(first) = metas.insert(meta.clone(), at.clone()) {
-                return Err(ConfigError::new(child(&at, "meta-path"), ErrorKind::Invalid(format!("{} is also the meta-path of {first}", meta.display()))));
+                return Err(ConfigError::new(
+                    child(&at, "meta-path"),
+                    ErrorKind::Invalid(format!(
+                        "{} is also the meta-path of {first}",
+                        meta.display()
+                    )),
+                ));
             }
         }
         // Directory entries get a per-file suffix on their replica locations, so only
@@ -519,7 +779,13 @@ fn check_across_dbs(dbs: &[DbConfig]) -> Result<(), ConfigError> {
             for (j, r) in db.replicas.iter().enumerate() {
                 let r_at = format!("{at}.replicas[{j}]");
                 if let Some(first) = locations.insert(r.kind.location_key(), r_at.clone()) {
-                    return Err(ConfigError::new(&r_at, ErrorKind::SharedReplicaLocation { location: r.kind.describe(), first }));
+                    return Err(ConfigError::new(
+                        &r_at,
+                        ErrorKind::SharedReplicaLocation {
+                            location: r.kind.describe(),
+                            first,
+                        },
+                    ));
                 }
             }
         }
@@ -530,7 +796,10 @@ fn check_across_dbs(dbs: &[DbConfig]) -> Result<(), ConfigError> {
 /// A local path from the config: `sqlite://` prefix dropped, `~` expanded, made absolute
 /// against the current directory (as Litestream does), and cleaned.
 pub(crate) fn local_path(s: &str, env: Env<'_>) -> PathBuf {
-    let s = s.strip_prefix("sqlite3://").or_else(|| s.strip_prefix("sqlite://")).unwrap_or(s);
+    let s = s
+        .strip_prefix("sqlite3://")
+        .or_else(|| s.strip_prefix("sqlite://"))
+        .unwrap_or(s);
     let p = home(s, env);
     let abs = std::path::absolute(&p).unwrap_or(p);
     clean(&abs)
@@ -540,7 +809,9 @@ pub(crate) fn local_path(s: &str, env: Env<'_>) -> PathBuf {
 fn home(s: &str, env: Env<'_>) -> PathBuf {
     let home = || env("HOME").filter(|h| !h.is_empty());
     match s.strip_prefix('~') {
-        Some("") => home().map(PathBuf::from).unwrap_or_else(|| PathBuf::from(s)),
+        Some("") => home()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(s)),
         Some(rest) if rest.starts_with('/') => match home() {
             Some(h) => Path::new(&h).join(rest.trim_start_matches('/')),
             None => PathBuf::from(s),
@@ -577,7 +848,14 @@ mod tests {
 
     #[test]
     fn cleans_paths_lexically() {
-        let cases: &[(&str, &str)] = &[("/a/b/../c", "/a/c"), ("/a/./b/", "/a/b"), ("/../a", "/a"), ("a/../../b", "../b"), ("", "."), ("//a//b", "/a/b")];
+        let cases: &[(&str, &str)] = &[
+            ("/a/b/../c", "/a/c"),
+            ("/a/./b/", "/a/b"),
+            ("/../a", "/a"),
+            ("a/../../b", "../b"),
+            ("", "."),
+            ("//a//b", "/a/b"),
+        ];
         for (p, want) in cases {
             assert_eq!(clean(Path::new(p)), PathBuf::from(want), "{p}");
         }

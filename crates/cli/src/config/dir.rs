@@ -19,9 +19,21 @@ use super::url::append_url_path;
 /// The config for `db_file`, a file found under the `dir` of `dir_cfg`.
 pub fn expand_dir_db(dir_cfg: &DbConfig, db_file: &Path) -> Result<DbConfig, ConfigError> {
     let DbSource::Dir { dir, .. } = &dir_cfg.source else {
-        return Err(ConfigError::new("", ErrorKind::Invalid("expand_dir_db needs a `dir` entry, not a `path` one".into())));
+        return Err(ConfigError::new(
+            "",
+            ErrorKind::Invalid("expand_dir_db needs a `dir` entry, not a `path` one".into()),
+        ));
     };
-    let outside = || ConfigError::new("", ErrorKind::Invalid(format!("{} is not a file under {}", db_file.display(), dir.display())));
+    let outside = || {
+        ConfigError::new(
+            "",
+            ErrorKind::Invalid(format!(
+                "{} is not a file under {}",
+                db_file.display(),
+                dir.display()
+            )),
+        )
+    };
     let rel = db_file.strip_prefix(dir).map_err(|_| outside())?;
     let parts: Vec<&str> = rel
         .components()
@@ -30,7 +42,9 @@ pub fn expand_dir_db(dir_cfg: &DbConfig, db_file: &Path) -> Result<DbConfig, Con
             _ => Err(outside()),
         })
         .collect::<Result<_, _>>()?;
-    let Some((file, _)) = parts.split_last() else { return Err(outside()) };
+    let Some((file, _)) = parts.split_last() else {
+        return Err(outside());
+    };
     let rel_slash = parts.join("/");
 
     let mut out = dir_cfg.clone();
@@ -81,21 +95,47 @@ mod tests {
         );
         let cases: &[(&str, &str, &str, &str, &str)] = &[
             // file, expected file replica, s3 path, s3 url, plain s3 path
-            ("/data/a.db", "/backups/a.db", "prefix/a.db", "s3://bkt/prefix/a.db?region=eu", "a.db"),
-            ("/data/t/x/b.db", "/backups/t/x/b.db", "prefix/t/x/b.db", "s3://bkt/prefix/t/x/b.db?region=eu", "t/x/b.db"),
+            (
+                "/data/a.db",
+                "/backups/a.db",
+                "prefix/a.db",
+                "s3://bkt/prefix/a.db?region=eu",
+                "a.db",
+            ),
+            (
+                "/data/t/x/b.db",
+                "/backups/t/x/b.db",
+                "prefix/t/x/b.db",
+                "s3://bkt/prefix/t/x/b.db?region=eu",
+                "t/x/b.db",
+            ),
         ];
         for (file, want_file, want_s3, want_url, want_plain) in cases {
             let db = expand_dir_db(&cfg, Path::new(file)).unwrap();
             assert_eq!(db.source, DbSource::Path(PathBuf::from(file)));
             assert_eq!(db.meta_path, None, "the engine default applies");
-            assert_eq!(db.replicas[0].kind, ReplicaKind::File { path: PathBuf::from(want_file) });
-            let ReplicaKind::S3(s3) = &db.replicas[1].kind else { panic!() };
+            assert_eq!(
+                db.replicas[0].kind,
+                ReplicaKind::File {
+                    path: PathBuf::from(want_file)
+                }
+            );
+            let ReplicaKind::S3(s3) = &db.replicas[1].kind else {
+                panic!()
+            };
             assert_eq!(s3.path, *want_s3);
             assert_eq!(db.replicas[1].url.as_deref(), Some(*want_url));
-            let ReplicaKind::S3(plain) = &db.replicas[2].kind else { panic!() };
+            let ReplicaKind::S3(plain) = &db.replicas[2].kind else {
+                panic!()
+            };
             assert_eq!(plain.path, *want_plain);
-            let ReplicaKind::Sftp(sftp) = &db.replicas[3].kind else { panic!() };
-            assert_eq!(sftp.path, format!("/srv/{}", file.trim_start_matches("/data/")));
+            let ReplicaKind::Sftp(sftp) = &db.replicas[3].kind else {
+                panic!()
+            };
+            assert_eq!(
+                sftp.path,
+                format!("/srv/{}", file.trim_start_matches("/data/"))
+            );
         }
     }
 
@@ -103,7 +143,10 @@ mod tests {
     fn meta_dir_gets_a_per_file_directory() {
         for key in ["meta-dir", "meta-path"] {
             let cfg = dir_db(&format!("dbs:\n  - dir: /data\n    pattern: '*.db'\n    {key}: /var/lib/meta\n    replica:\n      path: /backups\n"));
-            let cases: &[(&str, &str)] = &[("/data/a.db", "/var/lib/meta/.a.db-sqlite-replicate"), ("/data/t/b.db", "/var/lib/meta/t/.b.db-sqlite-replicate")];
+            let cases: &[(&str, &str)] = &[
+                ("/data/a.db", "/var/lib/meta/.a.db-sqlite-replicate"),
+                ("/data/t/b.db", "/var/lib/meta/t/.b.db-sqlite-replicate"),
+            ];
             for (file, want) in cases {
                 let db = expand_dir_db(&cfg, Path::new(file)).unwrap();
                 assert_eq!(db.meta_path, Some(PathBuf::from(want)), "{key} {file}");
@@ -113,12 +156,19 @@ mod tests {
 
     #[test]
     fn rejects_files_outside_the_directory_and_path_entries() {
-        let cfg = dir_db("dbs:\n  - dir: /data\n    pattern: '*.db'\n    replica:\n      path: /backups\n");
+        let cfg = dir_db(
+            "dbs:\n  - dir: /data\n    pattern: '*.db'\n    replica:\n      path: /backups\n",
+        );
         let cases: &[&str] = &["/elsewhere/a.db", "/data", "/data/../a.db"];
         for file in cases {
             assert!(expand_dir_db(&cfg, Path::new(file)).is_err(), "{file}");
         }
         let path_cfg = dir_db("dbs:\n  - path: /data/a.db\n    replica:\n      path: /backups\n");
-        assert_eq!(expand_dir_db(&path_cfg, Path::new("/data/a.db")).unwrap_err().to_string(), "expand_dir_db needs a `dir` entry, not a `path` one");
+        assert_eq!(
+            expand_dir_db(&path_cfg, Path::new("/data/a.db"))
+                .unwrap_err()
+                .to_string(),
+            "expand_dir_db needs a `dir` entry, not a `path` one"
+        );
     }
 }

@@ -20,7 +20,16 @@ pub(crate) const EXPECTED: &str = "a duration (e.g. 1m30s)";
 pub fn parse_duration(s: &str) -> Result<Duration, ConfigError> {
     parse_nanos(s)
         .map(|n| Duration::from_nanos(n as u64))
-        .map_err(|detail| ConfigError::new("", ErrorKind::InvalidValue { value: format!("{s:?}"), expected: EXPECTED.into(), detail }))
+        .map_err(|detail| {
+            ConfigError::new(
+                "",
+                ErrorKind::InvalidValue {
+                    value: format!("{s:?}"),
+                    expected: EXPECTED.into(),
+                    detail,
+                },
+            )
+        })
 }
 
 /// Nanoseconds, or the reason the string is not a duration (`None`: plain syntax error).
@@ -71,7 +80,9 @@ fn parse_nanos(orig: &str) -> Result<u128, Option<String>> {
         if int_len == 0 && frac_len == 0 {
             return Err(None);
         }
-        let unit_len = s.find(|c: char| c == '.' || c.is_ascii_digit()).unwrap_or(s.len());
+        let unit_len = s
+            .find(|c: char| c == '.' || c.is_ascii_digit())
+            .unwrap_or(s.len());
         let (unit, rest) = s.split_at(unit_len);
         s = rest;
         let unit_nanos: u128 = match unit {
@@ -82,7 +93,11 @@ fn parse_nanos(orig: &str) -> Result<u128, Option<String>> {
             "m" => 60_000_000_000,
             "h" => 3_600_000_000_000,
             "" => return Err(Some("a unit is missing (ns, us, ms, s, m, h)".into())),
-            other => return Err(Some(format!("unknown unit {other:?} (ns, us, ms, s, m, h)"))),
+            other => {
+                return Err(Some(format!(
+                    "unknown unit {other:?} (ns, us, ms, s, m, h)"
+                )))
+            }
         };
         total += int * unit_nanos + (frac as f64 * (unit_nanos as f64 / scale)) as u128;
         if total > MAX_NANOS {
@@ -166,14 +181,21 @@ mod tests {
             ("2\u{b5}s", 2 * US),
             ("2\u{3bc}s", 2 * US),
             ("7ns", 7 * NS),
-            ("1h2m3s4ms5us6ns", H + 2 * M + 3 * S + 4 * MS + 5 * US + 6 * NS),
+            (
+                "1h2m3s4ms5us6ns",
+                H + 2 * M + 3 * S + 4 * MS + 5 * US + 6 * NS,
+            ),
             ("1.000000001s", S + 1),
             ("0.3333333333333333333h", 1_200_000_000_000),
             ("+5s", 5 * S),
             ("2562047h", 2_562_047 * H),
         ];
         for (s, want) in cases {
-            assert_eq!(parse_duration(s).unwrap(), Duration::from_nanos(*want), "{s}");
+            assert_eq!(
+                parse_duration(s).unwrap(),
+                Duration::from_nanos(*want),
+                "{s}"
+            );
         }
     }
 
@@ -181,15 +203,36 @@ mod tests {
     fn rejects_what_go_rejects_and_negatives() {
         let cases: &[(&str, &str)] = &[
             ("", r#""" is not a duration (e.g. 1m30s)"#),
-            ("5 minutes", r#""5 minutes" is not a duration (e.g. 1m30s): unknown unit " minutes" (ns, us, ms, s, m, h)"#),
-            ("1", r#""1" is not a duration (e.g. 1m30s): a unit is missing (ns, us, ms, s, m, h)"#),
-            ("10", r#""10" is not a duration (e.g. 1m30s): a unit is missing (ns, us, ms, s, m, h)"#),
+            (
+                "5 minutes",
+                r#""5 minutes" is not a duration (e.g. 1m30s): unknown unit " minutes" (ns, us, ms, s, m, h)"#,
+            ),
+            (
+                "1",
+                r#""1" is not a duration (e.g. 1m30s): a unit is missing (ns, us, ms, s, m, h)"#,
+            ),
+            (
+                "10",
+                r#""10" is not a duration (e.g. 1m30s): a unit is missing (ns, us, ms, s, m, h)"#,
+            ),
             ("s", r#""s" is not a duration (e.g. 1m30s)"#),
             (".s", r#"".s" is not a duration (e.g. 1m30s)"#),
-            ("1d", r#""1d" is not a duration (e.g. 1m30s): unknown unit "d" (ns, us, ms, s, m, h)"#),
-            ("-5s", r#""-5s" is not a duration (e.g. 1m30s): it is negative"#),
-            ("9999999999h", r#""9999999999h" is not a duration (e.g. 1m30s): it is too long"#),
-            ("1h 30m", r#""1h 30m" is not a duration (e.g. 1m30s): unknown unit "h " (ns, us, ms, s, m, h)"#),
+            (
+                "1d",
+                r#""1d" is not a duration (e.g. 1m30s): unknown unit "d" (ns, us, ms, s, m, h)"#,
+            ),
+            (
+                "-5s",
+                r#""-5s" is not a duration (e.g. 1m30s): it is negative"#,
+            ),
+            (
+                "9999999999h",
+                r#""9999999999h" is not a duration (e.g. 1m30s): it is too long"#,
+            ),
+            (
+                "1h 30m",
+                r#""1h 30m" is not a duration (e.g. 1m30s): unknown unit "h " (ns, us, ms, s, m, h)"#,
+            ),
         ];
         for (s, want) in cases {
             assert_eq!(parse_duration(s).unwrap_err().to_string(), *want, "{s}");
@@ -212,7 +255,11 @@ mod tests {
         ];
         for (n, want) in cases {
             assert_eq!(format_duration(Duration::from_nanos(*n)), *want);
-            assert_eq!(parse_duration(want).unwrap(), Duration::from_nanos(*n), "round trip {want}");
+            assert_eq!(
+                parse_duration(want).unwrap(),
+                Duration::from_nanos(*n),
+                "round trip {want}"
+            );
         }
     }
 }

@@ -35,10 +35,17 @@ pub enum ErrorKind {
     #[error("environment expansion: {0}")]
     Expand(String),
     #[error("unknown key {key:?}{}", suggestion.as_ref().map(|s| format!(" ({s})")).unwrap_or_default())]
-    UnknownKey { key: String, suggestion: Option<String> },
+    UnknownKey {
+        key: String,
+        suggestion: Option<String>,
+    },
     /// `value` is already rendered for display (quoted string, number, "a list", ...).
     #[error("{value} is not {expected}{}", detail.as_ref().map(|d| format!(": {d}")).unwrap_or_default())]
-    InvalidValue { value: String, expected: String, detail: Option<String> },
+    InvalidValue {
+        value: String,
+        expected: String,
+        detail: Option<String>,
+    },
     #[error("give either `path` or `dir`, not both")]
     PathAndDir,
     #[error("give `path` (a database file) or `dir` (a directory of databases)")]
@@ -52,10 +59,16 @@ pub enum ErrorKind {
     #[error("give `replica` or `replicas`, not both")]
     ReplicaAndReplicas,
     #[error("{first} and {second} are both named {name:?}; give each replica its own `name`")]
-    DuplicateReplicaName { name: String, first: String, second: String },
+    DuplicateReplicaName {
+        name: String,
+        first: String,
+        second: String,
+    },
     #[error("{path} is already configured by {first}")]
     DuplicateDb { path: String, first: String },
-    #[error("{location} is also the replica of {first}; each database needs its own replica location")]
+    #[error(
+        "{location} is also the replica of {first}; each database needs its own replica location"
+    )]
     SharedReplicaLocation { location: String, first: String },
     /// `url` has its password replaced by `***`.
     #[error("invalid replica URL {url:?}: {reason}")]
@@ -66,7 +79,11 @@ pub enum ErrorKind {
 
 impl ConfigError {
     pub(crate) fn new(at: impl Into<String>, kind: ErrorKind) -> ConfigError {
-        ConfigError(Box::new(Inner { file: None, at: at.into(), kind }))
+        ConfigError(Box::new(Inner {
+            file: None,
+            at: at.into(),
+            kind,
+        }))
     }
 
     /// The same error, attributed to `file`.
@@ -141,15 +158,32 @@ mod tests {
             (
                 ConfigError::new(
                     "dbs[0].replica",
-                    ErrorKind::UnknownKey { key: "sync_interval".into(), suggestion: Some("did you mean \"sync-interval\"?".into()) },
+                    ErrorKind::UnknownKey {
+                        key: "sync_interval".into(),
+                        suggestion: Some("did you mean \"sync-interval\"?".into()),
+                    },
                 ),
                 r#"dbs[0].replica: unknown key "sync_interval" (did you mean "sync-interval"?)"#,
             ),
-            (ConfigError::new("", ErrorKind::Yaml("bad".into())).in_file(Path::new("/etc/litestream.yml")), "/etc/litestream.yml: invalid YAML: bad"),
-            (ConfigError::new("dbs[1]", ErrorKind::PathAndDir).in_file(Path::new("a.yml")), "a.yml: dbs[1]: give either `path` or `dir`, not both"),
             (
-                ConfigError::new("", ErrorKind::InvalidValue { value: "\"x\"".into(), expected: "a duration (e.g. 1m30s)".into(), detail: None })
-                    .at("dbs[0].busy-timeout"),
+                ConfigError::new("", ErrorKind::Yaml("bad".into()))
+                    .in_file(Path::new("/etc/litestream.yml")),
+                "/etc/litestream.yml: invalid YAML: bad",
+            ),
+            (
+                ConfigError::new("dbs[1]", ErrorKind::PathAndDir).in_file(Path::new("a.yml")),
+                "a.yml: dbs[1]: give either `path` or `dir`, not both",
+            ),
+            (
+                ConfigError::new(
+                    "",
+                    ErrorKind::InvalidValue {
+                        value: "\"x\"".into(),
+                        expected: "a duration (e.g. 1m30s)".into(),
+                        detail: None,
+                    },
+                )
+                .at("dbs[0].busy-timeout"),
                 "dbs[0].busy-timeout: \"x\" is not a duration (e.g. 1m30s)",
             ),
         ];

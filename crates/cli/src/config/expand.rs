@@ -18,7 +18,10 @@
 use super::error::{ConfigError, ErrorKind};
 
 /// `text` with variables replaced, looked up through `env`.
-pub(crate) fn expand_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
+pub(crate) fn expand_env(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, ConfigError> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(i) = rest.find('$') {
@@ -42,7 +45,9 @@ pub(crate) fn expand_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Re
             },
             Some(c) if "*#@!?-0123456789".contains(c) => (&after[..1], 1),
             Some(_) => {
-                let len = after.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(after.len());
+                let len = after
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(after.len());
                 (&after[..len], len)
             }
         };
@@ -67,7 +72,12 @@ fn lookup(name: &str, env: &dyn Fn(&str) -> Option<String>) -> String {
 
 fn expand_error(text: &str, byte: usize, what: &str) -> ConfigError {
     let line = text[..byte].matches('\n').count() + 1;
-    ConfigError::new("", ErrorKind::Expand(format!("{what} on line {line} (write `$$` for a literal `$`)")))
+    ConfigError::new(
+        "",
+        ErrorKind::Expand(format!(
+            "{what} on line {line} (write `$$` for a literal `$`)"
+        )),
+    )
 }
 
 #[cfg(test)]
@@ -107,7 +117,10 @@ mod tests {
 
     #[test]
     fn pid_defaults_to_this_process() {
-        assert_eq!(expand_env("$PID", &env).unwrap(), std::process::id().to_string());
+        assert_eq!(
+            expand_env("$PID", &env).unwrap(),
+            std::process::id().to_string()
+        );
         assert_eq!(expand_env("$PID", &|_| Some("7".into())).unwrap(), "7");
     }
 

@@ -11,7 +11,10 @@ enum Token {
     Char(char),
     Star,
     One,
-    Class { negated: bool, ranges: Vec<(char, char)> },
+    Class {
+        negated: bool,
+        ranges: Vec<(char, char)>,
+    },
 }
 
 /// Why `pattern` is malformed, if it is.
@@ -21,7 +24,9 @@ pub(crate) fn validate_pattern(pattern: &str) -> Result<(), String> {
 
 /// Whether `name` matches `pattern`. A malformed pattern matches nothing.
 pub fn glob_match(pattern: &str, name: &str) -> bool {
-    let Ok(tokens) = tokenize(pattern) else { return false };
+    let Ok(tokens) = tokenize(pattern) else {
+        return false;
+    };
     let name: Vec<char> = name.chars().collect();
     matches(&tokens, &name)
 }
@@ -44,7 +49,9 @@ fn tokenize(pattern: &str) -> Result<Vec<Token>, String> {
                     let lo = match chars.next() {
                         None => return Err("a `[` has no closing `]`".into()),
                         Some(']') if !ranges.is_empty() => break,
-                        Some(']' | '-') => return Err("a `[...]` class starts with `]` or `-` or is empty".into()),
+                        Some(']' | '-') => {
+                            return Err("a `[...]` class starts with `]` or `-` or is empty".into())
+                        }
                         Some('\\') => chars.next().ok_or("it ends with a lone `\\`")?,
                         Some(c) => c,
                     };
@@ -53,7 +60,9 @@ fn tokenize(pattern: &str) -> Result<Vec<Token>, String> {
                         chars.next();
                         hi = match chars.next() {
                             None => return Err("a `[` has no closing `]`".into()),
-                            Some(']' | '-') => return Err("a range in `[...]` has no upper end".into()),
+                            Some(']' | '-') => {
+                                return Err("a range in `[...]` has no upper end".into())
+                            }
                             Some('\\') => chars.next().ok_or("it ends with a lone `\\`")?,
                             Some(c) => c,
                         };
@@ -85,7 +94,13 @@ fn matches(tokens: &[Token], name: &[char]) -> bool {
             }
             Some(Token::Char(c)) => *c == name[n],
             Some(Token::One) => name[n] != '/',
-            Some(Token::Class { negated, ranges }) => name[n] != '/' && ranges.iter().any(|&(lo, hi)| lo <= name[n] && name[n] <= hi) != *negated,
+            Some(Token::Class { negated, ranges }) => {
+                name[n] != '/'
+                    && ranges
+                        .iter()
+                        .any(|&(lo, hi)| lo <= name[n] && name[n] <= hi)
+                        != *negated
+            }
             None => false,
         };
         if ok {

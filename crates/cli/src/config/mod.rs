@@ -47,8 +47,8 @@ pub use error::{ConfigError, ErrorKind};
 pub use glob::glob_match;
 #[allow(unused_imports)]
 pub use types::{
-    AbsConfig, Config, DbConfig, DbSource, GcsConfig, LogLevel, LoggingConfig, ReplicaConfig, ReplicaKind, S3Config, Secret, SftpConfig, SnapshotConfig,
-    SocketConfig,
+    AbsConfig, Config, DbConfig, DbSource, GcsConfig, LogLevel, LoggingConfig, ReplicaConfig,
+    ReplicaKind, S3Config, Secret, SftpConfig, SnapshotConfig, SocketConfig,
 };
 #[allow(unused_imports)]
 pub use url::redact_url;
@@ -56,13 +56,18 @@ pub use url::redact_url;
 /// Reads and validates the config file at `path`, expanding `$VAR`s from the process
 /// environment when `expand_env` is set. Errors name the file.
 pub fn load(path: &Path, expand_env: bool) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::new("", ErrorKind::Read(e)).in_file(path))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new("", ErrorKind::Read(e)).in_file(path))?;
     parse(&text, expand_env, &|k| std::env::var(k).ok()).map_err(|e| e.in_file(path))
 }
 
 /// Parses and validates config text. `env` looks up environment variables, for `$VAR`
 /// expansion (when `expand_env`), `$LOG_LEVEL`, `$HOME` and credential fallbacks.
-pub fn parse(text: &str, expand_env: bool, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+pub fn parse(
+    text: &str,
+    expand_env: bool,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
     let expanded;
     let text = if expand_env {
         expanded = expand::expand_env(text, env)?;

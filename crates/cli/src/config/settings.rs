@@ -89,7 +89,15 @@ pub(crate) const FOREIGN_KEYS: &[&str] = &[
 ];
 
 /// Keys only a replica has (the last three are Litestream 0.3's).
-pub(crate) const REPLICA_KEYS: &[&str] = &["name", "type", "url", "path", "snapshot-interval", "retention", "retention-check-interval"];
+pub(crate) const REPLICA_KEYS: &[&str] = &[
+    "name",
+    "type",
+    "url",
+    "path",
+    "snapshot-interval",
+    "retention",
+    "retention-check-interval",
+];
 
 pub(crate) const DB_KEYS: &[&str] = &[
     "path",
@@ -112,7 +120,11 @@ pub(crate) const DB_KEYS: &[&str] = &[
 ];
 
 /// Litestream 0.3 database keys: accepted with a warning, no effect.
-pub(crate) const LEGACY_DB_KEYS: &[&str] = &["max-checkpoint-page-count", "shadow-retention-count", "monitor-delay-interval"];
+pub(crate) const LEGACY_DB_KEYS: &[&str] = &[
+    "max-checkpoint-page-count",
+    "shadow-retention-count",
+    "monitor-delay-interval",
+];
 
 /// The replica settings of one mapping (top level or a replica); `None` is "not given".
 #[derive(Clone, Default)]
@@ -158,7 +170,10 @@ macro_rules! fill_from {
 impl Settings {
     pub fn read(m: &Map<'_>) -> Result<Settings, ConfigError> {
         if m.has("age") {
-            return Err(ConfigError::new(m.key_path("age"), ErrorKind::AgeUnsupported));
+            return Err(ConfigError::new(
+                m.key_path("age"),
+                ErrorKind::AgeUnsupported,
+            ));
         }
         let legacy_page_encoding = match m.string("page-encoding")?.as_deref() {
             None => None,
@@ -166,7 +181,12 @@ impl Settings {
             Some("block") => Some(false),
             Some(_) => {
                 let v = m.get("page-encoding").unwrap_or(&Value::Null);
-                return Err(invalid(&m.key_path("page-encoding"), v, "a page encoding (legacy or block)", None));
+                return Err(invalid(
+                    &m.key_path("page-encoding"),
+                    v,
+                    "a page encoding (legacy or block)",
+                    None,
+                ));
             }
         };
         Ok(Settings {
@@ -243,8 +263,20 @@ pub(crate) fn applies(t: &str, key: &str) -> bool {
 
 /// The settings a URL carries, and its path (`file`: the local path; `sftp`: as
 /// written; others: without the leading `/`).
-pub(crate) fn settings_from_url(p: &ParsedUrl, url: &str, at: &str) -> Result<(Settings, String), ConfigError> {
-    let bad = |reason: String| ConfigError::new(at, ErrorKind::BadUrl { url: redact_url(url), reason });
+pub(crate) fn settings_from_url(
+    p: &ParsedUrl,
+    url: &str,
+    at: &str,
+) -> Result<(Settings, String), ConfigError> {
+    let bad = |reason: String| {
+        ConfigError::new(
+            at,
+            ErrorKind::BadUrl {
+                url: redact_url(url),
+                reason,
+            },
+        )
+    };
     let mut s = Settings::default();
     let mut path = p.path.clone();
     match p.replica_type {
@@ -267,10 +299,15 @@ pub(crate) fn settings_from_url(p: &ParsedUrl, url: &str, at: &str) -> Result<(S
                     "signPayload" | "sign-payload" => s.sign_payload = flag()?,
                     "requireContentMD5" | "require-content-md5" => s.require_content_md5 = flag()?,
                     "concurrency" => {
-                        s.concurrency = Some(v.parse().map_err(|_| bad(format!("concurrency={v:?} is not a whole number")))?);
+                        s.concurrency = Some(v.parse().map_err(|_| {
+                            bad(format!("concurrency={v:?} is not a whole number"))
+                        })?);
                     }
                     "partSize" | "part-size" => {
-                        s.part_size = Some(super::size::parse_size(v).ok_or_else(|| bad(format!("{k}={v:?} is not a size")))?);
+                        s.part_size = Some(
+                            super::size::parse_size(v)
+                                .ok_or_else(|| bad(format!("{k}={v:?} is not a size")))?,
+                        );
                     }
                     "storageClass" | "storage-class" => s.storage_class = Some(v.clone()),
                     _ => {
@@ -309,7 +346,10 @@ pub(crate) fn settings_from_url(p: &ParsedUrl, url: &str, at: &str) -> Result<(S
 
 /// An object-store prefix: no leading or trailing `/`, no empty or `.` segments.
 pub(crate) fn clean_key_prefix(p: &str) -> String {
-    p.split('/').filter(|s| !s.is_empty() && *s != ".").collect::<Vec<_>>().join("/")
+    p.split('/')
+        .filter(|s| !s.is_empty() && *s != ".")
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 #[cfg(test)]

@@ -6,7 +6,9 @@
 /// Bytes, or `None` when `s` is not a size.
 pub(crate) fn parse_size(s: &str) -> Option<u64> {
     let s = s.trim();
-    let num_len = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let num_len = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(num_len);
     if num.is_empty() || num.bytes().filter(|&b| b == b'.').count() > 1 || num == "." {
         return None;

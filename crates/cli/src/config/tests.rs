@@ -36,17 +36,28 @@ const S: fn(u64) -> Duration = Duration::from_secs;
 
 #[test]
 fn litestream_05_single_replica_url() {
-    let cfg = ok("dbs:\n  - path: /var/lib/app/app.db\n    replica:\n      url: s3://my-bucket/app\n");
+    let cfg =
+        ok("dbs:\n  - path: /var/lib/app/app.db\n    replica:\n      url: s3://my-bucket/app\n");
     assert_eq!(cfg.dbs.len(), 1);
     let db = &cfg.dbs[0];
-    assert_eq!(db.source, DbSource::Path(PathBuf::from("/var/lib/app/app.db")));
+    assert_eq!(
+        db.source,
+        DbSource::Path(PathBuf::from("/var/lib/app/app.db"))
+    );
     assert_eq!(db.replicas.len(), 1);
     let r = &db.replicas[0];
     assert_eq!(r.display_name(), "s3");
     assert_eq!(r.url.as_deref(), Some("s3://my-bucket/app"));
     let c = s3(r);
     assert_eq!((c.bucket.as_str(), c.path.as_str()), ("my-bucket", "app"));
-    assert_eq!((c.endpoint.as_deref(), c.region.as_deref(), c.force_path_style), (None, None, false));
+    assert_eq!(
+        (
+            c.endpoint.as_deref(),
+            c.region.as_deref(),
+            c.force_path_style
+        ),
+        (None, None, false)
+    );
     assert_eq!((c.sign_payload, c.require_content_md5), (None, None));
 }
 
@@ -54,14 +65,37 @@ fn litestream_05_single_replica_url() {
 fn defaults_are_litestreams() {
     let cfg = ok("dbs:\n  - path: /a.db\n    replica:\n      path: /backups/a\n");
     assert_eq!(cfg.levels, vec![S(30), S(300), S(3600)]);
-    assert_eq!(cfg.snapshot, SnapshotConfig { interval: S(86400), retention: S(86400) });
-    assert_eq!((cfg.l0_retention, cfg.l0_retention_check_interval), (S(300), S(15)));
+    assert_eq!(
+        cfg.snapshot,
+        SnapshotConfig {
+            interval: S(86400),
+            retention: S(86400)
+        }
+    );
+    assert_eq!(
+        (cfg.l0_retention, cfg.l0_retention_check_interval),
+        (S(300), S(15))
+    );
     assert!(cfg.retention_enabled);
     assert!(!cfg.verify_compaction);
     assert_eq!(cfg.validation_interval, None);
-    assert_eq!((cfg.heartbeat_url.as_deref(), cfg.heartbeat_interval), (None, S(300)));
-    assert_eq!((cfg.shutdown_sync_timeout, cfg.shutdown_sync_interval), (S(30), Duration::from_millis(500)));
-    assert_eq!(cfg.logging, LoggingConfig { level: LogLevel::Info, json: false, stderr: false, source: false });
+    assert_eq!(
+        (cfg.heartbeat_url.as_deref(), cfg.heartbeat_interval),
+        (None, S(300))
+    );
+    assert_eq!(
+        (cfg.shutdown_sync_timeout, cfg.shutdown_sync_interval),
+        (S(30), Duration::from_millis(500))
+    );
+    assert_eq!(
+        cfg.logging,
+        LoggingConfig {
+            level: LogLevel::Info,
+            json: false,
+            stderr: false,
+            source: false
+        }
+    );
     assert_eq!(cfg.socket.permissions, 0o600);
     assert!(!cfg.socket.enabled);
     assert!(cfg.warnings.is_empty());
@@ -70,15 +104,38 @@ fn defaults_are_litestreams() {
     assert_eq!(db.meta_path, None);
     assert_eq!(db.monitor_interval, None);
     assert_eq!((db.checkpoint_interval, db.busy_timeout), (S(60), S(1)));
-    assert_eq!((db.min_checkpoint_page_count, db.truncate_page_n, db.max_sync_wal_bytes), (1000, 121_359, 64 << 20));
+    assert_eq!(
+        (
+            db.min_checkpoint_page_count,
+            db.truncate_page_n,
+            db.max_sync_wal_bytes
+        ),
+        (1000, 121_359, 64 << 20)
+    );
     assert!(!db.restore_if_db_not_exists);
     assert_eq!(db.snapshot, None);
 
     let r = &db.replicas[0];
-    assert_eq!(r.kind, ReplicaKind::File { path: PathBuf::from("/backups/a") });
+    assert_eq!(
+        r.kind,
+        ReplicaKind::File {
+            path: PathBuf::from("/backups/a")
+        }
+    );
     assert_eq!(r.display_name(), "file");
-    assert_eq!((r.sync_interval, r.snapshot_interval, r.retention, r.validation_interval), (None, None, None, None));
-    assert_eq!((r.max_sync_ltx_files, r.auto_recover, r.legacy_page_encoding), (256, false, false));
+    assert_eq!(
+        (
+            r.sync_interval,
+            r.snapshot_interval,
+            r.retention,
+            r.validation_interval
+        ),
+        (None, None, None, None)
+    );
+    assert_eq!(
+        (r.max_sync_ltx_files, r.auto_recover, r.legacy_page_encoding),
+        (256, false, false)
+    );
 }
 
 #[test]
@@ -101,14 +158,23 @@ dbs:
     let cfg = ok(yaml);
     let r = &cfg.dbs[0].replicas[0];
     assert_eq!(r.display_name(), "minio");
-    assert_eq!((r.snapshot_interval, r.retention), (Some(S(3600)), Some(S(86400))));
+    assert_eq!(
+        (r.snapshot_interval, r.retention),
+        (Some(S(3600)), Some(S(86400)))
+    );
     let c = s3(r);
     assert_eq!(c.bucket, "clojure-db-replica");
     assert_eq!(c.path, "database");
     assert_eq!(c.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
     assert!(c.force_path_style);
-    assert_eq!(c.access_key_id.as_ref().map(Secret::expose), Some("minioadmin"));
-    assert_eq!(c.secret_access_key.as_ref().map(Secret::expose), Some("minioadmin"));
+    assert_eq!(
+        c.access_key_id.as_ref().map(Secret::expose),
+        Some("minioadmin")
+    );
+    assert_eq!(
+        c.secret_access_key.as_ref().map(Secret::expose),
+        Some("minioadmin")
+    );
     assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
 
     // Secrets never reach Debug output, wherever they came from.
@@ -137,19 +203,36 @@ dbs:
 ");
     let rs = &cfg.dbs[0].replicas;
     let (a, b) = (s3(&rs[0]), s3(&rs[1]));
-    assert_eq!((a.region.as_deref(), a.endpoint.as_deref()), (Some("from-url"), Some("https://global.example")));
+    assert_eq!(
+        (a.region.as_deref(), a.endpoint.as_deref()),
+        (Some("from-url"), Some("https://global.example"))
+    );
     assert_eq!(rs[0].sync_interval, Some(S(1)));
-    assert_eq!(a.access_key_id.as_ref().map(Secret::expose), Some("global-id"));
-    assert_eq!((b.region.as_deref(), b.endpoint.as_deref()), (Some("us-east-1"), Some("https://own.example")));
+    assert_eq!(
+        a.access_key_id.as_ref().map(Secret::expose),
+        Some("global-id")
+    );
+    assert_eq!(
+        (b.region.as_deref(), b.endpoint.as_deref()),
+        (Some("us-east-1"), Some("https://own.example"))
+    );
     assert_eq!(rs[1].sync_interval, Some(S(5)));
     assert_eq!(b.access_key_id.as_ref().map(Secret::expose), Some("own-id"));
-    assert!(a.force_path_style && b.force_path_style, "an endpoint implies path style");
+    assert!(
+        a.force_path_style && b.force_path_style,
+        "an endpoint implies path style"
+    );
 }
 
 #[test]
 fn bench_harness_forms() {
     let cfg = ok("dbs:\n  - path: /tmp/bench/app.db\n    replicas:\n      - type: file\n        path: /tmp/bench/replica\n");
-    assert_eq!(cfg.dbs[0].replicas[0].kind, ReplicaKind::File { path: PathBuf::from("/tmp/bench/replica") });
+    assert_eq!(
+        cfg.dbs[0].replicas[0].kind,
+        ReplicaKind::File {
+            path: PathBuf::from("/tmp/bench/replica")
+        }
+    );
 
     let cfg = ok("\
 dbs:
@@ -166,8 +249,14 @@ dbs:
         sync-interval: 1s
 ");
     let c = s3(&cfg.dbs[0].replicas[0]);
-    assert_eq!((c.bucket.as_str(), c.path.as_str(), c.region.as_deref()), ("bench", "db", Some("garage")));
-    assert_eq!(c.secret_access_key.as_ref().map(Secret::expose), Some("s3cr3t"));
+    assert_eq!(
+        (c.bucket.as_str(), c.path.as_str(), c.region.as_deref()),
+        ("bench", "db", Some("garage"))
+    );
+    assert_eq!(
+        c.secret_access_key.as_ref().map(Secret::expose),
+        Some("s3cr3t")
+    );
 }
 
 #[test]
@@ -188,7 +277,12 @@ dbs:
     let rs = &cfg.dbs[0].replicas;
     let names: Vec<&str> = rs.iter().map(ReplicaConfig::display_name).collect();
     assert_eq!(names, ["near", "far", "s3"]);
-    assert_eq!(rs[1].kind, ReplicaKind::File { path: PathBuf::from("/mnt/disk2/app") });
+    assert_eq!(
+        rs[1].kind,
+        ReplicaKind::File {
+            path: PathBuf::from("/mnt/disk2/app")
+        }
+    );
     assert_eq!(rs[1].sync_interval, Some(Duration::from_millis(200)));
     assert!(rs[1].legacy_page_encoding && !rs[0].legacy_page_encoding);
 }
@@ -242,31 +336,95 @@ dbs:
       auto-recover: true
       validation-interval: 10m
 ");
-    assert_eq!((cfg.addr.as_deref(), cfg.mcp_addr.as_deref(), cfg.exec.as_deref()), (Some(":9090"), Some(":3001"), Some("java -jar app.jar")));
+    assert_eq!(
+        (
+            cfg.addr.as_deref(),
+            cfg.mcp_addr.as_deref(),
+            cfg.exec.as_deref()
+        ),
+        (Some(":9090"), Some(":3001"), Some("java -jar app.jar"))
+    );
     assert_eq!(cfg.levels, vec![S(10), S(120)]);
-    assert_eq!(cfg.snapshot, SnapshotConfig { interval: S(12 * 3600), retention: S(72 * 3600) });
-    assert_eq!((cfg.l0_retention, cfg.l0_retention_check_interval), (Duration::ZERO, S(30)));
+    assert_eq!(
+        cfg.snapshot,
+        SnapshotConfig {
+            interval: S(12 * 3600),
+            retention: S(72 * 3600)
+        }
+    );
+    assert_eq!(
+        (cfg.l0_retention, cfg.l0_retention_check_interval),
+        (Duration::ZERO, S(30))
+    );
     assert!(cfg.verify_compaction && !cfg.retention_enabled);
     assert_eq!(cfg.validation_interval, Some(S(3600)));
-    assert_eq!((cfg.heartbeat_url.as_deref(), cfg.heartbeat_interval), (Some("https://hc.example/ping"), S(120)));
-    assert_eq!((cfg.shutdown_sync_timeout, cfg.shutdown_sync_interval), (Duration::ZERO, S(1)));
-    assert_eq!(cfg.logging, LoggingConfig { level: LogLevel::Debug, json: true, stderr: true, source: false });
-    assert_eq!(cfg.socket, SocketConfig { enabled: true, path: PathBuf::from("/run/sr.sock"), permissions: 0o660 });
+    assert_eq!(
+        (cfg.heartbeat_url.as_deref(), cfg.heartbeat_interval),
+        (Some("https://hc.example/ping"), S(120))
+    );
+    assert_eq!(
+        (cfg.shutdown_sync_timeout, cfg.shutdown_sync_interval),
+        (Duration::ZERO, S(1))
+    );
+    assert_eq!(
+        cfg.logging,
+        LoggingConfig {
+            level: LogLevel::Debug,
+            json: true,
+            stderr: true,
+            source: false
+        }
+    );
+    assert_eq!(
+        cfg.socket,
+        SocketConfig {
+            enabled: true,
+            path: PathBuf::from("/run/sr.sock"),
+            permissions: 0o660
+        }
+    );
     let db = &cfg.dbs[0];
     assert!(matches!(&db.source, DbSource::Path(p) if p.ends_with("app.db") && p.is_absolute()));
     assert_eq!(db.meta_path, Some(PathBuf::from("/var/lib/meta/app")));
-    assert_eq!((db.monitor_interval, db.checkpoint_interval, db.busy_timeout), (Some(Duration::from_millis(250)), S(300), S(5)));
-    assert_eq!((db.min_checkpoint_page_count, db.truncate_page_n, db.max_sync_wal_bytes), (2000, 121_359, 16 << 20));
+    assert_eq!(
+        (db.monitor_interval, db.checkpoint_interval, db.busy_timeout),
+        (Some(Duration::from_millis(250)), S(300), S(5))
+    );
+    assert_eq!(
+        (
+            db.min_checkpoint_page_count,
+            db.truncate_page_n,
+            db.max_sync_wal_bytes
+        ),
+        (2000, 121_359, 16 << 20)
+    );
     assert!(db.restore_if_db_not_exists);
-    assert_eq!(db.snapshot, Some(SnapshotConfig { interval: S(3600), retention: S(72 * 3600) }));
+    assert_eq!(
+        db.snapshot,
+        Some(SnapshotConfig {
+            interval: S(3600),
+            retention: S(72 * 3600)
+        })
+    );
     let r = &db.replicas[0];
-    assert_eq!((r.max_sync_ltx_files, r.auto_recover, r.validation_interval), (64, true, Some(S(600))));
+    assert_eq!(
+        (r.max_sync_ltx_files, r.auto_recover, r.validation_interval),
+        (64, true, Some(S(600)))
+    );
 }
 
 #[test]
 fn directory_entries() {
     let cfg = ok("dbs:\n  - dir: /data/tenants\n    pattern: 'tenant-*.db'\n    recursive: true\n    watch: true\n    replica:\n      url: s3://b/tenants\n");
-    assert_eq!(cfg.dbs[0].source, DbSource::Dir { dir: PathBuf::from("/data/tenants"), pattern: "tenant-*.db".into(), recursive: true, watch: true });
+    assert_eq!(
+        cfg.dbs[0].source,
+        DbSource::Dir {
+            dir: PathBuf::from("/data/tenants"),
+            pattern: "tenant-*.db".into(),
+            recursive: true,
+            watch: true
+        }
+    );
 }
 
 #[test]
@@ -279,13 +437,28 @@ fn env_expansion_both_spellings_and_disabled() {
     };
     let yaml = "dbs:\n  - path: ${DB_DIR}/app.db\n    replica:\n      url: s3://$BUCKET/app\n      secret-access-key: $SECRET\n      access-key-id: $UNSET\n";
     let cfg = parse(yaml, true, &env).unwrap();
-    assert_eq!(cfg.dbs[0].source, DbSource::Path(PathBuf::from("/srv/data/app.db")));
+    assert_eq!(
+        cfg.dbs[0].source,
+        DbSource::Path(PathBuf::from("/srv/data/app.db"))
+    );
     let c = s3(&cfg.dbs[0].replicas[0]);
     assert_eq!(c.bucket, "env-bucket");
-    assert_eq!(c.secret_access_key.as_ref().map(Secret::expose), Some("pa$$word"), "values are not expanded twice");
-    assert_eq!(c.access_key_id, None, "an unset variable is empty, so absent");
+    assert_eq!(
+        c.secret_access_key.as_ref().map(Secret::expose),
+        Some("pa$$word"),
+        "values are not expanded twice"
+    );
+    assert_eq!(
+        c.access_key_id, None,
+        "an unset variable is empty, so absent"
+    );
 
-    let cfg = parse("dbs:\n  - path: /a.db\n    replica:\n      url: s3://$BUCKET/app\n", false, &env).unwrap();
+    let cfg = parse(
+        "dbs:\n  - path: /a.db\n    replica:\n      url: s3://$BUCKET/app\n",
+        false,
+        &env,
+    )
+    .unwrap();
     assert_eq!(s3(&cfg.dbs[0].replicas[0]).bucket, "$BUCKET");
 }
 
@@ -296,39 +469,91 @@ fn credentials_and_endpoint_from_the_environment() {
     type Want<'a> = (Option<&'a str>, Option<&'a str>, Option<&'a str>);
     let cases: Vec<(Vec<(&str, &str)>, Want)> = vec![
         (vec![], (None, None, None)),
-        (vec![("AWS_ACCESS_KEY_ID", "aws-id"), ("AWS_SECRET_ACCESS_KEY", "aws-secret")], (Some("aws-id"), Some("aws-secret"), None)),
-        (vec![("LITESTREAM_ACCESS_KEY_ID", "ls-id"), ("LITESTREAM_SECRET_ACCESS_KEY", "ls-secret")], (Some("ls-id"), Some("ls-secret"), None)),
         (
-            vec![("AWS_ACCESS_KEY_ID", "aws-id"), ("LITESTREAM_ACCESS_KEY_ID", "ls-id"), ("LITESTREAM_S3_ENDPOINT", "localhost:9000")],
+            vec![
+                ("AWS_ACCESS_KEY_ID", "aws-id"),
+                ("AWS_SECRET_ACCESS_KEY", "aws-secret"),
+            ],
+            (Some("aws-id"), Some("aws-secret"), None),
+        ),
+        (
+            vec![
+                ("LITESTREAM_ACCESS_KEY_ID", "ls-id"),
+                ("LITESTREAM_SECRET_ACCESS_KEY", "ls-secret"),
+            ],
+            (Some("ls-id"), Some("ls-secret"), None),
+        ),
+        (
+            vec![
+                ("AWS_ACCESS_KEY_ID", "aws-id"),
+                ("LITESTREAM_ACCESS_KEY_ID", "ls-id"),
+                ("LITESTREAM_S3_ENDPOINT", "localhost:9000"),
+            ],
             (Some("aws-id"), None, Some("http://localhost:9000")),
         ),
     ];
     for (vars, (id, secret, endpoint)) in cases {
-        let env = |k: &str| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string());
+        let env = |k: &str| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        };
         let cfg = parse(yaml, false, &env).unwrap();
         let c = s3(&cfg.dbs[0].replicas[0]);
         assert_eq!(c.access_key_id.as_ref().map(Secret::expose), id, "{vars:?}");
-        assert_eq!(c.secret_access_key.as_ref().map(Secret::expose), secret, "{vars:?}");
+        assert_eq!(
+            c.secret_access_key.as_ref().map(Secret::expose),
+            secret,
+            "{vars:?}"
+        );
         assert_eq!(c.endpoint.as_deref(), endpoint, "{vars:?}");
         assert_eq!(c.force_path_style, endpoint.is_some());
     }
     // Config values win over the environment.
     let env = |k: &str| (k == "AWS_ACCESS_KEY_ID").then(|| "aws-id".to_string());
-    let cfg = parse("access-key-id: cfg-id\ndbs:\n  - path: /a.db\n    replica:\n      url: s3://b/a\n", false, &env).unwrap();
-    assert_eq!(s3(&cfg.dbs[0].replicas[0]).access_key_id.as_ref().map(Secret::expose), Some("cfg-id"));
+    let cfg = parse(
+        "access-key-id: cfg-id\ndbs:\n  - path: /a.db\n    replica:\n      url: s3://b/a\n",
+        false,
+        &env,
+    )
+    .unwrap();
+    assert_eq!(
+        s3(&cfg.dbs[0].replicas[0])
+            .access_key_id
+            .as_ref()
+            .map(Secret::expose),
+        Some("cfg-id")
+    );
 }
 
 #[test]
 fn log_level_env_overrides_the_file() {
     let yaml = "logging:\n  level: warn\n";
-    let cases: &[(Option<&str>, LogLevel)] =
-        &[(None, LogLevel::Warn), (Some(""), LogLevel::Warn), (Some("debug"), LogLevel::Debug), (Some("ERROR"), LogLevel::Error)];
+    let cases: &[(Option<&str>, LogLevel)] = &[
+        (None, LogLevel::Warn),
+        (Some(""), LogLevel::Warn),
+        (Some("debug"), LogLevel::Debug),
+        (Some("ERROR"), LogLevel::Error),
+    ];
     for (var, want) in cases {
-        let env = |k: &str| if k == "LOG_LEVEL" { var.map(str::to_string) } else { None };
-        assert_eq!(parse(yaml, false, &env).unwrap().logging.level, *want, "{var:?}");
+        let env = |k: &str| {
+            if k == "LOG_LEVEL" {
+                var.map(str::to_string)
+            } else {
+                None
+            }
+        };
+        assert_eq!(
+            parse(yaml, false, &env).unwrap().logging.level,
+            *want,
+            "{var:?}"
+        );
     }
     let env = |k: &str| (k == "LOG_LEVEL").then(|| "loud".to_string());
-    assert_eq!(parse(yaml, false, &env).unwrap_err().to_string(), r#"$LOG_LEVEL: "loud" is not a log level (trace, debug, info, warn, error)"#);
+    assert_eq!(
+        parse(yaml, false, &env).unwrap_err().to_string(),
+        r#"$LOG_LEVEL: "loud" is not a log level (trace, debug, info, warn, error)"#
+    );
 }
 
 #[test]
@@ -343,11 +568,16 @@ fn replica_types_from_urls_and_keys() {
         ("path: /p", "file"),
         ("type: gs\n      bucket: b", "gs"),
         ("type: abs\n      bucket: c\n      account-name: a", "abs"),
-        ("type: sftp\n      host: h:22\n      user: u\n      path: /p", "sftp"),
+        (
+            "type: sftp\n      host: h:22\n      user: u\n      path: /p",
+            "sftp",
+        ),
         ("type: S3\n      bucket: b", "s3"),
     ];
     for (replica, want) in cases {
-        let cfg = ok(&format!("dbs:\n  - path: /a.db\n    replica:\n      {replica}\n"));
+        let cfg = ok(&format!(
+            "dbs:\n  - path: /a.db\n    replica:\n      {replica}\n"
+        ));
         assert_eq!(cfg.dbs[0].replicas[0].kind.type_name(), *want, "{replica}");
     }
 }
@@ -423,7 +653,11 @@ fn parse_replica_url_errors() {
         ("s3://localhost:9000/db", "invalid replica URL \"s3://localhost:9000/db\": a s3 replica needs a bucket: `bucket:` or `url: s3://BUCKET/path`"),
     ];
     for (url, want) in cases {
-        assert_eq!(parse_replica_url(url).unwrap_err().to_string(), *want, "{url}");
+        assert_eq!(
+            parse_replica_url(url).unwrap_err().to_string(),
+            *want,
+            "{url}"
+        );
     }
 }
 
@@ -607,7 +841,10 @@ snapshot:
 logging:
 ");
     let c = s3(&cfg.dbs[0].replicas[0]);
-    assert_eq!((c.bucket.as_str(), c.path.as_str(), c.force_path_style), ("shared", "a", true));
+    assert_eq!(
+        (c.bucket.as_str(), c.path.as_str(), c.force_path_style),
+        ("shared", "a", true)
+    );
     assert_eq!(cfg.dbs[0].min_checkpoint_page_count, 500);
     assert_eq!(cfg.snapshot.interval, S(86400));
 }
@@ -623,18 +860,38 @@ fn empty_files_have_no_databases() {
 fn load_names_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("litestream.yml");
-    std::fs::write(&path, "dbs:\n  - path: /a.db\n    replica:\n      path: /b\n      sync_interval: 1s\n").unwrap();
+    std::fs::write(
+        &path,
+        "dbs:\n  - path: /a.db\n    replica:\n      path: /b\n      sync_interval: 1s\n",
+    )
+    .unwrap();
     let e = load(&path, false).unwrap_err();
-    assert_eq!(e.to_string(), format!(r#"{}: dbs[0].replica: unknown key "sync_interval" (did you mean "sync-interval"?)"#, path.display()));
+    assert_eq!(
+        e.to_string(),
+        format!(
+            r#"{}: dbs[0].replica: unknown key "sync_interval" (did you mean "sync-interval"?)"#,
+            path.display()
+        )
+    );
     assert_eq!(e.file(), Some(path.as_path()));
     assert_eq!(e.key_path(), "dbs[0].replica");
     assert!(matches!(e.kind(), ErrorKind::UnknownKey { .. }));
 
-    std::fs::write(&path, "dbs:\n  - path: /a.db\n    replica:\n      path: /b\n").unwrap();
+    std::fs::write(
+        &path,
+        "dbs:\n  - path: /a.db\n    replica:\n      path: /b\n",
+    )
+    .unwrap();
     assert_eq!(load(&path, true).unwrap().dbs.len(), 1);
 
     let missing = dir.path().join("nope.yml");
     let e = load(&missing, false).unwrap_err();
-    assert!(e.to_string().starts_with(&format!("{}: cannot read the config file: ", missing.display())), "{e}");
+    assert!(
+        e.to_string().starts_with(&format!(
+            "{}: cannot read the config file: ",
+            missing.display()
+        )),
+        "{e}"
+    );
     assert!(std::error::Error::source(&e).is_some());
 }

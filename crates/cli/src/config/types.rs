@@ -177,7 +177,12 @@ pub enum DbSource {
     /// `path:`, absolute and cleaned (`~` and `sqlite://` prefixes resolved).
     Path(PathBuf),
     /// `dir:` with `pattern` (validated), `recursive`, `watch`.
-    Dir { dir: PathBuf, pattern: String, recursive: bool, watch: bool },
+    Dir {
+        dir: PathBuf,
+        pattern: String,
+        recursive: bool,
+        watch: bool,
+    },
 }
 
 /// One replica of a database.
@@ -338,7 +343,12 @@ impl ReplicaKind {
                 Some(a) => format!("abs://{a}@{}/{}", c.bucket, c.path),
                 None => format!("abs://{}/{}", c.bucket, c.path),
             },
-            ReplicaKind::Sftp(c) => format!("sftp://{}@{}/{}", c.user, c.host, c.path.trim_start_matches('/')),
+            ReplicaKind::Sftp(c) => format!(
+                "sftp://{}@{}/{}",
+                c.user,
+                c.host,
+                c.path.trim_start_matches('/')
+            ),
         }
     }
 
@@ -352,10 +362,12 @@ impl ReplicaKind {
         match self {
             ReplicaKind::S3(c) => {
                 if c.access_key_id.is_none() {
-                    c.access_key_id = get(&["AWS_ACCESS_KEY_ID", "LITESTREAM_ACCESS_KEY_ID"]).map(Secret);
+                    c.access_key_id =
+                        get(&["AWS_ACCESS_KEY_ID", "LITESTREAM_ACCESS_KEY_ID"]).map(Secret);
                 }
                 if c.secret_access_key.is_none() {
-                    c.secret_access_key = get(&["AWS_SECRET_ACCESS_KEY", "LITESTREAM_SECRET_ACCESS_KEY"]).map(Secret);
+                    c.secret_access_key =
+                        get(&["AWS_SECRET_ACCESS_KEY", "LITESTREAM_SECRET_ACCESS_KEY"]).map(Secret);
                 }
                 if c.endpoint.is_none() {
                     if let Some(e) = get(&["LITESTREAM_S3_ENDPOINT"]) {
@@ -381,11 +393,22 @@ impl ReplicaKind {
         match self {
             ReplicaKind::File { path } => format!("file:{}", path.display()),
             ReplicaKind::S3(c) => {
-                format!("s3:{}|{}|{}", c.endpoint.as_deref().unwrap_or(""), c.bucket, c.path.trim_matches('/'))
+                format!(
+                    "s3:{}|{}|{}",
+                    c.endpoint.as_deref().unwrap_or(""),
+                    c.bucket,
+                    c.path.trim_matches('/')
+                )
             }
             ReplicaKind::Gcs(c) => format!("gs:{}|{}", c.bucket, c.path.trim_matches('/')),
             ReplicaKind::Abs(c) => {
-                format!("abs:{}|{}|{}|{}", c.account_name.as_deref().unwrap_or(""), c.endpoint.as_deref().unwrap_or(""), c.bucket, c.path.trim_matches('/'))
+                format!(
+                    "abs:{}|{}|{}|{}",
+                    c.account_name.as_deref().unwrap_or(""),
+                    c.endpoint.as_deref().unwrap_or(""),
+                    c.bucket,
+                    c.path.trim_matches('/')
+                )
             }
             ReplicaKind::Sftp(c) => format!("sftp:{}|{}", c.host, c.path.trim_end_matches('/')),
         }
@@ -428,9 +451,14 @@ mod tests {
             "LITESTREAM_S3_ENDPOINT" => Some("localhost:9000".to_string()),
             _ => None,
         };
-        let mut k = ReplicaKind::S3(S3Config { bucket: "b".into(), ..Default::default() });
+        let mut k = ReplicaKind::S3(S3Config {
+            bucket: "b".into(),
+            ..Default::default()
+        });
         k.apply_env_defaults(&env);
-        let ReplicaKind::S3(c) = &k else { unreachable!() };
+        let ReplicaKind::S3(c) = &k else {
+            unreachable!()
+        };
         assert_eq!(c.access_key_id.as_ref().unwrap().expose(), "AKIA");
         assert_eq!(c.secret_access_key.as_ref().unwrap().expose(), "LS-SECRET");
         assert_eq!(c.endpoint.as_deref(), Some("http://localhost:9000"));
@@ -443,7 +471,9 @@ mod tests {
             ..Default::default()
         });
         k.apply_env_defaults(&env);
-        let ReplicaKind::S3(c) = &k else { unreachable!() };
+        let ReplicaKind::S3(c) = &k else {
+            unreachable!()
+        };
         assert_eq!(c.access_key_id.as_ref().unwrap().expose(), "mine");
         assert_eq!(c.endpoint.as_deref(), Some("https://e"));
         assert!(!c.force_path_style, "an explicit choice is kept");

@@ -35,12 +35,27 @@ pub(crate) struct ParsedUrl {
 
 /// Splits `url`. A string without `scheme://` is a file path.
 pub(crate) fn parse_url(url: &str) -> Result<ParsedUrl, ConfigError> {
-    let bad = |reason: &str| ConfigError::new("", ErrorKind::BadUrl { url: redact_url(url), reason: reason.to_string() });
+    let bad = |reason: &str| {
+        ConfigError::new(
+            "",
+            ErrorKind::BadUrl {
+                url: redact_url(url),
+                reason: reason.to_string(),
+            },
+        )
+    };
     if url.is_empty() {
         return Err(bad("it is empty"));
     }
     let Some((scheme, rest)) = split_scheme(url) else {
-        return Ok(ParsedUrl { replica_type: "file", host: String::new(), user: None, password: None, path: url.to_string(), query: Vec::new() });
+        return Ok(ParsedUrl {
+            replica_type: "file",
+            host: String::new(),
+            user: None,
+            password: None,
+            path: url.to_string(),
+            query: Vec::new(),
+        });
     };
     let replica_type = match scheme.to_ascii_lowercase().as_str() {
         "file" => "file",
@@ -51,7 +66,11 @@ pub(crate) fn parse_url(url: &str) -> Result<ParsedUrl, ConfigError> {
         "webdav" | "webdavs" => "webdav",
         "nats" => "nats",
         "oss" => "oss",
-        _ => return Err(bad(&format!("unknown scheme {scheme:?} (file, s3, gs, abs, sftp)"))),
+        _ => {
+            return Err(bad(&format!(
+                "unknown scheme {scheme:?} (file, s3, gs, abs, sftp)"
+            )))
+        }
     };
     let rest = rest.split('#').next().unwrap_or_default();
     let (rest, raw_query) = match rest.split_once('?') {
@@ -69,14 +88,24 @@ pub(crate) fn parse_url(url: &str) -> Result<ParsedUrl, ConfigError> {
     let (user, password) = match userinfo {
         None => (None, None),
         Some(u) => match u.split_once(':') {
-            Some((user, pass)) => (Some(decode(user).map_err(|e| bad(&e))?), Some(decode(pass).map_err(|e| bad(&e))?)),
+            Some((user, pass)) => (
+                Some(decode(user).map_err(|e| bad(&e))?),
+                Some(decode(pass).map_err(|e| bad(&e))?),
+            ),
             None => (Some(decode(u).map_err(|e| bad(&e))?), None),
         },
     };
     let mut query = Vec::new();
-    for pair in raw_query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+    for pair in raw_query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        query.push((decode(k).map_err(|e| bad(&e))?, decode(v).map_err(|e| bad(&e))?));
+        query.push((
+            decode(k).map_err(|e| bad(&e))?,
+            decode(v).map_err(|e| bad(&e))?,
+        ));
     }
     let mut path = decode(raw_path).map_err(|e| bad(&e))?;
     if replica_type == "file" {
@@ -90,7 +119,14 @@ pub(crate) fn parse_url(url: &str) -> Result<ParsedUrl, ConfigError> {
         if path.is_empty() {
             return Err(bad("it has no path (write file:///absolute/path)"));
         }
-        return Ok(ParsedUrl { replica_type, host: String::new(), user: None, password: None, path, query });
+        return Ok(ParsedUrl {
+            replica_type,
+            host: String::new(),
+            user: None,
+            password: None,
+            path,
+            query,
+        });
     }
     if host.is_empty() {
         return Err(bad(match replica_type {
@@ -100,16 +136,26 @@ pub(crate) fn parse_url(url: &str) -> Result<ParsedUrl, ConfigError> {
         }));
     }
     if host.to_ascii_lowercase().starts_with("arn:") {
-        return Err(bad("S3 access-point ARNs are not supported; use the bucket name and `endpoint`"));
+        return Err(bad(
+            "S3 access-point ARNs are not supported; use the bucket name and `endpoint`",
+        ));
     }
-    Ok(ParsedUrl { replica_type, host: host.to_string(), user, password, path, query })
+    Ok(ParsedUrl {
+        replica_type,
+        host: host.to_string(),
+        user,
+        password,
+        path,
+        query,
+    })
 }
 
 /// `scheme` and the rest after `://`, if `s` starts with a URL scheme.
 fn split_scheme(s: &str) -> Option<(&str, &str)> {
     let (scheme, rest) = s.split_once("://")?;
     let mut chars = scheme.chars();
-    let ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic()) && chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+    let ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
     ok.then_some((scheme, rest))
 }
 
@@ -122,8 +168,12 @@ fn decode(s: &str) -> Result<String, String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3).filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()));
-            let Some(hex) = hex else { return Err("it has a `%` not followed by two hex digits".into()) };
+            let hex = s
+                .get(i + 1..i + 3)
+                .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()));
+            let Some(hex) = hex else {
+                return Err("it has a `%` not followed by two hex digits".into());
+            };
             out.push(u8::from_str_radix(hex, 16).map_err(|e| e.to_string())?);
             i += 3;
         } else {
@@ -140,7 +190,9 @@ fn decode(s: &str) -> Result<String, String> {
 pub(crate) fn parse_s3_host(host: &str) -> (String, Option<String>, Option<String>) {
     if host.contains(':') && !host.contains(".com") {
         return match host.split_once('.') {
-            Some((bucket, endpoint)) => (bucket.to_string(), None, Some(format!("http://{endpoint}"))),
+            Some((bucket, endpoint)) => {
+                (bucket.to_string(), None, Some(format!("http://{endpoint}")))
+            }
             None => (String::new(), None, Some(format!("http://{host}"))),
         };
     }
@@ -166,7 +218,11 @@ pub(crate) fn ensure_endpoint_scheme(endpoint: &str) -> String {
         return endpoint.to_string();
     }
     let host = endpoint.split(['/', ':']).next().unwrap_or_default();
-    let private_172 = host.strip_prefix("172.").and_then(|r| r.split('.').next()).and_then(|o| o.parse::<u8>().ok()).is_some_and(|o| (16..=31).contains(&o));
+    let private_172 = host
+        .strip_prefix("172.")
+        .and_then(|r| r.split('.').next())
+        .and_then(|o| o.parse::<u8>().ok())
+        .is_some_and(|o| (16..=31).contains(&o));
     let local = host == "localhost"
         || endpoint.starts_with("[::1]")
         || host.starts_with("127.")
@@ -181,7 +237,9 @@ pub(crate) fn ensure_endpoint_scheme(endpoint: &str) -> String {
 
 /// `url` with the password of its user info replaced by `***`; for logs and errors.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = split_scheme(url) else { return url.to_string() };
+    let Some((scheme, rest)) = split_scheme(url) else {
+        return url.to_string();
+    };
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(end);
     match authority.rsplit_once('@') {
@@ -219,37 +277,98 @@ pub(crate) fn append_url_path(url: &str, rel: &str) -> String {
 mod tests {
     use super::*;
 
-    fn parsed(t: &'static str, host: &str, user: Option<&str>, pass: Option<&str>, path: &str, q: &[(&str, &str)]) -> ParsedUrl {
+    fn parsed(
+        t: &'static str,
+        host: &str,
+        user: Option<&str>,
+        pass: Option<&str>,
+        path: &str,
+        q: &[(&str, &str)],
+    ) -> ParsedUrl {
         ParsedUrl {
             replica_type: t,
             host: host.into(),
             user: user.map(Into::into),
             password: pass.map(Into::into),
             path: path.into(),
-            query: q.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            query: q
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         }
     }
 
     #[test]
     fn splits_replica_urls() {
         let cases: Vec<(&str, ParsedUrl)> = vec![
-            ("file:///backups/app", parsed("file", "", None, None, "/backups/app", &[])),
-            ("file://localhost/backups/app", parsed("file", "", None, None, "/backups/app", &[])),
-            ("file://backups/app", parsed("file", "", None, None, "/backups/app", &[])),
-            ("/backups/app", parsed("file", "", None, None, "/backups/app", &[])),
-            ("relative/dir", parsed("file", "", None, None, "relative/dir", &[])),
+            (
+                "file:///backups/app",
+                parsed("file", "", None, None, "/backups/app", &[]),
+            ),
+            (
+                "file://localhost/backups/app",
+                parsed("file", "", None, None, "/backups/app", &[]),
+            ),
+            (
+                "file://backups/app",
+                parsed("file", "", None, None, "/backups/app", &[]),
+            ),
+            (
+                "/backups/app",
+                parsed("file", "", None, None, "/backups/app", &[]),
+            ),
+            (
+                "relative/dir",
+                parsed("file", "", None, None, "relative/dir", &[]),
+            ),
             ("file:///a%20b", parsed("file", "", None, None, "/a b", &[])),
             ("s3://bucket", parsed("s3", "bucket", None, None, "", &[])),
-            ("s3://bucket/db/prod", parsed("s3", "bucket", None, None, "/db/prod", &[])),
+            (
+                "s3://bucket/db/prod",
+                parsed("s3", "bucket", None, None, "/db/prod", &[]),
+            ),
             (
                 "s3://bucket/db?endpoint=http://localhost:9000&region=auto&forcePathStyle=true",
-                parsed("s3", "bucket", None, None, "/db", &[("endpoint", "http://localhost:9000"), ("region", "auto"), ("forcePathStyle", "true")]),
+                parsed(
+                    "s3",
+                    "bucket",
+                    None,
+                    None,
+                    "/db",
+                    &[
+                        ("endpoint", "http://localhost:9000"),
+                        ("region", "auto"),
+                        ("forcePathStyle", "true"),
+                    ],
+                ),
             ),
-            ("S3://bucket/x#frag", parsed("s3", "bucket", None, None, "/x", &[])),
-            ("gs://bucket/path", parsed("gs", "bucket", None, None, "/path", &[])),
-            ("abs://acct@container/path", parsed("abs", "container", Some("acct"), None, "/path", &[])),
-            ("sftp://bob:p%40ss@host:2222/srv/x", parsed("sftp", "host:2222", Some("bob"), Some("p@ss"), "/srv/x", &[])),
-            ("webdavs://h/p", parsed("webdav", "h", None, None, "/p", &[])),
+            (
+                "S3://bucket/x#frag",
+                parsed("s3", "bucket", None, None, "/x", &[]),
+            ),
+            (
+                "gs://bucket/path",
+                parsed("gs", "bucket", None, None, "/path", &[]),
+            ),
+            (
+                "abs://acct@container/path",
+                parsed("abs", "container", Some("acct"), None, "/path", &[]),
+            ),
+            (
+                "sftp://bob:p%40ss@host:2222/srv/x",
+                parsed(
+                    "sftp",
+                    "host:2222",
+                    Some("bob"),
+                    Some("p@ss"),
+                    "/srv/x",
+                    &[],
+                ),
+            ),
+            (
+                "webdavs://h/p",
+                parsed("webdav", "h", None, None, "/p", &[]),
+            ),
         ];
         for (url, want) in cases {
             assert_eq!(parse_url(url).unwrap(), want, "{url}");
@@ -260,12 +379,30 @@ mod tests {
     fn rejects_bad_urls_without_leaking_passwords() {
         let cases: &[(&str, &str)] = &[
             ("", r#"invalid replica URL "": it is empty"#),
-            ("ftp://h/p", r#"invalid replica URL "ftp://h/p": unknown scheme "ftp" (file, s3, gs, abs, sftp)"#),
-            ("s3:///path", r#"invalid replica URL "s3:///path": it has no bucket (write s3://BUCKET/path)"#),
-            ("sftp://bob:hunter2@/x", r#"invalid replica URL "sftp://bob:***@/x": it has no host"#),
-            ("sftp://bob:hunter2@h/%zz", r#"invalid replica URL "sftp://bob:***@h/%zz": it has a `%` not followed by two hex digits"#),
-            ("file://", r#"invalid replica URL "file://": it has no path (write file:///absolute/path)"#),
-            ("file:///x?a=b", r#"invalid replica URL "file:///x?a=b": a file URL takes no user or query parameters"#),
+            (
+                "ftp://h/p",
+                r#"invalid replica URL "ftp://h/p": unknown scheme "ftp" (file, s3, gs, abs, sftp)"#,
+            ),
+            (
+                "s3:///path",
+                r#"invalid replica URL "s3:///path": it has no bucket (write s3://BUCKET/path)"#,
+            ),
+            (
+                "sftp://bob:hunter2@/x",
+                r#"invalid replica URL "sftp://bob:***@/x": it has no host"#,
+            ),
+            (
+                "sftp://bob:hunter2@h/%zz",
+                r#"invalid replica URL "sftp://bob:***@h/%zz": it has a `%` not followed by two hex digits"#,
+            ),
+            (
+                "file://",
+                r#"invalid replica URL "file://": it has no path (write file:///absolute/path)"#,
+            ),
+            (
+                "file:///x?a=b",
+                r#"invalid replica URL "file:///x?a=b": a file URL takes no user or query parameters"#,
+            ),
             (
                 "s3://arn:aws:s3:us-east-1:123:accesspoint/ap/db",
                 "invalid replica URL \"s3://arn:aws:s3:us-east-1:123:accesspoint/ap/db\": \
@@ -283,14 +420,27 @@ mod tests {
         let cases: &[(&str, Want)] = &[
             ("my-bucket", ("my-bucket", None, None)),
             ("my-bucket.s3.amazonaws.com", ("my-bucket", None, None)),
-            ("my-bucket.s3.eu-west-1.amazonaws.com", ("my-bucket", Some("eu-west-1"), None)),
-            ("my-bucket.s3-eu-west-1.amazonaws.com", ("my-bucket", Some("eu-west-1"), None)),
-            ("bkt.localhost:9000", ("bkt", None, Some("http://localhost:9000"))),
+            (
+                "my-bucket.s3.eu-west-1.amazonaws.com",
+                ("my-bucket", Some("eu-west-1"), None),
+            ),
+            (
+                "my-bucket.s3-eu-west-1.amazonaws.com",
+                ("my-bucket", Some("eu-west-1"), None),
+            ),
+            (
+                "bkt.localhost:9000",
+                ("bkt", None, Some("http://localhost:9000")),
+            ),
             ("localhost:9000", ("", None, Some("http://localhost:9000"))),
         ];
         for (host, (b, r, e)) in cases {
             let got = parse_s3_host(host);
-            assert_eq!((got.0.as_str(), got.1.as_deref(), got.2.as_deref()), (*b, *r, *e), "{host}");
+            assert_eq!(
+                (got.0.as_str(), got.1.as_deref(), got.2.as_deref()),
+                (*b, *r, *e),
+                "{host}"
+            );
         }
     }
 
@@ -331,7 +481,11 @@ mod tests {
             ("file:///backups", "a/b.db", "file:///backups/a/b.db"),
             ("file:///backups/", "b.db", "file:///backups/b.db"),
             ("s3://bucket", "b.db", "s3://bucket/b.db"),
-            ("s3://bucket/prefix?region=x", "t/b.db", "s3://bucket/prefix/t/b.db?region=x"),
+            (
+                "s3://bucket/prefix?region=x",
+                "t/b.db",
+                "s3://bucket/prefix/t/b.db?region=x",
+            ),
             ("/backups", "b.db", "/backups/b.db"),
             ("s3://bucket/p", "", "s3://bucket/p"),
         ];

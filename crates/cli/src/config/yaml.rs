@@ -47,14 +47,23 @@ impl<'a> Map<'a> {
                             Value::Bool(b) => b.to_string(),
                             other => render(other),
                         };
-                        return Err(ConfigError::new(path, ErrorKind::UnknownKey { key, suggestion: Some("keys are words like `path`".into()) }));
+                        return Err(ConfigError::new(
+                            path,
+                            ErrorKind::UnknownKey {
+                                key,
+                                suggestion: Some("keys are words like `path`".into()),
+                            },
+                        ));
                     };
                     entries.push((k.as_str(), v));
                 }
             }
             other => return Err(invalid(path, other, "a mapping (`key: value` lines)", None)),
         }
-        Ok(Map { path: path.to_string(), entries })
+        Ok(Map {
+            path: path.to_string(),
+            entries,
+        })
     }
 
     /// The mapping without its `x-...` keys: extension fields, free for YAML anchors
@@ -75,7 +84,11 @@ impl<'a> Map<'a> {
 
     /// Errors on the first key (in file order) that is not in `allowed`, suggesting the
     /// closest allowed key, or where the key belongs if it is one of `elsewhere`.
-    pub fn check_keys(&self, allowed: &[&[&str]], elsewhere: &[Elsewhere<'_>]) -> Result<(), ConfigError> {
+    pub fn check_keys(
+        &self,
+        allowed: &[&[&str]],
+        elsewhere: &[Elsewhere<'_>],
+    ) -> Result<(), ConfigError> {
         let known = |k: &str| allowed.iter().any(|set| set.contains(&k));
         for (key, _) in &self.entries {
             if known(key) {
@@ -86,7 +99,13 @@ impl<'a> Map<'a> {
                 Some(e) => Some(e.note.to_string()),
                 None => closest(key, candidates).map(|c| format!("did you mean {c:?}?")),
             };
-            return Err(ConfigError::new(&self.path, ErrorKind::UnknownKey { key: key.to_string(), suggestion }));
+            return Err(ConfigError::new(
+                &self.path,
+                ErrorKind::UnknownKey {
+                    key: key.to_string(),
+                    suggestion,
+                },
+            ));
         }
         Ok(())
     }
@@ -98,7 +117,11 @@ impl<'a> Map<'a> {
 
     /// The value of `key`, unless absent or `null`.
     pub fn get(&self, key: &str) -> Option<&'a Value> {
-        self.entries.iter().find(|(k, _)| *k == key).map(|(_, v)| *v).filter(|v| !v.is_null())
+        self.entries
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| *v)
+            .filter(|v| !v.is_null())
     }
 
     pub fn has(&self, key: &str) -> bool {
@@ -107,7 +130,9 @@ impl<'a> Map<'a> {
 
     /// Any scalar, as text; an empty string is absent.
     pub fn string(&self, key: &str) -> Result<Option<String>, ConfigError> {
-        let Some(v) = self.get(key) else { return Ok(None) };
+        let Some(v) = self.get(key) else {
+            return Ok(None);
+        };
         let s = match v {
             Value::String(s) => s.clone(),
             Value::Number(n) => n.to_string(),
@@ -123,7 +148,9 @@ impl<'a> Map<'a> {
     }
 
     pub fn bool(&self, key: &str) -> Result<Option<bool>, ConfigError> {
-        let Some(v) = self.get(key) else { return Ok(None) };
+        let Some(v) = self.get(key) else {
+            return Ok(None);
+        };
         let b = match v {
             Value::Bool(b) => Some(*b),
             // YAML 1.1 spellings, which Go's yaml.v2 reads as booleans.
@@ -135,68 +162,109 @@ impl<'a> Map<'a> {
             },
             _ => None,
         };
-        b.map(Some).ok_or_else(|| invalid(&self.key_path(key), v, "a boolean (true or false)", None))
+        b.map(Some)
+            .ok_or_else(|| invalid(&self.key_path(key), v, "a boolean (true or false)", None))
     }
 
     pub fn duration(&self, key: &str) -> Result<Option<Duration>, ConfigError> {
-        let Some(v) = self.get(key) else { return Ok(None) };
+        let Some(v) = self.get(key) else {
+            return Ok(None);
+        };
         match v {
             Value::String(s) if s.is_empty() => Ok(None),
-            Value::String(s) => parse_duration(s).map(Some).map_err(|e| e.at(&self.key_path(key))),
+            Value::String(s) => parse_duration(s)
+                .map(Some)
+                .map_err(|e| e.at(&self.key_path(key))),
             Value::Number(n) if n.as_u64() == Some(0) => Ok(Some(Duration::ZERO)),
             Value::Number(n) => Err(invalid(
                 &self.key_path(key),
                 v,
                 duration::EXPECTED,
-                Some(format!("add a unit, e.g. {n}s (a bare number would be nanoseconds in Litestream)")),
+                Some(format!(
+                    "add a unit, e.g. {n}s (a bare number would be nanoseconds in Litestream)"
+                )),
             )),
-            other => Err(invalid(&self.key_path(key), other, duration::EXPECTED, None)),
+            other => Err(invalid(
+                &self.key_path(key),
+                other,
+                duration::EXPECTED,
+                None,
+            )),
         }
     }
 
     /// A non-negative integer, possibly quoted, `_` separators allowed.
     pub fn u64(&self, key: &str) -> Result<Option<u64>, ConfigError> {
-        let Some(v) = self.get(key) else { return Ok(None) };
+        let Some(v) = self.get(key) else {
+            return Ok(None);
+        };
         let n = match v {
             Value::Number(n) => n.as_u64(),
             Value::String(s) if s.is_empty() => return Ok(None),
             Value::String(s) => s.replace('_', "").parse::<u64>().ok(),
             _ => None,
         };
-        n.map(Some).ok_or_else(|| invalid(&self.key_path(key), v, "a whole number", None))
+        n.map(Some)
+            .ok_or_else(|| invalid(&self.key_path(key), v, "a whole number", None))
     }
 
     pub fn u32(&self, key: &str) -> Result<Option<u32>, ConfigError> {
-        let Some(n) = self.u64(key)? else { return Ok(None) };
-        u32::try_from(n)
-            .map(Some)
-            .map_err(|_| invalid(&self.key_path(key), self.get(key).unwrap_or(&Value::Null), "a whole number", Some("it is too large".into())))
+        let Some(n) = self.u64(key)? else {
+            return Ok(None);
+        };
+        u32::try_from(n).map(Some).map_err(|_| {
+            invalid(
+                &self.key_path(key),
+                self.get(key).unwrap_or(&Value::Null),
+                "a whole number",
+                Some("it is too large".into()),
+            )
+        })
     }
 
     /// Bytes: an integer, or a number with a unit (`64MiB`).
     pub fn size(&self, key: &str) -> Result<Option<u64>, ConfigError> {
-        let Some(v) = self.get(key) else { return Ok(None) };
+        let Some(v) = self.get(key) else {
+            return Ok(None);
+        };
         let n = match v {
             Value::Number(n) => n.as_u64(),
             Value::String(s) if s.is_empty() => return Ok(None),
             Value::String(s) => parse_size(s),
             _ => None,
         };
-        n.map(Some).ok_or_else(|| invalid(&self.key_path(key), v, "a size in bytes (e.g. 67108864 or 64MiB)", None))
+        n.map(Some).ok_or_else(|| {
+            invalid(
+                &self.key_path(key),
+                v,
+                "a size in bytes (e.g. 67108864 or 64MiB)",
+                None,
+            )
+        })
     }
 
     pub fn map(&self, key: &str) -> Result<Option<Map<'a>>, ConfigError> {
-        self.get(key).map(|v| Map::new(v, &self.key_path(key))).transpose()
+        self.get(key)
+            .map(|v| Map::new(v, &self.key_path(key)))
+            .transpose()
     }
 
     /// A list, each item with its path (`key[i]`).
     pub fn seq(&self, key: &str) -> Result<Option<Vec<(String, &'a Value)>>, ConfigError> {
-        let Some(v) = self.get(key) else { return Ok(None) };
+        let Some(v) = self.get(key) else {
+            return Ok(None);
+        };
         let Value::Sequence(items) = v else {
             return Err(invalid(&self.key_path(key), v, "a list (`- ` items)", None));
         };
         let path = self.key_path(key);
-        Ok(Some(items.iter().enumerate().map(|(i, v)| (format!("{path}[{i}]"), v)).collect()))
+        Ok(Some(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (format!("{path}[{i}]"), v))
+                .collect(),
+        ))
     }
 }
 
@@ -210,8 +278,20 @@ pub(crate) fn child(parent: &str, key: &str) -> String {
 }
 
 /// An "is not" error for `value` at `path`.
-pub(crate) fn invalid(path: &str, value: &Value, expected: &str, detail: Option<String>) -> ConfigError {
-    ConfigError::new(path, ErrorKind::InvalidValue { value: render(value), expected: expected.to_string(), detail })
+pub(crate) fn invalid(
+    path: &str,
+    value: &Value,
+    expected: &str,
+    detail: Option<String>,
+) -> ConfigError {
+    ConfigError::new(
+        path,
+        ErrorKind::InvalidValue {
+            value: render(value),
+            expected: expected.to_string(),
+            detail,
+        },
+    )
 }
 
 /// A value as the user wrote it, for messages. Only scalars are shown.
@@ -233,12 +313,21 @@ fn closest<'k>(key: &str, candidates: impl Iterator<Item = &'k str>) -> Option<&
     let norm = |s: &str| s.to_ascii_lowercase().replace(['_', ' '], "-");
     let key_n = norm(key);
     let limit = if key_n.len() <= 4 { 1 } else { 2 };
-    let scored: Vec<(usize, &str, String)> = candidates.map(|c| (edit_distance(&key_n, &norm(c)), c, norm(c))).collect();
-    let near = scored.iter().filter(|(d, _, _)| *d <= limit).min_by_key(|(d, _, _)| *d);
+    let scored: Vec<(usize, &str, String)> = candidates
+        .map(|c| (edit_distance(&key_n, &norm(c)), c, norm(c)))
+        .collect();
+    let near = scored
+        .iter()
+        .filter(|(d, _, _)| *d <= limit)
+        .min_by_key(|(d, _, _)| *d);
     let prefix = || {
         scored
             .iter()
-            .filter(|(_, _, c)| c.len() >= 3 && key_n.len() >= 3 && (key_n.starts_with(c.as_str()) || c.starts_with(key_n.as_str())))
+            .filter(|(_, _, c)| {
+                c.len() >= 3
+                    && key_n.len() >= 3
+                    && (key_n.starts_with(c.as_str()) || c.starts_with(key_n.as_str()))
+            })
             .min_by_key(|(d, _, _)| *d)
     };
     near.or_else(prefix).map(|(_, c, _)| *c)
@@ -251,7 +340,9 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1; b.len() + 1];
         for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
         }
         prev = cur;
     }
@@ -270,7 +361,14 @@ mod tests {
     fn edit_distances_and_suggestions() {
         assert_eq!(edit_distance("kitten", "sitting"), 3);
         assert_eq!(edit_distance("", "abc"), 3);
-        let keys = ["sync-interval", "snapshot-interval", "path", "url", "type", "retention"];
+        let keys = [
+            "sync-interval",
+            "snapshot-interval",
+            "path",
+            "url",
+            "type",
+            "retention",
+        ];
         let cases: &[(&str, Option<&str>)] = &[
             ("sync_interval", Some("sync-interval")),
             ("Sync-Interval", Some("sync-interval")),
@@ -319,17 +417,33 @@ mod tests {
     fn unknown_keys_are_reported_in_file_order_with_hints() {
         let v = map_of("path: x\nsync_interval: 1s\nbogus: 2\n");
         let m = Map::new(&v, "dbs[0].replica").unwrap();
-        let err = m.check_keys(&[&["path", "sync-interval"]], &[]).unwrap_err();
-        assert_eq!(err.to_string(), r#"dbs[0].replica: unknown key "sync_interval" (did you mean "sync-interval"?)"#);
+        let err = m
+            .check_keys(&[&["path", "sync-interval"]], &[])
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"dbs[0].replica: unknown key "sync_interval" (did you mean "sync-interval"?)"#
+        );
 
         let v = map_of("path: x\nbucket: b\n");
         let m = Map::new(&v, "dbs[0]").unwrap();
-        let elsewhere = [Elsewhere { keys: &["bucket"], note: "it belongs under `replica:`" }];
+        let elsewhere = [Elsewhere {
+            keys: &["bucket"],
+            note: "it belongs under `replica:`",
+        }];
         let err = m.check_keys(&[&["path"]], &elsewhere).unwrap_err();
-        assert_eq!(err.to_string(), r#"dbs[0]: unknown key "bucket" (it belongs under `replica:`)"#);
+        assert_eq!(
+            err.to_string(),
+            r#"dbs[0]: unknown key "bucket" (it belongs under `replica:`)"#
+        );
 
         let v = map_of("1: x\n");
-        let Err(err) = Map::new(&v, "") else { panic!("accepted") };
-        assert_eq!(err.to_string(), r#"unknown key "1" (keys are words like `path`)"#);
+        let Err(err) = Map::new(&v, "") else {
+            panic!("accepted")
+        };
+        assert_eq!(
+            err.to_string(),
+            r#"unknown key "1" (keys are words like `path`)"#
+        );
     }
 }

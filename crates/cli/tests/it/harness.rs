@@ -19,7 +19,9 @@ pub struct Work {
 
 impl Work {
     pub fn new() -> Work {
-        Work { dir: tempfile::Builder::new().prefix("sr-it-").tempdir().unwrap() }
+        Work {
+            dir: tempfile::Builder::new().prefix("sr-it-").tempdir().unwrap(),
+        }
     }
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
@@ -47,7 +49,13 @@ pub fn run(args: &[&str]) -> Output {
 
 pub fn run_ok(args: &[&str]) -> Output {
     let out = run(args);
-    assert!(out.status.success(), "{:?} failed: {}\n{}", args, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{:?} failed: {}\n{}",
+        args,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
@@ -74,7 +82,8 @@ impl Replicator {
     /// SIGTERM, then wait for a clean exit (final sync) and return the status code.
     pub fn stop(mut self) -> i32 {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let st = wait_timeout(&mut self.child, Duration::from_secs(60)).expect("replicator did not exit after SIGTERM");
+        let st = wait_timeout(&mut self.child, Duration::from_secs(60))
+            .expect("replicator did not exit after SIGTERM");
         st.code().unwrap_or(-1)
     }
     pub fn kill9(mut self) {
@@ -116,21 +125,31 @@ pub fn wait_timeout(child: &mut Child, d: Duration) -> Option<std::process::Exit
 pub fn app_db(path: &Path) -> Connection {
     let c = Connection::open(path).unwrap();
     c.busy_timeout(Duration::from_secs(10)).unwrap();
-    c.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v BLOB);").unwrap();
+    c.execute_batch(
+        "PRAGMA journal_mode=WAL; CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v BLOB);",
+    )
+    .unwrap();
     c
 }
 
 pub fn insert_rows(c: &Connection, n: usize, size: usize) {
     for _ in 0..n {
-        c.execute("INSERT INTO t(v) VALUES (randomblob(?1))", [size as i64]).unwrap();
+        c.execute("INSERT INTO t(v) VALUES (randomblob(?1))", [size as i64])
+            .unwrap();
     }
 }
 
 /// The committed page images of a live database, as SQLite sees them now.
 pub fn pages_of_live(path: &Path) -> Vec<Vec<u8>> {
     let c = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
-    let mut st = c.prepare("SELECT data FROM sqlite_dbpage ORDER BY pgno").unwrap();
-    let v: Vec<Vec<u8>> = st.query_map([], |r| r.get(0)).unwrap().map(|r| r.unwrap()).collect();
+    let mut st = c
+        .prepare("SELECT data FROM sqlite_dbpage ORDER BY pgno")
+        .unwrap();
+    let v: Vec<Vec<u8>> = st
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
     v
 }
 
@@ -144,7 +163,13 @@ pub fn pages_of_file(path: &Path) -> Vec<Vec<u8>> {
 
 /// Asserts two page lists are equal, naming the first differing page.
 pub fn assert_same_pages(want: &[Vec<u8>], got: &[Vec<u8>], what: &str) {
-    assert_eq!(want.len(), got.len(), "{what}: page count differs (want {}, got {})", want.len(), got.len());
+    assert_eq!(
+        want.len(),
+        got.len(),
+        "{what}: page count differs (want {}, got {})",
+        want.len(),
+        got.len()
+    );
     for (i, (a, b)) in want.iter().zip(got).enumerate() {
         assert!(a == b, "{what}: page {} differs", i + 1);
     }
@@ -153,11 +178,23 @@ pub fn assert_same_pages(want: &[Vec<u8>], got: &[Vec<u8>], what: &str) {
 /// Restores `db` (by config) into `out` and checks it equals `want` page for page, and
 /// passes `PRAGMA integrity_check`.
 pub fn restore_and_compare(cfg: &Path, db: &Path, out: &Path, want: &[Vec<u8>], extra: &[&str]) {
-    let mut args = vec!["restore", "-config", cfg.to_str().unwrap(), "-o", out.to_str().unwrap(), "-integrity-check", "full"];
+    let mut args = vec![
+        "restore",
+        "-config",
+        cfg.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "-integrity-check",
+        "full",
+    ];
     args.extend_from_slice(extra);
     args.push(db.to_str().unwrap());
     run_ok(&args);
-    assert_same_pages(want, &pages_of_file(out), &format!("restore of {}", db.display()));
+    assert_same_pages(
+        want,
+        &pages_of_file(out),
+        &format!("restore of {}", db.display()),
+    );
 }
 
 /// Waits until `f` is true or panics after `d`.

@@ -4,5 +4,6 @@
 //! One test binary; shared helpers in `harness`.
 
 mod harness;
+mod litestream;
 mod replicate;
 mod restore;

@@ -20,13 +20,22 @@ fn scenario(name: &str, scenario: impl FnOnce(&Work, &std::path::Path, &rusqlite
     std::thread::sleep(Duration::from_millis(200));
     let log = r.log.clone();
     let code = r.stop();
-    assert_eq!(code, 0, "{name}: replicator exit status; log:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+    assert_eq!(
+        code,
+        0,
+        "{name}: replicator exit status; log:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
     restore_and_compare(&cfg, &db, &w.path("restored.db"), &want, &[]);
     // TXIDs on the replica are contiguous from 1 (no gap, no duplicate).
     let l0 = replica_l0_txids(&replica);
     assert!(!l0.is_empty(), "{name}: no L0 files");
     for pair in l0.windows(2) {
-        assert_eq!(pair[1], pair[0] + 1, "{name}: L0 TXIDs not contiguous: {l0:?}");
+        assert_eq!(
+            pair[1],
+            pair[0] + 1,
+            "{name}: L0 TXIDs not contiguous: {l0:?}"
+        );
     }
 }
 
@@ -53,13 +62,18 @@ fn autocheckpoint_off_and_big_wal() {
 #[test]
 fn application_checkpoints_of_every_mode() {
     scenario("app checkpoints", |_, _, app| {
-        for mode in ["PASSIVE", "FULL", "RESTART", "TRUNCATE", "PASSIVE", "TRUNCATE"] {
+        for mode in [
+            "PASSIVE", "FULL", "RESTART", "TRUNCATE", "PASSIVE", "TRUNCATE",
+        ] {
             insert_rows(app, 10, 3000);
             std::thread::sleep(Duration::from_millis(30));
             // The app's checkpoint may report busy while the replicator pins the WAL;
             // it must never lose a commit either way.
-            let _: (i64, i64, i64) =
-                app.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap();
+            let _: (i64, i64, i64) = app
+                .query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .unwrap();
             insert_rows(app, 5, 100);
         }
     });
@@ -116,7 +130,11 @@ fn kill9_and_restart_resumes_without_gap() {
     let after = replica_l0_txids(&replica);
     assert!(after.len() > before.len(), "replication resumed");
     for pair in after.windows(2) {
-        assert_eq!(pair[1], pair[0] + 1, "TXIDs contiguous after kill -9: {after:?}");
+        assert_eq!(
+            pair[1],
+            pair[0] + 1,
+            "TXIDs contiguous after kill -9: {after:?}"
+        );
     }
     restore_and_compare(&cfg, &db, &w.path("restored.db"), &want, &[]);
 }
@@ -132,7 +150,11 @@ fn once_mode_captures_and_exits() {
     run_ok(&["replicate", "-once", db.to_str().unwrap(), &url]);
     insert_rows(&app, 10, 100);
     run_ok(&["replicate", "-once", db.to_str().unwrap(), &url]);
-    assert_eq!(replica_l0_txids(&replica), vec![1, 2], "second -once resumed incrementally");
+    assert_eq!(
+        replica_l0_txids(&replica),
+        vec![1, 2],
+        "second -once resumed incrementally"
+    );
     let want = pages_of_live(&db);
     let out = w.path("out.db");
     run_ok(&["restore", "-o", out.to_str().unwrap(), &url]);
@@ -160,7 +182,13 @@ fn several_replicas_each_complete() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(r.stop(), 0);
     for name in ["near", "far"] {
-        restore_and_compare(&cfg, &db, &w.path(&format!("{name}.db")), &want, &["-replica", name]);
+        restore_and_compare(
+            &cfg,
+            &db,
+            &w.path(&format!("{name}.db")),
+            &want,
+            &["-replica", name],
+        );
     }
 }
 
@@ -174,8 +202,19 @@ fn exec_runs_child_and_exits_with_its_status() {
     drop(app);
     let cfg = w.file_config(&db, &replica, "");
     let script = format!("import sqlite3, sys; c = sqlite3.connect('{}'); c.execute('INSERT INTO t(v) VALUES (42)'); c.commit(); sys.exit(3)", db.display());
-    let out = run(&["replicate", "-config", cfg.to_str().unwrap(), "-exec", &format!("python3 -c \"{script}\"")]);
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&[
+        "replicate",
+        "-config",
+        cfg.to_str().unwrap(),
+        "-exec",
+        &format!("python3 -c \"{script}\""),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let want = pages_of_live(&db);
     restore_and_compare(&cfg, &db, &w.path("restored.db"), &want, &[]);
 }

@@ -31,8 +31,21 @@ fn restore_at_every_txid_equals_the_source_then() {
     for (i, want) in states.iter().enumerate() {
         let txid = format!("{:016x}", i + 1);
         let out = w.path(&format!("at-{txid}.db"));
-        run_ok(&["restore", "-txid", &txid, "-o", out.to_str().unwrap(), "-integrity-check", "quick", &url]);
-        assert_same_pages(want, &pages_of_file(&out), &format!("restore at TXID {txid}"));
+        run_ok(&[
+            "restore",
+            "-txid",
+            &txid,
+            "-o",
+            out.to_str().unwrap(),
+            "-integrity-check",
+            "quick",
+            &url,
+        ]);
+        assert_same_pages(
+            want,
+            &pages_of_file(&out),
+            &format!("restore at TXID {txid}"),
+        );
     }
 }
 
@@ -43,20 +56,40 @@ fn refuses_to_overwrite_unless_forced() {
     std::fs::write(&out, b"precious").unwrap();
     let r = run(&["restore", "-o", out.to_str().unwrap(), &url]);
     assert!(!r.status.success());
-    assert!(String::from_utf8_lossy(&r.stderr).contains("already exists"), "{}", String::from_utf8_lossy(&r.stderr));
-    assert_eq!(std::fs::read(&out).unwrap(), b"precious", "existing file untouched");
+    assert!(
+        String::from_utf8_lossy(&r.stderr).contains("already exists"),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        b"precious",
+        "existing file untouched"
+    );
     // A stale -wal beside the output is refused too, and removed by -force.
     let stale = w.path("out2.db-wal");
     std::fs::write(&stale, b"stale").unwrap();
     let out2 = w.path("out2.db");
-    assert!(!run(&["restore", "-o", out2.to_str().unwrap(), &url]).status.success());
+    assert!(!run(&["restore", "-o", out2.to_str().unwrap(), &url])
+        .status
+        .success());
     run_ok(&["restore", "-force", "-o", out2.to_str().unwrap(), &url]);
     assert!(!stale.exists(), "stale -wal removed");
     run_ok(&["restore", "-force", "-o", out.to_str().unwrap(), &url]);
-    assert_same_pages(states.last().unwrap(), &pages_of_file(&out), "forced restore");
+    assert_same_pages(
+        states.last().unwrap(),
+        &pages_of_file(&out),
+        "forced restore",
+    );
     // -if-db-not-exists: exit 0 and leave it.
     std::fs::write(&out, b"keep").unwrap();
-    run_ok(&["restore", "-if-db-not-exists", "-o", out.to_str().unwrap(), &url]);
+    run_ok(&[
+        "restore",
+        "-if-db-not-exists",
+        "-o",
+        out.to_str().unwrap(),
+        &url,
+    ]);
     assert_eq!(std::fs::read(&out).unwrap(), b"keep");
 }
 
@@ -67,7 +100,13 @@ fn empty_replica_fails_unless_if_replica_exists() {
     let out = w.path("out.db");
     let r = run(&["restore", "-o", out.to_str().unwrap(), &url]);
     assert!(!r.status.success());
-    run_ok(&["restore", "-if-replica-exists", "-o", out.to_str().unwrap(), &url]);
+    run_ok(&[
+        "restore",
+        "-if-replica-exists",
+        "-o",
+        out.to_str().unwrap(),
+        &url,
+    ]);
     assert!(!out.exists());
 }
 
@@ -77,9 +116,19 @@ fn dry_run_prints_plan_and_writes_nothing() {
     let out = w.path("out.db");
     let r = run_ok(&["restore", "-dry-run", "-o", out.to_str().unwrap(), &url]);
     let text = String::from_utf8_lossy(&r.stdout);
-    assert!(text.contains("0000000000000004"), "plan names the target TXID: {text}");
+    assert!(
+        text.contains("0000000000000004"),
+        "plan names the target TXID: {text}"
+    );
     assert!(!out.exists());
-    let r = run_ok(&["restore", "-dry-run", "-json", "-o", out.to_str().unwrap(), &url]);
+    let r = run_ok(&[
+        "restore",
+        "-dry-run",
+        "-json",
+        "-o",
+        out.to_str().unwrap(),
+        &url,
+    ]);
     let v: serde_json::Value = serde_json::from_slice(&r.stdout).expect("dry-run -json is JSON");
     assert!(v.is_object(), "{v}");
 }
@@ -96,10 +145,17 @@ fn corrupted_file_fails_naming_it_and_leaves_no_output() {
     let r = run(&["restore", "-o", out.to_str().unwrap(), &url]);
     assert!(!r.status.success());
     let err = String::from_utf8_lossy(&r.stderr);
-    assert!(err.contains("0000000000000002-0000000000000002.ltx"), "error names the file: {err}");
+    assert!(
+        err.contains("0000000000000002-0000000000000002.ltx"),
+        "error names the file: {err}"
+    );
     assert!(err.contains("byte"), "error names the offset: {err}");
     assert!(!out.exists(), "no database produced");
-    let leftovers: Vec<_> = std::fs::read_dir(w.dir.path()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains(".tmp")).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(w.dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
+        .collect();
     assert!(leftovers.is_empty(), "temp file cleaned up");
 }
 
@@ -110,7 +166,10 @@ fn missing_file_is_a_gap_error_naming_the_range() {
     let r = run(&["restore", "-o", w.path("out.db").to_str().unwrap(), &url]);
     assert!(!r.status.success());
     let err = String::from_utf8_lossy(&r.stderr);
-    assert!(err.contains("0000000000000003"), "gap names the missing TXID: {err}");
+    assert!(
+        err.contains("0000000000000003"),
+        "gap names the missing TXID: {err}"
+    );
 }
 
 #[test]
@@ -123,9 +182,18 @@ fn timestamp_restore_uses_files_created_before_it() {
     let second = w.path("replica/ltx/0/0000000000000002-0000000000000002.ltx");
     let t2 = t1 + Duration::from_secs(60);
     filetime_set(&second, t2);
-    let ts = jiff::Timestamp::try_from(t1 + Duration::from_secs(1)).unwrap().to_string();
+    let ts = jiff::Timestamp::try_from(t1 + Duration::from_secs(1))
+        .unwrap()
+        .to_string();
     let out = w.path("out.db");
-    run_ok(&["restore", "-timestamp", &ts, "-o", out.to_str().unwrap(), &url]);
+    run_ok(&[
+        "restore",
+        "-timestamp",
+        &ts,
+        "-o",
+        out.to_str().unwrap(),
+        &url,
+    ]);
     assert_same_pages(&states[0], &pages_of_file(&out), "restore at timestamp");
 }
 
@@ -145,24 +213,49 @@ fn follow_mode_keeps_a_readable_copy_current() {
     run_ok(&["replicate", "-once", db.to_str().unwrap(), &url]);
     let out = w.path("follower.db");
     let mut f = std::process::Command::new(bin())
-        .args(["restore", "-f", "-follow-interval", "50ms", "-o", out.to_str().unwrap(), &url])
+        .args([
+            "restore",
+            "-f",
+            "-follow-interval",
+            "50ms",
+            "-o",
+            out.to_str().unwrap(),
+            &url,
+        ])
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    eventually(Duration::from_secs(20), "initial follow restore", || out.exists());
+    eventually(Duration::from_secs(20), "initial follow restore", || {
+        out.exists()
+    });
     for round in 0..3 {
         insert_rows(&app, 7, 300);
         run_ok(&["replicate", "-once", db.to_str().unwrap(), &url]);
-        let want: i64 = app.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
-        eventually(Duration::from_secs(20), &format!("follower round {round}"), || {
-            let c = rusqlite::Connection::open_with_flags(&out, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
-            c.busy_timeout(Duration::from_secs(5)).unwrap();
-            c.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0)).map(|n| n == want).unwrap_or(false)
-        });
+        let want: i64 = app
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        eventually(
+            Duration::from_secs(20),
+            &format!("follower round {round}"),
+            || {
+                let c = rusqlite::Connection::open_with_flags(
+                    &out,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+                )
+                .unwrap();
+                c.busy_timeout(Duration::from_secs(5)).unwrap();
+                c.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))
+                    .map(|n| n == want)
+                    .unwrap_or(false)
+            },
+        );
     }
     let _ = f.kill();
     let _ = f.wait();
-    let c = rusqlite::Connection::open_with_flags(&out, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
-    let ok: String = c.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    let c = rusqlite::Connection::open_with_flags(&out, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .unwrap();
+    let ok: String = c
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(ok, "ok");
 }

@@ -27,7 +27,7 @@ use super::local::{now_ms, LocalDir, LocalPosition};
 use super::status::DbStatus;
 use crate::fsutil;
 use crate::sqlite::db::{DbConns, DbError, ShmInfo};
-use crate::sqlite::walscan::{self, ScanFrom, WalCursor};
+use crate::sqlite::wal::{self as walscan, ScanFrom, WalCursor};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
@@ -36,9 +36,17 @@ pub enum CaptureError {
     #[error("{db}: reading WAL: {source}")]
     Wal { db: String, source: std::io::Error },
     #[error("{db}: writing local file for TXID {txid}: {source}")]
-    Local { db: String, txid: TxId, source: std::io::Error },
+    Local {
+        db: String,
+        txid: TxId,
+        source: std::io::Error,
+    },
     #[error("{db}: encoding TXID {txid}: {source}")]
-    Encode { db: String, txid: TxId, source: ltx::EncodeError },
+    Encode {
+        db: String,
+        txid: TxId,
+        source: ltx::EncodeError,
+    },
     #[error("{db}: TXID counter exhausted")]
     TxIdOverflow { db: String },
 }
@@ -96,7 +104,10 @@ impl Capture {
         opts: CaptureOptions,
         remote_max: u64,
     ) -> Result<Capture, CaptureError> {
-        let pos = local.position().map_err(|source| CaptureError::Wal { db: name.clone(), source })?;
+        let pos = local.position().map_err(|source| CaptureError::Wal {
+            db: name.clone(),
+            source,
+        })?;
         let mut c = Capture {
             name,
             conns,
@@ -117,10 +128,19 @@ impl Capture {
                 c.conns.release_old_pin()?;
                 if let Some(w) = wal {
                     let f = c.open_wal()?;
-                    match f.as_ref().map(|f| walscan::verify_prefix(f, c.conns.page_size(), w.salt1, w.salt2, w.offset)) {
+                    match f.as_ref().map(|f| {
+                        walscan::verify_prefix(f, c.conns.page_size(), w.salt1, w.salt2, w.offset)
+                    }) {
                         Some(Ok(Some(cur))) => c.cursor = Cursor::At(cur),
-                        Some(Err(source)) => return Err(CaptureError::Wal { db: c.name.clone(), source }),
-                        _ => info!(db = %c.name, "WAL changed while the replicator was stopped; next TXID is a full image"),
+                        Some(Err(source)) => {
+                            return Err(CaptureError::Wal {
+                                db: c.name.clone(),
+                                source,
+                            })
+                        }
+                        _ => {
+                            info!(db = %c.name, "WAL changed while the replicator was stopped; next TXID is a full image")
+                        }
                     }
                 }
             }
@@ -128,7 +148,11 @@ impl Capture {
                 info!(db = %c.name, local = %p.txid, remote = %format!("{remote_max:016x}"),
                       "a replica is ahead of local state (database restored or meta dir lost); next TXID is a full image");
                 c.txid = remote_max;
-                c.local.reset().map_err(|source| CaptureError::Local { db: c.name.clone(), txid: p.txid, source })?;
+                c.local.reset().map_err(|source| CaptureError::Local {
+                    db: c.name.clone(),
+                    txid: p.txid,
+                    source,
+                })?;
             }
             None => c.txid = remote_max,
         }
@@ -141,14 +165,19 @@ impl Capture {
     }
 
     fn next_txid(&self) -> Result<TxId, CaptureError> {
-        TxId::new(self.txid + 1).map_err(|_| CaptureError::TxIdOverflow { db: self.name.clone() })
+        TxId::new(self.txid + 1).map_err(|_| CaptureError::TxIdOverflow {
+            db: self.name.clone(),
+        })
     }
 
     fn open_wal(&self) -> Result<Option<File>, CaptureError> {
         match File::open(&self.conns.paths().wal) {
             Ok(f) => Ok(Some(f)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(CaptureError::Wal { db: self.name.clone(), source }),
+            Err(source) => Err(CaptureError::Wal {
+                db: self.name.clone(),
+                source,
+            }),
         }
     }
 
@@ -185,8 +214,13 @@ impl Capture {
             Cursor::At(c) => ScanFrom::Cursor(c),
             _ => ScanFrom::Start,
         };
-        let scan = walscan::scan(&wal, page_size, &from).map_err(|source| CaptureError::Wal { db: self.name.clone(), source })?;
-        self.status.wal_size_bytes.store(scan.file_size, Ordering::Relaxed);
+        let scan = walscan::scan(&wal, page_size, &from).map_err(|source| CaptureError::Wal {
+            db: self.name.clone(),
+            source,
+        })?;
+        self.status
+            .wal_size_bytes
+            .store(scan.file_size, Ordering::Relaxed);
         let scan = match scan.outcome {
             walscan::Outcome::NoHeader => return Ok(None),
             walscan::Outcome::Unrelated => {
@@ -211,29 +245,82 @@ impl Capture {
         header.wal_salt2 = scan.end.salt2;
         let mut buf = vec![0u8; page_size.bytes()];
         let tmp = fsutil::tmp_path(&self.local.path_of(txid));
-        let local_err = |source| CaptureError::Local { db: self.name.clone(), txid, source };
+        let local_err = |source| CaptureError::Local {
+            db: self.name.clone(),
+            txid,
+            source,
+        };
         let file = File::create(&tmp).map_err(local_err)?;
-        let mut enc = Encoder::new(BufWriter::new(file), &header, self.opts.encoding)
-            .map_err(|source| CaptureError::Encode { db: self.name.clone(), txid, source })?;
+        let mut enc =
+            Encoder::new(BufWriter::new(file), &header, self.opts.encoding).map_err(|source| {
+                CaptureError::Encode {
+                    db: self.name.clone(),
+                    txid,
+                    source,
+                }
+            })?;
         let lock = page_size.lock_page();
-        for &(pgno, data_offset) in &scan.pages {
+        // Pages the database grew by but no frame carries (SQLite skips writing free-list
+        // leaves) still belong to the file, so every file keeps every page up to its commit.
+        let mut in_wal = scan.pages.iter().map(|&(p, _)| p.get()).peekable();
+        let mut growth = Vec::new();
+        for p in (self.commit + 1)..=commit {
+            while in_wal.next_if(|&w| w < p).is_some() {}
+            if in_wal.peek() != Some(&p) && p != lock.get() {
+                growth.push(PageNo::new(p).expect("p >= 1"));
+            }
+        }
+        let mut sources: Vec<(PageNo, Option<u64>)> =
+            scan.pages.iter().map(|&(p, o)| (p, Some(o))).collect();
+        sources.extend(growth.into_iter().map(|p| (p, None)));
+        sources.sort_unstable_by_key(|&(p, _)| p);
+        for (pgno, data_offset) in sources {
             if pgno.get() > commit || pgno == lock {
                 continue;
             }
-            walscan::read_page(&wal, data_offset, &mut buf).map_err(|source| CaptureError::Wal { db: self.name.clone(), source })?;
-            enc.write_page(pgno, &buf).map_err(|source| CaptureError::Encode { db: self.name.clone(), txid, source })?;
+            match data_offset {
+                Some(o) => {
+                    walscan::read_page(&wal, o, &mut buf).map_err(|source| CaptureError::Wal {
+                        db: self.name.clone(),
+                        source,
+                    })?
+                }
+                None => self.conns.read_file_page(pgno, &mut buf)?,
+            }
+            enc.write_page(pgno, &buf)
+                .map_err(|source| CaptureError::Encode {
+                    db: self.name.clone(),
+                    txid,
+                    source,
+                })?;
         }
         self.finish_file(enc, &tmp, txid)?;
         self.cursor = Cursor::At(scan.end);
         self.commit = commit;
         self.after_write(txid, false);
         debug!(db = %self.name, txid = %txid, pages = scan.pages.len(), wal_offset = scan.start, "captured");
-        Ok(Some(Produced { txid, full_image: false }))
+        Ok(Some(Produced {
+            txid,
+            full_image: false,
+        }))
     }
 
-    fn finish_file(&self, enc: Encoder<BufWriter<File>>, tmp: &std::path::Path, txid: TxId) -> Result<(), CaptureError> {
-        let (w, _trailer) = enc.finish().map_err(|source| CaptureError::Encode { db: self.name.clone(), txid, source })?;
-        let local_err = |source| CaptureError::Local { db: self.name.clone(), txid, source };
+    fn finish_file(
+        &self,
+        enc: Encoder<BufWriter<File>>,
+        tmp: &std::path::Path,
+        txid: TxId,
+    ) -> Result<(), CaptureError> {
+        let (w, _trailer) = enc.finish().map_err(|source| CaptureError::Encode {
+            db: self.name.clone(),
+            txid,
+            source,
+        })?;
+        let local_err = |source| CaptureError::Local {
+            db: self.name.clone(),
+            txid,
+            source,
+        };
         let file = w.into_inner().map_err(|e| local_err(e.into_error()))?;
         fsutil::commit_tmp(tmp, &file, &self.local.path_of(txid)).map_err(local_err)?;
         Ok(())
@@ -243,7 +330,9 @@ impl Capture {
         self.txid = txid.get();
         self.captured_since_checkpoint = true;
         self.status.local_txid.store(self.txid, Ordering::Release);
-        self.status.last_capture_ms.store(now_ms(), Ordering::Release);
+        self.status
+            .last_capture_ms
+            .store(now_ms(), Ordering::Release);
         self.status.captures.fetch_add(1, Ordering::Relaxed);
         if full {
             self.status.snapshots_full.fetch_add(1, Ordering::Relaxed);
@@ -259,8 +348,15 @@ impl Capture {
         let located = (|| -> Result<Cursor, CaptureError> {
             self.conns.begin_pin()?;
             self.conns.release_old_pin()?;
-            let Some(wal) = self.open_wal()? else { return Ok(Cursor::Empty) };
-            let scan = walscan::scan(&wal, page_size, &ScanFrom::Start).map_err(|source| CaptureError::Wal { db: self.name.clone(), source })?;
+            let Some(wal) = self.open_wal()? else {
+                return Ok(Cursor::Empty);
+            };
+            let scan = walscan::scan(&wal, page_size, &ScanFrom::Start).map_err(|source| {
+                CaptureError::Wal {
+                    db: self.name.clone(),
+                    source,
+                }
+            })?;
             Ok(match scan.outcome {
                 walscan::Outcome::Frames(s) if s.end.offset > 32 => Cursor::At(s.end),
                 _ => Cursor::Empty,
@@ -280,29 +376,51 @@ impl Capture {
             _ => header.wal_offset = 32,
         }
         let tmp = fsutil::tmp_path(&self.local.path_of(txid));
-        let local_err = |source| CaptureError::Local { db: self.name.clone(), txid, source };
+        let local_err = |source| CaptureError::Local {
+            db: self.name.clone(),
+            txid,
+            source,
+        };
         let file = File::create(&tmp).map_err(local_err)?;
-        let mut enc = Encoder::new(BufWriter::new(file), &header, self.opts.encoding)
-            .map_err(|source| CaptureError::Encode { db: self.name.clone(), txid, source })?;
+        let mut enc =
+            Encoder::new(BufWriter::new(file), &header, self.opts.encoding).map_err(|source| {
+                CaptureError::Encode {
+                    db: self.name.clone(),
+                    txid,
+                    source,
+                }
+            })?;
         let name = self.name.clone();
         let mut enc_err = None;
-        self.conns.for_each_page(|pgno: PageNo, data| {
-            if let Err(e) = enc.write_page(pgno, data) {
-                enc_err = Some(e);
-                return Err(DbError::Io { path: name.clone().into(), op: "encode page", source: std::io::Error::other("encoder failed") });
-            }
-            Ok(())
-        })
-        .map_err(|e| match enc_err.take() {
-            Some(source) => CaptureError::Encode { db: self.name.clone(), txid, source },
-            None => CaptureError::Db(e),
-        })?;
+        self.conns
+            .for_each_page(|pgno: PageNo, data| {
+                if let Err(e) = enc.write_page(pgno, data) {
+                    enc_err = Some(e);
+                    return Err(DbError::Io {
+                        path: name.clone().into(),
+                        op: "encode page",
+                        source: std::io::Error::other("encoder failed"),
+                    });
+                }
+                Ok(())
+            })
+            .map_err(|e| match enc_err.take() {
+                Some(source) => CaptureError::Encode {
+                    db: self.name.clone(),
+                    txid,
+                    source,
+                },
+                None => CaptureError::Db(e),
+            })?;
         self.finish_file(enc, &tmp, txid)?;
         self.cursor = cursor;
         self.commit = commit;
         self.after_write(txid, true);
         info!(db = %self.name, txid = %txid, pages = commit, "full database image captured");
-        Ok(Produced { txid, full_image: true })
+        Ok(Produced {
+            txid,
+            full_image: true,
+        })
     }
 
     /// Our checkpoint policy: PASSIVE once the WAL passes the page threshold, or on the
@@ -310,11 +428,14 @@ impl Capture {
     /// our pin to read mark 0 so the application's next commit can restart the WAL.
     /// Returns any file captured while sealing the WAL.
     pub fn checkpoint_if_needed(&mut self) -> Result<Option<Produced>, CaptureError> {
-        let Cursor::At(cur) = self.cursor else { return Ok(None) };
+        let Cursor::At(cur) = self.cursor else {
+            return Ok(None);
+        };
         let frame = self.conns.page_size().bytes() as u64 + 24;
         let wal_pages = cur.offset.saturating_sub(32) / frame;
         let by_size = wal_pages >= self.opts.min_checkpoint_pages as u64;
-        let by_time = self.captured_since_checkpoint && self.last_checkpoint.elapsed() >= self.opts.checkpoint_interval;
+        let by_time = self.captured_since_checkpoint
+            && self.last_checkpoint.elapsed() >= self.opts.checkpoint_interval;
         if !by_size && !by_time {
             return Ok(None);
         }
@@ -342,7 +463,9 @@ impl Capture {
                 self.captured_since_checkpoint = false;
             }
             Err(e) => {
-                self.status.checkpoint_errors.fetch_add(1, Ordering::Relaxed);
+                self.status
+                    .checkpoint_errors
+                    .fetch_add(1, Ordering::Relaxed);
                 warn!(db = %self.name, error = %e, "checkpoint failed");
             }
         }

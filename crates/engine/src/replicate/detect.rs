@@ -49,7 +49,11 @@ impl ChangeWatcher {
                 None
             }
         };
-        ChangeWatcher { watcher, targets, dirs: HashMap::new() }
+        ChangeWatcher {
+            watcher,
+            targets,
+            dirs: HashMap::new(),
+        }
     }
 
     /// Wakes `notify` whenever `db`'s WAL (or the database file itself) changes.
@@ -59,10 +63,15 @@ impl ChangeWatcher {
         wal.push("-wal");
         {
             let mut map = self.targets.lock().unwrap_or_else(|p| p.into_inner());
-            map.entry(PathBuf::from(wal)).or_default().push(notify.clone());
+            map.entry(PathBuf::from(wal))
+                .or_default()
+                .push(notify.clone());
             map.entry(db.clone()).or_default().push(notify);
         }
-        let dir = db.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+        let dir = db
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
         let count = self.dirs.entry(dir.clone()).or_insert(0);
         *count += 1;
         if *count == 1 {

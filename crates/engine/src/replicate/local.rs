@@ -20,7 +20,10 @@ use crate::storage::layout::{Layout, LtxKey};
 
 /// Default meta directory for a database: `<dir>/.<file>-sqlite-replicate`.
 pub fn default_meta_dir(db: &Path) -> PathBuf {
-    let name = db.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = db
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     db.with_file_name(format!(".{name}-sqlite-replicate"))
 }
 
@@ -53,7 +56,10 @@ impl LocalDir {
         let l0 = meta.join(Layout::LtxDir.level_dir(Level::L0));
         fsutil::create_dir_all_durable(&l0)?;
         fsutil::remove_tmp_files(&l0)?;
-        Ok(LocalDir { meta: meta.to_path_buf(), l0 })
+        Ok(LocalDir {
+            meta: meta.to_path_buf(),
+            l0,
+        })
     }
 
     pub fn meta_dir(&self) -> &Path {
@@ -69,7 +75,10 @@ impl LocalDir {
         let mut out = Vec::new();
         for entry in fs::read_dir(&self.l0)? {
             let name = entry?.file_name();
-            if let Some(k) = name.to_str().and_then(|n| LtxKey::parse_file_name(Level::L0, n)) {
+            if let Some(k) = name
+                .to_str()
+                .and_then(|n| LtxKey::parse_file_name(Level::L0, n))
+            {
                 if k.min == k.max {
                     out.push(k.max);
                 }
@@ -83,10 +92,15 @@ impl LocalDir {
     /// A newest file that fails to decode (torn by a crash mid-write is impossible thanks
     /// to rename, but a disk may rot) is reported as an error rather than skipped.
     pub fn position(&self) -> io::Result<Option<LocalPosition>> {
-        let Some(&txid) = self.txids()?.last() else { return Ok(None) };
+        let Some(&txid) = self.txids()?.last() else {
+            return Ok(None);
+        };
         let data = fs::read(self.path_of(txid))?;
         let header = ltx::Header::from_bytes(&data).map_err(|e| {
-            io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", self.path_of(txid).display()))
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {e}", self.path_of(txid).display()),
+            )
         })?;
         Ok(Some(position_of(&header)))
     }
@@ -103,7 +117,9 @@ impl LocalDir {
     /// Deletes local files with TXID <= `upto`, always keeping the newest one.
     pub fn prune(&self, upto: TxId) -> io::Result<usize> {
         let txids = self.txids()?;
-        let Some(&newest) = txids.last() else { return Ok(0) };
+        let Some(&newest) = txids.last() else {
+            return Ok(0);
+        };
         let mut n = 0;
         for t in txids {
             if t <= upto && t != newest {
@@ -131,12 +147,17 @@ impl LocalDir {
 }
 
 pub fn position_of(h: &Header) -> LocalPosition {
-    let wal = (h.wal_offset >= 32 && (h.wal_salt1 != 0 || h.wal_salt2 != 0)).then_some(WalPosition {
-        salt1: h.wal_salt1,
-        salt2: h.wal_salt2,
-        offset: h.wal_offset + h.wal_size,
-    });
-    LocalPosition { txid: h.max_txid, commit: h.commit, wal }
+    let wal =
+        (h.wal_offset >= 32 && (h.wal_salt1 != 0 || h.wal_salt2 != 0)).then_some(WalPosition {
+            salt1: h.wal_salt1,
+            salt2: h.wal_salt2,
+            offset: h.wal_offset + h.wal_size,
+        });
+    LocalPosition {
+        txid: h.max_txid,
+        commit: h.commit,
+        wal,
+    }
 }
 
 pub fn ms_to_time(ms: i64) -> SystemTime {
@@ -148,5 +169,8 @@ pub fn ms_to_time(ms: i64) -> SystemTime {
 }
 
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }

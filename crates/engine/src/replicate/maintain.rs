@@ -43,18 +43,29 @@ impl ReplicaView {
     }
 
     pub fn files(&self, level: Level) -> &[LtxInfo] {
-        self.levels.get(&level.get()).map(|v| v.as_slice()).unwrap_or(&[])
+        self.levels
+            .get(&level.get())
+            .map(|v| v.as_slice())
+            .unwrap_or(&[])
     }
 
     /// Highest TXID held at any level (0 when empty).
     pub fn max_txid(&self) -> u64 {
-        self.levels.values().filter_map(|v| v.iter().map(|i| i.key.max.get()).max()).max().unwrap_or(0)
+        self.levels
+            .values()
+            .filter_map(|v| v.iter().map(|i| i.key.max.get()).max())
+            .max()
+            .unwrap_or(0)
     }
 
     pub fn record_put(&mut self, key: LtxKey, size_bytes: u64, created: SystemTime) {
         let v = self.levels.entry(key.level.get()).or_default();
         v.retain(|i| i.key != key);
-        v.push(LtxInfo { key, size_bytes, created });
+        v.push(LtxInfo {
+            key,
+            size_bytes,
+            created,
+        });
         v.sort_by_key(|i| (i.key.min, i.key.max));
     }
 
@@ -84,7 +95,10 @@ pub enum MaintainError {
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error("compacting into level {level}: {source}")]
-    Compact { level: u8, source: ltx::CompactError },
+    Compact {
+        level: u8,
+        source: ltx::CompactError,
+    },
     #[error("building snapshot: {0}")]
     Plan(String),
     #[error("local file: {0}")]
@@ -108,7 +122,9 @@ pub struct Maintenance {
 
 /// The next multiple of `interval` since the Unix epoch, as an `Instant`.
 fn next_boundary(interval: Duration) -> Instant {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let iv = interval.as_millis().max(1);
     let next = (now.as_millis() / iv + 1) * iv;
     Instant::now() + Duration::from_millis((next - now.as_millis()) as u64)
@@ -168,7 +184,10 @@ impl Maintenance {
             self.snapshot_checked_at_start = true;
             // At startup, snapshot only if none was taken since the last boundary.
             let recent = view.files(Level::SNAPSHOT).last().is_some_and(|s| {
-                s.created.elapsed().map(|age| age < self.snapshot_interval).unwrap_or(true)
+                s.created
+                    .elapsed()
+                    .map(|age| age < self.snapshot_interval)
+                    .unwrap_or(true)
             });
             if snapshot_due || (startup && !recent && view.max_txid() > 0) {
                 if snapshot_due {
@@ -189,7 +208,12 @@ impl Maintenance {
         Ok(())
     }
 
-    async fn fetch(&self, store: &dyn ReplicaStore, local: &LocalDir, info: &LtxInfo) -> Result<Bytes, MaintainError> {
+    async fn fetch(
+        &self,
+        store: &dyn ReplicaStore,
+        local: &LocalDir,
+        info: &LtxInfo,
+    ) -> Result<Bytes, MaintainError> {
         if info.key.level == Level::L0 {
             if let Ok(b) = local.read(info.key.max) {
                 return Ok(b);
@@ -210,7 +234,11 @@ impl Maintenance {
         level: Level,
     ) -> Result<(), MaintainError> {
         let src_level = Level::new(level.get() - 1).expect("level >= 1");
-        let dst_max = view.files(level).last().map(|i| i.key.max.get()).unwrap_or(0);
+        let dst_max = view
+            .files(level)
+            .last()
+            .map(|i| i.key.max.get())
+            .unwrap_or(0);
         // The contiguous run of source files just after the destination's max.
         let mut run: Vec<LtxInfo> = Vec::new();
         let mut cur = dst_max;
@@ -218,14 +246,10 @@ impl Maintenance {
             if f.key.max.get() <= cur {
                 continue;
             }
-            if f.key.min.get() > cur + 1 {
-                if run.is_empty() && f.key.min.get() > dst_max + 1 {
-                    // A hole below this file (a replica restarted from a snapshot):
-                    // the level starts a new run here; restores bridge it with the snapshot.
-                    cur = f.key.min.get() - 1;
-                } else {
-                    break;
-                }
+            // A hole below the first file (a replica restarted from a snapshot) starts a
+            // new run here; restores bridge it with the snapshot. A hole later ends the run.
+            if f.key.min.get() > cur + 1 && !run.is_empty() {
+                break;
             }
             cur = f.key.max.get();
             run.push(f.clone());
@@ -238,17 +262,22 @@ impl Maintenance {
             inputs.push(self.fetch(store, local, f).await?);
         }
         let encoding = self.encoding;
-        let out = tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, ltx::Header), ltx::CompactError> {
-            let decs = inputs
-                .iter()
-                .map(|b| Decoder::new(Cursor::new(&b[..])))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(ltx::CompactError::from)?;
-            ltx::compact(decs, Vec::new(), encoding)
-        })
+        let out = tokio::task::spawn_blocking(
+            move || -> Result<(Vec<u8>, ltx::Header), ltx::CompactError> {
+                let decs = inputs
+                    .iter()
+                    .map(|b| Decoder::new(Cursor::new(&b[..])))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(ltx::CompactError::from)?;
+                ltx::compact(decs, Vec::new(), encoding)
+            },
+        )
         .await
         .map_err(|e| MaintainError::Plan(e.to_string()))?
-        .map_err(|source| MaintainError::Compact { level: level.get(), source })?;
+        .map_err(|source| MaintainError::Compact {
+            level: level.get(),
+            source,
+        })?;
         let (bytes, header) = out;
         let key = LtxKey::new(level, header.min_txid, header.max_txid);
         let created = ms_to_time(header.timestamp_ms);
@@ -282,14 +311,16 @@ impl Maintenance {
             inputs.push(self.fetch(store, local, f).await?);
         }
         let encoding = self.encoding;
-        let (bytes, header) = tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, ltx::Header), ltx::CompactError> {
-            let decs = inputs
-                .iter()
-                .map(|b| Decoder::new(Cursor::new(&b[..])))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(ltx::CompactError::from)?;
-            ltx::compact_as_snapshot(decs, Vec::new(), encoding)
-        })
+        let (bytes, header) = tokio::task::spawn_blocking(
+            move || -> Result<(Vec<u8>, ltx::Header), ltx::CompactError> {
+                let decs = inputs
+                    .iter()
+                    .map(|b| Decoder::new(Cursor::new(&b[..])))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(ltx::CompactError::from)?;
+                ltx::compact_as_snapshot(decs, Vec::new(), encoding)
+            },
+        )
         .await
         .map_err(|e| MaintainError::Plan(e.to_string()))?
         .map_err(|source| MaintainError::Compact { level: 9, source })?;
@@ -305,12 +336,24 @@ impl Maintenance {
 
     /// Deletes snapshots older than the retention (keeping the newest), then files at
     /// levels 1..=8 that end below the newest deleted snapshot (keeping each level's newest).
-    async fn snapshot_retention(&self, store: &dyn ReplicaStore, view: &mut ReplicaView, status: &ReplicaStatus) -> Result<(), MaintainError> {
+    async fn snapshot_retention(
+        &self,
+        store: &dyn ReplicaStore,
+        view: &mut ReplicaView,
+        status: &ReplicaStatus,
+    ) -> Result<(), MaintainError> {
         let snaps = view.files(Level::SNAPSHOT).to_vec();
-        let Some((_newest, older)) = snaps.split_last() else { return Ok(()) };
+        let Some((_newest, older)) = snaps.split_last() else {
+            return Ok(());
+        };
         let expired: Vec<LtxKey> = older
             .iter()
-            .filter(|s| s.created.elapsed().map(|a| a > self.snapshot_retention).unwrap_or(false))
+            .filter(|s| {
+                s.created
+                    .elapsed()
+                    .map(|a| a > self.snapshot_retention)
+                    .unwrap_or(false)
+            })
             .map(|s| s.key)
             .collect();
         if expired.is_empty() {
@@ -327,21 +370,38 @@ impl Maintenance {
         }
         store.delete(&doomed).await?;
         view.record_delete(&doomed);
-        status.deletes.fetch_add(doomed.len() as u64, Ordering::Relaxed);
+        status
+            .deletes
+            .fetch_add(doomed.len() as u64, Ordering::Relaxed);
         Ok(())
     }
 
     /// Deletes L0 files covered by L1 and older than the L0 retention, oldest first,
     /// stopping at the first too-recent file and never deleting the newest L0.
-    async fn l0_retention(&self, store: &dyn ReplicaStore, view: &mut ReplicaView, status: &ReplicaStatus) -> Result<(), MaintainError> {
-        let Some(l1_max) = view.files(Level::new(1).expect("valid")).last().map(|f| f.key.max) else {
+    async fn l0_retention(
+        &self,
+        store: &dyn ReplicaStore,
+        view: &mut ReplicaView,
+        status: &ReplicaStatus,
+    ) -> Result<(), MaintainError> {
+        let Some(l1_max) = view
+            .files(Level::new(1).expect("valid"))
+            .last()
+            .map(|f| f.key.max)
+        else {
             return Ok(());
         };
         let l0 = view.files(Level::L0).to_vec();
-        let Some((_newest, older)) = l0.split_last() else { return Ok(()) };
+        let Some((_newest, older)) = l0.split_last() else {
+            return Ok(());
+        };
         let mut doomed = Vec::new();
         for f in older {
-            let old_enough = f.created.elapsed().map(|a| a >= self.l0_retention).unwrap_or(false);
+            let old_enough = f
+                .created
+                .elapsed()
+                .map(|a| a >= self.l0_retention)
+                .unwrap_or(false);
             if f.key.max > l1_max || !old_enough {
                 break;
             }
@@ -352,7 +412,9 @@ impl Maintenance {
         }
         store.delete(&doomed).await?;
         view.record_delete(&doomed);
-        status.deletes.fetch_add(doomed.len() as u64, Ordering::Relaxed);
+        status
+            .deletes
+            .fetch_add(doomed.len() as u64, Ordering::Relaxed);
         Ok(())
     }
 }

@@ -55,7 +55,11 @@ impl ReplicaOptions {
         ReplicaOptions {
             name: name.into(),
             min_upload_interval: DEFAULT_PACE,
-            levels: vec![Duration::from_secs(30), Duration::from_secs(300), Duration::from_secs(3600)],
+            levels: vec![
+                Duration::from_secs(30),
+                Duration::from_secs(300),
+                Duration::from_secs(3600),
+            ],
             snapshot_interval: Duration::from_secs(24 * 3600),
             snapshot_retention: Duration::from_secs(24 * 3600),
             l0_retention: Duration::from_secs(300),
@@ -121,9 +125,17 @@ pub enum ReplicateError {
     #[error(transparent)]
     Capture(#[from] capture::CaptureError),
     #[error("{db}: local meta directory {dir}: {source}")]
-    Local { db: String, dir: PathBuf, source: std::io::Error },
+    Local {
+        db: String,
+        dir: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{db}: replica {replica}: {source}")]
-    Storage { db: String, replica: String, source: crate::storage::StorageError },
+    Storage {
+        db: String,
+        replica: String,
+        source: crate::storage::StorageError,
+    },
     #[error("{db}: replicas did not catch up within {timeout:?} at shutdown")]
     ShutdownTimeout { db: String, timeout: Duration },
 }
@@ -138,23 +150,35 @@ pub async fn run_database(
     mode: RunMode,
 ) -> Result<(), ReplicateError> {
     let name = opts.path.display().to_string();
-    let local = Arc::new(
-        LocalDir::open(&opts.meta_dir).map_err(|source| ReplicateError::Local { db: name.clone(), dir: opts.meta_dir.clone(), source })?,
-    );
+    let local =
+        Arc::new(
+            LocalDir::open(&opts.meta_dir).map_err(|source| ReplicateError::Local {
+                db: name.clone(),
+                dir: opts.meta_dir.clone(),
+                source,
+            })?,
+        );
     // One listing per replica at start; positions are kept in memory afterwards.
     let mut remote_max = 0;
     let mut views = Vec::new();
     for r in &replicas {
         let view = ReplicaView::load(r.store.as_ref())
             .await
-            .map_err(|source| ReplicateError::Storage { db: name.clone(), replica: r.opts.name.clone(), source })?;
+            .map_err(|source| ReplicateError::Storage {
+                db: name.clone(),
+                replica: r.opts.name.clone(),
+                source,
+            })?;
         remote_max = remote_max.max(view.max_txid());
         views.push(view);
     }
     // Wait for the database to exist (an application may create it after we start).
     let conns = loop {
         let (path, busy) = (opts.path.clone(), opts.busy_timeout);
-        match tokio::task::spawn_blocking(move || DbConns::open(&path, busy)).await.expect("open task") {
+        match tokio::task::spawn_blocking(move || DbConns::open(&path, busy))
+            .await
+            .expect("open task")
+        {
             Ok(c) => break c,
             Err(crate::sqlite::db::DbError::Missing { .. }) if !mode.once => {
                 tokio::select! {
@@ -171,15 +195,24 @@ pub async fn run_database(
         checkpoint_interval: opts.checkpoint_interval,
     };
     let (cap_local, cap_status, cap_name) = (local.clone(), status.clone(), name.clone());
-    let mut cap = tokio::task::spawn_blocking(move || Capture::open(cap_name, conns, cap_local, cap_status, copts, remote_max))
-        .await
-        .expect("capture open task")?;
+    let mut cap = tokio::task::spawn_blocking(move || {
+        Capture::open(cap_name, conns, cap_local, cap_status, copts, remote_max)
+    })
+    .await
+    .expect("capture open task")?;
     if mode.force_full_image {
         cap.request_full_image();
     }
-    let pace = replicas.iter().map(|r| r.opts.min_upload_interval).min().unwrap_or(DEFAULT_PACE);
+    let pace = replicas
+        .iter()
+        .map(|r| r.opts.min_upload_interval)
+        .min()
+        .unwrap_or(DEFAULT_PACE);
 
-    let (head_tx, head_rx) = watch::channel(Head { txid: cap.txid(), full_image_txid: 0 });
+    let (head_tx, head_rx) = watch::channel(Head {
+        txid: cap.txid(),
+        full_image_txid: 0,
+    });
     let (up_shutdown_tx, up_shutdown_rx) = watch::channel(false);
     let (full_tx, mut full_rx) = mpsc::unbounded_channel();
     let mut uploaders = Vec::new();
@@ -213,7 +246,8 @@ pub async fn run_database(
         let settle_due = settle_at.is_some_and(|t| t <= Instant::now());
         let ckpt_due = next_checkpoint_check <= Instant::now();
         if ckpt_due {
-            next_checkpoint_check = Instant::now() + opts.checkpoint_interval.min(Duration::from_secs(10));
+            next_checkpoint_check =
+                Instant::now() + opts.checkpoint_interval.min(Duration::from_secs(10));
         }
         let (c, result) = tokio::task::spawn_blocking(move || {
             let r = (|| -> Result<(Vec<capture::Produced>, bool), capture::CaptureError> {
@@ -261,7 +295,11 @@ pub async fn run_database(
             }
         }
         // Local files every replica holds are no longer needed (the newest stays).
-        let min_replicated = replicas.iter().map(|r| r.status.replicated()).min().unwrap_or(0);
+        let min_replicated = replicas
+            .iter()
+            .map(|r| r.status.replicated())
+            .min()
+            .unwrap_or(0);
         if min_replicated > 0 {
             if let Ok(t) = ltx::TxId::new(min_replicated) {
                 let _ = local.prune(t);
@@ -299,7 +337,8 @@ pub async fn run_database(
             caught_up = true;
             break;
         }
-        if let Ok(Some(())) = tokio::time::timeout(Duration::from_millis(10), full_rx.recv()).await {
+        if let Ok(Some(())) = tokio::time::timeout(Duration::from_millis(10), full_rx.recv()).await
+        {
             // A replica needs a full image to catch up: give it one.
             let (c, r) = tokio::task::spawn_blocking(move || {
                 let r = cap.full_image();
@@ -322,12 +361,17 @@ pub async fn run_database(
     for u in uploaders {
         let _ = u.await;
     }
-    tokio::task::spawn_blocking(move || cap.close()).await.expect("close task");
+    tokio::task::spawn_blocking(move || cap.close())
+        .await
+        .expect("close task");
     if caught_up {
         info!(db = %name, txid = %format!("{final_txid:016x}"), "replicas in sync");
         Ok(())
     } else {
         warn!(db = %name, "replicas not in sync at shutdown");
-        Err(ReplicateError::ShutdownTimeout { db: name, timeout: opts.shutdown_sync_timeout })
+        Err(ReplicateError::ShutdownTimeout {
+            db: name,
+            timeout: opts.shutdown_sync_timeout,
+        })
     }
 }

@@ -51,7 +51,9 @@ impl Uploader {
 
     /// Runs until shutdown. `view` is the replica's listing taken at start.
     pub async fn run(mut self, mut view: ReplicaView) {
-        self.status.replicated_txid.store(view.max_txid(), Ordering::Release);
+        self.status
+            .replicated_txid
+            .store(view.max_txid(), Ordering::Release);
         info!(db = %self.db_name, replica = %self.name(), location = %self.store.location(),
               txid = %hex(view.max_txid()), "replica position");
         let mut maint = Maintenance::new(&self.opts);
@@ -59,9 +61,20 @@ impl Uploader {
         let mut last_upload = Instant::now() - Duration::from_secs(3600);
         loop {
             let head = *self.head.borrow_and_update();
-            let done = self.catch_up(&mut view, head, &mut backoff, &mut last_upload).await;
+            let done = self
+                .catch_up(&mut view, head, &mut backoff, &mut last_upload)
+                .await;
             if done {
-                if let Err(e) = maint.run_due(self.store.as_ref(), &self.local, &mut view, &self.status, &self.db_name).await {
+                if let Err(e) = maint
+                    .run_due(
+                        self.store.as_ref(),
+                        &self.local,
+                        &mut view,
+                        &self.status,
+                        &self.db_name,
+                    )
+                    .await
+                {
                     warn!(db = %self.db_name, replica = %self.name(), error = %e, "maintenance failed");
                     self.status.set_error(Some(e.to_string()));
                 }
@@ -69,7 +82,11 @@ impl Uploader {
             if *self.shutdown.borrow() {
                 return;
             }
-            let wait = if done { maint.next_due().saturating_duration_since(Instant::now()) } else { backoff.current() };
+            let wait = if done {
+                maint.next_due().saturating_duration_since(Instant::now())
+            } else {
+                backoff.current()
+            };
             tokio::select! {
                 r = self.head.changed() => { if r.is_err() { return; } }
                 _ = tokio::time::sleep(wait) => {}
@@ -79,12 +96,21 @@ impl Uploader {
     }
 
     /// Uploads every local file the replica lacks. Returns true when caught up.
-    async fn catch_up(&mut self, view: &mut ReplicaView, head: Head, backoff: &mut Backoff, last_upload: &mut Instant) -> bool {
+    async fn catch_up(
+        &mut self,
+        view: &mut ReplicaView,
+        head: Head,
+        backoff: &mut Backoff,
+        last_upload: &mut Instant,
+    ) -> bool {
         while view.max_txid() < head.txid {
             let next = view.max_txid() + 1;
             // A replica with a hole it cannot fill from local files restarts its history
             // from the newest full-database file, uploaded as a snapshot (min TXID 1).
-            let have_local = self.local.path_of(TxId::new(next).expect("next >= 1")).exists();
+            let have_local = self
+                .local
+                .path_of(TxId::new(next).expect("next >= 1"))
+                .exists();
             let (key, txid) = if have_local {
                 let t = TxId::new(next).expect("next >= 1");
                 (LtxKey::new(Level::L0, t, t), t)
@@ -126,8 +152,12 @@ impl Uploader {
                 Ok(()) => {
                     backoff.reset();
                     view.record_put(key, len, created);
-                    self.status.replicated_txid.store(txid.get(), Ordering::Release);
-                    self.status.last_upload_ms.store(now_ms(), Ordering::Release);
+                    self.status
+                        .replicated_txid
+                        .store(txid.get(), Ordering::Release);
+                    self.status
+                        .last_upload_ms
+                        .store(now_ms(), Ordering::Release);
                     self.status.failing_since_ms.store(0, Ordering::Release);
                     self.status.uploads.fetch_add(1, Ordering::Relaxed);
                     self.status.upload_bytes.fetch_add(len, Ordering::Relaxed);
@@ -148,23 +178,22 @@ impl Uploader {
 
     fn fail(&self, e: &StorageError) {
         self.status.upload_errors.fetch_add(1, Ordering::Relaxed);
-        let _ = self.status.failing_since_ms.compare_exchange(0, now_ms(), Ordering::AcqRel, Ordering::Acquire);
+        let _ = self.status.failing_since_ms.compare_exchange(
+            0,
+            now_ms(),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
         self.status.set_error(Some(e.to_string()));
         warn!(db = %self.db_name, replica = %self.name(), error = %e, "replica write failed");
-    }
-
-    /// Sleeps; returns true if shutdown was requested meanwhile.
-    async fn sleep_or_shutdown(&mut self, d: Duration) -> bool {
-        tokio::select! {
-            _ = tokio::time::sleep(d) => *self.shutdown.borrow(),
-            _ = self.shutdown.changed() => true,
-        }
     }
 }
 
 /// The created time recorded for an LTX file: its header timestamp.
 fn created_of(data: &[u8]) -> SystemTime {
-    ltx::Header::from_bytes(data).map(|h| ms_to_time(h.timestamp_ms)).unwrap_or_else(|_| SystemTime::now())
+    ltx::Header::from_bytes(data)
+        .map(|h| ms_to_time(h.timestamp_ms))
+        .unwrap_or_else(|_| SystemTime::now())
 }
 
 pub(crate) fn hex(t: u64) -> String {
@@ -178,7 +207,9 @@ struct Backoff {
 
 impl Backoff {
     fn new() -> Backoff {
-        Backoff { current: Duration::from_millis(100) }
+        Backoff {
+            current: Duration::from_millis(100),
+        }
     }
     fn reset(&mut self) {
         self.current = Duration::from_millis(100);

@@ -50,13 +50,26 @@ pub enum ApplyError {
     #[error("{file}: {source}")]
     Fetch { file: String, source: StorageError },
     #[error("{file}: {source}")]
-    Decode { file: String, source: ltx::DecodeError },
+    Decode {
+        file: String,
+        source: ltx::DecodeError,
+    },
     #[error("{file}: page size {got} differs from the plan's {want}")]
     PageSizeMismatch { file: String, got: u32, want: u32 },
-    #[error("restored database is missing page {pgno} of {commit}: the snapshot {file} is incomplete")]
-    MissingPage { pgno: u32, commit: u32, file: String },
+    #[error(
+        "restored database is missing page {pgno} of {commit}: the snapshot {file} is incomplete"
+    )]
+    MissingPage {
+        pgno: u32,
+        commit: u32,
+        file: String,
+    },
     #[error("{path}: {op}: {source}")]
-    Io { path: PathBuf, op: &'static str, source: io::Error },
+    Io {
+        path: PathBuf,
+        op: &'static str,
+        source: io::Error,
+    },
     #[error("integrity check failed on the restored database: {detail}")]
     Integrity { detail: String },
     #[error("empty plan")]
@@ -78,7 +91,10 @@ pub fn check_output(out: &Path, force: bool) -> Result<(), ApplyError> {
     if force {
         return Ok(());
     }
-    for p in sidecars(out).into_iter().chain(std::iter::once(out.to_path_buf())) {
+    for p in sidecars(out)
+        .into_iter()
+        .chain(std::iter::once(out.to_path_buf()))
+    {
         if p.exists() {
             return Err(ApplyError::OutputExists { path: p });
         }
@@ -98,7 +114,12 @@ fn sidecars(out: &Path) -> Vec<PathBuf> {
 }
 
 /// Restores `plan` from `store` into `out`.
-pub async fn apply(store: Arc<dyn ReplicaStore>, plan: &Plan, out: &Path, opts: &ApplyOptions) -> Result<ApplyReport, ApplyError> {
+pub async fn apply(
+    store: Arc<dyn ReplicaStore>,
+    plan: &Plan,
+    out: &Path,
+    opts: &ApplyOptions,
+) -> Result<ApplyReport, ApplyError> {
     let started = Instant::now();
     check_output(out, opts.force)?;
     let newest = plan.files.last().ok_or(ApplyError::EmptyPlan)?.clone();
@@ -106,8 +127,14 @@ pub async fn apply(store: Arc<dyn ReplicaStore>, plan: &Plan, out: &Path, opts: 
     let head = store
         .get(&newest.key, Some(0..ltx::HEADER_SIZE as u64))
         .await
-        .map_err(|source| ApplyError::Fetch { file: newest.key.to_string(), source })?;
-    let header = ltx::Header::from_bytes(&head).map_err(|source| ApplyError::Decode { file: newest.key.to_string(), source })?;
+        .map_err(|source| ApplyError::Fetch {
+            file: newest.key.to_string(),
+            source,
+        })?;
+    let header = ltx::Header::from_bytes(&head).map_err(|source| ApplyError::Decode {
+        file: newest.key.to_string(),
+        source,
+    })?;
     let page_size = header.page_size;
     let commit = header.commit;
 
@@ -116,22 +143,42 @@ pub async fn apply(store: Arc<dyn ReplicaStore>, plan: &Plan, out: &Path, opts: 
         let path = tmp.clone();
         move |source| ApplyError::Io { path, op, source }
     };
-    let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&tmp).map_err(io_err("create"))?;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .map_err(io_err("create"))?;
     let result = async {
-        file.set_len(commit as u64 * page_size.get() as u64).map_err(io_err("size"))?;
+        file.set_len(commit as u64 * page_size.get() as u64)
+            .map_err(io_err("size"))?;
         let file = Arc::new(file);
         let mut written = Bitmap::new(commit);
         let mut bytes_fetched = 0;
         // Newest first: the first version of a page we meet is the one that wins.
         for info in plan.files.iter().rev() {
             bytes_fetched += info.size_bytes;
-            let (w, res) = apply_file(store.clone(), info.clone(), file.clone(), written, page_size, commit, opts.parallelism).await;
+            let (w, res) = apply_file(
+                store.clone(),
+                info.clone(),
+                file.clone(),
+                written,
+                page_size,
+                commit,
+                opts.parallelism,
+            )
+            .await;
             written = w;
             res?;
         }
         let lock = page_size.lock_page();
         if let Some(pgno) = (1..=commit).find(|&p| p != lock.get() && !written.get(p)) {
-            return Err(ApplyError::MissingPage { pgno, commit, file: plan.files[0].key.to_string() });
+            return Err(ApplyError::MissingPage {
+                pgno,
+                commit,
+                file: plan.files[0].key.to_string(),
+            });
         }
         file.sync_all().map_err(io_err("fsync"))?;
         verify_integrity(&tmp, opts.integrity)?;
@@ -141,13 +188,33 @@ pub async fn apply(store: Arc<dyn ReplicaStore>, plan: &Plan, out: &Path, opts: 
                 match std::fs::remove_file(&p) {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(source) => return Err(ApplyError::Io { path: p, op: "remove stale sidecar", source }),
+                    Err(source) => {
+                        return Err(ApplyError::Io {
+                            path: p,
+                            op: "remove stale sidecar",
+                            source,
+                        })
+                    }
                 }
             }
         }
-        std::fs::rename(&tmp, out).map_err(|source| ApplyError::Io { path: out.to_path_buf(), op: "rename into place", source })?;
-        fsutil::sync_parent_dir(out).map_err(|source| ApplyError::Io { path: out.to_path_buf(), op: "fsync directory", source })?;
-        Ok(ApplyReport { files: plan.files.len(), bytes_fetched, pages: commit, page_size: page_size.get(), seconds: started.elapsed().as_secs_f64() })
+        std::fs::rename(&tmp, out).map_err(|source| ApplyError::Io {
+            path: out.to_path_buf(),
+            op: "rename into place",
+            source,
+        })?;
+        fsutil::sync_parent_dir(out).map_err(|source| ApplyError::Io {
+            path: out.to_path_buf(),
+            op: "fsync directory",
+            source,
+        })?;
+        Ok(ApplyReport {
+            files: plan.files.len(),
+            bytes_fetched,
+            pages: commit,
+            page_size: page_size.get(),
+            seconds: started.elapsed().as_secs_f64(),
+        })
     }
     .await;
     if result.is_err() {
@@ -191,7 +258,11 @@ async fn apply_file(
     });
     let decode_name = name.clone();
     let joined = tokio::task::spawn_blocking(move || {
-        let reader = ChunkReader { rx, cur: Bytes::new(), fetch_error: None };
+        let reader = ChunkReader {
+            rx,
+            cur: Bytes::new(),
+            fetch_error: None,
+        };
         let r = decode_into(reader, &out, &mut written, page_size, commit, &decode_name);
         (written, r)
     })
@@ -199,33 +270,66 @@ async fn apply_file(
     fetcher.abort();
     match joined {
         Ok((w, r)) => (w, r),
-        Err(e) => (Bitmap::new(commit), Err(ApplyError::Io { path: PathBuf::from(name), op: "decode task", source: io::Error::other(e.to_string()) })),
+        Err(e) => (
+            Bitmap::new(commit),
+            Err(ApplyError::Io {
+                path: PathBuf::from(name),
+                op: "decode task",
+                source: io::Error::other(e.to_string()),
+            }),
+        ),
     }
 }
 
-fn decode_into(mut reader: ChunkReader, out: &File, written: &mut Bitmap, page_size: PageSize, commit: u32, name: &str) -> Result<(), ApplyError> {
-    let map_dec = |reader: &mut ChunkReader, source: ltx::DecodeError| match reader.fetch_error.take() {
-        Some(source) => ApplyError::Fetch { file: name.to_string(), source },
-        None => ApplyError::Decode { file: name.to_string(), source },
-    };
+fn decode_into(
+    mut reader: ChunkReader,
+    out: &File,
+    written: &mut Bitmap,
+    page_size: PageSize,
+    commit: u32,
+    name: &str,
+) -> Result<(), ApplyError> {
+    let map_dec =
+        |reader: &mut ChunkReader, source: ltx::DecodeError| match reader.fetch_error.take() {
+            Some(source) => ApplyError::Fetch {
+                file: name.to_string(),
+                source,
+            },
+            None => ApplyError::Decode {
+                file: name.to_string(),
+                source,
+            },
+        };
     let mut dec = match Decoder::new(&mut reader) {
         Ok(d) => d,
         Err(e) => return Err(map_dec(&mut reader, e)),
     };
     if dec.header().page_size != page_size {
-        return Err(ApplyError::PageSizeMismatch { file: name.to_string(), got: dec.header().page_size.get(), want: page_size.get() });
+        return Err(ApplyError::PageSizeMismatch {
+            file: name.to_string(),
+            got: dec.header().page_size.get(),
+            want: page_size.get(),
+        });
     }
     let mut buf = vec![0u8; page_size.bytes()];
     let res = (|| -> Result<(), ltx::DecodeError> {
         while let Some(pgno) = dec.next_page(&mut buf)? {
-            write_page(out, written, page_size, commit, pgno, &buf).map_err(|e| ltx::DecodeError::io(0, e))?;
+            write_page(out, written, page_size, commit, pgno, &buf)
+                .map_err(|e| ltx::DecodeError::io(0, e))?;
         }
         dec.finish().map(|_| ())
     })();
     res.map_err(|e| map_dec(&mut reader, e))
 }
 
-fn write_page(out: &File, written: &mut Bitmap, page_size: PageSize, commit: u32, pgno: PageNo, data: &[u8]) -> io::Result<()> {
+fn write_page(
+    out: &File,
+    written: &mut Bitmap,
+    page_size: PageSize,
+    commit: u32,
+    pgno: PageNo,
+    data: &[u8],
+) -> io::Result<()> {
     let p = pgno.get();
     if p > commit || written.get(p) || pgno.is_lock_page(page_size) {
         return Ok(());
@@ -243,16 +347,25 @@ pub fn verify_integrity(path: &Path, check: IntegrityCheck) -> Result<(), ApplyE
     };
     let uri = format!("file:{}?immutable=1", path.display());
     let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI;
-    let conn = rusqlite::Connection::open_with_flags(&uri, flags).map_err(|e| ApplyError::Integrity { detail: e.to_string() })?;
-    let mut stmt = conn.prepare(pragma).map_err(|e| ApplyError::Integrity { detail: e.to_string() })?;
+    let conn =
+        rusqlite::Connection::open_with_flags(&uri, flags).map_err(|e| ApplyError::Integrity {
+            detail: e.to_string(),
+        })?;
+    let mut stmt = conn.prepare(pragma).map_err(|e| ApplyError::Integrity {
+        detail: e.to_string(),
+    })?;
     let rows: Vec<String> = stmt
         .query_map([], |r| r.get::<_, String>(0))
         .and_then(|it| it.collect())
-        .map_err(|e| ApplyError::Integrity { detail: e.to_string() })?;
+        .map_err(|e| ApplyError::Integrity {
+            detail: e.to_string(),
+        })?;
     if rows.len() == 1 && rows[0] == "ok" {
         Ok(())
     } else {
-        Err(ApplyError::Integrity { detail: rows.into_iter().take(5).collect::<Vec<_>>().join("; ") })
+        Err(ApplyError::Integrity {
+            detail: rows.into_iter().take(5).collect::<Vec<_>>().join("; "),
+        })
     }
 }
 
@@ -290,7 +403,9 @@ struct Bitmap {
 
 impl Bitmap {
     fn new(pages: u32) -> Bitmap {
-        Bitmap { bits: vec![0; (pages as usize + 64) / 64 + 1] }
+        Bitmap {
+            bits: vec![0; (pages as usize + 64) / 64 + 1],
+        }
     }
     fn get(&self, p: u32) -> bool {
         self.bits[p as usize / 64] & (1 << (p % 64)) != 0

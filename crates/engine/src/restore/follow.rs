@@ -31,12 +31,23 @@ pub enum FollowError {
     #[error("{0}")]
     Storage(#[from] StorageError),
     #[error("{file}: {source}")]
-    Decode { file: String, source: ltx::DecodeError },
+    Decode {
+        file: String,
+        source: ltx::DecodeError,
+    },
     #[error("{path}: {source}")]
-    Sqlite { path: PathBuf, source: rusqlite::Error },
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
-    #[error("replica history has a gap after TXID {applied}: restart the follower with a fresh restore")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "replica history has a gap after TXID {applied}: restart the follower with a fresh restore"
+    )]
     Gap { applied: TxId },
 }
 
@@ -67,7 +78,9 @@ pub fn next_file(files: &[LtxInfo], applied: TxId) -> Option<&LtxInfo> {
     let next = applied.get() + 1;
     files
         .iter()
-        .filter(|f| f.key.level != Level::SNAPSHOT && f.key.min.get() <= next && f.key.max.get() >= next)
+        .filter(|f| {
+            f.key.level != Level::SNAPSHOT && f.key.min.get() <= next && f.key.max.get() >= next
+        })
         .max_by_key(|f| (f.key.max, std::cmp::Reverse(f.key.min), f.key.level))
 }
 
@@ -79,7 +92,10 @@ pub async fn follow(
     interval: Duration,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), FollowError> {
-    write_applied_txid(out, applied).map_err(|source| FollowError::Io { path: txid_path(out), source })?;
+    write_applied_txid(out, applied).map_err(|source| FollowError::Io {
+        path: txid_path(out),
+        source,
+    })?;
     info!(db = %out.display(), txid = %applied, "following replica");
     loop {
         let mut files = Vec::new();
@@ -90,11 +106,18 @@ pub async fn follow(
         while let Some(f) = next_file(&files, applied) {
             let data = store.get(&f.key, None).await?;
             let (out_path, name, data) = (out.to_path_buf(), f.key.to_string(), data);
-            let header_max = tokio::task::spawn_blocking(move || apply_one(&out_path, &name, &data))
-                .await
-                .map_err(|e| FollowError::Io { path: out.to_path_buf(), source: std::io::Error::other(e.to_string()) })??;
+            let header_max =
+                tokio::task::spawn_blocking(move || apply_one(&out_path, &name, &data))
+                    .await
+                    .map_err(|e| FollowError::Io {
+                        path: out.to_path_buf(),
+                        source: std::io::Error::other(e.to_string()),
+                    })??;
             applied = header_max;
-            write_applied_txid(out, applied).map_err(|source| FollowError::Io { path: txid_path(out), source })?;
+            write_applied_txid(out, applied).map_err(|source| FollowError::Io {
+                path: txid_path(out),
+                source,
+            })?;
             let lag = f.created.elapsed().unwrap_or_default();
             info!(db = %out.display(), txid = %applied, lag_ms = lag.as_millis() as u64, "applied");
         }
@@ -113,22 +136,45 @@ pub async fn follow(
 
 /// Applies one LTX file to the copy in a single SQLite transaction.
 fn apply_one(out: &Path, name: &str, data: &[u8]) -> Result<TxId, FollowError> {
-    let sq = |source| FollowError::Sqlite { path: out.to_path_buf(), source };
-    let mut dec = Decoder::new(Cursor::new(data)).map_err(|source| FollowError::Decode { file: name.to_string(), source })?;
+    let sq = |source| FollowError::Sqlite {
+        path: out.to_path_buf(),
+        source,
+    };
+    let mut dec = Decoder::new(Cursor::new(data)).map_err(|source| FollowError::Decode {
+        file: name.to_string(),
+        source,
+    })?;
     let header = dec.header().clone();
     let mut conn = Connection::open(out).map_err(sq)?;
     conn.busy_timeout(Duration::from_secs(30)).map_err(sq)?;
     let counter = {
-        let f = File::open(out).map_err(|source| FollowError::Io { path: out.to_path_buf(), source })?;
+        let f = File::open(out).map_err(|source| FollowError::Io {
+            path: out.to_path_buf(),
+            source,
+        })?;
         let mut b = [0u8; 4];
-        f.read_exact_at(&mut b, 24).map_err(|source| FollowError::Io { path: out.to_path_buf(), source })?;
+        f.read_exact_at(&mut b, 24)
+            .map_err(|source| FollowError::Io {
+                path: out.to_path_buf(),
+                source,
+            })?;
         b
     };
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive).map_err(sq)?;
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)
+        .map_err(sq)?;
     {
-        let mut ins = tx.prepare("INSERT INTO sqlite_dbpage(pgno, data) VALUES (?1, ?2)").map_err(sq)?;
+        let mut ins = tx
+            .prepare("INSERT INTO sqlite_dbpage(pgno, data) VALUES (?1, ?2)")
+            .map_err(sq)?;
         let mut buf = vec![0u8; header.page_size.bytes()];
-        while let Some(pgno) = dec.next_page(&mut buf).map_err(|source| FollowError::Decode { file: name.to_string(), source })? {
+        while let Some(pgno) = dec
+            .next_page(&mut buf)
+            .map_err(|source| FollowError::Decode {
+                file: name.to_string(),
+                source,
+            })?
+        {
             if pgno.get() > header.commit {
                 continue;
             }
@@ -138,13 +184,20 @@ fn apply_one(out: &Path, name: &str, data: &[u8]) -> Result<TxId, FollowError> {
                 // Keep the change counter moving forward for readers' caches; SQLite adds one at commit.
                 buf[24..28].copy_from_slice(&counter);
             }
-            ins.execute(params![pgno.get() as i64, &buf[..]]).map_err(sq)?;
+            ins.execute(params![pgno.get() as i64, &buf[..]])
+                .map_err(sq)?;
         }
-        dec.finish().map_err(|source| FollowError::Decode { file: name.to_string(), source })?;
+        dec.finish().map_err(|source| FollowError::Decode {
+            file: name.to_string(),
+            source,
+        })?;
         // Shrink to the file's commit size (must be the last write of the transaction).
-        let pages: i64 = tx.query_row("PRAGMA page_count", [], |r| r.get(0)).map_err(sq)?;
+        let pages: i64 = tx
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .map_err(sq)?;
         if pages > header.commit as i64 {
-            ins.execute(params![header.commit as i64 + 1, rusqlite::types::Null]).map_err(sq)?;
+            ins.execute(params![header.commit as i64 + 1, rusqlite::types::Null])
+                .map_err(sq)?;
         }
     }
     tx.commit().map_err(sq)?;

@@ -10,7 +10,9 @@ use tokio::sync::{watch, Notify};
 use tracing::error;
 
 use crate::replicate::status::DbStatus;
-use crate::replicate::{self, detect::ChangeWatcher, DbOptions, ReplicaSpec, ReplicateError, RunMode};
+use crate::replicate::{
+    self, detect::ChangeWatcher, DbOptions, ReplicaSpec, ReplicateError, RunMode,
+};
 
 /// One database and its replicas, ready to run.
 pub struct DbRun {
@@ -21,14 +23,25 @@ pub struct DbRun {
 
 /// Replicates every database until `shutdown` turns true (or once each, in `once` mode).
 /// Returns the errors of the databases that failed; the others are unaffected by them.
-pub async fn replicate_all(dbs: Vec<DbRun>, shutdown: watch::Receiver<bool>, mode: RunMode) -> Vec<ReplicateError> {
+pub async fn replicate_all(
+    dbs: Vec<DbRun>,
+    shutdown: watch::Receiver<bool>,
+    mode: RunMode,
+) -> Vec<ReplicateError> {
     let mut watcher = ChangeWatcher::new();
     let mut tasks = Vec::new();
     for db in dbs {
         let notify = Arc::new(Notify::new());
         watcher.watch(&db.opts.path, notify.clone());
         let sd = shutdown.clone();
-        tasks.push(tokio::spawn(replicate::run_database(db.opts, db.replicas, db.status, notify, sd, mode)));
+        tasks.push(tokio::spawn(replicate::run_database(
+            db.opts,
+            db.replicas,
+            db.status,
+            notify,
+            sd,
+            mode,
+        )));
     }
     let mut errors = Vec::new();
     for t in tasks {

@@ -35,9 +35,17 @@ pub enum DbError {
     #[error("{path}: journal mode is {mode:?}, not WAL; set `PRAGMA journal_mode=WAL` in the application")]
     NotWal { path: PathBuf, mode: String },
     #[error("{path}: {op}: {source}")]
-    Sqlite { path: PathBuf, op: &'static str, source: rusqlite::Error },
+    Sqlite {
+        path: PathBuf,
+        op: &'static str,
+        source: rusqlite::Error,
+    },
     #[error("{path}: {op}: {source}")]
-    Io { path: PathBuf, op: &'static str, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        op: &'static str,
+        source: std::io::Error,
+    },
     #[error("{path}: page size {size} is not valid")]
     BadPageSize { path: PathBuf, size: u32 },
 }
@@ -56,7 +64,11 @@ impl DbPaths {
         wal.push("-wal");
         let mut shm = db.as_os_str().to_os_string();
         shm.push("-shm");
-        DbPaths { db: db.to_path_buf(), wal: wal.into(), shm: shm.into() }
+        DbPaths {
+            db: db.to_path_buf(),
+            wal: wal.into(),
+            shm: shm.into(),
+        }
     }
 }
 
@@ -80,7 +92,10 @@ impl ShmInfo {
         if buf[12] == 0 {
             return None; // isInit == 0: not initialised
         }
-        Some(ShmInfo { mx_frame: u32_at(16), n_backfill: u32_at(96) })
+        Some(ShmInfo {
+            mx_frame: u32_at(16),
+            n_backfill: u32_at(96),
+        })
     }
 
     pub fn fully_backfilled(&self) -> bool {
@@ -101,7 +116,10 @@ pub struct DbConns {
 
 impl std::fmt::Debug for DbConns {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DbConns").field("db", &self.paths.db).field("active", &self.active).finish()
+        f.debug_struct("DbConns")
+            .field("db", &self.paths.db)
+            .field("active", &self.active)
+            .finish()
     }
 }
 
@@ -109,18 +127,32 @@ impl std::fmt::Debug for DbConns {
 pub fn read_db_header(path: &Path) -> Result<PageSize, DbError> {
     let f = File::open(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
-            DbError::Missing { path: path.to_path_buf() }
+            DbError::Missing {
+                path: path.to_path_buf(),
+            }
         } else {
-            DbError::Io { path: path.to_path_buf(), op: "open", source: e }
+            DbError::Io {
+                path: path.to_path_buf(),
+                op: "open",
+                source: e,
+            }
         }
     })?;
     let mut hdr = [0u8; 100];
-    f.read_exact_at(&mut hdr, 0).map_err(|_| DbError::NotSqlite { path: path.to_path_buf() })?;
+    f.read_exact_at(&mut hdr, 0)
+        .map_err(|_| DbError::NotSqlite {
+            path: path.to_path_buf(),
+        })?;
     if &hdr[..16] != b"SQLite format 3\0" {
-        return Err(DbError::NotSqlite { path: path.to_path_buf() });
+        return Err(DbError::NotSqlite {
+            path: path.to_path_buf(),
+        });
     }
     let raw = u16::from_be_bytes([hdr[16], hdr[17]]) as u32;
-    PageSize::from_sqlite_header(raw).map_err(|_| DbError::BadPageSize { path: path.to_path_buf(), size: raw })
+    PageSize::from_sqlite_header(raw).map_err(|_| DbError::BadPageSize {
+        path: path.to_path_buf(),
+        size: raw,
+    })
 }
 
 fn open_conn(paths: &DbPaths, busy: Duration) -> Result<Connection, DbError> {
@@ -128,15 +160,21 @@ fn open_conn(paths: &DbPaths, busy: Duration) -> Result<Connection, DbError> {
         let path = paths.db.clone();
         move |source| DbError::Sqlite { path, op, source }
     };
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
     let c = Connection::open_with_flags(&paths.db, flags).map_err(sq("open"))?;
     // Our connections must never checkpoint-and-delete the WAL on close: if we are the
     // last connection, the next start would find the WAL gone and have to resnapshot.
-    c.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
-        .map_err(sq("disable checkpoint on close"))?;
+    c.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+        true,
+    )
+    .map_err(sq("disable checkpoint on close"))?;
     c.busy_timeout(busy).map_err(sq("set busy timeout"))?;
     // Small page cache: we read pages once, and thousands of databases share a process.
-    c.execute_batch("PRAGMA cache_size=-256; PRAGMA wal_autocheckpoint=0;").map_err(sq("configure"))?;
+    c.execute_batch("PRAGMA cache_size=-256; PRAGMA wal_autocheckpoint=0;")
+        .map_err(sq("configure"))?;
     Ok(c)
 }
 
@@ -148,13 +186,27 @@ impl DbConns {
         let p0 = open_conn(&paths, busy)?;
         let mode: String = p0
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-            .map_err(|source| DbError::Sqlite { path: paths.db.clone(), op: "read journal_mode", source })?;
+            .map_err(|source| DbError::Sqlite {
+                path: paths.db.clone(),
+                op: "read journal_mode",
+                source,
+            })?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(DbError::NotWal { path: paths.db.clone(), mode });
+            return Err(DbError::NotWal {
+                path: paths.db.clone(),
+                mode,
+            });
         }
         let p1 = open_conn(&paths, busy)?;
         let barrier = open_conn(&paths, busy)?;
-        Ok(DbConns { paths, page_size, pins: [p0, p1], active: None, barrier, in_barrier: false })
+        Ok(DbConns {
+            paths,
+            page_size,
+            pins: [p0, p1],
+            active: None,
+            barrier,
+            in_barrier: false,
+        })
     }
 
     pub fn paths(&self) -> &DbPaths {
@@ -163,10 +215,6 @@ impl DbConns {
 
     pub fn page_size(&self) -> PageSize {
         self.page_size
-    }
-
-    fn err(&self, op: &'static str) -> impl FnOnce(rusqlite::Error) -> DbError + '_ {
-        move |source| DbError::Sqlite { path: self.paths.db.clone(), op, source }
     }
 
     /// Starts a read transaction on the idle pin connection. The previous pin (if any)
@@ -180,14 +228,27 @@ impl DbConns {
         let c = &self.pins[next];
         if !c.is_autocommit() {
             c.execute_batch("ROLLBACK")
-                .map_err(|source| DbError::Sqlite { path: path.clone(), op: "end stale read transaction", source })?;
+                .map_err(|source| DbError::Sqlite {
+                    path: path.clone(),
+                    op: "end stale read transaction",
+                    source,
+                })?;
         }
-        c.execute_batch("BEGIN")
-            .map_err(|source| DbError::Sqlite { path: path.clone(), op: "begin read transaction", source })?;
+        c.execute_batch("BEGIN").map_err(|source| DbError::Sqlite {
+            path: path.clone(),
+            op: "begin read transaction",
+            source,
+        })?;
         // A read transaction starts (and takes its read mark) at its first read.
-        if let Err(source) = c.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get::<_, i64>(0)) {
+        if let Err(source) = c.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+            r.get::<_, i64>(0)
+        }) {
             let _ = c.execute_batch("ROLLBACK");
-            return Err(DbError::Sqlite { path, op: "start read transaction", source });
+            return Err(DbError::Sqlite {
+                path,
+                op: "start read transaction",
+                source,
+            });
         }
         self.active = Some(next);
         Ok(())
@@ -195,14 +256,17 @@ impl DbConns {
 
     /// Ends the read transaction on the connection that is not the active pin.
     pub fn release_old_pin(&mut self) -> Result<(), DbError> {
-        let Some(active) = self.active else { return Ok(()) };
+        let Some(active) = self.active else {
+            return Ok(());
+        };
         let c = &self.pins[1 - active];
         if !c.is_autocommit() {
-            c.execute_batch("ROLLBACK").map_err(|source| DbError::Sqlite {
-                path: self.paths.db.clone(),
-                op: "end read transaction",
-                source,
-            })?;
+            c.execute_batch("ROLLBACK")
+                .map_err(|source| DbError::Sqlite {
+                    path: self.paths.db.clone(),
+                    op: "end read transaction",
+                    source,
+                })?;
         }
         Ok(())
     }
@@ -221,11 +285,13 @@ impl DbConns {
         if self.in_barrier {
             return Ok(());
         }
-        self.barrier.execute_batch("BEGIN IMMEDIATE").map_err(|source| DbError::Sqlite {
-            path: self.paths.db.clone(),
-            op: "take write lock",
-            source,
-        })?;
+        self.barrier
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|source| DbError::Sqlite {
+                path: self.paths.db.clone(),
+                op: "take write lock",
+                source,
+            })?;
         self.in_barrier = true;
         Ok(())
     }
@@ -235,11 +301,13 @@ impl DbConns {
             return Ok(());
         }
         self.in_barrier = false;
-        self.barrier.execute_batch("ROLLBACK").map_err(|source| DbError::Sqlite {
-            path: self.paths.db.clone(),
-            op: "release write lock",
-            source,
-        })
+        self.barrier
+            .execute_batch("ROLLBACK")
+            .map_err(|source| DbError::Sqlite {
+                path: self.paths.db.clone(),
+                op: "release write lock",
+                source,
+            })
     }
 
     /// Runs `PRAGMA wal_checkpoint(PASSIVE)` on the idle pin connection. It backfills up
@@ -252,22 +320,32 @@ impl DbConns {
         };
         let c = &self.pins[idle];
         if !c.is_autocommit() {
-            c.execute_batch("ROLLBACK").map_err(|source| DbError::Sqlite {
-                path: self.paths.db.clone(),
-                op: "end read transaction",
-                source,
-            })?;
+            c.execute_batch("ROLLBACK")
+                .map_err(|source| DbError::Sqlite {
+                    path: self.paths.db.clone(),
+                    op: "end read transaction",
+                    source,
+                })?;
         }
         let (busy, log, ckpt): (i64, i64, i64) = c
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .map_err(|source| DbError::Sqlite { path: self.paths.db.clone(), op: "checkpoint", source })?;
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .map_err(|source| DbError::Sqlite {
+                path: self.paths.db.clone(),
+                op: "checkpoint",
+                source,
+            })?;
         Ok(if busy != 0 { None } else { Some((log, ckpt)) })
     }
 
     /// Streams every page of the database as the active pin's snapshot sees it, in page
     /// order, through SQLite's own pager (`sqlite_dbpage`), so a concurrent checkpoint can
     /// never tear a page. The lock page is skipped.
-    pub fn for_each_page(&self, mut f: impl FnMut(PageNo, &[u8]) -> Result<(), DbError>) -> Result<u32, DbError> {
+    pub fn for_each_page(
+        &self,
+        mut f: impl FnMut(PageNo, &[u8]) -> Result<(), DbError>,
+    ) -> Result<u32, DbError> {
         let Some(active) = self.active else {
             return Err(DbError::Io {
                 path: self.paths.db.clone(),
@@ -280,7 +358,9 @@ impl DbConns {
             let path = self.paths.db.clone();
             move |source| DbError::Sqlite { path, op, source }
         };
-        let mut stmt = c.prepare_cached("SELECT pgno, data FROM sqlite_dbpage('main') ORDER BY pgno").map_err(sq("read pages"))?;
+        let mut stmt = c
+            .prepare_cached("SELECT pgno, data FROM sqlite_dbpage('main') ORDER BY pgno")
+            .map_err(sq("read pages"))?;
         let mut rows = stmt.query([]).map_err(sq("read pages"))?;
         let lock = self.page_size.lock_page();
         let mut count = 0;
@@ -298,11 +378,33 @@ impl DbConns {
             let data = row.get_ref(1).map_err(sq("read pages"))?;
             let bytes = data.as_blob().map_err(|e| sq("read pages")(e.into()))?;
             if bytes.len() != self.page_size.bytes() {
-                return Err(DbError::BadPageSize { path: self.paths.db.clone(), size: bytes.len() as u32 });
+                return Err(DbError::BadPageSize {
+                    path: self.paths.db.clone(),
+                    size: bytes.len() as u32,
+                });
             }
             f(pgno, bytes)?;
         }
         Ok(count)
+    }
+
+    /// Reads a page straight from the database file (zeros past its end). Used only for
+    /// pages that no committed WAL frame carries: growth pages SQLite never wrote.
+    pub fn read_file_page(&self, pgno: PageNo, buf: &mut [u8]) -> Result<(), DbError> {
+        let io = |source| DbError::Io {
+            path: self.paths.db.clone(),
+            op: "read page from database file",
+            source,
+        };
+        let f = File::open(&self.paths.db).map_err(io)?;
+        buf.fill(0);
+        let off = self.page_size.offset_of(pgno);
+        let len = f.metadata().map_err(io)?.len();
+        if off < len {
+            let n = ((len - off) as usize).min(buf.len());
+            f.read_exact_at(&mut buf[..n], off).map_err(io)?;
+        }
+        Ok(())
     }
 
     /// The database size in pages as the active pin sees it.
@@ -310,7 +412,11 @@ impl DbConns {
         let c = &self.pins[self.active.unwrap_or(0)];
         c.query_row("PRAGMA page_count", [], |r| r.get::<_, i64>(0))
             .map(|n| n as u32)
-            .map_err(|source| DbError::Sqlite { path: self.paths.db.clone(), op: "page_count", source })
+            .map_err(|source| DbError::Sqlite {
+                path: self.paths.db.clone(),
+                op: "page_count",
+                source,
+            })
     }
 
     /// Ends every transaction we hold (shutdown).
@@ -332,7 +438,8 @@ mod tests {
     fn app_db(dir: &Path) -> (PathBuf, Connection) {
         let p = dir.join("app.db");
         let c = Connection::open(&p).unwrap();
-        c.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (1);").unwrap();
+        c.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+            .unwrap();
         (p, c)
     }
 
@@ -342,11 +449,20 @@ mod tests {
         let p = d.path().join("rollback.db");
         let c = Connection::open(&p).unwrap();
         c.execute_batch("CREATE TABLE t(x)").unwrap();
-        assert!(matches!(DbConns::open(&p, Duration::from_secs(1)), Err(DbError::NotWal { .. })));
+        assert!(matches!(
+            DbConns::open(&p, Duration::from_secs(1)),
+            Err(DbError::NotWal { .. })
+        ));
         let junk = d.path().join("junk.db");
         std::fs::write(&junk, vec![7u8; 4096]).unwrap();
-        assert!(matches!(DbConns::open(&junk, Duration::from_secs(1)), Err(DbError::NotSqlite { .. })));
-        assert!(matches!(DbConns::open(&d.path().join("none.db"), Duration::from_secs(1)), Err(DbError::Missing { .. })));
+        assert!(matches!(
+            DbConns::open(&junk, Duration::from_secs(1)),
+            Err(DbError::NotSqlite { .. })
+        ));
+        assert!(matches!(
+            DbConns::open(&d.path().join("none.db"), Duration::from_secs(1)),
+            Err(DbError::Missing { .. })
+        ));
     }
 
     #[test]
@@ -359,21 +475,26 @@ mod tests {
         app.execute("INSERT INTO t VALUES (3)", []).unwrap();
         // The app's TRUNCATE checkpoint cannot reset the WAL under our pin.
         let (busy, _, _): (i64, i64, i64) = app
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
             .unwrap();
         assert_eq!(busy, 1, "TRUNCATE must report busy while pinned");
         assert!(std::fs::metadata(conns.paths().wal.clone()).unwrap().len() > 32);
         // Whole-database image through the pin.
         let mut pages = 0;
-        conns.for_each_page(|_, _| {
-            pages += 1;
-            Ok(())
-        })
-        .unwrap();
+        conns
+            .for_each_page(|_, _| {
+                pages += 1;
+                Ok(())
+            })
+            .unwrap();
         assert_eq!(pages, conns.page_count().unwrap());
         conns.release_all();
         let (busy, _, _): (i64, i64, i64) = app
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
             .unwrap();
         assert_eq!(busy, 0);
     }
@@ -382,7 +503,8 @@ mod tests {
     fn shm_figures_follow_checkpoints() {
         let d = tempfile::tempdir().unwrap();
         let (p, app) = app_db(d.path());
-        app.execute_batch("PRAGMA wal_autocheckpoint=0; INSERT INTO t VALUES (2);").unwrap();
+        app.execute_batch("PRAGMA wal_autocheckpoint=0; INSERT INTO t VALUES (2);")
+            .unwrap();
         let shm = DbPaths::new(&p).shm;
         let before = ShmInfo::read(&shm).unwrap();
         assert!(before.mx_frame > 0 && !before.fully_backfilled());

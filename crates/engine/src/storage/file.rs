@@ -58,7 +58,10 @@ impl FileStore {
         for entry in entries {
             let entry = entry.map_err(|e| self.err(format!("listing {}", dir.display()), e))?;
             let name = entry.file_name();
-            let Some(key) = name.to_str().and_then(|n| LtxKey::parse_file_name(level, n)) else {
+            let Some(key) = name
+                .to_str()
+                .and_then(|n| LtxKey::parse_file_name(level, n))
+            else {
                 continue;
             };
             let meta = match entry.metadata() {
@@ -71,7 +74,11 @@ impl FileStore {
                 continue;
             }
             let created = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-            out.push(LtxInfo { key, size_bytes: meta.len(), created });
+            out.push(LtxInfo {
+                key,
+                size_bytes: meta.len(),
+                created,
+            });
         }
         out.sort_by_key(|i| (i.key.min, i.key.max));
         Ok(out)
@@ -83,21 +90,30 @@ impl FileStore {
         let data = match range {
             None => {
                 let mut v = Vec::new();
-                f.read_to_end(&mut v).map_err(|e| self.err(key.to_string(), e))?;
+                f.read_to_end(&mut v)
+                    .map_err(|e| self.err(key.to_string(), e))?;
                 v
             }
             Some(r) => {
-                let len = f.metadata().map_err(|e| self.err(key.to_string(), e))?.len();
+                let len = f
+                    .metadata()
+                    .map_err(|e| self.err(key.to_string(), e))?
+                    .len();
                 if r.start > r.end || r.end > len {
                     return Err(StorageError::Permanent {
                         location: self.location.clone(),
                         what: key.to_string(),
-                        detail: format!("range {}..{} outside file of {} bytes", r.start, r.end, len),
+                        detail: format!(
+                            "range {}..{} outside file of {} bytes",
+                            r.start, r.end, len
+                        ),
                     });
                 }
                 let mut v = vec![0u8; (r.end - r.start) as usize];
-                f.seek(SeekFrom::Start(r.start)).map_err(|e| self.err(key.to_string(), e))?;
-                f.read_exact(&mut v).map_err(|e| self.err(key.to_string(), e))?;
+                f.seek(SeekFrom::Start(r.start))
+                    .map_err(|e| self.err(key.to_string(), e))?;
+                f.read_exact(&mut v)
+                    .map_err(|e| self.err(key.to_string(), e))?;
                 v
             }
         };
@@ -106,8 +122,10 @@ impl FileStore {
 
     fn put_sync(&self, key: &LtxKey, data: &[u8], created: SystemTime) -> Result<(), StorageError> {
         let dir = self.level_dir(key.level);
-        fsutil::create_dir_all_durable(&dir).map_err(|e| self.err(format!("creating {}", dir.display()), e))?;
-        fsutil::write_durable(&self.path_of(key), data, Some(created)).map_err(|e| self.err(key.to_string(), e))
+        fsutil::create_dir_all_durable(&dir)
+            .map_err(|e| self.err(format!("creating {}", dir.display()), e))?;
+        fsutil::write_durable(&self.path_of(key), data, Some(created))
+            .map_err(|e| self.err(key.to_string(), e))
     }
 
     fn delete_sync(&self, keys: &[LtxKey]) -> Result<(), StorageError> {
@@ -125,11 +143,63 @@ impl FileStore {
         for level in dirs {
             let dir = self.level_dir(level);
             if dir.is_dir() {
-                fsutil::sync_dir(&dir).map_err(|e| self.err(format!("syncing {}", dir.display()), e))?;
+                fsutil::sync_dir(&dir)
+                    .map_err(|e| self.err(format!("syncing {}", dir.display()), e))?;
             }
         }
         Ok(())
     }
+
+    fn put_if_absent_sync(&self, name: &str, data: &[u8]) -> Result<(), StorageError> {
+        let valid = !name.is_empty()
+            && name.split('/').all(|s| !s.is_empty() && s != "." && s != "..");
+        if !valid {
+            return Err(StorageError::Permanent {
+                location: self.location.clone(),
+                what: format!("{name:?}"),
+                detail: "not a relative path".into(),
+            });
+        }
+        let path = self.root.join(name);
+        if let Some(dir) = path.parent() {
+            fsutil::create_dir_all_durable(dir)
+                .map_err(|e| self.err(format!("creating {}", dir.display()), e))?;
+        }
+        match create_new_durable(&path, data) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                Err(StorageError::Precondition { location: self.location.clone(), what: name.into() })
+            }
+            Err(e) => Err(self.err(name, e)),
+        }
+    }
+}
+
+/// Creates `path` with `data` unless it exists (`AlreadyExists`), atomically and durably:
+/// the content is written and fsynced under a temp name, then hard-linked into place, which
+/// fails rather than replaces, so no reader sees a partial file and no writer overwrites.
+fn create_new_durable(path: &Path, data: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(format!(
+        ".{}.{}{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed),
+        fsutil::TMP_SUFFIX
+    ));
+    let tmp = path.with_file_name(name);
+    let result = (|| {
+        let mut f = fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        drop(f);
+        fs::hard_link(&tmp, path)
+    })();
+    let _ = fs::remove_file(&tmp);
+    result?;
+    fsutil::sync_parent_dir(path)
 }
 
 #[async_trait]
@@ -149,7 +219,12 @@ impl ReplicaStore for FileStore {
         blocking(&self.location, move || s.get_sync(&key, range)).await
     }
 
-    async fn put(&self, key: &LtxKey, data: Bytes, created: SystemTime) -> Result<(), StorageError> {
+    async fn put(
+        &self,
+        key: &LtxKey,
+        data: Bytes,
+        created: SystemTime,
+    ) -> Result<(), StorageError> {
         let s = self.clone();
         let key = *key;
         blocking(&self.location, move || s.put_sync(&key, &data, created)).await
@@ -159,6 +234,12 @@ impl ReplicaStore for FileStore {
         let s = self.clone();
         let keys = keys.to_vec();
         blocking(&self.location, move || s.delete_sync(&keys)).await
+    }
+
+    async fn put_if_not_exists(&self, name: &str, data: Bytes) -> Result<(), StorageError> {
+        let s = self.clone();
+        let name = name.to_string();
+        blocking(&self.location, move || s.put_if_absent_sync(&name, &data)).await
     }
 }
 
@@ -184,11 +265,23 @@ pub(crate) fn io_to_storage(location: &str, what: String, e: io::Error) -> Stora
     }
     match e.kind() {
         io::ErrorKind::NotFound => StorageError::NotFound { location, what },
-        io::ErrorKind::PermissionDenied => StorageError::PermissionDenied { location, what, detail: e.to_string() },
+        io::ErrorKind::PermissionDenied => StorageError::PermissionDenied {
+            location,
+            what,
+            detail: e.to_string(),
+        },
         io::ErrorKind::Interrupted | io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
-            StorageError::Transient { location, what, detail: e.to_string() }
+            StorageError::Transient {
+                location,
+                what,
+                detail: e.to_string(),
+            }
         }
-        _ => StorageError::Permanent { location, what, detail: e.to_string() },
+        _ => StorageError::Permanent {
+            location,
+            what,
+            detail: e.to_string(),
+        },
     }
 }
 
@@ -199,7 +292,11 @@ mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
     fn key(level: u8, min: u64, max: u64) -> LtxKey {
-        LtxKey::new(Level::new(level).unwrap(), TxId::new(min).unwrap(), TxId::new(max).unwrap())
+        LtxKey::new(
+            Level::new(level).unwrap(),
+            TxId::new(min).unwrap(),
+            TxId::new(max).unwrap(),
+        )
     }
 
     #[tokio::test]
@@ -207,19 +304,43 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let s = FileStore::new(d.path());
         let t = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
-        s.put(&key(0, 2, 2), Bytes::from_static(b"second"), t).await.unwrap();
-        s.put(&key(0, 1, 1), Bytes::from_static(b"first"), t).await.unwrap();
+        s.put(&key(0, 2, 2), Bytes::from_static(b"second"), t)
+            .await
+            .unwrap();
+        s.put(&key(0, 1, 1), Bytes::from_static(b"first"), t)
+            .await
+            .unwrap();
         fs::write(d.path().join("ltx/0/junk.txt"), b"x").unwrap();
         let l = s.list(Level::L0).await.unwrap();
-        assert_eq!(l.iter().map(|i| i.key).collect::<Vec<_>>(), vec![key(0, 1, 1), key(0, 2, 2)]);
+        assert_eq!(
+            l.iter().map(|i| i.key).collect::<Vec<_>>(),
+            vec![key(0, 1, 1), key(0, 2, 2)]
+        );
         assert_eq!(l[0].created, t);
         assert_eq!(l[1].size_bytes, 6);
-        assert!(d.path().join("ltx/0/0000000000000001-0000000000000001.ltx").is_file());
+        assert!(d
+            .path()
+            .join("ltx/0/0000000000000001-0000000000000001.ltx")
+            .is_file());
         assert_eq!(&s.get(&key(0, 2, 2), Some(1..4)).await.unwrap()[..], b"eco");
         assert!(s.get(&key(0, 2, 2), Some(1..40)).await.is_err());
         assert!(s.get(&key(0, 3, 3), None).await.unwrap_err().is_not_found());
         s.delete(&[key(0, 1, 1), key(0, 9, 9)]).await.unwrap();
         assert_eq!(s.list(Level::L0).await.unwrap().len(), 1);
         assert!(s.list(Level::SNAPSHOT).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn put_if_not_exists_never_replaces() {
+        let d = tempfile::tempdir().unwrap();
+        let s = FileStore::new(d.path());
+        s.put_if_not_exists("lock.json", Bytes::from_static(b"one")).await.unwrap();
+        let e = s.put_if_not_exists("lock.json", Bytes::from_static(b"two")).await.unwrap_err();
+        assert!(matches!(e, StorageError::Precondition { .. }), "{e}");
+        assert_eq!(fs::read(d.path().join("lock.json")).unwrap(), b"one");
+        s.put_if_not_exists("a/b.json", Bytes::from_static(b"x")).await.unwrap();
+        assert!(s.put_if_not_exists("../x", Bytes::new()).await.is_err());
+        let names: Vec<_> = fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 2, "no temp file left behind: {names:?}");
     }
 }

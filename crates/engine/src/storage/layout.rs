@@ -52,7 +52,9 @@ impl fmt::Display for LtxKey {
 }
 
 fn is_lower_hex16(s: &str) -> bool {
-    s.len() == 16 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 16
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// One LTX file as a listing reports it.
@@ -163,16 +165,28 @@ mod tests {
     #[test]
     fn layouts() {
         let k = LtxKey::new(Level::SNAPSHOT, t(1), t(6));
-        assert_eq!(Layout::LtxDir.key_path(&k), "ltx/9/0000000000000001-0000000000000006.ltx");
-        assert_eq!(Layout::HexLevel.key_path(&k), "0009/0000000000000001-0000000000000006.ltx");
+        assert_eq!(
+            Layout::LtxDir.key_path(&k),
+            "ltx/9/0000000000000001-0000000000000006.ltx"
+        );
+        assert_eq!(
+            Layout::HexLevel.key_path(&k),
+            "0009/0000000000000001-0000000000000006.ltx"
+        );
         let k = LtxKey::new(Level::new(3).unwrap(), t(7), t(7));
-        assert_eq!(Layout::LtxDir.key_path(&k), "ltx/3/0000000000000007-0000000000000007.ltx");
+        assert_eq!(
+            Layout::LtxDir.key_path(&k),
+            "ltx/3/0000000000000007-0000000000000007.ltx"
+        );
     }
 
     #[test]
     fn v3_names() {
         assert_eq!(v3::parse_snapshot_name("0000000a.snapshot.lz4"), Some(10));
-        assert_eq!(v3::parse_wal_segment_name("00000001_00001020.wal.lz4"), Some((1, 0x1020)));
+        assert_eq!(
+            v3::parse_wal_segment_name("00000001_00001020.wal.lz4"),
+            Some((1, 0x1020))
+        );
         assert_eq!(v3::parse_wal_segment_name("1_2.wal.lz4"), None);
     }
 }

@@ -1,7 +1,7 @@
 //! Replica storage: one narrow trait every backend implements, with semantic errors.
 //!
 //! Owns: the [`ReplicaStore`] contract, the [`StorageError`] classification (callers decide
-//! retries from the variant, never the message), and the backends (`file`, later s3, sftp,
+//! retries from the variant, never the message), and the backends (`file`, `s3`; later sftp,
 //! abs, gcs). Key spelling lives only in [`layout`]. Only this module talks to a backend.
 //!
 //! Contract, for every backend:
@@ -10,9 +10,14 @@
 //! - `list` returns a level's files sorted by (min, max) TXID, ignoring names that are not LTX.
 //! - `get` with a range returns exactly those bytes, or `NotFound`.
 //! - `delete` of a missing key is not an error.
+//! - `list_exact_times` reports `created` exactly as `put` recorded it, even where `list`
+//!   only approximates it (S3 listings carry LastModified, not metadata).
+//! - `put_if_not_exists` creates an object atomically or fails with `Precondition`,
+//!   leaving the existing one untouched.
 
 pub mod file;
 pub mod layout;
+pub mod s3;
 
 use std::ops::Range;
 use std::time::SystemTime;
@@ -32,15 +37,27 @@ pub enum StorageError {
     #[error("{location}: precondition failed for {what}")]
     Precondition { location: String, what: String },
     #[error("{location}: permission denied for {what}: {detail}")]
-    PermissionDenied { location: String, what: String, detail: String },
+    PermissionDenied {
+        location: String,
+        what: String,
+        detail: String,
+    },
     #[error("{location}: no space left writing {what}")]
     NoSpace { location: String, what: String },
     /// Worth retrying: timeouts, connection resets, 5xx, throttling.
     #[error("{location}: transient error on {what}: {detail}")]
-    Transient { location: String, what: String, detail: String },
+    Transient {
+        location: String,
+        what: String,
+        detail: String,
+    },
     /// Retrying will not help until someone changes something.
     #[error("{location}: {what}: {detail}")]
-    Permanent { location: String, what: String, detail: String },
+    Permanent {
+        location: String,
+        what: String,
+        detail: String,
+    },
 }
 
 impl StorageError {
@@ -79,8 +96,28 @@ pub trait ReplicaStore: Send + Sync + 'static {
     async fn get(&self, key: &LtxKey, range: Option<Range<u64>>) -> Result<Bytes, StorageError>;
 
     /// Stores a whole file atomically, recording `created` as its timestamp.
-    async fn put(&self, key: &LtxKey, data: Bytes, created: SystemTime) -> Result<(), StorageError>;
+    async fn put(&self, key: &LtxKey, data: Bytes, created: SystemTime)
+        -> Result<(), StorageError>;
 
     /// Deletes files; missing ones are ignored.
     async fn delete(&self, keys: &[LtxKey]) -> Result<(), StorageError>;
+
+    /// [`ReplicaStore::list`] with `created` exactly as `put` recorded it, for point-in-time
+    /// restores. Backends whose listing already reports it keep this default; S3 reads each
+    /// file's `litestream-timestamp` metadata (one HEAD per file, as Litestream does).
+    async fn list_exact_times(&self, level: Level) -> Result<Vec<LtxInfo>, StorageError> {
+        self.list(level).await
+    }
+
+    /// Creates `name` (a `/`-separated path under the replica root, outside the level
+    /// directories, e.g. `lock.json`) holding `data`, atomically, unless it already exists:
+    /// then `Precondition`, and the existing object is untouched. For leases.
+    async fn put_if_not_exists(&self, name: &str, data: Bytes) -> Result<(), StorageError> {
+        let _ = data;
+        Err(StorageError::Permanent {
+            location: self.location().to_string(),
+            what: name.to_string(),
+            detail: "conditional create is not supported by this backend".into(),
+        })
+    }
 }

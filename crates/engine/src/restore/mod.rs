@@ -1,0 +1,12 @@
+//! Restoring a database from a replica.
+//!
+//! Data flow: a listing from `storage` → [`plan`] (pure: which files, in which order, or
+//! a precise gap error) → [`apply`] (parallel ranged fetches, newest-page-wins merge into
+//! a temp file, every file's checksum and optionally SQLite's integrity check verified,
+//! then fsync, rename, directory fsync) → done. [`follow`] keeps a restored copy current.
+//!
+//! The output path is never touched until everything is verified.
+
+pub mod apply;
+pub mod follow;
+pub mod plan;

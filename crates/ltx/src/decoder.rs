@@ -1,0 +1,288 @@
+//! Streaming LTX reader.
+//!
+//! Owns: reading a file front to back with bounded memory (one compressed page
+//! plus the page index), checking the page rules, decompressing both page
+//! encodings (even mixed in one file), checking that the page index matches the
+//! pages seen, and verifying the file checksum and the absence of trailing data.
+//! It does not apply pages to a database or decide what to do with a bad file.
+
+use std::io::Read;
+
+use crate::checksum::Crc64Hasher;
+use crate::error::DecodeError;
+use crate::header::{be_u64, Header, Trailer, HEADER_SIZE};
+use crate::index::{parse_entries, PageIndexEntry, INDEX_FOOTER_SIZE, MAX_ENTRY_LEN};
+use crate::lz4::{
+    decode_block, max_compressed_size, read_legacy_frame, PAGE_FLAG_SIZE, PAGE_HEADER_SIZE,
+};
+use crate::types::PageNo;
+
+/// A reader that knows its absolute offset in the LTX file, so every error can
+/// name it without requiring `Seek`.
+pub(crate) struct Source<R> {
+    r: R,
+    offset: u64,
+}
+
+impl<R: Read> Source<R> {
+    pub(crate) fn new(r: R, offset: u64) -> Source<R> {
+        Source { r, offset }
+    }
+
+    pub(crate) fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Fills `buf`; on failure the error names the offset where `buf` starts.
+    pub(crate) fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), DecodeError> {
+        self.r
+            .read_exact(buf)
+            .map_err(|e| DecodeError::io(self.offset, e))?;
+        self.offset += buf.len() as u64;
+        Ok(())
+    }
+
+    pub(crate) fn read_array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        let mut b = [0u8; N];
+        self.read_exact(&mut b)?;
+        Ok(b)
+    }
+
+    /// Reads up to `limit` bytes, stopping early only at end of file.
+    fn read_up_to(&mut self, limit: u64) -> Result<Vec<u8>, DecodeError> {
+        let mut v = Vec::new();
+        (&mut self.r)
+            .take(limit)
+            .read_to_end(&mut v)
+            .map_err(|e| DecodeError::io(self.offset, e))?;
+        self.offset += v.len() as u64;
+        Ok(v)
+    }
+}
+
+/// Reads one LTX file from `R`. Call [`Decoder::next_page`] until it returns
+/// `Ok(None)`, then [`Decoder::finish`] to verify the index and checksum. Pages
+/// are only trustworthy once `finish` succeeds. After any error the decoder is
+/// unusable and further calls return [`DecodeError::Poisoned`].
+pub struct Decoder<R: Read> {
+    src: Source<R>,
+    header: Header,
+    hasher: Crc64Hasher,
+    seen: Vec<PageIndexEntry>,
+    /// Compressed bytes of the current page (bounded by the LZ4 worst case).
+    scratch: Vec<u8>,
+    pages_done: bool,
+    poisoned: bool,
+}
+
+impl<R: Read> Decoder<R> {
+    /// Reads and validates the header.
+    pub fn new(r: R) -> Result<Decoder<R>, DecodeError> {
+        let mut src = Source::new(r, 0);
+        let bytes = src.read_array::<HEADER_SIZE>()?;
+        let header = Header::from_bytes(&bytes)?;
+        let mut hasher = Crc64Hasher::new();
+        hasher.update(&bytes);
+        Ok(Decoder {
+            src,
+            header,
+            hasher,
+            seen: Vec::new(),
+            scratch: Vec::new(),
+            pages_done: false,
+            poisoned: false,
+        })
+    }
+
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// Bytes consumed so far.
+    pub fn offset(&self) -> u64 {
+        self.src.offset()
+    }
+
+    /// Decompresses the next page into `buf` and returns its number, or `Ok(None)`
+    /// at the end of the pages.
+    ///
+    /// # Panics
+    /// If `buf.len()` is not the header's page size.
+    pub fn next_page(&mut self, buf: &mut [u8]) -> Result<Option<PageNo>, DecodeError> {
+        assert_eq!(
+            buf.len(),
+            self.header.page_size.bytes(),
+            "next_page buffer must be one page"
+        );
+        if self.poisoned {
+            return Err(DecodeError::Poisoned {
+                offset: self.src.offset(),
+            });
+        }
+        if self.pages_done {
+            return Ok(None);
+        }
+        let result = self.read_page(buf);
+        if result.is_err() {
+            self.poisoned = true;
+        }
+        result
+    }
+
+    fn read_page(&mut self, buf: &mut [u8]) -> Result<Option<PageNo>, DecodeError> {
+        let start = self.src.offset();
+        let ph = self.src.read_array::<PAGE_HEADER_SIZE>()?;
+        let pgno = u32::from_be_bytes([ph[0], ph[1], ph[2], ph[3]]);
+        let flags = u16::from_be_bytes([ph[4], ph[5]]);
+        self.hasher.update(&ph);
+        let Ok(pgno) = PageNo::new(pgno) else {
+            if flags != 0 {
+                return Err(DecodeError::BadPageHeader {
+                    offset: start,
+                    reason: format!("end-of-pages marker has flags {flags:#06x}"),
+                });
+            }
+            self.pages_done = true;
+            return Ok(None);
+        };
+        if flags & !PAGE_FLAG_SIZE != 0 {
+            return Err(DecodeError::BadPageHeader {
+                offset: start,
+                reason: format!("page {pgno} has unknown flags {flags:#06x}"),
+            });
+        }
+        if let Some(prev) = self.seen.last() {
+            if pgno <= prev.pgno {
+                return Err(DecodeError::PageOrder {
+                    offset: start,
+                    prev: prev.pgno.get(),
+                    pgno: pgno.get(),
+                });
+            }
+        }
+        if pgno.get() > self.header.commit {
+            return Err(DecodeError::PageBeyondCommit {
+                offset: start,
+                pgno: pgno.get(),
+                commit: self.header.commit,
+            });
+        }
+
+        if flags & PAGE_FLAG_SIZE != 0 {
+            let size_at = self.src.offset();
+            let size_field = self.src.read_array::<4>()?;
+            let csize = u32::from_be_bytes(size_field) as usize;
+            if csize > max_compressed_size(buf.len()) {
+                return Err(DecodeError::BadPageHeader {
+                    offset: size_at,
+                    reason: format!(
+                        "compressed size {csize} is too large for a {}-byte page",
+                        buf.len()
+                    ),
+                });
+            }
+            self.hasher.update(&size_field);
+            self.scratch.resize(csize, 0);
+            self.src.read_exact(&mut self.scratch)?;
+            decode_block(&self.scratch, buf, size_at + 4)?;
+        } else {
+            read_legacy_frame(&mut self.src, &mut self.scratch, buf)?;
+        }
+        self.hasher.update(buf);
+        self.seen.push(PageIndexEntry {
+            pgno,
+            offset: start,
+            size: self.src.offset() - start,
+        });
+        Ok(Some(pgno))
+    }
+
+    /// Skips any unread pages (still checking and hashing them), then reads and
+    /// checks the page index, the trailer and the file checksum, and makes sure
+    /// nothing follows the trailer.
+    pub fn finish(mut self) -> Result<Trailer, DecodeError> {
+        if self.poisoned {
+            return Err(DecodeError::Poisoned {
+                offset: self.src.offset(),
+            });
+        }
+        if !self.pages_done {
+            let mut buf = vec![0u8; self.header.page_size.bytes()];
+            while self.next_page(&mut buf)?.is_some() {}
+        }
+
+        let index_start = self.src.offset();
+        // The index is bounded by what the pages seen allow, so corrupt input cannot
+        // make us buffer more; one extra byte detects trailing data.
+        let limit = (self.seen.len() * MAX_ENTRY_LEN + 10 + INDEX_FOOTER_SIZE + 1) as u64;
+        let tail = self.src.read_up_to(limit)?;
+        let end = index_start + tail.len() as u64;
+
+        let (entries, used) = parse_entries(&tail, index_start).map_err(|e| match e {
+            DecodeError::UnexpectedEof { offset } if tail.len() as u64 == limit => {
+                DecodeError::BadIndex {
+                    offset,
+                    reason: format!("index is longer than {} pages allow", self.seen.len()),
+                }
+            }
+            e => e,
+        })?;
+        if entries.len() != self.seen.len() {
+            return Err(DecodeError::BadIndex {
+                offset: index_start,
+                reason: format!(
+                    "index lists {} pages, the file has {}",
+                    entries.len(),
+                    self.seen.len()
+                ),
+            });
+        }
+        for (i, (got, want)) in entries.iter().zip(&self.seen).enumerate() {
+            if got != want {
+                return Err(DecodeError::BadIndex {
+                    offset: index_start,
+                    reason: format!(
+                        "entry {i} is page {} at {} size {}, but the pages have page {} at {} size {}",
+                        got.pgno, got.offset, got.size, want.pgno, want.offset, want.size
+                    ),
+                });
+            }
+        }
+        if tail.len() < used + INDEX_FOOTER_SIZE {
+            return Err(DecodeError::UnexpectedEof { offset: end });
+        }
+        let size = be_u64(&tail, used);
+        if size != used as u64 {
+            return Err(DecodeError::BadIndex {
+                offset: index_start + used as u64,
+                reason: format!("index size field says {size}, the index is {used} bytes"),
+            });
+        }
+        let trailer_at = used + 8;
+        self.hasher.update(&tail[..trailer_at + 8]);
+        let trailer = Trailer::from_slice(&tail[trailer_at..trailer_at + 16]);
+        if self.header.no_checksum() && trailer.post_apply_checksum != 0 {
+            return Err(DecodeError::BadTrailer {
+                offset: index_start + trailer_at as u64,
+                reason: format!(
+                    "post-apply checksum {:#018x} is not allowed with the NoChecksum flag",
+                    trailer.post_apply_checksum
+                ),
+            });
+        }
+        let computed = self.hasher.ltx_value();
+        if trailer.file_checksum != computed {
+            return Err(DecodeError::ChecksumMismatch {
+                offset: index_start + trailer_at as u64 + 8,
+                stored: trailer.file_checksum,
+                computed,
+            });
+        }
+        if tail.len() > trailer_at + 16 {
+            return Err(DecodeError::TrailingData {
+                offset: index_start + trailer_at as u64 + 16,
+            });
+        }
+        Ok(trailer)
+    }
+}
