@@ -292,9 +292,17 @@ mod tests {
         Listing::new(v)
     }
 
+    /// (name, listing, target, the plan's (level, min, max) files or the error variant).
+    type Case = (
+        &'static str,
+        Listing,
+        Target,
+        Result<Vec<(u8, u64, u64)>, &'static str>,
+    );
+
     #[test]
     fn table() {
-        let cases: Vec<(&str, Listing, Target, Result<Vec<(u8, u64, u64)>, &str>)> = vec![
+        let cases: Vec<Case> = vec![
             (
                 "latest uses newest snapshot then L0",
                 typical(),

@@ -83,7 +83,7 @@ impl WalHeader {
 
 /// SQLite's WAL checksum over `data` (a multiple of 8 bytes), continuing from `s`.
 pub fn checksum_bytes(big_endian: bool, data: &[u8], s: (u32, u32)) -> (u32, u32) {
-    debug_assert!(data.len() % 8 == 0);
+    debug_assert!(data.len().is_multiple_of(8));
     let (mut s1, mut s2) = s;
     for w in data.chunks_exact(8) {
         let (x0, x1) = if big_endian {
@@ -195,7 +195,7 @@ pub fn scan(f: &File, page_size: PageSize, from: &ScanFrom) -> io::Result<Scan> 
         {
             if c.offset > file_size
                 || c.offset < WAL_HEADER_SIZE
-                || (c.offset - WAL_HEADER_SIZE) % h.frame_size() != 0
+                || !(c.offset - WAL_HEADER_SIZE).is_multiple_of(h.frame_size())
             {
                 return Ok(Scan {
                     file_size,
@@ -249,7 +249,7 @@ pub fn verify_prefix(
     {
         return Ok(None);
     }
-    if (offset - WAL_HEADER_SIZE) % h.frame_size() != 0 {
+    if !(offset - WAL_HEADER_SIZE).is_multiple_of(h.frame_size()) {
         return Ok(None);
     }
     let start = cursor_at_header(&h);
