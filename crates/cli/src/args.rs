@@ -24,6 +24,7 @@ const LONG_FLAGS: &[&str] = &[
     "parallelism",
     "follow-interval",
     "replica",
+    "generation",
     "level",
     "verbose",
     "legacy-page-encoding",

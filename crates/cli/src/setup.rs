@@ -85,11 +85,57 @@ pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
 pub fn build_store(kind: &ReplicaKind) -> anyhow::Result<Arc<dyn ReplicaStore>> {
     match kind {
         ReplicaKind::File { path } => Ok(Arc::new(FileStore::new(path.clone()))),
+        ReplicaKind::S3(c) => Ok(Arc::new(engine::storage::s3::S3Store::new(s3_options(c)?)?)),
         other => bail!(
             "replica type {} is not supported yet (file replicas only in this version)",
             other.type_name()
         ),
     }
+}
+
+/// The S3 backend's options from a replica's config. Credentials and endpoint missing from
+/// the config come from the environment here too, because `restore s3://...` parses a bare
+/// URL without them; for configured replicas this finds them already filled.
+fn s3_options(c: &crate::config::S3Config) -> anyhow::Result<engine::storage::s3::S3Options> {
+    let mut kind = ReplicaKind::S3(c.clone());
+    kind.apply_env_defaults(&|k| std::env::var(k).ok());
+    let shown = kind.describe();
+    let ReplicaKind::S3(c) = kind else {
+        unreachable!("still s3")
+    };
+    if let Some(alg) = &c.sse_customer_algorithm {
+        if !alg.eq_ignore_ascii_case("AES256") {
+            bail!("{shown}: sse-customer-algorithm {alg:?} is not supported (AES256 only)");
+        }
+    }
+    let sse_customer_key = match (&c.sse_customer_key, &c.sse_customer_key_path) {
+        (Some(k), _) => Some(k.expose().to_string()),
+        (None, Some(p)) => {
+            let raw = std::fs::read(p).with_context(|| {
+                format!("{shown}: reading sse-customer-key-path {}", p.display())
+            })?;
+            let key = engine::storage::s3::sse_customer_key_base64(&raw)
+                .map_err(|e| anyhow::anyhow!("{shown}: {}: {e}", p.display()))?;
+            Some(key)
+        }
+        (None, None) => None,
+    };
+    Ok(engine::storage::s3::S3Options {
+        bucket: c.bucket.clone(),
+        prefix: c.path.clone(),
+        endpoint: c.endpoint.clone(),
+        region: c.region.clone(),
+        force_path_style: c.force_path_style,
+        access_key_id: c.access_key_id.as_ref().map(|s| s.expose().to_string()),
+        secret_access_key: c.secret_access_key.as_ref().map(|s| s.expose().to_string()),
+        skip_verify: c.skip_verify,
+        sse_kms_key_id: c.sse_kms_key_id.clone(),
+        sse_customer_key,
+        part_size: c.part_size,
+        concurrency: c.concurrency.map(|n| n as usize),
+        storage_class: c.storage_class.clone(),
+        sign_payload: c.sign_payload,
+    })
 }
 
 /// A replica's display name: its `name`, else its type, numbered when repeated.

@@ -4,14 +4,21 @@
 //! `restore [flags] DB_PATH` takes the replica from the config; `restore [flags]
 //! REPLICA_URL` takes it from the URL (credentials from a config replica with the same
 //! URL, or the environment).
+//!
+//! A replica without LTX files that holds what Litestream 0.3 wrote (`generations/`) is
+//! restored from that instead, to its latest state (`engine::restore::v3`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use engine::restore::apply::{self, ApplyOptions, IntegrityCheck};
 use engine::restore::plan::{self, Listing, Target};
+use engine::restore::v3;
+use engine::storage::layout::v3::V3File;
+use engine::storage::ReplicaStore;
 use ltx::TxId;
 
 use crate::setup::{self, ReplicaChoice};
@@ -53,6 +60,10 @@ pub struct Args {
     /// Which configured replica to restore from (default: the one with the newest data).
     #[arg(long)]
     replica: Option<String>,
+    /// Litestream 0.3 replicas only: the generation to restore (default: the one with the
+    /// newest file, as 0.3 picks it).
+    #[arg(long)]
+    generation: Option<String>,
     /// Follow mode: keep the output current with the replica (read-only copy).
     #[arg(short = 'f')]
     follow: bool,
@@ -126,7 +137,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         let candidates = setup::restore_candidates(cfg.as_ref(), &choice)?;
         // With several replicas, pick the one holding the newest TXID.
         let mut best = None;
-        for (name, store) in candidates {
+        for (name, store) in candidates.iter().cloned() {
             let files = setup::list_all(store.as_ref())
                 .await
                 .with_context(|| format!("listing replica {name}"))?;
@@ -140,11 +151,20 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             bail!("no replica configured for {}", a.target)
         };
         if newest.is_none() {
+            // No LTX history anywhere: perhaps Litestream 0.3 wrote these replicas.
+            if let Some((name, store, files)) = newest_v3_replica(&candidates).await {
+                return restore_v3(&a, &name, store, &files, &output, integrity).await;
+            }
             if a.if_replica_exists {
                 println!("no backups found on replica {name}, skipping");
                 return Ok(ExitCode::SUCCESS);
             }
             bail!("replica {name} ({}) holds no backup", store.location());
+        }
+        if a.generation.is_some() {
+            bail!(
+                "-generation applies to Litestream 0.3 replicas (generations/), but replica {name} holds LTX files"
+            );
         }
         let p = plan::plan(&listing, target).with_context(|| {
             format!(
@@ -200,6 +220,102 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Among replicas without LTX files, the one whose Litestream 0.3 generations hold the
+/// newest file: 0.3's rule for choosing a generation, applied across replicas. A backend
+/// that cannot list them counts as holding none: the error is logged, not fatal, so
+/// `-if-replica-exists` still skips an empty replica on such a backend.
+async fn newest_v3_replica(
+    candidates: &[(String, Arc<dyn ReplicaStore>)],
+) -> Option<(String, Arc<dyn ReplicaStore>, Vec<V3File>)> {
+    let mut best: Option<(String, Arc<dyn ReplicaStore>, Vec<V3File>)> = None;
+    for (name, store) in candidates {
+        let files = match store.list_v3().await {
+            Ok(f) if !f.is_empty() => f,
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::warn!(replica = %name, error = %e, "cannot list Litestream 0.3 generations");
+                continue;
+            }
+        };
+        let newest = |f: &[V3File]| f.iter().map(|f| f.modified).max();
+        if best
+            .as_ref()
+            .is_none_or(|(_, _, b)| newest(&files) > newest(b))
+        {
+            best = Some((name.clone(), store.clone(), files));
+        }
+    }
+    best
+}
+
+/// Restores the latest state of a Litestream 0.3 generation (`generations/` layout).
+async fn restore_v3(
+    a: &Args,
+    name: &str,
+    store: Arc<dyn ReplicaStore>,
+    files: &[V3File],
+    output: &Path,
+    integrity: IntegrityCheck,
+) -> anyhow::Result<ExitCode> {
+    if a.txid.is_some() || a.timestamp.is_some() || a.follow {
+        bail!(
+            "replica {name} ({}) holds only Litestream 0.3 generations: -txid, -timestamp and -f need LTX history; without them the latest state is restored",
+            store.location()
+        );
+    }
+    let p = match v3::plan_v3(files, a.generation.as_deref()) {
+        Ok(p) => p,
+        Err(e) => {
+            if let Some(h) = e.hint() {
+                eprintln!("hint: {h}");
+            }
+            return Err(anyhow::Error::new(e).context(format!(
+                "planning restore from replica {name} ({}) (Litestream 0.3 generations)",
+                store.location()
+            )));
+        }
+    };
+    if a.dry_run {
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&p.to_json())?);
+        } else {
+            println!("replica {name} ({})", store.location());
+            print!("{p}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let opts = ApplyOptions {
+        parallelism: a.parallelism.max(1),
+        integrity,
+        force: a.force,
+    };
+    let report = v3::apply_v3(store, &p, output, &opts)
+        .await
+        .with_context(|| format!("restoring {}", output.display()))?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "output": output, "replica": name, "generation": p.generation.as_str(),
+                "wal_index": format!("{:08x}", p.last_index()),
+                "files": report.files, "bytes": report.bytes_fetched, "pages": report.pages,
+                "page_size": report.page_size, "seconds": report.seconds,
+            })
+        );
+    } else {
+        eprintln!(
+            "restored {} from Litestream 0.3 generation {} to WAL index {:08x} from {} file(s), {} bytes, in {:.3}s",
+            output.display(),
+            p.generation,
+            p.last_index(),
+            report.files,
+            report.bytes_fetched,
+            report.seconds
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[allow(dead_code)]

@@ -3,7 +3,10 @@
 //!
 //! One test binary; shared helpers in `harness`.
 
+mod garage;
 mod harness;
 mod litestream;
 mod replicate;
 mod restore;
+mod s3;
+mod v3;

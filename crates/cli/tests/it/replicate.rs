@@ -218,3 +218,44 @@ fn exec_runs_child_and_exits_with_its_status() {
     let want = pages_of_live(&db);
     restore_and_compare(&cfg, &db, &w.path("restored.db"), &want, &[]);
 }
+
+#[test]
+fn database_replaced_on_disk_is_detected() {
+    let w = Work::new();
+    let db = w.path("app.db");
+    let replica = w.path("replica");
+    let app = app_db(&db);
+    insert_rows(&app, 20, 300);
+    let cfg = w.file_config(&db, &replica, "");
+    let r = Replicator::start(&w, &["-config", cfg.to_str().unwrap()]);
+    insert_rows(&app, 5, 300);
+    std::thread::sleep(Duration::from_millis(300));
+    drop(app);
+    // Another database, built elsewhere, moved over the file as a restore would, with the
+    // old WAL and wal-index removed.
+    let other = w.path("other.db");
+    let o = app_db(&other);
+    insert_rows(&o, 50, 800);
+    drop(o);
+    for sidecar in ["app.db-wal", "app.db-shm"] {
+        let _ = std::fs::remove_file(w.path(sidecar));
+    }
+    std::fs::rename(&other, &db).unwrap();
+    let app = app_db(&db);
+    insert_rows(&app, 5, 100);
+    let want = pages_of_live(&db);
+    std::thread::sleep(Duration::from_millis(1500));
+    let log = r.log.clone();
+    assert_eq!(r.stop(), 0);
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    assert!(text.contains("replaced"), "replacement logged:\n{text}");
+    let l0 = replica_l0_txids(&replica);
+    for pair in l0.windows(2) {
+        assert_eq!(
+            pair[1],
+            pair[0] + 1,
+            "TXIDs contiguous across the replacement: {l0:?}"
+        );
+    }
+    restore_and_compare(&cfg, &db, &w.path("restored.db"), &want, &[]);
+}

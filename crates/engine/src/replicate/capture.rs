@@ -189,6 +189,13 @@ impl Capture {
     /// One capture: new committed frames become the next TXID. Returns None when there
     /// was nothing new.
     pub fn step(&mut self) -> Result<Option<Produced>, CaptureError> {
+        if self.conns.replaced() {
+            // Restored or copied over while we ran: nothing we know about the old file's
+            // WAL applies; the new content goes out as the next TXID, complete (C3).
+            warn!(db = %self.name, "database file was replaced; next TXID is a full image");
+            self.conns.reopen()?;
+            self.cursor = Cursor::Unknown;
+        }
         if matches!(self.cursor, Cursor::Unknown) {
             return self.full_image().map(Some);
         }

@@ -74,6 +74,9 @@ pub enum ApplyError {
     Integrity { detail: String },
     #[error("empty plan")]
     EmptyPlan,
+    /// Restoring a Litestream 0.3 generation failed (`restore::v3`).
+    #[error(transparent)]
+    V3(#[from] super::v3::V3ApplyError),
 }
 
 /// What a restore did, for the CLI and drills.
@@ -182,32 +185,7 @@ pub async fn apply(
         }
         file.sync_all().map_err(io_err("fsync"))?;
         verify_integrity(&tmp, opts.integrity)?;
-        // Everything verified: now, and only now, touch the output path.
-        if opts.force {
-            for p in sidecars(out) {
-                match std::fs::remove_file(&p) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(source) => {
-                        return Err(ApplyError::Io {
-                            path: p,
-                            op: "remove stale sidecar",
-                            source,
-                        })
-                    }
-                }
-            }
-        }
-        std::fs::rename(&tmp, out).map_err(|source| ApplyError::Io {
-            path: out.to_path_buf(),
-            op: "rename into place",
-            source,
-        })?;
-        fsutil::sync_parent_dir(out).map_err(|source| ApplyError::Io {
-            path: out.to_path_buf(),
-            op: "fsync directory",
-            source,
-        })?;
+        install(&tmp, out, opts.force)?;
         Ok(ApplyReport {
             files: plan.files.len(),
             bytes_fetched,
@@ -221,6 +199,38 @@ pub async fn apply(
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Puts a verified, fsynced temp file in place: with `force`, removes the output's stale
+/// `-wal`/`-shm`/`-journal` first (SQLite would otherwise replay an old WAL over the
+/// restored file), then renames and fsyncs the directory. The only step that touches the
+/// output path, so it runs after every check has passed.
+pub(super) fn install(tmp: &Path, out: &Path, force: bool) -> Result<(), ApplyError> {
+    if force {
+        for p in sidecars(out) {
+            match std::fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(ApplyError::Io {
+                        path: p,
+                        op: "remove stale sidecar",
+                        source,
+                    })
+                }
+            }
+        }
+    }
+    std::fs::rename(tmp, out).map_err(|source| ApplyError::Io {
+        path: out.to_path_buf(),
+        op: "rename into place",
+        source,
+    })?;
+    fsutil::sync_parent_dir(out).map_err(|source| ApplyError::Io {
+        path: out.to_path_buf(),
+        op: "fsync directory",
+        source,
+    })
 }
 
 /// Streams one file through the decoder on a blocking thread while ranged fetches run

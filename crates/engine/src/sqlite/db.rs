@@ -112,6 +112,17 @@ pub struct DbConns {
     active: Option<usize>,
     barrier: Connection,
     in_barrier: bool,
+    /// (device, inode) of the database file when opened: a different pair at the same
+    /// path means the file was replaced (restored, copied over) and these connections
+    /// read a file nobody writes any more.
+    identity: (u64, u64),
+    busy: Duration,
+}
+
+/// (device, inode) of a file, `None` when it does not exist.
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 impl std::fmt::Debug for DbConns {
@@ -199,6 +210,9 @@ impl DbConns {
         }
         let p1 = open_conn(&paths, busy)?;
         let barrier = open_conn(&paths, busy)?;
+        let identity = file_identity(db).ok_or_else(|| DbError::Missing {
+            path: db.to_path_buf(),
+        })?;
         Ok(DbConns {
             paths,
             page_size,
@@ -206,7 +220,22 @@ impl DbConns {
             active: None,
             barrier,
             in_barrier: false,
+            identity,
+            busy,
         })
+    }
+
+    /// True when the file at the database path is no longer the one these connections
+    /// opened. One `stat`, cheap enough for every capture.
+    pub fn replaced(&self) -> bool {
+        file_identity(&self.paths.db).is_some_and(|id| id != self.identity)
+    }
+
+    /// Opens fresh connections to whatever file is at the path now.
+    pub fn reopen(&mut self) -> Result<(), DbError> {
+        self.release_all();
+        *self = DbConns::open(&self.paths.db.clone(), self.busy)?;
+        Ok(())
     }
 
     pub fn paths(&self) -> &DbPaths {

@@ -8,7 +8,8 @@
 //! transaction with the same salts follows it).
 //!
 //! Does not: open the database, take locks, or decide what to capture (`replicate::capture`
-//! does). Reads are positioned (`read_exact_at`) so one `File` can be shared.
+//! does). Reads are positioned ([`ReadAt`]) so one `File` can be shared, and so tests and
+//! fuzzing can scan bytes in memory.
 //!
 //! Layout (SQLite file format, section 4): header = magic u32 (0x377f0682: checksums read
 //! little-endian, 0x377f0683: big-endian), version u32 (3007000), page size u32,
@@ -24,6 +25,36 @@ use std::io;
 use std::os::unix::fs::FileExt;
 
 use ltx::{PageNo, PageSize};
+
+/// Positioned reads of a WAL: a `File`, or bytes in memory.
+pub trait ReadAt {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    fn size(&self) -> io::Result<u64>;
+}
+
+impl ReadAt for File {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        FileExt::read_exact_at(self, buf, offset)
+    }
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.metadata()?.len())
+    }
+}
+
+impl ReadAt for [u8] {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let start = usize::try_from(offset).map_err(io::Error::other)?;
+        let src = start
+            .checked_add(buf.len())
+            .and_then(|end| self.get(start..end))
+            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.len() as u64)
+    }
+}
 
 pub const WAL_HEADER_SIZE: u64 = 32;
 pub const FRAME_HEADER_SIZE: u64 = 24;
@@ -163,8 +194,8 @@ pub struct Scan {
     pub outcome: Outcome,
 }
 
-fn read_header(f: &File) -> io::Result<(u64, Option<WalHeader>)> {
-    let size = f.metadata()?.len();
+fn read_header<R: ReadAt + ?Sized>(f: &R) -> io::Result<(u64, Option<WalHeader>)> {
+    let size = f.size()?;
     if size < WAL_HEADER_SIZE {
         return Ok((size, None));
     }
@@ -174,7 +205,7 @@ fn read_header(f: &File) -> io::Result<(u64, Option<WalHeader>)> {
 }
 
 /// Scans the WAL for committed frames after `from`.
-pub fn scan(f: &File, page_size: PageSize, from: &ScanFrom) -> io::Result<Scan> {
+pub fn scan<R: ReadAt + ?Sized>(f: &R, page_size: PageSize, from: &ScanFrom) -> io::Result<Scan> {
     let (file_size, header) = read_header(f)?;
     let Some(h) = header else {
         return Ok(Scan {
@@ -232,8 +263,8 @@ fn cursor_at_header(h: &WalHeader) -> WalCursor {
 /// Checks that the WAL still holds, unchanged, a valid chain of frames with these salts
 /// from its header up to `offset`, ending at a commit frame (or `offset` is the header
 /// end). Returns the cursor there, or `None` if the WAL is not that WAL any more.
-pub fn verify_prefix(
-    f: &File,
+pub fn verify_prefix<R: ReadAt + ?Sized>(
+    f: &R,
     page_size: PageSize,
     salt1: u32,
     salt2: u32,
@@ -261,13 +292,18 @@ pub fn verify_prefix(
 }
 
 /// Reads one page's data at `data_offset` (from [`Frames::pages`]).
-pub fn read_page(f: &File, data_offset: u64, buf: &mut [u8]) -> io::Result<()> {
+pub fn read_page<R: ReadAt + ?Sized>(f: &R, data_offset: u64, buf: &mut [u8]) -> io::Result<()> {
     f.read_exact_at(buf, data_offset)
 }
 
 /// Walks valid frames from `start` up to `limit` bytes, remembering the newest version of
 /// each page per transaction and keeping only committed ones.
-fn walk(f: &File, h: &WalHeader, start: WalCursor, limit: u64) -> io::Result<Frames> {
+fn walk<R: ReadAt + ?Sized>(
+    f: &R,
+    h: &WalHeader,
+    start: WalCursor,
+    limit: u64,
+) -> io::Result<Frames> {
     let frame_size = h.frame_size();
     let mut committed: BTreeMap<u32, u64> = BTreeMap::new();
     let mut pending: Vec<(u32, u64)> = Vec::new();
@@ -346,8 +382,8 @@ fn check_frame(h: &WalHeader, frame: &[u8], chain: (u32, u32)) -> Option<(u32, u
 /// whose checksum chains from the stored checksums (so the chain was intact when written)?
 /// If so the failing frame was damaged after it was written. Leftovers of a rolled-back
 /// transaction never contain a commit frame, and older generations have other salts.
-fn committed_frame_after(
-    f: &File,
+fn committed_frame_after<R: ReadAt + ?Sized>(
+    f: &R,
     h: &WalHeader,
     bad_off: u64,
     limit: u64,
@@ -552,6 +588,23 @@ mod tests {
             std::fs::write(&p, bytes).unwrap();
             let s = scan(&File::open(&p).unwrap(), ps(), &ScanFrom::Start).unwrap();
             assert_eq!(s.outcome, Outcome::NoHeader, "{name}");
+        }
+    }
+
+    #[test]
+    fn bytes_in_memory_scan_like_the_file() {
+        for case in ["ok", "torn-tail", "bad-frame-checksum", "restarted"] {
+            let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("testdata/wal")
+                .join(case)
+                .join("wal");
+            let bytes = std::fs::read(p).unwrap();
+            let mem = scan(&bytes[..], ps(), &ScanFrom::Start).unwrap();
+            assert_eq!(
+                mem,
+                scan(&fixture(case), ps(), &ScanFrom::Start).unwrap(),
+                "{case}"
+            );
         }
     }
 

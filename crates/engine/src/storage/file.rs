@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use ltx::Level;
 
+use super::layout::v3::{self, V3File};
 use super::layout::{Layout, LtxInfo, LtxKey};
 use super::{ReplicaStore, StorageError};
 use crate::fsutil;
@@ -152,7 +153,9 @@ impl FileStore {
 
     fn put_if_absent_sync(&self, name: &str, data: &[u8]) -> Result<(), StorageError> {
         let valid = !name.is_empty()
-            && name.split('/').all(|s| !s.is_empty() && s != "." && s != "..");
+            && name
+                .split('/')
+                .all(|s| !s.is_empty() && s != "." && s != "..");
         if !valid {
             return Err(StorageError::Permanent {
                 location: self.location.clone(),
@@ -167,9 +170,10 @@ impl FileStore {
         }
         match create_new_durable(&path, data) {
             Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                Err(StorageError::Precondition { location: self.location.clone(), what: name.into() })
-            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(StorageError::Precondition {
+                location: self.location.clone(),
+                what: name.into(),
+            }),
             Err(e) => Err(self.err(name, e)),
         }
     }
@@ -182,7 +186,10 @@ fn create_new_durable(path: &Path, data: &[u8]) -> io::Result<()> {
     use std::io::Write;
     use std::sync::atomic::{AtomicU64, Ordering};
     static SEQ: AtomicU64 = AtomicU64::new(0);
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(format!(
         ".{}.{}{}",
         std::process::id(),
@@ -191,7 +198,10 @@ fn create_new_durable(path: &Path, data: &[u8]) -> io::Result<()> {
     ));
     let tmp = path.with_file_name(name);
     let result = (|| {
-        let mut f = fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;
         drop(f);
@@ -200,6 +210,64 @@ fn create_new_durable(path: &Path, data: &[u8]) -> io::Result<()> {
     let _ = fs::remove_file(&tmp);
     result?;
     fsutil::sync_parent_dir(path)
+}
+
+/// Litestream 0.3's `generations/` layout, read-only (restore of replicas 0.3 wrote).
+impl FileStore {
+    fn list_v3_sync(&self) -> Result<Vec<V3File>, StorageError> {
+        let mut out = Vec::new();
+        for generation in self.dir_names(v3::GENERATIONS_DIR)? {
+            for dir in [v3::snapshots_dir(&generation), v3::wal_dir(&generation)] {
+                for name in self.dir_names(&dir)? {
+                    let rel = format!("{dir}/{name}");
+                    let Some((generation, kind)) = v3::parse_path(&rel) else {
+                        continue;
+                    };
+                    let meta = match fs::metadata(self.root.join(&rel)) {
+                        Ok(m) => m,
+                        // Removed between readdir and stat (0.3's retention still running).
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(self.err(format!("stat {rel}"), e)),
+                    };
+                    if !meta.is_file() {
+                        continue;
+                    }
+                    out.push(V3File {
+                        generation,
+                        kind,
+                        size_bytes: meta.len(),
+                        modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The names in `rel` (relative to the root); a missing directory has none.
+    fn dir_names(&self, rel: &str) -> Result<Vec<String>, StorageError> {
+        let dir = self.root.join(rel);
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.err(format!("listing {}", dir.display()), e)),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| self.err(format!("listing {}", dir.display()), e))?;
+            if let Some(n) = entry.file_name().to_str() {
+                names.push(n.to_string());
+            }
+        }
+        Ok(names)
+    }
+
+    fn get_v3_sync(&self, file: &V3File) -> Result<Bytes, StorageError> {
+        let rel = file.path();
+        fs::read(self.root.join(&rel))
+            .map(Bytes::from)
+            .map_err(|e| self.err(rel, e))
+    }
 }
 
 #[async_trait]
@@ -240,6 +308,17 @@ impl ReplicaStore for FileStore {
         let s = self.clone();
         let name = name.to_string();
         blocking(&self.location, move || s.put_if_absent_sync(&name, &data)).await
+    }
+
+    async fn list_v3(&self) -> Result<Vec<V3File>, StorageError> {
+        let s = self.clone();
+        blocking(&self.location, move || s.list_v3_sync()).await
+    }
+
+    async fn get_v3(&self, file: &V3File) -> Result<Bytes, StorageError> {
+        let s = self.clone();
+        let file = file.clone();
+        blocking(&self.location, move || s.get_v3_sync(&file)).await
     }
 }
 
@@ -334,13 +413,71 @@ mod tests {
     async fn put_if_not_exists_never_replaces() {
         let d = tempfile::tempdir().unwrap();
         let s = FileStore::new(d.path());
-        s.put_if_not_exists("lock.json", Bytes::from_static(b"one")).await.unwrap();
-        let e = s.put_if_not_exists("lock.json", Bytes::from_static(b"two")).await.unwrap_err();
+        s.put_if_not_exists("lock.json", Bytes::from_static(b"one"))
+            .await
+            .unwrap();
+        let e = s
+            .put_if_not_exists("lock.json", Bytes::from_static(b"two"))
+            .await
+            .unwrap_err();
         assert!(matches!(e, StorageError::Precondition { .. }), "{e}");
         assert_eq!(fs::read(d.path().join("lock.json")).unwrap(), b"one");
-        s.put_if_not_exists("a/b.json", Bytes::from_static(b"x")).await.unwrap();
+        s.put_if_not_exists("a/b.json", Bytes::from_static(b"x"))
+            .await
+            .unwrap();
         assert!(s.put_if_not_exists("../x", Bytes::new()).await.is_err());
-        let names: Vec<_> = fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names.len(), 2, "no temp file left behind: {names:?}");
+    }
+
+    #[tokio::test]
+    async fn lists_and_reads_litestream_03_generations() {
+        let d = tempfile::tempdir().unwrap();
+        let s = FileStore::new(d.path());
+        assert!(s.list_v3().await.unwrap().is_empty(), "no generations/ yet");
+        let g = d.path().join("generations/d644f78ac6339b2c");
+        fs::create_dir_all(g.join("snapshots")).unwrap();
+        fs::create_dir_all(g.join("wal")).unwrap();
+        fs::create_dir_all(d.path().join("generations/not-a-generation/wal")).unwrap();
+        fs::write(g.join("snapshots/00000001.snapshot.lz4"), b"snap").unwrap();
+        fs::write(g.join("wal/00000001_00000000.wal.lz4"), b"wal0").unwrap();
+        fs::write(g.join("wal/00000001_00001038.wal.lz4"), b"wal1!").unwrap();
+        fs::write(g.join("wal/00000001_00001038.wal.lz4.tmp"), b"partial").unwrap();
+        fs::write(
+            d.path()
+                .join("generations/not-a-generation/wal/00000001_00000000.wal.lz4"),
+            b"x",
+        )
+        .unwrap();
+        let mut l = s.list_v3().await.unwrap();
+        l.sort_by_key(|f| f.kind);
+        let kinds: Vec<_> = l.iter().map(|f| (f.kind, f.size_bytes)).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (v3::V3Kind::Snapshot { index: 1 }, 4),
+                (
+                    v3::V3Kind::Wal {
+                        index: 1,
+                        offset: 0
+                    },
+                    4
+                ),
+                (
+                    v3::V3Kind::Wal {
+                        index: 1,
+                        offset: 0x1038
+                    },
+                    5
+                ),
+            ]
+        );
+        assert_eq!(l[0].generation.as_str(), "d644f78ac6339b2c");
+        assert_eq!(&s.get_v3(&l[2]).await.unwrap()[..], b"wal1!");
+        fs::remove_file(g.join("wal/00000001_00000000.wal.lz4")).unwrap();
+        assert!(s.get_v3(&l[1]).await.unwrap_err().is_not_found());
     }
 }

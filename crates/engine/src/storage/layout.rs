@@ -2,7 +2,8 @@
 //!
 //! Owns: the `%016x-%016x.ltx` name, Litestream's two layouts
 //! (`<root>/ltx/<level decimal>/` for file/sftp/abs/gcs and `<prefix>/<level %04x>/` for S3),
-//! and parsing names back. Nothing else in the project formats or parses a key.
+//! Litestream 0.3's read-only `generations/` layout ([`v3`]), and parsing names back.
+//! Nothing else in the project formats or parses a key.
 
 use std::fmt;
 use std::time::SystemTime;
@@ -94,9 +95,81 @@ impl Layout {
 }
 
 /// Litestream 0.3's layout, read-only: `generations/<16hex>/snapshots/<%08x>.snapshot.lz4`
-/// and `generations/<16hex>/wal/<%08x>_<%08x>.wal.lz4`.
+/// and `generations/<16hex>/wal/<%08x>_<%08x>.wal.lz4`, the same under a file root and an
+/// S3 prefix.
+///
+/// A generation is one unbroken history; a snapshot is the whole database (LZ4 frame) taken
+/// at a WAL index; a WAL segment is the bytes of that index's `-wal` file from a byte offset
+/// (LZ4 frame; the segment at offset 0 starts with the WAL header). Names are lower-case hex
+/// only, as 0.3 writes them, so a parsed name formats back to exactly the same path.
 pub mod v3 {
+    use std::fmt;
+    use std::time::SystemTime;
+
     pub const GENERATIONS_DIR: &str = "generations";
+
+    /// A generation's name: 16 lower-case hex digits, validated.
+    #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+    pub struct GenerationId(String);
+
+    impl GenerationId {
+        pub fn parse(name: &str) -> Option<GenerationId> {
+            is_generation_name(name).then(|| GenerationId(name.to_string()))
+        }
+
+        pub fn as_str(&self) -> &str {
+            &self.0
+        }
+    }
+
+    impl fmt::Display for GenerationId {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(&self.0)
+        }
+    }
+
+    /// What a file of a generation holds.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+    pub enum V3Kind {
+        /// The whole database, taken at WAL index `index`.
+        Snapshot { index: u32 },
+        /// Bytes of WAL index `index`'s `-wal` file starting at byte `offset`.
+        Wal { index: u32, offset: u32 },
+    }
+
+    /// One snapshot or WAL segment as a listing reports it.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct V3File {
+        pub generation: GenerationId,
+        pub kind: V3Kind,
+        /// Compressed size: what a fetch transfers (the uncompressed size is not recorded).
+        pub size_bytes: u64,
+        /// File mtime or object LastModified: 0.3 picks the generation by the newest one.
+        pub modified: SystemTime,
+    }
+
+    impl V3File {
+        /// The WAL index the file belongs to (a snapshot's is the index it was taken at).
+        pub fn index(&self) -> u32 {
+            match self.kind {
+                V3Kind::Snapshot { index } | V3Kind::Wal { index, .. } => index,
+            }
+        }
+
+        /// The path relative to the replica root (file) or bucket prefix (S3).
+        pub fn path(&self) -> String {
+            match self.kind {
+                V3Kind::Snapshot { index } => snapshot_path(&self.generation, index),
+                V3Kind::Wal { index, offset } => wal_segment_path(&self.generation, index, offset),
+            }
+        }
+    }
+
+    impl fmt::Display for V3File {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(&self.path())
+        }
+    }
 
     pub fn snapshots_dir(generation: &str) -> String {
         format!("{GENERATIONS_DIR}/{generation}/snapshots")
@@ -104,6 +177,32 @@ pub mod v3 {
 
     pub fn wal_dir(generation: &str) -> String {
         format!("{GENERATIONS_DIR}/{generation}/wal")
+    }
+
+    pub fn snapshot_path(generation: &GenerationId, index: u32) -> String {
+        format!(
+            "{}/{}",
+            snapshots_dir(generation.as_str()),
+            snapshot_name(index)
+        )
+    }
+
+    pub fn wal_segment_path(generation: &GenerationId, index: u32, offset: u32) -> String {
+        format!(
+            "{}/{}",
+            wal_dir(generation.as_str()),
+            wal_segment_name(index, offset)
+        )
+    }
+
+    /// `<%08x>.snapshot.lz4`.
+    pub fn snapshot_name(index: u32) -> String {
+        format!("{index:08x}.snapshot.lz4")
+    }
+
+    /// `<%08x>_<%08x>.wal.lz4`.
+    pub fn wal_segment_name(index: u32, offset: u32) -> String {
+        format!("{index:08x}_{offset:08x}.wal.lz4")
     }
 
     /// Parses `<%08x>.snapshot.lz4` into the WAL index it was taken at.
@@ -119,15 +218,43 @@ pub mod v3 {
         Some((parse_hex8(i)?, parse_hex8(o)?))
     }
 
+    /// Parses a path relative to the replica root (an S3 key with the prefix removed):
+    /// `generations/<gen>/snapshots/<name>` or `generations/<gen>/wal/<name>`. `None` for
+    /// anything else, which a listing ignores.
+    pub fn parse_path(path: &str) -> Option<(GenerationId, V3Kind)> {
+        let mut parts = path.split('/');
+        let (root, generation, dir, name) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        if root != GENERATIONS_DIR || parts.next().is_some() {
+            return None;
+        }
+        let generation = GenerationId::parse(generation)?;
+        let kind = match dir {
+            "snapshots" => V3Kind::Snapshot {
+                index: parse_snapshot_name(name)?,
+            },
+            "wal" => {
+                let (index, offset) = parse_wal_segment_name(name)?;
+                V3Kind::Wal { index, offset }
+            }
+            _ => return None,
+        };
+        Some((generation, kind))
+    }
+
     pub fn is_generation_name(name: &str) -> bool {
-        name.len() == 16 && name.bytes().all(|b| b.is_ascii_hexdigit())
+        name.len() == 16 && name.bytes().all(is_lower_hex_digit)
     }
 
     fn parse_hex8(s: &str) -> Option<u32> {
-        if s.len() != 8 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if s.len() != 8 || !s.bytes().all(is_lower_hex_digit) {
             return None;
         }
         u32::from_str_radix(s, 16).ok()
+    }
+
+    fn is_lower_hex_digit(b: u8) -> bool {
+        b.is_ascii_digit() || (b'a'..=b'f').contains(&b)
     }
 }
 
@@ -188,5 +315,46 @@ mod tests {
             Some((1, 0x1020))
         );
         assert_eq!(v3::parse_wal_segment_name("1_2.wal.lz4"), None);
+        // Upper case would not format back to the same path: 0.3 never writes it.
+        assert_eq!(v3::parse_snapshot_name("0000000A.snapshot.lz4"), None);
+        assert!(!v3::is_generation_name("D644F78AC6339B2C"));
+    }
+
+    #[test]
+    fn v3_paths_round_trip() {
+        let g = v3::GenerationId::parse("d644f78ac6339b2c").unwrap();
+        let cases = [
+            (
+                v3::V3Kind::Snapshot { index: 10 },
+                "generations/d644f78ac6339b2c/snapshots/0000000a.snapshot.lz4",
+            ),
+            (
+                v3::V3Kind::Wal {
+                    index: 2,
+                    offset: 0x58860,
+                },
+                "generations/d644f78ac6339b2c/wal/00000002_00058860.wal.lz4",
+            ),
+        ];
+        for (kind, path) in cases {
+            let f = v3::V3File {
+                generation: g.clone(),
+                kind,
+                size_bytes: 0,
+                modified: SystemTime::UNIX_EPOCH,
+            };
+            assert_eq!(f.path(), path);
+            assert_eq!(v3::parse_path(path), Some((g.clone(), kind)), "{path}");
+        }
+        for bad in [
+            "generations/d644f78ac6339b2c/snapshots/0000000a.snapshot.lz4.tmp",
+            "generations/d644f78ac6339b2c/other/00000002_00058860.wal.lz4",
+            "generations/d644f78ac6339b2/wal/00000002_00058860.wal.lz4",
+            "generations/d644f78ac6339b2c/wal/x/00000002_00058860.wal.lz4",
+            "ltx/0/0000000000000001-0000000000000001.ltx",
+            "generations/d644f78ac6339b2c",
+        ] {
+            assert_eq!(v3::parse_path(bad), None, "{bad}");
+        }
     }
 }

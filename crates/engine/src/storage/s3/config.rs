@@ -1,0 +1,472 @@
+//! The S3 backend's configuration: [`S3Options`] checked and turned into a client.
+//!
+//! Owns: defaults (region, part size, concurrency), where credentials come from (options,
+//! then `AWS_*`, then `LITESTREAM_*`, then the AWS chain), endpoint styles, SSE settings,
+//! `AWS_CA_BUNDLE`, and the client's timeouts and retry budget. Makes no request.
+
+use std::fmt;
+use std::time::Duration;
+
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::path::Path;
+use object_store::{BackoffConfig, Certificate, ClientOptions, RetryConfig};
+
+use super::error::scrub;
+use crate::storage::StorageError;
+
+/// Files larger than this go up in parts (Litestream's default part size).
+pub const DEFAULT_PART_SIZE_BYTES: u64 = 5 * 1024 * 1024;
+
+/// S3's limits on a part (every part but the last).
+const MIN_PART_SIZE_BYTES: u64 = 5 * 1024 * 1024;
+const MAX_PART_SIZE_BYTES: u64 = 5 * 1024 * 1024 * 1024;
+
+/// Parts of one file in flight at once (Litestream's default `concurrency`).
+pub const DEFAULT_CONCURRENCY: usize = 5;
+
+/// Environment variables handed to the client's credential chain when no keys are given:
+/// web identity (EKS) and container credentials (ECS). Without them the client asks the
+/// EC2 instance metadata service.
+const CREDENTIAL_CHAIN_ENV: &[&str] = &[
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_ROLE_ARN",
+    "AWS_ROLE_SESSION_NAME",
+    "AWS_ENDPOINT_URL_STS",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+];
+
+/// Where and how to reach a bucket. Secrets never print (`Debug` shows `***`).
+#[derive(Clone, Default)]
+pub struct S3Options {
+    pub bucket: String,
+    /// Key prefix without leading or trailing `/`; may be empty.
+    pub prefix: String,
+    /// With a scheme (`http://127.0.0.1:3900`); `None` is AWS.
+    pub endpoint: Option<String>,
+    /// Default: `us-east-1` with an endpoint, else `$AWS_REGION`/`$AWS_DEFAULT_REGION`,
+    /// else `us-east-1`.
+    pub region: Option<String>,
+    /// `https://endpoint/bucket/key` rather than `https://bucket.endpoint/key`.
+    pub force_path_style: bool,
+    /// Default: `$AWS_ACCESS_KEY_ID`, else `$LITESTREAM_ACCESS_KEY_ID`, else the AWS chain.
+    pub access_key_id: Option<String>,
+    /// Default: `$AWS_SECRET_ACCESS_KEY`, else `$LITESTREAM_SECRET_ACCESS_KEY`.
+    pub secret_access_key: Option<String>,
+    /// Accept any TLS certificate.
+    pub skip_verify: bool,
+    pub sse_kms_key_id: Option<String>,
+    /// SSE-C key (AES256): 32 raw bytes or their base64.
+    pub sse_customer_key: Option<String>,
+    /// Default [`DEFAULT_PART_SIZE_BYTES`]; at least 5 MiB.
+    pub part_size: Option<u64>,
+    /// Parts uploaded at once. Default [`DEFAULT_CONCURRENCY`].
+    pub concurrency: Option<usize>,
+    pub storage_class: Option<String>,
+    /// Sign the payload's SHA-256 (default true); false sends `UNSIGNED-PAYLOAD`.
+    pub sign_payload: Option<bool>,
+}
+
+impl fmt::Debug for S3Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redacted = |o: &Option<String>| o.as_ref().map(|_| "***");
+        f.debug_struct("S3Options")
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field("endpoint", &self.endpoint.as_deref().map(display_endpoint))
+            .field("region", &self.region)
+            .field("force_path_style", &self.force_path_style)
+            .field("access_key_id", &redacted(&self.access_key_id))
+            .field("secret_access_key", &redacted(&self.secret_access_key))
+            .field("skip_verify", &self.skip_verify)
+            .field("sse_kms_key_id", &self.sse_kms_key_id)
+            .field("sse_customer_key", &redacted(&self.sse_customer_key))
+            .field("part_size", &self.part_size)
+            .field("concurrency", &self.concurrency)
+            .field("storage_class", &self.storage_class)
+            .field("sign_payload", &self.sign_payload)
+            .finish()
+    }
+}
+
+/// A checked configuration with its client.
+#[derive(Debug)]
+pub(super) struct Client {
+    pub store: AmazonS3,
+    pub bucket: String,
+    /// `None` for an empty prefix.
+    pub prefix: Option<Path>,
+    /// `s3://bucket/prefix (endpoint)`, never a secret.
+    pub location: String,
+    pub part_size_bytes: u64,
+    pub concurrency: usize,
+    pub storage_class: Option<String>,
+    /// Values scrubbed from every error text, should a server echo one back.
+    pub secrets: Vec<String>,
+}
+
+/// Checks `opts` and builds the client; `env` reads environment variables. Errors are
+/// `Permanent` and name the replica.
+pub(super) fn build(
+    opts: S3Options,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Client, StorageError> {
+    let prefix_str = opts.prefix.trim_matches('/').to_string();
+    let endpoint = opts
+        .endpoint
+        .as_deref()
+        .map(|e| e.trim_end_matches('/').to_string())
+        .filter(|e| !e.is_empty());
+    let location = match &endpoint {
+        Some(e) => format!(
+            "s3://{}/{} ({})",
+            opts.bucket,
+            prefix_str,
+            display_endpoint(e)
+        ),
+        None => format!("s3://{}/{}", opts.bucket, prefix_str),
+    };
+    let bad = |detail: String| StorageError::Permanent {
+        location: location.clone(),
+        what: "replica configuration".into(),
+        detail,
+    };
+
+    if opts.bucket.is_empty() {
+        return Err(bad("no bucket given".into()));
+    }
+    let prefix = match prefix_str.as_str() {
+        "" => None,
+        p => Some(Path::parse(p).map_err(|e| bad(format!("invalid path {p:?}: {e}")))?),
+    };
+    let part_size_bytes = opts.part_size.unwrap_or(DEFAULT_PART_SIZE_BYTES);
+    if !(MIN_PART_SIZE_BYTES..=MAX_PART_SIZE_BYTES).contains(&part_size_bytes) {
+        return Err(bad(format!(
+            "part-size {part_size_bytes} is outside S3's limits (5 MiB to 5 GiB)"
+        )));
+    }
+    let concurrency = opts.concurrency.unwrap_or(DEFAULT_CONCURRENCY).max(1);
+
+    let mut b = AmazonS3Builder::new().with_bucket_name(&opts.bucket);
+    let mut allow_http = false;
+    match &endpoint {
+        Some(e) => {
+            allow_http = e.starts_with("http://");
+            if !e.starts_with("http://") && !e.starts_with("https://") {
+                return Err(bad(format!(
+                    "endpoint {:?} needs http:// or https://",
+                    display_endpoint(e)
+                )));
+            }
+            if opts.force_path_style {
+                b = b.with_endpoint(e).with_virtual_hosted_style_request(false);
+            } else {
+                // The client takes a virtual-hosted endpoint with the bucket already in
+                // the host, as AWS SDKs build it.
+                b = b
+                    .with_endpoint(bucket_in_host(e, &opts.bucket))
+                    .with_virtual_hosted_style_request(true);
+            }
+        }
+        None => b = b.with_virtual_hosted_style_request(!opts.force_path_style),
+    }
+    let region = opts
+        .region
+        .clone()
+        .filter(|r| !r.is_empty())
+        .or_else(|| {
+            if endpoint.is_some() {
+                None
+            } else {
+                env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION"))
+            }
+        })
+        .unwrap_or_else(|| "us-east-1".to_string());
+    b = b.with_region(region);
+
+    let mut secrets = Vec::new();
+    let (key_id, secret, token) = match (&opts.access_key_id, &opts.secret_access_key) {
+        (Some(k), Some(s)) => (Some(k.clone()), Some(s.clone()), None),
+        (None, None) => match (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
+            (Some(k), Some(s)) => (Some(k), Some(s), env("AWS_SESSION_TOKEN")),
+            _ => (
+                env("LITESTREAM_ACCESS_KEY_ID"),
+                env("LITESTREAM_SECRET_ACCESS_KEY"),
+                None,
+            ),
+        },
+        (Some(_), None) => {
+            return Err(bad(
+                "access-key-id is given without secret-access-key".into()
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(bad(
+                "secret-access-key is given without access-key-id".into()
+            ))
+        }
+    };
+    match (key_id, secret) {
+        (Some(k), Some(s)) => {
+            secrets.push(s.clone());
+            b = b.with_access_key_id(k).with_secret_access_key(s);
+            if let Some(t) = token {
+                secrets.push(t.clone());
+                b = b.with_token(t);
+            }
+        }
+        (None, None) => {
+            let mut chain = false;
+            for name in CREDENTIAL_CHAIN_ENV {
+                if let (Some(v), Ok(key)) = (
+                    env(name),
+                    name.to_ascii_lowercase().parse::<AmazonS3ConfigKey>(),
+                ) {
+                    chain = true;
+                    b = b.with_config(key, v);
+                }
+            }
+            // Without keys the client would fall back to the EC2 instance metadata
+            // service, which a custom endpoint almost never goes with: say so now
+            // rather than after its timeouts.
+            if endpoint.is_some() && !chain {
+                return Err(bad("no credentials: set access-key-id and secret-access-key (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)".into()));
+            }
+        }
+        _ => {
+            return Err(bad(
+                "LITESTREAM_ACCESS_KEY_ID and LITESTREAM_SECRET_ACCESS_KEY must be set together"
+                    .into(),
+            ))
+        }
+    }
+
+    match (&opts.sse_kms_key_id, &opts.sse_customer_key) {
+        (Some(_), Some(_)) => {
+            return Err(bad(
+                "sse-kms-key-id and an SSE-C key cannot be used together".into(),
+            ))
+        }
+        (Some(kms), None) => b = b.with_sse_kms_encryption(kms),
+        (None, Some(key)) => {
+            let key = sse_customer_key_base64(key.as_bytes()).map_err(bad)?;
+            secrets.push(key.clone());
+            secrets.push(opts.sse_customer_key.clone().unwrap_or_default());
+            b = b.with_ssec_encryption(key);
+        }
+        (None, None) => {}
+    }
+    if opts.sign_payload == Some(false) {
+        b = b.with_unsigned_payload(true);
+    }
+
+    let mut client = ClientOptions::new()
+        .with_allow_http(allow_http)
+        .with_allow_invalid_certificates(opts.skip_verify)
+        .with_connect_timeout(Duration::from_secs(5))
+        // Per request: a 5 MiB part on a slow link must fit.
+        .with_timeout(Duration::from_secs(120));
+    // The client does not read AWS_CA_BUNDLE itself; AWS SDKs (and so Litestream) do.
+    if let Some(bundle) = env("AWS_CA_BUNDLE") {
+        let pem = std::fs::read(&bundle)
+            .map_err(|e| bad(format!("reading AWS_CA_BUNDLE {bundle}: {e}")))?;
+        let certs = Certificate::from_pem_bundle(&pem)
+            .map_err(|e| bad(format!("AWS_CA_BUNDLE {bundle}: {e}")))?;
+        for c in certs {
+            client = client.with_root_certificate(c);
+        }
+    }
+    b = b.with_client_options(client);
+    // A few quick attempts so a dead endpoint fails in seconds; the uploader retries
+    // with its own backoff, and restore reports the error.
+    b = b.with_retry(RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+            base: 2.0,
+        },
+        max_retries: 3,
+        retry_timeout: Duration::from_secs(10),
+    });
+
+    let store = b
+        .build()
+        .map_err(|e| bad(scrub(&e.to_string(), &secrets)))?;
+    secrets.retain(|s| !s.is_empty());
+    Ok(Client {
+        store,
+        bucket: opts.bucket,
+        prefix,
+        location,
+        part_size_bytes,
+        concurrency,
+        storage_class: opts.storage_class.filter(|s| !s.is_empty()),
+        secrets,
+    })
+}
+
+/// An SSE-C key as S3 takes it, base64 of 32 bytes, from either the 32 raw bytes or
+/// their base64 (Litestream accepts both).
+pub fn sse_customer_key_base64(key: &[u8]) -> Result<String, String> {
+    if key.len() == 32 {
+        return Ok(base64_encode(key));
+    }
+    let text = std::str::from_utf8(key).map(str::trim).unwrap_or_default();
+    let b64 = |c: u8| c.is_ascii_alphanumeric() || c == b'+' || c == b'/';
+    if text.len() == 44
+        && text.ends_with('=')
+        && !text.ends_with("==")
+        && text.bytes().take(43).all(b64)
+    {
+        return Ok(text.to_string());
+    }
+    Err(format!(
+        "the SSE-C key must be 32 bytes or their base64 (44 characters), not {} bytes",
+        key.len()
+    ))
+}
+
+fn base64_encode(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, &b)| acc | (u32::from(b) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// An endpoint for messages: without user info, query or fragment.
+fn display_endpoint(endpoint: &str) -> String {
+    let (scheme, rest) = endpoint.split_once("://").unwrap_or(("", endpoint));
+    let rest = rest.split(['?', '#']).next().unwrap_or_default();
+    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let mut s = if scheme.is_empty() {
+        host.to_string()
+    } else {
+        format!("{scheme}://{host}")
+    };
+    if !path.is_empty() {
+        s.push('/');
+        s.push_str(path);
+    }
+    s
+}
+
+/// `https://host:port/p` → `https://bucket.host:port/p` (virtual-hosted style).
+fn bucket_in_host(endpoint: &str, bucket: &str) -> String {
+    match endpoint.split_once("://") {
+        Some((scheme, rest)) => format!("{scheme}://{bucket}.{rest}"),
+        None => format!("{bucket}.{endpoint}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sse_c_keys() {
+        let raw = [7u8; 32];
+        let b64 = sse_customer_key_base64(&raw).unwrap();
+        assert_eq!(b64, "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=");
+        assert_eq!(sse_customer_key_base64(b64.as_bytes()).unwrap(), b64);
+        assert_eq!(
+            sse_customer_key_base64(format!("{b64}\n").as_bytes()).unwrap(),
+            b64
+        );
+        assert!(sse_customer_key_base64(b"short").is_err());
+        assert_eq!(base64_encode(b"ab"), "YWI=");
+        assert_eq!(base64_encode(b"abc"), "YWJj");
+        assert_eq!(base64_encode(b"a"), "YQ==");
+    }
+
+    #[test]
+    fn endpoints_for_messages() {
+        assert_eq!(
+            display_endpoint("https://user:pw@s3.example.com:9000/x?token=1"),
+            "https://s3.example.com:9000/x"
+        );
+        assert_eq!(
+            display_endpoint("http://127.0.0.1:3900"),
+            "http://127.0.0.1:3900"
+        );
+        assert_eq!(
+            bucket_in_host("https://s3.example.com", "b"),
+            "https://b.s3.example.com"
+        );
+    }
+
+    #[test]
+    fn options_are_checked_without_io() {
+        let env = |_: &str| None;
+        let base = S3Options {
+            bucket: "b".into(),
+            prefix: "/db/x/".into(),
+            endpoint: Some("http://u:p@127.0.0.1:3900/".into()),
+            access_key_id: Some("GK1".into()),
+            secret_access_key: Some("hunter2".into()),
+            force_path_style: true,
+            ..Default::default()
+        };
+        let s = build(base.clone(), &env).unwrap();
+        assert_eq!(s.location, "s3://b/db/x (http://127.0.0.1:3900)");
+        assert_eq!(s.prefix.as_ref().map(|p| p.as_ref()), Some("db/x"));
+        assert_eq!(s.secrets, ["hunter2"]);
+        assert!(!format!("{base:?}").contains("hunter2"));
+
+        let err = |o: S3Options| build(o, &env).unwrap_err().to_string();
+        assert!(err(S3Options {
+            part_size: Some(1024),
+            ..base.clone()
+        })
+        .contains("part-size"));
+        assert!(err(S3Options {
+            access_key_id: None,
+            secret_access_key: None,
+            ..base.clone()
+        })
+        .contains("no credentials"));
+        assert!(err(S3Options {
+            sse_customer_key: Some("short".into()),
+            ..base.clone()
+        })
+        .contains("SSE-C"));
+        let e = err(S3Options {
+            secret_access_key: None,
+            ..base.clone()
+        });
+        assert!(
+            e.contains("without secret-access-key") && e.starts_with("s3://b/db/x"),
+            "{e}"
+        );
+
+        let lit = |k: &str| match k {
+            "LITESTREAM_ACCESS_KEY_ID" => Some("LK".to_string()),
+            "LITESTREAM_SECRET_ACCESS_KEY" => Some("LS".to_string()),
+            _ => None,
+        };
+        let s = build(
+            S3Options {
+                access_key_id: None,
+                secret_access_key: None,
+                prefix: String::new(),
+                ..base
+            },
+            &lit,
+        )
+        .unwrap();
+        assert_eq!((s.prefix, s.secrets), (None, vec!["LS".to_string()]));
+    }
+}
