@@ -138,6 +138,11 @@ pub enum PlanError {
     TargetBeyondHead { target: TxId, newest: TxId },
     #[error("history does not start with a full database: the oldest usable file is {first} (a restore needs a snapshot or a file starting at TXID 1)")]
     NoStart { first: LtxKey },
+    #[error("TXID {target} is older than the oldest snapshot kept ({oldest_snapshot}): retention has removed what a restore to it needs")]
+    BeforeRetention {
+        target: TxId,
+        oldest_snapshot: LtxKey,
+    },
     #[error("history has a gap: TXIDs {missing_from}..={missing_to} are missing between {before} and {after}")]
     Gap {
         missing_from: TxId,
@@ -231,6 +236,17 @@ fn gap(
         .filter(|f| f.key.min.get() > cur + 1 && f.key.min <= limit && before(f))
         .min_by_key(|f| (f.key.min, std::cmp::Reverse(f.key.max)));
     if cur == 0 {
+        if let Some(s) = listing
+            .level(Level::SNAPSHOT)
+            .iter()
+            .filter(|s| before(s))
+            .min_by_key(|s| s.key.max)
+        {
+            return PlanError::BeforeRetention {
+                target: limit,
+                oldest_snapshot: s.key,
+            };
+        }
         if let Some(a) = listing
             .files()
             .filter(|f| before(f) && f.key.max <= limit)
@@ -419,10 +435,10 @@ mod tests {
             keys(&plan(&l, Target::Latest).unwrap()),
             vec![(9, 1, 7), (0, 8, 8), (0, 9, 9)]
         );
-        // Retention removed what a restore to TXID 5 would need: the error says which range.
+        // Retention removed what a restore to TXID 5 would need: the error says so.
         let e = plan(&l, Target::TxId(t(5))).unwrap_err();
         assert!(
-            matches!(e, PlanError::Gap { missing_from, .. } if missing_from == t(1)),
+            matches!(e, PlanError::BeforeRetention { target, .. } if target == t(5)),
             "{e:?}"
         );
     }
