@@ -138,9 +138,12 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         // With several replicas, pick the one holding the newest TXID.
         let mut best = None;
         for (name, store) in candidates.iter().cloned() {
-            let files = setup::list_all(store.as_ref())
-                .await
-                .with_context(|| format!("listing replica {name}"))?;
+            let files = if matches!(target, Target::Timestamp(_)) {
+                setup::list_all_exact_times(store.as_ref()).await
+            } else {
+                setup::list_all(store.as_ref()).await
+            }
+            .with_context(|| format!("listing replica {name}"))?;
             let listing = Listing::new(files);
             let newest = plan::latest_txid(&listing);
             if best.as_ref().is_none_or(|(_, _, _, n)| newest > *n) {
