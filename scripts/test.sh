@@ -31,6 +31,12 @@ if ! command -v garage >/dev/null 2>&1 && [ -z "${GARAGE_BIN:-}" ]; then
   cargo install garage --locked
 fi
 "${GARAGE_BIN:-garage}" --version 2>/dev/null || true
+# Azurite (Microsoft's Azure Blob Storage emulator; the ABS tests start one per test on
+# loopback, and create containers with Node, which comes with it). From npm.
+if ! command -v azurite-blob >/dev/null 2>&1 && [ -z "${AZURITE_BLOB_BIN:-}" ]; then
+  echo "== installing azurite (npm install -g azurite)"
+  npm install -g azurite
+fi
 
 # rustfmt and clippy for the gates below.
 if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then

@@ -86,6 +86,9 @@ pub fn build_store(kind: &ReplicaKind) -> anyhow::Result<Arc<dyn ReplicaStore>> 
     match kind {
         ReplicaKind::File { path } => Ok(Arc::new(FileStore::new(path.clone()))),
         ReplicaKind::S3(c) => Ok(Arc::new(engine::storage::s3::S3Store::new(s3_options(c)?)?)),
+        ReplicaKind::Abs(c) => Ok(Arc::new(engine::storage::abs::AbsStore::new(abs_options(
+            c,
+        ))?)),
         other => bail!(
             "replica type {} is not supported yet (file replicas only in this version)",
             other.type_name()
@@ -136,6 +139,25 @@ fn s3_options(c: &crate::config::S3Config) -> anyhow::Result<engine::storage::s3
         storage_class: c.storage_class.clone(),
         sign_payload: c.sign_payload,
     })
+}
+
+/// The ABS backend's options from a replica's config. The account key and SAS token
+/// missing from the config come from `LITESTREAM_AZURE_*` here too, because
+/// `restore abs://...` parses a bare URL without them.
+fn abs_options(c: &crate::config::AbsConfig) -> engine::storage::abs::AbsOptions {
+    let mut kind = ReplicaKind::Abs(c.clone());
+    kind.apply_env_defaults(&|k| std::env::var(k).ok());
+    let ReplicaKind::Abs(c) = kind else {
+        unreachable!("still abs")
+    };
+    engine::storage::abs::AbsOptions {
+        account_name: c.account_name.clone().unwrap_or_default(),
+        account_key: c.account_key.as_ref().map(|s| s.expose().to_string()),
+        sas_token: c.sas_token.as_ref().map(|s| s.expose().to_string()),
+        container: c.bucket.clone(),
+        prefix: c.path.clone(),
+        endpoint: c.endpoint.clone(),
+    }
 }
 
 /// A replica's display name: its `name`, else its type, numbered when repeated.

@@ -3,6 +3,8 @@
 //!
 //! One test binary; shared helpers in `harness`.
 
+mod abs;
+mod azurite;
 mod garage;
 mod harness;
 mod litestream;

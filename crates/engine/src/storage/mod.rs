@@ -1,8 +1,8 @@
 //! Replica storage: one narrow trait every backend implements, with semantic errors.
 //!
 //! Owns: the [`ReplicaStore`] contract, the [`StorageError`] classification (callers decide
-//! retries from the variant, never the message), and the backends (`file`, `s3`; later sftp,
-//! abs, gcs). Key spelling lives only in [`layout`]. Only this module talks to a backend.
+//! retries from the variant, never the message), and the backends (`file`, `s3`, `abs`; later
+//! sftp, gcs). Key spelling lives only in [`layout`]. Only this module talks to a backend.
 //!
 //! Contract, for every backend:
 //! - `put` is atomic: a reader sees the whole object or nothing, never a prefix.
@@ -18,8 +18,10 @@
 //!   (`generations/`), ignoring other names; `get_v3` returns one of them whole. Read-only:
 //!   nothing here writes that layout. Backends without them answer `Permanent`.
 
+pub mod abs;
 pub mod file;
 pub mod layout;
+mod objstore_error;
 pub mod s3;
 
 use std::ops::Range;

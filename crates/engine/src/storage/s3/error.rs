@@ -4,20 +4,11 @@
 //! mean "retry", "credentials" or "missing bucket", the TLS hint, and scrubbing secrets
 //! and newlines from every detail. Callers read the variant, never the text.
 
-use std::error::Error as StdError;
+use object_store::client::HttpErrorKind;
 
-use object_store::client::{HttpError, HttpErrorKind};
-
+pub(super) use crate::storage::objstore_error::scrub;
+use crate::storage::objstore_error::{chain_text, find_http_error, xml_tag};
 use crate::storage::StorageError;
-
-/// Removes secrets and newlines from text bound for an error message.
-pub(super) fn scrub(text: &str, secrets: &[String]) -> String {
-    let mut s = text.replace(['\n', '\r'], " ");
-    for secret in secrets.iter().filter(|s| s.len() >= 4) {
-        s = s.replace(secret.as_str(), "***");
-    }
-    s
-}
 
 /// The parts of an S3 error response that a message needs.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -77,39 +68,6 @@ impl S3Reply {
         }
         s
     }
-}
-
-fn xml_tag(text: &str, tag: &str) -> Option<String> {
-    let open = format!("<{tag}>");
-    let start = text.find(&open)? + open.len();
-    let end = text[start..].find(&format!("</{tag}>"))? + start;
-    let v = text[start..end].trim();
-    (!v.is_empty()).then(|| v.to_string())
-}
-
-fn find_http_error<'a>(e: &'a (dyn StdError + 'static)) -> Option<&'a HttpError> {
-    let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
-    while let Some(c) = cur {
-        if let Some(h) = c.downcast_ref::<HttpError>() {
-            return Some(h);
-        }
-        cur = c.source();
-    }
-    None
-}
-
-/// An error and its sources, each once, joined by `: `.
-fn chain_text(e: &(dyn StdError + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
-    while let Some(c) = cur {
-        let s = c.to_string();
-        if !parts.iter().any(|p| p.contains(&s)) {
-            parts.push(s);
-        }
-        cur = c.source();
-    }
-    parts.join(": ")
 }
 
 const WRONG_REGION_CODES: &[&str] = &[

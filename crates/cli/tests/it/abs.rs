@@ -1,0 +1,154 @@
+//! Azure Blob Storage replicas against a real Azurite server on loopback (see `azurite`):
+//! the storage contract (the suite the S3 and file backends pass), replicate → restore by
+//! config, Litestream 0.5.17 restoring what we wrote, and the errors for a missing
+//! container and a wrong key.
+
+use std::process::Command;
+use std::time::SystemTime;
+
+use engine::storage::abs::{AbsOptions, AbsStore};
+use engine::storage::{ReplicaStore, StorageError};
+use ltx::Level;
+
+use crate::azurite::{Azurite, ACCOUNT, ACCOUNT_KEY};
+use crate::harness::*;
+use crate::s3::{
+    block_on, conformance, key, litestream_version, millis, replicate_with_writes, s3_config,
+    ConditionalCreate,
+};
+
+fn abs_options(a: &Azurite, prefix: &str) -> AbsOptions {
+    AbsOptions {
+        account_name: ACCOUNT.into(),
+        account_key: Some(ACCOUNT_KEY.into()),
+        sas_token: None,
+        container: a.container.clone(),
+        prefix: prefix.into(),
+        endpoint: Some(a.endpoint()),
+    }
+}
+
+#[test]
+fn abs_store_passes_the_storage_conformance_suite_on_azurite() {
+    let a = Azurite::start();
+    let s = AbsStore::new(abs_options(&a, "conf/db")).unwrap();
+    block_on(async {
+        s.put_object("ltx/0/junk.txt", b"not ltx".to_vec().into())
+            .await
+            .unwrap();
+        // Same name one level down: not in level 0.
+        s.put_object(
+            "ltx/0/sub/0000000000000009-0000000000000009.ltx",
+            b"x".to_vec().into(),
+        )
+        .await
+        .unwrap();
+        conformance(&s, ConditionalCreate::Atomic).await;
+        // The layout is Litestream's: <path>/ltx/<level>/<min>-<max>.ltx.
+        s.put(&key(9, 1, 2), b"snap".to_vec().into(), SystemTime::now())
+            .await
+            .unwrap();
+        let other = AbsStore::new(abs_options(&a, "conf")).unwrap();
+        assert!(
+            other.list(Level::SNAPSHOT).await.unwrap().is_empty(),
+            "levels live under the prefix"
+        );
+        let e = AbsStore::new(AbsOptions {
+            container: "no-such-container".into(),
+            ..abs_options(&a, "x")
+        })
+        .unwrap()
+        .list(Level::L0)
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(&e, StorageError::NotFound { what, .. } if what.contains("no-such-container")),
+            "{e}"
+        );
+        let wrong = ACCOUNT_KEY.replace('E', "F");
+        let e = AbsStore::new(AbsOptions {
+            account_key: Some(wrong.clone()),
+            ..abs_options(&a, "x")
+        })
+        .unwrap()
+        .list(Level::L0)
+        .await
+        .unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            matches!(&e, StorageError::PermissionDenied { .. })
+                && !msg.contains(&wrong)
+                && !msg.contains('\n'),
+            "{msg}"
+        );
+    });
+}
+
+/// Every file's `created` (read back from its `litestreamtimestamp` metadata) is its LTX
+/// header's timestamp, as Litestream writes and reads it; returns how many files there are.
+async fn assert_created_is_header_timestamp(s: &AbsStore) -> usize {
+    let mut n = 0;
+    for level in Level::all() {
+        for f in s.list_exact_times(level).await.unwrap() {
+            let head = s
+                .get(&f.key, Some(0..ltx::HEADER_SIZE as u64))
+                .await
+                .unwrap();
+            let h = ltx::Header::from_bytes(&head).unwrap();
+            assert_eq!(
+                millis(f.created) as i64,
+                h.timestamp_ms,
+                "{}: metadata vs header",
+                f.key
+            );
+            n += 1;
+        }
+    }
+    n
+}
+
+#[test]
+fn replicate_to_azurite_then_restore_by_config() {
+    let a = Azurite::start();
+    let w = Work::new();
+    let db = w.path("app.db");
+    let cfg = s3_config(&w, &db, &a.replica_yaml("db/app"));
+    let want = replicate_with_writes(&w, &cfg, &db);
+    restore_and_compare(&cfg, &db, &w.path("by-config.db"), &want, &[]);
+    let s = AbsStore::new(abs_options(&a, "db/app")).unwrap();
+    assert!(block_on(assert_created_is_header_timestamp(&s)) > 0);
+}
+
+#[test]
+fn litestream_restores_what_we_write_to_azurite() {
+    litestream_version();
+    let a = Azurite::start();
+    let w = Work::new();
+    let db = w.path("app.db");
+    // The same YAML serves both programs.
+    let cfg = s3_config(&w, &db, &a.replica_yaml("ls/app"));
+    let want = replicate_with_writes(&w, &cfg, &db);
+    let out = w.path("litestream.db");
+    let r = Command::new("litestream")
+        .args([
+            "restore",
+            "-config",
+            cfg.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            db.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        r.status.success(),
+        "litestream restore: {}{}",
+        String::from_utf8_lossy(&r.stdout),
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert_same_pages(
+        &want,
+        &pages_of_file(&out),
+        "litestream restore from Azurite",
+    );
+}
