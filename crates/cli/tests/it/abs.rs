@@ -4,7 +4,6 @@
 //! container and a wrong key.
 
 use std::process::Command;
-use std::time::SystemTime;
 
 use engine::storage::abs::{AbsOptions, AbsStore};
 use engine::storage::{ReplicaStore, StorageError};
@@ -13,8 +12,8 @@ use ltx::Level;
 use crate::azurite::{Azurite, ACCOUNT, ACCOUNT_KEY};
 use crate::harness::*;
 use crate::s3::{
-    block_on, conformance, key, litestream_version, millis, replicate_with_writes, s3_config,
-    ConditionalCreate,
+    block_on, litestream_version, millis, object_store_conformance, replicate_with_writes,
+    s3_config, ConditionalCreate,
 };
 
 fn abs_options(a: &Azurite, prefix: &str) -> AbsOptions {
@@ -32,39 +31,24 @@ fn abs_options(a: &Azurite, prefix: &str) -> AbsOptions {
 fn abs_store_passes_the_storage_conformance_suite_on_azurite() {
     let a = Azurite::start();
     let s = AbsStore::new(abs_options(&a, "conf/db")).unwrap();
+    let parent = AbsStore::new(abs_options(&a, "conf")).unwrap();
+    let missing = AbsStore::new(AbsOptions {
+        container: "no-such-container".into(),
+        ..abs_options(&a, "x")
+    })
+    .unwrap();
     block_on(async {
-        s.put_object("ltx/0/junk.txt", b"not ltx".to_vec().into())
-            .await
-            .unwrap();
-        // Same name one level down: not in level 0.
-        s.put_object(
-            "ltx/0/sub/0000000000000009-0000000000000009.ltx",
-            b"x".to_vec().into(),
-        )
-        .await
-        .unwrap();
-        conformance(&s, ConditionalCreate::Atomic).await;
         // The layout is Litestream's: <path>/ltx/<level>/<min>-<max>.ltx.
-        s.put(&key(9, 1, 2), b"snap".to_vec().into(), SystemTime::now())
-            .await
-            .unwrap();
-        let other = AbsStore::new(abs_options(&a, "conf")).unwrap();
-        assert!(
-            other.list(Level::SNAPSHOT).await.unwrap().is_empty(),
-            "levels live under the prefix"
-        );
-        let e = AbsStore::new(AbsOptions {
-            container: "no-such-container".into(),
-            ..abs_options(&a, "x")
-        })
-        .unwrap()
-        .list(Level::L0)
-        .await
-        .unwrap_err();
-        assert!(
-            matches!(&e, StorageError::NotFound { what, .. } if what.contains("no-such-container")),
-            "{e}"
-        );
+        object_store_conformance(
+            &s,
+            async |p: &str, d: Vec<u8>| s.put_object(p, d.into()).await,
+            "ltx/0",
+            ConditionalCreate::Atomic,
+            &parent,
+            &missing,
+            "no-such-container",
+        )
+        .await;
         let wrong = ACCOUNT_KEY.replace('E', "F");
         let e = AbsStore::new(AbsOptions {
             account_key: Some(wrong.clone()),

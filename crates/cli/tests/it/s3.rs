@@ -75,6 +75,45 @@ pub(crate) enum ConditionalCreate {
     Refused,
 }
 
+/// [`conformance`] on an object-store backend, plus what every such backend must add: plants
+/// a non-LTX name and an LTX name one directory too deep in level 0's directory `l0_dir`
+/// (with `put_object`), then checks that levels live under the prefix (`parent` is the
+/// same replica one directory up) and that a missing bucket or container is named as such
+/// (`missing`, whose bucket or container is `missing_name`).
+pub(crate) async fn object_store_conformance(
+    s: &dyn ReplicaStore,
+    put_object: impl AsyncFn(&str, Vec<u8>) -> Result<(), StorageError>,
+    l0_dir: &str,
+    conditional: ConditionalCreate,
+    parent: &dyn ReplicaStore,
+    missing: &dyn ReplicaStore,
+    missing_name: &str,
+) {
+    put_object(&format!("{l0_dir}/junk.txt"), b"not ltx".to_vec())
+        .await
+        .unwrap();
+    // Same name one level down: not in level 0.
+    put_object(
+        &format!("{l0_dir}/sub/0000000000000009-0000000000000009.ltx"),
+        b"x".to_vec(),
+    )
+    .await
+    .unwrap();
+    conformance(s, conditional).await;
+    s.put(&key(9, 1, 2), b"snap".to_vec().into(), SystemTime::now())
+        .await
+        .unwrap();
+    assert!(
+        parent.list(Level::SNAPSHOT).await.unwrap().is_empty(),
+        "levels live under the prefix"
+    );
+    let e = missing.list(Level::L0).await.unwrap_err();
+    assert!(
+        matches!(&e, StorageError::NotFound { what, .. } if what.contains(missing_name)),
+        "{e}"
+    );
+}
+
 /// The `ReplicaStore` contract. The caller has planted `junk.txt` in level 0's directory.
 pub(crate) async fn conformance(s: &dyn ReplicaStore, conditional: ConditionalCreate) {
     let t1 = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
@@ -210,41 +249,22 @@ fn file_store_passes_the_storage_conformance_suite() {
 fn s3_store_passes_the_storage_conformance_suite_on_garage() {
     let g = Garage::start();
     let s = S3Store::new(s3_options(&g, "conf/db")).unwrap();
-    block_on(async {
-        s.put_object("0000/junk.txt", b"not ltx".to_vec().into())
-            .await
-            .unwrap();
-        // Same name one level down: not in level 0.
-        s.put_object(
-            "0000/sub/0000000000000009-0000000000000009.ltx",
-            b"x".to_vec().into(),
-        )
-        .await
-        .unwrap();
-        conformance(&s, ConditionalCreate::Refused).await;
-        // The layout is Litestream's: <path>/<level %04x>/<min>-<max>.ltx.
-        s.put(&key(9, 1, 2), b"snap".to_vec().into(), SystemTime::now())
-            .await
-            .unwrap();
-        let other = S3Store::new(s3_options(&g, "conf")).unwrap();
-        assert!(
-            other.list(Level::SNAPSHOT).await.unwrap().is_empty(),
-            "levels live under the prefix"
-        );
-        // A missing bucket is named as such.
-        let e = S3Store::new(S3Options {
-            bucket: "no-such-bucket".into(),
-            ..s3_options(&g, "x")
-        })
-        .unwrap()
-        .list(Level::L0)
-        .await
-        .unwrap_err();
-        assert!(
-            matches!(&e, StorageError::NotFound { what, .. } if what.contains("no-such-bucket")),
-            "{e}"
-        );
-    });
+    let parent = S3Store::new(s3_options(&g, "conf")).unwrap();
+    let missing = S3Store::new(S3Options {
+        bucket: "no-such-bucket".into(),
+        ..s3_options(&g, "x")
+    })
+    .unwrap();
+    // The layout is Litestream's: <path>/<level %04x>/<min>-<max>.ltx.
+    block_on(object_store_conformance(
+        &s,
+        async |p: &str, d: Vec<u8>| s.put_object(p, d.into()).await,
+        "0000",
+        ConditionalCreate::Refused,
+        &parent,
+        &missing,
+        "no-such-bucket",
+    ));
 }
 
 #[test]

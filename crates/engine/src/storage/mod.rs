@@ -2,7 +2,10 @@
 //!
 //! Owns: the [`ReplicaStore`] contract, the [`StorageError`] classification (callers decide
 //! retries from the variant, never the message), and the backends (`file`, `s3`, `abs`; later
-//! sftp, gcs). Key spelling lives only in [`layout`]. Only this module talks to a backend.
+//! sftp, gcs). Key spelling lives only in [`layout`]. What the backends built on
+//! `object_store` share (the calls themselves, client settings, error classification)
+//! lives in `objstore` and `objstore_error`; each such backend keeps only its own
+//! settings, client building and error dialect. Only this module talks to a backend.
 //!
 //! Contract, for every backend:
 //! - `put` is atomic: a reader sees the whole object or nothing, never a prefix.
@@ -21,6 +24,7 @@
 pub mod abs;
 pub mod file;
 pub mod layout;
+mod objstore;
 mod objstore_error;
 pub mod s3;
 

@@ -1,14 +1,160 @@
-//! Helpers shared by the backends built on `object_store` (S3, ABS) for turning its
-//! failures into [`super::StorageError`] text.
+//! The edge shared by the backends built on `object_store` (S3, ABS): one failure becomes
+//! one [`StorageError`] variant.
 //!
-//! Owns: scrubbing secrets and newlines from details, finding the transport error (no
-//! response at all) in a failure's sources, joining a source chain into one line, and
-//! reading the HTTP status and an XML error tag out of the client's message. Does not
-//! classify: each backend's `error` module knows its own service's codes and hints.
+//! Owns: the classification itself ([`classify`]: no response at all → transient or TLS;
+//! `object_store`'s own kinds; then the service's error code and HTTP status), scrubbing
+//! secrets and newlines from details, finding the transport error in a failure's sources,
+//! joining a source chain into one line, and reading the HTTP status and an XML error tag
+//! out of the client's message. Does not know any service: each backend's `error` module
+//! supplies a [`Dialect`] (its codes, hints, and how to read its error replies).
 
 use std::error::Error as StdError;
 
-use object_store::client::HttpError;
+use object_store::client::{HttpError, HttpErrorKind};
+
+use super::StorageError;
+
+/// What one service's error replies look like and mean, for [`classify`].
+#[derive(Debug)]
+pub(crate) struct Dialect {
+    /// What a missing container is called in messages: `bucket`, `container`.
+    pub container_noun: &'static str,
+    /// What a stored file is called in messages: `object`, `blob`.
+    pub object_noun: &'static str,
+    /// The error code of a missing bucket or container.
+    pub missing_container_code: &'static str,
+    /// Error codes that mean the credentials or their permissions are wrong.
+    pub auth_codes: &'static [&'static str],
+    /// Error codes worth retrying.
+    pub transient_codes: &'static [&'static str],
+    /// Appended to every `PermissionDenied` detail.
+    pub credentials_hint: &'static str,
+    /// Lower-case words in a transport error that mean TLS failed.
+    pub tls_words: &'static [&'static str],
+    /// Put in parentheses after a TLS failure.
+    pub tls_hint: &'static str,
+    /// Whether HTTP 507 means `NoSpace` (else it is a 5xx like any other: transient).
+    pub no_space_on_507: bool,
+    /// Reads the status, code and description out of the client's error text.
+    pub read_reply: fn(&str) -> Reply,
+}
+
+/// The parts of a service's error reply a message needs.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Reply {
+    pub status: Option<u16>,
+    /// Empty when the reply has none.
+    pub code: String,
+    /// For the operator, unscrubbed; empty when there is nothing to say.
+    pub description: String,
+}
+
+/// The edge: one `object_store` failure → one [`StorageError`] variant. `container` is the
+/// bucket or container name; `secrets` are scrubbed from every detail.
+pub(crate) fn classify(
+    d: &Dialect,
+    location: &str,
+    container: &str,
+    what: String,
+    e: &object_store::Error,
+    secrets: &[String],
+) -> StorageError {
+    use object_store::Error as E;
+    let location = location.to_string();
+    let text = e.to_string();
+    let clean = |s: &str| scrub(s, secrets);
+
+    // No response at all: connection refused, DNS, timeouts, resets, TLS.
+    if let Some(h) = find_http_error(e) {
+        let detail = clean(&chain_text(h));
+        let lower = detail.to_ascii_lowercase();
+        if d.tls_words.iter().any(|w| lower.contains(w)) {
+            return StorageError::Permanent {
+                location,
+                what,
+                detail: format!("TLS failure: {detail} ({})", d.tls_hint),
+            };
+        }
+        let detail = match h.kind() {
+            HttpErrorKind::Connect => format!("cannot connect to the endpoint: {detail}"),
+            HttpErrorKind::Timeout => format!("no answer in time: {detail}"),
+            _ => detail,
+        };
+        return match h.kind() {
+            HttpErrorKind::Connect
+            | HttpErrorKind::Request
+            | HttpErrorKind::Timeout
+            | HttpErrorKind::Interrupted
+            | HttpErrorKind::Decode => StorageError::Transient {
+                location,
+                what,
+                detail,
+            },
+            _ => StorageError::Permanent {
+                location,
+                what,
+                detail,
+            },
+        };
+    }
+
+    let reply = (d.read_reply)(&text);
+    let code = reply.code.as_str();
+    let detail = if reply.description.is_empty() {
+        clean(&text)
+    } else {
+        clean(&reply.description)
+    };
+    if !code.is_empty() && code == d.missing_container_code {
+        return StorageError::NotFound {
+            location,
+            what: format!("{} {container:?}", d.container_noun),
+        };
+    }
+    let denied = |detail: String| StorageError::PermissionDenied {
+        location: location.clone(),
+        what: what.clone(),
+        detail: format!("{detail}; {}", d.credentials_hint),
+    };
+    match e {
+        E::NotFound { .. } => return StorageError::NotFound { location, what },
+        E::Precondition { .. } | E::AlreadyExists { .. } => {
+            return StorageError::Precondition { location, what }
+        }
+        E::PermissionDenied { .. } | E::Unauthenticated { .. } => return denied(detail),
+        E::NotSupported { .. } | E::NotImplemented { .. } => {
+            return StorageError::Permanent {
+                location,
+                what,
+                detail: clean(&text),
+            };
+        }
+        _ => {}
+    }
+    if d.auth_codes.contains(&code) || matches!(reply.status, Some(401 | 403)) {
+        return denied(detail);
+    }
+    let no_space = d.no_space_on_507 && reply.status == Some(507);
+    if d.transient_codes.contains(&code)
+        || matches!(reply.status, Some(408 | 429 | 500..=599)) && !no_space
+    {
+        return StorageError::Transient {
+            location,
+            what,
+            detail,
+        };
+    }
+    match reply.status {
+        _ if no_space => StorageError::NoSpace { location, what },
+        Some(404) => StorageError::NotFound { location, what },
+        Some(409 | 412) => StorageError::Precondition { location, what },
+        _ => StorageError::Permanent {
+            location,
+            what,
+            detail,
+        },
+    }
+}
 
 /// Removes secrets and newlines from text bound for an error message.
 pub(crate) fn scrub(text: &str, secrets: &[String]) -> String {

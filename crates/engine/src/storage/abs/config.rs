@@ -3,19 +3,30 @@
 //! Owns: which credential is used (account key, else SAS token, else the client's own
 //! chain of managed and workload identity), the endpoint (Azure's
 //! `https://<account>.blob.core.windows.net` unless given, e.g. Azurite's
-//! `http://127.0.0.1:10000/<account>`), and the client's timeouts and retry budget.
+//! `http://127.0.0.1:10000/<account>`), and which of the shared object-store settings
+//! Azure uses (layout, metadata key, error dialect, block size, a HEAD before ranged gets).
 //! Reads no environment variable: the CLI fills keys from `LITESTREAM_AZURE_*`. Makes
 //! no request.
 
 use std::fmt;
-use std::time::Duration;
 
-use object_store::azure::{AzureConfigKey, MicrosoftAzure, MicrosoftAzureBuilder};
-use object_store::path::Path;
-use object_store::{BackoffConfig, ClientOptions, RetryConfig};
+use std::sync::Arc;
 
+use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+use object_store::Attributes;
+
+use crate::storage::objstore::{
+    client_options, parse_prefix, retry_config, trim_endpoint, ObjectStoreReplica,
+};
 use crate::storage::objstore_error::scrub;
-use crate::storage::StorageError;
+use crate::storage::{Layout, StorageError};
+
+/// Files larger than this go up as blocks of this size (one Put Blob is limited, and a
+/// failed block is cheaper to resend than a whole file).
+const BLOCK_SIZE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Blocks of one file in flight at once.
+const BLOCK_CONCURRENCY: usize = 4;
 
 /// Where and how to reach a container. Secrets never print (`Debug` shows `***`).
 #[derive(Clone, Default)]
@@ -47,27 +58,11 @@ impl fmt::Debug for AbsOptions {
     }
 }
 
-/// A checked configuration with its client.
-#[derive(Debug)]
-pub(super) struct Client {
-    pub store: MicrosoftAzure,
-    pub container: String,
-    /// `None` for an empty prefix.
-    pub prefix: Option<Path>,
-    /// `abs://container/prefix (endpoint)`, never a secret.
-    pub location: String,
-    /// Values scrubbed from every error text, should a server echo one back.
-    pub secrets: Vec<String>,
-}
-
-/// Checks `opts` and builds the client. Errors are `Permanent` and name the replica.
-pub(super) fn build(opts: AbsOptions) -> Result<Client, StorageError> {
+/// Checks `opts` and builds the client with Azure's layout, metadata key, error dialect and
+/// block size. Errors are `Permanent` and name the replica.
+pub(super) fn build(opts: AbsOptions) -> Result<ObjectStoreReplica, StorageError> {
     let prefix_str = opts.prefix.trim_matches('/').to_string();
-    let endpoint = opts
-        .endpoint
-        .as_deref()
-        .map(|e| e.trim_end_matches('/').to_string())
-        .filter(|e| !e.is_empty());
+    let endpoint = trim_endpoint(opts.endpoint.as_deref());
     let shown_endpoint = match &endpoint {
         Some(e) => display_endpoint(e),
         None => format!("https://{}.blob.core.windows.net", opts.account_name),
@@ -85,10 +80,7 @@ pub(super) fn build(opts: AbsOptions) -> Result<Client, StorageError> {
     if opts.container.is_empty() {
         return Err(bad("no bucket (container) given".into()));
     }
-    let prefix = match prefix_str.as_str() {
-        "" => None,
-        p => Some(Path::parse(p).map_err(|e| bad(format!("invalid path {p:?}: {e}")))?),
-    };
+    let prefix = parse_prefix(&prefix_str).map_err(bad)?;
 
     let mut b = MicrosoftAzureBuilder::new()
         .with_account(&opts.account_name)
@@ -141,34 +133,27 @@ pub(super) fn build(opts: AbsOptions) -> Result<Client, StorageError> {
         }
     }
 
-    b = b.with_client_options(
-        ClientOptions::new()
-            .with_allow_http(allow_http)
-            .with_connect_timeout(Duration::from_secs(5))
-            // Per request: a whole block on a slow link must fit.
-            .with_timeout(Duration::from_secs(120)),
-    );
-    // A few quick attempts so a dead endpoint fails in seconds; the uploader retries
-    // with its own backoff, and restore reports the error.
-    b = b.with_retry(RetryConfig {
-        backoff: BackoffConfig {
-            init_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(2),
-            base: 2.0,
-        },
-        max_retries: 3,
-        retry_timeout: Duration::from_secs(10),
-    });
+    b = b
+        .with_client_options(client_options(allow_http))
+        .with_retry(retry_config());
 
     let store = b
         .build()
         .map_err(|e| bad(scrub(&e.to_string(), &secrets)))?;
-    Ok(Client {
-        store,
+    Ok(ObjectStoreReplica {
+        store: Arc::new(store),
         container: opts.container,
         prefix,
         location,
         secrets,
+        layout: Layout::LtxDir,
+        timestamp_key: super::TIMESTAMP_METADATA,
+        dialect: &super::error::DIALECT,
+        part_size_bytes: BLOCK_SIZE_BYTES,
+        part_concurrency: BLOCK_CONCURRENCY,
+        base_attributes: Attributes::new(),
+        // Azure answers a range past the end with 416, so every ranged get checks first.
+        head_before_range: true,
     })
 }
 

@@ -1,13 +1,12 @@
-//! The ABS backend's edge: each `object_store` failure becomes one [`StorageError`] variant.
+//! The ABS backend's edge: each `object_store` failure becomes one
+//! [`StorageError`](crate::storage::StorageError) variant.
 //!
-//! Owns: Azure's error codes that mean "retry", "credentials" or "missing container", the
-//! statuses behind them, and scrubbing secrets from every detail (through the shared
-//! helpers). Callers read the variant, never the text.
+//! Owns: Azure's [`Dialect`] for the shared classification in `objstore_error`: reading
+//! an Azure error reply (code and the first line of its message), the codes that mean
+//! "retry", "credentials" or "missing container", and the TLS and credentials hints.
+//! Callers read the variant, never the text.
 
-use object_store::client::HttpErrorKind;
-
-use crate::storage::objstore_error::{chain_text, find_http_error, scrub, status_in, xml_tag};
-use crate::storage::StorageError;
+use crate::storage::objstore_error::{status_in, xml_tag, Dialect, Reply};
 
 const AUTH_CODES: &[&str] = &[
     "AuthenticationFailed",
@@ -31,131 +30,50 @@ const NOT_FOUND_CONTAINER: &str = "ContainerNotFound";
 
 const CREDENTIALS_HINT: &str = "check account-name and account-key or sas-token (or LITESTREAM_AZURE_ACCOUNT_KEY/LITESTREAM_AZURE_SAS_TOKEN) and their permissions on the container";
 
-/// The edge: one `object_store` failure → one [`StorageError`] variant.
-pub(super) fn classify(
-    location: &str,
-    container: &str,
-    what: String,
-    e: &object_store::Error,
-    secrets: &[String],
-) -> StorageError {
-    use object_store::Error as E;
-    let location = location.to_string();
-    let text = e.to_string();
-    let clean = |s: &str| scrub(s, secrets);
+/// Azure's error replies, for the shared classification.
+pub(super) const DIALECT: Dialect = Dialect {
+    container_noun: "container",
+    object_noun: "blob",
+    missing_container_code: NOT_FOUND_CONTAINER,
+    auth_codes: AUTH_CODES,
+    transient_codes: TRANSIENT_CODES,
+    credentials_hint: CREDENTIALS_HINT,
+    tls_words: &["certificate", "tls", "handshake", "peer is incompatible"],
+    tls_hint: "check the endpoint's certificate and scheme",
+    no_space_on_507: false,
+    read_reply,
+};
 
-    // No response at all: connection refused, DNS, timeouts, resets, TLS.
-    if let Some(h) = find_http_error(e) {
-        let detail = clean(&chain_text(h));
-        let lower = detail.to_ascii_lowercase();
-        if ["certificate", "tls", "handshake", "peer is incompatible"]
-            .iter()
-            .any(|w| lower.contains(w))
-        {
-            return StorageError::Permanent {
-                location,
-                what,
-                detail: format!(
-                    "TLS failure: {detail} (check the endpoint's certificate and scheme)"
-                ),
-            };
-        }
-        let detail = match h.kind() {
-            HttpErrorKind::Connect => format!("cannot connect to the endpoint: {detail}"),
-            HttpErrorKind::Timeout => format!("no answer in time: {detail}"),
-            _ => detail,
-        };
-        return match h.kind() {
-            HttpErrorKind::Connect
-            | HttpErrorKind::Request
-            | HttpErrorKind::Timeout
-            | HttpErrorKind::Interrupted
-            | HttpErrorKind::Decode => StorageError::Transient {
-                location,
-                what,
-                detail,
-            },
-            _ => StorageError::Permanent {
-                location,
-                what,
-                detail,
-            },
-        };
-    }
-
-    let status = status_in(&text);
-    let code = xml_tag(&text, "Code").unwrap_or_default();
-    let detail = {
-        let mut d = match (code.as_str(), xml_tag(&text, "Message")) {
-            ("", None) => String::new(),
-            (c, None) => c.to_string(),
-            ("", Some(m)) => m,
-            // Azure's messages carry a request id and time after a newline.
-            (c, Some(m)) => format!("{c}: {}", m.lines().next().unwrap_or_default()),
-        };
-        if let Some(st) = status {
-            d = if d.is_empty() {
-                format!("HTTP {st}")
-            } else {
-                format!("HTTP {st} {d}")
-            };
-        }
-        if d.is_empty() {
-            clean(&text)
+/// The status, code and first line of the message of an Azure error reply.
+fn read_reply(text: &str) -> Reply {
+    let status = status_in(text);
+    let code = xml_tag(text, "Code").unwrap_or_default();
+    let mut d = match (code.as_str(), xml_tag(text, "Message")) {
+        ("", None) => String::new(),
+        (c, None) => c.to_string(),
+        ("", Some(m)) => m,
+        // Azure's messages carry a request id and time after a newline.
+        (c, Some(m)) => format!("{c}: {}", m.lines().next().unwrap_or_default()),
+    };
+    if let Some(st) = status {
+        d = if d.is_empty() {
+            format!("HTTP {st}")
         } else {
-            clean(&d)
-        }
-    };
-    if code == NOT_FOUND_CONTAINER {
-        return StorageError::NotFound {
-            location,
-            what: format!("container {container:?}"),
+            format!("HTTP {st} {d}")
         };
     }
-    let denied = |detail: String| StorageError::PermissionDenied {
-        location: location.clone(),
-        what: what.clone(),
-        detail: format!("{detail}; {CREDENTIALS_HINT}"),
-    };
-    match e {
-        E::NotFound { .. } => return StorageError::NotFound { location, what },
-        E::Precondition { .. } | E::AlreadyExists { .. } => {
-            return StorageError::Precondition { location, what }
-        }
-        E::PermissionDenied { .. } | E::Unauthenticated { .. } => return denied(detail),
-        E::NotSupported { .. } | E::NotImplemented { .. } => {
-            return StorageError::Permanent {
-                location,
-                what,
-                detail: clean(&text),
-            };
-        }
-        _ => {}
-    }
-    if AUTH_CODES.contains(&code.as_str()) || matches!(status, Some(401 | 403)) {
-        return denied(detail);
-    }
-    if TRANSIENT_CODES.contains(&code.as_str()) || matches!(status, Some(408 | 429 | 500..=599)) {
-        return StorageError::Transient {
-            location,
-            what,
-            detail,
-        };
-    }
-    match status {
-        Some(404) => StorageError::NotFound { location, what },
-        Some(409 | 412) => StorageError::Precondition { location, what },
-        _ => StorageError::Permanent {
-            location,
-            what,
-            detail,
-        },
+    Reply {
+        status,
+        code,
+        description: d,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::objstore_error::classify;
+    use crate::storage::StorageError;
 
     #[test]
     fn classification_reads_status_and_code() {
@@ -165,6 +83,7 @@ mod tests {
         };
         let c = |msg: &str| {
             classify(
+                &DIALECT,
                 "abs://c/p",
                 "c",
                 "x".into(),
@@ -200,6 +119,6 @@ mod tests {
             path: "k".into(),
             source: "<Code>BlobNotFound</Code>".to_string().into(),
         };
-        assert!(classify("l", "c", "k".into(), &nf, &[]).is_not_found());
+        assert!(classify(&DIALECT, "l", "c", "k".into(), &nf, &[]).is_not_found());
     }
 }

@@ -2,17 +2,21 @@
 //!
 //! Owns: defaults (region, part size, concurrency), where credentials come from (options,
 //! then `AWS_*`, then `LITESTREAM_*`, then the AWS chain), endpoint styles, SSE settings,
-//! `AWS_CA_BUNDLE`, and the client's timeouts and retry budget. Makes no request.
+//! `AWS_CA_BUNDLE`, TLS verification, and which of the shared object-store settings S3
+//! uses (layout, metadata key, error dialect, parts, storage class). Makes no request.
 
 use std::fmt;
-use std::time::Duration;
 
-use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
-use object_store::path::Path;
-use object_store::{BackoffConfig, Certificate, ClientOptions, RetryConfig};
+use std::sync::Arc;
 
-use super::error::scrub;
-use crate::storage::StorageError;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::{Attribute, Attributes, Certificate};
+
+use crate::storage::objstore::{
+    client_options, parse_prefix, retry_config, trim_endpoint, ObjectStoreReplica,
+};
+use crate::storage::objstore_error::scrub;
+use crate::storage::{Layout, StorageError};
 
 /// Files larger than this go up in parts (Litestream's default part size).
 pub const DEFAULT_PART_SIZE_BYTES: u64 = 5 * 1024 * 1024;
@@ -90,34 +94,15 @@ impl fmt::Debug for S3Options {
     }
 }
 
-/// A checked configuration with its client.
-#[derive(Debug)]
-pub(super) struct Client {
-    pub store: AmazonS3,
-    pub bucket: String,
-    /// `None` for an empty prefix.
-    pub prefix: Option<Path>,
-    /// `s3://bucket/prefix (endpoint)`, never a secret.
-    pub location: String,
-    pub part_size_bytes: u64,
-    pub concurrency: usize,
-    pub storage_class: Option<String>,
-    /// Values scrubbed from every error text, should a server echo one back.
-    pub secrets: Vec<String>,
-}
-
-/// Checks `opts` and builds the client; `env` reads environment variables. Errors are
-/// `Permanent` and name the replica.
+/// Checks `opts` and builds the client with S3's layout, metadata key, error dialect,
+/// part size and storage class; `env` reads environment variables. Errors are `Permanent`
+/// and name the replica.
 pub(super) fn build(
     opts: S3Options,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Client, StorageError> {
+) -> Result<ObjectStoreReplica, StorageError> {
     let prefix_str = opts.prefix.trim_matches('/').to_string();
-    let endpoint = opts
-        .endpoint
-        .as_deref()
-        .map(|e| e.trim_end_matches('/').to_string())
-        .filter(|e| !e.is_empty());
+    let endpoint = trim_endpoint(opts.endpoint.as_deref());
     let location = match &endpoint {
         Some(e) => format!(
             "s3://{}/{} ({})",
@@ -136,10 +121,7 @@ pub(super) fn build(
     if opts.bucket.is_empty() {
         return Err(bad("no bucket given".into()));
     }
-    let prefix = match prefix_str.as_str() {
-        "" => None,
-        p => Some(Path::parse(p).map_err(|e| bad(format!("invalid path {p:?}: {e}")))?),
-    };
+    let prefix = parse_prefix(&prefix_str).map_err(bad)?;
     let part_size_bytes = opts.part_size.unwrap_or(DEFAULT_PART_SIZE_BYTES);
     if !(MIN_PART_SIZE_BYTES..=MAX_PART_SIZE_BYTES).contains(&part_size_bytes) {
         return Err(bad(format!(
@@ -261,12 +243,7 @@ pub(super) fn build(
         b = b.with_unsigned_payload(true);
     }
 
-    let mut client = ClientOptions::new()
-        .with_allow_http(allow_http)
-        .with_allow_invalid_certificates(opts.skip_verify)
-        .with_connect_timeout(Duration::from_secs(5))
-        // Per request: a 5 MiB part on a slow link must fit.
-        .with_timeout(Duration::from_secs(120));
+    let mut client = client_options(allow_http).with_allow_invalid_certificates(opts.skip_verify);
     // The client does not read AWS_CA_BUNDLE itself; AWS SDKs (and so Litestream) do.
     if let Some(bundle) = env("AWS_CA_BUNDLE") {
         let pem = std::fs::read(&bundle)
@@ -277,32 +254,30 @@ pub(super) fn build(
             client = client.with_root_certificate(c);
         }
     }
-    b = b.with_client_options(client);
-    // A few quick attempts so a dead endpoint fails in seconds; the uploader retries
-    // with its own backoff, and restore reports the error.
-    b = b.with_retry(RetryConfig {
-        backoff: BackoffConfig {
-            init_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(2),
-            base: 2.0,
-        },
-        max_retries: 3,
-        retry_timeout: Duration::from_secs(10),
-    });
+    b = b.with_client_options(client).with_retry(retry_config());
 
     let store = b
         .build()
         .map_err(|e| bad(scrub(&e.to_string(), &secrets)))?;
     secrets.retain(|s| !s.is_empty());
-    Ok(Client {
-        store,
-        bucket: opts.bucket,
+    let mut base_attributes = Attributes::new();
+    if let Some(c) = opts.storage_class.filter(|s| !s.is_empty()) {
+        base_attributes.insert(Attribute::StorageClass, c.into());
+    }
+    Ok(ObjectStoreReplica {
+        store: Arc::new(store),
+        container: opts.bucket,
         prefix,
         location,
-        part_size_bytes,
-        concurrency,
-        storage_class: opts.storage_class.filter(|s| !s.is_empty()),
         secrets,
+        layout: Layout::HexLevel,
+        timestamp_key: super::TIMESTAMP_METADATA,
+        dialect: &super::error::DIALECT,
+        part_size_bytes: usize::try_from(part_size_bytes).unwrap_or(usize::MAX),
+        part_concurrency: concurrency,
+        base_attributes,
+        // S3 answers a range past the end with what there is; only an empty range needs a HEAD.
+        head_before_range: false,
     })
 }
 

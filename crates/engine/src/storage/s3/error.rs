@@ -1,14 +1,12 @@
-//! The S3 backend's edge: each `object_store` failure becomes one [`StorageError`] variant.
+//! The S3 backend's edge: each `object_store` failure becomes one
+//! [`StorageError`](crate::storage::StorageError) variant.
 //!
-//! Owns: reading the HTTP status and S3 error document out of a failure, the codes that
-//! mean "retry", "credentials" or "missing bucket", the TLS hint, and scrubbing secrets
-//! and newlines from every detail. Callers read the variant, never the text.
+//! Owns: S3's [`Dialect`] for the shared classification in `objstore_error`: reading the
+//! S3 error document (code, message, the bucket's real region) out of a failure, the codes
+//! that mean "retry", "credentials" or "missing bucket", HTTP 507 as no space, and the TLS
+//! and credentials hints. Callers read the variant, never the text.
 
-use object_store::client::HttpErrorKind;
-
-pub(super) use crate::storage::objstore_error::scrub;
-use crate::storage::objstore_error::{chain_text, find_http_error, xml_tag};
-use crate::storage::StorageError;
+use crate::storage::objstore_error::{status_in, xml_tag, Dialect, Reply};
 
 /// The parts of an S3 error response that a message needs.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -28,10 +26,7 @@ impl S3Reply {
     /// ("Server returned non-2xx status code: 403 Forbidden: <Error>..."). This is the one
     /// place that reads it; callers get variants.
     fn parse(text: &str) -> S3Reply {
-        let status = text.find("status code: ").and_then(|i| {
-            let digits = text.get(i + 13..i + 16)?;
-            digits.parse::<u16>().ok()
-        });
+        let status = status_in(text);
         let code = xml_tag(text, "Code");
         // Some servers (Garage) put their region in every error; it names the bucket's
         // real region only when the error is about the region.
@@ -101,138 +96,44 @@ const TRANSIENT_CODES: &[&str] = &[
 
 const CREDENTIALS_HINT: &str = "check access-key-id and secret-access-key (or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY) and the key's permissions on the bucket";
 
-/// The edge: one `object_store` failure → one [`StorageError`] variant.
-pub(super) fn classify(
-    location: &str,
-    bucket: &str,
-    what: String,
-    e: &object_store::Error,
-    secrets: &[String],
-) -> StorageError {
-    use object_store::Error as E;
-    let location = location.to_string();
-    let text = e.to_string();
-    let reply = S3Reply::parse(&text);
-    let clean = |s: &str| scrub(s, secrets);
-
-    // No response at all: connection refused, DNS, timeouts, resets, TLS.
-    if let Some(h) = find_http_error(e) {
-        let detail = clean(&chain_text(h));
-        let lower = detail.to_ascii_lowercase();
-        // rustls's errors, as they read through reqwest (no rustls type to downcast to
-        // without depending on it): bad certificates, alerts, and a plain-HTTP peer.
-        if [
-            "certificate",
-            "tls",
-            "handshake",
-            "corrupt message",
-            "alert",
-            "peer is incompatible",
-            "peer misbehaved",
-            "unknownissuer",
-            "invalidcertificate",
-        ]
-        .iter()
-        .any(|w| lower.contains(w))
-        {
-            return StorageError::Permanent {
-                location,
-                what,
-                detail: format!(
-                    "TLS failure: {detail} (check the endpoint's certificate and scheme; set AWS_CA_BUNDLE for a private CA, or skip-verify: true)"
-                ),
-            };
+/// S3's error replies, for the shared classification.
+pub(super) const DIALECT: Dialect = Dialect {
+    container_noun: "bucket",
+    object_noun: "object",
+    missing_container_code: "NoSuchBucket",
+    auth_codes: AUTH_CODES,
+    transient_codes: TRANSIENT_CODES,
+    credentials_hint: CREDENTIALS_HINT,
+    // rustls's errors, as they read through reqwest (no rustls type to downcast to
+    // without depending on it): bad certificates, alerts, and a plain-HTTP peer.
+    tls_words: &[
+        "certificate",
+        "tls",
+        "handshake",
+        "corrupt message",
+        "alert",
+        "peer is incompatible",
+        "peer misbehaved",
+        "unknownissuer",
+        "invalidcertificate",
+    ],
+    tls_hint: "check the endpoint's certificate and scheme; set AWS_CA_BUNDLE for a private CA, or skip-verify: true",
+    no_space_on_507: true,
+    read_reply: |text| {
+        let r = S3Reply::parse(text);
+        Reply {
+            status: r.status,
+            description: r.describe(),
+            code: r.code.unwrap_or_default(),
         }
-        let detail = match h.kind() {
-            HttpErrorKind::Connect => format!("cannot connect to the endpoint: {detail}"),
-            HttpErrorKind::Timeout => format!("no answer in time: {detail}"),
-            _ => detail,
-        };
-        return match h.kind() {
-            HttpErrorKind::Connect
-            | HttpErrorKind::Request
-            | HttpErrorKind::Timeout
-            | HttpErrorKind::Interrupted
-            | HttpErrorKind::Decode => StorageError::Transient {
-                location,
-                what,
-                detail,
-            },
-            _ => StorageError::Permanent {
-                location,
-                what,
-                detail,
-            },
-        };
-    }
-
-    let code = reply.code.as_deref().unwrap_or_default();
-    let detail = clean(&reply.describe());
-    let detail_or_text = || {
-        if detail.is_empty() {
-            clean(&text)
-        } else {
-            detail.clone()
-        }
-    };
-    if code == "NoSuchBucket" {
-        return StorageError::NotFound {
-            location,
-            what: format!("bucket {bucket:?}"),
-        };
-    }
-    match e {
-        E::NotFound { .. } => return StorageError::NotFound { location, what },
-        E::Precondition { .. } | E::AlreadyExists { .. } => {
-            return StorageError::Precondition { location, what }
-        }
-        E::PermissionDenied { .. } | E::Unauthenticated { .. } => {
-            return StorageError::PermissionDenied {
-                location,
-                what,
-                detail: format!("{}; {CREDENTIALS_HINT}", detail_or_text()),
-            };
-        }
-        E::NotSupported { .. } | E::NotImplemented { .. } => {
-            return StorageError::Permanent {
-                location,
-                what,
-                detail: clean(&text),
-            };
-        }
-        _ => {}
-    }
-    if AUTH_CODES.contains(&code) || matches!(reply.status, Some(401 | 403)) {
-        return StorageError::PermissionDenied {
-            location,
-            what,
-            detail: format!("{}; {CREDENTIALS_HINT}", detail_or_text()),
-        };
-    }
-    if TRANSIENT_CODES.contains(&code)
-        || matches!(reply.status, Some(408 | 429 | 500..=599)) && reply.status != Some(507)
-    {
-        return StorageError::Transient {
-            location,
-            what,
-            detail: detail_or_text(),
-        };
-    }
-    match reply.status {
-        Some(404) => StorageError::NotFound { location, what },
-        Some(409 | 412) => StorageError::Precondition { location, what },
-        Some(507) => StorageError::NoSpace { location, what },
-        _ => StorageError::Permanent {
-            location,
-            what,
-            detail: detail_or_text(),
-        },
-    }
-}
+    },
+};
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::objstore_error::classify;
+    use crate::storage::StorageError;
 
     #[test]
     fn error_replies() {
@@ -266,6 +167,7 @@ mod tests {
         };
         let c = |msg: &str| {
             classify(
+                &DIALECT,
                 "s3://b/p",
                 "b",
                 "x".into(),
@@ -303,6 +205,6 @@ mod tests {
             path: "k".into(),
             source: "<Code>NoSuchKey</Code>".to_string().into(),
         };
-        assert!(classify("l", "b", "k".into(), &nf, &[]).is_not_found());
+        assert!(classify(&DIALECT, "l", "b", "k".into(), &nf, &[]).is_not_found());
     }
 }

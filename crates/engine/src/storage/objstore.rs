@@ -1,0 +1,465 @@
+//! What every backend built on `object_store` (S3, ABS; later GCS) has in common.
+//!
+//! Owns: [`ObjectStoreReplica`], which implements the [`ReplicaStore`] calls once over any
+//! `object_store` client: object paths under the key prefix (spelled by the backend's
+//! [`Layout`]), listing a level, HEAD-per-file exact timestamps from the backend's metadata
+//! key, ranged gets, single and multipart puts, batched deletes, unconditional and
+//! create-only writes outside the levels; the timestamp format ([`format_timestamp`],
+//! Go's RFC3339Nano as Litestream writes it); and the client settings every backend uses
+//! (timeouts, retry budget, prefix and endpoint checks).
+//!
+//! Does not: build clients or read credentials (each backend's `config`), know a
+//! service's error codes (each backend's `error` supplies a [`Dialect`] to the shared
+//! classification in `objstore_error`), or decide what a backend does beyond the common
+//! calls (S3's probe for servers that ignore conditional writes stays in `s3`).
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::{self, StreamExt, TryStreamExt};
+use ltx::Level;
+use object_store::path::Path;
+use object_store::{
+    Attribute, Attributes, BackoffConfig, ClientOptions, GetOptions, GetRange, ObjectStore,
+    PutMode, PutMultipartOptions, PutOptions, PutPayload, RetryConfig, WriteMultipart,
+};
+
+use super::layout::{Layout, LtxInfo, LtxKey};
+use super::objstore_error::{classify, Dialect};
+use super::{ReplicaStore, StorageError};
+
+/// HEAD requests in flight while reading exact timestamps.
+const HEAD_CONCURRENCY: usize = 16;
+
+/// A replica in a bucket or container reached through an `object_store` client.
+#[derive(Debug)]
+pub struct ObjectStoreReplica {
+    pub(crate) store: Arc<dyn ObjectStore>,
+    /// The bucket or container, for messages.
+    pub(crate) container: String,
+    /// `None` for an empty prefix.
+    pub(crate) prefix: Option<Path>,
+    /// Where the replica lives, for logs and errors; never a secret.
+    pub(crate) location: String,
+    /// Values scrubbed from every error text, should a server echo one back.
+    pub(crate) secrets: Vec<String>,
+    pub(crate) layout: Layout,
+    /// The metadata key holding a file's creation time, as [`format_timestamp`] writes it.
+    pub(crate) timestamp_key: &'static str,
+    /// The service's error replies.
+    pub(crate) dialect: &'static Dialect,
+    /// Files larger than this go up in parts of this size.
+    pub(crate) part_size_bytes: usize,
+    /// Parts of one file in flight at once.
+    pub(crate) part_concurrency: usize,
+    /// Sent with every write (e.g. a storage class), beside the timestamp on LTX files.
+    pub(crate) base_attributes: Attributes,
+    /// Check every ranged get's bounds with a HEAD first (Azure answers a range past the
+    /// end with 416); otherwise only empty ranges need one (no service has an empty range).
+    pub(crate) head_before_range: bool,
+}
+
+impl ObjectStoreReplica {
+    /// The object path of `rel` (a path relative to the replica root).
+    pub fn path(&self, rel: &str) -> Path {
+        match &self.prefix {
+            Some(p) => rel.split('/').fold(p.clone(), |acc, part| acc.join(part)),
+            None => Path::from_iter(rel.split('/')),
+        }
+    }
+
+    pub fn key_path(&self, key: &LtxKey) -> Path {
+        self.path(&self.layout.key_path(key))
+    }
+
+    pub fn err(&self, what: impl Into<String>, e: object_store::Error) -> StorageError {
+        classify(
+            self.dialect,
+            &self.location,
+            &self.container,
+            what.into(),
+            &e,
+            &self.secrets,
+        )
+    }
+
+    /// `Permanent` unless `rel` is a non-empty relative path without `.`/`..` segments.
+    pub fn check_relative(&self, rel: &str) -> Result<(), StorageError> {
+        if !rel.is_empty()
+            && rel
+                .split('/')
+                .all(|s| !s.is_empty() && s != "." && s != "..")
+        {
+            return Ok(());
+        }
+        Err(StorageError::Permanent {
+            location: self.location.clone(),
+            what: format!("{rel:?}"),
+            detail: format!("not a relative {} path", self.dialect.object_noun),
+        })
+    }
+
+    /// Stores `data` at `rel` (relative to the prefix, outside the level directories),
+    /// replacing what is there, with no timestamp metadata.
+    pub async fn put_object(&self, rel: &str, data: Bytes) -> Result<(), StorageError> {
+        self.check_relative(rel)?;
+        self.put_at(rel, data, PutMode::Overwrite).await
+    }
+
+    /// Creates `rel` unless something is there: `Precondition` then (`If-None-Match: *`).
+    /// Only atomic where the server honours that header.
+    pub async fn create_object(&self, rel: &str, data: Bytes) -> Result<(), StorageError> {
+        self.check_relative(rel)?;
+        self.put_at(rel, data, PutMode::Create).await
+    }
+
+    async fn put_at(&self, rel: &str, data: Bytes, mode: PutMode) -> Result<(), StorageError> {
+        let opts = PutOptions {
+            mode,
+            attributes: self.base_attributes.clone(),
+            ..Default::default()
+        };
+        self.store
+            .put_opts(&self.path(rel), PutPayload::from(data), opts)
+            .await
+            .map_err(|e| self.err(rel, e))?;
+        Ok(())
+    }
+
+    async fn created_of(&self, key: &LtxKey) -> Result<Option<SystemTime>, StorageError> {
+        let head = GetOptions {
+            head: true,
+            ..Default::default()
+        };
+        let r = self
+            .store
+            .get_opts(&self.key_path(key), head)
+            .await
+            .map_err(|e| self.err(format!("reading the timestamp of {key}"), e))?;
+        Ok(r.attributes
+            .get(&Attribute::Metadata(self.timestamp_key.into()))
+            .and_then(|v| parse_timestamp(v.as_ref())))
+    }
+
+    async fn put_multipart(
+        &self,
+        path: &Path,
+        mut data: Bytes,
+        attributes: Attributes,
+    ) -> object_store::Result<()> {
+        let upload = self
+            .store
+            .put_multipart_opts(
+                path,
+                PutMultipartOptions {
+                    attributes,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let part = self.part_size_bytes;
+        let mut w = WriteMultipart::new_with_chunk_size(upload, part);
+        while !data.is_empty() {
+            if let Err(e) = w.wait_for_capacity(self.part_concurrency).await {
+                let _ = w.abort().await;
+                return Err(e);
+            }
+            w.put(data.split_to(part.min(data.len())));
+        }
+        // `finish` aborts the upload itself when a part or the completion fails; parts
+        // left behind anyway are dropped by the service's own lifecycle (Azure: a week).
+        w.finish().await?;
+        Ok(())
+    }
+
+    /// [`ReplicaStore::list`]: `created` is each object's LastModified.
+    pub async fn list(&self, level: Level) -> Result<Vec<LtxInfo>, StorageError> {
+        let dir = self.path(&self.layout.level_dir(level));
+        let listing = self
+            .store
+            .list_with_delimiter(Some(&dir))
+            .await
+            .map_err(|e| match self.err(format!("listing {dir}/"), e) {
+                // A listing finds no object to miss: the bucket or container is (or the
+                // endpoint is not the service).
+                StorageError::NotFound { location, .. } => StorageError::NotFound {
+                    location,
+                    what: format!("{} {:?}", self.dialect.container_noun, self.container),
+                },
+                other => other,
+            })?;
+        let mut out: Vec<LtxInfo> = listing
+            .objects
+            .into_iter()
+            .filter_map(|meta| {
+                let key = LtxKey::parse_file_name(level, meta.location.filename()?)?;
+                Some(LtxInfo {
+                    key,
+                    size_bytes: meta.size,
+                    created: SystemTime::from(meta.last_modified),
+                })
+            })
+            .collect();
+        out.sort_by_key(|i| (i.key.min, i.key.max));
+        Ok(out)
+    }
+
+    /// [`ReplicaStore::list_exact_times`]: `created` from each file's timestamp metadata,
+    /// one HEAD per file (listings carry no user metadata). Files without the metadata
+    /// keep LastModified; files deleted between the listing and their HEAD are left out.
+    pub async fn list_exact_times(&self, level: Level) -> Result<Vec<LtxInfo>, StorageError> {
+        let files = self.list(level).await?;
+        let exact: Vec<Option<LtxInfo>> = stream::iter(files)
+            .map(|info| async move {
+                match self.created_of(&info.key).await {
+                    Ok(Some(created)) => Ok(Some(LtxInfo { created, ..info })),
+                    Ok(None) => Ok(Some(info)),
+                    Err(e) if e.is_not_found() => Ok(None),
+                    Err(e) => Err(e),
+                }
+            })
+            .buffered(HEAD_CONCURRENCY)
+            .try_collect()
+            .await?;
+        Ok(exact.into_iter().flatten().collect())
+    }
+
+    /// [`ReplicaStore::get`].
+    pub async fn get(
+        &self,
+        key: &LtxKey,
+        range: Option<Range<u64>>,
+    ) -> Result<Bytes, StorageError> {
+        let path = self.key_path(key);
+        let what = key.to_string();
+        let out_of_range = |r: &Range<u64>, size: u64| StorageError::Permanent {
+            location: self.location.clone(),
+            what: what.clone(),
+            detail: format!(
+                "range {}..{} outside {} of {size} bytes",
+                r.start, r.end, self.dialect.object_noun
+            ),
+        };
+        // A HEAD checks the object and the bounds where the GET cannot.
+        let headed = match &range {
+            Some(r) if self.head_before_range || r.start >= r.end => {
+                let head = GetOptions {
+                    head: true,
+                    ..Default::default()
+                };
+                let size = self
+                    .store
+                    .get_opts(&path, head)
+                    .await
+                    .map_err(|e| self.err(&what, e))?
+                    .meta
+                    .size;
+                if r.start > r.end || r.end > size {
+                    return Err(out_of_range(r, size));
+                }
+                if r.start == r.end {
+                    return Ok(Bytes::new());
+                }
+                true
+            }
+            _ => false,
+        };
+        let opts = GetOptions {
+            range: range.clone().map(GetRange::Bounded),
+            ..Default::default()
+        };
+        let result = self
+            .store
+            .get_opts(&path, opts)
+            .await
+            .map_err(|e| self.err(&what, e))?;
+        let size = result.meta.size;
+        if let Some(r) = range.as_ref().filter(|_| !headed) {
+            if r.end > size {
+                return Err(out_of_range(r, size));
+            }
+        }
+        let data = result.bytes().await.map_err(|e| self.err(&what, e))?;
+        let want = range.as_ref().map_or(size, |r| r.end - r.start);
+        if data.len() as u64 != want {
+            return Err(StorageError::Transient {
+                location: self.location.clone(),
+                what,
+                detail: format!("short read: {} of {want} bytes", data.len()),
+            });
+        }
+        Ok(data)
+    }
+
+    /// [`ReplicaStore::put`]: one PUT, or parts above the part size; `created` goes into
+    /// the timestamp metadata.
+    pub async fn put(
+        &self,
+        key: &LtxKey,
+        data: Bytes,
+        created: SystemTime,
+    ) -> Result<(), StorageError> {
+        let path = self.key_path(key);
+        let mut attributes = self.base_attributes.clone();
+        attributes.insert(
+            Attribute::Metadata(self.timestamp_key.into()),
+            format_timestamp(created).into(),
+        );
+        let r = if data.len() <= self.part_size_bytes {
+            let opts = PutOptions {
+                mode: PutMode::Overwrite,
+                attributes,
+                ..Default::default()
+            };
+            self.store
+                .put_opts(&path, PutPayload::from(data), opts)
+                .await
+                .map(|_| ())
+        } else {
+            self.put_multipart(&path, data, attributes).await
+        };
+        r.map_err(|e| self.err(key.to_string(), e))
+    }
+
+    /// [`ReplicaStore::delete`]: the client batches the deletes (S3 DeleteObjects of up to
+    /// 1000 keys, Azure Blob Batch of up to 256); missing files are ignored.
+    pub async fn delete(&self, keys: &[LtxKey]) -> Result<(), StorageError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let paths: Vec<object_store::Result<Path>> =
+            keys.iter().map(|k| Ok(self.key_path(k))).collect();
+        let mut results = self.store.delete_stream(stream::iter(paths).boxed());
+        while let Some(r) = results.next().await {
+            match r {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => {
+                    let what = if keys.len() == 1 {
+                        format!("deleting {}", keys[0])
+                    } else {
+                        format!("deleting {} files", keys.len())
+                    };
+                    return Err(self.err(what, e));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Client options every object-store backend starts from: plain HTTP only where the
+/// endpoint says so, and timeouts.
+pub(crate) fn client_options(allow_http: bool) -> ClientOptions {
+    ClientOptions::new()
+        .with_allow_http(allow_http)
+        .with_connect_timeout(Duration::from_secs(5))
+        // Per request: a whole part on a slow link must fit.
+        .with_timeout(Duration::from_secs(120))
+}
+
+/// A few quick attempts so a dead endpoint fails in seconds; the uploader retries with its
+/// own backoff, and restore reports the error.
+pub(crate) fn retry_config() -> RetryConfig {
+    RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+            base: 2.0,
+        },
+        max_retries: 3,
+        retry_timeout: Duration::from_secs(10),
+    }
+}
+
+/// A configured prefix as an object path: `None` when empty (`prefix` is already trimmed
+/// of `/`), else the parsed path or the reason it is not one.
+pub(crate) fn parse_prefix(prefix: &str) -> Result<Option<Path>, String> {
+    match prefix {
+        "" => Ok(None),
+        p => Path::parse(p)
+            .map(Some)
+            .map_err(|e| format!("invalid path {p:?}: {e}")),
+    }
+}
+
+/// A configured endpoint without trailing `/`, `None` when absent or empty.
+pub(crate) fn trim_endpoint(endpoint: Option<&str>) -> Option<String> {
+    endpoint
+        .map(|e| e.trim_end_matches('/').to_string())
+        .filter(|e| !e.is_empty())
+}
+
+/// Go's RFC3339Nano in UTC, as Litestream writes it: fraction trimmed of trailing zeros,
+/// omitted when zero (`2026-01-02T03:04:05.123Z`, `2026-01-02T03:04:05Z`).
+pub fn format_timestamp(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+    let base = match jiff::Timestamp::from_second(secs) {
+        Ok(ts) => ts.strftime("%Y-%m-%dT%H:%M:%S").to_string(),
+        Err(_) => "9999-12-31T23:59:59".to_string(),
+    };
+    match d.subsec_nanos() {
+        0 => format!("{base}Z"),
+        n => format!("{base}.{}Z", format!("{n:09}").trim_end_matches('0')),
+    }
+}
+
+/// Reads a timestamp metadata value (any RFC 3339 form).
+pub fn parse_timestamp(s: &str) -> Option<SystemTime> {
+    s.trim()
+        .parse::<jiff::Timestamp>()
+        .ok()
+        .map(SystemTime::from)
+}
+
+/// A backend built on [`ObjectStoreReplica`]: it gets [`ReplicaStore`] from it, and may
+/// replace the conditional create.
+#[async_trait]
+pub trait ObjectStoreBackend: Send + Sync + 'static {
+    fn replica(&self) -> &ObjectStoreReplica;
+
+    /// [`ReplicaStore::put_if_not_exists`]; by default trusts the server to honour
+    /// `If-None-Match: *`.
+    async fn put_if_not_exists(&self, name: &str, data: Bytes) -> Result<(), StorageError> {
+        self.replica().create_object(name, data).await
+    }
+}
+
+#[async_trait]
+impl<T: ObjectStoreBackend> ReplicaStore for T {
+    fn location(&self) -> &str {
+        &self.replica().location
+    }
+
+    async fn list(&self, level: Level) -> Result<Vec<LtxInfo>, StorageError> {
+        self.replica().list(level).await
+    }
+
+    async fn get(&self, key: &LtxKey, range: Option<Range<u64>>) -> Result<Bytes, StorageError> {
+        self.replica().get(key, range).await
+    }
+
+    async fn put(
+        &self,
+        key: &LtxKey,
+        data: Bytes,
+        created: SystemTime,
+    ) -> Result<(), StorageError> {
+        self.replica().put(key, data, created).await
+    }
+
+    async fn delete(&self, keys: &[LtxKey]) -> Result<(), StorageError> {
+        self.replica().delete(keys).await
+    }
+
+    async fn list_exact_times(&self, level: Level) -> Result<Vec<LtxInfo>, StorageError> {
+        self.replica().list_exact_times(level).await
+    }
+
+    async fn put_if_not_exists(&self, name: &str, data: Bytes) -> Result<(), StorageError> {
+        ObjectStoreBackend::put_if_not_exists(self, name, data).await
+    }
+}
