@@ -11,7 +11,6 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{bail, Context};
 use engine::restore::apply::{self, ApplyOptions, IntegrityCheck};
@@ -176,19 +175,10 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             )
         })?;
         if a.dry_run {
-            if a.json {
-                println!("{}", serde_json::to_string_pretty(&p.to_json())?);
-            } else {
-                println!("replica {name} ({})", store.location());
-                print!("{p}");
-            }
+            print_plan(a.json, &name, store.location(), &p.to_json(), &p)?;
             return Ok(ExitCode::SUCCESS);
         }
-        let opts = ApplyOptions {
-            parallelism: a.parallelism.max(1),
-            integrity,
-            force: a.force,
-        };
+        let opts = apply_options(&a, integrity);
         let report = apply::apply(store.clone(), &p, &output, &opts)
             .await
             .with_context(|| format!("restoring {}", output.display()))?;
@@ -281,19 +271,10 @@ async fn restore_v3(
         }
     };
     if a.dry_run {
-        if a.json {
-            println!("{}", serde_json::to_string_pretty(&p.to_json())?);
-        } else {
-            println!("replica {name} ({})", store.location());
-            print!("{p}");
-        }
+        print_plan(a.json, name, store.location(), &p.to_json(), &p)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let opts = ApplyOptions {
-        parallelism: a.parallelism.max(1),
-        integrity,
-        force: a.force,
-    };
+    let opts = apply_options(a, integrity);
     let report = v3::apply_v3(store, &p, output, &opts)
         .await
         .with_context(|| format!("restoring {}", output.display()))?;
@@ -321,5 +302,27 @@ async fn restore_v3(
     Ok(ExitCode::SUCCESS)
 }
 
-#[allow(dead_code)]
-fn _unused(_: Duration) {}
+/// `-dry-run`: the plan as JSON, or as text under the replica's name.
+fn print_plan(
+    json: bool,
+    name: &str,
+    location: &str,
+    as_json: &serde_json::Value,
+    as_text: &dyn std::fmt::Display,
+) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(as_json)?);
+    } else {
+        println!("replica {name} ({location})");
+        print!("{as_text}");
+    }
+    Ok(())
+}
+
+fn apply_options(a: &Args, integrity: IntegrityCheck) -> ApplyOptions {
+    ApplyOptions {
+        parallelism: a.parallelism.max(1),
+        integrity,
+        force: a.force,
+    }
+}

@@ -16,6 +16,7 @@
 
 use std::fs::File;
 use std::io::BufWriter;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -251,21 +252,7 @@ impl Capture {
         header.wal_salt1 = scan.end.salt1;
         header.wal_salt2 = scan.end.salt2;
         let mut buf = vec![0u8; page_size.bytes()];
-        let tmp = fsutil::tmp_path(&self.local.path_of(txid));
-        let local_err = |source| CaptureError::Local {
-            db: self.name.clone(),
-            txid,
-            source,
-        };
-        let file = File::create(&tmp).map_err(local_err)?;
-        let mut enc =
-            Encoder::new(BufWriter::new(file), &header, self.opts.encoding).map_err(|source| {
-                CaptureError::Encode {
-                    db: self.name.clone(),
-                    txid,
-                    source,
-                }
-            })?;
+        let (tmp, mut enc) = self.start_file(&header)?;
         let lock = page_size.lock_page();
         // Pages the database grew by but no frame carries (SQLite skips writing free-list
         // leaves) still belong to the file, so every file keeps every page up to its commit.
@@ -310,6 +297,30 @@ impl Capture {
             txid,
             full_image: false,
         }))
+    }
+
+    /// Opens the temp file of the next local L0 file and writes its header; the caller adds
+    /// pages and hands both to [`Capture::finish_file`].
+    fn start_file(
+        &self,
+        header: &Header,
+    ) -> Result<(PathBuf, Encoder<BufWriter<File>>), CaptureError> {
+        let txid = header.max_txid;
+        let tmp = fsutil::tmp_path(&self.local.path_of(txid));
+        let file = File::create(&tmp).map_err(|source| CaptureError::Local {
+            db: self.name.clone(),
+            txid,
+            source,
+        })?;
+        let enc =
+            Encoder::new(BufWriter::new(file), header, self.opts.encoding).map_err(|source| {
+                CaptureError::Encode {
+                    db: self.name.clone(),
+                    txid,
+                    source,
+                }
+            })?;
+        Ok((tmp, enc))
     }
 
     fn finish_file(
@@ -382,21 +393,7 @@ impl Capture {
             // Litestream needs WAL coordinates >= 32 on every L0 file to take over.
             _ => header.wal_offset = 32,
         }
-        let tmp = fsutil::tmp_path(&self.local.path_of(txid));
-        let local_err = |source| CaptureError::Local {
-            db: self.name.clone(),
-            txid,
-            source,
-        };
-        let file = File::create(&tmp).map_err(local_err)?;
-        let mut enc =
-            Encoder::new(BufWriter::new(file), &header, self.opts.encoding).map_err(|source| {
-                CaptureError::Encode {
-                    db: self.name.clone(),
-                    txid,
-                    source,
-                }
-            })?;
+        let (tmp, mut enc) = self.start_file(&header)?;
         let name = self.name.clone();
         let mut enc_err = None;
         self.conns

@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use ltx::{Decoder, Level, TxId};
+use ltx::{Decoder, Level};
 use tokio::time::Instant;
 use tracing::{debug, info};
 
@@ -257,34 +257,9 @@ impl Maintenance {
         if run.is_empty() {
             return Ok(());
         }
-        let mut inputs = Vec::with_capacity(run.len());
-        for f in &run {
-            inputs.push(self.fetch(store, local, f).await?);
-        }
-        let encoding = self.encoding;
-        let out = tokio::task::spawn_blocking(
-            move || -> Result<(Vec<u8>, ltx::Header), ltx::CompactError> {
-                let decs = inputs
-                    .iter()
-                    .map(|b| Decoder::new(Cursor::new(&b[..])))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(ltx::CompactError::from)?;
-                ltx::compact(decs, Vec::new(), encoding)
-            },
-        )
-        .await
-        .map_err(|e| MaintainError::Plan(e.to_string()))?
-        .map_err(|source| MaintainError::Compact {
-            level: level.get(),
-            source,
-        })?;
-        let (bytes, header) = out;
-        let key = LtxKey::new(level, header.min_txid, header.max_txid);
-        let created = ms_to_time(header.timestamp_ms);
-        let len = bytes.len() as u64;
-        store.put(&key, Bytes::from(bytes), created).await?;
-        view.record_put(key, len, created);
-        status.compactions.fetch_add(1, Ordering::Relaxed);
+        let (key, _) = self
+            .merge_and_put(store, local, view, status, &run, level)
+            .await?;
         debug!(db, file = %key, inputs = run.len(), "compacted");
         Ok(())
     }
@@ -306,8 +281,27 @@ impl Maintenance {
         if p.files.len() == 1 && p.files[0].key.level == Level::SNAPSHOT {
             return Ok(()); // the newest snapshot is already the head
         }
-        let mut inputs = Vec::with_capacity(p.files.len());
-        for f in &p.files {
+        let (key, len) = self
+            .merge_and_put(store, local, view, status, &p.files, Level::SNAPSHOT)
+            .await?;
+        info!(db, file = %key, bytes = len, "snapshot written");
+        Ok(())
+    }
+
+    /// Merges `files` (oldest first, contiguous) newest-page-wins into one file at `level`
+    /// (a complete snapshot `1..=max` at level 9), uploads it and records it in the view.
+    /// Returns its key and size.
+    async fn merge_and_put(
+        &self,
+        store: &dyn ReplicaStore,
+        local: &LocalDir,
+        view: &mut ReplicaView,
+        status: &ReplicaStatus,
+        files: &[LtxInfo],
+        level: Level,
+    ) -> Result<(LtxKey, u64), MaintainError> {
+        let mut inputs = Vec::with_capacity(files.len());
+        for f in files {
             inputs.push(self.fetch(store, local, f).await?);
         }
         let encoding = self.encoding;
@@ -318,20 +312,26 @@ impl Maintenance {
                     .map(|b| Decoder::new(Cursor::new(&b[..])))
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(ltx::CompactError::from)?;
-                ltx::compact_as_snapshot(decs, Vec::new(), encoding)
+                if level.is_snapshot() {
+                    ltx::compact_as_snapshot(decs, Vec::new(), encoding)
+                } else {
+                    ltx::compact(decs, Vec::new(), encoding)
+                }
             },
         )
         .await
         .map_err(|e| MaintainError::Plan(e.to_string()))?
-        .map_err(|source| MaintainError::Compact { level: 9, source })?;
-        let key = LtxKey::new(Level::SNAPSHOT, TxId::ONE, header.max_txid);
+        .map_err(|source| MaintainError::Compact {
+            level: level.get(),
+            source,
+        })?;
+        let key = LtxKey::new(level, header.min_txid, header.max_txid);
         let created = ms_to_time(header.timestamp_ms);
         let len = bytes.len() as u64;
         store.put(&key, Bytes::from(bytes), created).await?;
         view.record_put(key, len, created);
         status.compactions.fetch_add(1, Ordering::Relaxed);
-        info!(db, file = %key, bytes = len, "snapshot written");
-        Ok(())
+        Ok((key, len))
     }
 
     /// Deletes snapshots older than the retention (keeping the newest), then files at
