@@ -228,7 +228,7 @@ pub fn garage_bin() -> PathBuf {
 }
 
 /// `Name: value` from the CLI's text output.
-fn field(text: &str, name: &str) -> String {
+pub(crate) fn field(text: &str, name: &str) -> String {
     text.lines()
         .find_map(|l| {
             l.trim()
@@ -241,7 +241,7 @@ fn field(text: &str, name: &str) -> String {
 }
 
 /// Three distinct free loopback ports (bound together so they differ, then released).
-fn free_ports() -> [u16; 3] {
+pub(crate) fn free_ports() -> [u16; 3] {
     let ls: Vec<TcpListener> = (0..3)
         .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
         .collect();
@@ -249,7 +249,7 @@ fn free_ports() -> [u16; 3] {
     [p[0], p[1], p[2]]
 }
 
-fn rand_byte() -> u8 {
+pub(crate) fn rand_byte() -> u8 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(Instant::now().elapsed().as_nanos());

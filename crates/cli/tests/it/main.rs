@@ -6,6 +6,7 @@
 mod abs;
 mod azurite;
 mod garage;
+mod garage_cluster;
 mod harness;
 mod litestream;
 mod replicate;
