@@ -140,6 +140,21 @@ pub enum ReplicateError {
     ShutdownTimeout { db: String, timeout: Duration },
 }
 
+/// How often local L0 files that every replica holds are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(1);
+
+/// Deletes the local L0 files every replica already holds (never the newest).
+fn prune_replicated(local: &LocalDir, replicas: &[ReplicaSpec]) {
+    let min_replicated = replicas
+        .iter()
+        .map(|r| r.status.replicated())
+        .min()
+        .unwrap_or(0);
+    if let Ok(t) = ltx::TxId::new(min_replicated) {
+        let _ = local.prune(t);
+    }
+}
+
 /// Replicates one database until `shutdown` turns true (or once, in `once` mode).
 pub async fn run_database(
     opts: DbOptions,
@@ -236,6 +251,7 @@ pub async fn run_database(
     let mut next_poll = Instant::now() + opts.poll_interval;
     let mut next_checkpoint_check = Instant::now() + opts.checkpoint_interval;
     let mut stopping = false;
+    let mut last_prune = Instant::now();
     loop {
         // One capture cycle on a blocking thread.
         let since = last_capture.elapsed();
@@ -294,16 +310,11 @@ pub async fn run_database(
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
-        // Local files every replica holds are no longer needed (the newest stays).
-        let min_replicated = replicas
-            .iter()
-            .map(|r| r.status.replicated())
-            .min()
-            .unwrap_or(0);
-        if min_replicated > 0 {
-            if let Ok(t) = ltx::TxId::new(min_replicated) {
-                let _ = local.prune(t);
-            }
+        // Local files every replica holds are no longer needed (the newest stays). Pruned
+        // in batches, at most once a second, rather than one unlink per capture.
+        if last_prune.elapsed() >= PRUNE_EVERY || stopping || mode.once {
+            last_prune = Instant::now();
+            prune_replicated(&local, &replicas);
         }
         if stopping || mode.once {
             break;

@@ -315,10 +315,14 @@ fn walk<R: ReadAt + ?Sized>(
     let mut off = start.offset;
     let mut chunk = Vec::new();
     let mut chunk_start = 0u64;
-    let frames_per_chunk = (SCAN_CHUNK_BYTES / frame_size).max(1);
+    // Reads start small and double: a scan from a cursor usually finds a few new frames
+    // followed by an older generation's leftovers, and must not read megabytes of those.
+    let max_frames_per_chunk = (SCAN_CHUNK_BYTES / frame_size).max(1);
+    let mut frames_per_chunk = 4u64.min(max_frames_per_chunk);
     while off + frame_size <= limit {
         if off < chunk_start || off + frame_size > chunk_start + chunk.len() as u64 {
             let n = ((limit - off) / frame_size).min(frames_per_chunk);
+            frames_per_chunk = (frames_per_chunk * 2).min(max_frames_per_chunk);
             chunk.resize((n * frame_size) as usize, 0);
             f.read_exact_at(&mut chunk, off)?;
             chunk_start = off;
@@ -341,6 +345,9 @@ fn walk<R: ReadAt + ?Sized>(
                     };
                 }
             }
+            // A frame with other salts is a leftover of an earlier WAL generation: the
+            // normal end of this one. Only a frame of this generation can be damage.
+            None if frame[8..16] != frame_salts(h) => break,
             None => {
                 if let Some(later) = committed_frame_after(f, h, off, limit, frame)? {
                     corruption = Some(format!(
@@ -363,6 +370,14 @@ fn walk<R: ReadAt + ?Sized>(
         commits,
         corruption,
     })
+}
+
+/// The header's salts as they appear in a frame header (bytes 8..16).
+fn frame_salts(h: &WalHeader) -> [u8; 8] {
+    let mut b = [0u8; 8];
+    b[..4].copy_from_slice(&h.salt1.to_be_bytes());
+    b[4..].copy_from_slice(&h.salt2.to_be_bytes());
+    b
 }
 
 /// Validates one frame against the running checksum: salts, page number, checksum.
