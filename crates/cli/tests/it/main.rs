@@ -8,6 +8,7 @@ mod azurite;
 mod garage;
 mod harness;
 mod litestream;
+mod metrics;
 mod replicate;
 mod restore;
 mod s3;
