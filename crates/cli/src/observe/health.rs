@@ -67,7 +67,9 @@ mod tests {
     #[test]
     fn healthy_until_a_failure_lasts() {
         let m = Duration::from_secs(60);
-        let cases: &[(&str, Option<i64>, Option<i64>, Result<(), &str>)] = &[
+        // (what, database failing since, replica failing since, verdict)
+        type Case<'a> = (&'a str, Option<i64>, Option<i64>, Result<(), &'a str>);
+        let cases: &[Case<'_>] = &[
             ("all well", None, None, Ok(())),
             ("replica failing briefly", None, Some(50_000), Ok(())),
             (
