@@ -2,12 +2,14 @@
 //! speaking Litestream's command line, config and replica layout.
 //!
 //! `main` → `run` → one dispatch per command; each command lives in `commands/`.
-//! Config files are parsed in `config/`; `setup` turns them into engine options.
+//! Config files are parsed in `config/`; `setup` turns them into engine options;
+//! `observe` serves and reads the `addr` HTTP endpoint (metrics, health, status).
 
 mod args;
 mod commands;
 mod config;
 mod logging;
+mod observe;
 mod setup;
 
 use std::process::ExitCode;
@@ -37,6 +39,8 @@ enum Command {
     Ltx(commands::ltx::Args),
     /// Print the version.
     Version(commands::version::Args),
+    /// Show each database's replication state: local and replicated TXIDs, lag, WAL size.
+    Status(commands::status::Args),
 }
 
 fn main() -> ExitCode {
@@ -58,5 +62,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Databases(a) => commands::databases::run(a),
         Command::Ltx(a) => commands::ltx::run(a),
         Command::Version(a) => commands::version::run(a),
+        Command::Status(a) => commands::status::run(a),
     }
 }

@@ -4,4 +4,5 @@ pub mod databases;
 pub mod ltx;
 pub mod replicate;
 pub mod restore;
+pub mod status;
 pub mod version;

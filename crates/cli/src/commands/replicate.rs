@@ -10,7 +10,7 @@ use engine::replicate::RunMode;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::setup;
+use crate::{observe, setup};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -82,6 +82,10 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         for r in &runs {
             info!(db = %r.opts.path.display(), replicas = r.replicas.len(), "replicating");
         }
+        // `-once` exits at once: nothing to scrape, and no clash with a daemon on `addr`.
+        if let (Some(addr), false) = (&cfg.addr, a.once) {
+            start_http(addr, &runs, cfg.health_failing_after).await?;
+        }
         let (stop_tx, stop_rx) = watch::channel(false);
         let mode = RunMode { once: a.once, force_full_image: a.force_snapshot };
         let task = tokio::spawn(engine::runtime::replicate_all(runs, stop_rx, mode));
@@ -106,6 +110,28 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Binds `addr` (failing the start when it cannot) and serves `/metrics`, `/healthz` and
+/// `/status` for the life of the process.
+async fn start_http(
+    addr: &str,
+    runs: &[engine::runtime::DbRun],
+    failing_after: Duration,
+) -> anyhow::Result<()> {
+    let bind = observe::bind_addr(addr);
+    let listener = tokio::net::TcpListener::bind(&bind)
+        .await
+        .with_context(|| format!("addr {addr}: cannot listen on {bind}"))?;
+    let local = listener.local_addr().map(|a| a.to_string()).unwrap_or(bind);
+    info!(addr = %local, "serving /metrics, /healthz and /status");
+    let watched = std::sync::Arc::new(observe::Watched::of(runs));
+    tokio::spawn(observe::server::serve(
+        listener,
+        watched,
+        observe::server::ServeOptions { failing_after },
+    ));
+    Ok(())
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

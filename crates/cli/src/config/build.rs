@@ -147,6 +147,7 @@ pub(crate) fn build(root: &Value, env: Env<'_>) -> Result<Config, ConfigError> {
     Ok(Config {
         dbs,
         addr: top.string("addr")?,
+        health_failing_after: positive(&top, "health-failing-after")?.unwrap_or(secs(60)),
         socket: build_socket(&top)?,
         levels,
         snapshot,

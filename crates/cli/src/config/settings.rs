@@ -16,6 +16,7 @@ use super::yaml::{invalid, Map};
 pub(crate) const TOP_KEYS: &[&str] = &[
     "dbs",
     "addr",
+    "health-failing-after",
     "socket",
     "levels",
     "snapshot",

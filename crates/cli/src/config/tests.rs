@@ -98,6 +98,10 @@ fn defaults_are_litestreams() {
     );
     assert_eq!(cfg.socket.permissions, 0o600);
     assert!(!cfg.socket.enabled);
+    assert_eq!(
+        (cfg.addr.as_deref(), cfg.health_failing_after),
+        (None, S(60))
+    );
     assert!(cfg.warnings.is_empty());
 
     let db = &cfg.dbs[0];
@@ -291,6 +295,7 @@ dbs:
 fn all_database_and_top_level_keys() {
     let cfg = ok("\
 addr: ':9090'
+health-failing-after: 90s
 mcp-addr: ':3001'
 exec: java -jar app.jar
 levels:
@@ -344,6 +349,7 @@ dbs:
         ),
         (Some(":9090"), Some(":3001"), Some("java -jar app.jar"))
     );
+    assert_eq!(cfg.health_failing_after, S(90));
     assert_eq!(cfg.levels, vec![S(10), S(120)]);
     assert_eq!(
         cfg.snapshot,
@@ -716,6 +722,8 @@ fn errors_name_the_key_and_the_value() {
         ("levels: [{interval: 1s},{interval: 1s},{interval: 1s},{interval: 1s},{interval: 1s},{interval: 1s},{interval: 1s},{interval: 1s},{interval: 1s}]\n".into(), "levels: at most 8 levels (L1..L8; L9 is the snapshot level)"),
         ("heartbeat-url: ftp://x\n".into(), r#"heartbeat-url: "ftp://x" is not an http:// or https:// URL"#),
         ("heartbeat-interval: 30s\n".into(), "heartbeat-interval: 30s is below the minimum of 1m"),
+        ("health-failing-after: 0s\n".into(), "health-failing-after: must be greater than 0"),
+        ("health-failing-after: soon\n".into(), r#"health-failing-after: "soon" is not a duration (e.g. 1m30s)"#),
         ("logging:\n  level: loud\n".into(), r#"logging.level: "loud" is not a log level (trace, debug, info, warn, error)"#),
         ("logging:\n  type: xml\n".into(), r#"logging.type: "xml" is not a log type (text or json)"#),
         ("socket:\n  permissions: rw\n".into(), r#"socket.permissions: "rw" is not file permissions (e.g. 0600)"#),

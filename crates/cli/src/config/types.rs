@@ -43,6 +43,9 @@ pub struct Config {
     pub dbs: Vec<DbConfig>,
     /// `addr`: where to serve Prometheus metrics (`:9090`).
     pub addr: Option<String>,
+    /// `health-failing-after` (ours): `/healthz` answers 503 once a replica's uploads (or
+    /// a database's captures) have been failing this long. Default 1m.
+    pub health_failing_after: Duration,
     /// `socket`: the control socket (accepted; not served yet).
     pub socket: SocketConfig,
     /// `levels[].interval`: compaction intervals of L1, L2, ... Default `[30s, 5m, 1h]`.

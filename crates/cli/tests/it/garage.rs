@@ -153,6 +153,32 @@ api_bind_addr = "127.0.0.1:{admin_port}"
         }
     }
 
+    /// Kills the server (an object-store outage); its data and ports stay for
+    /// [`Garage::restart`].
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same config, data and ports after [`Garage::stop`],
+    /// and waits until S3 answers. Layout, key and buckets are kept in its data.
+    pub fn restart(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.path().join("garage.log"))
+            .unwrap();
+        self.child = Command::new(&self.bin)
+            .arg("-c")
+            .arg(&self.config)
+            .arg("server")
+            .env("RUST_LOG", "garage=info")
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap_or_else(|e| panic!("restarting {}: {e}", self.bin.display()));
+        self.wait_s3();
+    }
+
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.s3_port)
     }

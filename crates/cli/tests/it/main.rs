@@ -9,6 +9,7 @@ mod garage;
 mod garage_cluster;
 mod harness;
 mod litestream;
+mod metrics;
 mod replicate;
 mod restore;
 mod s3;

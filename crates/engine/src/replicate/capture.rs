@@ -289,6 +289,9 @@ impl Capture {
                 })?;
         }
         self.finish_file(enc, &tmp, txid)?;
+        self.status
+            .wal_bytes_captured
+            .fetch_add(header.wal_size, Ordering::Relaxed);
         self.cursor = Cursor::At(scan.end);
         self.commit = commit;
         self.after_write(txid, false);
@@ -352,6 +355,10 @@ impl Capture {
             .last_capture_ms
             .store(now_ms(), Ordering::Release);
         self.status.captures.fetch_add(1, Ordering::Relaxed);
+        self.status.db_size_bytes.store(
+            self.commit as u64 * self.conns.page_size().bytes() as u64,
+            Ordering::Relaxed,
+        );
         if full {
             self.status.snapshots_full.fetch_add(1, Ordering::Relaxed);
         }
@@ -447,6 +454,7 @@ impl Capture {
     }
 
     pub fn checkpoint(&mut self) -> Result<Option<Produced>, CaptureError> {
+        let started = Instant::now();
         // Backfill most of the WAL without any lock held by us.
         let _ = self.conns.checkpoint_passive();
         self.conns.begin_barrier()?;
@@ -460,9 +468,15 @@ impl Capture {
             Ok(produced)
         })();
         let end = self.conns.end_barrier();
+        self.status
+            .checkpoint_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         match &r {
             Ok(_) => {
                 self.status.checkpoints.fetch_add(1, Ordering::Relaxed);
+                self.status
+                    .last_checkpoint_ms
+                    .store(now_ms(), Ordering::Release);
                 self.last_checkpoint = Instant::now();
                 self.captured_since_checkpoint = false;
             }

@@ -2,7 +2,9 @@
 //!
 //! Owns: `<meta>/ltx/0/<txid>-<txid>.ltx` (the same layout as a file replica), finding the
 //! last captured position after a restart (the newest local L0's header: TXID, WAL
-//! offset/size, salts), and deleting files every replica already holds.
+//! offset/size, salts), and deleting files every replica already holds. Reporters read it
+//! through [`LocalDir::existing`] and [`LocalDir::files`], which never create or change
+//! anything.
 //!
 //! The newest local L0 file is never deleted: it *is* the durable position. There is no
 //! separate position file to get out of step with the data.
@@ -44,6 +46,15 @@ pub struct LocalPosition {
     pub wal: Option<WalPosition>,
 }
 
+/// One local L0 file, as reporters see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LocalFile {
+    pub txid: u64,
+    pub size_bytes: u64,
+    /// When it was written (about when the transaction was captured).
+    pub modified_unix_ms: i64,
+}
+
 #[derive(Debug)]
 pub struct LocalDir {
     meta: PathBuf,
@@ -60,6 +71,39 @@ impl LocalDir {
             meta: meta.to_path_buf(),
             l0,
         })
+    }
+
+    /// The meta directory of a database that has been replicated before, for reading
+    /// only (`status`); `None` when it has no local state. Creates nothing.
+    pub fn existing(meta: &Path) -> Option<LocalDir> {
+        let l0 = meta.join(Layout::LtxDir.level_dir(Level::L0));
+        l0.is_dir().then(|| LocalDir {
+            meta: meta.to_path_buf(),
+            l0,
+        })
+    }
+
+    /// Local L0 files with their sizes and times, ascending. Files pruned while listing
+    /// are skipped.
+    pub fn files(&self) -> io::Result<Vec<LocalFile>> {
+        let mut out = Vec::new();
+        for t in self.txids()? {
+            match fs::metadata(self.path_of(t)) {
+                Ok(m) => out.push(LocalFile {
+                    txid: t.get(),
+                    size_bytes: m.len(),
+                    modified_unix_ms: m
+                        .modified()
+                        .ok()
+                        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                        .map(|d| d.as_millis() as i64)
+                        .unwrap_or(0),
+                }),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
     }
 
     pub fn meta_dir(&self) -> &Path {

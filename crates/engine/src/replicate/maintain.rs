@@ -331,6 +331,7 @@ impl Maintenance {
         store.put(&key, Bytes::from(bytes), created).await?;
         view.record_put(key, len, created);
         status.compactions.fetch_add(1, Ordering::Relaxed);
+        status.compaction_bytes.fetch_add(len, Ordering::Relaxed);
         Ok((key, len))
     }
 

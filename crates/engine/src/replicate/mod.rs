@@ -7,11 +7,13 @@
 //!
 //! This module owns the per-database loop ([`run_database`]) that ties them together
 //! and its shutdown: a final capture, then uploads until caught up or out of time.
+//! Every step feeds `status` (live figures); `report` copies them out for reporters.
 
 pub mod capture;
 pub mod detect;
 pub mod local;
 pub mod maintain;
+pub mod report;
 pub mod status;
 pub mod upload;
 
@@ -265,6 +267,7 @@ pub async fn run_database(
             next_checkpoint_check =
                 Instant::now() + opts.checkpoint_interval.min(Duration::from_secs(10));
         }
+        let cycle_started = Instant::now();
         let (c, result) = tokio::task::spawn_blocking(move || {
             let r = (|| -> Result<(Vec<capture::Produced>, bool), capture::CaptureError> {
                 let mut out = Vec::new();
@@ -283,9 +286,14 @@ pub async fn run_database(
         .await
         .expect("capture task");
         cap = c;
+        status.syncs.fetch_add(1, Ordering::Relaxed);
+        status.sync_micros.fetch_add(
+            cycle_started.elapsed().as_micros() as u64,
+            Ordering::Relaxed,
+        );
         match result {
             Ok((produced, needs_settle)) => {
-                status.set_error(None);
+                status.record_ok();
                 for p in &produced {
                     head.txid = p.txid.get();
                     if p.full_image {
@@ -302,7 +310,7 @@ pub async fn run_database(
             }
             Err(e) => {
                 status.sync_errors.fetch_add(1, Ordering::Relaxed);
-                status.set_error(Some(e.to_string()));
+                status.record_failure(e.to_string(), local::now_ms());
                 error!(db = %name, error = %e, "capture failed");
                 if mode.once {
                     return Err(e.into());

@@ -1,7 +1,9 @@
 //! Live figures about a database and its replicas, shared between the replication tasks
-//! and whoever reports them (logs, `/metrics`, `status`).
+//! and whoever reports them (logs, `/metrics`, `/status`, `status`).
 //!
-//! Owns: lock-free counters and the last error text. Holds no policy.
+//! Owns: lock-free counters, the last error text, and the last restore drill's outcome
+//! ([`DrillStatus`], filled by whoever runs drills). Holds no policy; a plain copy for
+//! reporting is taken by `report`.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -20,6 +22,21 @@ pub struct DbStatus {
     pub checkpoint_errors: AtomicU64,
     pub sync_errors: AtomicU64,
     pub last_error: Mutex<Option<String>>,
+    /// Database size at the last capture (commit page count x page size).
+    pub db_size_bytes: AtomicU64,
+    /// WAL bytes captured since start (Litestream's `total_wal_bytes`).
+    pub wal_bytes_captured: AtomicU64,
+    /// Capture cycles (looks at the WAL, whether or not anything was new).
+    pub syncs: AtomicU64,
+    /// Time spent in capture cycles, in microseconds.
+    pub sync_micros: AtomicU64,
+    /// Time spent in our checkpoints, in microseconds.
+    pub checkpoint_micros: AtomicU64,
+    /// Unix ms of our last successful checkpoint (0 before the first).
+    pub last_checkpoint_ms: AtomicI64,
+    /// Unix ms since when captures have been failing, or replication of this database
+    /// stopped on an error (0 when healthy).
+    pub failing_since_ms: AtomicI64,
 }
 
 /// Figures for one replica of one database.
@@ -37,20 +54,95 @@ pub struct ReplicaStatus {
     pub compactions: AtomicU64,
     pub deletes: AtomicU64,
     pub last_error: Mutex<Option<String>>,
+    /// Bytes of compacted and snapshot files written.
+    pub compaction_bytes: AtomicU64,
+    /// Compaction, snapshot or retention runs that failed.
+    pub maintenance_errors: AtomicU64,
+    /// The last restore drill against this replica, once one has run.
+    pub drill: Mutex<Option<DrillStatus>>,
+}
+
+/// The outcome of one restore drill (a restore of the replica into a scratch file,
+/// checked): filled by the `verify` command's drill, exported as
+/// `sqlite_replicate_drill_*` metrics and in `/status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DrillStatus {
+    /// Unix ms when the drill finished.
+    pub last_run_unix_ms: i64,
+    pub ok: bool,
+    /// How long the restore took.
+    pub restore_duration_ms: u64,
+    /// LTX files and bytes the restore read.
+    pub files: u64,
+    pub bytes: u64,
+    /// Recovery point: how far the restored state was behind the source, in ms.
+    pub rpo_ms: u64,
+    /// Why the drill failed (`None` when ok).
+    pub error: Option<String>,
+    /// Unix ms when a drill last succeeded (kept across failed runs by
+    /// [`ReplicaStatus::set_drill`]).
+    pub last_success_unix_ms: Option<i64>,
+}
+
+fn set(slot: &Mutex<Option<String>>, e: Option<String>) {
+    *slot.lock().unwrap_or_else(|p| p.into_inner()) = e;
+}
+
+fn get(slot: &Mutex<Option<String>>) -> Option<String> {
+    slot.lock().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
 impl DbStatus {
     pub fn set_error(&self, e: Option<String>) {
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = e;
+        set(&self.last_error, e);
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        get(&self.last_error)
+    }
+
+    /// Records a failure at `now_ms`: the error text, and the start of the failing spell
+    /// unless one is already running.
+    pub fn record_failure(&self, e: String, now_ms: i64) {
+        self.set_error(Some(e));
+        let _ =
+            self.failing_since_ms
+                .compare_exchange(0, now_ms, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// Ends a failing spell and clears the error.
+    pub fn record_ok(&self) {
+        self.failing_since_ms.store(0, Ordering::Release);
+        self.set_error(None);
     }
 }
 
 impl ReplicaStatus {
     pub fn set_error(&self, e: Option<String>) {
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = e;
+        set(&self.last_error, e);
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        get(&self.last_error)
     }
 
     pub fn replicated(&self) -> u64 {
         self.replicated_txid.load(Ordering::Acquire)
+    }
+
+    /// Records a drill's outcome. A successful run is the new last success; a failed
+    /// one keeps the previous last success.
+    pub fn set_drill(&self, mut d: DrillStatus) {
+        let mut slot = self.drill.lock().unwrap_or_else(|p| p.into_inner());
+        d.last_success_unix_ms = if d.ok {
+            Some(d.last_run_unix_ms)
+        } else {
+            slot.as_ref().and_then(|p| p.last_success_unix_ms)
+        };
+        *slot = Some(d);
+    }
+
+    pub fn drill(&self) -> Option<DrillStatus> {
+        self.drill.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }

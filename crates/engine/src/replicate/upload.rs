@@ -76,6 +76,9 @@ impl Uploader {
                     .await
                 {
                     warn!(db = %self.db_name, replica = %self.name(), error = %e, "maintenance failed");
+                    self.status
+                        .maintenance_errors
+                        .fetch_add(1, Ordering::Relaxed);
                     self.status.set_error(Some(e.to_string()));
                 }
             }

@@ -34,24 +34,34 @@ pub async fn replicate_all(
         let notify = Arc::new(Notify::new());
         watcher.watch(&db.opts.path, notify.clone());
         let sd = shutdown.clone();
-        tasks.push(tokio::spawn(replicate::run_database(
-            db.opts,
-            db.replicas,
-            db.status,
-            notify,
-            sd,
-            mode,
-        )));
+        let status = db.status.clone();
+        let name = db.opts.path.display().to_string();
+        let run = replicate::run_database(db.opts, db.replicas, db.status, notify, sd, mode);
+        tasks.push((
+            name,
+            tokio::spawn(async move {
+                let r = run.await;
+                // Reporters (/healthz, /status) see a stopped database at once, not when
+                // every other database has finished.
+                if let Err(e) = &r {
+                    status.record_failure(
+                        format!("replication stopped: {e}"),
+                        crate::replicate::local::now_ms(),
+                    );
+                }
+                r
+            }),
+        ));
     }
     let mut errors = Vec::new();
-    for t in tasks {
+    for (db, t) in tasks {
         match t.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                error!(error = %e, "database replication stopped");
+                error!(db = %db, error = %e, "database replication stopped");
                 errors.push(e);
             }
-            Err(e) => error!(error = %e, "database task panicked"),
+            Err(e) => error!(db = %db, error = %e, "database task panicked"),
         }
     }
     drop(watcher);

@@ -1,0 +1,634 @@
+//! The Prometheus text exposition (format 0.0.4) of a [`Report`]: a pure function.
+//!
+//! Litestream's metric names and labels come first, so its dashboards keep working:
+//! `litestream_db_size`, `_wal_size`, `_total_wal_bytes`, `_txid`, `_sync_count`,
+//! `_sync_error_count`, `_sync_seconds` {db}; `litestream_checkpoint_count`,
+//! `_checkpoint_error_count`, `_checkpoint_seconds` {db, mode}; and
+//! `litestream_replica_operation_total`, `_bytes` {replica_type, operation}. Ours follow
+//! as `sqlite_replicate_*` with labels `db` (path) and `replica` (name): lag in TXIDs,
+//! bytes and seconds, time since the last upload, failing spells, drills.
+//!
+//! Error texts are not labels (unbounded); `/status` carries them.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use engine::replicate::report::Report;
+
+/// Our checkpoints are PASSIVE (Litestream's `mode` label value).
+const CHECKPOINT_MODE: &str = "PASSIVE";
+
+type Labels<'a> = Vec<(&'a str, &'a str)>;
+
+/// One metric family, written only when it has samples.
+struct Family<'a> {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    samples: Vec<(Labels<'a>, f64)>,
+}
+
+impl<'a> Family<'a> {
+    fn new(name: &'static str, kind: &'static str, help: &'static str) -> Family<'a> {
+        Family {
+            name,
+            kind,
+            help,
+            samples: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, labels: Labels<'a>, v: f64) {
+        self.samples.push((labels, v));
+    }
+
+    fn write(&self, out: &mut String) {
+        if self.samples.is_empty() {
+            return;
+        }
+        let _ = writeln!(out, "# HELP {} {}", self.name, self.help);
+        let _ = writeln!(out, "# TYPE {} {}", self.name, self.kind);
+        for (labels, v) in &self.samples {
+            out.push_str(self.name);
+            if !labels.is_empty() {
+                out.push('{');
+                for (i, (k, val)) in labels.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    let _ = write!(out, "{k}=\"{}\"", escape(val));
+                }
+                out.push('}');
+            }
+            let _ = writeln!(out, " {}", number(*v));
+        }
+    }
+}
+
+/// Label values escape backslash, double quote and newline.
+fn escape(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => o.push_str("\\\\"),
+            '"' => o.push_str("\\\""),
+            '\n' => o.push_str("\\n"),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+/// Whole numbers without a fraction; others as Rust prints them (never an exponent).
+fn number(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 9.0e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v}")
+    }
+}
+
+fn secs(ms: i64) -> f64 {
+    ms as f64 / 1000.0
+}
+
+/// Renders every family for `r`.
+pub fn render(r: &Report) -> String {
+    use Family as F;
+    let now = r.taken_unix_ms;
+    let mut db_size = F::new(
+        "litestream_db_size",
+        "gauge",
+        "The current size of the database, in bytes.",
+    );
+    let mut wal_size = F::new(
+        "litestream_wal_size",
+        "gauge",
+        "The current size of the WAL, in bytes.",
+    );
+    let mut total_wal = F::new(
+        "litestream_total_wal_bytes",
+        "counter",
+        "WAL bytes captured since start.",
+    );
+    let mut txid = F::new(
+        "litestream_txid",
+        "gauge",
+        "The newest TXID captured locally.",
+    );
+    let mut syncs = F::new(
+        "litestream_sync_count",
+        "counter",
+        "Capture cycles (looks at the WAL).",
+    );
+    let mut sync_errors = F::new(
+        "litestream_sync_error_count",
+        "counter",
+        "Capture cycles that failed.",
+    );
+    let mut sync_secs = F::new(
+        "litestream_sync_seconds",
+        "counter",
+        "Time spent in capture cycles, in seconds.",
+    );
+    let mut ckpts = F::new(
+        "litestream_checkpoint_count",
+        "counter",
+        "Checkpoints run by the replicator.",
+    );
+    let mut ckpt_errors = F::new(
+        "litestream_checkpoint_error_count",
+        "counter",
+        "Checkpoints that failed.",
+    );
+    let mut ckpt_secs = F::new(
+        "litestream_checkpoint_seconds",
+        "counter",
+        "Time spent checkpointing, in seconds.",
+    );
+    let mut op_total = F::new(
+        "litestream_replica_operation_total",
+        "counter",
+        "Replica operations, by replica type and operation.",
+    );
+    let mut op_bytes = F::new(
+        "litestream_replica_operation_bytes",
+        "counter",
+        "Bytes moved by replica operations, by replica type and operation.",
+    );
+
+    let mut wal_size2 = F::new(
+        "sqlite_replicate_wal_size_bytes",
+        "gauge",
+        "The current size of the WAL, in bytes.",
+    );
+    let mut last_capture = F::new(
+        "sqlite_replicate_last_capture_timestamp_seconds",
+        "gauge",
+        "Unix time of the last local capture.",
+    );
+    let mut ckpts2 = F::new(
+        "sqlite_replicate_checkpoints_total",
+        "counter",
+        "Checkpoints run by the replicator.",
+    );
+    let mut last_ckpt = F::new(
+        "sqlite_replicate_last_checkpoint_timestamp_seconds",
+        "gauge",
+        "Unix time of the replicator's last checkpoint.",
+    );
+    let mut db_failing = F::new(
+        "sqlite_replicate_db_failing",
+        "gauge",
+        "1 while captures of the database fail (or its replication stopped), else 0.",
+    );
+    let mut db_failing_secs = F::new(
+        "sqlite_replicate_db_failing_seconds",
+        "gauge",
+        "How long captures of the database have been failing, in seconds (0 when healthy).",
+    );
+    let mut r_txid = F::new(
+        "sqlite_replicate_replica_txid",
+        "gauge",
+        "The highest TXID durably stored on the replica.",
+    );
+    let mut r_lag = F::new(
+        "sqlite_replicate_replica_lag_txids",
+        "gauge",
+        "Transactions captured locally but not yet on the replica.",
+    );
+    let mut r_pending = F::new(
+        "sqlite_replicate_replica_pending_bytes",
+        "gauge",
+        "Bytes of local files not yet on the replica.",
+    );
+    let mut r_lag_secs = F::new(
+        "sqlite_replicate_replica_lag_seconds",
+        "gauge",
+        "Age of the oldest transaction not yet on the replica, in seconds (0 when caught up).",
+    );
+    let mut r_last_upload = F::new(
+        "sqlite_replicate_replica_last_upload_timestamp_seconds",
+        "gauge",
+        "Unix time of the last durable upload to the replica.",
+    );
+    let mut r_since_upload = F::new(
+        "sqlite_replicate_replica_seconds_since_last_upload",
+        "gauge",
+        "Seconds since the last durable upload to the replica.",
+    );
+    let mut r_failing = F::new(
+        "sqlite_replicate_replica_failing",
+        "gauge",
+        "1 while uploads to the replica fail, else 0.",
+    );
+    let mut r_failing_secs = F::new(
+        "sqlite_replicate_replica_failing_seconds",
+        "gauge",
+        "How long uploads to the replica have been failing, in seconds (0 when healthy).",
+    );
+    let mut r_uploads = F::new(
+        "sqlite_replicate_replica_uploads_total",
+        "counter",
+        "L0 files uploaded to the replica.",
+    );
+    let mut r_upload_bytes = F::new(
+        "sqlite_replicate_replica_upload_bytes_total",
+        "counter",
+        "Bytes of L0 files uploaded to the replica.",
+    );
+    let mut r_upload_errors = F::new(
+        "sqlite_replicate_replica_upload_errors_total",
+        "counter",
+        "Uploads to the replica that failed.",
+    );
+    let mut r_compactions = F::new(
+        "sqlite_replicate_replica_compactions_total",
+        "counter",
+        "Compacted and snapshot files written to the replica.",
+    );
+    let mut r_deletes = F::new(
+        "sqlite_replicate_replica_deletes_total",
+        "counter",
+        "Files deleted from the replica by retention.",
+    );
+    let mut r_maint_errors = F::new(
+        "sqlite_replicate_replica_maintenance_errors_total",
+        "counter",
+        "Compaction, snapshot or retention runs on the replica that failed.",
+    );
+    let mut d_ok = F::new(
+        "sqlite_replicate_drill_ok",
+        "gauge",
+        "1 if the last restore drill of the replica succeeded, else 0.",
+    );
+    let mut d_last_success = F::new(
+        "sqlite_replicate_drill_last_success_timestamp_seconds",
+        "gauge",
+        "Unix time of the last successful restore drill.",
+    );
+    let mut d_last_run = F::new(
+        "sqlite_replicate_drill_last_run_timestamp_seconds",
+        "gauge",
+        "Unix time of the last restore drill.",
+    );
+    let mut d_restore_secs = F::new(
+        "sqlite_replicate_drill_restore_seconds",
+        "gauge",
+        "How long the last drill's restore took, in seconds.",
+    );
+    let mut d_rpo_secs = F::new(
+        "sqlite_replicate_drill_rpo_seconds",
+        "gauge",
+        "How far the last drill's restored state was behind the source, in seconds.",
+    );
+
+    // Litestream's operation counters have no db or replica label: summed per type.
+    let mut ops: BTreeMap<(&str, &str), (u64, u64)> = BTreeMap::new();
+
+    for d in &r.databases {
+        let db = || vec![("db", d.db.as_str())];
+        let db_mode = || vec![("db", d.db.as_str()), ("mode", CHECKPOINT_MODE)];
+        if let Some(b) = d.db_size_bytes {
+            db_size.add(db(), b as f64);
+        }
+        if let Some(b) = d.wal_size_bytes {
+            wal_size.add(db(), b as f64);
+            wal_size2.add(db(), b as f64);
+        }
+        txid.add(db(), d.local_txid as f64);
+        if let Some(t) = d.last_capture_unix_ms {
+            last_capture.add(db(), secs(t));
+        }
+        if let Some(t) = d.last_checkpoint_unix_ms {
+            last_ckpt.add(db(), secs(t));
+        }
+        db_failing.add(db(), d.failing_since_unix_ms.is_some() as u8 as f64);
+        db_failing_secs.add(
+            db(),
+            d.failing_since_unix_ms
+                .map_or(0.0, |t| secs((now - t).max(0))),
+        );
+        if let Some(c) = &d.counters {
+            total_wal.add(db(), c.wal_bytes_captured as f64);
+            syncs.add(db(), c.syncs as f64);
+            sync_errors.add(db(), c.sync_errors as f64);
+            sync_secs.add(db(), c.sync_seconds);
+            ckpts.add(db_mode(), c.checkpoints as f64);
+            ckpt_errors.add(db_mode(), c.checkpoint_errors as f64);
+            ckpt_secs.add(db_mode(), c.checkpoint_seconds);
+            ckpts2.add(db(), c.checkpoints as f64);
+        }
+        for rep in &d.replicas {
+            let l = || vec![("db", d.db.as_str()), ("replica", rep.name.as_str())];
+            if let Some(t) = rep.replicated_txid {
+                r_txid.add(l(), t as f64);
+            }
+            r_lag.add(l(), rep.lag_txids as f64);
+            r_pending.add(l(), rep.pending_bytes as f64);
+            r_lag_secs.add(l(), rep.lag_seconds);
+            if let Some(t) = rep.last_upload_unix_ms {
+                r_last_upload.add(l(), secs(t));
+                r_since_upload.add(l(), secs((now - t).max(0)));
+            }
+            r_failing.add(l(), rep.failing_since_unix_ms.is_some() as u8 as f64);
+            r_failing_secs.add(
+                l(),
+                rep.failing_since_unix_ms
+                    .map_or(0.0, |t| secs((now - t).max(0))),
+            );
+            if let Some(c) = &rep.counters {
+                r_uploads.add(l(), c.uploads as f64);
+                r_upload_bytes.add(l(), c.upload_bytes as f64);
+                r_upload_errors.add(l(), c.upload_errors as f64);
+                r_compactions.add(l(), c.compactions as f64);
+                r_deletes.add(l(), c.deletes as f64);
+                r_maint_errors.add(l(), c.maintenance_errors as f64);
+                let put = ops.entry((rep.replica_type.as_str(), "PUT")).or_default();
+                put.0 += c.uploads + c.compactions;
+                put.1 += c.upload_bytes + c.compaction_bytes;
+                ops.entry((rep.replica_type.as_str(), "DELETE"))
+                    .or_default()
+                    .0 += c.deletes;
+            }
+            if let Some(dr) = &rep.drill {
+                d_ok.add(l(), dr.ok as u8 as f64);
+                d_last_run.add(l(), secs(dr.last_run_unix_ms));
+                if let Some(t) = dr.last_success_unix_ms {
+                    d_last_success.add(l(), secs(t));
+                }
+                d_restore_secs.add(l(), dr.restore_duration_ms as f64 / 1000.0);
+                d_rpo_secs.add(l(), dr.rpo_ms as f64 / 1000.0);
+            }
+        }
+    }
+    for ((ty, op), (n, bytes)) in &ops {
+        op_total.add(vec![("replica_type", ty), ("operation", op)], *n as f64);
+        if *op == "PUT" {
+            op_bytes.add(vec![("replica_type", ty), ("operation", op)], *bytes as f64);
+        }
+    }
+
+    let mut out = String::new();
+    for f in [
+        &db_size,
+        &wal_size,
+        &total_wal,
+        &txid,
+        &syncs,
+        &sync_errors,
+        &sync_secs,
+        &ckpts,
+        &ckpt_errors,
+        &ckpt_secs,
+        &op_total,
+        &op_bytes,
+        &wal_size2,
+        &last_capture,
+        &ckpts2,
+        &last_ckpt,
+        &db_failing,
+        &db_failing_secs,
+        &r_txid,
+        &r_lag,
+        &r_pending,
+        &r_lag_secs,
+        &r_last_upload,
+        &r_since_upload,
+        &r_failing,
+        &r_failing_secs,
+        &r_uploads,
+        &r_upload_bytes,
+        &r_upload_errors,
+        &r_compactions,
+        &r_deletes,
+        &r_maint_errors,
+        &d_ok,
+        &d_last_success,
+        &d_last_run,
+        &d_restore_secs,
+        &d_rpo_secs,
+    ] {
+        f.write(&mut out);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use engine::replicate::report::{DbCounters, DbReport, ReplicaCounters, ReplicaReport};
+    use engine::replicate::status::DrillStatus;
+
+    fn fixed() -> Report {
+        Report {
+            taken_unix_ms: 1_700_000_060_000,
+            source: "daemon".into(),
+            databases: vec![DbReport {
+                db: "/data/a \"q\".db".into(),
+                local_txid: 42,
+                db_size_bytes: Some(8192),
+                wal_size_bytes: Some(4152),
+                last_capture_unix_ms: Some(1_700_000_059_500),
+                last_checkpoint_unix_ms: Some(1_700_000_000_000),
+                failing_since_unix_ms: None,
+                last_error: None,
+                counters: Some(DbCounters {
+                    syncs: 100,
+                    sync_errors: 1,
+                    sync_seconds: 0.25,
+                    captures: 42,
+                    full_images: 1,
+                    wal_bytes_captured: 123_456,
+                    checkpoints: 3,
+                    checkpoint_errors: 0,
+                    checkpoint_seconds: 0.5,
+                }),
+                replicas: vec![
+                    ReplicaReport {
+                        name: "s3".into(),
+                        replica_type: "s3".into(),
+                        replicated_txid: Some(40),
+                        lag_txids: 2,
+                        pending_bytes: 600,
+                        lag_seconds: 1.5,
+                        last_upload_unix_ms: Some(1_700_000_050_000),
+                        failing_since_unix_ms: Some(1_700_000_030_000),
+                        last_error: Some("connection refused".into()),
+                        counters: Some(ReplicaCounters {
+                            uploads: 40,
+                            upload_bytes: 4000,
+                            upload_errors: 5,
+                            compactions: 2,
+                            compaction_bytes: 1000,
+                            deletes: 7,
+                            maintenance_errors: 0,
+                        }),
+                        drill: Some(DrillStatus {
+                            last_run_unix_ms: 1_700_000_040_000,
+                            ok: false,
+                            restore_duration_ms: 1250,
+                            files: 3,
+                            bytes: 999,
+                            rpo_ms: 2000,
+                            error: Some("gap".into()),
+                            last_success_unix_ms: Some(1_700_000_000_000),
+                        }),
+                    },
+                    ReplicaReport {
+                        name: "backup".into(),
+                        replica_type: "s3".into(),
+                        replicated_txid: Some(42),
+                        counters: Some(ReplicaCounters {
+                            uploads: 1,
+                            upload_bytes: 10,
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                ],
+            }],
+        }
+    }
+
+    fn sample(text: &str, line_start: &str) -> String {
+        text.lines()
+            .find(|l| l.starts_with(line_start))
+            .unwrap_or_else(|| panic!("no {line_start:?} in:\n{text}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .to_string()
+    }
+
+    #[test]
+    fn renders_litestream_and_our_families_from_a_fixed_report() {
+        let t = render(&fixed());
+        let db = r#"db="/data/a \"q\".db""#;
+        let cases: &[(String, &str)] = &[
+            (format!("litestream_db_size{{{db}}}"), "8192"),
+            (format!("litestream_wal_size{{{db}}}"), "4152"),
+            (format!("litestream_total_wal_bytes{{{db}}}"), "123456"),
+            (format!("litestream_txid{{{db}}}"), "42"),
+            (format!("litestream_sync_count{{{db}}}"), "100"),
+            (format!("litestream_sync_error_count{{{db}}}"), "1"),
+            (format!("litestream_sync_seconds{{{db}}}"), "0.25"),
+            (
+                format!("litestream_checkpoint_count{{{db},mode=\"PASSIVE\"}}"),
+                "3",
+            ),
+            (
+                format!("litestream_checkpoint_seconds{{{db},mode=\"PASSIVE\"}}"),
+                "0.5",
+            ),
+            (
+                "litestream_replica_operation_total{replica_type=\"s3\",operation=\"PUT\"}".into(),
+                "43",
+            ),
+            (
+                "litestream_replica_operation_total{replica_type=\"s3\",operation=\"DELETE\"}"
+                    .into(),
+                "7",
+            ),
+            (
+                "litestream_replica_operation_bytes{replica_type=\"s3\",operation=\"PUT\"}".into(),
+                "5010",
+            ),
+            (
+                format!("sqlite_replicate_last_checkpoint_timestamp_seconds{{{db}}}"),
+                "1700000000",
+            ),
+            (format!("sqlite_replicate_db_failing{{{db}}}"), "0"),
+            (
+                format!("sqlite_replicate_replica_txid{{{db},replica=\"s3\"}}"),
+                "40",
+            ),
+            (
+                format!("sqlite_replicate_replica_lag_txids{{{db},replica=\"s3\"}}"),
+                "2",
+            ),
+            (
+                format!("sqlite_replicate_replica_pending_bytes{{{db},replica=\"s3\"}}"),
+                "600",
+            ),
+            (
+                format!("sqlite_replicate_replica_lag_seconds{{{db},replica=\"s3\"}}"),
+                "1.5",
+            ),
+            (
+                format!(
+                    "sqlite_replicate_replica_seconds_since_last_upload{{{db},replica=\"s3\"}}"
+                ),
+                "10",
+            ),
+            (
+                format!("sqlite_replicate_replica_failing{{{db},replica=\"s3\"}}"),
+                "1",
+            ),
+            (
+                format!("sqlite_replicate_replica_failing_seconds{{{db},replica=\"s3\"}}"),
+                "30",
+            ),
+            (
+                format!("sqlite_replicate_replica_upload_errors_total{{{db},replica=\"s3\"}}"),
+                "5",
+            ),
+            (
+                format!("sqlite_replicate_replica_failing{{{db},replica=\"backup\"}}"),
+                "0",
+            ),
+            (
+                format!("sqlite_replicate_replica_lag_txids{{{db},replica=\"backup\"}}"),
+                "0",
+            ),
+            (
+                format!("sqlite_replicate_drill_ok{{{db},replica=\"s3\"}}"),
+                "0",
+            ),
+            (
+                format!(
+                    "sqlite_replicate_drill_last_success_timestamp_seconds{{{db},replica=\"s3\"}}"
+                ),
+                "1700000000",
+            ),
+            (
+                format!("sqlite_replicate_drill_restore_seconds{{{db},replica=\"s3\"}}"),
+                "1.25",
+            ),
+            (
+                format!("sqlite_replicate_drill_rpo_seconds{{{db},replica=\"s3\"}}"),
+                "2",
+            ),
+        ];
+        for (start, want) in cases {
+            assert_eq!(sample(&t, &format!("{start} ")), *want, "{start}");
+        }
+        // Never a last-upload time that is not known, nor a drill that did not run.
+        assert!(!t
+            .contains("seconds_since_last_upload{db=\"/data/a \\\"q\\\".db\",replica=\"backup\"}"));
+        assert!(!t.contains("drill_ok{db=\"/data/a \\\"q\\\".db\",replica=\"backup\"}"));
+        // Every sample belongs to a family declared just before with HELP and TYPE.
+        let mut declared = String::new();
+        for line in t.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                declared = rest.split(' ').next().unwrap().to_string();
+            } else if !line.starts_with('#') {
+                let name = line.split(['{', ' ']).next().unwrap();
+                assert_eq!(name, declared, "sample outside its family: {line}");
+            }
+        }
+        assert!(
+            !t.contains("connection refused"),
+            "error texts are not labels"
+        );
+    }
+
+    #[test]
+    fn empty_report_renders_nothing_and_numbers_print_plainly() {
+        assert_eq!(render(&Report::default()), "");
+        assert_eq!(number(3.0), "3");
+        assert_eq!(number(0.001), "0.001");
+        assert_eq!(number(1.7e9), "1700000000");
+        assert_eq!(escape("a\\b\"c\nd"), "a\\\\b\\\"c\\nd");
+    }
+}

@@ -1,0 +1,417 @@
+//! Operator visibility: `addr`'s `/metrics`, `/healthz` and `/status` scraped while
+//! `replicate` runs beside a writer, through an object-store outage (Garage killed and
+//! restarted), the `status` command live and offline, and JSON logs. Each ends in a
+//! restore equal to the source page for page.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::garage::Garage;
+use crate::harness::*;
+
+/// A loopback port nobody listens on now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET path` over HTTP/1.0: (status code, body); `None` while nothing answers.
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    let code = resp.split(' ').nth(1)?.parse().ok()?;
+    let body = resp.split_once("\r\n\r\n")?.1.to_string();
+    Some((code, body))
+}
+
+/// The value of the sample whose name and labels are `series` (`name{labels}`).
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// One scrape of a running replicator's `/metrics` and `/status`.
+struct Scrape {
+    metrics: String,
+    status: serde_json::Value,
+}
+
+impl Scrape {
+    fn take(port: u16) -> Option<Scrape> {
+        let (c1, metrics) = http_get(port, "/metrics")?;
+        let (c2, status) = http_get(port, "/status")?;
+        assert_eq!((c1, c2), (200, 200), "{metrics}\n{status}");
+        Some(Scrape {
+            metrics,
+            status: serde_json::from_str(&status).unwrap(),
+        })
+    }
+
+    fn db(&self) -> &serde_json::Value {
+        &self.status["databases"][0]
+    }
+
+    fn replica(&self) -> &serde_json::Value {
+        &self.db()["replicas"][0]
+    }
+
+    /// `/status`'s local TXID (a hex string).
+    fn local_txid(&self) -> u64 {
+        hex(&self.db()["local_txid"])
+    }
+
+    fn replicated_txid(&self) -> u64 {
+        hex(&self.replica()["replicated_txid"])
+    }
+
+    fn lag(&self) -> u64 {
+        self.replica()["lag_txids"].as_u64().unwrap()
+    }
+
+    /// A sample of this scrape, the series spelled with `$db` and `$replica` standing
+    /// for those labels.
+    fn m(&self, series: &str, db: &Path, replica: &str) -> f64 {
+        let s = series
+            .replace("$db", &format!("db=\"{}\"", db.display()))
+            .replace("$replica", &format!("replica=\"{replica}\""));
+        sample(&self.metrics, &s).unwrap_or_else(|| panic!("no {s} in:\n{}", self.metrics))
+    }
+}
+
+fn hex(v: &serde_json::Value) -> u64 {
+    u64::from_str_radix(v.as_str().unwrap_or_else(|| panic!("{v}")), 16).unwrap()
+}
+
+/// Waits for a scrape that satisfies `f`, returning it.
+fn scrape_until(port: u16, what: &str, mut f: impl FnMut(&Scrape) -> bool) -> Scrape {
+    let mut got = None;
+    eventually(Duration::from_secs(120), what, || {
+        match Scrape::take(port) {
+            Some(s) if f(&s) => got = Some(s),
+            _ => {}
+        }
+        got.is_some()
+    });
+    got.unwrap()
+}
+
+/// A writer committing small transactions until stopped.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<u64>>,
+}
+
+impl Writer {
+    fn start(db: &Path) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (db, s) = (db.to_path_buf(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let c = app_db(&db);
+            let mut n = 0;
+            while !s.load(Ordering::Relaxed) {
+                insert_rows(&c, 2, 300);
+                n += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            n
+        });
+        Writer {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops and returns the number of commits made.
+    fn stop(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+fn status_json(cfg: &Path) -> serde_json::Value {
+    let out = run_ok(&["status", "-config", cfg.to_str().unwrap(), "-json"]);
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn metrics_and_status_follow_replication_to_a_file_replica() {
+    let w = Work::new();
+    let db = w.path("app.db");
+    let replica = w.path("replica");
+    let app = app_db(&db);
+    insert_rows(&app, 20, 100);
+    let port = free_port();
+    let cfg = w.config(&format!(
+        "addr: 127.0.0.1:{port}\ndbs:\n  - path: {}\n    checkpoint-interval: 1s\n    replica:\n      type: file\n      path: {}\n",
+        db.display(),
+        replica.display()
+    ));
+    let r = Replicator::start(&w, &["-config", cfg.to_str().unwrap()]);
+    let first = scrape_until(port, "a first capture", |s| s.local_txid() >= 1);
+    assert_eq!(first.status["source"], "daemon");
+    assert_eq!(http_get(port, "/healthz"), Some((200, "ok\n".into())));
+    let (code, _) = http_get(port, "/nothing").unwrap();
+    assert_eq!(code, 404);
+
+    let writer = Writer::start(&db);
+    // The local TXID moves and the replica follows it.
+    let moving = scrape_until(port, "local TXID to increase", |s| {
+        s.local_txid() >= first.local_txid() + 5
+    });
+    let t = moving.local_txid();
+    // /metrics is read just before /status.
+    let m = moving.m("litestream_txid{$db}", &db, "");
+    assert!(
+        m <= t as f64 && m >= first.local_txid() as f64,
+        "{m} vs {t}"
+    );
+    scrape_until(port, "the replica to pass the earlier local TXID", |s| {
+        s.replicated_txid() >= t
+    });
+    // Live `status` reads the daemon.
+    let live = status_json(&cfg);
+    assert_eq!(live["source"], "daemon", "{live}");
+    assert!(hex(&live["databases"][0]["local_txid"]) >= t, "{live}");
+    writer.stop();
+
+    // Quiet again: caught up, lag 0 everywhere, our checkpoint ran.
+    let s = scrape_until(port, "the replica to catch up with a checkpoint", |s| {
+        s.lag() == 0
+            && s.replicated_txid() == s.local_txid()
+            && !s.db()["last_checkpoint_unix_ms"].is_null()
+    });
+    let final_txid = s.local_txid();
+    assert_eq!(
+        s.m("sqlite_replicate_replica_txid{$db,$replica}", &db, "file"),
+        final_txid as f64
+    );
+    assert_eq!(
+        s.m(
+            "sqlite_replicate_replica_lag_txids{$db,$replica}",
+            &db,
+            "file"
+        ),
+        0.0
+    );
+    assert_eq!(
+        s.m(
+            "sqlite_replicate_replica_pending_bytes{$db,$replica}",
+            &db,
+            "file"
+        ),
+        0.0
+    );
+    assert_eq!(
+        s.m(
+            "sqlite_replicate_replica_lag_seconds{$db,$replica}",
+            &db,
+            "file"
+        ),
+        0.0
+    );
+    assert_eq!(
+        s.m(
+            "sqlite_replicate_replica_failing{$db,$replica}",
+            &db,
+            "file"
+        ),
+        0.0
+    );
+    assert!(
+        s.m(
+            "sqlite_replicate_replica_uploads_total{$db,$replica}",
+            &db,
+            "file"
+        ) >= final_txid as f64
+    );
+    assert!(s.m("litestream_checkpoint_count{$db,mode=\"PASSIVE\"}", &db, "") >= 1.0);
+    assert!(s.m("litestream_sync_count{$db}", &db, "") >= 1.0);
+    assert!(s.m("litestream_db_size{$db}", &db, "") > 0.0);
+    assert!(
+        sample(
+            &s.metrics,
+            "litestream_replica_operation_total{replica_type=\"file\",operation=\"PUT\"}"
+        )
+        .unwrap()
+            >= final_txid as f64,
+        "{}",
+        s.metrics
+    );
+    let want = pages_of_live(&db);
+    drop(app);
+    assert_eq!(r.stop(), 0);
+
+    // Offline `status` agrees: from the local state and a listing of the replica.
+    let off = status_json(&cfg);
+    assert_eq!(off["source"], "offline", "{off}");
+    let d = &off["databases"][0];
+    assert_eq!(hex(&d["local_txid"]), final_txid, "{off}");
+    assert_eq!(
+        hex(&d["replicas"][0]["replicated_txid"]),
+        final_txid,
+        "{off}"
+    );
+    assert_eq!(d["replicas"][0]["lag_txids"], 0, "{off}");
+    assert!(d["wal_size_bytes"].is_u64(), "{off}");
+    assert!(
+        d["last_checkpoint_unix_ms"].is_null(),
+        "not knowable offline: {off}"
+    );
+    let text = run_ok(&[
+        "status",
+        "-config",
+        cfg.to_str().unwrap(),
+        db.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.lines()
+            .nth(1)
+            .is_some_and(|l| l.contains(" ok ") && l.contains(&format!("{final_txid:016x}"))),
+        "{text}"
+    );
+    restore_and_compare(&cfg, &db, &w.path("restored.db"), &want, &[]);
+}
+
+#[test]
+fn object_store_outage_shows_in_metrics_and_healthz_then_recovers() {
+    let mut g = Garage::start();
+    let w = Work::new();
+    let db = w.path("app.db");
+    let app = app_db(&db);
+    insert_rows(&app, 20, 100);
+    let port = free_port();
+    let cfg = w.config(&format!(
+        "addr: 127.0.0.1:{port}\nhealth-failing-after: 2s\nlogging:\n  type: json\ndbs:\n  - path: {}\n    replica:\n      name: garage\n{}",
+        db.display(),
+        g.replica_yaml("outage/app.db")
+    ));
+    let r = Replicator::start(&w, &["-config", cfg.to_str().unwrap()]);
+    let writer = Writer::start(&db);
+    let up = scrape_until(port, "the S3 replica to receive files", |s| {
+        s.replicated_txid() >= 3
+    });
+    assert_eq!(http_get(port, "/healthz").unwrap().0, 200);
+    assert_eq!(
+        up.m(
+            "sqlite_replicate_replica_failing{$db,$replica}",
+            &db,
+            "garage"
+        ),
+        0.0
+    );
+
+    // Outage: uploads fail while the writer goes on.
+    g.stop();
+    let down = scrape_until(port, "uploads to fail", |s| {
+        s.m(
+            "sqlite_replicate_replica_failing{$db,$replica}",
+            &db,
+            "garage",
+        ) == 1.0
+            && s.m(
+                "sqlite_replicate_replica_upload_errors_total{$db,$replica}",
+                &db,
+                "garage",
+            ) >= 1.0
+    });
+    assert!(!down.replica()["last_error"].is_null(), "{}", down.status);
+    let lag1 = down.lag();
+    let grown = scrape_until(port, "the lag to grow", |s| {
+        s.lag() > lag1
+            && s.m(
+                "sqlite_replicate_replica_pending_bytes{$db,$replica}",
+                &db,
+                "garage",
+            ) > 0.0
+            && s.m(
+                "sqlite_replicate_replica_lag_seconds{$db,$replica}",
+                &db,
+                "garage",
+            ) > 0.0
+    });
+    assert!(
+        grown.m(
+            "sqlite_replicate_replica_failing_seconds{$db,$replica}",
+            &db,
+            "garage"
+        ) > 0.0
+    );
+    let mut why = String::new();
+    eventually(
+        Duration::from_secs(120),
+        "/healthz to turn 503",
+        || match http_get(port, "/healthz") {
+            Some((503, body)) => {
+                why = body;
+                true
+            }
+            _ => false,
+        },
+    );
+    assert!(why.contains("replica garage: uploads failing for"), "{why}");
+
+    // Recovery: the same server back on the same data; the replica catches up.
+    g.restart();
+    let commits = writer.stop();
+    assert!(commits > 0);
+    eventually(Duration::from_secs(120), "/healthz back to 200", || {
+        http_get(port, "/healthz").is_some_and(|(c, _)| c == 200)
+    });
+    let s = scrape_until(port, "the replica to catch up", |s| {
+        s.lag() == 0 && s.replicated_txid() == s.local_txid()
+    });
+    assert_eq!(
+        s.m(
+            "sqlite_replicate_replica_failing{$db,$replica}",
+            &db,
+            "garage"
+        ),
+        0.0
+    );
+    assert_eq!(
+        s.m(
+            "sqlite_replicate_replica_pending_bytes{$db,$replica}",
+            &db,
+            "garage"
+        ),
+        0.0
+    );
+    assert!(s.replica()["last_error"].is_null(), "{}", s.status);
+    let want = pages_of_live(&db);
+    drop(app);
+    let log = r.log.clone();
+    assert_eq!(r.stop(), 0);
+    restore_and_compare(&cfg, &db, &w.path("restored.db"), &want, &[]);
+
+    // JSON logs: one event per line; events about the replica name it and the database;
+    // the secret key never appears.
+    let text = std::fs::read_to_string(log).unwrap();
+    assert!(!text.contains(&g.secret), "secret in the logs");
+    let mut failures = 0;
+    for line in text.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        if v["message"] == "replica write failed" {
+            failures += 1;
+            assert_eq!(v["db"], db.display().to_string(), "{line}");
+            assert_eq!(v["replica"], "garage", "{line}");
+        }
+        if v["message"] == "replicating" || v["message"] == "replicas in sync" {
+            assert_eq!(v["db"], db.display().to_string(), "{line}");
+        }
+    }
+    assert!(failures >= 1, "no failed-write event in:\n{text}");
+}
