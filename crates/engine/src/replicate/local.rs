@@ -178,7 +178,10 @@ pub fn read_position(meta: &Path) -> io::Result<Option<LocalPosition>> {
         fs::File::open(&path)?.read_exact(&mut head)?;
     }
     let header = Header::from_bytes(&head).map_err(|e| {
-        io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display()))
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {e}", path.display()),
+        )
     })?;
     Ok(Some(position_of(&header)))
 }

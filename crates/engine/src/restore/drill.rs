@@ -173,7 +173,10 @@ impl DrillReport {
     /// One line for people.
     pub fn summary(&self) -> String {
         let mut s = String::new();
-        let txid = self.txid.map(|t| t.to_string()).unwrap_or_else(|| "-".into());
+        let txid = self
+            .txid
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| "-".into());
         let _ = write!(
             s,
             "{}: {} TXID {txid}",
@@ -514,10 +517,7 @@ fn first_difference(
                     source,
                 })?;
             if buf != data {
-                first = Some((
-                    pgno.get(),
-                    format!("page {pgno} differs from the source"),
-                ));
+                first = Some((pgno.get(), format!("page {pgno} differs from the source")));
             }
             Ok(())
         })

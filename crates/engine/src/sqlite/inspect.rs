@@ -166,7 +166,8 @@ impl SourceSnapshot {
         let mut wal_end = None;
         for attempt in 0..SNAPSHOT_ATTEMPTS {
             let before = read_wal_index_header(&shm);
-            conn.execute_batch("BEGIN").map_err(sq("begin read transaction"))?;
+            conn.execute_batch("BEGIN")
+                .map_err(sq("begin read transaction"))?;
             conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
                 r.get::<_, i64>(0)
             })
