@@ -37,6 +37,10 @@ enum Command {
     Ltx(commands::ltx::Args),
     /// Print the version.
     Version(commands::version::Args),
+    /// Pre-flight check of databases and replicas: what is wrong and what to do.
+    Check(commands::check::Args),
+    /// Restore drill: restore into scratch space, check integrity, report RTO and RPO.
+    Verify(commands::verify::Args),
 }
 
 fn main() -> ExitCode {
@@ -58,5 +62,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Databases(a) => commands::databases::run(a),
         Command::Ltx(a) => commands::ltx::run(a),
         Command::Version(a) => commands::version::run(a),
+        Command::Check(a) => commands::check::run(a),
+        Command::Verify(a) => commands::verify::run(a),
     }
 }

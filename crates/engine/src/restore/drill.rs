@@ -42,7 +42,8 @@ use crate::storage::{ReplicaStore, StorageError};
 pub enum DrillTarget {
     /// The newest TXID the replica holds.
     Latest,
-    /// A TXID drawn at random among those the replica can restore, other than the newest.
+    /// A TXID drawn at random among those the replica can restore, other than the newest
+    /// (the newest when there is no other).
     RandomPoint,
 }
 
@@ -104,7 +105,8 @@ pub struct DrillReport {
     /// timestamp of the replica's newest file (the replicator's clock at capture). An idle
     /// database's RPO grows although nothing is lost: compare with `caught_up`.
     pub rpo: Option<Duration>,
-    /// Whether the source's captured TXID equals the replica's newest (`None`: no source).
+    /// Whether the replica's newest TXID is the last one the replicator captured from the
+    /// source here (`None`: no source). Commits not yet captured are not counted.
     pub caught_up: Option<bool>,
     pub compare: PageCompare,
     pub error: Option<String>,
@@ -203,8 +205,8 @@ impl DrillReport {
                     .unwrap_or_else(|| "-".into())
             );
             match self.caught_up {
-                Some(true) => s.push_str(", caught up with the source)"),
-                Some(false) => s.push_str(", behind the source)"),
+                Some(true) => s.push_str(", the last TXID captured here)"),
+                Some(false) => s.push_str(", not the last TXID captured here)"),
                 None => s.push(')'),
             }
         }
@@ -251,8 +253,6 @@ pub enum DrillError {
     },
     #[error("the restored database differs from the source at TXID {txid}: {detail}")]
     Mismatch { txid: TxId, detail: String },
-    #[error("no TXID other than the newest ({newest}) can be restored from this replica")]
-    NoRandomPoint { newest: TxId },
 }
 
 impl DrillError {
@@ -404,7 +404,7 @@ async fn rpo(
 
 /// A plan for a random restorable TXID other than `newest`: candidates are the TXIDs at
 /// which some file ends (a restore can only stop where a file ends), tried in random order
-/// until the planner accepts one.
+/// until the planner accepts one. With no other restorable TXID, the newest.
 fn random_point(listing: &Listing, newest: TxId) -> Result<plan::Plan, DrillError> {
     let mut candidates: Vec<TxId> = listing
         .files()
@@ -418,7 +418,7 @@ fn random_point(listing: &Listing, newest: TxId) -> Result<plan::Plan, DrillErro
         .into_iter()
         .take(256)
         .find_map(|t| plan::plan(listing, Target::TxId(t)).ok())
-        .ok_or(DrillError::NoRandomPoint { newest })
+        .map_or_else(|| Ok(plan::plan(listing, Target::TxId(newest))?), Ok)
 }
 
 /// Compares the restored file with the source's pages (see the module docs for when a
@@ -596,9 +596,6 @@ mod tests {
             assert!((4..8).contains(&p.target_txid.get()), "{p:?}");
         }
         let only = Listing::new(vec![info(0, 1, 1)]);
-        assert!(matches!(
-            random_point(&only, t(1)),
-            Err(DrillError::NoRandomPoint { .. })
-        ));
+        assert_eq!(random_point(&only, t(1)).unwrap().target_txid, t(1));
     }
 }
