@@ -5,6 +5,7 @@
 
 mod abs;
 mod azurite;
+mod check;
 mod garage;
 mod harness;
 mod litestream;
@@ -12,3 +13,4 @@ mod replicate;
 mod restore;
 mod s3;
 mod v3;
+mod verify;
