@@ -30,6 +30,16 @@ const LONG_FLAGS: &[&str] = &[
     "legacy-page-encoding",
     "help",
     "version",
+    // check
+    "wal-warn-size",
+    "wal-fail-size",
+    "skew-warn",
+    "skew-fail",
+    "no-quick-check",
+    // verify
+    "random-point",
+    "scratch",
+    "source",
 ];
 
 /// Rewrites `-name` and `-name=value` to `--name…` for known long flags.

@@ -41,6 +41,10 @@ enum Command {
     Version(commands::version::Args),
     /// Show each database's replication state: local and replicated TXIDs, lag, WAL size.
     Status(commands::status::Args),
+    /// Pre-flight check of databases and replicas: what is wrong and what to do.
+    Check(commands::check::Args),
+    /// Restore drill: restore into scratch space, check integrity, report RTO and RPO.
+    Verify(commands::verify::Args),
 }
 
 fn main() -> ExitCode {
@@ -63,5 +67,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ltx(a) => commands::ltx::run(a),
         Command::Version(a) => commands::version::run(a),
         Command::Status(a) => commands::status::run(a),
+        Command::Check(a) => commands::check::run(a),
+        Command::Verify(a) => commands::verify::run(a),
     }
 }

@@ -7,10 +7,13 @@
 //! - `replicate`: detect changes, encode L0 files, upload to each replica, compact, retain.
 //! - [`restore`]: plan (pure) → fetch → apply → verify; follow mode.
 //! - [`storage`]: the replica trait, its backends, and the one place that spells keys.
+//! - [`check`]: the pre-flight check of databases and replicas (`check`); the restore
+//!   drill lives in `restore::drill`.
 //! - [`fsutil`]: durable local writes (temp, fsync, rename, dir fsync).
 //!
 //! The `ltx` crate owns the file format; this crate owns every policy around it.
 
+pub mod check;
 pub mod fsutil;
 pub mod replicate;
 pub mod restore;

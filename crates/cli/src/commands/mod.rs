@@ -1,8 +1,10 @@
 //! One file per command; each exposes `Args` (clap) and `run`.
 
+pub mod check;
 pub mod databases;
 pub mod ltx;
 pub mod replicate;
 pub mod restore;
 pub mod status;
+pub mod verify;
 pub mod version;

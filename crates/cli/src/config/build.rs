@@ -143,6 +143,10 @@ pub(crate) fn build(root: &Value, env: Env<'_>) -> Result<Config, ConfigError> {
         )?);
     }
     check_across_dbs(&dbs)?;
+    let drill_interval = positive(&top, "drill-interval")?;
+    for db in &mut dbs {
+        db.drill_interval = db.drill_interval.or(drill_interval);
+    }
 
     Ok(Config {
         dbs,
@@ -164,6 +168,7 @@ pub(crate) fn build(root: &Value, env: Env<'_>) -> Result<Config, ConfigError> {
         mcp_addr: top.string("mcp-addr")?,
         shutdown_sync_timeout: top.duration("shutdown-sync-timeout")?.unwrap_or(secs(30)),
         shutdown_sync_interval,
+        drill_interval,
         warnings,
     })
 }
@@ -393,6 +398,7 @@ fn build_db(
         max_sync_wal_bytes,
         restore_if_db_not_exists: m.bool("restore-if-db-not-exists")?.unwrap_or(false),
         snapshot,
+        drill_interval: positive(&m, "drill-interval")?,
     })
 }
 

@@ -45,6 +45,8 @@ pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, ErrorKind};
 #[allow(unused_imports)]
 pub use glob::glob_match;
+/// Byte sizes for command-line flags (`check -wal-warn-size`).
+pub(crate) use size::parse_size;
 #[allow(unused_imports)]
 pub use types::{
     AbsConfig, Config, DbConfig, DbSource, GcsConfig, LogLevel, LoggingConfig, ReplicaConfig,

@@ -32,6 +32,7 @@ pub(crate) const TOP_KEYS: &[&str] = &[
     "mcp-addr",
     "shutdown-sync-timeout",
     "shutdown-sync-interval",
+    "drill-interval",
 ];
 
 /// Replica settings: valid in a replica, and at the top level as defaults for all.
@@ -116,6 +117,7 @@ pub(crate) const DB_KEYS: &[&str] = &[
     "truncate-page-n",
     "max-sync-wal-bytes",
     "restore-if-db-not-exists",
+    "drill-interval",
     "replica",
     "replicas",
 ];

@@ -903,3 +903,29 @@ fn load_names_the_file() {
     );
     assert!(std::error::Error::source(&e).is_some());
 }
+
+#[test]
+fn drill_interval_top_level_and_per_database() {
+    let cfg = parse(
+        "drill-interval: 6h\ndbs:\n  - path: /a.db\n    replica:\n      path: /ra\n  - path: /b.db\n    drill-interval: 30m\n    replica:\n      path: /rb\n",
+        false,
+        &|_| None,
+    )
+    .unwrap();
+    let h = |n: u64| Duration::from_secs(n * 3600);
+    assert_eq!(cfg.drill_interval, Some(h(6)));
+    assert_eq!(cfg.dbs[0].drill_interval, Some(h(6)));
+    assert_eq!(cfg.dbs[1].drill_interval, Some(Duration::from_secs(1800)));
+    let none = parse(
+        "dbs:\n  - path: /a.db\n    replica:\n      path: /ra\n",
+        false,
+        &|_| None,
+    )
+    .unwrap();
+    assert_eq!(
+        (none.drill_interval, none.dbs[0].drill_interval),
+        (None, None)
+    );
+    let e = parse("drill-interval: 0s\ndbs: []\n", false, &|_| None).unwrap_err();
+    assert_eq!(e.to_string(), "drill-interval: must be greater than 0");
+}

@@ -75,6 +75,9 @@ pub struct Config {
     pub shutdown_sync_timeout: Duration,
     /// `shutdown-sync-interval`: the pause between those retries. Default 500ms.
     pub shutdown_sync_interval: Duration,
+    /// `drill-interval` (ours): how often a running replicator restores each replica into
+    /// scratch space as a drill (see `verify`). `None`: no drills. Databases inherit it.
+    pub drill_interval: Option<Duration>,
     /// Things that were accepted but have no effect (keys for another replica type,
     /// Litestream 0.3 keys), one line each with its key path, for the CLI to log.
     pub warnings: Vec<String>,
@@ -172,6 +175,8 @@ pub struct DbConfig {
     pub restore_if_db_not_exists: bool,
     /// `snapshot:` inside the database, with missing fields from the top level.
     pub snapshot: Option<SnapshotConfig>,
+    /// `drill-interval` (ours) of this database, else the top-level one; `None`: no drills.
+    pub drill_interval: Option<Duration>,
 }
 
 /// Where a [`DbConfig`]'s databases are.

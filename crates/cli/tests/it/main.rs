@@ -5,6 +5,7 @@
 
 mod abs;
 mod azurite;
+mod check;
 mod garage;
 mod garage_cluster;
 mod harness;
@@ -14,3 +15,4 @@ mod replicate;
 mod restore;
 mod s3;
 mod v3;
+mod verify;

@@ -205,6 +205,55 @@ pub(crate) async fn conformance(s: &dyn ReplicaStore, conditional: ConditionalCr
         .await
         .is_err());
 
+    // Named objects outside the levels (check's scratch object): put replaces, HEAD reports
+    // the size and the storage's own time, ranged and whole gets, delete (twice is fine),
+    // and no listing ever shows them; names inside a level directory are refused.
+    let scratch = engine::storage::layout::check_scratch_name(42);
+    let before = SystemTime::now();
+    s.put_name(&scratch, b"old".to_vec().into()).await.unwrap();
+    s.put_name(&scratch, b"0123456789".to_vec().into())
+        .await
+        .unwrap();
+    let head = s.head_name(&scratch).await.unwrap();
+    assert_eq!(head.size_bytes, 10);
+    let off = match head.modified.duration_since(before) {
+        Ok(d) => d,
+        Err(e) => e.duration(),
+    };
+    assert!(
+        off < Duration::from_secs(60),
+        "modified {off:?} away from now"
+    );
+    assert_eq!(&s.get_name(&scratch, Some(2..5)).await.unwrap()[..], b"234");
+    assert_eq!(
+        &s.get_name(&scratch, None).await.unwrap()[..],
+        b"0123456789"
+    );
+    let mut everything = Vec::new();
+    for level in Level::all() {
+        everything.extend(keys(&s.list(level).await.unwrap()));
+    }
+    assert_eq!(
+        everything,
+        [key(0, 2, 2), key(0, 3, 5)],
+        "scratch object listed"
+    );
+    s.delete_name(&scratch).await.unwrap();
+    assert!(s.head_name(&scratch).await.unwrap_err().is_not_found());
+    assert!(s.get_name(&scratch, None).await.unwrap_err().is_not_found());
+    s.delete_name(&scratch).await.unwrap();
+    for bad in [
+        "ltx/0/0000000000000001-0000000000000001.ltx",
+        "0000/x",
+        "../x",
+        "",
+    ] {
+        assert!(
+            s.put_name(bad, b"x".to_vec().into()).await.is_err(),
+            "{bad:?}"
+        );
+    }
+
     // A large file (multipart on S3) reads back identical, with its timestamp.
     let big = noise(20 << 20, 7);
     let snap = key(9, 1, 5);

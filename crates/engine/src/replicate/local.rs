@@ -189,6 +189,46 @@ impl LocalDir {
     }
 }
 
+/// The captured position recorded in `meta` without opening it as a [`LocalDir`] (which
+/// creates directories and clears temp files): for readers such as `verify` that may run
+/// beside a live replicator. `None` when the directory holds no L0 file.
+pub fn read_position(meta: &Path) -> io::Result<Option<LocalPosition>> {
+    let l0 = meta.join(Layout::LtxDir.level_dir(Level::L0));
+    let entries = match fs::read_dir(&l0) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut newest: Option<LtxKey> = None;
+    for entry in entries {
+        let name = entry?.file_name();
+        if let Some(k) = name
+            .to_str()
+            .and_then(|n| LtxKey::parse_file_name(Level::L0, n))
+        {
+            if newest.is_none_or(|n| k.max > n.max) {
+                newest = Some(k);
+            }
+        }
+    }
+    let Some(key) = newest else {
+        return Ok(None);
+    };
+    let path = l0.join(key.file_name());
+    let mut head = vec![0u8; ltx::HEADER_SIZE];
+    {
+        use std::io::Read;
+        fs::File::open(&path)?.read_exact(&mut head)?;
+    }
+    let header = Header::from_bytes(&head).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {e}", path.display()),
+        )
+    })?;
+    Ok(Some(position_of(&header)))
+}
+
 pub fn position_of(h: &Header) -> LocalPosition {
     let wal =
         (h.wal_offset >= 32 && (h.wal_salt1 != 0 || h.wal_salt2 != 0)).then_some(WalPosition {

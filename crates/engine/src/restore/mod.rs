@@ -4,11 +4,13 @@
 //! a precise gap error) → [`apply`] (parallel ranged fetches, newest-page-wins merge into
 //! a temp file, every file's checksum and optionally SQLite's integrity check verified,
 //! then fsync, rename, directory fsync) → done. [`follow`] keeps a restored copy current.
+//! [`drill`] restores into scratch space to prove a replica works and measure RTO/RPO.
 //! [`v3`] plans and applies replicas that Litestream 0.3 wrote (`generations/` layout).
 //!
 //! The output path is never touched until everything is verified.
 
 pub mod apply;
+pub mod drill;
 pub mod follow;
 pub mod plan;
 pub mod v3;

@@ -16,7 +16,7 @@ use ltx::Level;
 
 use super::layout::v3::{self, V3File};
 use super::layout::{Layout, LtxInfo, LtxKey};
-use super::{ReplicaStore, StorageError};
+use super::{NamedObject, ReplicaStore, StorageError};
 use crate::fsutil;
 
 #[derive(Debug, Clone)]
@@ -86,24 +86,29 @@ impl FileStore {
     }
 
     fn get_sync(&self, key: &LtxKey, range: Option<Range<u64>>) -> Result<Bytes, StorageError> {
-        let path = self.path_of(key);
-        let mut f = File::open(&path).map_err(|e| self.err(key.to_string(), e))?;
+        self.read_sync(&self.path_of(key), &key.to_string(), range)
+    }
+
+    /// The whole file at `path`, or a byte range of it; `what` names it in errors.
+    fn read_sync(
+        &self,
+        path: &Path,
+        what: &str,
+        range: Option<Range<u64>>,
+    ) -> Result<Bytes, StorageError> {
+        let mut f = File::open(path).map_err(|e| self.err(what, e))?;
         let data = match range {
             None => {
                 let mut v = Vec::new();
-                f.read_to_end(&mut v)
-                    .map_err(|e| self.err(key.to_string(), e))?;
+                f.read_to_end(&mut v).map_err(|e| self.err(what, e))?;
                 v
             }
             Some(r) => {
-                let len = f
-                    .metadata()
-                    .map_err(|e| self.err(key.to_string(), e))?
-                    .len();
+                let len = f.metadata().map_err(|e| self.err(what, e))?.len();
                 if r.start > r.end || r.end > len {
                     return Err(StorageError::Permanent {
                         location: self.location.clone(),
-                        what: key.to_string(),
+                        what: what.to_string(),
                         detail: format!(
                             "range {}..{} outside file of {} bytes",
                             r.start, r.end, len
@@ -112,9 +117,8 @@ impl FileStore {
                 }
                 let mut v = vec![0u8; (r.end - r.start) as usize];
                 f.seek(SeekFrom::Start(r.start))
-                    .map_err(|e| self.err(key.to_string(), e))?;
-                f.read_exact(&mut v)
-                    .map_err(|e| self.err(key.to_string(), e))?;
+                    .map_err(|e| self.err(what, e))?;
+                f.read_exact(&mut v).map_err(|e| self.err(what, e))?;
                 v
             }
         };
@@ -175,6 +179,42 @@ impl FileStore {
                 what: name.into(),
             }),
             Err(e) => Err(self.err(name, e)),
+        }
+    }
+}
+
+/// Named objects outside the level directories (`ReplicaStore::put_name` and kin).
+impl FileStore {
+    fn aux_path(&self, name: &str) -> Result<PathBuf, StorageError> {
+        super::check_aux_name(&self.location, name)?;
+        Ok(self.root.join(name))
+    }
+
+    fn put_name_sync(&self, name: &str, data: &[u8]) -> Result<(), StorageError> {
+        let path = self.aux_path(name)?;
+        if let Some(dir) = path.parent() {
+            fsutil::create_dir_all_durable(dir)
+                .map_err(|e| self.err(format!("creating {}", dir.display()), e))?;
+        }
+        // No mtime of ours: the file system's clock is what `head_name` must report.
+        fsutil::write_durable(&path, data, None).map_err(|e| self.err(name, e))
+    }
+
+    fn head_name_sync(&self, name: &str) -> Result<NamedObject, StorageError> {
+        let meta = fs::metadata(self.aux_path(name)?).map_err(|e| self.err(name, e))?;
+        Ok(NamedObject {
+            size_bytes: meta.len(),
+            modified: meta.modified().map_err(|e| self.err(name, e))?,
+        })
+    }
+
+    fn delete_name_sync(&self, name: &str) -> Result<(), StorageError> {
+        let path = self.aux_path(name)?;
+        match fs::remove_file(&path) {
+            Ok(()) => fsutil::sync_parent_dir(&path)
+                .map_err(|e| self.err(format!("syncing the directory of {name}"), e)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.err(format!("deleting {name}"), e)),
         }
     }
 }
@@ -310,6 +350,34 @@ impl ReplicaStore for FileStore {
         blocking(&self.location, move || s.put_if_absent_sync(&name, &data)).await
     }
 
+    async fn put_name(&self, name: &str, data: Bytes) -> Result<(), StorageError> {
+        let s = self.clone();
+        let name = name.to_string();
+        blocking(&self.location, move || s.put_name_sync(&name, &data)).await
+    }
+
+    async fn get_name(&self, name: &str, range: Option<Range<u64>>) -> Result<Bytes, StorageError> {
+        let s = self.clone();
+        let name = name.to_string();
+        blocking(&self.location, move || {
+            let path = s.aux_path(&name)?;
+            s.read_sync(&path, &name, range)
+        })
+        .await
+    }
+
+    async fn head_name(&self, name: &str) -> Result<NamedObject, StorageError> {
+        let s = self.clone();
+        let name = name.to_string();
+        blocking(&self.location, move || s.head_name_sync(&name)).await
+    }
+
+    async fn delete_name(&self, name: &str) -> Result<(), StorageError> {
+        let s = self.clone();
+        let name = name.to_string();
+        blocking(&self.location, move || s.delete_name_sync(&name)).await
+    }
+
     async fn list_v3(&self) -> Result<Vec<V3File>, StorageError> {
         let s = self.clone();
         blocking(&self.location, move || s.list_v3_sync()).await
@@ -407,6 +475,32 @@ mod tests {
         s.delete(&[key(0, 1, 1), key(0, 9, 9)]).await.unwrap();
         assert_eq!(s.list(Level::L0).await.unwrap().len(), 1);
         assert!(s.list(Level::SNAPSHOT).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn named_objects_round_trip_and_stay_unlisted() {
+        let d = tempfile::tempdir().unwrap();
+        let s = FileStore::new(d.path());
+        let name = crate::storage::layout::check_scratch_name(7);
+        let before = SystemTime::now();
+        s.put_name(&name, Bytes::from_static(b"0123456789"))
+            .await
+            .unwrap();
+        let head = s.head_name(&name).await.unwrap();
+        assert_eq!(head.size_bytes, 10);
+        assert!(head.modified + Duration::from_secs(5) > before);
+        assert_eq!(&s.get_name(&name, Some(2..5)).await.unwrap()[..], b"234");
+        assert_eq!(&s.get_name(&name, None).await.unwrap()[..], b"0123456789");
+        for level in Level::all() {
+            assert!(s.list(level).await.unwrap().is_empty());
+        }
+        assert!(s.list_v3().await.unwrap().is_empty());
+        s.delete_name(&name).await.unwrap();
+        assert!(s.head_name(&name).await.unwrap_err().is_not_found());
+        s.delete_name(&name).await.unwrap();
+        for bad in ["ltx/0/x", "0000/x", "../x"] {
+            assert!(s.put_name(bad, Bytes::new()).await.is_err(), "{bad}");
+        }
     }
 
     #[tokio::test]

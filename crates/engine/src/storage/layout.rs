@@ -94,6 +94,32 @@ impl Layout {
     }
 }
 
+/// Whether `name` may be used for a named object ([`ReplicaStore::put_name`] and kin): a
+/// non-empty relative `/`-separated path without `.`/`..` or empty segments, whose first
+/// segment is not a level directory of either layout (`ltx`, four hex digits) nor
+/// `generations`. Such an object can never be listed as an LTX file or a 0.3 file, so a
+/// restore running at the same time cannot pick it up.
+///
+/// [`ReplicaStore::put_name`]: super::ReplicaStore::put_name
+pub fn is_aux_name(name: &str) -> bool {
+    let mut segments = name.split('/');
+    let first = segments.next().unwrap_or_default();
+    let level_dir = first == "ltx"
+        || (first.len() == 4 && first.bytes().all(|b| b.is_ascii_hexdigit()))
+        || first == v3::GENERATIONS_DIR;
+    !level_dir
+        && name
+            .split('/')
+            .all(|s| !s.is_empty() && s != "." && s != "..")
+}
+
+/// The scratch object `check` writes, reads and deletes to prove a replica works:
+/// `.sqlite-replicate-check-<16 hex>` at the replica root. Not an LTX name, outside every
+/// level directory (see [`is_aux_name`]).
+pub fn check_scratch_name(nonce: u64) -> String {
+    format!(".sqlite-replicate-check-{nonce:016x}")
+}
+
 /// Litestream 0.3's layout, read-only: `generations/<16hex>/snapshots/<%08x>.snapshot.lz4`
 /// and `generations/<16hex>/wal/<%08x>_<%08x>.wal.lz4`, the same under a file root and an
 /// S3 prefix.
@@ -305,6 +331,34 @@ mod tests {
             Layout::LtxDir.key_path(&k),
             "ltx/3/0000000000000007-0000000000000007.ltx"
         );
+    }
+
+    #[test]
+    fn aux_names_stay_outside_levels() {
+        let scratch = check_scratch_name(0xabc);
+        assert_eq!(scratch, ".sqlite-replicate-check-0000000000000abc");
+        assert!(is_aux_name(&scratch));
+        assert!(is_aux_name("lock.json"));
+        assert!(is_aux_name("markers/x"));
+        for bad in [
+            "",
+            "ltx/0/0000000000000001-0000000000000001.ltx",
+            "0000/0000000000000001-0000000000000001.ltx",
+            "0009/x",
+            "generations/d644f78ac6339b2c/wal/00000001_00000000.wal.lz4",
+            "../x",
+            "a//b",
+            "./a",
+            "/abs",
+        ] {
+            assert!(!is_aux_name(bad), "{bad:?}");
+        }
+        // Whatever the nonce, the scratch name is never an LTX or 0.3 name.
+        for n in [0, 1, u64::MAX] {
+            let s = check_scratch_name(n);
+            assert_eq!(LtxKey::parse_file_name(Level::L0, &s), None);
+            assert_eq!(v3::parse_path(&s), None);
+        }
     }
 
     #[test]

@@ -17,6 +17,12 @@
 //!   only approximates it (S3 listings carry LastModified, not metadata).
 //! - `put_if_not_exists` creates an object atomically or fails with `Precondition`,
 //!   leaving the existing one untouched.
+//! - `put_name`, `get_name`, `head_name`, `delete_name` act on one object named by a
+//!   path relative to the root that [`layout::is_aux_name`] accepts: never inside a level
+//!   directory or `generations/`, so no listing (and so no restore) can ever see it. For
+//!   scratch objects (`check`'s round trip) and markers. `head_name` reports the
+//!   storage's own modification time (file mtime, object Last-Modified); `delete_name`
+//!   of a missing object is not an error.
 //! - `list_v3` returns every snapshot and WAL segment of every Litestream 0.3 generation
 //!   (`generations/`), ignoring other names; `get_v3` returns one of them whole. Read-only:
 //!   nothing here writes that layout. Backends without them answer `Permanent`.
@@ -92,6 +98,15 @@ impl StorageError {
     }
 }
 
+/// One object outside the level directories, as [`ReplicaStore::head_name`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamedObject {
+    pub size_bytes: u64,
+    /// When the storage says the object was last written, by the storage's clock (file
+    /// mtime set by the file system, object Last-Modified set by the server).
+    pub modified: SystemTime,
+}
+
 /// A replica location holding LTX files.
 #[async_trait]
 pub trait ReplicaStore: Send + Sync + 'static {
@@ -130,6 +145,29 @@ pub trait ReplicaStore: Send + Sync + 'static {
         })
     }
 
+    /// Stores `data` at `name` (see [`layout::is_aux_name`]) atomically, replacing what is
+    /// there, with no timestamp metadata: the storage records its own modification time.
+    async fn put_name(&self, name: &str, data: Bytes) -> Result<(), StorageError> {
+        let _ = data;
+        Err(unsupported(self.location(), name, "named objects"))
+    }
+
+    /// The whole object at `name`, or the given byte range of it, or `NotFound`.
+    async fn get_name(&self, name: &str, range: Option<Range<u64>>) -> Result<Bytes, StorageError> {
+        let _ = range;
+        Err(unsupported(self.location(), name, "named objects"))
+    }
+
+    /// Size and modification time of the object at `name`, or `NotFound`.
+    async fn head_name(&self, name: &str) -> Result<NamedObject, StorageError> {
+        Err(unsupported(self.location(), name, "named objects"))
+    }
+
+    /// Deletes the object at `name`; a missing one is not an error.
+    async fn delete_name(&self, name: &str) -> Result<(), StorageError> {
+        Err(unsupported(self.location(), name, "named objects"))
+    }
+
     /// Every snapshot and WAL segment of every Litestream 0.3 generation under the root
     /// (`generations/<gen>/{snapshots,wal}/`), in no particular order; other names are
     /// ignored and an absent `generations/` is an empty listing. For restoring replicas that
@@ -150,4 +188,24 @@ pub trait ReplicaStore: Send + Sync + 'static {
             detail: "reading Litestream 0.3 generations is not supported by this backend".into(),
         })
     }
+}
+
+fn unsupported(location: &str, what: &str, feature: &str) -> StorageError {
+    StorageError::Permanent {
+        location: location.to_string(),
+        what: what.to_string(),
+        detail: format!("{feature} are not supported by this backend"),
+    }
+}
+
+/// `Permanent` unless `name` is a name [`layout::is_aux_name`] accepts.
+pub(crate) fn check_aux_name(location: &str, name: &str) -> Result<(), StorageError> {
+    if layout::is_aux_name(name) {
+        return Ok(());
+    }
+    Err(StorageError::Permanent {
+        location: location.to_string(),
+        what: format!("{name:?}"),
+        detail: "not a relative path outside the level directories and generations/".into(),
+    })
 }

@@ -4,7 +4,7 @@
 //! `object_store` client: object paths under the key prefix (spelled by the backend's
 //! [`Layout`]), listing a level, HEAD-per-file exact timestamps from the backend's metadata
 //! key, ranged gets, single and multipart puts, batched deletes, unconditional and
-//! create-only writes outside the levels; the timestamp format ([`format_timestamp`],
+//! create-only writes and named objects (get, HEAD, delete) outside the levels; the timestamp format ([`format_timestamp`],
 //! Go's RFC3339Nano as Litestream writes it); and the client settings every backend uses
 //! (timeouts, retry budget, prefix and endpoint checks).
 //!
@@ -29,7 +29,7 @@ use object_store::{
 
 use super::layout::{Layout, LtxInfo, LtxKey};
 use super::objstore_error::{classify, Dialect};
-use super::{ReplicaStore, StorageError};
+use super::{NamedObject, ReplicaStore, StorageError};
 
 /// HEAD requests in flight while reading exact timestamps.
 const HEAD_CONCURRENCY: usize = 16;
@@ -233,8 +233,17 @@ impl ObjectStoreReplica {
         key: &LtxKey,
         range: Option<Range<u64>>,
     ) -> Result<Bytes, StorageError> {
-        let path = self.key_path(key);
-        let what = key.to_string();
+        self.get_path(&self.key_path(key), key.to_string(), range)
+            .await
+    }
+
+    /// The whole object at `path`, or a byte range of it; `what` names it in errors.
+    async fn get_path(
+        &self,
+        path: &Path,
+        what: String,
+        range: Option<Range<u64>>,
+    ) -> Result<Bytes, StorageError> {
         let out_of_range = |r: &Range<u64>, size: u64| StorageError::Permanent {
             location: self.location.clone(),
             what: what.clone(),
@@ -252,7 +261,7 @@ impl ObjectStoreReplica {
                 };
                 let size = self
                     .store
-                    .get_opts(&path, head)
+                    .get_opts(path, head)
                     .await
                     .map_err(|e| self.err(&what, e))?
                     .meta
@@ -273,7 +282,7 @@ impl ObjectStoreReplica {
         };
         let result = self
             .store
-            .get_opts(&path, opts)
+            .get_opts(path, opts)
             .await
             .map_err(|e| self.err(&what, e))?;
         let size = result.meta.size;
@@ -322,6 +331,51 @@ impl ObjectStoreReplica {
             self.put_multipart(&path, data, attributes).await
         };
         r.map_err(|e| self.err(key.to_string(), e))
+    }
+
+    /// [`ReplicaStore::put_name`].
+    pub async fn put_name(&self, name: &str, data: Bytes) -> Result<(), StorageError> {
+        super::check_aux_name(&self.location, name)?;
+        self.put_at(name, data, PutMode::Overwrite).await
+    }
+
+    /// [`ReplicaStore::get_name`].
+    pub async fn get_name(
+        &self,
+        name: &str,
+        range: Option<Range<u64>>,
+    ) -> Result<Bytes, StorageError> {
+        super::check_aux_name(&self.location, name)?;
+        self.get_path(&self.path(name), name.to_string(), range)
+            .await
+    }
+
+    /// [`ReplicaStore::head_name`]: the object's Last-Modified, as the server set it.
+    pub async fn head_name(&self, name: &str) -> Result<NamedObject, StorageError> {
+        super::check_aux_name(&self.location, name)?;
+        let head = GetOptions {
+            head: true,
+            ..Default::default()
+        };
+        let meta = self
+            .store
+            .get_opts(&self.path(name), head)
+            .await
+            .map_err(|e| self.err(name, e))?
+            .meta;
+        Ok(NamedObject {
+            size_bytes: meta.size,
+            modified: SystemTime::from(meta.last_modified),
+        })
+    }
+
+    /// [`ReplicaStore::delete_name`]: a missing object is not an error.
+    pub async fn delete_name(&self, name: &str) -> Result<(), StorageError> {
+        super::check_aux_name(&self.location, name)?;
+        match object_store::ObjectStoreExt::delete(self.store.as_ref(), &self.path(name)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.err(format!("deleting {name}"), e)),
+        }
     }
 
     /// [`ReplicaStore::delete`]: the client batches the deletes (S3 DeleteObjects of up to
@@ -461,5 +515,21 @@ impl<T: ObjectStoreBackend> ReplicaStore for T {
 
     async fn put_if_not_exists(&self, name: &str, data: Bytes) -> Result<(), StorageError> {
         ObjectStoreBackend::put_if_not_exists(self, name, data).await
+    }
+
+    async fn put_name(&self, name: &str, data: Bytes) -> Result<(), StorageError> {
+        self.replica().put_name(name, data).await
+    }
+
+    async fn get_name(&self, name: &str, range: Option<Range<u64>>) -> Result<Bytes, StorageError> {
+        self.replica().get_name(name, range).await
+    }
+
+    async fn head_name(&self, name: &str) -> Result<NamedObject, StorageError> {
+        self.replica().head_name(name).await
+    }
+
+    async fn delete_name(&self, name: &str) -> Result<(), StorageError> {
+        self.replica().delete_name(name).await
     }
 }

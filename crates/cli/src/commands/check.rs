@@ -1,0 +1,228 @@
+//! `check`: the pre-flight check. For each database of the config (or the one named) and
+//! each of its replicas, says what is wrong and what to do about it.
+//!
+//! `check [-config FILE] [-json] [-wal-warn-size SIZE] [-wal-fail-size SIZE]
+//! [-skew-warn DURATION] [-skew-fail DURATION] [-no-quick-check] [-replica NAME] [DB]`
+//!
+//! The checks themselves live in `engine::check`; this file picks the databases and
+//! replicas, prints the findings and sets the exit status: 0 when nothing failed (warnings
+//! allowed), 1 otherwise.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use engine::check::database::DbCheck;
+use engine::check::{self, Finding, Level, Thresholds};
+
+use crate::config::{self, Config, DbConfig};
+use crate::setup;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Print the findings as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Warn when a WAL is at least this large (e.g. 100MiB).
+    #[arg(long = "wal-warn-size", default_value = "100MiB")]
+    wal_warn_size: String,
+    /// Fail when a WAL is at least this large (e.g. 1GiB).
+    #[arg(long = "wal-fail-size", default_value = "1GiB")]
+    wal_fail_size: String,
+    /// Warn when the storage's clock is at least this far from ours.
+    #[arg(long = "skew-warn", default_value = "5s")]
+    skew_warn: String,
+    /// Fail when the storage's clock is at least this far from ours.
+    #[arg(long = "skew-fail", default_value = "30s")]
+    skew_fail: String,
+    /// Skip `PRAGMA quick_check` (it reads the whole database).
+    #[arg(long = "no-quick-check")]
+    no_quick_check: bool,
+    /// Check only this replica of each database.
+    #[arg(long)]
+    replica: Option<String>,
+    #[arg(long = "no-expand-env")]
+    no_expand_env: bool,
+    /// Check only this database of the config.
+    db: Option<PathBuf>,
+}
+
+/// One finding with the database and replica it is about.
+struct Row {
+    db: String,
+    replica: Option<String>,
+    finding: Finding,
+}
+
+pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+    let thresholds = thresholds(&a)?;
+    let cfg = setup::load_config(a.config.as_deref(), !a.no_expand_env)?;
+    crate::logging::init("warn", crate::logging::Format::Text);
+    let dbs = selected_dbs(&cfg, a.db.as_deref())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let rows = rt.block_on(async {
+        let mut rows = Vec::new();
+        for (path, db) in &dbs {
+            let label = path.display().to_string();
+            let c = DbCheck {
+                db: path.clone(),
+                meta_dir: db
+                    .meta_path
+                    .clone()
+                    .unwrap_or_else(|| engine::replicate::local::default_meta_dir(path)),
+                quick_check: !a.no_quick_check,
+                busy_timeout: db.busy_timeout,
+            };
+            let t = thresholds;
+            let found = tokio::task::spawn_blocking(move || check::database::check(&c, &t))
+                .await
+                .context("database check task")?;
+            rows.extend(found.into_iter().map(|finding| Row {
+                db: label.clone(),
+                replica: None,
+                finding,
+            }));
+            for r in &db.replicas {
+                let name = setup::replica_name(r);
+                if a.replica.as_ref().is_some_and(|w| *w != name) {
+                    continue;
+                }
+                let shown = format!("{name} ({})", r.kind.describe());
+                let found = match setup::build_store(&r.kind) {
+                    Ok(store) => check::replica::check(store.as_ref(), &thresholds).await,
+                    Err(e) => vec![Finding::fail(
+                        "replica-config",
+                        format!("cannot set up the replica: {e:#}"),
+                        "fix the replica's settings in the config",
+                    )],
+                };
+                rows.extend(found.into_iter().map(|finding| Row {
+                    db: label.clone(),
+                    replica: Some(shown.clone()),
+                    finding,
+                }));
+            }
+        }
+        anyhow::Ok(rows)
+    })?;
+    let failures = rows
+        .iter()
+        .filter(|r| r.finding.level == Level::Fail)
+        .count();
+    let warnings = rows
+        .iter()
+        .filter(|r| r.finding.level == Level::Warn)
+        .count();
+    if a.json {
+        let findings: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "level": r.finding.level.as_str(),
+                    "db": r.db,
+                    "replica": r.replica,
+                    "check": r.finding.check,
+                    "message": r.finding.message,
+                    "action": r.finding.action,
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "ok": failures == 0,
+                "failures": failures,
+                "warnings": warnings,
+                "findings": findings,
+            }))?
+        );
+    } else {
+        print_text(&rows);
+        println!(
+            "{} finding(s): {failures} failure(s), {warnings} warning(s)",
+            rows.len()
+        );
+    }
+    Ok(if failures == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn print_text(rows: &[Row]) {
+    let mut heading: Option<(&str, Option<&str>)> = None;
+    for r in rows {
+        let h = (r.db.as_str(), r.replica.as_deref());
+        if heading != Some(h) {
+            match h.1 {
+                None => println!("database {}", h.0),
+                Some(rep) => println!("  replica {rep}"),
+            }
+            heading = Some(h);
+        }
+        let indent = if r.replica.is_some() { "    " } else { "  " };
+        println!(
+            "{indent}{:<5} {:<27} {}",
+            r.finding.level.as_str(),
+            r.finding.check,
+            r.finding.message
+        );
+        if r.finding.level != Level::Ok {
+            if let Some(action) = &r.finding.action {
+                println!("{indent}{:<5} {:<27} what to do: {action}", "", "");
+            }
+        }
+    }
+}
+
+fn thresholds(a: &Args) -> anyhow::Result<Thresholds> {
+    let size = |flag: &str, v: &str| {
+        config::parse_size(v)
+            .with_context(|| format!("-{flag} {v:?}: expected a size such as 100MiB or 1GB"))
+    };
+    let dur = |flag: &str, v: &str| -> anyhow::Result<Duration> {
+        setup::parse_duration(v).with_context(|| format!("-{flag} {v:?}"))
+    };
+    let t = Thresholds {
+        wal_warn_bytes: size("wal-warn-size", &a.wal_warn_size)?,
+        wal_fail_bytes: size("wal-fail-size", &a.wal_fail_size)?,
+        skew_warn: dur("skew-warn", &a.skew_warn)?,
+        skew_fail: dur("skew-fail", &a.skew_fail)?,
+    };
+    if t.wal_warn_bytes > t.wal_fail_bytes {
+        bail!("-wal-warn-size is above -wal-fail-size");
+    }
+    if t.skew_warn > t.skew_fail {
+        bail!("-skew-warn is above -skew-fail");
+    }
+    Ok(t)
+}
+
+/// The config's databases, or the one named (by its path, as `restore` finds it).
+pub(crate) fn selected_dbs(
+    cfg: &Config,
+    only: Option<&Path>,
+) -> anyhow::Result<Vec<(PathBuf, DbConfig)>> {
+    let all = setup::concrete_dbs(cfg)?;
+    let Some(want) = only else {
+        if all.is_empty() {
+            bail!("the config lists no database");
+        }
+        return Ok(all);
+    };
+    let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let found: Vec<_> = all
+        .into_iter()
+        .filter(|(p, _)| abs(p) == abs(want))
+        .collect();
+    if found.is_empty() {
+        bail!("database {} is not in the config", want.display());
+    }
+    Ok(found)
+}
