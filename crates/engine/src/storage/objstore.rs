@@ -227,7 +227,11 @@ impl ObjectStoreReplica {
                     Some(parts) => parts.map(|p| p.as_ref().to_string()).collect(),
                     None => continue,
                 },
-                None => meta.location.parts().map(|p| p.as_ref().to_string()).collect(),
+                None => meta
+                    .location
+                    .parts()
+                    .map(|p| p.as_ref().to_string())
+                    .collect(),
             };
             let Some((generation, kind)) = v3::parse_path(&rel.join("/")) else {
                 continue;
