@@ -12,7 +12,7 @@
 //!
 //! Does not: create the container (Litestream does not either) or retry for long (the
 //! client retries a few times within seconds; the uploader owns backoff). Litestream 0.3
-//! `generations/` are read by the shared object-store code, as on S3 (tested on S3 only).
+//! `generations/` are read by the shared object-store code, as on S3.
 //!
 //! Fed by replicate/restore through `dyn ReplicaStore`; feeds Apache Arrow's
 //! `object_store` Azure client, which signs requests with the shared key or a SAS token.
