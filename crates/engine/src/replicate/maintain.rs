@@ -83,10 +83,11 @@ impl ReplicaView {
 }
 
 /// Re-encodes a full-database file (every page 1..commit) as a snapshot: same pages,
-/// min TXID 1, WAL fields cleared.
-pub fn as_snapshot(full: &[u8]) -> Result<Bytes, ltx::CompactError> {
+/// min TXID 1, WAL fields cleared, pages in the replica's `encoding` (a replica written
+/// for Litestream <= 0.5.15 must never receive a block-encoded file).
+pub fn as_snapshot(full: &[u8], encoding: ltx::PageEncoding) -> Result<Bytes, ltx::CompactError> {
     let dec = Decoder::new(Cursor::new(full)).map_err(ltx::CompactError::from)?;
-    let (out, _) = ltx::compact_as_snapshot(vec![dec], Vec::new(), ltx::PageEncoding::Block)?;
+    let (out, _) = ltx::compact_as_snapshot(vec![dec], Vec::new(), encoding)?;
     Ok(Bytes::from(out))
 }
 
@@ -417,5 +418,40 @@ impl Maintenance {
             .deletes
             .fetch_add(doomed.len() as u64, Ordering::Relaxed);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ltx::{Encoder, Header, PageEncoding, PageNo, PageSize, TxId};
+
+    /// A full image at TXID 7 (pages 1..=3) in `encoding`.
+    fn full_image(encoding: PageEncoding) -> Vec<u8> {
+        let ps = PageSize::new(512).unwrap();
+        let t = TxId::new(7).unwrap();
+        let mut h = Header::new(ps, 3, t, t, 1_700_000_000_000);
+        h.wal_offset = 32;
+        let mut enc = Encoder::new(Vec::new(), &h, encoding).unwrap();
+        for p in 1..=3u32 {
+            enc.write_page(PageNo::new(p).unwrap(), &[p as u8; 512])
+                .unwrap();
+        }
+        enc.finish().unwrap().0
+    }
+
+    #[test]
+    fn a_hole_filling_snapshot_keeps_the_replicas_page_encoding() {
+        for (encoding, flags) in [(PageEncoding::LegacyFrame, 0u16), (PageEncoding::Block, 1)] {
+            let snap = as_snapshot(&full_image(PageEncoding::Block), encoding).unwrap();
+            let h = Header::from_bytes(&snap).unwrap();
+            assert_eq!((h.min_txid.get(), h.max_txid.get()), (1, 7));
+            // The first page frame's header follows the 100-byte file header.
+            assert_eq!(
+                u16::from_be_bytes([snap[104], snap[105]]),
+                flags,
+                "{encoding:?}"
+            );
+        }
     }
 }

@@ -133,7 +133,7 @@ impl Uploader {
                 }
             };
             let data = if key.level.is_snapshot() {
-                match super::maintain::as_snapshot(&data) {
+                match super::maintain::as_snapshot(&data, self.opts.encoding) {
                     Ok(d) => d,
                     Err(e) => {
                         warn!(db = %self.db_name, error = %e, "cannot re-encode full image as snapshot");

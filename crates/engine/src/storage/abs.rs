@@ -10,9 +10,9 @@
 //! [`ReplicaStore`](super::ReplicaStore) calls); `error` is Azure's dialect for the shared
 //! classification of `object_store` failures into [`StorageError`] variants.
 //!
-//! Does not: create the container (Litestream does not either), read Litestream 0.3
-//! generations, or retry for long (the client retries a few times within seconds; the
-//! uploader owns backoff).
+//! Does not: create the container (Litestream does not either) or retry for long (the
+//! client retries a few times within seconds; the uploader owns backoff). Litestream 0.3
+//! `generations/` are read by the shared object-store code, as on S3.
 //!
 //! Fed by replicate/restore through `dyn ReplicaStore`; feeds Apache Arrow's
 //! `object_store` Azure client, which signs requests with the shared key or a SAS token.

@@ -4,7 +4,9 @@
 //! `object_store` client: object paths under the key prefix (spelled by the backend's
 //! [`Layout`]), listing a level, HEAD-per-file exact timestamps from the backend's metadata
 //! key, ranged gets, single and multipart puts, batched deletes, unconditional and
-//! create-only writes and named objects (get, HEAD, delete) outside the levels; the timestamp format ([`format_timestamp`],
+//! create-only writes and named objects (get, HEAD, delete) outside the levels, reading
+//! Litestream 0.3's `generations/` (one recursive listing, whole-object gets; key spelling
+//! from `layout::v3`); the timestamp format ([`format_timestamp`],
 //! Go's RFC3339Nano as Litestream writes it); and the client settings every backend uses
 //! (timeouts, retry budget, prefix and endpoint checks).
 //!
@@ -27,6 +29,7 @@ use object_store::{
     PutMode, PutMultipartOptions, PutOptions, PutPayload, RetryConfig, WriteMultipart,
 };
 
+use super::layout::v3::{self, V3File};
 use super::layout::{Layout, LtxInfo, LtxKey};
 use super::objstore_error::{classify, Dialect};
 use super::{NamedObject, ReplicaStore, StorageError};
@@ -182,15 +185,7 @@ impl ObjectStoreReplica {
             .store
             .list_with_delimiter(Some(&dir))
             .await
-            .map_err(|e| match self.err(format!("listing {dir}/"), e) {
-                // A listing finds no object to miss: the bucket or container is (or the
-                // endpoint is not the service).
-                StorageError::NotFound { location, .. } => StorageError::NotFound {
-                    location,
-                    what: format!("{} {:?}", self.dialect.container_noun, self.container),
-                },
-                other => other,
-            })?;
+            .map_err(|e| self.list_err(&dir, e))?;
         let mut out: Vec<LtxInfo> = listing
             .objects
             .into_iter()
@@ -205,6 +200,71 @@ impl ObjectStoreReplica {
             .collect();
         out.sort_by_key(|i| (i.key.min, i.key.max));
         Ok(out)
+    }
+
+    /// A failed listing of `dir`. A listing finds no object to miss: `NotFound` means the
+    /// bucket or container is missing (or the endpoint is not the service).
+    fn list_err(&self, dir: &Path, e: object_store::Error) -> StorageError {
+        match self.err(format!("listing {dir}/"), e) {
+            StorageError::NotFound { location, .. } => StorageError::NotFound {
+                location,
+                what: format!("{} {:?}", self.dialect.container_noun, self.container),
+            },
+            other => other,
+        }
+    }
+
+    /// [`ReplicaStore::list_v3`]: one recursive listing of `generations/` under the prefix
+    /// (0.3 wrote the same paths under an S3 prefix as under a file root); `modified` is
+    /// each object's LastModified, which 0.3 also compares to pick a generation.
+    pub async fn list_v3(&self) -> Result<Vec<V3File>, StorageError> {
+        let dir = self.path(v3::GENERATIONS_DIR);
+        let mut listing = self.store.list(Some(&dir));
+        let mut out = Vec::new();
+        while let Some(meta) = listing.next().await {
+            let meta = meta.map_err(|e| self.list_err(&dir, e))?;
+            let rel: Vec<String> = match &self.prefix {
+                Some(p) => match meta.location.prefix_match(p) {
+                    Some(parts) => parts.map(|p| p.as_ref().to_string()).collect(),
+                    None => continue,
+                },
+                None => meta
+                    .location
+                    .parts()
+                    .map(|p| p.as_ref().to_string())
+                    .collect(),
+            };
+            let Some((generation, kind)) = v3::parse_path(&rel.join("/")) else {
+                continue;
+            };
+            out.push(V3File {
+                generation,
+                kind,
+                size_bytes: meta.size,
+                modified: SystemTime::from(meta.last_modified),
+            });
+        }
+        Ok(out)
+    }
+
+    /// [`ReplicaStore::get_v3`]: the whole object.
+    pub async fn get_v3(&self, file: &V3File) -> Result<Bytes, StorageError> {
+        let rel = file.path();
+        let result = self
+            .store
+            .get_opts(&self.path(&rel), GetOptions::default())
+            .await
+            .map_err(|e| self.err(&rel, e))?;
+        let size = result.meta.size;
+        let data = result.bytes().await.map_err(|e| self.err(&rel, e))?;
+        if data.len() as u64 != size {
+            return Err(StorageError::Transient {
+                location: self.location.clone(),
+                what: rel,
+                detail: format!("short read: {} of {size} bytes", data.len()),
+            });
+        }
+        Ok(data)
     }
 
     /// [`ReplicaStore::list_exact_times`]: `created` from each file's timestamp metadata,
@@ -531,5 +591,13 @@ impl<T: ObjectStoreBackend> ReplicaStore for T {
 
     async fn delete_name(&self, name: &str) -> Result<(), StorageError> {
         self.replica().delete_name(name).await
+    }
+
+    async fn list_v3(&self) -> Result<Vec<V3File>, StorageError> {
+        self.replica().list_v3().await
+    }
+
+    async fn get_v3(&self, file: &V3File) -> Result<Bytes, StorageError> {
+        self.replica().get_v3(file).await
     }
 }
