@@ -87,6 +87,9 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             start_http(addr, &runs, cfg.health_failing_after).await?;
         }
         let (stop_tx, stop_rx) = watch::channel(false);
+        if !a.once {
+            start_drills(&cfg, &runs, &stop_rx)?;
+        }
         let mode = RunMode { once: a.once, force_full_image: a.force_snapshot };
         let task = tokio::spawn(engine::runtime::replicate_all(runs, stop_rx, mode));
         let mut child_status = None;
@@ -131,6 +134,69 @@ async fn start_http(
         watched,
         observe::server::ServeOptions { failing_after },
     ));
+    Ok(())
+}
+
+/// Spawns a restore drill loop for every replica of every database with a
+/// `drill-interval`: each drill restores the latest state into a scratch directory under
+/// the system temp dir, checks it, compares it with the live database when provably at the
+/// same TXID, and its report feeds `/metrics` and `/status`.
+fn start_drills(
+    cfg: &crate::config::Config,
+    runs: &[engine::runtime::DbRun],
+    shutdown: &watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    use engine::replicate::status::DrillStatus;
+    use engine::restore::drill::{self, DrillOptions, DrillSource, DrillTarget};
+    let intervals: std::collections::HashMap<_, _> = setup::concrete_dbs(cfg)?
+        .into_iter()
+        .map(|(path, db)| (path, db.drill_interval))
+        .collect();
+    for run in runs {
+        let Some(&Some(interval)) = intervals.get(&run.opts.path) else {
+            continue;
+        };
+        for r in &run.replicas {
+            let opts = DrillOptions {
+                scratch_parent: std::env::temp_dir(),
+                parallelism: 4,
+                source: Some(DrillSource {
+                    db: run.opts.path.clone(),
+                    meta_dir: run.opts.meta_dir.clone(),
+                }),
+            };
+            let (status, db_name, replica) = (
+                r.status.clone(),
+                run.opts.path.display().to_string(),
+                r.opts.name.clone(),
+            );
+            info!(db = %db_name, replica = %replica, interval = ?interval, "restore drills scheduled");
+            tokio::spawn(drill::drill_loop(
+                r.store.clone(),
+                DrillTarget::Latest,
+                opts,
+                interval,
+                shutdown.clone(),
+                move |report| {
+                    if report.ok {
+                        info!(db = %db_name, replica = %replica, restore_ms = report.restore_duration.as_millis() as u64, files = report.files, "restore drill ok");
+                    } else {
+                        warn!(db = %db_name, replica = %replica, error = report.error.as_deref().unwrap_or(""), "restore drill failed");
+                    }
+                    status.set_drill(DrillStatus {
+                        last_run_unix_ms: jiff::Timestamp::now().as_millisecond(),
+                        ok: report.ok,
+                        restore_duration_ms: report.restore_duration.as_millis() as u64,
+                        files: report.files as u64,
+                        bytes: report.bytes,
+                        rpo_ms: report.rpo.map(|d| d.as_millis() as u64).unwrap_or(0),
+                        error: report.error.clone(),
+                        last_success_unix_ms: None,
+                    });
+                },
+            ));
+        }
+    }
     Ok(())
 }
 

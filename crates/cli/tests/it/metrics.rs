@@ -415,3 +415,85 @@ fn object_store_outage_shows_in_metrics_and_healthz_then_recovers() {
     }
     assert!(failures >= 1, "no failed-write event in:\n{text}");
 }
+
+/// `drill-interval` runs restore drills inside the daemon: a good replica's drill succeeds
+/// and says so in `/metrics` and `/status`; after a replica file is damaged the next drill
+/// fails, and the last success time is kept.
+#[test]
+fn scheduled_restore_drills_report_success_then_catch_a_damaged_file() {
+    let w = Work::new();
+    let db = w.path("app.db");
+    let replica = w.path("replica");
+    let app = app_db(&db);
+    insert_rows(&app, 20, 100);
+    let port = free_port();
+    let cfg = w.config(&format!(
+        "addr: 127.0.0.1:{port}\ndrill-interval: 300ms\ndbs:\n  - path: {}\n    replica:\n      type: file\n      path: {}\n",
+        db.display(),
+        replica.display()
+    ));
+    let r = Replicator::start(&w, &["-config", cfg.to_str().unwrap()]);
+    for _ in 0..5 {
+        insert_rows(&app, 3, 200);
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let ok = scrape_until(port, "a successful drill of the caught-up replica", |s| {
+        s.lag() == 0
+            && s.replica()["drill"]["ok"] == true
+            && s.replica()["drill"]["last_run_unix_ms"]
+                .as_i64()
+                .unwrap_or(0)
+                > 0
+    });
+    assert_eq!(
+        ok.m("sqlite_replicate_drill_ok{$db,$replica}", &db, "file"),
+        1.0
+    );
+    let success = ok.m(
+        "sqlite_replicate_drill_last_success_timestamp_seconds{$db,$replica}",
+        &db,
+        "file",
+    );
+    assert!(success > 1.7e9, "{success}");
+
+    // Damage a middle L0 file's page data: the next drill must fail and say which file.
+    let l0 = replica.join("ltx/0");
+    let mut files: Vec<_> = std::fs::read_dir(&l0)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 3, "{files:?}");
+    let victim = &files[files.len() / 2];
+    let mut bytes = std::fs::read(victim).unwrap();
+    let at = ltx::HEADER_SIZE + 20;
+    bytes[at] ^= 0xff;
+    std::fs::write(victim, &bytes).unwrap();
+    let failed = scrape_until(port, "a failed drill", |s| {
+        s.replica()["drill"]["ok"] == false
+    });
+    let err = failed.replica()["drill"]["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let name = victim.file_name().unwrap().to_str().unwrap();
+    assert!(err.contains(name), "{err}");
+    assert_eq!(
+        failed.m("sqlite_replicate_drill_ok{$db,$replica}", &db, "file"),
+        0.0
+    );
+    assert_eq!(
+        failed.m(
+            "sqlite_replicate_drill_last_success_timestamp_seconds{$db,$replica}",
+            &db,
+            "file"
+        ),
+        success
+    );
+    assert!(
+        r.log_text().contains("restore drill failed"),
+        "{}",
+        r.log_text()
+    );
+    assert_eq!(r.stop(), 0);
+}
