@@ -243,6 +243,7 @@ pub async fn run_database(
             head: head_rx.clone(),
             shutdown: up_shutdown_rx.clone(),
             need_full_image: full_tx.clone(),
+            capture_pace: pace,
         };
         uploaders.push(tokio::spawn(u.run(view)));
     }

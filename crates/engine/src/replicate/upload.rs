@@ -42,6 +42,8 @@ pub struct Uploader {
     /// Asks the capture loop for a full-database file (when this replica cannot be
     /// brought up to date from local files).
     pub need_full_image: tokio::sync::mpsc::UnboundedSender<()>,
+    /// The capture loop's minimum interval between two L0 files.
+    pub capture_pace: Duration,
 }
 
 impl Uploader {
@@ -143,9 +145,13 @@ impl Uploader {
             } else {
                 data
             };
-            // Pace: a busy database does not make one request per commit.
+            // Pace: a busy database does not make one request per commit. A replica at the
+            // capture pace needs no pacing of its own (files arrive no faster than that),
+            // and waiting here would only add to the lost window.
             let since = last_upload.elapsed();
-            if since < self.opts.min_upload_interval {
+            if self.opts.min_upload_interval > self.capture_pace
+                && since < self.opts.min_upload_interval
+            {
                 tokio::time::sleep(self.opts.min_upload_interval - since).await;
             }
             *last_upload = Instant::now();
