@@ -27,6 +27,7 @@ pub mod layout;
 mod objstore;
 mod objstore_error;
 pub mod s3;
+pub mod sftp;
 
 use std::ops::Range;
 use std::time::SystemTime;
