@@ -89,10 +89,44 @@ pub fn build_store(kind: &ReplicaKind) -> anyhow::Result<Arc<dyn ReplicaStore>> 
         ReplicaKind::Abs(c) => Ok(Arc::new(engine::storage::abs::AbsStore::new(abs_options(
             c,
         ))?)),
-        other => bail!(
-            "replica type {} is not supported yet (file replicas only in this version)",
-            other.type_name()
-        ),
+        ReplicaKind::Sftp(c) => Ok(Arc::new(engine::storage::sftp::SftpStore::new(
+            sftp_options(c)?,
+        )?)),
+        ReplicaKind::Gcs(c) => Ok(Arc::new(engine::storage::gcs::GcsStore::new(gcs_options(
+            c,
+        ))?)),
+    }
+}
+
+/// The SFTP backend's options from a replica's config (`host` may carry the port).
+fn sftp_options(
+    c: &crate::config::SftpConfig,
+) -> anyhow::Result<engine::storage::sftp::SftpOptions> {
+    let kind = ReplicaKind::Sftp(c.clone());
+    let (host, port) = engine::storage::sftp::split_host_port(&c.host)
+        .map_err(|e| anyhow::anyhow!("{}: host: {e}", kind.describe()))?;
+    let mut o = engine::storage::sftp::SftpOptions::new(&host, port, &c.user, &c.path);
+    o.password = c.password.as_ref().map(|s| s.expose().to_string());
+    o.key_path = c.key_path.clone();
+    o.host_key = c.host_key.clone();
+    if c.concurrent_writes == Some(false) {
+        o.write_concurrency = 1;
+    }
+    Ok(o)
+}
+
+/// The GCS backend's options from a replica's config; credentials come from Google's
+/// application default credentials (`GOOGLE_APPLICATION_CREDENTIALS`, gcloud's file, the
+/// metadata server), as Litestream's.
+fn gcs_options(c: &crate::config::GcsConfig) -> engine::storage::gcs::GcsOptions {
+    engine::storage::gcs::GcsOptions {
+        bucket: c.bucket.clone(),
+        prefix: c.path.clone(),
+        application_credentials: std::env::var("GOOGLE_APPLICATION_CREDENTIALS")
+            .ok()
+            .filter(|v| !v.is_empty())
+            .map(std::path::PathBuf::from),
+        endpoint: None,
     }
 }
 

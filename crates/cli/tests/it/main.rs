@@ -11,4 +11,6 @@ mod litestream;
 mod replicate;
 mod restore;
 mod s3;
+mod sftp;
+mod sshd;
 mod v3;

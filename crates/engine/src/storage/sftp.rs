@@ -44,8 +44,8 @@ use russh_sftp::protocol::{FileAttributes, OpenFlags, StatusCode};
 use super::layout::v3::{self, V3File};
 use super::layout::{Layout, LtxInfo, LtxKey};
 use super::{ReplicaStore, StorageError};
-pub use config::{split_host_port, SftpOptions, DEFAULT_PORT};
 use config::ExpectedHostKey;
+pub use config::{split_host_port, SftpOptions, DEFAULT_PORT};
 use conn::Conn;
 use error::Failure;
 
@@ -258,7 +258,9 @@ impl SftpStore {
                     let want = len - buf.len() as u32;
                     match c.sftp.read(handle, at, want).await {
                         Ok(d) if !d.data.is_empty() => buf.extend_from_slice(&d.data),
-                        Ok(_) => return Err(self.transient(what, format!("short read at byte {at}"))),
+                        Ok(_) => {
+                            return Err(self.transient(what, format!("short read at byte {at}")))
+                        }
                         Err(SftpError::Status(s)) if s.status_code == StatusCode::Eof => {
                             return Err(self.transient(what, format!("short read at byte {at}")))
                         }
@@ -349,7 +351,11 @@ impl SftpStore {
             rand::random::<u32>()
         );
         let flags = OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::EXCLUDE;
-        let handle = match c.sftp.open(tmp.as_str(), flags, FileAttributes::empty()).await {
+        let handle = match c
+            .sftp
+            .open(tmp.as_str(), flags, FileAttributes::empty())
+            .await
+        {
             Ok(h) => h.handle,
             Err(SftpError::Status(s)) if s.status_code == StatusCode::NoSuchFile => {
                 let dir = tmp.rsplit_once('/').map_or("", |(d, _)| d);
@@ -361,9 +367,7 @@ impl SftpStore {
             }
             Err(e) => return Err(e.into()),
         };
-        let written = self
-            .write_handle(c, &handle, data, created, what)
-            .await;
+        let written = self.write_handle(c, &handle, data, created, what).await;
         let closed = c.sftp.close(handle).await;
         let r = written.and(closed.map(|_| ()).map_err(Failure::from));
         if let Err(e) = r {
@@ -397,10 +401,7 @@ impl SftpStore {
             return Err(self.no_space_or(c, e.into(), data.len(), what).await);
         }
         if c.ext.fsync {
-            c.sftp
-                .fsync(handle)
-                .await
-                .map_err(Failure::from)?;
+            c.sftp.fsync(handle).await.map_err(Failure::from)?;
         }
         if let Some(t) = created {
             let secs = t
@@ -426,7 +427,11 @@ impl SftpStore {
         if !io_failure || !c.ext.statvfs {
             return f;
         }
-        let dir = if self.root.is_empty() { "." } else { self.root.as_str() };
+        let dir = if self.root.is_empty() {
+            "."
+        } else {
+            self.root.as_str()
+        };
         match c.sftp.statvfs(dir).await {
             Ok(v) if v.blocks_avail.saturating_mul(v.fragment_size.max(1)) < len as u64 => {
                 Failure::Storage(StorageError::NoSpace {
@@ -447,7 +452,9 @@ impl SftpStore {
     ) -> Result<(), Failure> {
         let path = self.key_path(key);
         let what = key.to_string();
-        let tmp = self.write_temp(c, &path, data, Some(created), &what).await?;
+        let tmp = self
+            .write_temp(c, &path, data, Some(created), &what)
+            .await?;
         if let Err(e) = c.rename_over(&tmp, &path).await {
             if !e.is_lost() {
                 let _ = c.sftp.remove(tmp.as_str()).await;
@@ -541,12 +548,10 @@ impl SftpStore {
         let (handle, size) = self.open_read(c, &self.key_path(key)).await?;
         let r = match range {
             None => self.read_range(c, &handle, 0..size, &what).await,
-            Some(r) if r.start > r.end || r.end > size => {
-                Err(Failure::Permanent(format!(
-                    "range {}..{} outside file of {size} bytes",
-                    r.start, r.end
-                )))
-            }
+            Some(r) if r.start > r.end || r.end > size => Err(Failure::Permanent(format!(
+                "range {}..{} outside file of {size} bytes",
+                r.start, r.end
+            ))),
             Some(r) => self.read_range(c, &handle, r, &what).await,
         };
         let _ = c.sftp.close(handle).await;
@@ -602,7 +607,9 @@ fn mtime(a: &FileAttributes) -> SystemTime {
 }
 
 fn whole_seconds(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 #[async_trait]
@@ -620,7 +627,10 @@ impl ReplicaStore for SftpStore {
     }
 
     async fn list_exact_times(&self, level: Level) -> Result<Vec<LtxInfo>, StorageError> {
-        let what = format!("reading the timestamps of {}/", Layout::LtxDir.level_dir(level));
+        let what = format!(
+            "reading the timestamps of {}/",
+            Layout::LtxDir.level_dir(level)
+        );
         self.run(&what, Retry::Idempotent, |c| async move {
             let files = self.list_on(&c, level).await?;
             let exact: Vec<Option<LtxInfo>> = stream::iter(files)
@@ -723,7 +733,10 @@ mod tests {
         );
         let name = "ltx/9/0000000000000001-0000000000000006.ltx";
         assert_eq!(store("/srv/db/").key_path(&k), format!("/srv/db/{name}"));
-        assert_eq!(store("backups/db").key_path(&k), format!("backups/db/{name}"));
+        assert_eq!(
+            store("backups/db").key_path(&k),
+            format!("backups/db/{name}")
+        );
         assert_eq!(store("").key_path(&k), name);
         assert_eq!(store("/").key_path(&k), format!("/{name}"));
         assert_eq!(store("/srv").remote("lock.json"), "/srv/lock.json");

@@ -116,7 +116,10 @@ enum HostKeyPolicy {
 enum Verdict {
     Trusted,
     Unknown(PublicKey),
-    Mismatch { offered: PublicKey, expected: String },
+    Mismatch {
+        offered: PublicKey,
+        expected: String,
+    },
     Certificate,
 }
 
@@ -131,9 +134,14 @@ struct Client {
 impl client::Handler for Client {
     type Error = russh::Error;
 
-    async fn check_server_key(&mut self, key: &PublicKeyOrCertificate) -> Result<bool, Self::Error> {
+    async fn check_server_key(
+        &mut self,
+        key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
         let verdict = match key {
-            PublicKeyOrCertificate::PublicKey { key, .. } => judge(&self.policy, &self.host, self.port, key),
+            PublicKeyOrCertificate::PublicKey { key, .. } => {
+                judge(&self.policy, &self.host, self.port, key)
+            }
             PublicKeyOrCertificate::Certificate(_) => Verdict::Certificate,
         };
         let trusted = matches!(verdict, Verdict::Trusted);
@@ -153,8 +161,7 @@ fn judge(policy: &HostKeyPolicy, host: &str, port: u16, offered: &PublicKey) -> 
             let mut conflict = None;
             for file in files {
                 // A file that is missing or has a line we cannot read vouches for nothing.
-                let Ok(recorded) =
-                    russh::keys::known_hosts::known_host_keys_path(host, port, file)
+                let Ok(recorded) = russh::keys::known_hosts::known_host_keys_path(host, port, file)
                 else {
                     continue;
                 };
@@ -228,7 +235,9 @@ async fn connect_inner(
 
     // Read the key first: a bad key-path is a configuration error, whatever the network.
     let key = match &opts.key_path {
-        Some(p) => Some(load_key(p, opts.password.as_deref()).map_err(|d| permanent("key-path", d))?),
+        Some(p) => {
+            Some(load_key(p, opts.password.as_deref()).map_err(|d| permanent("key-path", d))?)
+        }
         None => None,
     };
 
@@ -271,7 +280,11 @@ async fn connect_inner(
     if let Some(key) = key {
         tried.push("publickey");
         let hash = if key.algorithm().is_rsa() {
-            handle.best_supported_rsa_hash().await.map_err(ssh_err)?.flatten()
+            handle
+                .best_supported_rsa_hash()
+                .await
+                .map_err(ssh_err)?
+                .flatten()
         } else {
             None
         };
@@ -329,8 +342,14 @@ async fn connect_inner(
         let limits = Limits::from(sftp.limits().await.map_err(|e| {
             permanent("starting SFTP", format!("reading the server's limits: {e}"))
         })?);
-        read_chunk = limits.read_len.unwrap_or(MAX_CHUNK_BYTES).min(MAX_CHUNK_BYTES);
-        write_chunk = limits.write_len.unwrap_or(MAX_CHUNK_BYTES).min(MAX_CHUNK_BYTES);
+        read_chunk = limits
+            .read_len
+            .unwrap_or(MAX_CHUNK_BYTES)
+            .min(MAX_CHUNK_BYTES);
+        write_chunk = limits
+            .write_len
+            .unwrap_or(MAX_CHUNK_BYTES)
+            .min(MAX_CHUNK_BYTES);
         sftp.set_limits(limits);
     }
     tracing::debug!(replica = %location, ?ext, read_chunk, write_chunk, "SFTP session started");

@@ -154,7 +154,10 @@ mod tests {
         let lost = Failure::from(SftpError::UnexpectedBehavior("session closed".into()));
         assert!(lost.is_lost());
         let e = c(lost);
-        assert!(e.is_retryable() && e.to_string().contains("sftp://u@h:22/p"), "{e}");
+        assert!(
+            e.is_retryable() && e.to_string().contains("sftp://u@h:22/p"),
+            "{e}"
+        );
         assert!(!status(StatusCode::Failure, "x").is_lost());
     }
 }
