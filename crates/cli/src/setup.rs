@@ -457,3 +457,53 @@ pub fn rfc3339_ms(t: SystemTime) -> String {
         Err(_) => "-".into(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store_for(url: &str) -> anyhow::Result<Arc<dyn ReplicaStore>> {
+        build_store(&config::parse_replica_url(url)?)
+    }
+
+    #[test]
+    fn sftp_and_gcs_urls_build_their_backends_without_io() {
+        // The password is a credential, never part of the location.
+        let s = store_for("sftp://bob:hunter2@backup.example:2222/srv/app").unwrap();
+        assert_eq!(s.location(), "sftp://bob@backup.example:2222/srv/app");
+        let s = store_for("sftp://bob:hunter2@backup.example/srv/app").unwrap();
+        assert_eq!(s.location(), "sftp://bob@backup.example:22/srv/app");
+        // Without a password or key-path there is nothing to log in with.
+        let Err(e) = store_for("sftp://bob@backup.example/srv") else {
+            panic!("built an sftp replica without credentials");
+        };
+        let e = format!("{e:#}");
+        assert!(e.contains("key-path") && e.contains("sftp://bob@"), "{e}");
+
+        let s = store_for("gs://my-bucket/db/app").unwrap();
+        assert_eq!(s.location(), "gs://my-bucket/db/app");
+    }
+
+    #[test]
+    fn sftp_config_keys_reach_the_backend() {
+        let c = crate::config::SftpConfig {
+            host: "[::1]:2200".into(),
+            user: "bob".into(),
+            password: None,
+            key_path: Some("/keys/id_ed25519".into()),
+            host_key: Some("SHA256:abc".into()),
+            path: "backups".into(),
+            concurrent_writes: Some(false),
+        };
+        let o = sftp_options(&c).unwrap();
+        assert_eq!((o.host.as_str(), o.port), ("::1", 2200));
+        assert_eq!(o.write_concurrency, 1);
+        assert_eq!(o.host_key.as_deref(), Some("SHA256:abc"));
+        assert_eq!(o.location(), "sftp://bob@[::1]:2200/~/backups");
+        let bad = crate::config::SftpConfig {
+            host: "h:port".into(),
+            ..c
+        };
+        assert!(sftp_options(&bad).unwrap_err().to_string().contains("port"));
+    }
+}
