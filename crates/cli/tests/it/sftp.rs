@@ -1,8 +1,9 @@
 //! SFTP replicas against a real OpenSSH server on loopback (see `sshd`): the storage
 //! contract (the suite every backend passes), what lands on the server's disk,
 //! reconnecting after the server drops every connection, replicate → restore by config
-//! and by URL, Litestream 0.5.17 restoring what we wrote, and what an operator sees for an
-//! unknown or wrong host key and a wrong password.
+//! and by URL, Litestream 0.5.17 restoring what we wrote, a replica Litestream 0.3 wrote
+//! restored over SFTP, and what an operator sees for an unknown or wrong host key and a
+//! wrong password.
 
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,6 +18,7 @@ use crate::s3::{
     litestream_version, one_error_line, replicate_with_writes, s3_config, ConditionalCreate,
 };
 use crate::sshd::{keygen, Sshd};
+use crate::v3::{v3_files, Litestream03};
 
 #[test]
 fn sftp_store_passes_the_storage_conformance_suite_on_openssh() {
@@ -302,4 +304,28 @@ fn litestream_restores_what_we_write_over_sftp() {
         String::from_utf8_lossy(&r.stderr)
     );
     assert_same_pages(&want, &pages_of_file(&out), "litestream restore over SFTP");
+}
+
+#[test]
+fn restores_a_litestream_03_replica_over_sftp() {
+    let sshd = Sshd::start();
+    let w = Work::new();
+    let db = w.path("app.db");
+    // 0.3 writes its generations/ into the directory the SSH server serves.
+    let replica = sshd.data("v3/app");
+    let app = app_db(&db);
+    insert_rows(&app, 20, 300);
+    let ls = Litestream03::start(&w, &db, &replica, "    min-checkpoint-page-count: 20\n");
+    eventually(Duration::from_secs(30), "a 0.3 snapshot", || {
+        v3_files(&replica).iter().any(|f| f.1 == "snapshots")
+    });
+    for i in 0..20 {
+        insert_rows(&app, 2, 1500 + 97 * (i % 5));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ls.stop();
+    let want = pages_of_live(&db);
+    assert!(v3_files(&replica).iter().any(|f| f.1 == "wal"));
+    let cfg = s3_config(&w, &db, &sshd.replica_yaml("v3/app"));
+    restore_and_compare(&cfg, &db, &w.path("restored.db"), &want, &[]);
 }
