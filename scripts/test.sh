@@ -56,6 +56,13 @@ if ! command -v azurite-blob >/dev/null 2>&1 && [ -z "${AZURITE_BLOB_BIN:-}" ]; 
   npm install -g azurite
 fi
 
+# OpenSSH's server (the SFTP tests start one per test on loopback, with their own config
+# and keys; ssh-keygen comes with it). Debian's package; its own service is not used.
+if [ ! -x /usr/sbin/sshd ] && [ -z "${SSHD_BIN:-}" ]; then
+  echo "== installing openssh-server (apt)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server
+fi
+
 # rustfmt and clippy for the gates below.
 if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
   rustup component add rustfmt clippy

@@ -89,10 +89,44 @@ pub fn build_store(kind: &ReplicaKind) -> anyhow::Result<Arc<dyn ReplicaStore>> 
         ReplicaKind::Abs(c) => Ok(Arc::new(engine::storage::abs::AbsStore::new(abs_options(
             c,
         ))?)),
-        other => bail!(
-            "replica type {} is not supported yet (file replicas only in this version)",
-            other.type_name()
-        ),
+        ReplicaKind::Sftp(c) => Ok(Arc::new(engine::storage::sftp::SftpStore::new(
+            sftp_options(c)?,
+        )?)),
+        ReplicaKind::Gcs(c) => Ok(Arc::new(engine::storage::gcs::GcsStore::new(gcs_options(
+            c,
+        ))?)),
+    }
+}
+
+/// The SFTP backend's options from a replica's config (`host` may carry the port).
+fn sftp_options(
+    c: &crate::config::SftpConfig,
+) -> anyhow::Result<engine::storage::sftp::SftpOptions> {
+    let kind = ReplicaKind::Sftp(c.clone());
+    let (host, port) = engine::storage::sftp::split_host_port(&c.host)
+        .map_err(|e| anyhow::anyhow!("{}: host: {e}", kind.describe()))?;
+    let mut o = engine::storage::sftp::SftpOptions::new(&host, port, &c.user, &c.path);
+    o.password = c.password.as_ref().map(|s| s.expose().to_string());
+    o.key_path = c.key_path.clone();
+    o.host_key = c.host_key.clone();
+    if c.concurrent_writes == Some(false) {
+        o.write_concurrency = 1;
+    }
+    Ok(o)
+}
+
+/// The GCS backend's options from a replica's config; credentials come from Google's
+/// application default credentials (`GOOGLE_APPLICATION_CREDENTIALS`, gcloud's file, the
+/// metadata server), as Litestream's.
+fn gcs_options(c: &crate::config::GcsConfig) -> engine::storage::gcs::GcsOptions {
+    engine::storage::gcs::GcsOptions {
+        bucket: c.bucket.clone(),
+        prefix: c.path.clone(),
+        application_credentials: std::env::var("GOOGLE_APPLICATION_CREDENTIALS")
+            .ok()
+            .filter(|v| !v.is_empty())
+            .map(std::path::PathBuf::from),
+        endpoint: None,
     }
 }
 
@@ -421,5 +455,55 @@ pub fn rfc3339_ms(t: SystemTime) -> String {
     match jiff::Timestamp::try_from(t) {
         Ok(ts) => ts.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
         Err(_) => "-".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store_for(url: &str) -> anyhow::Result<Arc<dyn ReplicaStore>> {
+        build_store(&config::parse_replica_url(url)?)
+    }
+
+    #[test]
+    fn sftp_and_gcs_urls_build_their_backends_without_io() {
+        // The password is a credential, never part of the location.
+        let s = store_for("sftp://bob:hunter2@backup.example:2222/srv/app").unwrap();
+        assert_eq!(s.location(), "sftp://bob@backup.example:2222/srv/app");
+        let s = store_for("sftp://bob:hunter2@backup.example/srv/app").unwrap();
+        assert_eq!(s.location(), "sftp://bob@backup.example:22/srv/app");
+        // Without a password or key-path there is nothing to log in with.
+        let Err(e) = store_for("sftp://bob@backup.example/srv") else {
+            panic!("built an sftp replica without credentials");
+        };
+        let e = format!("{e:#}");
+        assert!(e.contains("key-path") && e.contains("sftp://bob@"), "{e}");
+
+        let s = store_for("gs://my-bucket/db/app").unwrap();
+        assert_eq!(s.location(), "gs://my-bucket/db/app");
+    }
+
+    #[test]
+    fn sftp_config_keys_reach_the_backend() {
+        let c = crate::config::SftpConfig {
+            host: "[::1]:2200".into(),
+            user: "bob".into(),
+            password: None,
+            key_path: Some("/keys/id_ed25519".into()),
+            host_key: Some("SHA256:abc".into()),
+            path: "backups".into(),
+            concurrent_writes: Some(false),
+        };
+        let o = sftp_options(&c).unwrap();
+        assert_eq!((o.host.as_str(), o.port), ("::1", 2200));
+        assert_eq!(o.write_concurrency, 1);
+        assert_eq!(o.host_key.as_deref(), Some("SHA256:abc"));
+        assert_eq!(o.location(), "sftp://bob@[::1]:2200/~/backups");
+        let bad = crate::config::SftpConfig {
+            host: "h:port".into(),
+            ..c
+        };
+        assert!(sftp_options(&bad).unwrap_err().to_string().contains("port"));
     }
 }

@@ -15,5 +15,7 @@ mod metrics;
 mod replicate;
 mod restore;
 mod s3;
+mod sftp;
+mod sshd;
 mod v3;
 mod verify;

@@ -20,7 +20,7 @@ fn litestream_03() -> PathBuf {
 }
 
 /// Litestream 0.3 replicating `db` to a file replica, killed on drop.
-struct Litestream03 {
+pub(crate) struct Litestream03 {
     child: Child,
     log: PathBuf,
     /// The config it runs with (0.3 reads it for its own restores too).
@@ -29,13 +29,13 @@ struct Litestream03 {
 
 impl Litestream03 {
     /// `db_extra`: YAML lines for the database entry, indented four spaces.
-    fn start(w: &Work, db: &Path, replica: &Path, db_extra: &str) -> Litestream03 {
+    pub(crate) fn start(w: &Work, db: &Path, replica: &Path, db_extra: &str) -> Litestream03 {
         let replica = format!("type: file\npath: {}\n", replica.display());
         Litestream03::start_with(w, db, &replica, db_extra)
     }
 
     /// `replica`: the replica's YAML lines, unindented (they go into 0.3's `replicas:` list).
-    fn start_with(w: &Work, db: &Path, replica: &str, db_extra: &str) -> Litestream03 {
+    pub(crate) fn start_with(w: &Work, db: &Path, replica: &str, db_extra: &str) -> Litestream03 {
         let cfg = w.path("litestream-0.3.yml");
         let replica: String = replica
             .lines()
@@ -71,7 +71,7 @@ impl Litestream03 {
     /// Its exit status is not checked: when a checkpoint is due at shutdown, 0.3.13 logs
     /// "checkpoint: mode=PASSIVE err=release read lock: context canceled" and exits 1, after
     /// the final sync has been written.
-    fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         wait_timeout(&mut self.child, Duration::from_secs(60))
             .expect("litestream 0.3 exits on SIGTERM");
@@ -87,7 +87,7 @@ impl Drop for Litestream03 {
 
 /// Every file of a 0.3 replica: (generation, "snapshots" | "wal", index, offset), sorted.
 /// Parsed here by hand, independently of the engine's layout module.
-fn v3_files(replica: &Path) -> Vec<(String, String, u32, u32)> {
+pub(crate) fn v3_files(replica: &Path) -> Vec<(String, String, u32, u32)> {
     let mut v = Vec::new();
     let Ok(gens) = std::fs::read_dir(replica.join("generations")) else {
         return v;

@@ -1,11 +1,16 @@
 //! Replica storage: one narrow trait every backend implements, with semantic errors.
 //!
 //! Owns: the [`ReplicaStore`] contract, the [`StorageError`] classification (callers decide
-//! retries from the variant, never the message), and the backends (`file`, `s3`, `abs`; later
-//! sftp, gcs). Key spelling lives only in [`layout`]. What the backends built on
+//! retries from the variant, never the message), and the backends: `file` (a local
+//! directory), `sftp` (a directory on an SSH server), and `s3`, `abs`, `gcs` (object
+//! stores). Key spelling lives only in [`layout`]. What the backends built on
 //! `object_store` share (the calls themselves, client settings, error classification)
 //! lives in `objstore` and `objstore_error`; each such backend keeps only its own
 //! settings, client building and error dialect. Only this module talks to a backend.
+//!
+//! Where `created` lives: file mtime (`file`, to the nanosecond; `sftp`, to the second,
+//! with `list_exact_times` reading the LTX header's milliseconds), or object metadata
+//! (`litestream-timestamp` on S3 and GCS, `litestreamtimestamp` on ABS).
 //!
 //! Contract, for every backend:
 //! - `put` is atomic: a reader sees the whole object or nothing, never a prefix.
@@ -16,7 +21,8 @@
 //! - `list_exact_times` reports `created` exactly as `put` recorded it, even where `list`
 //!   only approximates it (S3 listings carry LastModified, not metadata).
 //! - `put_if_not_exists` creates an object atomically or fails with `Precondition`,
-//!   leaving the existing one untouched.
+//!   leaving the existing one untouched (file and sftp: a fully written temp file
+//!   hard-linked into place; object stores: a conditional PUT).
 //! - `put_name`, `get_name`, `head_name`, `delete_name` act on one object named by a
 //!   path relative to the root that [`layout::is_aux_name`] accepts: never inside a level
 //!   directory or `generations/`, so no listing (and so no restore) can ever see it. For
@@ -25,14 +31,16 @@
 //!   of a missing object is not an error.
 //! - `list_v3` returns every snapshot and WAL segment of every Litestream 0.3 generation
 //!   (`generations/`), ignoring other names; `get_v3` returns one of them whole. Read-only:
-//!   nothing here writes that layout. Backends without them answer `Permanent`.
+//!   nothing here writes that layout. Every backend but GCS has them.
 
 pub mod abs;
 pub mod file;
+pub mod gcs;
 pub mod layout;
 mod objstore;
 mod objstore_error;
 pub mod s3;
+pub mod sftp;
 
 use std::ops::Range;
 use std::time::SystemTime;

@@ -1,0 +1,164 @@
+//! The GCS backend's configuration: [`GcsOptions`] checked and turned into a client.
+//!
+//! Owns: which credentials are used (an explicit service account file, else the
+//! application default credentials file, else the client's own chain: gcloud's user
+//! credentials file, then the metadata server), the endpoint (Google's unless given, e.g.
+//! an emulator's), and which of the shared object-store settings GCS uses (layout,
+//! metadata key, error dialect, part size, a HEAD before ranged gets). Reads no
+//! environment variable: the CLI passes `GOOGLE_APPLICATION_CREDENTIALS`. Makes no request.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::Attributes;
+
+use crate::storage::objstore::{
+    client_options, parse_prefix, retry_config, trim_endpoint, ObjectStoreReplica,
+};
+use crate::storage::{Layout, StorageError};
+
+/// Files larger than this go up in parts of this size (the Go SDK's default chunk, which
+/// Litestream uses).
+const PART_SIZE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Parts of one file in flight at once.
+const PART_CONCURRENCY: usize = 4;
+
+/// Where and how to reach a bucket. Holds paths to credentials, never the credentials.
+#[derive(Clone, Debug, Default)]
+pub struct GcsOptions {
+    pub bucket: String,
+    /// Object name prefix without leading or trailing `/`; may be empty.
+    pub prefix: String,
+    /// An application default credentials file (service account key or authorized user),
+    /// as `GOOGLE_APPLICATION_CREDENTIALS` names it; `None`: gcloud's file, then the
+    /// metadata server.
+    pub application_credentials: Option<PathBuf>,
+    /// The storage API's base URL with a scheme; `None` is Google's.
+    pub endpoint: Option<String>,
+}
+
+/// Checks `opts` and builds the client with GCS's layout, metadata key, error dialect and
+/// part size. Errors are `Permanent` and name the replica.
+pub(super) fn build(opts: GcsOptions) -> Result<ObjectStoreReplica, StorageError> {
+    let prefix_str = opts.prefix.trim_matches('/').to_string();
+    let endpoint = trim_endpoint(opts.endpoint.as_deref());
+    let location = match &endpoint {
+        Some(e) => format!("gs://{}/{prefix_str} ({e})", opts.bucket),
+        None => format!("gs://{}/{prefix_str}", opts.bucket),
+    };
+    let bad = |detail: String| StorageError::Permanent {
+        location: location.clone(),
+        what: "replica configuration".into(),
+        detail,
+    };
+    if opts.bucket.is_empty() {
+        return Err(bad("no bucket given".into()));
+    }
+    let prefix = parse_prefix(&prefix_str).map_err(bad)?;
+
+    let mut b = GoogleCloudStorageBuilder::new().with_bucket_name(&opts.bucket);
+    let mut allow_http = false;
+    if let Some(e) = &endpoint {
+        if !e.starts_with("http://") && !e.starts_with("https://") {
+            return Err(bad(format!("endpoint {e:?} needs http:// or https://")));
+        }
+        allow_http = e.starts_with("http://");
+        b = b.with_base_url(e);
+    }
+    if let Some(p) = &opts.application_credentials {
+        if !p.is_file() {
+            return Err(bad(format!(
+                "the credentials file {} (GOOGLE_APPLICATION_CREDENTIALS) does not exist",
+                p.display()
+            )));
+        }
+        b = b.with_application_credentials(p.to_string_lossy());
+    }
+    let store = b
+        .with_client_options(client_options(allow_http))
+        .with_retry(retry_config())
+        .build()
+        .map_err(|e| bad(format!("credentials: {e}")))?;
+    Ok(ObjectStoreReplica {
+        store: Arc::new(store),
+        container: opts.bucket,
+        prefix,
+        location,
+        secrets: Vec::new(),
+        layout: Layout::LtxDir,
+        timestamp_key: super::TIMESTAMP_METADATA,
+        dialect: &super::error::DIALECT,
+        part_size_bytes: PART_SIZE_BYTES,
+        part_concurrency: PART_CONCURRENCY,
+        base_attributes: Attributes::new(),
+        // GCS answers a range starting past the end with 416 and one ending past it with
+        // fewer bytes: check every range against the size first.
+        head_before_range: true,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> GcsOptions {
+        GcsOptions {
+            bucket: "b".into(),
+            prefix: "/db/x/".into(),
+            application_credentials: None,
+            endpoint: Some("http://127.0.0.1:4443/".into()),
+        }
+    }
+
+    #[test]
+    fn options_are_checked_without_io() {
+        let c = build(base()).unwrap();
+        assert_eq!(c.location, "gs://b/db/x (http://127.0.0.1:4443)");
+        assert_eq!(c.prefix.as_ref().map(|p| p.as_ref()), Some("db/x"));
+        let c = build(GcsOptions {
+            endpoint: None,
+            prefix: String::new(),
+            ..base()
+        })
+        .unwrap();
+        assert_eq!((c.location.as_str(), c.prefix), ("gs://b/", None));
+
+        let err = |o: GcsOptions| build(o).unwrap_err().to_string();
+        assert!(err(GcsOptions {
+            bucket: String::new(),
+            ..base()
+        })
+        .contains("no bucket"));
+        assert!(err(GcsOptions {
+            endpoint: Some("127.0.0.1:4443".into()),
+            ..base()
+        })
+        .contains("http://"));
+        let e = err(GcsOptions {
+            application_credentials: Some("/nonexistent/creds.json".into()),
+            ..base()
+        });
+        assert!(
+            e.contains("/nonexistent/creds.json") && e.contains("gs://b/db/x"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_service_account_file_is_read_at_build() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("sa.json");
+        std::fs::write(&p, "{ not json").unwrap();
+        let e = build(GcsOptions {
+            application_credentials: Some(p),
+            ..base()
+        })
+        .unwrap_err();
+        assert!(
+            matches!(&e, StorageError::Permanent { detail, .. } if detail.starts_with("credentials")),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,101 @@
+//! The GCS backend's edge: each `object_store` failure becomes one
+//! [`StorageError`](crate::storage::StorageError) variant.
+//!
+//! Owns: GCS's [`Dialect`] for the shared classification in `objstore_error`: reading a
+//! GCS XML error reply (code and message), the codes that mean "retry", "credentials" or
+//! "missing bucket", and the TLS and credentials hints. Callers read the variant, never
+//! the text.
+
+use crate::storage::objstore_error::{status_in, xml_tag, Dialect, Reply};
+
+const AUTH_CODES: &[&str] = &[
+    "AccessDenied",
+    "AuthenticationRequired",
+    "InvalidSecurity",
+    "UserProjectMissing",
+    "AccountDisabled",
+];
+const TRANSIENT_CODES: &[&str] = &[
+    "InternalError",
+    "ServiceUnavailable",
+    "SlowDown",
+    "RequestTimeout",
+    "BackendError",
+];
+const NOT_FOUND_BUCKET: &str = "NoSuchBucket";
+
+const CREDENTIALS_HINT: &str = "check GOOGLE_APPLICATION_CREDENTIALS (a service account key file) or `gcloud auth application-default login`, and the account's permissions on the bucket";
+
+/// GCS's error replies, for the shared classification.
+pub(super) const DIALECT: Dialect = Dialect {
+    container_noun: "bucket",
+    object_noun: "object",
+    missing_container_code: NOT_FOUND_BUCKET,
+    auth_codes: AUTH_CODES,
+    transient_codes: TRANSIENT_CODES,
+    credentials_hint: CREDENTIALS_HINT,
+    tls_words: &["certificate", "tls", "handshake", "peer is incompatible"],
+    tls_hint: "check the endpoint's certificate and scheme",
+    no_space_on_507: false,
+    read_reply,
+};
+
+/// The status, code and message of a GCS XML error reply.
+fn read_reply(text: &str) -> Reply {
+    let status = status_in(text);
+    let code = xml_tag(text, "Code").unwrap_or_default();
+    let mut d = match (code.as_str(), xml_tag(text, "Message")) {
+        ("", None) => String::new(),
+        (c, None) => c.to_string(),
+        ("", Some(m)) => m,
+        (c, Some(m)) => format!("{c}: {m}"),
+    };
+    if let Some(st) = status {
+        d = if d.is_empty() {
+            format!("HTTP {st}")
+        } else {
+            format!("HTTP {st} {d}")
+        };
+    }
+    Reply {
+        status,
+        code,
+        description: d,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::objstore_error::classify;
+    use crate::storage::StorageError;
+
+    #[test]
+    fn classification_reads_status_and_code() {
+        let generic = |msg: &str| object_store::Error::Generic {
+            store: "GCS",
+            source: msg.to_string().into(),
+        };
+        let c = |msg: &str| classify(&DIALECT, "gs://b/p", "b", "x".into(), &generic(msg), &[]);
+        assert!(matches!(
+            c("status code: 503 Service Unavailable: <Code>ServiceUnavailable</Code>"),
+            StorageError::Transient { .. }
+        ));
+        assert!(
+            matches!(c("status code: 404 Not Found: <Error><Code>NoSuchBucket</Code></Error>"), StorageError::NotFound { what, .. } if what == "bucket \"b\"")
+        );
+        let e = c("status code: 403 Forbidden: <Code>AccessDenied</Code><Message>no</Message>");
+        assert!(
+            matches!(&e, StorageError::PermissionDenied { detail, .. } if detail.contains("GOOGLE_APPLICATION_CREDENTIALS")),
+            "{e}"
+        );
+        assert!(matches!(
+            c("status code: 412 Precondition Failed: <Code>PreconditionFailed</Code>"),
+            StorageError::Precondition { .. }
+        ));
+        assert!(matches!(
+            c("status code: 400 Bad Request: <Code>InvalidArgument</Code>"),
+            StorageError::Permanent { .. }
+        ));
+    }
+}
