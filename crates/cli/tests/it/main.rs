@@ -5,6 +5,7 @@
 
 mod abs;
 mod azurite;
+mod crash;
 mod garage;
 mod harness;
 mod litestream;
