@@ -5,6 +5,7 @@
 
 mod abs;
 mod azurite;
+mod badinput;
 mod crash;
 mod garage;
 mod harness;

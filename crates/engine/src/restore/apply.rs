@@ -21,7 +21,7 @@ use ltx::{Decoder, PageNo, PageSize};
 
 use super::plan::Plan;
 use crate::fsutil;
-use crate::storage::layout::LtxInfo;
+use crate::storage::layout::{LtxInfo, LtxKey};
 use crate::storage::{ReplicaStore, StorageError};
 
 /// Bytes fetched per ranged read.
@@ -53,6 +53,14 @@ pub enum ApplyError {
     Decode {
         file: String,
         source: ltx::DecodeError,
+    },
+    /// The header's TXIDs are not the ones the file's name promises: a file renamed or
+    /// copied over another; applying it would put the wrong history under that TXID.
+    #[error("{file}: at byte 16: the header holds TXIDs {header_min}-{header_max}, not the ones its name says (misnamed or replaced file)")]
+    NameMismatch {
+        file: String,
+        header_min: ltx::TxId,
+        header_max: ltx::TxId,
     },
     #[error("{file}: page size {got} differs from the plan's {want}")]
     PageSizeMismatch { file: String, got: u32, want: u32 },
@@ -128,7 +136,12 @@ pub async fn apply(
     let newest = plan.files.last().ok_or(ApplyError::EmptyPlan)?.clone();
     // The newest file's header gives the final size and the page size.
     let head = store
-        .get(&newest.key, Some(0..ltx::HEADER_SIZE as u64))
+        // A file shorter than a header is reported by the decoder (with its offset), not
+        // as a range the store cannot serve.
+        .get(
+            &newest.key,
+            Some(0..newest.size_bytes.min(ltx::HEADER_SIZE as u64)),
+        )
         .await
         .map_err(|source| ApplyError::Fetch {
             file: newest.key.to_string(),
@@ -138,9 +151,12 @@ pub async fn apply(
         file: newest.key.to_string(),
         source,
     })?;
+    check_name(&newest.key, &header)?;
     let page_size = header.page_size;
     let commit = header.commit;
 
+    // A restore killed earlier (kill -9, power loss) left its temp file: not ours to keep.
+    let _ = fsutil::remove_stale_tmp_of(out);
     let tmp = fsutil::tmp_path(out);
     let io_err = |op| {
         let path = tmp.clone();
@@ -266,14 +282,13 @@ async fn apply_file(
             }
         }
     });
-    let decode_name = name.clone();
     let joined = tokio::task::spawn_blocking(move || {
         let reader = ChunkReader {
             rx,
             cur: Bytes::new(),
             fetch_error: None,
         };
-        let r = decode_into(reader, &out, &mut written, page_size, commit, &decode_name);
+        let r = decode_into(reader, &out, &mut written, page_size, commit, &key);
         (written, r)
     })
     .await;
@@ -297,8 +312,9 @@ fn decode_into(
     written: &mut Bitmap,
     page_size: PageSize,
     commit: u32,
-    name: &str,
+    key: &LtxKey,
 ) -> Result<(), ApplyError> {
+    let name = &key.to_string();
     let map_dec =
         |reader: &mut ChunkReader, source: ltx::DecodeError| match reader.fetch_error.take() {
             Some(source) => ApplyError::Fetch {
@@ -314,6 +330,7 @@ fn decode_into(
         Ok(d) => d,
         Err(e) => return Err(map_dec(&mut reader, e)),
     };
+    check_name(key, dec.header())?;
     if dec.header().page_size != page_size {
         return Err(ApplyError::PageSizeMismatch {
             file: name.to_string(),
@@ -330,6 +347,18 @@ fn decode_into(
         dec.finish().map(|_| ())
     })();
     res.map_err(|e| map_dec(&mut reader, e))
+}
+
+/// Refuses a file whose header TXIDs differ from its name's.
+fn check_name(key: &LtxKey, h: &ltx::Header) -> Result<(), ApplyError> {
+    if (h.min_txid, h.max_txid) == (key.min, key.max) {
+        return Ok(());
+    }
+    Err(ApplyError::NameMismatch {
+        file: key.to_string(),
+        header_min: h.min_txid,
+        header_max: h.max_txid,
+    })
 }
 
 fn write_page(
