@@ -135,14 +135,14 @@ pub async fn apply(
     check_output(out, opts.force)?;
     let newest = plan.files.last().ok_or(ApplyError::EmptyPlan)?.clone();
     // The newest file's header gives the final size and the page size.
-    let head = store
-        // A file shorter than a header is reported by the decoder (with its offset), not
-        // as a range the store cannot serve.
-        .get(
-            &newest.key,
-            Some(0..newest.size_bytes.min(ltx::HEADER_SIZE as u64)),
-        )
-        .await
+    // A file shorter than a header is reported by the decoder (with its offset), not as a
+    // range the store cannot serve.
+    let head = get_retrying(
+        store.as_ref(),
+        &newest.key,
+        0..newest.size_bytes.min(ltx::HEADER_SIZE as u64),
+    )
+    .await
         .map_err(|source| ApplyError::Fetch {
             file: newest.key.to_string(),
             source,
@@ -249,6 +249,44 @@ pub(super) fn install(tmp: &Path, out: &Path, force: bool) -> Result<(), ApplyEr
     })
 }
 
+/// Attempts per ranged read before a transient error (timeout, 5xx, reset) fails a restore.
+const FETCH_ATTEMPTS: u32 = 5;
+
+/// A ranged read, retried with backoff (0.2 s, 0.4 s, ...) while the error is transient.
+/// A response shorter than the range asked for is refused here, so a connection cut
+/// mid-body is retried like any transient failure rather than decoded as a damaged file.
+async fn get_retrying(
+    store: &dyn ReplicaStore,
+    key: &LtxKey,
+    range: std::ops::Range<u64>,
+) -> Result<Bytes, StorageError> {
+    let want = range.end - range.start;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let r = match store.get(key, Some(range.clone())).await {
+            Ok(b) if b.len() as u64 != want => Err(StorageError::Transient {
+                location: store.location().to_string(),
+                what: key.to_string(),
+                detail: format!(
+                    "short read: asked for bytes {}..{}, got {}",
+                    range.start,
+                    range.end,
+                    b.len()
+                ),
+            }),
+            r => r,
+        };
+        match r {
+            Err(e) if e.is_retryable() && attempt < FETCH_ATTEMPTS => {
+                tracing::warn!(file = %key, attempt, error = %e, "fetch failed, retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await;
+            }
+            r => return r,
+        }
+    }
+}
+
 /// Streams one file through the decoder on a blocking thread while ranged fetches run
 /// ahead of it. Returns the bitmap back (it moves between threads).
 async fn apply_file(
@@ -272,7 +310,7 @@ async fn apply_file(
         let mut chunks = futures::stream::iter(ranges)
             .map(|r| {
                 let store = store.clone();
-                async move { store.get(&key, Some(r)).await }
+                async move { get_retrying(store.as_ref(), &key, r).await }
             })
             .buffered(depth);
         while let Some(c) = chunks.next().await {

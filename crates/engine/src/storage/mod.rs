@@ -2,7 +2,7 @@
 //!
 //! Owns: the [`ReplicaStore`] contract, the [`StorageError`] classification (callers decide
 //! retries from the variant, never the message), and the backends (`file`, `s3`, `abs`; later
-//! sftp, gcs). Key spelling lives only in [`layout`]. What the backends built on
+//! sftp, gcs), and `faulty`, a fault-injecting wrapper for reliability tests. Key spelling lives only in [`layout`]. What the backends built on
 //! `object_store` share (the calls themselves, client settings, error classification)
 //! lives in `objstore` and `objstore_error`; each such backend keeps only its own
 //! settings, client building and error dialect. Only this module talks to a backend.
@@ -22,6 +22,7 @@
 //!   nothing here writes that layout. Backends without them answer `Permanent`.
 
 pub mod abs;
+pub mod faulty;
 pub mod file;
 pub mod layout;
 mod objstore;
