@@ -7,6 +7,7 @@ mod abs;
 mod azurite;
 mod badinput;
 mod crash;
+mod diskfull;
 mod garage;
 mod harness;
 mod litestream;

@@ -307,6 +307,7 @@ pub async fn run_database(
                 status.sync_errors.fetch_add(1, Ordering::Relaxed);
                 status.set_error(Some(e.to_string()));
                 error!(db = %name, error = %e, "capture failed");
+                let _ = local.clear_tmp();
                 if mode.once {
                     return Err(e.into());
                 }
