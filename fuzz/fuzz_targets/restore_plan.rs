@@ -21,7 +21,11 @@ fuzz_target!(|data: &[u8]| {
         let level = Level::new(c[0] % 10).unwrap();
         let min = u64::from(c[1] % 64) + 1;
         let max = min + u64::from(c[2] % 16);
-        let (min, max) = if level == Level::SNAPSHOT { (1, max) } else { (min, max) };
+        let (min, max) = if level == Level::SNAPSHOT {
+            (1, max)
+        } else {
+            (min, max)
+        };
         let created = UNIX_EPOCH + Duration::from_secs(u64::from(u16::from_be_bytes([c[3], c[4]])));
         files.push(LtxInfo {
             key: LtxKey::new(level, TxId::new(min).unwrap(), TxId::new(max).unwrap()),
@@ -32,14 +36,20 @@ fuzz_target!(|data: &[u8]| {
     let target = match head[0] % 3 {
         0 => Target::Latest,
         1 => Target::TxId(TxId::new(u64::from(head[1] % 96) + 1).unwrap()),
-        _ => Target::Timestamp(UNIX_EPOCH + Duration::from_secs(u64::from(u16::from_be_bytes([head[1], head[2]])))),
+        _ => Target::Timestamp(
+            UNIX_EPOCH + Duration::from_secs(u64::from(u16::from_be_bytes([head[1], head[2]]))),
+        ),
     };
     let listing = Listing::new(files.clone());
     let Ok(p) = plan(&listing, target) else {
         return;
     };
     assert!(!p.files.is_empty());
-    assert_eq!(p.files[0].key.min.get(), 1, "plan starts with a full database: {p:?}");
+    assert_eq!(
+        p.files[0].key.min.get(),
+        1,
+        "plan starts with a full database: {p:?}"
+    );
     let mut cur = 0u64;
     for f in &p.files {
         assert!(files.contains(f), "file not from the listing: {f:?}");

@@ -129,13 +129,20 @@ async fn slow_failing_and_down_store_loses_nothing() {
     faults.down.store(true, Ordering::SeqCst);
     let replicated_at_outage = rstatus.replicated();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(!run.is_finished(), "replication stopped: {:?}", rstatus.last_error.lock().unwrap());
+    assert!(
+        !run.is_finished(),
+        "replication stopped: {:?}",
+        rstatus.last_error.lock().unwrap()
+    );
     let local_backlog = std::fs::read_dir(meta.join("ltx/0")).unwrap().count();
     assert!(
         local_backlog > 5,
         "backlog kept locally while the store is down ({local_backlog} files)"
     );
-    assert!(rstatus.failing_since_ms.load(Ordering::SeqCst) > 0, "status reports failing");
+    assert!(
+        rstatus.failing_since_ms.load(Ordering::SeqCst) > 0,
+        "status reports failing"
+    );
     assert!(rstatus.replicated() <= replicated_at_outage + 1);
     faults.down.store(false, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_secs(2)).await;

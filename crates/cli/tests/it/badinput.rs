@@ -170,10 +170,18 @@ fn names_that_try_to_escape_are_refused() {
     // name that is almost an LTX name.
     let outside = w.path("outside");
     std::fs::create_dir_all(&outside).unwrap();
-    std::fs::copy(l0(&good, 4), outside.join("0000000000000005-0000000000000005.ltx")).unwrap();
+    std::fs::copy(
+        l0(&good, 4),
+        outside.join("0000000000000005-0000000000000005.ltx"),
+    )
+    .unwrap();
     std::os::unix::fs::symlink(&outside, good.join("ltx/0/..%2f..%2foutside")).unwrap();
     std::fs::write(good.join("ltx/0/..-0000000000000009.ltx"), b"x").unwrap();
-    std::fs::write(good.join("ltx/0/0000000000000009-0000000000000009.ltx.tmp"), b"x").unwrap();
+    std::fs::write(
+        good.join("ltx/0/0000000000000009-0000000000000009.ltx.tmp"),
+        b"x",
+    )
+    .unwrap();
     std::fs::create_dir_all(good.join("generations/../../escape")).unwrap();
     let out = w.path("out.db");
     run_ok(&[
@@ -263,7 +271,10 @@ fn restore_killed_half_way_leaves_output_untouched() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with("out.db."))
         .collect();
-    assert!(left.is_empty(), "dead restores' temp files removed: {left:?}");
+    assert!(
+        left.is_empty(),
+        "dead restores' temp files removed: {left:?}"
+    );
 }
 
 /// Runs `replicate DB URL` (the daemon, not -once) and returns its stderr once it exits,
@@ -279,7 +290,12 @@ fn replicate_exits(db: &Path, url: &str) -> (i32, String) {
     let _ = child.kill();
     let mut err = String::new();
     use std::io::Read;
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     let status = status.unwrap_or_else(|| panic!("replicate kept running:\n{err}"));
     (status.code().unwrap_or(-1), err)
 }
@@ -333,6 +349,9 @@ fn databases_the_replicator_cannot_follow_get_one_clear_error() {
     let mode: String = c
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(mode, "delete", "the journal mode was left as the application set it");
+    assert_eq!(
+        mode, "delete",
+        "the journal mode was left as the application set it"
+    );
     assert!(!w.path("replica/ltx").exists(), "nothing was uploaded");
 }

@@ -90,7 +90,7 @@ pub fn model_txn(c: &Connection, k: u64) {
     .unwrap();
     tx.execute("UPDATE c SET u = ?1 WHERE n = ?1 / 2", [k as i64])
         .unwrap();
-    if k % 50 == 0 {
+    if k.is_multiple_of(50) {
         tx.execute(
             "UPDATE c SET v = randomblob(length(v)) WHERE n % 10 = ?1 % 10",
             [k as i64],
@@ -117,7 +117,10 @@ pub fn model_prefix(path: &Path, what: &str) -> u64 {
         let want_n = i as u64 + 1;
         assert_eq!(n, want_n, "{what}: row {want_n} missing (found {n})");
         let want_u = [2 * n + 1, 2 * n].into_iter().find(|&k| k <= n_max);
-        assert_eq!(u, want_u, "{what}: row {n} has u={u:?}, the prefix of {n_max} transactions says {want_u:?}");
+        assert_eq!(
+            u, want_u,
+            "{what}: row {n} has u={u:?}, the prefix of {n_max} transactions says {want_u:?}"
+        );
         assert_eq!(len, blob_len(n), "{what}: row {n} blob length");
     }
     n_max
@@ -203,8 +206,7 @@ impl History {
             for e in rd {
                 let e = e.unwrap();
                 let name = e.file_name().to_string_lossy().into_owned();
-                let Some((a, b)) = name.strip_suffix(".ltx").and_then(|s| s.split_once('-'))
-                else {
+                let Some((a, b)) = name.strip_suffix(".ltx").and_then(|s| s.split_once('-')) else {
                     continue;
                 };
                 let (min, max) = (
@@ -254,12 +256,8 @@ impl History {
     /// Every TXID 1..=max is an L0 file ever seen, or inside an L1 file ever seen.
     pub fn assert_no_gap(&self, what: &str) -> u64 {
         let max = self.seen.keys().map(|k| k.2).max().unwrap_or(0);
-        let l0: std::collections::BTreeSet<u64> = self
-            .seen
-            .keys()
-            .filter(|k| k.0 == 0)
-            .map(|k| k.1)
-            .collect();
+        let l0: std::collections::BTreeSet<u64> =
+            self.seen.keys().filter(|k| k.0 == 0).map(|k| k.1).collect();
         let l1: Vec<(u64, u64)> = self
             .seen
             .keys()

@@ -35,7 +35,11 @@ impl Tmpfs {
             .arg(&self.dir)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -71,9 +75,14 @@ fn fill_then_grow(w: &Work, db: &Path, cfg: &Path, fs: &Tmpfs, full_dir: &Path) 
     let tx = app.unchecked_transaction().unwrap();
     insert_rows(&tx, 1500, 4000);
     tx.commit().unwrap();
-    eventually(Duration::from_secs(30), "a no-space error in the log", || {
-        r.log_text().contains("No space left on device") || r.log_text().contains("no space left")
-    });
+    eventually(
+        Duration::from_secs(30),
+        "a no-space error in the log",
+        || {
+            r.log_text().contains("No space left on device")
+                || r.log_text().contains("no space left")
+        },
+    );
     std::thread::sleep(Duration::from_millis(1500));
     let log = r.log_text();
     assert!(

@@ -143,10 +143,10 @@ pub async fn apply(
         0..newest.size_bytes.min(ltx::HEADER_SIZE as u64),
     )
     .await
-        .map_err(|source| ApplyError::Fetch {
-            file: newest.key.to_string(),
-            source,
-        })?;
+    .map_err(|source| ApplyError::Fetch {
+        file: newest.key.to_string(),
+        source,
+    })?;
     let header = ltx::Header::from_bytes(&head).map_err(|source| ApplyError::Decode {
         file: newest.key.to_string(),
         source,

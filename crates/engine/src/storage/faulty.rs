@@ -65,7 +65,7 @@ impl FaultyStore {
         let n = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
         let every = self.faults.fail_every.load(Ordering::Relaxed) as u64;
         let down = self.faults.down.load(Ordering::Relaxed);
-        if down || (every > 0 && n % every == 0) {
+        if down || (every > 0 && n.is_multiple_of(every)) {
             self.injected.fetch_add(1, Ordering::Relaxed);
             return Err(StorageError::Transient {
                 location: self.inner.location().to_string(),
