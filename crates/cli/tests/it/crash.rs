@@ -387,6 +387,7 @@ fn kill9_replicator_at_random_and_chosen_moments() {
     let mut last_n = 0;
     let mut hits: BTreeMap<KillAt, (usize, usize)> = BTreeMap::new();
     let started = Instant::now();
+    let mut restarts_caught = 0;
     for round in 0..rounds {
         let what = format!("seed {seed} round {round}");
         let at = [
@@ -403,7 +404,10 @@ fn kill9_replicator_at_random_and_chosen_moments() {
         if at != KillAt::Random {
             std::thread::sleep(Duration::from_millis(rng.range(100, 400)));
         }
+        let log = r.log.clone();
         let hit = kill_at(r, &replica, at, delay, Duration::from_secs(5));
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        restarts_caught += text.matches("WAL restarted before the first scan").count();
         let e = hits.entry(at).or_default();
         e.0 += 1;
         e.1 += hit as usize;
@@ -446,7 +450,7 @@ fn kill9_replicator_at_random_and_chosen_moments() {
     assert_eq!(model_prefix(&out, "final"), committed, "final restore");
     assert_same_pages(&want, &pages_of_file(&out), "final restore");
     eprintln!(
-        "seed {seed}: {rounds} kill rounds in {:.1}s; {committed} transactions, {max} TXIDs; kills (tried, hit): {hits:?}",
+        "seed {seed}: {rounds} kill rounds in {:.1}s; {committed} transactions, {max} TXIDs; kills (tried, hit): {hits:?}; WAL restarts before the first scan after start: {restarts_caught}",
         started.elapsed().as_secs_f64()
     );
 }
