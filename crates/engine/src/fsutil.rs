@@ -62,6 +62,50 @@ pub fn tmp_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// Removes temp files next to `path` (`<name>.<pid>.tmp`, see [`tmp_path`]) whose process
+/// no longer runs: what a writer killed mid-write (a restore under `kill -9`) left behind.
+/// A temp file of a live process, another restore running now, is left alone.
+pub fn remove_stale_tmp_of(path: &Path) -> io::Result<usize> {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return Ok(0);
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let prefix = format!("{name}.");
+    let mut n = 0;
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let file_name = entry.file_name();
+        let Some(pid) = file_name
+            .to_str()
+            .and_then(|f| f.strip_prefix(&prefix))
+            .and_then(|f| f.strip_suffix(TMP_SUFFIX))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !process_exists(pid) {
+            match fs::remove_file(entry.path()) {
+                Ok(()) => n += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(n)
+}
+
+fn process_exists(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill(2) with signal 0 sends nothing; it only checks that the pid exists.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
 /// Fsyncs the directory holding `path`, making a rename or create durable.
 pub fn sync_parent_dir(path: &Path) -> io::Result<()> {
     let dir = match path.parent() {
@@ -129,6 +173,21 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names.len(), 1, "no temp file left behind: {names:?}");
+    }
+
+    #[test]
+    fn stale_temp_files_of_dead_processes_are_removed() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("app.db");
+        // pid 2^31-2 cannot be running (above pid_max); our own pid is alive.
+        let dead = d.path().join("app.db.2147483646.tmp");
+        let live = tmp_path(&out);
+        fs::write(&dead, b"half a restore").unwrap();
+        fs::write(&live, b"ours").unwrap();
+        fs::write(d.path().join("other.db.2147483646.tmp"), b"x").unwrap();
+        assert_eq!(remove_stale_tmp_of(&out).unwrap(), 1);
+        assert!(!dead.exists() && live.exists());
+        assert!(d.path().join("other.db.2147483646.tmp").exists());
     }
 
     #[test]

@@ -91,17 +91,29 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             start_drills(&cfg, &runs, &stop_rx)?;
         }
         let mode = RunMode { once: a.once, force_full_image: a.force_snapshot };
-        let task = tokio::spawn(engine::runtime::replicate_all(runs, stop_rx, mode));
+        let mut task = tokio::spawn(engine::runtime::replicate_all(runs, stop_rx, mode));
         let mut child_status = None;
+        let mut finished = None;
         if !a.once {
             match exec {
                 Some(cmd) => child_status = Some(run_child(&cmd).await?),
-                None => wait_for_signal().await?,
+                None => tokio::select! {
+                    r = wait_for_signal() => r?,
+                    // Every database stopped on its own (each one failed: not SQLite, not
+                    // WAL, ...): exit with their errors rather than wait for a signal.
+                    r = &mut task => finished = Some(r),
+                },
             }
-            info!("shutting down: final sync");
-            stop_tx.send_replace(true);
+            if finished.is_none() {
+                info!("shutting down: final sync");
+                stop_tx.send_replace(true);
+            }
         }
-        let errors = task.await.context("replication task")?;
+        let errors = match finished {
+            Some(r) => r,
+            None => task.await,
+        }
+        .context("replication task")?;
         for e in &errors {
             warn!(error = %e, "database did not finish cleanly");
         }

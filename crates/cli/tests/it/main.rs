@@ -5,7 +5,10 @@
 
 mod abs;
 mod azurite;
+mod badinput;
 mod check;
+mod crash;
+mod diskfull;
 mod garage;
 mod garage_cluster;
 mod harness;

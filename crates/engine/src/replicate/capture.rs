@@ -91,6 +91,12 @@ pub struct Capture {
     cursor: Cursor,
     last_checkpoint: Instant,
     captured_since_checkpoint: bool,
+    /// The cursor was recovered from the local position at start and the live WAL has not
+    /// been scanned in that generation since our pin began. Until it has, a WAL restart
+    /// proves nothing: frames written while we were stopped may have been checkpointed and
+    /// the WAL restarted over them before our first scan (found by the crash tests: a
+    /// restore missing one transaction's page). So a restart seen first is a full image.
+    resumed: bool,
 }
 
 impl Capture {
@@ -120,6 +126,7 @@ impl Capture {
             cursor: Cursor::Unknown,
             last_checkpoint: Instant::now(),
             captured_since_checkpoint: false,
+            resumed: false,
         };
         match pos {
             Some(LocalPosition { txid, commit, wal }) if txid.get() >= remote_max => {
@@ -132,7 +139,10 @@ impl Capture {
                     match f.as_ref().map(|f| {
                         walscan::verify_prefix(f, c.conns.page_size(), w.salt1, w.salt2, w.offset)
                     }) {
-                        Some(Ok(Some(cur))) => c.cursor = Cursor::At(cur),
+                        Some(Ok(Some(cur))) => {
+                            c.cursor = Cursor::At(cur);
+                            c.resumed = true;
+                        }
                         Some(Err(source)) => {
                             return Err(CaptureError::Wal {
                                 db: c.name.clone(),
@@ -239,6 +249,15 @@ impl Capture {
             }
             walscan::Outcome::Frames(s) => s,
         };
+        if self.resumed {
+            self.resumed = false;
+            if let Cursor::At(c) = self.cursor {
+                if (scan.end.salt1, scan.end.salt2) != (c.salt1, c.salt2) {
+                    warn!(db = %self.name, "WAL restarted before the first scan after start; next TXID is a full image");
+                    return self.full_image().map(Some);
+                }
+            }
+        }
         if let Some(corrupt) = &scan.corruption {
             warn!(db = %self.name, detail = %corrupt, "WAL has a damaged frame; capturing up to the last good commit");
         }

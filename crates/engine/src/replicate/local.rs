@@ -106,6 +106,12 @@ impl LocalDir {
         Ok(out)
     }
 
+    /// Removes the temp file of a capture that failed half way (disk full, I/O error), so
+    /// its space is free for the retry. Call only while no capture is running.
+    pub fn clear_tmp(&self) -> io::Result<usize> {
+        fsutil::remove_tmp_files(&self.l0)
+    }
+
     pub fn meta_dir(&self) -> &Path {
         &self.meta
     }

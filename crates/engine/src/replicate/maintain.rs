@@ -34,7 +34,18 @@ impl ReplicaView {
     pub async fn load(store: &dyn ReplicaStore) -> Result<ReplicaView, StorageError> {
         let mut levels = BTreeMap::new();
         for level in Level::all() {
-            let files = store.list(level).await?;
+            // A flaky store (one call in a few failing) must not keep the start from ever
+            // completing all ten listings: each level gets a few quick tries.
+            let mut tries = 0;
+            let files = loop {
+                tries += 1;
+                match store.list(level).await {
+                    Err(e) if e.is_retryable() && tries < 4 => {
+                        tokio::time::sleep(Duration::from_millis(50 * tries)).await;
+                    }
+                    r => break r?,
+                }
+            };
             if !files.is_empty() {
                 levels.insert(level.get(), files);
             }

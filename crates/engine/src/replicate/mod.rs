@@ -179,13 +179,32 @@ pub async fn run_database(
     let mut remote_max = 0;
     let mut views = Vec::new();
     for r in &replicas {
-        let view = ReplicaView::load(r.store.as_ref())
-            .await
-            .map_err(|source| ReplicateError::Storage {
-                db: name.clone(),
-                replica: r.opts.name.clone(),
-                source,
-            })?;
+        // A replica unreachable at start (store down, network) is listed again with backoff:
+        // the next TXID depends on what it holds (C1), so capture waits for the listing.
+        let mut delay = Duration::from_millis(200);
+        let view = loop {
+            match ReplicaView::load(r.store.as_ref()).await {
+                Ok(v) => break v,
+                Err(e) if e.is_retryable() && !mode.once => {
+                    warn!(db = %name, replica = %r.opts.name, error = %e, retry_in = ?delay, "cannot list replica at start");
+                    r.status.set_error(Some(e.to_string()));
+                    r.status.upload_errors.fetch_add(1, Ordering::Relaxed);
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.changed() => return Ok(()),
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+                Err(source) => {
+                    return Err(ReplicateError::Storage {
+                        db: name.clone(),
+                        replica: r.opts.name.clone(),
+                        source,
+                    })
+                }
+            }
+        };
+        r.status.set_error(None);
         remote_max = remote_max.max(view.max_txid());
         views.push(view);
     }
@@ -313,6 +332,7 @@ pub async fn run_database(
                 status.sync_errors.fetch_add(1, Ordering::Relaxed);
                 status.record_failure(e.to_string(), local::now_ms());
                 error!(db = %name, error = %e, "capture failed");
+                let _ = local.clear_tmp();
                 if mode.once {
                     return Err(e.into());
                 }

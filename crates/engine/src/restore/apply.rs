@@ -21,7 +21,7 @@ use ltx::{Decoder, PageNo, PageSize};
 
 use super::plan::Plan;
 use crate::fsutil;
-use crate::storage::layout::LtxInfo;
+use crate::storage::layout::{LtxInfo, LtxKey};
 use crate::storage::{ReplicaStore, StorageError};
 
 /// Bytes fetched per ranged read.
@@ -53,6 +53,14 @@ pub enum ApplyError {
     Decode {
         file: String,
         source: ltx::DecodeError,
+    },
+    /// The header's TXIDs are not the ones the file's name promises: a file renamed or
+    /// copied over another; applying it would put the wrong history under that TXID.
+    #[error("{file}: at byte 16: the header holds TXIDs {header_min}-{header_max}, not the ones its name says (misnamed or replaced file)")]
+    NameMismatch {
+        file: String,
+        header_min: ltx::TxId,
+        header_max: ltx::TxId,
     },
     #[error("{file}: page size {got} differs from the plan's {want}")]
     PageSizeMismatch { file: String, got: u32, want: u32 },
@@ -127,20 +135,28 @@ pub async fn apply(
     check_output(out, opts.force)?;
     let newest = plan.files.last().ok_or(ApplyError::EmptyPlan)?.clone();
     // The newest file's header gives the final size and the page size.
-    let head = store
-        .get(&newest.key, Some(0..ltx::HEADER_SIZE as u64))
-        .await
-        .map_err(|source| ApplyError::Fetch {
-            file: newest.key.to_string(),
-            source,
-        })?;
+    // A file shorter than a header is reported by the decoder (with its offset), not as a
+    // range the store cannot serve.
+    let head = get_retrying(
+        store.as_ref(),
+        &newest.key,
+        0..newest.size_bytes.min(ltx::HEADER_SIZE as u64),
+    )
+    .await
+    .map_err(|source| ApplyError::Fetch {
+        file: newest.key.to_string(),
+        source,
+    })?;
     let header = ltx::Header::from_bytes(&head).map_err(|source| ApplyError::Decode {
         file: newest.key.to_string(),
         source,
     })?;
+    check_name(&newest.key, &header)?;
     let page_size = header.page_size;
     let commit = header.commit;
 
+    // A restore killed earlier (kill -9, power loss) left its temp file: not ours to keep.
+    let _ = fsutil::remove_stale_tmp_of(out);
     let tmp = fsutil::tmp_path(out);
     let io_err = |op| {
         let path = tmp.clone();
@@ -233,6 +249,44 @@ pub(super) fn install(tmp: &Path, out: &Path, force: bool) -> Result<(), ApplyEr
     })
 }
 
+/// Attempts per ranged read before a transient error (timeout, 5xx, reset) fails a restore.
+const FETCH_ATTEMPTS: u32 = 5;
+
+/// A ranged read, retried with backoff (0.2 s, 0.4 s, ...) while the error is transient.
+/// A response shorter than the range asked for is refused here, so a connection cut
+/// mid-body is retried like any transient failure rather than decoded as a damaged file.
+async fn get_retrying(
+    store: &dyn ReplicaStore,
+    key: &LtxKey,
+    range: std::ops::Range<u64>,
+) -> Result<Bytes, StorageError> {
+    let want = range.end - range.start;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let r = match store.get(key, Some(range.clone())).await {
+            Ok(b) if b.len() as u64 != want => Err(StorageError::Transient {
+                location: store.location().to_string(),
+                what: key.to_string(),
+                detail: format!(
+                    "short read: asked for bytes {}..{}, got {}",
+                    range.start,
+                    range.end,
+                    b.len()
+                ),
+            }),
+            r => r,
+        };
+        match r {
+            Err(e) if e.is_retryable() && attempt < FETCH_ATTEMPTS => {
+                tracing::warn!(file = %key, attempt, error = %e, "fetch failed, retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await;
+            }
+            r => return r,
+        }
+    }
+}
+
 /// Streams one file through the decoder on a blocking thread while ranged fetches run
 /// ahead of it. Returns the bitmap back (it moves between threads).
 async fn apply_file(
@@ -256,7 +310,7 @@ async fn apply_file(
         let mut chunks = futures::stream::iter(ranges)
             .map(|r| {
                 let store = store.clone();
-                async move { store.get(&key, Some(r)).await }
+                async move { get_retrying(store.as_ref(), &key, r).await }
             })
             .buffered(depth);
         while let Some(c) = chunks.next().await {
@@ -266,14 +320,13 @@ async fn apply_file(
             }
         }
     });
-    let decode_name = name.clone();
     let joined = tokio::task::spawn_blocking(move || {
         let reader = ChunkReader {
             rx,
             cur: Bytes::new(),
             fetch_error: None,
         };
-        let r = decode_into(reader, &out, &mut written, page_size, commit, &decode_name);
+        let r = decode_into(reader, &out, &mut written, page_size, commit, &key);
         (written, r)
     })
     .await;
@@ -297,8 +350,9 @@ fn decode_into(
     written: &mut Bitmap,
     page_size: PageSize,
     commit: u32,
-    name: &str,
+    key: &LtxKey,
 ) -> Result<(), ApplyError> {
+    let name = &key.to_string();
     let map_dec =
         |reader: &mut ChunkReader, source: ltx::DecodeError| match reader.fetch_error.take() {
             Some(source) => ApplyError::Fetch {
@@ -314,6 +368,7 @@ fn decode_into(
         Ok(d) => d,
         Err(e) => return Err(map_dec(&mut reader, e)),
     };
+    check_name(key, dec.header())?;
     if dec.header().page_size != page_size {
         return Err(ApplyError::PageSizeMismatch {
             file: name.to_string(),
@@ -330,6 +385,18 @@ fn decode_into(
         dec.finish().map(|_| ())
     })();
     res.map_err(|e| map_dec(&mut reader, e))
+}
+
+/// Refuses a file whose header TXIDs differ from its name's.
+fn check_name(key: &LtxKey, h: &ltx::Header) -> Result<(), ApplyError> {
+    if (h.min_txid, h.max_txid) == (key.min, key.max) {
+        return Ok(());
+    }
+    Err(ApplyError::NameMismatch {
+        file: key.to_string(),
+        header_min: h.min_txid,
+        header_max: h.max_txid,
+    })
 }
 
 fn write_page(

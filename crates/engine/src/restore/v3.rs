@@ -365,6 +365,9 @@ pub async fn apply_v3(
 ) -> Result<ApplyReport, ApplyError> {
     let started = Instant::now();
     check_output(out, opts.force)?;
+    // Temp files a killed restore left behind (see `apply`).
+    let _ = fsutil::remove_stale_tmp_of(out);
+    let _ = fsutil::remove_stale_tmp_of(&sibling(out, "-v3wal"));
     let tmp = fsutil::tmp_path(out);
     let wal_tmp = fsutil::tmp_path(&sibling(out, "-v3wal"));
     let depth = opts.parallelism.max(1);

@@ -3,7 +3,8 @@
 //! Owns: the [`ReplicaStore`] contract, the [`StorageError`] classification (callers decide
 //! retries from the variant, never the message), and the backends: `file` (a local
 //! directory), `sftp` (a directory on an SSH server), and `s3`, `abs`, `gcs` (object
-//! stores). Key spelling lives only in [`layout`]. What the backends built on
+//! stores); and `faulty`, a fault-injecting wrapper for reliability tests. Key spelling
+//! lives only in [`layout`]. What the backends built on
 //! `object_store` share (the calls themselves, client settings, error classification)
 //! lives in `objstore` and `objstore_error`; each such backend keeps only its own
 //! settings, client building and error dialect. Only this module talks to a backend.
@@ -34,6 +35,7 @@
 //!   nothing here writes that layout. Every backend but GCS has them.
 
 pub mod abs;
+pub mod faulty;
 pub mod file;
 pub mod gcs;
 pub mod layout;

@@ -1,0 +1,33 @@
+//! Feeds arbitrary text to the config parser (`$VAR` expansion, YAML, merge keys, strict
+//! key checking, durations, sizes, URLs, cross-checks) and replica URLs to the URL parser.
+//! Any panic or hang is a bug; errors are expected, and each must render as a message.
+#![no_main]
+
+// The config module of the binary crate, compiled here as it is there (it depends on
+// nothing else in that crate).
+#[allow(dead_code, unused_imports)]
+#[path = "../../crates/cli/src/config/mod.rs"]
+mod config;
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let env = |k: &str| match k {
+        "HOME" => Some("/home/fuzz".to_string()),
+        "BUCKET" => Some("b".to_string()),
+        _ => None,
+    };
+    for expand in [false, true] {
+        if let Err(e) = config::parse(text, expand, &env) {
+            let _ = e.to_string();
+        }
+    }
+    if let Some(line) = text.lines().next() {
+        if let Err(e) = config::parse_replica_url(line) {
+            let _ = e.to_string();
+        }
+    }
+});
