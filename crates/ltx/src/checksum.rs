@@ -129,7 +129,9 @@ mod tests {
         let data: Vec<u8> = (0..70_000u32)
             .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
             .collect();
-        for len in [0, 1, 7, 15, 16, 17, 31, 63, 64, 65, 127, 128, 255, 256, 4096, 4102, 70_000] {
+        for len in [
+            0, 1, 7, 15, 16, 17, 31, 63, 64, 65, 127, 128, 255, 256, 4096, 4102, 70_000,
+        ] {
             let d = &data[..len];
             assert_eq!(crc64_iso(d), reference.checksum(d), "len {len}");
             for split in [0, 1.min(len), len / 3, len / 2, len.saturating_sub(5)] {

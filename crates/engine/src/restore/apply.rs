@@ -10,8 +10,8 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
-use std::os::unix::fs::FileExt;
 use std::ops::Range;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -159,7 +159,16 @@ pub async fn apply(
             .map_err(io_err("size"))?;
         let bytes_fetched = plan.total_bytes();
         let out_file = file.try_clone().map_err(io_err("dup"))?;
-        let written = merge(store, plan, out_file, &tmp, page_size, commit, opts.parallelism).await?;
+        let written = merge(
+            store,
+            plan,
+            out_file,
+            &tmp,
+            page_size,
+            commit,
+            opts.parallelism,
+        )
+        .await?;
         let lock = page_size.lock_page();
         if let Some(pgno) = (1..=commit).find(|&p| p != lock.get() && !written.get(p)) {
             return Err(ApplyError::MissingPage {
