@@ -522,6 +522,36 @@ mod tests {
         )
     }
 
+    /// Large ranged reads reuse buffers while others are out: every read still returns
+    /// exactly its range, a reused (larger) buffer shows nothing past the range, and the
+    /// pool is empty once all are dropped.
+    #[tokio::test]
+    async fn large_ranged_reads_reuse_buffers_without_mixing_contents() {
+        let d = tempfile::tempdir().unwrap();
+        let s = FileStore::new(d.path());
+        let data: Vec<u8> = (0..3 * POOLED_READ_MIN as u32)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let k = key(0, 1, 1);
+        s.put(&k, Bytes::from(data.clone()), UNIX_EPOCH)
+            .await
+            .unwrap();
+        let n = POOLED_READ_MIN as u64;
+        let keep = s.get(&k, Some(0..2 * n)).await.unwrap();
+        for round in 0..3u64 {
+            let r = round * 1000..round * 1000 + n + round;
+            let got = s.get(&k, Some(r.clone())).await.unwrap();
+            assert_eq!(&got[..], &data[r.start as usize..r.end as usize]);
+            let big = s.get(&k, Some(n..3 * n)).await.unwrap();
+            assert_eq!(&big[..], &data[n as usize..]);
+        }
+        assert_eq!(&keep[..], &data[..2 * n as usize]);
+        assert!(!s.buffers.pool.lock().unwrap().free.is_empty());
+        drop(keep);
+        let p = s.buffers.pool.lock().unwrap();
+        assert_eq!((p.out, p.free.len()), (0, 0));
+    }
+
     #[tokio::test]
     async fn put_list_get_delete() {
         let d = tempfile::tempdir().unwrap();
