@@ -10,6 +10,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use ltx::{Decoder, PageNo, PageSize};
+use ltx::{Decoder, PageSize};
 
 use super::plan::Plan;
 use crate::fsutil;
@@ -172,25 +173,18 @@ pub async fn apply(
     let result = async {
         file.set_len(commit as u64 * page_size.get() as u64)
             .map_err(io_err("size"))?;
-        let file = Arc::new(file);
-        let mut written = Bitmap::new(commit);
-        let mut bytes_fetched = 0;
-        // Newest first: the first version of a page we meet is the one that wins.
-        for info in plan.files.iter().rev() {
-            bytes_fetched += info.size_bytes;
-            let (w, res) = apply_file(
-                store.clone(),
-                info.clone(),
-                file.clone(),
-                written,
-                page_size,
-                commit,
-                opts.parallelism,
-            )
-            .await;
-            written = w;
-            res?;
-        }
+        let bytes_fetched = plan.total_bytes();
+        let out_file = file.try_clone().map_err(io_err("dup"))?;
+        let written = merge(
+            store,
+            plan,
+            out_file,
+            &tmp,
+            page_size,
+            commit,
+            opts.parallelism,
+        )
+        .await?;
         let lock = page_size.lock_page();
         if let Some(pgno) = (1..=commit).find(|&p| p != lock.get() && !written.get(p)) {
             return Err(ApplyError::MissingPage {
@@ -287,74 +281,156 @@ async fn get_retrying(
     }
 }
 
-/// Streams one file through the decoder on a blocking thread while ranged fetches run
-/// ahead of it. Returns the bitmap back (it moves between threads).
-async fn apply_file(
+/// Bytes of pages handed from the decoder to the writer at once.
+const BATCH_BYTES: usize = 1 << 20;
+/// Batches queued between the decoder and the writer.
+const BATCHES_IN_FLIGHT: usize = 4;
+/// The writer asks the kernel to start writeback after this many bytes, so the disk
+/// works while later files decode and the final fsync has little left to do.
+const WRITEBACK_EVERY: u64 = 16 << 20;
+
+/// A fetched chunk, tagged with the index of its file in newest-first order.
+type Chunk = (usize, Result<Bytes, StorageError>);
+
+/// Consecutive pages decoded from the replica: `count` pages from `first` on, in `buf`.
+struct Batch {
+    first: u32,
+    count: usize,
+    buf: Vec<u8>,
+}
+
+/// Merges the plan's files into `out`, newest first, and returns the pages written.
+///
+/// Three stages run at once, with bounded queues between them: ranged fetches across
+/// all files (`parallelism` in flight, running ahead into the next file), one decoder
+/// (LZ4, page rules, file checksum) that groups consecutive pages into batches, and one
+/// writer that drops pages a newer file already wrote (a bitmap) and writes each run
+/// of remaining pages with a single positioned write.
+async fn merge(
     store: Arc<dyn ReplicaStore>,
-    info: LtxInfo,
-    out: Arc<File>,
-    mut written: Bitmap,
+    plan: &Plan,
+    out: File,
+    out_path: &Path,
     page_size: PageSize,
     commit: u32,
     parallelism: usize,
-) -> (Bitmap, Result<(), ApplyError>) {
-    let name = info.key.to_string();
+) -> Result<Bitmap, ApplyError> {
     let depth = parallelism.max(1);
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, StorageError>>(depth);
-    let size = info.size_bytes;
-    let key = info.key;
+    let files: Vec<LtxInfo> = plan.files.iter().rev().cloned().collect();
+    let ranges: Vec<(usize, LtxKey, Range<u64>)> = files
+        .iter()
+        .enumerate()
+        .flat_map(|(i, f)| {
+            let size = f.size_bytes;
+            (0..size.div_ceil(CHUNK_BYTES))
+                .map(move |c| (i, f.key, c * CHUNK_BYTES..((c + 1) * CHUNK_BYTES).min(size)))
+        })
+        .collect();
+    // Fetched chunks wait in the buffered stream; the channel adds one more.
+    let (chunk_tx, chunk_rx) = tokio::sync::mpsc::channel::<Chunk>(1);
     let fetcher = tokio::spawn(async move {
-        let ranges: Vec<_> = (0..size.div_ceil(CHUNK_BYTES))
-            .map(|i| i * CHUNK_BYTES..((i + 1) * CHUNK_BYTES).min(size))
-            .collect();
         let mut chunks = futures::stream::iter(ranges)
-            .map(|r| {
+            .map(|(i, key, r)| {
                 let store = store.clone();
-                async move { get_retrying(store.as_ref(), &key, r).await }
+                async move { (i, get_retrying(store.as_ref(), &key, r).await) }
             })
             .buffered(depth);
-        while let Some(c) = chunks.next().await {
+        while let Some((i, c)) = chunks.next().await {
             let stop = c.is_err();
-            if tx.send(c).await.is_err() || stop {
+            if chunk_tx.send((i, c)).await.is_err() || stop {
                 break;
             }
         }
     });
-    let joined = tokio::task::spawn_blocking(move || {
+    let (batch_tx, batch_rx) = std::sync::mpsc::sync_channel::<Batch>(BATCHES_IN_FLIGHT);
+    let (free_tx, free_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let keys: Vec<LtxKey> = files.iter().map(|f| f.key).collect();
+    let decoder = tokio::task::spawn_blocking(move || {
         let reader = ChunkReader {
-            rx,
+            rx: chunk_rx,
+            file: 0,
             cur: Bytes::new(),
+            pending: None,
             fetch_error: None,
         };
-        let r = decode_into(reader, &out, &mut written, page_size, commit, &key);
-        (written, r)
-    })
-    .await;
+        let batcher = Batcher::new(page_size, batch_tx, free_rx);
+        decode_all(reader, batcher, &keys, page_size)
+    });
+    let path = out_path.to_path_buf();
+    let writer = tokio::task::spawn_blocking(move || {
+        write_batches(&out, &path, batch_rx, free_tx, page_size, commit)
+    });
+    let decoded = decoder.await;
+    let written = writer.await;
     fetcher.abort();
-    match joined {
-        Ok((w, r)) => (w, r),
-        Err(e) => (
-            Bitmap::new(commit),
-            Err(ApplyError::Io {
-                path: PathBuf::from(name),
-                op: "decode task",
-                source: io::Error::other(e.to_string()),
-            }),
-        ),
+    let join_err = |e: tokio::task::JoinError| ApplyError::Io {
+        path: out_path.to_path_buf(),
+        op: "restore task",
+        source: io::Error::other(e.to_string()),
+    };
+    match (decoded.map_err(join_err)?, written.map_err(join_err)?) {
+        // A failed write stops the decoder too; the write error is the cause.
+        (_, Err(e)) | (Err(e), Ok(_)) => Err(e),
+        (Ok(()), Ok(bitmap)) => Ok(bitmap),
     }
 }
 
-fn decode_into(
+/// Why the decoder stopped early.
+enum Stop {
+    /// The writer hung up (it failed; its error is reported).
+    WriterGone,
+    Failed(ApplyError),
+}
+
+/// Decodes every file in turn (newest first) into batches for the writer.
+fn decode_all(
     mut reader: ChunkReader,
-    out: &File,
-    written: &mut Bitmap,
+    mut batcher: Batcher,
+    keys: &[LtxKey],
     page_size: PageSize,
-    commit: u32,
-    key: &LtxKey,
 ) -> Result<(), ApplyError> {
+    for (i, key) in keys.iter().enumerate() {
+        reader.start_file(i);
+        match decode_file(&mut reader, &mut batcher, page_size, key) {
+            Ok(()) => {}
+            Err(Stop::WriterGone) => return Ok(()),
+            Err(Stop::Failed(e)) => return Err(e),
+        }
+    }
+    let _ = batcher.flush();
+    Ok(())
+}
+
+fn decode_file(
+    reader: &mut ChunkReader,
+    batcher: &mut Batcher,
+    page_size: PageSize,
+    key: &LtxKey,
+) -> Result<(), Stop> {
     let name = &key.to_string();
-    let map_dec =
-        |reader: &mut ChunkReader, source: ltx::DecodeError| match reader.fetch_error.take() {
+    let result = (|| -> Result<Result<(), Stop>, ltx::DecodeError> {
+        let mut dec = Decoder::new(&mut *reader)?;
+        if let Err(e) = check_name(key, dec.header()) {
+            return Ok(Err(Stop::Failed(e)));
+        }
+        if dec.header().page_size != page_size {
+            return Ok(Err(Stop::Failed(ApplyError::PageSizeMismatch {
+                file: name.to_string(),
+                got: dec.header().page_size.get(),
+                want: page_size.get(),
+            })));
+        }
+        while let Some(pgno) = dec.next_page(batcher.slot())? {
+            if batcher.commit(pgno.get()).is_err() {
+                return Ok(Err(Stop::WriterGone));
+            }
+        }
+        dec.finish()?;
+        Ok(Ok(()))
+    })();
+    match result {
+        Ok(r) => r,
+        Err(source) => Err(Stop::Failed(match reader.fetch_error.take() {
             Some(source) => ApplyError::Fetch {
                 file: name.to_string(),
                 source,
@@ -363,28 +439,8 @@ fn decode_into(
                 file: name.to_string(),
                 source,
             },
-        };
-    let mut dec = match Decoder::new(&mut reader) {
-        Ok(d) => d,
-        Err(e) => return Err(map_dec(&mut reader, e)),
-    };
-    check_name(key, dec.header())?;
-    if dec.header().page_size != page_size {
-        return Err(ApplyError::PageSizeMismatch {
-            file: name.to_string(),
-            got: dec.header().page_size.get(),
-            want: page_size.get(),
-        });
+        })),
     }
-    let mut buf = vec![0u8; page_size.bytes()];
-    let res = (|| -> Result<(), ltx::DecodeError> {
-        while let Some(pgno) = dec.next_page(&mut buf)? {
-            write_page(out, written, page_size, commit, pgno, &buf)
-                .map_err(|e| ltx::DecodeError::io(0, e))?;
-        }
-        dec.finish().map(|_| ())
-    })();
-    res.map_err(|e| map_dec(&mut reader, e))
 }
 
 /// Refuses a file whose header TXIDs differ from its name's.
@@ -399,20 +455,153 @@ fn check_name(key: &LtxKey, h: &ltx::Header) -> Result<(), ApplyError> {
     })
 }
 
-fn write_page(
+/// Groups consecutive decoded pages into batch buffers, recycling the writer's.
+struct Batcher {
+    tx: std::sync::mpsc::SyncSender<Batch>,
+    free: std::sync::mpsc::Receiver<Vec<u8>>,
+    page_bytes: usize,
+    cap: usize,
+    buf: Vec<u8>,
+    first: u32,
+    count: usize,
+}
+
+struct WriterGone;
+
+impl Batcher {
+    fn new(
+        page_size: PageSize,
+        tx: std::sync::mpsc::SyncSender<Batch>,
+        free: std::sync::mpsc::Receiver<Vec<u8>>,
+    ) -> Batcher {
+        let page_bytes = page_size.bytes();
+        Batcher {
+            tx,
+            free,
+            page_bytes,
+            cap: (BATCH_BYTES / page_bytes).max(1),
+            buf: Vec::new(),
+            first: 0,
+            count: 0,
+        }
+    }
+
+    fn fresh_buffer(&self) -> Vec<u8> {
+        self.free
+            .try_recv()
+            .unwrap_or_else(|_| vec![0; self.cap * self.page_bytes])
+    }
+
+    /// Where the next page is decoded to.
+    fn slot(&mut self) -> &mut [u8] {
+        if self.buf.is_empty() {
+            self.buf = self.fresh_buffer();
+        }
+        let at = self.count * self.page_bytes;
+        &mut self.buf[at..at + self.page_bytes]
+    }
+
+    /// Takes the page just decoded into `slot()` as page `pgno`.
+    fn commit(&mut self, pgno: u32) -> Result<(), WriterGone> {
+        let ps = self.page_bytes;
+        if self.count > 0 && pgno != self.first + self.count as u32 {
+            // It starts a new run: move it to a buffer of its own, send the run before.
+            let mut next = self.fresh_buffer();
+            next[..ps].copy_from_slice(&self.buf[self.count * ps..(self.count + 1) * ps]);
+            let done = std::mem::replace(&mut self.buf, next);
+            self.send(done, self.count)?;
+            self.first = pgno;
+            self.count = 1;
+        } else {
+            if self.count == 0 {
+                self.first = pgno;
+            }
+            self.count += 1;
+        }
+        if self.count == self.cap {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), WriterGone> {
+        if self.count == 0 {
+            return Ok(());
+        }
+        let buf = std::mem::take(&mut self.buf);
+        let count = std::mem::replace(&mut self.count, 0);
+        self.send(buf, count)
+    }
+
+    fn send(&self, buf: Vec<u8>, count: usize) -> Result<(), WriterGone> {
+        self.tx
+            .send(Batch {
+                first: self.first,
+                count,
+                buf,
+            })
+            .map_err(|_| WriterGone)
+    }
+}
+
+/// Writes each batch's pages that no newer file wrote, a run at a time.
+fn write_batches(
     out: &File,
-    written: &mut Bitmap,
+    path: &Path,
+    rx: std::sync::mpsc::Receiver<Batch>,
+    free: std::sync::mpsc::Sender<Vec<u8>>,
     page_size: PageSize,
     commit: u32,
-    pgno: PageNo,
-    data: &[u8],
-) -> io::Result<()> {
-    let p = pgno.get();
-    if p > commit || written.get(p) || pgno.is_lock_page(page_size) {
-        return Ok(());
+) -> Result<Bitmap, ApplyError> {
+    let ps = page_size.bytes();
+    let lock = page_size.lock_page().get();
+    let mut written = Bitmap::new(commit);
+    let mut since_writeback = 0u64;
+    let wins = |written: &Bitmap, p: u32| p <= commit && p != lock && !written.get(p);
+    for b in rx {
+        let mut i = 0;
+        while i < b.count {
+            let p = b.first + i as u32;
+            if !wins(&written, p) {
+                i += 1;
+                continue;
+            }
+            let mut j = i;
+            while j < b.count && wins(&written, b.first + j as u32) {
+                written.set(b.first + j as u32);
+                j += 1;
+            }
+            out.write_all_at(&b.buf[i * ps..j * ps], (p as u64 - 1) * ps as u64)
+                .map_err(|source| ApplyError::Io {
+                    path: path.to_path_buf(),
+                    op: "write",
+                    source,
+                })?;
+            since_writeback += ((j - i) * ps) as u64;
+            i = j;
+        }
+        if since_writeback >= WRITEBACK_EVERY {
+            start_writeback(out);
+            since_writeback = 0;
+        }
+        let _ = free.send(b.buf);
     }
-    written.set(p);
-    out.write_all_at(data, page_size.offset_of(pgno))
+    Ok(written)
+}
+
+/// Asks the kernel to start writing the file's dirty pages now, without waiting for
+/// them. Only a hint: durability still comes from the fsync before the rename.
+fn start_writeback(f: &File) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a plain syscall on a file descriptor `f` keeps open; no memory is passed.
+        unsafe {
+            libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = f;
 }
 
 /// Runs SQLite's own check on the restored file before it is put in place.
@@ -446,24 +635,48 @@ pub fn verify_integrity(path: &Path, check: IntegrityCheck) -> Result<(), ApplyE
     }
 }
 
-/// A `Read` over chunks arriving from the async fetcher.
+/// A `Read` over one file's chunks as they arrive from the fetcher, which runs ahead
+/// into later files: a chunk of a later file ends this one (kept for `start_file`).
 struct ChunkReader {
-    rx: tokio::sync::mpsc::Receiver<Result<Bytes, StorageError>>,
+    rx: tokio::sync::mpsc::Receiver<Chunk>,
+    file: usize,
     cur: Bytes,
+    pending: Option<Chunk>,
     fetch_error: Option<StorageError>,
+}
+
+impl ChunkReader {
+    /// Moves on to file `i`, dropping whatever the previous file left unread.
+    fn start_file(&mut self, i: usize) {
+        self.file = i;
+        self.cur = Bytes::new();
+    }
 }
 
 impl Read for ChunkReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.cur.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(Ok(b)) => self.cur = b,
-                Some(Err(e)) => {
+            let (i, chunk) = match self.pending.take() {
+                Some(c) => c,
+                None => match self.rx.blocking_recv() {
+                    Some(c) => c,
+                    None => return Ok(0),
+                },
+            };
+            if i < self.file {
+                continue;
+            }
+            if i > self.file {
+                self.pending = Some((i, chunk));
+                return Ok(0);
+            }
+            match chunk {
+                Ok(b) => self.cur = b,
+                Err(e) => {
                     let msg = e.to_string();
                     self.fetch_error = Some(e);
                     return Err(io::Error::other(msg));
                 }
-                None => return Ok(0),
             }
         }
         let n = buf.len().min(self.cur.len());
