@@ -10,7 +10,7 @@ use engine::replicate::RunMode;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::{observe, setup};
+use crate::{failover, observe, setup};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -75,10 +75,17 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         if a.restore_if_db_not_exists {
             setup::restore_missing_dbs(&cfg).await?;
         }
-        let runs = setup::db_runs(&cfg)?;
+        let mut runs = setup::db_runs(&cfg)?;
         if runs.is_empty() {
             bail!("no databases to replicate (the config has no `dbs`, or no file matched a `dir` pattern)");
         }
+        // Databases with `lease:` replicate only while they hold it.
+        let Some(held) = failover::take_leases(&cfg, &mut runs, &mut setup::shutdown_signal()).await?
+        else {
+            return Ok(ExitCode::SUCCESS);
+        };
+        let (lost_tx, mut lost_rx) = watch::channel(None);
+        failover::spawn_renewals(&held, lost_tx);
         for r in &runs {
             info!(db = %r.opts.path.display(), replicas = r.replicas.len(), "replicating");
         }
@@ -90,10 +97,11 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         let mode = RunMode { once: a.once, force_full_image: a.force_snapshot };
         let task = tokio::spawn(engine::runtime::replicate_all(runs, stop_rx, mode));
         let mut child_status = None;
+        let mut lost = None;
         if !a.once {
             match exec {
                 Some(cmd) => child_status = Some(run_child(&cmd).await?),
-                None => wait_for_signal().await?,
+                None => lost = failover::wait_for_signal_or_loss(&mut lost_rx).await?,
             }
             info!("shutting down: final sync");
             stop_tx.send_replace(true);
@@ -102,6 +110,10 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         for e in &errors {
             warn!(error = %e, "database did not finish cleanly");
         }
+        if let Some(reason) = lost {
+            bail!("stopped replicating: {reason}");
+        }
+        failover::release(&held).await;
         if let Some(code) = child_status {
             return Ok(ExitCode::from(code));
         }
@@ -131,17 +143,6 @@ async fn start_http(
         watched,
         observe::server::ServeOptions { failing_after },
     ));
-    Ok(())
-}
-
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
     Ok(())
 }
 

@@ -112,6 +112,17 @@ pub enum LeaseError {
     Corrupt { location: String, detail: String },
 }
 
+impl LeaseError {
+    /// Retrying will not help: the backend cannot hold a lease, or the record is not one.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            LeaseError::Storage(e) => !e.is_retryable(),
+            LeaseError::Corrupt { .. } => true,
+            LeaseError::Lost { .. } => false,
+        }
+    }
+}
+
 /// What the lease looks like to one observer, for `status`, metrics and logs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LeaseView {
