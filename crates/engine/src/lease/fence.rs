@@ -78,6 +78,37 @@ impl FencedStore {
         Ok(keep)
     }
 
+    /// Creates `key` (already marked ours); a different file there is a late write of an
+    /// older epoch, deleted before we try again.
+    async fn create_ours(
+        &self,
+        key: &LtxKey,
+        data: Bytes,
+        created: SystemTime,
+    ) -> Result<(), StorageError> {
+        for _ in 0..3 {
+            match self.inner.put_if_absent(key, data.clone(), created).await {
+                Ok(()) => return Ok(()),
+                Err(StorageError::Precondition { .. }) => {
+                    let there = self.inner.get(key, None).await?;
+                    if there == data {
+                        return Ok(());
+                    }
+                    self.fence(&key.to_string())?;
+                    warn!(replica = %self.inner.location(), file = %key,
+                          "removing a late write of an older lease epoch at our key");
+                    self.inner.delete(&[*key]).await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StorageError::Transient {
+            location: self.inner.location().to_string(),
+            what: key.to_string(),
+            detail: "another writer keeps creating this file".into(),
+        })
+    }
+
     /// Removes other epochs' late writes from the levels where one can land (L0, and the
     /// snapshot level); the lease task calls it after each renewal early in an epoch.
     pub async fn sweep(&self) -> Result<(), StorageError> {
@@ -124,31 +155,11 @@ impl ReplicaStore for FencedStore {
         if key.max.get() < start || self.ours(key) {
             return self.inner.put(key, data, created).await;
         }
-        for _ in 0..3 {
-            match self.inner.put_if_absent(key, data.clone(), created).await {
-                Ok(()) => {
-                    self.written.lock().expect("fence").insert(*key);
-                    return Ok(());
-                }
-                Err(StorageError::Precondition { .. }) => {
-                    let there = self.inner.get(key, None).await?;
-                    if there == data {
-                        self.written.lock().expect("fence").insert(*key);
-                        return Ok(());
-                    }
-                    self.fence(&key.to_string())?;
-                    warn!(replica = %self.inner.location(), file = %key,
-                          "removing a late write of an older lease epoch at our key");
-                    self.inner.delete(&[*key]).await?;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Err(StorageError::Transient {
-            location: self.inner.location().to_string(),
-            what: key.to_string(),
-            detail: "another writer keeps creating this file".into(),
-        })
+        // Ours from before the create, so a concurrent sweep never takes it for foreign;
+        // and ours after a failed attempt too (it may have landed): a retry then replaces
+        // whatever is there.
+        self.written.lock().expect("fence").insert(*key);
+        self.create_ours(key, data, created).await
     }
 
     async fn delete(&self, keys: &[LtxKey]) -> Result<(), StorageError> {
@@ -168,9 +179,8 @@ impl ReplicaStore for FencedStore {
         created: SystemTime,
     ) -> Result<(), StorageError> {
         self.fence(&key.to_string())?;
-        self.inner.put_if_absent(key, data, created).await?;
         self.written.lock().expect("fence").insert(*key);
-        Ok(())
+        self.inner.put_if_absent(key, data, created).await
     }
 
     async fn put_if_not_exists(&self, name: &str, data: Bytes) -> Result<(), StorageError> {
