@@ -85,8 +85,10 @@ async fn replicas_max(stores: &[Arc<FencedStore>]) -> anyhow::Result<u64> {
 pub async fn begin_epoch(lease: &Lease, stores: &[Arc<FencedStore>]) -> anyhow::Result<u64> {
     if let Some(t) = lease.not_before() {
         if t > Instant::now() {
-            info!(wait_ms = (t - Instant::now()).as_millis() as u64,
-                  "lease taken from a live holder: waiting out its TTL before writing");
+            info!(
+                wait_ms = (t - Instant::now()).as_millis() as u64,
+                "lease taken from a live holder: waiting out its TTL before writing"
+            );
             tokio::time::sleep_until(t).await;
         }
     }
@@ -175,12 +177,8 @@ pub async fn take_leases(
 pub fn spawn_renewals(held: &[Held], lost: watch::Sender<Option<String>>) {
     let lost = Arc::new(lost);
     for h in held {
-        let (lease, fenced, db, taken) = (
-            h.lease.clone(),
-            h.fenced.clone(),
-            h.db.clone(),
-            h.taken_at,
-        );
+        let (lease, fenced, db, taken) =
+            (h.lease.clone(), h.fenced.clone(), h.db.clone(), h.taken_at);
         let lost = lost.clone();
         tokio::spawn(async move {
             loop {

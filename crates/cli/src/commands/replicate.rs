@@ -91,7 +91,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         }
         // `-once` exits at once: nothing to scrape, and no clash with a daemon on `addr`.
         if let (Some(addr), false) = (&cfg.addr, a.once) {
-            start_http(addr, &runs, cfg.health_failing_after).await?;
+            start_http(addr, &runs, &held, cfg.health_failing_after).await?;
         }
         let (stop_tx, stop_rx) = watch::channel(false);
         let mode = RunMode { once: a.once, force_full_image: a.force_snapshot };
@@ -126,9 +126,10 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
 
 /// Binds `addr` (failing the start when it cannot) and serves `/metrics`, `/healthz` and
 /// `/status` for the life of the process.
-async fn start_http(
+pub(crate) async fn start_http(
     addr: &str,
     runs: &[engine::runtime::DbRun],
+    held: &[failover::Held],
     failing_after: Duration,
 ) -> anyhow::Result<()> {
     let bind = observe::bind_addr(addr);
@@ -137,7 +138,11 @@ async fn start_http(
         .with_context(|| format!("addr {addr}: cannot listen on {bind}"))?;
     let local = listener.local_addr().map(|a| a.to_string()).unwrap_or(bind);
     info!(addr = %local, "serving /metrics, /healthz and /status");
-    let watched = std::sync::Arc::new(observe::Watched::of(runs));
+    let leases = held
+        .iter()
+        .map(|h| (h.db.display().to_string(), h.lease.status.clone()))
+        .collect();
+    let watched = std::sync::Arc::new(observe::Watched::of(runs).with_leases(leases));
     tokio::spawn(observe::server::serve(
         listener,
         watched,

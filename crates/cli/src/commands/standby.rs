@@ -8,7 +8,7 @@
 //! (a new epoch), wait out a live old holder if the promotion was forced, record the
 //! epoch's first TXID (one past everything in the replica), apply everything before it,
 //! switch the copy back to WAL mode, then replicate: the first file is a full image at
-//! that TXID. See `docs/design.md`, invariants 20-26.
+//! that TXID. See `docs/design.md`, invariants E1-E7.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -106,6 +106,17 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             }
         }
         let mut stop = setup::shutdown_signal();
+        if let Some(addr) = &cfg.addr {
+            // The lease and the standby's lag (the database's replication figures once
+            // promoted are in the log and `status`).
+            let holder = failover::Held {
+                db: db.clone(),
+                lease: lease.clone(),
+                fenced: Vec::new(),
+                taken_at: Instant::now(),
+            };
+            super::replicate::start_http(addr, &[], &[holder], cfg.health_failing_after).await?;
+        }
         let applied = if db.exists() {
             read_applied_txid(&db).with_context(|| {
                 format!(
@@ -151,6 +162,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                 let unchanged = observer.observe(tag);
                 expired = rec.released || unchanged >= rec.ttl().max(lc.ttl);
                 status.update(|v| {
+                    v.role = "standby";
                     v.holder = rec.owner.clone();
                     v.epoch = rec.epoch;
                     v.expires_at_ms = if rec.released { 0 } else { rec.expires_at_ms };

@@ -88,7 +88,8 @@ async fn leases(cfg: &Config, want: Option<&Path>) -> anyhow::Result<Vec<serde_j
                 v["holder"] = r.owner.into();
                 v["epoch"] = r.epoch.into();
                 v["released"] = r.released.into();
-                v["expires_at"] = setup::rfc3339_ms(engine::replicate::local::ms_to_time(r.expires_at_ms)).into();
+                v["expires_at"] =
+                    setup::rfc3339_ms(engine::replicate::local::ms_to_time(r.expires_at_ms)).into();
                 v["epoch_start_txid"] = format!("{:016x}", r.start_txid).into();
             }
             Ok(None) => v["holder"] = serde_json::Value::Null,
@@ -110,14 +111,22 @@ async fn leases(cfg: &Config, want: Option<&Path>) -> anyhow::Result<Vec<serde_j
 
 fn print_leases(leases: &[serde_json::Value]) {
     for l in leases {
-        let s = |k: &str| l[k].as_str().map(str::to_string).unwrap_or_else(|| l[k].to_string());
+        let s = |k: &str| {
+            l[k].as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| l[k].to_string())
+        };
         println!(
             "lease {}: holder {} epoch {} expires {}{}",
             s("db"),
             s("holder"),
             s("epoch"),
             s("expires_at"),
-            if l["released"].as_bool() == Some(true) { " (released)" } else { "" }
+            if l["released"].as_bool() == Some(true) {
+                " (released)"
+            } else {
+                ""
+            }
         );
         if l.get("standby_applied_txid").is_some() {
             println!(

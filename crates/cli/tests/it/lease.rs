@@ -157,7 +157,10 @@ fn two_replicators_only_one_uploads(replica_a: String, replica_b: String) {
     assert_eq!(lease_owner_epoch(&a), ("a".to_string(), 1));
     // b never started an uploader (they start only once the lease is held).
     let b_log = rb.log_text();
-    assert!(!b_log.contains("replica position"), "b uploads without the lease:\n{b_log}");
+    assert!(
+        !b_log.contains("replica position"),
+        "b uploads without the lease:\n{b_log}"
+    );
     assert!(!b_log.contains("lease taken"), "{b_log}");
     // a dies: b takes over after the TTL and uploads from a full image.
     ra.kill9();
@@ -344,7 +347,12 @@ fn garage_lease_is_refused_clearly() {
         "{err}"
     );
     let s = host(&work, "standby", &g.replica_yaml("db"), true);
-    let out = run(&["standby", "-config", s.cfg.to_str().unwrap(), s.db.to_str().unwrap()]);
+    let out = run(&[
+        "standby",
+        "-config",
+        s.cfg.to_str().unwrap(),
+        s.db.to_str().unwrap(),
+    ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("ignores conditional writes"), "{err}");

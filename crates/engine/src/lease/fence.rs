@@ -95,8 +95,10 @@ impl FencedStore {
                         return Ok(());
                     }
                     self.fence(&key.to_string())?;
-                    warn!(replica = %self.inner.location(), file = %key,
-                          "removing a late write of an older lease epoch at our key");
+                    if !self.ours(key) {
+                        warn!(replica = %self.inner.location(), file = %key,
+                              "removing a late write of an older lease epoch at our key");
+                    }
                     self.inner.delete(&[*key]).await?;
                 }
                 Err(e) => return Err(e),
@@ -140,11 +142,12 @@ impl ReplicaStore for FencedStore {
         self.inner.get(key, range).await
     }
 
-    /// Files wholly before our epoch, or ours already, are replaced as usual (their content
-    /// is derived from the history: compactions, snapshots). A file reaching into our
-    /// epoch is created only if absent; if a file is there, it is ours when its bytes are
-    /// (a retried create), else a late write of an older epoch, which is deleted before
-    /// we try again.
+    /// Files wholly before our epoch are replaced as usual (their content is derived from
+    /// the history: compactions, snapshots). A file reaching into our epoch is only ever
+    /// created, never overwritten blindly, not even a retry of our own: a plain overwrite
+    /// delayed past a takeover could replace the next holder's file. If the key is taken,
+    /// equal bytes mean done; different bytes (an older epoch's late write, or our own
+    /// earlier version of a rewritten file) are deleted, fenced, and the create retried.
     async fn put(
         &self,
         key: &LtxKey,
@@ -152,7 +155,7 @@ impl ReplicaStore for FencedStore {
         created: SystemTime,
     ) -> Result<(), StorageError> {
         let start = self.fence(&key.to_string())?;
-        if key.max.get() < start || self.ours(key) {
+        if key.max.get() < start {
             return self.inner.put(key, data, created).await;
         }
         // Ours from before the create, so a concurrent sweep never takes it for foreign;
@@ -265,26 +268,48 @@ mod tests {
             .unwrap();
         let fenced = FencedStore::new(raw.clone(), lease.clone());
         // Not writable until the epoch's first TXID is known.
-        assert!(fenced.put(&k(0, 5, 5), Bytes::from_static(b"x"), t).await.is_err());
+        assert!(fenced
+            .put(&k(0, 5, 5), Bytes::from_static(b"x"), t)
+            .await
+            .is_err());
         lease.set_start_txid(5).await.unwrap();
         // The old holder's late write lands first at our first key: it is replaced.
-        raw.put(&k(0, 5, 5), Bytes::from_static(b"old"), t).await.unwrap();
-        fenced.put(&k(0, 5, 5), Bytes::from_static(b"new"), t).await.unwrap();
+        raw.put(&k(0, 5, 5), Bytes::from_static(b"old"), t)
+            .await
+            .unwrap();
+        fenced
+            .put(&k(0, 5, 5), Bytes::from_static(b"new"), t)
+            .await
+            .unwrap();
         assert_eq!(&raw.get(&k(0, 5, 5), None).await.unwrap()[..], b"new");
         // A late write after ours cannot replace it (create-only on the old side too).
         assert!(matches!(
-            raw.put_if_absent(&k(0, 5, 5), Bytes::from_static(b"old"), t).await,
+            raw.put_if_absent(&k(0, 5, 5), Bytes::from_static(b"old"), t)
+                .await,
             Err(StorageError::Precondition { .. })
         ));
         // A late full snapshot of the old epoch reaching into ours is removed on listing.
-        raw.put(&k(9, 1, 6), Bytes::from_static(b"old"), t).await.unwrap();
-        raw.put(&k(9, 1, 4), Bytes::from_static(b"old history"), t).await.unwrap();
+        raw.put(&k(9, 1, 6), Bytes::from_static(b"old"), t)
+            .await
+            .unwrap();
+        raw.put(&k(9, 1, 4), Bytes::from_static(b"old history"), t)
+            .await
+            .unwrap();
         let snaps = fenced.list(Level::SNAPSHOT).await.unwrap();
-        assert_eq!(snaps.iter().map(|f| f.key).collect::<Vec<_>>(), vec![k(9, 1, 4)]);
+        assert_eq!(
+            snaps.iter().map(|f| f.key).collect::<Vec<_>>(),
+            vec![k(9, 1, 4)]
+        );
         assert_eq!(raw.list(Level::SNAPSHOT).await.unwrap().len(), 1);
         // Our own files are kept, and rewriting our own is allowed.
-        fenced.put(&k(9, 1, 5), Bytes::from_static(b"ours"), t).await.unwrap();
-        fenced.put(&k(9, 1, 5), Bytes::from_static(b"ours2"), t).await.unwrap();
+        fenced
+            .put(&k(9, 1, 5), Bytes::from_static(b"ours"), t)
+            .await
+            .unwrap();
+        fenced
+            .put(&k(9, 1, 5), Bytes::from_static(b"ours2"), t)
+            .await
+            .unwrap();
         assert_eq!(fenced.list(Level::SNAPSHOT).await.unwrap().len(), 2);
         assert_eq!(fenced.list(Level::L0).await.unwrap().len(), 5);
     }

@@ -7,7 +7,7 @@
 //! on its tag, the holder's local validity by the monotonic clock, and [`fence`], the
 //! store wrapper that refuses every write the holder makes outside that validity and
 //! keeps other epochs' late writes out of the history. The reasoning and the guarantees
-//! are invariants 20-26 in `docs/design.md`.
+//! are invariants E1-E7 in `docs/design.md`.
 //!
 //! Does not: decide when to promote (the CLI's `standby`), apply a replica to a database
 //! (`restore::follow`), or run replication (`replicate`); it is fed a store by the CLI and
@@ -253,7 +253,7 @@ impl Lease {
     /// Takes the lease if it is free: absent, released, or unchanged for its whole TTL by
     /// `observer`'s count. With `force` (an operator's promotion) takes it even from a
     /// live holder; our writes then wait out the old holder's TTL, by which time it has
-    /// stopped writing (invariant 22).
+    /// stopped writing (invariant E2).
     pub async fn try_acquire(
         &self,
         observer: &mut Observer,
@@ -411,12 +411,20 @@ impl Lease {
 
     /// Until when we may write, if we hold the lease.
     pub fn valid_until(&self) -> Option<Instant> {
-        self.held.lock().expect("lease").as_ref().map(|h| h.valid_until)
+        self.held
+            .lock()
+            .expect("lease")
+            .as_ref()
+            .map(|h| h.valid_until)
     }
 
     /// When our writes may begin (after a forced takeover), if we hold the lease.
     pub fn not_before(&self) -> Option<Instant> {
-        self.held.lock().expect("lease").as_ref().map(|h| h.not_before)
+        self.held
+            .lock()
+            .expect("lease")
+            .as_ref()
+            .map(|h| h.not_before)
     }
 
     pub fn epoch(&self) -> Option<u64> {
@@ -474,7 +482,9 @@ mod tests {
         assert_eq!(b.epoch(), Some(2));
         // a's renewal is refused: it lost the lease.
         match a.renew().await {
-            Err(LeaseError::Lost { owner, epoch, .. }) => assert_eq!((owner.as_str(), epoch), ("b", 2)),
+            Err(LeaseError::Lost { owner, epoch, .. }) => {
+                assert_eq!((owner.as_str(), epoch), ("b", 2))
+            }
             other => panic!("{other:?}"),
         }
         b.release().await.unwrap();
@@ -491,7 +501,9 @@ mod tests {
         let store: Arc<dyn ReplicaStore> = Arc::new(FileStore::new(d.path()));
         let a = lease(&store, "a", 60_000);
         let b = lease(&store, "b", 60_000);
-        a.try_acquire(&mut Observer::default(), false).await.unwrap();
+        a.try_acquire(&mut Observer::default(), false)
+            .await
+            .unwrap();
         assert!(matches!(
             b.try_acquire(&mut Observer::default(), true).await.unwrap(),
             Acquire::Acquired { .. }

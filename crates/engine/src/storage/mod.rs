@@ -197,7 +197,11 @@ pub trait ReplicaStore: Send + Sync + 'static {
         created: SystemTime,
     ) -> Result<(), StorageError> {
         let _ = (data, created);
-        Err(unsupported(self.location(), &key.to_string(), "conditional writes"))
+        Err(unsupported(
+            self.location(),
+            &key.to_string(),
+            "conditional writes",
+        ))
     }
 
     /// Creates `name` (see [`layout::is_aux_name`]) holding `data` unless it exists:
