@@ -4,7 +4,9 @@
 //! `object_store` client: object paths under the key prefix (spelled by the backend's
 //! [`Layout`]), listing a level, HEAD-per-file exact timestamps from the backend's metadata
 //! key, ranged gets, single and multipart puts, batched deletes, unconditional and
-//! create-only writes and named objects (get, HEAD, delete) outside the levels, reading
+//! create-only writes and named objects (get, HEAD, delete) outside the levels, the
+//! conditional writes leases need (create-only LTX puts, `If-None-Match: *` creates and
+//! `If-Match: <etag>` replaces of named objects, tags from the server's ETag), reading
 //! Litestream 0.3's `generations/` (one recursive listing, whole-object gets; key spelling
 //! from `layout::v3`); the timestamp format ([`format_timestamp`],
 //! Go's RFC3339Nano as Litestream writes it); and the client settings every backend uses
