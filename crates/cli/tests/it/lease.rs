@@ -114,6 +114,41 @@ fn wait_replicated(h: &Host, at_least: u64) -> u64 {
     max
 }
 
+/// Plays an old epoch's late writes into a file replica, as an old primary's delayed
+/// requests would land: a snapshot and an L0 file reaching into the new epoch, holding old
+/// state. The new primary must remove them (invariant E6) before anyone builds on them.
+fn inject_late_writes(dir: &Path, s: &Host) {
+    let out = run_ok(&["status", "-config", s.cfg.to_str().unwrap(), "-json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let start =
+        u64::from_str_radix(v["leases"][0]["epoch_start_txid"].as_str().unwrap(), 16).unwrap();
+    assert!(start > 1);
+    let old = std::fs::read(dir.join("ltx/0/0000000000000001-0000000000000001.ltx"))
+        .or_else(|_| {
+            let d = dir.join("ltx/9");
+            let f = std::fs::read_dir(&d).unwrap().next().unwrap().unwrap();
+            std::fs::read(f.path())
+        })
+        .unwrap();
+    let late = [
+        dir.join(format!("ltx/9/0000000000000001-{start:016x}.ltx")),
+        dir.join(format!(
+            "ltx/0/{:016x}-{:016x}.ltx",
+            start + 1000,
+            start + 1000
+        )),
+    ];
+    for p in &late {
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, &old).unwrap();
+    }
+    eventually(
+        Duration::from_secs(30),
+        "the late writes to be removed",
+        || late.iter().all(|p| !p.exists()),
+    );
+}
+
 fn lease_owner_epoch(h: &Host) -> (String, u64) {
     let out = run_ok(&["status", "-config", h.cfg.to_str().unwrap(), "-json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -192,7 +227,7 @@ fn abs_two_replicators_only_one_uploads() {
 /// The primary is frozen past its lease, the standby promotes, the old primary resumes
 /// with commits it never uploaded: it must stop without changing the history, and a
 /// restore equals the new primary.
-fn frozen_primary_cannot_corrupt(replica: String) {
+fn frozen_primary_cannot_corrupt(replica: String, file_dir: Option<&Path>) {
     let work = Work::new();
     let p = host(&work, "primary", &replica, false);
     let s = host(&work, "standby", &replica, true);
@@ -218,6 +253,9 @@ fn frozen_primary_cannot_corrupt(replica: String) {
     let app2 = app_db(&s.db);
     insert_rows(&app2, 30, 500);
     let after = wait_replicated(&s, before_freeze + 2);
+    if let Some(dir) = file_dir {
+        inject_late_writes(dir, &s);
+    }
     // The old primary resumes: it must notice, stop, and leave the history alone.
     signal(&rp.child, libc::SIGCONT);
     let st = wait_timeout(&mut rp.child, Duration::from_secs(90))
@@ -237,13 +275,14 @@ fn frozen_primary_cannot_corrupt(replica: String) {
 #[test]
 fn file_frozen_primary_cannot_corrupt_history() {
     let work = Work::new();
-    frozen_primary_cannot_corrupt(file_replica(&work.path("replica")));
+    let dir = work.path("replica");
+    frozen_primary_cannot_corrupt(file_replica(&dir), Some(&dir));
 }
 
 #[test]
 fn abs_frozen_primary_cannot_corrupt_history() {
     let az = Azurite::start();
-    frozen_primary_cannot_corrupt(az.replica_yaml("db"));
+    frozen_primary_cannot_corrupt(az.replica_yaml("db"), None);
 }
 
 /// Promotion drill: the primary dies (SIGKILL); measures the time until the standby's

@@ -650,6 +650,52 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn compare_and_swap_of_named_objects() {
+        let d = tempfile::tempdir().unwrap();
+        let s = FileStore::new(d.path());
+        let t1 = s
+            .create_name("lease.json", Bytes::from_static(b"v1"))
+            .await
+            .unwrap();
+        assert!(matches!(
+            s.create_name("lease.json", Bytes::from_static(b"v1'"))
+                .await,
+            Err(StorageError::Precondition { .. })
+        ));
+        let (data, tag) = s.get_name_versioned("lease.json").await.unwrap();
+        assert_eq!((&data[..], &tag), (&b"v1"[..], &t1));
+        let t2 = s
+            .put_name_if_match("lease.json", Bytes::from_static(b"v2"), &t1)
+            .await
+            .unwrap();
+        assert_ne!(t1, t2);
+        // A stale tag loses and changes nothing.
+        assert!(matches!(
+            s.put_name_if_match("lease.json", Bytes::from_static(b"v3"), &t1)
+                .await,
+            Err(StorageError::Precondition { .. })
+        ));
+        assert_eq!(&s.get_name("lease.json", None).await.unwrap()[..], b"v2");
+        assert!(s
+            .put_name_if_match("gone.json", Bytes::from_static(b"x"), &t2)
+            .await
+            .unwrap_err()
+            .is_not_found());
+        // Create-only LTX puts keep the first file and record `created`.
+        let k = key(0, 5, 5);
+        let when = UNIX_EPOCH + Duration::from_millis(1_700_000_000_000);
+        s.put_if_absent(&k, Bytes::from_static(b"a"), when)
+            .await
+            .unwrap();
+        assert!(matches!(
+            s.put_if_absent(&k, Bytes::from_static(b"b"), when).await,
+            Err(StorageError::Precondition { .. })
+        ));
+        assert_eq!(&s.get(&k, None).await.unwrap()[..], b"a");
+        assert_eq!(s.list(Level::L0).await.unwrap()[0].created, when);
+    }
+
+    #[tokio::test]
     async fn put_if_not_exists_never_replaces() {
         let d = tempfile::tempdir().unwrap();
         let s = FileStore::new(d.path());
