@@ -230,6 +230,15 @@ pub async fn wait_for_signal_or_loss(
     tokio::select! {
         _ = term.recv() => Ok(None),
         _ = int.recv() => Ok(None),
-        r = lost.wait_for(|l| l.is_some()) => Ok(r.ok().and_then(|l| l.clone())),
+        l = lease_lost(lost) => Ok(Some(l)),
+    }
+}
+
+/// Resolves with the reason once a lease is lost; never, when no lease is held (every
+/// sender gone).
+pub async fn lease_lost(lost: &mut watch::Receiver<Option<String>>) -> String {
+    match lost.wait_for(|l| l.is_some()).await {
+        Ok(l) => l.clone().unwrap_or_default(),
+        Err(_) => std::future::pending().await,
     }
 }

@@ -230,7 +230,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         let task = tokio::spawn(engine::runtime::replicate_all(runs, stop_rx, RunMode::default()));
         let lost = tokio::select! {
             _ = stop.changed() => None,
-            r = lost_rx.wait_for(|l| l.is_some()) => r.ok().and_then(|l| l.clone()),
+            l = failover::lease_lost(&mut lost_rx) => Some(l),
         };
         info!("shutting down: final sync");
         stop_tx.send_replace(true);
