@@ -8,6 +8,7 @@
 mod args;
 mod commands;
 mod config;
+mod failover;
 mod logging;
 mod observe;
 mod setup;
@@ -45,6 +46,11 @@ enum Command {
     Check(commands::check::Args),
     /// Restore drill: restore into scratch space, check integrity, report RTO and RPO.
     Verify(commands::verify::Args),
+    /// Warm standby: follow the replica into a local copy; promote on request or when the
+    /// primary's lease expires, then replicate as the new primary.
+    Standby(commands::standby::Args),
+    /// Ask the standby of a database to take over now.
+    Promote(commands::standby::PromoteArgs),
 }
 
 fn main() -> ExitCode {
@@ -86,5 +92,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(a) => commands::status::run(a),
         Command::Check(a) => commands::check::run(a),
         Command::Verify(a) => commands::verify::run(a),
+        Command::Standby(a) => commands::standby::run(a),
+        Command::Promote(a) => commands::standby::promote(a),
     }
 }

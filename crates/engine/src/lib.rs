@@ -9,12 +9,15 @@
 //! - [`storage`]: the replica trait, its backends, and the one place that spells keys.
 //! - [`check`]: the pre-flight check of databases and replicas (`check`); the restore
 //!   drill lives in `restore::drill`.
+//! - [`lease`]: the single-writer lease kept in a replica, and the store wrapper that fences
+//!   every write made under it (warm standby and failover).
 //! - [`fsutil`]: durable local writes (temp, fsync, rename, dir fsync).
 //!
 //! The `ltx` crate owns the file format; this crate owns every policy around it.
 
 pub mod check;
 pub mod fsutil;
+pub mod lease;
 pub mod replicate;
 pub mod restore;
 pub mod runtime;

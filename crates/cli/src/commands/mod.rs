@@ -5,6 +5,7 @@ pub mod databases;
 pub mod ltx;
 pub mod replicate;
 pub mod restore;
+pub mod standby;
 pub mod status;
 pub mod verify;
 pub mod version;

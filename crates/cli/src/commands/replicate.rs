@@ -10,7 +10,7 @@ use engine::replicate::RunMode;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::{observe, setup};
+use crate::{failover, observe, setup};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -75,16 +75,23 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         if a.restore_if_db_not_exists {
             setup::restore_missing_dbs(&cfg).await?;
         }
-        let runs = setup::db_runs(&cfg)?;
+        let mut runs = setup::db_runs(&cfg)?;
         if runs.is_empty() {
             bail!("no databases to replicate (the config has no `dbs`, or no file matched a `dir` pattern)");
         }
+        // Databases with `lease:` replicate only while they hold it.
+        let Some(held) = failover::take_leases(&cfg, &mut runs, &mut setup::shutdown_signal()).await?
+        else {
+            return Ok(ExitCode::SUCCESS);
+        };
+        let (lost_tx, mut lost_rx) = watch::channel(None);
+        failover::spawn_renewals(&held, lost_tx);
         for r in &runs {
             info!(db = %r.opts.path.display(), replicas = r.replicas.len(), "replicating");
         }
         // `-once` exits at once: nothing to scrape, and no clash with a daemon on `addr`.
         if let (Some(addr), false) = (&cfg.addr, a.once) {
-            start_http(addr, &runs, cfg.health_failing_after).await?;
+            start_http(addr, &runs, &held, cfg.health_failing_after).await?;
         }
         let (stop_tx, stop_rx) = watch::channel(false);
         if !a.once {
@@ -94,11 +101,12 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         let mut task = tokio::spawn(engine::runtime::replicate_all(runs, stop_rx, mode));
         let mut child_status = None;
         let mut finished = None;
+        let mut lost = None;
         if !a.once {
             match exec {
                 Some(cmd) => child_status = Some(run_child(&cmd).await?),
                 None => tokio::select! {
-                    r = wait_for_signal() => r?,
+                    r = failover::wait_for_signal_or_loss(&mut lost_rx) => lost = r?,
                     // Every database stopped on its own (each one failed: not SQLite, not
                     // WAL, ...): exit with their errors rather than wait for a signal.
                     r = &mut task => finished = Some(r),
@@ -117,6 +125,10 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         for e in &errors {
             warn!(error = %e, "database did not finish cleanly");
         }
+        if let Some(reason) = lost {
+            bail!("stopped replicating: {reason}");
+        }
+        failover::release(&held).await;
         if let Some(code) = child_status {
             return Ok(ExitCode::from(code));
         }
@@ -129,9 +141,10 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
 
 /// Binds `addr` (failing the start when it cannot) and serves `/metrics`, `/healthz` and
 /// `/status` for the life of the process.
-async fn start_http(
+pub(crate) async fn start_http(
     addr: &str,
     runs: &[engine::runtime::DbRun],
+    held: &[failover::Held],
     failing_after: Duration,
 ) -> anyhow::Result<()> {
     let bind = observe::bind_addr(addr);
@@ -140,7 +153,11 @@ async fn start_http(
         .with_context(|| format!("addr {addr}: cannot listen on {bind}"))?;
     let local = listener.local_addr().map(|a| a.to_string()).unwrap_or(bind);
     info!(addr = %local, "serving /metrics, /healthz and /status");
-    let watched = std::sync::Arc::new(observe::Watched::of(runs));
+    let leases = held
+        .iter()
+        .map(|h| (h.db.display().to_string(), h.lease.status.clone()))
+        .collect();
+    let watched = std::sync::Arc::new(observe::Watched::of(runs).with_leases(leases));
     tokio::spawn(observe::server::serve(
         listener,
         watched,
@@ -208,17 +225,6 @@ fn start_drills(
                 },
             ));
         }
-    }
-    Ok(())
-}
-
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
     }
     Ok(())
 }

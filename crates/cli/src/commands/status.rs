@@ -55,12 +55,88 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             anyhow::bail!("database {} is not in the config", w.display());
         }
     }
+    let leases = rt.block_on(leases(&cfg, want.as_deref()))?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let mut v = serde_json::to_value(&report)?;
+        if !leases.is_empty() {
+            v["leases"] = serde_json::Value::Array(leases);
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         print_table(&report);
+        print_leases(&leases);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The lease of every database with `lease:` (read from its first replica), and, where
+/// this host keeps a standby copy (`<db>-txid`), how far it has applied the replica.
+async fn leases(cfg: &Config, want: Option<&Path>) -> anyhow::Result<Vec<serde_json::Value>> {
+    let mut out = Vec::new();
+    for (path, db) in setup::concrete_dbs(cfg)? {
+        let (Some(lc), Some(first)) = (&db.lease, db.replicas.first()) else {
+            continue;
+        };
+        if want.is_some_and(|w| w != path) {
+            continue;
+        }
+        let store = setup::build_store(&first.kind)?;
+        let lease = engine::lease::Lease::new(store.clone(), crate::failover::lease_options(lc));
+        let mut v = serde_json::json!({ "db": path.display().to_string() });
+        match lease.read().await {
+            Ok(Some((r, _))) => {
+                v["holder"] = r.owner.into();
+                v["epoch"] = r.epoch.into();
+                v["released"] = r.released.into();
+                v["expires_at"] =
+                    setup::rfc3339_ms(engine::replicate::local::ms_to_time(r.expires_at_ms)).into();
+                v["epoch_start_txid"] = format!("{:016x}", r.start_txid).into();
+            }
+            Ok(None) => v["holder"] = serde_json::Value::Null,
+            Err(e) => v["error"] = e.to_string().into(),
+        }
+        if let Some(applied) = engine::restore::follow::read_applied_txid(&path) {
+            let replica_txid = setup::list_all(store.as_ref())
+                .await
+                .ok()
+                .and_then(|l| l.iter().map(|f| f.key.max.get()).max())
+                .unwrap_or(0);
+            v["standby_applied_txid"] = applied.to_string().into();
+            v["standby_lag_txids"] = replica_txid.saturating_sub(applied.get()).into();
+        }
+        out.push(v);
+    }
+    Ok(out)
+}
+
+fn print_leases(leases: &[serde_json::Value]) {
+    for l in leases {
+        let s = |k: &str| {
+            l[k].as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| l[k].to_string())
+        };
+        println!(
+            "lease {}: holder {} epoch {} expires {}{}",
+            s("db"),
+            s("holder"),
+            s("epoch"),
+            s("expires_at"),
+            if l["released"].as_bool() == Some(true) {
+                " (released)"
+            } else {
+                ""
+            }
+        );
+        if l.get("standby_applied_txid").is_some() {
+            println!(
+                "standby {}: applied TXID {}, {} TXID(s) behind the replica",
+                s("db"),
+                s("standby_applied_txid"),
+                s("standby_lag_txids")
+            );
+        }
+    }
 }
 
 /// A report from the local state and replica listings, no daemon involved.

@@ -373,6 +373,26 @@ fn build_db(
         }
     };
 
+    let lease = match m.map("lease")? {
+        None => None,
+        Some(l) => {
+            l.check_keys(&[&["ttl", "renew-interval", "owner", "auto-promote"]], &[])?;
+            let ttl = positive(&l, "ttl")?.unwrap_or(engine::lease::DEFAULT_TTL);
+            let renew_interval = positive(&l, "renew-interval")?.unwrap_or(ttl / 3);
+            if renew_interval * 2 > ttl {
+                return Err(ConfigError::new(
+                    l.key_path("renew-interval"),
+                    ErrorKind::Invalid("must be at most half of `ttl`".into()),
+                ));
+            }
+            Some(LeaseConfig {
+                ttl,
+                renew_interval,
+                owner: l.string("owner")?,
+                auto_promote: l.bool("auto-promote")?.unwrap_or(false),
+            })
+        }
+    };
     let replicas = build_replicas(&m, defaults, env, warnings)?;
     let max_sync_wal_bytes = m
         .size("max-sync-wal-bytes")?
@@ -399,6 +419,7 @@ fn build_db(
         restore_if_db_not_exists: m.bool("restore-if-db-not-exists")?.unwrap_or(false),
         snapshot,
         drill_interval: positive(&m, "drill-interval")?,
+        lease,
     })
 }
 

@@ -118,6 +118,7 @@ pub(crate) const DB_KEYS: &[&str] = &[
     "max-sync-wal-bytes",
     "restore-if-db-not-exists",
     "drill-interval",
+    "lease",
     "replica",
     "replicas",
 ];

@@ -929,3 +929,34 @@ fn drill_interval_top_level_and_per_database() {
     let e = parse("drill-interval: 0s\ndbs: []\n", false, &|_| None).unwrap_err();
     assert_eq!(e.to_string(), "drill-interval: must be greater than 0");
 }
+
+#[test]
+fn lease_block_defaults_keys_and_errors() {
+    let cfg = parse(
+        "dbs:\n  - path: /a.db\n    lease:\n      ttl: 30s\n      owner: host-a\n      auto-promote: true\n    replica:\n      path: /ra\n  - path: /b.db\n    lease: {}\n    replica:\n      path: /rb\n  - path: /c.db\n    replica:\n      path: /rc\n",
+        false,
+        &|_| None,
+    )
+    .unwrap();
+    let s = Duration::from_secs;
+    assert_eq!(
+        cfg.dbs[0].lease,
+        Some(LeaseConfig {
+            ttl: s(30),
+            renew_interval: s(10),
+            owner: Some("host-a".into()),
+            auto_promote: true,
+        })
+    );
+    let b = cfg.dbs[1].lease.clone().unwrap();
+    assert_eq!((b.ttl, b.owner, b.auto_promote), (s(10), None, false));
+    assert_eq!(cfg.dbs[2].lease, None);
+    assert!(err(
+        "dbs:\n  - path: /a.db\n    lease:\n      tll: 5s\n    replica:\n      path: /r\n"
+    )
+    .contains("dbs[0].lease: unknown key \"tll\""),);
+    assert_eq!(
+        err("dbs:\n  - path: /a.db\n    lease:\n      ttl: 4s\n      renew-interval: 3s\n    replica:\n      path: /r\n"),
+        "dbs[0].lease.renew-interval: must be at most half of `ttl`"
+    );
+}

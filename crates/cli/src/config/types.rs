@@ -177,6 +177,19 @@ pub struct DbConfig {
     pub snapshot: Option<SnapshotConfig>,
     /// `drill-interval` (ours) of this database, else the top-level one; `None`: no drills.
     pub drill_interval: Option<Duration>,
+    /// `lease:` (ours): single-writer lease in the first replica; `None`: no lease.
+    pub lease: Option<LeaseConfig>,
+}
+
+/// `lease:` in a database: `ttl` (default 10s), `renew-interval` (default a third of the
+/// TTL), `owner` (default the host name), `auto-promote` (standby takes over when the
+/// lease expires; default false).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseConfig {
+    pub ttl: Duration,
+    pub renew_interval: Duration,
+    pub owner: Option<String>,
+    pub auto_promote: bool,
 }
 
 /// Where a [`DbConfig`]'s databases are.

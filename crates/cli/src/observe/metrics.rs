@@ -92,6 +92,51 @@ fn secs(ms: i64) -> f64 {
     ms as f64 / 1000.0
 }
 
+/// The lease families: holder and epoch (`sqlite_replicate_lease_epoch` {db, holder, role},
+/// role `primary`, `standby` or `waiting`), the holder's stated expiry, and a standby's
+/// applied TXID and lag.
+pub fn render_leases(leases: &[(String, engine::lease::LeaseView)]) -> String {
+    use Family as F;
+    let mut epoch = F::new(
+        "sqlite_replicate_lease_epoch",
+        "gauge",
+        "The lease's epoch, labelled with its holder and this process's role.",
+    );
+    let mut expires = F::new(
+        "sqlite_replicate_lease_expires_timestamp_seconds",
+        "gauge",
+        "When the holder's lease expires unless renewed (the holder's clock), Unix seconds.",
+    );
+    let mut applied = F::new(
+        "sqlite_replicate_standby_applied_txid",
+        "gauge",
+        "The TXID a standby has applied to its copy.",
+    );
+    let mut lag = F::new(
+        "sqlite_replicate_standby_lag_seconds",
+        "gauge",
+        "How long the standby copy has been behind its replica (0 when current).",
+    );
+    for (db, v) in leases {
+        epoch.add(
+            vec![("db", db), ("holder", &v.holder), ("role", v.role)],
+            v.epoch as f64,
+        );
+        if v.expires_at_ms > 0 {
+            expires.add(vec![("db", db)], secs(v.expires_at_ms));
+        }
+        if v.role == "standby" {
+            applied.add(vec![("db", db)], v.applied_txid as f64);
+            lag.add(vec![("db", db)], v.lag_ms as f64 / 1000.0);
+        }
+    }
+    let mut out = String::new();
+    for f in [epoch, expires, applied, lag] {
+        f.write(&mut out);
+    }
+    out
+}
+
 /// Renders every family for `r`.
 pub fn render(r: &Report) -> String {
     use Family as F;
@@ -499,6 +544,28 @@ mod tests {
             .next()
             .unwrap()
             .to_string()
+    }
+
+    #[test]
+    fn renders_lease_families() {
+        let v = engine::lease::LeaseView {
+            role: "standby",
+            holder: "db1".into(),
+            epoch: 3,
+            expires_at_ms: 1_700_000_000_500,
+            applied_txid: 42,
+            lag_ms: 1500,
+        };
+        let out = render_leases(&[("/d/a.db".into(), v)]);
+        for line in [
+            "sqlite_replicate_lease_epoch{db=\"/d/a.db\",holder=\"db1\",role=\"standby\"} 3",
+            "sqlite_replicate_lease_expires_timestamp_seconds{db=\"/d/a.db\"} 1700000000.5",
+            "sqlite_replicate_standby_applied_txid{db=\"/d/a.db\"} 42",
+            "sqlite_replicate_standby_lag_seconds{db=\"/d/a.db\"} 1.5",
+        ] {
+            assert!(out.lines().any(|l| l == line), "{line} not in:\n{out}");
+        }
+        assert_eq!(render_leases(&[]), "");
     }
 
     #[test]

@@ -23,6 +23,8 @@ use engine::runtime::DbRun;
 /// The live figures of every database a `replicate` process runs.
 pub struct Watched {
     dbs: Vec<WatchedDb>,
+    /// The lease of each database that has one (`lease:`), by database path.
+    leases: Vec<(String, Arc<engine::lease::LeaseStatus>)>,
 }
 
 struct WatchedDb {
@@ -59,7 +61,25 @@ impl Watched {
                         .collect(),
                 })
                 .collect(),
+            leases: Vec::new(),
         }
+    }
+
+    /// Adds the live lease figures of databases with a lease (primary or standby).
+    pub fn with_leases(
+        mut self,
+        leases: Vec<(String, Arc<engine::lease::LeaseStatus>)>,
+    ) -> Watched {
+        self.leases = leases;
+        self
+    }
+
+    /// The lease of each database that has one, now.
+    pub fn lease_views(&self) -> Vec<(String, engine::lease::LeaseView)> {
+        self.leases
+            .iter()
+            .map(|(db, s)| (db.clone(), s.get()))
+            .collect()
     }
 
     /// A report of every database now. Lists each local meta directory: call it on a

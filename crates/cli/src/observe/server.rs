@@ -69,6 +69,7 @@ async fn handle(
             "not found: try /metrics, /healthz or /status\n".into(),
         ));
     }
+    let leases = watched.lease_views();
     let report = match tokio::task::spawn_blocking(move || watched.report()).await {
         Ok(r) => r,
         Err(e) => {
@@ -83,7 +84,7 @@ async fn handle(
         "/metrics" => reply(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
-            metrics::render(&report),
+            metrics::render(&report) + &metrics::render_leases(&leases),
         ),
         "/healthz" => match health::check(&report, opts.failing_after) {
             Ok(()) => reply(StatusCode::OK, "text/plain; charset=utf-8", "ok\n".into()),

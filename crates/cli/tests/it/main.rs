@@ -13,6 +13,7 @@ mod garage;
 mod garage_cluster;
 mod harness;
 mod interop;
+mod lease;
 mod litestream;
 mod metrics;
 mod replicate;

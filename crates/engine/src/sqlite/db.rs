@@ -134,6 +134,29 @@ impl std::fmt::Debug for DbConns {
     }
 }
 
+/// Switches a database (a promoted standby copy, kept in rollback-journal mode while it
+/// followed its replica) to WAL mode, so the application can write and we can capture.
+pub fn switch_to_wal(path: &Path) -> Result<(), DbError> {
+    let sq = |op, source| DbError::Sqlite {
+        path: path.to_path_buf(),
+        op,
+        source,
+    };
+    let c = Connection::open(path).map_err(|e| sq("open", e))?;
+    c.busy_timeout(std::time::Duration::from_secs(30))
+        .map_err(|e| sq("busy_timeout", e))?;
+    let mode: String = c
+        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+        .map_err(|e| sq("journal_mode=WAL", e))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(DbError::NotWal {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
 /// Checks the first 100 bytes of a database file: SQLite magic and page size.
 pub fn read_db_header(path: &Path) -> Result<PageSize, DbError> {
     let f = File::open(path).map_err(|e| {

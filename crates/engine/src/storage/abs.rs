@@ -4,8 +4,8 @@
 //! `<prefix>/ltx/<level>/<min>-<max>.ltx` ([`Layout::LtxDir`](super::Layout::LtxDir)); the
 //! `litestreamtimestamp` metadata key (Azure metadata names must be C# identifiers, hence
 //! no dash, unlike S3); the block size of large uploads; a HEAD before every ranged get
-//! (Azure answers a range past the end with 416). Conditional creates are plain
-//! `If-None-Match: *`, which Azure and Azurite honour. `config` turns [`AbsOptions`] into
+//! (Azure answers a range past the end with 416). Conditional writes are plain
+//! `If-None-Match: *` and `If-Match: <etag>`, which Azure and Azurite honour. `config` turns [`AbsOptions`] into
 //! the shared `ObjectStoreReplica` (`objstore`, which does the
 //! [`ReplicaStore`](super::ReplicaStore) calls); `error` is Azure's dialect for the shared
 //! classification of `object_store` failures into [`StorageError`] variants.

@@ -4,6 +4,15 @@
 //! durable atomic puts (via `fsutil`), file mtime as the created timestamp, and the
 //! translation of `io::Error` into [`StorageError`] variants, and reusing the buffers of
 //! large ranged reads while a reader keeps several in flight (a restore).
+//!
+//! Conditional writes, for leases: a create is a hard link of a fully written temp file
+//! (fails rather than replaces); a compare-and-swap holds an exclusive `flock` on a
+//! sibling `<name>.lock` while it reads the current object, compares its tag and replaces
+//! it by rename. The tag is a 64-bit FNV-1a hash of the content, so it changes whenever
+//! the content does; lease records carry a counter that every write bumps, so a record
+//! never returns to an earlier content (no ABA). Every writer takes the lock, so the
+//! lock makes read-compare-replace atomic among writers on one host, and on network file
+//! systems whose `flock` is cluster-wide (NFSv4 maps it to byte-range locks).
 
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom};
@@ -18,7 +27,7 @@ use ltx::Level;
 
 use super::layout::v3::{self, V3File};
 use super::layout::{Layout, LtxInfo, LtxKey};
-use super::{NamedObject, ReplicaStore, StorageError};
+use super::{ETag, NamedObject, ReplicaStore, StorageError};
 use crate::fsutil;
 
 #[derive(Debug, Clone)]
@@ -295,10 +304,100 @@ impl FileStore {
     }
 }
 
+/// The tag of a named object's content: FNV-1a, 64 bits, as 16 hex digits.
+fn content_tag(data: &[u8]) -> ETag {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in data {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    ETag(format!("{h:016x}"))
+}
+
+/// Conditional writes (see the module docs).
+impl FileStore {
+    fn put_ltx_if_absent_sync(
+        &self,
+        key: &LtxKey,
+        data: &[u8],
+        created: SystemTime,
+    ) -> Result<(), StorageError> {
+        let dir = self.level_dir(key.level);
+        fsutil::create_dir_all_durable(&dir)
+            .map_err(|e| self.err(format!("creating {}", dir.display()), e))?;
+        match create_new_durable_at(&self.path_of(key), data, Some(created)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(StorageError::Precondition {
+                location: self.location.clone(),
+                what: key.to_string(),
+            }),
+            Err(e) => Err(self.err(key.to_string(), e)),
+        }
+    }
+
+    fn create_name_sync(&self, name: &str, data: &[u8]) -> Result<ETag, StorageError> {
+        let path = self.aux_path(name)?;
+        if let Some(dir) = path.parent() {
+            fsutil::create_dir_all_durable(dir)
+                .map_err(|e| self.err(format!("creating {}", dir.display()), e))?;
+        }
+        match create_new_durable(&path, data) {
+            Ok(()) => Ok(content_tag(data)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(StorageError::Precondition {
+                location: self.location.clone(),
+                what: name.into(),
+            }),
+            Err(e) => Err(self.err(name, e)),
+        }
+    }
+
+    fn get_name_versioned_sync(&self, name: &str) -> Result<(Bytes, ETag), StorageError> {
+        let path = self.aux_path(name)?;
+        let data = fs::read(&path).map_err(|e| self.err(name, e))?;
+        let tag = content_tag(&data);
+        Ok((Bytes::from(data), tag))
+    }
+
+    fn put_name_if_match_sync(
+        &self,
+        name: &str,
+        data: &[u8],
+        etag: &ETag,
+    ) -> Result<ETag, StorageError> {
+        let path = self.aux_path(name)?;
+        let mut lock_name = path.file_name().unwrap_or_default().to_os_string();
+        lock_name.push(".lock");
+        let lock_path = path.with_file_name(lock_name);
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| self.err(format!("opening {}", lock_path.display()), e))?;
+        lock.lock()
+            .map_err(|e| self.err(format!("locking {}", lock_path.display()), e))?;
+        let current = fs::read(&path).map_err(|e| self.err(name, e))?;
+        if &content_tag(&current) != etag {
+            return Err(StorageError::Precondition {
+                location: self.location.clone(),
+                what: name.into(),
+            });
+        }
+        fsutil::write_durable(&path, data, None).map_err(|e| self.err(name, e))?;
+        drop(lock);
+        Ok(content_tag(data))
+    }
+}
+
 /// Creates `path` with `data` unless it exists (`AlreadyExists`), atomically and durably:
 /// the content is written and fsynced under a temp name, then hard-linked into place, which
 /// fails rather than replaces, so no reader sees a partial file and no writer overwrites.
 fn create_new_durable(path: &Path, data: &[u8]) -> io::Result<()> {
+    create_new_durable_at(path, data, None)
+}
+
+/// [`create_new_durable`], setting the file's mtime to `mtime` when given.
+fn create_new_durable_at(path: &Path, data: &[u8], mtime: Option<SystemTime>) -> io::Result<()> {
     use std::io::Write;
     use std::sync::atomic::{AtomicU64, Ordering};
     static SEQ: AtomicU64 = AtomicU64::new(0);
@@ -320,6 +419,13 @@ fn create_new_durable(path: &Path, data: &[u8]) -> io::Result<()> {
             .open(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;
+        if let Some(t) = mtime {
+            filetime::set_file_handle_times(
+                &f,
+                None,
+                Some(filetime::FileTime::from_system_time(t)),
+            )?;
+        }
         drop(f);
         fs::hard_link(&tmp, path)
     })();
@@ -424,6 +530,46 @@ impl ReplicaStore for FileStore {
         let s = self.clone();
         let name = name.to_string();
         blocking(&self.location, move || s.put_if_absent_sync(&name, &data)).await
+    }
+
+    async fn put_if_absent(
+        &self,
+        key: &LtxKey,
+        data: Bytes,
+        created: SystemTime,
+    ) -> Result<(), StorageError> {
+        let s = self.clone();
+        let key = *key;
+        blocking(&self.location, move || {
+            s.put_ltx_if_absent_sync(&key, &data, created)
+        })
+        .await
+    }
+
+    async fn create_name(&self, name: &str, data: Bytes) -> Result<ETag, StorageError> {
+        let s = self.clone();
+        let name = name.to_string();
+        blocking(&self.location, move || s.create_name_sync(&name, &data)).await
+    }
+
+    async fn get_name_versioned(&self, name: &str) -> Result<(Bytes, ETag), StorageError> {
+        let s = self.clone();
+        let name = name.to_string();
+        blocking(&self.location, move || s.get_name_versioned_sync(&name)).await
+    }
+
+    async fn put_name_if_match(
+        &self,
+        name: &str,
+        data: Bytes,
+        etag: &ETag,
+    ) -> Result<ETag, StorageError> {
+        let s = self.clone();
+        let (name, etag) = (name.to_string(), etag.clone());
+        blocking(&self.location, move || {
+            s.put_name_if_match_sync(&name, &data, &etag)
+        })
+        .await
     }
 
     async fn put_name(&self, name: &str, data: Bytes) -> Result<(), StorageError> {
@@ -607,6 +753,52 @@ mod tests {
         for bad in ["ltx/0/x", "0000/x", "../x"] {
             assert!(s.put_name(bad, Bytes::new()).await.is_err(), "{bad}");
         }
+    }
+
+    #[tokio::test]
+    async fn compare_and_swap_of_named_objects() {
+        let d = tempfile::tempdir().unwrap();
+        let s = FileStore::new(d.path());
+        let t1 = s
+            .create_name("lease.json", Bytes::from_static(b"v1"))
+            .await
+            .unwrap();
+        assert!(matches!(
+            s.create_name("lease.json", Bytes::from_static(b"v1'"))
+                .await,
+            Err(StorageError::Precondition { .. })
+        ));
+        let (data, tag) = s.get_name_versioned("lease.json").await.unwrap();
+        assert_eq!((&data[..], &tag), (&b"v1"[..], &t1));
+        let t2 = s
+            .put_name_if_match("lease.json", Bytes::from_static(b"v2"), &t1)
+            .await
+            .unwrap();
+        assert_ne!(t1, t2);
+        // A stale tag loses and changes nothing.
+        assert!(matches!(
+            s.put_name_if_match("lease.json", Bytes::from_static(b"v3"), &t1)
+                .await,
+            Err(StorageError::Precondition { .. })
+        ));
+        assert_eq!(&s.get_name("lease.json", None).await.unwrap()[..], b"v2");
+        assert!(s
+            .put_name_if_match("gone.json", Bytes::from_static(b"x"), &t2)
+            .await
+            .unwrap_err()
+            .is_not_found());
+        // Create-only LTX puts keep the first file and record `created`.
+        let k = key(0, 5, 5);
+        let when = UNIX_EPOCH + Duration::from_millis(1_700_000_000_000);
+        s.put_if_absent(&k, Bytes::from_static(b"a"), when)
+            .await
+            .unwrap();
+        assert!(matches!(
+            s.put_if_absent(&k, Bytes::from_static(b"b"), when).await,
+            Err(StorageError::Precondition { .. })
+        ));
+        assert_eq!(&s.get(&k, None).await.unwrap()[..], b"a");
+        assert_eq!(s.list(Level::L0).await.unwrap()[0].created, when);
     }
 
     #[tokio::test]

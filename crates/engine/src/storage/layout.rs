@@ -113,6 +113,10 @@ pub fn is_aux_name(name: &str) -> bool {
             .all(|s| !s.is_empty() && s != "." && s != "..")
 }
 
+/// The lease object of a replica (see `crate::lease`): `lease.json` at the replica root,
+/// outside every level directory (see [`is_aux_name`]), so no listing sees it.
+pub const LEASE_NAME: &str = "lease.json";
+
 /// The scratch object `check` writes, reads and deletes to prove a replica works:
 /// `.sqlite-replicate-check-<16 hex>` at the replica root. Not an LTX name, outside every
 /// level directory (see [`is_aux_name`]).

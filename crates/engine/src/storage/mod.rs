@@ -30,6 +30,14 @@
 //!   scratch objects (`check`'s round trip) and markers. `head_name` reports the
 //!   storage's own modification time (file mtime, object Last-Modified); `delete_name`
 //!   of a missing object is not an error.
+//! - `put_if_absent` stores an LTX file like `put` but only if no file has that key: else
+//!   `Precondition`, and the existing file is untouched (for fenced uploads under a lease).
+//! - `create_name`, `get_name_versioned`, `put_name_if_match` are a compare-and-swap on one
+//!   named object: `create_name` creates it only if absent, each returns the object's
+//!   [`ETag`], and `put_name_if_match` replaces it only if its current tag is the one given,
+//!   else `Precondition`. A tag names one version of the object: a replaced object never
+//!   gets a tag it had before while anyone could hold that tag (for leases). Backends
+//!   without conditional writes answer `Permanent`, saying so.
 //! - `list_v3` returns every snapshot and WAL segment of every Litestream 0.3 generation
 //!   (`generations/`), ignoring other names; `get_v3` returns one of them whole. Read-only:
 //!   nothing here writes that layout. Every backend but GCS has them.
@@ -117,6 +125,17 @@ pub struct NamedObject {
     pub modified: SystemTime,
 }
 
+/// The version tag of one named object, as the storage reports it (an HTTP ETag on object
+/// stores; a content hash on the file backend). Opaque: only compared for equality.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ETag(pub String);
+
+impl std::fmt::Display for ETag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// A replica location holding LTX files.
 #[async_trait]
 pub trait ReplicaStore: Send + Sync + 'static {
@@ -176,6 +195,47 @@ pub trait ReplicaStore: Send + Sync + 'static {
     /// Deletes the object at `name`; a missing one is not an error.
     async fn delete_name(&self, name: &str) -> Result<(), StorageError> {
         Err(unsupported(self.location(), name, "named objects"))
+    }
+
+    /// [`ReplicaStore::put`], but only if no file has `key`: else `Precondition`, and the
+    /// existing file is untouched. Fenced uploads under a lease use it so that no file is
+    /// ever replaced by a writer of another epoch.
+    async fn put_if_absent(
+        &self,
+        key: &LtxKey,
+        data: Bytes,
+        created: SystemTime,
+    ) -> Result<(), StorageError> {
+        let _ = (data, created);
+        Err(unsupported(
+            self.location(),
+            &key.to_string(),
+            "conditional writes",
+        ))
+    }
+
+    /// Creates `name` (see [`layout::is_aux_name`]) holding `data` unless it exists:
+    /// `Precondition` then. Returns the new object's tag.
+    async fn create_name(&self, name: &str, data: Bytes) -> Result<ETag, StorageError> {
+        let _ = data;
+        Err(unsupported(self.location(), name, "conditional writes"))
+    }
+
+    /// The whole object at `name` with its tag, or `NotFound`.
+    async fn get_name_versioned(&self, name: &str) -> Result<(Bytes, ETag), StorageError> {
+        Err(unsupported(self.location(), name, "conditional writes"))
+    }
+
+    /// Replaces the object at `name` with `data` only if its tag is still `etag`: else
+    /// `Precondition` (or `NotFound` where it is gone). Returns the new tag.
+    async fn put_name_if_match(
+        &self,
+        name: &str,
+        data: Bytes,
+        etag: &ETag,
+    ) -> Result<ETag, StorageError> {
+        let _ = (data, etag);
+        Err(unsupported(self.location(), name, "conditional writes"))
     }
 
     /// Every snapshot and WAL segment of every Litestream 0.3 generation under the root

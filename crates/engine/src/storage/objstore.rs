@@ -4,7 +4,9 @@
 //! `object_store` client: object paths under the key prefix (spelled by the backend's
 //! [`Layout`]), listing a level, HEAD-per-file exact timestamps from the backend's metadata
 //! key, ranged gets, single and multipart puts, batched deletes, unconditional and
-//! create-only writes and named objects (get, HEAD, delete) outside the levels, reading
+//! create-only writes and named objects (get, HEAD, delete) outside the levels, the
+//! conditional writes leases need (create-only LTX puts, `If-None-Match: *` creates and
+//! `If-Match: <etag>` replaces of named objects, tags from the server's ETag), reading
 //! Litestream 0.3's `generations/` (one recursive listing, whole-object gets; key spelling
 //! from `layout::v3`); the timestamp format ([`format_timestamp`],
 //! Go's RFC3339Nano as Litestream writes it); and the client settings every backend uses
@@ -26,13 +28,14 @@ use ltx::Level;
 use object_store::path::Path;
 use object_store::{
     Attribute, Attributes, BackoffConfig, ClientOptions, GetOptions, GetRange, ObjectStore,
-    PutMode, PutMultipartOptions, PutOptions, PutPayload, RetryConfig, WriteMultipart,
+    PutMode, PutMultipartOptions, PutOptions, PutPayload, RetryConfig, UpdateVersion,
+    WriteMultipart,
 };
 
 use super::layout::v3::{self, V3File};
 use super::layout::{Layout, LtxInfo, LtxKey};
 use super::objstore_error::{classify, Dialect};
-use super::{NamedObject, ReplicaStore, StorageError};
+use super::{ETag, NamedObject, ReplicaStore, StorageError};
 
 /// HEAD requests in flight while reading exact timestamps.
 const HEAD_CONCURRENCY: usize = 16;
@@ -393,6 +396,92 @@ impl ObjectStoreReplica {
         r.map_err(|e| self.err(key.to_string(), e))
     }
 
+    /// [`ReplicaStore::put_if_absent`]: one PUT with `If-None-Match: *`, whatever the size
+    /// (a conditional multipart upload is not portable), `created` in the metadata.
+    pub async fn put_ltx_if_absent(
+        &self,
+        key: &LtxKey,
+        data: Bytes,
+        created: SystemTime,
+    ) -> Result<(), StorageError> {
+        let mut attributes = self.base_attributes.clone();
+        attributes.insert(
+            Attribute::Metadata(self.timestamp_key.into()),
+            format_timestamp(created).into(),
+        );
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            attributes,
+            ..Default::default()
+        };
+        self.store
+            .put_opts(&self.key_path(key), PutPayload::from(data), opts)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.err(key.to_string(), e))
+    }
+
+    fn tag_of(&self, name: &str, e_tag: Option<String>) -> Result<ETag, StorageError> {
+        e_tag.map(ETag).ok_or_else(|| StorageError::Permanent {
+            location: self.location.clone(),
+            what: name.to_string(),
+            detail: "the server returned no ETag, so compare-and-swap is impossible".into(),
+        })
+    }
+
+    /// [`ReplicaStore::create_name`]: `If-None-Match: *`.
+    pub async fn create_name(&self, name: &str, data: Bytes) -> Result<ETag, StorageError> {
+        super::check_aux_name(&self.location, name)?;
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            attributes: self.base_attributes.clone(),
+            ..Default::default()
+        };
+        let r = self
+            .store
+            .put_opts(&self.path(name), PutPayload::from(data), opts)
+            .await
+            .map_err(|e| self.err(name, e))?;
+        self.tag_of(name, r.e_tag)
+    }
+
+    /// [`ReplicaStore::get_name_versioned`].
+    pub async fn get_name_versioned(&self, name: &str) -> Result<(Bytes, ETag), StorageError> {
+        super::check_aux_name(&self.location, name)?;
+        let result = self
+            .store
+            .get_opts(&self.path(name), GetOptions::default())
+            .await
+            .map_err(|e| self.err(name, e))?;
+        let tag = self.tag_of(name, result.meta.e_tag.clone())?;
+        let data = result.bytes().await.map_err(|e| self.err(name, e))?;
+        Ok((data, tag))
+    }
+
+    /// [`ReplicaStore::put_name_if_match`]: `If-Match: <etag>`.
+    pub async fn put_name_if_match(
+        &self,
+        name: &str,
+        data: Bytes,
+        etag: &ETag,
+    ) -> Result<ETag, StorageError> {
+        super::check_aux_name(&self.location, name)?;
+        let opts = PutOptions {
+            mode: PutMode::Update(UpdateVersion {
+                e_tag: Some(etag.0.clone()),
+                version: None,
+            }),
+            attributes: self.base_attributes.clone(),
+            ..Default::default()
+        };
+        let r = self
+            .store
+            .put_opts(&self.path(name), PutPayload::from(data), opts)
+            .await
+            .map_err(|e| self.err(name, e))?;
+        self.tag_of(name, r.e_tag)
+    }
+
     /// [`ReplicaStore::put_name`].
     pub async fn put_name(&self, name: &str, data: Bytes) -> Result<(), StorageError> {
         super::check_aux_name(&self.location, name)?;
@@ -540,6 +629,13 @@ pub trait ObjectStoreBackend: Send + Sync + 'static {
     async fn put_if_not_exists(&self, name: &str, data: Bytes) -> Result<(), StorageError> {
         self.replica().create_object(name, data).await
     }
+
+    /// `Ok` when the server honours conditional writes (`If-None-Match`, `If-Match`);
+    /// else `Permanent`, naming `what`. By default trusts the server.
+    async fn check_conditional(&self, what: &str) -> Result<(), StorageError> {
+        let _ = what;
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -579,6 +675,36 @@ impl<T: ObjectStoreBackend> ReplicaStore for T {
 
     async fn put_name(&self, name: &str, data: Bytes) -> Result<(), StorageError> {
         self.replica().put_name(name, data).await
+    }
+
+    async fn put_if_absent(
+        &self,
+        key: &LtxKey,
+        data: Bytes,
+        created: SystemTime,
+    ) -> Result<(), StorageError> {
+        self.check_conditional(&key.to_string()).await?;
+        self.replica().put_ltx_if_absent(key, data, created).await
+    }
+
+    async fn create_name(&self, name: &str, data: Bytes) -> Result<ETag, StorageError> {
+        self.check_conditional(name).await?;
+        self.replica().create_name(name, data).await
+    }
+
+    async fn get_name_versioned(&self, name: &str) -> Result<(Bytes, ETag), StorageError> {
+        self.check_conditional(name).await?;
+        self.replica().get_name_versioned(name).await
+    }
+
+    async fn put_name_if_match(
+        &self,
+        name: &str,
+        data: Bytes,
+        etag: &ETag,
+    ) -> Result<ETag, StorageError> {
+        self.check_conditional(name).await?;
+        self.replica().put_name_if_match(name, data, etag).await
     }
 
     async fn get_name(&self, name: &str, range: Option<Range<u64>>) -> Result<Bytes, StorageError> {

@@ -141,6 +141,21 @@ impl ObjectStoreBackend for S3Store {
     async fn put_if_not_exists(&self, name: &str, data: Bytes) -> Result<(), StorageError> {
         self.put_if_absent(name, data).await
     }
+
+    /// Leases need `If-None-Match` and `If-Match`; a server that ignores the first (Garage
+    /// 2.x) cannot hold one.
+    async fn check_conditional(&self, what: &str) -> Result<(), StorageError> {
+        if self.supports_conditional_put().await? {
+            return Ok(());
+        }
+        Err(StorageError::Permanent {
+            location: self.replica.location.clone(),
+            what: what.to_string(),
+            detail: "this S3 server ignores conditional writes (If-None-Match / If-Match on PUT), \
+                     so a lease cannot be held here safely (AWS S3, MinIO, R2 and Tigris support them)"
+                .into(),
+        })
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,398 @@
+//! Leases, warm standby and failover (issue 10), on the backends with conditional writes:
+//! a local directory and Azure (Azurite). Garage ignores conditional writes, so a lease
+//! there must fail with a clear error.
+//!
+//! Every scenario ends in a restore of the replica compared page for page with the
+//! database of whoever holds the lease last.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::azurite::Azurite;
+use crate::garage::Garage;
+use crate::harness::*;
+
+const TTL: &str = "2s";
+const RENEW: &str = "500ms";
+
+/// One side of a failover: its database, config and log.
+struct Host {
+    db: PathBuf,
+    cfg: PathBuf,
+}
+
+fn host(work: &Work, name: &str, replica_yaml: &str, auto_promote: bool) -> Host {
+    let db = work.path(&format!("{name}.db"));
+    let cfg = work.path(&format!("{name}.yml"));
+    std::fs::write(
+        &cfg,
+        format!(
+            "dbs:\n  - path: {}\n    meta-path: {}\n    lease:\n      ttl: {TTL}\n      renew-interval: {RENEW}\n      owner: {name}\n      auto-promote: {auto_promote}\n    replica:\n{replica_yaml}",
+            db.display(),
+            work.path(&format!("{name}-meta")).display(),
+        ),
+    )
+    .unwrap();
+    Host { db, cfg }
+}
+
+fn file_replica(dir: &Path) -> String {
+    format!("      type: file\n      path: {}\n", dir.display())
+}
+
+/// A `standby` process, killed on drop.
+struct Standby {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Standby {
+    fn start(work: &Work, h: &Host) -> Standby {
+        let log = work.path("standby.log");
+        let f = std::fs::File::create(&log).unwrap();
+        let child = Command::new(bin())
+            .args(["standby", "-config", h.cfg.to_str().unwrap()])
+            .args(["-follow-interval", "200ms"])
+            .arg(&h.db)
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::from(f.try_clone().unwrap()))
+            .stderr(Stdio::from(f))
+            .spawn()
+            .unwrap();
+        Standby { child, log }
+    }
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+    fn stop(mut self) -> i32 {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        wait_timeout(&mut self.child, Duration::from_secs(60))
+            .expect("standby did not exit after SIGTERM")
+            .code()
+            .unwrap_or(-1)
+    }
+}
+
+impl Drop for Standby {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn signal(child: &Child, sig: i32) {
+    unsafe { libc::kill(child.id() as i32, sig) };
+}
+
+/// The highest TXID of the database's replica, as `ltx` lists it.
+fn replica_max(h: &Host) -> u64 {
+    let out = run_ok(&[
+        "ltx",
+        "-config",
+        h.cfg.to_str().unwrap(),
+        "-json",
+        h.db.to_str().unwrap(),
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|f| u64::from_str_radix(f["max_txid"].as_str().unwrap(), 16).unwrap())
+        .max()
+        .unwrap_or(0)
+}
+
+/// Waits until the replica holds everything `h`'s replicator has captured so far: its
+/// `status` reports the replicated TXID equal to the local one.
+fn wait_replicated(h: &Host, at_least: u64) -> u64 {
+    let mut max = 0;
+    eventually(Duration::from_secs(60), "replica to catch up", || {
+        max = replica_max(h);
+        max >= at_least
+    });
+    max
+}
+
+/// Plays an old epoch's late writes into a file replica, as an old primary's delayed
+/// requests would land: a snapshot and an L0 file reaching into the new epoch, holding old
+/// state. The new primary must remove them (invariant E6) before anyone builds on them.
+fn inject_late_writes(dir: &Path, s: &Host) {
+    let out = run_ok(&["status", "-config", s.cfg.to_str().unwrap(), "-json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let start =
+        u64::from_str_radix(v["leases"][0]["epoch_start_txid"].as_str().unwrap(), 16).unwrap();
+    assert!(start > 1);
+    let old = std::fs::read(dir.join("ltx/0/0000000000000001-0000000000000001.ltx"))
+        .or_else(|_| {
+            let d = dir.join("ltx/9");
+            let f = std::fs::read_dir(&d).unwrap().next().unwrap().unwrap();
+            std::fs::read(f.path())
+        })
+        .unwrap();
+    let late = [
+        dir.join(format!("ltx/9/0000000000000001-{start:016x}.ltx")),
+        dir.join(format!(
+            "ltx/0/{:016x}-{:016x}.ltx",
+            start + 1000,
+            start + 1000
+        )),
+    ];
+    for p in &late {
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, &old).unwrap();
+    }
+    eventually(
+        Duration::from_secs(30),
+        "the late writes to be removed",
+        || late.iter().all(|p| !p.exists()),
+    );
+}
+
+fn lease_owner_epoch(h: &Host) -> (String, u64) {
+    let out = run_ok(&["status", "-config", h.cfg.to_str().unwrap(), "-json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let l = &v["leases"][0];
+    (
+        l["holder"].as_str().unwrap_or_default().to_string(),
+        l["epoch"].as_u64().unwrap_or(0),
+    )
+}
+
+fn two_replicators_only_one_uploads(replica_a: String, replica_b: String) {
+    let work = Work::new();
+    let a = host(&work, "a", &replica_a, false);
+    // The same database file, a second replicator with its own meta directory.
+    let b = Host {
+        db: a.db.clone(),
+        cfg: host(&work, "b", &replica_b, false).cfg,
+    };
+    std::fs::write(
+        &b.cfg,
+        std::fs::read_to_string(&b.cfg)
+            .unwrap()
+            .replace(work.path("b.db").to_str().unwrap(), a.db.to_str().unwrap()),
+    )
+    .unwrap();
+    let app = app_db(&a.db);
+    insert_rows(&app, 20, 300);
+    let ra = Replicator::start(&work, &["-config", a.cfg.to_str().unwrap()]);
+    eventually(Duration::from_secs(30), "a to take the lease", || {
+        ra.log_text().contains("lease taken")
+    });
+    let rb = Replicator::start(&work, &["-config", b.cfg.to_str().unwrap()]);
+    eventually(Duration::from_secs(30), "b to wait for the lease", || {
+        rb.log_text().contains("lease held by another replicator")
+    });
+    for _ in 0..5 {
+        insert_rows(&app, 10, 300);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    wait_replicated(&a, 3);
+    assert_eq!(lease_owner_epoch(&a), ("a".to_string(), 1));
+    // b never started an uploader (they start only once the lease is held).
+    let b_log = rb.log_text();
+    assert!(
+        !b_log.contains("replica position"),
+        "b uploads without the lease:\n{b_log}"
+    );
+    assert!(!b_log.contains("lease taken"), "{b_log}");
+    // a dies: b takes over after the TTL and uploads from a full image.
+    ra.kill9();
+    eventually(Duration::from_secs(30), "b to take the lease", || {
+        rb.log_text().contains("lease taken")
+    });
+    insert_rows(&app, 30, 300);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(rb.stop(), 0);
+    assert_eq!(lease_owner_epoch(&a).1, 2);
+    drop(app);
+    let want = pages_of_live(&a.db);
+    restore_and_compare(&a.cfg, &a.db, &work.path("out.db"), &want, &[]);
+}
+
+#[test]
+fn file_two_replicators_only_one_uploads() {
+    let work = Work::new();
+    let dir = work.path("replica");
+    two_replicators_only_one_uploads(file_replica(&dir), file_replica(&dir));
+}
+
+#[test]
+fn abs_two_replicators_only_one_uploads() {
+    let az = Azurite::start();
+    two_replicators_only_one_uploads(az.replica_yaml("db"), az.replica_yaml("db"));
+}
+
+/// The primary is frozen past its lease, the standby promotes, the old primary resumes
+/// with commits it never uploaded: it must stop without changing the history, and a
+/// restore equals the new primary.
+fn frozen_primary_cannot_corrupt(replica: String, file_dir: Option<&Path>) {
+    let work = Work::new();
+    let p = host(&work, "primary", &replica, false);
+    let s = host(&work, "standby", &replica, true);
+    let app = app_db(&p.db);
+    insert_rows(&app, 50, 500);
+    let mut rp = Replicator::start(&work, &["-config", p.cfg.to_str().unwrap()]);
+    let m = wait_replicated(&p, 1);
+    let sb = Standby::start(&work, &s);
+    eventually(Duration::from_secs(60), "the standby to catch up", || {
+        engine::restore::follow::read_applied_txid(&s.db).is_some_and(|t| t.get() >= m)
+    });
+    insert_rows(&app, 20, 500);
+    let before_freeze = wait_replicated(&p, m + 1);
+    // Freeze the primary; its application keeps committing locally.
+    signal(&rp.child, libc::SIGSTOP);
+    insert_rows(&app, 40, 500);
+    eventually(Duration::from_secs(60), "the standby to promote", || {
+        sb.log_text().contains("promoted")
+    });
+    let (holder, epoch) = lease_owner_epoch(&s);
+    assert_eq!((holder.as_str(), epoch), ("standby", 2));
+    // The new primary's application writes.
+    let app2 = app_db(&s.db);
+    insert_rows(&app2, 30, 500);
+    let after = wait_replicated(&s, before_freeze + 2);
+    if let Some(dir) = file_dir {
+        inject_late_writes(dir, &s);
+    }
+    // The old primary resumes: it must notice, stop, and leave the history alone.
+    signal(&rp.child, libc::SIGCONT);
+    let st = wait_timeout(&mut rp.child, Duration::from_secs(90))
+        .expect("the old primary did not stop after losing its lease");
+    assert!(!st.success(), "old primary exited 0:\n{}", rp.log_text());
+    let log = rp.log_text();
+    assert!(log.contains("lease lost"), "{log}");
+    insert_rows(&app2, 30, 500);
+    wait_replicated(&s, after + 1);
+    drop(app2);
+    assert_eq!(sb.stop(), 0);
+    let want = pages_of_live(&s.db);
+    restore_and_compare(&s.cfg, &s.db, &work.path("out.db"), &want, &[]);
+    drop(app);
+}
+
+#[test]
+fn file_frozen_primary_cannot_corrupt_history() {
+    let work = Work::new();
+    let dir = work.path("replica");
+    frozen_primary_cannot_corrupt(file_replica(&dir), Some(&dir));
+}
+
+#[test]
+fn abs_frozen_primary_cannot_corrupt_history() {
+    let az = Azurite::start();
+    frozen_primary_cannot_corrupt(az.replica_yaml("db"), None);
+}
+
+/// Promotion drill: the primary dies (SIGKILL); measures the time until the standby's
+/// database has accepted a write as the new primary (RTO).
+fn promotion_drill(replica: String, backend: &str) {
+    let work = Work::new();
+    let p = host(&work, "primary", &replica, false);
+    let s = host(&work, "standby", &replica, true);
+    let app = app_db(&p.db);
+    insert_rows(&app, 50, 500);
+    let rp = Replicator::start(&work, &["-config", p.cfg.to_str().unwrap()]);
+    let m = wait_replicated(&p, 1);
+    let sb = Standby::start(&work, &s);
+    eventually(Duration::from_secs(60), "the standby to catch up", || {
+        engine::restore::follow::read_applied_txid(&s.db).is_some_and(|t| t.get() >= m)
+    });
+    drop(app);
+    let want_before = pages_of_live(&p.db);
+    let died = Instant::now();
+    rp.kill9();
+    eventually(Duration::from_secs(60), "the standby to promote", || {
+        sb.log_text().contains("promoted")
+    });
+    let app2 = app_db(&s.db);
+    insert_rows(&app2, 1, 10);
+    let rto = died.elapsed();
+    eprintln!(
+        "promotion drill ({backend}): RTO {} ms from the primary's death to the standby accepting a write (lease TTL {TTL}, renew {RENEW})",
+        rto.as_millis()
+    );
+    // Nothing the primary had replicated is lost: the promoted copy held its state.
+    drop(app2);
+    let after = wait_replicated(&s, m + 1);
+    assert!(after > m);
+    assert_eq!(sb.stop(), 0);
+    let want = pages_of_live(&s.db);
+    assert!(want.len() >= want_before.len());
+    restore_and_compare(&s.cfg, &s.db, &work.path("out.db"), &want, &[]);
+}
+
+#[test]
+fn file_promotion_drill_reports_rto() {
+    let work = Work::new();
+    promotion_drill(file_replica(&work.path("replica")), "file");
+}
+
+#[test]
+fn abs_promotion_drill_reports_rto() {
+    let az = Azurite::start();
+    promotion_drill(az.replica_yaml("db"), "abs");
+}
+
+/// `promote` on a live primary: the standby takes the lease, waits out the old holder's
+/// TTL, and the old primary stops at its next renewal.
+#[test]
+fn file_manual_promote_of_a_live_primary() {
+    let work = Work::new();
+    let dir = work.path("replica");
+    let p = host(&work, "primary", &file_replica(&dir), false);
+    let s = host(&work, "standby", &file_replica(&dir), false);
+    let app = app_db(&p.db);
+    insert_rows(&app, 30, 300);
+    let mut rp = Replicator::start(&work, &["-config", p.cfg.to_str().unwrap()]);
+    let m = wait_replicated(&p, 1);
+    let sb = Standby::start(&work, &s);
+    eventually(Duration::from_secs(60), "the standby to catch up", || {
+        engine::restore::follow::read_applied_txid(&s.db).is_some_and(|t| t.get() >= m)
+    });
+    run_ok(&["promote", s.db.to_str().unwrap()]);
+    eventually(Duration::from_secs(60), "the standby to promote", || {
+        sb.log_text().contains("promoted")
+    });
+    let st = wait_timeout(&mut rp.child, Duration::from_secs(90))
+        .expect("the old primary did not stop after losing its lease");
+    assert!(!st.success());
+    assert!(rp.log_text().contains("lease lost"), "{}", rp.log_text());
+    let app2 = app_db(&s.db);
+    insert_rows(&app2, 10, 300);
+    drop(app2);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(sb.stop(), 0);
+    let want = pages_of_live(&s.db);
+    restore_and_compare(&s.cfg, &s.db, &work.path("out.db"), &want, &[]);
+    drop(app);
+}
+
+/// Garage ignores `If-None-Match` (and so conditional writes): a lease there would not
+/// exclude anyone, so `replicate` refuses it, saying why.
+#[test]
+fn garage_lease_is_refused_clearly() {
+    let g = Garage::start();
+    let work = Work::new();
+    let p = host(&work, "primary", &g.replica_yaml("db"), false);
+    let app = app_db(&p.db);
+    insert_rows(&app, 5, 100);
+    let out = run(&["replicate", "-config", p.cfg.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ignores conditional writes") && err.contains("lease"),
+        "{err}"
+    );
+    let s = host(&work, "standby", &g.replica_yaml("db"), true);
+    let out = run(&[
+        "standby",
+        "-config",
+        s.cfg.to_str().unwrap(),
+        s.db.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ignores conditional writes"), "{err}");
+}
