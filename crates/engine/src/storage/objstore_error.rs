@@ -49,6 +49,36 @@ pub(crate) struct Reply {
     pub description: String,
 }
 
+impl Reply {
+    /// A reply in the `<Error><Code>..</Code><Message>..</Message></Error>` XML most
+    /// services use, with the HTTP status `object_store` puts in its text. Only the
+    /// message's first line is kept (Azure adds a request id and time after a newline).
+    pub(crate) fn from_xml(text: &str) -> Reply {
+        let status = status_in(text);
+        let code = xml_tag(text, "Code").unwrap_or_default();
+        let message =
+            xml_tag(text, "Message").map(|m| m.lines().next().unwrap_or_default().to_string());
+        let mut d = match (code.as_str(), message) {
+            ("", None) => String::new(),
+            (c, None) => c.to_string(),
+            ("", Some(m)) => m,
+            (c, Some(m)) => format!("{c}: {m}"),
+        };
+        if let Some(st) = status {
+            d = if d.is_empty() {
+                format!("HTTP {st}")
+            } else {
+                format!("HTTP {st} {d}")
+            };
+        }
+        Reply {
+            status,
+            code,
+            description: d,
+        }
+    }
+}
+
 /// The edge: one `object_store` failure → one [`StorageError`] variant. `container` is the
 /// bucket or container name; `secrets` are scrubbed from every detail.
 pub(crate) fn classify(

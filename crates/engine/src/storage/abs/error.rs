@@ -6,7 +6,7 @@
 //! "retry", "credentials" or "missing container", and the TLS and credentials hints.
 //! Callers read the variant, never the text.
 
-use crate::storage::objstore_error::{status_in, xml_tag, Dialect, Reply};
+use crate::storage::objstore_error::{Dialect, Reply};
 
 const AUTH_CODES: &[&str] = &[
     "AuthenticationFailed",
@@ -41,33 +41,8 @@ pub(super) const DIALECT: Dialect = Dialect {
     tls_words: &["certificate", "tls", "handshake", "peer is incompatible"],
     tls_hint: "check the endpoint's certificate and scheme",
     no_space_on_507: false,
-    read_reply,
+    read_reply: Reply::from_xml,
 };
-
-/// The status, code and first line of the message of an Azure error reply.
-fn read_reply(text: &str) -> Reply {
-    let status = status_in(text);
-    let code = xml_tag(text, "Code").unwrap_or_default();
-    let mut d = match (code.as_str(), xml_tag(text, "Message")) {
-        ("", None) => String::new(),
-        (c, None) => c.to_string(),
-        ("", Some(m)) => m,
-        // Azure's messages carry a request id and time after a newline.
-        (c, Some(m)) => format!("{c}: {}", m.lines().next().unwrap_or_default()),
-    };
-    if let Some(st) = status {
-        d = if d.is_empty() {
-            format!("HTTP {st}")
-        } else {
-            format!("HTTP {st} {d}")
-        };
-    }
-    Reply {
-        status,
-        code,
-        description: d,
-    }
-}
 
 #[cfg(test)]
 mod tests {
