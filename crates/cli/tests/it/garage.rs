@@ -34,6 +34,11 @@ impl Garage {
     }
 
     pub fn start_with_bucket(bucket: &str) -> Garage {
+        Garage::start_with(bucket, REGION)
+    }
+
+    /// A server whose S3 API answers as `region` (MinIO's default is `us-east-1`).
+    pub fn start_with(bucket: &str, region: &str) -> Garage {
         let bin = garage_bin();
         let dir = tempfile::Builder::new()
             .prefix("sr-garage-")
@@ -56,7 +61,7 @@ rpc_secret = "{secret}"
 
 [s3_api]
 api_bind_addr = "127.0.0.1:{s3_port}"
-s3_region = "{REGION}"
+s3_region = "{region}"
 root_domain = ".s3.garage.localhost"
 
 [admin]

@@ -749,3 +749,50 @@ fn black_hole() -> ((std::net::TcpListener, std::net::TcpStream), u16) {
     let filler = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     ((l, filler), port)
 }
+
+/// The reference user's config shape, verbatim apart from endpoint, bucket and keys:
+/// credentials as top-level keys, an `http://127.0.0.1:PORT` endpoint (MinIO-style),
+/// `force-path-style: true`, and no region: the server answers as MinIO does by default
+/// (`us-east-1`). A server in another region gets a clear error naming the region to set
+/// (`wrong_credentials_and_dead_endpoints_fail_fast_with_clear_errors`).
+#[test]
+fn reference_users_config_shape_works_against_garage() {
+    let g = Garage::start_with("sr-test", "us-east-1");
+    let w = Work::new();
+    let db = w.path("app.db");
+    let cfg = w.config(&format!(
+        "access-key-id: {key}\nsecret-access-key: {secret}\n\ndbs:\n  - path: {db}\n    replicas:\n      - type: s3\n        bucket: {bucket}\n        path: app\n        endpoint: {endpoint}\n        force-path-style: true\n",
+        key = g.key_id,
+        secret = g.secret,
+        db = db.display(),
+        bucket = g.bucket,
+        endpoint = g.endpoint(),
+    ));
+    let want = replicate_with_writes(&w, &cfg, &db);
+    restore_and_compare(&cfg, &db, &w.path("restored.db"), &want, &[]);
+
+    // The same config against a server in another region: one line saying what to set.
+    let other = Garage::start();
+    let cfg = w.config(
+        &std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace(
+                &format!("{}\n", g.endpoint()),
+                &format!("{}\n", other.endpoint()),
+            )
+            .replace(&g.key_id, &other.key_id)
+            .replace(&g.secret, &other.secret),
+    );
+    let out = run(&[
+        "restore",
+        "-config",
+        cfg.to_str().unwrap(),
+        "-o",
+        w.path("x.db").to_str().unwrap(),
+        db.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = one_error_line(&out);
+    assert!(err.contains("set `region: garage`"), "{err}");
+    assert!(!err.contains(&other.secret), "{err}");
+}
