@@ -2,7 +2,7 @@
 //! under one.
 //!
 //! Owns: the lease record (`lease.json` at the replica root, spelled by
-//! [`layout::LEASE_NAME`]), taking it (conditional create, or compare-and-swap of a
+//! [`LEASE_NAME`]), taking it (conditional create, or compare-and-swap of a
 //! record seen unchanged for its whole TTL), renewing and releasing it by compare-and-swap
 //! on its tag, the holder's local validity by the monotonic clock, and [`fence`], the
 //! store wrapper that refuses every write the holder makes outside that validity and
