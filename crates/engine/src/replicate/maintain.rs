@@ -258,6 +258,19 @@ impl Maintenance {
         if run.is_empty() {
             return Ok(());
         }
+        // Nothing past the newest snapshot: the merge would only repeat it (typically the
+        // first L0 files, covered by the snapshot taken at startup). Wait until there is
+        // news; the run then starts at the same TXID, so the level keeps no hole. This is
+        // what keeps an idle replica at zero requests after its first minute.
+        let snapshot_max = view
+            .files(Level::SNAPSHOT)
+            .iter()
+            .map(|s| s.key.max.get())
+            .max()
+            .unwrap_or(0);
+        if cur <= snapshot_max {
+            return Ok(());
+        }
         let (key, _) = self
             .merge_and_put(store, local, view, status, &run, level)
             .await?;
