@@ -8,7 +8,9 @@
 //! Litestream 0.3's `generations/` (one recursive listing, whole-object gets; key spelling
 //! from `layout::v3`); the timestamp format ([`format_timestamp`],
 //! Go's RFC3339Nano as Litestream writes it); and the client settings every backend uses
-//! (timeouts, retry budget, prefix and endpoint checks).
+//! (timeouts, retry budget, prefix and endpoint checks), and [`SharedHttp`]: one HTTP
+//! client (connection pool, TLS roots) per distinct client setting for every replica of
+//! the process, instead of one per replica.
 //!
 //! Does not: build clients or read credentials (each backend's `config`), know a
 //! service's error codes (each backend's `error` supplies a [`Dialect`] to the shared
@@ -466,6 +468,51 @@ impl ObjectStoreReplica {
 
 /// Client options every object-store backend starts from: plain HTTP only where the
 /// endpoint says so, and timeouts.
+/// Hands every replica whose client settings are the same (and that is built on the same
+/// runtime: pooled connections belong to it) one shared HTTP client. A thousand databases
+/// on one bucket then cost one connection pool and one TLS root store, not a thousand.
+/// Credentials and signing stay per replica; they live above the HTTP client.
+#[derive(Debug)]
+pub(crate) struct SharedHttp {
+    key: String,
+}
+
+type ClientCache = std::sync::Mutex<std::collections::HashMap<String, object_store::client::HttpClient>>;
+
+fn shared_clients() -> &'static ClientCache {
+    static CLIENTS: std::sync::OnceLock<ClientCache> = std::sync::OnceLock::new();
+    CLIENTS.get_or_init(Default::default)
+}
+
+impl SharedHttp {
+    /// `settings` must spell every client option the caller sets (`client_options`'
+    /// argument, certificate choices), so different settings never share a client.
+    pub(crate) fn new(settings: String) -> SharedHttp {
+        SharedHttp { key: settings }
+    }
+}
+
+impl object_store::client::HttpConnector for SharedHttp {
+    fn connect(
+        &self,
+        options: &ClientOptions,
+    ) -> object_store::Result<object_store::client::HttpClient> {
+        use object_store::client::ReqwestConnector;
+        // Outside a runtime there is nothing to share safely: a client of its own.
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return ReqwestConnector::default().connect(options);
+        };
+        let key = format!("{}|{}", rt.id(), self.key);
+        let mut clients = shared_clients().lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = clients.get(&key) {
+            return Ok(c.clone());
+        }
+        let c = ReqwestConnector::default().connect(options)?;
+        clients.insert(key, c.clone());
+        Ok(c)
+    }
+}
+
 pub(crate) fn client_options(allow_http: bool) -> ClientOptions {
     ClientOptions::new()
         .with_allow_http(allow_http)

@@ -13,7 +13,7 @@ use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::{Attribute, Attributes, Certificate};
 
 use crate::storage::objstore::{
-    client_options, parse_prefix, retry_config, trim_endpoint, ObjectStoreReplica,
+    client_options, parse_prefix, retry_config, trim_endpoint, ObjectStoreReplica, SharedHttp,
 };
 use crate::storage::objstore_error::scrub;
 use crate::storage::{Layout, StorageError};
@@ -244,8 +244,14 @@ pub(super) fn build(
     }
 
     let mut client = client_options(allow_http).with_allow_invalid_certificates(opts.skip_verify);
+    let bundle = env("AWS_CA_BUNDLE");
+    let shared = SharedHttp::new(format!(
+        "s3|{allow_http}|{}|{}",
+        opts.skip_verify,
+        bundle.as_deref().unwrap_or("")
+    ));
     // The client does not read AWS_CA_BUNDLE itself; AWS SDKs (and so Litestream) do.
-    if let Some(bundle) = env("AWS_CA_BUNDLE") {
+    if let Some(bundle) = bundle {
         let pem = std::fs::read(&bundle)
             .map_err(|e| bad(format!("reading AWS_CA_BUNDLE {bundle}: {e}")))?;
         let certs = Certificate::from_pem_bundle(&pem)
@@ -254,7 +260,10 @@ pub(super) fn build(
             client = client.with_root_certificate(c);
         }
     }
-    b = b.with_client_options(client).with_retry(retry_config());
+    b = b
+        .with_client_options(client)
+        .with_http_connector(shared)
+        .with_retry(retry_config());
 
     let store = b
         .build()
