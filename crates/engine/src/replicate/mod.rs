@@ -149,11 +149,20 @@ const PRUNE_EVERY: Duration = Duration::from_secs(1);
 /// Shortest wait before retrying an interval checkpoint that did not happen.
 const CHECKPOINT_RETRY: Duration = Duration::from_secs(10);
 
-/// Deletes the local L0 files every replica already holds (never the newest).
-fn prune_replicated(local: &LocalDir, replicas: &[ReplicaSpec]) {
+/// Deletes the local L0 files every replica already holds and has compacted into level 1
+/// (never the newest): compaction then reads its inputs locally. In `once` mode, where no
+/// compaction may come, holding is enough.
+fn prune_replicated(local: &LocalDir, replicas: &[ReplicaSpec], once: bool) {
     let min_replicated = replicas
         .iter()
-        .map(|r| r.status.replicated())
+        .map(|r| {
+            let held = r.status.replicated();
+            if once {
+                held
+            } else {
+                held.min(r.status.compacted())
+            }
+        })
         .min()
         .unwrap_or(0);
     if let Ok(t) = ltx::TxId::new(min_replicated) {
@@ -320,11 +329,11 @@ pub async fn run_database(
         let next_checkpoint_check = cap
             .checkpoint_deadline()
             .map(|d| Instant::from_std(d).max(Instant::now() + CHECKPOINT_RETRY.min(opts.checkpoint_interval)));
-        // Local files every replica holds are no longer needed (the newest stays). Pruned
-        // in batches, at most once a second, rather than one unlink per capture.
+        // Local files every replica holds and has compacted are no longer needed (the
+        // newest stays). Pruned in batches, at most once a second, not one unlink per capture.
         if last_prune.elapsed() >= PRUNE_EVERY || stopping || mode.once {
             last_prune = Instant::now();
-            prune_replicated(&local, &replicas);
+            prune_replicated(&local, &replicas, mode.once);
         }
         if stopping || mode.once {
             break;
