@@ -153,9 +153,6 @@ impl Maintenance {
         for n in &self.next_level {
             t = t.min(*n);
         }
-        if !self.snapshot_checked_at_start {
-            t = Instant::now();
-        }
         t
     }
 
@@ -180,7 +177,11 @@ impl Maintenance {
             }
         }
         let snapshot_due = self.next_snapshot <= now;
-        if snapshot_due || !self.snapshot_checked_at_start {
+        // The startup check waits for the replica's first file (a fresh replica gets its
+        // snapshot right after it, so later compactions have nothing to add: see
+        // `compact`). The uploader calls us after every upload, so no timer is needed.
+        let startup_pending = !self.snapshot_checked_at_start && view.max_txid() > 0;
+        if snapshot_due || startup_pending {
             let startup = !self.snapshot_checked_at_start;
             self.snapshot_checked_at_start = true;
             // At startup, snapshot only if none was taken since the last boundary.

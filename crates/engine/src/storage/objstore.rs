@@ -475,9 +475,13 @@ impl ObjectStoreReplica {
 #[derive(Debug)]
 pub(crate) struct SharedHttp {
     key: String,
+    /// Extra trusted roots, added when the shared client is built.
+    roots: Option<Arc<Vec<object_store::Certificate>>>,
 }
 
-type ClientCache = std::sync::Mutex<std::collections::HashMap<String, object_store::client::HttpClient>>;
+use object_store::client::HttpClient;
+
+type ClientCache = std::sync::Mutex<std::collections::HashMap<String, HttpClient>>;
 
 fn shared_clients() -> &'static ClientCache {
     static CLIENTS: std::sync::OnceLock<ClientCache> = std::sync::OnceLock::new();
@@ -486,28 +490,40 @@ fn shared_clients() -> &'static ClientCache {
 
 impl SharedHttp {
     /// `settings` must spell every client option the caller sets (`client_options`'
-    /// argument, certificate choices), so different settings never share a client.
-    pub(crate) fn new(settings: String) -> SharedHttp {
-        SharedHttp { key: settings }
+    /// argument, certificate choices, where `roots` came from), so different settings
+    /// never share a client.
+    pub(crate) fn new(
+        settings: String,
+        roots: Option<Arc<Vec<object_store::Certificate>>>,
+    ) -> SharedHttp {
+        SharedHttp {
+            key: settings,
+            roots,
+        }
+    }
+
+    fn build(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
+        use object_store::client::{HttpConnector, ReqwestConnector};
+        let mut options = options.clone();
+        for c in self.roots.iter().flat_map(|r| r.iter()) {
+            options = options.with_root_certificate(c.clone());
+        }
+        ReqwestConnector::default().connect(&options)
     }
 }
 
 impl object_store::client::HttpConnector for SharedHttp {
-    fn connect(
-        &self,
-        options: &ClientOptions,
-    ) -> object_store::Result<object_store::client::HttpClient> {
-        use object_store::client::ReqwestConnector;
+    fn connect(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
         // Outside a runtime there is nothing to share safely: a client of its own.
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return ReqwestConnector::default().connect(options);
+            return self.build(options);
         };
         let key = format!("{}|{}", rt.id(), self.key);
         let mut clients = shared_clients().lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = clients.get(&key) {
             return Ok(c.clone());
         }
-        let c = ReqwestConnector::default().connect(options)?;
+        let c = self.build(options)?;
         clients.insert(key, c.clone());
         Ok(c)
     }

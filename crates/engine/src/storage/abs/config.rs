@@ -135,7 +135,7 @@ pub(super) fn build(opts: AbsOptions) -> Result<ObjectStoreReplica, StorageError
 
     b = b
         .with_client_options(client_options(allow_http))
-        .with_http_connector(SharedHttp::new(format!("abs|{allow_http}")))
+        .with_http_connector(SharedHttp::new(format!("abs|{allow_http}"), None))
         .with_retry(retry_config());
 
     let store = b
