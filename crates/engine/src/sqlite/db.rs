@@ -185,9 +185,9 @@ fn open_conn(paths: &DbPaths, busy: Duration) -> Result<Connection, DbError> {
     c.busy_timeout(busy).map_err(sq("set busy timeout"))?;
     // Thousands of databases share a process, three connections each, and we read pages
     // once: no lookaside slab (about 50 KiB per connection otherwise) and a page cache of
-    // 32 KiB (SQLite preallocates part of it on first use).
+    // 8 KiB (a page or two; it would otherwise fill up to its size and stay).
     disable_lookaside(&c);
-    c.execute_batch("PRAGMA cache_size=-32; PRAGMA wal_autocheckpoint=0;")
+    c.execute_batch("PRAGMA cache_size=-8; PRAGMA wal_autocheckpoint=0;")
         .map_err(sq("configure"))?;
     Ok(c)
 }

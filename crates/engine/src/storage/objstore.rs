@@ -529,12 +529,18 @@ impl object_store::client::HttpConnector for SharedHttp {
     }
 }
 
+/// Idle connections kept per host by the shared HTTP client.
+const POOL_IDLE_PER_HOST: usize = 32;
+
 pub(crate) fn client_options(allow_http: bool) -> ClientOptions {
     ClientOptions::new()
         .with_allow_http(allow_http)
         .with_connect_timeout(Duration::from_secs(5))
         // Per request: a whole part on a slow link must fit.
         .with_timeout(Duration::from_secs(120))
+        // The client is shared by every replica (`SharedHttp`): a burst of uploads from
+        // many databases opens many connections; keep a few idle ones, not all of them.
+        .with_pool_max_idle_per_host(POOL_IDLE_PER_HOST)
 }
 
 /// A few quick attempts so a dead endpoint fails in seconds; the uploader retries with its
