@@ -58,7 +58,12 @@ impl ReplicaStore for Counting {
         self.note(format!("get level {} {key}", key.level.get()));
         self.inner.get(key, range).await
     }
-    async fn put(&self, key: &LtxKey, data: Bytes, created: SystemTime) -> Result<(), StorageError> {
+    async fn put(
+        &self,
+        key: &LtxKey,
+        data: Bytes,
+        created: SystemTime,
+    ) -> Result<(), StorageError> {
         self.note(format!("put level {} {key}", key.level.get()));
         self.inner.put(key, data, created).await
     }
@@ -126,7 +131,10 @@ async fn an_idle_database_makes_no_object_store_requests() {
     app.execute("INSERT INTO t(v) VALUES ('y')", []).unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     while rstatus.replicated() < 2 {
-        assert!(tokio::time::Instant::now() < deadline, "write not replicated");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "write not replicated"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     stop_tx.send_replace(true);

@@ -326,9 +326,10 @@ pub async fn run_database(
         }
         // The interval checkpoint is due only once something was captured since the last
         // one; a failed attempt is retried no sooner than CHECKPOINT_RETRY.
-        let next_checkpoint_check = cap
-            .checkpoint_deadline()
-            .map(|d| Instant::from_std(d).max(Instant::now() + CHECKPOINT_RETRY.min(opts.checkpoint_interval)));
+        let next_checkpoint_check = cap.checkpoint_deadline().map(|d| {
+            Instant::from_std(d)
+                .max(Instant::now() + CHECKPOINT_RETRY.min(opts.checkpoint_interval))
+        });
         // Local files every replica holds and has compacted are no longer needed (the
         // newest stays). Pruned in batches, at most once a second, not one unlink per capture.
         if last_prune.elapsed() >= PRUNE_EVERY || stopping || mode.once {

@@ -13,7 +13,8 @@ use tracing::error;
 use crate::replicate::status::DbStatus;
 use crate::replicate::{
     self,
-    detect::{ChangeWatcher, SafetyPoll}, DbOptions, ReplicaSpec, ReplicateError, RunMode,
+    detect::{ChangeWatcher, SafetyPoll},
+    DbOptions, ReplicaSpec, ReplicateError, RunMode,
 };
 
 /// One database and its replicas, ready to run.
