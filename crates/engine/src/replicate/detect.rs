@@ -6,7 +6,8 @@
 //! poll ([`SafetyPoll`]), in case an event is lost or the watcher cannot be created: one
 //! task for the whole process that `stat`s every database's WAL and file each tick and
 //! wakes only those whose size, times or inode changed (no SQLite, no WAL read), plus a
-//! staggered unconditional wake of each database once a minute. This module never
+//! staggered unconditional wake of each database every five minutes (at the default
+//! 1 s tick). This module never
 //! decides what to capture.
 
 use std::collections::HashMap;
@@ -120,7 +121,7 @@ fn file_stat(p: &Path) -> FileStat {
 /// Each tick, every database whose files changed is woken; on top, each database is
 /// woken unconditionally once every this many ticks (staggered across databases), in
 /// case a write left size and times unchanged (a coarse clock, a WAL rewritten in place).
-const FORCE_EVERY_TICKS: usize = 60;
+const FORCE_EVERY_TICKS: usize = 300;
 
 struct Polled {
     db: PathBuf,
