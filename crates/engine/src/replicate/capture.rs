@@ -472,6 +472,14 @@ impl Capture {
         self.checkpoint()
     }
 
+    /// When the interval checkpoint falls due: only after something was captured since
+    /// the last checkpoint (the size threshold is checked after every capture). `None`
+    /// while idle, so an idle database needs no timer for it.
+    pub fn checkpoint_deadline(&self) -> Option<Instant> {
+        (self.captured_since_checkpoint && matches!(self.cursor, Cursor::At(_)))
+            .then(|| self.last_checkpoint + self.opts.checkpoint_interval)
+    }
+
     pub fn checkpoint(&mut self) -> Result<Option<Produced>, CaptureError> {
         let started = Instant::now();
         // Backfill most of the WAL without any lock held by us.

@@ -164,9 +164,6 @@ impl Maintenance {
         for n in &self.next_level {
             t = t.min(*n);
         }
-        if !self.snapshot_checked_at_start {
-            t = Instant::now();
-        }
         t
     }
 
@@ -191,7 +188,11 @@ impl Maintenance {
             }
         }
         let snapshot_due = self.next_snapshot <= now;
-        if snapshot_due || !self.snapshot_checked_at_start {
+        // The startup check waits for the replica's first file (a fresh replica gets its
+        // snapshot right after it, so later compactions have nothing to add: see
+        // `compact`). The uploader calls us after every upload, so no timer is needed.
+        let startup_pending = !self.snapshot_checked_at_start && view.max_txid() > 0;
+        if snapshot_due || startup_pending {
             let startup = !self.snapshot_checked_at_start;
             self.snapshot_checked_at_start = true;
             // At startup, snapshot only if none was taken since the last boundary.
@@ -267,6 +268,19 @@ impl Maintenance {
             run.push(f.clone());
         }
         if run.is_empty() {
+            return Ok(());
+        }
+        // Nothing past the newest snapshot: the merge would only repeat it (typically the
+        // first L0 files, covered by the snapshot taken at startup). Wait until there is
+        // news; the run then starts at the same TXID, so the level keeps no hole. This is
+        // what keeps an idle replica at zero requests after its first minute.
+        let snapshot_max = view
+            .files(Level::SNAPSHOT)
+            .iter()
+            .map(|s| s.key.max.get())
+            .max()
+            .unwrap_or(0);
+        if cur <= snapshot_max {
             return Ok(());
         }
         let (key, _) = self

@@ -85,7 +85,8 @@ pub struct DbOptions {
     pub busy_timeout: Duration,
     pub min_checkpoint_pages: u32,
     pub checkpoint_interval: Duration,
-    /// Safety poll of the WAL in case a file-system notification is missed.
+    /// Safety poll of the WAL in case a file-system notification is missed (one shared
+    /// poll for every database, `detect::SafetyPoll`: a `stat`, no SQLite, per tick).
     pub poll_interval: Duration,
     pub encoding: PageEncoding,
     pub shutdown_sync_timeout: Duration,
@@ -145,11 +146,23 @@ pub enum ReplicateError {
 /// How often local L0 files that every replica holds are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(1);
 
-/// Deletes the local L0 files every replica already holds (never the newest).
-fn prune_replicated(local: &LocalDir, replicas: &[ReplicaSpec]) {
+/// Shortest wait before retrying an interval checkpoint that did not happen.
+const CHECKPOINT_RETRY: Duration = Duration::from_secs(10);
+
+/// Deletes the local L0 files every replica already holds and has compacted into level 1
+/// (never the newest): compaction then reads its inputs locally. In `once` mode, where no
+/// compaction may come, holding is enough.
+fn prune_replicated(local: &LocalDir, replicas: &[ReplicaSpec], once: bool) {
     let min_replicated = replicas
         .iter()
-        .map(|r| r.status.replicated())
+        .map(|r| {
+            let held = r.status.replicated();
+            if once {
+                held
+            } else {
+                held.min(r.status.compacted())
+            }
+        })
         .min()
         .unwrap_or(0);
     if let Ok(t) = ltx::TxId::new(min_replicated) {
@@ -270,8 +283,6 @@ pub async fn run_database(
     let mut head = *head_rx.borrow();
     let mut last_capture = Instant::now() - pace;
     let mut settle_at: Option<Instant> = None;
-    let mut next_poll = Instant::now() + opts.poll_interval;
-    let mut next_checkpoint_check = Instant::now() + opts.checkpoint_interval;
     let mut stopping = false;
     let mut last_prune = Instant::now();
     loop {
@@ -282,11 +293,6 @@ pub async fn run_database(
         }
         last_capture = Instant::now();
         let settle_due = settle_at.is_some_and(|t| t <= Instant::now());
-        let ckpt_due = next_checkpoint_check <= Instant::now();
-        if ckpt_due {
-            next_checkpoint_check =
-                Instant::now() + opts.checkpoint_interval.min(Duration::from_secs(10));
-        }
         let cycle_started = Instant::now();
         let (c, result) = tokio::task::spawn_blocking(move || {
             let r = (|| -> Result<(Vec<capture::Produced>, bool), capture::CaptureError> {
@@ -339,27 +345,38 @@ pub async fn run_database(
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
-        // Local files every replica holds are no longer needed (the newest stays). Pruned
-        // in batches, at most once a second, rather than one unlink per capture.
+        // The interval checkpoint is due only once something was captured since the last
+        // one; a failed attempt is retried no sooner than CHECKPOINT_RETRY.
+        let next_checkpoint_check = cap.checkpoint_deadline().map(|d| {
+            Instant::from_std(d)
+                .max(Instant::now() + CHECKPOINT_RETRY.min(opts.checkpoint_interval))
+        });
+        // Local files every replica holds and has compacted are no longer needed (the
+        // newest stays). Pruned in batches, at most once a second, not one unlink per capture.
         if last_prune.elapsed() >= PRUNE_EVERY || stopping || mode.once {
             last_prune = Instant::now();
-            prune_replicated(&local, &replicas);
+            prune_replicated(&local, &replicas, mode.once);
         }
         if stopping || mode.once {
             break;
         }
-        // Wait for the next reason to look at the WAL.
-        let mut wake = next_poll.min(next_checkpoint_check);
-        if let Some(s) = settle_at {
-            wake = wake.min(s);
-        }
+        // Wait for the next reason to look at the WAL: a change notification (from the
+        // file-system watcher or the shared safety poll in `detect`), a checkpoint or pin
+        // re-check falling due, a replica asking for a full image, or shutdown. An idle
+        // database has no timer at all.
+        let wake = match (next_checkpoint_check, settle_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let timer = async {
+            match wake {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = changes.notified() => {}
-            _ = tokio::time::sleep_until(wake) => {
-                if next_poll <= Instant::now() {
-                    next_poll = Instant::now() + opts.poll_interval;
-                }
-            }
+            _ = timer => {}
             Some(()) = full_rx.recv() => {
                 while full_rx.try_recv().is_ok() {}
                 cap.request_full_image();

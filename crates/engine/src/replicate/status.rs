@@ -44,6 +44,10 @@ pub struct DbStatus {
 pub struct ReplicaStatus {
     /// Highest TXID durably stored on the replica (0 when unknown or none).
     pub replicated_txid: AtomicU64,
+    /// Highest TXID the replica's level 1 covers, `u64::MAX` when it has no levels: local
+    /// L0 files stay until then, so compaction reads them locally rather than back from
+    /// the replica (one GET per file).
+    pub compacted_txid: AtomicU64,
     /// Unix ms of the last successful upload.
     pub last_upload_ms: AtomicI64,
     /// Unix ms since when uploads have been failing (0 when healthy).
@@ -128,6 +132,10 @@ impl ReplicaStatus {
 
     pub fn replicated(&self) -> u64 {
         self.replicated_txid.load(Ordering::Acquire)
+    }
+
+    pub fn compacted(&self) -> u64 {
+        self.compacted_txid.load(Ordering::Acquire)
     }
 
     /// Records a drill's outcome. A successful run is the new last success; a failed

@@ -59,6 +59,7 @@ impl Uploader {
         info!(db = %self.db_name, replica = %self.name(), location = %self.store.location(),
               txid = %hex(view.max_txid()), "replica position");
         let mut maint = Maintenance::new(&self.opts);
+        self.note_compacted(&view);
         let mut backoff = Backoff::new();
         let mut last_upload = Instant::now() - Duration::from_secs(3600);
         loop {
@@ -83,6 +84,7 @@ impl Uploader {
                         .fetch_add(1, Ordering::Relaxed);
                     self.status.set_error(Some(e.to_string()));
                 }
+                self.note_compacted(&view);
             }
             if *self.shutdown.borrow() {
                 return;
@@ -183,6 +185,18 @@ impl Uploader {
             }
         }
         true
+    }
+
+    /// Publishes how far level 1 reaches (what local L0 files are still needed for).
+    fn note_compacted(&self, view: &ReplicaView) {
+        let l1 = if self.opts.levels.is_empty() {
+            u64::MAX
+        } else {
+            view.files(Level::new(1).expect("valid"))
+                .last()
+                .map_or(0, |f| f.key.max.get())
+        };
+        self.status.compacted_txid.store(l1, Ordering::Release);
     }
 
     fn fail(&self, e: &StorageError) {

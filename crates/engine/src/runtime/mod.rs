@@ -1,17 +1,20 @@
 //! The process-wide runtime: many databases in one process, one change watcher, one
 //! shutdown signal.
 //!
-//! Owns: starting a replication task per database, sharing the file-system watcher,
-//! and collecting their outcomes. Per-database behaviour lives in `replicate`.
+//! Owns: starting a replication task per database, sharing the file-system watcher and
+//! the safety poll (one timer for all databases), and collecting their outcomes. Per-database behaviour lives in `replicate`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 use tracing::error;
 
 use crate::replicate::status::DbStatus;
 use crate::replicate::{
-    self, detect::ChangeWatcher, DbOptions, ReplicaSpec, ReplicateError, RunMode,
+    self,
+    detect::{ChangeWatcher, SafetyPoll},
+    DbOptions, ReplicaSpec, ReplicateError, RunMode,
 };
 
 /// One database and its replicas, ready to run.
@@ -29,10 +32,17 @@ pub async fn replicate_all(
     mode: RunMode,
 ) -> Vec<ReplicateError> {
     let mut watcher = ChangeWatcher::new();
+    let mut poll = SafetyPoll::new();
+    let poll_interval = dbs
+        .iter()
+        .map(|d| d.opts.poll_interval)
+        .min()
+        .unwrap_or(Duration::from_secs(1));
     let mut tasks = Vec::new();
     for db in dbs {
         let notify = Arc::new(Notify::new());
         watcher.watch(&db.opts.path, notify.clone());
+        poll.add(&db.opts.path, notify.clone());
         let sd = shutdown.clone();
         let status = db.status.clone();
         let name = db.opts.path.display().to_string();
@@ -53,6 +63,7 @@ pub async fn replicate_all(
             }),
         ));
     }
+    let poller = (!mode.once).then(|| tokio::spawn(poll.run(poll_interval, shutdown.clone())));
     let mut errors = Vec::new();
     for (db, t) in tasks {
         match t.await {
@@ -65,5 +76,8 @@ pub async fn replicate_all(
         }
     }
     drop(watcher);
+    if let Some(p) = poller {
+        p.abort();
+    }
     errors
 }

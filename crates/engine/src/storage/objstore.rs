@@ -10,7 +10,9 @@
 //! Litestream 0.3's `generations/` (one recursive listing, whole-object gets; key spelling
 //! from `layout::v3`); the timestamp format ([`format_timestamp`],
 //! Go's RFC3339Nano as Litestream writes it); and the client settings every backend uses
-//! (timeouts, retry budget, prefix and endpoint checks).
+//! (timeouts, retry budget, prefix and endpoint checks), and [`SharedHttp`]: one HTTP
+//! client (connection pool, TLS roots) per distinct client setting for every replica of
+//! the process, instead of one per replica.
 //!
 //! Does not: build clients or read credentials (each backend's `config`), know a
 //! service's error codes (each backend's `error` supplies a [`Dialect`] to the shared
@@ -555,12 +557,79 @@ impl ObjectStoreReplica {
 
 /// Client options every object-store backend starts from: plain HTTP only where the
 /// endpoint says so, and timeouts.
+/// Hands every replica whose client settings are the same (and that is built on the same
+/// runtime: pooled connections belong to it) one shared HTTP client. A thousand databases
+/// on one bucket then cost one connection pool and one TLS root store, not a thousand.
+/// Credentials and signing stay per replica; they live above the HTTP client.
+#[derive(Debug)]
+pub(crate) struct SharedHttp {
+    key: String,
+    /// Extra trusted roots, added when the shared client is built.
+    roots: Option<Arc<Vec<object_store::Certificate>>>,
+}
+
+use object_store::client::HttpClient;
+
+type ClientCache = std::sync::Mutex<std::collections::HashMap<String, HttpClient>>;
+
+fn shared_clients() -> &'static ClientCache {
+    static CLIENTS: std::sync::OnceLock<ClientCache> = std::sync::OnceLock::new();
+    CLIENTS.get_or_init(Default::default)
+}
+
+impl SharedHttp {
+    /// `settings` must spell every client option the caller sets (`client_options`'
+    /// argument, certificate choices, where `roots` came from), so different settings
+    /// never share a client.
+    pub(crate) fn new(
+        settings: String,
+        roots: Option<Arc<Vec<object_store::Certificate>>>,
+    ) -> SharedHttp {
+        SharedHttp {
+            key: settings,
+            roots,
+        }
+    }
+
+    fn build(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
+        use object_store::client::{HttpConnector, ReqwestConnector};
+        let mut options = options.clone();
+        for c in self.roots.iter().flat_map(|r| r.iter()) {
+            options = options.with_root_certificate(c.clone());
+        }
+        ReqwestConnector::default().connect(&options)
+    }
+}
+
+impl object_store::client::HttpConnector for SharedHttp {
+    fn connect(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
+        // Outside a runtime there is nothing to share safely: a client of its own.
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return self.build(options);
+        };
+        let key = format!("{}|{}", rt.id(), self.key);
+        let mut clients = shared_clients().lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = clients.get(&key) {
+            return Ok(c.clone());
+        }
+        let c = self.build(options)?;
+        clients.insert(key, c.clone());
+        Ok(c)
+    }
+}
+
+/// Idle connections kept per host by the shared HTTP client.
+const POOL_IDLE_PER_HOST: usize = 32;
+
 pub(crate) fn client_options(allow_http: bool) -> ClientOptions {
     ClientOptions::new()
         .with_allow_http(allow_http)
         .with_connect_timeout(Duration::from_secs(5))
         // Per request: a whole part on a slow link must fit.
         .with_timeout(Duration::from_secs(120))
+        // The client is shared by every replica (`SharedHttp`): a burst of uploads from
+        // many databases opens many connections; keep a few idle ones, not all of them.
+        .with_pool_max_idle_per_host(POOL_IDLE_PER_HOST)
 }
 
 /// A few quick attempts so a dead endpoint fails in seconds; the uploader retries with its

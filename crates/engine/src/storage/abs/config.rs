@@ -16,7 +16,7 @@ use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use object_store::Attributes;
 
 use crate::storage::objstore::{
-    client_options, parse_prefix, retry_config, trim_endpoint, ObjectStoreReplica,
+    client_options, parse_prefix, retry_config, trim_endpoint, ObjectStoreReplica, SharedHttp,
 };
 use crate::storage::objstore_error::scrub;
 use crate::storage::{Layout, StorageError};
@@ -135,6 +135,7 @@ pub(super) fn build(opts: AbsOptions) -> Result<ObjectStoreReplica, StorageError
 
     b = b
         .with_client_options(client_options(allow_http))
+        .with_http_connector(SharedHttp::new(format!("abs|{allow_http}"), None))
         .with_retry(retry_config());
 
     let store = b

@@ -13,7 +13,7 @@ use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::{Attribute, Attributes, Certificate};
 
 use crate::storage::objstore::{
-    client_options, parse_prefix, retry_config, trim_endpoint, ObjectStoreReplica,
+    client_options, parse_prefix, retry_config, trim_endpoint, ObjectStoreReplica, SharedHttp,
 };
 use crate::storage::objstore_error::scrub;
 use crate::storage::{Layout, StorageError};
@@ -243,18 +243,27 @@ pub(super) fn build(
         b = b.with_unsigned_payload(true);
     }
 
-    let mut client = client_options(allow_http).with_allow_invalid_certificates(opts.skip_verify);
-    // The client does not read AWS_CA_BUNDLE itself; AWS SDKs (and so Litestream) do.
-    if let Some(bundle) = env("AWS_CA_BUNDLE") {
-        let pem = std::fs::read(&bundle)
-            .map_err(|e| bad(format!("reading AWS_CA_BUNDLE {bundle}: {e}")))?;
-        let certs = Certificate::from_pem_bundle(&pem)
-            .map_err(|e| bad(format!("AWS_CA_BUNDLE {bundle}: {e}")))?;
-        for c in certs {
-            client = client.with_root_certificate(c);
-        }
-    }
-    b = b.with_client_options(client).with_retry(retry_config());
+    let client = client_options(allow_http).with_allow_invalid_certificates(opts.skip_verify);
+    // The client does not read AWS_CA_BUNDLE itself; AWS SDKs (and so Litestream) do. The
+    // bundle is parsed once per process and handed to the shared HTTP client, not copied
+    // into every replica's settings.
+    let bundle = env("AWS_CA_BUNDLE");
+    let roots = match &bundle {
+        Some(path) => Some(ca_bundle(path).map_err(bad)?),
+        None => None,
+    };
+    let shared = SharedHttp::new(
+        format!(
+            "s3|{allow_http}|{}|{}",
+            opts.skip_verify,
+            bundle.as_deref().unwrap_or("")
+        ),
+        roots,
+    );
+    b = b
+        .with_client_options(client)
+        .with_http_connector(shared)
+        .with_retry(retry_config());
 
     let store = b
         .build()
@@ -337,6 +346,25 @@ fn display_endpoint(endpoint: &str) -> String {
         s.push_str(path);
     }
     s
+}
+
+/// The certificates of a CA bundle file, read and parsed once per process.
+fn ca_bundle(path: &str) -> Result<Arc<Vec<Certificate>>, String> {
+    type Bundles = std::sync::Mutex<std::collections::HashMap<String, Arc<Vec<Certificate>>>>;
+    static BUNDLES: std::sync::OnceLock<Bundles> = std::sync::OnceLock::new();
+    let mut cache = BUNDLES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(c) = cache.get(path) {
+        return Ok(c.clone());
+    }
+    let pem = std::fs::read(path).map_err(|e| format!("reading AWS_CA_BUNDLE {path}: {e}"))?;
+    let certs = Arc::new(
+        Certificate::from_pem_bundle(&pem).map_err(|e| format!("AWS_CA_BUNDLE {path}: {e}"))?,
+    );
+    cache.insert(path.to_string(), certs.clone());
+    Ok(certs)
 }
 
 /// `https://host:port/p` → `https://bucket.host:port/p` (virtual-hosted style).
