@@ -3,8 +3,6 @@
 //! config, Litestream 0.5.17 restoring what we wrote, and the errors for a missing
 //! container and a wrong key.
 
-use std::process::Command;
-
 use engine::storage::abs::{AbsOptions, AbsStore};
 use engine::storage::{ReplicaStore, StorageError};
 use ltx::Level;
@@ -12,8 +10,8 @@ use ltx::Level;
 use crate::azurite::{Azurite, ACCOUNT, ACCOUNT_KEY};
 use crate::harness::*;
 use crate::s3::{
-    block_on, litestream_version, millis, object_store_conformance, replicate_with_writes,
-    s3_config, ConditionalCreate,
+    assert_created_is_header_timestamp, block_on, litestream_restore_ok, litestream_version,
+    object_store_conformance, replicate_with_writes, s3_config, ConditionalCreate,
 };
 
 fn abs_options(a: &Azurite, prefix: &str) -> AbsOptions {
@@ -68,29 +66,6 @@ fn abs_store_passes_the_storage_conformance_suite_on_azurite() {
     });
 }
 
-/// Every file's `created` (read back from its `litestreamtimestamp` metadata) is its LTX
-/// header's timestamp, as Litestream writes and reads it; returns how many files there are.
-async fn assert_created_is_header_timestamp(s: &AbsStore) -> usize {
-    let mut n = 0;
-    for level in Level::all() {
-        for f in s.list_exact_times(level).await.unwrap() {
-            let head = s
-                .get(&f.key, Some(0..ltx::HEADER_SIZE as u64))
-                .await
-                .unwrap();
-            let h = ltx::Header::from_bytes(&head).unwrap();
-            assert_eq!(
-                millis(f.created) as i64,
-                h.timestamp_ms,
-                "{}: metadata vs header",
-                f.key
-            );
-            n += 1;
-        }
-    }
-    n
-}
-
 #[test]
 fn replicate_to_azurite_then_restore_by_config() {
     let a = Azurite::start();
@@ -113,23 +88,7 @@ fn litestream_restores_what_we_write_to_azurite() {
     let cfg = s3_config(&w, &db, &a.replica_yaml("ls/app"));
     let want = replicate_with_writes(&w, &cfg, &db);
     let out = w.path("litestream.db");
-    let r = Command::new("litestream")
-        .args([
-            "restore",
-            "-config",
-            cfg.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            db.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        r.status.success(),
-        "litestream restore: {}{}",
-        String::from_utf8_lossy(&r.stdout),
-        String::from_utf8_lossy(&r.stderr)
-    );
+    litestream_restore_ok(&cfg, &db, &out);
     assert_same_pages(
         &want,
         &pages_of_file(&out),

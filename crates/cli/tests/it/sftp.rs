@@ -15,7 +15,8 @@ use ltx::Level;
 use crate::harness::*;
 use crate::s3::{
     assert_created_is_header_timestamp, block_on, conformance_at_resolution, key,
-    litestream_version, one_error_line, replicate_with_writes, s3_config, ConditionalCreate,
+    litestream_restore_ok, litestream_version, one_error_line, replicate_with_writes, s3_config,
+    ConditionalCreate,
 };
 use crate::sshd::{keygen, Sshd};
 use crate::v3::{v3_files, Litestream03};
@@ -286,23 +287,7 @@ fn litestream_restores_what_we_write_over_sftp() {
     let cfg = s3_config(&w, &db, &sshd.replica_yaml("ls/app"));
     let want = replicate_with_writes(&w, &cfg, &db);
     let out = w.path("litestream.db");
-    let r = Command::new("litestream")
-        .args([
-            "restore",
-            "-config",
-            cfg.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            db.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        r.status.success(),
-        "litestream restore: {}{}",
-        String::from_utf8_lossy(&r.stdout),
-        String::from_utf8_lossy(&r.stderr)
-    );
+    litestream_restore_ok(&cfg, &db, &out);
     assert_same_pages(&want, &pages_of_file(&out), "litestream restore over SFTP");
 }
 
