@@ -1,0 +1,301 @@
+#!/usr/bin/env python3
+"""Benchmarks a newcomer can run with nothing but Python 3 and a release build.
+
+    cargo build --release -p sqlite-replicate
+    python3 bench/bench.py restore --size-mib 256
+    python3 bench/bench.py lost --rate 200 --rounds 5
+    python3 bench/bench.py many --dbs 200
+    python3 bench/bench.py all
+
+Each prints one line per tool. `--vs PATH` adds a second tool that speaks the same
+command line and config (Litestream: `--vs "$(which litestream)"`), measured in the same
+run on the same data, so the two lines compare even on a busy machine. Replicas are
+local directories unless `--s3 s3://BUCKET/PREFIX` is given (credentials and endpoint
+from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and --s3-endpoint).
+
+What each measures:
+- restore: time to restore a database of SIZE MiB (median of --runs), against the floor
+  of copying the same file and fsyncing it; the ratio is what to compare.
+- lost: the recovery point. A writer commits one row per transaction at --rate per second
+  (0: as fast as it can); at a random moment the writer and the replicator are killed
+  with SIGKILL together, the database is restored from the replica alone, and the rows
+  the writer saw committed but the restore lacks are counted, in rows and milliseconds.
+  Every restore must be a consistent prefix (ids 1..n, integrity_check ok) or the bench
+  fails. Also the replicator's CPU seconds up to the kill.
+- many: one replicator over N idle databases: peak RSS and CPU while idle.
+
+The README's Performance section quotes the side-by-side scripts in ../shared/bench,
+which also count object-store requests through Garage; these are the self-contained
+subset for everyday use.
+"""
+import argparse
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_BIN = os.path.join(HERE, "..", "target", "release", "sqlite-replicate")
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class Replica:
+    """Where a database's replica lives: a local directory or an S3 prefix."""
+
+    def __init__(self, args, root, name):
+        self.args = args
+        if args.s3:
+            self.url = f"{args.s3.rstrip('/')}/{os.path.basename(root)}/{name}"
+        else:
+            self.url = "file://" + os.path.join(root, "replica-" + name)
+
+    def yaml(self):
+        lines = [f"      - url: {self.url}"]
+        if self.args.s3_endpoint:
+            lines.append(f"        endpoint: {self.args.s3_endpoint}")
+            lines.append("        force-path-style: true")
+        return "\n".join(lines) + "\n"
+
+
+def write_config(path, dbs):
+    """dbs: [(db_path, Replica)] -> a Litestream-style config at path."""
+    with open(path, "w") as f:
+        f.write("dbs:\n")
+        for db, rep in dbs:
+            f.write(f"  - path: {db}\n    replicas:\n")
+            f.write(rep.yaml())
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def rss_mib(pid, key="VmHWM"):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def start(tool, cfg, log):
+    return subprocess.Popen([tool, "replicate", "-config", cfg], stdout=log, stderr=log,
+                            start_new_session=True)
+
+
+def kill9(p):
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    p.wait()
+
+
+def restore(tool, cfg, db, out):
+    t = time.perf_counter()
+    r = subprocess.run([tool, "restore", "-config", cfg, "-o", out, db],
+                       capture_output=True, text=True)
+    took = time.perf_counter() - t
+    if r.returncode != 0:
+        sys.exit(f"{tool}: restore failed:\n{r.stderr[-2000:]}")
+    return took
+
+
+def stop(p, timeout=30):
+    p.send_signal(signal.SIGTERM)
+    try:
+        p.wait(timeout)
+    except subprocess.TimeoutExpired:
+        kill9(p)
+
+
+def fill(db, size_mib):
+    c = sqlite3.connect(db)
+    c.execute("PRAGMA journal_mode=WAL")
+    c.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
+    rows = size_mib * 1024 * 1024 // 1000
+    for start_id in range(0, rows, 10_000):
+        n = min(10_000, rows - start_id)
+        c.executemany("INSERT INTO t(v) VALUES (?)", ((os.urandom(1000),) for _ in range(n)))
+        c.commit()
+    c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    c.close()
+
+
+def copy_floor(src, dst):
+    t = time.perf_counter()
+    shutil.copyfile(src, dst)
+    fd = os.open(dst, os.O_RDONLY)
+    os.fsync(fd)
+    os.close(fd)
+    return time.perf_counter() - t
+
+
+def bench_restore(tool, args, work):
+    d = tempfile.mkdtemp(dir=work)
+    db = os.path.join(d, "app.db")
+    fill(db, args.size_mib)
+    cfg = os.path.join(d, "cfg.yml")
+    write_config(cfg, [(db, Replica(args, d, "app"))])
+    with open(os.path.join(d, "replicate.log"), "w") as log:
+        p = start(tool, cfg, log)
+        time.sleep(3)
+        stop(p)
+    times, floors = [], []
+    for i in range(args.runs):
+        out = os.path.join(d, f"out{i}.db")
+        times.append(restore(tool, cfg, db, out))
+        check_same_rows(db, out)
+        os.remove(out)
+        floors.append(copy_floor(db, out))
+        os.remove(out)
+    t, floor = statistics.median(times), statistics.median(floors)
+    size = os.path.getsize(db) / 2**20
+    return (f"restore {size:.0f} MiB: {t:.2f} s ({size / t:.0f} MiB/s), "
+            f"{t / floor:.1f}x the copy floor ({floor:.2f} s)")
+
+
+def check_same_rows(a, b):
+    ca, cb = sqlite3.connect(a), sqlite3.connect(b)
+    q = "SELECT count(*), total(length(v)), max(id) FROM t"
+    if ca.execute(q).fetchone() != cb.execute(q).fetchone():
+        sys.exit(f"restore of {a} differs from the source")
+    if cb.execute("PRAGMA integrity_check").fetchone()[0] != "ok":
+        sys.exit(f"restore of {a} fails integrity_check")
+
+
+def writer(db, rate, payload, acked, stop_flag):
+    c = sqlite3.connect(db, isolation_level=None)
+    c.execute("PRAGMA synchronous=NORMAL")
+    blob = os.urandom(payload)
+    i, t0 = 0, time.perf_counter()
+    while not stop_flag.is_set():
+        i += 1
+        c.execute("INSERT INTO t(id, v) VALUES (?, ?)", (i, blob))
+        acked.append((i, time.time()))
+        if rate:
+            delay = t0 + i / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+
+
+def bench_lost(tool, args, work, rng):
+    lost_rows, lost_ms, cpus = [], [], []
+    for _ in range(args.rounds):
+        d = tempfile.mkdtemp(dir=work)
+        db = os.path.join(d, "app.db")
+        c = sqlite3.connect(db)
+        c.execute("PRAGMA journal_mode=WAL")
+        c.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
+        c.close()
+        cfg = os.path.join(d, "cfg.yml")
+        write_config(cfg, [(db, Replica(args, d, "app"))])
+        with open(os.path.join(d, "replicate.log"), "w") as log:
+            p = start(tool, cfg, log)
+            time.sleep(2)
+            acked, stop_flag = [], threading.Event()
+            th = threading.Thread(target=writer,
+                                  args=(db, args.rate, args.payload, acked, stop_flag))
+            th.start()
+            time.sleep(rng.uniform(3, 6))
+            # The host dies: the replicator at once, and nothing the writer does after
+            # this instant counts as acknowledged.
+            cpus.append(cpu_seconds(p.pid))
+            died = time.time()
+            kill9(p)
+            stop_flag.set()
+            th.join()
+        acked = [(i, t) for i, t in acked if t <= died]
+        out = os.path.join(d, "restored.db")
+        restore(tool, cfg, db, out)
+        rc = sqlite3.connect(out)
+        n, top = rc.execute("SELECT count(*), coalesce(max(id), 0) FROM t").fetchone()
+        ok = rc.execute("PRAGMA integrity_check").fetchone()[0]
+        rc.close()
+        if n != top or ok != "ok":
+            sys.exit(f"{tool}: not a consistent prefix: {n} rows, max id {top}, {ok}")
+        last_id, last_t = acked[-1]
+        top = min(top, last_id)
+        lost_rows.append(last_id - top)
+        lost_ms.append(0.0 if top == last_id else (last_t - dict(acked).get(top, acked[0][1])) * 1000)
+        shutil.rmtree(d, ignore_errors=True)
+    return (f"lost at {args.rate:g} tx/s: median {statistics.median(lost_ms):.0f} ms "
+            f"({statistics.median(lost_rows):.0f} rows), max {max(lost_ms):.0f} ms; "
+            f"replicator CPU median {statistics.median(cpus):.2f} s")
+
+
+def bench_many(tool, args, work):
+    d = tempfile.mkdtemp(dir=work)
+    dbs = []
+    for i in range(args.dbs):
+        db = os.path.join(d, f"db{i}.db")
+        c = sqlite3.connect(db)
+        c.execute("PRAGMA journal_mode=WAL")
+        c.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
+        c.execute("INSERT INTO t(v) VALUES (randomblob(100))")
+        c.commit()
+        c.close()
+        dbs.append((db, Replica(args, d, f"db{i}")))
+    cfg = os.path.join(d, "cfg.yml")
+    write_config(cfg, dbs)
+    with open(os.path.join(d, "replicate.log"), "w") as log:
+        p = start(tool, cfg, log)
+        time.sleep(args.settle_s)
+        cpu0, t0 = cpu_seconds(p.pid), time.perf_counter()
+        time.sleep(args.idle_s)
+        idle = (cpu_seconds(p.pid) - cpu0) / (time.perf_counter() - t0) * 100
+        peak, now = rss_mib(p.pid), rss_mib(p.pid, "VmRSS")
+        stop(p)
+    shutil.rmtree(d, ignore_errors=True)
+    return (f"{args.dbs} databases: peak RSS {peak:.0f} MiB (now {now:.0f} MiB), "
+            f"idle CPU {idle:.1f}% of a core")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("what", choices=["restore", "lost", "many", "all"])
+    ap.add_argument("--bin", default=DEFAULT_BIN, help="the tool to measure")
+    ap.add_argument("--vs", help="a second tool measured in the same run")
+    ap.add_argument("--s3", help="s3://BUCKET/PREFIX instead of local directories")
+    ap.add_argument("--s3-endpoint", help="e.g. http://127.0.0.1:3900")
+    ap.add_argument("--size-mib", type=int, default=256)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--rate", type=float, default=200)
+    ap.add_argument("--payload", type=int, default=200)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--dbs", type=int, default=200)
+    ap.add_argument("--settle-s", type=float, default=10)
+    ap.add_argument("--idle-s", type=float, default=20)
+    ap.add_argument("--seed", type=int, default=random.randrange(1 << 30))
+    args = ap.parse_args()
+    tools = [os.path.abspath(args.bin)] + ([args.vs] if args.vs else [])
+    for t in tools:
+        if not os.access(t, os.X_OK):
+            sys.exit(f"{t}: not an executable (cargo build --release -p sqlite-replicate?)")
+    print(f"seed {args.seed}")
+    work = tempfile.mkdtemp(prefix="sr-bench-")
+    try:
+        for what in (["restore", "lost", "many"] if args.what == "all" else [args.what]):
+            for tool in tools:
+                if what == "restore":
+                    line = bench_restore(tool, args, work)
+                elif what == "lost":
+                    line = bench_lost(tool, args, work, random.Random(args.seed))
+                else:
+                    line = bench_many(tool, args, work)
+                print(f"{os.path.basename(tool):>18}  {line}", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
