@@ -117,16 +117,18 @@ fn sftp_options(
 
 /// The GCS backend's options from a replica's config; credentials come from Google's
 /// application default credentials (`GOOGLE_APPLICATION_CREDENTIALS`, gcloud's file, the
-/// metadata server), as Litestream's.
+/// metadata server), as Litestream's. `STORAGE_EMULATOR_HOST` (`host:port` or a URL), as
+/// Google's client libraries (so Litestream) read it, sends every request there unsigned.
 fn gcs_options(c: &crate::config::GcsConfig) -> engine::storage::gcs::GcsOptions {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let emulator = env("STORAGE_EMULATOR_HOST");
     engine::storage::gcs::GcsOptions {
         bucket: c.bucket.clone(),
         prefix: c.path.clone(),
-        application_credentials: std::env::var("GOOGLE_APPLICATION_CREDENTIALS")
-            .ok()
-            .filter(|v| !v.is_empty())
+        application_credentials: env("GOOGLE_APPLICATION_CREDENTIALS")
             .map(std::path::PathBuf::from),
-        endpoint: None,
+        anonymous: emulator.is_some(),
+        endpoint: emulator.as_deref().map(engine::storage::gcs::emulator_endpoint),
     }
 }
 

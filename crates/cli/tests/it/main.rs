@@ -11,6 +11,8 @@ mod crash;
 mod diskfull;
 mod garage;
 mod garage_cluster;
+mod gcs;
+mod gcs_server;
 mod harness;
 mod interop;
 mod lease;

@@ -29,7 +29,7 @@ use bytes::Bytes;
 
 use super::objstore::{ObjectStoreBackend, ObjectStoreReplica};
 use super::StorageError;
-pub use config::GcsOptions;
+pub use config::{emulator_endpoint, GcsOptions};
 
 /// The object metadata key holding a file's creation time (Litestream's name), as
 /// RFC 3339 with up to nanoseconds, UTC.

@@ -3,15 +3,16 @@
 //! Owns: which credentials are used (an explicit service account file, else the
 //! application default credentials file, else the client's own chain: gcloud's user
 //! credentials file, then the metadata server), the endpoint (Google's unless given, e.g.
-//! an emulator's), and which of the shared object-store settings GCS uses (layout,
-//! metadata key, error dialect, part size, a HEAD before ranged gets). Reads no
-//! environment variable: the CLI passes `GOOGLE_APPLICATION_CREDENTIALS`. Makes no request.
+//! an emulator's), unsigned requests for an emulator, and which of the shared object-store
+//! settings GCS uses (layout, metadata key, error dialect, part size, a HEAD before ranged
+//! gets). Reads no environment variable: the CLI passes `GOOGLE_APPLICATION_CREDENTIALS`
+//! and `STORAGE_EMULATOR_HOST`. Makes no request.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use object_store::gcp::GoogleCloudStorageBuilder;
-use object_store::Attributes;
+use object_store::gcp::{GcpCredential, GoogleCloudStorageBuilder};
+use object_store::{Attributes, StaticCredentialProvider};
 
 use crate::storage::objstore::{
     client_options, parse_prefix, retry_config, trim_endpoint, ObjectStoreReplica,
@@ -37,6 +38,19 @@ pub struct GcsOptions {
     pub application_credentials: Option<PathBuf>,
     /// The storage API's base URL with a scheme; `None` is Google's.
     pub endpoint: Option<String>,
+    /// Send no credentials and look none up (an emulator such as fake-gcs-server: what
+    /// Google's client libraries do when `STORAGE_EMULATOR_HOST` is set).
+    pub anonymous: bool,
+}
+
+/// The endpoint for `STORAGE_EMULATOR_HOST`'s value, read as Google's client libraries
+/// read it: `host:port` means plain HTTP; a value with a scheme is used as given.
+pub fn emulator_endpoint(host: &str) -> String {
+    if host.contains("://") {
+        host.to_string()
+    } else {
+        format!("http://{host}")
+    }
 }
 
 /// Checks `opts` and builds the client with GCS's layout, metadata key, error dialect and
@@ -67,7 +81,15 @@ pub(super) fn build(opts: GcsOptions) -> Result<ObjectStoreReplica, StorageError
         allow_http = e.starts_with("http://");
         b = b.with_base_url(e);
     }
-    if let Some(p) = &opts.application_credentials {
+    if opts.anonymous {
+        // An empty bearer token, fixed (the client's own `disable_oauth`): no metadata
+        // server or token exchange, and no credentials file read (Google's clients ignore
+        // it for an emulator too). Not `with_skip_signature`: object_store 0.14 still asks
+        // the credential chain for a token on PUT and DELETE with it.
+        b = b.with_credentials(Arc::new(StaticCredentialProvider::new(GcpCredential {
+            bearer: String::new(),
+        })));
+    } else if let Some(p) = &opts.application_credentials {
         if !p.is_file() {
             return Err(bad(format!(
                 "the credentials file {} (GOOGLE_APPLICATION_CREDENTIALS) does not exist",
@@ -109,6 +131,7 @@ mod tests {
             prefix: "/db/x/".into(),
             application_credentials: None,
             endpoint: Some("http://127.0.0.1:4443/".into()),
+            anonymous: false,
         }
     }
 
@@ -143,6 +166,22 @@ mod tests {
         assert!(
             e.contains("/nonexistent/creds.json") && e.contains("gs://b/db/x"),
             "{e}"
+        );
+        // An emulator: unsigned, and the credentials file is not read.
+        build(GcsOptions {
+            application_credentials: Some("/nonexistent/creds.json".into()),
+            anonymous: true,
+            ..base()
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn the_emulator_host_is_read_as_googles_clients_read_it() {
+        assert_eq!(emulator_endpoint("127.0.0.1:4443"), "http://127.0.0.1:4443");
+        assert_eq!(
+            emulator_endpoint("https://gcs.local:4443"),
+            "https://gcs.local:4443"
         );
     }
 
