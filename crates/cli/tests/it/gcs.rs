@@ -179,13 +179,7 @@ fn gcs_store_reads_what_the_emulator_holds() {
 }
 
 /// `sqlite-replicate restore -config CFG -o OUT [extra] DB` with `STORAGE_EMULATOR_HOST`.
-fn restore_from_emulator(
-    g: &FakeGcs,
-    cfg: &Path,
-    db: &Path,
-    out: &Path,
-    extra: &[&str],
-) -> Output {
+fn restore_from_emulator(g: &FakeGcs, cfg: &Path, db: &Path, out: &Path, extra: &[&str]) -> Output {
     let mut c = Command::new(bin());
     c.args(["restore", "-config", cfg.to_str().unwrap()])
         .args(["-o", out.to_str().unwrap(), "-integrity-check", "full"])
@@ -264,7 +258,10 @@ fn we_restore_what_litestream_writes_to_fake_gcs() {
         .args(["-o", out2.to_str().unwrap()])
         .arg(&db)
         .env_remove("STORAGE_EMULATOR_HOST")
-        .env("GOOGLE_APPLICATION_CREDENTIALS", w.path("no-such-creds.json"))
+        .env(
+            "GOOGLE_APPLICATION_CREDENTIALS",
+            w.path("no-such-creds.json"),
+        )
         .output()
         .unwrap();
     assert!(!r.status.success() && !out2.exists());

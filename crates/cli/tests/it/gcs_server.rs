@@ -41,7 +41,14 @@ impl FakeGcs {
         let port = free_port();
         let log = std::fs::File::create(dir.path().join("fake-gcs.log")).unwrap();
         let child = Command::new(&bin)
-            .args(["-scheme", "http", "-backend", "memory", "-host", "127.0.0.1"])
+            .args([
+                "-scheme",
+                "http",
+                "-backend",
+                "memory",
+                "-host",
+                "127.0.0.1",
+            ])
             .args(["-port", &port.to_string()])
             // Path-style XML requests (`/<bucket>/<object>`) are routed for this host only.
             .args(["-public-host", &format!("127.0.0.1:{port}")])
@@ -91,7 +98,12 @@ impl FakeGcs {
                 body.as_bytes(),
             )
             .unwrap();
-        assert_eq!(status, 200, "creating bucket {name}: {reply}\n{}", self.log());
+        assert_eq!(
+            status,
+            200,
+            "creating bucket {name}: {reply}\n{}",
+            self.log()
+        );
     }
 
     /// Uploads `data` as object `name` in the test bucket through the JSON API (a simple

@@ -11,8 +11,10 @@
 //! GCS's dialect for the shared classification of `object_store` failures into
 //! [`StorageError`] variants.
 //!
-//! Status: built and unit-tested (layout, options); not yet run against a GCS server or
-//! emulator.
+//! Status: reads (listing, HEAD, whole and ranged gets, deletes) run against a real
+//! fake-gcs-server in the CLI's integration tests (`tests/it/gcs.rs`), which restore what
+//! Litestream wrote there; uploads (timestamp metadata, conditional creates, multipart) are
+//! unit-tested only: that emulator refuses the XML API's object PUT this client sends.
 //!
 //! Does not: create the bucket (Litestream does not either), read Litestream 0.3
 //! generations, or retry for long (the client retries a few times within seconds; the
