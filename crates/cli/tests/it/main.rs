@@ -18,6 +18,7 @@ mod lease;
 mod litestream;
 mod metrics;
 mod netfault;
+mod outage;
 mod replicate;
 mod restore;
 mod s3;

@@ -164,7 +164,7 @@ fn restore_faults() -> Faults {
         reset_response_pct: 15,
         cut_response_pct: 15,
         reset_request_pct: 0,
-        response_fault_within_bytes: 2 << 20,
+        response_fault_within_bytes: 256 << 10,
         request_fault_within_bytes: 1,
     }
 }
@@ -199,11 +199,31 @@ fn proxy_scenario(seed: u64) {
             history.observe_listing(&direct, &db, &format!("seed {seed} listing {rounds}"));
             let s = proxy.stats();
             let faults = s.resets.load(Ordering::Relaxed) + s.cuts.load(Ordering::Relaxed);
-            faults >= 20 && history.max_txid() >= 400
+            faults >= 20 && history.max_txid() >= 200
+        },
+    );
+    // A blackout: every new connection is reset before its first byte, so the client's
+    // own retries run out and the replicator's failures and backoff take over; then the
+    // network heals and the replica must move on while the replicator runs.
+    proxy.set_faults(Faults {
+        reset_request_pct: 100,
+        request_fault_within_bytes: 1,
+        ..Faults::none()
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    proxy.set_faults(Faults::none());
+    history.observe_listing(&direct, &db, "after the blackout");
+    let at_heal = history.max_txid();
+    eventually(
+        Duration::from_secs(180),
+        "the replica to advance after the network healed",
+        || {
+            std::thread::sleep(Duration::from_millis(300));
+            history.observe_listing(&direct, &db, "healing");
+            history.max_txid() > at_heal
         },
     );
     let fault_secs = started.elapsed().as_secs_f64();
-    proxy.set_faults(Faults::none());
     let committed = writer.stop();
     let want = pages_of_live(&db);
     let log = r.log.clone();
@@ -211,6 +231,10 @@ fn proxy_scenario(seed: u64) {
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert_eq!(code, 0, "replicator after the faults; log:\n{text}");
     let failed_writes = text.matches("replica write failed").count();
+    assert!(
+        failed_writes > 0,
+        "seed {seed}: the blackout never surfaced as a failed replica write; log:\n{text}"
+    );
     history.observe_listing(&direct, &db, "final");
     let max = history.assert_no_gap(&format!("seed {seed}"));
     let out = w.path("restored.db");
