@@ -298,10 +298,8 @@ fn pump(s: &Shared, conn: &Conn, up: bool, plan: Plan, f: &Faults, mut rng: Rng)
         if hi > 0 {
             std::thread::sleep(Duration::from_millis(rng.range(lo, hi + 1)));
         }
-        if f.bytes_per_sec > 0 {
-            std::thread::sleep(Duration::from_micros(
-                chunk.len() as u64 * 1_000_000 / f.bytes_per_sec,
-            ));
+        if let Some(us) = (chunk.len() as u64 * 1_000_000).checked_div(f.bytes_per_sec) {
+            std::thread::sleep(Duration::from_micros(us));
         }
         if let Some((at, reset)) = fault_at {
             if total + chunk.len() as u64 > at {

@@ -18,7 +18,7 @@
 //! in a level directory. Listings (ours and Litestream's, which ignores names that are not
 //! `<16 hex>-<16 hex>.ltx`) never see them, so they are harmless to restore, but they would
 //! pile up; the first put into a level directory after start removes those of that pattern
-//! whose process is gone and which predate this process (see [`FileStore::sweep_level`]).
+//! whose process is gone and which predate this process (`FileStore::sweep_level`).
 
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom};
