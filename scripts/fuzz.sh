@@ -2,7 +2,8 @@
 # Runs every cargo-fuzz target for a short while (default 60 s each); scripts/test.sh runs
 # it briefly after the tests, longer runs are by hand (e.g. scripts/fuzz.sh 3600).
 # Usage: scripts/fuzz.sh [SECONDS]
-# Environment: FUZZ_TARGET_DIR overrides the build directory (default fuzz/target).
+# Environment: FUZZ_TARGET_DIR overrides the build directory (default fuzz/target);
+# FUZZ_STABLE=1 uses the stable toolchain even when nightly is installed.
 # Exits non-zero when a target finds a crash, a panic, a leak or a timeout (libFuzzer's
 # exit status); the reproducer is left in fuzz/artifacts/<target>/ and named in the output.
 # Uses nightly when installed (sanitizers); else the stable toolchain without sanitizers.
@@ -17,7 +18,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 toolchain=+nightly
 sanitizer=()
-if ! rustup run nightly rustc --version >/dev/null 2>&1; then
+if [ -n "${FUZZ_STABLE:-}" ] || ! rustup run nightly rustc --version >/dev/null 2>&1; then
   # Without nightly, cargo-fuzz still works on a stable toolchain with RUSTC_BOOTSTRAP,
   # but stable ships no sanitizer runtimes: fuzz with coverage only (the code under test
   # has no unsafe code; panics, hangs and out-of-bounds reads are still caught).
