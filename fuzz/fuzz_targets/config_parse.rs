@@ -9,6 +9,14 @@
 #[path = "../../crates/cli/src/config/mod.rs"]
 mod config;
 
+// The config reads one item of engine, `engine::lease::DEFAULT_TTL` (a default it fills
+// in). This crate stands in for engine so the fuzz build needs none of engine's I/O stack
+// (tokio, object_store, russh, rusqlite); the value only matters to a lease, not here.
+extern crate self as engine;
+mod lease {
+    pub const DEFAULT_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+}
+
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

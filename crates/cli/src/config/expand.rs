@@ -25,6 +25,8 @@ pub(crate) fn expand_env(
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(i) = rest.find('$') {
+        // Where this `$` is in `text` (errors name its line; `i` is within `rest`).
+        let at = text.len() - rest.len() + i;
         out.push_str(&rest[..i]);
         let after = &rest[i + 1..];
         let (name, consumed) = match after.chars().next() {
@@ -39,9 +41,9 @@ pub(crate) fn expand_env(
                 continue;
             }
             Some('{') => match after.find('}') {
-                Some(1) => return Err(expand_error(text, i, "empty `${}`")),
+                Some(1) => return Err(expand_error(text, at, "empty `${}`")),
                 Some(end) => (&after[1..end], end + 1),
-                None => return Err(expand_error(text, i, "`${` without a closing `}`")),
+                None => return Err(expand_error(text, at, "`${` without a closing `}`")),
             },
             Some(c) if "*#@!?-0123456789".contains(c) => (&after[..1], 1),
             Some(_) => {
@@ -129,6 +131,10 @@ mod tests {
         let cases: &[(&str, &str)] = &[
             ("a: 1\nb: ${X", "environment expansion: `${` without a closing `}` on line 2 (write `$$` for a literal `$`)"),
             ("a: ${}", "environment expansion: empty `${}` on line 1 (write `$$` for a literal `$`)"),
+            // The error's offset is in the whole text, after earlier expansions (found by
+            // fuzz/config_parse: it was taken within the rest and could split a character).
+            ("a: $X\nb: $Y\nc: ${", "environment expansion: `${` without a closing `}` on line 3 (write `$$` for a literal `$`)"),
+            ("&\u{52a}$[\r$\u{1}\u{4}${", "environment expansion: `${` without a closing `}` on line 1 (write `$$` for a literal `$`)"),
         ];
         for (text, want) in cases {
             assert_eq!(expand_env(text, &env).unwrap_err().to_string(), *want);

@@ -14,7 +14,7 @@ use crate::garage::Garage;
 use crate::harness::*;
 
 /// A loopback port nobody listens on now.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -23,7 +23,7 @@ fn free_port() -> u16 {
 }
 
 /// `GET path` over HTTP/1.0: (status code, body); `None` while nothing answers.
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+pub(crate) fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
@@ -43,13 +43,13 @@ fn sample(metrics: &str, series: &str) -> Option<f64> {
 }
 
 /// One scrape of a running replicator's `/metrics` and `/status`.
-struct Scrape {
+pub(crate) struct Scrape {
     metrics: String,
     status: serde_json::Value,
 }
 
 impl Scrape {
-    fn take(port: u16) -> Option<Scrape> {
+    pub(crate) fn take(port: u16) -> Option<Scrape> {
         let (c1, metrics) = http_get(port, "/metrics")?;
         let (c2, status) = http_get(port, "/status")?;
         assert_eq!((c1, c2), (200, 200), "{metrics}\n{status}");
@@ -63,26 +63,26 @@ impl Scrape {
         &self.status["databases"][0]
     }
 
-    fn replica(&self) -> &serde_json::Value {
+    pub(crate) fn replica(&self) -> &serde_json::Value {
         &self.db()["replicas"][0]
     }
 
     /// `/status`'s local TXID (a hex string).
-    fn local_txid(&self) -> u64 {
+    pub(crate) fn local_txid(&self) -> u64 {
         hex(&self.db()["local_txid"])
     }
 
-    fn replicated_txid(&self) -> u64 {
+    pub(crate) fn replicated_txid(&self) -> u64 {
         hex(&self.replica()["replicated_txid"])
     }
 
-    fn lag(&self) -> u64 {
+    pub(crate) fn lag(&self) -> u64 {
         self.replica()["lag_txids"].as_u64().unwrap()
     }
 
     /// A sample of this scrape, the series spelled with `$db` and `$replica` standing
     /// for those labels.
-    fn m(&self, series: &str, db: &Path, replica: &str) -> f64 {
+    pub(crate) fn m(&self, series: &str, db: &Path, replica: &str) -> f64 {
         let s = series
             .replace("$db", &format!("db=\"{}\"", db.display()))
             .replace("$replica", &format!("replica=\"{replica}\""));
@@ -95,7 +95,7 @@ fn hex(v: &serde_json::Value) -> u64 {
 }
 
 /// Waits for a scrape that satisfies `f`, returning it.
-fn scrape_until(port: u16, what: &str, mut f: impl FnMut(&Scrape) -> bool) -> Scrape {
+pub(crate) fn scrape_until(port: u16, what: &str, mut f: impl FnMut(&Scrape) -> bool) -> Scrape {
     let mut got = None;
     eventually(Duration::from_secs(120), what, || {
         match Scrape::take(port) {

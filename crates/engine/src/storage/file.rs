@@ -13,6 +13,12 @@
 //! never returns to an earlier content (no ABA). Every writer takes the lock, so the
 //! lock makes read-compare-replace atomic among writers on one host, and on network file
 //! systems whose `flock` is cluster-wide (NFSv4 maps it to byte-range locks).
+//!
+//! Stale temp files: a replicator killed mid-put leaves `<min>-<max>.ltx.<pid>[.<seq>].tmp`
+//! in a level directory. Listings (ours and Litestream's, which ignores names that are not
+//! `<16 hex>-<16 hex>.ltx`) never see them, so they are harmless to restore, but they would
+//! pile up; the first put into a level directory after start removes those of that pattern
+//! whose process is gone and which predate this process (`FileStore::sweep_level`).
 
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom};
@@ -35,7 +41,13 @@ pub struct FileStore {
     root: PathBuf,
     location: String,
     buffers: Arc<ReadBuffers>,
+    /// Level directories already swept of stale temp files (bit per level).
+    swept: Arc<Mutex<u16>>,
 }
+
+/// When this process made its first `FileStore`: temp files older than this cannot be
+/// from a put of ours that is still running.
+static FIRST_STORE: std::sync::OnceLock<SystemTime> = std::sync::OnceLock::new();
 
 /// Ranged reads at least this large use [`ReadBuffers`].
 const POOLED_READ_MIN: usize = 256 << 10;
@@ -103,10 +115,54 @@ impl FileStore {
     pub fn new(root: impl Into<PathBuf>) -> FileStore {
         let root = root.into();
         let location = format!("file://{}", root.display());
+        FIRST_STORE.get_or_init(SystemTime::now);
         FileStore {
             root,
             location,
             buffers: Arc::default(),
+            swept: Arc::default(),
+        }
+    }
+
+    /// Removes, once per level directory and process, the temp files a put of an earlier
+    /// replicator left there when it was killed: names `<ltx name>.<pid>.tmp` or
+    /// `<ltx name>.<pid>.<seq>.tmp` (what `fsutil::write_durable` and
+    /// [`create_new_durable_at`] make) whose pid is not a running process and whose mtime
+    /// is older than this process's first store. Anything else (another program's files,
+    /// a live writer's temp file) is left alone. Errors are ignored: a leftover is only
+    /// wasted space, never read.
+    fn sweep_level(&self, level: Level) {
+        let bit = 1u16 << level.get();
+        {
+            let mut swept = self.swept.lock().unwrap_or_else(|e| e.into_inner());
+            if *swept & bit != 0 {
+                return;
+            }
+            *swept |= bit;
+        }
+        let Ok(entries) = fs::read_dir(self.level_dir(level)) else {
+            return;
+        };
+        let started = FIRST_STORE.get().copied().unwrap_or(SystemTime::UNIX_EPOCH);
+        let mut removed = false;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name.to_str().and_then(|n| stale_tmp_pid(level, n)) else {
+                continue;
+            };
+            if pid == std::process::id() || process_exists(pid) {
+                continue;
+            }
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t < started);
+            if old && fs::remove_file(entry.path()).is_ok() {
+                removed = true;
+            }
+        }
+        if removed {
+            let _ = fsutil::sync_dir(&self.level_dir(level));
         }
     }
 
@@ -214,6 +270,7 @@ impl FileStore {
         let dir = self.level_dir(key.level);
         fsutil::create_dir_all_durable(&dir)
             .map_err(|e| self.err(format!("creating {}", dir.display()), e))?;
+        self.sweep_level(key.level);
         fsutil::write_durable(&self.path_of(key), data, Some(created))
             .map_err(|e| self.err(key.to_string(), e))
     }
@@ -325,6 +382,7 @@ impl FileStore {
         let dir = self.level_dir(key.level);
         fsutil::create_dir_all_durable(&dir)
             .map_err(|e| self.err(format!("creating {}", dir.display()), e))?;
+        self.sweep_level(key.level);
         match create_new_durable_at(&self.path_of(key), data, Some(created)) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(StorageError::Precondition {
@@ -432,6 +490,32 @@ fn create_new_durable_at(path: &Path, data: &[u8], mtime: Option<SystemTime>) ->
     let _ = fs::remove_file(&tmp);
     result?;
     fsutil::sync_parent_dir(path)
+}
+
+/// The pid in a temp file name a put of ours makes in `level`'s directory
+/// (`<ltx name>.<pid>.tmp` or `<ltx name>.<pid>.<seq>.tmp`), `None` for any other name.
+fn stale_tmp_pid(level: Level, name: &str) -> Option<u32> {
+    let rest = name.strip_suffix(fsutil::TMP_SUFFIX)?;
+    let (ltx_name, tail) = rest.split_once(".ltx.")?;
+    LtxKey::parse_file_name(level, &format!("{ltx_name}.ltx"))?;
+    let mut parts = tail.split('.');
+    let pid = parts.next()?;
+    let seq = parts.next();
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(pid) || seq.is_some_and(|s| !digits(s)) || parts.next().is_some() {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+/// Whether a process with this pid runs on this host.
+fn process_exists(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill(2) with signal 0 sends nothing; it only checks that the pid exists.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// Litestream 0.3's `generations/` layout, read-only (restore of replicas 0.3 wrote).
@@ -696,6 +780,46 @@ mod tests {
         drop(keep);
         let p = s.buffers.pool.lock().unwrap();
         assert_eq!((p.out, p.free.len()), (0, 0));
+    }
+
+    /// The first put into a level directory removes temp files of that directory's own
+    /// pattern left by dead processes before this one started, and nothing else.
+    #[tokio::test]
+    async fn first_put_removes_stale_temp_files_of_dead_writers_only() {
+        let d = tempfile::tempdir().unwrap();
+        let s = FileStore::new(d.path());
+        let l0 = d.path().join("ltx/0");
+        fs::create_dir_all(&l0).unwrap();
+        let ltx = "0000000000000001-0000000000000001.ltx";
+        let dead = 2_147_483_646u32; // above pid_max: never a running process
+        let mine = std::process::id();
+        let stale = [format!("{ltx}.{dead}.tmp"), format!("{ltx}.{dead}.7.tmp")];
+        let kept = [
+            format!("{ltx}.{mine}.tmp"),    // a live process (this one)
+            format!("other.db.{dead}.tmp"), // not an LTX temp name
+            format!("{ltx}.tmp"),           // Litestream's staging name
+            format!("{ltx}.{dead}.x.tmp"),  // not our pattern
+            "notes.txt".to_string(),
+        ];
+        let old = filetime::FileTime::from_unix_time(1_600_000_000, 0);
+        for n in stale.iter().chain(&kept) {
+            fs::write(l0.join(n), b"partial").unwrap();
+            filetime::set_file_mtime(l0.join(n), old).unwrap();
+        }
+        // Dead, but written after this process's first store: maybe another host's live put.
+        let recent = format!("{ltx}.{dead}.9.tmp");
+        fs::write(l0.join(&recent), b"partial").unwrap();
+        s.put(&key(0, 2, 2), Bytes::from_static(b"x"), UNIX_EPOCH)
+            .await
+            .unwrap();
+        for n in &stale {
+            assert!(!l0.join(n).exists(), "{n} not removed");
+        }
+        for n in kept.iter().chain([&recent]) {
+            assert!(l0.join(n).exists(), "{n} removed");
+        }
+        assert_eq!(stale_tmp_pid(Level::L0, &stale[1]), Some(dead));
+        assert_eq!(s.list(Level::L0).await.unwrap().len(), 1);
     }
 
     #[tokio::test]
