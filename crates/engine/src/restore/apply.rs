@@ -490,7 +490,15 @@ fn decode_all(
 fn decode_file(reader: &mut ChunkReader, sink: &mut Sink, key: &LtxKey) -> Result<(), Stop> {
     let name = &key.to_string();
     let result = (|| -> Result<Result<(), Stop>, ltx::DecodeError> {
-        let mut dec = Decoder::new(&mut *reader)?;
+        // The header is read first on its own, so a file too short to hold one is
+        // reported where it ends ("at byte 36: bad header"), not where the read began.
+        let mut head = Vec::with_capacity(ltx::HEADER_SIZE);
+        (&mut *reader)
+            .take(ltx::HEADER_SIZE as u64)
+            .read_to_end(&mut head)
+            .map_err(|e| ltx::DecodeError::io(0, e))?;
+        ltx::Header::from_bytes(&head)?;
+        let mut dec = Decoder::new(io::Cursor::new(head).chain(&mut *reader))?;
         if let Err(e) = check_name(key, dec.header()) {
             return Ok(Err(Stop::Failed(e)));
         }
