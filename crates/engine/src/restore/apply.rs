@@ -25,9 +25,6 @@ use crate::fsutil;
 use crate::storage::layout::{LtxInfo, LtxKey};
 use crate::storage::{ReplicaStore, StorageError};
 
-/// Bytes fetched per ranged read.
-const CHUNK_BYTES: u64 = 8 << 20;
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum IntegrityCheck {
     #[default]
@@ -314,13 +311,14 @@ async fn merge(
     parallelism: usize,
 ) -> Result<Merged, ApplyError> {
     let files: Vec<LtxInfo> = plan.files.iter().rev().cloned().collect();
+    let chunk = store.restore_chunk_bytes().max(1);
     let ranges: Vec<(usize, LtxKey, Range<u64>)> = files
         .iter()
         .enumerate()
         .flat_map(|(i, f)| {
             let size = f.size_bytes;
-            (0..size.div_ceil(CHUNK_BYTES))
-                .map(move |c| (i, f.key, c * CHUNK_BYTES..((c + 1) * CHUNK_BYTES).min(size)))
+            (0..size.div_ceil(chunk))
+                .map(move |c| (i, f.key, c * chunk..((c + 1) * chunk).min(size)))
         })
         .collect();
     // The reader holds one chunk and the queue the others; a download starts only once

@@ -106,6 +106,10 @@ impl ReplicaStore for FaultyStore {
         Ok(b)
     }
 
+    fn restore_chunk_bytes(&self) -> u64 {
+        self.inner.restore_chunk_bytes()
+    }
+
     async fn get_stream(
         &self,
         key: &LtxKey,

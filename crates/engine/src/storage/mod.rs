@@ -164,6 +164,13 @@ pub trait ReplicaStore: Send + Sync + 'static {
         Ok(Box::pin(futures::stream::once(async move { Ok(b) })))
     }
 
+    /// Bytes a restore asks for per ranged read, several in flight: large where each
+    /// request costs a round trip (object stores); small where reads are local, so the
+    /// chunks a restore holds stay in the CPU cache.
+    fn restore_chunk_bytes(&self) -> u64 {
+        8 << 20
+    }
+
     /// Stores a whole file atomically, recording `created` as its timestamp.
     async fn put(&self, key: &LtxKey, data: Bytes, created: SystemTime)
         -> Result<(), StorageError>;
