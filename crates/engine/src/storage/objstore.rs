@@ -3,8 +3,9 @@
 //! Owns: [`ObjectStoreReplica`], which implements the [`ReplicaStore`] calls once over any
 //! `object_store` client: object paths under the key prefix (spelled by the backend's
 //! [`Layout`]), listing a level, HEAD-per-file exact timestamps from the backend's metadata
-//! key, ranged gets (whole, or streamed as the body arrives), single and multipart puts, batched deletes, unconditional and
-//! create-only writes and named objects (get, HEAD, delete) outside the levels, the
+//! key, ranged gets (whole, or streamed as the body arrives), single and multipart puts,
+//! batched deletes, unconditional and create-only writes and named objects (get, HEAD,
+//! delete) outside the levels, the
 //! conditional writes leases need (create-only LTX puts, `If-None-Match: *` creates and
 //! `If-Match: <etag>` replaces of named objects, tags from the server's ETag), reading
 //! Litestream 0.3's `generations/` (one recursive listing, whole-object gets; key spelling
