@@ -228,3 +228,45 @@ async fn truncated_responses_are_refused() {
     restore(faulty, &out).await.expect("restore after retries");
     assert_eq!(pages_of_file(&out), want);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downloads_cut_mid_body_resume_where_they_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let c = app_db(&db);
+    for i in 0..400 {
+        c.execute("INSERT INTO t(v) VALUES (randomblob(900 + ?1))", [i % 50])
+            .unwrap();
+    }
+    let file = Arc::new(FileStore::new(dir.path().join("replica")));
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    run_database(
+        DbOptions::with_defaults(db.clone()),
+        vec![ReplicaSpec {
+            opts: ReplicaOptions::with_defaults("file"),
+            store: file.clone(),
+            status: Arc::new(ReplicaStatus::default()),
+        }],
+        Arc::new(DbStatus::default()),
+        Arc::new(tokio::sync::Notify::new()),
+        rx,
+        RunMode {
+            once: true,
+            force_full_image: false,
+        },
+    )
+    .await
+    .unwrap();
+    let want = pages_of_live(&db);
+
+    // Three downloads reset half-way: each is asked again from its first missing byte,
+    // and what arrives before and after the reset joins up byte for byte.
+    let faulty = Arc::new(FaultyStore::new(file.clone()));
+    faulty.faults.cut_streams.store(3, Ordering::SeqCst);
+    let out = dir.path().join("resumed.db");
+    restore(faulty.clone(), &out)
+        .await
+        .expect("restore across resets");
+    assert_eq!(faulty.injected(), 3, "three downloads were cut");
+    assert_eq!(pages_of_file(&out), want, "restore equals the source");
+}

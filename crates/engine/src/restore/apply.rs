@@ -25,9 +25,6 @@ use crate::fsutil;
 use crate::storage::layout::{LtxInfo, LtxKey};
 use crate::storage::{ReplicaStore, StorageError};
 
-/// Bytes fetched per ranged read.
-const CHUNK_BYTES: u64 = 8 << 20;
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum IntegrityCheck {
     #[default]
@@ -134,28 +131,9 @@ pub async fn apply(
 ) -> Result<ApplyReport, ApplyError> {
     let started = Instant::now();
     check_output(out, opts.force)?;
-    let newest = plan.files.last().ok_or(ApplyError::EmptyPlan)?.clone();
-    // The newest file's header gives the final size and the page size.
-    // A file shorter than a header is reported by the decoder (with its offset), not as a
-    // range the store cannot serve.
-    let head = get_retrying(
-        store.as_ref(),
-        &newest.key,
-        0..newest.size_bytes.min(ltx::HEADER_SIZE as u64),
-    )
-    .await
-    .map_err(|source| ApplyError::Fetch {
-        file: newest.key.to_string(),
-        source,
-    })?;
-    let header = ltx::Header::from_bytes(&head).map_err(|source| ApplyError::Decode {
-        file: newest.key.to_string(),
-        source,
-    })?;
-    check_name(&newest.key, &header)?;
-    let page_size = header.page_size;
-    let commit = header.commit;
-
+    if plan.files.is_empty() {
+        return Err(ApplyError::EmptyPlan);
+    }
     // A restore killed earlier (kill -9, power loss) left its temp file: not ours to keep.
     let _ = fsutil::remove_stale_tmp_of(out);
     let tmp = fsutil::tmp_path(out);
@@ -163,37 +141,19 @@ pub async fn apply(
         let path = tmp.clone();
         move |source| ApplyError::Io { path, op, source }
     };
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
-        .map_err(io_err("create"))?;
     let result = async {
-        file.set_len(commit as u64 * page_size.get() as u64)
-            .map_err(io_err("size"))?;
         let bytes_fetched = plan.total_bytes();
-        let out_file = file.try_clone().map_err(io_err("dup"))?;
-        let written = merge(
-            store,
-            plan,
-            out_file,
-            &tmp,
-            page_size,
-            commit,
-            opts.parallelism,
-        )
-        .await?;
+        let merged = merge(store, plan, &tmp, opts.parallelism).await?;
+        let (page_size, commit) = (merged.page_size, merged.commit);
         let lock = page_size.lock_page();
-        if let Some(pgno) = (1..=commit).find(|&p| p != lock.get() && !written.get(p)) {
+        if let Some(pgno) = (1..=commit).find(|&p| p != lock.get() && !merged.written.get(p)) {
             return Err(ApplyError::MissingPage {
                 pgno,
                 commit,
                 file: plan.files[0].key.to_string(),
             });
         }
-        file.sync_all().map_err(io_err("fsync"))?;
+        merged.file.sync_all().map_err(io_err("fsync"))?;
         verify_integrity(&tmp, opts.integrity)?;
         install(&tmp, out, opts.force)?;
         Ok(ApplyReport {
@@ -246,38 +206,68 @@ pub(super) fn install(tmp: &Path, out: &Path, force: bool) -> Result<(), ApplyEr
 /// Attempts per ranged read before a transient error (timeout, 5xx, reset) fails a restore.
 const FETCH_ATTEMPTS: u32 = 5;
 
-/// A ranged read, retried with backoff (0.2 s, 0.4 s, ...) while the error is transient.
-/// A response shorter than the range asked for is refused here, so a connection cut
-/// mid-body is retried like any transient failure rather than decoded as a damaged file.
-async fn get_retrying(
-    store: &dyn ReplicaStore,
-    key: &LtxKey,
-    range: std::ops::Range<u64>,
-) -> Result<Bytes, StorageError> {
-    let want = range.end - range.start;
+/// The bytes of one chunk as they arrive, or the error that ended its download.
+type ChunkRx = tokio::sync::mpsc::UnboundedReceiver<Result<Bytes, StorageError>>;
+
+/// Downloads `range` of `key` as a stream, forwarding the bytes as they arrive, retried
+/// with backoff (0.2 s, 0.4 s, ...) while the error is transient. A cut connection (an
+/// error mid-body, or a body shorter than asked for) resumes from the first byte not yet
+/// forwarded, so the bytes sent are exactly the range, in order, or end with an error.
+async fn fetch_chunk(
+    store: Arc<dyn ReplicaStore>,
+    key: LtxKey,
+    range: Range<u64>,
+    tx: tokio::sync::mpsc::UnboundedSender<Result<Bytes, StorageError>>,
+) {
+    let mut at = range.start;
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let r = match store.get(key, Some(range.clone())).await {
-            Ok(b) if b.len() as u64 != want => Err(StorageError::Transient {
-                location: store.location().to_string(),
-                what: key.to_string(),
-                detail: format!(
-                    "short read: asked for bytes {}..{}, got {}",
-                    range.start,
-                    range.end,
-                    b.len()
-                ),
-            }),
-            r => r,
+        let error = match store.get_stream(&key, at..range.end).await {
+            Err(e) => e,
+            Ok(mut body) => loop {
+                match body.next().await {
+                    Some(Ok(b)) if at + b.len() as u64 > range.end => {
+                        break bad_length(store.as_ref(), &key, &range, at + b.len() as u64)
+                    }
+                    Some(Ok(b)) => {
+                        at += b.len() as u64;
+                        if !b.is_empty() && tx.send(Ok(b)).is_err() {
+                            return; // the restore stopped
+                        }
+                    }
+                    Some(Err(e)) => break e,
+                    None if at == range.end => return,
+                    None => break bad_length(store.as_ref(), &key, &range, at),
+                }
+            },
         };
-        match r {
-            Err(e) if e.is_retryable() && attempt < FETCH_ATTEMPTS => {
-                tracing::warn!(file = %key, attempt, error = %e, "fetch failed, retrying");
-                tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await;
-            }
-            r => return r,
+        if error.is_retryable() && attempt < FETCH_ATTEMPTS {
+            tracing::warn!(file = %key, attempt, error = %error, "fetch failed, retrying");
+            tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await;
+            continue;
         }
+        let _ = tx.send(Err(error));
+        return;
+    }
+}
+
+/// A body that ended before `range.end` or ran past it (at `got`): retried like any
+/// transient failure rather than decoded as a damaged file.
+fn bad_length(
+    store: &dyn ReplicaStore,
+    key: &LtxKey,
+    range: &Range<u64>,
+    got: u64,
+) -> StorageError {
+    let how = if got < range.end { "short" } else { "long" };
+    StorageError::Transient {
+        location: store.location().to_string(),
+        what: key.to_string(),
+        detail: format!(
+            "{how} read: asked for bytes {}..{}, the body ended at {got}",
+            range.start, range.end
+        ),
     }
 }
 
@@ -289,9 +279,6 @@ const BATCHES_IN_FLIGHT: usize = 4;
 /// works while later files decode and the final fsync has little left to do.
 const WRITEBACK_EVERY: u64 = 16 << 20;
 
-/// A fetched chunk, tagged with the index of its file in newest-first order.
-type Chunk = (usize, Result<Bytes, StorageError>);
-
 /// Consecutive pages decoded from the replica: `count` pages from `first` on, in `buf`.
 struct Batch {
     first: u32,
@@ -299,49 +286,59 @@ struct Batch {
     buf: Vec<u8>,
 }
 
-/// Merges the plan's files into `out`, newest first, and returns the pages written.
+/// The result of [`merge`]: the temp file, sized and written, not yet fsynced.
+struct Merged {
+    file: File,
+    written: Bitmap,
+    page_size: PageSize,
+    commit: u32,
+}
+
+/// Merges the plan's files into a new temp file at `tmp`, newest first.
 ///
-/// Three stages run at once, with bounded queues between them: ranged fetches across
-/// all files (`parallelism` in flight, running ahead into the next file), one decoder
+/// Three stages run at once, with bounded queues between them: ranged downloads across
+/// all files (`parallelism` chunks in flight, running ahead into the next files, each
+/// streamed as it arrives so the decoder starts on a chunk's first bytes), one decoder
 /// (LZ4, page rules, file checksum) that groups consecutive pages into batches, and one
 /// writer that drops pages a newer file already wrote (a bitmap) and writes each run
-/// of remaining pages with a single positioned write.
+/// of remaining pages with a single positioned write. The newest file's header, the
+/// first bytes downloaded, gives the database's size and page size: the temp file is
+/// created once it has been read.
 async fn merge(
     store: Arc<dyn ReplicaStore>,
     plan: &Plan,
-    out: File,
-    out_path: &Path,
-    page_size: PageSize,
-    commit: u32,
+    tmp: &Path,
     parallelism: usize,
-) -> Result<Bitmap, ApplyError> {
-    let depth = parallelism.max(1);
+) -> Result<Merged, ApplyError> {
     let files: Vec<LtxInfo> = plan.files.iter().rev().cloned().collect();
+    let chunk = store.restore_chunk_bytes().max(1);
     let ranges: Vec<(usize, LtxKey, Range<u64>)> = files
         .iter()
         .enumerate()
         .flat_map(|(i, f)| {
             let size = f.size_bytes;
-            (0..size.div_ceil(CHUNK_BYTES))
-                .map(move |c| (i, f.key, c * CHUNK_BYTES..((c + 1) * CHUNK_BYTES).min(size)))
+            (0..size.div_ceil(chunk))
+                .map(move |c| (i, f.key, c * chunk..((c + 1) * chunk).min(size)))
         })
         .collect();
-    // Fetched chunks wait in the buffered stream; the channel adds one more.
-    let (chunk_tx, chunk_rx) = tokio::sync::mpsc::channel::<Chunk>(1);
-    let fetcher = tokio::spawn(async move {
-        let mut chunks = futures::stream::iter(ranges)
-            .map(|(i, key, r)| {
-                let store = store.clone();
-                async move { (i, get_retrying(store.as_ref(), &key, r).await) }
-            })
-            .buffered(depth);
-        while let Some((i, c)) = chunks.next().await {
-            let stop = c.is_err();
-            if chunk_tx.send((i, c)).await.is_err() || stop {
+    // The reader holds one chunk and the queue the others; a download starts only once
+    // its chunk has a place in the queue, so at most `parallelism` are buffered.
+    let (chunk_tx, chunk_rx) =
+        tokio::sync::mpsc::channel::<(usize, u64, ChunkRx)>(parallelism.max(2) - 1);
+    let fetcher = AbortOnDrop(tokio::spawn(async move {
+        let mut downloads = tokio::task::JoinSet::new();
+        for (i, key, r) in ranges {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            if chunk_tx.send((i, r.end - r.start, rx)).await.is_err() {
                 break;
             }
+            downloads.spawn(fetch_chunk(store.clone(), key, r, tx));
         }
-    });
+        drop(chunk_tx);
+        // Dropping the set would abort the downloads still running.
+        while downloads.join_next().await.is_some() {}
+    }));
+    let (header_tx, header_rx) = tokio::sync::oneshot::channel::<(PageSize, u32)>();
     let (batch_tx, batch_rx) = std::sync::mpsc::sync_channel::<Batch>(BATCHES_IN_FLIGHT);
     let (free_tx, free_rx) = std::sync::mpsc::channel::<Vec<u8>>();
     let keys: Vec<LtxKey> = files.iter().map(|f| f.key).collect();
@@ -350,28 +347,62 @@ async fn merge(
             rx: chunk_rx,
             file: 0,
             cur: Bytes::new(),
+            chunk: None,
             pending: None,
             fetch_error: None,
         };
-        let batcher = Batcher::new(page_size, batch_tx, free_rx);
-        decode_all(reader, batcher, &keys, page_size)
+        decode_all(reader, &keys, header_tx, batch_tx, free_rx)
     });
-    let path = out_path.to_path_buf();
+    let join_err = |e: tokio::task::JoinError| ApplyError::Io {
+        path: tmp.to_path_buf(),
+        op: "restore task",
+        source: io::Error::other(e.to_string()),
+    };
+    let Ok((page_size, commit)) = header_rx.await else {
+        // The decoder stopped before the first header: its error says why.
+        decoder.await.map_err(join_err)??;
+        return Err(ApplyError::EmptyPlan);
+    };
+    let io_err = |op| {
+        let path = tmp.to_path_buf();
+        move |source| ApplyError::Io { path, op, source }
+    };
+    // Dropping `batch_rx` on failure stops the decoder.
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(tmp)
+        .map_err(io_err("create"))?;
+    file.set_len(commit as u64 * page_size.get() as u64)
+        .map_err(io_err("size"))?;
+    let out = file.try_clone().map_err(io_err("dup"))?;
+    let path = tmp.to_path_buf();
     let writer = tokio::task::spawn_blocking(move || {
         write_batches(&out, &path, batch_rx, free_tx, page_size, commit)
     });
     let decoded = decoder.await;
     let written = writer.await;
-    fetcher.abort();
-    let join_err = |e: tokio::task::JoinError| ApplyError::Io {
-        path: out_path.to_path_buf(),
-        op: "restore task",
-        source: io::Error::other(e.to_string()),
-    };
+    drop(fetcher);
     match (decoded.map_err(join_err)?, written.map_err(join_err)?) {
         // A failed write stops the decoder too; the write error is the cause.
         (_, Err(e)) | (Err(e), Ok(_)) => Err(e),
-        (Ok(()), Ok(bitmap)) => Ok(bitmap),
+        (Ok(()), Ok(written)) => Ok(Merged {
+            file,
+            written,
+            page_size,
+            commit,
+        }),
+    }
+}
+
+/// Aborts the task (and so the downloads it owns) when the restore is done with it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -382,44 +413,97 @@ enum Stop {
     Failed(ApplyError),
 }
 
-/// Decodes every file in turn (newest first) into batches for the writer.
+/// What the decoder writes pages into: nothing until the newest file's header has been
+/// read and sent on (the database's page size and size), then batches for the writer.
+enum Sink {
+    Header {
+        header_tx: tokio::sync::oneshot::Sender<(PageSize, u32)>,
+        batch_tx: std::sync::mpsc::SyncSender<Batch>,
+        free_rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    },
+    Pages(Batcher),
+    Taken,
+}
+
+impl Sink {
+    /// The batcher, once `header` (the first file's) has been passed on; checks that the
+    /// other files have its page size.
+    fn batcher(&mut self, header: &ltx::Header, name: &str) -> Result<&mut Batcher, Stop> {
+        if let Sink::Header { .. } = self {
+            let Sink::Header {
+                header_tx,
+                batch_tx,
+                free_rx,
+            } = std::mem::replace(self, Sink::Taken)
+            else {
+                unreachable!()
+            };
+            if header_tx.send((header.page_size, header.commit)).is_err() {
+                return Err(Stop::WriterGone);
+            }
+            *self = Sink::Pages(Batcher::new(header.page_size, batch_tx, free_rx));
+        }
+        let Sink::Pages(b) = self else {
+            return Err(Stop::WriterGone);
+        };
+        if header.page_size != b.page_size {
+            return Err(Stop::Failed(ApplyError::PageSizeMismatch {
+                file: name.to_string(),
+                got: header.page_size.get(),
+                want: b.page_size.get(),
+            }));
+        }
+        Ok(b)
+    }
+}
+
+/// Decodes every file in turn (newest first) into batches for the writer, sending the
+/// first file's page size and page count on `header_tx` before any page.
 fn decode_all(
     mut reader: ChunkReader,
-    mut batcher: Batcher,
     keys: &[LtxKey],
-    page_size: PageSize,
+    header_tx: tokio::sync::oneshot::Sender<(PageSize, u32)>,
+    batch_tx: std::sync::mpsc::SyncSender<Batch>,
+    free_rx: std::sync::mpsc::Receiver<Vec<u8>>,
 ) -> Result<(), ApplyError> {
+    let mut sink = Sink::Header {
+        header_tx,
+        batch_tx,
+        free_rx,
+    };
     for (i, key) in keys.iter().enumerate() {
         reader.start_file(i);
-        match decode_file(&mut reader, &mut batcher, page_size, key) {
+        match decode_file(&mut reader, &mut sink, key) {
             Ok(()) => {}
             Err(Stop::WriterGone) => return Ok(()),
             Err(Stop::Failed(e)) => return Err(e),
         }
     }
-    let _ = batcher.flush();
+    if let Sink::Pages(b) = &mut sink {
+        let _ = b.flush();
+    }
     Ok(())
 }
 
-fn decode_file(
-    reader: &mut ChunkReader,
-    batcher: &mut Batcher,
-    page_size: PageSize,
-    key: &LtxKey,
-) -> Result<(), Stop> {
+fn decode_file(reader: &mut ChunkReader, sink: &mut Sink, key: &LtxKey) -> Result<(), Stop> {
     let name = &key.to_string();
     let result = (|| -> Result<Result<(), Stop>, ltx::DecodeError> {
-        let mut dec = Decoder::new(&mut *reader)?;
+        // The header is read first on its own, so a file too short to hold one is
+        // reported where it ends ("at byte 36: bad header"), not where the read began.
+        let mut head = Vec::with_capacity(ltx::HEADER_SIZE);
+        (&mut *reader)
+            .take(ltx::HEADER_SIZE as u64)
+            .read_to_end(&mut head)
+            .map_err(|e| ltx::DecodeError::io(0, e))?;
+        ltx::Header::from_bytes(&head)?;
+        let mut dec = Decoder::new(io::Cursor::new(head).chain(&mut *reader))?;
         if let Err(e) = check_name(key, dec.header()) {
             return Ok(Err(Stop::Failed(e)));
         }
-        if dec.header().page_size != page_size {
-            return Ok(Err(Stop::Failed(ApplyError::PageSizeMismatch {
-                file: name.to_string(),
-                got: dec.header().page_size.get(),
-                want: page_size.get(),
-            })));
-        }
+        let batcher = match sink.batcher(dec.header(), name) {
+            Ok(b) => b,
+            Err(stop) => return Ok(Err(stop)),
+        };
         while let Some(pgno) = dec.next_page(batcher.slot())? {
             if batcher.commit(pgno.get()).is_err() {
                 return Ok(Err(Stop::WriterGone));
@@ -457,6 +541,7 @@ fn check_name(key: &LtxKey, h: &ltx::Header) -> Result<(), ApplyError> {
 
 /// Groups consecutive decoded pages into batch buffers, recycling the writer's.
 struct Batcher {
+    page_size: PageSize,
     tx: std::sync::mpsc::SyncSender<Batch>,
     free: std::sync::mpsc::Receiver<Vec<u8>>,
     page_bytes: usize,
@@ -476,6 +561,7 @@ impl Batcher {
     ) -> Batcher {
         let page_bytes = page_size.bytes();
         Batcher {
+            page_size,
             tx,
             free,
             page_bytes,
@@ -635,13 +721,16 @@ pub fn verify_integrity(path: &Path, check: IntegrityCheck) -> Result<(), ApplyE
     }
 }
 
-/// A `Read` over one file's chunks as they arrive from the fetcher, which runs ahead
+/// A `Read` over one file's chunks as they arrive from the downloads, which run ahead
 /// into later files: a chunk of a later file ends this one (kept for `start_file`).
 struct ChunkReader {
-    rx: tokio::sync::mpsc::Receiver<Chunk>,
+    /// Chunks in download order: the index of their file, their length, their bytes.
+    rx: tokio::sync::mpsc::Receiver<(usize, u64, ChunkRx)>,
     file: usize,
     cur: Bytes,
-    pending: Option<Chunk>,
+    /// The chunk being read and the bytes it still owes.
+    chunk: Option<(u64, ChunkRx)>,
+    pending: Option<(usize, u64, ChunkRx)>,
     fetch_error: Option<StorageError>,
 }
 
@@ -650,13 +739,35 @@ impl ChunkReader {
     fn start_file(&mut self, i: usize) {
         self.file = i;
         self.cur = Bytes::new();
+        self.chunk = None;
+    }
+
+    fn fail(&mut self, e: StorageError) -> io::Error {
+        let msg = e.to_string();
+        self.fetch_error = Some(e);
+        io::Error::other(msg)
     }
 }
 
 impl Read for ChunkReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.cur.is_empty() {
-            let (i, chunk) = match self.pending.take() {
+            if let Some((owed, rx)) = &mut self.chunk {
+                match rx.blocking_recv() {
+                    Some(Ok(b)) => {
+                        *owed = owed.saturating_sub(b.len() as u64);
+                        self.cur = b;
+                    }
+                    Some(Err(e)) => return Err(self.fail(e)),
+                    None if *owed == 0 => self.chunk = None,
+                    // The download sends every byte or an error; not here if it panicked.
+                    None => {
+                        return Err(io::Error::other("a download stopped before its end"));
+                    }
+                }
+                continue;
+            }
+            let (i, len, rx) = match self.pending.take() {
                 Some(c) => c,
                 None => match self.rx.blocking_recv() {
                     Some(c) => c,
@@ -667,17 +778,10 @@ impl Read for ChunkReader {
                 continue;
             }
             if i > self.file {
-                self.pending = Some((i, chunk));
+                self.pending = Some((i, len, rx));
                 return Ok(0);
             }
-            match chunk {
-                Ok(b) => self.cur = b,
-                Err(e) => {
-                    let msg = e.to_string();
-                    self.fetch_error = Some(e);
-                    return Err(io::Error::other(msg));
-                }
-            }
+            self.chunk = Some((len, rx));
         }
         let n = buf.len().min(self.cur.len());
         buf[..n].copy_from_slice(&self.cur[..n]);

@@ -3,7 +3,7 @@
 //! Owns: making a working backend slow (latency on every call), failing (every n-th call,
 //! or every call while "down", answered as `Transient` like a timeout or a 503) and
 //! dishonest (ranged and whole `get`s cut short, as a proxy that drops a connection
-//! mid-body without an error would). Faults can be switched while a replicator runs. It
+//! mid-body without an error would; streamed gets reset mid-body). Faults can be switched while a replicator runs. It
 //! never changes what the wrapped store holds; it only lies about it or refuses to talk.
 //!
 //! Does not: decide anything about retries; callers must cope through the contract alone.
@@ -15,10 +15,11 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::stream::{self, StreamExt, TryStreamExt};
 use ltx::Level;
 
 use super::layout::v3::V3File;
-use super::{LtxInfo, LtxKey, ReplicaStore, StorageError};
+use super::{ByteStream, LtxInfo, LtxKey, ReplicaStore, StorageError};
 
 /// Which faults are on; each can be changed at any time.
 #[derive(Debug, Default)]
@@ -31,6 +32,9 @@ pub struct Faults {
     pub down: AtomicBool,
     /// While set, `get` returns only the first half of the bytes asked for.
     pub truncate_gets: AtomicBool,
+    /// The next this many streamed gets deliver the first half of their range, then fail
+    /// `Transient` (a connection reset mid-body).
+    pub cut_streams: AtomicU32,
 }
 
 /// A [`ReplicaStore`] that injects [`Faults`] in front of `inner`.
@@ -100,6 +104,48 @@ impl ReplicaStore for FaultyStore {
             return Ok(b.slice(..b.len() / 2));
         }
         Ok(b)
+    }
+
+    fn restore_chunk_bytes(&self) -> u64 {
+        self.inner.restore_chunk_bytes()
+    }
+
+    async fn get_stream(
+        &self,
+        key: &LtxKey,
+        range: Range<u64>,
+    ) -> Result<ByteStream, StorageError> {
+        if self.faults.truncate_gets.load(Ordering::Relaxed) {
+            let b = self.get(key, Some(range)).await?;
+            return Ok(Box::pin(stream::once(async move { Ok(b) })));
+        }
+        self.before(&key.to_string()).await?;
+        let body = self.inner.get_stream(key, range.clone()).await?;
+        let cut = &self.faults.cut_streams;
+        if cut
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_err()
+        {
+            return Ok(body);
+        }
+        self.injected.fetch_add(1, Ordering::Relaxed);
+        let mut left = (range.end - range.start) / 2;
+        let reset = StorageError::Transient {
+            location: self.inner.location().to_string(),
+            what: key.to_string(),
+            detail: "injected: connection reset mid-body".into(),
+        };
+        let head = body
+            .map_ok(move |mut b| {
+                let n = left.min(b.len() as u64) as usize;
+                left -= n as u64;
+                b.truncate(n);
+                b
+            })
+            .try_take_while(|b| std::future::ready(Ok(!b.is_empty())));
+        Ok(Box::pin(
+            head.chain(stream::once(async move { Err(reset) })),
+        ))
     }
 
     async fn put(

@@ -62,6 +62,9 @@ use thiserror::Error;
 
 pub use layout::{Layout, LtxInfo, LtxKey};
 
+/// Bytes of one ranged read as they arrive ([`ReplicaStore::get_stream`]).
+pub type ByteStream = futures::stream::BoxStream<'static, Result<Bytes, StorageError>>;
+
 /// What went wrong talking to a replica, classified for retry decisions.
 #[derive(Debug, Error)]
 pub enum StorageError {
@@ -147,6 +150,26 @@ pub trait ReplicaStore: Send + Sync + 'static {
 
     /// The whole file, or the given byte range of it.
     async fn get(&self, key: &LtxKey, range: Option<Range<u64>>) -> Result<Bytes, StorageError>;
+
+    /// The bytes of `range` of a file, in order, as they arrive: for restores, so a large
+    /// range is decoded while it downloads and no buffer of its size is allocated. The
+    /// stream may end early or fail mid-way (a cut connection): callers count the bytes.
+    /// By default one [`ReplicaStore::get`]; object stores stream the response body.
+    async fn get_stream(
+        &self,
+        key: &LtxKey,
+        range: Range<u64>,
+    ) -> Result<ByteStream, StorageError> {
+        let b = self.get(key, Some(range)).await?;
+        Ok(Box::pin(futures::stream::once(async move { Ok(b) })))
+    }
+
+    /// Bytes a restore asks for per ranged read, several in flight: large where each
+    /// request costs a round trip (object stores); small where reads are local, so the
+    /// chunks a restore holds stay in the CPU cache.
+    fn restore_chunk_bytes(&self) -> u64 {
+        8 << 20
+    }
 
     /// Stores a whole file atomically, recording `created` as its timestamp.
     async fn put(&self, key: &LtxKey, data: Bytes, created: SystemTime)

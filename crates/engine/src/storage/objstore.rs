@@ -3,8 +3,9 @@
 //! Owns: [`ObjectStoreReplica`], which implements the [`ReplicaStore`] calls once over any
 //! `object_store` client: object paths under the key prefix (spelled by the backend's
 //! [`Layout`]), listing a level, HEAD-per-file exact timestamps from the backend's metadata
-//! key, ranged gets, single and multipart puts, batched deletes, unconditional and
-//! create-only writes and named objects (get, HEAD, delete) outside the levels, the
+//! key, ranged gets (whole, or streamed as the body arrives), single and multipart puts,
+//! batched deletes, unconditional and create-only writes and named objects (get, HEAD,
+//! delete) outside the levels, the
 //! conditional writes leases need (create-only LTX puts, `If-None-Match: *` creates and
 //! `If-Match: <etag>` replaces of named objects, tags from the server's ETag), reading
 //! Litestream 0.3's `generations/` (one recursive listing, whole-object gets; key spelling
@@ -29,15 +30,15 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use ltx::Level;
 use object_store::path::Path;
 use object_store::{
-    Attribute, Attributes, BackoffConfig, ClientOptions, GetOptions, GetRange, ObjectStore,
-    PutMode, PutMultipartOptions, PutOptions, PutPayload, RetryConfig, UpdateVersion,
+    Attribute, Attributes, BackoffConfig, ClientOptions, GetOptions, GetRange, GetResult,
+    ObjectStore, PutMode, PutMultipartOptions, PutOptions, PutPayload, RetryConfig, UpdateVersion,
     WriteMultipart,
 };
 
 use super::layout::v3::{self, V3File};
 use super::layout::{Layout, LtxInfo, LtxKey};
 use super::objstore_error::{classify, Dialect};
-use super::{ETag, NamedObject, ReplicaStore, StorageError};
+use super::{ByteStream, ETag, NamedObject, ReplicaStore, StorageError};
 
 /// HEAD requests in flight while reading exact timestamps.
 const HEAD_CONCURRENCY: usize = 16;
@@ -302,6 +303,32 @@ impl ObjectStoreReplica {
             .await
     }
 
+    /// [`ReplicaStore::get_stream`]: the response body as it arrives, no buffer of the
+    /// range's size. The caller counts the bytes (a connection cut mid-body ends the stream
+    /// early or with a `Transient` error).
+    pub async fn get_stream(
+        &self,
+        key: &LtxKey,
+        range: Range<u64>,
+    ) -> Result<ByteStream, StorageError> {
+        let what = key.to_string();
+        let Some(result) = self
+            .open_path(&self.key_path(key), &what, Some(range))
+            .await?
+        else {
+            return Ok(Box::pin(stream::empty()));
+        };
+        let (dialect, location, container, secrets) = (
+            self.dialect,
+            self.location.clone(),
+            self.container.clone(),
+            self.secrets.clone(),
+        );
+        Ok(Box::pin(result.into_stream().map_err(move |e| {
+            classify(dialect, &location, &container, what.clone(), &e, &secrets)
+        })))
+    }
+
     /// The whole object at `path`, or a byte range of it; `what` names it in errors.
     async fn get_path(
         &self,
@@ -309,9 +336,33 @@ impl ObjectStoreReplica {
         what: String,
         range: Option<Range<u64>>,
     ) -> Result<Bytes, StorageError> {
+        let Some(result) = self.open_path(path, &what, range.clone()).await? else {
+            return Ok(Bytes::new());
+        };
+        let size = result.meta.size;
+        let data = result.bytes().await.map_err(|e| self.err(&what, e))?;
+        let want = range.as_ref().map_or(size, |r| r.end - r.start);
+        if data.len() as u64 != want {
+            return Err(StorageError::Transient {
+                location: self.location.clone(),
+                what,
+                detail: format!("short read: {} of {want} bytes", data.len()),
+            });
+        }
+        Ok(data)
+    }
+
+    /// Starts a GET of the object at `path`, or of a byte range of it, with the range
+    /// checked against the object's size; `None` for an empty range (no GET is made).
+    async fn open_path(
+        &self,
+        path: &Path,
+        what: &str,
+        range: Option<Range<u64>>,
+    ) -> Result<Option<GetResult>, StorageError> {
         let out_of_range = |r: &Range<u64>, size: u64| StorageError::Permanent {
             location: self.location.clone(),
-            what: what.clone(),
+            what: what.to_string(),
             detail: format!(
                 "range {}..{} outside {} of {size} bytes",
                 r.start, r.end, self.dialect.object_noun
@@ -328,14 +379,14 @@ impl ObjectStoreReplica {
                     .store
                     .get_opts(path, head)
                     .await
-                    .map_err(|e| self.err(&what, e))?
+                    .map_err(|e| self.err(what, e))?
                     .meta
                     .size;
                 if r.start > r.end || r.end > size {
                     return Err(out_of_range(r, size));
                 }
                 if r.start == r.end {
-                    return Ok(Bytes::new());
+                    return Ok(None);
                 }
                 true
             }
@@ -349,23 +400,13 @@ impl ObjectStoreReplica {
             .store
             .get_opts(path, opts)
             .await
-            .map_err(|e| self.err(&what, e))?;
-        let size = result.meta.size;
+            .map_err(|e| self.err(what, e))?;
         if let Some(r) = range.as_ref().filter(|_| !headed) {
-            if r.end > size {
-                return Err(out_of_range(r, size));
+            if r.end > result.meta.size {
+                return Err(out_of_range(r, result.meta.size));
             }
         }
-        let data = result.bytes().await.map_err(|e| self.err(&what, e))?;
-        let want = range.as_ref().map_or(size, |r| r.end - r.start);
-        if data.len() as u64 != want {
-            return Err(StorageError::Transient {
-                location: self.location.clone(),
-                what,
-                detail: format!("short read: {} of {want} bytes", data.len()),
-            });
-        }
-        Ok(data)
+        Ok(Some(result))
     }
 
     /// [`ReplicaStore::put`]: one PUT, or parts above the part size; `created` goes into
@@ -719,6 +760,14 @@ impl<T: ObjectStoreBackend> ReplicaStore for T {
 
     async fn get(&self, key: &LtxKey, range: Option<Range<u64>>) -> Result<Bytes, StorageError> {
         self.replica().get(key, range).await
+    }
+
+    async fn get_stream(
+        &self,
+        key: &LtxKey,
+        range: Range<u64>,
+    ) -> Result<ByteStream, StorageError> {
+        self.replica().get_stream(key, range).await
     }
 
     async fn put(
