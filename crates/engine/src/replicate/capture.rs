@@ -533,13 +533,17 @@ impl Capture {
             Some(_) => true,
             None => false,
         };
-        // Quiet since the last capture: keep only the pin's connection (`DbConns::trim`).
-        // A pin on the connection that read the whole database moves to a fresh one first
-        // (a capture moves it), so the schema that read loaded goes too.
-        if self.conns.pin_is_heavy() && !matches!(self.cursor, Cursor::Unknown) {
-            self.step()?;
+        if !watch {
+            // Quiet, nothing left to watch: keep only the pin's connection
+            // (`DbConns::trim`). A pin on the connection that read the whole database moves
+            // to a fresh one first (a capture moves it), so the schema it loaded goes too.
+            // Not while watching: every cycle then moves the pin, and reopening a
+            // connection each time costs 80 times the move.
+            if self.conns.pin_is_heavy() && !matches!(self.cursor, Cursor::Unknown) {
+                self.step()?;
+            }
+            self.conns.trim();
         }
-        self.conns.trim();
         Ok(watch)
     }
 
