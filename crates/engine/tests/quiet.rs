@@ -99,7 +99,11 @@ async fn quiet_spells_between_bursts_lose_nothing() {
         // Quiet: the settle half a second after the last capture trims the connections.
         tokio::time::sleep(Duration::from_millis(1200)).await;
         // The application's own checkpoints; a restart happens whenever our pin allows.
-        let mode = if round % 2 == 0 { "TRUNCATE" } else { "RESTART" };
+        let mode = if round % 2 == 0 {
+            "TRUNCATE"
+        } else {
+            "RESTART"
+        };
         let _: i64 = app
             .query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| r.get(0))
             .unwrap();
@@ -111,7 +115,9 @@ async fn quiet_spells_between_bursts_lose_nothing() {
     let errors = task.await.unwrap();
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(
-        status.snapshots_full.load(std::sync::atomic::Ordering::Relaxed),
+        status
+            .snapshots_full
+            .load(std::sync::atomic::Ordering::Relaxed),
         1,
         "only the first capture may be a full image: every later one follows the WAL"
     );

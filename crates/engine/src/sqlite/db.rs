@@ -369,7 +369,12 @@ impl DbConns {
     /// Bytes SQLite holds for these connections: page caches, schemas, statements.
     pub fn memory_used(&self) -> u64 {
         let mut total = 0;
-        for c in self.pins.iter().chain(std::iter::once(&self.barrier)).flatten() {
+        for c in self
+            .pins
+            .iter()
+            .chain(std::iter::once(&self.barrier))
+            .flatten()
+        {
             for op in [
                 rusqlite::ffi::SQLITE_DBSTATUS_CACHE_USED,
                 rusqlite::ffi::SQLITE_DBSTATUS_SCHEMA_USED,
@@ -749,7 +754,10 @@ mod tests {
         assert_eq!(conns.open_connections(), 1);
         conns.begin_pin().unwrap();
         let pinned = conns.memory_used();
-        assert!(pinned < 16 * 1024, "a pin holds {pinned} bytes of SQLite memory");
+        assert!(
+            pinned < 16 * 1024,
+            "a pin holds {pinned} bytes of SQLite memory"
+        );
         // Move the pin the way a capture does, with a barrier, then go quiet.
         for round in 0..3 {
             app.execute("INSERT INTO t VALUES (?1)", [round]).unwrap();

@@ -717,7 +717,10 @@ const LTX_CALLS_IN_FLIGHT: usize = 64;
 static LTX_CALLS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(LTX_CALLS_IN_FLIGHT);
 
 async fn ltx_call_permit() -> tokio::sync::SemaphorePermit<'static> {
-    LTX_CALLS.acquire().await.expect("the semaphore is never closed")
+    LTX_CALLS
+        .acquire()
+        .await
+        .expect("the semaphore is never closed")
 }
 
 #[async_trait]
