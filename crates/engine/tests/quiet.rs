@@ -1,6 +1,7 @@
-//! A database that goes quiet between bursts of writes: half a second after its last
-//! capture the replicator closes every connection but the pin's (`DbConns::trim`), and the
-//! next burst reopens what it needs. Between bursts the application checkpoints with
+//! A database that goes quiet between bursts of writes: once nothing is left to watch (the
+//! WAL backfilled, here by our own checkpoint every second) the replicator closes every
+//! connection but the pin's (`DbConns::trim`), and the next burst reopens what it needs.
+//! Between bursts the application checkpoints with
 //! TRUNCATE and RESTART (which restart the WAL whenever our pin allows). Nothing may be
 //! lost: the restore equals the source page for page.
 //!
@@ -96,7 +97,7 @@ async fn quiet_spells_between_bursts_lose_nothing() {
             app.execute("DELETE FROM t WHERE id % 3 = 0", []).unwrap();
         }
         wait_replicated(&status, &rstatus).await;
-        // Quiet: the settle half a second after the last capture trims the connections.
+        // Quiet: our interval checkpoint backfills the WAL, and the connections are trimmed.
         tokio::time::sleep(Duration::from_millis(1200)).await;
         // The application's own checkpoints; a restart happens whenever our pin allows.
         let mode = if round % 2 == 0 {
