@@ -68,6 +68,10 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     setup::init_logging(&cfg, a.log_level.as_deref());
     let exec = a.exec.clone().or_else(|| cfg.exec.clone());
     limit_malloc_arenas();
+    // Before any thread starts and before SQLite's first use in this process.
+    if !engine::sqlite::db::configure_sqlite_for_many_connections() {
+        warn!("SQLite was already initialised; connections keep their default buffers");
+    }
     // Blocking work (captures, local file I/O) is short; a few threads serve thousands of
     // databases, where tokio's default (up to 512 threads) would cost memory at startup.
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -495,6 +495,7 @@ impl Capture {
             Ok(produced)
         })();
         let end = self.conns.end_barrier();
+        self.conns.trim();
         self.status
             .checkpoint_micros
             .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
@@ -523,15 +524,27 @@ impl Capture {
     /// read transaction then takes read mark 0 and stops blocking it. Cheap: one read of
     /// the `-shm` header. Returns true if the pin still needs watching.
     pub fn settle(&mut self) -> Result<bool, CaptureError> {
-        match ShmInfo::read(&self.conns.paths().shm) {
+        let watch = match ShmInfo::read(&self.conns.paths().shm) {
             Some(info) if info.fully_backfilled() => {
                 // Anything new must be captured before the old pin goes.
                 let produced = self.step()?;
-                Ok(produced.is_some())
+                produced.is_some()
             }
-            Some(_) => Ok(true),
-            None => Ok(false),
+            Some(_) => true,
+            None => false,
+        };
+        if !watch {
+            // Quiet, nothing left to watch: keep only the pin's connection
+            // (`DbConns::trim`). A pin on the connection that read the whole database moves
+            // to a fresh one first (a capture moves it), so the schema it loaded goes too.
+            // Not while watching: every cycle then moves the pin, and reopening a
+            // connection each time costs 80 times the move.
+            if self.conns.pin_is_heavy() && !matches!(self.cursor, Cursor::Unknown) {
+                self.step()?;
+            }
+            self.conns.trim();
         }
+        Ok(watch)
     }
 
     pub fn close(&mut self) {

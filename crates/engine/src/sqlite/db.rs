@@ -15,6 +15,13 @@
 //! transaction on the second connection, capturing up to the WAL end, and only then
 //! ending the old one.
 //!
+//! Memory (thousands of databases share a process): only the connection holding the pin
+//! stays open while a database is quiet. The second pin connection and the barrier are
+//! opened when needed; the barrier is closed when released and [`DbConns::trim`] closes
+//! the idle pin. Pins start their read transaction with `PRAGMA schema_version`, which
+//! reads the header only, so a pin never parses the schema (which for a large application
+//! schema would cost more than everything else we keep per database).
+//!
 //! Does not: parse the WAL (see `wal`), decide what to capture (see `replicate`).
 
 use std::fs::File;
@@ -103,14 +110,18 @@ impl ShmInfo {
     }
 }
 
-/// The replicator's connections to one database.
+/// The replicator's connections to one database, each opened when first needed.
 pub struct DbConns {
     paths: DbPaths,
     page_size: PageSize,
-    pins: [Connection; 2],
-    /// Which of `pins` holds the current read transaction.
+    pins: [Option<Connection>; 2],
+    /// Which of `pins` holds the current read transaction (always an open connection).
     active: Option<usize>,
-    barrier: Connection,
+    /// Pins that loaded the schema (a whole-database read or `page_count`): the first to
+    /// close when quiet, see [`DbConns::pin_is_heavy`].
+    heavy: [bool; 2],
+    /// Open only while the write lock is held.
+    barrier: Option<Connection>,
     in_barrier: bool,
     /// (device, inode) of the database file when opened: a different pair at the same
     /// path means the file was replaced (restored, copied over) and these connections
@@ -159,6 +170,12 @@ pub fn switch_to_wal(path: &Path) -> Result<(), DbError> {
 
 /// Checks the first 100 bytes of a database file: SQLite magic and page size.
 pub fn read_db_header(path: &Path) -> Result<PageSize, DbError> {
+    read_header(path).map(|(size, _)| size)
+}
+
+/// Page size, and whether the header's file format versions (bytes 18 and 19) say WAL,
+/// which is what SQLite itself reads to put a new connection in WAL mode.
+fn read_header(path: &Path) -> Result<(PageSize, bool), DbError> {
     let f = File::open(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             DbError::Missing {
@@ -183,10 +200,11 @@ pub fn read_db_header(path: &Path) -> Result<PageSize, DbError> {
         });
     }
     let raw = u16::from_be_bytes([hdr[16], hdr[17]]) as u32;
-    PageSize::from_sqlite_header(raw).map_err(|_| DbError::BadPageSize {
+    let size = PageSize::from_sqlite_header(raw).map_err(|_| DbError::BadPageSize {
         path: path.to_path_buf(),
         size: raw,
-    })
+    })?;
+    Ok((size, hdr[18] == 2 && hdr[19] == 2))
 }
 
 fn open_conn(paths: &DbPaths, busy: Duration) -> Result<Connection, DbError> {
@@ -206,13 +224,46 @@ fn open_conn(paths: &DbPaths, busy: Duration) -> Result<Connection, DbError> {
     )
     .map_err(sq("disable checkpoint on close"))?;
     c.busy_timeout(busy).map_err(sq("set busy timeout"))?;
-    // Thousands of databases share a process, three connections each, and we read pages
-    // once: no lookaside slab (about 50 KiB per connection otherwise) and a page cache of
-    // 8 KiB (a page or two; it would otherwise fill up to its size and stay).
+    // Thousands of databases share a process and we read pages once: no lookaside slab
+    // (about 50 KiB per connection otherwise). `PRAGMA cache_size` would parse the schema;
+    // the page cache is bounded where pages are read in bulk ([`DbConns::for_each_page`]).
     disable_lookaside(&c);
-    c.execute_batch("PRAGMA cache_size=-8; PRAGMA wal_autocheckpoint=0;")
+    c.execute_batch("PRAGMA wal_autocheckpoint=0;")
         .map_err(sq("configure"))?;
     Ok(c)
+}
+
+/// Process-wide SQLite settings for a process holding thousands of connections: no
+/// lookaside slab per connection (allocated at open, about 50 KiB, even when the
+/// connection turns it off afterwards) and no bulk page-cache allocation per connection
+/// (20 KiB at the first page read, for a cache our pins never fill). Takes effect only
+/// before SQLite initialises, that is before the process opens its first connection, and
+/// `sqlite3_config` must not race other SQLite calls: call it at process start, before
+/// any other thread runs. Returns whether SQLite accepted it.
+pub fn configure_sqlite_for_many_connections() -> bool {
+    use rusqlite::ffi;
+    use std::ffi::{c_int, c_void};
+    // SAFETY: both options take the documented argument types; the caller guarantees no
+    // other thread uses SQLite yet (after initialisation SQLite answers SQLITE_MISUSE).
+    unsafe {
+        let lookaside = ffi::sqlite3_config(ffi::SQLITE_CONFIG_LOOKASIDE, 0 as c_int, 0 as c_int);
+        let pagecache = ffi::sqlite3_config(
+            ffi::SQLITE_CONFIG_PAGECACHE,
+            std::ptr::null_mut::<c_void>(),
+            0 as c_int,
+            0 as c_int,
+        );
+        lookaside == ffi::SQLITE_OK && pagecache == ffi::SQLITE_OK
+    }
+}
+
+/// Frees a connection's unused cached pages and its cached statements.
+fn release_memory(c: &Connection) {
+    c.flush_prepared_statement_cache();
+    // SAFETY: the handle is valid for the life of `c`; the call only frees cache memory.
+    unsafe {
+        rusqlite::ffi::sqlite3_db_release_memory(c.handle());
+    }
 }
 
 /// Turns off a fresh connection's lookaside allocator. Best effort: SQLite refuses
@@ -232,39 +283,112 @@ fn disable_lookaside(c: &Connection) {
 }
 
 impl DbConns {
-    /// Opens three connections after checking the database is SQLite in WAL mode.
+    /// Checks the database is SQLite in WAL mode and opens the first connection; the
+    /// others are opened when first needed.
     pub fn open(db: &Path, busy: Duration) -> Result<DbConns, DbError> {
         let paths = DbPaths::new(db);
-        let page_size = read_db_header(db)?;
-        let p0 = open_conn(&paths, busy)?;
-        let mode: String = p0
-            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-            .map_err(|source| DbError::Sqlite {
-                path: paths.db.clone(),
-                op: "read journal_mode",
-                source,
-            })?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(DbError::NotWal {
-                path: paths.db.clone(),
-                mode,
-            });
+        let (page_size, wal) = read_header(db)?;
+        if !wal {
+            // Ask SQLite for the mode's name (and in case it disagrees with the header).
+            let c = open_conn(&paths, busy)?;
+            let mode: String = c
+                .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+                .map_err(|source| DbError::Sqlite {
+                    path: paths.db.clone(),
+                    op: "read journal_mode",
+                    source,
+                })?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                return Err(DbError::NotWal {
+                    path: paths.db.clone(),
+                    mode,
+                });
+            }
         }
-        let p1 = open_conn(&paths, busy)?;
-        let barrier = open_conn(&paths, busy)?;
+        let p0 = open_conn(&paths, busy)?;
         let identity = file_identity(db).ok_or_else(|| DbError::Missing {
             path: db.to_path_buf(),
         })?;
         Ok(DbConns {
             paths,
             page_size,
-            pins: [p0, p1],
+            pins: [Some(p0), None],
             active: None,
-            barrier,
+            heavy: [false; 2],
+            barrier: None,
             in_barrier: false,
             identity,
             busy,
         })
+    }
+
+    /// The pin connection `i`, opened now if it is not.
+    fn pin_conn(&mut self, i: usize) -> Result<&Connection, DbError> {
+        if self.pins[i].is_none() {
+            self.pins[i] = Some(open_conn(&self.paths, self.busy)?);
+            self.heavy[i] = false;
+        }
+        Ok(self.pins[i].as_ref().expect("just opened"))
+    }
+
+    /// Closes what a quiet database does not need: the pin connection not holding the
+    /// read transaction and the barrier (unless held). The active pin stays (W1) but gives
+    /// back its cached pages and statements. The next capture reopens what it needs.
+    pub fn trim(&mut self) {
+        for i in 0..2 {
+            if self.active == Some(i) {
+                continue;
+            }
+            if let Some(c) = self.pins[i].take() {
+                if !c.is_autocommit() {
+                    let _ = c.execute_batch("ROLLBACK");
+                }
+                let _ = c.close();
+            }
+            self.heavy[i] = false;
+        }
+        if !self.in_barrier {
+            self.barrier = None;
+        }
+        if let Some(c) = self.active.and_then(|i| self.pins[i].as_ref()) {
+            release_memory(c);
+        }
+    }
+
+    /// True when the active pin loaded the schema (after a whole-database image): moving
+    /// the pin to a fresh connection and trimming gives that memory back.
+    pub fn pin_is_heavy(&self) -> bool {
+        self.active.is_some_and(|i| self.heavy[i])
+    }
+
+    /// Connections open now (for tests and figures).
+    pub fn open_connections(&self) -> usize {
+        self.pins.iter().filter(|c| c.is_some()).count() + usize::from(self.barrier.is_some())
+    }
+
+    /// Bytes SQLite holds for these connections: page caches, schemas, statements.
+    pub fn memory_used(&self) -> u64 {
+        let mut total = 0;
+        for c in self
+            .pins
+            .iter()
+            .chain(std::iter::once(&self.barrier))
+            .flatten()
+        {
+            for op in [
+                rusqlite::ffi::SQLITE_DBSTATUS_CACHE_USED,
+                rusqlite::ffi::SQLITE_DBSTATUS_SCHEMA_USED,
+                rusqlite::ffi::SQLITE_DBSTATUS_STMT_USED,
+            ] {
+                let (mut cur, mut hi) = (0, 0);
+                // SAFETY: valid handle while `c` lives; out-pointers to live c_ints.
+                unsafe {
+                    rusqlite::ffi::sqlite3_db_status(c.handle(), op, &mut cur, &mut hi, 0);
+                }
+                total += cur.max(0) as u64;
+            }
+        }
+        total
     }
 
     /// True when the file at the database path is no longer the one these connections
@@ -296,7 +420,7 @@ impl DbConns {
             None => 0,
         };
         let path = self.paths.db.clone();
-        let c = &self.pins[next];
+        let c = self.pin_conn(next)?;
         if !c.is_autocommit() {
             c.execute_batch("ROLLBACK")
                 .map_err(|source| DbError::Sqlite {
@@ -310,10 +434,9 @@ impl DbConns {
             op: "begin read transaction",
             source,
         })?;
-        // A read transaction starts (and takes its read mark) at its first read.
-        if let Err(source) = c.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
-            r.get::<_, i64>(0)
-        }) {
+        // A read transaction starts (and takes its read mark) at its first read. The
+        // schema cookie is read from page 1's header without parsing the schema.
+        if let Err(source) = c.query_row("PRAGMA schema_version", [], |r| r.get::<_, i64>(0)) {
             let _ = c.execute_batch("ROLLBACK");
             return Err(DbError::Sqlite {
                 path,
@@ -330,7 +453,9 @@ impl DbConns {
         let Some(active) = self.active else {
             return Ok(());
         };
-        let c = &self.pins[1 - active];
+        let Some(c) = &self.pins[1 - active] else {
+            return Ok(());
+        };
         if !c.is_autocommit() {
             c.execute_batch("ROLLBACK")
                 .map_err(|source| DbError::Sqlite {
@@ -356,7 +481,11 @@ impl DbConns {
         if self.in_barrier {
             return Ok(());
         }
-        self.barrier
+        if self.barrier.is_none() {
+            self.barrier = Some(open_conn(&self.paths, self.busy)?);
+        }
+        let barrier = self.barrier.as_ref().expect("just opened");
+        barrier
             .execute_batch("BEGIN IMMEDIATE")
             .map_err(|source| DbError::Sqlite {
                 path: self.paths.db.clone(),
@@ -367,18 +496,26 @@ impl DbConns {
         Ok(())
     }
 
+    /// Releases the write lock and closes the barrier connection: it is needed only for
+    /// whole-database images and checkpoints.
     pub fn end_barrier(&mut self) -> Result<(), DbError> {
         if !self.in_barrier {
             return Ok(());
         }
         self.in_barrier = false;
-        self.barrier
+        let Some(barrier) = self.barrier.take() else {
+            return Ok(());
+        };
+        let r = barrier
             .execute_batch("ROLLBACK")
             .map_err(|source| DbError::Sqlite {
                 path: self.paths.db.clone(),
                 op: "release write lock",
                 source,
-            })
+            });
+        // Closing ends any transaction left open, so the lock is gone either way.
+        let _ = barrier.close();
+        r
     }
 
     /// Runs `PRAGMA wal_checkpoint(PASSIVE)` on the idle pin connection. It backfills up
@@ -389,32 +526,52 @@ impl DbConns {
             Some(i) => 1 - i,
             None => 0,
         };
-        let c = &self.pins[idle];
+        let path = self.paths.db.clone();
+        let c = self.pin_conn(idle)?;
         if !c.is_autocommit() {
             c.execute_batch("ROLLBACK")
                 .map_err(|source| DbError::Sqlite {
-                    path: self.paths.db.clone(),
+                    path: path.clone(),
                     op: "end read transaction",
                     source,
                 })?;
         }
-        let (busy, log, ckpt): (i64, i64, i64) = c
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
+        // The C call, not `PRAGMA wal_checkpoint`: the pragma parses the schema first. A
+        // connection opens the WAL at its first read, and the call does nothing before.
+        c.query_row("PRAGMA schema_version", [], |r| r.get::<_, i64>(0))
             .map_err(|source| DbError::Sqlite {
-                path: self.paths.db.clone(),
-                op: "checkpoint",
+                path: path.clone(),
+                op: "open WAL",
                 source,
             })?;
-        Ok(if busy != 0 { None } else { Some((log, ckpt)) })
+        let (mut log, mut ckpt) = (0, 0);
+        // SAFETY: the handle is valid while `c` lives; "main" is a NUL-terminated literal
+        // and both out-pointers point at live c_ints.
+        let rc = unsafe {
+            rusqlite::ffi::sqlite3_wal_checkpoint_v2(
+                c.handle(),
+                c"main".as_ptr(),
+                rusqlite::ffi::SQLITE_CHECKPOINT_PASSIVE,
+                &mut log,
+                &mut ckpt,
+            )
+        };
+        match rc {
+            rusqlite::ffi::SQLITE_OK => Ok(Some((log as i64, ckpt as i64))),
+            rusqlite::ffi::SQLITE_BUSY | rusqlite::ffi::SQLITE_LOCKED => Ok(None),
+            code => Err(DbError::Sqlite {
+                path,
+                op: "checkpoint",
+                source: rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None),
+            }),
+        }
     }
 
     /// Streams every page of the database as the active pin's snapshot sees it, in page
     /// order, through SQLite's own pager (`sqlite_dbpage`), so a concurrent checkpoint can
     /// never tear a page. The lock page is skipped.
     pub fn for_each_page(
-        &self,
+        &mut self,
         mut f: impl FnMut(PageNo, &[u8]) -> Result<(), DbError>,
     ) -> Result<u32, DbError> {
         let Some(active) = self.active else {
@@ -424,13 +581,18 @@ impl DbConns {
                 source: std::io::Error::other("no read transaction held"),
             });
         };
-        let c = &self.pins[active];
         let sq = |op| {
             let path = self.paths.db.clone();
             move |source| DbError::Sqlite { path, op, source }
         };
+        self.heavy[active] = true;
+        let c = self.pins[active].as_ref().expect("the active pin is open");
+        // Each page is read once: a page cache of a page or two (8 KiB), not the default
+        // 2 MiB that would fill up and stay. Not cached: a whole-database image is rare.
+        c.execute_batch("PRAGMA cache_size=-8")
+            .map_err(sq("configure"))?;
         let mut stmt = c
-            .prepare_cached("SELECT pgno, data FROM sqlite_dbpage('main') ORDER BY pgno")
+            .prepare("SELECT pgno, data FROM sqlite_dbpage('main') ORDER BY pgno")
             .map_err(sq("read pages"))?;
         let mut rows = stmt.query([]).map_err(sq("read pages"))?;
         let lock = self.page_size.lock_page();
@@ -479,8 +641,10 @@ impl DbConns {
     }
 
     /// The database size in pages as the active pin sees it.
-    pub fn page_count(&self) -> Result<u32, DbError> {
-        let c = &self.pins[self.active.unwrap_or(0)];
+    pub fn page_count(&mut self) -> Result<u32, DbError> {
+        let i = self.active.unwrap_or(0);
+        self.heavy[i] = true;
+        let c = self.pin_conn(i)?;
         c.query_row("PRAGMA page_count", [], |r| r.get::<_, i64>(0))
             .map(|n| n as u32)
             .map_err(|source| DbError::Sqlite {
@@ -493,7 +657,7 @@ impl DbConns {
     /// Ends every transaction we hold (shutdown).
     pub fn release_all(&mut self) {
         let _ = self.end_barrier();
-        for c in &self.pins {
+        for c in self.pins.iter().flatten() {
             if !c.is_autocommit() {
                 let _ = c.execute_batch("ROLLBACK");
             }
@@ -568,6 +732,72 @@ mod tests {
             })
             .unwrap();
         assert_eq!(busy, 0);
+    }
+
+    fn truncate(app: &Connection) -> i64 {
+        app.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn quiet_database_keeps_one_connection_and_its_pin() {
+        let d = tempfile::tempdir().unwrap();
+        let (p, app) = app_db(d.path());
+        // A large application schema: a pin must not parse it.
+        for i in 0..200 {
+            app.execute_batch(&format!(
+                "CREATE TABLE t{i}(a INTEGER PRIMARY KEY, b TEXT, c BLOB); CREATE INDEX i{i} ON t{i}(b);"
+            ))
+            .unwrap();
+        }
+        let mut conns = DbConns::open(&p, Duration::from_millis(100)).unwrap();
+        assert_eq!(conns.open_connections(), 1);
+        conns.begin_pin().unwrap();
+        let pinned = conns.memory_used();
+        assert!(
+            pinned < 16 * 1024,
+            "a pin holds {pinned} bytes of SQLite memory"
+        );
+        // Move the pin the way a capture does, with a barrier, then go quiet.
+        for round in 0..3 {
+            app.execute("INSERT INTO t VALUES (?1)", [round]).unwrap();
+            conns.begin_barrier().unwrap();
+            assert_eq!(conns.open_connections(), 2);
+            conns.begin_pin().unwrap();
+            conns.release_old_pin().unwrap();
+            conns.end_barrier().unwrap();
+            assert_eq!(conns.open_connections(), 2, "two pins, barrier closed");
+            conns.trim();
+            assert_eq!(conns.open_connections(), 1, "only the pin stays");
+            assert!(conns.has_pin());
+            // The remaining pin still stops the WAL from being restarted over new frames.
+            app.execute("INSERT INTO t VALUES (?1)", [round + 100])
+                .unwrap();
+            assert_eq!(truncate(&app), 1, "TRUNCATE must report busy while pinned");
+        }
+        // A whole-database read loads the schema on its connection; trimming after the pin
+        // moved off it gives that back.
+        let mut pages = 0;
+        conns
+            .for_each_page(|_, _| {
+                pages += 1;
+                Ok(())
+            })
+            .unwrap();
+        assert!(pages > 200);
+        assert!(conns.pin_is_heavy());
+        assert!(conns.memory_used() > pinned + 16 * 1024);
+        conns.begin_pin().unwrap();
+        conns.release_old_pin().unwrap();
+        assert!(!conns.pin_is_heavy());
+        conns.trim();
+        assert_eq!(conns.open_connections(), 1);
+        assert!(conns.memory_used() < 16 * 1024);
+        // Checkpoints run on a connection opened for them.
+        let (log, ckpt) = conns.checkpoint_passive().unwrap().unwrap();
+        assert!(log > 0 && ckpt <= log, "log {log} ckpt {ckpt}");
+        conns.release_all();
+        assert_eq!(truncate(&app), 0);
     }
 
     #[test]

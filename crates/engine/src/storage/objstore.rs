@@ -748,6 +748,22 @@ pub trait ObjectStoreBackend: Send + Sync + 'static {
     }
 }
 
+/// LTX calls (list, get, put, delete) in flight at once across every object-store replica
+/// of the process. Each holds a connection and its buffers (tens of KiB); without a bound,
+/// thousands of databases starting together (each listing its replica, then uploading its
+/// first file) open thousands of connections at once, and the process keeps the peak.
+/// Lease and other named-object calls do not wait for it.
+const LTX_CALLS_IN_FLIGHT: usize = 64;
+
+static LTX_CALLS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(LTX_CALLS_IN_FLIGHT);
+
+async fn ltx_call_permit() -> tokio::sync::SemaphorePermit<'static> {
+    LTX_CALLS
+        .acquire()
+        .await
+        .expect("the semaphore is never closed")
+}
+
 #[async_trait]
 impl<T: ObjectStoreBackend> ReplicaStore for T {
     fn location(&self) -> &str {
@@ -755,10 +771,12 @@ impl<T: ObjectStoreBackend> ReplicaStore for T {
     }
 
     async fn list(&self, level: Level) -> Result<Vec<LtxInfo>, StorageError> {
+        let _permit = ltx_call_permit().await;
         self.replica().list(level).await
     }
 
     async fn get(&self, key: &LtxKey, range: Option<Range<u64>>) -> Result<Bytes, StorageError> {
+        let _permit = ltx_call_permit().await;
         self.replica().get(key, range).await
     }
 
@@ -776,14 +794,17 @@ impl<T: ObjectStoreBackend> ReplicaStore for T {
         data: Bytes,
         created: SystemTime,
     ) -> Result<(), StorageError> {
+        let _permit = ltx_call_permit().await;
         self.replica().put(key, data, created).await
     }
 
     async fn delete(&self, keys: &[LtxKey]) -> Result<(), StorageError> {
+        let _permit = ltx_call_permit().await;
         self.replica().delete(keys).await
     }
 
     async fn list_exact_times(&self, level: Level) -> Result<Vec<LtxInfo>, StorageError> {
+        let _permit = ltx_call_permit().await;
         self.replica().list_exact_times(level).await
     }
 
@@ -802,6 +823,7 @@ impl<T: ObjectStoreBackend> ReplicaStore for T {
         created: SystemTime,
     ) -> Result<(), StorageError> {
         self.check_conditional(&key.to_string()).await?;
+        let _permit = ltx_call_permit().await;
         self.replica().put_ltx_if_absent(key, data, created).await
     }
 
