@@ -146,6 +146,9 @@ pub enum ReplicateError {
 /// How often local L0 files that every replica holds are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(1);
 
+/// Longest a capture waits for a replica that is still uploading (see `run_database`).
+const MAX_HOLD: Duration = Duration::from_secs(1);
+
 /// Shortest wait before retrying an interval checkpoint that did not happen.
 const CHECKPOINT_RETRY: Duration = Duration::from_secs(10);
 
@@ -264,6 +267,7 @@ pub async fn run_database(
     });
     let (up_shutdown_tx, up_shutdown_rx) = watch::channel(false);
     let (full_tx, mut full_rx) = mpsc::unbounded_channel();
+    let uploaded = Arc::new(tokio::sync::Notify::new());
     let mut uploaders = Vec::new();
     for (r, view) in replicas.iter().zip(views) {
         let u = Uploader {
@@ -276,6 +280,7 @@ pub async fn run_database(
             shutdown: up_shutdown_rx.clone(),
             need_full_image: full_tx.clone(),
             capture_pace: pace,
+            uploaded: uploaded.clone(),
         };
         uploaders.push(tokio::spawn(u.run(view)));
     }
@@ -290,6 +295,23 @@ pub async fn run_database(
         let since = last_capture.elapsed();
         if since < pace {
             tokio::time::sleep(pace - since).await;
+        }
+        // Batch while a replica is still uploading: the next capture waits (at most
+        // MAX_HOLD) until it has caught up, so a replica slower than the pace receives
+        // fewer, larger files rather than a queue that grows without bound. A replica
+        // backing off after errors holds nothing: captures go on so the WAL can be
+        // checkpointed.
+        if !stopping && !mode.once {
+            let hold_until = Instant::now() + MAX_HOLD;
+            while replicas.iter().any(|r| {
+                r.status.uploading.load(Ordering::Acquire) && r.status.replicated() < head.txid
+            }) {
+                tokio::select! {
+                    _ = uploaded.notified() => {}
+                    _ = tokio::time::sleep_until(hold_until) => break,
+                    _ = shutdown.changed() => { stopping = true; break; }
+                }
+            }
         }
         last_capture = Instant::now();
         let settle_due = settle_at.is_some_and(|t| t <= Instant::now());
@@ -353,6 +375,13 @@ pub async fn run_database(
         });
         // Local files every replica holds and has compacted are no longer needed (the
         // newest stays). Pruned in batches, at most once a second, not one unlink per capture.
+        let floor = replicas
+            .iter()
+            .map(|r| r.status.replicated())
+            .min()
+            .unwrap_or(0);
+        status.replicated_floor.store(floor, Ordering::Release);
+        local.forget_cached(floor);
         if last_prune.elapsed() >= PRUNE_EVERY || stopping || mode.once {
             last_prune = Instant::now();
             prune_replicated(&local, &replicas, mode.once);
