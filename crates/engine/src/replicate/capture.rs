@@ -27,7 +27,7 @@ use tracing::{debug, info, warn};
 use super::local::{now_ms, LocalDir, LocalPosition};
 use super::status::DbStatus;
 use crate::fsutil;
-use crate::sqlite::db::{DbConns, DbError, ShmInfo};
+use crate::sqlite::db::{DbConns, DbError};
 use crate::sqlite::wal::{self as walscan, ScanFrom, WalCursor};
 
 /// Largest capture (pages times page size) encoded in memory rather than streamed to a
@@ -585,7 +585,7 @@ impl Capture {
     /// read transaction then takes read mark 0 and stops blocking it. Cheap: one read of
     /// the `-shm` header. Returns true if the pin still needs watching.
     pub fn settle(&mut self) -> Result<bool, CaptureError> {
-        match ShmInfo::read(&self.conns.paths().shm) {
+        match self.conns.shm_info() {
             Some(info) if info.fully_backfilled() => {
                 // Anything new must be captured before the old pin goes.
                 let produced = self.step()?;

@@ -7,6 +7,12 @@
 //!
 //! This module owns the per-database loop ([`run_database`]) that ties them together
 //! and its shutdown: a final capture, then uploads until caught up or out of time.
+//!
+//! Pacing: captures are at least `DEFAULT_PACE` (the smallest `sync-interval`) apart, and
+//! while a replica is still uploading earlier files the next capture waits for it (at
+//! most `MAX_HOLD`): a replica slower than the pace gets fewer, larger files, so its lag
+//! stays about two uploads instead of growing with a queue. Each replica still makes one
+//! request at a time, so the replica holds a contiguous TXID prefix at every instant.
 //! Every step feeds `status` (live figures); `report` copies them out for reporters.
 
 pub mod capture;

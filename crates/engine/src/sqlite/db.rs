@@ -81,9 +81,15 @@ pub struct ShmInfo {
 }
 
 impl ShmInfo {
-    /// Reads the first copy of the wal-index header and the checkpoint info.
+    /// Reads the first copy of the wal-index header and the checkpoint info from a
+    /// `-shm` path. Opens and closes the file, which drops every POSIX lock this process
+    /// holds on it: never call it while a connection of this process has the database
+    /// open (use [`DbConns::shm_info`]).
     pub fn read(shm: &Path) -> Option<ShmInfo> {
-        let f = File::open(shm).ok()?;
+        ShmInfo::read_from(&File::open(shm).ok()?)
+    }
+
+    fn read_from(f: &File) -> Option<ShmInfo> {
         let mut buf = [0u8; 136];
         f.read_exact_at(&mut buf, 0).ok()?;
         // The wal-index is in native byte order; offsets from SQLite's file format doc:
@@ -117,6 +123,14 @@ pub struct DbConns {
     /// read a file nobody writes any more.
     identity: (u64, u64),
     busy: Duration,
+    /// Our own descriptors on the database file and its `-shm`, opened once and closed
+    /// only after the connections (fields drop in order). POSIX advisory locks belong to
+    /// the process, and closing *any* descriptor of a file drops every lock the process
+    /// holds on it, SQLite's included: a `-shm` opened and closed to read the wal-index
+    /// header dropped our pin's read mark, and the application's checkpoint then
+    /// restarted the WAL over frames we had not captured (found by the RPO benchmark).
+    db_file: File,
+    shm_file: std::sync::Mutex<Option<File>>,
 }
 
 /// (device, inode) of a file, `None` when it does not exist.
@@ -255,6 +269,11 @@ impl DbConns {
         let identity = file_identity(db).ok_or_else(|| DbError::Missing {
             path: db.to_path_buf(),
         })?;
+        let db_file = File::open(&paths.db).map_err(|source| DbError::Io {
+            path: paths.db.clone(),
+            op: "open database file",
+            source,
+        })?;
         Ok(DbConns {
             paths,
             page_size,
@@ -264,7 +283,19 @@ impl DbConns {
             in_barrier: false,
             identity,
             busy,
+            db_file,
+            shm_file: std::sync::Mutex::new(None),
         })
+    }
+
+    /// The wal-index figures, read through our long-lived `-shm` descriptor (opened on
+    /// first use, never closed while the connections live: see `shm_file`).
+    pub fn shm_info(&self) -> Option<ShmInfo> {
+        let mut shm = self.shm_file.lock().unwrap_or_else(|p| p.into_inner());
+        if shm.is_none() {
+            *shm = Some(File::open(&self.paths.shm).ok()?);
+        }
+        ShmInfo::read_from(shm.as_ref().expect("just set"))
     }
 
     /// True when the file at the database path is no longer the one these connections
@@ -276,7 +307,13 @@ impl DbConns {
     /// Opens fresh connections to whatever file is at the path now.
     pub fn reopen(&mut self) -> Result<(), DbError> {
         self.release_all();
-        *self = DbConns::open(&self.paths.db.clone(), self.busy)?;
+        let old = std::mem::replace(self, DbConns::open(&self.paths.db.clone(), self.busy)?);
+        // The new connections may use the same `-shm` file: closing our old descriptor on
+        // it would drop their locks, so it is left open (one descriptor per replacement).
+        let DbConns { shm_file, .. } = old;
+        if let Some(f) = shm_file.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            std::mem::forget(f);
+        }
         Ok(())
     }
 
@@ -298,24 +335,23 @@ impl DbConns {
         let path = self.paths.db.clone();
         let c = &self.pins[next];
         if !c.is_autocommit() {
-            run_cached(c, "ROLLBACK").map_err(|source| DbError::Sqlite {
-                path: path.clone(),
-                op: "end stale read transaction",
-                source,
-            })?;
+            c.execute_batch("ROLLBACK")
+                .map_err(|source| DbError::Sqlite {
+                    path: path.clone(),
+                    op: "end stale read transaction",
+                    source,
+                })?;
         }
-        // Statements are cached: a pin moves on every capture (up to 50 a second).
-        run_cached(c, "BEGIN").map_err(|source| DbError::Sqlite {
+        c.execute_batch("BEGIN").map_err(|source| DbError::Sqlite {
             path: path.clone(),
             op: "begin read transaction",
             source,
         })?;
         // A read transaction starts (and takes its read mark) at its first read.
-        if let Err(source) = c
-            .prepare_cached("SELECT count(*) FROM sqlite_schema")
-            .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)))
-        {
-            let _ = run_cached(c, "ROLLBACK");
+        if let Err(source) = c.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+            r.get::<_, i64>(0)
+        }) {
+            let _ = c.execute_batch("ROLLBACK");
             return Err(DbError::Sqlite {
                 path,
                 op: "start read transaction",
@@ -333,11 +369,12 @@ impl DbConns {
         };
         let c = &self.pins[1 - active];
         if !c.is_autocommit() {
-            run_cached(c, "ROLLBACK").map_err(|source| DbError::Sqlite {
-                path: self.paths.db.clone(),
-                op: "end read transaction",
-                source,
-            })?;
+            c.execute_batch("ROLLBACK")
+                .map_err(|source| DbError::Sqlite {
+                    path: self.paths.db.clone(),
+                    op: "end read transaction",
+                    source,
+                })?;
         }
         Ok(())
     }
@@ -467,7 +504,9 @@ impl DbConns {
             op: "read page from database file",
             source,
         };
-        let f = File::open(&self.paths.db).map_err(io)?;
+        // Through our long-lived descriptor: opening and closing one here would drop the
+        // connections' locks on the database file (see `db_file`).
+        let f = &self.db_file;
         buf.fill(0);
         let off = self.page_size.offset_of(pgno);
         let len = f.metadata().map_err(io)?.len();
@@ -500,11 +539,6 @@ impl DbConns {
         }
         self.active = None;
     }
-}
-
-/// Runs one statement without result rows through the connection's statement cache.
-fn run_cached(c: &Connection, sql: &str) -> rusqlite::Result<()> {
-    c.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
 #[cfg(test)]
@@ -607,10 +641,10 @@ mod tests {
         app.execute_batch("PRAGMA wal_autocheckpoint=0; INSERT INTO t VALUES (2);")
             .unwrap();
         let shm = DbPaths::new(&p).shm;
-        let before = ShmInfo::read(&shm).unwrap();
+        let before = ShmInfo::read(&shm).unwrap(); // no connection of ours is open yet
         assert!(before.mx_frame > 0 && !before.fully_backfilled());
         let mut conns = DbConns::open(&p, Duration::from_millis(100)).unwrap();
         conns.checkpoint_passive().unwrap().unwrap();
-        assert!(ShmInfo::read(&shm).unwrap().fully_backfilled());
+        assert!(conns.shm_info().unwrap().fully_backfilled());
     }
 }
