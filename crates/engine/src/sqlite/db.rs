@@ -171,9 +171,49 @@ pub fn switch_to_wal(path: &Path) -> Result<(), DbError> {
     Ok(())
 }
 
-/// Checks the first 100 bytes of a database file: SQLite magic and page size.
+/// A descriptor on `path` that this process keeps open for good, one per file (device and
+/// inode). Raw reads of a database file or its `-shm` beside live SQLite connections of
+/// this process must use it: POSIX advisory locks belong to the process, and closing any
+/// descriptor of a file drops every lock the process holds on it, SQLite's included (our
+/// pin's read mark; the database file's shared lock that stops a closing application
+/// from checkpointing in exclusive mode and deleting the WAL).
+pub fn kept_open(path: &Path) -> std::io::Result<std::sync::Arc<File>> {
+    use std::collections::HashMap;
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::{Arc, Mutex, OnceLock};
+    static KEPT: OnceLock<Mutex<HashMap<(u64, u64), Arc<File>>>> = OnceLock::new();
+    let m = std::fs::metadata(path)?;
+    let key = (m.dev(), m.ino());
+    let mut kept = KEPT
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(f) = kept.get(&key) {
+        return Ok(f.clone());
+    }
+    let f = File::open(path)?;
+    let fm = f.metadata()?;
+    let f = Arc::new(f);
+    // Replaced between the stat and the open: keep it under its own identity.
+    kept.insert((fm.dev(), fm.ino()), f.clone());
+    Ok(f)
+}
+
+/// Checks the first 100 bytes of a database file: SQLite magic and page size. For a file
+/// no connection of this process may have open (a restore's output); a live database is
+/// read with [`read_live_db_header`].
 pub fn read_db_header(path: &Path) -> Result<PageSize, DbError> {
-    let f = File::open(path).map_err(|e| {
+    header_of(path, File::open(path).map(std::sync::Arc::new))
+}
+
+/// [`read_db_header`] for a database this process may hold connections to (replicated,
+/// drilled, checked): through [`kept_open`], so SQLite's locks stay.
+pub fn read_live_db_header(path: &Path) -> Result<PageSize, DbError> {
+    header_of(path, kept_open(path))
+}
+
+fn header_of(path: &Path, f: std::io::Result<std::sync::Arc<File>>) -> Result<PageSize, DbError> {
+    let f = f.map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             DbError::Missing {
                 path: path.to_path_buf(),
@@ -249,7 +289,7 @@ impl DbConns {
     /// Opens three connections after checking the database is SQLite in WAL mode.
     pub fn open(db: &Path, busy: Duration) -> Result<DbConns, DbError> {
         let paths = DbPaths::new(db);
-        let page_size = read_db_header(db)?;
+        let page_size = read_live_db_header(db)?;
         let p0 = open_conn(&paths, busy)?;
         let mode: String = p0
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
