@@ -181,7 +181,8 @@ pub fn kept_open(path: &Path) -> std::io::Result<std::sync::Arc<File>> {
     use std::collections::HashMap;
     use std::os::unix::fs::MetadataExt;
     use std::sync::{Arc, Mutex, OnceLock};
-    static KEPT: OnceLock<Mutex<HashMap<(u64, u64), Arc<File>>>> = OnceLock::new();
+    type ByIdentity = HashMap<(u64, u64), Arc<File>>;
+    static KEPT: OnceLock<Mutex<ByIdentity>> = OnceLock::new();
     let m = std::fs::metadata(path)?;
     let key = (m.dev(), m.ino());
     let mut kept = KEPT
