@@ -27,8 +27,39 @@ use tracing::{debug, info, warn};
 use super::local::{now_ms, LocalDir, LocalPosition};
 use super::status::DbStatus;
 use crate::fsutil;
-use crate::sqlite::db::{DbConns, DbError, ShmInfo};
+use crate::sqlite::db::{DbConns, DbError};
 use crate::sqlite::wal::{self as walscan, ScanFrom, WalCursor};
+
+/// Largest capture (pages times page size) encoded in memory rather than streamed to a
+/// temp file.
+const MEMORY_CAPTURE_MAX: u64 = 16 << 20;
+
+/// Where an L0 file is encoded: memory (small captures) or a temp file (large ones).
+enum Sink {
+    Memory(Vec<u8>),
+    File(BufWriter<File>),
+}
+
+impl std::io::Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Sink::Memory(v) => v.write(buf),
+            Sink::File(f) => f.write(buf),
+        }
+    }
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        match self {
+            Sink::Memory(v) => v.write_all(buf),
+            Sink::File(f) => f.write_all(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Sink::Memory(_) => Ok(()),
+            Sink::File(f) => f.flush(),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
@@ -97,6 +128,10 @@ pub struct Capture {
     /// the WAL restarted over them before our first scan (found by the crash tests: a
     /// restore missing one transaction's page). So a restart seen first is a full image.
     resumed: bool,
+    /// Every file written since the driver last asked ([`Capture::take_produced`]), so that
+    /// a cycle failing after a capture (say, the checkpoint that follows it) still hands
+    /// what it wrote to the uploaders.
+    produced: Vec<Produced>,
 }
 
 impl Capture {
@@ -127,6 +162,7 @@ impl Capture {
             last_checkpoint: Instant::now(),
             captured_since_checkpoint: false,
             resumed: false,
+            produced: Vec::new(),
         };
         match pos {
             Some(LocalPosition { txid, commit, wal }) if txid.get() >= remote_max => {
@@ -271,7 +307,13 @@ impl Capture {
         header.wal_salt1 = scan.end.salt1;
         header.wal_salt2 = scan.end.salt2;
         let mut buf = vec![0u8; page_size.bytes()];
-        let (tmp, mut enc) = self.start_file(&header)?;
+        // Small captures (all of them under a steady load) are encoded in memory and
+        // written without an fsync (`LocalDir::write_capture`); a huge one streams to disk.
+        let in_memory = (scan.pages.len() as u64)
+            .saturating_add(commit.saturating_sub(self.commit) as u64)
+            .saturating_mul(page_size.bytes() as u64)
+            <= MEMORY_CAPTURE_MAX;
+        let (tmp, mut enc) = self.start_file(&header, in_memory)?;
         let lock = page_size.lock_page();
         // Pages the database grew by but no frame carries (SQLite skips writing free-list
         // leaves) still belong to the file, so every file keeps every page up to its commit.
@@ -321,33 +363,40 @@ impl Capture {
         }))
     }
 
-    /// Opens the temp file of the next local L0 file and writes its header; the caller adds
-    /// pages and hands both to [`Capture::finish_file`].
+    /// Starts the next local L0 file and writes its header: in memory, or in a temp file
+    /// on disk; the caller adds pages and hands both to [`Capture::finish_file`].
     fn start_file(
         &self,
         header: &Header,
-    ) -> Result<(PathBuf, Encoder<BufWriter<File>>), CaptureError> {
+        in_memory: bool,
+    ) -> Result<(PathBuf, Encoder<Sink>), CaptureError> {
         let txid = header.max_txid;
         let tmp = fsutil::tmp_path(&self.local.path_of(txid));
-        let file = File::create(&tmp).map_err(|source| CaptureError::Local {
-            db: self.name.clone(),
-            txid,
-            source,
-        })?;
-        let enc =
-            Encoder::new(BufWriter::new(file), header, self.opts.encoding).map_err(|source| {
-                CaptureError::Encode {
-                    db: self.name.clone(),
-                    txid,
-                    source,
-                }
+        let sink = if in_memory {
+            Sink::Memory(Vec::new())
+        } else {
+            let file = File::create(&tmp).map_err(|source| CaptureError::Local {
+                db: self.name.clone(),
+                txid,
+                source,
             })?;
+            Sink::File(BufWriter::new(file))
+        };
+        let enc = Encoder::new(sink, header, self.opts.encoding).map_err(|source| {
+            CaptureError::Encode {
+                db: self.name.clone(),
+                txid,
+                source,
+            }
+        })?;
         Ok((tmp, enc))
     }
 
+    /// Stores the finished file: an in-memory one through `LocalDir::write_capture` (no
+    /// fsync), a streamed one durably (fsync, rename, directory fsync).
     fn finish_file(
         &self,
-        enc: Encoder<BufWriter<File>>,
+        enc: Encoder<Sink>,
         tmp: &std::path::Path,
         txid: TxId,
     ) -> Result<(), CaptureError> {
@@ -361,13 +410,26 @@ impl Capture {
             txid,
             source,
         };
-        let file = w.into_inner().map_err(|e| local_err(e.into_error()))?;
-        fsutil::commit_tmp(tmp, &file, &self.local.path_of(txid)).map_err(local_err)?;
-        Ok(())
+        match w {
+            Sink::Memory(data) => self
+                .local
+                .write_capture(txid, bytes::Bytes::from(data))
+                .map_err(local_err),
+            Sink::File(w) => {
+                let file = w.into_inner().map_err(|e| local_err(e.into_error()))?;
+                fsutil::commit_tmp(tmp, &file, &self.local.path_of(txid)).map_err(local_err)?;
+                self.local.note_synced(txid);
+                Ok(())
+            }
+        }
     }
 
     fn after_write(&mut self, txid: TxId, full: bool) {
         self.txid = txid.get();
+        self.produced.push(Produced {
+            txid,
+            full_image: full,
+        });
         self.captured_since_checkpoint = true;
         self.status.local_txid.store(self.txid, Ordering::Release);
         self.status
@@ -419,7 +481,7 @@ impl Capture {
             // Litestream needs WAL coordinates >= 32 on every L0 file to take over.
             _ => header.wal_offset = 32,
         }
-        let (tmp, mut enc) = self.start_file(&header)?;
+        let (tmp, mut enc) = self.start_file(&header, false)?;
         let name = self.name.clone();
         let mut enc_err = None;
         self.conns
@@ -488,6 +550,15 @@ impl Capture {
         let r = (|| -> Result<Option<Produced>, CaptureError> {
             let produced = self.step()?;
             let _ = self.conns.checkpoint_passive()?;
+            // Before the WAL may restart over what we captured, make the captures no
+            // replica holds yet, and the position, durable (local.rs module docs).
+            self.local
+                .sync_pending(self.status.replicated_floor.load(Ordering::Acquire))
+                .map_err(|source| CaptureError::Local {
+                    db: self.name.clone(),
+                    txid: TxId::new(self.txid.max(1)).expect("nonzero"),
+                    source,
+                })?;
             // All frames backfilled: a new read transaction takes read mark 0, which lets
             // the next writer restart the WAL while still protecting whatever it writes.
             self.conns.begin_pin()?;
@@ -519,12 +590,18 @@ impl Capture {
         r
     }
 
+    /// The files written since the last call, oldest first, whatever the calls that wrote
+    /// them returned afterwards. The driver hands these, and only these, to the uploaders.
+    pub fn take_produced(&mut self) -> Vec<Produced> {
+        std::mem::take(&mut self.produced)
+    }
+
     /// Moves the pin when the WAL has been fully backfilled by someone else (e.g. the
     /// application's own RESTART or TRUNCATE checkpoint, which waits for readers): a fresh
     /// read transaction then takes read mark 0 and stops blocking it. Cheap: one read of
     /// the `-shm` header. Returns true if the pin still needs watching.
     pub fn settle(&mut self) -> Result<bool, CaptureError> {
-        let watch = match ShmInfo::read(&self.conns.paths().shm) {
+        let watch = match self.conns.shm_info() {
             Some(info) if info.fully_backfilled() => {
                 // Anything new must be captured before the old pin goes.
                 let produced = self.step()?;
@@ -548,6 +625,12 @@ impl Capture {
     }
 
     pub fn close(&mut self) {
+        if let Err(e) = self
+            .local
+            .sync_pending(self.status.replicated_floor.load(Ordering::Acquire))
+        {
+            warn!(db = %self.name, error = %e, "cannot sync local files at shutdown");
+        }
         self.conns.release_all();
     }
 }

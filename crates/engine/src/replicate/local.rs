@@ -8,10 +8,26 @@
 //!
 //! The newest local L0 file is never deleted: it *is* the durable position. There is no
 //! separate position file to get out of step with the data.
+//!
+//! Captures are written without an fsync each ([`LocalDir::write_capture`]): until our
+//! checkpoint lets SQLite restart the WAL, the WAL itself still holds every captured frame,
+//! so a capture lost to a power cut is captured again (or, if the WAL moved on, replaced by
+//! a full image: C3). Durability is bought in batches instead: [`LocalDir::sync_pending`]
+//! fsyncs the files no replica holds yet, the newest among them, and the directory, and the
+//! capture calls it before its checkpoint lets the WAL go and at shutdown. A power cut can
+//! therefore leave a torn file; [`LocalDir::open`] checks every file's LTX checksum and
+//! deletes the ones that fail, so a torn file is never uploaded, compacted or taken as the
+//! position (the position falls back to the newest intact file: L1 in docs/design.md).
+//!
+//! Recent captures are also kept in memory (bounded, [`CACHE_MAX_BYTES`]) so uploaders do
+//! not read back what was just written; they are dropped once every replica holds them.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io;
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -55,22 +71,167 @@ pub struct LocalFile {
     pub modified_unix_ms: i64,
 }
 
+/// Bytes of recent captures kept in memory for the uploaders, per database. Beyond it the
+/// oldest are dropped from memory (they stay on disk).
+pub const CACHE_MAX_BYTES: usize = 32 << 20;
+
+#[derive(Debug, Default)]
+struct Recent {
+    /// Recent captures by TXID, as written.
+    files: BTreeMap<u64, bytes::Bytes>,
+    bytes: usize,
+    /// Captures written since the last [`LocalDir::sync_pending`], not yet fsynced.
+    unsynced: Vec<TxId>,
+    /// Pruned files kept for reuse (temp names): a new capture rewrites one of them
+    /// rather than allocating an inode, which costs more than the write on a busy
+    /// file system (up to 50 captures a second).
+    free: Vec<PathBuf>,
+    /// Names handed out for `free` so far.
+    free_seq: u64,
+}
+
+/// Most pruned files kept for reuse per database.
+const FREE_MAX: usize = 64;
+
 #[derive(Debug)]
 pub struct LocalDir {
     meta: PathBuf,
     l0: PathBuf,
+    recent: Mutex<Recent>,
 }
 
 impl LocalDir {
-    /// Opens (creating if needed) the meta directory and clears temp leftovers.
+    /// Opens (creating if needed) the meta directory, clears temp leftovers and deletes
+    /// every L0 file whose LTX checksum fails (torn by a power cut: captures are not
+    /// fsynced one by one, see the module docs).
     pub fn open(meta: &Path) -> io::Result<LocalDir> {
         let l0 = meta.join(Layout::LtxDir.level_dir(Level::L0));
         fsutil::create_dir_all_durable(&l0)?;
         fsutil::remove_tmp_files(&l0)?;
-        Ok(LocalDir {
+        let dir = LocalDir {
             meta: meta.to_path_buf(),
             l0,
-        })
+            recent: Mutex::new(Recent::default()),
+        };
+        let mut removed = 0;
+        for t in dir.txids()? {
+            let path = dir.path_of(t);
+            let data = match fs::read(&path) {
+                Ok(d) => d,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            // The name must match the header too: a pruned file is renamed and reused for
+            // a later capture, and a power cut may lose the renames but not the rewrite.
+            let named_right =
+                Header::from_bytes(&data).is_ok_and(|h| h.min_txid == t && h.max_txid == t);
+            if !is_intact(&data) || !named_right {
+                tracing::warn!(file = %path.display(), "local L0 file is torn (power cut before it was synced); deleting it");
+                fs::remove_file(&path)?;
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            fsutil::sync_dir(&dir.l0)?;
+        }
+        Ok(dir)
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stores a freshly captured L0 file: temp file, rename, no fsync (see the module
+    /// docs: [`LocalDir::sync_pending`] makes it durable when that matters). Keeps the
+    /// bytes in memory for the uploaders.
+    pub fn write_capture(&self, txid: TxId, data: bytes::Bytes) -> io::Result<()> {
+        let path = self.path_of(txid);
+        let reuse = self.recent().free.pop();
+        let reused = reuse.and_then(|p| {
+            fs::OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(&p)
+                .ok()
+                .map(|f| (f, p))
+        });
+        let (mut f, tmp) = match reused {
+            Some(r) => r,
+            None => {
+                let tmp = fsutil::tmp_path(&path);
+                (fs::File::create(&tmp)?, tmp)
+            }
+        };
+        let r = (|| {
+            f.write_all(&data)?;
+            drop(f);
+            fs::rename(&tmp, &path)
+        })();
+        if r.is_err() {
+            let _ = fs::remove_file(&tmp);
+            return r;
+        }
+        let mut recent = self.recent();
+        recent.unsynced.push(txid);
+        recent.bytes += data.len();
+        if let Some(old) = recent.files.insert(txid.get(), data) {
+            recent.bytes -= old.len();
+        }
+        while recent.bytes > CACHE_MAX_BYTES {
+            let Some((_, d)) = recent.files.pop_first() else {
+                break;
+            };
+            recent.bytes -= d.len();
+        }
+        Ok(())
+    }
+
+    /// Notes a file written durably by other means (a full image): nothing to sync.
+    pub fn note_synced(&self, txid: TxId) {
+        self.recent().unsynced.retain(|&t| t != txid);
+    }
+
+    /// Drops from memory the captures with TXID <= `upto` (every replica holds them).
+    pub fn forget_cached(&self, upto: u64) {
+        let mut recent = self.recent();
+        while let Some(e) = recent.files.first_entry() {
+            if *e.key() > upto {
+                break;
+            }
+            let d = e.remove();
+            recent.bytes -= d.len();
+        }
+    }
+
+    /// Makes the captured position durable: fsyncs every capture written since the last
+    /// call that is newer than `replicated` (no replica may hold it yet) and the newest
+    /// one, then the directory. Files pruned meanwhile are skipped.
+    pub fn sync_pending(&self, replicated: u64) -> io::Result<()> {
+        let pending = std::mem::take(&mut self.recent().unsynced);
+        let Some(&newest) = pending.iter().max() else {
+            return Ok(());
+        };
+        let r = (|| {
+            for &t in &pending {
+                if t.get() <= replicated && t != newest {
+                    continue;
+                }
+                match fs::File::open(self.path_of(t)) {
+                    Ok(f) => f.sync_all()?,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            fsutil::sync_dir(&self.l0)
+        })();
+        if r.is_err() {
+            // Try again next time.
+            let mut recent = self.recent();
+            let mut all = pending;
+            all.append(&mut recent.unsynced);
+            recent.unsynced = all;
+        }
+        r
     }
 
     /// The meta directory of a database that has been replicated before, for reading
@@ -80,6 +241,7 @@ impl LocalDir {
         l0.is_dir().then(|| LocalDir {
             meta: meta.to_path_buf(),
             l0,
+            recent: Mutex::new(Recent::default()),
         })
     }
 
@@ -109,6 +271,7 @@ impl LocalDir {
     /// Removes the temp file of a capture that failed half way (disk full, I/O error), so
     /// its space is free for the retry. Call only while no capture is running.
     pub fn clear_tmp(&self) -> io::Result<usize> {
+        self.recent().free.clear();
         fsutil::remove_tmp_files(&self.l0)
     }
 
@@ -138,9 +301,9 @@ impl LocalDir {
         Ok(out)
     }
 
-    /// The captured position after a restart, from the newest local file that decodes.
-    /// A newest file that fails to decode (torn by a crash mid-write is impossible thanks
-    /// to rename, but a disk may rot) is reported as an error rather than skipped.
+    /// The captured position after a restart, from the newest local file. [`LocalDir::open`]
+    /// already deleted torn files; a newest file that still fails to decode (a disk
+    /// rotting since) is reported as an error rather than skipped.
     pub fn position(&self) -> io::Result<Option<LocalPosition>> {
         let Some(&txid) = self.txids()?.last() else {
             return Ok(None);
@@ -160,11 +323,16 @@ impl LocalDir {
         fsutil::write_durable(&self.path_of(txid), data, Some(ms_to_time(timestamp_ms)))
     }
 
+    /// A local L0 file's bytes: from memory when it is a recent capture, else from disk.
     pub fn read(&self, txid: TxId) -> io::Result<Bytes> {
+        if let Some(d) = self.recent().files.get(&txid.get()) {
+            return Ok(d.clone());
+        }
         fs::read(self.path_of(txid)).map(Bytes::from)
     }
 
-    /// Deletes local files with TXID <= `upto`, always keeping the newest one.
+    /// Deletes local files with TXID <= `upto`, always keeping the newest one. Up to
+    /// `FREE_MAX` of them are renamed to temp names and reused by later captures instead.
     pub fn prune(&self, upto: TxId) -> io::Result<usize> {
         let txids = self.txids()?;
         let Some(&newest) = txids.last() else {
@@ -173,7 +341,28 @@ impl LocalDir {
         let mut n = 0;
         for t in txids {
             if t <= upto && t != newest {
-                match fs::remove_file(self.path_of(t)) {
+                let path = self.path_of(t);
+                let spare = {
+                    let mut recent = self.recent();
+                    (recent.free.len() < FREE_MAX).then(|| {
+                        recent.free_seq += 1;
+                        self.l0.join(format!(
+                            "free-{}-{}{}",
+                            std::process::id(),
+                            recent.free_seq,
+                            fsutil::TMP_SUFFIX
+                        ))
+                    })
+                };
+                if let Some(spare) = spare {
+                    // Kept for reuse under a temp name (never listed, removed at start).
+                    if fs::rename(&path, &spare).is_ok() {
+                        self.recent().free.push(spare);
+                        n += 1;
+                        continue;
+                    }
+                }
+                match fs::remove_file(path) {
                     Ok(()) => n += 1,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                     Err(e) => return Err(e),
@@ -188,6 +377,7 @@ impl LocalDir {
     /// Forgets every local file (used when the database was replaced under us and the
     /// local history no longer describes it).
     pub fn reset(&self) -> io::Result<()> {
+        *self.recent() = Recent::default();
         for t in self.txids()? {
             let _ = fs::remove_file(self.path_of(t));
         }
@@ -235,6 +425,23 @@ pub fn read_position(meta: &Path) -> io::Result<Option<LocalPosition>> {
     Ok(Some(position_of(&header)))
 }
 
+/// True when `data` is a whole LTX file: it decodes to the end and its file checksum
+/// matches. A file torn by a power cut (zeros, or cut short) fails.
+pub fn is_intact(data: &[u8]) -> bool {
+    let Ok(mut dec) = ltx::Decoder::new(data) else {
+        return false;
+    };
+    let mut buf = vec![0u8; dec.header().page_size.bytes()];
+    loop {
+        match dec.next_page(&mut buf) {
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(_) => return false,
+        }
+    }
+    dec.finish().is_ok()
+}
+
 pub fn position_of(h: &Header) -> LocalPosition {
     let wal =
         (h.wal_offset >= 32 && (h.wal_salt1 != 0 || h.wal_salt2 != 0)).then_some(WalPosition {
@@ -262,4 +469,82 @@ pub fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ltx::{Encoder, PageEncoding, PageNo, PageSize};
+
+    /// A valid one-page L0 file for `txid`.
+    fn l0(txid: u64, fill: u8) -> Bytes {
+        let t = TxId::new(txid).unwrap();
+        let h = Header::new(PageSize::new(4096).unwrap(), 1, t, t, 1_700_000_000_000);
+        let mut enc = Encoder::new(Vec::new(), &h, PageEncoding::Block).unwrap();
+        enc.write_page(PageNo::new(1).unwrap(), &[fill; 4096])
+            .unwrap();
+        Bytes::from(enc.finish().unwrap().0)
+    }
+
+    fn tx(t: u64) -> TxId {
+        TxId::new(t).unwrap()
+    }
+
+    #[test]
+    fn torn_and_misnamed_files_are_deleted_at_open() {
+        let d = tempfile::tempdir().unwrap();
+        let local = LocalDir::open(d.path()).unwrap();
+        for t in 1..=3 {
+            local.write_capture(tx(t), l0(t, t as u8)).unwrap();
+        }
+        // What a power cut can leave: a file whose tail never reached the disk, and a
+        // reused file whose rename was lost (right bytes, wrong name).
+        let mut torn = fs::read(local.path_of(tx(2))).unwrap();
+        let n = torn.len();
+        torn[n - 40..].fill(0);
+        fs::write(local.path_of(tx(2)), &torn).unwrap();
+        fs::write(local.path_of(tx(4)), l0(3, 9)).unwrap();
+        drop(local);
+
+        let local = LocalDir::open(d.path()).unwrap();
+        assert_eq!(local.txids().unwrap(), vec![tx(1), tx(3)]);
+        assert_eq!(local.position().unwrap().unwrap().txid, tx(3));
+        assert!(is_intact(&l0(5, 1)));
+        assert!(!is_intact(&torn));
+        assert!(!is_intact(&[]));
+    }
+
+    #[test]
+    fn captures_come_from_memory_and_pruned_files_are_reused() {
+        let d = tempfile::tempdir().unwrap();
+        let local = LocalDir::open(d.path()).unwrap();
+        for t in 1..=5 {
+            local.write_capture(tx(t), l0(t, t as u8)).unwrap();
+        }
+        // Served from memory while cached, from disk once forgotten: the same bytes.
+        local.forget_cached(2);
+        for t in 1..=5 {
+            assert_eq!(local.read(tx(t)).unwrap(), l0(t, t as u8), "txid {t}");
+        }
+        assert_eq!(local.prune(tx(3)).unwrap(), 3);
+        assert_eq!(local.txids().unwrap(), vec![tx(4), tx(5)]);
+        let spare = local.recent().free.len();
+        assert_eq!(spare, 3);
+        // The next capture rewrites a pruned file: no new inode, and no leftover.
+        local.write_capture(tx(6), l0(6, 6)).unwrap();
+        assert_eq!(local.recent().free.len(), spare - 1);
+        local.forget_cached(6);
+        assert_eq!(local.read(tx(6)).unwrap(), l0(6, 6));
+        assert_eq!(local.txids().unwrap(), vec![tx(4), tx(5), tx(6)]);
+        // Syncing skips what is gone and keeps the position.
+        local.prune(tx(5)).unwrap();
+        local.sync_pending(5).unwrap();
+        assert!(local.recent().unsynced.is_empty());
+        drop(local);
+        // A restart sweeps the spare files away and finds the newest capture.
+        let local = LocalDir::open(d.path()).unwrap();
+        assert_eq!(local.txids().unwrap(), vec![tx(6)]);
+        let names = fs::read_dir(&local.l0).unwrap().count();
+        assert_eq!(names, 1, "only the newest file is left");
+    }
 }

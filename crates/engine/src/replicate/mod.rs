@@ -7,6 +7,12 @@
 //!
 //! This module owns the per-database loop ([`run_database`]) that ties them together
 //! and its shutdown: a final capture, then uploads until caught up or out of time.
+//!
+//! Pacing: captures are at least `DEFAULT_PACE` (the smallest `sync-interval`) apart, and
+//! while a replica is still uploading earlier files the next capture waits for it (at
+//! most `MAX_HOLD`): a replica slower than the pace gets fewer, larger files, so its lag
+//! stays about two uploads instead of growing with a queue. Each replica still makes one
+//! request at a time, so the replica holds a contiguous TXID prefix at every instant.
 //! Every step feeds `status` (live figures); `report` copies them out for reporters.
 
 pub mod capture;
@@ -146,6 +152,9 @@ pub enum ReplicateError {
 /// How often local L0 files that every replica holds are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(1);
 
+/// Longest a capture waits for a replica that is still uploading (see `run_database`).
+const MAX_HOLD: Duration = Duration::from_secs(1);
+
 /// Shortest wait before retrying an interval checkpoint that did not happen.
 const CHECKPOINT_RETRY: Duration = Duration::from_secs(10);
 
@@ -264,6 +273,7 @@ pub async fn run_database(
     });
     let (up_shutdown_tx, up_shutdown_rx) = watch::channel(false);
     let (full_tx, mut full_rx) = mpsc::unbounded_channel();
+    let uploaded = Arc::new(tokio::sync::Notify::new());
     let mut uploaders = Vec::new();
     for (r, view) in replicas.iter().zip(views) {
         let u = Uploader {
@@ -276,6 +286,7 @@ pub async fn run_database(
             shutdown: up_shutdown_rx.clone(),
             need_full_image: full_tx.clone(),
             capture_pace: pace,
+            uploaded: uploaded.clone(),
         };
         uploaders.push(tokio::spawn(u.run(view)));
     }
@@ -291,43 +302,62 @@ pub async fn run_database(
         if since < pace {
             tokio::time::sleep(pace - since).await;
         }
+        // Batch while a replica is still uploading: the next capture waits (at most
+        // MAX_HOLD) until it has caught up, so a replica slower than the pace receives
+        // fewer, larger files rather than a queue that grows without bound. A replica
+        // backing off after errors holds nothing: captures go on so the WAL can be
+        // checkpointed.
+        if !stopping && !mode.once {
+            let hold_until = Instant::now() + MAX_HOLD;
+            while replicas.iter().any(|r| {
+                r.status.uploading.load(Ordering::Acquire) && r.status.replicated() < head.txid
+            }) {
+                tokio::select! {
+                    _ = uploaded.notified() => {}
+                    _ = tokio::time::sleep_until(hold_until) => break,
+                    _ = shutdown.changed() => { stopping = true; break; }
+                }
+            }
+        }
         last_capture = Instant::now();
         let settle_due = settle_at.is_some_and(|t| t <= Instant::now());
         let cycle_started = Instant::now();
         let (c, result) = tokio::task::spawn_blocking(move || {
-            let r = (|| -> Result<(Vec<capture::Produced>, bool), capture::CaptureError> {
-                let mut out = Vec::new();
+            let r = (|| -> Result<bool, capture::CaptureError> {
                 let mut needs_settle = false;
-                out.extend(cap.step()?);
+                cap.step()?;
                 if settle_due {
                     needs_settle = cap.settle()?;
                 }
-                if let Some(p) = cap.checkpoint_if_needed()? {
-                    out.push(p);
-                }
-                Ok((out, needs_settle))
+                cap.checkpoint_if_needed()?;
+                Ok(needs_settle)
             })();
             (cap, r)
         })
         .await
         .expect("capture task");
         cap = c;
+        // Whatever the cycle wrote goes to the uploaders, even when a later step of the
+        // same cycle failed: those files are on local disk and are the new head.
+        let produced = cap.take_produced();
+        for p in &produced {
+            head.txid = p.txid.get();
+            if p.full_image {
+                head.full_image_txid = p.txid.get();
+            }
+        }
+        if !produced.is_empty() {
+            head_tx.send_replace(head);
+        }
         status.syncs.fetch_add(1, Ordering::Relaxed);
         status.sync_micros.fetch_add(
             cycle_started.elapsed().as_micros() as u64,
             Ordering::Relaxed,
         );
         match result {
-            Ok((produced, needs_settle)) => {
+            Ok(needs_settle) => {
                 status.record_ok();
-                for p in &produced {
-                    head.txid = p.txid.get();
-                    if p.full_image {
-                        head.full_image_txid = p.txid.get();
-                    }
-                }
                 if !produced.is_empty() {
-                    head_tx.send_replace(head);
                     // Re-check the pin shortly in case an application checkpoint waits on it.
                     settle_at = Some(Instant::now() + Duration::from_millis(500));
                 } else if settle_due {
@@ -353,6 +383,13 @@ pub async fn run_database(
         });
         // Local files every replica holds and has compacted are no longer needed (the
         // newest stays). Pruned in batches, at most once a second, not one unlink per capture.
+        let floor = replicas
+            .iter()
+            .map(|r| r.status.replicated())
+            .min()
+            .unwrap_or(0);
+        status.replicated_floor.store(floor, Ordering::Release);
+        local.forget_cached(floor);
         if last_prune.elapsed() >= PRUNE_EVERY || stopping || mode.once {
             last_prune = Instant::now();
             prune_replicated(&local, &replicas, mode.once);
@@ -404,6 +441,7 @@ pub async fn run_database(
             .await
             .expect("capture task");
             cap = c;
+            cap.take_produced();
             let p = r?;
             head.txid = p.txid.get();
             head.full_image_txid = p.txid.get();

@@ -5,7 +5,7 @@
 //! ([`DrillStatus`], filled by whoever runs drills). Holds no policy; a plain copy for
 //! reporting is taken by `report`.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 /// Figures for one database.
@@ -37,6 +37,9 @@ pub struct DbStatus {
     /// Unix ms since when captures have been failing, or replication of this database
     /// stopped on an error (0 when healthy).
     pub failing_since_ms: AtomicI64,
+    /// Highest TXID every replica holds (kept by the capture loop): captures above it are
+    /// fsynced before our checkpoint lets the WAL go.
+    pub replicated_floor: AtomicU64,
 }
 
 /// Figures for one replica of one database.
@@ -64,6 +67,10 @@ pub struct ReplicaStatus {
     pub maintenance_errors: AtomicU64,
     /// The last restore drill against this replica, once one has run.
     pub drill: Mutex<Option<DrillStatus>>,
+    /// The uploader is sending files the replica lacks (not idle, not backing off): the
+    /// capture loop waits for it before the next capture, so a slow replica gets fewer,
+    /// larger files instead of a growing queue.
+    pub uploading: AtomicBool,
 }
 
 /// The outcome of one restore drill (a restore of the replica into a scratch file,

@@ -44,6 +44,9 @@ pub struct Uploader {
     pub need_full_image: tokio::sync::mpsc::UnboundedSender<()>,
     /// The capture loop's minimum interval between two L0 files.
     pub capture_pace: Duration,
+    /// Woken after every upload attempt (the capture loop waits on it while this replica
+    /// is uploading, see `ReplicaStatus::uploading`).
+    pub uploaded: Arc<tokio::sync::Notify>,
 }
 
 impl Uploader {
@@ -104,6 +107,22 @@ impl Uploader {
 
     /// Uploads every local file the replica lacks. Returns true when caught up.
     async fn catch_up(
+        &mut self,
+        view: &mut ReplicaView,
+        head: Head,
+        backoff: &mut Backoff,
+        last_upload: &mut Instant,
+    ) -> bool {
+        self.status
+            .uploading
+            .store(view.max_txid() < head.txid, Ordering::Release);
+        let done = self.upload_missing(view, head, backoff, last_upload).await;
+        self.status.uploading.store(false, Ordering::Release);
+        self.uploaded.notify_one();
+        done
+    }
+
+    async fn upload_missing(
         &mut self,
         view: &mut ReplicaView,
         head: Head,
@@ -173,6 +192,7 @@ impl Uploader {
                     self.status.uploads.fetch_add(1, Ordering::Relaxed);
                     self.status.upload_bytes.fetch_add(len, Ordering::Relaxed);
                     self.status.set_error(None);
+                    self.uploaded.notify_one();
                     debug!(db = %self.db_name, replica = %self.name(), file = %key, bytes = len, "uploaded");
                 }
                 Err(e) => {

@@ -88,9 +88,15 @@ pub struct ShmInfo {
 }
 
 impl ShmInfo {
-    /// Reads the first copy of the wal-index header and the checkpoint info.
+    /// Reads the first copy of the wal-index header and the checkpoint info from a
+    /// `-shm` path. Opens and closes the file, which drops every POSIX lock this process
+    /// holds on it: never call it while a connection of this process has the database
+    /// open (use [`DbConns::shm_info`]).
     pub fn read(shm: &Path) -> Option<ShmInfo> {
-        let f = File::open(shm).ok()?;
+        ShmInfo::read_from(&File::open(shm).ok()?)
+    }
+
+    fn read_from(f: &File) -> Option<ShmInfo> {
         let mut buf = [0u8; 136];
         f.read_exact_at(&mut buf, 0).ok()?;
         // The wal-index is in native byte order; offsets from SQLite's file format doc:
@@ -128,6 +134,14 @@ pub struct DbConns {
     /// read a file nobody writes any more.
     identity: (u64, u64),
     busy: Duration,
+    /// Our own descriptors on the database file and its `-shm`, opened once and closed
+    /// only after the connections (fields drop in order). POSIX advisory locks belong to
+    /// the process, and closing *any* descriptor of a file drops every lock the process
+    /// holds on it, SQLite's included: a `-shm` opened and closed to read the wal-index
+    /// header dropped our pin's read mark, and the application's checkpoint then
+    /// restarted the WAL over frames we had not captured (found by the RPO benchmark).
+    db_file: File,
+    shm_file: std::sync::Mutex<Option<File>>,
 }
 
 /// (device, inode) of a file, `None` when it does not exist.
@@ -168,15 +182,55 @@ pub fn switch_to_wal(path: &Path) -> Result<(), DbError> {
     Ok(())
 }
 
-/// Checks the first 100 bytes of a database file: SQLite magic and page size.
+/// A descriptor on `path` that this process keeps open for good, one per file (device and
+/// inode). Raw reads of a database file or its `-shm` beside live SQLite connections of
+/// this process must use it: POSIX advisory locks belong to the process, and closing any
+/// descriptor of a file drops every lock the process holds on it, SQLite's included (our
+/// pin's read mark; the database file's shared lock that stops a closing application
+/// from checkpointing in exclusive mode and deleting the WAL).
+pub fn kept_open(path: &Path) -> std::io::Result<std::sync::Arc<File>> {
+    use std::collections::HashMap;
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::{Arc, Mutex, OnceLock};
+    type ByIdentity = HashMap<(u64, u64), Arc<File>>;
+    static KEPT: OnceLock<Mutex<ByIdentity>> = OnceLock::new();
+    let m = std::fs::metadata(path)?;
+    let key = (m.dev(), m.ino());
+    let mut kept = KEPT
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(f) = kept.get(&key) {
+        return Ok(f.clone());
+    }
+    let f = File::open(path)?;
+    let fm = f.metadata()?;
+    let f = Arc::new(f);
+    // Replaced between the stat and the open: keep it under its own identity.
+    kept.insert((fm.dev(), fm.ino()), f.clone());
+    Ok(f)
+}
+
+/// Checks the first 100 bytes of a database file: SQLite magic and page size. For a file
+/// no connection of this process may have open (a restore's output); a live database is
+/// read with [`read_live_db_header`].
 pub fn read_db_header(path: &Path) -> Result<PageSize, DbError> {
-    read_header(path).map(|(size, _)| size)
+    header_of(path, File::open(path).map(std::sync::Arc::new)).map(|(size, _)| size)
+}
+
+/// [`read_db_header`] for a database this process may hold connections to (replicated,
+/// drilled, checked): through [`kept_open`], so SQLite's locks stay.
+pub fn read_live_db_header(path: &Path) -> Result<PageSize, DbError> {
+    header_of(path, kept_open(path)).map(|(size, _)| size)
 }
 
 /// Page size, and whether the header's file format versions (bytes 18 and 19) say WAL,
 /// which is what SQLite itself reads to put a new connection in WAL mode.
-fn read_header(path: &Path) -> Result<(PageSize, bool), DbError> {
-    let f = File::open(path).map_err(|e| {
+fn header_of(
+    path: &Path,
+    f: std::io::Result<std::sync::Arc<File>>,
+) -> Result<(PageSize, bool), DbError> {
+    let f = f.map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             DbError::Missing {
                 path: path.to_path_buf(),
@@ -287,7 +341,7 @@ impl DbConns {
     /// others are opened when first needed.
     pub fn open(db: &Path, busy: Duration) -> Result<DbConns, DbError> {
         let paths = DbPaths::new(db);
-        let (page_size, wal) = read_header(db)?;
+        let (page_size, wal) = header_of(db, kept_open(db))?;
         if !wal {
             // Ask SQLite for the mode's name (and in case it disagrees with the header).
             let c = open_conn(&paths, busy)?;
@@ -309,6 +363,11 @@ impl DbConns {
         let identity = file_identity(db).ok_or_else(|| DbError::Missing {
             path: db.to_path_buf(),
         })?;
+        let db_file = File::open(&paths.db).map_err(|source| DbError::Io {
+            path: paths.db.clone(),
+            op: "open database file",
+            source,
+        })?;
         Ok(DbConns {
             paths,
             page_size,
@@ -319,7 +378,19 @@ impl DbConns {
             in_barrier: false,
             identity,
             busy,
+            db_file,
+            shm_file: std::sync::Mutex::new(None),
         })
+    }
+
+    /// The wal-index figures, read through our long-lived `-shm` descriptor (opened on
+    /// first use, never closed while the connections live: see `shm_file`).
+    pub fn shm_info(&self) -> Option<ShmInfo> {
+        let mut shm = self.shm_file.lock().unwrap_or_else(|p| p.into_inner());
+        if shm.is_none() {
+            *shm = Some(File::open(&self.paths.shm).ok()?);
+        }
+        ShmInfo::read_from(shm.as_ref().expect("just set"))
     }
 
     /// The pin connection `i`, opened now if it is not.
@@ -400,7 +471,13 @@ impl DbConns {
     /// Opens fresh connections to whatever file is at the path now.
     pub fn reopen(&mut self) -> Result<(), DbError> {
         self.release_all();
-        *self = DbConns::open(&self.paths.db.clone(), self.busy)?;
+        let old = std::mem::replace(self, DbConns::open(&self.paths.db.clone(), self.busy)?);
+        // The new connections may use the same `-shm` file: closing our old descriptor on
+        // it would drop their locks, so it is left open (one descriptor per replacement).
+        let DbConns { shm_file, .. } = old;
+        if let Some(f) = shm_file.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            std::mem::forget(f);
+        }
         Ok(())
     }
 
@@ -629,7 +706,9 @@ impl DbConns {
             op: "read page from database file",
             source,
         };
-        let f = File::open(&self.paths.db).map_err(io)?;
+        // Through our long-lived descriptor: opening and closing one here would drop the
+        // connections' locks on the database file (see `db_file`).
+        let f = &self.db_file;
         buf.fill(0);
         let off = self.page_size.offset_of(pgno);
         let len = f.metadata().map_err(io)?.len();
@@ -801,16 +880,41 @@ mod tests {
     }
 
     #[test]
+    fn a_pin_moved_many_times_still_holds_its_frames() {
+        let d = tempfile::tempdir().unwrap();
+        let (p, app) = app_db(d.path());
+        app.execute_batch("PRAGMA wal_autocheckpoint=0").unwrap();
+        let mut conns = DbConns::open(&p, Duration::from_millis(100)).unwrap();
+        let ckpt = |mode: &str| -> (i64, i64, i64) {
+            app.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .unwrap()
+        };
+        for i in 0..6 {
+            app.execute("INSERT INTO t VALUES (?1)", [i + 10]).unwrap();
+            conns.begin_pin().unwrap();
+            conns.release_old_pin().unwrap();
+            let (_, pinned_at, _) = ckpt("PASSIVE");
+            app.execute("INSERT INTO t VALUES (?1)", [i + 100]).unwrap();
+            // Frames after the pin are never backfilled, so the WAL cannot restart.
+            let (_, log, backfilled) = ckpt("PASSIVE");
+            assert!(log > pinned_at, "move {i}: the app appended");
+            assert!(backfilled <= pinned_at, "move {i}: backfill passed the pin");
+        }
+    }
+
+    #[test]
     fn shm_figures_follow_checkpoints() {
         let d = tempfile::tempdir().unwrap();
         let (p, app) = app_db(d.path());
         app.execute_batch("PRAGMA wal_autocheckpoint=0; INSERT INTO t VALUES (2);")
             .unwrap();
         let shm = DbPaths::new(&p).shm;
-        let before = ShmInfo::read(&shm).unwrap();
+        let before = ShmInfo::read(&shm).unwrap(); // no connection of ours is open yet
         assert!(before.mx_frame > 0 && !before.fully_backfilled());
         let mut conns = DbConns::open(&p, Duration::from_millis(100)).unwrap();
         conns.checkpoint_passive().unwrap().unwrap();
-        assert!(ShmInfo::read(&shm).unwrap().fully_backfilled());
+        assert!(conns.shm_info().unwrap().fully_backfilled());
     }
 }

@@ -10,7 +10,6 @@
 //! last connection would otherwise checkpoint and delete the WAL under the replicator).
 //! Does not judge anything (`check` does) or know about replicas.
 
-use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::Duration;
@@ -18,7 +17,7 @@ use std::time::Duration;
 use ltx::{PageNo, PageSize};
 use rusqlite::{Connection, OpenFlags};
 
-use super::db::{read_db_header, DbError, DbPaths};
+use super::db::{read_live_db_header, DbError, DbPaths};
 use super::wal::FRAME_HEADER_SIZE;
 
 /// What `check` needs to know about one database.
@@ -68,7 +67,7 @@ fn open_reader(db: &Path, busy: Duration) -> Result<Connection, DbError> {
 /// corrupt one is not: its `quick_check` rows (or the error SQLite raised running it)
 /// say what is wrong.
 pub fn inspect(db: &Path, quick_check: bool, busy: Duration) -> Result<DbFacts, DbError> {
-    let page_size = read_db_header(db)?;
+    let page_size = read_live_db_header(db)?;
     let c = open_reader(db, busy)?;
     let sq = |op| {
         let path = db.to_path_buf();
@@ -150,7 +149,7 @@ impl SourceSnapshot {
     /// readings agree (same salts, same last frame), the transaction took exactly that view
     /// (the last frame only grows while the salts stay, and a WAL restart changes salt-1).
     pub fn open(db: &Path, busy: Duration) -> Result<SourceSnapshot, DbError> {
-        let page_size = read_db_header(db)?;
+        let page_size = read_live_db_header(db)?;
         let conn = open_reader(db, busy)?;
         let sq = |op| {
             let path = db.to_path_buf();
@@ -254,7 +253,8 @@ struct WalIndexHeader {
 /// Reads the wal-index header without a lock: both 48-byte copies must agree (SQLite
 /// writes the second, then the first) and be initialised, else `None`.
 fn read_wal_index_header(shm: &Path) -> Option<WalIndexHeader> {
-    let f = File::open(shm).ok()?;
+    // Never open-and-close: drills run inside the replicator, beside its pin (`kept_open`).
+    let f = super::db::kept_open(shm).ok()?;
     let mut buf = [0u8; 96];
     f.read_exact_at(&mut buf, 0).ok()?;
     if buf[..48] != buf[48..] || buf[12] == 0 {
