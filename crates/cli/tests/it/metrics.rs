@@ -370,9 +370,13 @@ fn object_store_outage_shows_in_metrics_and_healthz_then_recovers() {
     eventually(Duration::from_secs(120), "/healthz back to 200", || {
         http_get(port, "/healthz").is_some_and(|(c, _)| c == 200)
     });
-    let s = scrape_until(port, "the replica to catch up", |s| {
+    scrape_until(port, "the replica to catch up", |s| {
         s.lag() == 0 && s.replicated_txid() == s.local_txid()
     });
+    // A scrape reads /metrics, then /status: the one that saw the catch-up in /status may
+    // hold /metrics from just before it. With the writer stopped, a later scrape is stable.
+    let s = Scrape::take(port).expect("a scrape after the catch-up");
+    assert_eq!((s.lag(), s.replicated_txid()), (0, s.local_txid()));
     assert_eq!(
         s.m(
             "sqlite_replicate_replica_failing{$db,$replica}",
