@@ -102,6 +102,23 @@ pub fn model_txn(c: &Connection, k: u64) {
 
 /// Checks that the database at `path` is exactly the model's state after some N transactions
 /// and returns N; panics naming the first row that disagrees.
+/// The committed prefix a kill round's restore at `out` holds, checked against the rounds
+/// before it (never older than `last_n`) and the writer (never past `committed`); removes
+/// the restore.
+fn round_prefix(out: &Path, what: &str, last_n: u64, committed: u64) -> u64 {
+    let n = model_prefix(out, what);
+    assert!(
+        n >= last_n,
+        "{what}: restore went back from {last_n} to {n} transactions"
+    );
+    assert!(
+        n <= committed,
+        "{what}: restore has {n} transactions, only {committed} committed"
+    );
+    std::fs::remove_file(out).unwrap();
+    n
+}
+
 pub fn model_prefix(path: &Path, what: &str) -> u64 {
     let c = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
     let mut st = c
@@ -478,17 +495,7 @@ fn kill9_replicator_at_random_and_chosen_moments() {
         let committed = writer.committed.load(Ordering::SeqCst);
         let out = w.path(&format!("round-{round}.db"));
         restore_url(&url, &out);
-        let n = model_prefix(&out, &what);
-        assert!(
-            n >= last_n,
-            "{what}: restore went back from {last_n} to {n} transactions"
-        );
-        assert!(
-            n <= committed,
-            "{what}: restore has {n} transactions, only {committed} committed"
-        );
-        last_n = n;
-        std::fs::remove_file(&out).unwrap();
+        last_n = round_prefix(&out, &what, last_n, committed);
     }
     // A final clean run: catch up, then stop with SIGTERM (final sync) after the writer.
     let r = Replicator::start(&w, &["-config", cfg.to_str().unwrap()]);
@@ -662,17 +669,7 @@ fn kill9_replicator_mid_upload_to_s3() {
             db.to_str().unwrap(),
         ]);
         restores += 1;
-        let n = model_prefix(&out, &what);
-        assert!(
-            n >= last_n,
-            "{what}: restore went back from {last_n} to {n} transactions"
-        );
-        assert!(
-            n <= committed,
-            "{what}: restore has {n} transactions, only {committed} committed"
-        );
-        last_n = n;
-        std::fs::remove_file(&out).unwrap();
+        last_n = round_prefix(&out, &what, last_n, committed);
     }
     let r = Replicator::start(&w, &["-config", cfg.to_str().unwrap()]);
     std::thread::sleep(Duration::from_millis(500));
