@@ -546,7 +546,13 @@ impl Capture {
         let started = Instant::now();
         // Backfill most of the WAL without any lock held by us.
         let _ = self.conns.checkpoint_passive();
-        self.conns.begin_barrier()?;
+        // An application committing back to back may hold the write lock throughout: then
+        // skip this checkpoint (the WAL just grows) and try again after the next capture,
+        // rather than stall captures for the whole busy timeout.
+        if !self.conns.try_begin_barrier()? {
+            debug!(db = %self.name, "write lock busy; checkpoint deferred");
+            return Ok(None);
+        }
         let r = (|| -> Result<Option<Produced>, CaptureError> {
             let produced = self.step()?;
             let _ = self.conns.checkpoint_passive()?;

@@ -179,6 +179,22 @@ fn prune_replicated(local: &LocalDir, replicas: &[ReplicaSpec], once: bool) {
     }
 }
 
+/// Hands the files `cap` wrote since the last call to the uploaders (a new `head`).
+/// Returns whether there were any.
+fn publish(cap: &mut Capture, head: &mut Head, tx: &watch::Sender<Head>) -> bool {
+    let produced = cap.take_produced();
+    for p in &produced {
+        head.txid = p.txid.get();
+        if p.full_image {
+            head.full_image_txid = p.txid.get();
+        }
+    }
+    if !produced.is_empty() {
+        tx.send_replace(*head);
+    }
+    !produced.is_empty()
+}
+
 /// Replicates one database until `shutdown` turns true (or once, in `once` mode).
 pub async fn run_database(
     opts: DbOptions,
@@ -271,6 +287,7 @@ pub async fn run_database(
         txid: cap.txid(),
         full_image_txid: 0,
     });
+    let head_tx = Arc::new(head_tx);
     let (up_shutdown_tx, up_shutdown_rx) = watch::channel(false);
     let (full_tx, mut full_rx) = mpsc::unbounded_channel();
     let uploaded = Arc::new(tokio::sync::Notify::new());
@@ -322,33 +339,30 @@ pub async fn run_database(
         last_capture = Instant::now();
         let settle_due = settle_at.is_some_and(|t| t <= Instant::now());
         let cycle_started = Instant::now();
-        let (c, result) = tokio::task::spawn_blocking(move || {
+        let cycle_tx = head_tx.clone();
+        let (c, cycle_head, produced_any, result) = tokio::task::spawn_blocking(move || {
+            let mut produced_any = false;
             let r = (|| -> Result<bool, capture::CaptureError> {
                 let mut needs_settle = false;
                 cap.step()?;
+                // Hand the capture to the uploaders now, not after the rest of the cycle:
+                // a checkpoint may take a while, and this file need not wait for it.
+                produced_any |= publish(&mut cap, &mut head, &cycle_tx);
                 if settle_due {
                     needs_settle = cap.settle()?;
                 }
                 cap.checkpoint_if_needed()?;
                 Ok(needs_settle)
             })();
-            (cap, r)
+            // Whatever the cycle wrote goes to the uploaders, even when a later step of the
+            // same cycle failed: those files are on local disk and are the new head.
+            produced_any |= publish(&mut cap, &mut head, &cycle_tx);
+            (cap, head, produced_any, r)
         })
         .await
         .expect("capture task");
         cap = c;
-        // Whatever the cycle wrote goes to the uploaders, even when a later step of the
-        // same cycle failed: those files are on local disk and are the new head.
-        let produced = cap.take_produced();
-        for p in &produced {
-            head.txid = p.txid.get();
-            if p.full_image {
-                head.full_image_txid = p.txid.get();
-            }
-        }
-        if !produced.is_empty() {
-            head_tx.send_replace(head);
-        }
+        head = cycle_head;
         status.syncs.fetch_add(1, Ordering::Relaxed);
         status.sync_micros.fetch_add(
             cycle_started.elapsed().as_micros() as u64,
@@ -357,7 +371,7 @@ pub async fn run_database(
         match result {
             Ok(needs_settle) => {
                 status.record_ok();
-                if !produced.is_empty() {
+                if produced_any {
                     // Re-check the pin shortly in case an application checkpoint waits on it.
                     settle_at = Some(Instant::now() + Duration::from_millis(500));
                 } else if settle_due {

@@ -287,6 +287,20 @@ fn open_conn(paths: &DbPaths, busy: Duration) -> Result<Connection, DbError> {
     Ok(c)
 }
 
+/// How often, and how many times, [`DbConns::try_begin_barrier`] retries the write lock.
+pub const BARRIER_TRY_POLL: Duration = Duration::from_micros(200);
+pub const BARRIER_TRY_POLLS: i32 = 100;
+
+/// SQLite busy handler of [`DbConns::try_begin_barrier`]: retry every `BARRIER_TRY_POLL`,
+/// `BARRIER_TRY_POLLS` times.
+fn poll_write_lock(prior_calls: i32) -> bool {
+    if prior_calls >= BARRIER_TRY_POLLS {
+        return false;
+    }
+    std::thread::sleep(BARRIER_TRY_POLL);
+    true
+}
+
 /// Process-wide SQLite settings for a process holding thousands of connections: no
 /// lookaside slab per connection (allocated at open, about 50 KiB, even when the
 /// connection turns it off afterwards) and no bulk page-cache allocation per connection
@@ -573,6 +587,45 @@ impl DbConns {
         Ok(())
     }
 
+    /// Like [`DbConns::begin_barrier`], but waits at most about [`BARRIER_TRY_POLLS`] x
+    /// [`BARRIER_TRY_POLL`] for the lock, polling it finely: an application committing
+    /// back to back frees the lock for microseconds between transactions, which SQLite's
+    /// default busy handler (sleeps of 1 to 100 ms) keeps missing, so a `busy_timeout`
+    /// wait can run out after a second. Returns false (no lock, barrier connection closed)
+    /// when the lock stayed taken: the caller tries again later.
+    pub fn try_begin_barrier(&mut self) -> Result<bool, DbError> {
+        if self.in_barrier {
+            return Ok(true);
+        }
+        if self.barrier.is_none() {
+            self.barrier = Some(open_conn(&self.paths, self.busy)?);
+        }
+        let barrier = self.barrier.as_ref().expect("just opened");
+        let sq = |op, source| DbError::Sqlite {
+            path: self.paths.db.clone(),
+            op,
+            source,
+        };
+        barrier
+            .busy_handler(Some(poll_write_lock))
+            .map_err(|e| sq("set busy handler", e))?;
+        match barrier.execute_batch("BEGIN IMMEDIATE") {
+            Ok(()) => {
+                self.in_barrier = true;
+                Ok(true)
+            }
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy =>
+            {
+                if let Some(c) = self.barrier.take() {
+                    let _ = c.close();
+                }
+                Ok(false)
+            }
+            Err(e) => Err(sq("take write lock", e)),
+        }
+    }
+
     /// Releases the write lock and closes the barrier connection: it is needed only for
     /// whole-database images and checkpoints.
     pub fn end_barrier(&mut self) -> Result<(), DbError> {
@@ -755,6 +808,25 @@ mod tests {
         c.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (1);")
             .unwrap();
         (p, c)
+    }
+
+    #[test]
+    fn try_barrier_gives_up_on_a_held_write_lock_and_takes_a_free_one() {
+        let d = tempfile::tempdir().unwrap();
+        let (p, app) = app_db(d.path());
+        let mut conns = DbConns::open(&p, Duration::from_secs(5)).unwrap();
+        app.execute_batch("BEGIN IMMEDIATE").unwrap();
+        // Held throughout: a short try, not the 5 s busy timeout, and no connection kept.
+        assert!(!conns.try_begin_barrier().unwrap());
+        assert!(conns.barrier.is_none() && !conns.in_barrier);
+        app.execute_batch("INSERT INTO t VALUES (2); COMMIT")
+            .unwrap();
+        assert!(conns.try_begin_barrier().unwrap());
+        // The barrier holds the lock: the application cannot commit until it ends.
+        app.busy_timeout(Duration::ZERO).unwrap();
+        assert!(app.execute_batch("INSERT INTO t VALUES (3)").is_err());
+        conns.end_barrier().unwrap();
+        app.execute_batch("INSERT INTO t VALUES (3)").unwrap();
     }
 
     #[test]
