@@ -83,6 +83,11 @@ pub enum CaptureError {
     TxIdOverflow { db: String },
 }
 
+/// How long our checkpoint may be put off while an application holds the write lock
+/// back to back (each attempt polls for ~20 ms); after that an attempt waits for the lock
+/// with the connection's busy timeout, as before.
+pub const MAX_CHECKPOINT_DEFERRAL: Duration = Duration::from_secs(10);
+
 /// Settings the capture needs.
 #[derive(Clone, Debug)]
 pub struct CaptureOptions {
@@ -122,6 +127,8 @@ pub struct Capture {
     cursor: Cursor,
     last_checkpoint: Instant,
     captured_since_checkpoint: bool,
+    /// When checkpoints started being put off because the write lock stayed busy.
+    deferred_since: Option<Instant>,
     /// The cursor was recovered from the local position at start and the live WAL has not
     /// been scanned in that generation since our pin began. Until it has, a WAL restart
     /// proves nothing: frames written while we were stopped may have been checkpointed and
@@ -161,6 +168,7 @@ impl Capture {
             cursor: Cursor::Unknown,
             last_checkpoint: Instant::now(),
             captured_since_checkpoint: false,
+            deferred_since: None,
             resumed: false,
             produced: Vec::new(),
         };
@@ -542,6 +550,9 @@ impl Capture {
             .then(|| self.last_checkpoint + self.opts.checkpoint_interval)
     }
 
+    /// Takes the write lock for milliseconds, backfills the WAL and moves the pin (see
+    /// `checkpoint_if_needed`). A busy write lock puts it off to a later cycle, for at
+    /// most `MAX_CHECKPOINT_DEFERRAL`.
     pub fn checkpoint(&mut self) -> Result<Option<Produced>, CaptureError> {
         let started = Instant::now();
         // Backfill most of the WAL without any lock held by us.
@@ -549,10 +560,19 @@ impl Capture {
         // An application committing back to back may hold the write lock throughout: then
         // skip this checkpoint (the WAL just grows) and try again after the next capture,
         // rather than stall captures for the whole busy timeout.
-        if !self.conns.try_begin_barrier()? {
+        // Put off for longer than `MAX_CHECKPOINT_DEFERRAL`, wait for the lock with the
+        // full busy timeout instead, so the WAL cannot grow without bound.
+        let patient = self
+            .deferred_since
+            .is_some_and(|t| t.elapsed() >= MAX_CHECKPOINT_DEFERRAL);
+        if patient {
+            self.conns.begin_barrier()?;
+        } else if !self.conns.try_begin_barrier()? {
             debug!(db = %self.name, "write lock busy; checkpoint deferred");
+            self.deferred_since.get_or_insert_with(Instant::now);
             return Ok(None);
         }
+        self.deferred_since = None;
         let r = (|| -> Result<Option<Produced>, CaptureError> {
             let produced = self.step()?;
             let _ = self.conns.checkpoint_passive()?;
@@ -638,5 +658,53 @@ impl Capture {
             warn!(db = %self.name, error = %e, "cannot sync local files at shutdown");
         }
         self.conns.release_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An application holding the write lock puts our checkpoint off (no error, no
+    /// stall past the short poll); once it has been put off for longer than
+    /// `MAX_CHECKPOINT_DEFERRAL`, the checkpoint waits the full busy timeout and fails
+    /// busy instead of being put off again; with the lock free it runs.
+    #[test]
+    fn a_busy_write_lock_defers_the_checkpoint_for_a_bounded_time() {
+        let d = tempfile::tempdir().unwrap();
+        let db = d.path().join("app.db");
+        let app = rusqlite::Connection::open(&db).unwrap();
+        app.execute_batch(
+            "PRAGMA journal_mode=WAL; CREATE TABLE t(v); INSERT INTO t VALUES (randomblob(5000));",
+        )
+        .unwrap();
+        let conns = DbConns::open(&db, Duration::from_millis(300)).unwrap();
+        let local = Arc::new(LocalDir::open(&d.path().join("meta")).unwrap());
+        let opts = CaptureOptions {
+            encoding: PageEncoding::Block,
+            min_checkpoint_pages: 1,
+            checkpoint_interval: Duration::from_secs(60),
+        };
+        let status = Arc::new(DbStatus::default());
+        let mut cap = Capture::open("t".into(), conns, local, status.clone(), opts, 0).unwrap();
+        cap.step().unwrap();
+        app.execute_batch("BEGIN IMMEDIATE; INSERT INTO t VALUES (1);")
+            .unwrap();
+        let t = Instant::now();
+        assert!(cap.checkpoint().unwrap().is_none());
+        assert!(cap.deferred_since.is_some(), "deferred");
+        assert_eq!(status.checkpoints.load(Ordering::Relaxed), 0);
+        assert!(
+            t.elapsed() < Duration::from_millis(300),
+            "{:?}",
+            t.elapsed()
+        );
+        cap.deferred_since = Some(Instant::now() - MAX_CHECKPOINT_DEFERRAL);
+        assert!(cap.checkpoint().is_err(), "waited for the lock, then busy");
+        app.execute_batch("COMMIT").unwrap();
+        cap.step().unwrap();
+        cap.checkpoint().unwrap();
+        assert!(cap.deferred_since.is_none());
+        assert_eq!(status.checkpoints.load(Ordering::Relaxed), 1);
     }
 }
