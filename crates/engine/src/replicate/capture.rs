@@ -34,6 +34,22 @@ use crate::sqlite::wal::{self as walscan, ScanFrom, WalCursor};
 /// temp file.
 const MEMORY_CAPTURE_MAX: u64 = 16 << 20;
 
+/// The WAL as one capture reads it: the descriptor [`Capture`] keeps open between captures
+/// and the size its `fstat` found.
+struct WalView {
+    file: Arc<File>,
+    size: u64,
+}
+
+impl walscan::ReadAt for WalView {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        std::os::unix::fs::FileExt::read_exact_at(&*self.file, buf, offset)
+    }
+    fn size(&self) -> std::io::Result<u64> {
+        Ok(self.size)
+    }
+}
+
 /// Where an L0 file is encoded: memory (small captures) or a temp file (large ones).
 enum Sink {
     Memory(Vec<u8>),
@@ -139,6 +155,12 @@ pub struct Capture {
     /// a cycle failing after a capture (say, the checkpoint that follows it) still hands
     /// what it wrote to the uploaders.
     produced: Vec<Produced>,
+    /// The WAL, kept open while the database is busy (an open and close per capture cost
+    /// two path lookups and wake the change watcher twice). SQLite takes no locks on the
+    /// WAL file itself (its locks live on the database and `-shm` files), so closing this
+    /// descriptor drops none of them. Dropped when the file is unlinked (a new WAL then
+    /// lives at the path) and while the database is quiet.
+    wal: Option<Arc<File>>,
 }
 
 impl Capture {
@@ -171,6 +193,7 @@ impl Capture {
             deferred_since: None,
             resumed: false,
             produced: Vec::new(),
+            wal: None,
         };
         match pos {
             Some(LocalPosition { txid, commit, wal }) if txid.get() >= remote_max => {
@@ -225,15 +248,33 @@ impl Capture {
         })
     }
 
-    fn open_wal(&self) -> Result<Option<File>, CaptureError> {
-        match File::open(&self.conns.paths().wal) {
-            Ok(f) => Ok(Some(f)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(CaptureError::Wal {
-                db: self.name.clone(),
-                source,
-            }),
+    fn open_wal(&mut self) -> Result<Option<WalView>, CaptureError> {
+        use std::os::unix::fs::MetadataExt;
+        let wal_err = |name: &str, source| CaptureError::Wal {
+            db: name.to_string(),
+            source,
+        };
+        if let Some(f) = &self.wal {
+            match f.metadata() {
+                // Still linked: the WAL at the path (SQLite never renames over it).
+                Ok(m) if m.nlink() > 0 => {
+                    return Ok(Some(WalView {
+                        file: f.clone(),
+                        size: m.len(),
+                    }))
+                }
+                _ => self.wal = None,
+            }
         }
+        let f = match File::open(&self.conns.paths().wal) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(wal_err(&self.name, source)),
+        };
+        let size = f.metadata().map_err(|e| wal_err(&self.name, e))?.len();
+        let file = Arc::new(f);
+        self.wal = Some(file.clone());
+        Ok(Some(WalView { file, size }))
     }
 
     /// Forces the next capture to be a full image (a replica asked for one).
@@ -248,6 +289,7 @@ impl Capture {
             // Restored or copied over while we ran: nothing we know about the old file's
             // WAL applies; the new content goes out as the next TXID, complete (C3).
             warn!(db = %self.name, "database file was replaced; next TXID is a full image");
+            self.wal = None;
             self.conns.reopen()?;
             self.cursor = Cursor::Unknown;
         }
@@ -646,6 +688,7 @@ impl Capture {
                 self.step()?;
             }
             self.conns.trim();
+            self.wal = None;
         }
         Ok(watch)
     }
@@ -657,6 +700,7 @@ impl Capture {
         {
             warn!(db = %self.name, error = %e, "cannot sync local files at shutdown");
         }
+        self.wal = None;
         self.conns.release_all();
     }
 }

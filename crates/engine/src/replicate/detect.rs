@@ -1,8 +1,9 @@
 //! Change detection: one file-system watcher for the whole process, waking the
 //! database whose WAL was written, within milliseconds of the write.
 //!
-//! Owns: the `notify` watcher (inotify on Linux) over the directories that hold watched
-//! databases, and the map from WAL path to the database's wake-up handle; and the safety
+//! Owns: the watcher (inotify read on the runtime's event loop on Linux, the `notify`
+//! crate elsewhere) over the directories that hold watched databases, and the map from
+//! WAL name to the database's wake-up handle; and the safety
 //! poll ([`SafetyPoll`]), in case an event is lost or the watcher cannot be created: one
 //! task for the whole process that `stat`s every database's WAL and file each tick and
 //! wakes only those whose size, times or inode changed (no SQLite, no WAL read), plus a
@@ -15,87 +16,296 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use notify::{RecursiveMode, Watcher};
 use tokio::sync::{watch, Notify};
 use tracing::warn;
 
-type Targets = Arc<Mutex<HashMap<PathBuf, Vec<Arc<Notify>>>>>;
-
+/// The process-wide change watcher (see the module docs).
 pub struct ChangeWatcher {
-    watcher: Option<notify::RecommendedWatcher>,
-    targets: Targets,
-    dirs: HashMap<PathBuf, usize>,
+    #[cfg(target_os = "linux")]
+    inner: Option<linux::Inotify>,
+    #[cfg(not(target_os = "linux"))]
+    inner: Option<portable::Portable>,
 }
 
 impl ChangeWatcher {
-    /// Creates the watcher. If the platform refuses (no inotify instances left), returns a
-    /// watcher that only relies on polling, and says so once.
+    /// Creates the watcher. If the platform refuses (no inotify instances left, or no
+    /// runtime to read it on), returns a watcher that only relies on polling, and says so
+    /// once.
     pub fn new() -> ChangeWatcher {
-        let targets: Targets = Arc::new(Mutex::new(HashMap::new()));
-        let t = targets.clone();
-        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            let Ok(ev) = res else { return };
-            if matches!(ev.kind, notify::EventKind::Access(_)) {
-                return;
-            }
-            let map = t.lock().unwrap_or_else(|p| p.into_inner());
-            for p in &ev.paths {
-                if let Some(list) = map.get(p) {
-                    for n in list {
-                        n.notify_one();
-                    }
-                }
-            }
-        });
-        let watcher = match watcher {
+        #[cfg(target_os = "linux")]
+        let inner = linux::Inotify::new();
+        #[cfg(not(target_os = "linux"))]
+        let inner = portable::Portable::new();
+        let inner = match inner {
             Ok(w) => Some(w),
             Err(e) => {
                 warn!(error = %e, "file-system notifications unavailable; falling back to polling");
                 None
             }
         };
-        ChangeWatcher {
-            watcher,
-            targets,
-            dirs: HashMap::new(),
-        }
+        ChangeWatcher { inner }
     }
 
     /// Wakes `notify` whenever `db`'s WAL (or the database file itself) changes.
     pub fn watch(&mut self, db: &Path, notify: Arc<Notify>) {
         let db = absolute(db);
-        let mut wal = db.as_os_str().to_os_string();
-        wal.push("-wal");
-        {
-            let mut map = self.targets.lock().unwrap_or_else(|p| p.into_inner());
-            map.entry(PathBuf::from(wal))
-                .or_default()
-                .push(notify.clone());
-            map.entry(db.clone()).or_default().push(notify);
-        }
         let dir = db
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
-        let count = self.dirs.entry(dir.clone()).or_insert(0);
-        *count += 1;
-        if *count == 1 {
-            if let Some(w) = self.watcher.as_mut() {
-                if let Err(e) = w.watch(&dir, RecursiveMode::NonRecursive) {
-                    warn!(dir = %dir.display(), error = %e, "cannot watch directory; relying on polling");
-                }
+        let Some(name) = db.file_name().map(|n| n.to_os_string()) else {
+            return;
+        };
+        if let Some(w) = self.inner.as_mut() {
+            if let Err(e) = w.watch(&dir, &name, notify) {
+                warn!(dir = %dir.display(), error = %e, "cannot watch directory; relying on polling");
             }
         }
     }
 
     pub fn is_event_driven(&self) -> bool {
-        self.watcher.is_some()
+        self.inner.is_some()
     }
 }
 
 impl Default for ChangeWatcher {
     fn default() -> Self {
         ChangeWatcher::new()
+    }
+}
+
+/// The names in one watched directory whose changes wake databases: each database's file
+/// and its `-wal`.
+type Names = HashMap<std::ffi::OsString, Vec<Arc<Notify>>>;
+
+fn add_names(names: &mut Names, db_name: &std::ffi::OsStr, notify: Arc<Notify>) {
+    let mut wal = db_name.to_os_string();
+    wal.push("-wal");
+    names.entry(wal).or_default().push(notify.clone());
+    names
+        .entry(db_name.to_os_string())
+        .or_default()
+        .push(notify);
+}
+
+/// inotify read on the runtime's own event loop: no thread of its own, so an event costs
+/// one read on a worker and wakes the database's task there. Only events that can mean
+/// new content are asked for (no opens, reads or closes: our own WAL reads would wake us),
+/// and names other than the databases' files and WALs (`-shm`, journals, unrelated files
+/// in the same directory) are dropped after one hash lookup.
+#[cfg(target_os = "linux")]
+mod linux {
+    use super::*;
+    use std::ffi::OsStr;
+    use std::io;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::ffi::OsStrExt;
+    use tokio::io::unix::AsyncFd;
+
+    const MASK: u32 = libc::IN_MODIFY
+        | libc::IN_ATTRIB
+        | libc::IN_CREATE
+        | libc::IN_DELETE
+        | libc::IN_MOVED_FROM
+        | libc::IN_MOVED_TO;
+
+    #[derive(Default)]
+    struct State {
+        /// Watch descriptor → names in that directory.
+        by_wd: HashMap<i32, Names>,
+        /// Watched directories → watch descriptor.
+        dirs: HashMap<PathBuf, i32>,
+    }
+
+    pub(super) struct Inotify {
+        fd: Arc<AsyncFd<OwnedFd>>,
+        state: Arc<Mutex<State>>,
+        reader: tokio::task::JoinHandle<()>,
+    }
+
+    impl Drop for Inotify {
+        fn drop(&mut self) {
+            self.reader.abort();
+        }
+    }
+
+    impl Inotify {
+        pub(super) fn new() -> io::Result<Inotify> {
+            let handle = tokio::runtime::Handle::try_current().map_err(io::Error::other)?;
+            // SAFETY: plain syscall; the descriptor is owned below.
+            let raw = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+            if raw < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: a fresh descriptor nothing else owns.
+            let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+            let _enter = handle.enter();
+            // SAFETY: the OwnedFd is a valid open descriptor and stays the AsyncFd's own
+            // until it drops.
+            let fd =
+                unsafe { AsyncFd::register_with_interest(owned, tokio::io::Interest::READABLE) }
+                    .map_err(io::Error::from)?;
+            let fd = Arc::new(fd);
+            let state: Arc<Mutex<State>> = Arc::default();
+            let reader = handle.spawn(read_events(fd.clone(), state.clone()));
+            Ok(Inotify { fd, state, reader })
+        }
+
+        pub(super) fn watch(
+            &mut self,
+            dir: &Path,
+            db_name: &OsStr,
+            notify: Arc<Notify>,
+        ) -> io::Result<()> {
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let wd = match st.dirs.get(dir) {
+                Some(&wd) => wd,
+                None => {
+                    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+                        .map_err(io::Error::other)?;
+                    // SAFETY: valid descriptor and NUL-terminated path.
+                    let wd = unsafe {
+                        libc::inotify_add_watch(self.fd.get_ref().as_raw_fd(), c.as_ptr(), MASK)
+                    };
+                    if wd < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    st.dirs.insert(dir.to_path_buf(), wd);
+                    wd
+                }
+            };
+            add_names(st.by_wd.entry(wd).or_default(), db_name, notify);
+            Ok(())
+        }
+    }
+
+    /// Size of `struct inotify_event` before its name.
+    const EVENT_HEADER: usize = 16;
+    /// Room for the largest single event (header and a NAME_MAX name with its NUL).
+    const EVENT_MAX: usize = EVENT_HEADER + 256;
+
+    async fn read_events(fd: Arc<AsyncFd<OwnedFd>>, state: Arc<Mutex<State>>) {
+        let mut buf = vec![0u8; 16 * EVENT_MAX];
+        loop {
+            let Ok(mut guard) = fd.readable().await else {
+                return;
+            };
+            let r = guard.try_io(|inner| {
+                // SAFETY: reading into a buffer we own, of its length.
+                let n = unsafe {
+                    libc::read(
+                        inner.get_ref().as_raw_fd(),
+                        buf.as_mut_ptr().cast(),
+                        buf.len(),
+                    )
+                };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            });
+            match r {
+                Ok(Ok(n)) => {
+                    dispatch(&buf[..n], &state);
+                    // Room was left for more: the queue was empty when read, so readiness
+                    // can be cleared without the read that would say EAGAIN (an event
+                    // queued since is a newer readiness, which this does not clear).
+                    if n + EVENT_MAX <= buf.len() {
+                        guard.clear_ready();
+                    }
+                }
+                Ok(Err(e)) => {
+                    warn!(error = %e, "reading file-system notifications failed; relying on polling");
+                    return;
+                }
+                Err(_would_block) => {}
+            }
+        }
+    }
+
+    fn dispatch(mut events: &[u8], state: &Mutex<State>) {
+        let st = state.lock().unwrap_or_else(|p| p.into_inner());
+        while events.len() >= EVENT_HEADER {
+            let word = |i: usize| u32::from_ne_bytes(events[i..i + 4].try_into().expect("4 bytes"));
+            let (wd, mask, len) = (word(0) as i32, word(4), word(12) as usize);
+            let end = (EVENT_HEADER + len).min(events.len());
+            let raw = &events[EVENT_HEADER..end];
+            events = &events[end..];
+            if mask & libc::IN_Q_OVERFLOW != 0 {
+                // Events were lost: wake every database (each finds out for itself).
+                for n in st.by_wd.values().flat_map(|names| names.values()).flatten() {
+                    n.notify_one();
+                }
+                continue;
+            }
+            let name = raw.split(|&b| b == 0).next().unwrap_or_default();
+            if let Some(list) = st
+                .by_wd
+                .get(&wd)
+                .and_then(|names| names.get(OsStr::from_bytes(name)))
+            {
+                for n in list {
+                    n.notify_one();
+                }
+            }
+        }
+    }
+}
+
+/// Other platforms: the `notify` crate's watcher, with its own thread.
+#[cfg(not(target_os = "linux"))]
+mod portable {
+    use super::*;
+    use notify::{RecursiveMode, Watcher};
+
+    pub(super) struct Portable {
+        watcher: notify::RecommendedWatcher,
+        targets: Arc<Mutex<HashMap<PathBuf, Names>>>,
+    }
+
+    impl Portable {
+        pub(super) fn new() -> notify::Result<Portable> {
+            let targets: Arc<Mutex<HashMap<PathBuf, Names>>> = Arc::default();
+            let t = targets.clone();
+            let watcher =
+                notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+                    let Ok(ev) = res else { return };
+                    if matches!(ev.kind, notify::EventKind::Access(_)) {
+                        return;
+                    }
+                    let map = t.lock().unwrap_or_else(|p| p.into_inner());
+                    for p in &ev.paths {
+                        let (Some(dir), Some(name)) = (p.parent(), p.file_name()) else {
+                            continue;
+                        };
+                        if let Some(list) = map.get(dir).and_then(|names| names.get(name)) {
+                            for n in list {
+                                n.notify_one();
+                            }
+                        }
+                    }
+                })?;
+            Ok(Portable { watcher, targets })
+        }
+
+        pub(super) fn watch(
+            &mut self,
+            dir: &Path,
+            db_name: &std::ffi::OsStr,
+            notify: Arc<Notify>,
+        ) -> notify::Result<()> {
+            let first = {
+                let mut map = self.targets.lock().unwrap_or_else(|p| p.into_inner());
+                let first = !map.contains_key(dir);
+                add_names(map.entry(dir.to_path_buf()).or_default(), db_name, notify);
+                first
+            };
+            if first {
+                self.watcher.watch(dir, RecursiveMode::NonRecursive)?;
+            }
+            Ok(())
+        }
     }
 }
 

@@ -43,6 +43,9 @@ pub struct FileStore {
     buffers: Arc<ReadBuffers>,
     /// Level directories already swept of stale temp files (bit per level).
     swept: Arc<Mutex<u16>>,
+    /// Level directories kept open: a put creates, renames and fsyncs relative to the
+    /// descriptor (no path walk, no open and close of the directory per put).
+    dirs: Arc<Mutex<std::collections::HashMap<u8, Arc<File>>>>,
 }
 
 /// When this process made its first `FileStore`: temp files older than this cannot be
@@ -121,6 +124,7 @@ impl FileStore {
             location,
             buffers: Arc::default(),
             swept: Arc::default(),
+            dirs: Arc::default(),
         }
     }
 
@@ -267,12 +271,89 @@ impl FileStore {
     }
 
     fn put_sync(&self, key: &LtxKey, data: &[u8], created: SystemTime) -> Result<(), StorageError> {
-        let dir = self.level_dir(key.level);
-        fsutil::create_dir_all_durable(&dir)
-            .map_err(|e| self.err(format!("creating {}", dir.display()), e))?;
-        self.sweep_level(key.level);
-        fsutil::write_durable(&self.path_of(key), data, Some(created))
-            .map_err(|e| self.err(key.to_string(), e))
+        let r = match self.put_in_level_dir(key, data, created) {
+            // The level directory went away under us (deleted by hand): make it again.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.dirs_cache().remove(&key.level.get());
+                self.put_in_level_dir(key, data, created)
+            }
+            r => r,
+        };
+        r.map_err(|e| self.err(key.to_string(), e))
+    }
+
+    fn dirs_cache(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u8, Arc<File>>> {
+        self.dirs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The open level directory, created (durably) and swept on first use.
+    fn level_dir_handle(&self, level: Level) -> io::Result<Arc<File>> {
+        if let Some(d) = self.dirs_cache().get(&level.get()) {
+            return Ok(d.clone());
+        }
+        let dir = self.level_dir(level);
+        fsutil::create_dir_all_durable(&dir)?;
+        self.sweep_level(level);
+        let d = Arc::new(File::open(&dir)?);
+        self.dirs_cache().insert(level.get(), d.clone());
+        Ok(d)
+    }
+
+    /// A durable atomic put, as `fsutil::write_durable` but relative to the open level
+    /// directory: temp file `<name>.<pid>.tmp`, write, mtime, fsync, rename, directory fsync.
+    fn put_in_level_dir(&self, key: &LtxKey, data: &[u8], created: SystemTime) -> io::Result<()> {
+        use std::io::Write;
+        use std::os::fd::{AsRawFd, FromRawFd};
+        let dir = self.level_dir_handle(key.level)?;
+        let name = key.file_name();
+        let tmp = format!("{name}.{}{}", process_id(), fsutil::TMP_SUFFIX);
+        let c = |s: &str| std::ffi::CString::new(s).map_err(io::Error::other);
+        let (name_c, tmp_c) = (c(&name)?, c(&tmp)?);
+        // SAFETY: openat with a valid directory descriptor and NUL-terminated name; the
+        // returned descriptor is owned by the File from here on.
+        let fd = unsafe {
+            libc::openat(
+                dir.as_raw_fd(),
+                tmp_c.as_ptr(),
+                libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
+                0o666,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor nothing else owns.
+        let mut f = unsafe { File::from_raw_fd(fd) };
+        let r = (|| {
+            f.write_all(data)?;
+            // The mtime is set before the fsync, so it is as durable as the content.
+            filetime::set_file_handle_times(
+                &f,
+                None,
+                Some(filetime::FileTime::from_system_time(created)),
+            )?;
+            f.sync_all()?;
+            // SAFETY: both names NUL-terminated, both relative to the same open directory.
+            let r = unsafe {
+                libc::renameat(
+                    dir.as_raw_fd(),
+                    tmp_c.as_ptr(),
+                    dir.as_raw_fd(),
+                    name_c.as_ptr(),
+                )
+            };
+            if r != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        })();
+        drop(f);
+        if let Err(e) = r {
+            // SAFETY: as above.
+            unsafe { libc::unlinkat(dir.as_raw_fd(), tmp_c.as_ptr(), 0) };
+            return Err(e);
+        }
+        dir.sync_all()
     }
 
     fn delete_sync(&self, keys: &[LtxKey]) -> Result<(), StorageError> {
@@ -506,6 +587,12 @@ fn stale_tmp_pid(level: Level, name: &str) -> Option<u32> {
         return None;
     }
     pid.parse().ok()
+}
+
+/// This process's id, asked of the kernel once.
+fn process_id() -> u32 {
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *PID.get_or_init(std::process::id)
 }
 
 /// Whether a process with this pid runs on this host.
