@@ -442,12 +442,14 @@ fn scheduled_restore_drills_report_success_then_catch_a_damaged_file() {
         std::thread::sleep(Duration::from_millis(30));
     }
     let ok = scrape_until(port, "a successful drill of the caught-up replica", |s| {
+        // A scrape reads /metrics before /status: wait until both show the drill.
         s.lag() == 0
             && s.replica()["drill"]["ok"] == true
             && s.replica()["drill"]["last_run_unix_ms"]
                 .as_i64()
                 .unwrap_or(0)
                 > 0
+            && s.metrics.contains("sqlite_replicate_drill_ok{")
     });
     assert_eq!(
         ok.m("sqlite_replicate_drill_ok{$db,$replica}", &db, "file"),
@@ -475,6 +477,9 @@ fn scheduled_restore_drills_report_success_then_catch_a_damaged_file() {
     std::fs::write(victim, &bytes).unwrap();
     let failed = scrape_until(port, "a failed drill", |s| {
         s.replica()["drill"]["ok"] == false
+            && s.metrics
+                .lines()
+                .any(|l| l.starts_with("sqlite_replicate_drill_ok{") && l.ends_with(" 0"))
     });
     let err = failed.replica()["drill"]["error"]
         .as_str()
