@@ -88,6 +88,7 @@ struct Shared {
     rng: Mutex<Rng>,
     stats: Stats,
     stall_puts: AtomicBool,
+    blackout: AtomicBool,
     stop: AtomicBool,
 }
 
@@ -121,6 +122,7 @@ impl FaultProxy {
             rng: Mutex::new(Rng::new(seed)),
             stats: Stats::default(),
             stall_puts: AtomicBool::new(false),
+            blackout: AtomicBool::new(false),
             stop: AtomicBool::new(false),
         });
         let s = shared.clone();
@@ -148,6 +150,12 @@ impl FaultProxy {
 
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// While on, every request byte on any connection, new or already open, resets that
+    /// connection: a blackout that pooled connections cannot slip through.
+    pub fn set_blackout(&self, on: bool) {
+        self.shared.blackout.store(on, Ordering::SeqCst);
     }
 
     pub fn set_faults(&self, f: Faults) {
@@ -279,6 +287,11 @@ fn pump(s: &Shared, conn: &Conn, up: bool, plan: Plan, f: &Faults, mut rng: Rng)
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        if up && s.blackout.load(Ordering::SeqCst) {
+            s.stats.resets.fetch_add(1, Ordering::Relaxed);
+            close_both(true);
+            return;
+        }
         let mut chunk = &buf[..n];
         if up && chunk.starts_with(b"PUT ") {
             s.stats.puts.fetch_add(1, Ordering::Relaxed);

@@ -202,16 +202,13 @@ fn proxy_scenario(seed: u64) {
             faults >= 20 && history.max_txid() >= 200
         },
     );
-    // A blackout: every new connection is reset before its first byte, so the client's
+    // A blackout: every connection, new or pooled, is reset at its next request byte, so the client's
     // own retries run out and the replicator's failures and backoff take over; then the
     // network heals and the replica must move on while the replicator runs.
-    proxy.set_faults(Faults {
-        reset_request_pct: 100,
-        request_fault_within_bytes: 1,
-        ..Faults::none()
-    });
-    std::thread::sleep(Duration::from_secs(4));
     proxy.set_faults(Faults::none());
+    proxy.set_blackout(true);
+    std::thread::sleep(Duration::from_secs(4));
+    proxy.set_blackout(false);
     history.observe_listing(&direct, &db, "after the blackout");
     let at_heal = history.max_txid();
     eventually(
