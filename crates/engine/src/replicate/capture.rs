@@ -151,6 +151,10 @@ pub struct Capture {
     /// the WAL restarted over them before our first scan (found by the crash tests: a
     /// restore missing one transaction's page). So a restart seen first is a full image.
     resumed: bool,
+    /// The active pin's read transaction began at the cursor: a capture that moved it found
+    /// nothing new after it. Moving it again before anything new is captured would change
+    /// nothing but keep a second connection open (see [`Capture::step`]).
+    pin_at_cursor: bool,
     /// Every file written since the driver last asked ([`Capture::take_produced`]), so that
     /// a cycle failing after a capture (say, the checkpoint that follows it) still hands
     /// what it wrote to the uploaders.
@@ -192,6 +196,7 @@ impl Capture {
             captured_since_checkpoint: false,
             deferred_since: None,
             resumed: false,
+            pin_at_cursor: false,
             produced: Vec::new(),
             wal: None,
         };
@@ -296,17 +301,41 @@ impl Capture {
         if matches!(self.cursor, Cursor::Unknown) {
             return self.full_image().map(Some);
         }
-        // Move the pin first: it protects everything after the old cursor (W1).
-        self.conns.begin_pin()?;
+        // Move the pin first: it protects everything after the old cursor (W1). Not when
+        // it already began at the cursor: it protects everything after the cursor as it
+        // is, and a quiet database woken with nothing new (a change notification for an
+        // application read or checkpoint) then keeps its single connection instead of
+        // reopening the second one (`DbConns::trim`). A capture taken under that pin
+        // leaves it behind the new cursor, and the next capture moves it.
+        let move_pin = !self.pin_at_cursor || !self.conns.has_pin();
+        self.pin_at_cursor = false;
+        if move_pin {
+            self.conns.begin_pin()?;
+        }
         let r = self.capture_incremental();
-        match r {
+        match &r {
             // Release the old pin only after the frames it protected are safely written.
-            Ok(_) => self.conns.release_old_pin()?,
+            Ok(produced) => {
+                if move_pin {
+                    self.conns.release_old_pin()?;
+                }
+                // Nothing new after a move: the pin began at the cursor, or (a move that
+                // found nothing) it stays there.
+                self.pin_at_cursor = produced.is_none();
+            }
             // The new pin may sit past frames we did not capture; nothing after the
             // cursor can be proven any more, so the next TXID is a full image (C3).
             Err(_) => self.cursor = Cursor::Unknown,
         }
         r
+    }
+
+    /// [`Capture::step`] that always moves the pin to the WAL end: for a pin that must
+    /// leave its read mark (an application checkpoint waits on it) or its connection (one
+    /// that loaded the schema).
+    fn step_moving_pin(&mut self) -> Result<Option<Produced>, CaptureError> {
+        self.pin_at_cursor = false;
+        self.step()
     }
 
     fn capture_incremental(&mut self) -> Result<Option<Produced>, CaptureError> {
@@ -500,6 +529,7 @@ impl Capture {
     pub fn full_image(&mut self) -> Result<Produced, CaptureError> {
         let txid = self.next_txid()?;
         let page_size = self.conns.page_size();
+        self.pin_at_cursor = false;
         self.conns.begin_barrier()?;
         let located = (|| -> Result<Cursor, CaptureError> {
             self.conns.begin_pin()?;
@@ -556,6 +586,8 @@ impl Capture {
             })?;
         self.finish_file(enc, &tmp, txid)?;
         self.cursor = cursor;
+        // The pin began under the write lock, where the cursor was located.
+        self.pin_at_cursor = true;
         self.commit = commit;
         self.after_write(txid, true);
         info!(db = %self.name, txid = %txid, pages = commit, "full database image captured");
@@ -672,7 +704,7 @@ impl Capture {
         let watch = match self.conns.shm_info() {
             Some(info) if info.fully_backfilled() => {
                 // Anything new must be captured before the old pin goes.
-                let produced = self.step()?;
+                let produced = self.step_moving_pin()?;
                 produced.is_some()
             }
             Some(_) => true,
@@ -685,7 +717,7 @@ impl Capture {
             // Not while watching: every cycle then moves the pin, and reopening a
             // connection each time costs 80 times the move.
             if self.conns.pin_is_heavy() && !matches!(self.cursor, Cursor::Unknown) {
-                self.step()?;
+                self.step_moving_pin()?;
             }
             self.conns.trim();
             self.wal = None;

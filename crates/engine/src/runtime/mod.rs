@@ -46,7 +46,16 @@ pub async fn replicate_all(
         let sd = shutdown.clone();
         let status = db.status.clone();
         let name = db.opts.path.display().to_string();
-        let run = replicate::run_database(db.opts, db.replicas, db.status, notify, sd, mode);
+        // Boxed: the task's future would otherwise hold this one (2.3 KiB) twice, as the
+        // captured value and as the future being awaited.
+        let run = Box::pin(replicate::run_database(
+            db.opts,
+            db.replicas,
+            db.status,
+            notify,
+            sd,
+            mode,
+        ));
         tasks.push((
             name,
             tokio::spawn(async move {
