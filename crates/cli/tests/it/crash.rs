@@ -709,6 +709,9 @@ fn kill9_mid_upload_leaves_no_stale_temp_files_on_file_replica() {
     let url = format!("file://{}", replica.display());
     create_model_table(&Connection::open(&db).unwrap());
     let cfg = w.file_config(&db, &replica, "");
+    // The replica holds a complete first file before any kill: a kill during the very
+    // first upload (likely on a loaded machine) would leave nothing to restore.
+    run_ok(&["replicate", "-once", "-config", cfg.to_str().unwrap()]);
     let writer = Writer::start(&db, Rng::new(rng.next()), false);
     let tmp_files = || -> Vec<String> {
         std::fs::read_dir(&l0)
