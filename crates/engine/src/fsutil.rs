@@ -4,8 +4,11 @@
 //! that must survive a crash (replica files, local L0 files, position files, restored
 //! databases) goes through here, so no caller can forget a step.
 
-use std::fs::{self, File, OpenOptions};
+use std::ffi::{CStr, CString, OsStr};
+use std::fs::{self, File};
 use std::io::{self, Write};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -17,15 +20,33 @@ pub const TMP_SUFFIX: &str = ".tmp";
 /// The file appears at `path` complete or not at all, and survives power loss once
 /// this returns.
 pub fn write_durable(path: &Path, data: &[u8], mtime: Option<SystemTime>) -> io::Result<()> {
-    let tmp = tmp_path(path);
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+    write_durable_in(&File::open(dir)?, name, data, mtime)
+}
+
+/// [`write_durable`] relative to an open directory `dir`: temp file `<name>.<pid>.tmp`
+/// there, write, mtime, fsync, rename to `name`, fsync `dir`. A caller that writes often
+/// into one directory (a file replica's puts) keeps it open: no path walk, and no open
+/// and close of the directory per write.
+pub fn write_durable_in(
+    dir: &File,
+    name: &OsStr,
+    data: &[u8],
+    mtime: Option<SystemTime>,
+) -> io::Result<()> {
+    let mut tmp = name.to_os_string();
+    tmp.push(format!(".{}{}", process_id(), TMP_SUFFIX));
+    let (name_c, tmp_c) = (c_name(name)?, c_name(&tmp)?);
+    let mut f = open_at(dir, &tmp_c)?;
+    let r = (|| {
         f.write_all(data)?;
-        f.sync_all()?;
+        // The mtime is set before the fsync, so it is as durable as the content.
         if let Some(t) = mtime {
             filetime::set_file_handle_times(
                 &f,
@@ -33,14 +54,54 @@ pub fn write_durable(path: &Path, data: &[u8], mtime: Option<SystemTime>) -> io:
                 Some(filetime::FileTime::from_system_time(t)),
             )?;
         }
-        drop(f);
-        fs::rename(&tmp, path)?;
-        sync_parent_dir(path)
+        f.sync_all()?;
+        rename_at(dir, &tmp_c, &name_c)
     })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+    drop(f);
+    if let Err(e) = r {
+        // SAFETY: a valid directory descriptor and a NUL-terminated name.
+        unsafe { libc::unlinkat(dir.as_raw_fd(), tmp_c.as_ptr(), 0) };
+        return Err(e);
     }
-    result
+    dir.sync_all()
+}
+
+fn c_name(name: &OsStr) -> io::Result<CString> {
+    CString::new(name.as_bytes()).map_err(io::Error::other)
+}
+
+/// Creates (or truncates) `name` in `dir` for writing.
+fn open_at(dir: &File, name: &CStr) -> io::Result<File> {
+    // SAFETY: openat with a valid directory descriptor and a NUL-terminated name; the
+    // returned descriptor is owned by the File from here on.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
+            0o666,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor nothing else owns.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+fn rename_at(dir: &File, from: &CStr, to: &CStr) -> io::Result<()> {
+    // SAFETY: both names NUL-terminated, both relative to the same open directory.
+    let r = unsafe { libc::renameat(dir.as_raw_fd(), from.as_ptr(), dir.as_raw_fd(), to.as_ptr()) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// This process's id, asked of the kernel once.
+pub fn process_id() -> u32 {
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *PID.get_or_init(std::process::id)
 }
 
 /// Finishes a file that was written at `tmp` by the caller: fsync, rename, dir fsync.
@@ -58,7 +119,7 @@ pub fn tmp_path(path: &Path) -> PathBuf {
         .file_name()
         .map(|n| n.to_os_string())
         .unwrap_or_default();
-    name.push(format!(".{}{}", std::process::id(), TMP_SUFFIX));
+    name.push(format!(".{}{}", process_id(), TMP_SUFFIX));
     path.with_file_name(name)
 }
 

@@ -259,7 +259,7 @@ impl LocalDir {
             recent.free_seq += 1;
             let spare = self.l0.join(format!(
                 "free-{}-{}{}",
-                process_id(),
+                fsutil::process_id(),
                 recent.free_seq,
                 fsutil::TMP_SUFFIX
             ));
@@ -397,6 +397,12 @@ impl LocalDir {
         fsutil::write_durable(&self.path_of(txid), data, Some(ms_to_time(timestamp_ms)))
     }
 
+    /// Whether the capture of `txid` can be read: in memory (no `stat` for a recent
+    /// capture, the usual case) or on disk.
+    pub fn has(&self, txid: TxId) -> bool {
+        self.recent().files.contains_key(&txid.get()) || self.path_of(txid).exists()
+    }
+
     /// A local L0 file's bytes: from memory when it is a recent capture, else from disk.
     pub fn read(&self, txid: TxId) -> io::Result<Bytes> {
         if let Some(d) = self.recent().files.get(&txid.get()) {
@@ -455,12 +461,6 @@ impl LocalDir {
         }
         fsutil::sync_dir(&self.l0)
     }
-}
-
-/// This process's id, asked of the kernel once.
-fn process_id() -> u32 {
-    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    *PID.get_or_init(std::process::id)
 }
 
 /// The captured position recorded in `meta` without opening it as a [`LocalDir`] (which

@@ -133,10 +133,7 @@ impl Uploader {
             let next = view.max_txid() + 1;
             // A replica with a hole it cannot fill from local files restarts its history
             // from the newest full-database file, uploaded as a snapshot (min TXID 1).
-            let have_local = self
-                .local
-                .path_of(TxId::new(next).expect("next >= 1"))
-                .exists();
+            let have_local = self.local.has(TxId::new(next).expect("next >= 1"));
             let (key, txid) = if have_local {
                 let t = TxId::new(next).expect("next >= 1");
                 (LtxKey::new(Level::L0, t, t), t)

@@ -327,6 +327,12 @@ pub fn configure_sqlite_for_many_connections() -> bool {
     }
 }
 
+/// Runs a statement without results (`BEGIN`, `ROLLBACK`) through the connection's
+/// statement cache rather than parsing it again.
+fn run_cached(c: &Connection, sql: &str) -> rusqlite::Result<()> {
+    c.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
 /// Frees a connection's unused cached pages and its cached statements.
 fn release_memory(c: &Connection) {
     c.flush_prepared_statement_cache();
@@ -605,21 +611,24 @@ impl DbConns {
         let path = self.paths.db.clone();
         let c = self.pin_conn(next)?;
         if !c.is_autocommit() {
-            c.execute_batch("ROLLBACK")
-                .map_err(|source| DbError::Sqlite {
-                    path: path.clone(),
-                    op: "end stale read transaction",
-                    source,
-                })?;
+            run_cached(c, "ROLLBACK").map_err(|source| DbError::Sqlite {
+                path: path.clone(),
+                op: "end stale read transaction",
+                source,
+            })?;
         }
-        c.execute_batch("BEGIN").map_err(|source| DbError::Sqlite {
+        run_cached(c, "BEGIN").map_err(|source| DbError::Sqlite {
             path: path.clone(),
             op: "begin read transaction",
             source,
         })?;
         // A read transaction starts (and takes its read mark) at its first read. The
         // schema cookie is read from page 1's header without parsing the schema.
-        if let Err(source) = c.query_row("PRAGMA schema_version", [], |r| r.get::<_, i64>(0)) {
+        // Statements cached: the pin moves at every capture (up to 50 a second).
+        let first_read = c
+            .prepare_cached("PRAGMA schema_version")
+            .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)));
+        if let Err(source) = first_read {
             let _ = c.execute_batch("ROLLBACK");
             return Err(DbError::Sqlite {
                 path,
@@ -640,12 +649,11 @@ impl DbConns {
             return Ok(());
         };
         if !c.is_autocommit() {
-            c.execute_batch("ROLLBACK")
-                .map_err(|source| DbError::Sqlite {
-                    path: self.paths.db.clone(),
-                    op: "end read transaction",
-                    source,
-                })?;
+            run_cached(c, "ROLLBACK").map_err(|source| DbError::Sqlite {
+                path: self.paths.db.clone(),
+                op: "end read transaction",
+                source,
+            })?;
         }
         Ok(())
     }

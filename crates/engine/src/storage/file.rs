@@ -299,61 +299,12 @@ impl FileStore {
         Ok(d)
     }
 
-    /// A durable atomic put, as `fsutil::write_durable` but relative to the open level
-    /// directory: temp file `<name>.<pid>.tmp`, write, mtime, fsync, rename, directory fsync.
+    /// A durable atomic put relative to the open level directory
+    /// ([`fsutil::write_durable_in`]), the file's mtime set to `created`.
     fn put_in_level_dir(&self, key: &LtxKey, data: &[u8], created: SystemTime) -> io::Result<()> {
-        use std::io::Write;
-        use std::os::fd::{AsRawFd, FromRawFd};
         let dir = self.level_dir_handle(key.level)?;
         let name = key.file_name();
-        let tmp = format!("{name}.{}{}", process_id(), fsutil::TMP_SUFFIX);
-        let c = |s: &str| std::ffi::CString::new(s).map_err(io::Error::other);
-        let (name_c, tmp_c) = (c(&name)?, c(&tmp)?);
-        // SAFETY: openat with a valid directory descriptor and NUL-terminated name; the
-        // returned descriptor is owned by the File from here on.
-        let fd = unsafe {
-            libc::openat(
-                dir.as_raw_fd(),
-                tmp_c.as_ptr(),
-                libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
-                0o666,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a fresh descriptor nothing else owns.
-        let mut f = unsafe { File::from_raw_fd(fd) };
-        let r = (|| {
-            f.write_all(data)?;
-            // The mtime is set before the fsync, so it is as durable as the content.
-            filetime::set_file_handle_times(
-                &f,
-                None,
-                Some(filetime::FileTime::from_system_time(created)),
-            )?;
-            f.sync_all()?;
-            // SAFETY: both names NUL-terminated, both relative to the same open directory.
-            let r = unsafe {
-                libc::renameat(
-                    dir.as_raw_fd(),
-                    tmp_c.as_ptr(),
-                    dir.as_raw_fd(),
-                    name_c.as_ptr(),
-                )
-            };
-            if r != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        })();
-        drop(f);
-        if let Err(e) = r {
-            // SAFETY: as above.
-            unsafe { libc::unlinkat(dir.as_raw_fd(), tmp_c.as_ptr(), 0) };
-            return Err(e);
-        }
-        dir.sync_all()
+        fsutil::write_durable_in(&dir, std::ffi::OsStr::new(&name), data, Some(created))
     }
 
     fn delete_sync(&self, keys: &[LtxKey]) -> Result<(), StorageError> {
@@ -587,12 +538,6 @@ fn stale_tmp_pid(level: Level, name: &str) -> Option<u32> {
         return None;
     }
     pid.parse().ok()
-}
-
-/// This process's id, asked of the kernel once.
-fn process_id() -> u32 {
-    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    *PID.get_or_init(std::process::id)
 }
 
 /// Whether a process with this pid runs on this host.
