@@ -6,7 +6,7 @@
 //! pages seen, and verifying the file checksum and the absence of trailing data.
 //! It does not apply pages to a database or decide what to do with a bad file.
 
-use std::io::Read;
+use std::io::{BufRead, Read};
 
 use crate::checksum::Crc64Hasher;
 use crate::error::DecodeError;
@@ -48,6 +48,30 @@ impl<R: Read> Source<R> {
         Ok(b)
     }
 
+    /// Runs `f` over the next `n` bytes without copying them when the reader's own
+    /// buffer already holds them all, and consumes them; `None` (nothing consumed) when
+    /// it holds fewer, so the caller reads them the ordinary way.
+    fn with_buffered<T>(
+        &mut self,
+        n: usize,
+        f: impl FnOnce(&[u8]) -> T,
+    ) -> Result<Option<T>, DecodeError>
+    where
+        R: BufRead,
+    {
+        let avail = self
+            .r
+            .fill_buf()
+            .map_err(|e| DecodeError::io(self.offset, e))?;
+        if avail.len() < n {
+            return Ok(None);
+        }
+        let t = f(&avail[..n]);
+        self.r.consume(n);
+        self.offset += n as u64;
+        Ok(Some(t))
+    }
+
     /// Reads up to `limit` bytes, stopping early only at end of file.
     fn read_up_to(&mut self, limit: u64) -> Result<Vec<u8>, DecodeError> {
         let mut v = Vec::new();
@@ -57,6 +81,38 @@ impl<R: Read> Source<R> {
             .map_err(|e| DecodeError::io(self.offset, e))?;
         self.offset += v.len() as u64;
         Ok(v)
+    }
+}
+
+/// How `read_page` gets one LZ4 block of `csize` bytes (at offset `at`) into a page.
+type BlockReader<R> =
+    fn(&mut Source<R>, &mut Vec<u8>, usize, &mut [u8], u64) -> Result<(), DecodeError>;
+
+/// Copies the block into `scratch`, then decompresses it.
+fn copy_block<R: Read>(
+    src: &mut Source<R>,
+    scratch: &mut Vec<u8>,
+    csize: usize,
+    buf: &mut [u8],
+    at: u64,
+) -> Result<(), DecodeError> {
+    scratch.resize(csize, 0);
+    src.read_exact(scratch)?;
+    decode_block(scratch, buf, at)
+}
+
+/// Decompresses the block straight from the reader's buffer when it holds it whole;
+/// otherwise as [`copy_block`].
+fn borrow_block<R: BufRead>(
+    src: &mut Source<R>,
+    scratch: &mut Vec<u8>,
+    csize: usize,
+    buf: &mut [u8],
+    at: u64,
+) -> Result<(), DecodeError> {
+    match src.with_buffered(csize, |block| decode_block(block, buf, at))? {
+        Some(decoded) => decoded,
+        None => copy_block(src, scratch, csize, buf, at),
     }
 }
 
@@ -122,14 +178,20 @@ impl<R: Read> Decoder<R> {
         if self.pages_done {
             return Ok(None);
         }
-        let result = self.read_page(buf);
+        let result = self.read_page(buf, copy_block::<R>);
         if result.is_err() {
             self.poisoned = true;
         }
         result
     }
 
-    fn read_page(&mut self, buf: &mut [u8]) -> Result<Option<PageNo>, DecodeError> {
+    /// Reads and decompresses one page; `read_block` gets the LZ4 block of `csize`
+    /// bytes that starts at `at` into `buf`.
+    fn read_page(
+        &mut self,
+        buf: &mut [u8],
+        read_block: BlockReader<R>,
+    ) -> Result<Option<PageNo>, DecodeError> {
         let start = self.src.offset();
         let ph = self.src.read_array::<PAGE_HEADER_SIZE>()?;
         let pgno = u32::from_be_bytes([ph[0], ph[1], ph[2], ph[3]]);
@@ -182,9 +244,7 @@ impl<R: Read> Decoder<R> {
                 });
             }
             self.hasher.update(&size_field);
-            self.scratch.resize(csize, 0);
-            self.src.read_exact(&mut self.scratch)?;
-            decode_block(&self.scratch, buf, size_at + 4)?;
+            read_block(&mut self.src, &mut self.scratch, csize, buf, size_at + 4)?;
         } else {
             read_legacy_frame(&mut self.src, &mut self.scratch, buf)?;
         }
@@ -195,6 +255,36 @@ impl<R: Read> Decoder<R> {
             size: self.src.offset() - start,
         });
         Ok(Some(pgno))
+    }
+
+    /// [`Decoder::next_page`] for a reader with its own buffer (`BufRead`): an LZ4
+    /// block the buffer already holds whole is decompressed straight from it instead
+    /// of being copied out first. Same checks, same errors, same result.
+    ///
+    /// # Panics
+    /// If `buf.len()` is not the header's page size.
+    pub fn next_page_buffered(&mut self, buf: &mut [u8]) -> Result<Option<PageNo>, DecodeError>
+    where
+        R: BufRead,
+    {
+        assert_eq!(
+            buf.len(),
+            self.header.page_size.bytes(),
+            "next_page buffer must be one page"
+        );
+        if self.poisoned {
+            return Err(DecodeError::Poisoned {
+                offset: self.src.offset(),
+            });
+        }
+        if self.pages_done {
+            return Ok(None);
+        }
+        let result = self.read_page(buf, borrow_block::<R>);
+        if result.is_err() {
+            self.poisoned = true;
+        }
+        result
     }
 
     /// Skips any unread pages (still checking and hashing them), then reads and

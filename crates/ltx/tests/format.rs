@@ -583,3 +583,50 @@ fn writer_failure_poisons_the_encoder() {
     .unwrap();
     assert!(matches!(e, EncodeError::Io { offset: 0, .. }), "{e}");
 }
+
+/// Decodes through `next_page_buffered` over a `BufReader` of `capacity` bytes, so LZ4
+/// blocks sometimes lie whole in the buffer (decoded in place) and sometimes straddle
+/// its end (copied out), with errors rendered for comparison.
+fn decode_buffered(bytes: &[u8], capacity: usize) -> Result<Decoded, String> {
+    let r = std::io::BufReader::with_capacity(capacity, bytes);
+    let mut dec = Decoder::new(r).map_err(|e| e.to_string())?;
+    let header = dec.header().clone();
+    let mut buf = vec![0u8; header.page_size.bytes()];
+    let mut pages = Vec::new();
+    while let Some(n) = dec
+        .next_page_buffered(&mut buf)
+        .map_err(|e| e.to_string())?
+    {
+        pages.push((n.get(), buf.clone()));
+    }
+    let trailer = dec.finish().map_err(|e| e.to_string())?;
+    Ok((header, pages, trailer))
+}
+
+#[test]
+fn buffered_decoding_matches_plain_decoding() {
+    let file = sample_file();
+    let plain = |b: &[u8]| decode_all(b).map_err(|e| e.to_string());
+    for capacity in [1, 7, 100, 1030, 1 << 16] {
+        assert_eq!(
+            decode_buffered(&file, capacity),
+            plain(&file),
+            "cap {capacity}"
+        );
+        // Same pages, or the same error at the same offset, for every flip and cut.
+        for at in 0..file.len() {
+            let mut bad = file.clone();
+            bad[at] ^= 0x41;
+            assert_eq!(
+                decode_buffered(&bad, capacity),
+                plain(&bad),
+                "cap {capacity} flip {at}"
+            );
+            assert_eq!(
+                decode_buffered(&file[..at], capacity),
+                plain(&file[..at]),
+                "cap {capacity} cut {at}"
+            );
+        }
+    }
+}

@@ -307,7 +307,8 @@ struct Merged {
 /// Three stages run at once, with bounded queues between them: ranged downloads across
 /// all files (`parallelism` chunks in flight, running ahead into the next files, each
 /// streamed as it arrives so the decoder starts on a chunk's first bytes), one decoder
-/// (LZ4, page rules, file checksum) that groups consecutive pages into batches, and one
+/// (LZ4, page rules, file checksum) that decompresses each page straight from the
+/// received body pieces into batches of consecutive pages, and one
 /// writer that drops pages a newer file already wrote (a bitmap) and writes each run
 /// of remaining pages with a single positioned write. The newest file's header, the
 /// first bytes downloaded, gives the database's size and page size: the temp file is
@@ -512,7 +513,9 @@ fn decode_file(reader: &mut ChunkReader, sink: &mut Sink, key: &LtxKey) -> Resul
             Ok(b) => b,
             Err(stop) => return Ok(Err(stop)),
         };
-        while let Some(pgno) = dec.next_page(batcher.slot())? {
+        // Straight from the download's buffers: a page's LZ4 block is decompressed
+        // where it arrived, not copied out first.
+        while let Some(pgno) = dec.next_page_buffered(batcher.slot())? {
             if batcher.commit(pgno.get()).is_err() {
                 return Ok(Err(Stop::WriterGone));
             }
@@ -806,8 +809,10 @@ pub fn verify_integrity(path: &Path, check: IntegrityCheck) -> Result<(), ApplyE
     }
 }
 
-/// A `Read` over one file's chunks as they arrive from the downloads, which run ahead
-/// into later files: a chunk of a later file ends this one (kept for `start_file`).
+/// A `Read`/`BufRead` over one file's chunks as they arrive from the downloads, which
+/// run ahead into later files: a chunk of a later file ends this one (kept for
+/// `start_file`). `fill_buf` lends the body piece itself, so the decoder reads LZ4 blocks
+/// without copying them out.
 struct ChunkReader {
     /// Chunks in download order: the index of their file, their length, their bytes.
     rx: tokio::sync::mpsc::Receiver<(usize, u64, ChunkRx)>,
@@ -834,8 +839,10 @@ impl ChunkReader {
     }
 }
 
-impl Read for ChunkReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+impl io::BufRead for ChunkReader {
+    /// The rest of the piece being read, waiting for the next one when it is used up;
+    /// empty at the end of this file's chunks.
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
         while self.cur.is_empty() {
             if let Some((owed, rx)) = &mut self.chunk {
                 match rx.blocking_recv() {
@@ -856,7 +863,7 @@ impl Read for ChunkReader {
                 Some(c) => c,
                 None => match self.rx.blocking_recv() {
                     Some(c) => c,
-                    None => return Ok(0),
+                    None => return Ok(&[]),
                 },
             };
             if i < self.file {
@@ -864,13 +871,24 @@ impl Read for ChunkReader {
             }
             if i > self.file {
                 self.pending = Some((i, len, rx));
-                return Ok(0);
+                return Ok(&[]);
             }
             self.chunk = Some((len, rx));
         }
-        let n = buf.len().min(self.cur.len());
-        buf[..n].copy_from_slice(&self.cur[..n]);
-        let _ = self.cur.split_to(n);
+        Ok(&self.cur)
+    }
+
+    fn consume(&mut self, n: usize) {
+        bytes::Buf::advance(&mut self.cur, n);
+    }
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let avail = io::BufRead::fill_buf(self)?;
+        let n = buf.len().min(avail.len());
+        buf[..n].copy_from_slice(&avail[..n]);
+        io::BufRead::consume(self, n);
         Ok(n)
     }
 }
