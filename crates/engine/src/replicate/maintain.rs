@@ -25,10 +25,10 @@ use crate::restore::plan::{plan, Listing, Target};
 use crate::storage::layout::{LtxInfo, LtxKey};
 use crate::storage::{ReplicaStore, StorageError};
 
-/// What we know a replica holds, per level, kept current by our own writes.
 /// Read and write buffer of each file of a merge ([`Maintenance::merge_and_put`]).
 const MERGE_BUF: usize = 64 * 1024;
 
+/// What we know a replica holds, per level, kept current by our own writes.
 #[derive(Debug, Default, Clone)]
 pub struct ReplicaView {
     levels: BTreeMap<u8, Vec<LtxInfo>>,
