@@ -105,6 +105,9 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         if !a.once {
             start_drills(&cfg, &runs, &stop_rx)?;
         }
+        // Everything the databases need was copied out of the config: with thousands of
+        // databases the parsed file is megabytes that would otherwise stay for good.
+        drop(cfg);
         let mode = RunMode { once: a.once, force_full_image: a.force_snapshot };
         let mut task = tokio::spawn(engine::runtime::replicate_all(runs, stop_rx, mode));
         let mut child_status = None;
@@ -273,13 +276,18 @@ async fn run_child(cmd: &str) -> anyhow::Result<u8> {
 const MAX_BLOCKING_THREADS: usize = 16;
 
 /// glibc gives every thread that allocates its own malloc arena (up to 8 per core), each
-/// keeping freed memory; the replicator's allocations are small and short, so two arenas
-/// serve it, and resident memory stays low with many databases.
+/// keeping freed memory; the replicator's allocations are small and short, so one arena
+/// serves it (each thread keeps its small cache in front of it), and resident memory stays
+/// low with many databases. Buffers of 256 KiB and more (LTX files, merges) are mapped
+/// on their own and given back when freed: by default glibc raises that threshold after
+/// the first such free, and a large buffer then lives in the heap, where it keeps the
+/// pages around it resident.
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets an allocator tunable; called before other threads start.
+    // SAFETY: mallopt only sets allocator tunables; called before other threads start.
     unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
     }
 }
 

@@ -8,7 +8,8 @@
 //! delete L0 only once L1 covers it, never open a gap between a snapshot and the head).
 
 use std::collections::BTreeMap;
-use std::io::Cursor;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Cursor, Read, Seek, SeekFrom, Write};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -23,6 +24,9 @@ use super::ReplicaOptions;
 use crate::restore::plan::{plan, Listing, Target};
 use crate::storage::layout::{LtxInfo, LtxKey};
 use crate::storage::{ReplicaStore, StorageError};
+
+/// Read and write buffer of each file of a merge ([`Maintenance::merge_and_put`]).
+const MERGE_BUF: usize = 64 * 1024;
 
 /// What we know a replica holds, per level, kept current by our own writes.
 #[derive(Debug, Default, Clone)]
@@ -317,6 +321,12 @@ impl Maintenance {
     /// Merges `files` (oldest first, contiguous) newest-page-wins into one file at `level`
     /// (a complete snapshot `1..=max` at level 9), uploads it and records it in the view.
     /// Returns its key and size.
+    ///
+    /// Memory stays near the size of one file, not the sum of the inputs plus the output:
+    /// each input is fetched and spilled to an unnamed temporary file beside the local
+    /// L0 files before the next is fetched, the merge streams page by page from those
+    /// files into another one, and only the finished output is read back for the upload.
+    /// Unnamed files vanish when closed, so nothing is left behind by an error or a crash.
     async fn merge_and_put(
         &self,
         store: &dyn ReplicaStore,
@@ -326,31 +336,50 @@ impl Maintenance {
         files: &[LtxInfo],
         level: Level,
     ) -> Result<(LtxKey, u64), MaintainError> {
+        let dir = local.meta_dir().to_path_buf();
         let mut inputs = Vec::with_capacity(files.len());
         for f in files {
-            inputs.push(self.fetch(store, local, f).await?);
+            let data = self.fetch(store, local, f).await?;
+            let dir = dir.clone();
+            let spilled = tokio::task::spawn_blocking(move || -> std::io::Result<File> {
+                let mut t = tempfile::tempfile_in(&dir)?;
+                t.write_all(&data)?;
+                t.seek(SeekFrom::Start(0))?;
+                Ok(t)
+            })
+            .await
+            .map_err(|e| MaintainError::Plan(e.to_string()))??;
+            inputs.push(spilled);
         }
         let encoding = self.encoding;
-        let (bytes, header) = tokio::task::spawn_blocking(
-            move || -> Result<(Vec<u8>, ltx::Header), ltx::CompactError> {
-                let decs = inputs
-                    .iter()
-                    .map(|b| Decoder::new(Cursor::new(&b[..])))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(ltx::CompactError::from)?;
-                if level.is_snapshot() {
-                    ltx::compact_as_snapshot(decs, Vec::new(), encoding)
-                } else {
-                    ltx::compact(decs, Vec::new(), encoding)
-                }
-            },
-        )
+        let merged = tokio::task::spawn_blocking(move || -> Result<_, MaintainError> {
+            let compact_err = |source| MaintainError::Compact {
+                level: level.get(),
+                source,
+            };
+            let decs = inputs
+                .into_iter()
+                .map(|f| Decoder::new(BufReader::with_capacity(MERGE_BUF, f)))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| compact_err(ltx::CompactError::from(e)))?;
+            let out = BufWriter::with_capacity(MERGE_BUF, tempfile::tempfile_in(&dir)?);
+            let (out, header) = if level.is_snapshot() {
+                ltx::compact_as_snapshot(decs, out, encoding)
+            } else {
+                ltx::compact(decs, out, encoding)
+            }
+            .map_err(compact_err)?;
+            // The inputs' files are closed (and gone) by now: only the output remains.
+            let mut out = out.into_inner().map_err(|e| e.into_error())?;
+            let len = out.seek(SeekFrom::End(0))?;
+            out.seek(SeekFrom::Start(0))?;
+            let mut bytes = Vec::with_capacity(len as usize);
+            out.read_to_end(&mut bytes)?;
+            Ok((bytes, header))
+        })
         .await
-        .map_err(|e| MaintainError::Plan(e.to_string()))?
-        .map_err(|source| MaintainError::Compact {
-            level: level.get(),
-            source,
-        })?;
+        .map_err(|e| MaintainError::Plan(e.to_string()))?;
+        let (bytes, header) = merged?;
         let key = LtxKey::new(level, header.min_txid, header.max_txid);
         let created = ms_to_time(header.timestamp_ms);
         let len = bytes.len() as u64;
