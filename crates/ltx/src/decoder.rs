@@ -165,6 +165,16 @@ impl<R: Read> Decoder<R> {
     /// # Panics
     /// If `buf.len()` is not the header's page size.
     pub fn next_page(&mut self, buf: &mut [u8]) -> Result<Option<PageNo>, DecodeError> {
+        self.page_with(buf, copy_block::<R>)
+    }
+
+    /// The checks around one page read, whichever way its block is read: the buffer
+    /// is one page, a failed decoder stays failed, nothing after the last page.
+    fn page_with(
+        &mut self,
+        buf: &mut [u8],
+        read_block: BlockReader<R>,
+    ) -> Result<Option<PageNo>, DecodeError> {
         assert_eq!(
             buf.len(),
             self.header.page_size.bytes(),
@@ -178,7 +188,7 @@ impl<R: Read> Decoder<R> {
         if self.pages_done {
             return Ok(None);
         }
-        let result = self.read_page(buf, copy_block::<R>);
+        let result = self.read_page(buf, read_block);
         if result.is_err() {
             self.poisoned = true;
         }
@@ -267,24 +277,7 @@ impl<R: Read> Decoder<R> {
     where
         R: BufRead,
     {
-        assert_eq!(
-            buf.len(),
-            self.header.page_size.bytes(),
-            "next_page buffer must be one page"
-        );
-        if self.poisoned {
-            return Err(DecodeError::Poisoned {
-                offset: self.src.offset(),
-            });
-        }
-        if self.pages_done {
-            return Ok(None);
-        }
-        let result = self.read_page(buf, borrow_block::<R>);
-        if result.is_err() {
-            self.poisoned = true;
-        }
-        result
+        self.page_with(buf, borrow_block::<R>)
     }
 
     /// Skips any unread pages (still checking and hashing them), then reads and
