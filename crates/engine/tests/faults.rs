@@ -88,6 +88,18 @@ fn writer(db: &Path, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
     })
 }
 
+/// Polls `f` every 100 ms; panics naming `what` if it is still false after 60 s.
+async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_failing_and_down_store_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -124,25 +136,32 @@ async fn slow_failing_and_down_store_loses_nothing() {
     let stop = Arc::new(AtomicBool::new(false));
     let w = writer(&db, stop.clone());
     tokio::time::sleep(Duration::from_secs(2)).await;
+    // Slow, failing uploads get through before the outage. Waited for, not assumed: right
+    // after a large build the disk's write-back can hold the first fsyncs for seconds.
+    wait_for("uploads before the outage", || rstatus.replicated() >= 2).await;
     // The store goes down under writes: the backlog stays in the local meta directory and
     // the replica's status says it is failing.
     faults.down.store(true, Ordering::SeqCst);
     let replicated_at_outage = rstatus.replicated();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(
-        !run.is_finished(),
-        "replication stopped: {:?}",
-        rstatus.last_error.lock().unwrap()
-    );
-    let local_backlog = std::fs::read_dir(meta.join("ltx/0")).unwrap().count();
-    assert!(
-        local_backlog > 5,
-        "backlog kept locally while the store is down ({local_backlog} files)"
-    );
-    assert!(
-        rstatus.failing_since_ms.load(Ordering::SeqCst) > 0,
-        "status reports failing"
-    );
+    let backlog = || std::fs::read_dir(meta.join("ltx/0")).unwrap().count();
+    wait_for(
+        "a backlog of more than 5 local files while the store is down",
+        || {
+            assert!(
+                !run.is_finished(),
+                "replication stopped: {:?}",
+                rstatus.last_error.lock().unwrap()
+            );
+            backlog() > 5
+        },
+    )
+    .await;
+    let local_backlog = backlog();
+    wait_for("status reports failing", || {
+        rstatus.failing_since_ms.load(Ordering::SeqCst) > 0
+    })
+    .await;
     assert!(rstatus.replicated() <= replicated_at_outage + 1);
     faults.down.store(false, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_secs(2)).await;
