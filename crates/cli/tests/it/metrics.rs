@@ -372,12 +372,20 @@ fn object_store_outage_shows_in_metrics_and_healthz_then_recovers() {
     eventually(Duration::from_secs(120), "/healthz back to 200", || {
         http_get(port, "/healthz").is_some_and(|(c, _)| c == 200)
     });
-    scrape_until(port, "the replica to catch up", |s| {
-        s.lag() == 0 && s.replicated_txid() == s.local_txid()
+    // Caught up and settled: the writer's last commits may still be captured after a
+    // first caught-up scrape (a new local TXID), so two scrapes in a row, half a second
+    // apart, must show the same caught-up position. A scrape reads /metrics, then
+    // /status; the settled one has both current.
+    let mut last = None;
+    let s = scrape_until(port, "the replica to catch up and stay caught up", |s| {
+        let now = (s.lag(), s.replicated_txid(), s.local_txid());
+        let settled = now.0 == 0 && now.1 == now.2 && last == Some(now);
+        last = Some(now);
+        if !settled {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        settled
     });
-    // A scrape reads /metrics, then /status: the one that saw the catch-up in /status may
-    // hold /metrics from just before it. With the writer stopped, a later scrape is stable.
-    let s = Scrape::take(port).expect("a scrape after the catch-up");
     assert_eq!((s.lag(), s.replicated_txid()), (0, s.local_txid()));
     assert_eq!(
         s.m(
