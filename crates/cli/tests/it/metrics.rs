@@ -373,14 +373,16 @@ fn object_store_outage_shows_in_metrics_and_healthz_then_recovers() {
         http_get(port, "/healthz").is_some_and(|(c, _)| c == 200)
     });
     // Caught up and settled: the writer's last commits may still be captured after a
-    // first caught-up scrape (a new local TXID), so two scrapes in a row, half a second
-    // apart, must show the same caught-up position. A scrape reads /metrics, then
-    // /status; the settled one has both current.
+    // first caught-up scrape (a new local TXID), so two reports in a row (the server
+    // serves one for up to a second: `taken_unix_ms` tells them apart) must show the same
+    // caught-up position.
     let mut last = None;
     let s = scrape_until(port, "the replica to catch up and stay caught up", |s| {
         let now = (s.lag(), s.replicated_txid(), s.local_txid());
-        let settled = now.0 == 0 && now.1 == now.2 && last == Some(now);
-        last = Some(now);
+        let taken = s.status["taken_unix_ms"].as_i64();
+        let settled =
+            now.0 == 0 && now.1 == now.2 && last.is_some_and(|(n, t)| n == now && t != taken);
+        last = Some((now, taken));
         if !settled {
             std::thread::sleep(Duration::from_millis(500));
         }

@@ -1,0 +1,185 @@
+//! An HTTP flood on `addr` must not stall captures (issue 17): while clients hammer
+//! `/metrics`, `/status` and `/healthz` and hold idle connections open, each commit still
+//! reaches a file replica about as fast as without them; connections past the bound are
+//! refused at once, and the server serves again once they are gone.
+
+use std::net::TcpStream;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+use crate::metrics::{free_port, http_get};
+
+/// How long the writer commits in each run.
+const RUN_FOR: Duration = Duration::from_secs(5);
+/// Client threads, each sending requests one after another on new connections.
+const CLIENTS: usize = 8;
+/// Requests each client sends at most (so the flood is bounded whatever the speed).
+const REQUESTS_PER_CLIENT: usize = 4000;
+/// Connections held open without a request during the flood (under the server's bound).
+const IDLE: usize = 32;
+/// The server's connection bound (`observe::server`).
+const MAX_CONNECTIONS: usize = 64;
+
+/// Capture latencies of one run: for each commit, the time until the replica held it.
+struct Latencies {
+    p50: Duration,
+    max: Duration,
+    commits: usize,
+    /// Requests answered during the run (0 without a flood).
+    answered: usize,
+}
+
+/// Highest TXID of the replica's L0 (where every upload lands first).
+fn l0_max(replica: &Path) -> u64 {
+    replica_l0_txids(replica).last().copied().unwrap_or(0)
+}
+
+/// Runs a replicator with `addr` beside a writer that commits one transaction at a time
+/// and waits until the replica holds it; with `flood`, clients hammer the server
+/// meanwhile. Then checks the connection bound (with `flood`) and stops cleanly.
+fn run(flood: bool) -> Latencies {
+    let w = Work::new();
+    let db = w.path("app.db");
+    let replica = w.path("replica");
+    let app = app_db(&db);
+    insert_rows(&app, 10, 100);
+    let port = free_port();
+    let cfg = w.config(&format!(
+        "addr: 127.0.0.1:{port}\ndbs:\n  - path: {}\n    replica:\n      type: file\n      path: {}\n",
+        db.display(),
+        replica.display()
+    ));
+    let r = Replicator::start(&w, &["-config", cfg.to_str().unwrap()]);
+    eventually(Duration::from_secs(60), "addr to answer", || {
+        http_get(port, "/healthz").is_some()
+    });
+    // Settled: the first upload is there and nothing more arrives.
+    let mut last = 0;
+    eventually(
+        Duration::from_secs(60),
+        "the first upload to settle",
+        || {
+            let m = l0_max(&replica);
+            let settled = m >= 1 && m == last;
+            last = m;
+            std::thread::sleep(Duration::from_millis(200));
+            settled
+        },
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut idle = Vec::new();
+    let mut clients = Vec::new();
+    if flood {
+        for _ in 0..IDLE {
+            idle.push(TcpStream::connect(("127.0.0.1", port)).unwrap());
+        }
+        for i in 0..CLIENTS {
+            let stop = stop.clone();
+            clients.push(std::thread::spawn(move || {
+                let paths = ["/metrics", "/status", "/healthz"];
+                let mut answered = 0;
+                for n in 0..REQUESTS_PER_CLIENT {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    if http_get(port, paths[(i + n) % paths.len()]).is_some() {
+                        answered += 1;
+                    }
+                }
+                answered
+            }));
+        }
+    }
+
+    let mut lat = Vec::new();
+    let began = Instant::now();
+    while began.elapsed() < RUN_FOR {
+        let before = l0_max(&replica);
+        insert_rows(&app, 1, 100);
+        let t = Instant::now();
+        while l0_max(&replica) <= before {
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "a commit not replicated within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        lat.push(t.elapsed());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let answered: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
+    drop(idle);
+    let mut sorted = lat.clone();
+    sorted.sort();
+    eprintln!(
+        "flood {flood}: capture latency p50 {:?} max {:?} over {} commits; {answered} requests answered",
+        sorted[sorted.len() / 2],
+        sorted[sorted.len() - 1],
+        sorted.len()
+    );
+
+    if flood {
+        check_connection_bound(port);
+    }
+    assert_eq!(http_get(port, "/healthz"), Some((200, "ok\n".into())));
+    drop(app);
+    assert_eq!(r.stop(), 0);
+    lat.sort();
+    Latencies {
+        p50: lat[lat.len() / 2],
+        max: *lat.last().unwrap(),
+        commits: lat.len(),
+        answered,
+    }
+}
+
+/// With the bound's worth of connections held open, one more is refused at once (503
+/// or closed), not served; once they are gone, requests are served again.
+fn check_connection_bound(port: u16) {
+    let held: Vec<TcpStream> = (0..MAX_CONNECTIONS)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    // Let the server accept all of them before the extra one.
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    let extra = http_get(port, "/healthz");
+    let took = t.elapsed();
+    assert!(
+        !matches!(extra, Some((200, _))),
+        "served past the connection bound: {extra:?}"
+    );
+    assert!(took < Duration::from_secs(2), "refusal took {took:?}");
+    drop(held);
+    eventually(
+        Duration::from_secs(30),
+        "the server to serve again once the idle connections are gone",
+        || http_get(port, "/healthz").is_some_and(|(c, _)| c == 200),
+    );
+}
+
+#[test]
+fn http_flood_does_not_stall_captures() {
+    let quiet = run(false);
+    let flooded = run(true);
+    eprintln!(
+        "capture latency without flood: p50 {:?} max {:?} ({} commits); with flood: p50 {:?} max {:?} ({} commits, {} requests answered)",
+        quiet.p50, quiet.max, quiet.commits, flooded.p50, flooded.max, flooded.commits, flooded.answered
+    );
+    assert!(flooded.answered > 0, "the flood never got an answer");
+    assert!(
+        flooded.max < Duration::from_secs(1),
+        "a commit took {:?} to reach the replica under the flood",
+        flooded.max
+    );
+    assert!(
+        flooded.p50 <= quiet.p50 * 3 + Duration::from_millis(50),
+        "median capture latency {:?} under the flood, {:?} without",
+        flooded.p50,
+        quiet.p50
+    );
+}
