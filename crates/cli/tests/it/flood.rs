@@ -12,12 +12,18 @@ use std::time::{Duration, Instant};
 use crate::harness::*;
 use crate::metrics::{free_port, http_get};
 
+/// Databases beside the written one, never written during the run: a report covers
+/// every database, so they make each report as costly as a modest deployment's.
+const QUIET_DBS: usize = 100;
 /// How long the writer commits in each run.
 const RUN_FOR: Duration = Duration::from_secs(5);
-/// Client threads, each sending requests one after another on new connections.
+/// Client threads of the flood.
 const CLIENTS: usize = 8;
-/// Requests each client sends at most (so the flood is bounded whatever the speed).
-const REQUESTS_PER_CLIENT: usize = 4000;
+/// Requests each client keeps in flight at once, one per connection.
+const IN_FLIGHT_PER_CLIENT: usize = 50;
+/// Rounds of requests each client sends at most (so the flood is bounded whatever the
+/// speed).
+const ROUNDS: usize = 200;
 /// Connections held open without a request during the flood (under the server's bound).
 const IDLE: usize = 32;
 /// The server's connection bound (`observe::server`).
@@ -47,14 +53,28 @@ fn run(flood: bool) -> Latencies {
     let app = app_db(&db);
     insert_rows(&app, 10, 100);
     let port = free_port();
-    let cfg = w.config(&format!(
-        "addr: 127.0.0.1:{port}\ndbs:\n  - path: {}\n    replica:\n      type: file\n      path: {}\n",
-        db.display(),
-        replica.display()
-    ));
+    let entry = |db: &Path, replica: &Path| {
+        format!(
+            "  - path: {}\n    replica:\n      type: file\n      path: {}\n",
+            db.display(),
+            replica.display()
+        )
+    };
+    let mut yaml = format!("addr: 127.0.0.1:{port}\ndbs:\n{}", entry(&db, &replica));
+    let mut quiet_replicas = Vec::new();
+    for i in 0..QUIET_DBS {
+        let (qdb, qrep) = (w.path(&format!("quiet{i}.db")), w.path(&format!("replica{i}")));
+        insert_rows(&app_db(&qdb), 1, 100);
+        yaml += &entry(&qdb, &qrep);
+        quiet_replicas.push(qrep);
+    }
+    let cfg = w.config(&yaml);
     let r = Replicator::start(&w, &["-config", cfg.to_str().unwrap()]);
     eventually(Duration::from_secs(60), "addr to answer", || {
         http_get(port, "/healthz").is_some()
+    });
+    eventually(Duration::from_secs(120), "every quiet database's first upload", || {
+        quiet_replicas.iter().all(|q| l0_max(q) >= 1)
     });
     // Settled: the first upload is there and nothing more arrives.
     let mut last = 0;
@@ -79,19 +99,7 @@ fn run(flood: bool) -> Latencies {
         }
         for i in 0..CLIENTS {
             let stop = stop.clone();
-            clients.push(std::thread::spawn(move || {
-                let paths = ["/metrics", "/status", "/healthz"];
-                let mut answered = 0;
-                for n in 0..REQUESTS_PER_CLIENT {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    if http_get(port, paths[(i + n) % paths.len()]).is_some() {
-                        answered += 1;
-                    }
-                }
-                answered
-            }));
+            clients.push(std::thread::spawn(move || flood_client(port, i, &stop)));
         }
     }
 
@@ -136,6 +144,36 @@ fn run(flood: bool) -> Latencies {
         commits: lat.len(),
         answered,
     }
+}
+
+/// One flood client: rounds of [`IN_FLIGHT_PER_CLIENT`] requests sent on as many new
+/// connections before any answer is read, until `stop`. Returns the requests answered
+/// (refusals included).
+fn flood_client(port: u16, i: usize, stop: &AtomicBool) -> usize {
+    use std::io::{Read, Write};
+    let paths = ["/metrics", "/status", "/healthz"];
+    let mut answered = 0;
+    for round in 0..ROUNDS {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let mut conns: Vec<TcpStream> = (0..IN_FLIGHT_PER_CLIENT)
+            .filter_map(|n| {
+                let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+                s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+                let path = paths[(i + round + n) % paths.len()];
+                write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+                Some(s)
+            })
+            .collect();
+        for s in &mut conns {
+            let mut buf = Vec::new();
+            if s.read_to_end(&mut buf).is_ok() && buf.starts_with(b"HTTP/1.") {
+                answered += 1;
+            }
+        }
+    }
+    answered
 }
 
 /// With the bound's worth of connections held open, one more is refused at once (503
