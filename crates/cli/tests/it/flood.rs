@@ -63,7 +63,10 @@ fn run(flood: bool) -> Latencies {
     let mut yaml = format!("addr: 127.0.0.1:{port}\ndbs:\n{}", entry(&db, &replica));
     let mut quiet_replicas = Vec::new();
     for i in 0..QUIET_DBS {
-        let (qdb, qrep) = (w.path(&format!("quiet{i}.db")), w.path(&format!("replica{i}")));
+        let (qdb, qrep) = (
+            w.path(&format!("quiet{i}.db")),
+            w.path(&format!("replica{i}")),
+        );
         insert_rows(&app_db(&qdb), 1, 100);
         yaml += &entry(&qdb, &qrep);
         quiet_replicas.push(qrep);
@@ -73,9 +76,11 @@ fn run(flood: bool) -> Latencies {
     eventually(Duration::from_secs(60), "addr to answer", || {
         http_get(port, "/healthz").is_some()
     });
-    eventually(Duration::from_secs(120), "every quiet database's first upload", || {
-        quiet_replicas.iter().all(|q| l0_max(q) >= 1)
-    });
+    eventually(
+        Duration::from_secs(120),
+        "every quiet database's first upload",
+        || quiet_replicas.iter().all(|q| l0_max(q) >= 1),
+    );
     // Settled: the first upload is there and nothing more arrives.
     let mut last = 0;
     eventually(
