@@ -1,7 +1,7 @@
 //! An HTTP flood on `addr` must not stall captures (issue 17): while clients hammer
 //! `/metrics`, `/status` and `/healthz` and hold idle connections open, each commit still
 //! reaches a file replica about as fast as without them; connections past the bound are
-//! refused at once, and the server serves again once they are gone.
+//! refused at once, and idle ones are closed once their time to send headers is up.
 
 use std::net::TcpStream;
 use std::path::Path;
@@ -182,11 +182,13 @@ fn flood_client(port: u16, i: usize, stop: &AtomicBool) -> usize {
 }
 
 /// With the bound's worth of connections held open, one more is refused at once (503
-/// or closed), not served; once they are gone, requests are served again.
+/// or closed), not served; the idle ones are closed by the server once their time to
+/// send request headers (5 s) is up, and requests are served again.
 fn check_connection_bound(port: u16) {
-    let held: Vec<TcpStream> = (0..MAX_CONNECTIONS)
+    let mut held: Vec<TcpStream> = (0..MAX_CONNECTIONS)
         .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
         .collect();
+    let opened = Instant::now();
     // Let the server accept all of them before the extra one.
     std::thread::sleep(Duration::from_millis(300));
     let t = Instant::now();
@@ -197,12 +199,26 @@ fn check_connection_bound(port: u16) {
         "served past the connection bound: {extra:?}"
     );
     assert!(took < Duration::from_secs(2), "refusal took {took:?}");
-    drop(held);
     eventually(
         Duration::from_secs(30),
-        "the server to serve again once the idle connections are gone",
+        "the server to serve again, the idle connections timed out",
         || http_get(port, "/healthz").is_some_and(|(c, _)| c == 200),
     );
+    let waited = opened.elapsed();
+    assert!(
+        waited < Duration::from_secs(9),
+        "idle connections held their slots for {waited:?}"
+    );
+    for h in &mut held {
+        use std::io::Read;
+        h.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 64];
+        // Closed by the server: end of stream, or a reset.
+        assert!(
+            !matches!(h.read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut),
+            "an idle connection is still open"
+        );
+    }
 }
 
 #[test]
