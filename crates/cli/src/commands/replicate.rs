@@ -1,5 +1,7 @@
 //! `replicate`: stream every configured database to its replicas until SIGINT/SIGTERM
-//! (final sync, exit 0), or once (`-once`), or for the life of a child (`-exec`).
+//! (final sync, exit 0), or once (`-once`), or for the life of a child (`-exec`). A lost
+//! lease stops everything at once: no final sync (the writes are fenced), the child is
+//! stopped, and the exit is non-zero.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
