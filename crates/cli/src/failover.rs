@@ -173,7 +173,8 @@ pub async fn take_leases(
 }
 
 /// Renews every held lease on its interval, sweeping for late writes early in an epoch.
-/// Sends the reason on `lost` when a lease is lost (the caller stops replicating).
+/// Sends the reason on `lost` when a lease is lost: the caller stops at once, without a
+/// final sync (its writes are fenced), stopping an `-exec` child too.
 pub fn spawn_renewals(held: &[Held], lost: watch::Sender<Option<String>>) {
     let lost = Arc::new(lost);
     for h in held {
@@ -194,7 +195,9 @@ pub fn spawn_renewals(held: &[Held], lost: watch::Sender<Option<String>>) {
                         }
                     }
                     Err(e @ engine::lease::LeaseError::Lost { .. }) => {
-                        tracing::error!(db = %db.display(), error = %e, "lease lost: stopping");
+                        // The one line that says why everything stops now (issue 18).
+                        tracing::error!(db = %db.display(), error = %e,
+                            "lease lost: another replicator is primary now; stopping at once (this host's writes can no longer be replicated)");
                         lost.send_replace(Some(format!("{}: {e}", db.display())));
                         return;
                     }

@@ -1,5 +1,7 @@
 //! `replicate`: stream every configured database to its replicas until SIGINT/SIGTERM
-//! (final sync, exit 0), or once (`-once`), or for the life of a child (`-exec`).
+//! (final sync, exit 0), or once (`-once`), or for the life of a child (`-exec`). A lost
+//! lease stops everything at once: no final sync (the writes are fenced), the child is
+//! stopped, and the exit is non-zero.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -79,7 +81,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         .max_blocking_threads(MAX_BLOCKING_THREADS)
         .build()
         .context("starting runtime")?;
-    rt.block_on(async move {
+    let result = rt.block_on(async move {
         if a.restore_if_db_not_exists {
             setup::restore_missing_dbs(&cfg).await?;
         }
@@ -112,16 +114,26 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         let mut task = tokio::spawn(engine::runtime::replicate_all(runs, stop_rx, mode));
         let mut child_status = None;
         let mut finished = None;
-        let mut lost = None;
+        let mut lost: Option<String> = None;
         if !a.once {
             match exec {
-                Some(cmd) => child_status = Some(run_child(&cmd).await?),
+                Some(cmd) => match run_child(&cmd, &mut lost_rx).await? {
+                    ChildEnd::Exited(code) => child_status = Some(code),
+                    ChildEnd::LeaseLost(reason) => lost = Some(reason),
+                },
                 None => tokio::select! {
                     r = failover::wait_for_signal_or_loss(&mut lost_rx) => lost = r?,
                     // Every database stopped on its own (each one failed: not SQLite, not
                     // WAL, ...): exit with their errors rather than wait for a signal.
                     r = &mut task => finished = Some(r),
                 },
+            }
+            if let Some(reason) = lost {
+                // No final sync: every replica write is fenced now, and retrying them
+                // until the shutdown timeout would only keep a stale primary alive (issue
+                // 18). What was not uploaded belongs to no one's history any more.
+                task.abort();
+                bail!("stopped replicating: {reason}");
             }
             if finished.is_none() {
                 info!("shutting down: final sync");
@@ -136,9 +148,6 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         for e in &errors {
             warn!(error = %e, "database did not finish cleanly");
         }
-        if let Some(reason) = lost {
-            bail!("stopped replicating: {reason}");
-        }
         failover::release(&held).await;
         if let Some(code) = child_status {
             return Ok(ExitCode::from(code));
@@ -147,7 +156,13 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             bail!("{} database(s) failed: {}", errors.len(), errors[0]);
         }
         Ok(ExitCode::SUCCESS)
-    })
+    });
+    if result.is_err() {
+        // A failed run (a lost lease above all) exits now: a capture still on a blocking
+        // thread must not hold the process up, as dropping the runtime would.
+        rt.shutdown_timeout(Duration::from_secs(2));
+    }
+    result
 }
 
 /// Binds `addr` (failing the start when it cannot) and serves `/metrics`, `/healthz` and
@@ -169,11 +184,15 @@ pub(crate) async fn start_http(
         .map(|h| (h.db.display().to_string(), h.lease.status.clone()))
         .collect();
     let watched = std::sync::Arc::new(observe::Watched::of(runs).with_leases(leases));
-    tokio::spawn(observe::server::serve(
+    let listener = listener
+        .into_std()
+        .with_context(|| format!("addr {addr}: taking the listener"))?;
+    observe::server::spawn(
         listener,
         watched,
         observe::server::ServeOptions { failing_after },
-    ));
+    )
+    .with_context(|| format!("addr {addr}: starting the server thread"))?;
     Ok(())
 }
 
@@ -240,9 +259,24 @@ fn start_drills(
     Ok(())
 }
 
-/// Runs the child, forwarding SIGINT/SIGTERM to it; returns its exit status (128+signal
-/// when it died of a signal).
-async fn run_child(cmd: &str) -> anyhow::Result<u8> {
+/// How the `-exec` child's run ended.
+enum ChildEnd {
+    /// It exited with this status (128+signal when it died of a signal).
+    Exited(u8),
+    /// A lease was lost (the reason): the child was stopped.
+    LeaseLost(String),
+}
+
+/// How long the child has to exit after SIGTERM, when a lease is lost, before SIGKILL.
+const CHILD_STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Runs the child, forwarding SIGINT/SIGTERM to it, until it exits or a lease is lost:
+/// then the child is stopped at once (SIGTERM, SIGKILL after [`CHILD_STOP_GRACE`]), since
+/// its writes can no longer be replicated (issue 18).
+async fn run_child(
+    cmd: &str,
+    lost: &mut watch::Receiver<Option<String>>,
+) -> anyhow::Result<ChildEnd> {
     use tokio::signal::unix::{signal, SignalKind};
     let words = split_command(cmd)?;
     let (prog, rest) = words.split_first().context("-exec: empty command")?;
@@ -258,6 +292,17 @@ async fn run_child(cmd: &str) -> anyhow::Result<u8> {
             s = child.wait() => break s?,
             _ = term.recv() => forward(pid, libc::SIGTERM),
             _ = int.recv() => forward(pid, libc::SIGINT),
+            reason = failover::lease_lost(lost) => {
+                warn!(pid = pid.unwrap_or(0), "stopping the child: the lease is lost");
+                forward(pid, libc::SIGTERM);
+                if tokio::time::timeout(CHILD_STOP_GRACE, child.wait()).await.is_err() {
+                    warn!(pid = pid.unwrap_or(0), grace = ?CHILD_STOP_GRACE, "the child ignored SIGTERM: killing it");
+                    child.start_kill().context("-exec: killing the child")?;
+                    child.wait().await?;
+                }
+                info!("child stopped");
+                return Ok(ChildEnd::LeaseLost(reason));
+            }
         }
     };
     use std::os::unix::process::ExitStatusExt;
@@ -269,7 +314,7 @@ async fn run_child(cmd: &str) -> anyhow::Result<u8> {
     info!(status = code, "child exited");
     // Give the capture loop a moment to see the child's last commits before stopping.
     tokio::time::sleep(Duration::from_millis(50)).await;
-    Ok(code)
+    Ok(ChildEnd::Exited(code))
 }
 
 /// Threads for blocking work in the replicator's runtime.

@@ -96,7 +96,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting runtime")?;
-    rt.block_on(async move {
+    let result = rt.block_on(async move {
         let store = setup::build_store(&first.kind)?;
         let lease = Arc::new(Lease::new(store.clone(), failover::lease_options(&lc)));
         // Fails at once, clearly, on a backend without conditional writes.
@@ -232,18 +232,26 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             _ = stop.changed() => None,
             l = failover::lease_lost(&mut lost_rx) => Some(l),
         };
+        if let Some(reason) = lost {
+            // No final sync: our writes are fenced now (issue 18).
+            task.abort();
+            bail!("stopped replicating: {reason}");
+        }
         info!("shutting down: final sync");
         stop_tx.send_replace(true);
         let errors = task.await.context("replication task")?;
-        if let Some(reason) = lost {
-            bail!("stopped replicating: {reason}");
-        }
         failover::release(&held).await;
         if let Some(e) = errors.first() {
             bail!("{} database(s) failed: {e}", errors.len());
         }
         Ok(ExitCode::SUCCESS)
-    })
+    });
+    if result.is_err() {
+        // A failed run (a lost lease above all) exits now: work still on a blocking
+        // thread must not hold the process up, as dropping the runtime would.
+        rt.shutdown_timeout(Duration::from_secs(2));
+    }
+    result
 }
 
 async fn follow_owned(

@@ -4,13 +4,16 @@
 //!
 //! Data flow: the engine's live `status` atomics → [`Watched::report`] (a plain
 //! `Report`, plus the local meta directories for pending bytes and lag age) →
-//! `metrics::render` / `health::check` / JSON (pure) → `server` (HTTP). The engine knows
-//! nothing of HTTP; this module holds no replication state of its own.
+//! `metrics::render` / `health::check` / JSON (pure) → `snapshot` (the rendered bodies,
+//! shared by every request for up to a second) → `server` (HTTP, on a thread of its own,
+//! with bounded connections and request time). The engine knows nothing of HTTP; this
+//! module holds no replication state of its own.
 
 pub mod client;
 pub mod health;
 pub mod metrics;
 pub mod server;
+pub mod snapshot;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -82,8 +85,8 @@ impl Watched {
             .collect()
     }
 
-    /// A report of every database now. Lists each local meta directory: call it on a
-    /// blocking thread.
+    /// A report of every database now. Lists each local meta directory: call it where
+    /// blocking is allowed (the server's own thread).
     pub fn report(&self) -> Report {
         let now = now_ms();
         Report {

@@ -396,3 +396,92 @@ fn garage_lease_is_refused_clearly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("ignores conditional writes"), "{err}");
 }
+
+/// Issue 18: the primary is frozen past its lease, the standby promotes, the primary
+/// resumes. It must stop at once: exit non-zero within seconds (no final sync of writes
+/// that are fenced now), with `-exec` after stopping its child (which here ignores
+/// SIGTERM, so it takes the SIGKILL after the grace), and say in its log that the lease
+/// was lost, to whom.
+fn lost_lease_stops_at_once(with_child: bool) {
+    let work = Work::new();
+    let dir = work.path("replica");
+    let p = host(&work, "primary", &file_replica(&dir), false);
+    let s = host(&work, "standby", &file_replica(&dir), true);
+    let app = app_db(&p.db);
+    insert_rows(&app, 30, 300);
+    let pid_file = work.path("child.pid");
+    let mut args = vec!["-config".to_string(), p.cfg.display().to_string()];
+    if with_child {
+        args.push("-exec".into());
+        args.push(format!(
+            "sh -c 'trap \"\" TERM; echo $$ > {}; while :; do sleep 0.1; done'",
+            pid_file.display()
+        ));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut rp = Replicator::start(&work, &args);
+    let m = wait_replicated(&p, 1);
+    let child_pid = with_child.then(|| {
+        let mut pid = 0;
+        eventually(Duration::from_secs(30), "the child to start", || {
+            pid = std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+                .unwrap_or(0);
+            pid > 0
+        });
+        pid
+    });
+    let sb = Standby::start(&work, &s);
+    eventually(Duration::from_secs(60), "the standby to catch up", || {
+        engine::restore::follow::read_applied_txid(&s.db).is_some_and(|t| t.get() >= m)
+    });
+    // Frozen past its TTL while its application goes on committing.
+    signal(&rp.child, libc::SIGSTOP);
+    insert_rows(&app, 20, 300);
+    eventually(Duration::from_secs(60), "the standby to promote", || {
+        sb.log_text().contains("promoted")
+    });
+    assert_eq!(lease_owner_epoch(&s), ("standby".to_string(), 2));
+    insert_rows(&app, 20, 300);
+    signal(&rp.child, libc::SIGCONT);
+    let resumed = Instant::now();
+    let st = wait_timeout(&mut rp.child, Duration::from_secs(20)).unwrap_or_else(|| {
+        panic!(
+            "the old primary still runs 20 s after losing its lease:\n{}",
+            rp.log_text()
+        )
+    });
+    let took = resumed.elapsed();
+    eprintln!("old primary (child: {with_child}) exited {took:?} after resuming");
+    assert!(!st.success(), "old primary exited 0:\n{}", rp.log_text());
+    // Detection is the next renewal (due at once after the freeze); with a child, plus the
+    // 5 s grace before SIGKILL.
+    let limit = Duration::from_secs(if with_child { 12 } else { 5 });
+    assert!(took < limit, "stopping took {took:?}:\n{}", rp.log_text());
+    let log = rp.log_text();
+    assert!(
+        log.lines().any(|l| l.contains("ERROR")
+            && l.contains("lease lost to standby")
+            && l.contains(&p.db.display().to_string())),
+        "no error line naming the new holder and the database:\n{log}"
+    );
+    if let Some(pid) = child_pid {
+        // SAFETY: signal 0 only checks that the process exists.
+        let alive = unsafe { libc::kill(pid, 0) } == 0;
+        assert!(!alive, "the child {pid} still runs:\n{log}");
+        assert!(log.contains("killing it"), "{log}");
+    }
+    drop(sb);
+    drop(app);
+}
+
+#[test]
+fn file_lost_lease_stops_the_exec_child_and_exits_at_once() {
+    lost_lease_stops_at_once(true);
+}
+
+#[test]
+fn file_lost_lease_exits_at_once_without_exec() {
+    lost_lease_stops_at_once(false);
+}

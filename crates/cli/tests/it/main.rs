@@ -10,6 +10,7 @@ mod check;
 mod crash;
 mod diskfull;
 mod faultproxy;
+mod flood;
 mod garage;
 mod garage_cluster;
 mod gcs;

@@ -107,6 +107,28 @@ pub(crate) fn scrape_until(port: u16, what: &str, mut f: impl FnMut(&Scrape) -> 
     got.unwrap()
 }
 
+/// Waits until the replica is caught up and settled, and `f` holds, returning that
+/// scrape. The writer's last commits may still be captured after a first caught-up
+/// scrape (a new local TXID), so two reports in a row must show the same caught-up
+/// position; the server serves one report for up to a second, and `taken_unix_ms` tells
+/// them apart. A scrape reads /metrics, then /status: the settled one has both current.
+pub(crate) fn scrape_settled(port: u16, what: &str, mut f: impl FnMut(&Scrape) -> bool) -> Scrape {
+    let mut last = None;
+    scrape_until(port, what, |s| {
+        let now = (s.lag(), s.replicated_txid(), s.local_txid());
+        let taken = s.status["taken_unix_ms"].as_i64();
+        let settled = now.0 == 0
+            && now.1 == now.2
+            && last.is_some_and(|(n, t)| n == now && t != taken)
+            && f(s);
+        last = Some((now, taken));
+        if !settled {
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        settled
+    })
+}
+
 /// A writer committing small transactions until stopped.
 struct Writer {
     stop: Arc<AtomicBool>,
@@ -187,10 +209,8 @@ fn metrics_and_status_follow_replication_to_a_file_replica() {
     writer.stop();
 
     // Quiet again: caught up, lag 0 everywhere, our checkpoint ran.
-    let s = scrape_until(port, "the replica to catch up with a checkpoint", |s| {
-        s.lag() == 0
-            && s.replicated_txid() == s.local_txid()
-            && !s.db()["last_checkpoint_unix_ms"].is_null()
+    let s = scrape_settled(port, "the replica to catch up with a checkpoint", |s| {
+        !s.db()["last_checkpoint_unix_ms"].is_null()
             // /metrics is read before /status: a checkpoint may land between the two.
             && s.m("litestream_checkpoint_count{$db,mode=\"PASSIVE\"}", &db, "") >= 1.0
     });
@@ -372,20 +392,7 @@ fn object_store_outage_shows_in_metrics_and_healthz_then_recovers() {
     eventually(Duration::from_secs(120), "/healthz back to 200", || {
         http_get(port, "/healthz").is_some_and(|(c, _)| c == 200)
     });
-    // Caught up and settled: the writer's last commits may still be captured after a
-    // first caught-up scrape (a new local TXID), so two scrapes in a row, half a second
-    // apart, must show the same caught-up position. A scrape reads /metrics, then
-    // /status; the settled one has both current.
-    let mut last = None;
-    let s = scrape_until(port, "the replica to catch up and stay caught up", |s| {
-        let now = (s.lag(), s.replicated_txid(), s.local_txid());
-        let settled = now.0 == 0 && now.1 == now.2 && last == Some(now);
-        last = Some(now);
-        if !settled {
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        settled
-    });
+    let s = scrape_settled(port, "the replica to catch up and stay caught up", |_| true);
     assert_eq!((s.lag(), s.replicated_txid()), (0, s.local_txid()));
     assert_eq!(
         s.m(
