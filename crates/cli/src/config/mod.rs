@@ -14,11 +14,14 @@
 //! replicas per database), `snapshot-interval`/`retention` per replica (0.3), replica
 //! settings at the top level as defaults (`access-key-id`, `region`, ...), and our own
 //! replica key `page-encoding: legacy|block`. Unknown keys are errors, where Litestream
-//! ignores them; keys that are known but have no effect are returned in
-//! [`Config::warnings`].
+//! ignores them; Litestream keys that sqlite-replicate does not act on yet are errors too
+//! (`unsupported.rs`), unless their value asks for what it does anyway (`watch: false`);
+//! keys that cannot apply (another replica type's, Litestream 0.3's) are returned in
+//! [`Config::warnings`]. A replica URL given on the command line is resolved against the
+//! config by one rule (`resolve.rs`).
 
-// The types are the contract with `setup.rs` and the commands; parts of it (socket,
-// heartbeat, remote backends' settings) have no reader yet in this binary crate.
+// The types are the contract with `setup.rs` and the commands; parts of it (remote
+// backends' settings) have no reader yet in this binary crate.
 #![allow(dead_code)]
 
 mod build;
@@ -27,9 +30,11 @@ mod duration;
 mod error;
 mod expand;
 mod glob;
+mod resolve;
 mod settings;
 mod size;
 mod types;
+mod unsupported;
 mod url;
 mod yaml;
 
@@ -50,8 +55,9 @@ pub(crate) use size::parse_size;
 #[allow(unused_imports)]
 pub use types::{
     AbsConfig, Config, DbConfig, DbSource, GcsConfig, LeaseConfig, LogLevel, LoggingConfig,
-    ReplicaConfig, ReplicaKind, S3Config, Secret, SftpConfig, SnapshotConfig, SocketConfig,
+    ReplicaConfig, ReplicaKind, S3Config, Secret, SftpConfig, SnapshotConfig,
 };
+pub use resolve::resolve_replica_url;
 #[allow(unused_imports)]
 pub use url::redact_url;
 
