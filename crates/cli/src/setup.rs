@@ -345,9 +345,11 @@ pub fn restore_candidates(
     if choice.target.contains("://") {
         // Endpoint and credentials as for the configured replica at that location, or
         // from the config's top-level keys, or from the environment (`resolve.rs`).
-        let kind =
-            config::resolve_replica_url(cfg, &choice.target, &|k| std::env::var(k).ok())?;
-        return Ok(vec![(config::redact_url(&choice.target), build_store(&kind)?)]);
+        let kind = config::resolve_replica_url(cfg, &choice.target, &|k| std::env::var(k).ok())?;
+        return Ok(vec![(
+            config::redact_url(&choice.target),
+            build_store(&kind)?,
+        )]);
     }
     let cfg = cfg.context("restoring by database path needs a config file (-config)")?;
     let want =

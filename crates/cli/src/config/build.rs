@@ -247,10 +247,7 @@ fn build_db(
         warnings.push(format!("{}: Litestream 0.3 key; ignored", m.key_path(key)));
     }
     // As written, for messages: the entry's `path` or `dir`.
-    let label = m
-        .string("path")?
-        .or(m.string("dir")?)
-        .unwrap_or_default();
+    let label = m.string("path")?.or(m.string("dir")?).unwrap_or_default();
     unsupported::check(&m, Section::Db, &format!("database {label}"))?;
 
     let source = match (m.string("path")?, m.string("dir")?) {
@@ -426,10 +423,7 @@ fn build_replica(
         .transpose()
         .map_err(|e| e.at(&m.key_path("url")))?;
     let rtype = replica_type(&m, parsed.as_ref())?;
-    let place = format!(
-        "replica {}",
-        m.string("name")?.as_deref().unwrap_or(rtype)
-    );
+    let place = format!("replica {}", m.string("name")?.as_deref().unwrap_or(rtype));
     unsupported::check(&m, Section::Replica, &place)?;
 
     let own_path = m.string("path")?;

@@ -50,6 +50,7 @@ pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, ErrorKind};
 #[allow(unused_imports)]
 pub use glob::glob_match;
+pub use resolve::resolve_replica_url;
 /// Byte sizes for command-line flags (`check -wal-warn-size`).
 pub(crate) use size::parse_size;
 #[allow(unused_imports)]
@@ -57,7 +58,6 @@ pub use types::{
     AbsConfig, Config, DbConfig, DbSource, GcsConfig, LeaseConfig, LogLevel, LoggingConfig,
     ReplicaConfig, ReplicaKind, S3Config, Secret, SftpConfig, SnapshotConfig,
 };
-pub use resolve::resolve_replica_url;
 #[allow(unused_imports)]
 pub use url::redact_url;
 

@@ -85,9 +85,7 @@ fn configured_at<'c>(cfg: &'c Config, wanted: &Location) -> Option<&'c ReplicaCo
     };
     all()
         .find(|(_, r)| Location::of_kind(&r.kind).is(wanted, false))
-        .or_else(|| {
-            all().find(|(dir, r)| *dir && Location::of_kind(&r.kind).is(wanted, true))
-        })
+        .or_else(|| all().find(|(dir, r)| *dir && Location::of_kind(&r.kind).is(wanted, true)))
         .map(|(_, r)| r)
 }
 

@@ -902,10 +902,25 @@ fn replica_urls_resolve_like_the_configured_replica() {
     };
     type EnvFn<'a> = &'a dyn Fn(&str) -> Option<String>;
     let styles: [(&str, &str, EnvFn, (&str, &str)); 4] = [
-        ("top-level keys", &top_level, &no_env, ("top-id", "top-secret")),
-        ("per-replica keys", &per_replica, &no_env, ("own-id", "own-secret")),
+        (
+            "top-level keys",
+            &top_level,
+            &no_env,
+            ("top-id", "top-secret"),
+        ),
+        (
+            "per-replica keys",
+            &per_replica,
+            &no_env,
+            ("own-id", "own-secret"),
+        ),
         ("AWS_* variables", &from_env, &aws, ("aws-id", "aws-secret")),
-        ("LITESTREAM_* variables", &from_env, &litestream, ("ls-id", "ls-secret")),
+        (
+            "LITESTREAM_* variables",
+            &from_env,
+            &litestream,
+            ("ls-id", "ls-secret"),
+        ),
     ];
     let namings = [
         "s3://clojure-db-replica/database",
@@ -998,7 +1013,9 @@ dbs:
     }
     // The same endpoint spelt differently is the same location.
     assert_eq!(
-        id(&get("s3://b/a?endpoint=HTTP://127.0.0.1:3900/")).0.as_deref(),
+        id(&get("s3://b/a?endpoint=HTTP://127.0.0.1:3900/"))
+            .0
+            .as_deref(),
         Some("own-id")
     );
     // A database under a `dir:` entry: that entry's replica, at the database's own path.

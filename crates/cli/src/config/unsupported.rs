@@ -72,11 +72,7 @@ const TOP: &[Key] = &[
 ];
 
 /// `socket:` keys: a disabled socket is what sqlite-replicate has.
-const SOCKET: &[Key] = &[key(
-    "enabled",
-    Harmless::False,
-    "has no control socket",
-)];
+const SOCKET: &[Key] = &[key("enabled", Harmless::False, "has no control socket")];
 
 /// `logging:` keys.
 const LOGGING: &[Key] = &[
@@ -162,7 +158,11 @@ pub(crate) fn check(m: &Map<'_>, section: Section, place: &str) -> Result<(), Co
         Section::Replica => &[SETTINGS],
     };
     for name in m.keys() {
-        let Some(k) = tables.iter().flat_map(|t| t.iter()).find(|k| k.name == name) else {
+        let Some(k) = tables
+            .iter()
+            .flat_map(|t| t.iter())
+            .find(|k| k.name == name)
+        else {
             continue;
         };
         let (refused, setting) = match k.harmless {

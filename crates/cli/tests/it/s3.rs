@@ -880,7 +880,8 @@ fn every_way_of_naming_a_replica_gets_the_same_credentials() {
         ("LITESTREAM_ACCESS_KEY_ID", g.key_id.as_str()),
         ("LITESTREAM_SECRET_ACCESS_KEY", g.secret.as_str()),
     ];
-    let styles: [(&str, &std::path::Path, &[(&str, &str)]); 4] = [
+    type Vars<'a> = &'a [(&'a str, &'a str)];
+    let styles: [(&str, &std::path::Path, Vars); 4] = [
         ("top-level keys", &top_level, &[]),
         ("per-replica keys", &per_replica, &[]),
         ("AWS_* variables", &no_keys, &aws),
@@ -925,7 +926,11 @@ fn every_way_of_naming_a_replica_gets_the_same_credentials() {
     // `ltx` and `verify` by bare URL, keys at the top level: the same resolution.
     let top = top_level.to_str().unwrap();
     let r = run_env(&w, &["ltx", "-config", top, "-level", "0", &bare], &[]);
-    assert!(r.status.success(), "ltx: {}", String::from_utf8_lossy(&r.stderr));
+    assert!(
+        r.status.success(),
+        "ltx: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
     assert!(
         String::from_utf8_lossy(&r.stdout).lines().count() > 1,
         "ltx lists files:\n{}",
@@ -942,12 +947,22 @@ fn every_way_of_naming_a_replica_gets_the_same_credentials() {
     // The keys matter: the same bare URL with wrong keys is refused.
     let wrong = [
         ("AWS_ACCESS_KEY_ID", g.key_id.as_str()),
-        ("AWS_SECRET_ACCESS_KEY", "0000000000000000000000000000000000000000000000000000000000000000"),
+        (
+            "AWS_SECRET_ACCESS_KEY",
+            "0000000000000000000000000000000000000000000000000000000000000000",
+        ),
     ];
     let out = w.path("wrong.db");
     let r = run_env(
         &w,
-        &["restore", "-config", no_keys.to_str().unwrap(), "-o", out.to_str().unwrap(), &bare],
+        &[
+            "restore",
+            "-config",
+            no_keys.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            &bare,
+        ],
         &wrong,
     );
     assert!(!r.status.success(), "restore with a wrong secret succeeded");
