@@ -4,8 +4,9 @@
 //! Owns: reading the file, `$VAR` expansion (`expand.rs`), strict key checking with key
 //! paths in every error (`yaml.rs`), Go durations (`duration.rs`) and sizes (`size.rs`),
 //! replica URLs (`url.rs`), replica keys and their merging (`settings.rs`), defaults and
-//! cross-checks (`build.rs`), the typed result
-//! (`types.rs`), directory entries (`dir.rs`, `glob.rs`) and the error type (`error.rs`).
+//! cross-checks (`build.rs`), keys refused until supported (`unsupported.rs`), the typed
+//! result (`types.rs`), directory entries (`dir.rs`, `glob.rs`), the replica a
+//! command-line URL names (`resolve.rs`) and the error type (`error.rs`).
 //!
 //! Does not: touch databases, replicas or the network, read key files, or scan
 //! directories. `setup.rs` turns a [`Config`] into engine options and backends.
@@ -90,9 +91,9 @@ pub fn parse(
     build::build(&root, env)
 }
 
-/// The replica a URL names, for `replicate DB_PATH REPLICA_URL` and `restore REPLICA_URL`.
-/// A bare path is a file replica (kept as written, not made absolute). Credentials are not
-/// looked up: call [`ReplicaKind::apply_env_defaults`] for that.
+/// The replica a URL names, from the URL alone. A bare path is a file replica (kept as
+/// written, not made absolute). Credentials are not looked up: commands resolve a URL with
+/// [`resolve_replica_url`], which also takes them from the config and the environment.
 pub fn parse_replica_url(url: &str) -> Result<ReplicaKind, ConfigError> {
     build::kind_from_url(url)
 }
