@@ -1,5 +1,6 @@
 //! Feeds arbitrary text to the config parser (`$VAR` expansion, YAML, merge keys, strict
-//! key checking, durations, sizes, URLs, cross-checks) and replica URLs to the URL parser.
+//! key checking, durations, sizes, URLs, cross-checks) and replica URLs to the URL parser
+//! and to the command-line URL resolution.
 //! Any panic or hang is a bug; errors are expected, and each must render as a message.
 #![no_main]
 
@@ -35,6 +36,11 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Some(line) = text.lines().next() {
         if let Err(e) = config::parse_replica_url(line) {
+            let _ = e.to_string();
+        }
+        // The first line as a command-line URL, resolved against the whole text's config.
+        let cfg = config::parse(text, false, &env).ok();
+        if let Err(e) = config::resolve_replica_url(cfg.as_ref(), line, &env) {
             let _ = e.to_string();
         }
     }

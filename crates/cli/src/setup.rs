@@ -343,15 +343,13 @@ pub fn restore_candidates(
     choice: &ReplicaChoice,
 ) -> anyhow::Result<Vec<(String, Arc<dyn ReplicaStore>)>> {
     if choice.target.contains("://") {
-        let kind = config::parse_replica_url(&choice.target)?;
-        // Credentials and endpoint from a configured replica with the same URL, if any.
-        let configured = cfg
-            .into_iter()
-            .flat_map(|c| c.dbs.iter())
-            .flat_map(|d| d.replicas.iter())
-            .find(|r| r.url.as_deref() == Some(choice.target.as_str()));
-        let kind = configured.map(|r| r.kind.clone()).unwrap_or(kind);
-        return Ok(vec![(choice.target.clone(), build_store(&kind)?)]);
+        // Endpoint and credentials as for the configured replica at that location, or
+        // from the config's top-level keys, or from the environment (`resolve.rs`).
+        let kind = config::resolve_replica_url(cfg, &choice.target, &|k| std::env::var(k).ok())?;
+        return Ok(vec![(
+            config::redact_url(&choice.target),
+            build_store(&kind)?,
+        )]);
     }
     let cfg = cfg.context("restoring by database path needs a config file (-config)")?;
     let want =

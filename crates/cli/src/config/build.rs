@@ -13,20 +13,17 @@ use std::time::Duration;
 
 use serde_norway::Value;
 
-use super::duration::format_duration;
 use super::error::{ConfigError, ErrorKind};
 use super::glob::validate_pattern;
 use super::settings::*;
 use super::types::*;
+use super::unsupported::{self, Section};
 use super::url::{ensure_endpoint_scheme, parse_url, redact_url, ParsedUrl};
 use super::yaml::{child, invalid, Elsewhere, Map};
 
 pub(crate) type Env<'e> = &'e dyn Fn(&str) -> Option<String>;
 
-const SUPPORTED_TYPES: &str = "file, s3, gs, abs, sftp";
-const DEFAULT_TRUNCATE_PAGE_N: u32 = 121_359;
-const DEFAULT_MAX_SYNC_WAL_BYTES: u64 = 64 << 20;
-const DEFAULT_MAX_SYNC_LTX_FILES: u32 = 256;
+pub(crate) const SUPPORTED_TYPES: &str = "file, s3, gs, abs, sftp";
 const MAX_LEVELS: usize = 8;
 
 const fn secs(s: u64) -> Duration {
@@ -49,6 +46,7 @@ pub(crate) fn build(root: &Value, env: Env<'_>) -> Result<Config, ConfigError> {
             },
         ],
     )?;
+    unsupported::check(&top, Section::Top, "top level")?;
     let defaults = Settings::read(&top)?;
     let mut warnings = Vec::new();
     for key in top.keys().filter(|k| FOREIGN_KEYS.contains(k)) {
@@ -100,36 +98,7 @@ pub(crate) fn build(root: &Value, env: Env<'_>) -> Result<Config, ConfigError> {
             m.bool("enabled")?.unwrap_or(true)
         }
     };
-    let validation_interval = match top.map("validation")? {
-        None => None,
-        Some(m) => {
-            m.check_keys(&[&["interval"]], &[])?;
-            positive(&m, "interval")?
-        }
-    };
-    let heartbeat_url = top.string("heartbeat-url")?;
-    if let Some(u) = &heartbeat_url {
-        if !(u.starts_with("http://") || u.starts_with("https://")) {
-            return Err(invalid(
-                "heartbeat-url",
-                top.get("heartbeat-url").unwrap_or(&Value::Null),
-                "an http:// or https:// URL",
-                None,
-            ));
-        }
-    }
-    let heartbeat_interval = top.duration("heartbeat-interval")?.unwrap_or(secs(300));
-    if heartbeat_interval < secs(60) {
-        return Err(ConfigError::new(
-            "heartbeat-interval",
-            ErrorKind::Invalid(format!(
-                "{} is below the minimum of 1m",
-                format_duration(heartbeat_interval)
-            )),
-        ));
-    }
-    let shutdown_sync_interval =
-        positive(&top, "shutdown-sync-interval")?.unwrap_or(Duration::from_millis(500));
+    check_socket(&top)?;
 
     let mut dbs = Vec::new();
     for (path, v) in top.seq("dbs")?.unwrap_or_default() {
@@ -152,24 +121,18 @@ pub(crate) fn build(root: &Value, env: Env<'_>) -> Result<Config, ConfigError> {
         dbs,
         addr: top.string("addr")?,
         health_failing_after: positive(&top, "health-failing-after")?.unwrap_or(secs(60)),
-        socket: build_socket(&top)?,
         levels,
         snapshot,
         l0_retention: top.duration("l0-retention")?.unwrap_or(secs(300)),
         l0_retention_check_interval: positive(&top, "l0-retention-check-interval")?
             .unwrap_or(secs(15)),
         retention_enabled,
-        verify_compaction: top.bool("verify-compaction")?.unwrap_or(false),
-        validation_interval,
-        heartbeat_url,
-        heartbeat_interval,
         exec: top.string("exec")?,
         logging: build_logging(&top, env)?,
-        mcp_addr: top.string("mcp-addr")?,
         shutdown_sync_timeout: top.duration("shutdown-sync-timeout")?.unwrap_or(secs(30)),
-        shutdown_sync_interval,
         drill_interval,
         warnings,
+        replica_defaults: defaults,
     })
 }
 
@@ -190,11 +153,10 @@ fn build_logging(top: &Map<'_>, env: Env<'_>) -> Result<LoggingConfig, ConfigErr
         return Ok(LoggingConfig {
             level: env_log_level(env)?.unwrap_or_default(),
             json: false,
-            stderr: false,
-            source: false,
         });
     };
     m.check_keys(&[&["level", "type", "stderr", "source"]], &[])?;
+    unsupported::check(&m, Section::Logging, "top level")?;
     let level = match m.string("level")? {
         None => LogLevel::Info,
         Some(s) => LogLevel::parse(&s).ok_or_else(|| {
@@ -221,8 +183,6 @@ fn build_logging(top: &Map<'_>, env: Env<'_>) -> Result<LoggingConfig, ConfigErr
     Ok(LoggingConfig {
         level: env_log_level(env)?.unwrap_or(level),
         json,
-        stderr: m.bool("stderr")?.unwrap_or(false),
-        source: m.bool("source")?.unwrap_or(false),
     })
 }
 
@@ -243,43 +203,13 @@ fn env_log_level(env: Env<'_>) -> Result<Option<LogLevel>, ConfigError> {
     }
 }
 
-fn build_socket(top: &Map<'_>) -> Result<SocketConfig, ConfigError> {
-    let mut s = SocketConfig {
-        enabled: false,
-        path: PathBuf::from("/var/run/sqlite-replicate.sock"),
-        permissions: 0o600,
-    };
+/// `socket:`: its keys are checked, and a socket that is not disabled is refused.
+fn check_socket(top: &Map<'_>) -> Result<(), ConfigError> {
     let Some(m) = top.map("socket")? else {
-        return Ok(s);
+        return Ok(());
     };
     m.check_keys(&[&["enabled", "path", "permissions"]], &[])?;
-    s.enabled = m.bool("enabled")?.unwrap_or(false);
-    if let Some(p) = m.string("path")? {
-        s.path = PathBuf::from(p);
-    }
-    if let Some(v) = m.get("permissions") {
-        // `0600` is octal, as in Go's YAML 1.1; YAML 1.2 reads it as a string, not 600.
-        let mode = match v {
-            Value::Number(n) => n.as_u64(),
-            Value::String(t) => {
-                let digits = t
-                    .strip_prefix("0o")
-                    .or_else(|| t.strip_prefix('0'))
-                    .unwrap_or(t);
-                u64::from_str_radix(digits, 8).ok()
-            }
-            _ => None,
-        };
-        s.permissions = mode.filter(|&m| m <= 0o7777).ok_or_else(|| {
-            invalid(
-                &m.key_path("permissions"),
-                v,
-                "file permissions (e.g. 0600)",
-                None,
-            )
-        })? as u32;
-    }
-    Ok(s)
+    unsupported::check(&m, Section::Socket, "top level")
 }
 
 fn build_db(
@@ -316,6 +246,9 @@ fn build_db(
     for key in m.keys().filter(|k| LEGACY_DB_KEYS.contains(k)) {
         warnings.push(format!("{}: Litestream 0.3 key; ignored", m.key_path(key)));
     }
+    // As written, for messages: the entry's `path` or `dir`.
+    let label = m.string("path")?.or(m.string("dir")?).unwrap_or_default();
+    unsupported::check(&m, Section::Db, &format!("database {label}"))?;
 
     let source = match (m.string("path")?, m.string("dir")?) {
         (Some(_), Some(_)) => return Err(ConfigError::new(path, ErrorKind::PathAndDir)),
@@ -349,7 +282,6 @@ fn build_db(
                 dir: local_path(&d, env),
                 pattern,
                 recursive: m.bool("recursive")?.unwrap_or(false),
-                watch: m.bool("watch")?.unwrap_or(false),
             }
         }
     };
@@ -393,16 +325,8 @@ fn build_db(
             })
         }
     };
-    let replicas = build_replicas(&m, defaults, env, warnings)?;
-    let max_sync_wal_bytes = m
-        .size("max-sync-wal-bytes")?
-        .unwrap_or(DEFAULT_MAX_SYNC_WAL_BYTES);
-    if max_sync_wal_bytes == 0 {
-        return Err(ConfigError::new(
-            m.key_path("max-sync-wal-bytes"),
-            ErrorKind::Invalid("must be greater than 0".into()),
-        ));
-    }
+    let replicas =
+        build_replicas(&m, defaults, env, warnings).map_err(|e| e.in_database(&label))?;
     Ok(DbConfig {
         source,
         meta_path,
@@ -411,11 +335,6 @@ fn build_db(
         checkpoint_interval: m.duration("checkpoint-interval")?.unwrap_or(secs(60)),
         busy_timeout: m.duration("busy-timeout")?.unwrap_or(secs(1)),
         min_checkpoint_page_count: m.u32("min-checkpoint-page-count")?.unwrap_or(1000),
-        truncate_page_n: m
-            .u32("truncate-page-n")?
-            .filter(|&n| n != 0)
-            .unwrap_or(DEFAULT_TRUNCATE_PAGE_N),
-        max_sync_wal_bytes,
         restore_if_db_not_exists: m.bool("restore-if-db-not-exists")?.unwrap_or(false),
         snapshot,
         drill_interval: positive(&m, "drill-interval")?,
@@ -504,6 +423,8 @@ fn build_replica(
         .transpose()
         .map_err(|e| e.at(&m.key_path("url")))?;
     let rtype = replica_type(&m, parsed.as_ref())?;
+    let place = format!("replica {}", m.string("name")?.as_deref().unwrap_or(rtype));
+    unsupported::check(&m, Section::Replica, &place)?;
 
     let own_path = m.string("path")?;
     if let Some(p) = &own_path {
@@ -548,6 +469,7 @@ fn build_replica(
     if let Some(p) = &parsed {
         let (from_url, path) =
             settings_from_url(p, url.as_deref().unwrap_or_default(), &m.key_path("url"))?;
+        unsupported::check_url(&from_url, &m.key_path("url"), &place)?;
         s.fill_from(&from_url);
         url_path = Some(path);
     }
@@ -561,13 +483,6 @@ fn build_replica(
             ErrorKind::Invalid("must be greater than 0".into()),
         ));
     }
-    let max_sync_ltx_files = s.max_sync_ltx_files.unwrap_or(DEFAULT_MAX_SYNC_LTX_FILES);
-    if max_sync_ltx_files == 0 {
-        return Err(ConfigError::new(
-            m.key_path("max-sync-ltx-files"),
-            ErrorKind::Invalid("must be greater than 0".into()),
-        ));
-    }
     Ok(ReplicaConfig {
         name: m.string("name")?,
         kind,
@@ -575,10 +490,8 @@ fn build_replica(
         sync_interval,
         snapshot_interval: positive(&m, "snapshot-interval")?,
         retention: positive(&m, "retention")?,
-        validation_interval: s.validation_interval,
-        max_sync_ltx_files,
-        auto_recover: s.auto_recover.unwrap_or(false),
         legacy_page_encoding: s.legacy_page_encoding.unwrap_or(false),
+        settings: s,
     })
 }
 
@@ -633,7 +546,7 @@ fn replica_type(m: &Map<'_>, url: Option<&ParsedUrl>) -> Result<&'static str, Co
 }
 
 /// The backend description from the merged settings; checks what each type requires.
-fn make_kind(
+pub(crate) fn make_kind(
     t: &str,
     path: Option<String>,
     s: Settings,
@@ -689,7 +602,6 @@ fn make_kind(
                 part_size: s.part_size,
                 concurrency: s.concurrency,
                 sign_payload: s.sign_payload,
-                require_content_md5: s.require_content_md5,
             })
         }
         "gs" => ReplicaKind::Gcs(GcsConfig {

@@ -4,8 +4,9 @@
 //! Owns: reading the file, `$VAR` expansion (`expand.rs`), strict key checking with key
 //! paths in every error (`yaml.rs`), Go durations (`duration.rs`) and sizes (`size.rs`),
 //! replica URLs (`url.rs`), replica keys and their merging (`settings.rs`), defaults and
-//! cross-checks (`build.rs`), the typed result
-//! (`types.rs`), directory entries (`dir.rs`, `glob.rs`) and the error type (`error.rs`).
+//! cross-checks (`build.rs`), keys refused until supported (`unsupported.rs`), the typed
+//! result (`types.rs`), directory entries (`dir.rs`, `glob.rs`), the replica a
+//! command-line URL names (`resolve.rs`) and the error type (`error.rs`).
 //!
 //! Does not: touch databases, replicas or the network, read key files, or scan
 //! directories. `setup.rs` turns a [`Config`] into engine options and backends.
@@ -14,11 +15,14 @@
 //! replicas per database), `snapshot-interval`/`retention` per replica (0.3), replica
 //! settings at the top level as defaults (`access-key-id`, `region`, ...), and our own
 //! replica key `page-encoding: legacy|block`. Unknown keys are errors, where Litestream
-//! ignores them; keys that are known but have no effect are returned in
-//! [`Config::warnings`].
+//! ignores them; Litestream keys that sqlite-replicate does not act on yet are errors too
+//! (`unsupported.rs`), unless their value asks for what it does anyway (`watch: false`);
+//! keys that cannot apply (another replica type's, Litestream 0.3's) are returned in
+//! [`Config::warnings`]. A replica URL given on the command line is resolved against the
+//! config by one rule (`resolve.rs`).
 
-// The types are the contract with `setup.rs` and the commands; parts of it (socket,
-// heartbeat, remote backends' settings) have no reader yet in this binary crate.
+// The types are the contract with `setup.rs` and the commands; parts of it (remote
+// backends' settings) have no reader yet in this binary crate.
 #![allow(dead_code)]
 
 mod build;
@@ -27,9 +31,11 @@ mod duration;
 mod error;
 mod expand;
 mod glob;
+mod resolve;
 mod settings;
 mod size;
 mod types;
+mod unsupported;
 mod url;
 mod yaml;
 
@@ -45,12 +51,13 @@ pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, ErrorKind};
 #[allow(unused_imports)]
 pub use glob::glob_match;
+pub use resolve::resolve_replica_url;
 /// Byte sizes for command-line flags (`check -wal-warn-size`).
 pub(crate) use size::parse_size;
 #[allow(unused_imports)]
 pub use types::{
     AbsConfig, Config, DbConfig, DbSource, GcsConfig, LeaseConfig, LogLevel, LoggingConfig,
-    ReplicaConfig, ReplicaKind, S3Config, Secret, SftpConfig, SnapshotConfig, SocketConfig,
+    ReplicaConfig, ReplicaKind, S3Config, Secret, SftpConfig, SnapshotConfig,
 };
 #[allow(unused_imports)]
 pub use url::redact_url;
@@ -84,9 +91,9 @@ pub fn parse(
     build::build(&root, env)
 }
 
-/// The replica a URL names, for `replicate DB_PATH REPLICA_URL` and `restore REPLICA_URL`.
-/// A bare path is a file replica (kept as written, not made absolute). Credentials are not
-/// looked up: call [`ReplicaKind::apply_env_defaults`] for that.
+/// The replica a URL names, from the URL alone. A bare path is a file replica (kept as
+/// written, not made absolute). Credentials are not looked up: commands resolve a URL with
+/// [`resolve_replica_url`], which also takes them from the config and the environment.
 pub fn parse_replica_url(url: &str) -> Result<ReplicaKind, ConfigError> {
     build::kind_from_url(url)
 }

@@ -131,7 +131,9 @@ pub(crate) const LEGACY_DB_KEYS: &[&str] = &[
 ];
 
 /// The replica settings of one mapping (top level or a replica); `None` is "not given".
-#[derive(Clone, Default)]
+/// Some are read only to check their type: `unsupported.rs` refuses all but their
+/// harmless values. `Debug` shows secrets as `***` ([`Secret`]).
+#[derive(Clone, Default, Debug)]
 pub(crate) struct Settings {
     pub sync_interval: Option<Duration>,
     pub validation_interval: Option<Duration>,

@@ -8,6 +8,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::settings::Settings;
 use super::url::redact_url;
 
 /// A credential. `Debug` and `Display` print `***`; [`Secret::expose`] gives the value
@@ -46,8 +47,6 @@ pub struct Config {
     /// `health-failing-after` (ours): `/healthz` answers 503 once a replica's uploads (or
     /// a database's captures) have been failing this long. Default 1m.
     pub health_failing_after: Duration,
-    /// `socket`: the control socket (accepted; not served yet).
-    pub socket: SocketConfig,
     /// `levels[].interval`: compaction intervals of L1, L2, ... Default `[30s, 5m, 1h]`.
     pub levels: Vec<Duration>,
     /// `snapshot`: the level-9 snapshot schedule. Default 24h / 24h.
@@ -58,29 +57,20 @@ pub struct Config {
     pub l0_retention_check_interval: Duration,
     /// `retention.enabled`: delete remote files past retention. Default true.
     pub retention_enabled: bool,
-    /// `verify-compaction`: check each level is contiguous after compacting. Default false.
-    pub verify_compaction: bool,
-    /// `validation.interval`: periodic contiguity checks; `None` is off.
-    pub validation_interval: Option<Duration>,
-    /// `heartbeat-url`: GET when every database has synced within the interval.
-    pub heartbeat_url: Option<String>,
-    /// `heartbeat-interval`. Default 5m, at least 1m.
-    pub heartbeat_interval: Duration,
     /// `exec`: the child command to run while replicating.
     pub exec: Option<String>,
     pub logging: LoggingConfig,
-    /// `mcp-addr` (accepted; no MCP server yet).
-    pub mcp_addr: Option<String>,
     /// `shutdown-sync-timeout`: how long the final sync may retry. Default 30s.
     pub shutdown_sync_timeout: Duration,
-    /// `shutdown-sync-interval`: the pause between those retries. Default 500ms.
-    pub shutdown_sync_interval: Duration,
     /// `drill-interval` (ours): how often a running replicator restores each replica into
     /// scratch space as a drill (see `verify`). `None`: no drills. Databases inherit it.
     pub drill_interval: Option<Duration>,
     /// Things that were accepted but have no effect (keys for another replica type,
     /// Litestream 0.3 keys), one line each with its key path, for the CLI to log.
     pub warnings: Vec<String>,
+    /// The replica settings given at the top level: defaults for every replica, and for
+    /// a replica named by URL on the command line (`resolve.rs`).
+    pub(crate) replica_defaults: Settings,
 }
 
 /// `snapshot:` at the top level or in a database.
@@ -90,16 +80,6 @@ pub struct SnapshotConfig {
     pub retention: Duration,
 }
 
-/// `socket:`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SocketConfig {
-    pub enabled: bool,
-    /// Default `/var/run/sqlite-replicate.sock` (ours; Litestream's is `litestream.sock`).
-    pub path: PathBuf,
-    /// Unix mode bits. Default `0o600`.
-    pub permissions: u32,
-}
-
 /// `logging:`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LoggingConfig {
@@ -107,10 +87,6 @@ pub struct LoggingConfig {
     pub level: LogLevel,
     /// `type: json` (else `text`; Litestream's `pretty` is read as text).
     pub json: bool,
-    /// `stderr` (accepted: sqlite-replicate always logs to stderr).
-    pub stderr: bool,
-    /// `source` (accepted; no effect).
-    pub source: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
@@ -167,10 +143,6 @@ pub struct DbConfig {
     pub busy_timeout: Duration,
     /// `min-checkpoint-page-count`. Default 1000.
     pub min_checkpoint_page_count: u32,
-    /// `truncate-page-n`: emergency TRUNCATE threshold in WAL pages. Default 121359 (0 → default).
-    pub truncate_page_n: u32,
-    /// `max-sync-wal-bytes`: WAL bytes read per sync chunk. Default 64 MiB.
-    pub max_sync_wal_bytes: u64,
     /// `restore-if-db-not-exists`.
     pub restore_if_db_not_exists: bool,
     /// `snapshot:` inside the database, with missing fields from the top level.
@@ -197,12 +169,12 @@ pub struct LeaseConfig {
 pub enum DbSource {
     /// `path:`, absolute and cleaned (`~` and `sqlite://` prefixes resolved).
     Path(PathBuf),
-    /// `dir:` with `pattern` (validated), `recursive`, `watch`.
+    /// `dir:` with `pattern` (validated) and `recursive`; scanned when replication starts
+    /// (`watch: true` is refused).
     Dir {
         dir: PathBuf,
         pattern: String,
         recursive: bool,
-        watch: bool,
     },
 }
 
@@ -221,15 +193,13 @@ pub struct ReplicaConfig {
     pub snapshot_interval: Option<Duration>,
     /// `retention` (Litestream 0.3 key): overrides `snapshot.retention`.
     pub retention: Option<Duration>,
-    /// `validation-interval`.
-    pub validation_interval: Option<Duration>,
-    /// `max-sync-ltx-files`: L0 files per upload batch. Default 256.
-    pub max_sync_ltx_files: u32,
-    /// `auto-recover`. Default false.
-    pub auto_recover: bool,
     /// `page-encoding: legacy` (ours): write LZ4 frames that Litestream 0.5.0–0.5.15 can
     /// restore. Default `block` (false).
     pub legacy_page_encoding: bool,
+    /// The replica's settings as merged (its keys, its URL, the top-level defaults),
+    /// before the environment: what a command-line URL naming this replica's location
+    /// inherits (`resolve.rs`).
+    pub(crate) settings: Settings,
 }
 
 impl ReplicaConfig {
@@ -249,9 +219,6 @@ impl fmt::Debug for ReplicaConfig {
             .field("sync_interval", &self.sync_interval)
             .field("snapshot_interval", &self.snapshot_interval)
             .field("retention", &self.retention)
-            .field("validation_interval", &self.validation_interval)
-            .field("max_sync_ltx_files", &self.max_sync_ltx_files)
-            .field("auto_recover", &self.auto_recover)
             .field("legacy_page_encoding", &self.legacy_page_encoding)
             .finish()
     }
@@ -297,8 +264,6 @@ pub struct S3Config {
     pub concurrency: Option<u32>,
     /// `None`: the backend decides (Litestream: true, per-provider defaults).
     pub sign_payload: Option<bool>,
-    /// `None`: the backend decides (Litestream: true, false for Tigris).
-    pub require_content_md5: Option<bool>,
 }
 
 /// A Google Cloud Storage bucket (credentials: Google ADC).

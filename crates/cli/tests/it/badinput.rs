@@ -364,3 +364,56 @@ fn databases_the_replicator_cannot_follow_get_one_clear_error() {
     );
     assert!(!w.path("replica/ltx").exists(), "nothing was uploaded");
 }
+
+/// Parity issue 18: a config key the replicator would ignore (`auto-recover: true`) is
+/// refused before anything starts: a non-zero exit with one error naming the key, the
+/// database and the replica, and nothing written (no meta directory, no replica, the
+/// database unchanged).
+#[test]
+fn replicate_refuses_a_key_it_would_ignore_touching_nothing() {
+    let w = Work::new();
+    let db = w.path("app.db");
+    let app = app_db(&db);
+    insert_rows(&app, 10, 100);
+    drop(app);
+    let before = std::fs::read(&db).unwrap();
+    let replica = w.path("replica");
+    let cfg = w.config(&format!(
+        "dbs:\n  - path: {}\n    replica:\n      name: near\n      path: {}\n      auto-recover: true\n",
+        db.display(),
+        replica.display()
+    ));
+    let mut child = std::process::Command::new(bin())
+        .args(["replicate", "-config", cfg.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_timeout(&mut child, Duration::from_secs(30));
+    let _ = child.kill();
+    let mut err = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let status = status.unwrap_or_else(|| panic!("replicate kept running:\n{err}"));
+    assert_ne!(status.code(), Some(0), "{err}");
+    assert!(
+        err.contains(&format!(
+            "dbs[0].replica.auto-recover: `auto-recover: true` is not supported yet (database {}, replica near)",
+            db.display()
+        )) && err.contains("remove it from the config"),
+        "{err}"
+    );
+    assert!(!replica.exists(), "a replica was written");
+    let mut names: Vec<String> = std::fs::read_dir(w.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["app.db", "sr.yml"], "files beside the database");
+    assert_eq!(std::fs::read(&db).unwrap(), before, "the database changed");
+}

@@ -805,3 +805,166 @@ fn reference_users_config_shape_works_against_garage() {
     assert!(err.contains("set `region: garage`"), "{err}");
     assert!(!err.contains(&other.secret), "{err}");
 }
+
+/// `sqlite-replicate ARGS` with only the given environment variables among those that
+/// carry S3 settings or name a config.
+fn run_env(w: &Work, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut c = Command::new(bin());
+    c.args(args);
+    for v in [
+        "SQLITE_REPLICATE_CONFIG",
+        "LITESTREAM_CONFIG",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "LITESTREAM_ACCESS_KEY_ID",
+        "LITESTREAM_SECRET_ACCESS_KEY",
+        "LITESTREAM_S3_ENDPOINT",
+    ] {
+        c.env_remove(v);
+    }
+    c.envs(env.iter().copied()).current_dir(w.dir.path());
+    c.output().unwrap()
+}
+
+/// Parity issue 18: the reference user's recovery step, `restore -config FILE -o OUT
+/// s3://bucket/path` with the keys at the top level of the config, answered 403 (the
+/// URL did not pick up the config's keys). Every way of naming the replica (database
+/// path, bare URL, URL with a query) with every way of giving the keys (top level, in the
+/// replica, `AWS_*`, `LITESTREAM_*`) restores the same pages; `ltx` and `verify` by URL
+/// resolve the same way.
+#[test]
+fn every_way_of_naming_a_replica_gets_the_same_credentials() {
+    let g = Garage::start_with("sr-test", "us-east-1");
+    let w = Work::new();
+    let db = w.path("app-data.db");
+    let (bucket, endpoint) = (g.bucket.clone(), g.endpoint());
+    let location = format!(
+        "        type: s3\n        bucket: {bucket}\n        path: database\n        endpoint: {endpoint}\n        force-path-style: true\n"
+    );
+    let keys = format!(
+        "access-key-id: {}\nsecret-access-key: {}\n",
+        g.key_id, g.secret
+    );
+    let dbs = |replica: &str| {
+        format!(
+            "dbs:\n  - path: {}\n    replicas:\n      - {}",
+            db.display(),
+            replica.trim_start()
+        )
+    };
+    let write = |name: &str, text: String| {
+        let p = w.path(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let top_level = write("top-level.yml", format!("{keys}{}", dbs(&location)));
+    let per_replica = write(
+        "per-replica.yml",
+        dbs(&format!(
+            "        url: s3://{bucket}/database\n        endpoint: {endpoint}\n        access-key-id: {}\n        secret-access-key: {}\n",
+            g.key_id, g.secret
+        )),
+    );
+    let no_keys = write("no-keys.yml", dbs(&location));
+
+    let cfg = per_replica.clone();
+    let want = replicate_with_writes(&w, &cfg, &db);
+
+    let aws = [
+        ("AWS_ACCESS_KEY_ID", g.key_id.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", g.secret.as_str()),
+    ];
+    let litestream = [
+        ("LITESTREAM_ACCESS_KEY_ID", g.key_id.as_str()),
+        ("LITESTREAM_SECRET_ACCESS_KEY", g.secret.as_str()),
+    ];
+    type Vars<'a> = &'a [(&'a str, &'a str)];
+    let styles: [(&str, &std::path::Path, Vars); 4] = [
+        ("top-level keys", &top_level, &[]),
+        ("per-replica keys", &per_replica, &[]),
+        ("AWS_* variables", &no_keys, &aws),
+        ("LITESTREAM_* variables", &no_keys, &litestream),
+    ];
+    let bare = format!("s3://{bucket}/database");
+    let with_query = format!("s3://{bucket}/database?endpoint={endpoint}&region=us-east-1");
+    let namings = [
+        ("database path", db.to_str().unwrap()),
+        ("bare URL", bare.as_str()),
+        ("URL with query", with_query.as_str()),
+    ];
+    let mut n = 0;
+    for (style, cfg, env) in styles {
+        for (naming, target) in namings {
+            n += 1;
+            let out = w.path(&format!("restored-{n}.db"));
+            let args = [
+                "restore",
+                "-config",
+                cfg.to_str().unwrap(),
+                "-integrity-check",
+                "full",
+                "-o",
+                out.to_str().unwrap(),
+                target,
+            ];
+            let r = run_env(&w, &args, env);
+            assert!(
+                r.status.success(),
+                "{style}, by {naming}: {}",
+                String::from_utf8_lossy(&r.stderr)
+            );
+            assert_same_pages(
+                &want,
+                &pages_of_file(&out),
+                &format!("{style}, by {naming}"),
+            );
+        }
+    }
+
+    // `ltx` and `verify` by bare URL, keys at the top level: the same resolution.
+    let top = top_level.to_str().unwrap();
+    let r = run_env(&w, &["ltx", "-config", top, "-level", "0", &bare], &[]);
+    assert!(
+        r.status.success(),
+        "ltx: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&r.stdout).lines().count() > 1,
+        "ltx lists files:\n{}",
+        String::from_utf8_lossy(&r.stdout)
+    );
+    let r = run_env(&w, &["verify", "-config", top, &bare], &[]);
+    assert!(
+        r.status.success(),
+        "verify: {}{}",
+        String::from_utf8_lossy(&r.stdout),
+        String::from_utf8_lossy(&r.stderr)
+    );
+
+    // The keys matter: the same bare URL with wrong keys is refused.
+    let wrong = [
+        ("AWS_ACCESS_KEY_ID", g.key_id.as_str()),
+        (
+            "AWS_SECRET_ACCESS_KEY",
+            "0000000000000000000000000000000000000000000000000000000000000000",
+        ),
+    ];
+    let out = w.path("wrong.db");
+    let r = run_env(
+        &w,
+        &[
+            "restore",
+            "-config",
+            no_keys.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            &bare,
+        ],
+        &wrong,
+    );
+    assert!(!r.status.success(), "restore with a wrong secret succeeded");
+    assert!(!out.exists());
+}
