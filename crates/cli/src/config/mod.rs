@@ -1,11 +1,12 @@
 //! The config file: Litestream 0.5's YAML format (plus older forms Litestream users
 //! still have), read into validated, typed structs.
 //!
-//! Owns: reading the file, `$VAR` expansion (`expand.rs`), strict key checking with key
-//! paths in every error (`yaml.rs`), Go durations (`duration.rs`) and sizes (`size.rs`),
-//! replica URLs (`url.rs`), replica keys and their merging (`settings.rs`), defaults and
-//! cross-checks (`build.rs`), the typed result
-//! (`types.rs`), directory entries (`dir.rs`, `glob.rs`) and the error type (`error.rs`).
+//! Owns: reading the file, `$VAR` expansion inside parsed values (`expand.rs`), strict
+//! key checking with key paths in every error (`yaml.rs`), Go durations (`duration.rs`)
+//! and sizes (`size.rs`), replica URLs (`url.rs`), replica keys and their merging
+//! (`settings.rs`), defaults and cross-checks (`build.rs`), the typed result
+//! (`types.rs`), directory entries (`dir.rs`, `glob.rs`), the error type (`error.rs`),
+//! and which secrets a config file holds inline (`secrets.rs`, for `check`).
 //!
 //! Does not: touch databases, replicas or the network, read key files, or scan
 //! directories. `setup.rs` turns a [`Config`] into engine options and backends.
@@ -27,6 +28,7 @@ mod duration;
 mod error;
 mod expand;
 mod glob;
+mod secrets;
 mod settings;
 mod size;
 mod types;
@@ -47,6 +49,8 @@ pub use error::{ConfigError, ErrorKind};
 pub use glob::glob_match;
 /// Byte sizes for command-line flags (`check -wal-warn-size`).
 pub(crate) use size::parse_size;
+/// For `check`'s warning about a readable config file holding secrets.
+pub(crate) use secrets::inline_secrets;
 #[allow(unused_imports)]
 pub use types::{
     AbsConfig, Config, DbConfig, DbSource, GcsConfig, LeaseConfig, LogLevel, LoggingConfig,
@@ -70,17 +74,15 @@ pub fn parse(
     expand_env: bool,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
-    let expanded;
-    let text = if expand_env {
-        expanded = expand::expand_env(text, env)?;
-        expanded.as_str()
-    } else {
-        text
-    };
     let yaml_error = |e: serde_norway::Error| ConfigError::new("", ErrorKind::Yaml(e.to_string()));
     let mut root: serde_norway::Value = serde_norway::from_str(text).map_err(yaml_error)?;
     // YAML merge keys (`<<: *defaults`), which Go's yaml.v2 applies.
     root.apply_merge().map_err(yaml_error)?;
+    // After parsing, inside string values only: a variable cannot change the document's
+    // structure (see `expand.rs`).
+    if expand_env {
+        expand::expand_values(&mut root, "", env)?;
+    }
     build::build(&root, env)
 }
 
