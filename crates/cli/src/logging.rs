@@ -102,11 +102,17 @@ mod tests {
         }
 
         let out = printed(&directives("error", None));
-        assert!(!out.contains("russh-warn") && !out.contains("ours-info"), "{out}");
+        assert!(
+            !out.contains("russh-warn") && !out.contains("ours-info"),
+            "{out}"
+        );
 
         // RUST_LOG is the user's explicit choice, libraries included.
         let out = printed(&directives("info", Some("debug")));
-        assert!(out.contains("russh-debug") && out.contains("ours-debug"), "{out}");
+        assert!(
+            out.contains("russh-debug") && out.contains("ours-debug"),
+            "{out}"
+        );
         assert_eq!(directives("info", Some("  ")), directives("info", None));
     }
 }

@@ -173,11 +173,23 @@ mod tests {
     #[test]
     fn bad_braces_are_errors() {
         let cases: &[(&str, &str)] = &[
-            ("1 ${X", "environment expansion: `${` without a closing `}` (write `$$` for a literal `$`)"),
-            ("${}", "environment expansion: empty `${}` (write `$$` for a literal `$`)"),
+            (
+                "1 ${X",
+                "environment expansion: `${` without a closing `}` (write `$$` for a literal `$`)",
+            ),
+            (
+                "${}",
+                "environment expansion: empty `${}` (write `$$` for a literal `$`)",
+            ),
             // Found by fuzz/config_parse (an offset that could split a character).
-            ("$X $Y ${", "environment expansion: `${` without a closing `}` (write `$$` for a literal `$`)"),
-            ("&\u{52a}$[\r$\u{1}\u{4}${", "environment expansion: `${` without a closing `}` (write `$$` for a literal `$`)"),
+            (
+                "$X $Y ${",
+                "environment expansion: `${` without a closing `}` (write `$$` for a literal `$`)",
+            ),
+            (
+                "&\u{52a}$[\r$\u{1}\u{4}${",
+                "environment expansion: `${` without a closing `}` (write `$$` for a literal `$`)",
+            ),
         ];
         for (text, want) in cases {
             assert_eq!(expand_env(text, &env).unwrap_err().to_string(), *want);

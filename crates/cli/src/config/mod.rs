@@ -47,10 +47,10 @@ pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, ErrorKind};
 #[allow(unused_imports)]
 pub use glob::glob_match;
-/// Byte sizes for command-line flags (`check -wal-warn-size`).
-pub(crate) use size::parse_size;
 /// For `check`'s warning about a readable config file holding secrets.
 pub(crate) use secrets::inline_secrets;
+/// Byte sizes for command-line flags (`check -wal-warn-size`).
+pub(crate) use size::parse_size;
 #[allow(unused_imports)]
 pub use types::{
     AbsConfig, Config, DbConfig, DbSource, GcsConfig, LeaseConfig, LogLevel, LoggingConfig,

@@ -112,6 +112,8 @@ dbs:
             ]
         );
         assert!(inline_secrets("dbs: [").is_empty());
-        assert!(inline_secrets("dbs:\n  - path: /a.db\n    replica:\n      url: s3://b/p\n").is_empty());
+        assert!(
+            inline_secrets("dbs:\n  - path: /a.db\n    replica:\n      url: s3://b/p\n").is_empty()
+        );
     }
 }

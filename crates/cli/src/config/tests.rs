@@ -502,10 +502,7 @@ fn expanded_values_cannot_change_the_document() {
     assert_eq!(r.max_sync_ltx_files, 12);
 
     // A variable never makes a mapping or a list, and comments are not expanded.
-    let e = err_env(
-        "dbs: $FOO\n",
-        &env,
-    );
+    let e = err_env("dbs: $FOO\n", &env);
     assert!(e.starts_with("dbs:"), "{e}");
     parse("# ${ unclosed in a comment\ndbs: []\n", true, &env).unwrap();
     let e = err_env("dbs:\n  - path: /a${\n", &env);
@@ -523,11 +520,17 @@ fn sftp_key_passphrase_is_its_own_secret() {
         panic!("not sftp")
     };
     assert_eq!(c.password.as_ref().map(Secret::expose), Some("login-pw"));
-    assert_eq!(c.key_passphrase.as_ref().map(Secret::expose), Some("key-pw"));
+    assert_eq!(
+        c.key_passphrase.as_ref().map(Secret::expose),
+        Some("key-pw")
+    );
     assert!(!format!("{cfg:?}").contains("key-pw"));
-    let cfg = ok("dbs:\n  - path: /a.db\n    replica:\n      url: s3://b/p\n      key-passphrase: x\n");
+    let cfg =
+        ok("dbs:\n  - path: /a.db\n    replica:\n      url: s3://b/p\n      key-passphrase: x\n");
     assert!(
-        cfg.warnings.iter().any(|w| w.contains("`key-passphrase` does not apply")),
+        cfg.warnings
+            .iter()
+            .any(|w| w.contains("`key-passphrase` does not apply")),
         "{:?}",
         cfg.warnings
     );

@@ -427,7 +427,10 @@ fn check_warns_about_a_readable_config_holding_secrets_inline() {
             && msg.contains("0644"),
         "{msg}"
     );
-    assert!(action.contains(&format!("chmod 600 {}", cfg.display())), "{action}");
+    assert!(
+        action.contains(&format!("chmod 600 {}", cfg.display())),
+        "{action}"
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!stdout.contains("hunter2"), "secret printed: {stdout}");
 

@@ -340,8 +340,10 @@ fn an_encrypted_key_opens_with_key_passphrase_never_with_the_password() {
     let db = w.path("app.db");
     let app = app_db(&db);
     insert_rows(&app, 10, 200);
-    let yaml = |extra: &str| s3_config(&w, &db, &format!("{}{extra}", sshd.replica_yaml("enc/app")));
-    let replicate = |cfg: &std::path::Path| run(&["replicate", "-once", "-config", cfg.to_str().unwrap()]);
+    let yaml =
+        |extra: &str| s3_config(&w, &db, &format!("{}{extra}", sshd.replica_yaml("enc/app")));
+    let replicate =
+        |cfg: &std::path::Path| run(&["replicate", "-once", "-config", cfg.to_str().unwrap()]);
 
     // The passphrase given as the login password does not open the key.
     let out = replicate(&yaml(&format!("      password: '{passphrase}'\n")));
@@ -388,7 +390,11 @@ fn debug_logs_show_our_events_not_the_ssh_library_internals() {
         "our debug events are shown:\n{stderr}"
     );
     // russh's debug messages on every login (client/encrypted.rs).
-    for internal in ["userauth_success", "channel_open_confirmation", "server-sig-algs"] {
+    for internal in [
+        "userauth_success",
+        "channel_open_confirmation",
+        "server-sig-algs",
+    ] {
         assert!(
             !stderr.contains(internal),
             "russh's {internal:?} printed:\n{stderr}"

@@ -79,7 +79,10 @@ impl std::fmt::Debug for ObjectStoreReplica {
             .field("container", &self.container)
             .field("prefix", &self.prefix)
             .field("location", &self.location)
-            .field("secrets", &format_args!("[{} redacted]", self.secrets.len()))
+            .field(
+                "secrets",
+                &format_args!("[{} redacted]", self.secrets.len()),
+            )
             .field("layout", &self.layout)
             .field("dialect", &self.dialect.object_noun)
             .field("part_size_bytes", &self.part_size_bytes)

@@ -500,14 +500,20 @@ mod tests {
         let keys: &[&str] = &["the access key id with signed (replayable) requests"];
         let w = transport_warnings(Some("https://s3.example.com"), true, keys);
         assert_eq!(w.len(), 1);
-        assert!(w[0].contains("skip-verify") && w[0].contains("SSL_CERT_FILE"), "{w:?}");
+        assert!(
+            w[0].contains("skip-verify") && w[0].contains("SSL_CERT_FILE"),
+            "{w:?}"
+        );
         let w = transport_warnings(Some("http://s3.example.com"), false, keys);
         assert!(w.len() == 1 && w[0].contains("access key id"), "{w:?}");
         assert!(transport_warnings(Some("http://127.0.0.1:3900"), false, keys).is_empty());
         assert!(transport_warnings(None, false, keys).is_empty());
         // The hint on a TLS failure points at the CA bundle, not at skip-verify.
         let hint = crate::storage::s3::error::DIALECT.tls_hint;
-        assert!(!hint.contains("skip-verify") && hint.contains("SSL_CERT_FILE"), "{hint}");
+        assert!(
+            !hint.contains("skip-verify") && hint.contains("SSL_CERT_FILE"),
+            "{hint}"
+        );
     }
 
     #[test]

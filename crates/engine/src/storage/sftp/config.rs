@@ -47,7 +47,10 @@ impl fmt::Debug for SftpOptions {
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("key_path", &self.key_path)
-            .field("key_passphrase", &self.key_passphrase.as_ref().map(|_| "***"))
+            .field(
+                "key_passphrase",
+                &self.key_passphrase.as_ref().map(|_| "***"),
+            )
             .field("host_key", &self.host_key)
             .field("path", &self.path)
             .field("write_concurrency", &self.write_concurrency)
@@ -245,7 +248,10 @@ mod tests {
         o.key_passphrase = Some("open-sesame".into());
         assert_eq!(o.location(), "sftp://bob@h:2222/srv/db");
         let debug = format!("{o:?}");
-        assert!(!debug.contains("hunter2") && !debug.contains("open-sesame"), "{debug}");
+        assert!(
+            !debug.contains("hunter2") && !debug.contains("open-sesame"),
+            "{debug}"
+        );
         o.path = "backups".into();
         assert_eq!(o.location(), "sftp://bob@h:2222/~/backups");
         o.host = "::1".into();

@@ -458,7 +458,10 @@ cYLRoUBA/SWUUQgA==
         o.password = None;
         o.key_passphrase = Some("wrong".into());
         let e = configured_key(&o).unwrap_err();
-        assert!(!e.contains("wrong") && !e.contains("set key-passphrase"), "{e}");
+        assert!(
+            !e.contains("wrong") && !e.contains("set key-passphrase"),
+            "{e}"
+        );
 
         o.key_passphrase = Some("key-pw".into());
         let key = configured_key(&o).unwrap().expect("a key");
