@@ -4,8 +4,11 @@
 //! The level (`-log-level`, `logging.level`, `$LOG_LEVEL`) applies to our own crates
 //! only; every other crate (the HTTP, TLS and SSH libraries) logs warnings and errors,
 //! so a debug run shows our events, not their protocol internals (security issue 17:
-//! those can include request headers). `$RUST_LOG`, when set, is used as given instead:
-//! an explicit choice of what to see, third-party crates included.
+//! those can include request headers). `$SQLITE_REPLICATE_LOG`, when set, is used as
+//! given instead (an `EnvFilter` such as `debug` or `info,russh=debug`): an explicit
+//! choice of what to see, third-party crates included. Not `$RUST_LOG`, which is often set
+//! for other programs (our own test harness sets it for every replicator it starts), so
+//! it never turned library logging on behind the user's back, and still does not.
 
 use tracing_subscriber::EnvFilter;
 
@@ -16,14 +19,23 @@ pub enum Format {
     Json,
 }
 
+/// The variable holding an explicit filter, which replaces the level's.
+const FILTER_ENV: &str = "SQLITE_REPLICATE_LOG";
+
 /// The crates `level` applies to: this binary, the engine and the LTX format.
 const OUR_CRATES: &[&str] = &["sqlite_replicate", "engine", "ltx"];
 
 /// Installs the global subscriber. `level` is trace|debug|info|warn|error.
 pub fn init(level: &str, format: Format) {
-    let rust_log = std::env::var("RUST_LOG").ok();
-    let filter = EnvFilter::try_new(directives(level, rust_log.as_deref()))
-        .unwrap_or_else(|_| EnvFilter::new(directives("info", None)));
+    let explicit = std::env::var(FILTER_ENV).ok();
+    let (filter, bad) = match EnvFilter::try_new(directives(level, explicit.as_deref())) {
+        Ok(f) => (f, None),
+        Err(e) => (
+            EnvFilter::try_new(directives(level, None))
+                .unwrap_or_else(|_| EnvFilter::new(directives("info", None))),
+            Some(e),
+        ),
+    };
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -32,12 +44,15 @@ pub fn init(level: &str, format: Format) {
         Format::Text => b.try_init(),
         Format::Json => b.json().flatten_event(true).try_init(),
     };
+    if let Some(e) = bad {
+        tracing::warn!("${FILTER_ENV} is not a log filter ({e}); using the log level {level}");
+    }
 }
 
-/// The filter: `rust_log` when given (not empty), else `level` for [`OUR_CRATES`] and
+/// The filter: `explicit` when given (not empty), else `level` for [`OUR_CRATES`] and
 /// warn (or `level`, if quieter) for everything else.
-fn directives(level: &str, rust_log: Option<&str>) -> String {
-    if let Some(r) = rust_log.map(str::trim).filter(|r| !r.is_empty()) {
+fn directives(level: &str, explicit: Option<&str>) -> String {
+    if let Some(r) = explicit.map(str::trim).filter(|r| !r.is_empty()) {
         return r.to_string();
     }
     let others = if level.eq_ignore_ascii_case("error") {
@@ -107,7 +122,7 @@ mod tests {
             "{out}"
         );
 
-        // RUST_LOG is the user's explicit choice, libraries included.
+        // SQLITE_REPLICATE_LOG is the user's explicit choice, libraries included.
         let out = printed(&directives("info", Some("debug")));
         assert!(
             out.contains("russh-debug") && out.contains("ours-debug"),

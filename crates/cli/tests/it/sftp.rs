@@ -400,4 +400,14 @@ fn debug_logs_show_our_events_not_the_ssh_library_internals() {
             "russh's {internal:?} printed:\n{stderr}"
         );
     }
+
+    // Asked for explicitly, the libraries' events are shown.
+    let out = Command::new(bin())
+        .args(["replicate", "-once", "-config", cfg.to_str().unwrap()])
+        .env("SQLITE_REPLICATE_LOG", "info,russh=debug")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("userauth_success"), "{stderr}");
 }
