@@ -2,8 +2,10 @@
 //!
 //! Owns: defaults (region, part size, concurrency), where credentials come from (options,
 //! then `AWS_*`, then `LITESTREAM_*`, then the AWS chain), endpoint styles, SSE settings,
-//! `AWS_CA_BUNDLE`, TLS verification, and which of the shared object-store settings S3
-//! uses (layout, metadata key, error dialect, parts, storage class). Makes no request.
+//! `AWS_CA_BUNDLE`, TLS verification (and the warnings, on every start, about
+//! `skip-verify` and about credentials or an SSE-C key sent over plain HTTP to another
+//! machine), and which of the shared object-store settings S3 uses (layout, metadata key,
+//! error dialect, parts, storage class). Makes no request.
 
 use std::fmt;
 
