@@ -108,6 +108,7 @@ fn sftp_options(
     let mut o = engine::storage::sftp::SftpOptions::new(&host, port, &c.user, &c.path);
     o.password = c.password.as_ref().map(|s| s.expose().to_string());
     o.key_path = c.key_path.clone();
+    o.key_passphrase = c.key_passphrase.as_ref().map(|s| s.expose().to_string());
     o.host_key = c.host_key.clone();
     if c.concurrent_writes == Some(false) {
         o.write_concurrency = 1;
@@ -491,8 +492,9 @@ mod tests {
         let c = crate::config::SftpConfig {
             host: "[::1]:2200".into(),
             user: "bob".into(),
-            password: None,
+            password: Some(crate::config::Secret::new("login-pw")),
             key_path: Some("/keys/id_ed25519".into()),
+            key_passphrase: Some(crate::config::Secret::new("key-pw")),
             host_key: Some("SHA256:abc".into()),
             path: "backups".into(),
             concurrent_writes: Some(false),
@@ -501,6 +503,9 @@ mod tests {
         assert_eq!((o.host.as_str(), o.port), ("::1", 2200));
         assert_eq!(o.write_concurrency, 1);
         assert_eq!(o.host_key.as_deref(), Some("SHA256:abc"));
+        // Each secret goes to its own use: the password logs in, the passphrase opens the key.
+        assert_eq!(o.password.as_deref(), Some("login-pw"));
+        assert_eq!(o.key_passphrase.as_deref(), Some("key-pw"));
         assert_eq!(o.location(), "sftp://bob@[::1]:2200/~/backups");
         let bad = crate::config::SftpConfig {
             host: "h:port".into(),

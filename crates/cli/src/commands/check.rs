@@ -6,7 +6,8 @@
 //!
 //! The checks themselves live in `engine::check`; this file picks the databases and
 //! replicas, prints the findings and sets the exit status: 0 when nothing failed (warnings
-//! allowed), 1 otherwise.
+//! allowed), 1 otherwise. One check is about the config file itself: secrets written
+//! inline in a file that group or others can read (`config-secrets`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -50,8 +51,10 @@ pub struct Args {
     db: Option<PathBuf>,
 }
 
-/// One finding with the database and replica it is about.
+/// One finding with the database and replica it is about (or the config file).
 struct Row {
+    /// The config file, for a finding about the file itself (then `db` is empty).
+    config: Option<String>,
     db: String,
     replica: Option<String>,
     finding: Finding,
@@ -62,11 +65,21 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let cfg = setup::load_config(a.config.as_deref(), !a.no_expand_env)?;
     crate::logging::init("warn", crate::logging::Format::Text);
     let dbs = selected_dbs(&cfg, a.db.as_deref())?;
+    let config_rows: Vec<Row> = setup::config_path(a.config.as_deref())
+        .and_then(|p| config_secrets(&p).map(|f| (p, f)))
+        .map(|(p, finding)| Row {
+            config: Some(p.display().to_string()),
+            db: String::new(),
+            replica: None,
+            finding,
+        })
+        .into_iter()
+        .collect();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     let rows = rt.block_on(async {
-        let mut rows = Vec::new();
+        let mut rows = config_rows;
         for (path, db) in &dbs {
             let label = path.display().to_string();
             let c = DbCheck {
@@ -83,6 +96,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                 .await
                 .context("database check task")?;
             rows.extend(found.into_iter().map(|finding| Row {
+                config: None,
                 db: label.clone(),
                 replica: None,
                 finding,
@@ -102,6 +116,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                     )],
                 };
                 rows.extend(found.into_iter().map(|finding| Row {
+                    config: None,
                     db: label.clone(),
                     replica: Some(shown.clone()),
                     finding,
@@ -124,7 +139,8 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             .map(|r| {
                 serde_json::json!({
                     "level": r.finding.level.as_str(),
-                    "db": r.db,
+                    "config": r.config,
+                    "db": r.config.is_none().then_some(&r.db),
                     "replica": r.replica,
                     "check": r.finding.check,
                     "message": r.finding.message,
@@ -159,7 +175,9 @@ fn print_text(rows: &[Row]) {
     let mut heading: Option<(&str, Option<&str>)> = None;
     for r in rows {
         let h = (r.db.as_str(), r.replica.as_deref());
-        if heading != Some(h) {
+        if let Some(c) = &r.config {
+            println!("config {c}");
+        } else if heading != Some(h) {
             match h.1 {
                 None => println!("database {}", h.0),
                 Some(rep) => println!("  replica {rep}"),
@@ -179,6 +197,35 @@ fn print_text(rows: &[Row]) {
             }
         }
     }
+}
+
+/// A warning when the config file at `path` holds secrets inline and group or others may
+/// read it; `None` when it is private, holds none, or cannot be read (loading it already
+/// succeeded, so that is a race not worth a finding).
+fn config_secrets(path: &Path) -> Option<Finding> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    let who = match (mode & 0o040 != 0, mode & 0o004 != 0) {
+        (true, true) => "its group and all users",
+        (true, false) => "its group",
+        (false, true) => "all users",
+        (false, false) => return None,
+    };
+    let keys = config::inline_secrets(&std::fs::read_to_string(path).ok()?);
+    if keys.is_empty() {
+        return None;
+    }
+    let shown = path.display();
+    Some(Finding::warn(
+        "config-secrets",
+        format!(
+            "{shown} holds secrets inline ({}) and {who} can read it (mode {mode:04o})",
+            keys.join(", ")
+        ),
+        format!(
+            "chmod 600 {shown} (and chown it to the user that runs sqlite-replicate), or take the secrets from the environment (`secret-access-key: $AWS_SECRET_ACCESS_KEY`)"
+        ),
+    ))
 }
 
 fn thresholds(a: &Args) -> anyhow::Result<Thresholds> {

@@ -71,7 +71,9 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let exec = a.exec.clone().or_else(|| cfg.exec.clone());
     limit_malloc_arenas();
     // Before any thread starts and before SQLite's first use in this process.
-    if !engine::sqlite::db::configure_sqlite_for_many_connections() {
+    // SAFETY: the runtime below is not built yet and `replicate` has started no other
+    // thread, so nothing else can be calling into SQLite.
+    if !unsafe { engine::sqlite::db::configure_sqlite_for_many_connections() } {
         warn!("SQLite was already initialised; connections keep their default buffers");
     }
     // Blocking work (captures, local file I/O) is short; a few threads serve thousands of

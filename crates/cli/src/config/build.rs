@@ -629,6 +629,7 @@ pub(crate) fn make_kind(
                 .ok_or_else(|| need("a user: `user:` or `url: sftp://USER@HOST/path`"))?,
             password: s.password,
             key_path: s.key_path.map(|p| home(&p, env)),
+            key_passphrase: s.key_passphrase,
             host_key: s.host_key,
             path: path.unwrap_or_default(),
             concurrent_writes: s.concurrent_writes,

@@ -1,5 +1,13 @@
-//! Environment expansion of the config text before YAML parsing, as Litestream does with
-//! Go's `os.Expand` (disabled by `-no-expand-env`).
+//! Environment expansion of the config's string values, with the syntax of Litestream's
+//! Go `os.Expand` (disabled by `-no-expand-env`).
+//!
+//! **Ours: expansion runs after YAML parsing, inside each string value** (never keys),
+//! where Litestream expands the raw text first. A variable's value is therefore always
+//! one literal value: a newline cannot add keys (`FOO=$'x\nbucket: evil'`), ` #` cannot
+//! cut the rest of the line off as a comment, and quotes need no escaping (security issue
+//! 17). Typed settings still come from variables (`sync-interval: ${SI}`,
+//! `skip-verify: $SV`): every key is read from its string form anyway (see `yaml.rs`).
+//! A value that expands to nothing is absent, as an empty `key:` line was before.
 //!
 //! Rules, Go's unless marked:
 //! - `$NAME` (letters, digits, `_`) and `${NAME}` (anything up to `}`) are replaced by the
@@ -13,9 +21,48 @@
 //! - **Ours:** `${` without `}` and the empty `${}` are errors, where Go silently drops
 //!   the characters.
 //!
-//! Expansion runs over the whole text, comments included, like Litestream's.
+//! Comments are not expanded (Litestream's are, to no effect).
+
+use serde_norway::Value;
 
 use super::error::{ConfigError, ErrorKind};
+use super::yaml::child;
+
+/// Expands the variables of every string value in `v` (at key path `path`), in place.
+/// Errors name the key path of the value.
+pub(crate) fn expand_values(
+    v: &mut Value,
+    path: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    match v {
+        Value::String(s) if s.contains('$') => {
+            let expanded = expand_env(s, env).map_err(|e| e.at(path))?;
+            *v = if expanded.is_empty() {
+                Value::Null
+            } else {
+                Value::String(expanded)
+            };
+        }
+        Value::Sequence(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                expand_values(item, &format!("{path}[{i}]"), env)?;
+            }
+        }
+        Value::Mapping(m) => {
+            for (k, item) in m.iter_mut() {
+                let key = match k {
+                    Value::String(k) => child(path, k),
+                    _ => path.to_string(),
+                };
+                expand_values(item, &key, env)?;
+            }
+        }
+        Value::Tagged(t) => expand_values(&mut t.value, path, env)?,
+        _ => {}
+    }
+    Ok(())
+}
 
 /// `text` with variables replaced, looked up through `env`.
 pub(crate) fn expand_env(
@@ -25,8 +72,6 @@ pub(crate) fn expand_env(
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(i) = rest.find('$') {
-        // Where this `$` is in `text` (errors name its line; `i` is within `rest`).
-        let at = text.len() - rest.len() + i;
         out.push_str(&rest[..i]);
         let after = &rest[i + 1..];
         let (name, consumed) = match after.chars().next() {
@@ -41,9 +86,9 @@ pub(crate) fn expand_env(
                 continue;
             }
             Some('{') => match after.find('}') {
-                Some(1) => return Err(expand_error(text, at, "empty `${}`")),
+                Some(1) => return Err(expand_error("empty `${}`")),
                 Some(end) => (&after[1..end], end + 1),
-                None => return Err(expand_error(text, at, "`${` without a closing `}`")),
+                None => return Err(expand_error("`${` without a closing `}`")),
             },
             Some(c) if "*#@!?-0123456789".contains(c) => (&after[..1], 1),
             Some(_) => {
@@ -72,13 +117,12 @@ fn lookup(name: &str, env: &dyn Fn(&str) -> Option<String>) -> String {
     }
 }
 
-fn expand_error(text: &str, byte: usize, what: &str) -> ConfigError {
-    let line = text[..byte].matches('\n').count() + 1;
+/// The error's key path is added by [`expand_values`]; the value is never shown (it may
+/// be a secret).
+fn expand_error(what: &str) -> ConfigError {
     ConfigError::new(
         "",
-        ErrorKind::Expand(format!(
-            "{what} on line {line} (write `$$` for a literal `$`)"
-        )),
+        ErrorKind::Expand(format!("{what} (write `$$` for a literal `$`)")),
     )
 }
 
@@ -127,17 +171,41 @@ mod tests {
     }
 
     #[test]
-    fn bad_braces_are_errors_with_the_line() {
+    fn bad_braces_are_errors() {
         let cases: &[(&str, &str)] = &[
-            ("a: 1\nb: ${X", "environment expansion: `${` without a closing `}` on line 2 (write `$$` for a literal `$`)"),
-            ("a: ${}", "environment expansion: empty `${}` on line 1 (write `$$` for a literal `$`)"),
-            // The error's offset is in the whole text, after earlier expansions (found by
-            // fuzz/config_parse: it was taken within the rest and could split a character).
-            ("a: $X\nb: $Y\nc: ${", "environment expansion: `${` without a closing `}` on line 3 (write `$$` for a literal `$`)"),
-            ("&\u{52a}$[\r$\u{1}\u{4}${", "environment expansion: `${` without a closing `}` on line 1 (write `$$` for a literal `$`)"),
+            (
+                "1 ${X",
+                "environment expansion: `${` without a closing `}` (write `$$` for a literal `$`)",
+            ),
+            (
+                "${}",
+                "environment expansion: empty `${}` (write `$$` for a literal `$`)",
+            ),
+            // Found by fuzz/config_parse (an offset that could split a character).
+            (
+                "$X $Y ${",
+                "environment expansion: `${` without a closing `}` (write `$$` for a literal `$`)",
+            ),
+            (
+                "&\u{52a}$[\r$\u{1}\u{4}${",
+                "environment expansion: `${` without a closing `}` (write `$$` for a literal `$`)",
+            ),
         ];
         for (text, want) in cases {
             assert_eq!(expand_env(text, &env).unwrap_err().to_string(), *want);
         }
+    }
+
+    #[test]
+    fn values_expand_inside_their_scalar_and_errors_name_the_key() {
+        let mut v: Value =
+            serde_norway::from_str("a:\n  - b: x$BUCKET\n    c: $UNSET\n    d: 5\n  - '${'\n")
+                .unwrap();
+        let e = expand_values(&mut v, "", &env).unwrap_err().to_string();
+        assert!(e.starts_with("a[1]: environment expansion"), "{e}");
+        let mut v: Value = serde_norway::from_str("a:\n  - b: x$BUCKET\n    c: $UNSET\n").unwrap();
+        expand_values(&mut v, "", &env).unwrap();
+        let want: Value = serde_norway::from_str("a:\n  - b: xmy-bucket\n    c: null\n").unwrap();
+        assert_eq!(v, want);
     }
 }

@@ -1,12 +1,13 @@
 //! The config file: Litestream 0.5's YAML format (plus older forms Litestream users
 //! still have), read into validated, typed structs.
 //!
-//! Owns: reading the file, `$VAR` expansion (`expand.rs`), strict key checking with key
-//! paths in every error (`yaml.rs`), Go durations (`duration.rs`) and sizes (`size.rs`),
-//! replica URLs (`url.rs`), replica keys and their merging (`settings.rs`), defaults and
-//! cross-checks (`build.rs`), keys refused until supported (`unsupported.rs`), the typed
-//! result (`types.rs`), directory entries (`dir.rs`, `glob.rs`), the replica a
-//! command-line URL names (`resolve.rs`) and the error type (`error.rs`).
+//! Owns: reading the file, `$VAR` expansion inside parsed values (`expand.rs`), strict
+//! key checking with key paths in every error (`yaml.rs`), Go durations (`duration.rs`)
+//! and sizes (`size.rs`), replica URLs (`url.rs`), replica keys and their merging
+//! (`settings.rs`), defaults and cross-checks (`build.rs`), keys refused until supported
+//! (`unsupported.rs`), the typed result (`types.rs`), directory entries (`dir.rs`,
+//! `glob.rs`), the replica a command-line URL names (`resolve.rs`), the error type
+//! (`error.rs`), and which secrets a config file holds inline (`secrets.rs`, for `check`).
 //!
 //! Does not: touch databases, replicas or the network, read key files, or scan
 //! directories. `setup.rs` turns a [`Config`] into engine options and backends.
@@ -32,6 +33,7 @@ mod error;
 mod expand;
 mod glob;
 mod resolve;
+mod secrets;
 mod settings;
 mod size;
 mod types;
@@ -52,6 +54,8 @@ pub use error::{ConfigError, ErrorKind};
 #[allow(unused_imports)]
 pub use glob::glob_match;
 pub use resolve::resolve_replica_url;
+/// For `check`'s warning about a readable config file holding secrets.
+pub(crate) use secrets::inline_secrets;
 /// Byte sizes for command-line flags (`check -wal-warn-size`).
 pub(crate) use size::parse_size;
 #[allow(unused_imports)]
@@ -77,17 +81,15 @@ pub fn parse(
     expand_env: bool,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
-    let expanded;
-    let text = if expand_env {
-        expanded = expand::expand_env(text, env)?;
-        expanded.as_str()
-    } else {
-        text
-    };
     let yaml_error = |e: serde_norway::Error| ConfigError::new("", ErrorKind::Yaml(e.to_string()));
     let mut root: serde_norway::Value = serde_norway::from_str(text).map_err(yaml_error)?;
     // YAML merge keys (`<<: *defaults`), which Go's yaml.v2 applies.
     root.apply_merge().map_err(yaml_error)?;
+    // After parsing, inside string values only: a variable cannot change the document's
+    // structure (see `expand.rs`).
+    if expand_env {
+        expand::expand_values(&mut root, "", env)?;
+    }
     build::build(&root, env)
 }
 

@@ -65,6 +65,7 @@ pub(crate) const SETTINGS_KEYS: &[&str] = &[
     "user",
     "password",
     "key-path",
+    "key-passphrase",
     "host-key",
     "concurrent-writes",
     "age",
@@ -163,6 +164,7 @@ pub(crate) struct Settings {
     pub user: Option<String>,
     pub password: Option<Secret>,
     pub key_path: Option<String>,
+    pub key_passphrase: Option<Secret>,
     pub host_key: Option<String>,
     pub concurrent_writes: Option<bool>,
 }
@@ -224,6 +226,7 @@ impl Settings {
             user: m.string("user")?,
             password: m.secret("password")?,
             key_path: m.string("key-path")?,
+            key_passphrase: m.secret("key-passphrase")?,
             host_key: m.string("host-key")?,
             concurrent_writes: m.bool("concurrent-writes")?,
         })
@@ -236,7 +239,7 @@ impl Settings {
             access_key_id, secret_access_key, region, bucket, endpoint, force_path_style, sign_payload,
             require_content_md5, skip_verify, part_size, concurrency, storage_class, sse_customer_algorithm,
             sse_customer_key, sse_customer_key_path, sse_kms_key_id, account_name, account_key, sas_token,
-            host, user, password, key_path, host_key, concurrent_writes,
+            host, user, password, key_path, key_passphrase, host_key, concurrent_writes,
         );
     }
 }
@@ -261,7 +264,8 @@ pub(crate) fn applies(t: &str, key: &str) -> bool {
         | "sse-customer-key-path"
         | "sse-kms-key-id" => t == "s3",
         "account-name" | "account-key" | "sas-token" => t == "abs",
-        "host" | "user" | "password" | "key-path" | "host-key" | "concurrent-writes" => t == "sftp",
+        "host" | "user" | "password" | "key-path" | "key-passphrase" | "host-key"
+        | "concurrent-writes" => t == "sftp",
         k if FOREIGN_KEYS.contains(&k) => false,
         _ => true,
     }

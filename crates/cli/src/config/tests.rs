@@ -389,6 +389,74 @@ fn env_expansion_both_spellings_and_disabled() {
 }
 
 #[test]
+fn expanded_values_cannot_change_the_document() {
+    // Security issue 17: expansion ran on the raw text, so a newline in a value added keys
+    // and ` #` cut the value short.
+    let env = |k: &str| match k {
+        "FOO" => Some("x\nbucket: evil".to_string()),
+        "HASH" => Some("a #b".to_string()),
+        "QUOTE" => Some("it's \"quoted\"".to_string()),
+        "SI" => Some("15s".to_string()),
+        "SV" => Some("true".to_string()),
+        "N" => Some("12".to_string()),
+        _ => None,
+    };
+    let yaml = "dbs:\n  - path: /a.db\n    min-checkpoint-page-count: $N\n    replica:\n      type: s3\n      bucket: good\n      path: $FOO\n      secret-access-key: $HASH\n      access-key-id: ${QUOTE}\n      sync-interval: ${SI}\n      skip-verify: $SV\n";
+    let cfg = parse(yaml, true, &env).unwrap();
+    let r = &cfg.dbs[0].replicas[0];
+    let c = s3(r);
+    assert_eq!(c.bucket, "good", "no key injected");
+    assert_eq!(c.path, "x\nbucket: evil", "the newline stays in the value");
+    assert_eq!(
+        c.secret_access_key.as_ref().map(Secret::expose),
+        Some("a #b"),
+        "` #` is not a comment"
+    );
+    assert_eq!(
+        c.access_key_id.as_ref().map(Secret::expose),
+        Some("it's \"quoted\"")
+    );
+    // Typed keys still take their value from a variable.
+    assert_eq!(r.sync_interval, Some(Duration::from_secs(15)));
+    assert!(c.skip_verify);
+    assert_eq!(cfg.dbs[0].min_checkpoint_page_count, 12);
+
+    // A variable never makes a mapping or a list, and comments are not expanded.
+    let e = err_env("dbs: $FOO\n", &env);
+    assert!(e.starts_with("dbs:"), "{e}");
+    parse("# ${ unclosed in a comment\ndbs: []\n", true, &env).unwrap();
+    let e = err_env("dbs:\n  - path: /a${\n", &env);
+    assert!(e.starts_with("dbs[0].path: environment expansion"), "{e}");
+}
+
+fn err_env(yaml: &str, env: &dyn Fn(&str) -> Option<String>) -> String {
+    parse(yaml, true, env).unwrap_err().to_string()
+}
+
+#[test]
+fn sftp_key_passphrase_is_its_own_secret() {
+    let cfg = ok("dbs:\n  - path: /a.db\n    replica:\n      url: 'sftp://bob:login-pw@h/p'\n      key-path: /k\n      key-passphrase: key-pw\n");
+    let ReplicaKind::Sftp(c) = &cfg.dbs[0].replicas[0].kind else {
+        panic!("not sftp")
+    };
+    assert_eq!(c.password.as_ref().map(Secret::expose), Some("login-pw"));
+    assert_eq!(
+        c.key_passphrase.as_ref().map(Secret::expose),
+        Some("key-pw")
+    );
+    assert!(!format!("{cfg:?}").contains("key-pw"));
+    let cfg =
+        ok("dbs:\n  - path: /a.db\n    replica:\n      url: s3://b/p\n      key-passphrase: x\n");
+    assert!(
+        cfg.warnings
+            .iter()
+            .any(|w| w.contains("`key-passphrase` does not apply")),
+        "{:?}",
+        cfg.warnings
+    );
+}
+
+#[test]
 fn credentials_and_endpoint_from_the_environment() {
     let yaml = "dbs:\n  - path: /a.db\n    replica:\n      url: s3://b/a\n";
     // (environment, then the access key id, secret and endpoint it gives)

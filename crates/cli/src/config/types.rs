@@ -293,8 +293,11 @@ pub struct SftpConfig {
     /// `host` or `host:port`.
     pub host: String,
     pub user: String,
+    /// The login password (Litestream's meaning); never opens the key.
     pub password: Option<Secret>,
     pub key_path: Option<PathBuf>,
+    /// `key-passphrase` (ours): opens an encrypted `key_path`; never sent to the server.
+    pub key_passphrase: Option<Secret>,
     pub host_key: Option<String>,
     /// Remote directory, as given (usually absolute).
     pub path: String,

@@ -398,3 +398,72 @@ fn check_fails_when_the_s3_endpoint_is_down_or_the_credentials_are_wrong() {
     // The database's own checks still ran and passed.
     assert_eq!(level(of(&findings, "journal-mode")[0]), "ok");
 }
+
+#[test]
+fn check_warns_about_a_readable_config_holding_secrets_inline() {
+    let w = Work::new();
+    let (db, _replica, _app) = good_setup(&w);
+    let config = |key_id: &str, secret: &str| {
+        w.config(&format!(
+            "dbs:\n  - path: {}\n    replicas:\n      - type: s3\n        bucket: b\n        endpoint: http://127.0.0.1:1\n        access-key-id: {key_id}\n        secret-access-key: {secret}\n",
+            db.display()
+        ))
+    };
+    // `-replica none` skips the (unreachable) replica: only the file is looked at.
+    let check = |cfg: &Path| check_json(&["-config", cfg.to_str().unwrap(), "-replica", "none"]);
+
+    let cfg = config("GK1", "hunter2");
+    chmod(&cfg, 0o644);
+    let (ok, findings, out) = check(&cfg);
+    let f = of(&findings, "config-secrets");
+    assert_eq!(f.len(), 1, "{findings:?}");
+    let msg = f[0]["message"].as_str().unwrap();
+    let action = f[0]["action"].as_str().unwrap();
+    assert_eq!(level(f[0]), "warn");
+    assert!(ok, "a warning does not fail the check: {findings:?}");
+    assert!(
+        msg.contains("dbs[0].replicas[0].secret-access-key")
+            && msg.contains("access-key-id")
+            && msg.contains("0644"),
+        "{msg}"
+    );
+    assert!(
+        action.contains(&format!("chmod 600 {}", cfg.display())),
+        "{action}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("hunter2"), "secret printed: {stdout}");
+
+    // Private: nothing to say.
+    chmod(&cfg, 0o600);
+    let (_, findings, _) = check(&cfg);
+    assert!(of(&findings, "config-secrets").is_empty(), "{findings:?}");
+
+    // Readable, but the secrets come from the environment.
+    let cfg = config("$SR_TEST_UNSET_KEY_ID", "${SR_TEST_UNSET_SECRET}");
+    chmod(&cfg, 0o644);
+    let (_, findings, _) = check(&cfg);
+    assert!(of(&findings, "config-secrets").is_empty(), "{findings:?}");
+}
+
+#[test]
+fn skip_verify_is_warned_about_on_every_start_naming_the_replica() {
+    let w = Work::new();
+    let (db, _replica, _app) = good_setup(&w);
+    let cfg = w.config(&format!(
+        "dbs:\n  - path: {}\n    replicas:\n      - type: s3\n        bucket: tls-off\n        path: app\n        endpoint: http://127.0.0.1:1\n        access-key-id: GK1\n        secret-access-key: hunter2\n        skip-verify: true\n",
+        db.display()
+    ));
+    let (_, _, out) = check_json(&["-config", cfg.to_str().unwrap(), "-replica", "s3"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let warning = stderr
+        .lines()
+        .find(|l| l.contains("skip-verify is set"))
+        .unwrap_or_else(|| panic!("no skip-verify warning:\n{stderr}"));
+    assert!(
+        warning.contains("WARN") && warning.contains("s3://tls-off/app"),
+        "{warning}"
+    );
+    assert!(warning.contains("SSL_CERT_FILE"), "{warning}");
+    assert!(!stderr.contains("hunter2"), "secret printed: {stderr}");
+}

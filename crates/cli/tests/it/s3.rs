@@ -725,11 +725,15 @@ fn wrong_credentials_and_dead_endpoints_fail_fast_with_clear_errors() {
     assert!(took < Duration::from_secs(15), "took {took:?}: {e}");
     assert!(!e.contains(&g.secret), "secret leaked: {e}");
 
-    // TLS spoken to a plain-HTTP server: permanent, with a hint.
+    // TLS spoken to a plain-HTTP server: permanent, with a hint that points at the CA
+    // bundle, never at turning verification off (security issue 17).
     let https = g.endpoint().replace("http://", "https://");
     let yaml = g.replica_yaml("db/app").replace(&g.endpoint(), &https);
     let (e, took) = restore(yaml);
-    assert!(e.contains("TLS") && e.contains("skip-verify"), "{e}");
+    assert!(
+        e.contains("TLS") && e.contains("SSL_CERT_FILE") && !e.contains("skip-verify"),
+        "{e}"
+    );
     assert!(took < Duration::from_secs(15), "took {took:?}: {e}");
 
     // A black hole (connects hang, as to a firewalled address): bounded by the connect

@@ -314,3 +314,100 @@ fn restores_a_litestream_03_replica_over_sftp() {
     let cfg = s3_config(&w, &db, &sshd.replica_yaml("v3/app"));
     restore_and_compare(&cfg, &db, &w.path("restored.db"), &want, &[]);
 }
+
+/// The client key of `sshd`, encrypted in place with `passphrase` (`ssh-keygen -p`).
+fn encrypt_client_key(sshd: &Sshd, passphrase: &str) {
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-p", "-P", "", "-N", passphrase, "-f"])
+        .arg(&sshd.client_key)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ssh-keygen -p: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn an_encrypted_key_opens_with_key_passphrase_never_with_the_password() {
+    // Security issue 17: `password` was also the key's passphrase, so a passphrase could
+    // be sent to a server that refused the key.
+    let sshd = Sshd::start();
+    let passphrase = "key pass #1";
+    encrypt_client_key(&sshd, passphrase);
+    let w = Work::new();
+    let db = w.path("app.db");
+    let app = app_db(&db);
+    insert_rows(&app, 10, 200);
+    let yaml =
+        |extra: &str| s3_config(&w, &db, &format!("{}{extra}", sshd.replica_yaml("enc/app")));
+    let replicate =
+        |cfg: &std::path::Path| run(&["replicate", "-once", "-config", cfg.to_str().unwrap()]);
+
+    // The passphrase given as the login password does not open the key.
+    let out = replicate(&yaml(&format!("      password: '{passphrase}'\n")));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "logged in: {stderr}");
+    assert!(stderr.contains("key-passphrase"), "{stderr}");
+    assert!(!stderr.contains(passphrase), "passphrase printed: {stderr}");
+    assert!(!sshd.data("enc/app/ltx/0").is_dir());
+
+    // key-passphrase does.
+    let out = replicate(&yaml(&format!("      key-passphrase: '{passphrase}'\n")));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(sshd.data("enc/app/ltx/0").is_dir());
+    let want = pages_of_live(&db);
+    let cfg = yaml(&format!("      key-passphrase: '{passphrase}'\n"));
+    restore_and_compare(&cfg, &db, &w.path("restored.db"), &want, &[]);
+}
+
+#[test]
+fn debug_logs_show_our_events_not_the_ssh_library_internals() {
+    // Security issue 17: the log level applied to every crate, so `-log-level debug`
+    // printed russh's protocol trace (and the HTTP libraries' for object stores).
+    let sshd = Sshd::start();
+    let w = Work::new();
+    let db = w.path("app.db");
+    let app = app_db(&db);
+    insert_rows(&app, 10, 200);
+    let cfg = s3_config(&w, &db, &sshd.replica_yaml("dbg/app"));
+    let out = run_ok(&[
+        "replicate",
+        "-once",
+        "-log-level",
+        "debug",
+        "-config",
+        cfg.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("SFTP session started"),
+        "our debug events are shown:\n{stderr}"
+    );
+    // russh's debug messages on every login (client/encrypted.rs).
+    for internal in [
+        "userauth_success",
+        "channel_open_confirmation",
+        "server-sig-algs",
+    ] {
+        assert!(
+            !stderr.contains(internal),
+            "russh's {internal:?} printed:\n{stderr}"
+        );
+    }
+
+    // Asked for explicitly, the libraries' events are shown.
+    let out = Command::new(bin())
+        .args(["replicate", "-once", "-config", cfg.to_str().unwrap()])
+        .env("SQLITE_REPLICATE_LOG", "info,russh=debug")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("userauth_success"), "{stderr}");
+}

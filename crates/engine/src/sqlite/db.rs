@@ -307,10 +307,15 @@ fn poll_write_lock(prior_calls: i32) -> bool {
 /// lookaside slab per connection (allocated at open, about 50 KiB, even when the
 /// connection turns it off afterwards) and no bulk page-cache allocation per connection
 /// (20 KiB at the first page read, for a cache our pins never fill). Takes effect only
-/// before SQLite initialises, that is before the process opens its first connection, and
-/// `sqlite3_config` must not race other SQLite calls: call it at process start, before
-/// any other thread runs. Returns whether SQLite accepted it.
-pub fn configure_sqlite_for_many_connections() -> bool {
+/// before SQLite initialises, that is before the process opens its first connection.
+/// Returns whether SQLite accepted it.
+///
+/// # Safety
+///
+/// `sqlite3_config` is not thread-safe: no other thread may call into SQLite (through
+/// rusqlite or otherwise) while this runs. Call it at process start, before any other
+/// thread that could use SQLite is started.
+pub unsafe fn configure_sqlite_for_many_connections() -> bool {
     use rusqlite::ffi;
     use std::ffi::{c_int, c_void};
     // SAFETY: both options take the documented argument types; the caller guarantees no

@@ -44,7 +44,8 @@ use super::{ByteStream, ETag, NamedObject, ReplicaStore, StorageError};
 const HEAD_CONCURRENCY: usize = 16;
 
 /// A replica in a bucket or container reached through an `object_store` client.
-#[derive(Debug)]
+/// `Debug` is written by hand: it shows where the replica is, never `secrets`, and not the
+/// client either (its settings hold the credentials and SSE-C key headers).
 pub struct ObjectStoreReplica {
     pub(crate) store: Arc<dyn ObjectStore>,
     /// The bucket or container, for messages.
@@ -69,6 +70,25 @@ pub struct ObjectStoreReplica {
     /// Check every ranged get's bounds with a HEAD first (Azure answers a range past the
     /// end with 416); otherwise only empty ranges need one (no service has an empty range).
     pub(crate) head_before_range: bool,
+}
+
+impl std::fmt::Debug for ObjectStoreReplica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectStoreReplica")
+            .field("store", &format_args!("{}", self.store))
+            .field("container", &self.container)
+            .field("prefix", &self.prefix)
+            .field("location", &self.location)
+            .field(
+                "secrets",
+                &format_args!("[{} redacted]", self.secrets.len()),
+            )
+            .field("layout", &self.layout)
+            .field("dialect", &self.dialect.object_noun)
+            .field("part_size_bytes", &self.part_size_bytes)
+            .field("part_concurrency", &self.part_concurrency)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ObjectStoreReplica {
@@ -698,6 +718,39 @@ pub(crate) fn parse_prefix(prefix: &str) -> Result<Option<Path>, String> {
     }
 }
 
+/// The warning for an endpoint that sends `sent` (e.g. "the SSE-C key") over plain
+/// `http://` to another machine, or `None`: HTTPS, no endpoint, nothing secret sent, or a
+/// loopback host (127.0.0.0/8, ::1, `localhost`), where nothing crosses a network.
+pub(crate) fn plain_http_warning(endpoint: Option<&str>, sent: &[&str]) -> Option<String> {
+    let rest = endpoint?.strip_prefix("http://")?;
+    if sent.is_empty() || is_loopback_authority(rest) {
+        return None;
+    }
+    Some(format!(
+        "the endpoint is plain http:// to another machine: {} travel unencrypted, readable and replayable on the network; use https://",
+        sent.join(" and ")
+    ))
+}
+
+/// Whether the host of `authority[/path]` (`host[:port]`, `[v6][:port]`, maybe with user
+/// info) is this machine.
+fn is_loopback_authority(rest: &str) -> bool {
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host_port.split(':').next().unwrap_or_default(),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.to_canonical().is_loopback())
+}
+
+/// The warning for `skip-verify`: logged on every start, naming the replica (the caller
+/// adds it), never a secret.
+pub(crate) const SKIP_VERIFY_WARNING: &str = "skip-verify is set: TLS certificates are not checked, so anyone on the network path can pose as the endpoint and read or change the backups; trust the endpoint's CA instead (a PEM bundle in AWS_CA_BUNDLE or SSL_CERT_FILE, or the system trust store) and remove skip-verify";
+
 /// A configured endpoint without trailing `/`, `None` when absent or empty.
 pub(crate) fn trim_endpoint(endpoint: Option<&str>) -> Option<String> {
     endpoint
@@ -865,5 +918,37 @@ impl<T: ObjectStoreBackend> ReplicaStore for T {
 
     async fn get_v3(&self, file: &V3File) -> Result<Bytes, StorageError> {
         self.replica().get_v3(file).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_warnings_spare_https_and_loopback() {
+        let creds: &[&str] = &["request signatures"];
+        let cases: &[(Option<&str>, &[&str], bool)] = &[
+            (Some("http://s3.example.com:9000"), creds, true),
+            (Some("http://10.0.0.5"), creds, true),
+            (Some("http://[2001:db8::1]:9000/x"), creds, true),
+            (Some("http://u:p@example.com/"), creds, true),
+            // Not a loopback name, though it starts like one.
+            (Some("http://localhost.example.com"), creds, true),
+            (Some("http://127.0.0.1:3900"), creds, false),
+            (Some("http://127.8.9.10"), creds, false),
+            (Some("http://[::1]:9000"), creds, false),
+            (Some("http://LOCALHOST:9000/p"), creds, false),
+            (Some("http://[::ffff:127.0.0.1]:1"), creds, false),
+            (Some("https://s3.example.com"), creds, false),
+            (None, creds, false),
+            (Some("http://s3.example.com"), &[], false),
+        ];
+        for (endpoint, sent, warn) in cases {
+            let w = plain_http_warning(*endpoint, sent);
+            assert_eq!(w.is_some(), *warn, "{endpoint:?} {w:?}");
+        }
+        let w = plain_http_warning(Some("http://h"), &["the SSE-C key", "x"]).unwrap();
+        assert!(w.contains("the SSE-C key and x travel unencrypted"), "{w}");
     }
 }

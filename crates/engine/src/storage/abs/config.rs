@@ -16,7 +16,8 @@ use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use object_store::Attributes;
 
 use crate::storage::objstore::{
-    client_options, parse_prefix, retry_config, trim_endpoint, ObjectStoreReplica, SharedHttp,
+    client_options, parse_prefix, plain_http_warning, retry_config, trim_endpoint,
+    ObjectStoreReplica, SharedHttp,
 };
 use crate::storage::objstore_error::scrub;
 use crate::storage::{Layout, StorageError};
@@ -98,11 +99,13 @@ pub(super) fn build(opts: AbsOptions) -> Result<ObjectStoreReplica, StorageError
     }
 
     let mut secrets = Vec::new();
+    let mut sent: Vec<&str> = Vec::new();
     let key = opts.account_key.filter(|k| !k.is_empty());
     let sas = opts.sas_token.filter(|s| !s.is_empty());
     match (key, sas) {
         (Some(k), _) => {
             secrets.push(k.clone());
+            sent.push("signed (replayable) requests");
             b = b.with_access_key(k);
         }
         (None, Some(s)) => {
@@ -117,6 +120,7 @@ pub(super) fn build(opts: AbsOptions) -> Result<ObjectStoreReplica, StorageError
                     .filter(|v| v.len() >= 16),
             );
             secrets.push(s.clone());
+            sent.push("the SAS token");
             // The client percent-decodes the token and encodes each value again.
             b = b.with_config(AzureConfigKey::SasKey, s);
         }
@@ -133,6 +137,9 @@ pub(super) fn build(opts: AbsOptions) -> Result<ObjectStoreReplica, StorageError
         }
     }
 
+    if let Some(w) = plain_http_warning(endpoint.as_deref(), &sent) {
+        tracing::warn!(replica = %location, "{w}");
+    }
     b = b
         .with_client_options(client_options(allow_http))
         .with_http_connector(SharedHttp::new(format!("abs|{allow_http}"), None))
@@ -262,6 +269,22 @@ mod tests {
         })
         .unwrap();
         assert!(c.secrets.iter().any(|s| s == "abcdefghijklmnop%2Bqrs%3D"));
+    }
+
+    #[test]
+    fn built_replicas_never_print_their_secrets() {
+        let c = build(base()).unwrap();
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains(KEY) && dbg.contains("abs://c/db/x"), "{dbg}");
+        let sig = "abcdefghijklmnop%2Bqrs%3D";
+        let c = build(AbsOptions {
+            account_key: None,
+            sas_token: Some(format!("?sv=2022-11-02&ss=b&sig={sig}")),
+            ..base()
+        })
+        .unwrap();
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains(sig), "{dbg}");
     }
 
     #[test]

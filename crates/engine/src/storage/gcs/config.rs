@@ -15,7 +15,8 @@ use object_store::gcp::{GcpCredential, GoogleCloudStorageBuilder};
 use object_store::{Attributes, StaticCredentialProvider};
 
 use crate::storage::objstore::{
-    client_options, parse_prefix, retry_config, trim_endpoint, ObjectStoreReplica,
+    client_options, parse_prefix, plain_http_warning, retry_config, trim_endpoint,
+    ObjectStoreReplica,
 };
 use crate::storage::{Layout, StorageError};
 
@@ -97,6 +98,14 @@ pub(super) fn build(opts: GcsOptions) -> Result<ObjectStoreReplica, StorageError
             )));
         }
         b = b.with_application_credentials(p.to_string_lossy());
+    }
+    let sent: &[&str] = if opts.anonymous {
+        &[]
+    } else {
+        &["the OAuth bearer token"]
+    };
+    if let Some(w) = plain_http_warning(endpoint.as_deref(), sent) {
+        tracing::warn!(replica = %location, "{w}");
     }
     let store = b
         .with_client_options(client_options(allow_http))

@@ -35,7 +35,7 @@ pub(super) const DIALECT: Dialect = Dialect {
     transient_codes: TRANSIENT_CODES,
     credentials_hint: CREDENTIALS_HINT,
     tls_words: &["certificate", "tls", "handshake", "peer is incompatible"],
-    tls_hint: "check the endpoint's certificate and scheme",
+    tls_hint: "check the endpoint's certificate and scheme; for a private CA, give its PEM bundle in SSL_CERT_FILE, or add it to the system trust store",
     no_space_on_507: false,
     read_reply: Reply::from_xml,
 };

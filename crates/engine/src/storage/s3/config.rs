@@ -2,8 +2,10 @@
 //!
 //! Owns: defaults (region, part size, concurrency), where credentials come from (options,
 //! then `AWS_*`, then `LITESTREAM_*`, then the AWS chain), endpoint styles, SSE settings,
-//! `AWS_CA_BUNDLE`, TLS verification, and which of the shared object-store settings S3
-//! uses (layout, metadata key, error dialect, parts, storage class). Makes no request.
+//! `AWS_CA_BUNDLE`, TLS verification (and the warnings, on every start, about
+//! `skip-verify` and about credentials or an SSE-C key sent over plain HTTP to another
+//! machine), and which of the shared object-store settings S3 uses (layout, metadata key,
+//! error dialect, parts, storage class). Makes no request.
 
 use std::fmt;
 
@@ -13,7 +15,8 @@ use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::{Attribute, Attributes, Certificate};
 
 use crate::storage::objstore::{
-    client_options, parse_prefix, retry_config, trim_endpoint, ObjectStoreReplica, SharedHttp,
+    client_options, parse_prefix, plain_http_warning, retry_config, trim_endpoint,
+    ObjectStoreReplica, SharedHttp, SKIP_VERIFY_WARNING,
 };
 use crate::storage::objstore_error::scrub;
 use crate::storage::{Layout, StorageError};
@@ -168,6 +171,8 @@ pub(super) fn build(
     b = b.with_region(region);
 
     let mut secrets = Vec::new();
+    // What travels with each request, for the plain-HTTP warning.
+    let mut sent: Vec<&str> = Vec::new();
     let (key_id, secret, token) = match (&opts.access_key_id, &opts.secret_access_key) {
         (Some(k), Some(s)) => (Some(k.clone()), Some(s.clone()), None),
         (None, None) => match (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
@@ -192,9 +197,11 @@ pub(super) fn build(
     match (key_id, secret) {
         (Some(k), Some(s)) => {
             secrets.push(s.clone());
+            sent.push("the access key id with signed (replayable) requests");
             b = b.with_access_key_id(k).with_secret_access_key(s);
             if let Some(t) = token {
                 secrets.push(t.clone());
+                sent.push("the session token");
                 b = b.with_token(t);
             }
         }
@@ -215,6 +222,7 @@ pub(super) fn build(
             if endpoint.is_some() && !chain {
                 return Err(bad("no credentials: set access-key-id and secret-access-key (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)".into()));
             }
+            sent.push("temporary credentials (session token)");
         }
         _ => {
             return Err(bad(
@@ -235,6 +243,7 @@ pub(super) fn build(
             let key = sse_customer_key_base64(key.as_bytes()).map_err(bad)?;
             secrets.push(key.clone());
             secrets.push(opts.sse_customer_key.clone().unwrap_or_default());
+            sent.push("the SSE-C encryption key");
             b = b.with_ssec_encryption(key);
         }
         (None, None) => {}
@@ -243,6 +252,9 @@ pub(super) fn build(
         b = b.with_unsigned_payload(true);
     }
 
+    for w in transport_warnings(endpoint.as_deref(), opts.skip_verify, &sent) {
+        tracing::warn!(replica = %location, "{w}");
+    }
     let client = client_options(allow_http).with_allow_invalid_certificates(opts.skip_verify);
     // The client does not read AWS_CA_BUNDLE itself; AWS SDKs (and so Litestream) do. The
     // bundle is parsed once per process and handed to the shared HTTP client, not copied
@@ -288,6 +300,18 @@ pub(super) fn build(
         // S3 answers a range past the end with what there is; only an empty range needs a HEAD.
         head_before_range: false,
     })
+}
+
+/// What is unsafe about how this replica's requests travel, one warning each: TLS checks
+/// turned off, or `sent` (credentials, an SSE-C key) going over plain HTTP to another
+/// machine. `build` logs them on every start, naming the replica.
+fn transport_warnings(endpoint: Option<&str>, skip_verify: bool, sent: &[&str]) -> Vec<String> {
+    let mut out = Vec::new();
+    if skip_verify {
+        out.push(SKIP_VERIFY_WARNING.to_string());
+    }
+    out.extend(plain_http_warning(endpoint, sent));
+    out
 }
 
 /// An SSE-C key as S3 takes it, base64 of 32 bytes, from either the 32 raw bytes or
@@ -471,5 +495,49 @@ mod tests {
         )
         .unwrap();
         assert_eq!((s.prefix, s.secrets), (None, vec!["LS".to_string()]));
+    }
+
+    #[test]
+    fn insecure_transports_are_warned_about() {
+        let keys: &[&str] = &["the access key id with signed (replayable) requests"];
+        let w = transport_warnings(Some("https://s3.example.com"), true, keys);
+        assert_eq!(w.len(), 1);
+        assert!(
+            w[0].contains("skip-verify") && w[0].contains("SSL_CERT_FILE"),
+            "{w:?}"
+        );
+        let w = transport_warnings(Some("http://s3.example.com"), false, keys);
+        assert!(w.len() == 1 && w[0].contains("access key id"), "{w:?}");
+        assert!(transport_warnings(Some("http://127.0.0.1:3900"), false, keys).is_empty());
+        assert!(transport_warnings(None, false, keys).is_empty());
+        // The hint on a TLS failure points at the CA bundle, not at skip-verify.
+        let hint = crate::storage::s3::error::DIALECT.tls_hint;
+        assert!(
+            !hint.contains("skip-verify") && hint.contains("SSL_CERT_FILE"),
+            "{hint}"
+        );
+    }
+
+    #[test]
+    fn built_replicas_never_print_their_secrets() {
+        let sse = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+        let s = build(
+            S3Options {
+                bucket: "b".into(),
+                endpoint: Some("http://127.0.0.1:3900".into()),
+                access_key_id: Some("GK1".into()),
+                secret_access_key: Some("hunter2".into()),
+                sse_customer_key: Some(sse.into()),
+                force_path_style: true,
+                ..Default::default()
+            },
+            &|_| None,
+        )
+        .unwrap();
+        let dbg = format!("{s:?}");
+        assert!(
+            !dbg.contains("hunter2") && !dbg.contains(sse) && dbg.contains("s3://b/"),
+            "{dbg}"
+        );
     }
 }

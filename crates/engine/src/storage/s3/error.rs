@@ -117,7 +117,7 @@ pub(super) const DIALECT: Dialect = Dialect {
         "unknownissuer",
         "invalidcertificate",
     ],
-    tls_hint: "check the endpoint's certificate and scheme; set AWS_CA_BUNDLE for a private CA, or skip-verify: true",
+    tls_hint: "check the endpoint's certificate and scheme; for a private CA, give its PEM bundle in AWS_CA_BUNDLE or SSL_CERT_FILE, or add it to the system trust store",
     no_space_on_507: true,
     read_reply: |text| {
         let r = S3Reply::parse(text);

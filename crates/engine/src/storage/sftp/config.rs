@@ -22,10 +22,13 @@ pub struct SftpOptions {
     pub host: String,
     pub port: u16,
     pub user: String,
-    /// Tried after the key (or alone when there is no key).
+    /// The login password: tried after the key (or alone when there is no key). Never
+    /// used to open the key, so it never reaches a server that refused the key.
     pub password: Option<String>,
-    /// An OpenSSH private key (unencrypted, or encrypted with `password`).
+    /// An OpenSSH private key (unencrypted, or encrypted with `key_passphrase`).
     pub key_path: Option<PathBuf>,
+    /// Opens an encrypted `key_path`; used for nothing else, never sent to the server.
+    pub key_passphrase: Option<String>,
     /// The server's expected public key or fingerprint; `None` means the known_hosts files.
     pub host_key: Option<String>,
     /// The replica root on the server: absolute, or relative to the login directory.
@@ -44,6 +47,10 @@ impl fmt::Debug for SftpOptions {
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("key_path", &self.key_path)
+            .field(
+                "key_passphrase",
+                &self.key_passphrase.as_ref().map(|_| "***"),
+            )
             .field("host_key", &self.host_key)
             .field("path", &self.path)
             .field("write_concurrency", &self.write_concurrency)
@@ -238,8 +245,13 @@ mod tests {
     fn location_never_shows_the_password() {
         let mut o = SftpOptions::new("h", 2222, "bob", "/srv/db");
         o.password = Some("hunter2".into());
+        o.key_passphrase = Some("open-sesame".into());
         assert_eq!(o.location(), "sftp://bob@h:2222/srv/db");
-        assert!(!format!("{o:?}").contains("hunter2"));
+        let debug = format!("{o:?}");
+        assert!(
+            !debug.contains("hunter2") && !debug.contains("open-sesame"),
+            "{debug}"
+        );
         o.path = "backups".into();
         assert_eq!(o.location(), "sftp://bob@h:2222/~/backups");
         o.host = "::1".into();

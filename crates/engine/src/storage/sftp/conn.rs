@@ -234,12 +234,7 @@ async fn connect_inner(
     };
 
     // Read the key first: a bad key-path is a configuration error, whatever the network.
-    let key = match &opts.key_path {
-        Some(p) => {
-            Some(load_key(p, opts.password.as_deref()).map_err(|d| permanent("key-path", d))?)
-        }
-        None => None,
-    };
+    let key = configured_key(opts).map_err(|d| permanent("key-path", d))?;
 
     let tcp = tokio::net::TcpStream::connect((opts.host.as_str(), opts.port))
         .await
@@ -378,11 +373,29 @@ fn auth_outcome(r: AuthResult) -> (bool, String) {
     }
 }
 
-/// Reads an OpenSSH private key; an encrypted one is opened with `password`. The error
-/// never contains the password.
-fn load_key(path: &Path, password: Option<&str>) -> Result<russh::keys::PrivateKey, String> {
-    russh::keys::load_secret_key(path, password)
-        .map_err(|e| format!("cannot use private key {}: {e}", path.display()))
+/// The replica's `key-path` key, if any, opened with `key-passphrase` only: the login
+/// password must not open it, or one secret would serve two uses and a server that refused
+/// the key would be sent the key's passphrase as a password (security issue 17).
+fn configured_key(opts: &SftpOptions) -> Result<Option<russh::keys::PrivateKey>, String> {
+    opts.key_path
+        .as_deref()
+        .map(|p| load_key(p, opts.key_passphrase.as_deref()))
+        .transpose()
+}
+
+/// Reads an OpenSSH private key; an encrypted one is opened with `passphrase` (the
+/// `key-passphrase` setting). The error never contains the passphrase.
+fn load_key(path: &Path, passphrase: Option<&str>) -> Result<russh::keys::PrivateKey, String> {
+    let passphrase = passphrase.filter(|p| !p.is_empty());
+    russh::keys::load_secret_key(path, passphrase).map_err(|e| {
+        let hint = match (&e, passphrase) {
+            (russh::keys::Error::KeyIsEncrypted, None) => {
+                " (the key is encrypted: set key-passphrase; the login password does not open it)"
+            }
+            _ => "",
+        };
+        format!("cannot use private key {}: {e}{hint}", path.display())
+    })
 }
 
 fn host_key_error(opts: &SftpOptions, location: &str, v: Verdict) -> StorageError {
@@ -408,5 +421,51 @@ fn host_key_error(opts: &SftpOptions, location: &str, v: Verdict) -> StorageErro
         location: location.to_string(),
         what: format!("SSH host key of {hp}"),
         detail,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An ed25519 key made for this test by `ssh-keygen -N key-pw`.
+    const ENCRYPTED_KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----
+b3BlbnNzaC1rZXktdjEAAAAACmFlczI1Ni1jdHIAAAAGYmNyeXB0AAAAGAAAABDycKDhaD
+poSvrXUgyMCIohAAAAEAAAAAEAAAAzAAAAC3NzaC1lZDI1NTE5AAAAICY7SG6qMANec1eI
+DzQosI3HyBByMxivhkB+kv2JCfuBAAAAkPA9YhWD9NEySAvNXKPRzoSRekFmn7HY373IR9
+3zUxuDEFgnv3ASb6pNwmDR0ieeSUYxqHFPRKsWBODVUugb9iJ+EvhV72P9881OAhbEsJwL
+rga9jN01DF/Fzru2yAfqoTiM8rCV0Rm6T1MFDKqpvLdQArGqmH0urcw/X26eKMEnx0yx4I
+cYLRoUBA/SWUUQgA==
+-----END OPENSSH PRIVATE KEY-----
+";
+
+    #[test]
+    fn only_key_passphrase_opens_the_key_never_the_password() {
+        let path = std::env::temp_dir().join(format!("sr-enc-key-{}", std::process::id()));
+        std::fs::write(&path, ENCRYPTED_KEY).unwrap();
+        let mut o = SftpOptions::new("h", 22, "bob", "/p");
+        o.key_path = Some(path.clone());
+
+        // The login password equals the passphrase: it still must not open the key.
+        o.password = Some("key-pw".into());
+        let e = configured_key(&o).unwrap_err();
+        assert!(
+            e.contains("encrypted") && e.contains("set key-passphrase"),
+            "{e}"
+        );
+        assert!(!e.contains("key-pw"), "{e}");
+
+        o.password = None;
+        o.key_passphrase = Some("wrong".into());
+        let e = configured_key(&o).unwrap_err();
+        assert!(
+            !e.contains("wrong") && !e.contains("set key-passphrase"),
+            "{e}"
+        );
+
+        o.key_passphrase = Some("key-pw".into());
+        let key = configured_key(&o).unwrap().expect("a key");
+        assert!(key.algorithm().as_str().contains("ed25519"));
+        std::fs::remove_file(&path).unwrap();
     }
 }
