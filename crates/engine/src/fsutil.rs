@@ -98,8 +98,8 @@ pub fn write_durable_mode(
 }
 
 /// [`write_durable`] relative to an open directory `dir`: a fresh temp file
-/// `<name>.<pid>.<random>.tmp` there (created exclusively, see [`open_at`]), write, mtime,
-/// fsync, rename to `name`, fsync `dir`. A caller that writes often into one directory (a
+/// `<name>.<pid>.<random>.tmp` there (created exclusively, as [`create_exclusive`] does),
+/// write, mtime, fsync, rename to `name`, fsync `dir`. A caller that writes often into one directory (a
 /// file replica's puts) keeps it open: no path walk, and no open and close of the
 /// directory per write.
 pub fn write_durable_in(

@@ -473,8 +473,8 @@ impl Job {
         };
         let out = &self.out;
         let snapshot = &self.plan.snapshot;
-        decompress_into(&next(snapshot)?, snapshot, &out, &self.tmp)?;
-        let page_size = self.snapshot_page_size(&out)?;
+        decompress_into(&next(snapshot)?, snapshot, out, &self.tmp)?;
+        let page_size = self.snapshot_page_size(out)?;
         for w in &self.plan.wal {
             let wal = self.emptied_wal()?;
             let mut end = 0u64;
@@ -509,10 +509,10 @@ impl Job {
                     }
                     .into());
                 }
-                end += decompress_into(&next(seg)?, seg, &wal, &self.wal_tmp)?;
+                end += decompress_into(&next(seg)?, seg, wal, &self.wal_tmp)?;
                 before = Some(seg);
             }
-            self.apply_wal(w, &wal, &out, page_size)?;
+            self.apply_wal(w, wal, out, page_size)?;
         }
         out.sync_all().map_err(io_err(&self.tmp, "fsync"))?;
         let len = out.metadata().map_err(io_err(&self.tmp, "stat"))?.len();
