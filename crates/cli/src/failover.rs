@@ -153,8 +153,11 @@ pub async fn take_leases(
             .as_ref()
             .is_some_and(|p| p.owner != lease.options().owner)
         {
-            let local = engine::replicate::local::LocalDir::open(&run.opts.meta_dir)
-                .with_context(|| format!("opening {}", run.opts.meta_dir.display()))?;
+            let local = engine::replicate::local::LocalDir::open(
+                &run.opts.meta_dir,
+                engine::fsutil::FileMode::of_db(&run.opts.path).unwrap_or_default(),
+            )
+            .with_context(|| format!("opening {}", run.opts.meta_dir.display()))?;
             local
                 .reset()
                 .with_context(|| format!("resetting {}", run.opts.meta_dir.display()))?;

@@ -3,6 +3,15 @@
 //! Owns: the temp file → fsync → rename → directory fsync sequence. Every local write
 //! that must survive a crash (replica files, local L0 files, position files, restored
 //! databases) goes through here, so no caller can forget a step.
+//!
+//! Also owns how those files are created (security issue 17): every temp file is a fresh
+//! name, `<name>.<pid>.<16 hex random>.tmp`, created with `O_CREAT|O_EXCL|O_NOFOLLOW|
+//! O_CLOEXEC` ([`create_tmp`], [`write_durable_in`]), so a symlink or file planted in a
+//! shared directory (a file replica's root, a restore's `-o /tmp/...`) makes the write
+//! fail instead of writing through it, and the name cannot be guessed ahead of time. The
+//! pid stays in the name so [`remove_stale_tmp_of`] can tell a dead writer's leftovers.
+//! Files and directories get an explicit [`FileMode`] in `open`/`mkdir`: the umask can
+//! only narrow it, never widen it.
 
 use std::ffi::{CStr, CString, OsStr};
 use std::fs::{self, File};
@@ -15,11 +24,69 @@ use std::time::SystemTime;
 /// Suffix of in-progress files; they are ignored by listings and removed on startup.
 pub const TMP_SUFFIX: &str = ".tmp";
 
-/// Writes `data` to `path` atomically and durably, optionally setting its mtime.
+/// The permission bits of files we write that hold database pages, and of the directories
+/// holding them.
+///
+/// The rule: a file gets the database's permission bits (never more than `0o666`: no
+/// execute, setuid, setgid or sticky bits), plus owner read and write, which we need to
+/// rewrite our own files; a directory gets the same bits with search (`x`) added wherever
+/// read is (`0600` → `0700`, `0640` → `0750`). So no copy is readable by anyone who cannot
+/// read the database. Files are created with these bits in `open`/`mkdir`, where the
+/// process umask still applies on top: it can narrow them, never widen them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileMode(u32);
+
+impl FileMode {
+    /// Owner only: `0600` files, `0700` directories. For files whose database is unknown
+    /// (a restore's output, a drill's scratch copy, a replica written before its database
+    /// was opened).
+    pub const PRIVATE: FileMode = FileMode(0o600);
+
+    /// The mode for copies of a database whose `st_mode` is `db_mode`.
+    pub fn of_db_mode(db_mode: u32) -> FileMode {
+        FileMode((db_mode & 0o666) | 0o600)
+    }
+
+    /// The mode for copies of the database file at `db` (following symlinks, as SQLite
+    /// opens it).
+    pub fn of_db(db: &Path) -> io::Result<FileMode> {
+        use std::os::unix::fs::PermissionsExt;
+        Ok(FileMode::of_db_mode(fs::metadata(db)?.permissions().mode()))
+    }
+
+    /// Permission bits for files.
+    pub fn file(self) -> u32 {
+        self.0
+    }
+
+    /// Permission bits for directories: the file bits with `x` wherever `r` is.
+    pub fn dir(self) -> u32 {
+        self.0 | ((self.0 & 0o444) >> 2)
+    }
+}
+
+impl Default for FileMode {
+    fn default() -> FileMode {
+        FileMode::PRIVATE
+    }
+}
+
+/// Writes `data` to `path` atomically and durably, optionally setting its mtime; the file
+/// is private to its owner ([`FileMode::PRIVATE`]).
 ///
 /// The file appears at `path` complete or not at all, and survives power loss once
 /// this returns.
 pub fn write_durable(path: &Path, data: &[u8], mtime: Option<SystemTime>) -> io::Result<()> {
+    write_durable_mode(path, data, mtime, FileMode::PRIVATE)
+}
+
+/// [`write_durable`] with the file's permission bits given.
+pub fn write_durable_mode(
+    path: &Path,
+    data: &[u8],
+    mtime: Option<SystemTime>,
+    mode: FileMode,
+) -> io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -27,23 +94,23 @@ pub fn write_durable(path: &Path, data: &[u8], mtime: Option<SystemTime>) -> io:
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    write_durable_in(&File::open(dir)?, name, data, mtime)
+    write_durable_in(&File::open(dir)?, name, data, mtime, mode)
 }
 
-/// [`write_durable`] relative to an open directory `dir`: temp file `<name>.<pid>.tmp`
-/// there, write, mtime, fsync, rename to `name`, fsync `dir`. A caller that writes often
-/// into one directory (a file replica's puts) keeps it open: no path walk, and no open
-/// and close of the directory per write.
+/// [`write_durable`] relative to an open directory `dir`: a fresh temp file
+/// `<name>.<pid>.<random>.tmp` there (created exclusively, as [`create_exclusive`] does),
+/// write, mtime, fsync, rename to `name`, fsync `dir`. A caller that writes often into one directory (a
+/// file replica's puts) keeps it open: no path walk, and no open and close of the
+/// directory per write.
 pub fn write_durable_in(
     dir: &File,
     name: &OsStr,
     data: &[u8],
     mtime: Option<SystemTime>,
+    mode: FileMode,
 ) -> io::Result<()> {
-    let mut tmp = name.to_os_string();
-    tmp.push(format!(".{}{}", process_id(), TMP_SUFFIX));
-    let (name_c, tmp_c) = (c_name(name)?, c_name(&tmp)?);
-    let mut f = open_at(dir, &tmp_c)?;
+    let (mut f, tmp_c) = create_tmp_at(dir, name, mode)?;
+    let name_c = c_name(name)?;
     let r = (|| {
         f.write_all(data)?;
         // The mtime is set before the fsync, so it is as durable as the content.
@@ -70,16 +137,53 @@ fn c_name(name: &OsStr) -> io::Result<CString> {
     CString::new(name.as_bytes()).map_err(io::Error::other)
 }
 
-/// Creates (or truncates) `name` in `dir` for writing.
-fn open_at(dir: &File, name: &CStr) -> io::Result<File> {
+/// Flags of every file we create: a new file or nothing. `O_EXCL` fails on any existing
+/// name, a symlink included (even a dangling one), and `O_NOFOLLOW` says so twice; so a
+/// name planted by someone else is never written through.
+const CREATE_FLAGS: libc::c_int =
+    libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+
+/// How many random names [`create_tmp`] tries before giving up: a collision of 64 random
+/// bits means someone is planting names, not bad luck.
+const TMP_TRIES: usize = 4;
+
+/// A fresh temp name for `name`: `<name>.<pid>.<16 hex random>.tmp`.
+fn tmp_name(name: &OsStr) -> std::ffi::OsString {
+    let mut tmp = name.to_os_string();
+    tmp.push(format!(
+        ".{}.{:016x}{}",
+        process_id(),
+        rand::random::<u64>(),
+        TMP_SUFFIX
+    ));
+    tmp
+}
+
+/// Creates a fresh temp file for `name` in `dir` (see [`tmp_name`]), exclusively.
+fn create_tmp_at(dir: &File, name: &OsStr, mode: FileMode) -> io::Result<(File, CString)> {
+    let mut last = None;
+    for _ in 0..TMP_TRIES {
+        let tmp_c = c_name(&tmp_name(name))?;
+        match open_at(dir, &tmp_c, mode) {
+            Ok(f) => return Ok((f, tmp_c)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.expect("TMP_TRIES > 0"))
+}
+
+/// Creates `name` in `dir` for reading and writing, exclusively ([`CREATE_FLAGS`]), with
+/// permission bits `mode` (narrowed by the umask).
+fn open_at(dir: &File, name: &CStr, mode: FileMode) -> io::Result<File> {
     // SAFETY: openat with a valid directory descriptor and a NUL-terminated name; the
     // returned descriptor is owned by the File from here on.
     let fd = unsafe {
         libc::openat(
             dir.as_raw_fd(),
             name.as_ptr(),
-            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
-            0o666,
+            CREATE_FLAGS,
+            mode.file() as libc::c_uint,
         )
     };
     if fd < 0 {
@@ -107,25 +211,61 @@ pub fn process_id() -> u32 {
 /// Finishes a file that was written at `tmp` by the caller: fsync, rename, dir fsync.
 ///
 /// Used when the content is streamed (a restored database) rather than held in memory.
+/// The rename replaces whatever is at `path`, a symlink included, and never follows it.
 pub fn commit_tmp(tmp: &Path, file: &File, path: &Path) -> io::Result<()> {
     file.sync_all()?;
     fs::rename(tmp, path)?;
     sync_parent_dir(path)
 }
 
-/// The temp name used next to `path` (same directory, so rename is atomic).
-pub fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path
+/// Creates a fresh temp file next to `path` (same directory, so the final rename is
+/// atomic): `<name>.<pid>.<16 hex random>.tmp`, created exclusively and never through a
+/// symlink, with permission bits `mode`. Returns it open for reading and writing, and its
+/// path. Every temp file of the crate is made here or by [`write_durable_in`].
+pub fn create_tmp(path: &Path, mode: FileMode) -> io::Result<(File, PathBuf)> {
+    let name = path
         .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(format!(".{}{}", process_id(), TMP_SUFFIX));
-    path.with_file_name(name)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+    let mut last = None;
+    for _ in 0..TMP_TRIES {
+        let tmp = path.with_file_name(tmp_name(name));
+        match create_exclusive(&tmp, mode) {
+            Ok(f) => return Ok((f, tmp)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.expect("TMP_TRIES > 0"))
 }
 
-/// Removes temp files next to `path` (`<name>.<pid>.tmp`, see [`tmp_path`]) whose process
-/// no longer runs: what a writer killed mid-write (a restore under `kill -9`) left behind.
-/// A temp file of a live process, another restore running now, is left alone.
+/// Creates the file `path` for reading and writing: a new file or an error
+/// (`AlreadyExists` for any existing name, a symlink included), with permission bits
+/// `mode` narrowed by the umask. For a temp name of the caller's own, already random
+/// (see [`create_tmp`]), that is made again after removing it.
+pub fn create_exclusive(path: &Path, mode: FileMode) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .mode(mode.file())
+        .open(path)
+}
+
+/// Opens an existing regular file of ours for writing, refusing a symlink at `path`.
+pub fn open_existing_for_write(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Removes temp files next to `path` (`<name>.<pid>.<random>.tmp`, see [`create_tmp`], or
+/// the older `<name>.<pid>.tmp`) whose process no longer runs: what a writer killed
+/// mid-write (a restore under `kill -9`) left behind. A temp file of a live process,
+/// another restore running now, is left alone.
 pub fn remove_stale_tmp_of(path: &Path) -> io::Result<usize> {
     let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
         return Ok(0);
@@ -142,8 +282,7 @@ pub fn remove_stale_tmp_of(path: &Path) -> io::Result<usize> {
         let Some(pid) = file_name
             .to_str()
             .and_then(|f| f.strip_prefix(&prefix))
-            .and_then(|f| f.strip_suffix(TMP_SUFFIX))
-            .and_then(|p| p.parse::<u32>().ok())
+            .and_then(tmp_pid)
         else {
             continue;
         };
@@ -158,7 +297,30 @@ pub fn remove_stale_tmp_of(path: &Path) -> io::Result<usize> {
     Ok(n)
 }
 
-fn process_exists(pid: u32) -> bool {
+/// The pid in what follows `<name>.` in a temp name: `<pid>.tmp`, `<pid>.<seq>.tmp` or
+/// `<pid>.<random hex>.tmp`; `None` for anything else.
+pub fn tmp_pid(tail: &str) -> Option<u32> {
+    let rest = tail.strip_suffix(TMP_SUFFIX)?;
+    let mut parts = rest.split('.');
+    let pid = parts.next()?;
+    let unique = parts.next();
+    if parts.next().is_some() || pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let hex = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 16
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    if unique.is_some_and(|u| !hex(u)) {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+/// Whether a process with this pid runs on this host.
+pub fn process_exists(pid: u32) -> bool {
     let Ok(pid) = i32::try_from(pid) else {
         return false;
     };
@@ -180,21 +342,43 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Creates a directory and its parents, fsyncing each newly created one's parent.
-pub fn create_dir_all_durable(dir: &Path) -> io::Result<()> {
+/// Creates a directory and its parents, each new one with [`FileMode::dir`] bits of
+/// `mode` (narrowed by the umask), fsyncing each newly created one's parent. Existing
+/// directories keep their mode.
+pub fn create_dir_all_durable(dir: &Path, mode: FileMode) -> io::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
     if let Some(parent) = dir.parent() {
         if !parent.as_os_str().is_empty() {
-            create_dir_all_durable(parent)?;
+            create_dir_all_durable(parent, mode)?;
         }
     }
-    match fs::create_dir(dir) {
+    match create_dir(dir, mode) {
         Ok(()) => sync_parent_dir(dir),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// Creates one directory with [`FileMode::dir`] bits of `mode` (narrowed by the umask);
+/// `AlreadyExists` when anything is at `dir`.
+pub fn create_dir(dir: &Path, mode: FileMode) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new().mode(mode.dir()).create(dir)
+}
+
+/// Takes away from an existing directory of ours every permission bit `mode`'s
+/// directories would not have (a meta directory an older version made `0755` for a `0600`
+/// database). Never adds a bit.
+pub fn narrow_dir(dir: &Path, mode: FileMode) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let have = fs::symlink_metadata(dir)?.permissions().mode() & 0o7777;
+    let want = have & (mode.dir() | 0o7000);
+    if want != have {
+        fs::set_permissions(dir, fs::Permissions::from_mode(want))?;
+    }
+    Ok(())
 }
 
 /// Removes leftover temp files in a directory (from a crash mid-write).
@@ -242,13 +426,139 @@ mod tests {
         let out = d.path().join("app.db");
         // pid 2^31-2 cannot be running (above pid_max); our own pid is alive.
         let dead = d.path().join("app.db.2147483646.tmp");
-        let live = tmp_path(&out);
+        let dead_random = d.path().join("app.db.2147483646.0123456789abcdef.tmp");
+        let (_f, live) = create_tmp(&out, FileMode::PRIVATE).unwrap();
         fs::write(&dead, b"half a restore").unwrap();
+        fs::write(&dead_random, b"half a restore").unwrap();
         fs::write(&live, b"ours").unwrap();
-        fs::write(d.path().join("other.db.2147483646.tmp"), b"x").unwrap();
-        assert_eq!(remove_stale_tmp_of(&out).unwrap(), 1);
-        assert!(!dead.exists() && live.exists());
-        assert!(d.path().join("other.db.2147483646.tmp").exists());
+        let kept = [
+            "other.db.2147483646.tmp",              // another file's
+            "app.db.2147483646.not-hex.tmp",        // not our pattern
+            "app.db.2147483646.0123456789abcdef.x", // not a temp file
+        ];
+        for k in kept {
+            fs::write(d.path().join(k), b"x").unwrap();
+        }
+        assert_eq!(remove_stale_tmp_of(&out).unwrap(), 2);
+        assert!(!dead.exists() && !dead_random.exists() && live.exists());
+        for k in kept {
+            assert!(d.path().join(k).exists(), "{k} kept");
+        }
+    }
+
+    fn mode_of(p: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    /// Security issue 17: `0600` → `0600`/`0700`, never more than `0666`, owner rw kept.
+    #[test]
+    fn copies_get_the_database_mode_and_dirs_get_x_where_r_is() {
+        for (db, file, dir) in [
+            (0o100600, 0o600, 0o700),
+            (0o100640, 0o640, 0o750),
+            (0o100644, 0o644, 0o755),
+            (0o100660, 0o660, 0o770),
+            (0o104755, 0o644, 0o755),
+            (0o100400, 0o600, 0o700),
+            (0o100604, 0o604, 0o705),
+        ] {
+            let m = FileMode::of_db_mode(db);
+            assert_eq!((m.file(), m.dir()), (file, dir), "db mode {db:o}");
+        }
+    }
+
+    #[test]
+    fn files_and_dirs_are_created_with_the_mode_asked_under_umask_022() {
+        // SAFETY: umask(2) cannot fail; 022 is the common default, set so the test does
+        // not depend on the environment's.
+        unsafe { libc::umask(0o022) };
+        let d = tempfile::tempdir().unwrap();
+        let private = d.path().join("a/b");
+        create_dir_all_durable(&private, FileMode::PRIVATE).unwrap();
+        assert_eq!(mode_of(&d.path().join("a")), 0o700);
+        assert_eq!(mode_of(&private), 0o700);
+        write_durable(&private.join("x"), b"pages", None).unwrap();
+        assert_eq!(mode_of(&private.join("x")), 0o600);
+        let group = FileMode::of_db_mode(0o640);
+        let g = d.path().join("g");
+        create_dir_all_durable(&g, group).unwrap();
+        assert_eq!(mode_of(&g), 0o750);
+        write_durable_mode(&g.join("x"), b"pages", None, group).unwrap();
+        assert_eq!(mode_of(&g.join("x")), 0o640);
+        let (_f, tmp) = create_tmp(&g.join("y"), group).unwrap();
+        assert_eq!(mode_of(&tmp), 0o640);
+        // The umask still narrows: `0660` under 022 is `0640`.
+        write_durable_mode(&g.join("z"), b"pages", None, FileMode::of_db_mode(0o660)).unwrap();
+        assert_eq!(mode_of(&g.join("z")), 0o640);
+    }
+
+    #[test]
+    fn narrowing_a_directory_only_takes_bits_away() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("ltx");
+        fs::create_dir(&p).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+        narrow_dir(&p, FileMode::of_db_mode(0o660)).unwrap();
+        assert_eq!(mode_of(&p), 0o750, "group w not added, other r and x taken");
+        narrow_dir(&p, FileMode::PRIVATE).unwrap();
+        assert_eq!(mode_of(&p), 0o700);
+    }
+
+    /// Security issue 17: a symlink planted at the temp name the old code used
+    /// (`<name>.<pid>.tmp`, predictable) must not be written through.
+    #[test]
+    fn a_symlink_at_a_guessable_temp_name_is_not_followed() {
+        let d = tempfile::tempdir().unwrap();
+        let victim = d.path().join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        let out = d.path().join("a.ltx");
+        let guessed = d.path().join(format!("a.ltx.{}.tmp", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &guessed).unwrap();
+        write_durable(&out, b"new content", None).unwrap();
+        let dir = File::open(d.path()).unwrap();
+        write_durable_in(&dir, OsStr::new("b.ltx"), b"more", None, FileMode::PRIVATE).unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"precious", "victim untouched");
+        assert_eq!(fs::read(&out).unwrap(), b"new content");
+        assert!(!fs::symlink_metadata(&out).unwrap().file_type().is_symlink());
+    }
+
+    #[test]
+    fn exclusive_creation_refuses_any_existing_name_even_a_dangling_symlink() {
+        let d = tempfile::tempdir().unwrap();
+        let victim = d.path().join("victim");
+        let link = d.path().join("link");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let e = create_exclusive(&link, FileMode::PRIVATE).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        assert!(!victim.exists(), "nothing created through the link");
+        fs::write(&victim, b"precious").unwrap();
+        let e = create_exclusive(&link, FileMode::PRIVATE).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        assert!(
+            open_existing_for_write(&link).is_err(),
+            "no write through a link"
+        );
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+    }
+
+    #[test]
+    fn temp_names_are_fresh_and_carry_the_pid() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("app.db");
+        let (_a, a) = create_tmp(&out, FileMode::PRIVATE).unwrap();
+        let (_b, b) = create_tmp(&out, FileMode::PRIVATE).unwrap();
+        assert_ne!(a, b);
+        for p in [a, b] {
+            let name = p.file_name().unwrap().to_str().unwrap();
+            let tail = name.strip_prefix("app.db.").unwrap();
+            assert_eq!(tmp_pid(tail), Some(std::process::id()), "{name}");
+            assert_eq!(
+                tail.len(),
+                std::process::id().to_string().len() + 1 + 16 + 4
+            );
+        }
     }
 
     #[test]

@@ -197,7 +197,10 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             bail!("database {} is not in the config", db.display());
         };
         let fenced = failover::fence_run(run, &lease);
-        let local = engine::replicate::local::LocalDir::open(&run.opts.meta_dir)
+        let local = engine::replicate::local::LocalDir::open(
+                &run.opts.meta_dir,
+                engine::fsutil::FileMode::of_db(&run.opts.path).unwrap_or_default(),
+            )
             .with_context(|| format!("opening {}", run.opts.meta_dir.display()))?;
         local.reset().with_context(|| format!("resetting {}", run.opts.meta_dir.display()))?;
         let start = failover::begin_epoch(&lease, &fenced).await?;

@@ -22,6 +22,7 @@ mod litestream;
 mod metrics;
 mod netfault;
 mod outage;
+mod perms;
 mod replicate;
 mod restore;
 mod s3;

@@ -128,6 +128,10 @@ impl ReplicaStore for FencedStore {
         self.inner.location()
     }
 
+    fn set_file_mode(&self, mode: crate::fsutil::FileMode) {
+        self.inner.set_file_mode(mode);
+    }
+
     async fn list(&self, level: Level) -> Result<Vec<LtxInfo>, StorageError> {
         let files = self.inner.list(level).await?;
         self.without_foreign(files).await

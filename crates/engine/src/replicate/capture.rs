@@ -442,24 +442,25 @@ impl Capture {
         }))
     }
 
-    /// Starts the next local L0 file and writes its header: in memory, or in a temp file
-    /// on disk; the caller adds pages and hands both to [`Capture::finish_file`].
+    /// Starts the next local L0 file and writes its header: in memory, or in a fresh temp
+    /// file on disk (its path returned; empty in memory); the caller adds pages and hands
+    /// both to [`Capture::finish_file`].
     fn start_file(
         &self,
         header: &Header,
         in_memory: bool,
     ) -> Result<(PathBuf, Encoder<Sink>), CaptureError> {
         let txid = header.max_txid;
-        let tmp = fsutil::tmp_path(&self.local.path_of(txid));
-        let sink = if in_memory {
-            Sink::Memory(Vec::new())
+        let (tmp, sink) = if in_memory {
+            (PathBuf::new(), Sink::Memory(Vec::new()))
         } else {
-            let file = File::create(&tmp).map_err(|source| CaptureError::Local {
-                db: self.name.clone(),
-                txid,
-                source,
-            })?;
-            Sink::File(BufWriter::new(file))
+            let (file, tmp) = fsutil::create_tmp(&self.local.path_of(txid), self.local.mode())
+                .map_err(|source| CaptureError::Local {
+                    db: self.name.clone(),
+                    txid,
+                    source,
+                })?;
+            (tmp, Sink::File(BufWriter::new(file)))
         };
         let enc = Encoder::new(sink, header, self.opts.encoding).map_err(|source| {
             CaptureError::Encode {
@@ -755,7 +756,9 @@ mod tests {
         )
         .unwrap();
         let conns = DbConns::open(&db, Duration::from_millis(300)).unwrap();
-        let local = Arc::new(LocalDir::open(&d.path().join("meta")).unwrap());
+        let local = Arc::new(
+            LocalDir::open(&d.path().join("meta"), crate::fsutil::FileMode::PRIVATE).unwrap(),
+        );
         let opts = CaptureOptions {
             encoding: PageEncoding::Block,
             min_checkpoint_pages: 1,

@@ -19,6 +19,10 @@
 //! deletes the ones that fail, so a torn file is never uploaded, compacted or taken as the
 //! position (the position falls back to the newest intact file: L1 in docs/design.md).
 //!
+//! Modes (security issue 17): the meta directory, its subdirectories and every file in
+//! them get the database's [`FileMode`] (a `0600` database gives `0700` directories and
+//! `0600` files); an `ltx` directory an older version left wider is narrowed on open.
+//!
 //! Recent captures are also kept in memory (bounded, [`CACHE_MAX_BYTES`]) so uploaders do
 //! not read back what was just written; they are dropped once every replica holds them.
 //!
@@ -41,7 +45,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use ltx::{Header, Level, TxId};
 
-use crate::fsutil;
+use crate::fsutil::{self, FileMode};
 use crate::storage::layout::{Layout, LtxKey};
 
 /// Default meta directory for a database: `<dir>/.<file>-sqlite-replicate`.
@@ -115,20 +119,28 @@ pub const KEEP_ON_DISK: usize = 40;
 pub struct LocalDir {
     meta: PathBuf,
     l0: PathBuf,
+    /// The mode of the files and directories written here: the database's.
+    mode: FileMode,
     recent: Mutex<Recent>,
 }
 
 impl LocalDir {
-    /// Opens (creating if needed) the meta directory, clears temp leftovers and deletes
-    /// every L0 file whose LTX checksum fails (torn by a power cut: captures are not
-    /// fsynced one by one, see the module docs).
-    pub fn open(meta: &Path) -> io::Result<LocalDir> {
+    /// Opens (creating if needed, with `mode`: the database's) the meta directory, narrows
+    /// its mode if an older version left it wider, clears temp leftovers and deletes every
+    /// L0 file whose LTX checksum fails (torn by a power cut: captures are not fsynced one
+    /// by one, see the module docs).
+    pub fn open(meta: &Path, mode: FileMode) -> io::Result<LocalDir> {
         let l0 = meta.join(Layout::LtxDir.level_dir(Level::L0));
-        fsutil::create_dir_all_durable(&l0)?;
+        fsutil::create_dir_all_durable(&l0, mode)?;
+        // `<meta>/ltx` guards every copy inside: nobody it keeps out can reach the files,
+        // whatever their own mode. (The meta directory itself may be one the user
+        // configured and shares; `ltx` is ours.)
+        fsutil::narrow_dir(l0.parent().unwrap_or(&l0), mode)?;
         fsutil::remove_tmp_files(&l0)?;
         let dir = LocalDir {
             meta: meta.to_path_buf(),
             l0,
+            mode,
             recent: Mutex::new(Recent::default()),
         };
         let mut removed = 0;
@@ -171,17 +183,15 @@ impl LocalDir {
         // truncating a file to zero makes ext4 write its old dirty pages out (its
         // replace-by-truncate heuristic), a disk write per capture.
         let reused = reuse.and_then(|p| {
-            fs::OpenOptions::new()
-                .write(true)
-                .open(&p)
+            fsutil::open_existing_for_write(&p)
                 .ok()
                 .map(|f| (f, p, true))
         });
         let (mut f, tmp, spare) = match reused {
             Some(r) => r,
             None => {
-                let tmp = fsutil::tmp_path(&path);
-                (fs::File::create(&tmp)?, tmp, false)
+                let (f, tmp) = fsutil::create_tmp(&path, self.mode)?;
+                (f, tmp, false)
             }
         };
         let r = (|| {
@@ -315,6 +325,7 @@ impl LocalDir {
         l0.is_dir().then(|| LocalDir {
             meta: meta.to_path_buf(),
             l0,
+            mode: FileMode::PRIVATE,
             recent: Mutex::new(Recent::default()),
         })
     }
@@ -351,6 +362,11 @@ impl LocalDir {
 
     pub fn meta_dir(&self) -> &Path {
         &self.meta
+    }
+
+    /// The mode of files written here (the database's).
+    pub fn mode(&self) -> FileMode {
+        self.mode
     }
 
     pub fn path_of(&self, txid: TxId) -> PathBuf {
@@ -394,7 +410,12 @@ impl LocalDir {
 
     /// Stores a freshly encoded L0 file durably. The mtime is the header timestamp.
     pub fn write(&self, txid: TxId, data: &[u8], timestamp_ms: i64) -> io::Result<()> {
-        fsutil::write_durable(&self.path_of(txid), data, Some(ms_to_time(timestamp_ms)))
+        fsutil::write_durable_mode(
+            &self.path_of(txid),
+            data,
+            Some(ms_to_time(timestamp_ms)),
+            self.mode,
+        )
     }
 
     /// Whether the capture of `txid` can be read: in memory (no `stat` for a recent
@@ -571,7 +592,7 @@ mod tests {
     #[test]
     fn torn_and_misnamed_files_are_deleted_at_open() {
         let d = tempfile::tempdir().unwrap();
-        let local = LocalDir::open(d.path()).unwrap();
+        let local = LocalDir::open(d.path(), FileMode::PRIVATE).unwrap();
         for t in 1..=3 {
             local.write_capture(tx(t), l0(t, t as u8)).unwrap();
         }
@@ -584,7 +605,7 @@ mod tests {
         fs::write(local.path_of(tx(4)), l0(3, 9)).unwrap();
         drop(local);
 
-        let local = LocalDir::open(d.path()).unwrap();
+        let local = LocalDir::open(d.path(), FileMode::PRIVATE).unwrap();
         assert_eq!(local.txids().unwrap(), vec![tx(1), tx(3)]);
         assert_eq!(local.position().unwrap().unwrap().txid, tx(3));
         assert!(is_intact(&l0(5, 1)));
@@ -595,7 +616,7 @@ mod tests {
     #[test]
     fn captures_come_from_memory_and_pruned_files_are_reused() {
         let d = tempfile::tempdir().unwrap();
-        let local = LocalDir::open(d.path()).unwrap();
+        let local = LocalDir::open(d.path(), FileMode::PRIVATE).unwrap();
         for t in 1..=5 {
             local.write_capture(tx(t), l0(t, t as u8)).unwrap();
         }
@@ -620,7 +641,7 @@ mod tests {
         assert!(local.recent().unsynced.is_empty());
         drop(local);
         // A restart sweeps the spare files away and finds the newest capture.
-        let local = LocalDir::open(d.path()).unwrap();
+        let local = LocalDir::open(d.path(), FileMode::PRIVATE).unwrap();
         assert_eq!(local.txids().unwrap(), vec![tx(6)]);
         let names = fs::read_dir(&local.l0).unwrap().count();
         assert_eq!(names, 1, "only the newest file is left");
@@ -629,7 +650,7 @@ mod tests {
     #[test]
     fn busy_databases_take_replicated_files_off_disk_and_keep_them_in_memory() {
         let d = tempfile::tempdir().unwrap();
-        let local = LocalDir::open(d.path()).unwrap();
+        let local = LocalDir::open(d.path(), FileMode::PRIVATE).unwrap();
         let n = KEEP_ON_DISK as u64 + 10;
         for t in 1..=n {
             local.write_capture(tx(t), l0(t, t as u8)).unwrap();
@@ -653,7 +674,7 @@ mod tests {
         assert_eq!(local.recent().free.len(), 9);
         assert_eq!(local.position().unwrap().unwrap().txid, tx(n + 1));
         drop(local);
-        let local = LocalDir::open(d.path()).unwrap();
+        let local = LocalDir::open(d.path(), FileMode::PRIVATE).unwrap();
         assert_eq!(local.txids().unwrap().len(), KEEP_ON_DISK + 1);
     }
 }

@@ -139,6 +139,8 @@ pub enum ReplicateError {
         dir: PathBuf,
         source: std::io::Error,
     },
+    #[error("{db}: reading the database's permission bits: {source}")]
+    DbMode { db: String, source: std::io::Error },
     #[error("{db}: replica {replica}: {source}")]
     Storage {
         db: String,
@@ -205,14 +207,6 @@ pub async fn run_database(
     mode: RunMode,
 ) -> Result<(), ReplicateError> {
     let name = opts.path.display().to_string();
-    let local =
-        Arc::new(
-            LocalDir::open(&opts.meta_dir).map_err(|source| ReplicateError::Local {
-                db: name.clone(),
-                dir: opts.meta_dir.clone(),
-                source,
-            })?,
-        );
     // One listing per replica at start; positions are kept in memory afterwards.
     let mut remote_max = 0;
     let mut views = Vec::new();
@@ -263,6 +257,24 @@ pub async fn run_database(
             Err(e) => return Err(capture::CaptureError::Db(e).into()),
         }
     };
+    // Every copy we write gets the database's mode, so none is readable by more users
+    // than the database (security issue 17): the meta directory, made only now that the
+    // database exists, and the replicas' local files.
+    let file_mode =
+        crate::fsutil::FileMode::of_db(&opts.path).map_err(|source| ReplicateError::DbMode {
+            db: name.clone(),
+            source,
+        })?;
+    for r in &replicas {
+        r.store.set_file_mode(file_mode);
+    }
+    let local = Arc::new(LocalDir::open(&opts.meta_dir, file_mode).map_err(|source| {
+        ReplicateError::Local {
+            db: name.clone(),
+            dir: opts.meta_dir.clone(),
+            source,
+        }
+    })?);
     let copts = CaptureOptions {
         encoding: opts.encoding,
         min_checkpoint_pages: opts.min_checkpoint_pages,

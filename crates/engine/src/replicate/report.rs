@@ -365,7 +365,7 @@ mod tests {
     #[test]
     fn live_report_reads_atomics_and_local_files() {
         let dir = tempfile::tempdir().unwrap();
-        let local = LocalDir::open(dir.path()).unwrap();
+        let local = LocalDir::open(dir.path(), crate::fsutil::FileMode::PRIVATE).unwrap();
         for t in 1..=3u64 {
             local
                 .write(ltx::TxId::new(t).unwrap(), &vec![0u8; 10 * t as usize], 0)

@@ -7,8 +7,14 @@
 //! present, optional `PRAGMA quick_check`/`integrity_check`), and the final
 //! fsync → rename → directory fsync. The output path is not touched before everything
 //! is verified. Planning is not done here (see `plan`).
+//!
+//! The output (security issue 17): the temp file is a fresh random name created
+//! exclusively (`fsutil::create_tmp`), so nothing planted in a shared output directory is
+//! written through; a symlink at the output path is refused, never followed nor replaced
+//! ([`check_output`]); the restored file is `0600` ([`output_mode`]: LTX records no mode),
+//! or keeps the mode of the database it replaces under `-force`.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read};
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
@@ -21,7 +27,7 @@ use futures::StreamExt;
 use ltx::{Decoder, PageSize};
 
 use super::plan::Plan;
-use crate::fsutil;
+use crate::fsutil::{self, FileMode};
 use crate::storage::layout::{LtxInfo, LtxKey};
 use crate::storage::{ReplicaStore, StorageError};
 
@@ -45,6 +51,10 @@ pub struct ApplyOptions {
 pub enum ApplyError {
     #[error("{path} already exists (use -force to replace it)")]
     OutputExists { path: PathBuf },
+    /// The output path is a symbolic link: a restore neither writes through it (into a
+    /// file someone else chose) nor replaces it.
+    #[error("{path} is a symbolic link; restore does not follow or replace it (give the path of a regular file)")]
+    OutputSymlink { path: PathBuf },
     #[error("{file}: {source}")]
     Fetch { file: String, source: StorageError },
     #[error("{file}: {source}")]
@@ -95,8 +105,14 @@ pub struct ApplyReport {
     pub seconds: f64,
 }
 
-/// Refuses to proceed if the output or its sidecars exist, unless `force`.
+/// Refuses to proceed if the output is a symlink (even with `force`), or if the output or
+/// its sidecars exist (a dangling symlink counts), unless `force`.
 pub fn check_output(out: &Path, force: bool) -> Result<(), ApplyError> {
+    if std::fs::symlink_metadata(out).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(ApplyError::OutputSymlink {
+            path: out.to_path_buf(),
+        });
+    }
     if force {
         return Ok(());
     }
@@ -104,11 +120,22 @@ pub fn check_output(out: &Path, force: bool) -> Result<(), ApplyError> {
         .into_iter()
         .chain(std::iter::once(out.to_path_buf()))
     {
-        if p.exists() {
+        if std::fs::symlink_metadata(&p).is_ok() {
             return Err(ApplyError::OutputExists { path: p });
         }
     }
     Ok(())
+}
+
+/// The mode of a restored database: that of the regular file it replaces (`-force`),
+/// else [`FileMode::PRIVATE`]: LTX files record no mode, and a restore must not make a
+/// copy readable by more users than the owner chose.
+pub fn output_mode(out: &Path) -> FileMode {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::symlink_metadata(out) {
+        Ok(m) if m.is_file() => FileMode::of_db_mode(m.permissions().mode()),
+        _ => FileMode::PRIVATE,
+    }
 }
 
 fn sidecars(out: &Path) -> Vec<PathBuf> {
@@ -136,14 +163,19 @@ pub async fn apply(
     }
     // A restore killed earlier (kill -9, power loss) left its temp file: not ours to keep.
     let _ = fsutil::remove_stale_tmp_of(out);
-    let tmp = fsutil::tmp_path(out);
+    let (file, tmp) =
+        fsutil::create_tmp(out, output_mode(out)).map_err(|source| ApplyError::Io {
+            path: out.to_path_buf(),
+            op: "create temp file beside",
+            source,
+        })?;
     let io_err = |op| {
         let path = tmp.clone();
         move |source| ApplyError::Io { path, op, source }
     };
     let result = async {
         let bytes_fetched = plan.total_bytes();
-        let merged = merge(store, plan, &tmp, opts.parallelism).await?;
+        let merged = merge(store, plan, file, &tmp, opts.parallelism).await?;
         let (page_size, commit) = (merged.page_size, merged.commit);
         let lock = page_size.lock_page();
         if let Some(pgno) = (1..=commit).find(|&p| p != lock.get() && !merged.written.get(p)) {
@@ -302,7 +334,7 @@ struct Merged {
     commit: u32,
 }
 
-/// Merges the plan's files into a new temp file at `tmp`, newest first.
+/// Merges the plan's files into `file`, the new temp file at `tmp`, newest first.
 ///
 /// Three stages run at once, with bounded queues between them: ranged downloads across
 /// all files (`parallelism` chunks in flight, running ahead into the next files, each
@@ -312,10 +344,11 @@ struct Merged {
 /// writer that drops pages a newer file already wrote (a bitmap) and writes each run
 /// of remaining pages with a single positioned write. The newest file's header, the
 /// first bytes downloaded, gives the database's size and page size: the temp file is
-/// created once it has been read.
+/// sized once it has been read.
 async fn merge(
     store: Arc<dyn ReplicaStore>,
     plan: &Plan,
+    file: File,
     tmp: &Path,
     parallelism: usize,
 ) -> Result<Merged, ApplyError> {
@@ -377,13 +410,6 @@ async fn merge(
         move |source| ApplyError::Io { path, op, source }
     };
     // Dropping `batch_rx` on failure stops the decoder.
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(tmp)
-        .map_err(io_err("create"))?;
     file.set_len(commit as u64 * page_size.get() as u64)
         .map_err(io_err("size"))?;
     let out = file.try_clone().map_err(io_err("dup"))?;
@@ -778,6 +804,29 @@ fn start_writeback(f: &File) {
     let _ = f;
 }
 
+/// `path` as an SQLite `file:` URI without query: every byte but unreserved ones and `/`
+/// percent-encoded, so a `?`, `#` or `%` in the path (an `-o` path) names the same file
+/// rather than starting a query or fragment (security issue 17). An absolute path gets an
+/// empty authority (`file:///...`), so one starting with `//` is not taken for a host.
+fn sqlite_file_uri(path: &Path) -> String {
+    use std::fmt::Write as _;
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    let mut uri = String::from(if path.is_absolute() {
+        "file://"
+    } else {
+        "file:"
+    });
+    for &b in bytes {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            uri.push(b as char);
+        } else {
+            let _ = write!(uri, "%{b:02X}");
+        }
+    }
+    uri
+}
+
 /// Runs SQLite's own check on the restored file before it is put in place.
 pub fn verify_integrity(path: &Path, check: IntegrityCheck) -> Result<(), ApplyError> {
     let pragma = match check {
@@ -785,7 +834,7 @@ pub fn verify_integrity(path: &Path, check: IntegrityCheck) -> Result<(), ApplyE
         IntegrityCheck::Quick => "PRAGMA quick_check",
         IntegrityCheck::Full => "PRAGMA integrity_check",
     };
-    let uri = format!("file:{}?immutable=1", path.display());
+    let uri = format!("{}?immutable=1", sqlite_file_uri(path));
     let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI;
     let conn =
         rusqlite::Connection::open_with_flags(&uri, flags).map_err(|e| ApplyError::Integrity {

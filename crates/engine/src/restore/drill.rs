@@ -4,7 +4,8 @@
 //! restorable TXID), restore through [`apply`] into a scratch directory with SQLite's full
 //! `integrity_check`, time it (the RTO), note the replica's RPO (now minus the header
 //! timestamp of the newest file), optionally compare the result page for page with the
-//! live source, and remove the scratch directory; the [`DrillReport`]; and [`drill_loop`],
+//! live source, and remove the scratch directory (made `0700`, the copy in it `0600`); the
+//! [`DrillReport`]; and [`drill_loop`],
 //! which repeats drills on an interval for a long-running process.
 //!
 //! Comparing with the source is only meaningful at the same TXID. The replicator's local
@@ -310,6 +311,17 @@ fn scratch_dir(parent: &Path) -> PathBuf {
     ))
 }
 
+/// Creates the scratch directory `0700` (its parents as usual): the drill restores a full
+/// copy of the database into it, which no other local user may read (security issue 17;
+/// the restored file itself is `0600`, see `apply::output_mode`). The name is random, so
+/// anything already there is someone else's: an error, not a directory to reuse.
+fn create_scratch(scratch: &Path) -> std::io::Result<()> {
+    if let Some(parent) = scratch.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    crate::fsutil::create_dir(scratch, crate::fsutil::FileMode::PRIVATE)
+}
+
 async fn run(
     store: Arc<dyn ReplicaStore>,
     target: DrillTarget,
@@ -341,7 +353,7 @@ async fn run(
         DrillTarget::RandomPoint => random_point(&listing, newest)?,
     };
     report.txid = Some(plan.target_txid);
-    std::fs::create_dir_all(scratch).map_err(|source| DrillError::Scratch {
+    create_scratch(scratch).map_err(|source| DrillError::Scratch {
         path: scratch.to_path_buf(),
         source,
     })?;
@@ -597,5 +609,138 @@ mod tests {
         }
         let only = Listing::new(vec![info(0, 1, 1)]);
         assert_eq!(random_point(&only, t(1)).unwrap().target_txid, t(1));
+    }
+}
+
+/// Security issue 17: the drill's full copy of the database is for our eyes only.
+#[cfg(test)]
+mod scratch_mode_tests {
+    use super::*;
+    use crate::replicate::status::{DbStatus, ReplicaStatus};
+    use crate::replicate::{run_database, DbOptions, ReplicaOptions, ReplicaSpec, RunMode};
+    use crate::storage::file::FileStore;
+    use crate::storage::layout::{LtxInfo, LtxKey};
+    use async_trait::async_trait;
+    use bytes::Bytes;
+    use std::ops::Range;
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::Mutex;
+
+    /// A file replica that, at every read, notes the mode of everything under the drill's
+    /// scratch parent: what another local user could have read while the drill ran.
+    struct Watching {
+        inner: FileStore,
+        scratch_parent: PathBuf,
+        seen: Mutex<Vec<(PathBuf, bool, u32)>>,
+    }
+
+    impl Watching {
+        fn look(&self) {
+            fn walk(dir: &Path, out: &mut Vec<(PathBuf, bool, u32)>) {
+                for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                    let Ok(m) = e.path().symlink_metadata() else {
+                        continue;
+                    };
+                    out.push((e.path(), m.is_dir(), m.permissions().mode() & 0o7777));
+                    if m.is_dir() {
+                        walk(&e.path(), out);
+                    }
+                }
+            }
+            walk(&self.scratch_parent, &mut self.seen.lock().unwrap());
+        }
+    }
+
+    #[async_trait]
+    impl ReplicaStore for Watching {
+        fn location(&self) -> &str {
+            self.inner.location()
+        }
+        async fn list(&self, level: Level) -> Result<Vec<LtxInfo>, StorageError> {
+            self.inner.list(level).await
+        }
+        async fn get(
+            &self,
+            key: &LtxKey,
+            range: Option<Range<u64>>,
+        ) -> Result<Bytes, StorageError> {
+            self.look();
+            self.inner.get(key, range).await
+        }
+        async fn put(
+            &self,
+            key: &LtxKey,
+            data: Bytes,
+            created: SystemTime,
+        ) -> Result<(), StorageError> {
+            self.inner.put(key, data, created).await
+        }
+        async fn delete(&self, keys: &[LtxKey]) -> Result<(), StorageError> {
+            self.inner.delete(keys).await
+        }
+    }
+
+    #[tokio::test]
+    async fn drill_scratch_is_private_while_the_drill_runs() {
+        // SAFETY: umask(2) cannot fail; 022 is the usual default, set so the test does not
+        // depend on the environment's.
+        unsafe { libc::umask(0o022) };
+        let d = tempfile::tempdir().unwrap();
+        let db = d.path().join("app.db");
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch(
+            "PRAGMA journal_mode=WAL; CREATE TABLE t(v BLOB);
+             WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 400)
+             INSERT INTO t SELECT randomblob(3000) FROM n;",
+        )
+        .unwrap();
+        let replica = d.path().join("replica");
+        let (_tx, rx) = watch::channel(false);
+        run_database(
+            DbOptions::with_defaults(db.clone()),
+            vec![ReplicaSpec {
+                opts: ReplicaOptions::with_defaults("file"),
+                store: Arc::new(FileStore::new(&replica)),
+                status: Arc::new(ReplicaStatus::default()),
+            }],
+            Arc::new(DbStatus::default()),
+            Arc::new(tokio::sync::Notify::new()),
+            rx,
+            RunMode {
+                once: true,
+                force_full_image: false,
+            },
+        )
+        .await
+        .unwrap();
+        let scratch_parent = d.path().join("scratch");
+        std::fs::create_dir(&scratch_parent).unwrap();
+        std::fs::set_permissions(&scratch_parent, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let store = Arc::new(Watching {
+            inner: FileStore::new(&replica),
+            scratch_parent: scratch_parent.clone(),
+            seen: Mutex::default(),
+        });
+        let opts = DrillOptions {
+            scratch_parent: scratch_parent.clone(),
+            parallelism: 1,
+            source: None,
+        };
+        let report = drill(store.clone(), DrillTarget::Latest, &opts).await;
+        assert!(report.ok, "{:?}", report.error);
+        let seen = store.seen.lock().unwrap().clone();
+        assert!(
+            seen.iter().any(|(_, dir, _)| *dir),
+            "the scratch directory existed during a read: {seen:?}"
+        );
+        for (path, dir, mode) in &seen {
+            let want = if *dir { 0o700 } else { 0o600 };
+            assert_eq!(
+                *mode,
+                want,
+                "{} is {mode:o} while the drill runs",
+                path.display()
+            );
+        }
     }
 }

@@ -30,7 +30,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -42,7 +42,8 @@ use futures::StreamExt;
 use ltx::PageSize;
 
 use super::apply::{
-    check_output, install, verify_integrity, ApplyError, ApplyOptions, ApplyReport, IntegrityCheck,
+    check_output, install, output_mode, verify_integrity, ApplyError, ApplyOptions, ApplyReport,
+    IntegrityCheck,
 };
 use crate::fsutil;
 use crate::sqlite::wal::{self, Outcome, ScanFrom, WalHeader};
@@ -368,8 +369,14 @@ pub async fn apply_v3(
     // Temp files a killed restore left behind (see `apply`).
     let _ = fsutil::remove_stale_tmp_of(out);
     let _ = fsutil::remove_stale_tmp_of(&sibling(out, "-v3wal"));
-    let tmp = fsutil::tmp_path(out);
-    let wal_tmp = fsutil::tmp_path(&sibling(out, "-v3wal"));
+    let (out_file, tmp) = fsutil::create_tmp(out, output_mode(out))
+        .map_err(io_err(out, "create temp file beside"))?;
+    let wal_name = sibling(out, "-v3wal");
+    let (wal_file, wal_tmp) =
+        fsutil::create_tmp(&wal_name, fsutil::FileMode::PRIVATE).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            io_err(&wal_name, "create temp file beside")(e)
+        })?;
     let depth = opts.parallelism.max(1);
     let (tx, rx) = tokio::sync::mpsc::channel::<Fetched>(depth);
     let files: Vec<V3File> = plan.files().cloned().collect();
@@ -394,6 +401,8 @@ pub async fn apply_v3(
         plan: plan.clone(),
         tmp: tmp.clone(),
         wal_tmp: wal_tmp.clone(),
+        out: out_file,
+        wal: wal_file,
         integrity: opts.integrity,
     };
     let joined = tokio::task::spawn_blocking(move || job.run(rx)).await;
@@ -434,6 +443,9 @@ struct Job {
     plan: V3Plan,
     tmp: PathBuf,
     wal_tmp: PathBuf,
+    /// The temp database at `tmp` and WAL at `wal_tmp`, created exclusively.
+    out: File,
+    wal: File,
     integrity: IntegrityCheck,
 }
 
@@ -459,12 +471,12 @@ impl Job {
                 }),
             }
         };
-        let out = create(&self.tmp)?;
+        let out = &self.out;
         let snapshot = &self.plan.snapshot;
-        decompress_into(&next(snapshot)?, snapshot, &out, &self.tmp)?;
-        let page_size = self.snapshot_page_size(&out)?;
+        decompress_into(&next(snapshot)?, snapshot, out, &self.tmp)?;
+        let page_size = self.snapshot_page_size(out)?;
         for w in &self.plan.wal {
-            let wal = create(&self.wal_tmp)?;
+            let wal = self.emptied_wal()?;
             let mut end = 0u64;
             let mut before: Option<&V3File> = None;
             for seg in &w.segments {
@@ -497,10 +509,10 @@ impl Job {
                     }
                     .into());
                 }
-                end += decompress_into(&next(seg)?, seg, &wal, &self.wal_tmp)?;
+                end += decompress_into(&next(seg)?, seg, wal, &self.wal_tmp)?;
                 before = Some(seg);
             }
-            self.apply_wal(w, &wal, &out, page_size)?;
+            self.apply_wal(w, wal, out, page_size)?;
         }
         out.sync_all().map_err(io_err(&self.tmp, "fsync"))?;
         let len = out.metadata().map_err(io_err(&self.tmp, "stat"))?.len();
@@ -592,14 +604,18 @@ impl Job {
     }
 }
 
-fn create(path: &Path) -> Result<File, ApplyError> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
-        .map_err(io_err(path, "create"))
+impl Job {
+    /// The WAL temp file, emptied and rewound for the next index.
+    fn emptied_wal(&self) -> Result<&File, ApplyError> {
+        use std::io::Seek;
+        self.wal
+            .set_len(0)
+            .map_err(io_err(&self.wal_tmp, "truncate"))?;
+        (&self.wal)
+            .seek(io::SeekFrom::Start(0))
+            .map_err(io_err(&self.wal_tmp, "seek"))?;
+        Ok(&self.wal)
+    }
 }
 
 fn io_err(path: &Path, op: &'static str) -> impl FnOnce(io::Error) -> ApplyError {

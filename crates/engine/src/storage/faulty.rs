@@ -91,6 +91,10 @@ impl ReplicaStore for FaultyStore {
         self.inner.location()
     }
 
+    fn set_file_mode(&self, mode: crate::fsutil::FileMode) {
+        self.inner.set_file_mode(mode);
+    }
+
     async fn list(&self, level: Level) -> Result<Vec<LtxInfo>, StorageError> {
         self.before(&format!("listing level {level}")).await?;
         self.inner.list(level).await

@@ -14,8 +14,15 @@
 //! lock makes read-compare-replace atomic among writers on one host, and on network file
 //! systems whose `flock` is cluster-wide (NFSv4 maps it to byte-range locks).
 //!
-//! Stale temp files: a replicator killed mid-put leaves `<min>-<max>.ltx.<pid>[.<seq>].tmp`
-//! in a level directory. Listings (ours and Litestream's, which ignores names that are not
+//! Modes (security issue 17): files and directories this store creates get a
+//! [`FileMode`]: the database's own mode once the replicator has opened the database
+//! ([`ReplicaStore::set_file_mode`]), owner-only before that and in a store opened without
+//! a database. Temp files are fresh random names created exclusively (`fsutil`), so a
+//! symlink planted in a shared replica directory is never written through. Directories
+//! that already exist keep their mode: the replica root is the user's to choose.
+//!
+//! Stale temp files: a replicator killed mid-put leaves `<min>-<max>.ltx.<pid>.<random>.tmp`
+//! (or the older `<min>-<max>.ltx.<pid>[.<seq>].tmp`) in a level directory. Listings (ours and Litestream's, which ignores names that are not
 //! `<16 hex>-<16 hex>.ltx`) never see them, so they are harmless to restore, but they would
 //! pile up; the first put into a level directory after start removes those of that pattern
 //! whose process is gone and which predate this process (`FileStore::sweep_level`).
@@ -24,6 +31,7 @@ use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -34,7 +42,7 @@ use ltx::Level;
 use super::layout::v3::{self, V3File};
 use super::layout::{Layout, LtxInfo, LtxKey};
 use super::{ETag, NamedObject, ReplicaStore, StorageError};
-use crate::fsutil;
+use crate::fsutil::{self, FileMode};
 
 #[derive(Debug, Clone)]
 pub struct FileStore {
@@ -46,6 +54,8 @@ pub struct FileStore {
     /// Level directories kept open: a put creates, renames and fsyncs relative to the
     /// descriptor (no path walk, no open and close of the directory per put).
     dirs: Arc<Mutex<std::collections::HashMap<u8, Arc<File>>>>,
+    /// The [`FileMode`] bits of what this store creates (see the module docs).
+    mode: Arc<AtomicU32>,
 }
 
 /// When this process made its first `FileStore`: temp files older than this cannot be
@@ -125,13 +135,19 @@ impl FileStore {
             buffers: Arc::default(),
             swept: Arc::default(),
             dirs: Arc::default(),
+            mode: Arc::new(AtomicU32::new(FileMode::PRIVATE.file())),
         }
     }
 
+    /// The mode of files and directories this store creates from now on.
+    fn mode(&self) -> FileMode {
+        FileMode::of_db_mode(self.mode.load(Ordering::Relaxed))
+    }
+
     /// Removes, once per level directory and process, the temp files a put of an earlier
-    /// replicator left there when it was killed: names `<ltx name>.<pid>.tmp` or
-    /// `<ltx name>.<pid>.<seq>.tmp` (what `fsutil::write_durable` and
-    /// [`create_new_durable_at`] make) whose pid is not a running process and whose mtime
+    /// replicator left there when it was killed: names `<ltx name>.<pid>.<random>.tmp`
+    /// (what `fsutil` makes) or the older `<ltx name>.<pid>.tmp` and
+    /// `<ltx name>.<pid>.<seq>.tmp`, whose pid is not a running process and whose mtime
     /// is older than this process's first store. Anything else (another program's files,
     /// a live writer's temp file) is left alone. Errors are ignored: a leftover is only
     /// wasted space, never read.
@@ -154,7 +170,7 @@ impl FileStore {
             let Some(pid) = name.to_str().and_then(|n| stale_tmp_pid(level, n)) else {
                 continue;
             };
-            if pid == std::process::id() || process_exists(pid) {
+            if pid == std::process::id() || fsutil::process_exists(pid) {
                 continue;
             }
             let old = entry
@@ -292,7 +308,7 @@ impl FileStore {
             return Ok(d.clone());
         }
         let dir = self.level_dir(level);
-        fsutil::create_dir_all_durable(&dir)?;
+        fsutil::create_dir_all_durable(&dir, self.mode())?;
         self.sweep_level(level);
         let d = Arc::new(File::open(&dir)?);
         self.dirs_cache().insert(level.get(), d.clone());
@@ -304,7 +320,13 @@ impl FileStore {
     fn put_in_level_dir(&self, key: &LtxKey, data: &[u8], created: SystemTime) -> io::Result<()> {
         let dir = self.level_dir_handle(key.level)?;
         let name = key.file_name();
-        fsutil::write_durable_in(&dir, std::ffi::OsStr::new(&name), data, Some(created))
+        fsutil::write_durable_in(
+            &dir,
+            std::ffi::OsStr::new(&name),
+            data,
+            Some(created),
+            self.mode(),
+        )
     }
 
     fn delete_sync(&self, keys: &[LtxKey]) -> Result<(), StorageError> {
@@ -343,10 +365,10 @@ impl FileStore {
         }
         let path = self.root.join(name);
         if let Some(dir) = path.parent() {
-            fsutil::create_dir_all_durable(dir)
+            fsutil::create_dir_all_durable(dir, self.mode())
                 .map_err(|e| self.err(format!("creating {}", dir.display()), e))?;
         }
-        match create_new_durable(&path, data) {
+        match create_new_durable(&path, data, self.mode()) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(StorageError::Precondition {
                 location: self.location.clone(),
@@ -367,11 +389,11 @@ impl FileStore {
     fn put_name_sync(&self, name: &str, data: &[u8]) -> Result<(), StorageError> {
         let path = self.aux_path(name)?;
         if let Some(dir) = path.parent() {
-            fsutil::create_dir_all_durable(dir)
+            fsutil::create_dir_all_durable(dir, self.mode())
                 .map_err(|e| self.err(format!("creating {}", dir.display()), e))?;
         }
         // No mtime of ours: the file system's clock is what `head_name` must report.
-        fsutil::write_durable(&path, data, None).map_err(|e| self.err(name, e))
+        fsutil::write_durable_mode(&path, data, None, self.mode()).map_err(|e| self.err(name, e))
     }
 
     fn head_name_sync(&self, name: &str) -> Result<NamedObject, StorageError> {
@@ -412,10 +434,10 @@ impl FileStore {
         created: SystemTime,
     ) -> Result<(), StorageError> {
         let dir = self.level_dir(key.level);
-        fsutil::create_dir_all_durable(&dir)
+        fsutil::create_dir_all_durable(&dir, self.mode())
             .map_err(|e| self.err(format!("creating {}", dir.display()), e))?;
         self.sweep_level(key.level);
-        match create_new_durable_at(&self.path_of(key), data, Some(created)) {
+        match create_new_durable_at(&self.path_of(key), data, Some(created), self.mode()) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(StorageError::Precondition {
                 location: self.location.clone(),
@@ -428,10 +450,10 @@ impl FileStore {
     fn create_name_sync(&self, name: &str, data: &[u8]) -> Result<ETag, StorageError> {
         let path = self.aux_path(name)?;
         if let Some(dir) = path.parent() {
-            fsutil::create_dir_all_durable(dir)
+            fsutil::create_dir_all_durable(dir, self.mode())
                 .map_err(|e| self.err(format!("creating {}", dir.display()), e))?;
         }
-        match create_new_durable(&path, data) {
+        match create_new_durable(&path, data, self.mode()) {
             Ok(()) => Ok(content_tag(data)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(StorageError::Precondition {
                 location: self.location.clone(),
@@ -458,11 +480,7 @@ impl FileStore {
         let mut lock_name = path.file_name().unwrap_or_default().to_os_string();
         lock_name.push(".lock");
         let lock_path = path.with_file_name(lock_name);
-        let lock = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
+        let lock = open_lock(&lock_path, self.mode())
             .map_err(|e| self.err(format!("opening {}", lock_path.display()), e))?;
         lock.lock()
             .map_err(|e| self.err(format!("locking {}", lock_path.display()), e))?;
@@ -473,40 +491,38 @@ impl FileStore {
                 what: name.into(),
             });
         }
-        fsutil::write_durable(&path, data, None).map_err(|e| self.err(name, e))?;
+        fsutil::write_durable_mode(&path, data, None, self.mode())
+            .map_err(|e| self.err(name, e))?;
         drop(lock);
         Ok(content_tag(data))
+    }
+}
+
+/// Opens (creating if needed, never through a symlink) the lock file of a named object.
+fn open_lock(path: &Path, mode: FileMode) -> io::Result<File> {
+    match fsutil::create_exclusive(path, mode) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => fsutil::open_existing_for_write(path),
+        r => r,
     }
 }
 
 /// Creates `path` with `data` unless it exists (`AlreadyExists`), atomically and durably:
 /// the content is written and fsynced under a temp name, then hard-linked into place, which
 /// fails rather than replaces, so no reader sees a partial file and no writer overwrites.
-fn create_new_durable(path: &Path, data: &[u8]) -> io::Result<()> {
-    create_new_durable_at(path, data, None)
+fn create_new_durable(path: &Path, data: &[u8], mode: FileMode) -> io::Result<()> {
+    create_new_durable_at(path, data, None, mode)
 }
 
 /// [`create_new_durable`], setting the file's mtime to `mtime` when given.
-fn create_new_durable_at(path: &Path, data: &[u8], mtime: Option<SystemTime>) -> io::Result<()> {
+fn create_new_durable_at(
+    path: &Path,
+    data: &[u8],
+    mtime: Option<SystemTime>,
+    mode: FileMode,
+) -> io::Result<()> {
     use std::io::Write;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(format!(
-        ".{}.{}{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed),
-        fsutil::TMP_SUFFIX
-    ));
-    let tmp = path.with_file_name(name);
+    let (mut f, tmp) = fsutil::create_tmp(path, mode)?;
     let result = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;
         if let Some(t) = mtime {
@@ -525,29 +541,12 @@ fn create_new_durable_at(path: &Path, data: &[u8], mtime: Option<SystemTime>) ->
 }
 
 /// The pid in a temp file name a put of ours makes in `level`'s directory
-/// (`<ltx name>.<pid>.tmp` or `<ltx name>.<pid>.<seq>.tmp`), `None` for any other name.
+/// (`<ltx name>.<pid>.<random hex>.tmp`, or the older `<ltx name>.<pid>.tmp` and
+/// `<ltx name>.<pid>.<seq>.tmp`), `None` for any other name.
 fn stale_tmp_pid(level: Level, name: &str) -> Option<u32> {
-    let rest = name.strip_suffix(fsutil::TMP_SUFFIX)?;
-    let (ltx_name, tail) = rest.split_once(".ltx.")?;
+    let (ltx_name, tail) = name.split_once(".ltx.")?;
     LtxKey::parse_file_name(level, &format!("{ltx_name}.ltx"))?;
-    let mut parts = tail.split('.');
-    let pid = parts.next()?;
-    let seq = parts.next();
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    if !digits(pid) || seq.is_some_and(|s| !digits(s)) || parts.next().is_some() {
-        return None;
-    }
-    pid.parse().ok()
-}
-
-/// Whether a process with this pid runs on this host.
-fn process_exists(pid: u32) -> bool {
-    let Ok(pid) = i32::try_from(pid) else {
-        return false;
-    };
-    // SAFETY: kill(2) with signal 0 sends nothing; it only checks that the pid exists.
-    let r = unsafe { libc::kill(pid, 0) };
-    r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    fsutil::tmp_pid(tail)
 }
 
 /// Litestream 0.3's `generations/` layout, read-only (restore of replicas 0.3 wrote).
@@ -612,6 +611,10 @@ impl FileStore {
 impl ReplicaStore for FileStore {
     fn location(&self) -> &str {
         &self.location
+    }
+
+    fn set_file_mode(&self, mode: FileMode) {
+        self.mode.store(mode.file(), Ordering::Relaxed);
     }
 
     async fn list(&self, level: Level) -> Result<Vec<LtxInfo>, StorageError> {
@@ -832,7 +835,11 @@ mod tests {
         let ltx = "0000000000000001-0000000000000001.ltx";
         let dead = 2_147_483_646u32; // above pid_max: never a running process
         let mine = std::process::id();
-        let stale = [format!("{ltx}.{dead}.tmp"), format!("{ltx}.{dead}.7.tmp")];
+        let stale = [
+            format!("{ltx}.{dead}.tmp"),
+            format!("{ltx}.{dead}.7.tmp"),
+            format!("{ltx}.{dead}.00c0ffee00c0ffee.tmp"), // fsutil's random temp names
+        ];
         let kept = [
             format!("{ltx}.{mine}.tmp"),    // a live process (this one)
             format!("other.db.{dead}.tmp"), // not an LTX temp name
@@ -859,6 +866,36 @@ mod tests {
         }
         assert_eq!(stale_tmp_pid(Level::L0, &stale[1]), Some(dead));
         assert_eq!(s.list(Level::L0).await.unwrap().len(), 1);
+    }
+
+    /// Security issue 17: what the store creates gets the mode it was given (the
+    /// database's), owner-only before that; existing directories keep theirs.
+    #[tokio::test]
+    async fn created_files_and_dirs_take_the_store_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        // SAFETY: umask(2) cannot fail; 022 is the common default.
+        unsafe { libc::umask(0o022) };
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("replica");
+        let s = FileStore::new(&root);
+        s.put_name("lock.json", Bytes::from_static(b"{}"))
+            .await
+            .unwrap();
+        assert_eq!(mode(&root), 0o700, "before a database is known: owner only");
+        assert_eq!(mode(&root.join("lock.json")), 0o600);
+        s.set_file_mode(FileMode::of_db_mode(0o640));
+        s.put(&key(0, 1, 1), Bytes::from_static(b"x"), UNIX_EPOCH)
+            .await
+            .unwrap();
+        s.put_if_absent(&key(1, 1, 1), Bytes::from_static(b"x"), UNIX_EPOCH)
+            .await
+            .unwrap();
+        assert_eq!(mode(&root.join("ltx")), 0o750);
+        assert_eq!(mode(&root.join("ltx/0")), 0o750);
+        assert_eq!(mode(&s.path_of(&key(0, 1, 1))), 0o640);
+        assert_eq!(mode(&s.path_of(&key(1, 1, 1))), 0o640);
+        assert_eq!(mode(&root), 0o700, "an existing directory keeps its mode");
     }
 
     #[tokio::test]

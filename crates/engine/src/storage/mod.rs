@@ -145,6 +145,14 @@ pub trait ReplicaStore: Send + Sync + 'static {
     /// Where this replica lives, for logs and errors; never contains a secret.
     fn location(&self) -> &str;
 
+    /// The permission bits for local files and directories this store creates from now on:
+    /// the replicator calls it with its database's mode once the database is open, so a
+    /// copy is never readable by more users than the database (security issue 17).
+    /// Backends that write no local files ignore it.
+    fn set_file_mode(&self, mode: crate::fsutil::FileMode) {
+        let _ = mode;
+    }
+
     /// The files of one level, sorted by (min, max).
     async fn list(&self, level: Level) -> Result<Vec<LtxInfo>, StorageError>;
 
