@@ -1041,16 +1041,18 @@ mod tests {
     use std::time::SystemTime;
 
     /// A file replica holding one snapshot of `pages` pages (of 4096 bytes) whose header
-    /// says the database has `commit` pages.
+    /// says the database has `commit` pages (the file checksum then fails, but only at the
+    /// end of the file).
     async fn replica(dir: &Path, pages: u32, commit: u32) -> Arc<FileStore> {
         let ps = PageSize::new(4096).unwrap();
-        let h = Header::new(ps, commit, TxId::ONE, TxId::new(3).unwrap(), 0);
+        let h = Header::new(ps, pages, TxId::ONE, TxId::new(3).unwrap(), 0);
         let mut enc = Encoder::new(Vec::new(), &h, PageEncoding::Block).unwrap();
         for p in 1..=pages {
             enc.write_page(PageNo::new(p).unwrap(), &vec![p as u8; 4096])
                 .unwrap();
         }
-        let (data, _) = enc.finish().unwrap();
+        let (mut data, _) = enc.finish().unwrap();
+        data[12..16].copy_from_slice(&commit.to_be_bytes());
         let store = Arc::new(FileStore::new(dir.join("replica")));
         let key = LtxKey {
             level: Level::SNAPSHOT,
@@ -1074,19 +1076,28 @@ mod tests {
 
     /// Issue 17: a listing with a size near 2^64 made the restore build every byte range
     /// of it up front (and overflow): it aborted the process. Now it is an error naming
-    /// the file, before any read; a size merely larger than the header allows is refused
-    /// once the header is read.
+    /// the file, before any read; a size merely larger than the header allows (a sparse
+    /// file of 64 GiB) is refused once the header is read.
     #[tokio::test]
     async fn absurd_listed_sizes_are_refused_naming_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let inner = replica(dir.path(), 3, 3).await;
+        let path = dir
+            .path()
+            .join("replica/ltx/9/0000000000000001-0000000000000003.ltx");
+        let honest = std::fs::metadata(&path).unwrap().len();
         for (listed, limit) in [
             (u64::MAX - 5, "any LTX file"),
             (ltx::max_any_file_bytes() + 1, "any LTX file"),
-            (1 << 30, "its header"),
+            (64 << 30, "its header"),
         ] {
             let store = Arc::new(FaultyStore::new(inner.clone()));
-            store.faults.listed_size.store(listed, Ordering::Relaxed);
+            if limit == "its header" {
+                let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+                f.set_len(listed).unwrap();
+            } else {
+                store.faults.listed_size.store(listed, Ordering::Relaxed);
+            }
             let out = dir.path().join("out.db");
             let e = restore(store, &out).await.unwrap_err();
             match &e {
@@ -1105,6 +1116,8 @@ mod tests {
             assert!(!out.exists());
         }
         // The same replica, listed honestly, restores.
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_len(honest).unwrap();
         let out = dir.path().join("out.db");
         let r = restore(inner, &out).await.unwrap();
         assert_eq!(r.pages, 3);

@@ -867,6 +867,15 @@ fn decompress_into(
         Ok(Ok(n))
     })();
     drop(dec);
+    // 0.3 writes one frame per file: bytes after it are damage (or a file inflated to
+    // look like more), refused without being read.
+    let trailing = (src.file.size_bytes - src.at) + src.cur.len() as u64;
+    let copied = match copied {
+        Ok(Ok(_)) if trailing > 0 => Err(io::Error::other(format!(
+            "{trailing} bytes follow the end of the frame"
+        ))),
+        r => r,
+    };
     match copied {
         Ok(r) => r,
         Err(source) if w.failed => Err(ApplyError::Io {
