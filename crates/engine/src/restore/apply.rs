@@ -7,6 +7,13 @@
 //! present, optional `PRAGMA quick_check`/`integrity_check`), and the final
 //! fsync → rename → directory fsync. The output path is not touched before everything
 //! is verified. Planning is not done here (see `plan`).
+//!
+//! Nothing the store says sizes memory or disk unchecked (issue 17): a listed size must be
+//! one an LTX file can have, then no more than its header allows ([`ltx::max_file_bytes`]);
+//! byte ranges are made one at a time as downloads start; the newest header's page count
+//! must fit the planned bytes ([`ltx::MIN_PAGE_BYTES`] a page) before the temp file is
+//! sized; the bitmap of written pages grows with the pages written, not the count claimed;
+//! and every file's header TXIDs must be the ones its name says.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
@@ -62,7 +69,9 @@ pub enum ApplyError {
     },
     /// A listed size that no LTX file can have, or more than the file's own header
     /// allows: a damaged or lying store. Refused before any read is sized by it.
-    #[error("{file}: the store lists it as {listed} bytes, more than {limit} allows ({max} bytes)")]
+    #[error(
+        "{file}: the store lists it as {listed} bytes, more than {limit} allows ({max} bytes)"
+    )]
     ListedSizeTooLarge {
         file: String,
         listed: u64,
@@ -354,10 +363,7 @@ async fn merge(
         .iter()
         .fold(0u64, |a, f| a.saturating_add(f.size_bytes));
     let chunk = store.restore_chunk_bytes().max(1);
-    let ranges = chunk_ranges(
-        files.iter().map(|f| (f.key, f.size_bytes)).collect(),
-        chunk,
-    );
+    let ranges = chunk_ranges(files.iter().map(|f| (f.key, f.size_bytes)).collect(), chunk);
     // The reader holds one chunk and the queue the others; a download starts only once
     // its chunk has a place in the queue, so at most `parallelism` are buffered.
     let (chunk_tx, chunk_rx) =
@@ -1059,7 +1065,10 @@ mod tests {
             min: TxId::ONE,
             max: TxId::new(3).unwrap(),
         };
-        store.put(&key, data.into(), SystemTime::now()).await.unwrap();
+        store
+            .put(&key, data.into(), SystemTime::now())
+            .await
+            .unwrap();
         store
     }
 
@@ -1147,7 +1156,11 @@ mod tests {
             "{e}"
         );
         assert!(!out.exists());
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "only the replica");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "only the replica"
+        );
     }
 
     #[test]

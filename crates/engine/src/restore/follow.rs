@@ -64,7 +64,9 @@ pub enum FollowError {
         header_max: TxId,
     },
     /// A listed size no LTX file can have, or more than the file's header allows.
-    #[error("{file}: the store lists it as {listed} bytes, more than {limit} allows ({max} bytes)")]
+    #[error(
+        "{file}: the store lists it as {listed} bytes, more than {limit} allows ({max} bytes)"
+    )]
     ListedSizeTooLarge {
         file: String,
         listed: u64,
@@ -199,11 +201,7 @@ impl RangedReader {
             return Err(StorageError::Permanent {
                 location: self.store.location().to_string(),
                 what: self.key.to_string(),
-                detail: format!(
-                    "asked for bytes {}..{end}, got {} bytes",
-                    self.at,
-                    b.len()
-                ),
+                detail: format!("asked for bytes {}..{end}, got {} bytes", self.at, b.len()),
             });
         }
         self.at = end;

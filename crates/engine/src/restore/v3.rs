@@ -90,9 +90,9 @@ impl V3Plan {
 
     /// Compressed bytes to fetch.
     pub fn total_bytes(&self) -> u64 {
-        self.wal
-            .iter()
-            .fold(self.snapshot.size_bytes, |a, w| a.saturating_add(w.size_bytes()))
+        self.wal.iter().fold(self.snapshot.size_bytes, |a, w| {
+            a.saturating_add(w.size_bytes())
+        })
     }
 
     /// The WAL index the restored database reaches.
@@ -496,11 +496,7 @@ impl PieceReader<'_> {
             return Err(StorageError::Permanent {
                 location: self.reads.store.location().to_string(),
                 what: self.file.path(),
-                detail: format!(
-                    "asked for bytes {}..{end}, got {} bytes",
-                    self.at,
-                    b.len()
-                ),
+                detail: format!("asked for bytes {}..{end}, got {} bytes", self.at, b.len()),
             });
         }
         self.at = end;
@@ -1385,7 +1381,11 @@ mod tests {
             }
             e => panic!("want TooLarge, got {e:?}"),
         }
-        assert!(e.to_string().contains("pages of 1024 bytes its SQLite header says"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("pages of 1024 bytes its SQLite header says"),
+            "{e}"
+        );
         assert!(!out.exists());
         fx.assert_no_temp_files();
     }
@@ -1403,7 +1403,11 @@ mod tests {
         assert!(
             matches!(
                 &e,
-                ApplyError::V3(V3ApplyError::SegmentOverlap { index: 1, to: 1000, .. })
+                ApplyError::V3(V3ApplyError::SegmentOverlap {
+                    index: 1,
+                    to: 1000,
+                    ..
+                })
             ),
             "{e:?}"
         );
@@ -1450,8 +1454,9 @@ mod tests {
         std::fs::create_dir_all(snap.parent().unwrap()).unwrap();
         write_lz4(&snap, &want);
         assert!(std::fs::metadata(&snap).unwrap().len() > 2 << 20);
-        let store: Arc<dyn ReplicaStore> =
-            Arc::new(crate::storage::file::FileStore::new(dir.path().join("replica")));
+        let store: Arc<dyn ReplicaStore> = Arc::new(crate::storage::file::FileStore::new(
+            dir.path().join("replica"),
+        ));
         let plan = plan_v3(&store.list_v3().await.unwrap(), None).unwrap();
         let out = dir.path().join("out.db");
         let opts = ApplyOptions {
@@ -1460,7 +1465,10 @@ mod tests {
             force: false,
         };
         apply_v3(store, &plan, &out, &opts).await.unwrap();
-        assert!(std::fs::read(&out).unwrap() == want, "restored bytes differ");
+        assert!(
+            std::fs::read(&out).unwrap() == want,
+            "restored bytes differ"
+        );
     }
 
     #[test]

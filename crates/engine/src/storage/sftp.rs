@@ -781,10 +781,7 @@ impl ReplicaStore for SftpStore {
         let rel = file.path();
         self.run(&rel, Retry::Idempotent, |c| {
             let (rel, range) = (rel.clone(), range.clone());
-            async move {
-                self.get_on(&c, &self.remote(&rel), &rel, Some(range))
-                    .await
-            }
+            async move { self.get_on(&c, &self.remote(&rel), &rel, Some(range)).await }
         })
         .await
     }
