@@ -1045,6 +1045,8 @@ mod tests {
         );
         assert_eq!(l[0].generation.as_str(), "d644f78ac6339b2c");
         assert_eq!(&s.get_v3(&l[2]).await.unwrap()[..], b"wal1!");
+        assert_eq!(&s.get_v3_range(&l[2], 1..4).await.unwrap()[..], b"al1");
+        assert!(s.get_v3_range(&l[2], 3..9).await.is_err());
         fs::remove_file(g.join("wal/00000001_00000000.wal.lz4")).unwrap();
         assert!(s.get_v3(&l[1]).await.unwrap_err().is_not_found());
     }
