@@ -807,12 +807,12 @@ fn decompress_into(
     };
     let mut dec = lz4_flex::frame::FrameDecoder::new(&mut src);
     let copied = (|| -> io::Result<Result<u64, ApplyError>> {
-        let (limit, head) = match bound {
+        let ((limit, what), head) = match bound {
             Bound::Snapshot => {
                 let mut head = Vec::with_capacity(100);
                 (&mut dec).take(100).read_to_end(&mut head)?;
                 match snapshot_limit(&head) {
-                    Ok((limit, what)) => (Some((limit, what)), head),
+                    Ok(limit) => (limit, head),
                     Err(detail) => {
                         return Ok(Err(V3ApplyError::BadSnapshot {
                             file: file.path(),
@@ -823,10 +823,9 @@ fn decompress_into(
                 }
             }
             Bound::Segment { ends_by, .. } | Bound::LastSegment { ends_by } => {
-                (Some((ends_by, String::new())), Vec::new())
+                ((ends_by, String::new()), Vec::new())
             }
         };
-        let (limit, what) = limit.expect("every bound has a limit");
         w.write_all(&head)?;
         let rest = limit.saturating_sub(head.len() as u64);
         let n = head.len() as u64 + io::copy(&mut (&mut dec).take(rest), &mut w)?;
