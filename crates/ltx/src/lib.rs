@@ -29,7 +29,10 @@ pub use compact::{compact, compact_as_snapshot};
 pub use decoder::Decoder;
 pub use encoder::Encoder;
 pub use error::{CompactError, DecodeError, EncodeError, HeaderError, TypeError};
-pub use header::{Header, Trailer, FLAG_NO_CHECKSUM, HEADER_SIZE, TRAILER_SIZE};
+pub use header::{
+    max_any_file_bytes, max_file_bytes, Header, Trailer, FLAG_NO_CHECKSUM, HEADER_SIZE,
+    MIN_PAGE_BYTES, TRAILER_SIZE,
+};
 pub use index::{parse_page_index, PageIndexEntry};
 pub use lz4::PageEncoding;
 pub use types::{Level, PageNo, PageSize, TxId};

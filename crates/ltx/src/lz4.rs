@@ -104,6 +104,18 @@ pub(crate) fn max_compressed_size(n: usize) -> usize {
     get_maximum_output_size(n)
 }
 
+/// Bytes a legacy LZ4 frame may take beyond [`max_compressed_size`] of its page: the
+/// frame header (at most 19 bytes), the end mark and content checksum (8), and up to 16
+/// blocks with their size word, block checksum and LZ4's own slack (24 each). Encoders
+/// write one block per page; the allowance is generous, but it makes a frame's size,
+/// and so an LTX file's, bounded by its header (see `Header::max_file_bytes`).
+pub(crate) const LEGACY_FRAME_OVERHEAD: usize = 19 + 8 + 16 * 24;
+
+/// Most bytes one page's payload may take after its 6-byte header, either encoding.
+pub(crate) fn max_payload_size(page_bytes: usize) -> usize {
+    max_compressed_size(page_bytes) + LEGACY_FRAME_OVERHEAD.max(4)
+}
+
 const FRAME_MAGIC: u32 = 0x184D_2204;
 
 /// Reads one LZ4 frame from `src` and decompresses it into `out`, which it must
@@ -197,6 +209,24 @@ pub(crate) fn read_legacy_frame<R: Read>(
         let stored = word & 0x8000_0000 != 0;
         let len = (word & 0x7FFF_FFFF) as usize;
         let remaining = out.len() - pos;
+        // A block that adds nothing (or a page already full) would let a frame grow
+        // without bound while decoding to one page; no encoder writes one.
+        if remaining == 0 || len == 0 {
+            return Err(bad(
+                at,
+                format!("LZ4 frame block of {len} bytes with {remaining} bytes of the page left"),
+            ));
+        }
+        if at + 4 + len as u64 > start + max_payload_size(out.len()) as u64 {
+            return Err(bad(
+                at,
+                format!(
+                    "LZ4 frame is longer than the {} bytes a {}-byte page may take",
+                    max_payload_size(out.len()),
+                    out.len()
+                ),
+            ));
+        }
         if len > max_block {
             return Err(bad(
                 at,

@@ -16,6 +16,7 @@ mod garage_cluster;
 mod gcs;
 mod gcs_server;
 mod harness;
+mod hostile;
 mod interop;
 mod lease;
 mod litestream;

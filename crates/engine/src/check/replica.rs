@@ -64,7 +64,7 @@ async fn contents(store: &dyn ReplicaStore) -> Result<Finding, StorageError> {
     for level in Level::all() {
         for f in store.list(level).await? {
             files += 1;
-            bytes += f.size_bytes;
+            bytes = bytes.saturating_add(f.size_bytes);
             newest = newest.max(Some(f.key.max));
         }
     }

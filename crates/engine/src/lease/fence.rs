@@ -234,6 +234,14 @@ impl ReplicaStore for FencedStore {
     async fn get_v3(&self, file: &V3File) -> Result<Bytes, StorageError> {
         self.inner.get_v3(file).await
     }
+
+    async fn get_v3_range(
+        &self,
+        file: &V3File,
+        range: std::ops::Range<u64>,
+    ) -> Result<Bytes, StorageError> {
+        self.inner.get_v3_range(file, range).await
+    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,13 @@
 //! written through; a symlink at the output path is refused, never followed nor replaced
 //! ([`check_output`]); the restored file is `0600` ([`output_mode`]: LTX records no mode),
 //! or keeps the mode of the database it replaces under `-force`.
+//!
+//! Nothing the store says sizes memory or disk unchecked (issue 17): a listed size must be
+//! one an LTX file can have, then no more than its header allows ([`ltx::max_file_bytes`]);
+//! byte ranges are made one at a time as downloads start; the newest header's page count
+//! must fit the planned bytes ([`ltx::MIN_PAGE_BYTES`] a page) before the temp file is
+//! sized; the bitmap of written pages grows with the pages written, not the count claimed;
+//! and every file's header TXIDs must be the ones its name says.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -69,6 +76,27 @@ pub enum ApplyError {
         file: String,
         header_min: ltx::TxId,
         header_max: ltx::TxId,
+    },
+    /// A listed size that no LTX file can have, or more than the file's own header
+    /// allows: a damaged or lying store. Refused before any read is sized by it.
+    #[error(
+        "{file}: the store lists it as {listed} bytes, more than {limit} allows ({max} bytes)"
+    )]
+    ListedSizeTooLarge {
+        file: String,
+        listed: u64,
+        max: u64,
+        limit: &'static str,
+    },
+    /// The newest file's header promises more pages than the planned files could hold
+    /// even if every page took the fewest bytes a page can: refused before the output is
+    /// sized for them.
+    #[error("{file}: at byte 12: the header says the database has {commit} pages, but the planned files total {bytes} bytes, room for at most {max} pages")]
+    TooManyPages {
+        file: String,
+        commit: u32,
+        bytes: u64,
+        max: u64,
     },
     #[error("{file}: page size {got} differs from the plan's {want}")]
     PageSizeMismatch { file: String, got: u32, want: u32 },
@@ -178,7 +206,7 @@ pub async fn apply(
         let merged = merge(store, plan, file, &tmp, opts.parallelism).await?;
         let (page_size, commit) = (merged.page_size, merged.commit);
         let lock = page_size.lock_page();
-        if let Some(pgno) = (1..=commit).find(|&p| p != lock.get() && !merged.written.get(p)) {
+        if let Some(pgno) = merged.written.first_unset(commit, lock.get()) {
             return Err(ApplyError::MissingPage {
                 pgno,
                 commit,
@@ -353,16 +381,22 @@ async fn merge(
     parallelism: usize,
 ) -> Result<Merged, ApplyError> {
     let files: Vec<LtxInfo> = plan.files.iter().rev().cloned().collect();
-    let chunk = store.restore_chunk_bytes().max(1);
-    let ranges: Vec<(usize, LtxKey, Range<u64>)> = files
+    // Listed sizes come from the store: bounded before they size any read, and the ranges
+    // made from them one at a time, never all at once.
+    let max = ltx::max_any_file_bytes();
+    if let Some(f) = files.iter().find(|f| f.size_bytes > max) {
+        return Err(ApplyError::ListedSizeTooLarge {
+            file: f.key.to_string(),
+            listed: f.size_bytes,
+            max,
+            limit: "any LTX file",
+        });
+    }
+    let plan_bytes = files
         .iter()
-        .enumerate()
-        .flat_map(|(i, f)| {
-            let size = f.size_bytes;
-            (0..size.div_ceil(chunk))
-                .map(move |c| (i, f.key, c * chunk..((c + 1) * chunk).min(size)))
-        })
-        .collect();
+        .fold(0u64, |a, f| a.saturating_add(f.size_bytes));
+    let chunk = store.restore_chunk_bytes().max(1);
+    let ranges = chunk_ranges(files.iter().map(|f| (f.key, f.size_bytes)).collect(), chunk);
     // The reader holds one chunk and the queue the others; a download starts only once
     // its chunk has a place in the queue, so at most `parallelism` are buffered.
     let (chunk_tx, chunk_rx) =
@@ -383,7 +417,7 @@ async fn merge(
     let (header_tx, header_rx) = tokio::sync::oneshot::channel::<(PageSize, u32)>();
     let (batch_tx, batch_rx) = std::sync::mpsc::sync_channel::<Batch>(BATCHES_IN_FLIGHT);
     let (free_tx, free_rx) = std::sync::mpsc::channel::<Vec<u8>>();
-    let keys: Vec<LtxKey> = files.iter().map(|f| f.key).collect();
+    let keys: Vec<(LtxKey, u64)> = files.iter().map(|f| (f.key, f.size_bytes)).collect();
     let decoder = tokio::task::spawn_blocking(move || {
         let reader = ChunkReader {
             rx: chunk_rx,
@@ -393,7 +427,7 @@ async fn merge(
             pending: None,
             fetch_error: None,
         };
-        decode_all(reader, &keys, header_tx, batch_tx, free_rx)
+        decode_all(reader, &keys, plan_bytes, header_tx, batch_tx, free_rx)
     });
     let join_err = |e: tokio::task::JoinError| ApplyError::Io {
         path: tmp.to_path_buf(),
@@ -430,6 +464,27 @@ async fn merge(
             commit,
         }),
     }
+}
+
+/// The ranged reads of every file in turn: (file index, key, byte range), at most `chunk`
+/// bytes each, made lazily so that no listed size decides how much is allocated.
+fn chunk_ranges(
+    files: Vec<(LtxKey, u64)>,
+    chunk: u64,
+) -> impl Iterator<Item = (usize, LtxKey, Range<u64>)> + Send {
+    files
+        .into_iter()
+        .enumerate()
+        .flat_map(move |(i, (key, size))| {
+            let mut at = 0u64;
+            std::iter::from_fn(move || {
+                (at < size).then(|| {
+                    let start = at;
+                    at += (size - start).min(chunk);
+                    (i, key, start..at)
+                })
+            })
+        })
 }
 
 /// Aborts the task (and so the downloads it owns) when the restore is done with it.
@@ -496,7 +551,8 @@ impl Sink {
 /// first file's page size and page count on `header_tx` before any page.
 fn decode_all(
     mut reader: ChunkReader,
-    keys: &[LtxKey],
+    keys: &[(LtxKey, u64)],
+    plan_bytes: u64,
     header_tx: tokio::sync::oneshot::Sender<(PageSize, u32)>,
     batch_tx: std::sync::mpsc::SyncSender<Batch>,
     free_rx: std::sync::mpsc::Receiver<Vec<u8>>,
@@ -506,9 +562,9 @@ fn decode_all(
         batch_tx,
         free_rx,
     };
-    for (i, key) in keys.iter().enumerate() {
+    for (i, (key, listed)) in keys.iter().enumerate() {
         reader.start_file(i);
-        match decode_file(&mut reader, &mut sink, key) {
+        match decode_file(&mut reader, &mut sink, key, *listed, plan_bytes) {
             Ok(()) => {}
             Err(Stop::WriterGone) => return Ok(()),
             Err(Stop::Failed(e)) => return Err(e),
@@ -520,7 +576,13 @@ fn decode_all(
     Ok(())
 }
 
-fn decode_file(reader: &mut ChunkReader, sink: &mut Sink, key: &LtxKey) -> Result<(), Stop> {
+fn decode_file(
+    reader: &mut ChunkReader,
+    sink: &mut Sink,
+    key: &LtxKey,
+    listed: u64,
+    plan_bytes: u64,
+) -> Result<(), Stop> {
     let name = &key.to_string();
     let result = (|| -> Result<Result<(), Stop>, ltx::DecodeError> {
         // The header is read first on its own, so a file too short to hold one is
@@ -532,7 +594,15 @@ fn decode_file(reader: &mut ChunkReader, sink: &mut Sink, key: &LtxKey) -> Resul
             .map_err(|e| ltx::DecodeError::io(0, e))?;
         ltx::Header::from_bytes(&head)?;
         let mut dec = Decoder::new(io::Cursor::new(head).chain(&mut *reader))?;
-        if let Err(e) = check_name(key, dec.header()) {
+        if let Err(e) = check_name(key, dec.header())
+            .and_then(|()| check_listed_size(key, dec.header(), listed))
+            .and_then(|()| match sink {
+                // The first header sizes the output: its page count must be one the
+                // planned files can hold.
+                Sink::Header { .. } => check_page_count(key, dec.header(), plan_bytes),
+                _ => Ok(()),
+            })
+        {
             return Ok(Err(Stop::Failed(e)));
         }
         let batcher = match sink.batcher(dec.header(), name) {
@@ -573,6 +643,38 @@ fn check_name(key: &LtxKey, h: &ltx::Header) -> Result<(), ApplyError> {
         file: key.to_string(),
         header_min: h.min_txid,
         header_max: h.max_txid,
+    })
+}
+
+/// Refuses a file listed as larger than its header allows: the listing is what the
+/// downloads were sized by, so a lie there is a damaged or hostile store.
+fn check_listed_size(key: &LtxKey, h: &ltx::Header, listed: u64) -> Result<(), ApplyError> {
+    let max = h.max_file_bytes();
+    if listed <= max {
+        return Ok(());
+    }
+    Err(ApplyError::ListedSizeTooLarge {
+        file: key.to_string(),
+        listed,
+        max,
+        limit: "its header",
+    })
+}
+
+/// Refuses a database size (the newest file's `commit`) that the planned files cannot
+/// fill: every page but the lock page must come from them, each taking at least
+/// [`ltx::MIN_PAGE_BYTES`].
+fn check_page_count(key: &LtxKey, h: &ltx::Header, plan_bytes: u64) -> Result<(), ApplyError> {
+    let max = plan_bytes / ltx::MIN_PAGE_BYTES;
+    let needed = u64::from(h.commit).saturating_sub(1);
+    if needed <= max {
+        return Ok(());
+    }
+    Err(ApplyError::TooManyPages {
+        file: key.to_string(),
+        commit: h.commit,
+        bytes: plan_bytes,
+        max,
     })
 }
 
@@ -942,21 +1044,211 @@ impl Read for ChunkReader {
     }
 }
 
-/// One bit per page, 1-based.
+/// Pages per [`Bitmap`] block: 64 Ki pages, 8 KiB of bits.
+const BITMAP_BLOCK_PAGES: u32 = 1 << 16;
+
+/// One bit per page, 1-based, in blocks made only when a page in them is written: the
+/// page count comes from a file's header, so memory follows the pages actually restored,
+/// not the count a header claims (at most 512 KiB of block pointers for 2^32 pages).
 struct Bitmap {
-    bits: Vec<u64>,
+    blocks: Vec<Option<Box<[u64]>>>,
 }
 
 impl Bitmap {
     fn new(pages: u32) -> Bitmap {
+        let n = (pages / BITMAP_BLOCK_PAGES) as usize + 1;
         Bitmap {
-            bits: vec![0; (pages as usize + 64) / 64 + 1],
+            blocks: std::iter::repeat_with(|| None).take(n).collect(),
         }
     }
+
     fn get(&self, p: u32) -> bool {
-        self.bits[p as usize / 64] & (1 << (p % 64)) != 0
+        let (b, bit) = ((p / BITMAP_BLOCK_PAGES) as usize, p % BITMAP_BLOCK_PAGES);
+        match self.blocks.get(b) {
+            Some(Some(words)) => words[bit as usize / 64] & (1 << (bit % 64)) != 0,
+            _ => false,
+        }
     }
+
+    /// Marks page `p`, which must be at most the `pages` the bitmap was made for.
     fn set(&mut self, p: u32) {
-        self.bits[p as usize / 64] |= 1 << (p % 64);
+        let (b, bit) = ((p / BITMAP_BLOCK_PAGES) as usize, p % BITMAP_BLOCK_PAGES);
+        let words = self.blocks[b]
+            .get_or_insert_with(|| vec![0u64; (BITMAP_BLOCK_PAGES / 64) as usize].into());
+        words[bit as usize / 64] |= 1 << (bit % 64);
+    }
+
+    /// The first page of `1..=pages` other than `skip` not marked: at once where its
+    /// block was never made.
+    fn first_unset(&self, pages: u32, skip: u32) -> Option<u32> {
+        (1..=pages).find(|&p| p != skip && !self.get(p))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::restore::plan::{plan, Listing, Target};
+    use crate::storage::faulty::FaultyStore;
+    use crate::storage::file::FileStore;
+    use ltx::{Encoder, Header, Level, PageEncoding, PageNo, TxId};
+    use std::sync::atomic::Ordering;
+    use std::time::SystemTime;
+
+    /// A file replica holding one snapshot of `pages` pages (of 4096 bytes) whose header
+    /// says the database has `commit` pages (the file checksum then fails, but only at the
+    /// end of the file).
+    async fn replica(dir: &Path, pages: u32, commit: u32) -> Arc<FileStore> {
+        let ps = PageSize::new(4096).unwrap();
+        let h = Header::new(ps, pages, TxId::ONE, TxId::new(3).unwrap(), 0);
+        let mut enc = Encoder::new(Vec::new(), &h, PageEncoding::Block).unwrap();
+        for p in 1..=pages {
+            enc.write_page(PageNo::new(p).unwrap(), &vec![p as u8; 4096])
+                .unwrap();
+        }
+        let (mut data, _) = enc.finish().unwrap();
+        data[12..16].copy_from_slice(&commit.to_be_bytes());
+        let store = Arc::new(FileStore::new(dir.join("replica")));
+        let key = LtxKey {
+            level: Level::SNAPSHOT,
+            min: TxId::ONE,
+            max: TxId::new(3).unwrap(),
+        };
+        store
+            .put(&key, data.into(), SystemTime::now())
+            .await
+            .unwrap();
+        store
+    }
+
+    async fn restore(store: Arc<dyn ReplicaStore>, out: &Path) -> Result<ApplyReport, ApplyError> {
+        let files = store.list(Level::SNAPSHOT).await.unwrap();
+        let p = plan(&Listing::new(files), Target::Latest).unwrap();
+        let opts = ApplyOptions {
+            parallelism: 4,
+            integrity: IntegrityCheck::None,
+            force: false,
+        };
+        apply(store, &p, out, &opts).await
+    }
+
+    /// Issue 17: a listing with a size near 2^64 made the restore build every byte range
+    /// of it up front (and overflow): it aborted the process. Now it is an error naming
+    /// the file, before any read; a size merely larger than the header allows (a sparse
+    /// file of 64 GiB) is refused once the header is read.
+    #[tokio::test]
+    async fn absurd_listed_sizes_are_refused_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = replica(dir.path(), 3, 3).await;
+        let path = dir
+            .path()
+            .join("replica/ltx/9/0000000000000001-0000000000000003.ltx");
+        let honest = std::fs::metadata(&path).unwrap().len();
+        for (listed, limit) in [
+            (u64::MAX - 5, "any LTX file"),
+            (ltx::max_any_file_bytes() + 1, "any LTX file"),
+            (64 << 30, "its header"),
+        ] {
+            let store = Arc::new(FaultyStore::new(inner.clone()));
+            if limit == "its header" {
+                let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+                f.set_len(listed).unwrap();
+            } else {
+                store.faults.listed_size.store(listed, Ordering::Relaxed);
+            }
+            let out = dir.path().join("out.db");
+            let e = restore(store, &out).await.unwrap_err();
+            match &e {
+                ApplyError::ListedSizeTooLarge {
+                    file,
+                    listed: l,
+                    limit: got,
+                    ..
+                } => {
+                    assert_eq!(file, "L9/0000000000000001-0000000000000003.ltx");
+                    assert_eq!((*l, *got), (listed, limit));
+                }
+                e => panic!("{listed}: want ListedSizeTooLarge, got {e:?}"),
+            }
+            assert!(e.to_string().contains("the store lists it as"), "{e}");
+            assert!(!out.exists());
+        }
+        // The same replica, listed honestly, restores.
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_len(honest).unwrap();
+        let out = dir.path().join("out.db");
+        let r = restore(inner, &out).await.unwrap();
+        assert_eq!(r.pages, 3);
+    }
+
+    /// A header claiming a billion pages, in a file of a few KiB: refused before the
+    /// output is sized for them (it was a 4 TB sparse file and a 120 MiB bitmap).
+    #[tokio::test]
+    async fn header_page_count_beyond_the_planned_bytes_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = replica(dir.path(), 3, 1_000_000_000).await;
+        let out = dir.path().join("out.db");
+        let e = restore(store, &out).await.unwrap_err();
+        assert!(
+            matches!(
+                &e,
+                ApplyError::TooManyPages {
+                    commit: 1_000_000_000,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string()
+                .starts_with("L9/0000000000000001-0000000000000003.ltx: at byte 12:"),
+            "{e}"
+        );
+        assert!(!out.exists());
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "only the replica"
+        );
+    }
+
+    #[test]
+    fn bitmap_makes_blocks_only_for_pages_written() {
+        let mut b = Bitmap::new(u32::MAX);
+        assert_eq!(b.blocks.len(), (u32::MAX / BITMAP_BLOCK_PAGES) as usize + 1);
+        assert_eq!(b.first_unset(u32::MAX, 0), Some(1));
+        for p in [1, 2, 3, u32::MAX] {
+            b.set(p);
+        }
+        assert!(b.get(u32::MAX) && b.get(2) && !b.get(4) && !b.get(70_000));
+        assert_eq!(b.blocks.iter().filter(|x| x.is_some()).count(), 2);
+        assert_eq!(b.first_unset(3, 0), None);
+        assert_eq!(b.first_unset(5, 4), Some(5));
+        assert_eq!(b.first_unset(4, 4), None);
+    }
+
+    #[test]
+    fn chunk_ranges_cover_each_file_exactly() {
+        let k = |m| LtxKey {
+            level: Level::L0,
+            min: TxId::new(m).unwrap(),
+            max: TxId::new(m).unwrap(),
+        };
+        let got: Vec<_> = chunk_ranges(vec![(k(1), 5), (k(2), 0), (k(3), 4)], 2).collect();
+        assert_eq!(
+            got,
+            vec![
+                (0, k(1), 0..2),
+                (0, k(1), 2..4),
+                (0, k(1), 4..5),
+                (2, k(3), 0..2),
+                (2, k(3), 2..4)
+            ]
+        );
+        // Near 2^64 the ranges are still made one at a time, without overflow.
+        let mut big = chunk_ranges(vec![(k(1), u64::MAX)], u64::MAX / 2 + 1);
+        assert_eq!(big.next(), Some((0, k(1), 0..u64::MAX / 2 + 1)));
+        assert_eq!(big.next(), Some((0, k(1), u64::MAX / 2 + 1..u64::MAX)));
+        assert_eq!(big.next(), None);
     }
 }

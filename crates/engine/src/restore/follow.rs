@@ -9,21 +9,27 @@
 //!
 //! The copy is switched to rollback-journal mode (page 1 bytes 18-19 = 1) when first
 //! restored, as Litestream's follow mode does, so readers need no `-shm`.
+//!
+//! Each file is read as it is decoded, in ranged reads of the store's restore chunk size
+//! (the listed size is bounded first: by any LTX file's largest, then by what the file's
+//! own header allows), and its header's TXIDs must be the ones its name says: memory does
+//! not follow a file's size, and a misnamed file cannot move the applied TXID.
 
 use std::fs::File;
-use std::io::Cursor;
+use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use ltx::{Decoder, Level, TxId};
 use rusqlite::{params, Connection};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::fsutil;
-use crate::storage::layout::LtxInfo;
+use crate::storage::layout::{LtxInfo, LtxKey};
 use crate::storage::{ReplicaStore, StorageError};
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +55,24 @@ pub enum FollowError {
         "replica history has a gap after TXID {applied}: restart the follower with a fresh restore"
     )]
     Gap { applied: TxId },
+    /// The header's TXIDs are not the ones the file's name promises (see
+    /// `ApplyError::NameMismatch`): applying it would record the wrong applied TXID.
+    #[error("{file}: at byte 16: the header holds TXIDs {header_min}-{header_max}, not the ones its name says (misnamed or replaced file)")]
+    NameMismatch {
+        file: String,
+        header_min: TxId,
+        header_max: TxId,
+    },
+    /// A listed size no LTX file can have, or more than the file's header allows.
+    #[error(
+        "{file}: the store lists it as {listed} bytes, more than {limit} allows ({max} bytes)"
+    )]
+    ListedSizeTooLarge {
+        file: String,
+        listed: u64,
+        max: u64,
+        limit: &'static str,
+    },
 }
 
 /// Path of the file recording the applied TXID: `<out>-txid`.
@@ -104,10 +128,28 @@ pub async fn follow(
         }
         let newest = files.iter().map(|f| f.key.max).max();
         while let Some(f) = next_file(&files, applied) {
-            let data = store.get(&f.key, None).await?;
-            let (out_path, name, data) = (out.to_path_buf(), f.key.to_string(), data);
+            let max = ltx::max_any_file_bytes();
+            if f.size_bytes > max {
+                return Err(FollowError::ListedSizeTooLarge {
+                    file: f.key.to_string(),
+                    listed: f.size_bytes,
+                    max,
+                    limit: "any LTX file",
+                });
+            }
+            let reader = RangedReader {
+                rt: tokio::runtime::Handle::current(),
+                store: store.clone(),
+                key: f.key,
+                size: f.size_bytes,
+                at: 0,
+                chunk: store.restore_chunk_bytes().max(1),
+                cur: Bytes::new(),
+                error: None,
+            };
+            let (out_path, info) = (out.to_path_buf(), f.clone());
             let header_max =
-                tokio::task::spawn_blocking(move || apply_one(&out_path, &name, &data))
+                tokio::task::spawn_blocking(move || apply_one(&out_path, &info, reader))
                     .await
                     .map_err(|e| FollowError::Io {
                         path: out.to_path_buf(),
@@ -134,17 +176,92 @@ pub async fn follow(
     }
 }
 
-/// Applies one LTX file to the copy in a single SQLite transaction.
-fn apply_one(out: &Path, name: &str, data: &[u8]) -> Result<TxId, FollowError> {
+/// One file of the replica read front to back in ranged reads of `chunk` bytes, for a
+/// blocking decoder: at most one chunk in memory. A storage error is kept in `error`
+/// (the decoder sees an I/O error) so it is reported as what it is.
+struct RangedReader {
+    rt: tokio::runtime::Handle,
+    store: Arc<dyn ReplicaStore>,
+    key: LtxKey,
+    /// The listed size: no byte past it is asked for.
+    size: u64,
+    at: u64,
+    chunk: u64,
+    cur: Bytes,
+    error: Option<StorageError>,
+}
+
+impl RangedReader {
+    fn fill(&mut self) -> Result<(), StorageError> {
+        let end = self.at + (self.size - self.at).min(self.chunk);
+        let b = self
+            .rt
+            .block_on(self.store.get(&self.key, Some(self.at..end)))?;
+        if b.len() as u64 != end - self.at {
+            return Err(StorageError::Permanent {
+                location: self.store.location().to_string(),
+                what: self.key.to_string(),
+                detail: format!("asked for bytes {}..{end}, got {} bytes", self.at, b.len()),
+            });
+        }
+        self.at = end;
+        self.cur = b;
+        Ok(())
+    }
+}
+
+impl Read for RangedReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.cur.is_empty() && self.at < self.size {
+            if let Err(e) = self.fill() {
+                let msg = e.to_string();
+                self.error = Some(e);
+                return Err(io::Error::other(msg));
+            }
+        }
+        let n = buf.len().min(self.cur.len());
+        buf[..n].copy_from_slice(&self.cur[..n]);
+        bytes::Buf::advance(&mut self.cur, n);
+        Ok(n)
+    }
+}
+
+/// Applies one LTX file to the copy in a single SQLite transaction, reading it as it is
+/// decoded; a failure part way rolls the transaction back.
+fn apply_one(out: &Path, info: &LtxInfo, mut reader: RangedReader) -> Result<TxId, FollowError> {
+    let result = apply_read(out, info, &mut reader);
+    match (result, reader.error.take()) {
+        (Err(FollowError::Decode { .. }), Some(e)) => Err(FollowError::Storage(e)),
+        (r, _) => r,
+    }
+}
+
+fn apply_read(out: &Path, info: &LtxInfo, reader: impl Read) -> Result<TxId, FollowError> {
+    let name = &info.key.to_string();
     let sq = |source| FollowError::Sqlite {
         path: out.to_path_buf(),
         source,
     };
-    let mut dec = Decoder::new(Cursor::new(data)).map_err(|source| FollowError::Decode {
+    let mut dec = Decoder::new(reader).map_err(|source| FollowError::Decode {
         file: name.to_string(),
         source,
     })?;
     let header = dec.header().clone();
+    if (header.min_txid, header.max_txid) != (info.key.min, info.key.max) {
+        return Err(FollowError::NameMismatch {
+            file: name.to_string(),
+            header_min: header.min_txid,
+            header_max: header.max_txid,
+        });
+    }
+    if info.size_bytes > header.max_file_bytes() {
+        return Err(FollowError::ListedSizeTooLarge {
+            file: name.to_string(),
+            listed: info.size_bytes,
+            max: header.max_file_bytes(),
+            limit: "its header",
+        });
+    }
     let mut conn = Connection::open(out).map_err(sq)?;
     conn.busy_timeout(Duration::from_secs(30)).map_err(sq)?;
     let counter = {

@@ -80,8 +80,11 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Listed bytes of every file; saturates rather than overflow on a lying listing.
     pub fn total_bytes(&self) -> u64 {
-        self.files.iter().map(|f| f.size_bytes).sum()
+        self.files
+            .iter()
+            .fold(0u64, |a, f| a.saturating_add(f.size_bytes))
     }
 
     /// The plan as JSON, for `restore -dry-run -json`.

@@ -26,12 +26,21 @@
 //!   malformed" halfway through and leaves temp files behind. Here a missing index or byte
 //!   range is an error naming the generation, index and offsets, before the output exists.
 //!
+//! A hostile or damaged replica cannot exhaust memory or disk: every file is read in
+//! ranged pieces of the store's restore chunk size as it is decompressed (the fetcher runs
+//! ahead with each file's first piece only), and each LZ4 frame's output is bounded by
+//! what the format allows, the restore stopping with an error naming the file as soon as
+//! it is exceeded: a snapshot by its SQLite header (the in-header page count when valid,
+//! as SQLite itself reads it, else SQLite's largest page count) times its page size; a
+//! WAL segment by the next segment's offset, and the last one of an index by 4 GiB (0.3
+//! names offsets with 8 hex digits).
+//!
 //! Fed by `storage` (`ReplicaStore::list_v3`, `get_v3`); feeds the CLI's `restore`.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -59,7 +68,9 @@ pub struct V3WalIndex {
 
 impl V3WalIndex {
     pub fn size_bytes(&self) -> u64 {
-        self.segments.iter().map(|f| f.size_bytes).sum()
+        self.segments
+            .iter()
+            .fold(0u64, |a, f| a.saturating_add(f.size_bytes))
     }
 }
 
@@ -80,7 +91,9 @@ impl V3Plan {
 
     /// Compressed bytes to fetch.
     pub fn total_bytes(&self) -> u64 {
-        self.snapshot.size_bytes + self.wal.iter().map(V3WalIndex::size_bytes).sum::<u64>()
+        self.wal.iter().fold(self.snapshot.size_bytes, |a, w| {
+            a.saturating_add(w.size_bytes())
+        })
     }
 
     /// The WAL index the restored database reaches.
@@ -321,14 +334,21 @@ pub enum V3ApplyError {
         before: String,
         after: String,
     },
-    #[error("generation {generation}, WAL index {index:08x}: {after} starts at byte {to}, inside {before}, which ends at byte {from}")]
+    #[error("generation {generation}, WAL index {index:08x}: {after} starts at byte {to}, inside {before}, which decompresses past it")]
     SegmentOverlap {
         generation: GenerationId,
         index: u32,
-        from: u64,
         to: u64,
         before: String,
         after: String,
+    },
+    /// An LZ4 frame decompresses to more than the format allows (a decompression bomb or
+    /// a damaged file): stopped as soon as the bound was passed.
+    #[error("{file}: decompresses to more than {limit} bytes, the most {what}")]
+    TooLarge {
+        file: String,
+        limit: u64,
+        what: String,
     },
     #[error("generation {generation}, WAL index {index:08x}: {file} does not start with a valid WAL header")]
     BadWalHeader {
@@ -354,7 +374,15 @@ pub enum V3ApplyError {
     },
 }
 
+/// A file and its first piece (up to the store's restore chunk size), or the error.
 type Fetched = (V3File, Result<Bytes, StorageError>);
+
+/// SQLite's largest page count (`SQLITE_MAX_PAGE_COUNT`): no database file is longer than
+/// this many pages.
+const SQLITE_MAX_PAGES: u64 = 4_294_967_294;
+
+/// The end of a WAL index's last segment: 0.3 names segment offsets with 8 hex digits.
+const WAL_INDEX_MAX_BYTES: u64 = 1 << 32;
 
 /// Restores `plan` from `store` into `out`: fetches run `opts.parallelism` files ahead of
 /// a blocking thread that decompresses and applies them in plan order.
@@ -380,12 +408,20 @@ pub async fn apply_v3(
     let depth = opts.parallelism.max(1);
     let (tx, rx) = tokio::sync::mpsc::channel::<Fetched>(depth);
     let files: Vec<V3File> = plan.files().cloned().collect();
+    let chunk = store.restore_chunk_bytes().max(1);
+    let reads = Reads {
+        rt: tokio::runtime::Handle::current(),
+        store: store.clone(),
+        chunk,
+    };
     let fetcher = tokio::spawn(async move {
+        // Only each file's first piece runs ahead: most segments are that small, and the
+        // rest of a large file is read as it is decompressed.
         let mut fetches = futures::stream::iter(files)
             .map(|f| {
                 let store = store.clone();
                 async move {
-                    let r = store.get_v3(&f).await;
+                    let r = store.get_v3_range(&f, 0..f.size_bytes.min(chunk)).await;
                     (f, r)
                 }
             })
@@ -398,6 +434,7 @@ pub async fn apply_v3(
         }
     });
     let job = Job {
+        reads,
         plan: plan.clone(),
         tmp: tmp.clone(),
         wal_tmp: wal_tmp.clone(),
@@ -438,8 +475,92 @@ fn sibling(out: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(p)
 }
 
+/// What the blocking half needs to read the rest of a file after its first piece.
+struct Reads {
+    rt: tokio::runtime::Handle,
+    store: Arc<dyn ReplicaStore>,
+    chunk: u64,
+}
+
+/// One file read front to back: its first piece (fetched ahead), then ranged reads of
+/// `chunk` bytes up to the listed size. A storage error is kept in `error` (the LZ4
+/// decoder only sees an I/O error) so it is reported as a fetch error naming the file.
+struct PieceReader<'a> {
+    reads: &'a Reads,
+    file: &'a V3File,
+    at: u64,
+    cur: Bytes,
+    error: Option<StorageError>,
+}
+
+impl PieceReader<'_> {
+    fn fill(&mut self) -> Result<(), StorageError> {
+        let size = self.file.size_bytes;
+        let end = self.at + (size - self.at).min(self.reads.chunk);
+        let b = self
+            .reads
+            .rt
+            .block_on(self.reads.store.get_v3_range(self.file, self.at..end))?;
+        if b.len() as u64 != end - self.at {
+            return Err(StorageError::Permanent {
+                location: self.reads.store.location().to_string(),
+                what: self.file.path(),
+                detail: format!("asked for bytes {}..{end}, got {} bytes", self.at, b.len()),
+            });
+        }
+        self.at = end;
+        self.cur = b;
+        Ok(())
+    }
+}
+
+impl io::Read for PieceReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.cur.is_empty() && self.at < self.file.size_bytes {
+            if let Err(e) = self.fill() {
+                let msg = e.to_string();
+                self.error = Some(e);
+                return Err(io::Error::other(msg));
+            }
+        }
+        let n = buf.len().min(self.cur.len());
+        buf[..n].copy_from_slice(&self.cur[..n]);
+        bytes::Buf::advance(&mut self.cur, n);
+        Ok(n)
+    }
+}
+
+/// The next fetched file, which must be `want`, as a reader of all its bytes.
+fn next_file<'a>(
+    rx: &mut tokio::sync::mpsc::Receiver<Fetched>,
+    reads: &'a Reads,
+    want: &'a V3File,
+) -> Result<PieceReader<'a>, ApplyError> {
+    match rx.blocking_recv() {
+        Some((f, Ok(first))) if f == *want => Ok(PieceReader {
+            reads,
+            file: want,
+            at: first.len() as u64,
+            cur: first,
+            error: None,
+        }),
+        Some((f, Err(source))) => Err(ApplyError::Fetch {
+            file: f.path(),
+            source,
+        }),
+        // The fetcher sends in plan order and stops only after an error it sent, so this
+        // is a panicked or cancelled fetch task.
+        _ => Err(ApplyError::Io {
+            path: PathBuf::from(want.path()),
+            op: "fetch",
+            source: io::Error::other("the fetch task ended before this file arrived"),
+        }),
+    }
+}
+
 /// The blocking half of [`apply_v3`]: everything that reads or writes local files.
 struct Job {
+    reads: Reads,
     plan: V3Plan,
     tmp: PathBuf,
     wal_tmp: PathBuf,
@@ -455,31 +576,16 @@ impl Job {
         self,
         mut rx: tokio::sync::mpsc::Receiver<Fetched>,
     ) -> Result<(u32, PageSize), ApplyError> {
-        let mut next = |want: &V3File| -> Result<Bytes, ApplyError> {
-            match rx.blocking_recv() {
-                Some((f, Ok(data))) if f == *want => Ok(data),
-                Some((f, Err(source))) => Err(ApplyError::Fetch {
-                    file: f.path(),
-                    source,
-                }),
-                // The fetcher sends in plan order and stops only after an error it sent,
-                // so this is a panicked or cancelled fetch task.
-                _ => Err(ApplyError::Io {
-                    path: PathBuf::from(want.path()),
-                    op: "fetch",
-                    source: io::Error::other("the fetch task ended before this file arrived"),
-                }),
-            }
-        };
+        let mut next = |want| next_file(&mut rx, &self.reads, want);
         let out = &self.out;
         let snapshot = &self.plan.snapshot;
-        decompress_into(&next(snapshot)?, snapshot, out, &self.tmp)?;
+        decompress_into(next(snapshot)?, out, &self.tmp, Bound::Snapshot)?;
         let page_size = self.snapshot_page_size(out)?;
         for w in &self.plan.wal {
             let wal = self.emptied_wal()?;
             let mut end = 0u64;
             let mut before: Option<&V3File> = None;
-            for seg in &w.segments {
+            for (i, seg) in w.segments.iter().enumerate() {
                 let V3Kind::Wal { offset, .. } = seg.kind else {
                     unreachable!("plan_v3 puts only WAL segments in an index")
                 };
@@ -488,28 +594,30 @@ impl Job {
                     let (before, after) =
                         (before.map(V3File::path).unwrap_or_default(), seg.path());
                     let (generation, index) = (self.plan.generation.clone(), w.index);
-                    return Err(if offset > end {
-                        V3ApplyError::SegmentGap {
-                            generation,
-                            index,
-                            from: end,
-                            to: offset,
-                            before,
-                            after,
-                        }
-                    } else {
-                        V3ApplyError::SegmentOverlap {
-                            generation,
-                            index,
-                            from: end,
-                            to: offset,
-                            before,
-                            after,
-                        }
+                    // Past `end` is stopped while decompressing (below); two segments
+                    // at one offset cannot be listed.
+                    return Err(V3ApplyError::SegmentGap {
+                        generation,
+                        index,
+                        from: end,
+                        to: offset,
+                        before,
+                        after,
                     }
                     .into());
                 }
-                end += decompress_into(&next(seg)?, seg, wal, &self.wal_tmp)?;
+                let bound = match w.segments.get(i + 1) {
+                    Some(after) => Bound::Segment {
+                        ends_by: wal_offset(after),
+                        after,
+                        generation: &self.plan.generation,
+                        index: w.index,
+                    },
+                    None => Bound::LastSegment {
+                        ends_by: WAL_INDEX_MAX_BYTES,
+                    },
+                };
+                end += decompress_into(next(seg)?, wal, &self.wal_tmp, bound.from(offset))?;
                 before = Some(seg);
             }
             self.apply_wal(w, wal, out, page_size)?;
@@ -623,35 +731,181 @@ fn io_err(path: &Path, op: &'static str) -> impl FnOnce(io::Error) -> ApplyError
     move |source| ApplyError::Io { path, op, source }
 }
 
-/// Decompresses one LZ4 frame, appending to `dst` at its current position; returns the
-/// decompressed length. The frame's content checksum (0.3 writes one) is verified.
+fn wal_offset(f: &V3File) -> u64 {
+    match f.kind {
+        V3Kind::Wal { offset, .. } => u64::from(offset),
+        V3Kind::Snapshot { .. } => 0,
+    }
+}
+
+/// How far one file may decompress.
+#[derive(Clone, Copy)]
+enum Bound<'a> {
+    /// A snapshot: as far as its SQLite header allows (see [`snapshot_limit`]).
+    Snapshot,
+    /// A WAL segment with a next one: to the byte where `after` starts.
+    Segment {
+        ends_by: u64,
+        after: &'a V3File,
+        generation: &'a GenerationId,
+        index: u32,
+    },
+    /// The last segment of an index.
+    LastSegment { ends_by: u64 },
+}
+
+impl Bound<'_> {
+    /// The bound for a segment that starts at WAL byte `offset`: a length.
+    fn from(self, offset: u64) -> Self {
+        match self {
+            Bound::Segment {
+                ends_by,
+                after,
+                generation,
+                index,
+            } => Bound::Segment {
+                ends_by: ends_by.saturating_sub(offset),
+                after,
+                generation,
+                index,
+            },
+            Bound::LastSegment { ends_by } => Bound::LastSegment {
+                ends_by: ends_by.saturating_sub(offset),
+            },
+            b => b,
+        }
+    }
+}
+
+/// The most bytes a snapshot may decompress to, from its first 100 bytes (the SQLite
+/// header): the in-header page count when SQLite would trust it (non-zero, and the
+/// version-valid-for number equal to the change counter), else SQLite's largest page
+/// count, times the page size.
+fn snapshot_limit(head: &[u8]) -> Result<(u64, String), String> {
+    if head.len() < 100 || &head[..16] != b"SQLite format 3\0" {
+        return Err("no SQLite header in its first 100 bytes".into());
+    }
+    let be32 = |at: usize| u32::from_be_bytes(head[at..at + 4].try_into().expect("4 bytes"));
+    let page_size = match u16::from_be_bytes([head[16], head[17]]) {
+        1 => 65536,
+        n => u64::from(n),
+    };
+    if !(512..=65536).contains(&page_size) || !page_size.is_power_of_two() {
+        return Err(format!("page size {page_size} in its header is not valid"));
+    }
+    let pages = u64::from(be32(28));
+    Ok(if pages > 0 && be32(24) == be32(92) {
+        (
+            pages * page_size,
+            format!("the {pages} pages of {page_size} bytes its SQLite header says"),
+        )
+    } else {
+        (
+            SQLITE_MAX_PAGES * page_size,
+            format!("a SQLite database of {page_size}-byte pages can hold"),
+        )
+    })
+}
+
+/// Decompresses one LZ4 frame read from `src`, appending to `dst` at its current position;
+/// returns the decompressed length. The frame's content checksum (0.3 writes one) is
+/// verified. Stops with an error naming the file as soon as the output passes `bound`.
 fn decompress_into(
-    data: &[u8],
-    file: &V3File,
+    mut src: PieceReader<'_>,
     dst: &File,
     dst_path: &Path,
+    bound: Bound<'_>,
 ) -> Result<u64, ApplyError> {
+    let file = src.file;
     let mut w = WriteSide {
         inner: BufWriter::with_capacity(1 << 20, dst),
         failed: false,
     };
-    let mut dec = lz4_flex::frame::FrameDecoder::new(data);
-    let copied = io::copy(&mut dec, &mut w).and_then(|n| w.flush().map(|()| n));
-    copied.map_err(|source| {
-        if w.failed {
-            ApplyError::Io {
-                path: dst_path.to_path_buf(),
-                op: "write",
-                source,
+    let mut dec = lz4_flex::frame::FrameDecoder::new(&mut src);
+    let copied = (|| -> io::Result<Result<u64, ApplyError>> {
+        let ((limit, what), head) = match bound {
+            Bound::Snapshot => {
+                let mut head = Vec::with_capacity(100);
+                (&mut dec).take(100).read_to_end(&mut head)?;
+                match snapshot_limit(&head) {
+                    Ok(limit) => (limit, head),
+                    Err(detail) => {
+                        return Ok(Err(V3ApplyError::BadSnapshot {
+                            file: file.path(),
+                            detail,
+                        }
+                        .into()))
+                    }
+                }
             }
-        } else {
-            V3ApplyError::Decompress {
+            Bound::Segment { ends_by, .. } | Bound::LastSegment { ends_by } => {
+                ((ends_by, String::new()), Vec::new())
+            }
+        };
+        w.write_all(&head)?;
+        let rest = limit.saturating_sub(head.len() as u64);
+        let n = head.len() as u64 + io::copy(&mut (&mut dec).take(rest), &mut w)?;
+        // One byte more would pass the bound; reading to the end also checks the frame's
+        // content checksum.
+        if n == limit && dec.read(&mut [0u8])? > 0 {
+            return Ok(Err(match bound {
+                Bound::Segment {
+                    after,
+                    generation,
+                    index,
+                    ..
+                } => V3ApplyError::SegmentOverlap {
+                    generation: generation.clone(),
+                    index,
+                    to: wal_offset(after),
+                    before: file.path(),
+                    after: after.path(),
+                },
+                Bound::LastSegment { .. } => V3ApplyError::TooLarge {
+                    file: file.path(),
+                    limit: WAL_INDEX_MAX_BYTES,
+                    what: "a 0.3 WAL index can hold (offsets have 8 hex digits)".into(),
+                },
+                Bound::Snapshot => V3ApplyError::TooLarge {
+                    file: file.path(),
+                    limit,
+                    what,
+                },
+            }
+            .into()));
+        }
+        w.flush()?;
+        Ok(Ok(n))
+    })();
+    drop(dec);
+    // 0.3 writes one frame per file: bytes after it are damage (or a file inflated to
+    // look like more), refused without being read.
+    let trailing = (src.file.size_bytes - src.at) + src.cur.len() as u64;
+    let copied = match copied {
+        Ok(Ok(_)) if trailing > 0 => Err(io::Error::other(format!(
+            "{trailing} bytes follow the end of the frame"
+        ))),
+        r => r,
+    };
+    match copied {
+        Ok(r) => r,
+        Err(source) if w.failed => Err(ApplyError::Io {
+            path: dst_path.to_path_buf(),
+            op: "write",
+            source,
+        }),
+        Err(source) => Err(match src.error.take() {
+            Some(source) => ApplyError::Fetch {
+                file: file.path(),
+                source,
+            },
+            None => V3ApplyError::Decompress {
                 file: file.path(),
                 source,
             }
-            .into()
-        }
-    })
+            .into(),
+        }),
+    }
 }
 
 /// A writer that remembers whether it failed, so an error out of `io::copy` can be told
@@ -1061,11 +1315,7 @@ mod tests {
         assert!(
             matches!(
                 &e,
-                ApplyError::V3(V3ApplyError::SegmentOverlap {
-                    from: 5000,
-                    to: 2000,
-                    ..
-                })
+                ApplyError::V3(V3ApplyError::SegmentOverlap { to: 2000, .. })
             ),
             "{e:?}"
         );
@@ -1110,6 +1360,130 @@ mod tests {
             "{e}"
         );
         fx.assert_no_temp_files();
+    }
+
+    fn snapshot_file(fx: &Fixture) -> PathBuf {
+        fx.dir
+            .path()
+            .join("replica")
+            .join(crate::storage::layout::v3::snapshot_path(&gen(G2), 0))
+    }
+
+    fn unlz4(p: &Path) -> Vec<u8> {
+        let mut v = Vec::new();
+        lz4_flex::frame::FrameDecoder::new(&std::fs::read(p).unwrap()[..])
+            .read_to_end(&mut v)
+            .unwrap();
+        v
+    }
+
+    /// Issue 17: a snapshot whose frame goes on past the database its header describes
+    /// (a decompression bomb) stops there, naming the file; it used to be written out whole.
+    #[tokio::test]
+    async fn snapshot_bomb_stops_at_its_header_size() {
+        let fx = Fixture::new(&[]);
+        let p = snapshot_file(&fx);
+        let mut db = unlz4(&p);
+        let size = db.len() as u64;
+        db.resize(db.len() + (8 << 20), 0);
+        write_lz4(&p, &db);
+        let (out, r) = fx.restore().await;
+        let e = r.unwrap_err();
+        match &e {
+            ApplyError::V3(V3ApplyError::TooLarge { file, limit, .. }) => {
+                assert_eq!(*limit, size);
+                assert!(file.ends_with("snapshots/00000000.snapshot.lz4"), "{file}");
+            }
+            e => panic!("want TooLarge, got {e:?}"),
+        }
+        assert!(
+            e.to_string()
+                .contains("pages of 1024 bytes its SQLite header says"),
+            "{e}"
+        );
+        assert!(!out.exists());
+        fx.assert_no_temp_files();
+    }
+
+    /// A segment that decompresses past the offset where the next one starts stops there.
+    #[tokio::test]
+    async fn segment_bomb_stops_at_the_next_segment() {
+        let fx = Fixture::new(&[1000]);
+        let p = fx.segment(1, 0);
+        let mut wal = unlz4(&p);
+        wal.resize(wal.len() + (8 << 20), 0);
+        write_lz4(&p, &wal);
+        let (_, r) = fx.restore().await;
+        let e = r.unwrap_err();
+        assert!(
+            matches!(
+                &e,
+                ApplyError::V3(V3ApplyError::SegmentOverlap {
+                    index: 1,
+                    to: 1000,
+                    ..
+                })
+            ),
+            "{e:?}"
+        );
+        fx.assert_no_temp_files();
+    }
+
+    #[test]
+    fn snapshot_limit_follows_sqlite_rules() {
+        let mut h = vec![0u8; 100];
+        h[..16].copy_from_slice(b"SQLite format 3\0");
+        h[16..18].copy_from_slice(&4096u16.to_be_bytes());
+        h[24..28].copy_from_slice(&7u32.to_be_bytes());
+        h[28..32].copy_from_slice(&5u32.to_be_bytes());
+        h[92..96].copy_from_slice(&7u32.to_be_bytes());
+        assert_eq!(snapshot_limit(&h).unwrap().0, 5 * 4096);
+        // A stale in-header size (version-valid-for behind the change counter): SQLite
+        // ignores it, and so does the bound.
+        h[92..96].copy_from_slice(&6u32.to_be_bytes());
+        assert_eq!(snapshot_limit(&h).unwrap().0, SQLITE_MAX_PAGES * 4096);
+        h[16..18].copy_from_slice(&1u16.to_be_bytes());
+        assert_eq!(snapshot_limit(&h).unwrap().0, SQLITE_MAX_PAGES * 65536);
+        h[16..18].copy_from_slice(&1000u16.to_be_bytes());
+        assert!(snapshot_limit(&h).unwrap_err().contains("page size 1000"));
+        assert!(snapshot_limit(&h[..50]).is_err());
+        h[0] = b's';
+        assert!(snapshot_limit(&h).is_err());
+    }
+
+    /// A snapshot larger than the store's restore chunk (1 MiB for a file replica) is read
+    /// in pieces as it decompresses, and restores whole.
+    #[tokio::test]
+    async fn large_snapshot_is_read_in_pieces() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("src.db");
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch("CREATE TABLE t(v); INSERT INTO t VALUES (randomblob(3000000));")
+            .unwrap();
+        drop(c);
+        let want = std::fs::read(&db).unwrap();
+        let snap = dir
+            .path()
+            .join("replica")
+            .join(crate::storage::layout::v3::snapshot_path(&gen(G2), 0));
+        std::fs::create_dir_all(snap.parent().unwrap()).unwrap();
+        write_lz4(&snap, &want);
+        assert!(std::fs::metadata(&snap).unwrap().len() > 2 << 20);
+        let store: Arc<dyn ReplicaStore> = Arc::new(crate::storage::file::FileStore::new(
+            dir.path().join("replica"),
+        ));
+        let plan = plan_v3(&store.list_v3().await.unwrap(), None).unwrap();
+        let out = dir.path().join("out.db");
+        let opts = ApplyOptions {
+            parallelism: 2,
+            integrity: IntegrityCheck::Full,
+            force: false,
+        };
+        apply_v3(store, &plan, &out, &opts).await.unwrap();
+        assert!(
+            std::fs::read(&out).unwrap() == want,
+            "restored bytes differ"
+        );
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! Owns: making a working backend slow (latency on every call), failing (every n-th call,
 //! or every call while "down", answered as `Transient` like a timeout or a 503) and
 //! dishonest (ranged and whole `get`s cut short, as a proxy that drops a connection
-//! mid-body without an error would; streamed gets reset mid-body). Faults can be switched while a replicator runs. It
+//! mid-body without an error would; streamed gets reset mid-body; listings that misreport
+//! sizes, as a hostile or broken store might). Faults can be switched while a replicator runs. It
 //! never changes what the wrapped store holds; it only lies about it or refuses to talk.
 //!
 //! Does not: decide anything about retries; callers must cope through the contract alone.
@@ -35,6 +36,8 @@ pub struct Faults {
     /// The next this many streamed gets deliver the first half of their range, then fail
     /// `Transient` (a connection reset mid-body).
     pub cut_streams: AtomicU32,
+    /// While non-zero, listings report every file as this many bytes.
+    pub listed_size: AtomicU64,
 }
 
 /// A [`ReplicaStore`] that injects [`Faults`] in front of `inner`.
@@ -58,6 +61,16 @@ impl FaultyStore {
     /// How many calls failed or were cut short on purpose so far.
     pub fn injected(&self) -> u64 {
         self.injected.load(Ordering::Relaxed)
+    }
+
+    /// `files` with their sizes misreported if that fault is on.
+    fn misreport(&self, mut files: Vec<LtxInfo>) -> Vec<LtxInfo> {
+        let size = self.faults.listed_size.load(Ordering::Relaxed);
+        if size > 0 {
+            self.injected.fetch_add(1, Ordering::Relaxed);
+            files.iter_mut().for_each(|f| f.size_bytes = size);
+        }
+        files
     }
 
     /// Latency, then a failure if one is due.
@@ -97,7 +110,7 @@ impl ReplicaStore for FaultyStore {
 
     async fn list(&self, level: Level) -> Result<Vec<LtxInfo>, StorageError> {
         self.before(&format!("listing level {level}")).await?;
-        self.inner.list(level).await
+        Ok(self.misreport(self.inner.list(level).await?))
     }
 
     async fn get(&self, key: &LtxKey, range: Option<Range<u64>>) -> Result<Bytes, StorageError> {
@@ -169,7 +182,7 @@ impl ReplicaStore for FaultyStore {
 
     async fn list_exact_times(&self, level: Level) -> Result<Vec<LtxInfo>, StorageError> {
         self.before(&format!("listing level {level}")).await?;
-        self.inner.list_exact_times(level).await
+        Ok(self.misreport(self.inner.list_exact_times(level).await?))
     }
 
     async fn put_if_not_exists(&self, name: &str, data: Bytes) -> Result<(), StorageError> {
@@ -185,5 +198,10 @@ impl ReplicaStore for FaultyStore {
     async fn get_v3(&self, file: &V3File) -> Result<Bytes, StorageError> {
         self.before(&file.path()).await?;
         self.inner.get_v3(file).await
+    }
+
+    async fn get_v3_range(&self, file: &V3File, range: Range<u64>) -> Result<Bytes, StorageError> {
+        self.before(&file.path()).await?;
+        self.inner.get_v3_range(file, range).await
     }
 }

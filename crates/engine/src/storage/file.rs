@@ -560,7 +560,9 @@ impl FileStore {
                     let Some((generation, kind)) = v3::parse_path(&rel) else {
                         continue;
                     };
-                    let meta = match fs::metadata(self.root.join(&rel)) {
+                    // Not followed: a symlink in a generation could make a restore read
+                    // any file this process can, as LTX listings already refuse.
+                    let meta = match fs::symlink_metadata(self.root.join(&rel)) {
                         Ok(m) => m,
                         // Removed between readdir and stat (0.3's retention still running).
                         Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -597,6 +599,11 @@ impl FileStore {
             }
         }
         Ok(names)
+    }
+
+    fn get_v3_range_sync(&self, file: &V3File, range: Range<u64>) -> Result<Bytes, StorageError> {
+        let rel = file.path();
+        self.read_sync(&self.root.join(&rel), &rel, Some(range))
     }
 
     fn get_v3_sync(&self, file: &V3File) -> Result<Bytes, StorageError> {
@@ -735,6 +742,12 @@ impl ReplicaStore for FileStore {
         let s = self.clone();
         let file = file.clone();
         blocking(&self.location, move || s.get_v3_sync(&file)).await
+    }
+
+    async fn get_v3_range(&self, file: &V3File, range: Range<u64>) -> Result<Bytes, StorageError> {
+        let s = self.clone();
+        let file = file.clone();
+        blocking(&self.location, move || s.get_v3_range_sync(&file, range)).await
     }
 }
 
@@ -1069,6 +1082,8 @@ mod tests {
         );
         assert_eq!(l[0].generation.as_str(), "d644f78ac6339b2c");
         assert_eq!(&s.get_v3(&l[2]).await.unwrap()[..], b"wal1!");
+        assert_eq!(&s.get_v3_range(&l[2], 1..4).await.unwrap()[..], b"al1");
+        assert!(s.get_v3_range(&l[2], 3..9).await.is_err());
         fs::remove_file(g.join("wal/00000001_00000000.wal.lz4")).unwrap();
         assert!(s.get_v3(&l[1]).await.unwrap_err().is_not_found());
     }

@@ -95,7 +95,9 @@ impl Layout {
 }
 
 /// Whether `name` may be used for a named object ([`ReplicaStore::put_name`] and kin): a
-/// non-empty relative `/`-separated path without `.`/`..` or empty segments, whose first
+/// non-empty relative `/`-separated path without `.`/`..` or empty segments, control
+/// characters (NUL truncates a path in C APIs and SFTP servers) or backslashes (a
+/// separator to Windows servers), whose first
 /// segment is not a level directory of either layout (`ltx`, four hex digits) nor
 /// `generations`. Such an object can never be listed as an LTX file or a 0.3 file, so a
 /// restore running at the same time cannot pick it up.
@@ -108,6 +110,7 @@ pub fn is_aux_name(name: &str) -> bool {
         || (first.len() == 4 && first.bytes().all(|b| b.is_ascii_hexdigit()))
         || first == v3::GENERATIONS_DIR;
     !level_dir
+        && !name.chars().any(|c| c.is_control() || c == '\\')
         && name
             .split('/')
             .all(|s| !s.is_empty() && s != "." && s != "..")
@@ -354,6 +357,11 @@ mod tests {
             "a//b",
             "./a",
             "/abs",
+            "a\0/../../x",
+            "lock.json\0.ltx",
+            "a\nb",
+            "..\\..\\x",
+            "markers\\..\\..\\x",
         ] {
             assert!(!is_aux_name(bad), "{bad:?}");
         }

@@ -40,7 +40,9 @@
 //!   without conditional writes answer `Permanent`, saying so.
 //! - `list_v3` returns every snapshot and WAL segment of every Litestream 0.3 generation
 //!   (`generations/`), ignoring other names; `get_v3` returns one of them whole. Read-only:
-//!   nothing here writes that layout. Every backend but GCS has them.
+//!   nothing here writes that layout. Every backend but GCS has them. `get_v3_range`
+//!   returns exactly the given bytes of one of them, or `NotFound`; a range past its end
+//!   is `Permanent` (restores read large files in pieces, never whole).
 
 pub mod abs;
 pub mod faulty;
@@ -288,6 +290,30 @@ pub trait ReplicaStore: Send + Sync + 'static {
             what: file.path(),
             detail: "reading Litestream 0.3 generations is not supported by this backend".into(),
         })
+    }
+
+    /// Bytes `range` of one file of a [`ReplicaStore::list_v3`] listing, still compressed:
+    /// restores read a file in pieces so memory does not follow its size. By default the
+    /// whole file, sliced (a backend that cannot read ranges).
+    async fn get_v3_range(
+        &self,
+        file: &layout::v3::V3File,
+        range: Range<u64>,
+    ) -> Result<Bytes, StorageError> {
+        let b = self.get_v3(file).await?;
+        if range.start > range.end || range.end > b.len() as u64 {
+            return Err(StorageError::Permanent {
+                location: self.location().to_string(),
+                what: file.path(),
+                detail: format!(
+                    "range {}..{} outside file of {} bytes",
+                    range.start,
+                    range.end,
+                    b.len()
+                ),
+            });
+        }
+        Ok(b.slice(range.start as usize..range.end as usize))
     }
 }
 

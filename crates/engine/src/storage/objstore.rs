@@ -273,6 +273,16 @@ impl ObjectStoreReplica {
         Ok(out)
     }
 
+    /// [`ReplicaStore::get_v3_range`]: one range of the object.
+    pub async fn get_v3_range(
+        &self,
+        file: &V3File,
+        range: Range<u64>,
+    ) -> Result<Bytes, StorageError> {
+        let rel = file.path();
+        self.get_path(&self.path(&rel), rel, Some(range)).await
+    }
+
     /// [`ReplicaStore::get_v3`]: the whole object.
     pub async fn get_v3(&self, file: &V3File) -> Result<Bytes, StorageError> {
         let rel = file.path();
@@ -918,6 +928,10 @@ impl<T: ObjectStoreBackend> ReplicaStore for T {
 
     async fn get_v3(&self, file: &V3File) -> Result<Bytes, StorageError> {
         self.replica().get_v3(file).await
+    }
+
+    async fn get_v3_range(&self, file: &V3File, range: Range<u64>) -> Result<Bytes, StorageError> {
+        self.replica().get_v3_range(file, range).await
     }
 }
 

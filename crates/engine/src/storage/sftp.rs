@@ -776,6 +776,15 @@ impl ReplicaStore for SftpStore {
         })
         .await
     }
+
+    async fn get_v3_range(&self, file: &V3File, range: Range<u64>) -> Result<Bytes, StorageError> {
+        let rel = file.path();
+        self.run(&rel, Retry::Idempotent, |c| {
+            let (rel, range) = (rel.clone(), range.clone());
+            async move { self.get_on(&c, &self.remote(&rel), &rel, Some(range)).await }
+        })
+        .await
+    }
 }
 
 #[cfg(test)]
