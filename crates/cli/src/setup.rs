@@ -306,11 +306,7 @@ pub fn db_runs(cfg: &Config) -> anyhow::Result<Vec<DbRun>> {
                 status: Arc::new(ReplicaStatus::default()),
             });
         }
-        runs.push(DbRun {
-            opts: db_options(cfg, &db, &path),
-            replicas,
-            status: Arc::new(DbStatus::default()),
-        });
+        runs.push(DbRun::new(db_options(cfg, &db, &path), replicas));
     }
     Ok(runs)
 }

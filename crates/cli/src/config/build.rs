@@ -246,7 +246,7 @@ fn env_log_level(env: Env<'_>) -> Result<Option<LogLevel>, ConfigError> {
 fn build_socket(top: &Map<'_>) -> Result<SocketConfig, ConfigError> {
     let mut s = SocketConfig {
         enabled: false,
-        path: PathBuf::from("/var/run/sqlite-replicate.sock"),
+        path: PathBuf::from("/var/run/litestream.sock"),
         permissions: 0o600,
     };
     let Some(m) = top.map("socket")? else {
@@ -255,6 +255,14 @@ fn build_socket(top: &Map<'_>) -> Result<SocketConfig, ConfigError> {
     m.check_keys(&[&["enabled", "path", "permissions"]], &[])?;
     s.enabled = m.bool("enabled")?.unwrap_or(false);
     if let Some(p) = m.string("path")? {
+        if p.is_empty() {
+            return Err(invalid(
+                &m.key_path("path"),
+                m.get("path").expect("present"),
+                "a socket path (e.g. /var/run/litestream.sock)",
+                None,
+            ));
+        }
         s.path = PathBuf::from(p);
     }
     if let Some(v) = m.get("permissions") {
@@ -270,7 +278,9 @@ fn build_socket(top: &Map<'_>) -> Result<SocketConfig, ConfigError> {
             }
             _ => None,
         };
-        s.permissions = mode.filter(|&m| m <= 0o7777).ok_or_else(|| {
+        // Permission bits only: set-id and sticky bits mean nothing on a socket, and a
+        // decimal `600` (0o1130, a likely slip for 0600) is caught here.
+        s.permissions = mode.filter(|&m| m <= 0o777).ok_or_else(|| {
             invalid(
                 &m.key_path("permissions"),
                 v,

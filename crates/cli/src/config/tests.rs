@@ -98,6 +98,7 @@ fn defaults_are_litestreams() {
     );
     assert_eq!(cfg.socket.permissions, 0o600);
     assert!(!cfg.socket.enabled);
+    assert_eq!(cfg.socket.path, PathBuf::from("/var/run/litestream.sock"));
     assert_eq!(
         (cfg.addr.as_deref(), cfg.health_failing_after),
         (None, S(60))
@@ -727,6 +728,10 @@ fn errors_name_the_key_and_the_value() {
         ("logging:\n  level: loud\n".into(), r#"logging.level: "loud" is not a log level (trace, debug, info, warn, error)"#),
         ("logging:\n  type: xml\n".into(), r#"logging.type: "xml" is not a log type (text or json)"#),
         ("socket:\n  permissions: rw\n".into(), r#"socket.permissions: "rw" is not file permissions (e.g. 0600)"#),
+        ("socket:\n  permissions: 600\n".into(), "socket.permissions: 600 is not file permissions (e.g. 0600)"),
+        ("socket:\n  permissions: \"4755\"\n".into(), r#"socket.permissions: "4755" is not file permissions (e.g. 0600)"#),
+        ("socket:\n  path: ''\n".into(), r#"socket.path: "" is not a socket path (e.g. /var/run/litestream.sock)"#),
+        ("socket:\n  enabled: yes please\n".into(), r#"socket.enabled: "yes please" is not a boolean"#),
         // Structure.
         ("dbs:\n  - path: /a.db\n    dir: /data\n    replica: {path: /b}\n".into(), "dbs[0]: give either `path` or `dir`, not both"),
         ("dbs:\n  - replica: {path: /b}\n".into(), "dbs[0]: give `path` (a database file) or `dir` (a directory of databases)"),
@@ -959,4 +964,22 @@ fn lease_block_defaults_keys_and_errors() {
         err("dbs:\n  - path: /a.db\n    lease:\n      ttl: 4s\n      renew-interval: 3s\n    replica:\n      path: /r\n"),
         "dbs[0].lease.renew-interval: must be at most half of `ttl`"
     );
+}
+
+/// `permissions` is octal however it is written: a YAML 1.1 octal number (as Go reads
+/// it), a quoted string, or `0o`.
+#[test]
+fn socket_permissions_are_octal() {
+    for (text, want) in [
+        ("0600", 0o600),
+        ("0640", 0o640),
+        ("\"0660\"", 0o660),
+        ("'600'", 0o600),
+        ("0o644", 0o644),
+        ("0", 0),
+    ] {
+        let cfg = parse(&format!("socket:\n  permissions: {text}\n"), false, &|_| None)
+            .unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert_eq!(cfg.socket.permissions, want, "{text}");
+    }
 }

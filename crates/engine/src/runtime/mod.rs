@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tracing::error;
 
+use crate::replicate::handle::DbHandle;
 use crate::replicate::status::DbStatus;
 use crate::replicate::{
     self,
@@ -22,6 +23,25 @@ pub struct DbRun {
     pub opts: DbOptions,
     pub replicas: Vec<ReplicaSpec>,
     pub status: Arc<DbStatus>,
+    /// Sync requests and run state, for the control socket (shares `status`).
+    pub handle: Arc<DbHandle>,
+}
+
+impl DbRun {
+    /// A run with fresh figures and a fresh handle.
+    pub fn new(opts: DbOptions, replicas: Vec<ReplicaSpec>) -> DbRun {
+        let status = Arc::new(DbStatus::default());
+        let handle = Arc::new(DbHandle::new(
+            opts.path.display().to_string(),
+            status.clone(),
+        ));
+        DbRun {
+            opts,
+            replicas,
+            status,
+            handle,
+        }
+    }
 }
 
 /// Replicates every database until `shutdown` turns true (or once each, in `once` mode).
@@ -51,7 +71,7 @@ pub async fn replicate_all(
         let run = Box::pin(replicate::run_database(
             db.opts,
             db.replicas,
-            db.status,
+            db.handle,
             notify,
             sd,
             mode,
