@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context};
-use engine::replicate::status::{DbStatus, ReplicaStatus};
+use engine::replicate::status::ReplicaStatus;
 use engine::replicate::{DbOptions, ReplicaOptions, ReplicaSpec};
 use engine::runtime::DbRun;
 use engine::storage::file::FileStore;

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use engine::replicate::status::{DbStatus, ReplicaStatus};
 use engine::replicate::handle::DbHandle;
+use engine::replicate::status::{DbStatus, ReplicaStatus};
 use engine::replicate::{run_database, DbOptions, ReplicaOptions, ReplicaSpec, RunMode};
 use engine::restore::apply::{apply, ApplyError, ApplyOptions, IntegrityCheck};
 use engine::restore::plan::{plan, Listing, Target};

@@ -110,7 +110,7 @@ fn request<B: Serialize, T: DeserializeOwned>(
         .build()?;
     match rt.block_on(call::<B, T>(socket, method, uri, body, timeout)) {
         Ok(Answer::Ok(v)) => Ok(Ok(v)),
-        Ok(Answer::Failed(_, e)) => {
+        Ok(Answer::Failed(e)) => {
             eprintln!("{what} failed: {}", e.error);
             if let Some(d) = e.details {
                 eprintln!("details: {d}");

@@ -255,14 +255,6 @@ fn build_socket(top: &Map<'_>) -> Result<SocketConfig, ConfigError> {
     m.check_keys(&[&["enabled", "path", "permissions"]], &[])?;
     s.enabled = m.bool("enabled")?.unwrap_or(false);
     if let Some(p) = m.string("path")? {
-        if p.is_empty() {
-            return Err(invalid(
-                &m.key_path("path"),
-                m.get("path").expect("present"),
-                "a socket path (e.g. /var/run/litestream.sock)",
-                None,
-            ));
-        }
         s.path = PathBuf::from(p);
     }
     if let Some(v) = m.get("permissions") {

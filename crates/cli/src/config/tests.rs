@@ -730,8 +730,7 @@ fn errors_name_the_key_and_the_value() {
         ("socket:\n  permissions: rw\n".into(), r#"socket.permissions: "rw" is not file permissions (e.g. 0600)"#),
         ("socket:\n  permissions: 600\n".into(), "socket.permissions: 600 is not file permissions (e.g. 0600)"),
         ("socket:\n  permissions: \"4755\"\n".into(), r#"socket.permissions: "4755" is not file permissions (e.g. 0600)"#),
-        ("socket:\n  path: ''\n".into(), r#"socket.path: "" is not a socket path (e.g. /var/run/litestream.sock)"#),
-        ("socket:\n  enabled: yes please\n".into(), r#"socket.enabled: "yes please" is not a boolean"#),
+        ("socket:\n  enabled: yes please\n".into(), r#"socket.enabled: "yes please" is not a boolean (true or false)"#),
         // Structure.
         ("dbs:\n  - path: /a.db\n    dir: /data\n    replica: {path: /b}\n".into(), "dbs[0]: give either `path` or `dir`, not both"),
         ("dbs:\n  - replica: {path: /b}\n".into(), "dbs[0]: give `path` (a database file) or `dir` (a directory of databases)"),
@@ -978,8 +977,10 @@ fn socket_permissions_are_octal() {
         ("0o644", 0o644),
         ("0", 0),
     ] {
-        let cfg = parse(&format!("socket:\n  permissions: {text}\n"), false, &|_| None)
-            .unwrap_or_else(|e| panic!("{text}: {e}"));
+        let cfg = parse(&format!("socket:\n  permissions: {text}\n"), false, &|_| {
+            None
+        })
+        .unwrap_or_else(|e| panic!("{text}: {e}"));
         assert_eq!(cfg.socket.permissions, want, "{text}");
     }
 }

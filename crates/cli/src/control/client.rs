@@ -20,7 +20,7 @@ use super::ErrorResponse;
 pub enum Answer<T> {
     Ok(T),
     /// A non-200 answer, with the server's `error` and `details`.
-    Failed(StatusCode, ErrorResponse),
+    Failed(ErrorResponse),
 }
 
 /// Sends `method uri` with `body` (JSON, for POST) to the socket at `socket`, and reads
@@ -69,7 +69,7 @@ pub async fn call<B: Serialize, T: DeserializeOwned>(
             error: format!("{status}: {}", String::from_utf8_lossy(&body).trim()),
             details: None,
         });
-        Ok(Answer::Failed(status, e))
+        Ok(Answer::Failed(e))
     };
     match tokio::time::timeout(timeout, work).await {
         Ok(r) => r,

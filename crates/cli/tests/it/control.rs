@@ -156,7 +156,10 @@ fn info_and_list_answer_in_litestream_json() {
     );
     // The text forms name the same things.
     let text = String::from_utf8(ok(&d, d.cli(&["list"])).stdout).unwrap();
-    assert!(text.contains(&format!("{}\treplicating\t", d.db.display())), "{text}");
+    assert!(
+        text.contains(&format!("{}\treplicating\t", d.db.display())),
+        "{text}"
+    );
     let text = String::from_utf8(ok(&d, d.cli(&["info"])).stdout).unwrap();
     assert!(text.contains("database_count: 1"), "{text}");
 }
@@ -167,6 +170,7 @@ fn sync_wait_returns_once_the_replica_holds_the_commit() {
     let app = app_db(&w.path("app.db"));
     insert_rows(&app, 3, 100);
     let d = start(&w, None, "");
+    let mut last = 0;
     for i in 0..10 {
         app.execute("INSERT INTO t(v) VALUES (?1)", [format!("row {i}")])
             .unwrap();
@@ -176,6 +180,12 @@ fn sync_wait_returns_once_the_replica_holds_the_commit() {
         let v = json(&out);
         let txid = v["txid"].as_u64().unwrap();
         assert_eq!(v["replica_txid"].as_u64(), Some(txid), "{v}");
+        // The answer covers the commit just made: a capture after the request saw it.
+        assert!(
+            txid > last,
+            "round {i}: TXID {txid} after a commit, was {last}"
+        );
+        last = txid;
         assert_eq!(v["db_path"], d.db.to_str().unwrap());
         assert!(v["duration_ms"].is_u64(), "{v}");
         assert!(
@@ -204,10 +214,7 @@ fn sync_wait_returns_once_the_replica_holds_the_commit() {
     assert_eq!(v["status"], "no_change", "{v}");
     // The text form.
     app.execute("INSERT INTO t(v) VALUES ('last')", []).unwrap();
-    let out = ok(
-        &d,
-        d.cli(&["sync", "-wait", d.db.to_str().unwrap()]),
-    );
+    let out = ok(&d, d.cli(&["sync", "-wait", d.db.to_str().unwrap()]));
     let text = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], format!("db_path: {}", d.db.display()), "{text}");
@@ -253,7 +260,10 @@ fn socket_file_gets_the_configured_mode_and_is_removed_at_exit() {
     drop(app_db(&w.path("app.db")));
     let d = start(&w, None, "  permissions: \"0660\"\n");
     let mode = std::fs::metadata(&d.sock).unwrap().permissions().mode() & 0o7777;
-    assert_eq!(mode, 0o660, "socket mode with permissions 0660 is {mode:04o}");
+    assert_eq!(
+        mode, 0o660,
+        "socket mode with permissions 0660 is {mode:04o}"
+    );
 }
 
 #[test]
@@ -333,32 +343,45 @@ fn start_stop_register_unregister_are_refused_not_pretended() {
 
 #[test]
 fn sync_wait_times_out_naming_the_failing_replica() {
+    let mut g = crate::garage::Garage::start();
     let w = Work::new();
     let app = app_db(&w.path("app.db"));
     insert_rows(&app, 3, 100);
-    let d = start(&w, None, "");
+    let d = start(&w, Some(&g.replica_yaml("ctl")), "");
     ok(&d, sync_wait(&d, "30"));
-    // The replica directory becomes a plain file: every write fails (even as root).
-    std::fs::rename(&d.replica, w.path("replica.moved")).unwrap();
-    std::fs::write(&d.replica, "not a directory").unwrap();
-    app.execute("INSERT INTO t(v) VALUES ('lost?')", []).unwrap();
+    // The object store goes down: the next commit cannot reach the replica.
+    g.stop();
+    app.execute("INSERT INTO t(v) VALUES ('not yet')", [])
+        .unwrap();
     let t = Instant::now();
     let out = sync_wait(&d, "2");
     let took = t.elapsed();
-    assert!(!out.status.success(), "sync -wait succeeded with a broken replica");
+    assert!(
+        !out.status.success(),
+        "sync -wait succeeded with the store down"
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.starts_with("sync failed: ") && err.contains("timed out after 2s waiting for TXID"),
         "{err}"
     );
-    assert!(err.contains("replica file holds TXID"), "{err}");
-    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(20), "{took:?}");
+    assert!(err.contains("replica s3 holds TXID"), "{err}");
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(20),
+        "{took:?}"
+    );
+    // Once the store is back, the same request succeeds.
+    g.restart();
+    ok(&d, sync_wait(&d, "60"));
 }
 
 /// `sync -wait` latency right after a commit, over the socket (not counting the CLI's
 /// start): median and max over 50 commits, printed; bounds are generous.
 fn measure(d: &Daemon, app: &rusqlite::Connection, what: &str) -> (Duration, Duration) {
-    let body = format!(r#"{{"path":"{}","wait":true,"timeout":30}}"#, d.db.display());
+    let body = format!(
+        r#"{{"path":"{}","wait":true,"timeout":30}}"#,
+        d.db.display()
+    );
     let mut times = Vec::new();
     for i in 0..50 {
         app.execute("INSERT INTO t(v) VALUES (?1)", [format!("m{i}")])
@@ -371,6 +394,23 @@ fn measure(d: &Daemon, app: &rusqlite::Connection, what: &str) -> (Duration, Dur
     times.sort();
     let (median, max) = (times[times.len() / 2], times[times.len() - 1]);
     println!("sync -wait latency after a commit ({what}, defaults, 50 commits): median {median:?}, max {max:?}");
+    // For comparison: a plain sync (capture only) after a commit.
+    let body = format!(r#"{{"path":"{}","timeout":30}}"#, d.db.display());
+    let mut local = Vec::new();
+    for i in 0..50 {
+        app.execute("INSERT INTO t(v) VALUES (?1)", [format!("l{i}")])
+            .unwrap();
+        let t = Instant::now();
+        let (code, resp) = request(&d.sock, "POST", "/sync", &body);
+        local.push(t.elapsed());
+        assert_eq!(code, 200, "{resp}");
+    }
+    local.sort();
+    println!(
+        "sync (no -wait) latency after a commit ({what}): median {:?}, max {:?}",
+        local[local.len() / 2],
+        local[local.len() - 1]
+    );
     (median, max)
 }
 

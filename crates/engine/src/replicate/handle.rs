@@ -150,8 +150,16 @@ impl DbHandle {
     pub async fn sync(&self, wait: bool, timeout: Duration) -> Result<SyncOutcome, SyncError> {
         let deadline = tokio::time::Instant::now() + timeout;
         match self.state() {
-            RunState::Starting => return Err(SyncError::NotOpen { db: self.db.clone() }),
-            RunState::Stopped => return Err(SyncError::Stopped { db: self.db.clone() }),
+            RunState::Starting => {
+                return Err(SyncError::NotOpen {
+                    db: self.db.clone(),
+                })
+            }
+            RunState::Stopped => {
+                return Err(SyncError::Stopped {
+                    db: self.db.clone(),
+                })
+            }
             RunState::Running => {}
         }
         let mut rx = self.progress.subscribe();
@@ -174,11 +182,17 @@ impl DbHandle {
                 }
             }
             if self.state() == RunState::Stopped {
-                return Err(SyncError::Stopped { db: self.db.clone() });
+                return Err(SyncError::Stopped {
+                    db: self.db.clone(),
+                });
             }
             match tokio::time::timeout_at(deadline, rx.changed()).await {
                 Ok(Ok(())) => {}
-                Ok(Err(_)) => return Err(SyncError::Stopped { db: self.db.clone() }),
+                Ok(Err(_)) => {
+                    return Err(SyncError::Stopped {
+                        db: self.db.clone(),
+                    })
+                }
                 Err(_) => {
                     return Err(SyncError::CaptureTimeout {
                         db: self.db.clone(),
@@ -205,11 +219,17 @@ impl DbHandle {
                 });
             }
             if self.state() == RunState::Stopped {
-                return Err(SyncError::Stopped { db: self.db.clone() });
+                return Err(SyncError::Stopped {
+                    db: self.db.clone(),
+                });
             }
             match tokio::time::timeout_at(deadline, rx.changed()).await {
                 Ok(Ok(())) => {}
-                Ok(Err(_)) => return Err(SyncError::Stopped { db: self.db.clone() }),
+                Ok(Err(_)) => {
+                    return Err(SyncError::Stopped {
+                        db: self.db.clone(),
+                    })
+                }
                 Err(_) => {
                     return Err(SyncError::ReplicaTimeout {
                         db: self.db.clone(),
@@ -288,7 +308,8 @@ impl DbHandle {
 
     /// A replica finished an upload (or gave up on one): waiters re-check.
     pub(crate) fn upload_done(&self) {
-        self.progress.send_modify(|p| p.uploads = p.uploads.wrapping_add(1));
+        self.progress
+            .send_modify(|p| p.uploads = p.uploads.wrapping_add(1));
     }
 }
 

@@ -37,9 +37,9 @@ use tracing::{error, info, warn};
 use crate::sqlite::db::DbConns;
 use crate::storage::ReplicaStore;
 use capture::{Capture, CaptureOptions};
+use handle::{DbHandle, StopOnDrop};
 use local::LocalDir;
 use maintain::ReplicaView;
-use handle::{DbHandle, StopOnDrop};
 use status::ReplicaStatus;
 use upload::{Head, Uploader};
 
@@ -328,8 +328,11 @@ pub async fn run_database(
     let mut last_prune = Instant::now();
     loop {
         // One capture cycle on a blocking thread.
+        // A sync request (control socket) is answered at once: its caller asked for
+        // this capture and waits for it. At most one capture per request, and a capture
+        // that finds nothing new writes no file.
         let since = last_capture.elapsed();
-        if since < pace {
+        if since < pace && !handle.sync_pending() {
             tokio::time::sleep(pace - since).await;
         }
         // Batch while a replica is still uploading: the next capture waits (at most
