@@ -60,9 +60,9 @@ enum Command {
     Info(commands::control::QueryArgs),
     /// List the running replicator's databases and their state (control socket).
     List(commands::control::QueryArgs),
-    /// Start replicating a database in the running replicator (not supported yet).
+    /// Start replicating a database again after `stop` (control socket).
     Start(commands::control::PathArgs),
-    /// Stop replicating a database in the running replicator (not supported yet).
+    /// Stop replicating one database, after a final sync (control socket).
     Stop(commands::control::PathArgs),
     /// Add a database to the running replicator (not supported yet).
     Register(commands::control::RegisterArgs),

@@ -224,8 +224,8 @@ pub fn list(a: QueryArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `start`, `stop`, `unregister`: the server answers 501 until the runtime can stop and
-/// start one database; the answer is printed as is, never taken for success.
+/// `start`, `stop`, `unregister` (the server answers 501 to `unregister`: not supported
+/// yet); a non-200 answer is never taken for success.
 pub fn path_command(what: &str, a: PathArgs) -> anyhow::Result<ExitCode> {
     if a.dry_run && what != "unregister" {
         anyhow::bail!("-dry-run applies to unregister only");

@@ -10,8 +10,9 @@
 //! Does not: capture or upload anything. A sync is asked of the engine through each
 //! database's `engine::replicate::handle::DbHandle`, which owns the sync rule (the
 //! capture answering a request starts after it; `wait` waits for every replica).
-//! `start`, `stop`, `register` and `unregister` answer 501 "not supported yet": the
-//! runtime cannot yet stop or add one database while the others run.
+//! `start` and `stop` end and restart one database's run (`DbHandle::stop`/`start`);
+//! `register` and `unregister` answer 501 "not supported yet": the runtime cannot yet
+//! add or remove a database while the others run.
 
 pub mod client;
 pub mod server;
@@ -54,6 +55,15 @@ pub struct PathRequest {
     pub path: String,
     #[serde(default)]
     pub timeout: u64,
+}
+
+/// Answer to `POST /start` (`started`, `already_running`) and `POST /stop` (`stopped`,
+/// `already_stopped`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ToggleResponse {
+    pub status: String,
+    pub path: String,
+    pub txid: u64,
 }
 
 /// `POST /register`.

@@ -25,12 +25,13 @@ use tokio::net::UnixListener;
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
-use engine::replicate::handle::{DbHandle, RunState, SyncError};
+use engine::replicate::handle::{DbHandle, RunState, SyncError, Toggle};
 use engine::runtime::DbRun;
 
 use super::{
     ErrorResponse, InfoResponse, ListEntry, ListResponse, PathRequest, RegisterRequest,
-    SyncRequest, SyncResponse, TxidResponse, DEFAULT_WAIT_TIMEOUT_SECS, MAX_TIMEOUT_SECS,
+    SyncRequest, SyncResponse, ToggleResponse, TxidResponse, DEFAULT_WAIT_TIMEOUT_SECS,
+    MAX_TIMEOUT_SECS,
 };
 use crate::config::SocketConfig;
 
@@ -186,12 +187,14 @@ async fn handle(req: Request<Incoming>, control: Arc<Control>) -> Result<Reply, 
         (Method::GET, "/txid") => txid(&control, &query),
         (Method::GET, "/list") => json(&list(&control)),
         (Method::GET, "/info") => json(&info(&control)),
-        (Method::POST, "/start" | "/stop" | "/unregister") => {
-            match body::<PathRequest>(req).await {
-                Ok(r) => not_supported(&control, &path, &r.path),
-                Err(f) => Err(f),
-            }
-        }
+        (Method::POST, "/start" | "/stop") => match body::<PathRequest>(req).await {
+            Ok(r) => toggle(&control, path == "/start", r).await,
+            Err(f) => Err(f),
+        },
+        (Method::POST, "/unregister") => match body::<PathRequest>(req).await {
+            Ok(r) => not_supported(&control, &path, &r.path),
+            Err(f) => Err(f),
+        },
         (Method::POST, "/register") => match body::<RegisterRequest>(req).await {
             Ok(r) if r.replica_url.is_empty() => Err(Failure::bad("replica_url required", None)),
             Ok(r) => not_supported(&control, &path, &r.path),
@@ -291,6 +294,40 @@ async fn sync(control: &Control, r: SyncRequest) -> Result<Reply, Failure> {
     }
 }
 
+/// `start` or `stop` one database; the others are unaffected.
+async fn toggle(control: &Control, start: bool, r: PathRequest) -> Result<Reply, Failure> {
+    let handle = find(control, &r.path)?;
+    let timeout = timeout_of(r.timeout)?;
+    let outcome = if start {
+        handle.start(timeout).await
+    } else {
+        handle.stop(timeout).await
+    };
+    let status = match (start, outcome) {
+        (true, Ok(Toggle::Done)) => "started",
+        (true, Ok(Toggle::Already)) => "already_running",
+        (false, Ok(Toggle::Done)) => "stopped",
+        (false, Ok(Toggle::Already)) => "already_stopped",
+        (_, Err(e)) => {
+            warn!(error = %e, "control socket: {} failed", if start { "start" } else { "stop" });
+            return Err(Failure(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                e.to_string(),
+                None,
+            ));
+        }
+    };
+    info!(db = %r.path, status, "control socket");
+    json(&ToggleResponse {
+        status: status.into(),
+        txid: handle
+            .status()
+            .local_txid
+            .load(std::sync::atomic::Ordering::Acquire),
+        path: r.path,
+    })
+}
+
 fn txid(control: &Control, query: &str) -> Result<Reply, Failure> {
     let path = query_param(query, "path").unwrap_or_default();
     let handle = find(control, &path)?;
@@ -340,8 +377,8 @@ fn info(control: &Control) -> InfoResponse {
     }
 }
 
-/// `start`, `stop`, `register`, `unregister`: the runtime runs a fixed set of databases
-/// for the life of the process, so these are refused, never pretended.
+/// `register`, `unregister`: the runtime runs the databases of its config for the life
+/// of the process, so these are refused, never pretended.
 fn not_supported(control: &Control, endpoint: &str, path: &str) -> Result<Reply, Failure> {
     if endpoint != "/register" {
         find(control, path)?;
@@ -351,7 +388,7 @@ fn not_supported(control: &Control, endpoint: &str, path: &str) -> Result<Reply,
     Err(Failure(
         StatusCode::NOT_IMPLEMENTED,
         format!("{}: not supported yet", endpoint.trim_start_matches('/')),
-        Some("this replicator runs the databases of its config for the life of the process; restart it to change them".into()),
+        Some("this replicator runs the databases of its config for the life of the process (start and stop work); restart it to change the set".into()),
     ))
 }
 

@@ -1,5 +1,5 @@
 //! The control socket (`socket:`) and the commands that use it: `info`, `list`, `sync
-//! [-wait]`, and the refused `start`/`stop`/`register`/`unregister`.
+//! [-wait]`, `stop`/`start`, and the refused `register`/`unregister`.
 //!
 //! The promise under test: `sync -wait` returns only once every replica durably holds
 //! the database's TXID as of the request; a replica that cannot get there makes it time
@@ -312,14 +312,12 @@ fn sync_of_an_unknown_database_is_404() {
 }
 
 #[test]
-fn start_stop_register_unregister_are_refused_not_pretended() {
+fn register_and_unregister_are_refused_not_pretended() {
     let w = Work::new();
     drop(app_db(&w.path("app.db")));
     let d = start(&w, None, "");
     let db = d.db.to_str().unwrap().to_string();
     for args in [
-        vec!["start", db.as_str()],
-        vec!["stop", db.as_str()],
         vec!["unregister", db.as_str()],
         vec!["register", "-replica", "file:///tmp/x", db.as_str()],
     ] {
@@ -333,12 +331,100 @@ fn start_stop_register_unregister_are_refused_not_pretended() {
     let (code, _) = request(
         &d.sock,
         "POST",
-        "/stop",
+        "/unregister",
         &format!(r#"{{"path":"{db}","timeout":5}}"#),
     );
     assert_eq!(code, 501);
     // Still replicating.
     ok(&d, sync_wait(&d, "30"));
+}
+
+#[test]
+fn stop_and_start_one_database_while_the_other_replicates() {
+    let w = Work::new();
+    let (a, b) = (w.path("a.db"), w.path("b.db"));
+    let (ra, rb) = (w.path("replica-a"), w.path("replica-b"));
+    let app_a = app_db(&a);
+    let app_b = app_db(&b);
+    insert_rows(&app_a, 3, 100);
+    insert_rows(&app_b, 3, 100);
+    let sock = w.path("ctl.sock");
+    let cfg = w.config(&format!(
+        "socket:\n  enabled: true\n  path: {}\ndbs:\n  - path: {}\n    replica:\n      path: {}\n  - path: {}\n    replica:\n      path: {}\n",
+        sock.display(), a.display(), ra.display(), b.display(), rb.display()
+    ));
+    let r = Replicator::start(&w, &["-config", cfg.to_str().unwrap()]);
+    let d = Daemon {
+        r,
+        cfg,
+        db: a.clone(),
+        replica: ra.clone(),
+        sock,
+    };
+    eventually(
+        Duration::from_secs(30),
+        "both databases replicating",
+        || {
+            let (code, body) = request(&d.sock, "GET", "/list", "");
+            code == 200 && body.matches("\"replicating\"").count() == 2
+        },
+    );
+    let (sa, sb) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let before = json(&ok(&d, d.cli(&["sync", "-wait", "-json", sa])))["txid"]
+        .as_u64()
+        .unwrap();
+
+    let v = json(&ok(&d, d.cli(&["stop", "-json", sa])));
+    assert_eq!(v["status"], "stopped", "{v}");
+    assert_eq!(v["path"], sa);
+    assert_eq!(v["txid"].as_u64(), Some(before), "{v}");
+    assert_eq!(
+        json(&ok(&d, d.cli(&["stop", "-json", sa])))["status"],
+        "already_stopped"
+    );
+    let list = json(&ok(&d, d.cli(&["list", "-json"])));
+    let status = |p: &str| {
+        list["databases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["path"] == p)
+            .map(|e| e["status"].clone())
+    };
+    assert_eq!(status(sa), Some("stopped".into()), "{list}");
+    assert_eq!(status(sb), Some("replicating".into()), "{list}");
+
+    // Stopped: a commit is not replicated, and a sync says why.
+    app_a
+        .execute("INSERT INTO t(v) VALUES ('while stopped')", [])
+        .unwrap();
+    let out = d.cli(&["sync", "-wait", sa]);
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).lines().next(),
+        Some(format!("sync failed: {sa}: replication of this database has stopped").as_str())
+    );
+    assert_eq!(replica_max_txid(&ra), before);
+    // The other database goes on.
+    app_b
+        .execute("INSERT INTO t(v) VALUES ('b goes on')", [])
+        .unwrap();
+    let vb = json(&ok(&d, d.cli(&["sync", "-wait", "-json", sb])));
+    assert!(replica_max_txid(&rb) >= vb["txid"].as_u64().unwrap());
+
+    let v = json(&ok(&d, d.cli(&["start", "-json", sa])));
+    assert_eq!(v["status"], "started", "{v}");
+    assert_eq!(
+        json(&ok(&d, d.cli(&["start", "-json", sa])))["status"],
+        "already_running"
+    );
+    // The commit made while stopped reaches the replica.
+    let after = json(&ok(&d, d.cli(&["sync", "-wait", "-json", sa])));
+    let t = after["txid"].as_u64().unwrap();
+    assert!(t > before, "{after}");
+    assert!(replica_max_txid(&ra) >= t);
+    let log = d.r.log.clone();
+    assert_eq!(d.r.stop(), 0, "{}", std::fs::read_to_string(log).unwrap());
 }
 
 #[test]

@@ -59,6 +59,12 @@ pub enum SyncError {
     Stopped { db: String },
     #[error("{db}: capture failed: {error}")]
     Capture { db: String, error: String },
+    #[error("{db}: not {want} within {timeout:?}")]
+    StateTimeout {
+        db: String,
+        want: String,
+        timeout: Duration,
+    },
     #[error("{db}: no capture within {timeout:?}")]
     CaptureTimeout { db: String, timeout: Duration },
     /// Replicas that had not reached `txid` when the time ran out.
@@ -118,6 +124,18 @@ pub struct DbHandle {
     requested: AtomicU64,
     wake: Notify,
     progress: watch::Sender<Progress>,
+    /// Whether the database should replicate (`stop` and `start` set it; the runtime
+    /// stops and restarts the run to match).
+    wanted: watch::Sender<bool>,
+}
+
+/// What `start` and `stop` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Toggle {
+    /// The state changed as asked.
+    Done,
+    /// It already was in that state.
+    Already,
 }
 
 impl DbHandle {
@@ -130,6 +148,7 @@ impl DbHandle {
             requested: AtomicU64::new(0),
             wake: Notify::new(),
             progress: watch::Sender::new(Progress::default()),
+            wanted: watch::Sender::new(true),
         }
     }
 
@@ -242,6 +261,58 @@ impl DbHandle {
         }
     }
 
+    /// Stops replicating this database: its run does a final sync and ends. Returns once
+    /// it has ended (or `timeout`; the stop still goes on). The other databases go on.
+    pub async fn stop(&self, timeout: Duration) -> Result<Toggle, SyncError> {
+        let changed = self.wanted.send_replace(false);
+        if !changed && self.state() == RunState::Stopped {
+            return Ok(Toggle::Already);
+        }
+        self.wait_state(RunState::Stopped, timeout).await?;
+        Ok(if changed {
+            Toggle::Done
+        } else {
+            Toggle::Already
+        })
+    }
+
+    /// Starts replicating this database again after `stop`. Returns once it runs (or
+    /// `timeout`; the start still goes on).
+    pub async fn start(&self, timeout: Duration) -> Result<Toggle, SyncError> {
+        let changed = !self.wanted.send_replace(true);
+        if !changed {
+            return Ok(Toggle::Already);
+        }
+        self.wait_state(RunState::Running, timeout).await?;
+        Ok(Toggle::Done)
+    }
+
+    async fn wait_state(&self, want: RunState, timeout: Duration) -> Result<(), SyncError> {
+        let mut rx = self.progress.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            rx.borrow_and_update();
+            if self.state() == want {
+                return Ok(());
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => {
+                    return Err(SyncError::StateTimeout {
+                        db: self.db.clone(),
+                        want: format!("{want:?}").to_lowercase(),
+                        timeout,
+                    })
+                }
+            }
+        }
+    }
+
+    /// Whether the database should replicate (read by the runtime).
+    pub fn wanted(&self) -> watch::Receiver<bool> {
+        self.wanted.subscribe()
+    }
+
     /// The lowest TXID every replica durably holds (0 without replicas).
     pub fn replicated_floor(&self) -> u64 {
         self.replicas()
@@ -268,6 +339,12 @@ impl DbHandle {
     }
 
     // --- The loop's side (crate-private). ---
+
+    /// A run begins (listing replicas, waiting for the file).
+    pub(crate) fn set_starting(&self) {
+        self.state.store(STARTING, Ordering::Release);
+        self.progress.send_modify(|_| {});
+    }
 
     /// The run opened the database; `replicas` are the statuses a `wait` checks.
     pub(crate) fn set_running(&self, replicas: Vec<(String, Arc<ReplicaStatus>)>) {

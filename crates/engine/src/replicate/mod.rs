@@ -210,6 +210,7 @@ pub async fn run_database(
 ) -> Result<(), ReplicateError> {
     let name = opts.path.display().to_string();
     let status = handle.status().clone();
+    handle.set_starting();
     let _stopped = StopOnDrop(handle.clone());
     let local =
         Arc::new(
