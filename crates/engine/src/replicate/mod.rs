@@ -334,7 +334,10 @@ pub async fn run_database(
         // that finds nothing new writes no file.
         let since = last_capture.elapsed();
         if since < pace && !handle.sync_pending() {
-            tokio::time::sleep(pace - since).await;
+            tokio::select! {
+                _ = tokio::time::sleep(pace - since) => {}
+                _ = handle.sync_requested() => {}
+            }
         }
         // Batch while a replica is still uploading: the next capture waits (at most
         // MAX_HOLD) until it has caught up, so a replica slower than the pace receives
