@@ -17,8 +17,8 @@
 //! ignores them; keys that are known but have no effect are returned in
 //! [`Config::warnings`].
 
-// The types are the contract with `setup.rs` and the commands; parts of it (
-// heartbeat, remote backends' settings) have no reader yet in this binary crate.
+// The types are the contract with `setup.rs` and the commands; parts of it
+// (heartbeat, remote backends' settings) have no reader yet in this binary crate.
 #![allow(dead_code)]
 
 mod build;
