@@ -40,6 +40,10 @@ const LONG_FLAGS: &[&str] = &[
     "random-point",
     "scratch",
     "source",
+    // control socket commands
+    "wait",
+    "timeout",
+    "socket",
 ];
 
 /// Rewrites `-name` and `-name=value` to `--name…` for known long flags.

@@ -3,11 +3,13 @@
 //!
 //! `main` → `run` → one dispatch per command; each command lives in `commands/`.
 //! Config files are parsed in `config/`; `setup` turns them into engine options;
-//! `observe` serves and reads the `addr` HTTP endpoint (metrics, health, status).
+//! `observe` serves and reads the `addr` HTTP endpoint (metrics, health, status);
+//! `control` serves and reads the control socket (`sync -wait`, `info`, `list`).
 
 mod args;
 mod commands;
 mod config;
+mod control;
 mod failover;
 mod logging;
 mod observe;
@@ -51,6 +53,21 @@ enum Command {
     Standby(commands::standby::Args),
     /// Ask the standby of a database to take over now.
     Promote(commands::standby::PromoteArgs),
+    /// Capture a database now through the running replicator's control socket; with
+    /// -wait, return once every replica holds it.
+    Sync(commands::control::SyncArgs),
+    /// Show the running replicator's version, pid, uptime and database count (control socket).
+    Info(commands::control::QueryArgs),
+    /// List the running replicator's databases and their state (control socket).
+    List(commands::control::QueryArgs),
+    /// Start replicating a database again after `stop` (control socket).
+    Start(commands::control::PathArgs),
+    /// Stop replicating one database, after a final sync (control socket).
+    Stop(commands::control::PathArgs),
+    /// Add a database to the running replicator (not supported yet).
+    Register(commands::control::RegisterArgs),
+    /// Remove a database from the running replicator (not supported yet).
+    Unregister(commands::control::PathArgs),
 }
 
 fn main() -> ExitCode {
@@ -94,5 +111,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Verify(a) => commands::verify::run(a),
         Command::Standby(a) => commands::standby::run(a),
         Command::Promote(a) => commands::standby::promote(a),
+        Command::Sync(a) => commands::control::sync(a),
+        Command::Info(a) => commands::control::info(a),
+        Command::List(a) => commands::control::list(a),
+        Command::Start(a) => commands::control::path_command("start", a),
+        Command::Stop(a) => commands::control::path_command("stop", a),
+        Command::Register(a) => commands::control::register(a),
+        Command::Unregister(a) => commands::control::path_command("unregister", a),
     }
 }

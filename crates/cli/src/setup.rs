@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context};
-use engine::replicate::status::{DbStatus, ReplicaStatus};
+use engine::replicate::status::ReplicaStatus;
 use engine::replicate::{DbOptions, ReplicaOptions, ReplicaSpec};
 use engine::runtime::DbRun;
 use engine::storage::file::FileStore;
@@ -307,11 +307,7 @@ pub fn db_runs(cfg: &Config) -> anyhow::Result<Vec<DbRun>> {
                 status: Arc::new(ReplicaStatus::default()),
             });
         }
-        runs.push(DbRun {
-            opts: db_options(cfg, &db, &path),
-            replicas,
-            status: Arc::new(DbStatus::default()),
-        });
+        runs.push(DbRun::new(db_options(cfg, &db, &path), replicas));
     }
     Ok(runs)
 }

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use engine::replicate::handle::DbHandle;
 use engine::replicate::status::{DbStatus, ReplicaStatus};
 use engine::replicate::{run_database, DbOptions, ReplicaOptions, ReplicaSpec, RunMode};
 use engine::restore::apply::{apply, ApplyError, ApplyOptions, IntegrityCheck};
@@ -127,7 +128,7 @@ async fn slow_failing_and_down_store_loses_nothing() {
             store: faulty.clone(),
             status: rstatus.clone(),
         }],
-        Arc::new(DbStatus::default()),
+        Arc::new(DbHandle::new("db", Arc::new(DbStatus::default()))),
         Arc::new(tokio::sync::Notify::new()),
         stop_rx,
         RunMode::default(),
@@ -207,7 +208,7 @@ async fn truncated_responses_are_refused() {
             store: file.clone(),
             status: Arc::new(ReplicaStatus::default()),
         }],
-        Arc::new(DbStatus::default()),
+        Arc::new(DbHandle::new("db", Arc::new(DbStatus::default()))),
         Arc::new(tokio::sync::Notify::new()),
         rx,
         RunMode {
@@ -266,7 +267,7 @@ async fn downloads_cut_mid_body_resume_where_they_stopped() {
             store: file.clone(),
             status: Arc::new(ReplicaStatus::default()),
         }],
-        Arc::new(DbStatus::default()),
+        Arc::new(DbHandle::new("db", Arc::new(DbStatus::default()))),
         Arc::new(tokio::sync::Notify::new()),
         rx,
         RunMode {

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use engine::replicate::status::{DbStatus, ReplicaStatus};
+use engine::replicate::status::ReplicaStatus;
 use engine::replicate::{DbOptions, ReplicaOptions, ReplicaSpec, RunMode};
 use engine::runtime::{replicate_all, DbRun};
 use engine::storage::file::FileStore;
@@ -96,15 +96,14 @@ async fn an_idle_database_makes_no_object_store_requests() {
     let rstatus = Arc::new(ReplicaStatus::default());
     let mut opts = DbOptions::with_defaults(db.clone());
     opts.poll_interval = Duration::from_millis(200);
-    let run = DbRun {
+    let run = DbRun::new(
         opts,
-        replicas: vec![ReplicaSpec {
+        vec![ReplicaSpec {
             opts: ropts,
             store: store.clone(),
             status: rstatus.clone(),
         }],
-        status: Arc::new(DbStatus::default()),
-    };
+    );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(replicate_all(vec![run], stop_rx, RunMode::default()));
 

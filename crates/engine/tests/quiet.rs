@@ -71,20 +71,19 @@ async fn quiet_spells_between_bursts_lose_nothing() {
 
     let store = Arc::new(FileStore::new(dir.path().join("replica")));
     let rstatus = Arc::new(ReplicaStatus::default());
-    let status = Arc::new(DbStatus::default());
     let mut opts = DbOptions::with_defaults(db.clone());
     opts.poll_interval = Duration::from_millis(200);
     // Interval checkpoints of our own between bursts, too.
     opts.checkpoint_interval = Duration::from_secs(1);
-    let run = DbRun {
+    let run = DbRun::new(
         opts,
-        replicas: vec![ReplicaSpec {
+        vec![ReplicaSpec {
             opts: ReplicaOptions::with_defaults("file"),
             store: store.clone(),
             status: rstatus.clone(),
         }],
-        status: status.clone(),
-    };
+    );
+    let status = run.status.clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(replicate_all(vec![run], stop_rx, RunMode::default()));
 

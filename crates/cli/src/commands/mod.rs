@@ -1,6 +1,7 @@
 //! One file per command; each exposes `Args` (clap) and `run`.
 
 pub mod check;
+pub mod control;
 pub mod databases;
 pub mod ltx;
 pub mod replicate;

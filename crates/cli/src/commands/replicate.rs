@@ -12,7 +12,7 @@ use engine::replicate::RunMode;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::{failover, observe, setup};
+use crate::{control, failover, observe, setup};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -105,6 +105,10 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         if let (Some(addr), false) = (&cfg.addr, a.once) {
             start_http(addr, &runs, &held, cfg.health_failing_after).await?;
         }
+        // The control socket (`sync -wait`, ...): removed when this block ends.
+        let _socket = (cfg.socket.enabled && !a.once)
+            .then(|| control::server::start(&cfg.socket, &runs))
+            .transpose()?;
         let (stop_tx, stop_rx) = watch::channel(false);
         if !a.once {
             start_drills(&cfg, &runs, &stop_rx)?;

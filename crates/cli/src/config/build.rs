@@ -98,7 +98,6 @@ pub(crate) fn build(root: &Value, env: Env<'_>) -> Result<Config, ConfigError> {
             m.bool("enabled")?.unwrap_or(true)
         }
     };
-    check_socket(&top)?;
 
     let mut dbs = Vec::new();
     for (path, v) in top.seq("dbs")?.unwrap_or_default() {
@@ -121,6 +120,7 @@ pub(crate) fn build(root: &Value, env: Env<'_>) -> Result<Config, ConfigError> {
         dbs,
         addr: top.string("addr")?,
         health_failing_after: positive(&top, "health-failing-after")?.unwrap_or(secs(60)),
+        socket: build_socket(&top)?,
         levels,
         snapshot,
         l0_retention: top.duration("l0-retention")?.unwrap_or(secs(300)),
@@ -203,13 +203,46 @@ fn env_log_level(env: Env<'_>) -> Result<Option<LogLevel>, ConfigError> {
     }
 }
 
-/// `socket:`: its keys are checked, and a socket that is not disabled is refused.
-fn check_socket(top: &Map<'_>) -> Result<(), ConfigError> {
+/// `socket:`: the control socket `replicate` serves when enabled (`control/`).
+fn build_socket(top: &Map<'_>) -> Result<SocketConfig, ConfigError> {
+    let mut s = SocketConfig {
+        enabled: false,
+        path: PathBuf::from("/var/run/litestream.sock"),
+        permissions: 0o600,
+    };
     let Some(m) = top.map("socket")? else {
-        return Ok(());
+        return Ok(s);
     };
     m.check_keys(&[&["enabled", "path", "permissions"]], &[])?;
-    unsupported::check(&m, Section::Socket, "top level")
+    s.enabled = m.bool("enabled")?.unwrap_or(false);
+    if let Some(p) = m.string("path")? {
+        s.path = PathBuf::from(p);
+    }
+    if let Some(v) = m.get("permissions") {
+        // `0600` is octal, as in Go's YAML 1.1; YAML 1.2 reads it as a string, not 600.
+        let mode = match v {
+            Value::Number(n) => n.as_u64(),
+            Value::String(t) => {
+                let digits = t
+                    .strip_prefix("0o")
+                    .or_else(|| t.strip_prefix('0'))
+                    .unwrap_or(t);
+                u64::from_str_radix(digits, 8).ok()
+            }
+            _ => None,
+        };
+        // Permission bits only: set-id and sticky bits mean nothing on a socket, and a
+        // decimal `600` (0o1130, a likely slip for 0600) is caught here.
+        s.permissions = mode.filter(|&m| m <= 0o777).ok_or_else(|| {
+            invalid(
+                &m.key_path("permissions"),
+                v,
+                "file permissions (e.g. 0600)",
+                None,
+            )
+        })? as u32;
+    }
+    Ok(s)
 }
 
 fn build_db(

@@ -61,7 +61,7 @@ pub(crate) use size::parse_size;
 #[allow(unused_imports)]
 pub use types::{
     AbsConfig, Config, DbConfig, DbSource, GcsConfig, LeaseConfig, LogLevel, LoggingConfig,
-    ReplicaConfig, ReplicaKind, S3Config, Secret, SftpConfig, SnapshotConfig,
+    ReplicaConfig, ReplicaKind, S3Config, Secret, SftpConfig, SnapshotConfig, SocketConfig,
 };
 #[allow(unused_imports)]
 pub use url::redact_url;

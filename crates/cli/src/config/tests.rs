@@ -85,6 +85,9 @@ fn defaults_are_litestreams() {
             json: false,
         }
     );
+    assert_eq!(cfg.socket.permissions, 0o600);
+    assert!(!cfg.socket.enabled);
+    assert_eq!(cfg.socket.path, PathBuf::from("/var/run/litestream.sock"));
     assert_eq!(
         (cfg.addr.as_deref(), cfg.health_failing_after),
         (None, S(60))
@@ -710,6 +713,10 @@ fn errors_name_the_key_and_the_value() {
         ("health-failing-after: soon\n".into(), r#"health-failing-after: "soon" is not a duration (e.g. 1m30s)"#),
         ("logging:\n  level: loud\n".into(), r#"logging.level: "loud" is not a log level (trace, debug, info, warn, error)"#),
         ("logging:\n  type: xml\n".into(), r#"logging.type: "xml" is not a log type (text or json)"#),
+        ("socket:\n  permissions: rw\n".into(), r#"socket.permissions: "rw" is not file permissions (e.g. 0600)"#),
+        ("socket:\n  permissions: 600\n".into(), "socket.permissions: 600 is not file permissions (e.g. 0600)"),
+        ("socket:\n  permissions: \"4755\"\n".into(), r#"socket.permissions: "4755" is not file permissions (e.g. 0600)"#),
+        ("socket:\n  enabled: yes please\n".into(), r#"socket.enabled: "yes please" is not a boolean (true or false)"#),
         // Structure.
         ("dbs:\n  - path: /a.db\n    dir: /data\n    replica: {path: /b}\n".into(), "dbs[0]: give either `path` or `dir`, not both"),
         ("dbs:\n  - replica: {path: /b}\n".into(), "dbs[0]: give `path` (a database file) or `dir` (a directory of databases)"),
@@ -1124,7 +1131,6 @@ fn keys_without_effect_are_refused_until_supported() {
         ("heartbeat-interval: 5m\n".into(), "heartbeat-interval: `heartbeat-interval` is not supported yet (top level): sqlite-replicate sends no heartbeat pings (poll `/healthz` on `addr` instead); remove it from the config"),
         ("mcp-addr: ':3001'\n".into(), "mcp-addr: `mcp-addr` is not supported yet (top level): sqlite-replicate has no MCP server; remove it from the config"),
         ("shutdown-sync-interval: 1s\n".into(), "shutdown-sync-interval: `shutdown-sync-interval` is not supported yet (top level): sqlite-replicate has no pause between final-sync retries (the final sync waits, up to `shutdown-sync-timeout`, for uploads that retry on their own); remove it from the config"),
-        ("socket:\n  enabled: true\n  path: /run/sr.sock\n".into(), "socket.enabled: `enabled: true` is not supported yet (top level): sqlite-replicate has no control socket; remove it from the config"),
         ("logging:\n  stderr: false\n".into(), "logging.stderr: `stderr: false` is not supported yet (top level): sqlite-replicate always logs to stderr, never to stdout; remove it from the config"),
         ("logging:\n  source: true\n".into(), "logging.source: `source: true` is not supported yet (top level): sqlite-replicate does not add source locations to log lines; remove it from the config"),
         ("auto-recover: true\n".into(), "auto-recover: `auto-recover: true` is not supported yet (top level): sqlite-replicate does not reset a replica's local state after errors; remove it from the config"),
@@ -1167,4 +1173,24 @@ dbs:
       require-content-md5: false
 ");
     assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+}
+
+/// `permissions` is octal however it is written: a YAML 1.1 octal number (as Go reads
+/// it), a quoted string, or `0o`.
+#[test]
+fn socket_permissions_are_octal() {
+    for (text, want) in [
+        ("0600", 0o600),
+        ("0640", 0o640),
+        ("\"0660\"", 0o660),
+        ("'600'", 0o600),
+        ("0o644", 0o644),
+        ("0", 0),
+    ] {
+        let cfg = parse(&format!("socket:\n  permissions: {text}\n"), false, &|_| {
+            None
+        })
+        .unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert_eq!(cfg.socket.permissions, want, "{text}");
+    }
 }

@@ -47,6 +47,8 @@ pub struct Config {
     /// `health-failing-after` (ours): `/healthz` answers 503 once a replica's uploads (or
     /// a database's captures) have been failing this long. Default 1m.
     pub health_failing_after: Duration,
+    /// `socket`: the control socket (`control/`), served by `replicate` when enabled.
+    pub socket: SocketConfig,
     /// `levels[].interval`: compaction intervals of L1, L2, ... Default `[30s, 5m, 1h]`.
     pub levels: Vec<Duration>,
     /// `snapshot`: the level-9 snapshot schedule. Default 24h / 24h.
@@ -78,6 +80,16 @@ pub struct Config {
 pub struct SnapshotConfig {
     pub interval: Duration,
     pub retention: Duration,
+}
+
+/// `socket:`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SocketConfig {
+    pub enabled: bool,
+    /// Default `/var/run/litestream.sock` (Litestream's, so its scripts find it).
+    pub path: PathBuf,
+    /// Unix mode bits. Default `0o600`.
+    pub permissions: u32,
 }
 
 /// `logging:`.

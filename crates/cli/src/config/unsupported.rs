@@ -71,9 +71,6 @@ const TOP: &[Key] = &[
     ),
 ];
 
-/// `socket:` keys: a disabled socket is what sqlite-replicate has.
-const SOCKET: &[Key] = &[key("enabled", Harmless::False, "has no control socket")];
-
 /// `logging:` keys.
 const LOGGING: &[Key] = &[
     key(
@@ -136,8 +133,6 @@ const SETTINGS: &[Key] = &[
 pub(crate) enum Section {
     /// The top level (global keys and replica defaults).
     Top,
-    /// `socket:`.
-    Socket,
     /// `logging:`.
     Logging,
     /// A `dbs:` entry.
@@ -152,7 +147,6 @@ pub(crate) enum Section {
 pub(crate) fn check(m: &Map<'_>, section: Section, place: &str) -> Result<(), ConfigError> {
     let tables: &[&[Key]] = match section {
         Section::Top => &[TOP, SETTINGS],
-        Section::Socket => &[SOCKET],
         Section::Logging => &[LOGGING],
         Section::Db => &[DB],
         Section::Replica => &[SETTINGS],

@@ -7,6 +7,7 @@ mod abs;
 mod azurite;
 mod badinput;
 mod check;
+mod control;
 mod crash;
 mod diskfull;
 mod faultproxy;

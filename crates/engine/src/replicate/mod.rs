@@ -17,6 +17,7 @@
 
 pub mod capture;
 pub mod detect;
+pub mod handle;
 pub mod local;
 pub mod maintain;
 pub mod report;
@@ -36,9 +37,10 @@ use tracing::{error, info, warn};
 use crate::sqlite::db::DbConns;
 use crate::storage::ReplicaStore;
 use capture::{Capture, CaptureOptions};
+use handle::{DbHandle, StopOnDrop};
 use local::LocalDir;
 use maintain::ReplicaView;
-use status::{DbStatus, ReplicaStatus};
+use status::ReplicaStatus;
 use upload::{Head, Uploader};
 
 /// Settings of one replica of one database.
@@ -198,15 +200,20 @@ fn publish(cap: &mut Capture, head: &mut Head, tx: &watch::Sender<Head>) -> bool
 }
 
 /// Replicates one database until `shutdown` turns true (or once, in `once` mode).
+/// `handle` carries sync requests in and progress out (see `handle`); it is marked
+/// stopped when this returns.
 pub async fn run_database(
     opts: DbOptions,
     replicas: Vec<ReplicaSpec>,
-    status: Arc<DbStatus>,
+    handle: Arc<DbHandle>,
     changes: Arc<tokio::sync::Notify>,
     mut shutdown: watch::Receiver<bool>,
     mode: RunMode,
 ) -> Result<(), ReplicateError> {
     let name = opts.path.display().to_string();
+    let status = handle.status().clone();
+    handle.set_starting();
+    let _stopped = StopOnDrop(handle.clone());
     // One listing per replica at start; positions are kept in memory afterwards.
     let mut remote_max = 0;
     let mut views = Vec::new();
@@ -289,6 +296,12 @@ pub async fn run_database(
     if mode.force_full_image {
         cap.request_full_image();
     }
+    handle.set_running(
+        replicas
+            .iter()
+            .map(|r| (r.opts.name.clone(), r.status.clone()))
+            .collect(),
+    );
     let pace = replicas
         .iter()
         .map(|r| r.opts.min_upload_interval)
@@ -316,6 +329,7 @@ pub async fn run_database(
             need_full_image: full_tx.clone(),
             capture_pace: pace,
             uploaded: uploaded.clone(),
+            handle: handle.clone(),
         };
         uploaders.push(tokio::spawn(u.run(view)));
     }
@@ -327,16 +341,22 @@ pub async fn run_database(
     let mut last_prune = Instant::now();
     loop {
         // One capture cycle on a blocking thread.
+        // A sync request (control socket) is answered at once: its caller asked for
+        // this capture and waits for it. At most one capture per request, and a capture
+        // that finds nothing new writes no file.
         let since = last_capture.elapsed();
-        if since < pace {
-            tokio::time::sleep(pace - since).await;
+        if since < pace && !handle.sync_pending() {
+            tokio::select! {
+                _ = tokio::time::sleep(pace - since) => {}
+                _ = handle.sync_requested() => {}
+            }
         }
         // Batch while a replica is still uploading: the next capture waits (at most
         // MAX_HOLD) until it has caught up, so a replica slower than the pace receives
         // fewer, larger files rather than a queue that grows without bound. A replica
         // backing off after errors holds nothing: captures go on so the WAL can be
-        // checkpointed.
-        if !stopping && !mode.once {
+        // checkpointed. A pending sync request does not wait: its caller is waiting.
+        if !stopping && !mode.once && !handle.sync_pending() {
             let hold_until = Instant::now() + MAX_HOLD;
             while replicas.iter().any(|r| {
                 r.status.uploading.load(Ordering::Acquire) && r.status.replicated() < head.txid
@@ -349,6 +369,8 @@ pub async fn run_database(
             }
         }
         last_capture = Instant::now();
+        // Every sync request counted by now is answered by this cycle: it starts after them.
+        let serving = handle.requests_now();
         let settle_due = settle_at.is_some_and(|t| t <= Instant::now());
         let cycle_started = Instant::now();
         let cycle_tx = head_tx.clone();
@@ -375,6 +397,11 @@ pub async fn run_database(
         .expect("capture task");
         cap = c;
         head = cycle_head;
+        handle.cycle_done(
+            serving,
+            head.txid,
+            result.as_ref().err().map(|e| e.to_string()),
+        );
         status.syncs.fetch_add(1, Ordering::Relaxed);
         status.sync_micros.fetch_add(
             cycle_started.elapsed().as_micros() as u64,
@@ -439,6 +466,7 @@ pub async fn run_database(
         };
         tokio::select! {
             _ = changes.notified() => {}
+            _ = handle.sync_requested() => {}
             _ = timer => {}
             Some(()) = full_rx.recv() => {
                 while full_rx.try_recv().is_ok() {}

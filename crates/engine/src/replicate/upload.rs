@@ -47,6 +47,8 @@ pub struct Uploader {
     /// Woken after every upload attempt (the capture loop waits on it while this replica
     /// is uploading, see `ReplicaStatus::uploading`).
     pub uploaded: Arc<tokio::sync::Notify>,
+    /// Told of every upload, so `sync -wait` callers re-check their replicas.
+    pub handle: Arc<super::handle::DbHandle>,
 }
 
 impl Uploader {
@@ -119,6 +121,7 @@ impl Uploader {
         let done = self.upload_missing(view, head, backoff, last_upload).await;
         self.status.uploading.store(false, Ordering::Release);
         self.uploaded.notify_one();
+        self.handle.upload_done();
         done
     }
 
@@ -190,6 +193,7 @@ impl Uploader {
                     self.status.upload_bytes.fetch_add(len, Ordering::Relaxed);
                     self.status.set_error(None);
                     self.uploaded.notify_one();
+                    self.handle.upload_done();
                     debug!(db = %self.db_name, replica = %self.name(), file = %key, bytes = len, "uploaded");
                 }
                 Err(e) => {

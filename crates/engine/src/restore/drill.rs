@@ -703,7 +703,10 @@ mod scratch_mode_tests {
                 store: Arc::new(FileStore::new(&replica)),
                 status: Arc::new(ReplicaStatus::default()),
             }],
-            Arc::new(DbStatus::default()),
+            Arc::new(crate::replicate::handle::DbHandle::new(
+                db.display().to_string(),
+                Arc::new(DbStatus::default()),
+            )),
             Arc::new(tokio::sync::Notify::new()),
             rx,
             RunMode {

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
-use tracing::error;
+use tracing::{error, info, warn};
 
+use crate::replicate::handle::DbHandle;
 use crate::replicate::status::DbStatus;
 use crate::replicate::{
     self,
@@ -22,6 +23,95 @@ pub struct DbRun {
     pub opts: DbOptions,
     pub replicas: Vec<ReplicaSpec>,
     pub status: Arc<DbStatus>,
+    /// Sync requests and run state, for the control socket (shares `status`).
+    pub handle: Arc<DbHandle>,
+}
+
+impl DbRun {
+    /// A run with fresh figures and a fresh handle.
+    pub fn new(opts: DbOptions, replicas: Vec<ReplicaSpec>) -> DbRun {
+        let status = Arc::new(DbStatus::default());
+        let handle = Arc::new(DbHandle::new(
+            opts.path.display().to_string(),
+            status.clone(),
+        ));
+        DbRun {
+            opts,
+            replicas,
+            status,
+            handle,
+        }
+    }
+}
+
+/// Runs one database until `shutdown`, ending and restarting its run as its handle's
+/// `stop` and `start` ask (the control socket): a stopped run does its final sync; a
+/// start runs it again with the same replicas, from what they hold.
+async fn run_db(
+    db: DbRun,
+    notify: Arc<Notify>,
+    mut shutdown: watch::Receiver<bool>,
+    mode: RunMode,
+) -> Result<(), ReplicateError> {
+    let name = db.opts.path.display().to_string();
+    let mut wanted = db.handle.wanted();
+    loop {
+        if !*wanted.borrow_and_update() {
+            // Stopped by request: wait for a start or the end.
+            let start = tokio::select! {
+                r = wanted.changed() => r.is_ok(),
+                r = shutdown.wait_for(|s| *s) => { drop(r); false }
+            };
+            if !start {
+                return Ok(());
+            }
+            continue;
+        }
+        if *shutdown.borrow() {
+            return Ok(());
+        }
+        let replicas = db
+            .replicas
+            .iter()
+            .map(|r| replicate::ReplicaSpec {
+                opts: r.opts.clone(),
+                store: r.store.clone(),
+                status: r.status.clone(),
+            })
+            .collect();
+        // The run's own stop signal: the process's shutdown, or a stop request.
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let run = replicate::run_database(
+            db.opts.clone(),
+            replicas,
+            db.handle.clone(),
+            notify.clone(),
+            stop_rx,
+            mode,
+        );
+        tokio::pin!(run);
+        let ended = tokio::select! {
+            r = &mut run => Some(r),
+            r = shutdown.wait_for(|s| *s) => { drop(r); None }
+            r = wanted.wait_for(|w| !*w) => { drop(r); None }
+        };
+        let r = match ended {
+            Some(r) => r,
+            None => {
+                stop_tx.send_replace(true);
+                run.await
+            }
+        };
+        if mode.once || *shutdown.borrow() || *wanted.borrow() {
+            return r;
+        }
+        match r {
+            Ok(()) => info!(db = %name, "replication stopped on request"),
+            Err(e) => {
+                warn!(db = %name, error = %e, "replication stopped on request, final sync incomplete")
+            }
+        }
+    }
 }
 
 /// Replicates every database until `shutdown` turns true (or once each, in `once` mode).
@@ -48,14 +138,7 @@ pub async fn replicate_all(
         let name = db.opts.path.display().to_string();
         // Boxed: the task's future would otherwise hold this one (2.3 KiB) twice, as the
         // captured value and as the future being awaited.
-        let run = Box::pin(replicate::run_database(
-            db.opts,
-            db.replicas,
-            db.status,
-            notify,
-            sd,
-            mode,
-        ));
+        let run = Box::pin(run_db(db, notify, sd, mode));
         tasks.push((
             name,
             tokio::spawn(async move {

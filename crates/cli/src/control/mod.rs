@@ -1,0 +1,116 @@
+//! The control socket: HTTP/1 over a Unix socket (`socket:` in the config), Litestream
+//! 0.5's control plane, so scripts written for `litestream sync -wait` keep working.
+//!
+//! Owns: the wire format (request and response bodies, spelled as Litestream spells
+//! them, in this file), the server started by `replicate` (`server.rs`: binding the
+//! socket file with its permissions, routing, limits) and the client side used by the
+//! `sync`, `info`, `list`, `start`, `stop`, `register` and `unregister` commands
+//! (`client.rs`).
+//!
+//! Does not: capture or upload anything. A sync is asked of the engine through each
+//! database's `engine::replicate::handle::DbHandle`, which owns the sync rule (the
+//! capture answering a request starts after it; `wait` waits for every replica).
+//! `start` and `stop` end and restart one database's run (`DbHandle::stop`/`start`);
+//! `register` and `unregister` answer 501 "not supported yet": the runtime cannot yet
+//! add or remove a database while the others run.
+
+pub mod client;
+pub mod server;
+
+use serde::{Deserialize, Serialize};
+
+/// Litestream's default socket path.
+pub const DEFAULT_SOCKET_PATH: &str = "/var/run/litestream.sock";
+
+/// Seconds a `sync -wait` waits when the request says 0.
+pub const DEFAULT_WAIT_TIMEOUT_SECS: u64 = 30;
+
+/// Longest timeout a request may ask for: bounds how long a connection is held.
+pub const MAX_TIMEOUT_SECS: u64 = 3600;
+
+/// `POST /sync`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SyncRequest {
+    pub path: String,
+    #[serde(default)]
+    pub wait: bool,
+    /// Seconds; 0 means the default.
+    #[serde(default)]
+    pub timeout: u64,
+}
+
+/// Answer to `POST /sync`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SyncResponse {
+    /// `no_change`, `synced` (with wait) or `synced_local`.
+    pub status: String,
+    pub path: String,
+    pub txid: u64,
+    pub replicated_txid: u64,
+}
+
+/// `POST /start`, `POST /stop`, `POST /unregister`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PathRequest {
+    pub path: String,
+    #[serde(default)]
+    pub timeout: u64,
+}
+
+/// Answer to `POST /start` (`started`, `already_running`) and `POST /stop` (`stopped`,
+/// `already_stopped`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ToggleResponse {
+    pub status: String,
+    pub path: String,
+    pub txid: u64,
+}
+
+/// `POST /register`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RegisterRequest {
+    pub path: String,
+    pub replica_url: String,
+}
+
+/// `GET /txid?path=DB`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TxidResponse {
+    pub txid: u64,
+}
+
+/// `GET /list`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ListResponse {
+    pub databases: Vec<ListEntry>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ListEntry {
+    pub path: String,
+    /// `replicating`, `open` (known, not replicating yet: listing its replicas or
+    /// waiting for the file) or `stopped`.
+    pub status: String,
+    /// RFC 3339 time of the last capture, absent before the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_at: Option<String>,
+}
+
+/// `GET /info`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InfoResponse {
+    pub version: String,
+    pub pid: u32,
+    pub uptime_seconds: u64,
+    /// RFC 3339.
+    pub started_at: String,
+    pub database_count: usize,
+}
+
+/// Every non-200 answer.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ErrorResponse {
+    pub error: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<String>,
+}

@@ -1,0 +1,462 @@
+//! The control socket's server: binds the socket file, routes the endpoints, answers
+//! in Litestream's JSON.
+//!
+//! Owns: the socket file's life (an old socket at the path is replaced, anything else
+//! there is refused and left alone; created with `permissions` and never more open;
+//! removed at exit if it is still ours), the limits (concurrent connections, header
+//! and request time, body size), and the mapping of engine outcomes to HTTP statuses.
+//! Does not: decide what a sync means (`DbHandle::sync` does).
+
+use std::convert::Infallible;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::net::UnixListener;
+use tokio::sync::Semaphore;
+use tracing::{debug, info, warn};
+
+use engine::replicate::handle::{DbHandle, RunState, SyncError, Toggle};
+use engine::runtime::DbRun;
+
+use super::{
+    ErrorResponse, InfoResponse, ListEntry, ListResponse, PathRequest, RegisterRequest,
+    SyncRequest, SyncResponse, ToggleResponse, TxidResponse, DEFAULT_WAIT_TIMEOUT_SECS,
+    MAX_TIMEOUT_SECS,
+};
+use crate::config::SocketConfig;
+
+/// Connections served at once; more wait in the listen backlog.
+const MAX_CONNECTIONS: usize = 32;
+/// Largest request body accepted.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Time to send the request headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest life of one connection: the longest timeout a request may ask for, plus slack.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(MAX_TIMEOUT_SECS + 60);
+
+/// What the server answers about.
+struct Control {
+    dbs: Vec<(String, Arc<DbHandle>)>,
+    started_at: jiff::Timestamp,
+    started: std::time::Instant,
+}
+
+/// The running server; dropping it stops serving and removes the socket file (if the
+/// file at the path is still the one we bound).
+pub struct SocketGuard {
+    path: PathBuf,
+    identity: (u64, u64),
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for SocketGuard {
+    fn drop(&mut self) {
+        self.task.abort();
+        if let Ok(m) = std::fs::symlink_metadata(&self.path) {
+            if m.file_type().is_socket() && (m.dev(), m.ino()) == self.identity {
+                let _ = std::fs::remove_file(&self.path);
+            }
+        }
+    }
+}
+
+/// Binds `cfg.path` and serves the databases of `runs` until the guard is dropped.
+/// Call before the runs are handed to the engine, and before other tasks create files
+/// (see `bind`).
+pub fn start(cfg: &SocketConfig, runs: &[DbRun]) -> anyhow::Result<SocketGuard> {
+    let std_listener = bind(&cfg.path, cfg.permissions)?;
+    let m = std::fs::symlink_metadata(&cfg.path)
+        .with_context(|| format!("socket {}: reading it back", cfg.path.display()))?;
+    let listener = UnixListener::from_std(std_listener)
+        .with_context(|| format!("socket {}", cfg.path.display()))?;
+    let control = Arc::new(Control {
+        dbs: runs
+            .iter()
+            .map(|r| (r.opts.path.display().to_string(), r.handle.clone()))
+            .collect(),
+        started_at: jiff::Timestamp::now(),
+        started: std::time::Instant::now(),
+    });
+    info!(path = %cfg.path.display(), permissions = %format!("{:04o}", cfg.permissions), "control socket listening");
+    Ok(SocketGuard {
+        path: cfg.path.clone(),
+        identity: (m.dev(), m.ino()),
+        task: tokio::spawn(serve(listener, control)),
+    })
+}
+
+/// Creates the listening socket at `path` with mode `permissions`.
+///
+/// An existing socket there (left by a process that died) is replaced; any other file
+/// is refused and left alone. The mode is set through the umask while binding, so the
+/// file is never more open than asked, not even between bind and chmod; the umask is
+/// process-wide, which is why this runs before replication tasks create files (a file
+/// created meanwhile would only get a stricter mode). The directory is not touched.
+fn bind(path: &Path, permissions: u32) -> anyhow::Result<std::os::unix::net::UnixListener> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path)
+            .with_context(|| format!("socket {}: removing the old socket", path.display()))?,
+        Ok(_) => bail!(
+            "socket {}: the path exists and is not a socket; refusing to replace it",
+            path.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(e).with_context(|| format!("socket {}: cannot inspect", path.display()))
+        }
+    }
+    let mode = permissions & 0o777;
+    // SAFETY: umask(2) only swaps the process's file creation mask.
+    let old = unsafe { libc::umask((!mode & 0o777) as libc::mode_t) };
+    let bound = std::os::unix::net::UnixListener::bind(path);
+    // SAFETY: as above, restoring the previous mask.
+    unsafe { libc::umask(old) };
+    let listener = bound.with_context(|| format!("socket {}: cannot listen", path.display()))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("socket {}: chmod {mode:04o}", path.display()))?;
+    }
+    listener
+        .set_nonblocking(true)
+        .with_context(|| format!("socket {}", path.display()))?;
+    Ok(listener)
+}
+
+async fn serve(listener: UnixListener, control: Arc<Control>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                warn!(error = %e, "control socket: accept failed");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let c = control.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let svc = hyper::service::service_fn(move |req| handle(req, c.clone()));
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), svc);
+            match tokio::time::timeout(CONNECTION_TIMEOUT, conn).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => debug!(error = %e, "control socket: connection ended"),
+                Err(_) => debug!("control socket: connection timed out"),
+            }
+        });
+    }
+}
+
+type Reply = Response<Full<Bytes>>;
+
+/// An error answer: status, `error` line, optional details.
+struct Failure(StatusCode, String, Option<String>);
+
+impl Failure {
+    fn bad(error: impl Into<String>, details: Option<String>) -> Failure {
+        Failure(StatusCode::BAD_REQUEST, error.into(), details)
+    }
+}
+
+async fn handle(req: Request<Incoming>, control: Arc<Control>) -> Result<Reply, Infallible> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
+    let result = match (method, path.as_str()) {
+        (Method::POST, "/sync") => match body::<SyncRequest>(req).await {
+            Ok(r) => sync(&control, r).await,
+            Err(f) => Err(f),
+        },
+        (Method::GET, "/txid") => txid(&control, &query),
+        (Method::GET, "/list") => json(&list(&control)),
+        (Method::GET, "/info") => json(&info(&control)),
+        (Method::POST, "/start" | "/stop") => match body::<PathRequest>(req).await {
+            Ok(r) => toggle(&control, path == "/start", r).await,
+            Err(f) => Err(f),
+        },
+        (Method::POST, "/unregister") => match body::<PathRequest>(req).await {
+            Ok(r) => not_supported(&control, &path, &r.path),
+            Err(f) => Err(f),
+        },
+        (Method::POST, "/register") => match body::<RegisterRequest>(req).await {
+            Ok(r) if r.replica_url.is_empty() => Err(Failure::bad("replica_url required", None)),
+            Ok(r) => not_supported(&control, &path, &r.path),
+            Err(f) => Err(f),
+        },
+        (_, "/sync" | "/start" | "/stop" | "/register" | "/unregister") => Err(Failure(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed: use POST".into(),
+            None,
+        )),
+        (_, "/txid" | "/list" | "/info") => Err(Failure(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed: use GET".into(),
+            None,
+        )),
+        _ => Err(Failure(
+            StatusCode::NOT_FOUND,
+            format!("not found: {path}"),
+            None,
+        )),
+    };
+    Ok(match result {
+        Ok(r) => r,
+        Err(Failure(status, error, details)) => reply(status, &ErrorResponse { error, details }),
+    })
+}
+
+async fn body<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Failure> {
+    let bytes = Limited::new(req.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+        .map_err(|e| Failure::bad("cannot read request body", Some(e.to_string())))?
+        .to_bytes();
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Failure::bad("invalid request body", Some(e.to_string())))
+}
+
+/// The database a request names: by its path as configured, or made absolute against
+/// our working directory.
+fn find<'a>(control: &'a Control, path: &str) -> Result<&'a Arc<DbHandle>, Failure> {
+    if path.is_empty() {
+        return Err(Failure::bad("path required", None));
+    }
+    let abs = std::path::absolute(path)
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    control
+        .dbs
+        .iter()
+        .find(|(p, _)| p == path || *p == abs)
+        .map(|(_, h)| h)
+        .ok_or_else(|| {
+            Failure(
+                StatusCode::NOT_FOUND,
+                format!("database not found: {path}"),
+                None,
+            )
+        })
+}
+
+fn timeout_of(secs: u64) -> Result<Duration, Failure> {
+    match secs {
+        0 => Ok(Duration::from_secs(DEFAULT_WAIT_TIMEOUT_SECS)),
+        s if s > MAX_TIMEOUT_SECS => Err(Failure::bad(
+            format!("timeout {s} is above the maximum of {MAX_TIMEOUT_SECS} seconds"),
+            None,
+        )),
+        s => Ok(Duration::from_secs(s)),
+    }
+}
+
+async fn sync(control: &Control, r: SyncRequest) -> Result<Reply, Failure> {
+    let handle = find(control, &r.path)?;
+    let timeout = timeout_of(r.timeout)?;
+    match handle.sync(r.wait, timeout).await {
+        Ok(out) => json(&SyncResponse {
+            status: if r.wait {
+                "synced"
+            } else if out.captured_new {
+                "synced_local"
+            } else {
+                "no_change"
+            }
+            .into(),
+            path: r.path,
+            txid: out.txid,
+            replicated_txid: out.replicated_txid,
+        }),
+        Err(e) => {
+            let status = match e {
+                SyncError::NotOpen { .. } | SyncError::Stopped { .. } => StatusCode::CONFLICT,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            warn!(error = %e, "control socket: sync failed");
+            Err(Failure(status, e.to_string(), None))
+        }
+    }
+}
+
+/// `start` or `stop` one database; the others are unaffected.
+async fn toggle(control: &Control, start: bool, r: PathRequest) -> Result<Reply, Failure> {
+    let handle = find(control, &r.path)?;
+    let timeout = timeout_of(r.timeout)?;
+    let outcome = if start {
+        handle.start(timeout).await
+    } else {
+        handle.stop(timeout).await
+    };
+    let status = match (start, outcome) {
+        (true, Ok(Toggle::Done)) => "started",
+        (true, Ok(Toggle::Already)) => "already_running",
+        (false, Ok(Toggle::Done)) => "stopped",
+        (false, Ok(Toggle::Already)) => "already_stopped",
+        (_, Err(e)) => {
+            warn!(error = %e, "control socket: {} failed", if start { "start" } else { "stop" });
+            return Err(Failure(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                e.to_string(),
+                None,
+            ));
+        }
+    };
+    info!(db = %r.path, status, "control socket");
+    json(&ToggleResponse {
+        status: status.into(),
+        txid: handle
+            .status()
+            .local_txid
+            .load(std::sync::atomic::Ordering::Acquire),
+        path: r.path,
+    })
+}
+
+fn txid(control: &Control, query: &str) -> Result<Reply, Failure> {
+    let path = query_param(query, "path").unwrap_or_default();
+    let handle = find(control, &path)?;
+    json(&TxidResponse {
+        txid: handle
+            .status()
+            .local_txid
+            .load(std::sync::atomic::Ordering::Acquire),
+    })
+}
+
+fn list(control: &Control) -> ListResponse {
+    ListResponse {
+        databases: control
+            .dbs
+            .iter()
+            .map(|(path, h)| {
+                let ms = h
+                    .status()
+                    .last_capture_ms
+                    .load(std::sync::atomic::Ordering::Acquire);
+                ListEntry {
+                    path: path.clone(),
+                    status: match h.state() {
+                        RunState::Running => "replicating",
+                        RunState::Starting => "open",
+                        RunState::Stopped => "stopped",
+                    }
+                    .into(),
+                    last_sync_at: (ms > 0)
+                        .then(|| jiff::Timestamp::from_millisecond(ms).ok())
+                        .flatten()
+                        .map(|t| t.to_string()),
+                }
+            })
+            .collect(),
+    }
+}
+
+fn info(control: &Control) -> InfoResponse {
+    InfoResponse {
+        version: env!("CARGO_PKG_VERSION").into(),
+        pid: std::process::id(),
+        uptime_seconds: control.started.elapsed().as_secs(),
+        started_at: control.started_at.to_string(),
+        database_count: control.dbs.len(),
+    }
+}
+
+/// `register`, `unregister`: the runtime runs the databases of its config for the life
+/// of the process, so these are refused, never pretended.
+fn not_supported(control: &Control, endpoint: &str, path: &str) -> Result<Reply, Failure> {
+    if endpoint != "/register" {
+        find(control, path)?;
+    } else if path.is_empty() {
+        return Err(Failure::bad("path required", None));
+    }
+    Err(Failure(
+        StatusCode::NOT_IMPLEMENTED,
+        format!("{}: not supported yet", endpoint.trim_start_matches('/')),
+        Some("this replicator runs the databases of its config for the life of the process (start and stop work); restart it to change the set".into()),
+    ))
+}
+
+/// One `application/x-www-form-urlencoded` query parameter, percent-decoded.
+fn query_param(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => match (hex_digit(b[i + 1]), hex_digit(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex_digit(c: u8) -> Option<u8> {
+    (c as char).to_digit(16).map(|d| d as u8)
+}
+
+fn json<T: Serialize>(v: &T) -> Result<Reply, Failure> {
+    Ok(reply(StatusCode::OK, v))
+}
+
+fn reply<T: Serialize>(status: StatusCode, v: &T) -> Reply {
+    let body = serde_json::to_string(v).unwrap_or_else(|_| "{}".into()) + "\n";
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_params_are_decoded() {
+        assert_eq!(
+            query_param("path=%2Fdata%2Fa+b.db&x=1", "path").as_deref(),
+            Some("/data/a b.db")
+        );
+        assert_eq!(query_param("x=1", "path"), None);
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz"), "%zz");
+    }
+
+    #[test]
+    fn timeouts() {
+        assert_eq!(timeout_of(0).ok(), Some(Duration::from_secs(30)));
+        assert_eq!(timeout_of(5).ok(), Some(Duration::from_secs(5)));
+        assert!(timeout_of(MAX_TIMEOUT_SECS + 1).is_err());
+    }
+}
