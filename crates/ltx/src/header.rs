@@ -21,9 +21,10 @@ pub const MIN_PAGE_BYTES: u64 = 11;
 
 /// The most bytes a file whose header says `page_size` and `commit` can take: the header,
 /// at most `commit` pages (page numbers rise and none exceeds `commit`), each at most its
-/// header and [`max_payload_size`], the end-of-pages marker, an index entry per page, the
-/// index terminator and footer, and the trailer. The decoder never reads further, so a
-/// store listing a larger size for such a file lies about it (or holds trailing bytes).
+/// header and the largest compressed payload of a page, the end-of-pages marker, an index
+/// entry per page, the index terminator and footer, and the trailer. The decoder never
+/// reads further, so a store listing a larger size for such a file lies about it (or holds
+/// trailing bytes).
 pub fn max_file_bytes(page_size: PageSize, commit: u32) -> u64 {
     let per_page = (PAGE_HEADER_SIZE + max_payload_size(page_size.bytes()) + MAX_ENTRY_LEN) as u64;
     let fixed = (HEADER_SIZE + PAGE_HEADER_SIZE + 10 + INDEX_FOOTER_SIZE) as u64;
