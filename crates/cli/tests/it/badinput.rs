@@ -243,14 +243,21 @@ fn restore_killed_half_way_leaves_output_untouched() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        let tmp = w.path(&format!("out.db.{}.tmp", child.id()));
+        // The temp file is `out.db.<pid>.<random>.tmp` (security issue 17: not guessable).
+        let prefix = format!("out.db.{}.", child.id());
+        let tmp_exists = || {
+            std::fs::read_dir(w.dir.path()).unwrap().flatten().any(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                n.starts_with(&prefix) && n.ends_with(".tmp")
+            })
+        };
         eventually(Duration::from_secs(60), "the restore's temp file", || {
-            tmp.exists() || child.try_wait().unwrap().is_some()
+            tmp_exists() || child.try_wait().unwrap().is_some()
         });
         std::thread::sleep(Duration::from_millis(delay_ms));
         child.kill().unwrap();
         let status = child.wait().unwrap();
-        if status.code().is_none() && tmp.exists() {
+        if status.code().is_none() && tmp_exists() {
             killed_mid_write += 1;
         }
         // The kill may land after the restore finished (or after its final rename): the

@@ -76,6 +76,12 @@ impl Scrape {
         hex(&self.replica()["replicated_txid"])
     }
 
+    /// When the server built the report this scrape got (Unix ms; it serves one report
+    /// for up to a second).
+    pub(crate) fn taken_unix_ms(&self) -> i64 {
+        self.status["taken_unix_ms"].as_i64().unwrap_or(0)
+    }
+
     pub(crate) fn lag(&self) -> u64 {
         self.replica()["lag_txids"].as_u64().unwrap()
     }
