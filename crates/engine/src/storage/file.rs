@@ -866,8 +866,14 @@ mod tests {
             filetime::set_file_mtime(l0.join(n), old).unwrap();
         }
         // Dead, but written after this process's first store: maybe another host's live put.
+        // Its mtime is set a second ahead: the file system stamps mtimes from a coarse
+        // clock that can lag `SystemTime::now()` (the first store's time) by a tick, which
+        // made this file look older than the store when the test ran alone.
         let recent = format!("{ltx}.{dead}.9.tmp");
         fs::write(l0.join(&recent), b"partial").unwrap();
+        let ahead =
+            filetime::FileTime::from_system_time(SystemTime::now() + Duration::from_secs(1));
+        filetime::set_file_mtime(l0.join(&recent), ahead).unwrap();
         s.put(&key(0, 2, 2), Bytes::from_static(b"x"), UNIX_EPOCH)
             .await
             .unwrap();
