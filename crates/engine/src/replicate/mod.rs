@@ -19,6 +19,7 @@ pub mod capture;
 pub mod detect;
 pub mod handle;
 pub mod local;
+pub mod meta;
 pub mod maintain;
 pub mod report;
 pub mod status;
