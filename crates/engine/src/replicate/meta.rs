@@ -75,7 +75,9 @@ fn open_lock_file(path: &Path, mode: FileMode) -> io::Result<File> {
 /// Why [`reset`] did not (or could not) clear the local state.
 #[derive(Debug, thiserror::Error)]
 pub enum ResetError {
-    #[error("{path} is a symlink: refusing to reset through it (point meta-path at the real directory)")]
+    #[error(
+        "{path} is a symlink: refusing to reset through it (point meta-path at the real directory)"
+    )]
     Symlink { path: PathBuf },
     #[error("{path} is not a directory")]
     NotADirectory { path: PathBuf },
@@ -205,8 +207,16 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let meta = d.path().join(".db-sqlite-replicate");
         fs::create_dir_all(meta.join("ltx/0")).unwrap();
-        fs::write(meta.join("ltx/0/0000000000000001-0000000000000001.ltx"), [1u8; 100]).unwrap();
-        fs::write(meta.join("ltx/0/0000000000000002-0000000000000002.ltx"), [2u8; 50]).unwrap();
+        fs::write(
+            meta.join("ltx/0/0000000000000001-0000000000000001.ltx"),
+            [1u8; 100],
+        )
+        .unwrap();
+        fs::write(
+            meta.join("ltx/0/0000000000000002-0000000000000002.ltx"),
+            [2u8; 50],
+        )
+        .unwrap();
         (d, meta)
     }
 
@@ -221,13 +231,19 @@ mod tests {
         let dry = reset(&meta, true).unwrap();
         assert_eq!(dry.files.len(), 3);
         assert_eq!(dry.files[0].size_bytes, 100);
-        assert!(meta.join("ltx/0/0000000000000001-0000000000000001.ltx").exists());
+        assert!(meta
+            .join("ltx/0/0000000000000001-0000000000000001.ltx")
+            .exists());
         assert!(!meta.join(LOCK_FILE).exists(), "a dry run creates nothing");
 
         let done = reset(&meta, false).unwrap();
         assert_eq!(done, dry);
         assert!(!meta.join("ltx").exists());
-        assert_eq!(fs::read(&outside).unwrap(), b"keep", "a symlink is removed, not followed");
+        assert_eq!(
+            fs::read(&outside).unwrap(),
+            b"keep",
+            "a symlink is removed, not followed"
+        );
         assert_eq!(fs::read(meta.join("user-file")).unwrap(), b"keep");
         assert_eq!(reset(&meta, false).unwrap(), ResetReport::default());
     }
@@ -237,7 +253,10 @@ mod tests {
         let (d, meta) = setup();
         let held = MetaLock::shared(&meta, FileMode::PRIVATE).unwrap();
         for dry in [true, false] {
-            assert!(matches!(reset(&meta, dry), Err(ResetError::InUse { .. })), "dry {dry}");
+            assert!(
+                matches!(reset(&meta, dry), Err(ResetError::InUse { .. })),
+                "dry {dry}"
+            );
         }
         assert!(meta.join("ltx/0").exists());
         // Two replicators' shared locks do not clash.
@@ -245,8 +264,14 @@ mod tests {
         drop((held, _second));
         let link = d.path().join("link-meta");
         std::os::unix::fs::symlink(&meta, &link).unwrap();
-        assert!(matches!(reset(&link, false), Err(ResetError::Symlink { .. })));
+        assert!(matches!(
+            reset(&link, false),
+            Err(ResetError::Symlink { .. })
+        ));
         assert!(meta.join("ltx/0").exists());
-        assert_eq!(reset(&d.path().join("missing"), false).unwrap(), ResetReport::default());
+        assert_eq!(
+            reset(&d.path().join("missing"), false).unwrap(),
+            ResetReport::default()
+        );
     }
 }
