@@ -4,9 +4,11 @@
 //! `main` → `run` → one dispatch per command; each command lives in `commands/`.
 //! Config files are parsed in `config/`; `setup` turns them into engine options;
 //! `observe` serves and reads the `addr` HTTP endpoint (metrics, health, status);
-//! `control` serves and reads the control socket (`sync -wait`, `info`, `list`).
+//! `control` serves and reads the control socket (`sync -wait`, `info`, `list`); `child`
+//! runs the `-exec` child of `replicate` and `standby`.
 
 mod args;
+mod child;
 mod commands;
 mod config;
 mod control;
