@@ -4,9 +4,11 @@
 //! `main` → `run` → one dispatch per command; each command lives in `commands/`.
 //! Config files are parsed in `config/`; `setup` turns them into engine options;
 //! `observe` serves and reads the `addr` HTTP endpoint (metrics, health, status);
-//! `control` serves and reads the control socket (`sync -wait`, `info`, `list`).
+//! `control` serves and reads the control socket (`sync -wait`, `info`, `list`); `child`
+//! runs the `-exec` child of `replicate` and `standby`.
 
 mod args;
+mod child;
 mod commands;
 mod config;
 mod control;
@@ -36,6 +38,8 @@ enum Command {
     Replicate(commands::replicate::Args),
     /// Restore a database from a replica.
     Restore(commands::restore::Args),
+    /// Clear a database's local replication state; the next start writes a full image.
+    Reset(commands::reset::Args),
     /// List the databases in the config.
     Databases(commands::databases::Args),
     /// List the LTX files of a replica, per level.
@@ -103,6 +107,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Replicate(a) => commands::replicate::run(a),
         Command::Restore(a) => commands::restore::run(a),
+        Command::Reset(a) => commands::reset::run(a),
         Command::Databases(a) => commands::databases::run(a),
         Command::Ltx(a) => commands::ltx::run(a),
         Command::Version(a) => commands::version::run(a),

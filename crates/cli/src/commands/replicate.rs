@@ -12,7 +12,7 @@ use engine::replicate::RunMode;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::{control, failover, observe, setup};
+use crate::{child, control, failover, observe, setup};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -123,9 +123,9 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         let mut lost: Option<String> = None;
         if !a.once {
             match exec {
-                Some(cmd) => match run_child(&cmd, &mut lost_rx).await? {
-                    ChildEnd::Exited(code) => child_status = Some(code),
-                    ChildEnd::LeaseLost(reason) => lost = Some(reason),
+                Some(cmd) => match child::run_child(&cmd, &mut lost_rx).await? {
+                    child::ChildEnd::Exited(code) => child_status = Some(code),
+                    child::ChildEnd::LeaseLost(reason) => lost = Some(reason),
                 },
                 None => tokio::select! {
                     r = failover::wait_for_signal_or_loss(&mut lost_rx) => lost = r?,
@@ -265,64 +265,6 @@ fn start_drills(
     Ok(())
 }
 
-/// How the `-exec` child's run ended.
-enum ChildEnd {
-    /// It exited with this status (128+signal when it died of a signal).
-    Exited(u8),
-    /// A lease was lost (the reason): the child was stopped.
-    LeaseLost(String),
-}
-
-/// How long the child has to exit after SIGTERM, when a lease is lost, before SIGKILL.
-const CHILD_STOP_GRACE: Duration = Duration::from_secs(5);
-
-/// Runs the child, forwarding SIGINT/SIGTERM to it, until it exits or a lease is lost:
-/// then the child is stopped at once (SIGTERM, SIGKILL after [`CHILD_STOP_GRACE`]), since
-/// its writes can no longer be replicated (issue 18).
-async fn run_child(
-    cmd: &str,
-    lost: &mut watch::Receiver<Option<String>>,
-) -> anyhow::Result<ChildEnd> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let words = split_command(cmd)?;
-    let (prog, rest) = words.split_first().context("-exec: empty command")?;
-    let mut child = tokio::process::Command::new(prog)
-        .args(rest)
-        .spawn()
-        .with_context(|| format!("-exec: starting {prog}"))?;
-    let pid = child.id().map(|p| p as i32);
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let status = loop {
-        tokio::select! {
-            s = child.wait() => break s?,
-            _ = term.recv() => forward(pid, libc::SIGTERM),
-            _ = int.recv() => forward(pid, libc::SIGINT),
-            reason = failover::lease_lost(lost) => {
-                warn!(pid = pid.unwrap_or(0), "stopping the child: the lease is lost");
-                forward(pid, libc::SIGTERM);
-                if tokio::time::timeout(CHILD_STOP_GRACE, child.wait()).await.is_err() {
-                    warn!(pid = pid.unwrap_or(0), grace = ?CHILD_STOP_GRACE, "the child ignored SIGTERM: killing it");
-                    child.start_kill().context("-exec: killing the child")?;
-                    child.wait().await?;
-                }
-                info!("child stopped");
-                return Ok(ChildEnd::LeaseLost(reason));
-            }
-        }
-    };
-    use std::os::unix::process::ExitStatusExt;
-    let code = match (status.code(), status.signal()) {
-        (Some(c), _) => c as u8,
-        (None, Some(s)) => 128u8.saturating_add(s as u8),
-        _ => 1,
-    };
-    info!(status = code, "child exited");
-    // Give the capture loop a moment to see the child's last commits before stopping.
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    Ok(ChildEnd::Exited(code))
-}
-
 /// Threads for blocking work in the replicator's runtime.
 const MAX_BLOCKING_THREADS: usize = 16;
 
@@ -339,87 +281,5 @@ fn limit_malloc_arenas() {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
         libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
-    }
-}
-
-fn forward(pid: Option<i32>, sig: i32) {
-    if let Some(p) = pid {
-        // SAFETY: kill(2) with a pid we spawned and a valid signal number.
-        unsafe {
-            libc::kill(p, sig);
-        }
-    }
-}
-
-/// Splits a command line shell-style: whitespace separates words, single and double
-/// quotes group, backslash escapes the next character (not inside single quotes).
-pub fn split_command(s: &str) -> anyhow::Result<Vec<String>> {
-    let mut words = Vec::new();
-    let mut cur = String::new();
-    let mut in_word = false;
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\'' => {
-                in_word = true;
-                loop {
-                    match chars.next() {
-                        Some('\'') => break,
-                        Some(x) => cur.push(x),
-                        None => bail!("-exec: unterminated single quote in {s:?}"),
-                    }
-                }
-            }
-            '"' => {
-                in_word = true;
-                loop {
-                    match chars.next() {
-                        Some('"') => break,
-                        Some('\\') => match chars.next() {
-                            Some(x) => cur.push(x),
-                            None => bail!("-exec: trailing backslash in {s:?}"),
-                        },
-                        Some(x) => cur.push(x),
-                        None => bail!("-exec: unterminated double quote in {s:?}"),
-                    }
-                }
-            }
-            '\\' => {
-                in_word = true;
-                match chars.next() {
-                    Some(x) => cur.push(x),
-                    None => bail!("-exec: trailing backslash in {s:?}"),
-                }
-            }
-            c if c.is_whitespace() => {
-                if in_word {
-                    words.push(std::mem::take(&mut cur));
-                    in_word = false;
-                }
-            }
-            c => {
-                in_word = true;
-                cur.push(c);
-            }
-        }
-    }
-    if in_word {
-        words.push(cur);
-    }
-    Ok(words)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::split_command;
-
-    #[test]
-    fn splits_like_a_shell() {
-        assert_eq!(
-            split_command("java -jar 'my app.jar' --name \"a b\" c\\ d").unwrap(),
-            ["java", "-jar", "my app.jar", "--name", "a b", "c d"]
-        );
-        assert_eq!(split_command("  ").unwrap(), Vec::<String>::new());
-        assert!(split_command("x 'open").is_err());
     }
 }

@@ -9,6 +9,10 @@
 //! epoch's first TXID (one past everything in the replica), apply everything before it,
 //! switch the copy back to WAL mode, then replicate: the first file is a full image at
 //! that TXID. See `docs/design.md`, invariants E1-E7.
+//!
+//! With `-exec CMD`, the application is started only then, once the copy is writable and
+//! replicating (as `replicate -exec` runs it: `child.rs`), so nobody has to watch the log
+//! for the promotion.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -24,7 +28,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::{failover, setup};
+use crate::{child, failover, setup};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -37,6 +41,12 @@ pub struct Args {
     /// trace|debug|info|warn|error (overrides the config).
     #[arg(long = "log-level")]
     log_level: Option<String>,
+    /// Start this command once promoted (the database writable, replicating as primary);
+    /// SIGINT/SIGTERM are forwarded to it; when it exits, final sync, then exit with its
+    /// status. A lost lease stops it (SIGTERM, SIGKILL after 5 s). Only `-exec` starts a
+    /// child here: the config's top-level `exec` applies to `replicate`, not to `standby`.
+    #[arg(long)]
+    exec: Option<String>,
     /// The database (its path in the config): restored here if missing, then kept current.
     db: PathBuf,
 }
@@ -71,6 +81,9 @@ pub fn promote(a: PromoteArgs) -> anyhow::Result<ExitCode> {
 const REPORT_EVERY: Duration = Duration::from_secs(5);
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+    if let Some(cmd) = &a.exec {
+        child::check_command(cmd)?;
+    }
     let cfg = setup::load_config(a.config.as_deref(), true)?;
     setup::init_logging(&cfg, a.log_level.as_deref());
     let interval = setup::parse_duration(&a.follow_interval)
@@ -230,10 +243,30 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         let (lost_tx, mut lost_rx) = watch::channel(None);
         failover::spawn_renewals(&held, lost_tx);
         let (stop_tx, stop_rx) = watch::channel(false);
+        let handle = run.handle.clone();
         let task = tokio::spawn(engine::runtime::replicate_all(runs, stop_rx, RunMode::default()));
-        let lost = tokio::select! {
-            _ = stop.changed() => None,
-            l = failover::lease_lost(&mut lost_rx) => Some(l),
+        let mut child_status = None;
+        let lost = match &a.exec {
+            // Not when a stop came during the promotion: nobody wants the app now.
+            Some(cmd) if !*stop.borrow() => {
+                // Its writes must be captured from the first: wait for our first capture
+                // (the full image at the epoch's first TXID).
+                first_capture(&handle)
+                    .await
+                    .with_context(|| format!("{}: not starting the -exec child", db.display()))?;
+                info!(db = %db.display(), command = %cmd, "starting the -exec child");
+                match child::run_child(cmd, &mut lost_rx).await? {
+                    child::ChildEnd::Exited(code) => {
+                        child_status = Some(code);
+                        None
+                    }
+                    child::ChildEnd::LeaseLost(reason) => Some(reason),
+                }
+            }
+            _ => tokio::select! {
+                _ = stop.changed() => None,
+                l = failover::lease_lost(&mut lost_rx) => Some(l),
+            },
         };
         if let Some(reason) = lost {
             // No final sync: our writes are fenced now (issue 18).
@@ -244,6 +277,13 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         stop_tx.send_replace(true);
         let errors = task.await.context("replication task")?;
         failover::release(&held).await;
+        for e in &errors {
+            warn!(error = %e, "database did not finish cleanly");
+        }
+        // As `replicate -exec`: the child's status, once the final sync is done.
+        if let Some(code) = child_status {
+            return Ok(ExitCode::from(code));
+        }
         if let Some(e) = errors.first() {
             bail!("{} database(s) failed: {e}", errors.len());
         }
@@ -255,6 +295,24 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         rt.shutdown_timeout(Duration::from_secs(2));
     }
     result
+}
+
+/// How long a promoted standby waits for its first capture before starting `-exec`.
+const FIRST_CAPTURE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Waits until the database replicates (its run opened it) and one capture has run.
+async fn first_capture(handle: &engine::replicate::handle::DbHandle) -> anyhow::Result<()> {
+    use engine::replicate::handle::RunState;
+    let deadline = Instant::now() + FIRST_CAPTURE_TIMEOUT;
+    while handle.state() == RunState::Starting {
+        if Instant::now() >= deadline {
+            bail!("the database was not open for replication within {FIRST_CAPTURE_TIMEOUT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left = deadline.saturating_duration_since(Instant::now());
+    handle.sync(false, left).await?;
+    Ok(())
 }
 
 async fn follow_owned(

@@ -49,11 +49,15 @@ struct Standby {
 
 impl Standby {
     fn start(work: &Work, h: &Host) -> Standby {
+        Standby::start_with(work, h, &[])
+    }
+    fn start_with(work: &Work, h: &Host, extra: &[&str]) -> Standby {
         let log = work.path("standby.log");
         let f = std::fs::File::create(&log).unwrap();
         let child = Command::new(bin())
             .args(["standby", "-config", h.cfg.to_str().unwrap()])
             .args(["-follow-interval", "200ms"])
+            .args(extra)
             .arg(&h.db)
             .env("RUST_LOG", "debug")
             .stdout(Stdio::from(f.try_clone().unwrap()))
@@ -484,4 +488,103 @@ fn file_lost_lease_stops_the_exec_child_and_exits_at_once() {
 #[test]
 fn file_lost_lease_exits_at_once_without_exec() {
     lost_lease_stops_at_once(false);
+}
+
+/// `standby -exec`: the application starts only once the standby is promoted and the
+/// database is writable; its writes reach the replica; stopping the standby stops it.
+#[test]
+fn file_standby_exec_starts_the_app_only_after_promotion() {
+    let work = Work::new();
+    let dir = work.path("replica");
+    let p = host(&work, "primary", &file_replica(&dir), false);
+    let s = host(&work, "standby", &file_replica(&dir), true);
+    let app = app_db(&p.db);
+    insert_rows(&app, 30, 300);
+    drop(app);
+    let rp = Replicator::start(&work, &["-config", p.cfg.to_str().unwrap()]);
+    let m = wait_replicated(&p, 1);
+    // The child writes the database, then records its pid and becomes a long sleep.
+    let marker = work.path("started");
+    let cmd = format!(
+        "sh -c 'sqlite3 {} \"INSERT INTO t(v) VALUES (4242)\" && echo $$ > {} && exec sleep 1000'",
+        s.db.display(),
+        marker.display()
+    );
+    let sb = Standby::start_with(&work, &s, &["-exec", &cmd]);
+    eventually(Duration::from_secs(60), "the standby to catch up", || {
+        engine::restore::follow::read_applied_txid(&s.db).is_some_and(|t| t.get() >= m)
+    });
+    // It follows, and has read the live lease and reported its lag (the first loop turn).
+    eventually(
+        Duration::from_secs(30),
+        "the standby to follow and report",
+        || {
+            let log = sb.log_text();
+            log.contains("following replica") && log.contains("lag_ms")
+        },
+    );
+    assert!(
+        !marker.exists(),
+        "the child started before promotion:\n{}",
+        sb.log_text()
+    );
+    rp.kill9();
+    eventually(
+        Duration::from_secs(60),
+        "the child to start after promotion",
+        || std::fs::read_to_string(&marker).is_ok_and(|t| t.ends_with('\n')),
+    );
+    let log = sb.log_text();
+    let promoted = log.find("promoted").expect("promotion logged");
+    let started = log
+        .find("starting the -exec child")
+        .expect("child start logged");
+    assert!(promoted < started, "child started before promotion:\n{log}");
+    let pid: i32 = std::fs::read_to_string(&marker)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // The child's write reaches the replica.
+    wait_replicated(&s, m + 1);
+    let restored = work.path("out.db");
+    eventually(
+        Duration::from_secs(30),
+        "the child's row in the replica",
+        || {
+            let _ = std::fs::remove_file(&restored);
+            run(&[
+                "restore",
+                "-o",
+                restored.to_str().unwrap(),
+                "-config",
+                s.cfg.to_str().unwrap(),
+                s.db.to_str().unwrap(),
+            ])
+            .status
+            .success()
+                && rusqlite::Connection::open(&restored)
+                    .and_then(|c| {
+                        c.query_row("SELECT count(*) FROM t WHERE v = 4242", [], |r| {
+                            r.get::<_, i64>(0)
+                        })
+                    })
+                    .is_ok_and(|n| n == 1)
+        },
+    );
+    // SIGTERM to the standby reaches the child; the standby syncs and exits with its status.
+    let code = sb.stop();
+    assert_eq!(
+        code,
+        128 + libc::SIGTERM,
+        "exit status is the child's (killed by SIGTERM)"
+    );
+    // SAFETY: signal 0 only checks that the process exists.
+    let alive = unsafe { libc::kill(pid, 0) } == 0;
+    assert!(
+        !alive,
+        "the child {pid} still runs after the standby stopped"
+    );
+    let want = pages_of_live(&s.db);
+    restore_and_compare(&s.cfg, &s.db, &work.path("final.db"), &want, &[]);
 }

@@ -26,6 +26,7 @@ mod netfault;
 mod outage;
 mod perms;
 mod replicate;
+mod reset;
 mod restore;
 mod s3;
 mod sftp;

@@ -4,7 +4,8 @@
 //! last captured position after a restart (the newest local L0's header: TXID, WAL
 //! offset/size, salts), and deleting files every replica already holds. Reporters read it
 //! through [`LocalDir::existing`] and [`LocalDir::files`], which never create or change
-//! anything.
+//! anything. [`LocalDir::open`] takes the directory's shared lock ([`MetaLock`]) for as long
+//! as the `LocalDir` lives, so `reset` refuses while a replicator uses it.
 //!
 //! The newest local L0 file is never deleted: it *is* the durable position. There is no
 //! separate position file to get out of step with the data.
@@ -46,6 +47,7 @@ use bytes::Bytes;
 use ltx::{Header, Level, TxId};
 
 use crate::fsutil::{self, FileMode};
+use crate::replicate::meta::MetaLock;
 use crate::storage::layout::{Layout, LtxKey};
 
 /// Default meta directory for a database: `<dir>/.<file>-sqlite-replicate`.
@@ -122,6 +124,9 @@ pub struct LocalDir {
     /// The mode of the files and directories written here: the database's.
     mode: FileMode,
     recent: Mutex<Recent>,
+    /// The shared lock on `<meta>/replicate.lock` a writer holds while it uses the
+    /// directory, so `reset` refuses meanwhile (`meta.rs`); `None` for readers.
+    _lock: Option<MetaLock>,
 }
 
 impl LocalDir {
@@ -131,6 +136,9 @@ impl LocalDir {
     /// by one, see the module docs).
     pub fn open(meta: &Path, mode: FileMode) -> io::Result<LocalDir> {
         let l0 = meta.join(Layout::LtxDir.level_dir(Level::L0));
+        // The lock before `ltx`: a `reset` holding it exclusively is removing `ltx`.
+        fsutil::create_dir_all_durable(meta, mode)?;
+        let lock = MetaLock::shared(meta, mode)?;
         fsutil::create_dir_all_durable(&l0, mode)?;
         // `<meta>/ltx` guards every copy inside: nobody it keeps out can reach the files,
         // whatever their own mode. (The meta directory itself may be one the user
@@ -142,6 +150,7 @@ impl LocalDir {
             l0,
             mode,
             recent: Mutex::new(Recent::default()),
+            _lock: Some(lock),
         };
         let mut removed = 0;
         for t in dir.txids()? {
@@ -327,6 +336,7 @@ impl LocalDir {
             l0,
             mode: FileMode::PRIVATE,
             recent: Mutex::new(Recent::default()),
+            _lock: None,
         })
     }
 

@@ -20,6 +20,7 @@ pub mod detect;
 pub mod handle;
 pub mod local;
 pub mod maintain;
+pub mod meta;
 pub mod report;
 pub mod status;
 pub mod upload;
