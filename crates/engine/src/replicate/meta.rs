@@ -39,7 +39,7 @@ pub struct MetaLock {
 impl MetaLock {
     /// Takes the shared lock a replicator holds while it uses `meta` (which must exist),
     /// creating the lock file (never through a symlink) if needed. Waits up to
-    /// [`SHARED_WAIT`] for a `reset` in progress, then fails with `WouldBlock`.
+    /// `SHARED_WAIT` (5 s) for a `reset` in progress, then fails with `WouldBlock`.
     pub fn shared(meta: &Path, mode: FileMode) -> io::Result<MetaLock> {
         let file = open_lock_file(&meta.join(LOCK_FILE), mode)?;
         let start = Instant::now();
