@@ -527,7 +527,8 @@ mod tests {
     #[test]
     fn l0_retention_deletes_an_old_covered_prefix_and_counts_the_rest() {
         let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
-        let cases: &[(&[(u64, u64)], u64, &[u64], u64, u64)] = &[
+        type Case = (&'static [(u64, u64)], u64, &'static [u64], u64, u64);
+        let cases: &[Case] = &[
             // All old and covered: all but the newest go; the newest counts nowhere.
             (&[(1, 60), (2, 50), (3, 40)], 3, &[1, 2], 0, 0),
             // Above L1: kept as not compacted.
