@@ -11,6 +11,7 @@ use engine::replicate::{DbOptions, ReplicaOptions, ReplicaSpec};
 use engine::runtime::DbRun;
 use engine::storage::file::FileStore;
 use engine::storage::layout::LtxInfo;
+use engine::storage::metered::MeteredStore;
 use engine::storage::{ReplicaStore, StorageError};
 use ltx::{Level, PageEncoding};
 use tokio::sync::watch;
@@ -301,10 +302,14 @@ pub fn db_runs(cfg: &Config) -> anyhow::Result<Vec<DbRun>> {
         for r in &db.replicas {
             let store = build_store(&r.kind)
                 .with_context(|| format!("{}: replica {}", path.display(), replica_name(r)))?;
+            let status = Arc::new(ReplicaStatus::default());
+            // Every request to the replica, whoever makes it (uploads, maintenance, the
+            // lease, drills), is counted and timed here, whatever the backend.
+            let store = Arc::new(MeteredStore::new(store, status.ops.clone()));
             replicas.push(ReplicaSpec {
                 opts: replica_options(cfg, &db, r),
                 store,
-                status: Arc::new(ReplicaStatus::default()),
+                status,
             });
         }
         runs.push(DbRun::new(db_options(cfg, &db, &path), replicas));

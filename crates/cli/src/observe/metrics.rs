@@ -3,8 +3,11 @@
 //! Litestream's metric names and labels come first, so its dashboards keep working:
 //! `litestream_db_size`, `_wal_size`, `_total_wal_bytes`, `_txid`, `_sync_count`,
 //! `_sync_error_count`, `_sync_seconds` {db}; `litestream_checkpoint_count`,
-//! `_checkpoint_error_count`, `_checkpoint_seconds` {db, mode}; and
-//! `litestream_replica_operation_total`, `_bytes` {replica_type, operation}. Ours follow
+//! `_checkpoint_error_count`, `_checkpoint_seconds` {db, mode}; `litestream_disk_full`
+//! {db}; `litestream_replica_operation_total`, `_bytes`, `_duration_seconds` (a histogram
+//! with Litestream's buckets) {replica_type, operation} and `_errors_total`
+//! {replica_type, operation, code}, from every request to each replica's store
+//! (`storage::metered`); and `litestream_l0_retention_files_total` {db, status}. Ours follow
 //! as `sqlite_replicate_*` with labels `db` (path) and `replica` (name): lag in TXIDs,
 //! bytes and seconds, time since the last upload, failing spells, drills.
 //!
@@ -14,6 +17,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use engine::replicate::report::Report;
+use engine::storage::metered::{OperationFigures, DURATION_BUCKETS_SECONDS};
 
 /// Our checkpoints are PASSIVE (Litestream's `mode` label value).
 const CHECKPOINT_MODE: &str = "PASSIVE";
@@ -62,6 +66,50 @@ impl<'a> Family<'a> {
             }
             let _ = writeln!(out, " {}", number(*v));
         }
+    }
+}
+
+/// Sums `f` into `into` (operations of one replica type from several replicas).
+fn merge(into: &mut OperationFigures, f: &OperationFigures) {
+    into.total += f.total;
+    into.bytes += f.bytes;
+    into.duration_count += f.duration_count;
+    into.duration_seconds_sum += f.duration_seconds_sum;
+    if into.duration_buckets.len() < f.duration_buckets.len() {
+        into.duration_buckets.resize(f.duration_buckets.len(), 0);
+    }
+    for (a, b) in into.duration_buckets.iter_mut().zip(&f.duration_buckets) {
+        *a += b;
+    }
+    for (code, n) in &f.errors {
+        *into.errors.entry(code.clone()).or_default() += n;
+    }
+}
+
+/// The `litestream_replica_operation_duration_seconds` histogram: `_bucket` {le},
+/// `_sum` and `_count` per (replica type, operation).
+fn write_duration_histogram(ops: &BTreeMap<(&str, String), OperationFigures>, out: &mut String) {
+    const NAME: &str = "litestream_replica_operation_duration_seconds";
+    if ops.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "# HELP {NAME} Duration of replica operations by type and operation, in seconds."
+    );
+    let _ = writeln!(out, "# TYPE {NAME} histogram");
+    for ((ty, op), f) in ops {
+        let l = format!(
+            "replica_type=\"{}\",operation=\"{}\"",
+            escape(ty),
+            escape(op)
+        );
+        for (le, n) in DURATION_BUCKETS_SECONDS.iter().zip(&f.duration_buckets) {
+            let _ = writeln!(out, "{NAME}_bucket{{{l},le=\"{}\"}} {n}", number(*le));
+        }
+        let _ = writeln!(out, "{NAME}_bucket{{{l},le=\"+Inf\"}} {}", f.duration_count);
+        let _ = writeln!(out, "{NAME}_sum{{{l}}} {}", number(f.duration_seconds_sum));
+        let _ = writeln!(out, "{NAME}_count{{{l}}} {}", f.duration_count);
     }
 }
 
@@ -201,6 +249,21 @@ pub fn render(r: &Report) -> String {
         "counter",
         "Bytes moved by replica operations, by replica type and operation.",
     );
+    let mut op_errors = F::new(
+        "litestream_replica_operation_errors_total",
+        "counter",
+        "Replica operations that failed, by replica type, operation and error code.",
+    );
+    let mut disk_full = F::new(
+        "litestream_disk_full",
+        "gauge",
+        "1 while replication is paused because the local disk is full, else 0.",
+    );
+    let mut l0_retention = F::new(
+        "litestream_l0_retention_files_total",
+        "gauge",
+        "L0 files by status at the last L0 retention run (eligible, not_compacted, too_recent).",
+    );
 
     let mut wal_size2 = F::new(
         "sqlite_replicate_wal_size_bytes",
@@ -328,8 +391,12 @@ pub fn render(r: &Report) -> String {
         "How far the last drill's restored state was behind the source, in seconds.",
     );
 
-    // Litestream's operation counters have no db or replica label: summed per type.
-    let mut ops: BTreeMap<(&str, &str), (u64, u64)> = BTreeMap::new();
+    // Litestream's operation figures have no db or replica label: summed per type.
+    let mut ops: BTreeMap<(&str, String), OperationFigures> = BTreeMap::new();
+    // Litestream labels L0 retention with the database's file name, not its path; two
+    // databases of the same name (and several replicas of one) are summed, so no series
+    // is written twice.
+    let mut l0: BTreeMap<(String, &str), u64> = BTreeMap::new();
 
     for d in &r.databases {
         let db = || vec![("db", d.db.as_str())];
@@ -363,7 +430,11 @@ pub fn render(r: &Report) -> String {
             ckpt_errors.add(db_mode(), c.checkpoint_errors as f64);
             ckpt_secs.add(db_mode(), c.checkpoint_seconds);
             ckpts2.add(db(), c.checkpoints as f64);
+            disk_full.add(db(), c.disk_full as u8 as f64);
         }
+        let db_name = std::path::Path::new(&d.db)
+            .file_name()
+            .map_or(d.db.clone(), |n| n.to_string_lossy().into_owned());
         for rep in &d.replicas {
             let l = || vec![("db", d.db.as_str()), ("replica", rep.name.as_str())];
             if let Some(t) = rep.replicated_txid {
@@ -389,12 +460,22 @@ pub fn render(r: &Report) -> String {
                 r_compactions.add(l(), c.compactions as f64);
                 r_deletes.add(l(), c.deletes as f64);
                 r_maint_errors.add(l(), c.maintenance_errors as f64);
-                let put = ops.entry((rep.replica_type.as_str(), "PUT")).or_default();
-                put.0 += c.uploads + c.compactions;
-                put.1 += c.upload_bytes + c.compaction_bytes;
-                ops.entry((rep.replica_type.as_str(), "DELETE"))
-                    .or_default()
-                    .0 += c.deletes;
+            }
+            for f in &rep.operations {
+                merge(
+                    ops.entry((rep.replica_type.as_str(), f.operation.clone()))
+                        .or_default(),
+                    f,
+                );
+            }
+            if let Some(r) = &rep.l0_retention {
+                for (status, n) in [
+                    ("eligible", r.eligible),
+                    ("not_compacted", r.not_compacted),
+                    ("too_recent", r.too_recent),
+                ] {
+                    *l0.entry((db_name.clone(), status)).or_default() += n;
+                }
             }
             if let Some(dr) = &rep.drill {
                 d_ok.add(l(), dr.ok as u8 as f64);
@@ -407,11 +488,20 @@ pub fn render(r: &Report) -> String {
             }
         }
     }
-    for ((ty, op), (n, bytes)) in &ops {
-        op_total.add(vec![("replica_type", ty), ("operation", op)], *n as f64);
-        if *op == "PUT" {
-            op_bytes.add(vec![("replica_type", ty), ("operation", op)], *bytes as f64);
+    for ((ty, op), f) in &ops {
+        let l = || vec![("replica_type", *ty), ("operation", op.as_str())];
+        op_total.add(l(), f.total as f64);
+        if op == "PUT" || op == "GET" {
+            op_bytes.add(l(), f.bytes as f64);
         }
+        for (code, n) in &f.errors {
+            let mut l = l();
+            l.push(("code", code));
+            op_errors.add(l, *n as f64);
+        }
+    }
+    for ((db, status), n) in &l0 {
+        l0_retention.add(vec![("db", db), ("status", status)], *n as f64);
     }
 
     let mut out = String::new();
@@ -428,6 +518,14 @@ pub fn render(r: &Report) -> String {
         &ckpt_secs,
         &op_total,
         &op_bytes,
+    ] {
+        f.write(&mut out);
+    }
+    write_duration_histogram(&ops, &mut out);
+    for f in [
+        &op_errors,
+        &disk_full,
+        &l0_retention,
         &wal_size2,
         &last_capture,
         &ckpts2,
@@ -462,7 +560,9 @@ pub fn render(r: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use engine::replicate::report::{DbCounters, DbReport, ReplicaCounters, ReplicaReport};
+    use engine::replicate::report::{
+        DbCounters, DbReport, L0RetentionFigures, ReplicaCounters, ReplicaReport,
+    };
     use engine::replicate::status::DrillStatus;
 
     fn fixed() -> Report {
@@ -488,6 +588,7 @@ mod tests {
                     checkpoints: 3,
                     checkpoint_errors: 0,
                     checkpoint_seconds: 0.5,
+                    disk_full: true,
                 }),
                 replicas: vec![
                     ReplicaReport {
@@ -519,6 +620,30 @@ mod tests {
                             error: Some("gap".into()),
                             last_success_unix_ms: Some(1_700_000_000_000),
                         }),
+                        operations: vec![
+                            OperationFigures {
+                                operation: "PUT".into(),
+                                total: 42,
+                                bytes: 5000,
+                                duration_count: 47,
+                                duration_seconds_sum: 2.5,
+                                duration_buckets: vec![40, 45, 46, 47, 47, 47, 47, 47, 47],
+                                errors: [("Transient".to_string(), 5)].into(),
+                            },
+                            OperationFigures {
+                                operation: "DELETE".into(),
+                                total: 7,
+                                duration_count: 1,
+                                duration_seconds_sum: 0.004,
+                                duration_buckets: vec![1; 9],
+                                ..Default::default()
+                            },
+                        ],
+                        l0_retention: Some(L0RetentionFigures {
+                            eligible: 3,
+                            not_compacted: 1,
+                            too_recent: 2,
+                        }),
                     },
                     ReplicaReport {
                         name: "backup".into(),
@@ -527,6 +652,19 @@ mod tests {
                         counters: Some(ReplicaCounters {
                             uploads: 1,
                             upload_bytes: 10,
+                            ..Default::default()
+                        }),
+                        operations: vec![OperationFigures {
+                            operation: "PUT".into(),
+                            total: 1,
+                            bytes: 10,
+                            duration_count: 1,
+                            duration_seconds_sum: 0.5,
+                            duration_buckets: vec![0, 0, 0, 1, 1, 1, 1, 1, 1],
+                            errors: [("Transient".to_string(), 1)].into(),
+                        }],
+                        l0_retention: Some(L0RetentionFigures {
+                            eligible: 1,
                             ..Default::default()
                         }),
                         ..Default::default()
@@ -602,6 +740,39 @@ mod tests {
                 "5010",
             ),
             (
+                "litestream_replica_operation_errors_total{replica_type=\"s3\",operation=\"PUT\",code=\"Transient\"}".into(),
+                "6",
+            ),
+            (
+                "litestream_replica_operation_duration_seconds_bucket{replica_type=\"s3\",operation=\"PUT\",le=\"0.01\"}".into(),
+                "40",
+            ),
+            (
+                "litestream_replica_operation_duration_seconds_bucket{replica_type=\"s3\",operation=\"PUT\",le=\"0.5\"}".into(),
+                "48",
+            ),
+            (
+                "litestream_replica_operation_duration_seconds_bucket{replica_type=\"s3\",operation=\"PUT\",le=\"+Inf\"}".into(),
+                "48",
+            ),
+            (
+                "litestream_replica_operation_duration_seconds_sum{replica_type=\"s3\",operation=\"PUT\"}".into(),
+                "3",
+            ),
+            (
+                "litestream_replica_operation_duration_seconds_count{replica_type=\"s3\",operation=\"DELETE\"}".into(),
+                "1",
+            ),
+            (format!("litestream_disk_full{{{db}}}"), "1"),
+            (
+                "litestream_l0_retention_files_total{db=\"a \\\"q\\\".db\",status=\"eligible\"}".into(),
+                "4",
+            ),
+            (
+                "litestream_l0_retention_files_total{db=\"a \\\"q\\\".db\",status=\"too_recent\"}".into(),
+                "2",
+            ),
+            (
                 format!("sqlite_replicate_last_checkpoint_timestamp_seconds{{{db}}}"),
                 "1700000000",
             ),
@@ -674,16 +845,23 @@ mod tests {
         assert!(!t
             .contains("seconds_since_last_upload{db=\"/data/a \\\"q\\\".db\",replica=\"backup\"}"));
         assert!(!t.contains("drill_ok{db=\"/data/a \\\"q\\\".db\",replica=\"backup\"}"));
-        // Every sample belongs to a family declared just before with HELP and TYPE.
+        // Every sample belongs to a family declared just before with HELP and TYPE (a
+        // histogram's samples carry its name with _bucket, _sum or _count).
         let mut declared = String::new();
         for line in t.lines() {
             if let Some(rest) = line.strip_prefix("# TYPE ") {
                 declared = rest.split(' ').next().unwrap().to_string();
             } else if !line.starts_with('#') {
                 let name = line.split(['{', ' ']).next().unwrap();
-                assert_eq!(name, declared, "sample outside its family: {line}");
+                let base = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s))
+                    .filter(|b| *b == declared)
+                    .unwrap_or(name);
+                assert_eq!(base, declared, "sample outside its family: {line}");
             }
         }
+        assert!(t.contains("# TYPE litestream_replica_operation_duration_seconds histogram"));
         assert!(
             !t.contains("connection refused"),
             "error texts are not labels"

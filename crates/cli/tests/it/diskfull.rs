@@ -1,13 +1,16 @@
 //! Disk full, on real small tmpfs mounts (the tests run as root, as CI does): the local meta
 //! directory full, then the file replica's disk full. Each time the replicator says so
 //! clearly, leaves no half-written file behind, keeps running, and once space returns
-//! (the mount grows) catches up; the restore equals the source page for page.
+//! (the mount grows) catches up; the restore equals the source page for page. Metrics say
+//! so too: `litestream_disk_full` is 1 while the local disk is full and 0 once space
+//! returns; a full replica disk counts PUT errors with code `NoSpace` instead.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use crate::harness::*;
+use crate::metrics::{free_port, scrape_until};
 
 /// A tmpfs of a given size mounted on a fresh directory; unmounted on drop.
 struct Tmpfs {
@@ -64,9 +67,34 @@ fn tmp_files(dir: &Path) -> Vec<String> {
     v
 }
 
+/// A config with `/metrics` on `port` and one file replica at `replica`.
+fn config(w: &Work, port: u16, db: &Path, replica: &Path, extra_db: &str) -> PathBuf {
+    w.config(&format!(
+        "addr: 127.0.0.1:{port}\ndbs:\n  - path: {}\n{extra_db}    replicas:\n      - type: file\n        path: {}\n",
+        db.display(),
+        replica.display()
+    ))
+}
+
+/// Which disk fills up.
+#[derive(PartialEq)]
+enum Full {
+    Local,
+    Replica,
+}
+
 /// Writes a transaction bigger than the full disk, checks the replicator reports `what`
-/// and keeps no temp file under `full_dir`, grows the disk, and checks the catch-up.
-fn fill_then_grow(w: &Work, db: &Path, cfg: &Path, fs: &Tmpfs, full_dir: &Path) {
+/// and keeps no temp file under `full_dir`, and what `/metrics` on `port` shows; grows the
+/// disk, and checks the catch-up.
+fn fill_then_grow(
+    w: &Work,
+    db: &Path,
+    cfg: &Path,
+    port: u16,
+    fs: &Tmpfs,
+    full_dir: &Path,
+    full: Full,
+) {
     let app = app_db(db);
     insert_rows(&app, 20, 500);
     let r = Replicator::start(w, &["-config", cfg.to_str().unwrap()]);
@@ -83,6 +111,21 @@ fn fill_then_grow(w: &Work, db: &Path, cfg: &Path, fs: &Tmpfs, full_dir: &Path) 
                 || r.log_text().contains("no space left")
         },
     );
+    let put_no_space = "litestream_replica_operation_errors_total{replica_type=\"file\",operation=\"PUT\",code=\"NoSpace\"}";
+    if full == Full::Local {
+        scrape_until(port, "litestream_disk_full to turn 1", |s| {
+            s.m("litestream_disk_full{$db}", db, "") == 1.0
+        });
+    } else {
+        let s = scrape_until(port, "PUT errors with code NoSpace", |s| {
+            s.sample(put_no_space).is_some_and(|n| n >= 1.0)
+        });
+        assert_eq!(
+            s.m("litestream_disk_full{$db}", db, ""),
+            0.0,
+            "the local disk is not full"
+        );
+    }
     std::thread::sleep(Duration::from_millis(1500));
     let log = r.log_text();
     assert!(
@@ -98,6 +141,9 @@ fn fill_then_grow(w: &Work, db: &Path, cfg: &Path, fs: &Tmpfs, full_dir: &Path) 
     fs.grow("64m");
     insert_rows(&app, 5, 100);
     let want = pages_of_live(db);
+    scrape_until(port, "litestream_disk_full back to 0", |s| {
+        s.m("litestream_disk_full{$db}", db, "") == 0.0 && s.local_txid() >= 1
+    });
     std::thread::sleep(Duration::from_secs(7)); // past the replica's 5 s backoff
     let log = r.log.clone();
     assert_eq!(
@@ -115,12 +161,15 @@ fn local_disk_full_then_space_returns() {
     let db = w.path("app.db");
     let meta = Tmpfs::mount(w.path("meta"), "2m");
     let replica = w.path("replica");
-    let cfg = w.file_config(
+    let port = free_port();
+    let cfg = config(
+        &w,
+        port,
         &db,
         &replica,
         &format!("    meta-path: {}\n", meta.dir.display()),
     );
-    fill_then_grow(&w, &db, &cfg, &meta, &meta.dir);
+    fill_then_grow(&w, &db, &cfg, port, &meta, &meta.dir, Full::Local);
 }
 
 #[test]
@@ -129,6 +178,7 @@ fn replica_disk_full_then_space_returns() {
     let db = w.path("app.db");
     let fs = Tmpfs::mount(w.path("replica-disk"), "2m");
     let replica = fs.dir.join("replica");
-    let cfg = w.file_config(&db, &replica, "");
-    fill_then_grow(&w, &db, &cfg, &fs, &fs.dir);
+    let port = free_port();
+    let cfg = config(&w, port, &db, &replica, "");
+    fill_then_grow(&w, &db, &cfg, port, &fs, &fs.dir, Full::Replica);
 }

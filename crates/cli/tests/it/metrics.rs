@@ -63,6 +63,11 @@ impl Scrape {
         &self.status["databases"][0]
     }
 
+    /// The value of one series of this scrape, spelled in full.
+    pub(crate) fn sample(&self, series: &str) -> Option<f64> {
+        sample(&self.metrics, series)
+    }
+
     pub(crate) fn replica(&self) -> &serde_json::Value {
         &self.db()["replicas"][0]
     }
@@ -168,6 +173,58 @@ impl Writer {
     }
 }
 
+/// Litestream's duration histogram buckets (`le` labels), in seconds.
+const LE: [&str; 10] = [
+    "0.01", "0.05", "0.1", "0.5", "1", "5", "10", "30", "60", "+Inf",
+];
+
+/// `litestream_replica_operation_duration_seconds` for (`ty`, `op`) is a well-formed
+/// histogram (every bucket, cumulative, `+Inf` = `_count`, a positive `_sum`) whose count
+/// covers `litestream_replica_operation_total` and the errors (a DELETE request counts
+/// once per batch, its operations once per file); returns (count, total, errors).
+fn check_duration_histogram(s: &Scrape, ty: &str, op: &str) -> (f64, f64, f64) {
+    const H: &str = "litestream_replica_operation_duration_seconds";
+    let l = format!("replica_type=\"{ty}\",operation=\"{op}\"");
+    let get = |series: String| {
+        s.sample(&series)
+            .unwrap_or_else(|| panic!("no {series} in:\n{}", s.metrics))
+    };
+    let mut prev = 0.0;
+    for le in LE {
+        let n = get(format!("{H}_bucket{{{l},le=\"{le}\"}}"));
+        assert!(n >= prev, "{op}: buckets not cumulative at {le}");
+        prev = n;
+    }
+    let count = get(format!("{H}_count{{{l}}}"));
+    assert_eq!(prev, count, "{op}: +Inf bucket and count");
+    assert!(get(format!("{H}_sum{{{l}}}")) > 0.0, "{op}: no time spent");
+    let total = get(format!("litestream_replica_operation_total{{{l}}}"));
+    let errors: f64 = s
+        .metrics
+        .lines()
+        .filter(|line| {
+            line.starts_with(&format!(
+                "litestream_replica_operation_errors_total{{{l},code="
+            ))
+        })
+        .map(|line| line.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert!(total >= 1.0 || errors >= 1.0, "{op}: nothing counted");
+    if op == "DELETE" {
+        // One request deletes a batch; `operation_total` counts files, as Litestream.
+        assert!(
+            count <= total + errors,
+            "{op}: {count} timed requests > {total} files + {errors} errors"
+        );
+    } else {
+        assert!(
+            count >= total + errors,
+            "{op}: {count} timed requests < {total} operations + {errors} errors"
+        );
+    }
+    (count, total, errors)
+}
+
 fn status_json(cfg: &Path) -> serde_json::Value {
     let out = run_ok(&["status", "-config", cfg.to_str().unwrap(), "-json"]);
     serde_json::from_slice(&out.stdout).unwrap()
@@ -181,8 +238,9 @@ fn metrics_and_status_follow_replication_to_a_file_replica() {
     let app = app_db(&db);
     insert_rows(&app, 20, 100);
     let port = free_port();
+    // L1 every second and a 1 s L0 retention, so L0 retention runs while we watch.
     let cfg = w.config(&format!(
-        "addr: 127.0.0.1:{port}\ndbs:\n  - path: {}\n    checkpoint-interval: 1s\n    replica:\n      type: file\n      path: {}\n",
+        "addr: 127.0.0.1:{port}\nlevels:\n  - interval: 1s\nl0-retention: 1s\nl0-retention-check-interval: 1s\ndbs:\n  - path: {}\n    checkpoint-interval: 1s\n    replica:\n      type: file\n      path: {}\n",
         db.display(),
         replica.display()
     ));
@@ -208,6 +266,17 @@ fn metrics_and_status_follow_replication_to_a_file_replica() {
     scrape_until(port, "the replica to pass the earlier local TXID", |s| {
         s.replicated_txid() >= t
     });
+    // L0 retention classifies the replica's L0 files as Litestream does, labelled with
+    // the database's file name; with a writer going, some are old and covered by L1.
+    let l0 = |s: &Scrape, status: &str| {
+        s.sample(&format!(
+            "litestream_l0_retention_files_total{{db=\"app.db\",status=\"{status}\"}}"
+        ))
+    };
+    let ran = scrape_until(port, "an L0 retention run to find eligible files", |s| {
+        l0(s, "eligible").is_some_and(|n| n >= 1.0)
+    });
+    assert!(l0(&ran, "not_compacted").is_some() && l0(&ran, "too_recent").is_some());
     // Live `status` reads the daemon.
     let live = status_json(&cfg);
     assert_eq!(live["source"], "daemon", "{live}");
@@ -277,6 +346,26 @@ fn metrics_and_status_follow_replication_to_a_file_replica() {
         "{}",
         s.metrics
     );
+    assert_eq!(s.m("litestream_disk_full{$db}", &db, ""), 0.0);
+    assert!(
+        s.m(
+            "sqlite_replicate_replica_deletes_total{$db,$replica}",
+            &db,
+            "file"
+        ) >= 1.0
+    );
+    // Every request to the replica is timed: a histogram with Litestream's buckets per
+    // operation, counting at least the operations `operation_total` counts (failed
+    // requests are timed too; none failed here).
+    for op in ["PUT", "LIST", "DELETE"] {
+        check_duration_histogram(&s, "file", op);
+    }
+    assert!(
+        !s.metrics
+            .contains("litestream_replica_operation_errors_total"),
+        "no request failed:\n{}",
+        s.metrics
+    );
     let want = pages_of_live(&db);
     drop(app);
     assert_eq!(r.stop(), 0);
@@ -311,6 +400,62 @@ fn metrics_and_status_follow_replication_to_a_file_replica() {
         "{text}"
     );
     restore_and_compare(&cfg, &db, &w.path("restored.db"), &want, &[]);
+}
+
+/// A file replica whose directory is replaced by a regular file: its PUTs fail, and each
+/// failure is counted in `litestream_replica_operation_errors_total` under a bounded code
+/// (never the error text) and timed like any request.
+#[test]
+fn failing_replica_requests_are_counted_by_code_and_timed() {
+    let w = Work::new();
+    let db = w.path("app.db");
+    let replica = w.path("replica");
+    let app = app_db(&db);
+    insert_rows(&app, 20, 100);
+    let port = free_port();
+    let cfg = w.config(&format!(
+        "addr: 127.0.0.1:{port}\ndbs:\n  - path: {}\n    replica:\n      type: file\n      path: {}\n",
+        db.display(),
+        replica.display()
+    ));
+    let r = Replicator::start(&w, &["-config", cfg.to_str().unwrap()]);
+    let up = scrape_until(port, "a first upload", |s| s.replicated_txid() >= 1);
+    let (_, _, before) = check_duration_histogram(&up, "file", "PUT");
+    assert_eq!(before, 0.0, "no failure yet");
+
+    std::fs::remove_dir_all(&replica).unwrap();
+    std::fs::write(&replica, b"not a directory").unwrap();
+    insert_rows(&app, 5, 100);
+    let s = scrape_until(port, "failed PUTs to be counted", |s| {
+        s.m("sqlite_replicate_replica_failing{$db,$replica}", &db, "file") == 1.0
+            && s.metrics
+                .contains("litestream_replica_operation_errors_total{replica_type=\"file\",operation=\"PUT\",code=\"")
+    });
+    let (count, total, errors) = check_duration_histogram(&s, "file", "PUT");
+    assert!(errors >= 1.0 && count > total, "{}", s.metrics);
+    for line in s
+        .metrics
+        .lines()
+        .filter(|l| l.starts_with("litestream_replica_operation_errors_total"))
+    {
+        let code = line
+            .split("code=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        assert!(
+            ["AccessDenied", "NoSpace", "Transient", "Permanent"].contains(&code),
+            "{line}"
+        );
+    }
+    assert!(
+        !s.metrics.contains(&replica.display().to_string()),
+        "no error text or path in a label:\n{}",
+        s.metrics
+    );
+    drop(r);
 }
 
 #[test]
@@ -356,6 +501,8 @@ fn object_store_outage_shows_in_metrics_and_healthz_then_recovers() {
             ) >= 1.0
     });
     assert!(!down.replica()["last_error"].is_null(), "{}", down.status);
+    let (_, _, errors) = check_duration_histogram(&down, "s3", "PUT");
+    assert!(errors >= 1.0, "{}", down.metrics);
     let lag1 = down.lag();
     let grown = scrape_until(port, "the lag to grow", |s| {
         s.lag() > lag1

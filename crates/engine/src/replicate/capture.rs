@@ -99,6 +99,31 @@ pub enum CaptureError {
     TxIdOverflow { db: String },
 }
 
+impl CaptureError {
+    /// The capture failed for lack of local disk space (ENOSPC, or EDQUOT on a quota;
+    /// SQLite's SQLITE_FULL): Litestream's `litestream_disk_full`.
+    pub fn is_disk_full(&self) -> bool {
+        let mut e: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(err) = e {
+            if let Some(io) = err.downcast_ref::<std::io::Error>() {
+                if matches!(
+                    io.kind(),
+                    std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+                ) {
+                    return true;
+                }
+            }
+            if let Some(rusqlite::Error::SqliteFailure(f, _)) = err.downcast_ref() {
+                if f.code == rusqlite::ErrorCode::DiskFull {
+                    return true;
+                }
+            }
+            e = err.source();
+        }
+        false
+    }
+}
+
 /// How long our checkpoint may be put off while an application holds the write lock
 /// back to back (each attempt polls for ~20 ms); after that an attempt waits for the lock
 /// with the connection's busy timeout, as before.
@@ -741,6 +766,29 @@ impl Capture {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn disk_full_is_seen_through_the_error_chain() {
+        let t = TxId::new(3).unwrap();
+        let local = |e: std::io::Error| CaptureError::Local {
+            db: "a.db".into(),
+            txid: t,
+            source: e,
+        };
+        assert!(local(std::io::Error::from(std::io::ErrorKind::StorageFull)).is_disk_full());
+        assert!(local(std::io::Error::from(std::io::ErrorKind::QuotaExceeded)).is_disk_full());
+        assert!(!local(std::io::Error::from(std::io::ErrorKind::PermissionDenied)).is_disk_full());
+        let enc = CaptureError::Encode {
+            db: "a.db".into(),
+            txid: t,
+            source: ltx::EncodeError::Io {
+                offset: 9,
+                source: std::io::Error::from(std::io::ErrorKind::StorageFull),
+            },
+        };
+        assert!(enc.is_disk_full());
+        assert!(!CaptureError::TxIdOverflow { db: "a.db".into() }.is_disk_full());
+    }
 
     /// An application holding the write lock puts our checkpoint off (no error, no
     /// stall past the short poll); once it has been put off for longer than

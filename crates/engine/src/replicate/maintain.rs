@@ -433,52 +433,134 @@ impl Maintenance {
     }
 
     /// Deletes L0 files covered by L1 and older than the L0 retention, oldest first,
-    /// stopping at the first too-recent file and never deleting the newest L0.
+    /// stopping at the first too-recent file and never deleting the newest L0; records
+    /// how the files were classified ([`ReplicaStatus::l0_retention`]).
     async fn l0_retention(
         &self,
         store: &dyn ReplicaStore,
         view: &mut ReplicaView,
         status: &ReplicaStatus,
     ) -> Result<(), MaintainError> {
-        let Some(l1_max) = view
+        let l1_max = view
             .files(Level::new(1).expect("valid"))
             .last()
-            .map(|f| f.key.max)
-        else {
+            .map(|f| f.key.max);
+        let Some(l1_max) = l1_max else {
+            status.l0_retention.set(0, 0, 0);
             return Ok(());
         };
-        let l0 = view.files(Level::L0).to_vec();
-        let Some((_newest, older)) = l0.split_last() else {
-            return Ok(());
-        };
-        let mut doomed = Vec::new();
-        for f in older {
-            let old_enough = f
-                .created
-                .elapsed()
-                .map(|a| a >= self.l0_retention)
-                .unwrap_or(false);
-            if f.key.max > l1_max || !old_enough {
-                break;
-            }
-            doomed.push(f.key);
-        }
-        if doomed.is_empty() {
+        let p = plan_l0_retention(
+            view.files(Level::L0),
+            l1_max,
+            self.l0_retention,
+            SystemTime::now(),
+        );
+        status
+            .l0_retention
+            .set(p.doomed.len() as u64, p.not_compacted, p.too_recent);
+        if p.doomed.is_empty() {
             return Ok(());
         }
-        store.delete(&doomed).await?;
-        view.record_delete(&doomed);
+        store.delete(&p.doomed).await?;
+        view.record_delete(&p.doomed);
         status
             .deletes
-            .fetch_add(doomed.len() as u64, Ordering::Relaxed);
+            .fetch_add(p.doomed.len() as u64, Ordering::Relaxed);
         Ok(())
     }
+}
+
+/// One L0 retention run's choice: the files to delete, and how the others were kept.
+#[derive(Debug, PartialEq, Eq)]
+pub struct L0RetentionPlan {
+    /// Covered by L1 and older than the retention, oldest first (Litestream's `eligible`).
+    pub doomed: Vec<LtxKey>,
+    /// Old enough, but above what L1 covers.
+    pub not_compacted: u64,
+    /// Younger than the retention, and every file after the first such one (L0 files are
+    /// deleted in order, so no gap opens).
+    pub too_recent: u64,
+}
+
+/// Chooses which of `l0` (sorted, oldest first) to delete given the highest TXID level 1
+/// covers: a prefix of files covered and older than `retention` at `now`, never the
+/// newest file (which, if it would have been eligible, is counted nowhere, as Litestream
+/// counts it). Pure.
+pub fn plan_l0_retention(
+    l0: &[LtxInfo],
+    l1_max: ltx::TxId,
+    retention: Duration,
+    now: SystemTime,
+) -> L0RetentionPlan {
+    let mut p = L0RetentionPlan {
+        doomed: Vec::new(),
+        not_compacted: 0,
+        too_recent: 0,
+    };
+    let mut gap = false;
+    for (i, f) in l0.iter().enumerate() {
+        let old_enough = now
+            .duration_since(f.created)
+            .map(|a| a >= retention)
+            .unwrap_or(false);
+        if !old_enough {
+            p.too_recent = (l0.len() - i) as u64;
+            break;
+        }
+        if f.key.max > l1_max || gap {
+            gap = true;
+            p.not_compacted += 1;
+        } else if i + 1 < l0.len() {
+            p.doomed.push(f.key);
+        }
+    }
+    p
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use ltx::{Encoder, Header, PageEncoding, PageNo, PageSize, TxId};
+
+    /// L0 retention as Litestream classifies it: (files as (txid, age in s), L1 max,
+    /// doomed txids, not compacted, too recent), retention 10 s.
+    #[test]
+    fn l0_retention_deletes_an_old_covered_prefix_and_counts_the_rest() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        type Case = (&'static [(u64, u64)], u64, &'static [u64], u64, u64);
+        let cases: &[Case] = &[
+            // All old and covered: all but the newest go; the newest counts nowhere.
+            (&[(1, 60), (2, 50), (3, 40)], 3, &[1, 2], 0, 0),
+            // Above L1: kept as not compacted.
+            (&[(1, 60), (2, 50), (3, 40)], 1, &[1], 2, 0),
+            // Too recent stops the run; everything after counts as too recent.
+            (&[(1, 60), (2, 5), (3, 40)], 3, &[1], 0, 2),
+            (&[(1, 5), (2, 5)], 2, &[], 0, 2),
+            (&[], 9, &[], 0, 0),
+            // The newest alone, old and covered: kept.
+            (&[(4, 60)], 4, &[], 0, 0),
+        ];
+        for (files, l1, doomed, not_compacted, too_recent) in cases {
+            let l0: Vec<LtxInfo> = files
+                .iter()
+                .map(|&(t, age)| {
+                    let t = TxId::new(t).unwrap();
+                    LtxInfo {
+                        key: LtxKey::new(Level::L0, t, t),
+                        size_bytes: 1,
+                        created: now - Duration::from_secs(age),
+                    }
+                })
+                .collect();
+            let p = plan_l0_retention(&l0, TxId::new(*l1).unwrap(), Duration::from_secs(10), now);
+            let got: Vec<u64> = p.doomed.iter().map(|k| k.max.get()).collect();
+            assert_eq!(
+                (got.as_slice(), p.not_compacted, p.too_recent),
+                (*doomed, *not_compacted, *too_recent),
+                "{files:?} l1 {l1}"
+            );
+        }
+    }
 
     /// A full image at TXID 7 (pages 1..=3) in `encoding`.
     fn full_image(encoding: PageEncoding) -> Vec<u8> {

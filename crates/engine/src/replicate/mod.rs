@@ -410,6 +410,7 @@ pub async fn run_database(
         );
         match result {
             Ok(needs_settle) => {
+                status.disk_full.store(false, Ordering::Relaxed);
                 status.record_ok();
                 if produced_any {
                     // Re-check the pin shortly in case an application checkpoint waits on it.
@@ -420,6 +421,7 @@ pub async fn run_database(
             }
             Err(e) => {
                 status.sync_errors.fetch_add(1, Ordering::Relaxed);
+                status.disk_full.store(e.is_disk_full(), Ordering::Relaxed);
                 status.record_failure(e.to_string(), local::now_ms());
                 error!(db = %name, error = %e, "capture failed");
                 let _ = local.clear_tmp();

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::local::{LocalDir, LocalFile};
 use super::status::{DbStatus, DrillStatus, ReplicaStatus};
+use crate::storage::metered::OperationFigures;
 
 /// Every database of a process (or of a config, offline).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -59,6 +60,9 @@ pub struct DbCounters {
     pub checkpoints: u64,
     pub checkpoint_errors: u64,
     pub checkpoint_seconds: f64,
+    /// The last capture cycle failed for lack of local disk space.
+    #[serde(default)]
+    pub disk_full: bool,
 }
 
 /// One replica of one database.
@@ -81,6 +85,22 @@ pub struct ReplicaReport {
     /// Counters since the daemon started; absent offline.
     pub counters: Option<ReplicaCounters>,
     pub drill: Option<DrillStatus>,
+    /// Requests to the replica's store per operation since the daemon started (only
+    /// operations seen); empty offline.
+    #[serde(default)]
+    pub operations: Vec<OperationFigures>,
+    /// The last L0 retention run's classification; absent offline or before one ran.
+    #[serde(default)]
+    pub l0_retention: Option<L0RetentionFigures>,
+}
+
+/// How the last L0 retention run classified a replica's L0 files (see
+/// [`super::status::L0RetentionStatus`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct L0RetentionFigures {
+    pub eligible: u64,
+    pub not_compacted: u64,
+    pub too_recent: u64,
 }
 
 /// Counters of one replica since the daemon started.
@@ -194,6 +214,14 @@ impl DbReport {
                         maintenance_errors: n(&s.maintenance_errors),
                     }),
                     drill: s.drill(),
+                    operations: s.ops.figures(),
+                    l0_retention: s.l0_retention.get().map(
+                        |(eligible, not_compacted, too_recent)| L0RetentionFigures {
+                            eligible,
+                            not_compacted,
+                            too_recent,
+                        },
+                    ),
                 }
             })
             .collect();
@@ -216,6 +244,7 @@ impl DbReport {
                 checkpoints: n(&status.checkpoints),
                 checkpoint_errors: n(&status.checkpoint_errors),
                 checkpoint_seconds: micros(&status.checkpoint_micros),
+                disk_full: status.disk_full.load(Ordering::Relaxed),
             }),
             replicas,
         }

@@ -6,7 +6,9 @@
 //! reporting is taken by `report`.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use crate::storage::metered::StoreOps;
 
 /// Figures for one database.
 #[derive(Debug, Default)]
@@ -40,6 +42,10 @@ pub struct DbStatus {
     /// Highest TXID every replica holds (kept by the capture loop): captures above it are
     /// fsynced before our checkpoint lets the WAL go.
     pub replicated_floor: AtomicU64,
+    /// The last capture cycle failed because a local write found no space (ENOSPC or
+    /// EDQUOT): Litestream's `litestream_disk_full`. Cleared by the next cycle that does
+    /// not fail so.
+    pub disk_full: AtomicBool,
 }
 
 /// Figures for one replica of one database.
@@ -71,6 +77,46 @@ pub struct ReplicaStatus {
     /// capture loop waits for it before the next capture, so a slow replica gets fewer,
     /// larger files instead of a growing queue.
     pub uploading: AtomicBool,
+    /// Every request to the replica's store, per operation (filled by the
+    /// [`crate::storage::metered::MeteredStore`] the replica's store is wrapped in).
+    pub ops: Arc<StoreOps>,
+    /// How the last L0 retention run classified the replica's L0 files.
+    pub l0_retention: L0RetentionStatus,
+}
+
+/// How the last L0 retention run classified a replica's L0 files, in Litestream's terms
+/// (`litestream_l0_retention_files_total` {status}): `eligible` (covered by L1 and older
+/// than the L0 retention: deleted by that run), `not_compacted` (old enough but not yet
+/// covered by L1), `too_recent` (younger than the retention, and every file after the
+/// first such one). The newest L0 file is always kept and, when it would otherwise be
+/// eligible, counted in none (as Litestream). Unset until a run has happened.
+#[derive(Debug, Default)]
+pub struct L0RetentionStatus {
+    pub ran: AtomicBool,
+    pub eligible: AtomicU64,
+    pub not_compacted: AtomicU64,
+    pub too_recent: AtomicU64,
+}
+
+impl L0RetentionStatus {
+    /// Records one run's counts.
+    pub fn set(&self, eligible: u64, not_compacted: u64, too_recent: u64) {
+        self.eligible.store(eligible, Ordering::Relaxed);
+        self.not_compacted.store(not_compacted, Ordering::Relaxed);
+        self.too_recent.store(too_recent, Ordering::Relaxed);
+        self.ran.store(true, Ordering::Release);
+    }
+
+    /// (eligible, not compacted, too recent) of the last run, if one has run.
+    pub fn get(&self) -> Option<(u64, u64, u64)> {
+        self.ran.load(Ordering::Acquire).then(|| {
+            (
+                self.eligible.load(Ordering::Relaxed),
+                self.not_compacted.load(Ordering::Relaxed),
+                self.too_recent.load(Ordering::Relaxed),
+            )
+        })
+    }
 }
 
 /// The outcome of one restore drill (a restore of the replica into a scratch file,

@@ -3,7 +3,8 @@
 //! Owns: the [`ReplicaStore`] contract, the [`StorageError`] classification (callers decide
 //! retries from the variant, never the message), and the backends: `file` (a local
 //! directory), `sftp` (a directory on an SSH server), and `s3`, `abs`, `gcs` (object
-//! stores); and `faulty`, a fault-injecting wrapper for reliability tests. Key spelling
+//! stores); `metered`, the wrapper that counts and times every request per operation (for
+//! metrics); and `faulty`, a fault-injecting wrapper for reliability tests. Key spelling
 //! lives only in [`layout`]. What the backends built on
 //! `object_store` share (the calls themselves, client settings, error classification)
 //! lives in `objstore` and `objstore_error`; each such backend keeps only its own
@@ -49,6 +50,7 @@ pub mod faulty;
 pub mod file;
 pub mod gcs;
 pub mod layout;
+pub mod metered;
 mod objstore;
 mod objstore_error;
 pub mod s3;
