@@ -172,15 +172,20 @@ pub fn sync(a: SyncArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn info(a: QueryArgs) -> anyhow::Result<ExitCode> {
-    let r: InfoResponse = match request::<(), _>(
-        "info",
+/// `GET /<what>` (no body), for `info` and `list`.
+fn get<T: DeserializeOwned>(what: &str, a: &QueryArgs) -> anyhow::Result<Result<T, ExitCode>> {
+    request::<(), _>(
+        what,
         &a.socket.path()?,
         Method::GET,
-        "/info",
+        &format!("/{what}"),
         None,
         Duration::from_secs(a.timeout),
-    )? {
+    )
+}
+
+pub fn info(a: QueryArgs) -> anyhow::Result<ExitCode> {
+    let r: InfoResponse = match get("info", &a)? {
         Ok(r) => r,
         Err(code) => return Ok(code),
     };
@@ -197,14 +202,7 @@ pub fn info(a: QueryArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn list(a: QueryArgs) -> anyhow::Result<ExitCode> {
-    let r: ListResponse = match request::<(), _>(
-        "list",
-        &a.socket.path()?,
-        Method::GET,
-        "/list",
-        None,
-        Duration::from_secs(a.timeout),
-    )? {
+    let r: ListResponse = match get("list", &a)? {
         Ok(r) => r,
         Err(code) => return Ok(code),
     };

@@ -200,25 +200,11 @@ impl DbHandle {
                     break p.head_txid;
                 }
             }
-            if self.state() == RunState::Stopped {
-                return Err(SyncError::Stopped {
-                    db: self.db.clone(),
-                });
-            }
-            match tokio::time::timeout_at(deadline, rx.changed()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => {
-                    return Err(SyncError::Stopped {
-                        db: self.db.clone(),
-                    })
-                }
-                Err(_) => {
-                    return Err(SyncError::CaptureTimeout {
-                        db: self.db.clone(),
-                        timeout,
-                    })
-                }
-            }
+            self.next_progress(&mut rx, deadline, || SyncError::CaptureTimeout {
+                db: self.db.clone(),
+                timeout,
+            })
+            .await?;
         };
         let captured_new = txid > before;
         if !wait {
@@ -237,27 +223,34 @@ impl DbHandle {
                     replicated_txid: self.replicated_floor(),
                 });
             }
-            if self.state() == RunState::Stopped {
-                return Err(SyncError::Stopped {
-                    db: self.db.clone(),
-                });
-            }
-            match tokio::time::timeout_at(deadline, rx.changed()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => {
-                    return Err(SyncError::Stopped {
-                        db: self.db.clone(),
-                    })
-                }
-                Err(_) => {
-                    return Err(SyncError::ReplicaTimeout {
-                        db: self.db.clone(),
-                        timeout,
-                        txid,
-                        lagging: self.lagging(txid),
-                    })
-                }
-            }
+            self.next_progress(&mut rx, deadline, || SyncError::ReplicaTimeout {
+                db: self.db.clone(),
+                timeout,
+                txid,
+                lagging: self.lagging(txid),
+            })
+            .await?;
+        }
+    }
+
+    /// Waits for the next progress event, failing when the run has stopped (or stops
+    /// meanwhile) and with `on_timeout`'s error at `deadline`.
+    async fn next_progress(
+        &self,
+        rx: &mut watch::Receiver<Progress>,
+        deadline: tokio::time::Instant,
+        on_timeout: impl FnOnce() -> SyncError,
+    ) -> Result<(), SyncError> {
+        let stopped = || SyncError::Stopped {
+            db: self.db.clone(),
+        };
+        if self.state() == RunState::Stopped {
+            return Err(stopped());
+        }
+        match tokio::time::timeout_at(deadline, rx.changed()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(stopped()),
+            Err(_) => Err(on_timeout()),
         }
     }
 
