@@ -308,8 +308,12 @@ fn start_validations(
                 move |report| {
                     let problem = report.problem();
                     match &problem {
-                        None => info!(db = %db_name, replica = %replica, levels = report.levels, files = report.files, "replica validation ok"),
-                        Some(p) => error!(db = %db_name, replica = %replica, faults = report.faults.len(), problem = %p, "replica validation failed"),
+                        None => {
+                            info!(db = %db_name, replica = %replica, levels = report.levels, files = report.files, "replica validation ok")
+                        }
+                        Some(p) => {
+                            error!(db = %db_name, replica = %replica, faults = report.faults.len(), problem = %p, "replica validation failed")
+                        }
                     }
                     status.set_validation(ValidationStatus {
                         last_run_unix_ms: jiff::Timestamp::now().as_millisecond(),

@@ -948,7 +948,9 @@ fn validation_interval_per_replica_inherited_and_checked() {
     );
     // A top-level `validation-interval` too, and it beats `validation.interval`.
     assert_eq!(
-        got(&two("validation-interval: 5m\nvalidation:\n  interval: 1m\n")),
+        got(&two(
+            "validation-interval: 5m\nvalidation:\n  interval: 1m\n"
+        )),
         vec![Some(m(5)), Some(m(10)), None]
     );
     assert_eq!(

@@ -9,7 +9,8 @@
 //!
 //! Cost: one listing per level checked (level 0 and levels 1..=n, the snapshot level is
 //! not contiguous by design and is not checked), no download; the same requests as
-//! Litestream's validation of the same levels. Contents (checksums, pages) are what the
+//! Litestream's validation of the same levels, plus one re-listing of a level whose
+//! first listing shows a fault (to rule out files deleted by retention mid-listing). Contents (checksums, pages) are what the
 //! restore drill ([`super::drill`], `drill-interval`) proves, at the price of a restore.
 //!
 //! Does not: read file contents, nor decide what to do about a fault (the caller logs
@@ -22,7 +23,7 @@ use ltx::Level;
 use tokio::sync::watch;
 
 use crate::storage::layout::{LtxInfo, LtxKey};
-use crate::storage::ReplicaStore;
+use crate::storage::{ReplicaStore, StorageError};
 
 /// What is wrong between two files of one level that follow each other in TXID order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,10 +125,10 @@ pub async fn validate(store: &dyn ReplicaStore, top_level: u8) -> ValidationRepo
     };
     for level in Level::all().filter(|l| l.get() <= top_level && *l != Level::SNAPSHOT) {
         report.levels += 1;
-        match store.list(level).await {
-            Ok(files) => {
-                report.files += files.len();
-                report.faults.extend(check_level(&files));
+        match list_faults(store, level).await {
+            Ok((files, faults)) => {
+                report.files += files;
+                report.faults.extend(faults);
             }
             Err(e) => {
                 report.error = Some(format!("listing level {}: {e}", level.get()));
@@ -138,6 +139,27 @@ pub async fn validate(store: &dyn ReplicaStore, top_level: u8) -> ValidationRepo
     report.ok = report.error.is_none() && report.faults.is_empty();
     report.duration = started.elapsed();
     report
+}
+
+/// Files and faults of one level. A listing is not a snapshot: files that retention
+/// deletes while it runs can be missing from it, which looks like a gap. So a fault is
+/// confirmed by a second listing of that level, and only faults seen in both count (one
+/// more request, only when the first listing shows a fault).
+async fn list_faults(
+    store: &dyn ReplicaStore,
+    level: Level,
+) -> Result<(usize, Vec<Fault>), StorageError> {
+    let files = store.list(level).await?;
+    let faults = check_level(&files);
+    if faults.is_empty() {
+        return Ok((files.len(), faults));
+    }
+    let again = store.list(level).await?;
+    let confirmed = check_level(&again)
+        .into_iter()
+        .filter(|f| faults.contains(f))
+        .collect();
+    Ok((again.len(), confirmed))
 }
 
 /// Runs a validation every `interval` (the first one after a full interval) until
@@ -169,8 +191,11 @@ pub async fn validate_loop(
 mod tests {
     use super::*;
     use crate::storage::file::FileStore;
+    use async_trait::async_trait;
     use bytes::Bytes;
     use ltx::TxId;
+    use std::ops::Range;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::{SystemTime, UNIX_EPOCH};
 
     fn key(level: u8, min: u64, max: u64) -> LtxKey {
@@ -223,10 +248,40 @@ mod tests {
         assert!(f[1].to_string().contains("overlap"), "{}", f[1]);
     }
 
+    /// A file replica that counts listings: the requests a validation costs.
+    struct Counting {
+        inner: FileStore,
+        lists: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl ReplicaStore for Counting {
+        fn location(&self) -> &str {
+            self.inner.location()
+        }
+        async fn list(&self, level: Level) -> Result<Vec<LtxInfo>, StorageError> {
+            self.lists.fetch_add(1, Ordering::Relaxed);
+            self.inner.list(level).await
+        }
+        async fn get(&self, _: &LtxKey, _: Option<Range<u64>>) -> Result<Bytes, StorageError> {
+            panic!("a validation downloads nothing")
+        }
+        async fn put(&self, key: &LtxKey, data: Bytes, t: SystemTime) -> Result<(), StorageError> {
+            self.inner.put(key, data, t).await
+        }
+        async fn delete(&self, keys: &[LtxKey]) -> Result<(), StorageError> {
+            self.inner.delete(keys).await
+        }
+    }
+
     #[tokio::test]
     async fn validate_lists_only_the_levels_in_use_and_skips_snapshots() {
         let d = tempfile::tempdir().unwrap();
-        let store = FileStore::new(d.path());
+        let store = Counting {
+            inner: FileStore::new(d.path()),
+            lists: AtomicUsize::new(0),
+        };
+        let lists = || store.lists.swap(0, Ordering::Relaxed);
         let put = |k: LtxKey| {
             let store = &store;
             async move {
@@ -245,13 +300,18 @@ mod tests {
         // Level 5 is beyond the levels in use: not listed.
         put(key(5, 1, 1)).await;
         put(key(5, 3, 3)).await;
+        lists();
         let r = validate(&store, 3).await;
         assert!(r.ok, "{:?}", r.problem());
         assert_eq!((r.levels, r.files), (4, 3));
+        // One listing per level 0..=3, as Litestream with its default levels.
+        assert_eq!(lists(), 4);
         put(key(0, 4, 4)).await;
         let r = validate(&store, 3).await;
         assert!(!r.ok);
         assert_eq!(r.faults.len(), 1);
+        // The faulty level is listed once more to confirm the fault.
+        assert_eq!(lists(), 5);
         assert!(
             r.problem().unwrap().contains(
                 "level 0: TXID gap between 0000000000000002-0000000000000002.ltx and 0000000000000004-0000000000000004.ltx"
