@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use engine::replicate::RunMode;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::{child, control, failover, observe, setup};
 
@@ -112,6 +112,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         let (stop_tx, stop_rx) = watch::channel(false);
         if !a.once {
             start_drills(&cfg, &runs, &stop_rx)?;
+            start_validations(&cfg, &runs, &stop_rx)?;
         }
         // Everything the databases need was copied out of the config: with thousands of
         // databases the parsed file is megabytes that would otherwise stay for good.
@@ -257,6 +258,71 @@ fn start_drills(
                         rpo_ms: report.rpo.map(|d| d.as_millis() as u64).unwrap_or(0),
                         error: report.error.clone(),
                         last_success_unix_ms: None,
+                    });
+                },
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Spawns a validation loop for every replica with a `validation-interval` (its own, the
+/// top-level one, or `validation.interval`): each run lists level 0 and the compaction
+/// levels in use and checks each level's history for TXID gaps and overlaps (one listing
+/// per level, no download: Litestream's validation). A fault is logged as an error naming
+/// the replica, the files and the missing range; every run feeds `/metrics` and `/status`.
+fn start_validations(
+    cfg: &crate::config::Config,
+    runs: &[engine::runtime::DbRun],
+    shutdown: &watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    use engine::replicate::status::ValidationStatus;
+    use engine::restore::validate;
+    let mut intervals = std::collections::HashMap::new();
+    for (path, db) in setup::concrete_dbs(cfg)? {
+        for r in &db.replicas {
+            if let Some(d) = r.validation_interval {
+                intervals.insert((path.clone(), setup::replica_name(r)), d);
+            }
+        }
+    }
+    // Level 0 and levels 1..=n: what Litestream validates (its compaction levels).
+    let top_level = cfg.levels.len() as u8;
+    for run in runs {
+        for r in &run.replicas {
+            let Some(&interval) = intervals.get(&(run.opts.path.clone(), r.opts.name.clone()))
+            else {
+                continue;
+            };
+            let (status, db_name, replica) = (
+                r.status.clone(),
+                run.opts.path.display().to_string(),
+                r.opts.name.clone(),
+            );
+            info!(db = %db_name, replica = %replica, interval = ?interval, "replica validation scheduled");
+            tokio::spawn(validate::validate_loop(
+                r.store.clone(),
+                top_level,
+                interval,
+                shutdown.clone(),
+                move |report| {
+                    let problem = report.problem();
+                    match &problem {
+                        None => {
+                            info!(db = %db_name, replica = %replica, levels = report.levels, files = report.files, "replica validation ok")
+                        }
+                        Some(p) => {
+                            error!(db = %db_name, replica = %replica, faults = report.faults.len(), problem = %p, "replica validation failed")
+                        }
+                    }
+                    status.set_validation(ValidationStatus {
+                        last_run_unix_ms: jiff::Timestamp::now().as_millisecond(),
+                        ok: report.ok,
+                        levels: report.levels as u64,
+                        files: report.files as u64,
+                        faults: report.faults.len() as u64,
+                        error: problem,
+                        ..Default::default()
                     });
                 },
             ));

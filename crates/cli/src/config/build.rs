@@ -47,7 +47,13 @@ pub(crate) fn build(root: &Value, env: Env<'_>) -> Result<Config, ConfigError> {
         ],
     )?;
     unsupported::check(&top, Section::Top, "top level")?;
-    let defaults = Settings::read(&top)?;
+    let mut defaults = Settings::read(&top)?;
+    // `validation: {interval}` (Litestream's global setting) is the default of every
+    // replica's `validation-interval`; a top-level `validation-interval` beats it.
+    if let Some(m) = top.map("validation")? {
+        m.check_keys(&[&["interval"]], &[])?;
+        defaults.validation_interval = defaults.validation_interval.or(m.duration("interval")?);
+    }
     let mut warnings = Vec::new();
     for key in top.keys().filter(|k| FOREIGN_KEYS.contains(k)) {
         warnings.push(format!(
@@ -521,6 +527,9 @@ fn build_replica(
         kind,
         url,
         sync_interval,
+        // Zero turns validation off (Litestream's meaning), e.g. for one replica when
+        // the top level sets a default.
+        validation_interval: s.validation_interval.filter(|d| !d.is_zero()),
         snapshot_interval: positive(&m, "snapshot-interval")?,
         retention: positive(&m, "retention")?,
         legacy_page_encoding: s.legacy_page_encoding.unwrap_or(false),

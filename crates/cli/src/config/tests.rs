@@ -920,6 +920,60 @@ fn drill_interval_top_level_and_per_database() {
     assert_eq!(e.to_string(), "drill-interval: must be greater than 0");
 }
 
+/// Parity issue 18: `validation-interval` (replica, or top level as a default) and
+/// Litestream's global `validation: {interval}` schedule a validation of each replica.
+#[test]
+fn validation_interval_per_replica_inherited_and_checked() {
+    let m = |n: u64| Duration::from_secs(n * 60);
+    let two = |top: &str| {
+        ok(&format!(
+            "{top}dbs:\n  - path: /a.db\n    replicas:\n      - name: near\n        path: /ra\n      \
+             - name: far\n        path: /rb\n        validation-interval: 10m\n      \
+             - name: off\n        path: /rc\n        validation-interval: 0s\n"
+        ))
+    };
+    let got = |cfg: &Config| {
+        cfg.dbs[0]
+            .replicas
+            .iter()
+            .map(|r| r.validation_interval)
+            .collect::<Vec<_>>()
+    };
+    // Nothing at the top level: only the replica that sets it; zero is off.
+    assert_eq!(got(&two("")), vec![None, Some(m(10)), None]);
+    // Litestream's global `validation.interval` is every replica's default.
+    assert_eq!(
+        got(&two("validation:\n  interval: 1m\n")),
+        vec![Some(m(1)), Some(m(10)), None]
+    );
+    // A top-level `validation-interval` too, and it beats `validation.interval`.
+    assert_eq!(
+        got(&two(
+            "validation-interval: 5m\nvalidation:\n  interval: 1m\n"
+        )),
+        vec![Some(m(5)), Some(m(10)), None]
+    );
+    assert_eq!(
+        got(&two("validation-interval: 1s\n")),
+        vec![Some(Duration::from_secs(1)), Some(m(10)), None]
+    );
+    // Bad values and keys are errors naming the key.
+    for (yaml, want) in [
+        ("validation-interval: soon\ndbs: []\n", "validation-interval: \"soon\" is not a duration"),
+        ("validation-interval: 10\ndbs: []\n", "add a unit"),
+        ("validation:\n  interval: -1m\ndbs: []\n", "validation.interval: \"-1m\" is not a duration"),
+        ("validation:\n  every: 1m\ndbs: []\n", "validation: unknown key \"every\""),
+        ("validation: 1m\ndbs: []\n", "validation: \"1m\" is not a mapping"),
+        (
+            "dbs:\n  - path: /a.db\n    replica:\n      path: /b\n      validation-interval: [1m]\n",
+            "dbs[0].replica.validation-interval: a list is not a duration",
+        ),
+    ] {
+        let e = err(yaml);
+        assert!(e.contains(want), "{yaml}: {e}");
+    }
+}
+
 #[test]
 fn lease_block_defaults_keys_and_errors() {
     let cfg = parse(
@@ -1125,7 +1179,6 @@ fn keys_without_effect_are_refused_until_supported() {
     const DB: &str = "dbs:\n  - path: /var/lib/app.db\n";
     let replica = |line: &str| format!("{DB}    replica:\n      path: /b\n{line}");
     let cases: Vec<(String, &str)> = vec![
-        ("validation:\n  interval: 1h\n".into(), "validation: `validation` is not supported yet (top level): sqlite-replicate does not validate replicas periodically (run `verify` for a restore drill, or set `drill-interval`); remove it from the config"),
         ("verify-compaction: true\n".into(), "verify-compaction: `verify-compaction: true` is not supported yet (top level): sqlite-replicate does not check levels after compaction; remove it from the config"),
         ("heartbeat-url: https://hc.example/ping/secret-uuid\n".into(), "heartbeat-url: `heartbeat-url` is not supported yet (top level): sqlite-replicate sends no heartbeat pings (poll `/healthz` on `addr` instead); remove it from the config"),
         ("heartbeat-interval: 5m\n".into(), "heartbeat-interval: `heartbeat-interval` is not supported yet (top level): sqlite-replicate sends no heartbeat pings (poll `/healthz` on `addr` instead); remove it from the config"),
@@ -1134,11 +1187,9 @@ fn keys_without_effect_are_refused_until_supported() {
         ("logging:\n  stderr: false\n".into(), "logging.stderr: `stderr: false` is not supported yet (top level): sqlite-replicate always logs to stderr, never to stdout; remove it from the config"),
         ("logging:\n  source: true\n".into(), "logging.source: `source: true` is not supported yet (top level): sqlite-replicate does not add source locations to log lines; remove it from the config"),
         ("auto-recover: true\n".into(), "auto-recover: `auto-recover: true` is not supported yet (top level): sqlite-replicate does not reset a replica's local state after errors; remove it from the config"),
-        ("validation-interval: 1m\n".into(), "validation-interval: `validation-interval` is not supported yet (top level): sqlite-replicate does not validate replicas periodically (run `verify` for a restore drill, or set `drill-interval`); remove it from the config"),
         ("dbs:\n  - dir: /data\n    pattern: '*.db'\n    watch: true\n    replica:\n      path: /b\n".into(), "dbs[0].watch: `watch: true` is not supported yet (database /data): sqlite-replicate does not watch a directory for new databases (it is scanned when replication starts); remove it from the config"),
         (format!("{DB}    truncate-page-n: 121359\n    replica:\n      path: /b\n"), "dbs[0].truncate-page-n: `truncate-page-n` is not supported yet (database /var/lib/app.db): sqlite-replicate has no emergency TRUNCATE checkpoint (`check -wal-warn-size` reports a large WAL); remove it from the config"),
         (format!("{DB}    max-sync-wal-bytes: 16MiB\n    replica:\n      path: /b\n"), "dbs[0].max-sync-wal-bytes: `max-sync-wal-bytes` is not supported yet (database /var/lib/app.db): sqlite-replicate does not read the WAL in chunks of a set size; remove it from the config"),
-        (replica("      validation-interval: 10m\n"), "dbs[0].replica.validation-interval: `validation-interval` is not supported yet (database /var/lib/app.db, replica file): sqlite-replicate does not validate replicas periodically (run `verify` for a restore drill, or set `drill-interval`); remove it from the config"),
         (replica("      auto-recover: yes\n      name: near\n"), "dbs[0].replica.auto-recover: `auto-recover: true` is not supported yet (database /var/lib/app.db, replica near): sqlite-replicate does not reset a replica's local state after errors; remove it from the config"),
         (replica("      max-sync-ltx-files: 64\n"), "dbs[0].replica.max-sync-ltx-files: `max-sync-ltx-files` is not supported yet (database /var/lib/app.db, replica file): sqlite-replicate does not batch L0 files per upload (each capture is uploaded as it comes); remove it from the config"),
         (format!("{DB}    replicas:\n      - url: s3://b/a\n        require-content-md5: true\n"), "dbs[0].replicas[0].require-content-md5: `require-content-md5: true` is not supported yet (database /var/lib/app.db, replica s3): sqlite-replicate sends no Content-MD5 headers (requests carry a SHA-256 payload checksum instead); remove it from the config"),

@@ -201,6 +201,10 @@ pub struct ReplicaConfig {
     pub url: Option<String>,
     /// `sync-interval`: minimum time between uploads. `None`: the engine's pace.
     pub sync_interval: Option<Duration>,
+    /// `validation-interval` (else the top-level one, else `validation.interval`): how
+    /// often the replica's LTX history is checked for TXID gaps and overlaps. `None`:
+    /// never (also when set to zero).
+    pub validation_interval: Option<Duration>,
     /// `snapshot-interval` (Litestream 0.3 key): overrides the database/top-level one.
     pub snapshot_interval: Option<Duration>,
     /// `retention` (Litestream 0.3 key): overrides `snapshot.retention`.
@@ -229,6 +233,7 @@ impl fmt::Debug for ReplicaConfig {
             .field("kind", &self.kind)
             .field("url", &self.url.as_deref().map(redact_url))
             .field("sync_interval", &self.sync_interval)
+            .field("validation_interval", &self.validation_interval)
             .field("snapshot_interval", &self.snapshot_interval)
             .field("retention", &self.retention)
             .field("legacy_page_encoding", &self.legacy_page_encoding)

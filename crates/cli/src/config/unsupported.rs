@@ -44,11 +44,6 @@ const fn key(name: &'static str, harmless: Harmless, missing: &'static str) -> K
 /// Top-level keys (Litestream's global settings).
 const TOP: &[Key] = &[
     key(
-        "validation",
-        Harmless::Nothing,
-        "does not validate replicas periodically (run `verify` for a restore drill, or set `drill-interval`)",
-    ),
-    key(
         "verify-compaction",
         Harmless::False,
         "does not check levels after compaction",
@@ -106,11 +101,6 @@ const DB: &[Key] = &[
 
 /// Replica settings, in a replica or at the top level as defaults.
 const SETTINGS: &[Key] = &[
-    key(
-        "validation-interval",
-        Harmless::Nothing,
-        "does not validate replicas periodically (run `verify` for a restore drill, or set `drill-interval`)",
-    ),
     key(
         "auto-recover",
         Harmless::False,

@@ -390,6 +390,36 @@ pub fn render(r: &Report) -> String {
         "gauge",
         "How far the last drill's restored state was behind the source, in seconds.",
     );
+    let mut v_ok = F::new(
+        "sqlite_replicate_validation_ok",
+        "gauge",
+        "1 if the last validation of the replica's LTX history (no TXID gap or overlap) succeeded, else 0.",
+    );
+    let mut v_last_success = F::new(
+        "sqlite_replicate_validation_last_success_timestamp_seconds",
+        "gauge",
+        "Unix time of the last successful validation.",
+    );
+    let mut v_last_run = F::new(
+        "sqlite_replicate_validation_last_run_timestamp_seconds",
+        "gauge",
+        "Unix time of the last validation.",
+    );
+    let mut v_faults = F::new(
+        "sqlite_replicate_validation_faults",
+        "gauge",
+        "TXID gaps and overlaps the last validation found.",
+    );
+    let mut v_runs = F::new(
+        "sqlite_replicate_validation_runs_total",
+        "counter",
+        "Validations of the replica run since the daemon started.",
+    );
+    let mut v_failures = F::new(
+        "sqlite_replicate_validation_failures_total",
+        "counter",
+        "Validations of the replica that failed (a fault found or a listing failed).",
+    );
 
     // Litestream's operation figures have no db or replica label: summed per type.
     let mut ops: BTreeMap<(&str, String), OperationFigures> = BTreeMap::new();
@@ -486,6 +516,16 @@ pub fn render(r: &Report) -> String {
                 d_restore_secs.add(l(), dr.restore_duration_ms as f64 / 1000.0);
                 d_rpo_secs.add(l(), dr.rpo_ms as f64 / 1000.0);
             }
+            if let Some(v) = &rep.validation {
+                v_ok.add(l(), v.ok as u8 as f64);
+                v_last_run.add(l(), secs(v.last_run_unix_ms));
+                if let Some(t) = v.last_success_unix_ms {
+                    v_last_success.add(l(), secs(t));
+                }
+                v_faults.add(l(), v.faults as f64);
+                v_runs.add(l(), v.runs as f64);
+                v_failures.add(l(), v.failures as f64);
+            }
         }
     }
     for ((ty, op), f) in &ops {
@@ -551,6 +591,12 @@ pub fn render(r: &Report) -> String {
         &d_last_run,
         &d_restore_secs,
         &d_rpo_secs,
+        &v_ok,
+        &v_last_success,
+        &v_last_run,
+        &v_faults,
+        &v_runs,
+        &v_failures,
     ] {
         f.write(&mut out);
     }
@@ -563,7 +609,7 @@ mod tests {
     use engine::replicate::report::{
         DbCounters, DbReport, L0RetentionFigures, ReplicaCounters, ReplicaReport,
     };
-    use engine::replicate::status::DrillStatus;
+    use engine::replicate::status::{DrillStatus, ValidationStatus};
 
     fn fixed() -> Report {
         Report {
@@ -619,6 +665,17 @@ mod tests {
                             rpo_ms: 2000,
                             error: Some("gap".into()),
                             last_success_unix_ms: Some(1_700_000_000_000),
+                        }),
+                        validation: Some(ValidationStatus {
+                            last_run_unix_ms: 1_700_000_045_000,
+                            ok: false,
+                            levels: 4,
+                            files: 9,
+                            faults: 2,
+                            error: Some("level 0: TXID gap".into()),
+                            last_success_unix_ms: Some(1_700_000_044_000),
+                            runs: 5,
+                            failures: 1,
                         }),
                         operations: vec![
                             OperationFigures {
@@ -837,6 +894,28 @@ mod tests {
                 format!("sqlite_replicate_drill_rpo_seconds{{{db},replica=\"s3\"}}"),
                 "2",
             ),
+            (
+                format!("sqlite_replicate_validation_ok{{{db},replica=\"s3\"}}"),
+                "0",
+            ),
+            (
+                format!("sqlite_replicate_validation_faults{{{db},replica=\"s3\"}}"),
+                "2",
+            ),
+            (
+                format!("sqlite_replicate_validation_runs_total{{{db},replica=\"s3\"}}"),
+                "5",
+            ),
+            (
+                format!("sqlite_replicate_validation_failures_total{{{db},replica=\"s3\"}}"),
+                "1",
+            ),
+            (
+                format!(
+                    "sqlite_replicate_validation_last_success_timestamp_seconds{{{db},replica=\"s3\"}}"
+                ),
+                "1700000044",
+            ),
         ];
         for (start, want) in cases {
             assert_eq!(sample(&t, &format!("{start} ")), *want, "{start}");
@@ -845,6 +924,7 @@ mod tests {
         assert!(!t
             .contains("seconds_since_last_upload{db=\"/data/a \\\"q\\\".db\",replica=\"backup\"}"));
         assert!(!t.contains("drill_ok{db=\"/data/a \\\"q\\\".db\",replica=\"backup\"}"));
+        assert!(!t.contains("validation_ok{db=\"/data/a \\\"q\\\".db\",replica=\"backup\"}"));
         // Every sample belongs to a family declared just before with HELP and TYPE (a
         // histogram's samples carry its name with _bucket, _sum or _count).
         let mut declared = String::new();

@@ -32,4 +32,5 @@ mod s3;
 mod sftp;
 mod sshd;
 mod v3;
+mod validate;
 mod verify;

@@ -44,8 +44,8 @@ fn sample(metrics: &str, series: &str) -> Option<f64> {
 
 /// One scrape of a running replicator's `/metrics` and `/status`.
 pub(crate) struct Scrape {
-    metrics: String,
-    status: serde_json::Value,
+    pub(crate) metrics: String,
+    pub(crate) status: serde_json::Value,
 }
 
 impl Scrape {

@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use serde::{Deserialize, Serialize};
 
 use super::local::{LocalDir, LocalFile};
-use super::status::{DbStatus, DrillStatus, ReplicaStatus};
+use super::status::{DbStatus, DrillStatus, ReplicaStatus, ValidationStatus};
 use crate::storage::metered::OperationFigures;
 
 /// Every database of a process (or of a config, offline).
@@ -85,6 +85,9 @@ pub struct ReplicaReport {
     /// Counters since the daemon started; absent offline.
     pub counters: Option<ReplicaCounters>,
     pub drill: Option<DrillStatus>,
+    /// The last validation of the replica's LTX history (`validation-interval`).
+    #[serde(default)]
+    pub validation: Option<ValidationStatus>,
     /// Requests to the replica's store per operation since the daemon started (only
     /// operations seen); empty offline.
     #[serde(default)]
@@ -214,6 +217,7 @@ impl DbReport {
                         maintenance_errors: n(&s.maintenance_errors),
                     }),
                     drill: s.drill(),
+                    validation: s.validation(),
                     operations: s.ops.figures(),
                     l0_retention: s.l0_retention.get().map(
                         |(eligible, not_compacted, too_recent)| L0RetentionFigures {

@@ -1,8 +1,9 @@
 //! Live figures about a database and its replicas, shared between the replication tasks
 //! and whoever reports them (logs, `/metrics`, `/status`, `status`).
 //!
-//! Owns: lock-free counters, the last error text, and the last restore drill's outcome
-//! ([`DrillStatus`], filled by whoever runs drills). Holds no policy; a plain copy for
+//! Owns: lock-free counters, the last error text, and the last restore drill's and
+//! validation's outcomes ([`DrillStatus`], [`ValidationStatus`], filled by whoever runs
+//! them). Holds no policy; a plain copy for
 //! reporting is taken by `report`.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -73,6 +74,9 @@ pub struct ReplicaStatus {
     pub maintenance_errors: AtomicU64,
     /// The last restore drill against this replica, once one has run.
     pub drill: Mutex<Option<DrillStatus>>,
+    /// The last validation of this replica's LTX history (`validation-interval`), once
+    /// one has run.
+    pub validation: Mutex<Option<ValidationStatus>>,
     /// The uploader is sending files the replica lacks (not idle, not backing off): the
     /// capture loop waits for it before the next capture, so a slow replica gets fewer,
     /// larger files instead of a growing queue.
@@ -141,6 +145,30 @@ pub struct DrillStatus {
     pub last_success_unix_ms: Option<i64>,
 }
 
+/// The outcome of one validation (a listing of the replica's levels checked for TXID
+/// gaps and overlaps, `validation-interval`): exported as `sqlite_replicate_validation_*`
+/// metrics and in `/status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ValidationStatus {
+    /// Unix ms when the validation finished.
+    pub last_run_unix_ms: i64,
+    pub ok: bool,
+    /// Levels listed and LTX files seen.
+    pub levels: u64,
+    pub files: u64,
+    /// Gaps and overlaps found.
+    pub faults: u64,
+    /// What is wrong (`None` when ok): the first fault, naming the files and the TXID
+    /// range, or the listing error.
+    pub error: Option<String>,
+    /// Unix ms when a validation last succeeded (kept across failed runs by
+    /// [`ReplicaStatus::set_validation`]).
+    pub last_success_unix_ms: Option<i64>,
+    /// Validations run and validations that failed since the daemon started.
+    pub runs: u64,
+    pub failures: u64,
+}
+
 fn set(slot: &Mutex<Option<String>>, e: Option<String>) {
     *slot.lock().unwrap_or_else(|p| p.into_inner()) = e;
 }
@@ -205,5 +233,27 @@ impl ReplicaStatus {
 
     pub fn drill(&self) -> Option<DrillStatus> {
         self.drill.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Records a validation's outcome: a successful run is the new last success, a failed
+    /// one keeps the previous; the run and failure counts carry on from the previous.
+    pub fn set_validation(&self, mut v: ValidationStatus) {
+        let mut slot = self.validation.lock().unwrap_or_else(|p| p.into_inner());
+        let prev = slot.take().unwrap_or_default();
+        v.last_success_unix_ms = if v.ok {
+            Some(v.last_run_unix_ms)
+        } else {
+            prev.last_success_unix_ms
+        };
+        v.runs = prev.runs + 1;
+        v.failures = prev.failures + u64::from(!v.ok);
+        *slot = Some(v);
+    }
+
+    pub fn validation(&self) -> Option<ValidationStatus> {
+        self.validation
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }

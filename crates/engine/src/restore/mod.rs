@@ -5,6 +5,7 @@
 //! a temp file, every file's checksum and optionally SQLite's integrity check verified,
 //! then fsync, rename, directory fsync) → done. [`follow`] keeps a restored copy current.
 //! [`drill`] restores into scratch space to prove a replica works and measure RTO/RPO.
+//! [`validate`] checks, from listings only, that each level's history has no gap.
 //! [`v3`] plans and applies replicas that Litestream 0.3 wrote (`generations/` layout).
 //!
 //! The output path is never touched until everything is verified.
@@ -14,3 +15,4 @@ pub mod drill;
 pub mod follow;
 pub mod plan;
 pub mod v3;
+pub mod validate;
