@@ -344,8 +344,14 @@ mod tests {
 
     #[tokio::test]
     async fn ping_errors_do_not_carry_the_url() {
-        // Nothing listens on port 9 of loopback (discard is not served in tests).
-        let url = reqwest::Url::parse("http://127.0.0.1:9/ping/secret-token").unwrap();
+        // A port nothing listens on: bound, then let go.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = reqwest::Url::parse(&format!("http://127.0.0.1:{port}/ping/secret-token"))
+            .unwrap();
         let client = reqwest::Client::builder().timeout(TIMEOUT).build().unwrap();
         let e = ping(&client, &url).await.unwrap_err();
         assert!(!e.contains("secret-token"), "{e}");
