@@ -212,6 +212,8 @@ async fn run(
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + CHECK_EVERY, CHECK_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_attempt = None;
+    // Said once per spell, not every check.
+    let mut withheld = false;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -220,9 +222,12 @@ async fn run(
         let now = now_ms();
         let dbs: Vec<DbHealth> = watched.iter().map(|w| w.health(now)).collect();
         match decide(&dbs, last_attempt, now, interval) {
-            Verdict::Ping => {}
+            Verdict::Ping => withheld = false,
             Verdict::Unhealthy => {
-                debug!(target = %target, "heartbeat withheld: a database has not synced within the interval, or is failing");
+                if !withheld {
+                    info!(target = %target, "heartbeat withheld: a database or replica is failing, or has not synced within the interval");
+                    withheld = true;
+                }
                 continue;
             }
             Verdict::NotDue | Verdict::NoDatabases => continue,
@@ -310,20 +315,80 @@ mod tests {
         // (what, databases, last attempt, verdict)
         type Case<'a> = (&'a str, Vec<DbHealth>, Option<i64>, Verdict);
         let cases: Vec<Case<'_>> = vec![
-            ("first check, all synced", vec![db(false, &[fresh])], None, Ping),
-            ("synced exactly an interval ago", vec![db(false, &[edge])], None, Ping),
-            ("synced just over an interval ago", vec![db(false, &[stale])], None, Unhealthy),
+            (
+                "first check, all synced",
+                vec![db(false, &[fresh])],
+                None,
+                Ping,
+            ),
+            (
+                "synced exactly an interval ago",
+                vec![db(false, &[edge])],
+                None,
+                Ping,
+            ),
+            (
+                "synced just over an interval ago",
+                vec![db(false, &[stale])],
+                None,
+                Unhealthy,
+            ),
             ("never synced", vec![db(false, &[never])], None, Unhealthy),
-            ("replica failing though synced just now", vec![db(false, &[failing])], None, Unhealthy),
-            ("one of two replicas failing", vec![db(false, &[fresh, failing])], None, Unhealthy),
-            ("database captures failing", vec![db(true, &[fresh])], None, Unhealthy),
-            ("one of two databases stale", vec![db(false, &[fresh]), db(false, &[stale])], None, Unhealthy),
-            ("two healthy databases", vec![db(false, &[fresh]), db(false, &[fresh, edge])], None, Ping),
-            ("a database without replicas", vec![db(false, &[])], None, Unhealthy),
+            (
+                "replica failing though synced just now",
+                vec![db(false, &[failing])],
+                None,
+                Unhealthy,
+            ),
+            (
+                "one of two replicas failing",
+                vec![db(false, &[fresh, failing])],
+                None,
+                Unhealthy,
+            ),
+            (
+                "database captures failing",
+                vec![db(true, &[fresh])],
+                None,
+                Unhealthy,
+            ),
+            (
+                "one of two databases stale",
+                vec![db(false, &[fresh]), db(false, &[stale])],
+                None,
+                Unhealthy,
+            ),
+            (
+                "two healthy databases",
+                vec![db(false, &[fresh]), db(false, &[fresh, edge])],
+                None,
+                Ping,
+            ),
+            (
+                "a database without replicas",
+                vec![db(false, &[])],
+                None,
+                Unhealthy,
+            ),
             ("no databases", vec![], None, NoDatabases),
-            ("last attempt under an interval ago", vec![db(false, &[fresh])], Some(now - MIN + 1), NotDue),
-            ("last attempt exactly an interval ago", vec![db(false, &[fresh])], Some(now - MIN), Ping),
-            ("not due wins over unhealthy", vec![db(true, &[never])], Some(now - 1), NotDue),
+            (
+                "last attempt under an interval ago",
+                vec![db(false, &[fresh])],
+                Some(now - MIN + 1),
+                NotDue,
+            ),
+            (
+                "last attempt exactly an interval ago",
+                vec![db(false, &[fresh])],
+                Some(now - MIN),
+                Ping,
+            ),
+            (
+                "not due wins over unhealthy",
+                vec![db(true, &[never])],
+                Some(now - 1),
+                NotDue,
+            ),
         ];
         for (what, dbs, last, want) in cases {
             assert_eq!(decide(&dbs, last, now, interval), want, "{what}");
@@ -334,8 +399,14 @@ mod tests {
     fn target_hides_path_and_query() {
         let cases = [
             ("https://hc-ping.com/1234-secret", "https://hc-ping.com"),
-            ("http://127.0.0.1:8080/ping/tok?k=secret", "http://127.0.0.1:8080"),
-            ("https://user:pw@example.com:8443/x", "https://example.com:8443"),
+            (
+                "http://127.0.0.1:8080/ping/tok?k=secret",
+                "http://127.0.0.1:8080",
+            ),
+            (
+                "https://user:pw@example.com:8443/x",
+                "https://example.com:8443",
+            ),
         ];
         for (url, want) in cases {
             assert_eq!(target_of(&reqwest::Url::parse(url).unwrap()), want, "{url}");
@@ -350,8 +421,8 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let url = reqwest::Url::parse(&format!("http://127.0.0.1:{port}/ping/secret-token"))
-            .unwrap();
+        let url =
+            reqwest::Url::parse(&format!("http://127.0.0.1:{port}/ping/secret-token")).unwrap();
         let client = reqwest::Client::builder().timeout(TIMEOUT).build().unwrap();
         let e = ping(&client, &url).await.unwrap_err();
         assert!(!e.contains("secret-token"), "{e}");

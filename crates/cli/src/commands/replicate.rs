@@ -196,7 +196,8 @@ pub(crate) async fn start_http(
         .iter()
         .map(|h| (h.db.display().to_string(), h.lease.status.clone()))
         .collect();
-    let watched = std::sync::Arc::new(observe::Watched::of(runs)
+    let watched = std::sync::Arc::new(
+        observe::Watched::of(runs)
             .with_leases(leases)
             .with_heartbeat(heartbeat),
     );
