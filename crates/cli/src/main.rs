@@ -13,6 +13,7 @@ mod commands;
 mod config;
 mod control;
 mod failover;
+mod heartbeat;
 mod logging;
 mod observe;
 mod setup;

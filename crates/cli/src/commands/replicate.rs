@@ -12,7 +12,7 @@ use engine::replicate::RunMode;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::{child, control, failover, observe, setup};
+use crate::{child, control, failover, heartbeat, observe, setup};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -101,15 +101,20 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         for r in &runs {
             info!(db = %r.opts.path.display(), replicas = r.replicas.len(), "replicating");
         }
+        let (stop_tx, stop_rx) = watch::channel(false);
+        // `heartbeat-url`: pings while every database keeps syncing; none with `-once`.
+        let heartbeat = match (&cfg.heartbeat, a.once) {
+            (Some(hb), false) => Some(heartbeat::spawn(hb, &runs, stop_rx.clone())?),
+            _ => None,
+        };
         // `-once` exits at once: nothing to scrape, and no clash with a daemon on `addr`.
         if let (Some(addr), false) = (&cfg.addr, a.once) {
-            start_http(addr, &runs, &held, cfg.health_failing_after).await?;
+            start_http(addr, &runs, &held, cfg.health_failing_after, heartbeat).await?;
         }
         // The control socket (`sync -wait`, ...): removed when this block ends.
         let _socket = (cfg.socket.enabled && !a.once)
             .then(|| control::server::start(&cfg.socket, &runs))
             .transpose()?;
-        let (stop_tx, stop_rx) = watch::channel(false);
         if !a.once {
             start_drills(&cfg, &runs, &stop_rx)?;
             start_validations(&cfg, &runs, &stop_rx)?;
@@ -173,12 +178,14 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// Binds `addr` (failing the start when it cannot) and serves `/metrics`, `/healthz` and
-/// `/status` for the life of the process.
+/// `/status` (with the last heartbeat, when `heartbeat` is given) for the life of the
+/// process.
 pub(crate) async fn start_http(
     addr: &str,
     runs: &[engine::runtime::DbRun],
     held: &[failover::Held],
     failing_after: Duration,
+    heartbeat: Option<std::sync::Arc<heartbeat::HeartbeatStatus>>,
 ) -> anyhow::Result<()> {
     let bind = observe::bind_addr(addr);
     let listener = tokio::net::TcpListener::bind(&bind)
@@ -190,7 +197,11 @@ pub(crate) async fn start_http(
         .iter()
         .map(|h| (h.db.display().to_string(), h.lease.status.clone()))
         .collect();
-    let watched = std::sync::Arc::new(observe::Watched::of(runs).with_leases(leases));
+    let watched = std::sync::Arc::new(
+        observe::Watched::of(runs)
+            .with_leases(leases)
+            .with_heartbeat(heartbeat),
+    );
     let listener = listener
         .into_std()
         .with_context(|| format!("addr {addr}: taking the listener"))?;

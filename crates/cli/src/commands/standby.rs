@@ -128,7 +128,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                 fenced: Vec::new(),
                 taken_at: Instant::now(),
             };
-            super::replicate::start_http(addr, &[], &[holder], cfg.health_failing_after).await?;
+            super::replicate::start_http(addr, &[], &[holder], cfg.health_failing_after, None).await?;
         }
         let applied = if db.exists() {
             read_applied_txid(&db).with_context(|| {

@@ -122,6 +122,8 @@ pub(crate) fn build(root: &Value, env: Env<'_>) -> Result<Config, ConfigError> {
         db.drill_interval = db.drill_interval.or(drill_interval);
     }
 
+    let heartbeat = build_heartbeat(&top, &mut warnings)?;
+
     Ok(Config {
         dbs,
         addr: top.string("addr")?,
@@ -137,9 +139,63 @@ pub(crate) fn build(root: &Value, env: Env<'_>) -> Result<Config, ConfigError> {
         logging: build_logging(&top, env)?,
         shutdown_sync_timeout: top.duration("shutdown-sync-timeout")?.unwrap_or(secs(30)),
         drill_interval,
+        heartbeat,
         warnings,
         replica_defaults: defaults,
     })
+}
+
+/// `heartbeat-url` and `heartbeat-interval`, checked as Litestream's config does: the URL
+/// must start with `http://` or `https://`, the interval must be at least a minute. The
+/// URL never appears in an error: it may carry a token.
+fn build_heartbeat(
+    top: &Map<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<Option<HeartbeatConfig>, ConfigError> {
+    let interval = top.duration("heartbeat-interval")?;
+    if let Some(d) = interval.filter(|d| *d < HeartbeatConfig::MIN_INTERVAL) {
+        return Err(ConfigError::new(
+            top.key_path("heartbeat-interval"),
+            ErrorKind::Invalid(format!(
+                "{} is too short: the heartbeat interval must be at least 1m (as in Litestream)",
+                super::format_duration(d)
+            )),
+        ));
+    }
+    let Some(url) = top.secret("heartbeat-url")? else {
+        if interval.is_some() {
+            warnings.push(format!(
+                "{}: no effect without `heartbeat-url`",
+                top.key_path("heartbeat-interval")
+            ));
+        }
+        return Ok(None);
+    };
+    if let Err(why) = check_heartbeat_url(url.expose()) {
+        return Err(ConfigError::new(
+            top.key_path("heartbeat-url"),
+            ErrorKind::Invalid(format!(
+                "must be an http:// or https:// URL with a host ({why}; the value is not shown: it may carry a token)"
+            )),
+        ));
+    }
+    Ok(Some(HeartbeatConfig {
+        url,
+        interval: interval.unwrap_or(HeartbeatConfig::DEFAULT_INTERVAL),
+    }))
+}
+
+/// Why `u` is not a URL a heartbeat can be sent to; the reason never quotes `u`.
+fn check_heartbeat_url(u: &str) -> Result<(), &'static str> {
+    let lower = u.get(..8).unwrap_or(u).to_ascii_lowercase();
+    if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+        return Err("the scheme is not http or https");
+    }
+    let parsed = reqwest::Url::parse(u).map_err(|_| "it does not parse as a URL")?;
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err("it has no host");
+    }
+    Ok(())
 }
 
 /// A duration that must be more than zero.

@@ -60,8 +60,9 @@ pub(crate) use secrets::inline_secrets;
 pub(crate) use size::parse_size;
 #[allow(unused_imports)]
 pub use types::{
-    AbsConfig, Config, DbConfig, DbSource, GcsConfig, LeaseConfig, LogLevel, LoggingConfig,
-    ReplicaConfig, ReplicaKind, S3Config, Secret, SftpConfig, SnapshotConfig, SocketConfig,
+    AbsConfig, Config, DbConfig, DbSource, GcsConfig, HeartbeatConfig, LeaseConfig, LogLevel,
+    LoggingConfig, ReplicaConfig, ReplicaKind, S3Config, Secret, SftpConfig, SnapshotConfig,
+    SocketConfig,
 };
 #[allow(unused_imports)]
 pub use url::redact_url;

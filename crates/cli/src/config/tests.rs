@@ -1180,8 +1180,6 @@ fn keys_without_effect_are_refused_until_supported() {
     let replica = |line: &str| format!("{DB}    replica:\n      path: /b\n{line}");
     let cases: Vec<(String, &str)> = vec![
         ("verify-compaction: true\n".into(), "verify-compaction: `verify-compaction: true` is not supported yet (top level): sqlite-replicate does not check levels after compaction; remove it from the config"),
-        ("heartbeat-url: https://hc.example/ping/secret-uuid\n".into(), "heartbeat-url: `heartbeat-url` is not supported yet (top level): sqlite-replicate sends no heartbeat pings (poll `/healthz` on `addr` instead); remove it from the config"),
-        ("heartbeat-interval: 5m\n".into(), "heartbeat-interval: `heartbeat-interval` is not supported yet (top level): sqlite-replicate sends no heartbeat pings (poll `/healthz` on `addr` instead); remove it from the config"),
         ("mcp-addr: ':3001'\n".into(), "mcp-addr: `mcp-addr` is not supported yet (top level): sqlite-replicate has no MCP server; remove it from the config"),
         ("shutdown-sync-interval: 1s\n".into(), "shutdown-sync-interval: `shutdown-sync-interval` is not supported yet (top level): sqlite-replicate has no pause between final-sync retries (the final sync waits, up to `shutdown-sync-timeout`, for uploads that retry on their own); remove it from the config"),
         ("logging:\n  stderr: false\n".into(), "logging.stderr: `stderr: false` is not supported yet (top level): sqlite-replicate always logs to stderr, never to stdout; remove it from the config"),
@@ -1243,5 +1241,46 @@ fn socket_permissions_are_octal() {
         })
         .unwrap_or_else(|e| panic!("{text}: {e}"));
         assert_eq!(cfg.socket.permissions, want, "{text}");
+    }
+}
+
+/// Parity issue 18: `heartbeat-url` and `heartbeat-interval` are acted on (`heartbeat.rs`)
+/// and checked as Litestream checks them; the URL (it may carry a token) is never shown.
+#[test]
+fn heartbeat_keys() {
+    // Accepted, with Litestream's default interval.
+    let cfg = ok("heartbeat-url: https://hc-ping.com/secret-uuid\n");
+    let hb = cfg.heartbeat.as_ref().expect("heartbeat");
+    assert_eq!(
+        (hb.url.expose(), hb.interval),
+        ("https://hc-ping.com/secret-uuid", Duration::from_secs(300))
+    );
+    assert!(!format!("{cfg:?}").contains("secret-uuid"));
+    let cfg = ok("heartbeat-url: http://127.0.0.1:8080/ping\nheartbeat-interval: 1m\n");
+    assert_eq!(cfg.heartbeat.unwrap().interval, Duration::from_secs(60));
+    // Empty (an unset `$VAR`): no heartbeat.
+    assert!(ok("heartbeat-url: ''\n").heartbeat.is_none());
+    // An interval alone does nothing: said so.
+    let cfg = ok("heartbeat-interval: 10m\n");
+    assert!(cfg.heartbeat.is_none());
+    assert_eq!(
+        cfg.warnings,
+        ["heartbeat-interval: no effect without `heartbeat-url`"]
+    );
+
+    let cases = [
+        ("heartbeat-url: ftp://hc.example/secret-uuid\n", "heartbeat-url: must be an http:// or https:// URL with a host (the scheme is not http or https; the value is not shown: it may carry a token)"),
+        ("heartbeat-url: hc.example/secret-uuid\n", "heartbeat-url: must be an http:// or https:// URL with a host (the scheme is not http or https; the value is not shown: it may carry a token)"),
+        ("heartbeat-url: 'https://?secret-uuid'\n", "heartbeat-url: must be an http:// or https:// URL with a host (it does not parse as a URL; the value is not shown: it may carry a token)"),
+        ("heartbeat-url: 'http://[secret-uuid/'\n", "heartbeat-url: must be an http:// or https:// URL with a host (it does not parse as a URL; the value is not shown: it may carry a token)"),
+        // Litestream refuses an interval under its minimum (`ErrInvalidHeartbeatInterval`).
+        ("heartbeat-url: https://hc.example/secret-uuid\nheartbeat-interval: 30s\n", "heartbeat-interval: 30s is too short: the heartbeat interval must be at least 1m (as in Litestream)"),
+        ("heartbeat-interval: 59s\n", "heartbeat-interval: 59s is too short: the heartbeat interval must be at least 1m (as in Litestream)"),
+        ("heartbeat-url: https://hc.example/secret-uuid\nheartbeat-interval: often\n", r#"heartbeat-interval: "often" is not a duration (e.g. 1m30s)"#),
+    ];
+    for (yaml, want) in cases {
+        let e = err(yaml);
+        assert_eq!(e, want, "{yaml}");
+        assert!(!e.contains("secret-uuid"), "{e}");
     }
 }

@@ -67,12 +67,31 @@ pub struct Config {
     /// `drill-interval` (ours): how often a running replicator restores each replica into
     /// scratch space as a drill (see `verify`). `None`: no drills. Databases inherit it.
     pub drill_interval: Option<Duration>,
+    /// `heartbeat-url` and `heartbeat-interval`: `None` without a URL.
+    pub heartbeat: Option<HeartbeatConfig>,
     /// Things that were accepted but have no effect (keys for another replica type,
     /// Litestream 0.3 keys), one line each with its key path, for the CLI to log.
     pub warnings: Vec<String>,
     /// The replica settings given at the top level: defaults for every replica, and for
     /// a replica named by URL on the command line (`resolve.rs`).
     pub(crate) replica_defaults: Settings,
+}
+
+/// `heartbeat-url` / `heartbeat-interval`: a GET to `url` at most once per `interval`,
+/// while every database keeps syncing (`heartbeat.rs`).
+#[derive(Clone, Debug)]
+pub struct HeartbeatConfig {
+    /// An `http://` or `https://` URL; it may carry a token, so it is a [`Secret`].
+    pub url: Secret,
+    /// At least [`HeartbeatConfig::MIN_INTERVAL`]. Default 5m.
+    pub interval: Duration,
+}
+
+impl HeartbeatConfig {
+    /// Litestream's `DefaultHeartbeatInterval`.
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(300);
+    /// Litestream's `MinHeartbeatInterval`: its config refuses less.
+    pub const MIN_INTERVAL: Duration = Duration::from_secs(60);
 }
 
 /// `snapshot:` at the top level or in a database.

@@ -48,16 +48,6 @@ const TOP: &[Key] = &[
         Harmless::False,
         "does not check levels after compaction",
     ),
-    key(
-        "heartbeat-url",
-        Harmless::Nothing,
-        "sends no heartbeat pings (poll `/healthz` on `addr` instead)",
-    ),
-    key(
-        "heartbeat-interval",
-        Harmless::Nothing,
-        "sends no heartbeat pings (poll `/healthz` on `addr` instead)",
-    ),
     key("mcp-addr", Harmless::Nothing, "has no MCP server"),
     key(
         "shutdown-sync-interval",
@@ -150,7 +140,7 @@ pub(crate) fn check(m: &Map<'_>, section: Section, place: &str) -> Result<(), Co
             continue;
         };
         let (refused, setting) = match k.harmless {
-            // Values are not shown: a heartbeat or MCP URL may carry a token.
+            // Values are not shown: an MCP URL may carry a token.
             Harmless::Nothing => {
                 let given = match m.get(name) {
                     Some(Value::String(v)) => !v.is_empty(),

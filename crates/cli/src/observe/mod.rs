@@ -28,6 +28,8 @@ pub struct Watched {
     dbs: Vec<WatchedDb>,
     /// The lease of each database that has one (`lease:`), by database path.
     leases: Vec<(String, Arc<engine::lease::LeaseStatus>)>,
+    /// The `heartbeat-url` pings' outcomes, when configured.
+    heartbeat: Option<Arc<crate::heartbeat::HeartbeatStatus>>,
 }
 
 struct WatchedDb {
@@ -65,7 +67,22 @@ impl Watched {
                 })
                 .collect(),
             leases: Vec::new(),
+            heartbeat: None,
         }
+    }
+
+    /// Adds the heartbeat's outcomes, shown in `/status` as `heartbeat`.
+    pub fn with_heartbeat(
+        mut self,
+        heartbeat: Option<Arc<crate::heartbeat::HeartbeatStatus>>,
+    ) -> Watched {
+        self.heartbeat = heartbeat;
+        self
+    }
+
+    /// The heartbeat's last outcome, when `heartbeat-url` is set.
+    pub fn heartbeat_view(&self) -> Option<crate::heartbeat::HeartbeatView> {
+        self.heartbeat.as_ref().map(|h| h.get())
     }
 
     /// Adds the live lease figures of databases with a lease (primary or standby).

@@ -43,11 +43,29 @@ impl Snapshot {
         Snapshot {
             taken,
             metrics: Bytes::from(metrics::render(&report) + &metrics::render_leases(&leases)),
-            status: serde_json::to_string_pretty(&report)
+            status: status_json(&report, watched.heartbeat_view())
                 .map(|j| Bytes::from(j + "\n"))
                 .map_err(|e| e.to_string()),
             health: health::check(&report, failing_after),
         }
+    }
+}
+
+/// `/status`: the report, plus `heartbeat` (the last ping) when `heartbeat-url` is set.
+/// The `status` command reads the report back and ignores `heartbeat`.
+fn status_json(
+    report: &engine::replicate::report::Report,
+    heartbeat: Option<crate::heartbeat::HeartbeatView>,
+) -> serde_json::Result<String> {
+    #[derive(serde::Serialize)]
+    struct WithHeartbeat<'a> {
+        #[serde(flatten)]
+        report: &'a engine::replicate::report::Report,
+        heartbeat: crate::heartbeat::HeartbeatView,
+    }
+    match heartbeat {
+        None => serde_json::to_string_pretty(report),
+        Some(heartbeat) => serde_json::to_string_pretty(&WithHeartbeat { report, heartbeat }),
     }
 }
 

@@ -17,6 +17,7 @@ mod garage_cluster;
 mod gcs;
 mod gcs_server;
 mod harness;
+mod heartbeat;
 mod hostile;
 mod interop;
 mod lease;
