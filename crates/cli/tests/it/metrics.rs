@@ -423,7 +423,13 @@ fn failing_replica_requests_are_counted_by_code_and_timed() {
     let (_, _, before) = check_duration_histogram(&up, "file", "PUT");
     assert_eq!(before, 0.0, "no failure yet");
 
-    std::fs::remove_dir_all(&replica).unwrap();
+    // The replicator may still be writing into it (a snapshot, a compaction): a removal
+    // that meets a file created meanwhile fails with "not empty", and is tried again.
+    eventually(
+        Duration::from_secs(10),
+        "the replica directory removed",
+        || std::fs::remove_dir_all(&replica).is_ok() || !replica.exists(),
+    );
     std::fs::write(&replica, b"not a directory").unwrap();
     insert_rows(&app, 5, 100);
     let s = scrape_until(port, "failed PUTs to be counted", |s| {
