@@ -555,23 +555,11 @@ pub async fn drill_loop(
     target: DrillTarget,
     opts: DrillOptions,
     interval: Duration,
-    mut shutdown: watch::Receiver<bool>,
-    mut on_report: impl FnMut(DrillReport) + Send,
+    shutdown: watch::Receiver<bool>,
+    on_report: impl FnMut(DrillReport) + Send,
 ) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = shutdown.changed() => return,
-        }
-        if *shutdown.borrow() {
-            return;
-        }
-        let report = tokio::select! {
-            r = drill(store.clone(), target, &opts) => r,
-            _ = shutdown.changed() => return,
-        };
-        on_report(report);
-    }
+    let job = || drill(store.clone(), target, &opts);
+    crate::runtime::every(interval, shutdown, job, on_report).await
 }
 
 #[cfg(test)]

@@ -168,23 +168,11 @@ pub async fn validate_loop(
     store: Arc<dyn ReplicaStore>,
     top_level: u8,
     interval: Duration,
-    mut shutdown: watch::Receiver<bool>,
-    mut on_report: impl FnMut(ValidationReport) + Send,
+    shutdown: watch::Receiver<bool>,
+    on_report: impl FnMut(ValidationReport) + Send,
 ) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = shutdown.changed() => return,
-        }
-        if *shutdown.borrow() {
-            return;
-        }
-        let report = tokio::select! {
-            r = validate(store.as_ref(), top_level) => r,
-            _ = shutdown.changed() => return,
-        };
-        on_report(report);
-    }
+    let job = || validate(store.as_ref(), top_level);
+    crate::runtime::every(interval, shutdown, job, on_report).await
 }
 
 #[cfg(test)]

@@ -18,6 +18,34 @@ use crate::replicate::{
     DbOptions, ReplicaSpec, ReplicateError, RunMode,
 };
 
+/// Runs `job` every `interval` (the first time after a full interval) until `shutdown`
+/// turns true, handing each outcome to `on_report`. A job still running when shutdown
+/// comes is dropped. The one schedule for periodic checks of a replica (restore drills,
+/// validation).
+pub async fn every<T, Fut>(
+    interval: Duration,
+    mut shutdown: watch::Receiver<bool>,
+    mut job: impl FnMut() -> Fut,
+    mut on_report: impl FnMut(T),
+) where
+    Fut: std::future::Future<Output = T>,
+{
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.changed() => return,
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+        let report = tokio::select! {
+            r = job() => r,
+            _ = shutdown.changed() => return,
+        };
+        on_report(report);
+    }
+}
+
 /// One database and its replicas, ready to run.
 pub struct DbRun {
     pub opts: DbOptions,
