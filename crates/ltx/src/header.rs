@@ -5,8 +5,7 @@
 //! header values such as WAL coordinates: callers fill those in.
 
 use crate::error::{DecodeError, HeaderError};
-use crate::index::{INDEX_FOOTER_SIZE, MAX_ENTRY_LEN};
-use crate::lz4::{max_payload_size, PAGE_HEADER_SIZE};
+use crate::source::{be_u32, be_u64};
 use crate::types::{PageSize, TxId};
 
 /// Size of the encoded header.
@@ -18,27 +17,6 @@ pub const TRAILER_SIZE: usize = 16;
 /// 1-byte LZ4 block (a legacy frame takes more). A file's page count is at most its size
 /// over this, so a listed size bounds the pages a restore can expect from it.
 pub const MIN_PAGE_BYTES: u64 = 11;
-
-/// The most bytes a file whose header says `page_size` and `commit` can take: the header,
-/// at most `commit` pages (page numbers rise and none exceeds `commit`), each at most its
-/// header and the largest compressed payload of a page, the end-of-pages marker, an index
-/// entry per page, the index terminator and footer, and the trailer. The decoder never
-/// reads further, so a store listing a larger size for such a file lies about it (or holds
-/// trailing bytes).
-pub fn max_file_bytes(page_size: PageSize, commit: u32) -> u64 {
-    let per_page = (PAGE_HEADER_SIZE + max_payload_size(page_size.bytes()) + MAX_ENTRY_LEN) as u64;
-    let fixed = (HEADER_SIZE + PAGE_HEADER_SIZE + 10 + INDEX_FOOTER_SIZE) as u64;
-    u64::from(commit)
-        .checked_mul(per_page)
-        .and_then(|p| p.checked_add(fixed))
-        .unwrap_or(u64::MAX)
-}
-
-/// The most bytes any LTX file can take: [`max_file_bytes`] of the largest page size and
-/// page count (about 2^48). A listed size above it cannot be an LTX file.
-pub fn max_any_file_bytes() -> u64 {
-    max_file_bytes(PageSize::new(PageSize::MAX).expect("valid"), u32::MAX)
-}
 
 /// The only header flag: the file carries no rolling database checksums.
 /// Litestream 0.5 sets it on every file it writes.
@@ -95,11 +73,6 @@ impl Header {
     /// True when the file is a full snapshot (min TXID 1).
     pub fn is_snapshot(&self) -> bool {
         self.min_txid == TxId::ONE
-    }
-
-    /// The most bytes a file with this header can take (see [`max_file_bytes`]).
-    pub fn max_file_bytes(&self) -> u64 {
-        max_file_bytes(self.page_size, self.commit)
     }
 
     /// True when the NoChecksum flag is set.
@@ -228,14 +201,6 @@ impl Trailer {
             file_checksum: be_u64(b, 8),
         }
     }
-}
-
-pub(crate) fn be_u32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes(b[at..at + 4].try_into().expect("4-byte slice"))
-}
-
-pub(crate) fn be_u64(b: &[u8], at: usize) -> u64 {
-    u64::from_be_bytes(b[at..at + 8].try_into().expect("8-byte slice"))
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@
 //! fetch bytes: callers hand it the tail they read.
 
 use crate::error::DecodeError;
-use crate::header::{be_u64, TRAILER_SIZE};
+use crate::header::TRAILER_SIZE;
+use crate::source::be_u64;
 use crate::types::PageNo;
 
 /// Where one page frame sits in an LTX file.

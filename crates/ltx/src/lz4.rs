@@ -13,8 +13,8 @@ use lz4_flex::block::{
 };
 use lz4_flex::frame::{BlockMode, BlockSize, FrameEncoder, FrameInfo};
 
-use crate::decoder::Source;
 use crate::error::DecodeError;
+use crate::source::Source;
 
 /// Size of the page header: `pgno u32 | flags u16`.
 pub(crate) const PAGE_HEADER_SIZE: usize = 6;
