@@ -127,161 +127,10 @@ pub(crate) fn read_legacy_frame<R: Read>(
     out: &mut [u8],
 ) -> Result<(), DecodeError> {
     let start = src.offset();
-    let bad = |offset: u64, reason: String| DecodeError::BadCompression { offset, reason };
-
-    let magic = u32::from_le_bytes(src.read_array::<4>()?);
-    if magic != FRAME_MAGIC {
-        return Err(bad(
-            start,
-            format!("LZ4 frame magic {magic:#010x}, expected {FRAME_MAGIC:#010x}"),
-        ));
-    }
-    let [flg, bd] = src.read_array::<2>()?;
-    // FLG through the dictionary ID, which the header checksum covers.
-    let mut descriptor: Vec<u8> = vec![flg, bd];
-    if flg >> 6 != 1 || flg & 0x02 != 0 {
-        return Err(bad(
-            start + 4,
-            format!("unsupported LZ4 frame FLG byte {flg:#04x}"),
-        ));
-    }
-    let independent = flg & 0x20 != 0;
-    let block_checksums = flg & 0x10 != 0;
-    let has_content_size = flg & 0x08 != 0;
-    let content_checksum = flg & 0x04 != 0;
-    let has_dict_id = flg & 0x01 != 0;
-    if bd & 0x8F != 0 {
-        return Err(bad(
-            start + 5,
-            format!("unsupported LZ4 frame BD byte {bd:#04x}"),
-        ));
-    }
-    let max_block = match (bd >> 4) & 0x7 {
-        4 => 64 << 10,
-        5 => 256 << 10,
-        6 => 1 << 20,
-        7 => 4 << 20,
-        code => {
-            return Err(bad(
-                start + 5,
-                format!("LZ4 frame block size code {code} is invalid"),
-            ))
-        }
-    };
-    if has_content_size {
-        let at = src.offset();
-        let raw = src.read_array::<8>()?;
-        descriptor.extend_from_slice(&raw);
-        let size = u64::from_le_bytes(raw);
-        if size != out.len() as u64 {
-            return Err(bad(
-                at,
-                format!(
-                    "LZ4 frame content size {size}, the page size is {}",
-                    out.len()
-                ),
-            ));
-        }
-    }
-    if has_dict_id {
-        // A frame that really needs a dictionary fails below with an
-        // out-of-range match offset; the ID itself is only skipped.
-        descriptor.extend_from_slice(&src.read_array::<4>()?);
-    }
-    let hc_at = src.offset();
-    let [hc] = src.read_array::<1>()?;
-    let want_hc = (xxh32(&descriptor) >> 8) as u8;
-    if hc != want_hc {
-        return Err(bad(
-            hc_at,
-            format!("LZ4 frame header checksum {hc:#04x}, computed {want_hc:#04x}"),
-        ));
-    }
-
+    let frame = FrameDescriptor::read(src, out.len())?;
     let mut pos = 0usize;
-    let mut block_hash;
-    loop {
-        let at = src.offset();
-        let word = u32::from_le_bytes(src.read_array::<4>()?);
-        if word == 0 {
-            break;
-        }
-        let stored = word & 0x8000_0000 != 0;
-        let len = (word & 0x7FFF_FFFF) as usize;
-        let remaining = out.len() - pos;
-        // A block that adds nothing (or a page already full) would let a frame grow
-        // without bound while decoding to one page; no encoder writes one.
-        if remaining == 0 || len == 0 {
-            return Err(bad(
-                at,
-                format!("LZ4 frame block of {len} bytes with {remaining} bytes of the page left"),
-            ));
-        }
-        if at + 4 + len as u64 > start + max_payload_size(out.len()) as u64 {
-            return Err(bad(
-                at,
-                format!(
-                    "LZ4 frame is longer than the {} bytes a {}-byte page may take",
-                    max_payload_size(out.len()),
-                    out.len()
-                ),
-            ));
-        }
-        if len > max_block {
-            return Err(bad(
-                at,
-                format!(
-                    "LZ4 frame block of {len} bytes exceeds the frame's {max_block}-byte blocks"
-                ),
-            ));
-        }
-        if stored {
-            if len > remaining {
-                return Err(bad(
-                    at,
-                    format!(
-                        "stored LZ4 block of {len} bytes overflows the page ({remaining} left)"
-                    ),
-                ));
-            }
-            src.read_exact(&mut out[pos..pos + len])?;
-            block_hash = if block_checksums {
-                xxh32(&out[pos..pos + len])
-            } else {
-                0
-            };
-            pos += len;
-        } else {
-            if len > max_compressed_size(remaining) {
-                return Err(bad(at, format!("LZ4 block of {len} bytes cannot fit the {remaining} bytes left of the page")));
-            }
-            scratch.resize(len, 0);
-            src.read_exact(scratch)?;
-            block_hash = if block_checksums { xxh32(scratch) } else { 0 };
-            let (prev, rest) = out.split_at_mut(pos);
-            let result = if independent || pos == 0 {
-                decompress_into(scratch, rest)
-            } else {
-                // Linked blocks may refer back into the previous 64 KiB of output.
-                decompress_into_with_dict(
-                    scratch,
-                    rest,
-                    &prev[prev.len().saturating_sub(64 << 10)..],
-                )
-            };
-            let n = result.map_err(|e| bad(at + 4, format!("LZ4 frame block: {e}")))?;
-            pos += n;
-        }
-        if block_checksums {
-            let at = src.offset();
-            let stored = u32::from_le_bytes(src.read_array::<4>()?);
-            if stored != block_hash {
-                return Err(bad(
-                    at,
-                    format!("LZ4 block checksum {stored:#010x}, computed {block_hash:#010x}"),
-                ));
-            }
-        }
+    while let Some(n) = frame.read_block(src, scratch, out, pos, start)? {
+        pos += n;
     }
     if pos != out.len() {
         return Err(bad(
@@ -292,7 +141,7 @@ pub(crate) fn read_legacy_frame<R: Read>(
             ),
         ));
     }
-    if content_checksum {
+    if frame.content_checksum {
         let at = src.offset();
         let stored = u32::from_le_bytes(src.read_array::<4>()?);
         let computed = xxh32(out);
@@ -304,6 +153,204 @@ pub(crate) fn read_legacy_frame<R: Read>(
         }
     }
     Ok(())
+}
+
+fn bad(offset: u64, reason: String) -> DecodeError {
+    DecodeError::BadCompression { offset, reason }
+}
+
+/// What a legacy frame's descriptor says about the blocks that follow.
+struct FrameDescriptor {
+    independent: bool,
+    block_checksums: bool,
+    content_checksum: bool,
+    max_block: usize,
+}
+
+impl FrameDescriptor {
+    /// Reads and checks the magic, FLG, BD, the optional content size (which must be
+    /// `page_len`) and dictionary ID, and the header checksum.
+    fn read<R: Read>(src: &mut Source<R>, page_len: usize) -> Result<Self, DecodeError> {
+        let start = src.offset();
+        let magic = u32::from_le_bytes(src.read_array::<4>()?);
+        if magic != FRAME_MAGIC {
+            return Err(bad(
+                start,
+                format!("LZ4 frame magic {magic:#010x}, expected {FRAME_MAGIC:#010x}"),
+            ));
+        }
+        let [flg, bd] = src.read_array::<2>()?;
+        // FLG through the dictionary ID, which the header checksum covers.
+        let mut descriptor: Vec<u8> = vec![flg, bd];
+        if flg >> 6 != 1 || flg & 0x02 != 0 {
+            return Err(bad(
+                start + 4,
+                format!("unsupported LZ4 frame FLG byte {flg:#04x}"),
+            ));
+        }
+        if bd & 0x8F != 0 {
+            return Err(bad(
+                start + 5,
+                format!("unsupported LZ4 frame BD byte {bd:#04x}"),
+            ));
+        }
+        let max_block = match (bd >> 4) & 0x7 {
+            4 => 64 << 10,
+            5 => 256 << 10,
+            6 => 1 << 20,
+            7 => 4 << 20,
+            code => {
+                return Err(bad(
+                    start + 5,
+                    format!("LZ4 frame block size code {code} is invalid"),
+                ))
+            }
+        };
+        if flg & 0x08 != 0 {
+            let at = src.offset();
+            let raw = src.read_array::<8>()?;
+            descriptor.extend_from_slice(&raw);
+            let size = u64::from_le_bytes(raw);
+            if size != page_len as u64 {
+                return Err(bad(
+                    at,
+                    format!("LZ4 frame content size {size}, the page size is {page_len}"),
+                ));
+            }
+        }
+        if flg & 0x01 != 0 {
+            // A frame that really needs a dictionary fails below with an
+            // out-of-range match offset; the ID itself is only skipped.
+            descriptor.extend_from_slice(&src.read_array::<4>()?);
+        }
+        let hc_at = src.offset();
+        let [hc] = src.read_array::<1>()?;
+        let want_hc = (xxh32(&descriptor) >> 8) as u8;
+        if hc != want_hc {
+            return Err(bad(
+                hc_at,
+                format!("LZ4 frame header checksum {hc:#04x}, computed {want_hc:#04x}"),
+            ));
+        }
+        Ok(FrameDescriptor {
+            independent: flg & 0x20 != 0,
+            block_checksums: flg & 0x10 != 0,
+            content_checksum: flg & 0x04 != 0,
+            max_block,
+        })
+    }
+
+    /// Reads the next block of the frame that started at `start` into `out[pos..]`:
+    /// the bytes it added, or `None` at the end mark.
+    fn read_block<R: Read>(
+        &self,
+        src: &mut Source<R>,
+        scratch: &mut Vec<u8>,
+        out: &mut [u8],
+        pos: usize,
+        start: u64,
+    ) -> Result<Option<usize>, DecodeError> {
+        let at = src.offset();
+        let word = u32::from_le_bytes(src.read_array::<4>()?);
+        if word == 0 {
+            return Ok(None);
+        }
+        let stored = word & 0x8000_0000 != 0;
+        let len = (word & 0x7FFF_FFFF) as usize;
+        self.check_block_len(at, len, out.len(), pos, start)?;
+        let remaining = out.len() - pos;
+        let (n, block_hash) = if stored {
+            if len > remaining {
+                return Err(bad(
+                    at,
+                    format!(
+                        "stored LZ4 block of {len} bytes overflows the page ({remaining} left)"
+                    ),
+                ));
+            }
+            src.read_exact(&mut out[pos..pos + len])?;
+            (len, self.hash_if_checked(&out[pos..pos + len]))
+        } else {
+            if len > max_compressed_size(remaining) {
+                return Err(bad(at, format!("LZ4 block of {len} bytes cannot fit the {remaining} bytes left of the page")));
+            }
+            scratch.resize(len, 0);
+            src.read_exact(scratch)?;
+            let hash = self.hash_if_checked(scratch);
+            let (prev, rest) = out.split_at_mut(pos);
+            let result = if self.independent || pos == 0 {
+                decompress_into(scratch, rest)
+            } else {
+                // Linked blocks may refer back into the previous 64 KiB of output.
+                decompress_into_with_dict(
+                    scratch,
+                    rest,
+                    &prev[prev.len().saturating_sub(64 << 10)..],
+                )
+            };
+            let n = result.map_err(|e| bad(at + 4, format!("LZ4 frame block: {e}")))?;
+            (n, hash)
+        };
+        if self.block_checksums {
+            let at = src.offset();
+            let stored = u32::from_le_bytes(src.read_array::<4>()?);
+            if stored != block_hash {
+                return Err(bad(
+                    at,
+                    format!("LZ4 block checksum {stored:#010x}, computed {block_hash:#010x}"),
+                ));
+            }
+        }
+        Ok(Some(n))
+    }
+
+    /// A block of `len` bytes at `at` must add something to a page not yet full, keep
+    /// the frame within what a page may take, and fit the frame's block size.
+    fn check_block_len(
+        &self,
+        at: u64,
+        len: usize,
+        page_len: usize,
+        pos: usize,
+        start: u64,
+    ) -> Result<(), DecodeError> {
+        let remaining = page_len - pos;
+        // A block that adds nothing (or a page already full) would let a frame grow
+        // without bound while decoding to one page; no encoder writes one.
+        if remaining == 0 || len == 0 {
+            return Err(bad(
+                at,
+                format!("LZ4 frame block of {len} bytes with {remaining} bytes of the page left"),
+            ));
+        }
+        if at + 4 + len as u64 > start + max_payload_size(page_len) as u64 {
+            return Err(bad(
+                at,
+                format!(
+                    "LZ4 frame is longer than the {} bytes a {page_len}-byte page may take",
+                    max_payload_size(page_len),
+                ),
+            ));
+        }
+        if len > self.max_block {
+            return Err(bad(
+                at,
+                format!(
+                    "LZ4 frame block of {len} bytes exceeds the frame's {}-byte blocks",
+                    self.max_block
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn hash_if_checked(&self, block: &[u8]) -> u32 {
+        if self.block_checksums {
+            xxh32(block)
+        } else {
+            0
+        }
+    }
 }
 
 /// xxHash32 with seed 0, the checksum LZ4 frames use. Verifying it lets a
