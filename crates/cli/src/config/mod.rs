@@ -33,6 +33,7 @@ mod error;
 mod expand;
 mod glob;
 mod resolve;
+mod secret;
 mod secrets;
 mod settings;
 mod size;

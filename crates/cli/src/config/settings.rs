@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_norway::Value;
 
 use super::error::{ConfigError, ErrorKind};
-use super::types::Secret;
+use super::secret::Secret;
 use super::url::{ensure_endpoint_scheme, parse_s3_host, redact_url, ParsedUrl};
 use super::yaml::{invalid, Map};
 

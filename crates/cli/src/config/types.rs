@@ -8,35 +8,9 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use super::secret::Secret;
 use super::settings::Settings;
 use super::url::redact_url;
-
-/// A credential. `Debug` and `Display` print `***`; [`Secret::expose`] gives the value
-/// to the one place that needs it (the backend client).
-#[derive(Clone, PartialEq, Eq, Default)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Secret {
-        Secret(s.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
 
 /// The whole config file.
 #[derive(Clone, Debug)]
@@ -388,11 +362,11 @@ impl ReplicaKind {
             ReplicaKind::S3(c) => {
                 if c.access_key_id.is_none() {
                     c.access_key_id =
-                        get(&["AWS_ACCESS_KEY_ID", "LITESTREAM_ACCESS_KEY_ID"]).map(Secret);
+                        get(&["AWS_ACCESS_KEY_ID", "LITESTREAM_ACCESS_KEY_ID"]).map(Secret::new);
                 }
                 if c.secret_access_key.is_none() {
                     c.secret_access_key =
-                        get(&["AWS_SECRET_ACCESS_KEY", "LITESTREAM_SECRET_ACCESS_KEY"]).map(Secret);
+                        get(&["AWS_SECRET_ACCESS_KEY", "LITESTREAM_SECRET_ACCESS_KEY"]).map(Secret::new);
                 }
                 if c.endpoint.is_none() {
                     if let Some(e) = get(&["LITESTREAM_S3_ENDPOINT"]) {
@@ -403,10 +377,10 @@ impl ReplicaKind {
             }
             ReplicaKind::Abs(c) => {
                 if c.account_key.is_none() {
-                    c.account_key = get(&["LITESTREAM_AZURE_ACCOUNT_KEY"]).map(Secret);
+                    c.account_key = get(&["LITESTREAM_AZURE_ACCOUNT_KEY"]).map(Secret::new);
                 }
                 if c.sas_token.is_none() {
-                    c.sas_token = get(&["LITESTREAM_AZURE_SAS_TOKEN"]).map(Secret);
+                    c.sas_token = get(&["LITESTREAM_AZURE_SAS_TOKEN"]).map(Secret::new);
                 }
             }
             ReplicaKind::File { .. } | ReplicaKind::Gcs(_) | ReplicaKind::Sftp(_) => {}

@@ -18,8 +18,8 @@ use serde_norway::Value;
 
 use super::duration::{self, parse_duration};
 use super::error::{ConfigError, ErrorKind};
+use super::secret::Secret;
 use super::size::parse_size;
-use super::types::Secret;
 
 /// A mapping of the config, with its key path.
 pub(crate) struct Map<'a> {
