@@ -139,27 +139,39 @@ impl Proc {
     /// Waits until the log holds `needle` at least `n` times and returns the log. Panics
     /// after `deadline`, or as soon as the process exits without it, with the log's tail.
     pub fn wait_for_lines(&mut self, needle: &str, n: usize, deadline: Duration) -> String {
+        let what = format!("{needle:?} logged {n} time(s)");
+        self.wait_for_log(&what, deadline, |text| text.matches(needle).count() >= n)
+    }
+
+    /// Waits until `ok(log)` holds and returns the log. Panics after `deadline`, or as
+    /// soon as the process exits without it, naming `what` and showing the log's tail.
+    pub fn wait_for_log(
+        &mut self,
+        what: &str,
+        deadline: Duration,
+        ok: impl Fn(&str) -> bool,
+    ) -> String {
         let t = Instant::now();
         loop {
             let text = self.log_text();
-            if text.matches(needle).count() >= n {
+            if ok(&text) {
                 return text;
             }
             if let Some(st) = self.exited() {
                 // The log is complete now: one last look.
                 let text = self.log_text();
-                if text.matches(needle).count() >= n {
+                if ok(&text) {
                     return text;
                 }
                 panic!(
-                    "{} exited ({st}) before logging {needle:?} {n} time(s); log tail:\n{}",
+                    "{} exited ({st}) before {what}; log tail:\n{}",
                     self.name,
                     self.log_tail(4000)
                 );
             }
             if t.elapsed() > deadline {
                 panic!(
-                    "timed out after {deadline:?} waiting for {} to log {needle:?} {n} time(s); log tail:\n{}",
+                    "timed out after {deadline:?} waiting for {} : {what}; log tail:\n{}",
                     self.name,
                     self.log_tail(4000)
                 );

@@ -126,6 +126,7 @@ pub fn settle(w: &Work, cfg: &Path, db: &Path, dest: &Dest, logs: &[PathBuf]) ->
                 };
             }
         }
+        // Spaces the polls of this wait loop.
         std::thread::sleep(Duration::from_millis(200));
     }
     panic!(
@@ -245,6 +246,7 @@ fn write_for(app: &Connection, db: &Path, d: Duration, truncate: bool) {
             c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
                 .unwrap();
         }
+        // Paces the writer: commits spread over many syncs and level intervals.
         std::thread::sleep(Duration::from_millis(40));
     }
 }
@@ -267,6 +269,7 @@ fn sample_keys(dest: &Dest, stop: &AtomicBool) -> BTreeSet<LtxKey> {
                 seen.extend(files.iter().map(|i| i.key));
             }
         }
+        // Spaces the samples (every 300 ms, as documented above).
         std::thread::sleep(Duration::from_millis(300));
     }
     seen

@@ -125,11 +125,6 @@ impl Daemon {
     pub fn log_path(&self) -> &Path {
         self.proc.log_path()
     }
-
-    /// Waits until the log holds `needle` (see [`Proc::wait_for_line`]).
-    pub fn wait_for_line(&mut self, needle: &str, deadline: Duration) -> String {
-        self.proc.wait_for_line(needle, deadline)
-    }
 }
 
 /// The last `n` bytes of each log, for failure messages.
