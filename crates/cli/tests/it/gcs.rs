@@ -225,7 +225,9 @@ fn we_restore_what_litestream_writes_to_fake_gcs() {
         "Litestream's replica to restore to the source",
         || {
             let _ = std::fs::remove_file(&probe);
-            restore_from_emulator(&g, &cfg, &db, &probe, &[]).status.success()
+            restore_from_emulator(&g, &cfg, &db, &probe, &[])
+                .status
+                .success()
                 && pages_of_file(&probe) == live
         },
     );

@@ -43,17 +43,17 @@ impl FakeGcs {
         let port = free_port();
         let mut cmd = Command::new(&bin);
         cmd.args([
-                "-scheme",
-                "http",
-                "-backend",
-                "memory",
-                "-host",
-                "127.0.0.1",
-            ])
-            .args(["-port", &port.to_string()])
-            // Path-style XML requests (`/<bucket>/<object>`) are routed for this host only.
-            .args(["-public-host", &format!("127.0.0.1:{port}")])
-            .args(["-log-level", "info"]);
+            "-scheme",
+            "http",
+            "-backend",
+            "memory",
+            "-host",
+            "127.0.0.1",
+        ])
+        .args(["-port", &port.to_string()])
+        // Path-style XML requests (`/<bucket>/<object>`) are routed for this host only.
+        .args(["-public-host", &format!("127.0.0.1:{port}")])
+        .args(["-log-level", "info"]);
         let proc = Proc::spawn("fake-gcs-server", cmd, dir.path().join("fake-gcs.log"));
         let mut g = FakeGcs {
             proc,

@@ -80,11 +80,15 @@ fn every_file_litestream_writes_decodes_and_restores_with_us() {
     let want = pages_of_live(&db);
     // Litestream has compacted to L1 and written a snapshot, and its replica holds every
     // commit.
-    eventually(Duration::from_secs(60), "Litestream's L0, L1 and L9 files", || {
-        let levels: std::collections::BTreeSet<u8> =
-            ltx_files(&replica).iter().map(|(l, _)| *l).collect();
-        [0u8, 1, 9].iter().all(|l| levels.contains(l))
-    });
+    eventually(
+        Duration::from_secs(60),
+        "Litestream's L0, L1 and L9 files",
+        || {
+            let levels: std::collections::BTreeSet<u8> =
+                ltx_files(&replica).iter().map(|(l, _)| *l).collect();
+            [0u8, 1, 9].iter().all(|l| levels.contains(l))
+        },
+    );
     wait_replica_has(&w, &cfg, &db, &want, &[], Duration::from_secs(60));
     child.terminate(Duration::from_secs(60));
     let litestream_log = child.log_text();
