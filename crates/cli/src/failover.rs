@@ -92,6 +92,7 @@ pub async fn begin_epoch(lease: &Lease, stores: &[Arc<FencedStore>]) -> anyhow::
             tokio::time::sleep_until(t).await;
         }
     }
+    // Invariant E4: the epoch starts one past everything any replica holds now.
     let max = replicas_max(stores).await?;
     lease
         .set_start_txid(max + 1)

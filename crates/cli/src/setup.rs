@@ -200,7 +200,8 @@ fn abs_options(c: &crate::config::AbsConfig) -> engine::storage::abs::AbsOptions
     }
 }
 
-/// A replica's display name: its `name`, else its type, numbered when repeated.
+/// A replica's display name: its `name`, else its type (two unnamed replicas of one type
+/// share it).
 pub fn replica_name(r: &ReplicaConfig) -> String {
     r.name
         .clone()

@@ -1,8 +1,8 @@
 //! Durable local file writes, in helpers that cannot be half-used.
 //!
 //! Owns: the temp file → fsync → rename → directory fsync sequence. Every local write
-//! that must survive a crash (replica files, local L0 files, position files, restored
-//! databases) goes through here, so no caller can forget a step.
+//! that must survive a crash (replica files, local L0 files, restored databases) goes
+//! through here, so no caller can forget a step.
 //!
 //! Also owns how those files are created (security issue 17): every temp file is a fresh
 //! name, `<name>.<pid>.<16 hex random>.tmp`, created with `O_CREAT|O_EXCL|O_NOFOLLOW|

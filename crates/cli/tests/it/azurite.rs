@@ -10,8 +10,10 @@
 
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use crate::harness::Proc;
 
 /// Azurite's well-known development account (public, in Microsoft's documentation).
 pub const ACCOUNT: &str = "devstoreaccount1";
@@ -40,7 +42,7 @@ req.end();
 "#;
 
 pub struct Azurite {
-    child: Child,
+    proc: Proc,
     dir: tempfile::TempDir,
     pub port: u16,
     /// A container created at start.
@@ -56,9 +58,8 @@ impl Azurite {
             .tempdir()
             .unwrap();
         let port = free_port();
-        let log = std::fs::File::create(dir.path().join("azurite.log")).unwrap();
-        let child = Command::new(&bin)
-            .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
+        let mut cmd = Command::new(&bin);
+        cmd.args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
             .arg("--location")
             .arg(dir.path().join("data"))
             .args([
@@ -66,13 +67,10 @@ impl Azurite {
                 "--skipApiVersionCheck",
                 "--loose",
                 "--disableTelemetry",
-            ])
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
+            ]);
+        let proc = Proc::spawn("azurite-blob", cmd, dir.path().join("azurite.log"));
         let mut a = Azurite {
-            child,
+            proc,
             dir,
             port,
             container: "sr-test".into(),
@@ -85,7 +83,7 @@ impl Azurite {
     fn wait_port(&mut self) {
         let t = Instant::now();
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            if let Ok(Some(st)) = self.child.try_wait() {
+            if let Some(st) = self.proc.exited() {
                 panic!("azurite-blob exited ({st}):\n{}", self.log());
             }
             assert!(
@@ -93,6 +91,7 @@ impl Azurite {
                 "azurite-blob did not listen:\n{}",
                 self.log()
             );
+            // Spaces the polls of this wait loop.
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -130,13 +129,6 @@ impl Azurite {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("azurite.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Azurite {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -254,6 +254,7 @@ fn restore_killed_half_way_leaves_output_untouched() {
         eventually(Duration::from_secs(60), "the restore's temp file", || {
             tmp_exists() || child.try_wait().unwrap().is_some()
         });
+        // Not a wait for a state: the kill lands at a chosen moment of the write.
         std::thread::sleep(Duration::from_millis(delay_ms));
         child.kill().unwrap();
         let status = child.wait().unwrap();

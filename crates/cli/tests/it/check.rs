@@ -249,6 +249,7 @@ fn check_fails_on_a_corrupt_database() {
 
 /// Runs `check -json` as a user the kernel holds to permissions (`nobody` when root).
 fn check_unprivileged(args: &[&str]) -> (bool, Vec<Value>, Output) {
+    // SAFETY: geteuid(2) takes no arguments and cannot fail.
     let mut cmd = if unsafe { libc::geteuid() } == 0 {
         let mut c = Command::new("setpriv");
         c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])

@@ -179,6 +179,7 @@ impl Writer {
                         .unwrap();
                     c.busy_timeout(Duration::from_secs(10)).unwrap();
                 }
+                // Paces the writer at a random rate.
                 std::thread::sleep(Duration::from_micros(rng.range(500, 8000)));
             }
         });
@@ -391,6 +392,7 @@ fn kill_at(r: Replicator, replica: &Path, at: KillAt, delay: Duration, max_wait:
     let start = Instant::now();
     let hit = match at {
         KillAt::Random => {
+            // Not a wait for a state: the kill lands at a random moment by design.
             std::thread::sleep(delay);
             true
         }
@@ -415,6 +417,7 @@ fn kill_at(r: Replicator, replica: &Path, at: KillAt, delay: Duration, max_wait:
                 if found {
                     break true;
                 }
+                // Spaces the polls of this wait loop (short: the moments are brief).
                 std::thread::sleep(Duration::from_micros(200));
             }
         }
@@ -476,10 +479,10 @@ fn kill9_replicator_at_random_and_chosen_moments() {
             KillAt::Retention,
         ][rng.range(0, 6) as usize];
         let delay = Duration::from_millis(rng.range(30, 1500));
-        let r = Replicator::start(&w, &["-config", cfg.to_str().unwrap()]);
+        let mut r = Replicator::start(&w, &["-config", cfg.to_str().unwrap()]);
         // Let it get going (list, open, first capture) before watching for a chosen moment.
         if at != KillAt::Random {
-            std::thread::sleep(Duration::from_millis(rng.range(100, 400)));
+            r.wait_ready(1);
         }
         let log = r.log.clone();
         let hit = kill_at(r, &replica, at, delay, Duration::from_secs(5));
@@ -498,11 +501,9 @@ fn kill9_replicator_at_random_and_chosen_moments() {
         last_n = round_prefix(&out, &what, last_n, committed);
     }
     // A final clean run: catch up, then stop with SIGTERM (final sync) after the writer.
-    let r = Replicator::start(&w, &["-config", cfg.to_str().unwrap()]);
-    std::thread::sleep(Duration::from_millis(500));
+    let r = Replicator::start_ready(&w, &["-config", cfg.to_str().unwrap()], 1);
     let committed = writer.stop();
     let want = pages_of_live(&db);
-    std::thread::sleep(Duration::from_millis(300));
     let log = r.log.clone();
     assert_eq!(
         r.stop(),
@@ -535,7 +536,7 @@ fn kill9_application_mid_transaction() {
     let url = format!("file://{}", replica.display());
     create_model_table(&Connection::open(&db).unwrap());
     let cfg = w.file_config(&db, &replica, "");
-    let r = Replicator::start(&w, &["-config", cfg.to_str().unwrap()]);
+    let r = Replicator::start_ready(&w, &["-config", cfg.to_str().unwrap()], 1);
     let mut committed = 0;
     for round in 0..rounds(4) {
         // A few committed transactions, then a big one a separate process never commits.
@@ -571,6 +572,7 @@ fn kill9_application_mid_transaction() {
             .read_line(&mut line)
             .unwrap();
         assert_eq!(line.trim(), "in-txn", "round {round}: app did not start");
+        // Not a wait for a state: the app dies at a random moment inside its transaction.
         std::thread::sleep(Duration::from_millis(rng.range(0, 300)));
         app.kill().unwrap();
         app.wait().unwrap();
@@ -583,7 +585,6 @@ fn kill9_application_mid_transaction() {
         model_txn(&c, committed);
     }
     let want = pages_of_live(&db);
-    std::thread::sleep(Duration::from_millis(300));
     assert_eq!(r.stop(), 0);
     let out = w.path("restored.db");
     restore_url(&url, &out);
@@ -628,8 +629,9 @@ fn kill9_replicator_mid_upload_to_s3() {
     let started = Instant::now();
     for round in 0..rounds {
         let what = format!("seed {seed} round {round}");
-        let r = Replicator::start(&w, &["-config", cfg.to_str().unwrap()]);
-        std::thread::sleep(Duration::from_millis(rng.range(200, 800)));
+        let r = Replicator::start_ready(&w, &["-config", cfg.to_str().unwrap()], 1);
+        // Not a wait for a state: the round goes on for a random while before its kill.
+        std::thread::sleep(Duration::from_millis(rng.range(0, 600)));
         if rng.range(0, 2) == 0 {
             // Hold the next PUT part way, kill while it hangs, then let the proxy go on.
             proxy.stall_puts(true);
@@ -637,6 +639,7 @@ fn kill9_replicator_mid_upload_to_s3() {
             while proxy.stats().stalled.load(Ordering::SeqCst) == 0
                 && t.elapsed() < Duration::from_secs(10)
             {
+                // Spaces the polls of this wait loop.
                 std::thread::sleep(Duration::from_millis(2));
             }
             let held = proxy.stats().stalled.load(Ordering::SeqCst) > 0;
@@ -648,6 +651,7 @@ fn kill9_replicator_mid_upload_to_s3() {
                 random += 1; // no PUT within the wait: the kill was at its deadline
             }
         } else {
+            // Not a wait for a state: the kill lands at a random moment by design.
             std::thread::sleep(Duration::from_millis(rng.range(0, 1500)));
             r.kill9();
             random += 1;
@@ -671,8 +675,7 @@ fn kill9_replicator_mid_upload_to_s3() {
         restores += 1;
         last_n = round_prefix(&out, &what, last_n, committed);
     }
-    let r = Replicator::start(&w, &["-config", cfg.to_str().unwrap()]);
-    std::thread::sleep(Duration::from_millis(500));
+    let r = Replicator::start_ready(&w, &["-config", cfg.to_str().unwrap()], 1);
     let committed = writer.stop();
     let want = pages_of_live(&db);
     let log = r.log.clone();
@@ -733,6 +736,7 @@ fn kill9_mid_upload_leaves_no_stale_temp_files_on_file_replica() {
             "seed {seed}: no temp file survived {tries} kills mid-upload"
         );
         let r = Replicator::start(&w, &["-config", cfg.to_str().unwrap()]);
+        // Not a wait for a state: a random moment in the first uploads, to leave a temp file.
         std::thread::sleep(Duration::from_millis(rng.range(50, 300)));
         kill_at(
             r,
@@ -778,7 +782,6 @@ fn kill9_mid_upload_leaves_no_stale_temp_files_on_file_replica() {
     );
     let committed = writer.stop();
     let want = pages_of_live(&db);
-    std::thread::sleep(Duration::from_millis(300));
     assert_eq!(r.stop(), 0);
     let mut after = tmp_files();
     after.sort();

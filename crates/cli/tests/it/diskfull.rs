@@ -97,8 +97,7 @@ fn fill_then_grow(
 ) {
     let app = app_db(db);
     insert_rows(&app, 20, 500);
-    let r = Replicator::start(w, &["-config", cfg.to_str().unwrap()]);
-    std::thread::sleep(Duration::from_millis(500));
+    let mut r = Replicator::start_ready(w, &["-config", cfg.to_str().unwrap()], 1);
     // About 6 MiB in one transaction: more than the 2 MiB disk.
     let tx = app.unchecked_transaction().unwrap();
     insert_rows(&tx, 1500, 4000);
@@ -126,11 +125,11 @@ fn fill_then_grow(
             "the local disk is not full"
         );
     }
-    std::thread::sleep(Duration::from_millis(1500));
-    let log = r.log_text();
-    assert!(
-        log.contains(&full_dir.display().to_string()) || log.contains("file://"),
-        "the error names where:\n{log}"
+    let full_name = full_dir.display().to_string();
+    r.wait_for_log(
+        "an error naming where the disk is full",
+        Duration::from_secs(60),
+        |log| log.contains(&full_name) || log.contains("file://"),
     );
     assert!(
         tmp_files(full_dir).is_empty(),
@@ -144,7 +143,8 @@ fn fill_then_grow(
     scrape_until(port, "litestream_disk_full back to 0", |s| {
         s.m("litestream_disk_full{$db}", db, "") == 0.0 && s.local_txid() >= 1
     });
-    std::thread::sleep(Duration::from_secs(7)); // past the replica's 5 s backoff
+    // Past the replica's 5 s backoff, the replica catches up.
+    wait_replica_has(w, cfg, db, &want, &[], Duration::from_secs(60));
     let log = r.log.clone();
     assert_eq!(
         r.stop(),

@@ -134,9 +134,11 @@ impl FaultProxy {
                         let s = s.clone();
                         std::thread::spawn(move || serve(s, client));
                     }
+                    // Spaces the polls of the non-blocking accept (it checks `stop`).
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                         std::thread::sleep(Duration::from_millis(5));
                     }
+                    // Spaces the retries after an accept error.
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
             }
@@ -301,6 +303,7 @@ fn pump(s: &Shared, conn: &Conn, up: bool, plan: Plan, f: &Faults, mut rng: Rng)
                 let _ = to.write_all(&chunk[..part]);
                 s.stats.stalled.fetch_add(1, Ordering::SeqCst);
                 while s.stall_puts.load(Ordering::SeqCst) && !s.stop.load(Ordering::Relaxed) {
+                    // Spaces the polls of this wait loop.
                     std::thread::sleep(Duration::from_millis(5));
                 }
                 s.stats.stalled.fetch_sub(1, Ordering::SeqCst);
@@ -309,9 +312,11 @@ fn pump(s: &Shared, conn: &Conn, up: bool, plan: Plan, f: &Faults, mut rng: Rng)
         }
         let (lo, hi) = f.latency_ms;
         if hi > 0 {
+            // The fault itself: injected latency.
             std::thread::sleep(Duration::from_millis(rng.range(lo, hi + 1)));
         }
         if let Some(us) = (chunk.len() as u64 * 1_000_000).checked_div(f.bytes_per_sec) {
+            // The fault itself: the bandwidth limit.
             std::thread::sleep(Duration::from_micros(us));
         }
         if let Some((at, reset)) = fault_at {

@@ -90,6 +90,7 @@ fn run(flood: bool) -> Latencies {
             let m = l0_max(&replica);
             let settled = m >= 1 && m == last;
             last = m;
+            // Spaces the polls: two equal readings 200 ms apart count as settled.
             std::thread::sleep(Duration::from_millis(200));
             settled
         },
@@ -119,9 +120,11 @@ fn run(flood: bool) -> Latencies {
                 t.elapsed() < Duration::from_secs(60),
                 "a commit not replicated within 60 s"
             );
+            // Spaces the polls of this wait loop (1 ms: it measures latency).
             std::thread::sleep(Duration::from_millis(1));
         }
         lat.push(t.elapsed());
+        // Paces the writer.
         std::thread::sleep(Duration::from_millis(5));
     }
     stop.store(true, Ordering::Relaxed);

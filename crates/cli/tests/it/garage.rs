@@ -10,14 +10,16 @@
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
+
+use crate::harness::Proc;
 
 /// The S3 region Garage is configured with; requests signed for another are refused.
 pub const REGION: &str = "garage";
 
 pub struct Garage {
-    child: Child,
+    proc: Proc,
     dir: tempfile::TempDir,
     config: PathBuf,
     bin: PathBuf,
@@ -72,18 +74,14 @@ api_bind_addr = "127.0.0.1:{admin_port}"
             ),
         )
         .unwrap();
-        let log = std::fs::File::create(dir.path().join("garage.log")).unwrap();
-        let child = Command::new(&bin)
-            .arg("-c")
+        let mut cmd = Command::new(&bin);
+        cmd.arg("-c")
             .arg(&config)
             .arg("server")
-            .env("RUST_LOG", "garage=info")
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
+            .env("RUST_LOG", "garage=info");
+        let proc = Proc::spawn("garage", cmd, dir.path().join("garage.log"));
         let mut g = Garage {
-            child,
+            proc,
             dir,
             config,
             bin,
@@ -104,7 +102,7 @@ api_bind_addr = "127.0.0.1:{admin_port}"
             if out.status.success() {
                 break;
             }
-            if let Ok(Some(st)) = self.child.try_wait() {
+            if let Some(st) = self.proc.exited() {
                 panic!("garage server exited ({st}):\n{}", self.log());
             }
             assert!(
@@ -113,6 +111,7 @@ api_bind_addr = "127.0.0.1:{admin_port}"
                 String::from_utf8_lossy(&out.stderr),
                 self.log()
             );
+            // Spaces the polls of this wait loop.
             std::thread::sleep(Duration::from_millis(100));
         }
         let id = self.cli(&["node", "id", "-q"]);
@@ -154,6 +153,7 @@ api_bind_addr = "127.0.0.1:{admin_port}"
                 "garage S3 API not answering:\n{}",
                 self.log()
             );
+            // Spaces the polls of this wait loop.
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -161,26 +161,18 @@ api_bind_addr = "127.0.0.1:{admin_port}"
     /// Kills the server (an object-store outage); its data and ports stay for
     /// [`Garage::restart`].
     pub fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.proc.kill9();
     }
 
     /// Starts the server again on the same config, data and ports after [`Garage::stop`],
     /// and waits until S3 answers. Layout, key and buckets are kept in its data.
     pub fn restart(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .append(true)
-            .open(self.dir.path().join("garage.log"))
-            .unwrap();
-        self.child = Command::new(&self.bin)
-            .arg("-c")
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("-c")
             .arg(&self.config)
             .arg("server")
-            .env("RUST_LOG", "garage=info")
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap_or_else(|e| panic!("restarting {}: {e}", self.bin.display()));
+            .env("RUST_LOG", "garage=info");
+        self.proc = Proc::spawn_appending("garage", cmd, self.dir.path().join("garage.log"));
         self.wait_s3();
     }
 
@@ -230,13 +222,6 @@ api_bind_addr = "127.0.0.1:{admin_port}"
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("garage.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Garage {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

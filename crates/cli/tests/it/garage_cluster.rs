@@ -7,7 +7,7 @@
 //! of them (Garage's default quorum), so a cluster with one node down keeps accepting them.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use crate::garage::{field, free_ports, garage_bin, rand_byte, REGION};
@@ -18,7 +18,7 @@ struct Node {
     config: PathBuf,
     log: PathBuf,
     s3_port: u16,
-    child: Option<Child>,
+    proc: Option<Proc>,
 }
 
 pub struct GarageCluster {
@@ -76,7 +76,7 @@ api_bind_addr = "127.0.0.1:{admin}"
                     config,
                     log: d.join("garage.log"),
                     s3_port: s3,
-                    child: None,
+                    proc: None,
                 }
             })
             .collect();
@@ -99,22 +99,14 @@ api_bind_addr = "127.0.0.1:{admin}"
     /// Starts (or restarts, on its existing data) node `i`.
     pub fn start_node(&mut self, i: usize) {
         let node = &mut self.nodes[i];
-        assert!(node.child.is_none(), "node {i} already running");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&node.log)
-            .unwrap();
-        let child = Command::new(&self.bin)
-            .arg("-c")
+        assert!(node.proc.is_none(), "node {i} already running");
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("-c")
             .arg(&node.config)
             .arg("server")
-            .env("RUST_LOG", "garage=info")
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", self.bin.display()));
-        node.child = Some(child);
+            .env("RUST_LOG", "garage=info");
+        let name = format!("garage node {i}");
+        node.proc = Some(Proc::spawn_appending(&name, cmd, node.log.clone()));
         self.wait_rpc(i);
     }
 
@@ -136,15 +128,15 @@ api_bind_addr = "127.0.0.1:{admin}"
                 t.elapsed() < Duration::from_secs(60),
                 "node {i} did not reconnect:\n{st}"
             );
+            // Spaces the polls of this wait loop.
             std::thread::sleep(Duration::from_millis(200));
         }
     }
 
     /// Kills node `i` (SIGKILL: no goodbye to its peers).
     pub fn kill_node(&mut self, i: usize) {
-        if let Some(mut c) = self.nodes[i].child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        if let Some(mut p) = self.nodes[i].proc.take() {
+            p.kill9();
         }
     }
 
@@ -154,7 +146,7 @@ api_bind_addr = "127.0.0.1:{admin}"
             if self.cli_output(i, &["status"]).status.success() {
                 return;
             }
-            if let Some(Ok(Some(st))) = self.nodes[i].child.as_mut().map(|c| c.try_wait()) {
+            if let Some(st) = self.nodes[i].proc.as_mut().and_then(|p| p.exited()) {
                 panic!("garage node {i} exited ({st}):\n{}", self.log(i));
             }
             assert!(
@@ -162,6 +154,7 @@ api_bind_addr = "127.0.0.1:{admin}"
                 "garage node {i} did not start:\n{}",
                 self.log(i)
             );
+            // Spaces the polls of this wait loop.
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -191,6 +184,7 @@ api_bind_addr = "127.0.0.1:{admin}"
                     t.elapsed() < Duration::from_secs(30),
                     "layout did not spread"
                 );
+                // Spaces the polls of this wait loop.
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
@@ -276,6 +270,7 @@ fn three_node_garage_loses_nothing_when_a_node_stops_mid_replication() {
         if i % 10 == 9 {
             app.execute("DELETE FROM t WHERE id % 5 = 0", []).unwrap();
         }
+        // Paces the writer: the node dies while uploads are in flight.
         std::thread::sleep(Duration::from_millis(40));
     }
     let want = pages_of_live(&db);

@@ -204,26 +204,35 @@ fn we_restore_what_litestream_writes_to_fake_gcs() {
         g.replica_yaml("from-ls/app")
     );
     let cfg = s3_config(&w, &db, &yaml);
-    let log = std::fs::File::create(w.path("litestream.log")).unwrap();
-    let mut ls = Command::new("litestream")
-        .args(["replicate", "-config", cfg.to_str().unwrap()])
+    let mut cmd = Command::new("litestream");
+    cmd.args(["replicate", "-config", cfg.to_str().unwrap()])
         .env("STORAGE_EMULATOR_HOST", g.emulator_host())
-        .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+        .env_remove("GOOGLE_APPLICATION_CREDENTIALS");
+    let mut ls = Proc::spawn("litestream", cmd, w.path("litestream.log"));
     for i in 0..25 {
         insert_rows(&app, 4, 200 + 40 * (i % 9));
         if i % 10 == 9 {
             app.execute("DELETE FROM t WHERE id % 5 = 0", []).unwrap();
         }
+        // Paces the writer: commits spread over many 100 ms syncs.
         std::thread::sleep(Duration::from_millis(80));
     }
-    std::thread::sleep(Duration::from_millis(1500));
-    unsafe { libc::kill(ls.id() as i32, libc::SIGTERM) };
-    let st = wait_timeout(&mut ls, Duration::from_secs(40)).expect("litestream did not stop");
-    let ls_log = std::fs::read_to_string(w.path("litestream.log")).unwrap_or_default();
+    // Litestream has shipped every commit (its final sync then has nothing left to race).
+    let live = pages_of_live(&db);
+    let probe = w.path("probe.db");
+    eventually(
+        Duration::from_secs(60),
+        "Litestream's replica to restore to the source",
+        || {
+            let _ = std::fs::remove_file(&probe);
+            restore_from_emulator(&g, &cfg, &db, &probe, &[])
+                .status
+                .success()
+                && pages_of_file(&probe) == live
+        },
+    );
+    let st = ls.terminate(Duration::from_secs(40));
+    let ls_log = ls.log_text();
     assert!(st.success(), "litestream exit {st}:\n{ls_log}");
     // After Litestream stops: it adds its own tables to the database.
     let want = pages_of_live(&db);

@@ -19,11 +19,13 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::harness::Proc;
+
 pub struct FakeGcs {
-    child: Child,
+    proc: Proc,
     dir: tempfile::TempDir,
     pub port: u16,
     /// A bucket created at start.
@@ -39,26 +41,22 @@ impl FakeGcs {
             .tempdir()
             .unwrap();
         let port = free_port();
-        let log = std::fs::File::create(dir.path().join("fake-gcs.log")).unwrap();
-        let child = Command::new(&bin)
-            .args([
-                "-scheme",
-                "http",
-                "-backend",
-                "memory",
-                "-host",
-                "127.0.0.1",
-            ])
-            .args(["-port", &port.to_string()])
-            // Path-style XML requests (`/<bucket>/<object>`) are routed for this host only.
-            .args(["-public-host", &format!("127.0.0.1:{port}")])
-            .args(["-log-level", "info"])
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
+        let mut cmd = Command::new(&bin);
+        cmd.args([
+            "-scheme",
+            "http",
+            "-backend",
+            "memory",
+            "-host",
+            "127.0.0.1",
+        ])
+        .args(["-port", &port.to_string()])
+        // Path-style XML requests (`/<bucket>/<object>`) are routed for this host only.
+        .args(["-public-host", &format!("127.0.0.1:{port}")])
+        .args(["-log-level", "info"]);
+        let proc = Proc::spawn("fake-gcs-server", cmd, dir.path().join("fake-gcs.log"));
         let mut g = FakeGcs {
-            child,
+            proc,
             dir,
             port,
             bucket: "sr-test".into(),
@@ -75,7 +73,7 @@ impl FakeGcs {
             if let Ok((200, _)) = self.request("GET", "/_internal/healthcheck", &[], b"") {
                 return;
             }
-            if let Ok(Some(st)) = self.child.try_wait() {
+            if let Some(st) = self.proc.exited() {
                 panic!("fake-gcs-server exited ({st}):\n{}", self.log());
             }
             assert!(
@@ -83,6 +81,7 @@ impl FakeGcs {
                 "fake-gcs-server did not answer:\n{}",
                 self.log()
             );
+            // Spaces the polls of this wait loop.
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -179,13 +178,6 @@ impl FakeGcs {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("fake-gcs.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for FakeGcs {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

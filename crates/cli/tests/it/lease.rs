@@ -6,7 +6,7 @@
 //! database of whoever holds the lease last.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use crate::azurite::Azurite;
@@ -43,8 +43,20 @@ fn file_replica(dir: &Path) -> String {
 
 /// A `standby` process, killed on drop.
 struct Standby {
-    child: Child,
-    log: PathBuf,
+    proc: Proc,
+}
+
+impl std::ops::Deref for Standby {
+    type Target = Proc;
+    fn deref(&self) -> &Proc {
+        &self.proc
+    }
+}
+
+impl std::ops::DerefMut for Standby {
+    fn deref_mut(&mut self) -> &mut Proc {
+        &mut self.proc
+    }
 }
 
 impl Standby {
@@ -52,40 +64,27 @@ impl Standby {
         Standby::start_with(work, h, &[])
     }
     fn start_with(work: &Work, h: &Host, extra: &[&str]) -> Standby {
-        let log = work.path("standby.log");
-        let f = std::fs::File::create(&log).unwrap();
-        let child = Command::new(bin())
-            .args(["standby", "-config", h.cfg.to_str().unwrap()])
+        let mut cmd = Command::new(bin());
+        cmd.args(["standby", "-config", h.cfg.to_str().unwrap()])
             .args(["-follow-interval", "200ms"])
             .args(extra)
             .arg(&h.db)
-            .env("RUST_LOG", "debug")
-            .stdout(Stdio::from(f.try_clone().unwrap()))
-            .stderr(Stdio::from(f))
-            .spawn()
-            .unwrap();
-        Standby { child, log }
-    }
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+            .env("RUST_LOG", "debug");
+        Standby {
+            proc: Proc::spawn("standby", cmd, work.path("standby.log")),
+        }
     }
     fn stop(mut self) -> i32 {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        wait_timeout(&mut self.child, Duration::from_secs(60))
-            .expect("standby did not exit after SIGTERM")
+        self.proc
+            .terminate(Duration::from_secs(60))
             .code()
             .unwrap_or(-1)
     }
 }
 
-impl Drop for Standby {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn signal(child: &Child, sig: i32) {
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours; the pid is our
+    // own unreaped child, so it cannot have been reused by another process.
     unsafe { libc::kill(child.id() as i32, sig) };
 }
 
@@ -184,12 +183,13 @@ fn two_replicators_only_one_uploads(replica_a: String, replica_b: String) {
     eventually(Duration::from_secs(30), "a to take the lease", || {
         ra.log_text().contains("lease taken")
     });
-    let rb = Replicator::start(&work, &["-config", b.cfg.to_str().unwrap()]);
+    let mut rb = Replicator::start(&work, &["-config", b.cfg.to_str().unwrap()]);
     eventually(Duration::from_secs(30), "b to wait for the lease", || {
         rb.log_text().contains("lease held by another replicator")
     });
     for _ in 0..5 {
         insert_rows(&app, 10, 300);
+        // Paces the writer: the commits spread over a few renewals.
         std::thread::sleep(Duration::from_millis(200));
     }
     wait_replicated(&a, 3);
@@ -207,7 +207,8 @@ fn two_replicators_only_one_uploads(replica_a: String, replica_b: String) {
         rb.log_text().contains("lease taken")
     });
     insert_rows(&app, 30, 300);
-    std::thread::sleep(Duration::from_millis(500));
+    // b replicates (its uploader started) before the SIGTERM: the final sync ships the rest.
+    rb.wait_for_line(REPLICA_STARTED, Duration::from_secs(60));
     assert_eq!(rb.stop(), 0);
     assert_eq!(lease_owner_epoch(&a).1, 2);
     drop(app);
@@ -351,7 +352,7 @@ fn file_manual_promote_of_a_live_primary() {
     insert_rows(&app, 30, 300);
     let mut rp = Replicator::start(&work, &["-config", p.cfg.to_str().unwrap()]);
     let m = wait_replicated(&p, 1);
-    let sb = Standby::start(&work, &s);
+    let mut sb = Standby::start(&work, &s);
     eventually(Duration::from_secs(60), "the standby to catch up", || {
         engine::restore::follow::read_applied_txid(&s.db).is_some_and(|t| t.get() >= m)
     });
@@ -366,7 +367,8 @@ fn file_manual_promote_of_a_live_primary() {
     let app2 = app_db(&s.db);
     insert_rows(&app2, 10, 300);
     drop(app2);
-    std::thread::sleep(Duration::from_millis(500));
+    // The promoted standby replicates (its uploader started) before the SIGTERM.
+    sb.wait_for_line(REPLICA_STARTED, Duration::from_secs(60));
     assert_eq!(sb.stop(), 0);
     let want = pages_of_live(&s.db);
     restore_and_compare(&s.cfg, &s.db, &work.path("out.db"), &want, &[]);

@@ -6,7 +6,7 @@
 //! These tests fail, never skip, when `litestream` is missing: the test command installs it.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use crate::harness::*;
@@ -66,25 +66,32 @@ fn every_file_litestream_writes_decodes_and_restores_with_us() {
         db.display(),
         replica.display()
     ));
-    let log = std::fs::File::create(w.path("litestream.log")).unwrap();
-    let mut child = Command::new(&ls)
-        .args(["replicate", "-config", cfg.to_str().unwrap()])
-        .stdout(Stdio::from(log.try_clone().unwrap()))
-        .stderr(Stdio::from(log))
-        .spawn()
-        .unwrap();
+    let mut cmd = Command::new(&ls);
+    cmd.args(["replicate", "-config", cfg.to_str().unwrap()]);
+    let mut child = Proc::spawn("litestream", cmd, w.path("litestream.log"));
     for i in 0..40 {
         insert_rows(&app, 3, 200 + 50 * (i % 7));
         if i % 10 == 9 {
             app.execute("DELETE FROM t WHERE id % 4 = 0", []).unwrap();
         }
+        // Paces the writer: 8 s of commits span several level and snapshot intervals.
         std::thread::sleep(Duration::from_millis(200));
     }
     let want = pages_of_live(&db);
-    std::thread::sleep(Duration::from_millis(2500));
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    wait_timeout(&mut child, Duration::from_secs(60)).expect("litestream exits on SIGTERM");
-    let litestream_log = std::fs::read_to_string(w.path("litestream.log")).unwrap_or_default();
+    // Litestream has compacted to L1 and written a snapshot, and its replica holds every
+    // commit.
+    eventually(
+        Duration::from_secs(60),
+        "Litestream's L0, L1 and L9 files",
+        || {
+            let levels: std::collections::BTreeSet<u8> =
+                ltx_files(&replica).iter().map(|(l, _)| *l).collect();
+            [0u8, 1, 9].iter().all(|l| levels.contains(l))
+        },
+    );
+    wait_replica_has(&w, &cfg, &db, &want, &[], Duration::from_secs(60));
+    child.terminate(Duration::from_secs(60));
+    let litestream_log = child.log_text();
 
     let files = ltx_files(&replica);
     let levels: std::collections::BTreeSet<u8> = files.iter().map(|(l, _)| *l).collect();

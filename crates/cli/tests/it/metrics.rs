@@ -134,6 +134,7 @@ pub(crate) fn scrape_settled(port: u16, what: &str, mut f: impl FnMut(&Scrape) -
             && f(s);
         last = Some((now, taken));
         if !settled {
+            // Spaces the scrapes of this wait.
             std::thread::sleep(Duration::from_millis(250));
         }
         settled
@@ -156,6 +157,7 @@ impl Writer {
             while !s.load(Ordering::Relaxed) {
                 insert_rows(&c, 2, 300);
                 n += 1;
+                // Paces the writer.
                 std::thread::sleep(Duration::from_millis(20));
             }
             n
@@ -615,6 +617,7 @@ fn scheduled_restore_drills_report_success_then_catch_a_damaged_file() {
     let r = Replicator::start(&w, &["-config", cfg.to_str().unwrap()]);
     for _ in 0..5 {
         insert_rows(&app, 3, 200);
+        // Paces the writer: a few capture cycles.
         std::thread::sleep(Duration::from_millis(30));
     }
     let ok = scrape_until(port, "a successful drill of the caught-up replica", |s| {

@@ -169,6 +169,9 @@ fn restore_faults() -> Faults {
     }
 }
 
+/// The replicator's log line for a replica write that failed after the client's retries.
+const WRITE_FAILED: &str = "replica write failed";
+
 fn proxy_scenario(seed: u64) {
     let mut rng = Rng::new(seed);
     let g = Garage::start();
@@ -184,7 +187,7 @@ fn proxy_scenario(seed: u64) {
         &s3_entry(&g, "net/app.db", &g.endpoint()),
     );
     let writer = Writer::start(&db, Rng::new(rng.next()), true);
-    let r = Replicator::start(&w, &["-config", cfg.to_str().unwrap()]);
+    let mut r = Replicator::start(&w, &["-config", cfg.to_str().unwrap()]);
     let mut history = History::default();
     let started = Instant::now();
     // The fault phase lasts until enough faults fired and enough was replicated through
@@ -194,6 +197,7 @@ fn proxy_scenario(seed: u64) {
         Duration::from_secs(300),
         "faults to fire and the replica to advance through them",
         || {
+            // Spaces the polls of this wait (each lists the replica).
             std::thread::sleep(Duration::from_millis(500));
             rounds += 1;
             history.observe_listing(&direct, &db, &format!("seed {seed} listing {rounds}"));
@@ -206,8 +210,11 @@ fn proxy_scenario(seed: u64) {
     // own retries run out and the replicator's failures and backoff take over; then the
     // network heals and the replica must move on while the replicator runs.
     proxy.set_faults(Faults::none());
+    let failed_before = r.log_text().matches(WRITE_FAILED).count();
     proxy.set_blackout(true);
-    std::thread::sleep(Duration::from_secs(4));
+    // The blackout lasts until the replicator itself reports a failed write (the client's
+    // retries ran out), however long that takes.
+    r.wait_for_lines(WRITE_FAILED, failed_before + 1, Duration::from_secs(120));
     proxy.set_blackout(false);
     history.observe_listing(&direct, &db, "after the blackout");
     let at_heal = history.max_txid();
@@ -215,6 +222,7 @@ fn proxy_scenario(seed: u64) {
         Duration::from_secs(180),
         "the replica to advance after the network healed",
         || {
+            // Spaces the polls of this wait (each lists the replica).
             std::thread::sleep(Duration::from_millis(300));
             history.observe_listing(&direct, &db, "healing");
             history.max_txid() > at_heal
@@ -227,7 +235,7 @@ fn proxy_scenario(seed: u64) {
     let code = r.stop();
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert_eq!(code, 0, "replicator after the faults; log:\n{text}");
-    let failed_writes = text.matches("replica write failed").count();
+    let failed_writes = text.matches(WRITE_FAILED).count();
     assert!(
         failed_writes > 0,
         "seed {seed}: the blackout never surfaced as a failed replica write; log:\n{text}"

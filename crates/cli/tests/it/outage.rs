@@ -97,6 +97,7 @@ fn object_store_down_a_minute_under_writes() {
     let mut local_at_end = 0;
     let mut last_lag = 0;
     while down_at.elapsed() < outage {
+        // Spaces the samples over the outage's fixed length.
         std::thread::sleep(Duration::from_secs(2));
         let s = Scrape::take(port).expect("the observe server answers during the outage");
         let (txids, bytes, worst) = local_backlog(&meta_l0);

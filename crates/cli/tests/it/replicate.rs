@@ -14,10 +14,11 @@ fn scenario(name: &str, scenario: impl FnOnce(&Work, &std::path::Path, &rusqlite
     let app = app_db(&db);
     insert_rows(&app, 20, 100);
     let cfg = w.file_config(&db, &replica, "");
-    let r = Replicator::start(&w, &["-config", cfg.to_str().unwrap()]);
+    let mut r = Replicator::start(&w, &["-config", cfg.to_str().unwrap()]);
     scenario(&w, &db, &app);
     let want = pages_of_live(&db);
-    std::thread::sleep(Duration::from_millis(200));
+    // Replicating (and so handling SIGTERM with a final sync) before the stop.
+    r.wait_ready(1);
     let log = r.log.clone();
     let code = r.stop();
     assert_eq!(
@@ -44,6 +45,7 @@ fn streams_commits_and_restores_equal() {
     scenario("basic", |_, _, app| {
         for _ in 0..50 {
             insert_rows(app, 3, 500);
+            // Paces the writer: commits spread over many capture cycles.
             std::thread::sleep(Duration::from_millis(5));
         }
     });
@@ -66,6 +68,7 @@ fn application_checkpoints_of_every_mode() {
             "PASSIVE", "FULL", "RESTART", "TRUNCATE", "PASSIVE", "TRUNCATE",
         ] {
             insert_rows(app, 10, 3000);
+            // Paces the writer: some checkpoints come after a capture, some before.
             std::thread::sleep(Duration::from_millis(30));
             // The app's checkpoint may report busy while the replicator pins the WAL;
             // it must never lose a commit either way.
@@ -87,6 +90,7 @@ fn app_closes_and_reopens_its_database() {
             let c = app_db(db);
             insert_rows(&c, 10, 1000);
             drop(c);
+            // Paces the writer: the replicator sees some of the closes.
             std::thread::sleep(Duration::from_millis(50));
         }
     });
@@ -96,6 +100,7 @@ fn app_closes_and_reopens_its_database() {
 fn vacuum_shrinks_the_database() {
     scenario("vacuum", |_, _, app| {
         insert_rows(app, 200, 2000);
+        // Paces the writer: the big insert is usually captured before the VACUUM.
         std::thread::sleep(Duration::from_millis(100));
         app.execute("DELETE FROM t WHERE id % 2 = 0", []).unwrap();
         app.execute_batch("VACUUM").unwrap();
@@ -113,19 +118,23 @@ fn kill9_and_restart_resumes_without_gap() {
     let r = Replicator::start(&w, &["-config", cfg.to_str().unwrap()]);
     for _ in 0..20 {
         insert_rows(&app, 5, 300);
+        // Paces the writer: commits spread over many capture cycles.
         std::thread::sleep(Duration::from_millis(10));
     }
-    std::thread::sleep(Duration::from_millis(300));
+    eventually(Duration::from_secs(60), "an upload before the kill", || {
+        !replica_l0_txids(&replica).is_empty()
+    });
     r.kill9();
     let before = replica_l0_txids(&replica);
     insert_rows(&app, 30, 300);
-    let r = Replicator::start(&w, &["-config", cfg.to_str().unwrap()]);
+    let mut r = Replicator::start(&w, &["-config", cfg.to_str().unwrap()]);
     for _ in 0..10 {
         insert_rows(&app, 5, 300);
+        // Paces the writer: commits spread over many capture cycles.
         std::thread::sleep(Duration::from_millis(10));
     }
     let want = pages_of_live(&db);
-    std::thread::sleep(Duration::from_millis(300));
+    r.wait_ready(1);
     assert_eq!(r.stop(), 0);
     let after = replica_l0_txids(&replica);
     assert!(after.len() > before.len(), "replication resumed");
@@ -173,13 +182,14 @@ fn several_replicas_each_complete() {
         a.display(),
         b.display()
     ));
-    let r = Replicator::start(&w, &["-config", cfg.to_str().unwrap()]);
+    let mut r = Replicator::start(&w, &["-config", cfg.to_str().unwrap()]);
     for _ in 0..20 {
         insert_rows(&app, 3, 700);
+        // Paces the writer: commits spread over many capture cycles.
         std::thread::sleep(Duration::from_millis(10));
     }
     let want = pages_of_live(&db);
-    std::thread::sleep(Duration::from_millis(300));
+    r.wait_ready(2);
     assert_eq!(r.stop(), 0);
     for name in ["near", "far"] {
         restore_and_compare(
@@ -227,9 +237,11 @@ fn database_replaced_on_disk_is_detected() {
     let app = app_db(&db);
     insert_rows(&app, 20, 300);
     let cfg = w.file_config(&db, &replica, "");
-    let r = Replicator::start(&w, &["-config", cfg.to_str().unwrap()]);
+    let mut r = Replicator::start(&w, &["-config", cfg.to_str().unwrap()]);
     insert_rows(&app, 5, 300);
-    std::thread::sleep(Duration::from_millis(300));
+    // The first database is on the replica before it is replaced.
+    let first = pages_of_live(&db);
+    wait_replica_has(&w, &cfg, &db, &first, &[], Duration::from_secs(60));
     drop(app);
     // Another database, built elsewhere, moved over the file as a restore would, with the
     // old WAL and wal-index removed.
@@ -244,11 +256,8 @@ fn database_replaced_on_disk_is_detected() {
     let app = app_db(&db);
     insert_rows(&app, 5, 100);
     let want = pages_of_live(&db);
-    std::thread::sleep(Duration::from_millis(1500));
-    let log = r.log.clone();
+    r.wait_for_line("replaced", Duration::from_secs(60));
     assert_eq!(r.stop(), 0);
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    assert!(text.contains("replaced"), "replacement logged:\n{text}");
     let l0 = replica_l0_txids(&replica);
     for pair in l0.windows(2) {
         assert_eq!(
@@ -280,22 +289,24 @@ fn compaction_snapshots_and_retention_keep_restores_whole() {
         if i % 20 == 19 {
             app.execute("DELETE FROM t WHERE id % 5 = 0", []).unwrap();
         }
+        // Paces the writer: 6 s of commits span several level and snapshot intervals.
         std::thread::sleep(Duration::from_millis(100));
     }
     let want = pages_of_live(&db);
-    std::thread::sleep(Duration::from_millis(2500));
-    assert_eq!(r.stop(), 0);
-    for level in [1, 2, 9] {
-        let n = std::fs::read_dir(replica.join(format!("ltx/{level}")))
+    let level_files = |level: u8| {
+        std::fs::read_dir(replica.join(format!("ltx/{level}")))
             .map(|d| d.count())
-            .unwrap_or(0);
-        assert!(n > 0, "no level-{level} files");
-    }
-    let l0 = replica_l0_txids(&replica);
-    assert!(
-        l0.first().is_some_and(|&t| t > 1),
-        "L0 retention deleted old files: {l0:?}"
+            .unwrap_or(0)
+    };
+    eventually(
+        Duration::from_secs(60),
+        "files at levels 1, 2 and 9, and L0 retention to delete TXID 1",
+        || {
+            [1, 2, 9].iter().all(|&l| level_files(l) > 0)
+                && replica_l0_txids(&replica).first().is_some_and(|&t| t > 1)
+        },
     );
+    assert_eq!(r.stop(), 0);
     restore_and_compare(&cfg, &db, &w.path("restored.db"), &want, &[]);
     // A past TXID still inside the retained history restores with integrity. Once L0 is
     // pruned, only TXIDs where a compacted file ends are reachable (as with Litestream),

@@ -434,16 +434,17 @@ pub(crate) fn replicate_with_writes(
 ) -> Vec<Vec<u8>> {
     let app = app_db(db);
     insert_rows(&app, 20, 300);
-    let r = Replicator::start(w, &["-config", cfg.to_str().unwrap()]);
+    let mut r = Replicator::start(w, &["-config", cfg.to_str().unwrap()]);
     for i in 0..40 {
         insert_rows(&app, 4, 200 + 40 * (i % 9));
         if i % 10 == 9 {
             app.execute("DELETE FROM t WHERE id % 5 = 0", []).unwrap();
         }
+        // Paces the writer: commits spread over many capture cycles.
         std::thread::sleep(Duration::from_millis(40));
     }
     let want = pages_of_live(db);
-    std::thread::sleep(Duration::from_millis(200));
+    r.wait_ready(1);
     let log = r.log.clone();
     let code = r.stop();
     assert_eq!(
@@ -637,22 +638,20 @@ fn we_restore_what_litestream_writes_to_garage() {
         g.replica_yaml("from-ls/app")
     );
     let cfg = s3_config(&w, &db, &yaml);
-    let log = std::fs::File::create(w.path("litestream.log")).unwrap();
-    let mut ls = Command::new("litestream")
-        .args(["replicate", "-config", cfg.to_str().unwrap()])
-        .env_remove("AWS_CA_BUNDLE") // see litestream_restores_what_we_write_to_garage
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let mut cmd = Command::new("litestream");
+    cmd.args(["replicate", "-config", cfg.to_str().unwrap()])
+        .env_remove("AWS_CA_BUNDLE"); // see litestream_restores_what_we_write_to_garage
+    let mut ls = Proc::spawn("litestream", cmd, w.path("litestream.log"));
     for i in 0..25 {
         insert_rows(&app, 4, 200 + 40 * (i % 9));
+        // Paces the writer: commits spread over many 100 ms syncs.
         std::thread::sleep(Duration::from_millis(80));
     }
-    std::thread::sleep(Duration::from_millis(1500));
-    unsafe { libc::kill(ls.id() as i32, libc::SIGTERM) };
-    let st = wait_timeout(&mut ls, Duration::from_secs(40)).expect("litestream did not stop");
-    let ls_log = std::fs::read_to_string(w.path("litestream.log")).unwrap_or_default();
+    // Litestream has shipped every commit (its final sync then has nothing left to race).
+    let live = pages_of_live(&db);
+    wait_replica_has(&w, &cfg, &db, &live, &[], Duration::from_secs(60));
+    let st = ls.terminate(Duration::from_secs(40));
+    let ls_log = ls.log_text();
     assert!(st.success(), "litestream exit {st}:\n{ls_log}");
     // After Litestream stops: it adds its own tables to the database.
     let want = pages_of_live(&db);
@@ -767,6 +766,7 @@ fn black_hole() -> ((std::net::TcpListener, std::net::TcpStream), u16) {
     use std::os::fd::AsRawFd;
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     // Linux applies a new backlog to a listening socket.
+    // SAFETY: listen(2) on a valid socket fd that `l` owns and keeps open.
     assert_eq!(unsafe { libc::listen(l.as_raw_fd(), 0) }, 0);
     let port = l.local_addr().unwrap().port();
     let filler = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();

@@ -306,6 +306,7 @@ fn restores_a_litestream_03_replica_over_sftp() {
     });
     for i in 0..20 {
         insert_rows(&app, 2, 1500 + 97 * (i % 5));
+        // Paces the writer: 0.3 syncs every 100 ms, so the commits span many syncs.
         std::thread::sleep(Duration::from_millis(50));
     }
     ls.stop();

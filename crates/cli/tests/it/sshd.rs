@@ -14,13 +14,15 @@
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use engine::storage::sftp::SftpOptions;
 
+use crate::harness::Proc;
+
 pub struct Sshd {
-    child: Child,
+    proc: Proc,
     pub dir: tempfile::TempDir,
     pub port: u16,
     /// The login name (the current user).
@@ -48,6 +50,7 @@ impl Sshd {
             .trim()
             .to_string();
         let user = current_user();
+        // SAFETY: geteuid(2) takes no arguments and cannot fail.
         if unsafe { libc::geteuid() } == 0 && !Path::new("/run/sshd").is_dir() {
             std::fs::create_dir_all("/run/sshd").unwrap();
         }
@@ -66,10 +69,10 @@ impl Sshd {
             ),
         )
         .unwrap();
-        let child = spawn(&bin, d);
+        let proc = spawn(&bin, d);
         let client_key = d.join("client_ed25519");
         let s = Sshd {
-            child,
+            proc,
             dir,
             port,
             user,
@@ -88,17 +91,20 @@ impl Sshd {
         let t = Instant::now();
         while TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
             assert!(t.elapsed() < Duration::from_secs(30), "sshd did not stop");
+            // Spaces the polls of this wait loop.
             std::thread::sleep(Duration::from_millis(50));
         }
-        self.child = spawn(&sshd_bin(), self.dir.path());
+        self.proc = spawn(&sshd_bin(), self.dir.path());
         self.wait_port();
     }
 
     /// Stops the server and its sessions; the keys and data stay until drop.
     pub fn kill(&mut self) {
         // sshd runs in its own process group with its per-connection children.
-        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
-        let _ = self.child.wait();
+        // SAFETY: kill(2) takes plain integers and touches no memory of ours; the group is
+        // our own unreaped child's (process_group(0)), so its id cannot have been reused.
+        unsafe { libc::kill(-(self.proc.id() as i32), libc::SIGKILL) };
+        let _ = self.proc.child.wait();
     }
 
     fn wait_port(&self) {
@@ -109,6 +115,7 @@ impl Sshd {
                 "sshd did not listen:\n{}",
                 self.log()
             );
+            // Spaces the polls of this wait loop.
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -166,20 +173,12 @@ impl Drop for Sshd {
     }
 }
 
-fn spawn(bin: &Path, d: &Path) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(d.join("sshd.log"))
-        .unwrap();
-    Command::new(bin)
-        .args(["-D", "-e", "-f"])
+fn spawn(bin: &Path, d: &Path) -> Proc {
+    let mut cmd = Command::new(bin);
+    cmd.args(["-D", "-e", "-f"])
         .arg(d.join("sshd_config"))
-        .stdout(Stdio::from(log.try_clone().unwrap()))
-        .stderr(Stdio::from(log))
-        .process_group(0)
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()))
+        .process_group(0);
+    Proc::spawn_appending("sshd", cmd, d.join("sshd.log"))
 }
 
 /// Generates an ed25519 key pair at `path` and `path.pub`, without passphrase.

@@ -9,7 +9,7 @@
 //! points elsewhere.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use crate::harness::*;
@@ -21,8 +21,7 @@ fn litestream_03() -> PathBuf {
 
 /// Litestream 0.3 replicating `db` to a file replica, killed on drop.
 pub(crate) struct Litestream03 {
-    child: Child,
-    log: PathBuf,
+    proc: Proc,
     /// The config it runs with (0.3 reads it for its own restores too).
     cfg: PathBuf,
 }
@@ -50,20 +49,15 @@ impl Litestream03 {
             ),
         )
         .unwrap();
-        let log = w.path("litestream-0.3.log");
-        let f = std::fs::File::create(&log).unwrap();
-        let child = Command::new(litestream_03())
-            .args(["replicate", "-config", cfg.to_str().unwrap()])
-            .env_remove("AWS_CA_BUNDLE")
-            .stdout(Stdio::from(f.try_clone().unwrap()))
-            .stderr(Stdio::from(f))
-            .spawn()
-            .unwrap();
-        Litestream03 { child, log, cfg }
+        let mut cmd = Command::new(litestream_03());
+        cmd.args(["replicate", "-config", cfg.to_str().unwrap()])
+            .env_remove("AWS_CA_BUNDLE");
+        let proc = Proc::spawn("litestream 0.3", cmd, w.path("litestream-0.3.log"));
+        Litestream03 { proc, cfg }
     }
 
     fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.proc.log_text()
     }
 
     /// SIGTERM: 0.3.13 syncs the database and its replicas once more before exiting (checked
@@ -72,16 +66,7 @@ impl Litestream03 {
     /// "checkpoint: mode=PASSIVE err=release read lock: context canceled" and exits 1, after
     /// the final sync has been written.
     pub(crate) fn stop(mut self) {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        wait_timeout(&mut self.child, Duration::from_secs(60))
-            .expect("litestream 0.3 exits on SIGTERM");
-    }
-}
-
-impl Drop for Litestream03 {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.proc.terminate(Duration::from_secs(60));
     }
 }
 
@@ -142,6 +127,7 @@ fn restores_what_litestream_03_wrote_page_for_page() {
         if i % 10 == 9 {
             app.execute("DELETE FROM t WHERE id % 5 = 0", []).unwrap();
         }
+        // Paces the writer: 0.3 syncs every 100 ms, so the commits span many syncs.
         std::thread::sleep(Duration::from_millis(50));
     }
     // The first index is not always 0 (0.3 numbers from the shadow WAL it finds).
@@ -336,6 +322,7 @@ fn restores_what_litestream_03_wrote_to_garage() {
         if i % 10 == 9 {
             app.execute("DELETE FROM t WHERE id % 5 = 0", []).unwrap();
         }
+        // Paces the writer: 0.3 syncs every 100 ms, so the commits span many syncs.
         std::thread::sleep(Duration::from_millis(50));
     }
     eventually(

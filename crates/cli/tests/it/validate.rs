@@ -24,6 +24,7 @@ fn scheduled_validation_reports_ok_then_names_a_gap() {
     let r = Replicator::start(&w, &["-config", cfg.to_str().unwrap()]);
     for _ in 0..5 {
         insert_rows(&app, 3, 200);
+        // Paces the writer: a few capture cycles.
         std::thread::sleep(Duration::from_millis(30));
     }
     let ok = scrape_until(

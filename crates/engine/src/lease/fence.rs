@@ -5,7 +5,7 @@
 //! writes of every file that reaches into our epoch (so no file of ours is ever replaced,
 //! and a late file of an older epoch at the same key is found), and the removal of files
 //! of other epochs at or after our first TXID wherever a listing meets them (invariants
-//! 23-25 in `docs/design.md`). Reads and named objects pass through.
+//! E3, E5 and E6 in `docs/design.md`). Reads and named objects pass through.
 //!
 //! Fed by the CLI, which wraps each replica's store of a database with a lease; feeds the
 //! uploader and maintenance, which see an ordinary [`ReplicaStore`].
@@ -44,6 +44,7 @@ impl FencedStore {
     /// Our epoch's first TXID while we may write, else a `Transient` error (the uploader
     /// retries, and the lease task renews or reports the loss).
     fn fence(&self, what: &str) -> Result<u64, StorageError> {
+        // Invariant E3: checked immediately before every LTX write and delete.
         match self.lease.writable() {
             Some((_, start)) if start > 0 => Ok(start),
             _ => Err(StorageError::Transient {
@@ -79,7 +80,8 @@ impl FencedStore {
     }
 
     /// Creates `key` (already marked ours); a different file there is a late write of an
-    /// older epoch, deleted before we try again.
+    /// older epoch, deleted before we try again. Invariant E5: create-only, never a blind
+    /// overwrite.
     async fn create_ours(
         &self,
         key: &LtxKey,

@@ -4,7 +4,7 @@
 //! an incremental file (the frames since the cursor) and a full-database file (when
 //! continuity cannot be proven), our own checkpoints, and writing each L0 file durably
 //! into the local meta directory. Runs on a blocking thread; the async loop in
-//! `replicate::db` drives it.
+//! `replicate/mod.rs` (`run_database`) drives it.
 //!
 //! Invariants (docs/design.md):
 //! - C1: a TXID is never reused or lowered: the next TXID is max(local, every replica) + 1.
@@ -584,7 +584,8 @@ impl Capture {
                 header.wal_salt1 = c.salt1;
                 header.wal_salt2 = c.salt2;
             }
-            // Litestream needs WAL coordinates >= 32 on every L0 file to take over.
+            // Invariant H1: Litestream needs WAL coordinates >= 32 on every L0 file to take
+            // over.
             _ => header.wal_offset = 32,
         }
         let (tmp, mut enc) = self.start_file(&header, false)?;

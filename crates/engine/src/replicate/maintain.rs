@@ -392,6 +392,7 @@ impl Maintenance {
 
     /// Deletes snapshots older than the retention (keeping the newest), then files at
     /// levels 1..=8 that end below the newest deleted snapshot (keeping each level's newest).
+    /// Invariant K1, with [`plan_l0_retention`] for L0.
     async fn snapshot_retention(
         &self,
         store: &dyn ReplicaStore,
@@ -485,7 +486,7 @@ pub struct L0RetentionPlan {
 /// Chooses which of `l0` (sorted, oldest first) to delete given the highest TXID level 1
 /// covers: a prefix of files covered and older than `retention` at `now`, never the
 /// newest file (which, if it would have been eligible, is counted nowhere, as Litestream
-/// counts it). Pure.
+/// counts it). Pure. Invariant K1: L0 goes only once L1 covers it and it is old enough.
 pub fn plan_l0_retention(
     l0: &[LtxInfo],
     l1_max: ltx::TxId,

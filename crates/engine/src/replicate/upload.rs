@@ -58,6 +58,8 @@ impl Uploader {
 
     /// Runs until shutdown. `view` is the replica's listing taken at start.
     pub async fn run(mut self, mut view: ReplicaView) {
+        // Invariant R1: this listing is the only one; from here on `view` changes only by
+        // our own puts and deletes, so an idle replica costs no requests.
         self.status
             .replicated_txid
             .store(view.max_txid(), Ordering::Release);

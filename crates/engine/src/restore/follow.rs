@@ -227,7 +227,8 @@ impl Read for RangedReader {
 }
 
 /// Applies one LTX file to the copy in a single SQLite transaction, reading it as it is
-/// decoded; a failure part way rolls the transaction back.
+/// decoded; a failure part way rolls the transaction back. Invariant F1: readers see the
+/// file applied whole or not at all.
 fn apply_one(out: &Path, info: &LtxInfo, mut reader: RangedReader) -> Result<TxId, FollowError> {
     let result = apply_read(out, info, &mut reader);
     match (result, reader.error.take()) {

@@ -148,6 +148,7 @@ impl SourceSnapshot {
     /// wal-index header is read before and after the transaction starts; when both
     /// readings agree (same salts, same last frame), the transaction took exactly that view
     /// (the last frame only grows while the salts stay, and a WAL restart changes salt-1).
+    /// Invariant D1: only such a pinned view is compared page for page.
     pub fn open(db: &Path, busy: Duration) -> Result<SourceSnapshot, DbError> {
         let page_size = read_live_db_header(db)?;
         let conn = open_reader(db, busy)?;

@@ -235,6 +235,8 @@ pub fn scan<R: ReadAt + ?Sized>(f: &R, page_size: PageSize, from: &ScanFrom) -> 
             }
             *c
         }
+        // Invariant W2: salt-1 one past ours is exactly one restart, whose old WAL we
+        // captured whole (W1); read the new WAL from its header on.
         ScanFrom::Cursor(c) if h.salt1 == c.salt1.wrapping_add(1) => cursor_at_header(&h),
         ScanFrom::Cursor(_) => {
             return Ok(Scan {

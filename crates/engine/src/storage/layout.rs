@@ -104,6 +104,7 @@ impl Layout {
 ///
 /// [`ReplicaStore::put_name`]: super::ReplicaStore::put_name
 pub fn is_aux_name(name: &str) -> bool {
+    // Invariant N1: named objects stay out of every listing a restore plans from.
     let mut segments = name.split('/');
     let first = segments.next().unwrap_or_default();
     let level_dir = first == "ltx"

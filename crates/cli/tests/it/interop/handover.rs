@@ -42,6 +42,7 @@ fn litestream_and_we_take_over_from_each_other() {
                 if i % 15 == 0 {
                     app.execute("DELETE FROM t WHERE id % 6 = 0", []).unwrap();
                 }
+                // Paces the writer over the round's 1.5 s.
                 std::thread::sleep(Duration::from_millis(40));
             }
             let m = settle(w, &cfg, &db, dest, &logs);

