@@ -12,7 +12,7 @@ use engine::replicate::RunMode;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::{child, control, failover, heartbeat, observe, setup};
+use crate::{child, control, failover, heartbeat, mcp, observe, setup};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -110,6 +110,14 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         // `-once` exits at once: nothing to scrape, and no clash with a daemon on `addr`.
         if let (Some(addr), false) = (&cfg.addr, a.once) {
             start_http(addr, &runs, &held, cfg.health_failing_after, heartbeat).await?;
+        }
+        // `mcp-addr`: MCP tools over HTTP; none with `-once`, like `addr`.
+        if let (Some(addr), false) = (&cfg.mcp_addr, a.once) {
+            let config = match a.positional.is_empty() {
+                true => setup::config_path(a.config.as_deref()).map(|p| std::path::absolute(&p).unwrap_or(p)),
+                false => None,
+            };
+            mcp::start(addr, mcp::Options { config, expand_env: !a.no_expand_env })?;
         }
         // The control socket (`sync -wait`, ...): removed when this block ends.
         let _socket = (cfg.socket.enabled && !a.once)

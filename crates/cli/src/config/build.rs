@@ -170,13 +170,16 @@ pub(crate) fn check_listen_addr(addr: &str) -> Result<(), &'static str> {
         if v6.parse::<std::net::Ipv6Addr>().is_err() {
             return Err("the bracketed host is not an IPv6 address");
         }
-        let port = after.strip_prefix(':').ok_or("no `:PORT` after the IPv6 address")?;
+        let port = after
+            .strip_prefix(':')
+            .ok_or("no `:PORT` after the IPv6 address")?;
         (None, port)
     } else {
         let (host, port) = addr.rsplit_once(':').ok_or("no `:PORT`")?;
         (Some(host), port)
     };
-    if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) || port.parse::<u16>().is_err() {
+    if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) || port.parse::<u16>().is_err()
+    {
         return Err("the port is not a number from 0 to 65535");
     }
     if let Some(host) = host {

@@ -1302,10 +1302,19 @@ fn mcp_addr_is_a_listen_address() {
     let cases = [
         ("3001", "no `:PORT`"),
         ("127.0.0.1:", "the port is not a number from 0 to 65535"),
-        ("localhost:99999", "the port is not a number from 0 to 65535"),
+        (
+            "localhost:99999",
+            "the port is not a number from 0 to 65535",
+        ),
         ("localhost:+1", "the port is not a number from 0 to 65535"),
-        ("http://localhost:3001", "the host is not a name or an IPv4 address (IPv6 goes in brackets)"),
-        ("::1:3001", "the host is not a name or an IPv4 address (IPv6 goes in brackets)"),
+        (
+            "http://localhost:3001",
+            "the host is not a name or an IPv4 address (IPv6 goes in brackets)",
+        ),
+        (
+            "::1:3001",
+            "the host is not a name or an IPv4 address (IPv6 goes in brackets)",
+        ),
         ("[::1:3001", "`[` without `]`"),
         ("[nope]:3001", "the bracketed host is not an IPv6 address"),
         ("[::1]3001", "no `:PORT` after the IPv6 address"),
