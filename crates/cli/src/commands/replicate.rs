@@ -113,11 +113,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         }
         // `mcp-addr`: MCP tools over HTTP; none with `-once`, like `addr`.
         if let (Some(addr), false) = (&cfg.mcp_addr, a.once) {
-            let config = match a.positional.is_empty() {
-                true => setup::config_path(a.config.as_deref()).map(|p| std::path::absolute(&p).unwrap_or(p)),
-                false => None,
-            };
-            mcp::start(addr, mcp::Options { config, expand_env: !a.no_expand_env })?;
+            mcp::start(addr, mcp_options(&a))?;
         }
         // The control socket (`sync -wait`, ...): removed when this block ends.
         let _socket = (cfg.socket.enabled && !a.once)
@@ -183,6 +179,18 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         rt.shutdown_timeout(Duration::from_secs(2));
     }
     result
+}
+
+/// What the MCP tools need: the config file read (an absolute path, as the tools' commands
+/// run from wherever) and whether `$VAR`s in it are expanded. (`mcp-addr` comes only
+/// from a config file, so `replicate DB_PATH REPLICA_URL` never gets here.)
+fn mcp_options(a: &Args) -> mcp::Options {
+    let config =
+        setup::config_path(a.config.as_deref()).map(|p| std::path::absolute(&p).unwrap_or(p));
+    mcp::Options {
+        config,
+        expand_env: !a.no_expand_env,
+    }
 }
 
 /// Binds `addr` (failing the start when it cannot) and serves `/metrics`, `/healthz` and
