@@ -1,7 +1,9 @@
 //! The MCP tools: Litestream's names, arguments and argument types (its `mcp.go`), so a
 //! client's configuration and prompts carry over. Each answers with the text of this
-//! binary's own command, run as a child process with the replicator's config (or the
-//! `config` argument), as Litestream's tools run its CLI:
+//! binary's own command, run as a child process with the replicator's config, as
+//! Litestream's tools run its CLI. (Litestream reads any file a `config` argument names;
+//! here it must name the replicator's own config, or a client could read any file through
+//! the parser's errors.)
 //!
 //! | tool | command |
 //! |---|---|
@@ -66,7 +68,7 @@ type Arg = (&'static str, &'static str, &'static str);
 const CONFIG: Arg = (
     "config",
     "string",
-    "Path to the config file. Optional; default: the config the replicator runs with.",
+    "Path to the config file. Optional; only the config the replicator runs with is accepted.",
 );
 
 /// Each tool: name, description, arguments, required arguments.
@@ -302,7 +304,7 @@ impl Tools {
         out.push_str("Version:\n");
         out.push_str(&version());
         out.push_str("\nConfig path:\n");
-        match self.config(a) {
+        match self.config(a)? {
             Some(c) => out.push_str(&format!("{}\n\n", c.display())),
             None => out.push_str("(none)\n\n"),
         }
@@ -326,11 +328,27 @@ impl Tools {
         Ok(out)
     }
 
-    /// The config the command reads: the `config` argument, else the replicator's.
-    fn config<'a>(&'a self, a: &'a Args) -> Option<&'a Path> {
-        a.str("config")
-            .map(Path::new)
-            .or(self.0.opts.config.as_deref())
+    /// The config the command reads: the replicator's. A `config` argument is accepted
+    /// when it names that same file: reading any other file would let a client read files
+    /// through the config parser's errors, which quote what they cannot parse.
+    fn config(&self, a: &Args) -> Result<Option<PathBuf>, String> {
+        let ours = self.0.opts.config.clone();
+        let Some(given) = a.str("config") else {
+            return Ok(ours);
+        };
+        let same = |p: &Path| std::fs::canonicalize(p).ok();
+        match &ours {
+            Some(o) if same(Path::new(given)).is_some() && same(Path::new(given)) == same(o) => {
+                Ok(ours)
+            }
+            Some(o) => Err(format!(
+                "`config` {given:?}: only the replicator's own config file ({}) is read through MCP; leave `config` out",
+                o.display()
+            )),
+            None => Err(format!(
+                "`config` {given:?}: only the replicator's own config file is read through MCP, and it runs without one"
+            )),
+        }
     }
 
     /// Runs `sqlite-replicate COMMAND [--config=..] [--no-expand-env] FLAGS [-- TARGET]`
@@ -344,7 +362,7 @@ impl Tools {
         target: Option<&str>,
     ) -> Result<String, String> {
         let mut argv: Vec<OsString> = vec![command.into()];
-        if let Some(c) = self.config(a) {
+        if let Some(c) = self.config(a)? {
             let mut f = OsString::from("--config=");
             f.push(c);
             argv.push(f);

@@ -315,25 +315,22 @@ fn serves_litestream_tools_over_streamable_http() {
     let v = c.request_raw("tools/call", json!({"name": "nope", "arguments": {}}));
     assert!(v.get("error").is_some(), "{v}");
 
-    // `config` points at another file: its replicas are listed without their secrets.
-    let other = w.path("other.yml");
-    std::fs::write(
-        &other,
-        "dbs:\n  - path: /srv/other.db\n    replica:\n      url: s3://bkt/other?region=us-east-1\n      access-key-id: AKIDMCPTEST\n      secret-access-key: MCP-SECRET-VALUE\n",
-    )
-    .unwrap();
+    // `config` may name the replicator's own file (however spelled), nothing else: a
+    // file that is not a config would be quoted by the parser's errors.
+    let same = format!("{}/./sr.yml", w.dir.path().display());
+    let (err, text) = c.call("litestream_databases", json!({"config": same}));
+    assert!(!err && text.contains(&dbs), "{text}");
+    let other = w.path("other.txt");
+    std::fs::write(&other, "root:x:0:0:PRIVATE-LINE\n").unwrap();
     let (err, text) = c.call(
         "litestream_databases",
         json!({"config": other.to_str().unwrap()}),
     );
     assert!(
-        !err && text.contains("/srv/other.db") && text.contains("s3://bkt/other"),
+        err && text.contains("only the replicator's own config file"),
         "{text}"
     );
-    assert!(
-        !text.contains("MCP-SECRET-VALUE") && !text.contains("AKIDMCPTEST"),
-        "{text}"
-    );
+    assert!(!text.contains("PRIVATE-LINE"), "{text}");
 
     // DNS rebinding: a request naming another host is refused.
     let (code, _) = c
@@ -346,6 +343,57 @@ fn serves_litestream_tools_over_streamable_http() {
 
     assert!(r.log_text().contains("serving MCP"), "{}", r.log_text());
     assert_eq!(r.stop(), 0);
+}
+
+/// No tool output carries a replica's credentials: an S3 replica whose uploads fail (no
+/// server at its endpoint) is listed, reported, listed for LTX files and restored from,
+/// and its keys appear in none of the answers.
+#[test]
+fn tool_output_names_no_secret() {
+    let w = Work::new();
+    let db = w.path("app.db");
+    let app = app_db(&db);
+    insert_rows(&app, 10, 100);
+    let (port, dead) = (free_port(), free_port());
+    let cfg = w.config(&format!(
+        "mcp-addr: 127.0.0.1:{port}\nshutdown-sync-timeout: 1s\ndbs:\n  - path: {}\n    replica:\n      url: s3://bkt/app?endpoint=http://127.0.0.1:{dead}&region=us-east-1\n      access-key-id: AKIDMCPTEST\n      secret-access-key: MCP-SECRET-VALUE\n",
+        db.display()
+    ));
+    let r = Replicator::start(&w, &["-config", cfg.to_str().unwrap()]);
+    let mut c = Client::new(port);
+    eventually(Duration::from_secs(30), "the MCP server", || {
+        c.post(&json!({"jsonrpc": "2.0", "id": 0, "method": "ping"}), None)
+            .is_ok()
+    });
+    c.initialize();
+    let dbs = db.display().to_string();
+    let out = w.path("out.db");
+    let calls = [
+        ("litestream_databases", json!({})),
+        ("litestream_status", json!({})),
+        ("litestream_ltx", json!({"path": dbs})),
+        ("litestream_info", json!({})),
+        (
+            "litestream_restore",
+            json!({"path": dbs, "o": out.to_str().unwrap()}),
+        ),
+        (
+            "litestream_ltx",
+            json!({"path": format!("s3://bkt/app?endpoint=http://127.0.0.1:{dead}&region=us-east-1")}),
+        ),
+    ];
+    for (tool, args) in calls {
+        let (_, text) = c.call(tool, args.clone());
+        assert!(
+            !text.contains("MCP-SECRET-VALUE") && !text.contains("AKIDMCPTEST"),
+            "{tool} {args}: {text}"
+        );
+        if tool == "litestream_databases" {
+            assert!(text.contains("s3://bkt/app"), "{text}");
+        }
+    }
+    assert!(!out.exists(), "restored from a replica that holds nothing");
+    drop(r);
 }
 
 /// A bad `mcp-addr` stops the start with a config error naming the key; one that cannot
