@@ -178,7 +178,7 @@ impl ServerHandler for Tools {
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let Some((_, _, args, required)) = TOOLS.iter().find(|t| t.0 == request.name) else {
             return Err(ErrorData::invalid_params(
@@ -189,7 +189,12 @@ impl ServerHandler for Tools {
         let given = Args::check(request.arguments.unwrap_or_default(), args, required);
         let result = match given {
             Err(e) => Err(e),
-            Ok(given) => self.call(&request.name, &given).await,
+            // Cancelled when the client goes away or sends `notifications/cancelled`:
+            // dropping the call kills the command it runs.
+            Ok(given) => tokio::select! {
+                r = self.call(&request.name, &given) => r,
+                _ = context.ct.cancelled() => Err("cancelled".into()),
+            },
         };
         Ok(match result {
             Ok(text) => CallToolResult::success(vec![ContentBlock::text(text)]),
@@ -382,8 +387,9 @@ impl Tools {
             .await
             .map_err(|_| "the MCP server is shutting down".to_string())?;
         tracing::debug!(command, "MCP tool runs a command");
-        // Dropped (the client went away): the command is killed, as a restore's temp
-        // file is its own to clean up.
+        // Dropped (the call was cancelled): the command is killed. A restore killed so
+        // leaves no output (it renames a verified temp file into place), only that temp
+        // file, which the next restore to the same path removes.
         let out = tokio::process::Command::new(&self.0.exe)
             .args(&argv)
             .stdin(Stdio::null())

@@ -32,15 +32,16 @@ struct Client {
 
 impl Client {
     fn new(port: u16) -> Client {
+        Client::with_timeout(port, Duration::from_secs(120))
+    }
+
+    fn with_timeout(port: u16, timeout: Duration) -> Client {
         Client {
             rt: tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .unwrap(),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(120))
-                .build()
-                .unwrap(),
+            http: reqwest::Client::builder().timeout(timeout).build().unwrap(),
             url: format!("http://127.0.0.1:{port}/mcp"),
             next_id: 1,
         }
@@ -393,6 +394,77 @@ fn tool_output_names_no_secret() {
         }
     }
     assert!(!out.exists(), "restored from a replica that holds nothing");
+    drop(r);
+}
+
+/// The processes whose parent is `pid`, with their command lines.
+fn children_of(pid: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`: comm may hold spaces, so read after the last `)`.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            out.push(String::from_utf8_lossy(&cmd).replace('\0', " "));
+        }
+    }
+    out
+}
+
+/// A client that gives up (here: its request times out) cancels the call, and the
+/// command the tool runs is killed rather than left running: an `ltx` listing of a
+/// replica whose endpoint accepts connections and never answers.
+#[test]
+fn a_call_the_client_gives_up_kills_its_command() {
+    let w = Work::new();
+    let db = w.path("app.db");
+    let app = app_db(&db);
+    insert_rows(&app, 10, 100);
+    // An endpoint that accepts connections and never answers.
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = hole.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in hole.incoming() {
+            held.push(c);
+        }
+    });
+    let port = free_port();
+    let cfg = w.config(&format!(
+        "mcp-addr: 127.0.0.1:{port}\nshutdown-sync-timeout: 1s\ndbs:\n  - path: {}\n    replica:\n      url: s3://bkt/app?endpoint=http://127.0.0.1:{dead}&region=us-east-1\n      access-key-id: AKIDMCPTEST\n      secret-access-key: MCP-SECRET-VALUE\n",
+        db.display()
+    ));
+    let r = Replicator::start(&w, &["-config", cfg.to_str().unwrap()]);
+    let pid = r.child.id();
+    let mut c = Client::with_timeout(port, Duration::from_secs(4));
+    eventually(Duration::from_secs(30), "the MCP server", || {
+        c.post(&json!({"jsonrpc": "2.0", "id": 0, "method": "ping"}), None)
+            .is_ok()
+    });
+    c.initialize();
+    let dbs = db.display().to_string();
+    let call = std::thread::spawn(move || {
+        let msg = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+            "params": {"name": "litestream_ltx", "arguments": {"path": dbs}}});
+        c.post(&msg, None)
+    });
+    let is_ltx = |cmds: &[String]| cmds.iter().any(|c| c.contains(" ltx "));
+    eventually(Duration::from_secs(4), "the tool's `ltx` command", || {
+        is_ltx(&children_of(pid))
+    });
+    let answer = call.join().unwrap();
+    assert!(answer.is_err(), "the listing answered: {answer:?}");
+    eventually(
+        Duration::from_secs(10),
+        "the command killed after the client gave up",
+        || !is_ltx(&children_of(pid)),
+    );
     drop(r);
 }
 
