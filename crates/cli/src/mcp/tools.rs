@@ -19,7 +19,8 @@
 //! is refused before the command runs (with `if_db_not_exists`, it is skipped). A failed
 //! command is a tool error carrying the command's output (its errors name no secret;
 //! replica URLs are shown without credentials). Arguments become `--name=value` and the
-//! path comes after `--`, so no value is read as a flag.
+//! path comes after `--`, so no value is read as a flag. A call the client gives up
+//! (it disconnects, or sends `notifications/cancelled`) kills its command.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
