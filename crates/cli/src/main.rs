@@ -5,7 +5,7 @@
 //! Config files are parsed in `config/`; `setup` turns them into engine options;
 //! `observe` serves and reads the `addr` HTTP endpoint (metrics, health, status);
 //! `control` serves and reads the control socket (`sync -wait`, `info`, `list`); `child`
-//! runs the `-exec` child of `replicate` and `standby`.
+//! runs the `-exec` child of `replicate` and `standby`; `mcp` serves `mcp-addr`.
 
 mod args;
 mod child;
@@ -15,6 +15,7 @@ mod control;
 mod failover;
 mod heartbeat;
 mod logging;
+mod mcp;
 mod observe;
 mod setup;
 

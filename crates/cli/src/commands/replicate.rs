@@ -12,7 +12,7 @@ use engine::replicate::RunMode;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::{child, control, failover, heartbeat, observe, setup};
+use crate::{child, control, failover, heartbeat, mcp, observe, setup};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -111,6 +111,10 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         if let (Some(addr), false) = (&cfg.addr, a.once) {
             start_http(addr, &runs, &held, cfg.health_failing_after, heartbeat).await?;
         }
+        // `mcp-addr`: MCP tools over HTTP; none with `-once`, like `addr`.
+        if let (Some(addr), false) = (&cfg.mcp_addr, a.once) {
+            mcp::start(addr, mcp_options(&a))?;
+        }
         // The control socket (`sync -wait`, ...): removed when this block ends.
         let _socket = (cfg.socket.enabled && !a.once)
             .then(|| control::server::start(&cfg.socket, &runs))
@@ -175,6 +179,18 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         rt.shutdown_timeout(Duration::from_secs(2));
     }
     result
+}
+
+/// What the MCP tools need: the config file read (an absolute path, as the tools' commands
+/// run from wherever) and whether `$VAR`s in it are expanded. (`mcp-addr` comes only
+/// from a config file, so `replicate DB_PATH REPLICA_URL` never gets here.)
+fn mcp_options(a: &Args) -> mcp::Options {
+    let config =
+        setup::config_path(a.config.as_deref()).map(|p| std::path::absolute(&p).unwrap_or(p));
+    mcp::Options {
+        config,
+        expand_env: !a.no_expand_env,
+    }
 }
 
 /// Binds `addr` (failing the start when it cannot) and serves `/metrics`, `/healthz` and

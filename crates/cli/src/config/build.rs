@@ -127,6 +127,7 @@ pub(crate) fn build(root: &Value, env: Env<'_>) -> Result<Config, ConfigError> {
     Ok(Config {
         dbs,
         addr: top.string("addr")?,
+        mcp_addr: build_mcp_addr(&top)?,
         health_failing_after: positive(&top, "health-failing-after")?.unwrap_or(secs(60)),
         socket: build_socket(&top)?,
         levels,
@@ -143,6 +144,51 @@ pub(crate) fn build(root: &Value, env: Env<'_>) -> Result<Config, ConfigError> {
         warnings,
         replica_defaults: defaults,
     })
+}
+
+/// `mcp-addr`: `HOST:PORT`, `[IPv6]:PORT` or `:PORT` (Go's listen address), checked here
+/// so a typo stops the start with the key's name rather than when binding.
+fn build_mcp_addr(top: &Map<'_>) -> Result<Option<String>, ConfigError> {
+    let Some(addr) = top.string("mcp-addr")? else {
+        return Ok(None);
+    };
+    match check_listen_addr(&addr) {
+        Ok(()) => Ok(Some(addr)),
+        Err(why) => Err(ConfigError::new(
+            top.key_path("mcp-addr"),
+            ErrorKind::Invalid(format!(
+                "{addr:?} is not an address to listen on ({why}): expected HOST:PORT or :PORT, e.g. 127.0.0.1:3001"
+            )),
+        )),
+    }
+}
+
+/// Why `addr` is not `HOST:PORT` / `[IPv6]:PORT` / `:PORT` with a port of 0-65535.
+pub(crate) fn check_listen_addr(addr: &str) -> Result<(), &'static str> {
+    let (host, port) = if let Some(rest) = addr.strip_prefix('[') {
+        let (v6, after) = rest.split_once(']').ok_or("`[` without `]`")?;
+        if v6.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err("the bracketed host is not an IPv6 address");
+        }
+        let port = after
+            .strip_prefix(':')
+            .ok_or("no `:PORT` after the IPv6 address")?;
+        (None, port)
+    } else {
+        let (host, port) = addr.rsplit_once(':').ok_or("no `:PORT`")?;
+        (Some(host), port)
+    };
+    if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) || port.parse::<u16>().is_err()
+    {
+        return Err("the port is not a number from 0 to 65535");
+    }
+    if let Some(host) = host {
+        let ok = |c: char| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_';
+        if !host.chars().all(ok) {
+            return Err("the host is not a name or an IPv4 address (IPv6 goes in brackets)");
+        }
+    }
+    Ok(())
 }
 
 /// `heartbeat-url` and `heartbeat-interval`, checked as Litestream's config does: the URL

@@ -1180,7 +1180,6 @@ fn keys_without_effect_are_refused_until_supported() {
     let replica = |line: &str| format!("{DB}    replica:\n      path: /b\n{line}");
     let cases: Vec<(String, &str)> = vec![
         ("verify-compaction: true\n".into(), "verify-compaction: `verify-compaction: true` is not supported yet (top level): sqlite-replicate does not check levels after compaction; remove it from the config"),
-        ("mcp-addr: ':3001'\n".into(), "mcp-addr: `mcp-addr` is not supported yet (top level): sqlite-replicate has no MCP server; remove it from the config"),
         ("shutdown-sync-interval: 1s\n".into(), "shutdown-sync-interval: `shutdown-sync-interval` is not supported yet (top level): sqlite-replicate has no pause between final-sync retries (the final sync waits, up to `shutdown-sync-timeout`, for uploads that retry on their own); remove it from the config"),
         ("logging:\n  stderr: false\n".into(), "logging.stderr: `stderr: false` is not supported yet (top level): sqlite-replicate always logs to stderr, never to stdout; remove it from the config"),
         ("logging:\n  source: true\n".into(), "logging.source: `source: true` is not supported yet (top level): sqlite-replicate does not add source locations to log lines; remove it from the config"),
@@ -1282,5 +1281,49 @@ fn heartbeat_keys() {
         let e = err(yaml);
         assert_eq!(e, want, "{yaml}");
         assert!(!e.contains("secret-uuid"), "{e}");
+    }
+}
+
+/// `mcp-addr` is a listen address (`HOST:PORT`, `[IPv6]:PORT`, `:PORT`); anything else
+/// stops the start with the key's name and what was expected.
+#[test]
+fn mcp_addr_is_a_listen_address() {
+    for good in [
+        "127.0.0.1:3001",
+        ":3001",
+        "localhost:0",
+        "[::1]:3001",
+        "0.0.0.0:3001",
+    ] {
+        let cfg = ok(&format!("mcp-addr: '{good}'\n"));
+        assert_eq!(cfg.mcp_addr.as_deref(), Some(good));
+    }
+    assert_eq!(ok("dbs: []\n").mcp_addr, None);
+    let cases = [
+        ("3001", "no `:PORT`"),
+        ("127.0.0.1:", "the port is not a number from 0 to 65535"),
+        (
+            "localhost:99999",
+            "the port is not a number from 0 to 65535",
+        ),
+        ("localhost:+1", "the port is not a number from 0 to 65535"),
+        (
+            "http://localhost:3001",
+            "the host is not a name or an IPv4 address (IPv6 goes in brackets)",
+        ),
+        (
+            "::1:3001",
+            "the host is not a name or an IPv4 address (IPv6 goes in brackets)",
+        ),
+        ("[::1:3001", "`[` without `]`"),
+        ("[nope]:3001", "the bracketed host is not an IPv6 address"),
+        ("[::1]3001", "no `:PORT` after the IPv6 address"),
+    ];
+    for (bad, why) in cases {
+        assert_eq!(
+            err(&format!("mcp-addr: '{bad}'\n")),
+            format!("mcp-addr: {bad:?} is not an address to listen on ({why}): expected HOST:PORT or :PORT, e.g. 127.0.0.1:3001"),
+            "{bad}"
+        );
     }
 }

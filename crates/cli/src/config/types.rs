@@ -18,6 +18,9 @@ pub struct Config {
     pub dbs: Vec<DbConfig>,
     /// `addr`: where to serve Prometheus metrics (`:9090`).
     pub addr: Option<String>,
+    /// `mcp-addr`: where to serve MCP (Streamable HTTP) while replicating, checked to be
+    /// `HOST:PORT` or `:PORT` (`mcp/`).
+    pub mcp_addr: Option<String>,
     /// `health-failing-after` (ours): `/healthz` answers 503 once a replica's uploads (or
     /// a database's captures) have been failing this long. Default 1m.
     pub health_failing_after: Duration,

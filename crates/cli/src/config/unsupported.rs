@@ -48,7 +48,6 @@ const TOP: &[Key] = &[
         Harmless::False,
         "does not check levels after compaction",
     ),
-    key("mcp-addr", Harmless::Nothing, "has no MCP server"),
     key(
         "shutdown-sync-interval",
         Harmless::Nothing,

@@ -22,6 +22,7 @@ mod hostile;
 mod interop;
 mod lease;
 mod litestream;
+mod mcp;
 mod metrics;
 mod netfault;
 mod outage;
