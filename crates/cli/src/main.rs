@@ -15,6 +15,7 @@ mod control;
 mod failover;
 mod heartbeat;
 mod logging;
+mod notify;
 mod observe;
 mod setup;
 

@@ -1284,3 +1284,27 @@ fn heartbeat_keys() {
         assert!(!e.contains("secret-uuid"), "{e}");
     }
 }
+
+/// `notify-url` (ours): an http(s) URL, kept as a secret and never shown; empty is none.
+#[test]
+fn notify_url_key() {
+    let cfg = ok("notify-url: https://hooks.example/notify?token=secret-uuid\n");
+    assert_eq!(
+        cfg.notify_url.as_ref().map(|u| u.expose()),
+        Some("https://hooks.example/notify?token=secret-uuid")
+    );
+    assert!(!format!("{cfg:?}").contains("secret-uuid"));
+    assert!(ok("notify-url: ''\n").notify_url.is_none());
+    assert!(ok("addr: ':9090'\n").notify_url.is_none());
+    for yaml in [
+        "notify-url: ftp://hooks.example/secret-uuid\n",
+        "notify-url: 'http://[secret-uuid/'\n",
+    ] {
+        let e = err(yaml);
+        assert!(
+            e.starts_with("notify-url: must be an http:// or https:// URL with a host ("),
+            "{e}"
+        );
+        assert!(!e.contains("secret-uuid"), "{e}");
+    }
+}

@@ -69,6 +69,9 @@ pub struct Config {
     pub drill_interval: Option<Duration>,
     /// `heartbeat-url` and `heartbeat-interval`: `None` without a URL.
     pub heartbeat: Option<HeartbeatConfig>,
+    /// `notify-url` (ours): where failure and recovery events are POSTed (`notify.rs`).
+    /// `None` without a URL (or an empty one).
+    pub notify_url: Option<Secret>,
     /// Things that were accepted but have no effect (keys for another replica type,
     /// Litestream 0.3 keys), one line each with its key path, for the CLI to log.
     pub warnings: Vec<String>,

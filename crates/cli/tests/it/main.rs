@@ -24,6 +24,7 @@ mod lease;
 mod litestream;
 mod metrics;
 mod netfault;
+mod notify;
 mod outage;
 mod perms;
 mod replicate;
