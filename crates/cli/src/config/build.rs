@@ -141,6 +141,7 @@ pub(crate) fn build(root: &Value, env: Env<'_>) -> Result<Config, ConfigError> {
         shutdown_sync_timeout: top.duration("shutdown-sync-timeout")?.unwrap_or(secs(30)),
         drill_interval,
         heartbeat,
+        verify_compaction: top.bool("verify-compaction")?.unwrap_or(false),
         notify_url,
         warnings,
         replica_defaults: defaults,

@@ -1179,7 +1179,6 @@ fn keys_without_effect_are_refused_until_supported() {
     const DB: &str = "dbs:\n  - path: /var/lib/app.db\n";
     let replica = |line: &str| format!("{DB}    replica:\n      path: /b\n{line}");
     let cases: Vec<(String, &str)> = vec![
-        ("verify-compaction: true\n".into(), "verify-compaction: `verify-compaction: true` is not supported yet (top level): sqlite-replicate does not check levels after compaction; remove it from the config"),
         ("mcp-addr: ':3001'\n".into(), "mcp-addr: `mcp-addr` is not supported yet (top level): sqlite-replicate has no MCP server; remove it from the config"),
         ("shutdown-sync-interval: 1s\n".into(), "shutdown-sync-interval: `shutdown-sync-interval` is not supported yet (top level): sqlite-replicate has no pause between final-sync retries (the final sync waits, up to `shutdown-sync-timeout`, for uploads that retry on their own); remove it from the config"),
         ("logging:\n  stderr: false\n".into(), "logging.stderr: `stderr: false` is not supported yet (top level): sqlite-replicate always logs to stderr, never to stdout; remove it from the config"),
@@ -1307,4 +1306,14 @@ fn notify_url_key() {
         );
         assert!(!e.contains("secret-uuid"), "{e}");
     }
+}
+
+/// `verify-compaction` (top level): acted on; every replica's merges are checked.
+#[test]
+fn verify_compaction_key() {
+    assert!(!ok("addr: ':9090'\n").verify_compaction);
+    assert!(!ok("verify-compaction: false\n").verify_compaction);
+    assert!(ok("verify-compaction: true\n").verify_compaction);
+    let e = err("verify-compaction: sometimes\n");
+    assert!(e.starts_with("verify-compaction: "), "{e}");
 }

@@ -69,6 +69,9 @@ pub struct Config {
     pub drill_interval: Option<Duration>,
     /// `heartbeat-url` and `heartbeat-interval`: `None` without a URL.
     pub heartbeat: Option<HeartbeatConfig>,
+    /// `verify-compaction`: every merged file is read back and checked against its
+    /// inputs before it counts (`engine::replicate::compaction_check`). Default false.
+    pub verify_compaction: bool,
     /// `notify-url` (ours): where failure and recovery events are POSTed (`notify.rs`).
     /// `None` without a URL (or an empty one).
     pub notify_url: Option<Secret>,

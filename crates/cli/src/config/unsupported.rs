@@ -43,11 +43,6 @@ const fn key(name: &'static str, harmless: Harmless, missing: &'static str) -> K
 
 /// Top-level keys (Litestream's global settings).
 const TOP: &[Key] = &[
-    key(
-        "verify-compaction",
-        Harmless::False,
-        "does not check levels after compaction",
-    ),
     key("mcp-addr", Harmless::Nothing, "has no MCP server"),
     key(
         "shutdown-sync-interval",

@@ -7,6 +7,7 @@ mod abs;
 mod azurite;
 mod badinput;
 mod check;
+mod compaction_verify;
 mod control;
 mod crash;
 mod diskfull;

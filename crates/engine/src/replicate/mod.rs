@@ -16,6 +16,7 @@
 //! Every step feeds `status` (live figures); `report` copies them out for reporters.
 
 pub mod capture;
+pub mod compaction_check;
 pub mod detect;
 pub mod handle;
 pub mod local;
@@ -58,6 +59,9 @@ pub struct ReplicaOptions {
     pub l0_retention_check_interval: Duration,
     pub retention_enabled: bool,
     pub encoding: PageEncoding,
+    /// `verify-compaction`: read each merged file back and check it against its inputs
+    /// before recording it (`compaction_check`).
+    pub verify_compaction: bool,
 }
 
 impl ReplicaOptions {
@@ -77,6 +81,7 @@ impl ReplicaOptions {
             l0_retention_check_interval: Duration::from_secs(15),
             retention_enabled: true,
             encoding: PageEncoding::Block,
+            verify_compaction: false,
         }
     }
 }
