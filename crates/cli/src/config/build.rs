@@ -635,6 +635,7 @@ fn build_replica(
         snapshot_interval: positive(&m, "snapshot-interval")?,
         retention: positive(&m, "retention")?,
         legacy_page_encoding: s.legacy_page_encoding.unwrap_or(false),
+        auto_recover: s.auto_recover.unwrap_or(false),
         settings: s,
     })
 }

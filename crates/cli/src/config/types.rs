@@ -237,6 +237,9 @@ pub struct ReplicaConfig {
     /// `page-encoding: legacy` (ours): write LZ4 frames that Litestream 0.5.0–0.5.15 can
     /// restore. Default `block` (false).
     pub legacy_page_encoding: bool,
+    /// `auto-recover` (replica, or top-level default): when the replica's history cannot
+    /// be trusted, restart it from a new snapshot instead of failing. Default false.
+    pub auto_recover: bool,
     /// The replica's settings as merged (its keys, its URL, the top-level defaults),
     /// before the environment: what a command-line URL naming this replica's location
     /// inherits (`resolve.rs`).
@@ -262,6 +265,7 @@ impl fmt::Debug for ReplicaConfig {
             .field("snapshot_interval", &self.snapshot_interval)
             .field("retention", &self.retention)
             .field("legacy_page_encoding", &self.legacy_page_encoding)
+            .field("auto_recover", &self.auto_recover)
             .finish()
     }
 }

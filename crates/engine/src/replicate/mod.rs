@@ -22,6 +22,7 @@ pub mod handle;
 pub mod local;
 pub mod maintain;
 pub mod meta;
+pub mod recover;
 pub mod report;
 pub mod status;
 pub mod upload;
@@ -62,6 +63,9 @@ pub struct ReplicaOptions {
     /// `verify-compaction`: read each merged file back and check it against its inputs
     /// before recording it (`compaction_check`).
     pub verify_compaction: bool,
+    /// `auto-recover`: a replica whose history cannot be trusted restarts it from a new
+    /// snapshot (`recover`) instead of failing.
+    pub auto_recover: bool,
 }
 
 impl ReplicaOptions {
@@ -82,6 +86,7 @@ impl ReplicaOptions {
             retention_enabled: true,
             encoding: PageEncoding::Block,
             verify_compaction: false,
+            auto_recover: false,
         }
     }
 }
