@@ -212,3 +212,75 @@ fn failing_and_recovered_events_are_posted() {
     restore_and_compare(&cfg, &db, &w.path("file.db"), &want, &["-replica", "file"]);
     restore_and_compare(&cfg, &db, &w.path("s3.db"), &want, &["-replica", "bucket"]);
 }
+
+/// A validation (`validation-interval`) that finds a TXID gap posts `validation.failing`
+/// with the fault; once the missing file is back, the next passing validation posts
+/// `validation.recovered`.
+#[test]
+fn validation_failure_and_recovery_are_posted() {
+    let w = Work::new();
+    let hook = Hook::start(0);
+    let db = w.path("app.db");
+    let app = app_db(&db);
+    insert_rows(&app, 20, 100);
+    let replica = w.path("replica");
+    let cfg = w.config(&format!(
+        "notify-url: http://127.0.0.1:{}/hook\ndbs:\n  - path: {}\n    replica:\n      type: file\n      path: {}\n      validation-interval: 300ms\n",
+        hook.port,
+        db.display(),
+        replica.display()
+    ));
+    let r = Replicator::start(&w, &["-config", cfg.to_str().unwrap()]);
+    // Five waves, each uploaded before the next: at least five L0 files.
+    for _ in 0..5 {
+        let before = replica_max_txid(&replica);
+        insert_rows(&app, 3, 200);
+        eventually(Duration::from_secs(10), "the wave uploaded", || {
+            replica_max_txid(&replica) > before
+        });
+    }
+    eventually(Duration::from_secs(20), "a passing validation", || {
+        r.log_text().contains("replica validation ok")
+    });
+    assert!(hook.posts().is_empty(), "{:?}", hook.posts());
+
+    // A middle L0 file goes: a gap.
+    let mut files: Vec<_> = std::fs::read_dir(replica.join("ltx/0"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 3, "{files:?}");
+    let victim = files[files.len() / 2].clone();
+    let saved = std::fs::read(&victim).unwrap();
+    std::fs::remove_file(&victim).unwrap();
+    eventually(Duration::from_secs(20), "validation.failing", || {
+        hook.events()
+            .iter()
+            .any(|e| e["event"] == "validation.failing")
+    });
+    let ev = hook
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "validation.failing")
+        .unwrap();
+    assert_eq!(ev["check"], "validation");
+    assert_eq!(ev["replica"]["name"], "file");
+    assert_eq!(ev["database"], db.display().to_string());
+    let err = ev["error"].as_str().unwrap();
+    let stem = victim.file_stem().unwrap().to_str().unwrap();
+    let (vmin, _) = stem.split_once('-').unwrap();
+    assert!(
+        err.contains(vmin.trim_start_matches('0')) || err.contains(vmin),
+        "{err}"
+    );
+
+    // Back: the next validation passes.
+    std::fs::write(&victim, &saved).unwrap();
+    eventually(Duration::from_secs(20), "validation.recovered", || {
+        hook.events()
+            .iter()
+            .any(|e| e["event"] == "validation.recovered")
+    });
+    assert_eq!(r.stop(), 0);
+}
