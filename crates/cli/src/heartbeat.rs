@@ -271,7 +271,7 @@ async fn ping(client: &reqwest::Client, url: &reqwest::Url) -> Result<(), String
 }
 
 /// A request error with its causes (`error sending request: connection refused`).
-fn describe(e: reqwest::Error) -> String {
+pub(crate) fn describe(e: reqwest::Error) -> String {
     let mut s = e.to_string();
     let mut src = std::error::Error::source(&e);
     while let Some(c) = src {

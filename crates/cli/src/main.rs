@@ -16,6 +16,7 @@ mod failover;
 mod heartbeat;
 mod logging;
 mod mcp;
+mod notify;
 mod observe;
 mod setup;
 

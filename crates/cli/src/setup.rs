@@ -220,6 +220,8 @@ fn replica_options(cfg: &Config, db: &DbConfig, r: &ReplicaConfig) -> ReplicaOpt
     o.l0_retention = cfg.l0_retention;
     o.l0_retention_check_interval = cfg.l0_retention_check_interval;
     o.retention_enabled = cfg.retention_enabled;
+    o.verify_compaction = cfg.verify_compaction;
+    o.auto_recover = r.auto_recover;
     o.encoding = if r.legacy_page_encoding {
         PageEncoding::LegacyFrame
     } else {

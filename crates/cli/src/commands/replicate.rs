@@ -12,7 +12,7 @@ use engine::replicate::RunMode;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::{child, control, failover, heartbeat, mcp, observe, setup};
+use crate::{child, control, failover, heartbeat, mcp, notify, observe, setup};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -107,6 +107,10 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             (Some(hb), false) => Some(heartbeat::spawn(hb, &runs, stop_rx.clone())?),
             _ => None,
         };
+        // `notify-url`: failure and recovery events; none with `-once`.
+        if let (Some(url), false) = (&cfg.notify_url, a.once) {
+            notify::spawn(&cfg, url, &runs, stop_rx.clone())?;
+        }
         // `-once` exits at once: nothing to scrape, and no clash with a daemon on `addr`.
         if let (Some(addr), false) = (&cfg.addr, a.once) {
             start_http(addr, &runs, &held, cfg.health_failing_after, heartbeat).await?;

@@ -123,6 +123,7 @@ pub(crate) fn build(root: &Value, env: Env<'_>) -> Result<Config, ConfigError> {
     }
 
     let heartbeat = build_heartbeat(&top, &mut warnings)?;
+    let notify_url = build_notify_url(&top)?;
 
     Ok(Config {
         dbs,
@@ -141,6 +142,8 @@ pub(crate) fn build(root: &Value, env: Env<'_>) -> Result<Config, ConfigError> {
         shutdown_sync_timeout: top.duration("shutdown-sync-timeout")?.unwrap_or(secs(30)),
         drill_interval,
         heartbeat,
+        verify_compaction: top.bool("verify-compaction")?.unwrap_or(false),
+        notify_url,
         warnings,
         replica_defaults: defaults,
     })
@@ -229,6 +232,22 @@ fn build_heartbeat(
         url,
         interval: interval.unwrap_or(HeartbeatConfig::DEFAULT_INTERVAL),
     }))
+}
+
+/// `notify-url`: checked as `heartbeat-url` (http or https, with a host); never quoted.
+fn build_notify_url(top: &Map<'_>) -> Result<Option<Secret>, ConfigError> {
+    let Some(url) = top.secret("notify-url")? else {
+        return Ok(None);
+    };
+    if let Err(why) = check_heartbeat_url(url.expose()) {
+        return Err(ConfigError::new(
+            top.key_path("notify-url"),
+            ErrorKind::Invalid(format!(
+                "must be an http:// or https:// URL with a host ({why}; the value is not shown: it may carry a token)"
+            )),
+        ));
+    }
+    Ok(Some(url))
 }
 
 /// Why `u` is not a URL a heartbeat can be sent to; the reason never quotes `u`.
@@ -662,6 +681,7 @@ fn build_replica(
         snapshot_interval: positive(&m, "snapshot-interval")?,
         retention: positive(&m, "retention")?,
         legacy_page_encoding: s.legacy_page_encoding.unwrap_or(false),
+        auto_recover: s.auto_recover.unwrap_or(false),
         settings: s,
     })
 }

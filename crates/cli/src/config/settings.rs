@@ -27,6 +27,7 @@ pub(crate) const TOP_KEYS: &[&str] = &[
     "retention",
     "heartbeat-url",
     "heartbeat-interval",
+    "notify-url",
     "exec",
     "logging",
     "mcp-addr",

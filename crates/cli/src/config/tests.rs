@@ -1179,15 +1179,12 @@ fn keys_without_effect_are_refused_until_supported() {
     const DB: &str = "dbs:\n  - path: /var/lib/app.db\n";
     let replica = |line: &str| format!("{DB}    replica:\n      path: /b\n{line}");
     let cases: Vec<(String, &str)> = vec![
-        ("verify-compaction: true\n".into(), "verify-compaction: `verify-compaction: true` is not supported yet (top level): sqlite-replicate does not check levels after compaction; remove it from the config"),
         ("shutdown-sync-interval: 1s\n".into(), "shutdown-sync-interval: `shutdown-sync-interval` is not supported yet (top level): sqlite-replicate has no pause between final-sync retries (the final sync waits, up to `shutdown-sync-timeout`, for uploads that retry on their own); remove it from the config"),
         ("logging:\n  stderr: false\n".into(), "logging.stderr: `stderr: false` is not supported yet (top level): sqlite-replicate always logs to stderr, never to stdout; remove it from the config"),
         ("logging:\n  source: true\n".into(), "logging.source: `source: true` is not supported yet (top level): sqlite-replicate does not add source locations to log lines; remove it from the config"),
-        ("auto-recover: true\n".into(), "auto-recover: `auto-recover: true` is not supported yet (top level): sqlite-replicate does not reset a replica's local state after errors; remove it from the config"),
         ("dbs:\n  - dir: /data\n    pattern: '*.db'\n    watch: true\n    replica:\n      path: /b\n".into(), "dbs[0].watch: `watch: true` is not supported yet (database /data): sqlite-replicate does not watch a directory for new databases (it is scanned when replication starts); remove it from the config"),
         (format!("{DB}    truncate-page-n: 121359\n    replica:\n      path: /b\n"), "dbs[0].truncate-page-n: `truncate-page-n` is not supported yet (database /var/lib/app.db): sqlite-replicate has no emergency TRUNCATE checkpoint (`check -wal-warn-size` reports a large WAL); remove it from the config"),
         (format!("{DB}    max-sync-wal-bytes: 16MiB\n    replica:\n      path: /b\n"), "dbs[0].max-sync-wal-bytes: `max-sync-wal-bytes` is not supported yet (database /var/lib/app.db): sqlite-replicate does not read the WAL in chunks of a set size; remove it from the config"),
-        (replica("      auto-recover: yes\n      name: near\n"), "dbs[0].replica.auto-recover: `auto-recover: true` is not supported yet (database /var/lib/app.db, replica near): sqlite-replicate does not reset a replica's local state after errors; remove it from the config"),
         (replica("      max-sync-ltx-files: 64\n"), "dbs[0].replica.max-sync-ltx-files: `max-sync-ltx-files` is not supported yet (database /var/lib/app.db, replica file): sqlite-replicate does not batch L0 files per upload (each capture is uploaded as it comes); remove it from the config"),
         (format!("{DB}    replicas:\n      - url: s3://b/a\n        require-content-md5: true\n"), "dbs[0].replicas[0].require-content-md5: `require-content-md5: true` is not supported yet (database /var/lib/app.db, replica s3): sqlite-replicate sends no Content-MD5 headers (requests carry a SHA-256 payload checksum instead); remove it from the config"),
         (format!("{DB}    replica:\n      url: s3://b/a?requireContentMD5=true\n"), "dbs[0].replica.url: `requireContentMD5=true` in the URL is not supported yet (database /var/lib/app.db, replica s3): sqlite-replicate sends no Content-MD5 headers (requests carry a SHA-256 payload checksum instead); remove it from the config"),
@@ -1326,4 +1323,54 @@ fn mcp_addr_is_a_listen_address() {
             "{bad}"
         );
     }
+}
+/// `notify-url` (ours): an http(s) URL, kept as a secret and never shown; empty is none.
+#[test]
+fn notify_url_key() {
+    let cfg = ok("notify-url: https://hooks.example/notify?token=secret-uuid\n");
+    assert_eq!(
+        cfg.notify_url.as_ref().map(|u| u.expose()),
+        Some("https://hooks.example/notify?token=secret-uuid")
+    );
+    assert!(!format!("{cfg:?}").contains("secret-uuid"));
+    assert!(ok("notify-url: ''\n").notify_url.is_none());
+    assert!(ok("addr: ':9090'\n").notify_url.is_none());
+    for yaml in [
+        "notify-url: ftp://hooks.example/secret-uuid\n",
+        "notify-url: 'http://[secret-uuid/'\n",
+    ] {
+        let e = err(yaml);
+        assert!(
+            e.starts_with("notify-url: must be an http:// or https:// URL with a host ("),
+            "{e}"
+        );
+        assert!(!e.contains("secret-uuid"), "{e}");
+    }
+}
+
+/// `verify-compaction` (top level): acted on; every replica's merges are checked.
+#[test]
+fn verify_compaction_key() {
+    assert!(!ok("addr: ':9090'\n").verify_compaction);
+    assert!(!ok("verify-compaction: false\n").verify_compaction);
+    assert!(ok("verify-compaction: true\n").verify_compaction);
+    let e = err("verify-compaction: sometimes\n");
+    assert!(e.starts_with("verify-compaction: "), "{e}");
+}
+
+/// `auto-recover` (replica, or top-level default): acted on, per replica.
+#[test]
+fn auto_recover_key() {
+    const DB: &str = "dbs:\n  - path: /var/lib/app.db\n";
+    let cfg = ok(&format!(
+        "auto-recover: true\n{DB}    replicas:\n      - path: /a\n        name: a\n      - path: /b\n        name: b\n        auto-recover: false\n"
+    ));
+    let r = &cfg.dbs[0].replicas;
+    assert!(r[0].auto_recover && !r[1].auto_recover);
+    let cfg = ok(&format!(
+        "{DB}    replica:\n      path: /a\n      auto-recover: yes\n"
+    ));
+    assert!(cfg.dbs[0].replicas[0].auto_recover);
+    let cfg = ok(&format!("{DB}    replica:\n      path: /a\n"));
+    assert!(!cfg.dbs[0].replicas[0].auto_recover);
 }

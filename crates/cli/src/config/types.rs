@@ -46,6 +46,12 @@ pub struct Config {
     pub drill_interval: Option<Duration>,
     /// `heartbeat-url` and `heartbeat-interval`: `None` without a URL.
     pub heartbeat: Option<HeartbeatConfig>,
+    /// `verify-compaction`: every merged file is read back and checked against its
+    /// inputs before it counts (`engine::replicate::compaction_check`). Default false.
+    pub verify_compaction: bool,
+    /// `notify-url` (ours): where failure and recovery events are POSTed (`notify.rs`).
+    /// `None` without a URL (or an empty one).
+    pub notify_url: Option<Secret>,
     /// Things that were accepted but have no effect (keys for another replica type,
     /// Litestream 0.3 keys), one line each with its key path, for the CLI to log.
     pub warnings: Vec<String>,
@@ -208,6 +214,9 @@ pub struct ReplicaConfig {
     /// `page-encoding: legacy` (ours): write LZ4 frames that Litestream 0.5.0–0.5.15 can
     /// restore. Default `block` (false).
     pub legacy_page_encoding: bool,
+    /// `auto-recover` (replica, or top-level default): when the replica's history cannot
+    /// be trusted, restart it from a new snapshot instead of failing. Default false.
+    pub auto_recover: bool,
     /// The replica's settings as merged (its keys, its URL, the top-level defaults),
     /// before the environment: what a command-line URL naming this replica's location
     /// inherits (`resolve.rs`).
@@ -233,6 +242,7 @@ impl fmt::Debug for ReplicaConfig {
             .field("snapshot_interval", &self.snapshot_interval)
             .field("retention", &self.retention)
             .field("legacy_page_encoding", &self.legacy_page_encoding)
+            .field("auto_recover", &self.auto_recover)
             .finish()
     }
 }

@@ -1,7 +1,7 @@
 //! Litestream keys that sqlite-replicate knows but does not act on yet. A key we accept
 //! must do something (parity issue 18), so each of these is an error naming the key,
 //! whose it is (top level, database, replica) and what to do, unless its value asks for
-//! what sqlite-replicate does anyway (`watch: false`, `auto-recover: false`).
+//! what sqlite-replicate does anyway (`watch: false`).
 //!
 //! Owns: the list of such keys and the check of one mapping (or of a URL's settings).
 //! Does not: read the keys sqlite-replicate does act on (`build.rs`, `settings.rs`);
@@ -44,11 +44,6 @@ const fn key(name: &'static str, harmless: Harmless, missing: &'static str) -> K
 /// Top-level keys (Litestream's global settings).
 const TOP: &[Key] = &[
     key(
-        "verify-compaction",
-        Harmless::False,
-        "does not check levels after compaction",
-    ),
-    key(
         "shutdown-sync-interval",
         Harmless::Nothing,
         "has no pause between final-sync retries (the final sync waits, up to `shutdown-sync-timeout`, for uploads that retry on their own)",
@@ -90,11 +85,6 @@ const DB: &[Key] = &[
 
 /// Replica settings, in a replica or at the top level as defaults.
 const SETTINGS: &[Key] = &[
-    key(
-        "auto-recover",
-        Harmless::False,
-        "does not reset a replica's local state after errors",
-    ),
     key(
         "max-sync-ltx-files",
         Harmless::Nothing,

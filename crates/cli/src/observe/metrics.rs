@@ -365,6 +365,11 @@ pub fn render(r: &Report) -> String {
         "counter",
         "Compaction, snapshot or retention runs on the replica that failed.",
     );
+    let mut r_verify_failures = F::new(
+        "sqlite_replicate_replica_compaction_verify_failures_total",
+        "counter",
+        "Merged files that verify-compaction found not to match their inputs (deleted and merged again).",
+    );
     let mut d_ok = F::new(
         "sqlite_replicate_drill_ok",
         "gauge",
@@ -490,6 +495,7 @@ pub fn render(r: &Report) -> String {
                 r_compactions.add(l(), c.compactions as f64);
                 r_deletes.add(l(), c.deletes as f64);
                 r_maint_errors.add(l(), c.maintenance_errors as f64);
+                r_verify_failures.add(l(), c.compaction_verify_failures as f64);
             }
             for f in &rep.operations {
                 merge(
@@ -586,6 +592,7 @@ pub fn render(r: &Report) -> String {
         &r_compactions,
         &r_deletes,
         &r_maint_errors,
+        &r_verify_failures,
         &d_ok,
         &d_last_success,
         &d_last_run,
@@ -655,6 +662,7 @@ mod tests {
                             compaction_bytes: 1000,
                             deletes: 7,
                             maintenance_errors: 0,
+                            compaction_verify_failures: 0,
                         }),
                         drill: Some(DrillStatus {
                             last_run_unix_ms: 1_700_000_040_000,

@@ -373,7 +373,7 @@ fn databases_the_replicator_cannot_follow_get_one_clear_error() {
     assert!(!w.path("replica/ltx").exists(), "nothing was uploaded");
 }
 
-/// Parity issue 18: a config key the replicator would ignore (`auto-recover: true`) is
+/// Parity issue 18: a config key the replicator would ignore (`max-sync-ltx-files`) is
 /// refused before anything starts: a non-zero exit with one error naming the key, the
 /// database and the replica, and nothing written (no meta directory, no replica, the
 /// database unchanged).
@@ -387,7 +387,7 @@ fn replicate_refuses_a_key_it_would_ignore_touching_nothing() {
     let before = std::fs::read(&db).unwrap();
     let replica = w.path("replica");
     let cfg = w.config(&format!(
-        "dbs:\n  - path: {}\n    replica:\n      name: near\n      path: {}\n      auto-recover: true\n",
+        "dbs:\n  - path: {}\n    replica:\n      name: near\n      path: {}\n      max-sync-ltx-files: 64\n",
         db.display(),
         replica.display()
     ));
@@ -411,7 +411,7 @@ fn replicate_refuses_a_key_it_would_ignore_touching_nothing() {
     assert_ne!(status.code(), Some(0), "{err}");
     assert!(
         err.contains(&format!(
-            "dbs[0].replica.auto-recover: `auto-recover: true` is not supported yet (database {}, replica near)",
+            "dbs[0].replica.max-sync-ltx-files: `max-sync-ltx-files` is not supported yet (database {}, replica near)",
             db.display()
         )) && err.contains("remove it from the config"),
         "{err}"

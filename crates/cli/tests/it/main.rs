@@ -4,9 +4,11 @@
 //! One test binary; shared helpers in `harness`.
 
 mod abs;
+mod auto_recover;
 mod azurite;
 mod badinput;
 mod check;
+mod compaction_verify;
 mod control;
 mod crash;
 mod diskfull;
@@ -25,6 +27,7 @@ mod litestream;
 mod mcp;
 mod metrics;
 mod netfault;
+mod notify;
 mod outage;
 mod perms;
 mod replicate;

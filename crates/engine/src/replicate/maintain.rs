@@ -16,8 +16,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use ltx::{Decoder, Level};
 use tokio::time::Instant;
-use tracing::{debug, info};
+use tracing::{debug, error, info, warn};
 
+use super::compaction_check;
 use super::local::{ms_to_time, LocalDir};
 use super::status::ReplicaStatus;
 use super::ReplicaOptions;
@@ -119,7 +120,16 @@ pub enum MaintainError {
     Plan(String),
     #[error("local file: {0}")]
     Local(#[from] std::io::Error),
+    #[error("verify-compaction: {key} does not match its inputs after {attempts} tries: {source}")]
+    Verify {
+        key: LtxKey,
+        attempts: u32,
+        source: super::compaction_check::CheckError,
+    },
 }
+
+/// Merges tried per compaction when `verify-compaction` finds the result wrong.
+const VERIFY_ATTEMPTS: u32 = 3;
 
 pub struct Maintenance {
     /// Compaction interval of levels 1..=n.
@@ -130,6 +140,8 @@ pub struct Maintenance {
     l0_check: Duration,
     retention_enabled: bool,
     encoding: ltx::PageEncoding,
+    /// `verify-compaction`: merged files are read back and checked before being recorded.
+    verify: bool,
     next_level: Vec<Instant>,
     next_snapshot: Instant,
     next_l0_check: Instant,
@@ -157,6 +169,7 @@ impl Maintenance {
             l0_check: o.l0_retention_check_interval,
             retention_enabled: o.retention_enabled,
             encoding: o.encoding,
+            verify: o.verify_compaction,
             next_snapshot: next_boundary(o.snapshot_interval),
             next_l0_check: Instant::now() + o.l0_retention_check_interval,
             snapshot_checked_at_start: false,
@@ -336,6 +349,55 @@ impl Maintenance {
         files: &[LtxInfo],
         level: Level,
     ) -> Result<(LtxKey, u64), MaintainError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (key, len, created, want) =
+                self.merge_once_and_put(store, local, files, level).await?;
+            if let Some(want) = want {
+                // One GET of what was just written: the store's copy is what restores
+                // and retention will rely on.
+                let back = store.get(&key, None).await?;
+                let checked =
+                    tokio::task::spawn_blocking(move || compaction_check::check(&back, &want))
+                        .await
+                        .map_err(|e| MaintainError::Plan(e.to_string()))?;
+                if let Err(e) = checked {
+                    status
+                        .compaction_verify_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    error!(file = %key, attempt, inputs = files.len(), error = %e, "verify-compaction: the merged file does not match its inputs; deleting it, keeping the inputs");
+                    // Not recorded in the view, so nothing (L0 retention, the next
+                    // compaction) counts on it; deleted so no restore reads it.
+                    if let Err(d) = store.delete(&[key]).await {
+                        warn!(file = %key, error = %d, "verify-compaction: cannot delete the bad merged file");
+                    }
+                    if attempt < VERIFY_ATTEMPTS {
+                        continue;
+                    }
+                    return Err(MaintainError::Verify {
+                        key,
+                        attempts: attempt,
+                        source: e,
+                    });
+                }
+            }
+            view.record_put(key, len, created);
+            status.compactions.fetch_add(1, Ordering::Relaxed);
+            status.compaction_bytes.fetch_add(len, Ordering::Relaxed);
+            return Ok((key, len));
+        }
+    }
+
+    /// One merge of `files` into `level`, uploaded; with `verify`, also what the inputs
+    /// add up to (read from the spilled inputs again, independently of the merge).
+    async fn merge_once_and_put(
+        &self,
+        store: &dyn ReplicaStore,
+        local: &LocalDir,
+        files: &[LtxInfo],
+        level: Level,
+    ) -> Result<(LtxKey, u64, SystemTime, Option<compaction_check::Expected>), MaintainError> {
         let dir = local.meta_dir().to_path_buf();
         let mut inputs = Vec::with_capacity(files.len());
         for f in files {
@@ -352,10 +414,20 @@ impl Maintenance {
             inputs.push(spilled);
         }
         let encoding = self.encoding;
+        let verify = self.verify;
         let merged = tokio::task::spawn_blocking(move || -> Result<_, MaintainError> {
             let compact_err = |source| MaintainError::Compact {
                 level: level.get(),
                 source,
+            };
+            // Second handles on the spilled inputs, read again after the merge.
+            let copies = if verify {
+                inputs
+                    .iter()
+                    .map(|f| f.try_clone())
+                    .collect::<std::io::Result<Vec<_>>>()?
+            } else {
+                Vec::new()
             };
             let decs = inputs
                 .into_iter()
@@ -369,25 +441,36 @@ impl Maintenance {
                 ltx::compact(decs, out, encoding)
             }
             .map_err(compact_err)?;
+            let want = if verify {
+                let mut readers = Vec::with_capacity(copies.len());
+                for mut f in copies {
+                    f.seek(SeekFrom::Start(0))?;
+                    readers.push(BufReader::with_capacity(MERGE_BUF, f));
+                }
+                Some(
+                    compaction_check::expected(readers, level.is_snapshot()).map_err(|e| {
+                        MaintainError::Plan(format!("verify-compaction: reading the inputs: {e}"))
+                    })?,
+                )
+            } else {
+                None
+            };
             // The inputs' files are closed (and gone) by now: only the output remains.
             let mut out = out.into_inner().map_err(|e| e.into_error())?;
             let len = out.seek(SeekFrom::End(0))?;
             out.seek(SeekFrom::Start(0))?;
             let mut bytes = Vec::with_capacity(len as usize);
             out.read_to_end(&mut bytes)?;
-            Ok((bytes, header))
+            Ok((bytes, header, want))
         })
         .await
         .map_err(|e| MaintainError::Plan(e.to_string()))?;
-        let (bytes, header) = merged?;
+        let (bytes, header, want) = merged?;
         let key = LtxKey::new(level, header.min_txid, header.max_txid);
         let created = ms_to_time(header.timestamp_ms);
         let len = bytes.len() as u64;
         store.put(&key, Bytes::from(bytes), created).await?;
-        view.record_put(key, len, created);
-        status.compactions.fetch_add(1, Ordering::Relaxed);
-        status.compaction_bytes.fetch_add(len, Ordering::Relaxed);
-        Ok((key, len))
+        Ok((key, len, created, want))
     }
 
     /// Deletes snapshots older than the retention (keeping the newest), then files at
@@ -590,5 +673,190 @@ mod tests {
                 "{encoding:?}"
             );
         }
+    }
+
+    /// What the corrupting store does to merged files (levels 1..=9) it is given.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Corrupt {
+        Off,
+        /// One byte flipped: the file checksum fails.
+        FlipByte,
+        /// Re-encoded with its last page changed: well formed, but not the merge.
+        ChangePage,
+    }
+
+    /// A file store that corrupts merged files on their way in, as a broken store or a
+    /// broken merge would.
+    struct Corrupting {
+        inner: std::sync::Arc<dyn ReplicaStore>,
+        mode: std::sync::Mutex<Corrupt>,
+    }
+
+    fn change_last_page(data: &[u8]) -> Vec<u8> {
+        let mut dec = Decoder::new(data).unwrap();
+        let h = dec.header().clone();
+        let mut buf = vec![0u8; h.page_size.bytes()];
+        let mut pages = Vec::new();
+        while let Some(p) = dec.next_page(&mut buf).unwrap() {
+            pages.push((p, buf.clone()));
+        }
+        pages.last_mut().unwrap().1[100] ^= 0xff;
+        let mut enc = Encoder::new(Vec::new(), &h, PageEncoding::Block).unwrap();
+        for (p, b) in pages {
+            enc.write_page(p, &b).unwrap();
+        }
+        enc.finish().unwrap().0
+    }
+
+    #[async_trait::async_trait]
+    impl ReplicaStore for Corrupting {
+        fn location(&self) -> &str {
+            self.inner.location()
+        }
+        async fn list(&self, level: Level) -> Result<Vec<LtxInfo>, StorageError> {
+            self.inner.list(level).await
+        }
+        async fn get(
+            &self,
+            key: &LtxKey,
+            range: Option<std::ops::Range<u64>>,
+        ) -> Result<Bytes, StorageError> {
+            self.inner.get(key, range).await
+        }
+        async fn put(
+            &self,
+            key: &LtxKey,
+            data: Bytes,
+            created: SystemTime,
+        ) -> Result<(), StorageError> {
+            let mode = *self.mode.lock().unwrap();
+            let data = match mode {
+                _ if key.level == Level::L0 => data,
+                Corrupt::Off => data,
+                Corrupt::FlipByte => {
+                    let mut v = data.to_vec();
+                    let mid = v.len() / 2;
+                    v[mid] ^= 0x20;
+                    Bytes::from(v)
+                }
+                Corrupt::ChangePage => Bytes::from(change_last_page(&data)),
+            };
+            self.inner.put(key, data, created).await
+        }
+        async fn delete(&self, keys: &[LtxKey]) -> Result<(), StorageError> {
+            self.inner.delete(keys).await
+        }
+    }
+
+    /// L0 file `t` (pages as (pgno, fill byte), commit 4), created an hour ago.
+    fn l0(t: u64, pages: &[(u32, u8)]) -> Vec<u8> {
+        let ps = PageSize::new(512).unwrap();
+        let tx = TxId::new(t).unwrap();
+        let h = Header::new(ps, 4, tx, tx, 1_700_000_000_000 + t as i64);
+        let mut enc = Encoder::new(Vec::new(), &h, PageEncoding::Block).unwrap();
+        for &(p, b) in pages {
+            enc.write_page(PageNo::new(p).unwrap(), &[b; 512]).unwrap();
+        }
+        enc.finish().unwrap().0
+    }
+
+    /// `verify-compaction`: a merged file that is not what its inputs add up to (checksum
+    /// broken, or well formed with a page changed) is counted, logged, deleted and merged
+    /// again; it is never recorded, so L0 retention keeps every input. Once the store
+    /// behaves, the merge passes and the inputs may go. Without the key, nothing is read
+    /// back and the bad file counts as today.
+    #[tokio::test]
+    async fn verify_compaction_keeps_inputs_of_a_bad_merge() {
+        let dir = tempfile::tempdir().unwrap();
+        let local =
+            LocalDir::open(&dir.path().join("meta"), crate::fsutil::FileMode::PRIVATE).unwrap();
+        let files = crate::storage::file::FileStore::new(dir.path().join("replica"));
+        let store = Corrupting {
+            inner: std::sync::Arc::new(files),
+            mode: std::sync::Mutex::new(Corrupt::Off),
+        };
+        let hour_ago = SystemTime::now() - Duration::from_secs(3600);
+        let l0_files = [
+            l0(1, &[(1, 1), (2, 1), (3, 1), (4, 1)]),
+            l0(2, &[(2, 2)]),
+            l0(3, &[(3, 3), (4, 3)]),
+        ];
+        for (i, data) in l0_files.iter().enumerate() {
+            let t = TxId::new(i as u64 + 1).unwrap();
+            store
+                .inner
+                .put(
+                    &LtxKey::new(Level::L0, t, t),
+                    Bytes::from(data.clone()),
+                    hour_ago,
+                )
+                .await
+                .unwrap();
+        }
+        let l1 = Level::new(1).unwrap();
+        let mut opts = ReplicaOptions::with_defaults("r");
+        opts.l0_retention = Duration::ZERO;
+        opts.verify_compaction = true;
+        let m = Maintenance::new(&opts);
+        let status = ReplicaStatus::default();
+
+        for (mode, err) in [
+            (Corrupt::FlipByte, "does not decode"),
+            (Corrupt::ChangePage, "page 4 of the merged file differs"),
+        ] {
+            *store.mode.lock().unwrap() = mode;
+            let before = status.compaction_verify_failures.load(Ordering::Relaxed);
+            let mut view = ReplicaView::load(&store).await.unwrap();
+            let e = m
+                .compact(&store, &local, &mut view, &status, "db", l1)
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("verify-compaction: "), "{e}");
+            assert!(e.contains(err), "{e}");
+            assert_eq!(
+                status.compaction_verify_failures.load(Ordering::Relaxed) - before,
+                u64::from(VERIFY_ATTEMPTS),
+                "every attempt checked and counted"
+            );
+            // Not recorded, deleted from the store, and the inputs stay.
+            assert!(view.files(l1).is_empty());
+            assert!(store.list(l1).await.unwrap().is_empty());
+            m.l0_retention(&store, &mut view, &status).await.unwrap();
+            assert_eq!(store.list(Level::L0).await.unwrap().len(), 3);
+        }
+        assert_eq!(status.compactions.load(Ordering::Relaxed), 0);
+
+        // A store that behaves: the merge passes, is recorded, and L0 may go.
+        *store.mode.lock().unwrap() = Corrupt::Off;
+        let failures = status.compaction_verify_failures.load(Ordering::Relaxed);
+        let mut view = ReplicaView::load(&store).await.unwrap();
+        m.compact(&store, &local, &mut view, &status, "db", l1)
+            .await
+            .unwrap();
+        assert_eq!(
+            status.compaction_verify_failures.load(Ordering::Relaxed),
+            failures
+        );
+        assert_eq!(store.list(l1).await.unwrap().len(), 1);
+        m.l0_retention(&store, &mut view, &status).await.unwrap();
+        assert_eq!(
+            store.list(Level::L0).await.unwrap().len(),
+            1,
+            "the newest L0 stays"
+        );
+
+        // Without the key: nothing is read back, a bad merge counts as today.
+        store.inner.delete(&[view.files(l1)[0].key]).await.unwrap();
+        *store.mode.lock().unwrap() = Corrupt::ChangePage;
+        opts.verify_compaction = false;
+        let m = Maintenance::new(&opts);
+        let status = ReplicaStatus::default();
+        let mut view = ReplicaView::load(&store).await.unwrap();
+        m.compact(&store, &local, &mut view, &status, "db", l1)
+            .await
+            .unwrap();
+        assert_eq!(status.compaction_verify_failures.load(Ordering::Relaxed), 0);
+        assert_eq!(view.files(l1).len(), 1);
     }
 }

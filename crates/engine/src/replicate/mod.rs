@@ -16,11 +16,13 @@
 //! Every step feeds `status` (live figures); `report` copies them out for reporters.
 
 pub mod capture;
+pub mod compaction_check;
 pub mod detect;
 pub mod handle;
 pub mod local;
 pub mod maintain;
 pub mod meta;
+pub mod recover;
 pub mod report;
 pub mod status;
 pub mod upload;
@@ -58,6 +60,12 @@ pub struct ReplicaOptions {
     pub l0_retention_check_interval: Duration,
     pub retention_enabled: bool,
     pub encoding: PageEncoding,
+    /// `verify-compaction`: read each merged file back and check it against its inputs
+    /// before recording it (`compaction_check`).
+    pub verify_compaction: bool,
+    /// `auto-recover`: a replica whose history cannot be trusted restarts it from a new
+    /// snapshot (`recover`) instead of failing.
+    pub auto_recover: bool,
 }
 
 impl ReplicaOptions {
@@ -77,6 +85,8 @@ impl ReplicaOptions {
             l0_retention_check_interval: Duration::from_secs(15),
             retention_enabled: true,
             encoding: PageEncoding::Block,
+            verify_compaction: false,
+            auto_recover: false,
         }
     }
 }

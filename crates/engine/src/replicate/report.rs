@@ -116,6 +116,9 @@ pub struct ReplicaCounters {
     pub compaction_bytes: u64,
     pub deletes: u64,
     pub maintenance_errors: u64,
+    /// Merged files `verify-compaction` found wrong (absent from older daemons' reports).
+    #[serde(default)]
+    pub compaction_verify_failures: u64,
 }
 
 /// How far a replica is behind the local captures.
@@ -215,6 +218,7 @@ impl DbReport {
                         compaction_bytes: n(&s.compaction_bytes),
                         deletes: n(&s.deletes),
                         maintenance_errors: n(&s.maintenance_errors),
+                        compaction_verify_failures: n(&s.compaction_verify_failures),
                     }),
                     drill: s.drill(),
                     validation: s.validation(),

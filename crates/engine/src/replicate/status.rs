@@ -72,6 +72,9 @@ pub struct ReplicaStatus {
     pub compaction_bytes: AtomicU64,
     /// Compaction, snapshot or retention runs that failed.
     pub maintenance_errors: AtomicU64,
+    /// Merged files that failed `verify-compaction`'s check (each is deleted and the
+    /// merge done again; its inputs stay).
+    pub compaction_verify_failures: AtomicU64,
     /// The last restore drill against this replica, once one has run.
     pub drill: Mutex<Option<DrillStatus>>,
     /// The last validation of this replica's LTX history (`validation-interval`), once

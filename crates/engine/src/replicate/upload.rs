@@ -17,6 +17,7 @@ use tracing::{debug, info, warn};
 
 use super::local::{ms_to_time, now_ms, LocalDir};
 use super::maintain::{Maintenance, ReplicaView};
+use super::recover::{self, Reset};
 use super::status::ReplicaStatus;
 use super::ReplicaOptions;
 use crate::storage::layout::LtxKey;
@@ -67,12 +68,21 @@ impl Uploader {
               txid = %hex(view.max_txid()), "replica position");
         let mut maint = Maintenance::new(&self.opts);
         self.note_compacted(&view);
+        // `auto-recover`: a history that cannot be trusted restarts from a new snapshot.
+        let mut reset = None;
+        if self.opts.auto_recover {
+            if let Some(reason) =
+                recover::check_at_start(self.store.as_ref(), &self.local, &view).await
+            {
+                reset = Some(self.begin_reset(reason));
+            }
+        }
         let mut backoff = Backoff::new();
         let mut last_upload = Instant::now() - Duration::from_secs(3600);
         loop {
             let head = *self.head.borrow_and_update();
             let done = self
-                .catch_up(&mut view, head, &mut backoff, &mut last_upload)
+                .catch_up(&mut view, head, &mut backoff, &mut last_upload, &mut reset)
                 .await;
             if done {
                 if let Err(e) = maint
@@ -90,6 +100,19 @@ impl Uploader {
                         .maintenance_errors
                         .fetch_add(1, Ordering::Relaxed);
                     self.status.set_error(Some(e.to_string()));
+                    if let Some(reason) = recover::untrusted(&e).filter(|_| self.opts.auto_recover)
+                    {
+                        // Listed again: compaction and retention must see what it holds.
+                        match ReplicaView::load(self.store.as_ref()).await {
+                            Ok(v) => {
+                                view = v;
+                                reset = Some(self.begin_reset(reason));
+                            }
+                            Err(le) => {
+                                warn!(db = %self.db_name, replica = %self.name(), error = %le, "auto-recover: cannot list the replica; trying again after the next failure")
+                            }
+                        }
+                    }
                 }
                 self.note_compacted(&view);
             }
@@ -109,6 +132,17 @@ impl Uploader {
         }
     }
 
+    /// Logs why the replica's history restarts, and says from above which TXID.
+    fn begin_reset(&self, reason: String) -> Reset {
+        let above = self.head.borrow().txid;
+        warn!(db = %self.db_name, replica = %self.name(), reason = %reason, above = %hex(above),
+              "auto-recover: the replica's history cannot be trusted; restarting it from a new snapshot");
+        // Unknown until the snapshot is stored: nothing (local pruning, the final sync)
+        // counts on what the replica held.
+        self.status.replicated_txid.store(0, Ordering::Release);
+        Reset { above, reason }
+    }
+
     /// Uploads every local file the replica lacks. Returns true when caught up.
     async fn catch_up(
         &mut self,
@@ -116,11 +150,14 @@ impl Uploader {
         head: Head,
         backoff: &mut Backoff,
         last_upload: &mut Instant,
+        reset: &mut Option<Reset>,
     ) -> bool {
         self.status
             .uploading
             .store(view.max_txid() < head.txid, Ordering::Release);
-        let done = self.upload_missing(view, head, backoff, last_upload).await;
+        let done = self
+            .upload_missing(view, head, backoff, last_upload, reset)
+            .await;
         self.status.uploading.store(false, Ordering::Release);
         self.uploaded.notify_one();
         self.handle.upload_done();
@@ -133,13 +170,22 @@ impl Uploader {
         head: Head,
         backoff: &mut Backoff,
         last_upload: &mut Instant,
+        reset: &mut Option<Reset>,
     ) -> bool {
-        while view.max_txid() < head.txid {
+        while view.max_txid() < head.txid || reset.is_some() {
             let next = view.max_txid() + 1;
             // A replica with a hole it cannot fill from local files restarts its history
             // from the newest full-database file, uploaded as a snapshot (min TXID 1).
             let have_local = self.local.has(TxId::new(next).expect("next >= 1"));
-            let (key, txid) = if have_local {
+            let (key, txid) = if let Some(r) = reset.as_ref() {
+                // Restarting: nothing but a snapshot of a full image newer than the reset.
+                if head.full_image_txid <= r.above {
+                    let _ = self.need_full_image.send(());
+                    return false;
+                }
+                let t = TxId::new(head.full_image_txid).expect("nonzero");
+                (LtxKey::new(Level::SNAPSHOT, TxId::ONE, t), t)
+            } else if have_local {
                 let t = TxId::new(next).expect("next >= 1");
                 (LtxKey::new(Level::L0, t, t), t)
             } else if head.full_image_txid > view.max_txid() {
@@ -197,6 +243,10 @@ impl Uploader {
                     self.uploaded.notify_one();
                     self.handle.upload_done();
                     debug!(db = %self.db_name, replica = %self.name(), file = %key, bytes = len, "uploaded");
+                    if let Some(r) = reset.take() {
+                        info!(db = %self.db_name, replica = %self.name(), snapshot = %key, reason = %r.reason,
+                              "auto-recover: the replica's history restarts from this snapshot");
+                    }
                 }
                 Err(e) => {
                     self.fail(&e);
