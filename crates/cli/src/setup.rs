@@ -66,7 +66,18 @@ fn yaml_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
+/// Logging for a one-shot command: always on stderr (stdout carries its results).
 pub fn init_logging(cfg: &Config, override_level: Option<&str>) {
+    init_logging_to(cfg, override_level, false);
+}
+
+/// Logging for `replicate` and `standby`: on stdout when the config says
+/// `logging.stderr: false`, as Litestream's `replicate` does.
+pub fn init_daemon_logging(cfg: &Config, override_level: Option<&str>) {
+    init_logging_to(cfg, override_level, cfg.logging.stdout);
+}
+
+fn init_logging_to(cfg: &Config, override_level: Option<&str>, stdout: bool) {
     let level = override_level
         .map(str::to_string)
         .unwrap_or_else(|| cfg.logging.level.to_string());
@@ -75,7 +86,11 @@ pub fn init_logging(cfg: &Config, override_level: Option<&str>) {
     } else {
         logging::Format::Text
     };
-    logging::init(&level, format);
+    let out = logging::Output {
+        stdout,
+        source: cfg.logging.source,
+    };
+    logging::init_to(&level, format, out);
 }
 
 pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
@@ -86,7 +101,14 @@ pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
 pub fn build_store(kind: &ReplicaKind) -> anyhow::Result<Arc<dyn ReplicaStore>> {
     match kind {
         ReplicaKind::File { path } => Ok(Arc::new(FileStore::new(path.clone()))),
-        ReplicaKind::S3(c) => Ok(Arc::new(engine::storage::s3::S3Store::new(s3_options(c)?)?)),
+        ReplicaKind::S3(c) => {
+            let store = engine::storage::s3::S3Store::new(s3_options(c)?)?;
+            Ok(Arc::new(if c.require_content_md5 == Some(false) {
+                store.without_content_md5()
+            } else {
+                store
+            }))
+        }
         ReplicaKind::Abs(c) => Ok(Arc::new(engine::storage::abs::AbsStore::new(abs_options(
             c,
         ))?)),
@@ -219,6 +241,7 @@ fn replica_options(cfg: &Config, db: &DbConfig, r: &ReplicaConfig) -> ReplicaOpt
     o.l0_retention = cfg.l0_retention;
     o.l0_retention_check_interval = cfg.l0_retention_check_interval;
     o.retention_enabled = cfg.retention_enabled;
+    o.max_batch = r.max_sync_ltx_files;
     o.encoding = if r.legacy_page_encoding {
         PageEncoding::LegacyFrame
     } else {
@@ -239,6 +262,9 @@ fn db_options(cfg: &Config, db: &DbConfig, path: &Path) -> DbOptions {
         o.poll_interval = mi;
     }
     o.shutdown_sync_timeout = cfg.shutdown_sync_timeout;
+    o.shutdown_sync_interval = cfg.shutdown_sync_interval;
+    o.truncate_pages = db.truncate_page_n;
+    o.max_capture_wal_bytes = db.max_sync_wal_bytes;
     if db.replicas.iter().any(|r| r.legacy_page_encoding) {
         o.encoding = PageEncoding::LegacyFrame;
     }
