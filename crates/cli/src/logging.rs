@@ -13,6 +13,8 @@
 //! for other programs (our own test harness sets it for every replicator it starts), so
 //! it never turned library logging on behind the user's back, and still does not.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::EnvFilter;
 
@@ -54,14 +56,22 @@ pub fn init_to(level: &str, format: Format, out: Output) {
             Some(e),
         ),
     };
-    let writer = if out.stdout {
-        BoxMakeWriter::new(std::io::stdout)
+    // Colours only for a terminal: a file or a container's log collector gets plain text.
+    let (writer, ansi) = if out.stdout {
+        (
+            BoxMakeWriter::new(std::io::stdout),
+            std::io::stdout().is_terminal(),
+        )
     } else {
-        BoxMakeWriter::new(std::io::stderr)
+        (
+            BoxMakeWriter::new(std::io::stderr),
+            std::io::stderr().is_terminal(),
+        )
     };
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
+        .with_ansi(ansi)
         .with_target(false)
         .with_file(out.source)
         .with_line_number(out.source);

@@ -101,14 +101,7 @@ pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
 pub fn build_store(kind: &ReplicaKind) -> anyhow::Result<Arc<dyn ReplicaStore>> {
     match kind {
         ReplicaKind::File { path } => Ok(Arc::new(FileStore::new(path.clone()))),
-        ReplicaKind::S3(c) => {
-            let store = engine::storage::s3::S3Store::new(s3_options(c)?)?;
-            Ok(Arc::new(if c.require_content_md5 == Some(false) {
-                store.without_content_md5()
-            } else {
-                store
-            }))
-        }
+        ReplicaKind::S3(c) => Ok(Arc::new(engine::storage::s3::S3Store::new(s3_options(c)?)?)),
         ReplicaKind::Abs(c) => Ok(Arc::new(engine::storage::abs::AbsStore::new(abs_options(
             c,
         ))?)),
@@ -200,6 +193,7 @@ fn s3_options(c: &crate::config::S3Config) -> anyhow::Result<engine::storage::s3
         concurrency: c.concurrency.map(|n| n as usize),
         storage_class: c.storage_class.clone(),
         sign_payload: c.sign_payload,
+        require_content_md5: c.require_content_md5,
     })
 }
 

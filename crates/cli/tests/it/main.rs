@@ -20,6 +20,7 @@ mod harness;
 mod heartbeat;
 mod hostile;
 mod interop;
+mod keys;
 mod lease;
 mod litestream;
 mod metrics;

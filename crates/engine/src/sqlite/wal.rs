@@ -488,6 +488,45 @@ mod tests {
         32 + frames * FRAME
     }
 
+    /// `max-sync-wal-bytes`: a limited scan stops at the first commit at or past the limit
+    /// (never inside a transaction); scans from each end cover the whole WAL in order.
+    #[test]
+    fn a_limited_scan_stops_at_a_commit_past_the_limit() {
+        let f = fixture("ok");
+        let whole = frames_of("ok");
+        let mut from = ScanFrom::Start;
+        let mut ends = Vec::new();
+        let mut commits = 0;
+        loop {
+            let Outcome::Frames(part) = scan_limited(&f, ps(), &from, Some(1)).unwrap().outcome
+            else {
+                panic!("not frames")
+            };
+            if part.commit.is_none() {
+                break;
+            }
+            commits += part.commits;
+            assert_eq!(part.commits, 1, "one commit per part with a 1-byte limit");
+            ends.push(part.end.offset);
+            let cut = part.cut;
+            from = ScanFrom::Cursor(part.end);
+            if !cut {
+                break;
+            }
+        }
+        assert_eq!(commits, whole.commits);
+        assert_eq!(ends.last(), Some(&whole.end.offset));
+        assert!(ends.windows(2).all(|w| w[0] < w[1]));
+        // A limit past the end reads everything in one part, not cut.
+        let Outcome::Frames(all) = scan_limited(&f, ps(), &ScanFrom::Start, Some(1 << 30))
+            .unwrap()
+            .outcome
+        else {
+            panic!("not frames")
+        };
+        assert_eq!((all.end.offset, all.cut), (whole.end.offset, false));
+    }
+
     #[test]
     fn ok_wal_has_four_commits() {
         let f = frames_of("ok");

@@ -797,11 +797,6 @@ pub fn parse_timestamp(s: &str) -> Option<SystemTime> {
 pub trait ObjectStoreBackend: Send + Sync + 'static {
     fn replica(&self) -> &ObjectStoreReplica;
 
-    /// [`ReplicaStore::delete`]; by default the client's batched delete.
-    async fn delete_ltx(&self, keys: &[LtxKey]) -> Result<(), StorageError> {
-        self.replica().delete(keys).await
-    }
-
     /// [`ReplicaStore::put_if_not_exists`]; by default trusts the server to honour
     /// `If-None-Match: *`.
     async fn put_if_not_exists(&self, name: &str, data: Bytes) -> Result<(), StorageError> {
@@ -868,7 +863,7 @@ impl<T: ObjectStoreBackend> ReplicaStore for T {
 
     async fn delete(&self, keys: &[LtxKey]) -> Result<(), StorageError> {
         let _permit = ltx_call_permit().await;
-        ObjectStoreBackend::delete_ltx(self, keys).await
+        self.replica().delete(keys).await
     }
 
     async fn list_exact_times(&self, level: Level) -> Result<Vec<LtxInfo>, StorageError> {

@@ -10,10 +10,9 @@
 //! failures into [`StorageError`] variants, so callers decide retries from the variant
 //! alone.
 //!
-//! `Content-MD5`: the client sends it on DeleteObjects only (S3 requires it there), as
-//! Litestream does with `require-content-md5: true`, its default. With
-//! [`S3Store::without_content_md5`] (`require-content-md5: false`, for providers that
-//! reject it) deletes go one object per DELETE request instead, which carries none.
+//! `Content-MD5` goes on DeleteObjects only (S3 requires it there), as with Litestream's
+//! default `require-content-md5: true`; with false ([`S3Options::require_content_md5`])
+//! deletes go one object per DELETE request, and no request carries one.
 //!
 //! Does not: retry for long (the client retries a few times within seconds; the uploader
 //! owns backoff), or discover a bucket's region (give `region`; AWS answers a wrong one
@@ -31,16 +30,13 @@ use bytes::Bytes;
 use ltx::Level;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
-use super::layout::{LtxInfo, LtxKey};
+use super::layout::LtxInfo;
 pub use super::objstore::{format_timestamp, parse_timestamp};
 use super::objstore::{ObjectStoreBackend, ObjectStoreReplica};
 use super::StorageError;
 pub use config::{
     sse_customer_key_base64, S3Options, DEFAULT_CONCURRENCY, DEFAULT_PART_SIZE_BYTES,
 };
-
-/// DELETE requests in flight at once for [`S3Store::without_content_md5`].
-const DELETES_IN_FLIGHT: usize = 8;
 
 /// The object metadata key holding a file's creation time (Litestream's name), as
 /// RFC 3339 with up to nanoseconds, UTC.
@@ -50,8 +46,6 @@ pub const TIMESTAMP_METADATA: &str = "litestream-timestamp";
 #[derive(Debug)]
 pub struct S3Store {
     replica: ObjectStoreReplica,
-    /// Delete one object per request (no DeleteObjects, so no `Content-MD5`).
-    single_deletes: bool,
     /// Whether the server honours conditional PUTs; probed on first use.
     conditional_put: tokio::sync::OnceCell<bool>,
 }
@@ -68,40 +62,8 @@ impl S3Store {
     ) -> Result<S3Store, StorageError> {
         Ok(S3Store {
             replica: config::build(opts, env)?,
-            single_deletes: false,
             conditional_put: tokio::sync::OnceCell::new(),
         })
-    }
-
-    /// Never sends `Content-MD5` (Litestream's `require-content-md5: false`): deletes go
-    /// one object per DELETE request instead of DeleteObjects batches of up to 1000 keys.
-    /// Costs one request per deleted file (DELETE requests are free on AWS S3).
-    pub fn without_content_md5(mut self) -> S3Store {
-        self.single_deletes = true;
-        self
-    }
-
-    /// Deletes `keys` one DELETE request each, a few at once; a missing object is fine.
-    async fn delete_each(&self, keys: &[LtxKey]) -> Result<(), StorageError> {
-        use futures::StreamExt;
-        let r = &self.replica;
-        let calls: Vec<_> = keys
-            .iter()
-            .map(|k| {
-                let (path, what) = (r.key_path(k), format!("deleting {k}"));
-                async move {
-                    match r.store.delete(&path).await {
-                        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-                        Err(e) => Err(r.err(what, e)),
-                    }
-                }
-            })
-            .collect();
-        let mut calls = futures::stream::iter(calls).buffer_unordered(DELETES_IN_FLIGHT);
-        while let Some(res) = calls.next().await {
-            res?;
-        }
-        Ok(())
     }
 
     /// [`ReplicaStore::list`](super::ReplicaStore::list) with `created` from each file's
@@ -177,14 +139,6 @@ impl S3Store {
 impl ObjectStoreBackend for S3Store {
     fn replica(&self) -> &ObjectStoreReplica {
         &self.replica
-    }
-
-    async fn delete_ltx(&self, keys: &[LtxKey]) -> Result<(), StorageError> {
-        if self.single_deletes {
-            self.delete_each(keys).await
-        } else {
-            self.replica.delete(keys).await
-        }
     }
 
     async fn put_if_not_exists(&self, name: &str, data: Bytes) -> Result<(), StorageError> {
