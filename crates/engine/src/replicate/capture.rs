@@ -138,7 +138,7 @@ pub struct CaptureOptions {
     /// Also checkpoint after this long if anything was captured since the last one.
     pub checkpoint_interval: Duration,
     /// Litestream's `truncate-page-n`: once the WAL file holds this many pages, an
-    /// emergency TRUNCATE checkpoint shrinks it to nothing ([`Capture::truncate_wal`]).
+    /// emergency TRUNCATE checkpoint shrinks it to nothing (`Capture::truncate_wal`).
     pub truncate_pages: u32,
     /// Litestream's `max-sync-wal-bytes`: one L0 file covers at most about this many WAL
     /// bytes (cut at the first commit past it, so a larger transaction stays whole); one
@@ -699,7 +699,7 @@ impl Capture {
     /// stall too). With no pin held, commits that raced it cannot be proven captured, so
     /// the next TXID is a full-database image at once (C3), as Litestream's "checkpoint
     /// boundary snapshot" is. Not tried again for [`TRUNCATE_RETRY_AFTER`].
-    pub fn truncate_wal(&mut self) -> Result<Option<Produced>, CaptureError> {
+    fn truncate_wal(&mut self) -> Result<Option<Produced>, CaptureError> {
         self.last_truncate = Some(Instant::now());
         let before = self.status.wal_size_bytes.load(Ordering::Relaxed);
         let produced = self.checkpoint()?;
