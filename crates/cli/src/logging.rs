@@ -1,5 +1,8 @@
 //! Log setup: text or JSON, one event per line, on stderr (stdout stays clean for
-//! `-json` output). The database and replica are fields of each event; secrets never are.
+//! `-json` output), or on stdout for the long-running commands when the config says
+//! `logging.stderr: false` (Litestream's default output; [`Output`]). The database and
+//! replica are fields of each event; secrets never are. `logging.source: true` adds the
+//! source file and line of each event.
 //!
 //! The level (`-log-level`, `logging.level`, `$LOG_LEVEL`) applies to our own crates
 //! only; every other crate (the HTTP, TLS and SSH libraries) logs warnings and errors,
@@ -10,6 +13,9 @@
 //! for other programs (our own test harness sets it for every replicator it starts), so
 //! it never turned library logging on behind the user's back, and still does not.
 
+use std::io::IsTerminal;
+
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -25,8 +31,22 @@ const FILTER_ENV: &str = "SQLITE_REPLICATE_LOG";
 /// The crates `level` applies to: this binary, the engine and the LTX format.
 const OUR_CRATES: &[&str] = &["sqlite_replicate", "engine", "ltx"];
 
-/// Installs the global subscriber. `level` is trace|debug|info|warn|error.
+/// Where log lines go and what they carry besides the event.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Output {
+    /// Write to stdout instead of stderr (`logging.stderr: false`).
+    pub stdout: bool,
+    /// Add the source file and line of each event (`logging.source: true`).
+    pub source: bool,
+}
+
+/// Installs the global subscriber on stderr. `level` is trace|debug|info|warn|error.
 pub fn init(level: &str, format: Format) {
+    init_to(level, format, Output::default());
+}
+
+/// [`init`], writing where `out` says.
+pub fn init_to(level: &str, format: Format, out: Output) {
     let explicit = std::env::var(FILTER_ENV).ok();
     let (filter, bad) = match EnvFilter::try_new(directives(level, explicit.as_deref())) {
         Ok(f) => (f, None),
@@ -36,10 +56,25 @@ pub fn init(level: &str, format: Format) {
             Some(e),
         ),
     };
+    // Colours only for a terminal: a file or a container's log collector gets plain text.
+    let (writer, ansi) = if out.stdout {
+        (
+            BoxMakeWriter::new(std::io::stdout),
+            std::io::stdout().is_terminal(),
+        )
+    } else {
+        (
+            BoxMakeWriter::new(std::io::stderr),
+            std::io::stderr().is_terminal(),
+        )
+    };
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false);
+        .with_writer(writer)
+        .with_ansi(ansi)
+        .with_target(false)
+        .with_file(out.source)
+        .with_line_number(out.source);
     let _ = match format {
         Format::Text => b.try_init(),
         Format::Json => b.json().flatten_event(true).try_init(),

@@ -66,7 +66,18 @@ fn yaml_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
+/// Logging for a one-shot command: always on stderr (stdout carries its results).
 pub fn init_logging(cfg: &Config, override_level: Option<&str>) {
+    init_logging_to(cfg, override_level, false);
+}
+
+/// Logging for `replicate` and `standby`: on stdout when the config says
+/// `logging.stderr: false`, as Litestream's `replicate` does.
+pub fn init_daemon_logging(cfg: &Config, override_level: Option<&str>) {
+    init_logging_to(cfg, override_level, cfg.logging.stdout);
+}
+
+fn init_logging_to(cfg: &Config, override_level: Option<&str>, stdout: bool) {
     let level = override_level
         .map(str::to_string)
         .unwrap_or_else(|| cfg.logging.level.to_string());
@@ -75,7 +86,11 @@ pub fn init_logging(cfg: &Config, override_level: Option<&str>) {
     } else {
         logging::Format::Text
     };
-    logging::init(&level, format);
+    let out = logging::Output {
+        stdout,
+        source: cfg.logging.source,
+    };
+    logging::init_to(&level, format, out);
 }
 
 pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
@@ -178,6 +193,7 @@ fn s3_options(c: &crate::config::S3Config) -> anyhow::Result<engine::storage::s3
         concurrency: c.concurrency.map(|n| n as usize),
         storage_class: c.storage_class.clone(),
         sign_payload: c.sign_payload,
+        require_content_md5: c.require_content_md5,
     })
 }
 
@@ -222,6 +238,7 @@ fn replica_options(cfg: &Config, db: &DbConfig, r: &ReplicaConfig) -> ReplicaOpt
     o.retention_enabled = cfg.retention_enabled;
     o.verify_compaction = cfg.verify_compaction;
     o.auto_recover = r.auto_recover;
+    o.max_batch = r.max_sync_ltx_files;
     o.encoding = if r.legacy_page_encoding {
         PageEncoding::LegacyFrame
     } else {
@@ -242,6 +259,9 @@ fn db_options(cfg: &Config, db: &DbConfig, path: &Path) -> DbOptions {
         o.poll_interval = mi;
     }
     o.shutdown_sync_timeout = cfg.shutdown_sync_timeout;
+    o.shutdown_sync_interval = cfg.shutdown_sync_interval;
+    o.truncate_pages = db.truncate_page_n;
+    o.max_capture_wal_bytes = db.max_sync_wal_bytes;
     if db.replicas.iter().any(|r| r.legacy_page_encoding) {
         o.encoding = PageEncoding::LegacyFrame;
     }

@@ -67,7 +67,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             "usage: sqlite-replicate replicate [-config FILE] | replicate DB_PATH REPLICA_URL"
         ),
     };
-    setup::init_logging(&cfg, a.log_level.as_deref());
+    setup::init_daemon_logging(&cfg, a.log_level.as_deref());
     let exec = a.exec.clone().or_else(|| cfg.exec.clone());
     limit_malloc_arenas();
     // Before any thread starts and before SQLite's first use in this process.

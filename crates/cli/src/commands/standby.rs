@@ -85,7 +85,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         child::check_command(cmd)?;
     }
     let cfg = setup::load_config(a.config.as_deref(), true)?;
-    setup::init_logging(&cfg, a.log_level.as_deref());
+    setup::init_daemon_logging(&cfg, a.log_level.as_deref());
     let interval = setup::parse_duration(&a.follow_interval)
         .with_context(|| format!("-follow-interval {:?}", a.follow_interval))?;
     let db = std::path::absolute(&a.db).unwrap_or(a.db.clone());

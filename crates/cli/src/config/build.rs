@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde_norway::Value;
 
+use super::envdefaults::EnvDefaults;
 use super::error::{ConfigError, ErrorKind};
 use super::glob::validate_pattern;
 use super::settings::*;
@@ -25,6 +26,9 @@ pub(crate) type Env<'e> = &'e dyn Fn(&str) -> Option<String>;
 
 pub(crate) const SUPPORTED_TYPES: &str = "file, s3, gs, abs, sftp";
 const MAX_LEVELS: usize = 8;
+
+/// Litestream's `truncate-page-n` default: about 500 MB of WAL at 4 KiB pages.
+const DEFAULT_TRUNCATE_PAGE_N: u32 = 121_359;
 
 const fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
@@ -54,6 +58,14 @@ pub(crate) fn build(root: &Value, env: Env<'_>) -> Result<Config, ConfigError> {
         m.check_keys(&[&["interval"]], &[])?;
         defaults.validation_interval = defaults.validation_interval.or(m.duration("interval")?);
     }
+    // The environment's durations: below every key of the file, above built-in defaults.
+    let from_env = EnvDefaults::read(env)?;
+    defaults.sync_interval = defaults.sync_interval.or(from_env.sync_interval);
+    defaults.validation_interval = defaults
+        .validation_interval
+        .or(from_env.validation_interval);
+    let snapshot_interval = from_env.snapshot_interval.unwrap_or(secs(24 * 3600));
+    let snapshot_retention = from_env.retention.unwrap_or(secs(24 * 3600));
     let mut warnings = Vec::new();
     for key in top.keys().filter(|k| FOREIGN_KEYS.contains(k)) {
         warnings.push(format!(
@@ -63,14 +75,14 @@ pub(crate) fn build(root: &Value, env: Env<'_>) -> Result<Config, ConfigError> {
 
     let snapshot = match top.map("snapshot")? {
         None => SnapshotConfig {
-            interval: secs(24 * 3600),
-            retention: secs(24 * 3600),
+            interval: snapshot_interval,
+            retention: snapshot_retention,
         },
         Some(m) => {
             m.check_keys(&[&["interval", "retention"]], &[])?;
             SnapshotConfig {
-                interval: positive(&m, "interval")?.unwrap_or(secs(24 * 3600)),
-                retention: positive(&m, "retention")?.unwrap_or(secs(24 * 3600)),
+                interval: positive(&m, "interval")?.unwrap_or(snapshot_interval),
+                retention: positive(&m, "retention")?.unwrap_or(snapshot_retention),
             }
         }
     };
@@ -140,6 +152,8 @@ pub(crate) fn build(root: &Value, env: Env<'_>) -> Result<Config, ConfigError> {
         exec: top.string("exec")?,
         logging: build_logging(&top, env)?,
         shutdown_sync_timeout: top.duration("shutdown-sync-timeout")?.unwrap_or(secs(30)),
+        shutdown_sync_interval: positive(&top, "shutdown-sync-interval")?
+            .unwrap_or(Duration::from_millis(500)),
         drill_interval,
         heartbeat,
         verify_compaction: top.bool("verify-compaction")?.unwrap_or(false),
@@ -307,10 +321,11 @@ fn build_logging(top: &Map<'_>, env: Env<'_>) -> Result<LoggingConfig, ConfigErr
         return Ok(LoggingConfig {
             level: env_log_level(env)?.unwrap_or_default(),
             json: false,
+            stdout: false,
+            source: false,
         });
     };
     m.check_keys(&[&["level", "type", "stderr", "source"]], &[])?;
-    unsupported::check(&m, Section::Logging, "top level")?;
     let level = match m.string("level")? {
         None => LogLevel::Info,
         Some(s) => LogLevel::parse(&s).ok_or_else(|| {
@@ -337,6 +352,8 @@ fn build_logging(top: &Map<'_>, env: Env<'_>) -> Result<LoggingConfig, ConfigErr
     Ok(LoggingConfig {
         level: env_log_level(env)?.unwrap_or(level),
         json,
+        stdout: m.bool("stderr")? == Some(false),
+        source: m.bool("source")?.unwrap_or(false),
     })
 }
 
@@ -522,6 +539,11 @@ fn build_db(
         checkpoint_interval: m.duration("checkpoint-interval")?.unwrap_or(secs(60)),
         busy_timeout: m.duration("busy-timeout")?.unwrap_or(secs(1)),
         min_checkpoint_page_count: m.u32("min-checkpoint-page-count")?.unwrap_or(1000),
+        truncate_page_n: match m.u32("truncate-page-n")? {
+            None | Some(0) => DEFAULT_TRUNCATE_PAGE_N,
+            Some(n) => n,
+        },
+        max_sync_wal_bytes: m.size("max-sync-wal-bytes")?.filter(|n| *n > 0),
         restore_if_db_not_exists: m.bool("restore-if-db-not-exists")?.unwrap_or(false),
         snapshot,
         drill_interval: positive(&m, "drill-interval")?,
@@ -656,7 +678,6 @@ fn build_replica(
     if let Some(p) = &parsed {
         let (from_url, path) =
             settings_from_url(p, url.as_deref().unwrap_or_default(), &m.key_path("url"))?;
-        unsupported::check_url(&from_url, &m.key_path("url"), &place)?;
         s.fill_from(&from_url);
         url_path = Some(path);
     }
@@ -682,6 +703,7 @@ fn build_replica(
         retention: positive(&m, "retention")?,
         legacy_page_encoding: s.legacy_page_encoding.unwrap_or(false),
         auto_recover: s.auto_recover.unwrap_or(false),
+        max_sync_ltx_files: s.max_sync_ltx_files.filter(|n| *n > 0),
         settings: s,
     })
 }
@@ -793,6 +815,7 @@ pub(crate) fn make_kind(
                 part_size: s.part_size,
                 concurrency: s.concurrency,
                 sign_payload: s.sign_payload,
+                require_content_md5: s.require_content_md5,
             })
         }
         "gs" => ReplicaKind::Gcs(GcsConfig {

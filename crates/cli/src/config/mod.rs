@@ -5,7 +5,8 @@
 //! key checking with key paths in every error (`yaml.rs`), Go durations (`duration.rs`)
 //! and sizes (`size.rs`), replica URLs (`url.rs`), replica keys and their merging
 //! (`settings.rs`), defaults and cross-checks (`build.rs`), keys refused until supported
-//! (`unsupported.rs`), the typed result (`types.rs`), directory entries (`dir.rs`,
+//! (`unsupported.rs`), replica durations from the environment (`envdefaults.rs`), the
+//! typed result (`types.rs`), directory entries (`dir.rs`,
 //! `glob.rs`), the replica a command-line URL names (`resolve.rs`), the error type
 //! (`error.rs`), and which secrets a config file holds inline (`secrets.rs`, for `check`).
 //!
@@ -29,6 +30,7 @@
 mod build;
 mod dir;
 mod duration;
+mod envdefaults;
 mod error;
 mod expand;
 mod glob;

@@ -21,7 +21,6 @@ use super::build::{local_path, make_kind, Env, SUPPORTED_TYPES};
 use super::error::{ConfigError, ErrorKind};
 use super::settings::{settings_from_url, Settings};
 use super::types::{Config, DbSource, ReplicaConfig, ReplicaKind};
-use super::unsupported;
 use super::url::{parse_url, redact_url};
 use super::yaml::Map;
 
@@ -48,7 +47,6 @@ pub fn resolve_replica_url(
         )));
     }
     let (from_url, path) = settings_from_url(&parsed, url, "")?;
-    unsupported::check_url(&from_url, "", "the command-line URL")?;
     let wanted = Location::of_url(parsed.replica_type, &from_url, &path, env);
     let mut s = from_url;
     match cfg.and_then(|c| configured_at(c, &wanted)) {

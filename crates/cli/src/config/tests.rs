@@ -83,6 +83,8 @@ fn defaults_are_litestreams() {
         LoggingConfig {
             level: LogLevel::Info,
             json: false,
+            stdout: false,
+            source: false,
         }
     );
     assert_eq!(cfg.socket.permissions, 0o600);
@@ -323,6 +325,8 @@ dbs:
         LoggingConfig {
             level: LogLevel::Debug,
             json: true,
+            stdout: false,
+            source: false,
         }
     );
     let db = &cfg.dbs[0];
@@ -597,6 +601,7 @@ fn parse_replica_url_forms() {
                 force_path_style: true,
                 skip_verify: true,
                 sign_payload: Some(false),
+                require_content_md5: Some(false),
                 concurrency: Some(4),
                 part_size: Some(5 << 20),
                 storage_class: Some("STANDARD_IA".into()),
@@ -1161,15 +1166,13 @@ dbs:
     // No config: the URL and the environment only.
     let (key, endpoint) = id(&resolve_replica_url(None, "s3://b/a", &no_env).unwrap());
     assert_eq!((key, endpoint), (None, None));
-    // Unsupported query values are refused here too.
-    assert_eq!(
-        resolve_replica_url(Some(&cfg), "s3://b/a?requireContentMD5=true", &no_env)
-            .unwrap_err()
-            .to_string(),
-        "`requireContentMD5=true` in the URL is not supported yet (the command-line URL): \
-         sqlite-replicate sends no Content-MD5 headers (requests carry a SHA-256 payload \
-         checksum instead); remove it from the config"
-    );
+    // `requireContentMD5` in the URL is acted on (`require-content-md5`).
+    let ReplicaKind::S3(c) =
+        resolve_replica_url(None, "s3://b/a?requireContentMD5=false", &no_env).unwrap()
+    else {
+        panic!("not s3")
+    };
+    assert_eq!(c.require_content_md5, Some(false));
 }
 
 /// Parity issue 18: Litestream keys we parse but do not act on are refused, naming the
@@ -1177,17 +1180,8 @@ dbs:
 #[test]
 fn keys_without_effect_are_refused_until_supported() {
     const DB: &str = "dbs:\n  - path: /var/lib/app.db\n";
-    let replica = |line: &str| format!("{DB}    replica:\n      path: /b\n{line}");
     let cases: Vec<(String, &str)> = vec![
-        ("shutdown-sync-interval: 1s\n".into(), "shutdown-sync-interval: `shutdown-sync-interval` is not supported yet (top level): sqlite-replicate has no pause between final-sync retries (the final sync waits, up to `shutdown-sync-timeout`, for uploads that retry on their own); remove it from the config"),
-        ("logging:\n  stderr: false\n".into(), "logging.stderr: `stderr: false` is not supported yet (top level): sqlite-replicate always logs to stderr, never to stdout; remove it from the config"),
-        ("logging:\n  source: true\n".into(), "logging.source: `source: true` is not supported yet (top level): sqlite-replicate does not add source locations to log lines; remove it from the config"),
         ("dbs:\n  - dir: /data\n    pattern: '*.db'\n    watch: true\n    replica:\n      path: /b\n".into(), "dbs[0].watch: `watch: true` is not supported yet (database /data): sqlite-replicate does not watch a directory for new databases (it is scanned when replication starts); remove it from the config"),
-        (format!("{DB}    truncate-page-n: 121359\n    replica:\n      path: /b\n"), "dbs[0].truncate-page-n: `truncate-page-n` is not supported yet (database /var/lib/app.db): sqlite-replicate has no emergency TRUNCATE checkpoint (`check -wal-warn-size` reports a large WAL); remove it from the config"),
-        (format!("{DB}    max-sync-wal-bytes: 16MiB\n    replica:\n      path: /b\n"), "dbs[0].max-sync-wal-bytes: `max-sync-wal-bytes` is not supported yet (database /var/lib/app.db): sqlite-replicate does not read the WAL in chunks of a set size; remove it from the config"),
-        (replica("      max-sync-ltx-files: 64\n"), "dbs[0].replica.max-sync-ltx-files: `max-sync-ltx-files` is not supported yet (database /var/lib/app.db, replica file): sqlite-replicate does not batch L0 files per upload (each capture is uploaded as it comes); remove it from the config"),
-        (format!("{DB}    replicas:\n      - url: s3://b/a\n        require-content-md5: true\n"), "dbs[0].replicas[0].require-content-md5: `require-content-md5: true` is not supported yet (database /var/lib/app.db, replica s3): sqlite-replicate sends no Content-MD5 headers (requests carry a SHA-256 payload checksum instead); remove it from the config"),
-        (format!("{DB}    replica:\n      url: s3://b/a?requireContentMD5=true\n"), "dbs[0].replica.url: `requireContentMD5=true` in the URL is not supported yet (database /var/lib/app.db, replica s3): sqlite-replicate sends no Content-MD5 headers (requests carry a SHA-256 payload checksum instead); remove it from the config"),
     ];
     for (yaml, want) in &cases {
         let e = err(yaml);
@@ -1373,4 +1367,153 @@ fn auto_recover_key() {
     assert!(cfg.dbs[0].replicas[0].auto_recover);
     let cfg = ok(&format!("{DB}    replica:\n      path: /a\n"));
     assert!(!cfg.dbs[0].replicas[0].auto_recover);
+}
+
+/// Parity issue 18: the Litestream keys that were refused until acted on, read with their
+/// defaults and their values.
+#[test]
+fn formerly_refused_litestream_keys_are_read() {
+    let cfg = ok("dbs:\n  - path: /a.db\n    replica:\n      url: s3://b/a\n");
+    assert_eq!(cfg.shutdown_sync_interval, Duration::from_millis(500));
+    assert!(!cfg.logging.stdout && !cfg.logging.source);
+    let db = &cfg.dbs[0];
+    assert_eq!((db.truncate_page_n, db.max_sync_wal_bytes), (121_359, None));
+    assert_eq!(db.replicas[0].max_sync_ltx_files, None);
+    assert_eq!(s3(&db.replicas[0]).require_content_md5, None);
+
+    let cfg = ok("\
+shutdown-sync-interval: 250ms
+logging:
+  stderr: false
+  source: true
+max-sync-ltx-files: 16
+dbs:
+  - path: /a.db
+    truncate-page-n: 5000
+    max-sync-wal-bytes: 1MiB
+    replicas:
+      - url: s3://b/a?requireContentMD5=false
+      - url: s3://b/c
+        require-content-md5: true
+        max-sync-ltx-files: 4
+        name: c
+");
+    assert_eq!(cfg.shutdown_sync_interval, Duration::from_millis(250));
+    assert!(cfg.logging.stdout && cfg.logging.source);
+    let db = &cfg.dbs[0];
+    assert_eq!(
+        (db.truncate_page_n, db.max_sync_wal_bytes),
+        (5000, Some(1 << 20))
+    );
+    assert_eq!(db.replicas[0].max_sync_ltx_files, Some(16));
+    assert_eq!(db.replicas[1].max_sync_ltx_files, Some(4));
+    assert_eq!(s3(&db.replicas[0]).require_content_md5, Some(false));
+    assert_eq!(s3(&db.replicas[1]).require_content_md5, Some(true));
+    // Litestream's zeros: truncate-page-n 0 is its default; the limits 0 are none.
+    let cfg = ok("dbs:\n  - path: /a.db\n    truncate-page-n: 0\n    max-sync-wal-bytes: 0\n    replica:\n      path: /b\n      max-sync-ltx-files: 0\n");
+    let db = &cfg.dbs[0];
+    assert_eq!((db.truncate_page_n, db.max_sync_wal_bytes), (121_359, None));
+    assert_eq!(db.replicas[0].max_sync_ltx_files, None);
+
+    let cases = [
+        (
+            "shutdown-sync-interval: 0s\n",
+            "shutdown-sync-interval: must be greater than 0",
+        ),
+        (
+            "shutdown-sync-interval: soon\n",
+            r#"shutdown-sync-interval: "soon" is not a duration (e.g. 1m30s)"#,
+        ),
+        (
+            "logging:\n  stderr: maybe\n",
+            r#"logging.stderr: "maybe" is not a boolean"#,
+        ),
+        (
+            "dbs:\n  - path: /a.db\n    truncate-page-n: -1\n    replica:\n      path: /b\n",
+            "dbs[0].truncate-page-n: -1 is not a whole number",
+        ),
+    ];
+    for (yaml, want) in cases {
+        let e = err(yaml);
+        assert!(e.starts_with(want), "{yaml}: {e}");
+    }
+}
+
+/// Replica durations from the environment: below every key of the file, above the
+/// built-in defaults; a bad value names the variable.
+#[test]
+fn replica_durations_from_the_environment() {
+    let env = |k: &str| -> Option<String> {
+        match k {
+            "SQLITE_REPLICATE_SYNC_INTERVAL" => Some("3s".into()),
+            "SQLITE_REPLICATE_VALIDATION_INTERVAL" => Some("10m".into()),
+            "SQLITE_REPLICATE_SNAPSHOT_INTERVAL" => Some("1h".into()),
+            "SQLITE_REPLICATE_RETENTION" => Some("72h".into()),
+            _ => None,
+        }
+    };
+    let parse_env = |yaml: &str, env: &dyn Fn(&str) -> Option<String>| {
+        parse(yaml, false, env).unwrap_or_else(|e| panic!("{yaml}: {e}"))
+    };
+    const DB: &str = "dbs:\n  - path: /a.db\n    replica:\n      url: s3://b/a\n";
+    let cfg = parse_env(DB, &env);
+    let r = &cfg.dbs[0].replicas[0];
+    assert_eq!(r.sync_interval, Some(Duration::from_secs(3)));
+    assert_eq!(r.validation_interval, Some(Duration::from_secs(600)));
+    assert_eq!(cfg.snapshot.interval, Duration::from_secs(3600));
+    assert_eq!(cfg.snapshot.retention, Duration::from_secs(72 * 3600));
+    // Any key of the file wins: the replica's, the top level's, `validation:`, `snapshot:`.
+    let cfg = parse_env(
+        "sync-interval: 5s\nvalidation:\n  interval: 1m\nsnapshot:\n  interval: 2h\ndbs:\n  - path: /a.db\n    replicas:\n      - url: s3://b/a\n        sync-interval: 7s\n      - url: s3://b/c\n        name: c\n",
+        &env,
+    );
+    let rs = &cfg.dbs[0].replicas;
+    assert_eq!(rs[0].sync_interval, Some(Duration::from_secs(7)));
+    assert_eq!(rs[1].sync_interval, Some(Duration::from_secs(5)));
+    assert_eq!(rs[1].validation_interval, Some(Duration::from_secs(60)));
+    assert_eq!(cfg.snapshot.interval, Duration::from_secs(7200));
+    assert_eq!(cfg.snapshot.retention, Duration::from_secs(72 * 3600));
+    // Litestream's VFS name for the sync interval, below ours; empty is unset.
+    let lit = |k: &str| (k == "LITESTREAM_SYNC_INTERVAL").then(|| "2s".to_string());
+    let cfg = parse_env(DB, &lit);
+    assert_eq!(
+        cfg.dbs[0].replicas[0].sync_interval,
+        Some(Duration::from_secs(2))
+    );
+    let empty = |k: &str| k.starts_with("SQLITE_REPLICATE_").then(String::new);
+    let cfg = parse_env(DB, &empty);
+    assert_eq!(cfg.dbs[0].replicas[0].sync_interval, None);
+    assert_eq!(cfg.snapshot.interval, Duration::from_secs(24 * 3600));
+
+    for (var, val, want) in [
+        (
+            "SQLITE_REPLICATE_SYNC_INTERVAL",
+            "fast",
+            r#"$SQLITE_REPLICATE_SYNC_INTERVAL: "fast" is not a duration"#,
+        ),
+        (
+            "SQLITE_REPLICATE_SYNC_INTERVAL",
+            "0s",
+            "$SQLITE_REPLICATE_SYNC_INTERVAL: must be greater than 0",
+        ),
+        (
+            "LITESTREAM_SYNC_INTERVAL",
+            "1",
+            r#"$LITESTREAM_SYNC_INTERVAL: "1" is not a duration"#,
+        ),
+        (
+            "SQLITE_REPLICATE_RETENTION",
+            "-1h",
+            r#"$SQLITE_REPLICATE_RETENTION: "-1h" is not a duration"#,
+        ),
+        (
+            "SQLITE_REPLICATE_SNAPSHOT_INTERVAL",
+            "0",
+            "$SQLITE_REPLICATE_SNAPSHOT_INTERVAL: must be greater than 0",
+        ),
+    ] {
+        let bad = |k: &str| (k == var).then(|| val.to_string());
+        let e = parse(DB, false, &bad).unwrap_err().to_string();
+        assert!(e.starts_with(want), "{var}={val}: {e}");
+    }
 }

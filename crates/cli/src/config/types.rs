@@ -41,6 +41,9 @@ pub struct Config {
     pub logging: LoggingConfig,
     /// `shutdown-sync-timeout`: how long the final sync may retry. Default 30s.
     pub shutdown_sync_timeout: Duration,
+    /// `shutdown-sync-interval`: the pause between retries of a failed upload during the
+    /// final sync. Default 500ms; must be greater than 0 (as in Litestream).
+    pub shutdown_sync_interval: Duration,
     /// `drill-interval` (ours): how often a running replicator restores each replica into
     /// scratch space as a drill (see `verify`). `None`: no drills. Databases inherit it.
     pub drill_interval: Option<Duration>,
@@ -101,6 +104,11 @@ pub struct LoggingConfig {
     pub level: LogLevel,
     /// `type: json` (else `text`; Litestream's `pretty` is read as text).
     pub json: bool,
+    /// `stderr: false`: `replicate` and `standby` log to stdout (Litestream's default
+    /// output). Default: stderr, so other commands' stdout carries only their results.
+    pub stdout: bool,
+    /// `source: true`: each line carries its source file and line. Default false.
+    pub source: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
@@ -157,6 +165,13 @@ pub struct DbConfig {
     pub busy_timeout: Duration,
     /// `min-checkpoint-page-count`. Default 1000.
     pub min_checkpoint_page_count: u32,
+    /// `truncate-page-n`: emergency TRUNCATE checkpoint once the WAL file holds this many
+    /// pages. Default 121359 (as Litestream's: about 500 MB at 4 KiB pages); 0 is the
+    /// default too (Litestream's meaning).
+    pub truncate_page_n: u32,
+    /// `max-sync-wal-bytes`: one L0 file covers at most about this many WAL bytes (cut
+    /// at the first commit past it). `None`: no limit.
+    pub max_sync_wal_bytes: Option<u64>,
     /// `restore-if-db-not-exists`.
     pub restore_if_db_not_exists: bool,
     /// `snapshot:` inside the database, with missing fields from the top level.
@@ -217,6 +232,9 @@ pub struct ReplicaConfig {
     /// `auto-recover` (replica, or top-level default): when the replica's history cannot
     /// be trusted, restart it from a new snapshot instead of failing. Default false.
     pub auto_recover: bool,
+    /// `max-sync-ltx-files`: at most this many files uploaded back to back, then a pause
+    /// of one `sync-interval`. `None` (or 0): no limit.
+    pub max_sync_ltx_files: Option<u32>,
     /// The replica's settings as merged (its keys, its URL, the top-level defaults),
     /// before the environment: what a command-line URL naming this replica's location
     /// inherits (`resolve.rs`).
@@ -243,6 +261,7 @@ impl fmt::Debug for ReplicaConfig {
             .field("retention", &self.retention)
             .field("legacy_page_encoding", &self.legacy_page_encoding)
             .field("auto_recover", &self.auto_recover)
+            .field("max_sync_ltx_files", &self.max_sync_ltx_files)
             .finish()
     }
 }
@@ -287,6 +306,9 @@ pub struct S3Config {
     pub concurrency: Option<u32>,
     /// `None`: the backend decides (Litestream: true, per-provider defaults).
     pub sign_payload: Option<bool>,
+    /// `require-content-md5` (Litestream's, default true): `Content-MD5` on DeleteObjects.
+    /// `Some(false)`: no `Content-MD5` anywhere (deletes go one object per request).
+    pub require_content_md5: Option<bool>,
 }
 
 /// A Google Cloud Storage bucket (credentials: Google ADC).
@@ -379,7 +401,8 @@ impl ReplicaKind {
                 }
                 if c.secret_access_key.is_none() {
                     c.secret_access_key =
-                        get(&["AWS_SECRET_ACCESS_KEY", "LITESTREAM_SECRET_ACCESS_KEY"]).map(Secret::new);
+                        get(&["AWS_SECRET_ACCESS_KEY", "LITESTREAM_SECRET_ACCESS_KEY"])
+                            .map(Secret::new);
                 }
                 if c.endpoint.is_none() {
                     if let Some(e) = get(&["LITESTREAM_S3_ENDPOINT"]) {

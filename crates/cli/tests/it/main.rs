@@ -22,6 +22,7 @@ mod harness;
 mod heartbeat;
 mod hostile;
 mod interop;
+mod keys;
 mod lease;
 mod litestream;
 mod mcp;

@@ -137,7 +137,21 @@ pub struct CaptureOptions {
     pub min_checkpoint_pages: u32,
     /// Also checkpoint after this long if anything was captured since the last one.
     pub checkpoint_interval: Duration,
+    /// Litestream's `truncate-page-n`: once the WAL file holds this many pages, an
+    /// emergency TRUNCATE checkpoint shrinks it to nothing (`Capture::truncate_wal`).
+    pub truncate_pages: u32,
+    /// Litestream's `max-sync-wal-bytes`: one L0 file covers at most about this many WAL
+    /// bytes (cut at the first commit past it, so a larger transaction stays whole); one
+    /// capture then writes several files. `None`: no limit.
+    pub max_wal_bytes: Option<u64>,
 }
+
+/// Litestream's `truncate-page-n` default: about 500 MB of WAL at 4 KiB pages.
+pub const DEFAULT_TRUNCATE_PAGES: u32 = 121_359;
+
+/// After an emergency TRUNCATE checkpoint (done or refused by a busy reader), the next
+/// is not tried for this long: each costs a full-database file.
+const TRUNCATE_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// What one capture produced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -190,6 +204,10 @@ pub struct Capture {
     /// descriptor drops none of them. Dropped when the file is unlinked (a new WAL then
     /// lives at the path) and while the database is quiet.
     wal: Option<Arc<File>>,
+    /// When the last emergency TRUNCATE checkpoint was tried ([`Capture::truncate_wal`]).
+    last_truncate: Option<Instant>,
+    /// The last incremental capture stopped at `max_wal_bytes` with more frames after it.
+    cut_short: bool,
 }
 
 impl Capture {
@@ -224,6 +242,8 @@ impl Capture {
             pin_at_cursor: false,
             produced: Vec::new(),
             wal: None,
+            last_truncate: None,
+            cut_short: false,
         };
         match pos {
             Some(LocalPosition { txid, commit, wal }) if txid.get() >= remote_max => {
@@ -337,7 +357,12 @@ impl Capture {
         if move_pin {
             self.conns.begin_pin()?;
         }
-        let r = self.capture_incremental();
+        let mut r = self.capture_incremental();
+        // `max-sync-wal-bytes`: the rest of the WAL goes into further files, under the
+        // same pin; the driver hands every one to the uploaders (`take_produced`).
+        while self.cut_short && matches!(r, Ok(Some(_))) {
+            r = self.capture_incremental();
+        }
         match &r {
             // Release the old pin only after the frames it protected are safely written.
             Ok(produced) => {
@@ -372,10 +397,13 @@ impl Capture {
             Cursor::At(c) => ScanFrom::Cursor(c),
             _ => ScanFrom::Start,
         };
-        let scan = walscan::scan(&wal, page_size, &from).map_err(|source| CaptureError::Wal {
-            db: self.name.clone(),
-            source,
-        })?;
+        self.cut_short = false;
+        let scan = walscan::scan_limited(&wal, page_size, &from, self.opts.max_wal_bytes).map_err(
+            |source| CaptureError::Wal {
+                db: self.name.clone(),
+                source,
+            },
+        )?;
         self.status
             .wal_size_bytes
             .store(scan.file_size, Ordering::Relaxed);
@@ -459,8 +487,10 @@ impl Capture {
             .fetch_add(header.wal_size, Ordering::Relaxed);
         self.cursor = Cursor::At(scan.end);
         self.commit = commit;
+        self.cut_short = scan.cut;
         self.after_write(txid, false);
-        debug!(db = %self.name, txid = %txid, pages = scan.pages.len(), wal_offset = scan.start, "captured");
+        debug!(db = %self.name, txid = %txid, pages = scan.pages.len(), wal_offset = scan.start,
+               wal_bytes = header.wal_size, "captured");
         Ok(Some(Produced {
             txid,
             full_image: false,
@@ -637,10 +667,59 @@ impl Capture {
         let by_size = wal_pages >= self.opts.min_checkpoint_pages as u64;
         let by_time = self.captured_since_checkpoint
             && self.last_checkpoint.elapsed() >= self.opts.checkpoint_interval;
+        if self.wal_needs_truncate(frame) {
+            return self.truncate_wal();
+        }
         if !by_size && !by_time {
             return Ok(None);
         }
         self.checkpoint()
+    }
+
+    /// Whether the WAL file (its size, not our position in it) holds `truncate_pages`
+    /// pages or more, and no emergency checkpoint was tried in the last minute.
+    fn wal_needs_truncate(&self, frame: u64) -> bool {
+        let wal_pages = self
+            .status
+            .wal_size_bytes
+            .load(Ordering::Relaxed)
+            .saturating_sub(32)
+            / frame;
+        wal_pages >= self.opts.truncate_pages as u64
+            && self
+                .last_truncate
+                .is_none_or(|t| t.elapsed() >= TRUNCATE_RETRY_AFTER)
+    }
+
+    /// Litestream's emergency TRUNCATE checkpoint (`truncate-page-n`), for a WAL file grown
+    /// far past the usual checkpoints (a long reader held them off, or one huge
+    /// transaction): our regular checkpoint first (everything captured, backfilled, made
+    /// durable), then our read transactions end and `PRAGMA wal_checkpoint(TRUNCATE)`
+    /// shrinks the WAL file to zero bytes. That waits up to the busy timeout for the
+    /// application's readers and writers, which meanwhile cannot commit (Litestream's
+    /// stall too). With no pin held, commits that raced it cannot be proven captured, so
+    /// the next TXID is a full-database image at once (C3), as Litestream's "checkpoint
+    /// boundary snapshot" is. Not tried again for [`TRUNCATE_RETRY_AFTER`].
+    fn truncate_wal(&mut self) -> Result<Option<Produced>, CaptureError> {
+        self.last_truncate = Some(Instant::now());
+        let before = self.status.wal_size_bytes.load(Ordering::Relaxed);
+        let produced = self.checkpoint()?;
+        self.conns.release_all();
+        self.cursor = Cursor::Unknown;
+        self.wal = None;
+        let done = self.conns.checkpoint_truncate()?;
+        let after = std::fs::metadata(&self.conns.paths().wal).map_or(0, |m| m.len());
+        self.status.wal_size_bytes.store(after, Ordering::Relaxed);
+        if done {
+            warn!(db = %self.name, wal_bytes_before = before, wal_bytes_after = after,
+                  "WAL passed truncate-page-n: emergency TRUNCATE checkpoint done; next TXID is a full image");
+        } else {
+            warn!(db = %self.name, wal_bytes = before,
+                  "WAL passed truncate-page-n, but the emergency TRUNCATE checkpoint found the database busy; next TXID is a full image, retry in 1m");
+        }
+        // Files the checkpoint captured are in `produced` already; the image comes after.
+        let _ = produced;
+        self.full_image().map(Some)
     }
 
     /// When the interval checkpoint falls due: only after something was captured since
@@ -812,6 +891,8 @@ mod tests {
             encoding: PageEncoding::Block,
             min_checkpoint_pages: 1,
             checkpoint_interval: Duration::from_secs(60),
+            truncate_pages: DEFAULT_TRUNCATE_PAGES,
+            max_wal_bytes: None,
         };
         let status = Arc::new(DbStatus::default());
         let mut cap = Capture::open("t".into(), conns, local, status.clone(), opts, 0).unwrap();

@@ -66,6 +66,10 @@ pub struct ReplicaOptions {
     /// `auto-recover`: a replica whose history cannot be trusted restarts it from a new
     /// snapshot (`recover`) instead of failing.
     pub auto_recover: bool,
+    /// `max-sync-ltx-files`: at most this many files back to back, then a pause of
+    /// `min_upload_interval` (a catch-up after an outage is a paced series of bursts).
+    /// `None`: no limit.
+    pub max_batch: Option<u32>,
 }
 
 impl ReplicaOptions {
@@ -87,6 +91,7 @@ impl ReplicaOptions {
             encoding: PageEncoding::Block,
             verify_compaction: false,
             auto_recover: false,
+            max_batch: None,
         }
     }
 }
@@ -103,12 +108,21 @@ pub struct DbOptions {
     pub meta_dir: PathBuf,
     pub busy_timeout: Duration,
     pub min_checkpoint_pages: u32,
+    /// Emergency TRUNCATE checkpoint once the WAL file holds this many pages
+    /// (`capture::CaptureOptions::truncate_pages`).
+    pub truncate_pages: u32,
+    /// One L0 file covers at most about this many WAL bytes; `None`: no limit
+    /// (`capture::CaptureOptions::max_wal_bytes`).
+    pub max_capture_wal_bytes: Option<u64>,
     pub checkpoint_interval: Duration,
     /// Safety poll of the WAL in case a file-system notification is missed (one shared
     /// poll for every database, `detect::SafetyPoll`: a `stat`, no SQLite, per tick).
     pub poll_interval: Duration,
     pub encoding: PageEncoding,
     pub shutdown_sync_timeout: Duration,
+    /// During the final sync, the pause between a replica's retries after a failed upload
+    /// (instead of its growing backoff). Default 500 ms, as Litestream's.
+    pub shutdown_sync_interval: Duration,
 }
 
 impl DbOptions {
@@ -118,10 +132,13 @@ impl DbOptions {
             path,
             busy_timeout: Duration::from_secs(1),
             min_checkpoint_pages: 1000,
+            truncate_pages: capture::DEFAULT_TRUNCATE_PAGES,
+            max_capture_wal_bytes: None,
             checkpoint_interval: Duration::from_secs(60),
             poll_interval: Duration::from_secs(1),
             encoding: PageEncoding::Block,
             shutdown_sync_timeout: Duration::from_secs(30),
+            shutdown_sync_interval: Duration::from_millis(500),
         }
     }
 }
@@ -297,6 +314,8 @@ pub async fn run_database(
         encoding: opts.encoding,
         min_checkpoint_pages: opts.min_checkpoint_pages,
         checkpoint_interval: opts.checkpoint_interval,
+        truncate_pages: opts.truncate_pages,
+        max_wal_bytes: opts.max_capture_wal_bytes,
     };
     let (cap_local, cap_status, cap_name) = (local.clone(), status.clone(), name.clone());
     let mut cap = tokio::task::spawn_blocking(move || {
@@ -322,6 +341,7 @@ pub async fn run_database(
     let (head_tx, head_rx) = watch::channel(Head {
         txid: cap.txid(),
         full_image_txid: 0,
+        final_sync_retry: None,
     });
     let head_tx = Arc::new(head_tx);
     let (up_shutdown_tx, up_shutdown_rx) = watch::channel(false);
@@ -490,6 +510,9 @@ pub async fn run_database(
     }
 
     // Final sync: let every replica catch up with the last capture, within the timeout.
+    // Uploaders now retry at the shutdown sync interval, starting at once.
+    head.final_sync_retry = Some(opts.shutdown_sync_interval);
+    head_tx.send_replace(head);
     let final_txid = head.txid;
     let deadline = Instant::now() + opts.shutdown_sync_timeout;
     let mut caught_up = false;

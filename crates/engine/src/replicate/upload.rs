@@ -30,6 +30,9 @@ pub struct Head {
     pub txid: u64,
     /// TXID of the newest full-database L0 file (0 if none since start).
     pub full_image_txid: u64,
+    /// Set once the final sync has begun: the pause between retries of a failed upload
+    /// from then on (`shutdown-sync-interval`), instead of the growing backoff.
+    pub final_sync_retry: Option<Duration>,
 }
 
 pub struct Uploader {
@@ -119,10 +122,10 @@ impl Uploader {
             if *self.shutdown.borrow() {
                 return;
             }
-            let wait = if done {
-                maint.next_due().saturating_duration_since(Instant::now())
-            } else {
-                backoff.current()
+            let wait = match head.final_sync_retry {
+                _ if done => maint.next_due().saturating_duration_since(Instant::now()),
+                Some(pause) => pause,
+                None => backoff.current(),
             };
             tokio::select! {
                 r = self.head.changed() => { if r.is_err() { return; } }
@@ -172,6 +175,7 @@ impl Uploader {
         last_upload: &mut Instant,
         reset: &mut Option<Reset>,
     ) -> bool {
+        let mut batch = 0u32;
         while view.max_txid() < head.txid || reset.is_some() {
             let next = view.max_txid() + 1;
             // A replica with a hole it cannot fill from local files restarts its history
@@ -223,6 +227,7 @@ impl Uploader {
             {
                 tokio::time::sleep(self.opts.min_upload_interval - since).await;
             }
+            self.pause_after_batch(&mut batch).await;
             *last_upload = Instant::now();
             let created = created_of(&data);
             let len = data.len() as u64;
@@ -258,6 +263,21 @@ impl Uploader {
             }
         }
         true
+    }
+
+    /// `max-sync-ltx-files`: after that many uploads back to back in one catch-up, waits
+    /// one `sync-interval` (`min_upload_interval`) before the next. Counts this upload.
+    async fn pause_after_batch(&self, batch: &mut u32) {
+        let Some(max) = self.opts.max_batch.filter(|m| *m > 0) else {
+            return;
+        };
+        if *batch >= max {
+            debug!(db = %self.db_name, replica = %self.name(), files = *batch,
+                   pause = ?self.opts.min_upload_interval, "upload batch limit reached; pausing");
+            tokio::time::sleep(self.opts.min_upload_interval).await;
+            *batch = 0;
+        }
+        *batch += 1;
     }
 
     /// Publishes how far level 1 reaches (what local L0 files are still needed for).

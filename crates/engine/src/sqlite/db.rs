@@ -802,6 +802,52 @@ impl DbConns {
         }
     }
 
+    /// Runs `PRAGMA wal_checkpoint(TRUNCATE)` on an idle pin connection (with the busy
+    /// timeout: it waits for the application's readers and writer). The caller has ended
+    /// our own read transactions first ([`DbConns::release_all`]), or it cannot finish.
+    /// Returns whether the WAL was checkpointed completely and truncated to zero bytes.
+    pub fn checkpoint_truncate(&mut self) -> Result<bool, DbError> {
+        let idle = match self.active {
+            Some(i) => 1 - i,
+            None => 0,
+        };
+        let path = self.paths.db.clone();
+        let c = self.pin_conn(idle)?;
+        if !c.is_autocommit() {
+            c.execute_batch("ROLLBACK")
+                .map_err(|source| DbError::Sqlite {
+                    path: path.clone(),
+                    op: "end read transaction",
+                    source,
+                })?;
+        }
+        let r = c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        });
+        // The pragma loaded the schema into this connection.
+        self.heavy[idle] = true;
+        match r {
+            Ok((busy, log, ckpt)) => Ok(busy == 0 && log <= 0 && ckpt <= 0),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(
+                    e.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(source) => Err(DbError::Sqlite {
+                path,
+                op: "checkpoint (TRUNCATE)",
+                source,
+            }),
+        }
+    }
+
     /// Streams every page of the database as the active pin's snapshot sees it, in page
     /// order, through SQLite's own pager (`sqlite_dbpage`), so a concurrent checkpoint can
     /// never tear a page. The lock page is skipped.

@@ -175,6 +175,9 @@ pub struct Frames {
     /// real damage, not a torn tail. The scan stops before the damaged frame, as SQLite's
     /// own recovery would.
     pub corruption: Option<String>,
+    /// The scan stopped at a commit because it had read its byte limit
+    /// ([`scan_limited`]): committed frames may follow `end`.
+    pub cut: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -206,6 +209,18 @@ fn read_header<R: ReadAt + ?Sized>(f: &R) -> io::Result<(u64, Option<WalHeader>)
 
 /// Scans the WAL for committed frames after `from`.
 pub fn scan<R: ReadAt + ?Sized>(f: &R, page_size: PageSize, from: &ScanFrom) -> io::Result<Scan> {
+    scan_limited(f, page_size, from, None)
+}
+
+/// [`scan`] that stops at the first commit frame at or past `max_bytes` from where it
+/// starts (Litestream's `max-sync-wal-bytes`): a transaction is never split, so one larger
+/// than the limit is read whole. `Frames::cut` says whether it stopped there.
+pub fn scan_limited<R: ReadAt + ?Sized>(
+    f: &R,
+    page_size: PageSize,
+    from: &ScanFrom,
+    max_bytes: Option<u64>,
+) -> io::Result<Scan> {
     let (file_size, header) = read_header(f)?;
     let Some(h) = header else {
         return Ok(Scan {
@@ -245,7 +260,7 @@ pub fn scan<R: ReadAt + ?Sized>(f: &R, page_size: PageSize, from: &ScanFrom) -> 
             })
         }
     };
-    let frames = walk(f, &h, start, file_size)?;
+    let frames = walk(f, &h, start, file_size, max_bytes)?;
     Ok(Scan {
         file_size,
         outcome: Outcome::Frames(frames),
@@ -289,7 +304,7 @@ pub fn verify_prefix<R: ReadAt + ?Sized>(
     if offset == WAL_HEADER_SIZE {
         return Ok(Some(start));
     }
-    let frames = walk(f, &h, start, offset)?;
+    let frames = walk(f, &h, start, offset, None)?;
     Ok((frames.end.offset == offset).then_some(frames.end))
 }
 
@@ -305,6 +320,7 @@ fn walk<R: ReadAt + ?Sized>(
     h: &WalHeader,
     start: WalCursor,
     limit: u64,
+    max_bytes: Option<u64>,
 ) -> io::Result<Frames> {
     let frame_size = h.frame_size();
     let mut committed: BTreeMap<u32, u64> = BTreeMap::new();
@@ -313,6 +329,7 @@ fn walk<R: ReadAt + ?Sized>(
     let mut commit = None;
     let mut commits = 0;
     let mut corruption = None;
+    let mut cut = false;
     let mut chain = start.checksum;
     let mut off = start.offset;
     let mut chunk = Vec::new();
@@ -345,6 +362,10 @@ fn walk<R: ReadAt + ?Sized>(
                         checksum: chain,
                         ..start
                     };
+                    if max_bytes.is_some_and(|m| off - start.offset >= m) {
+                        cut = off + frame_size <= limit;
+                        break;
+                    }
                 }
             }
             // A frame with other salts is a leftover of an earlier WAL generation: the
@@ -371,6 +392,7 @@ fn walk<R: ReadAt + ?Sized>(
         pages,
         commits,
         corruption,
+        cut,
     })
 }
 
@@ -466,6 +488,45 @@ mod tests {
 
     fn off_after(frames: u64) -> u64 {
         32 + frames * FRAME
+    }
+
+    /// `max-sync-wal-bytes`: a limited scan stops at the first commit at or past the limit
+    /// (never inside a transaction); scans from each end cover the whole WAL in order.
+    #[test]
+    fn a_limited_scan_stops_at_a_commit_past_the_limit() {
+        let f = fixture("ok");
+        let whole = frames_of("ok");
+        let mut from = ScanFrom::Start;
+        let mut ends = Vec::new();
+        let mut commits = 0;
+        loop {
+            let Outcome::Frames(part) = scan_limited(&f, ps(), &from, Some(1)).unwrap().outcome
+            else {
+                panic!("not frames")
+            };
+            if part.commit.is_none() {
+                break;
+            }
+            commits += part.commits;
+            assert_eq!(part.commits, 1, "one commit per part with a 1-byte limit");
+            ends.push(part.end.offset);
+            let cut = part.cut;
+            from = ScanFrom::Cursor(part.end);
+            if !cut {
+                break;
+            }
+        }
+        assert_eq!(commits, whole.commits);
+        assert_eq!(ends.last(), Some(&whole.end.offset));
+        assert!(ends.windows(2).all(|w| w[0] < w[1]));
+        // A limit past the end reads everything in one part, not cut.
+        let Outcome::Frames(all) = scan_limited(&f, ps(), &ScanFrom::Start, Some(1 << 30))
+            .unwrap()
+            .outcome
+        else {
+            panic!("not frames")
+        };
+        assert_eq!((all.end.offset, all.cut), (whole.end.offset, false));
     }
 
     #[test]

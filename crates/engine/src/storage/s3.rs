@@ -10,10 +10,13 @@
 //! failures into [`StorageError`] variants, so callers decide retries from the variant
 //! alone.
 //!
+//! `Content-MD5` goes on DeleteObjects only (S3 requires it there), as with Litestream's
+//! default `require-content-md5: true`; with false ([`S3Options::require_content_md5`])
+//! deletes go one object per DELETE request, and no request carries one.
+//!
 //! Does not: retry for long (the client retries a few times within seconds; the uploader
-//! owns backoff), discover a bucket's region (give `region`; AWS answers a wrong one with
-//! an error naming the right one, which we pass on), or send `Content-MD5` (the client signs
-//! the payload's SHA-256 instead).
+//! owns backoff), or discover a bucket's region (give `region`; AWS answers a wrong one
+//! with an error naming the right one, which we pass on).
 //!
 //! Fed by replicate/restore through `dyn ReplicaStore`; feeds Apache Arrow's `object_store`
 //! S3 client, which signs requests (SigV4) from explicit keys, `AWS_*`/`LITESTREAM_*`

@@ -73,6 +73,11 @@ pub struct S3Options {
     pub storage_class: Option<String>,
     /// Sign the payload's SHA-256 (default true); false sends `UNSIGNED-PAYLOAD`.
     pub sign_payload: Option<bool>,
+    /// Litestream's `require-content-md5` (default true): deletes go as DeleteObjects
+    /// batches of up to 1000 keys, which carry `Content-MD5` (S3 requires it there; no
+    /// other request carries one). False: one DELETE request per object instead, with no
+    /// `Content-MD5`, for providers that reject it; DELETE requests are free on AWS S3.
+    pub require_content_md5: Option<bool>,
 }
 
 impl fmt::Debug for S3Options {
@@ -93,6 +98,7 @@ impl fmt::Debug for S3Options {
             .field("concurrency", &self.concurrency)
             .field("storage_class", &self.storage_class)
             .field("sign_payload", &self.sign_payload)
+            .field("require_content_md5", &self.require_content_md5)
             .finish()
     }
 }
@@ -247,6 +253,9 @@ pub(super) fn build(
             b = b.with_ssec_encryption(key);
         }
         (None, None) => {}
+    }
+    if opts.require_content_md5 == Some(false) {
+        b = b.with_disable_bulk_delete(true);
     }
     if opts.sign_payload == Some(false) {
         b = b.with_unsigned_payload(true);
