@@ -12,10 +12,12 @@
 //! - [`lease`]: the single-writer lease kept in a replica, and the store wrapper that fences
 //!   every write made under it (warm standby and failover).
 //! - [`fsutil`]: durable local writes (temp, fsync, rename, dir fsync).
+//! - [`clock`]: wall-clock milliseconds as headers and records carry them.
 //!
 //! The `ltx` crate owns the file format; this crate owns every policy around it.
 
 pub mod check;
+pub mod clock;
 pub mod fsutil;
 pub mod lease;
 pub mod replicate;

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use engine::replicate::local::{now_ms, LocalDir};
+use engine::clock::now_ms;
+use engine::replicate::local::LocalDir;
 use engine::replicate::report::{self, DbReport, ReplicaReport, Report};
 use engine::runtime::DbRun;
 
@@ -89,7 +90,7 @@ async fn leases(cfg: &Config, want: Option<&Path>) -> anyhow::Result<Vec<serde_j
                 v["epoch"] = r.epoch.into();
                 v["released"] = r.released.into();
                 v["expires_at"] =
-                    setup::rfc3339_ms(engine::replicate::local::ms_to_time(r.expires_at_ms)).into();
+                    setup::rfc3339_ms(engine::clock::ms_to_time(r.expires_at_ms)).into();
                 v["epoch_start_txid"] = format!("{:016x}", r.start_txid).into();
             }
             Ok(None) => v["holder"] = serde_json::Value::Null,
@@ -253,7 +254,7 @@ fn print_table(report: &Report) {
         "last_checkpoint"
     );
     let time = |ms: Option<i64>| {
-        ms.map(|t| setup::rfc3339_ms(engine::replicate::local::ms_to_time(t)))
+        ms.map(|t| setup::rfc3339_ms(engine::clock::ms_to_time(t)))
             .unwrap_or_else(|| "-".into())
     };
     for d in &report.databases {

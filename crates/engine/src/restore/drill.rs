@@ -408,7 +408,7 @@ async fn rpo(
         file: file.key.to_string(),
         detail: e.to_string(),
     })?;
-    let at = local::ms_to_time(header.timestamp_ms);
+    let at = crate::clock::ms_to_time(header.timestamp_ms);
     Ok(SystemTime::now()
         .duration_since(at)
         .unwrap_or(Duration::ZERO))
