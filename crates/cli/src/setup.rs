@@ -406,13 +406,13 @@ pub async fn restore_missing_dbs(cfg: &Config) -> anyhow::Result<()> {
         }
         let mut best: Option<(
             Arc<dyn ReplicaStore>,
-            engine::restore::plan::Listing,
+            engine::history::plan::Listing,
             ltx::TxId,
         )> = None;
         for r in &db.replicas {
             let store = build_store(&r.kind)?;
-            let listing = engine::restore::plan::Listing::new(list_all(store.as_ref()).await?);
-            if let Some(t) = engine::restore::plan::latest_txid(&listing) {
+            let listing = engine::history::plan::Listing::new(list_all(store.as_ref()).await?);
+            if let Some(t) = engine::history::plan::latest_txid(&listing) {
                 if best.as_ref().is_none_or(|(_, _, b)| t > *b) {
                     best = Some((store, listing, t));
                 }
@@ -422,7 +422,7 @@ pub async fn restore_missing_dbs(cfg: &Config) -> anyhow::Result<()> {
             tracing::info!(db = %path.display(), "no backup to restore; starting fresh");
             continue;
         };
-        let plan = engine::restore::plan::plan(&listing, engine::restore::plan::Target::Latest)?;
+        let plan = engine::history::plan::plan(&listing, engine::history::plan::Target::Latest)?;
         let opts = engine::restore::apply::ApplyOptions {
             parallelism: 8,
             integrity: engine::restore::apply::IntegrityCheck::Quick,

@@ -19,6 +19,7 @@
 pub mod check;
 pub mod clock;
 pub mod fsutil;
+pub mod history;
 pub mod lease;
 pub mod replicate;
 pub mod restore;

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use engine::restore::apply::{self, ApplyOptions, IntegrityCheck};
-use engine::restore::plan::{self, Listing, Target};
+use engine::history::plan::{self, Listing, Target};
 use engine::restore::v3;
 use engine::storage::layout::v3::V3File;
 use engine::storage::ReplicaStore;

@@ -13,6 +13,7 @@
 pub mod apply;
 pub mod drill;
 pub mod follow;
-pub mod plan;
+pub mod output;
+pub mod run;
 pub mod v3;
 pub mod validate;
