@@ -33,7 +33,10 @@ mod tests {
         let now = now_ms();
         assert!(now > 1_600_000_000_000, "{now}");
         let t = ms_to_time(now);
-        assert_eq!(t.duration_since(UNIX_EPOCH).unwrap().as_millis() as i64, now);
+        assert_eq!(
+            t.duration_since(UNIX_EPOCH).unwrap().as_millis() as i64,
+            now
+        );
         assert_eq!(ms_to_time(-5), UNIX_EPOCH);
     }
 }

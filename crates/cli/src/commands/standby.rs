@@ -8,7 +8,9 @@
 //! (a new epoch), wait out a live old holder if the promotion was forced, record the
 //! epoch's first TXID (one past everything in the replica), apply everything before it,
 //! switch the copy back to WAL mode, then replicate: the first file is a full image at
-//! that TXID. See `docs/design.md`, invariants E1-E7.
+//! that TXID. See `docs/design.md`, invariants E1-E7. Those steps are the engine's
+//! (`engine::restore::standby`); this module watches the lease and the `-promote` file,
+//! reports, and runs replication afterwards.
 //!
 //! With `-exec CMD`, the application is started only then, once the copy is writable and
 //! replicating (as `replicate -exec` runs it: `child.rs`), so nobody has to watch the log
@@ -23,6 +25,7 @@ use anyhow::{bail, Context};
 use engine::lease::{Acquire, Lease, LeaseStatus, Observer};
 use engine::replicate::RunMode;
 use engine::restore::follow::{follow, read_applied_txid};
+use engine::restore::standby;
 use engine::storage::ReplicaStore;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -57,16 +60,9 @@ pub struct PromoteArgs {
     db: PathBuf,
 }
 
-/// The file `promote` creates beside the database: `<db>-promote`.
-pub fn promote_path(db: &Path) -> PathBuf {
-    let mut p = db.as_os_str().to_os_string();
-    p.push("-promote");
-    PathBuf::from(p)
-}
-
 pub fn promote(a: PromoteArgs) -> anyhow::Result<ExitCode> {
     let db = std::path::absolute(&a.db).unwrap_or(a.db.clone());
-    let p = promote_path(&db);
+    let p = standby::promote_path(&db);
     engine::fsutil::write_durable(&p, b"promote\n", None)
         .with_context(|| format!("writing {}", p.display()))?;
     eprintln!(
@@ -139,7 +135,11 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                 )
             })?
         } else {
-            restore_latest(store.clone(), &db).await?
+            let txid = standby::restore_copy(store.clone(), &db)
+                .await
+                .with_context(|| format!("restoring {}", db.display()))?;
+            info!(db = %db.display(), txid = %txid, "standby copy restored");
+            txid
         };
         let (fstop_tx, fstop_rx) = watch::channel(false);
         let mut follow_task = tokio::spawn(follow_owned(store.clone(), db.clone(), applied, interval, fstop_rx));
@@ -161,7 +161,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                     bail!("following stopped unexpectedly");
                 }
             }
-            let requested = promote_path(&db).exists();
+            let requested = standby::promote_path(&db).exists();
             let current = match lease.read().await {
                 Ok(c) => c,
                 Err(e) if e.is_permanent() => return Err(e).context(format!("{}: lease", db.display())),
@@ -209,33 +209,8 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         let Some(run) = runs.first_mut() else {
             bail!("database {} is not in the config", db.display());
         };
-        let fenced = failover::fence_run(run, &lease);
-        let local = engine::replicate::local::LocalDir::open(
-                &run.opts.meta_dir,
-                engine::fsutil::FileMode::of_db(&run.opts.path).unwrap_or_default(),
-            )
-            .with_context(|| format!("opening {}", run.opts.meta_dir.display()))?;
-        local.reset().with_context(|| format!("resetting {}", run.opts.meta_dir.display()))?;
-        let start = failover::begin_epoch(&lease, &fenced).await?;
-        let applied = read_applied_txid(&db).context("reading the applied TXID")?;
-        let (tx, rx) = watch::channel(false);
-        tx.send_replace(true);
-        let first_store: Arc<dyn ReplicaStore> = fenced[0].clone();
-        follow(first_store, &db, applied, interval, rx).await?;
-        let applied = read_applied_txid(&db).context("reading the applied TXID")?;
-        if applied.get() + 1 != start {
-            bail!(
-                "{}: applied TXID {applied} but the replicas end at {:016x}: not promoting",
-                db.display(),
-                start - 1
-            );
-        }
-        let path = db.clone();
-        tokio::task::spawn_blocking(move || engine::sqlite::db::switch_to_wal(&path))
-            .await??;
-        let _ = std::fs::remove_file(engine::restore::follow::txid_path(&db));
-        let _ = std::fs::remove_file(promote_path(&db));
-        info!(db = %db.display(), epoch = lease.epoch().unwrap_or(0), first_txid = %format!("{start:016x}"),
+        let (fenced, start) = standby::finish_promotion(run, &lease, &db, interval).await?;
+        info!(db = %db.display(), epoch = lease.epoch().unwrap_or(0), first_txid = %start,
               took_ms = decided.elapsed().as_millis() as u64, reason,
               "promoted: the database accepts writes; replicating as primary");
         // Replicate as the primary until stopped or the lease is lost.
@@ -326,29 +301,6 @@ async fn follow_owned(
     Ok(())
 }
 
-/// Restores the newest state of the replica into `db`; returns its TXID.
-async fn restore_latest(store: Arc<dyn ReplicaStore>, db: &Path) -> anyhow::Result<ltx::TxId> {
-    use engine::restore::{apply, plan};
-    let listing = plan::Listing::new(setup::list_all(store.as_ref()).await?);
-    if plan::latest_txid(&listing).is_none() {
-        bail!(
-            "replica {} holds no backup yet: start the primary first",
-            store.location()
-        );
-    }
-    let p = plan::plan(&listing, plan::Target::Latest)?;
-    let opts = apply::ApplyOptions {
-        parallelism: 8,
-        integrity: apply::IntegrityCheck::Quick,
-        force: false,
-    };
-    apply::apply(store, &p, db, &opts)
-        .await
-        .with_context(|| format!("restoring {}", db.display()))?;
-    info!(db = %db.display(), txid = %p.target_txid, "standby copy restored");
-    Ok(p.target_txid)
-}
-
 /// Logs, now and then, how far the copy is behind the replica, and keeps `status` current.
 async fn report_lag(
     db: &Path,
@@ -360,30 +312,25 @@ async fn report_lag(
         return;
     }
     *last = Instant::now();
-    let applied = read_applied_txid(db).map_or(0, |t| t.get());
+    let applied = read_applied_txid(db);
     let Ok(files) = store.list(ltx::Level::L0).await else {
         return;
     };
-    let newest = files.iter().max_by_key(|f| f.key.max);
-    let lag_ms = match newest {
-        Some(f) if f.key.max.get() > applied => {
-            // The oldest file not yet applied says how long the copy has been behind.
-            files
-                .iter()
-                .filter(|f| f.key.max.get() > applied)
-                .map(|f| f.created)
-                .min()
-                .and_then(|t| t.elapsed().ok())
-                .map_or(0, |d| d.as_millis() as u64)
-        }
-        _ => 0,
-    };
-    let replica_txid = newest.map_or(applied, |f| f.key.max.get().max(applied));
+    let unapplied = || files.iter().filter(|f| Some(f.key.max) > applied);
+    // The oldest file not yet applied says how long the copy has been behind.
+    let lag_ms = unapplied()
+        .map(|f| f.created)
+        .min()
+        .and_then(|t| t.elapsed().ok())
+        .map_or(0, |d| d.as_millis() as u64);
+    let replica_txid = files.iter().map(|f| f.key.max).max().max(applied);
+    // `LeaseStatus` still counts TXIDs as u64 with 0 for none.
+    let raw = |t: Option<ltx::TxId>| t.map_or(0, ltx::TxId::get);
     status.update(|v| {
-        v.applied_txid = applied;
+        v.applied_txid = raw(applied);
         v.lag_ms = lag_ms;
     });
     let v = status.get();
-    info!(db = %db.display(), applied = %format!("{applied:016x}"), replica = %format!("{replica_txid:016x}"),
+    info!(db = %db.display(), applied = %format!("{:016x}", raw(applied)), replica = %format!("{:016x}", raw(replica_txid)),
           lag_ms, holder = %v.holder, epoch = v.epoch, "standby");
 }

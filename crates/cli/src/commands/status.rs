@@ -11,9 +11,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use engine::clock::now_ms;
+use engine::history::{list_levels, Times};
 use engine::replicate::local::LocalDir;
 use engine::replicate::report::{self, DbReport, ReplicaReport, Report};
 use engine::runtime::DbRun;
+use ltx::Level;
 
 use crate::config::Config;
 use crate::{observe, setup};
@@ -97,7 +99,7 @@ async fn leases(cfg: &Config, want: Option<&Path>) -> anyhow::Result<Vec<serde_j
             Err(e) => v["error"] = e.to_string().into(),
         }
         if let Some(applied) = engine::restore::follow::read_applied_txid(&path) {
-            let replica_txid = setup::list_all(store.as_ref())
+            let replica_txid = list_levels(store.as_ref(), Level::all(), Times::Listed)
                 .await
                 .ok()
                 .and_then(|l| l.iter().map(|f| f.key.max.get()).max())
@@ -184,7 +186,7 @@ async fn offline_db(run: &DbRun, now: i64) -> DbReport {
             replica_type: observe::replica_type(spec.store.location()).to_string(),
             ..Default::default()
         };
-        match setup::list_all(spec.store.as_ref()).await {
+        match list_levels(spec.store.as_ref(), Level::all(), Times::Listed).await {
             Ok(list) => {
                 let max = list.iter().map(|f| f.key.max.get()).max().unwrap_or(0);
                 r.last_upload_unix_ms = list

@@ -36,8 +36,8 @@ use ltx::{Decoder, PageSize};
 use super::output::{
     check_output, install, output_mode, verify_integrity, ApplyError, ApplyOptions, ApplyReport,
 };
-use crate::history::plan::Plan;
 use crate::fsutil;
+use crate::history::plan::Plan;
 use crate::storage::layout::{LtxInfo, LtxKey};
 use crate::storage::{ReplicaStore, StorageError};
 

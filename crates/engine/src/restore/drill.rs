@@ -252,7 +252,7 @@ pub enum DrillError {
     Apply(#[from] ApplyError),
     /// A restore step failed in a way a drill does not expect (a 0.3 replica).
     #[error(transparent)]
-    Restore(RestoreError),
+    Restore(Box<RestoreError>),
     #[error("scratch directory {path}: {source}")]
     Scratch {
         path: PathBuf,
@@ -269,8 +269,8 @@ impl From<RestoreError> for DrillError {
             RestoreError::List { source, .. } => DrillError::List(source),
             RestoreError::NoReplica | RestoreError::NoBackup { .. } => DrillError::Empty,
             RestoreError::Plan { source, .. } => DrillError::Plan(source),
-            RestoreError::Apply { source, .. } => DrillError::Apply(source),
-            other => DrillError::Restore(other),
+            RestoreError::Apply { source, .. } => DrillError::Apply(*source),
+            other => DrillError::Restore(Box::new(other)),
         }
     }
 }
@@ -588,8 +588,8 @@ pub async fn drill_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ltx::Level;
     use crate::storage::layout::{LtxInfo, LtxKey};
+    use ltx::Level;
     use std::time::UNIX_EPOCH;
 
     fn info(level: u8, min: u64, max: u64) -> LtxInfo {
@@ -628,13 +628,13 @@ mod tests {
 #[cfg(test)]
 mod scratch_mode_tests {
     use super::*;
-    use ltx::Level;
     use crate::replicate::status::{DbStatus, ReplicaStatus};
     use crate::replicate::{run_database, DbOptions, ReplicaOptions, ReplicaSpec, RunMode};
     use crate::storage::file::FileStore;
     use crate::storage::layout::{LtxInfo, LtxKey};
     use async_trait::async_trait;
     use bytes::Bytes;
+    use ltx::Level;
     use std::ops::Range;
     use std::os::unix::fs::PermissionsExt;
     use std::sync::Mutex;

@@ -15,5 +15,6 @@ pub mod drill;
 pub mod follow;
 pub mod output;
 pub mod run;
+pub mod standby;
 pub mod v3;
 pub mod validate;

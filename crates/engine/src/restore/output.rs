@@ -296,4 +296,3 @@ pub enum V3ApplyError {
         detail: String,
     },
 }
-

@@ -183,9 +183,15 @@ impl Restored {
 /// What [`restore`] did.
 pub enum Outcome {
     /// No candidate holds a backup (nothing was written).
-    NoBackup { replica: String, location: String },
+    NoBackup {
+        replica: String,
+        location: String,
+    },
     /// `dry_run`: the plan, nothing fetched or written.
-    DryRun { picked: Picked, plan: Planned },
+    DryRun {
+        picked: Picked,
+        plan: Planned,
+    },
     Restored(Restored),
 }
 
@@ -218,13 +224,13 @@ pub enum RestoreError {
         replica: String,
         location: String,
         #[source]
-        source: V3PlanError,
+        source: Box<V3PlanError>,
     },
     #[error("restoring {output}")]
     Apply {
         output: PathBuf,
         #[source]
-        source: ApplyError,
+        source: Box<ApplyError>,
     },
     #[error("following the replica")]
     Follow(#[source] FollowError),
@@ -350,9 +356,12 @@ pub fn plan(picked: &Picked, opts: &RestoreOptions) -> Result<Planned, RestoreEr
     let (replica, location) = (picked.name.clone(), picked.location().to_string());
     match (&picked.found, &opts.v3) {
         (Found::Nothing, _) => Err(RestoreError::NoBackup { replica, location }),
-        (Found::Ltx { .. }, V3Fallback::Latest { generation: Some(_) }) => {
-            Err(RestoreError::GenerationOnLtx { replica })
-        }
+        (
+            Found::Ltx { .. },
+            V3Fallback::Latest {
+                generation: Some(_),
+            },
+        ) => Err(RestoreError::GenerationOnLtx { replica }),
         (Found::Ltx { listing, .. }, _) => planner::plan(listing, opts.target)
             .map(Planned::Ltx)
             .map_err(|source| RestoreError::Plan {
@@ -373,7 +382,7 @@ pub fn plan(picked: &Picked, opts: &RestoreOptions) -> Result<Planned, RestoreEr
                 .map_err(|source| RestoreError::V3Plan {
                     replica,
                     location,
-                    source,
+                    source: Box::new(source),
                 })
         }
     }
@@ -403,7 +412,7 @@ pub async fn apply(
     };
     let report = report.map_err(|source| RestoreError::Apply {
         output: output.to_path_buf(),
-        source,
+        source: Box::new(source),
     })?;
     Ok(Restored {
         replica: picked.name.clone(),
