@@ -191,8 +191,10 @@ pub async fn finish_promotion(
         db: db.to_path_buf(),
     };
     let applied = follow::read_applied_txid(db).ok_or_else(no_txid)?;
-    // One pass: `stop` is already true, so follow applies what is there and returns.
-    let (_stop_tx, stop) = watch::channel(true);
+    // One pass: `stop` has changed to true before follow starts, so it applies what is
+    // there and returns (follow waits for a change, not for the value).
+    let (stop_tx, stop) = watch::channel(false);
+    stop_tx.send_replace(true);
     let first: Arc<dyn ReplicaStore> = fenced[0].clone();
     follow::follow(first, db, applied, interval, stop).await?;
     let applied = follow::read_applied_txid(db).ok_or_else(no_txid)?;
