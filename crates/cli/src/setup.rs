@@ -442,6 +442,24 @@ mod tests {
     }
 
     #[test]
+    fn config_for_url_takes_the_path_and_url_as_written() {
+        // Quotes, colons and `#` would need quoting in YAML text; values need none.
+        let db = "/tmp/it's: #1.db";
+        let replica = "/tmp/re'plica: 2";
+        let cfg = config_for_url(db, &format!("file://{replica}")).unwrap();
+        assert_eq!(cfg.dbs.len(), 1);
+        let DbSource::Path(p) = &cfg.dbs[0].source else {
+            panic!("a path source");
+        };
+        assert_eq!(p, Path::new(db));
+        assert_eq!(cfg.dbs[0].replicas.len(), 1);
+        let ReplicaKind::File { path } = &cfg.dbs[0].replicas[0].kind else {
+            panic!("a file replica");
+        };
+        assert_eq!(path, Path::new(replica));
+    }
+
+    #[test]
     fn sftp_and_gcs_urls_build_their_backends_without_io() {
         // The password is a credential, never part of the location.
         let s = store_for("sftp://bob:hunter2@backup.example:2222/srv/app").unwrap();

@@ -422,3 +422,113 @@ pub async fn apply(
         report,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::file::FileStore;
+    use crate::storage::layout::LtxKey;
+    use ltx::Level;
+    use std::time::SystemTime;
+
+    fn t(v: u64) -> TxId {
+        TxId::new(v).unwrap()
+    }
+
+    /// A file replica holding L0 files named 1..=max (contents do not matter to listing).
+    async fn ltx_replica(dir: &Path, name: &str, max: u64) -> Candidate {
+        let store = FileStore::new(dir.join(name));
+        for i in 1..=max {
+            let key = LtxKey::new(Level::L0, t(i), t(i));
+            store
+                .put(&key, bytes::Bytes::from_static(b"x"), SystemTime::now())
+                .await
+                .unwrap();
+        }
+        (name.to_string(), Arc::new(store))
+    }
+
+    /// A file replica holding one Litestream 0.3 snapshot.
+    fn v3_replica(dir: &Path, name: &str) -> Candidate {
+        let snaps = dir
+            .join(name)
+            .join("generations/0123456789abcdef/snapshots");
+        std::fs::create_dir_all(&snaps).unwrap();
+        std::fs::write(snaps.join("00000000.snapshot.lz4"), b"x").unwrap();
+        (name.to_string(), Arc::new(FileStore::new(dir.join(name))))
+    }
+
+    #[tokio::test]
+    async fn picks_the_newest_ltx_history_then_0_3_then_the_first_replica() {
+        let d = tempfile::tempdir().unwrap();
+        let a = ltx_replica(d.path(), "a", 2).await;
+        let b = ltx_replica(d.path(), "b", 3).await;
+        let old = v3_replica(d.path(), "old");
+        let empty = ltx_replica(d.path(), "empty", 0).await;
+
+        let p = pick(&[a.clone(), old.clone(), b.clone()], Times::Listed, true)
+            .await
+            .unwrap();
+        assert_eq!(p.name, "b");
+        assert!(matches!(p.found, Found::Ltx { newest, .. } if newest == t(3)));
+
+        // LTX history anywhere wins over 0.3 generations elsewhere.
+        let p = pick(&[old.clone(), a], Times::Listed, true).await.unwrap();
+        assert_eq!(p.name, "a");
+
+        let p = pick(&[empty.clone(), old.clone()], Times::Listed, true)
+            .await
+            .unwrap();
+        assert_eq!(p.name, "old");
+        assert!(matches!(&p.found, Found::V3 { files } if files.len() == 1));
+
+        // Without the fallback the 0.3 layout is not even listed: nothing to restore.
+        let p = pick(&[empty.clone(), old], Times::Listed, false)
+            .await
+            .unwrap();
+        assert_eq!(p.name, "empty");
+        assert!(matches!(p.found, Found::Nothing));
+        assert!(matches!(
+            plan(
+                &p,
+                &RestoreOptions::latest(super::super::output::IntegrityCheck::None)
+            ),
+            Err(RestoreError::NoBackup { .. })
+        ));
+        assert!(matches!(
+            pick(&[], Times::Listed, true).await,
+            Err(RestoreError::NoReplica)
+        ));
+    }
+
+    #[tokio::test]
+    async fn requests_that_need_ltx_history_refuse_a_0_3_replica() {
+        let d = tempfile::tempdir().unwrap();
+        let old = v3_replica(d.path(), "old");
+        let p = pick(&[old], Times::Listed, true).await.unwrap();
+        let mut o = RestoreOptions::latest(super::super::output::IntegrityCheck::None);
+        o.v3 = V3Fallback::Latest { generation: None };
+        o.follow = true;
+        assert!(matches!(
+            plan(&p, &o),
+            Err(RestoreError::V3NeedsLatest { .. })
+        ));
+        o.follow = false;
+        o.target = Target::TxId(t(1));
+        assert!(matches!(
+            plan(&p, &o),
+            Err(RestoreError::V3NeedsLatest { .. })
+        ));
+        // A generation named for an LTX replica is a mistake, said so.
+        let a = ltx_replica(d.path(), "a", 1).await;
+        let p = pick(&[a], Times::Listed, true).await.unwrap();
+        o.target = Target::Latest;
+        o.v3 = V3Fallback::Latest {
+            generation: Some("0123456789abcdef".into()),
+        };
+        assert!(matches!(
+            plan(&p, &o),
+            Err(RestoreError::GenerationOnLtx { .. })
+        ));
+    }
+}
