@@ -1,7 +1,7 @@
 //! The restore drill: prove a replica can be restored, and measure what it costs.
 //!
 //! Owns: one drill ([`drill`]): list the replica, plan (the latest TXID, or a random
-//! restorable TXID), restore through [`apply`] into a scratch directory with SQLite's full
+//! restorable TXID), restore through `apply` into a scratch directory with SQLite's full
 //! `integrity_check`, time it (the RTO), note the replica's RPO (now minus the header
 //! timestamp of the newest file), optionally compare the result page for page with the
 //! live source, and remove the scratch directory (made `0700`, the copy in it `0600`); the

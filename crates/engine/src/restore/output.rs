@@ -2,7 +2,7 @@
 //! ([`ApplyOptions`], [`IntegrityCheck`]) and reports ([`ApplyReport`]), how it fails
 //! ([`ApplyError`], with Litestream 0.3's own cases in [`V3ApplyError`]), the checks before
 //! the output is touched ([`check_output`], [`output_mode`]), SQLite's check of the temp
-//! file ([`verify_integrity`]), and putting it in place ([`install`]: fsync'd temp file →
+//! file ([`verify_integrity`]), and putting it in place (`install`: fsync'd temp file →
 //! rename → directory fsync).
 //!
 //! Shared by `apply` (LTX) and `v3` (Litestream 0.3 generations), so neither imports the
