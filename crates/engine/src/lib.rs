@@ -5,7 +5,11 @@
 //! - [`sqlite`]: the only module that opens database and WAL files (WAL reader, connections,
 //!   checkpoints).
 //! - `replicate`: detect changes, encode L0 files, upload to each replica, compact, retain.
-//! - [`restore`]: plan (pure) → fetch → apply → verify; follow mode.
+//! - [`history`]: listing every level of a replica, and the pure planner (shared by
+//!   `restore` and `replicate`'s compaction, so neither imports the other).
+//! - [`restore`]: one path for every restore (`restore::run`: pick the replica, list, plan,
+//!   apply; then follow), fetch → apply → verify, the drill, and the warm standby's
+//!   promotion protocol (`restore::standby`).
 //! - [`storage`]: the replica trait, its backends, and the one place that spells keys.
 //! - [`check`]: the pre-flight check of databases and replicas (`check`); the restore
 //!   drill lives in `restore::drill`.
