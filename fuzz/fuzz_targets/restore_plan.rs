@@ -1,4 +1,4 @@
-//! Feeds arbitrary listings and targets to the restore planner (`restore::plan`) and checks
+//! Feeds arbitrary listings and targets to the restore planner (`history::plan`) and checks
 //! what a plan promises: it never panics, and a plan it returns starts with a full database
 //! (a snapshot or a file from TXID 1), continues without gaps, never passes the target, and
 //! ends exactly at the target TXID, using only files of the listing.
@@ -16,7 +16,7 @@ use std::time::{Duration, UNIX_EPOCH};
 #[path = "../../crates/engine/src/storage/layout.rs"]
 pub mod layout;
 #[allow(dead_code)]
-#[path = "../../crates/engine/src/restore/plan.rs"]
+#[path = "../../crates/engine/src/history/plan.rs"]
 mod plan;
 /// `crate::storage::layout`, as the planner names it.
 mod storage {

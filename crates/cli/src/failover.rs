@@ -2,16 +2,18 @@
 //! fencing every replica write by it, renewing it, giving it up at a clean stop.
 //!
 //! Used by `replicate` (wait for the lease, then replicate) and by `standby` (take it at
-//! promotion, then replicate). The lease lives in the database's first replica; the
+//! promotion, then replicate). Beginning an epoch and fencing are the engine's
+//! (`engine::restore::standby`); this module loops, logs and renews. The lease lives in the database's first replica; the
 //! writes to every replica of that database are fenced by it (`engine::lease::fence`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use engine::lease::fence::FencedStore;
 use engine::lease::{Acquire, Lease, LeaseOptions, Observer};
+use engine::restore::standby;
 use engine::runtime::DbRun;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -58,54 +60,6 @@ pub fn lease_config_of(cfg: &Config, path: &Path) -> anyhow::Result<Option<Lease
         .and_then(|(_, db)| db.lease))
 }
 
-/// Wraps the replicas of `run` in stores fenced by `lease`.
-pub fn fence_run(run: &mut DbRun, lease: &Arc<Lease>) -> Vec<Arc<FencedStore>> {
-    let mut out = Vec::new();
-    for r in &mut run.replicas {
-        let f = Arc::new(FencedStore::new(r.store.clone(), lease.clone()));
-        r.store = f.clone();
-        out.push(f);
-    }
-    out
-}
-
-/// The highest TXID over every replica (through the fenced stores, which drop other
-/// epochs' late writes once our epoch has begun).
-async fn replicas_max(stores: &[Arc<FencedStore>]) -> anyhow::Result<u64> {
-    let mut max = 0;
-    for s in stores {
-        let files = setup::list_all(s.as_ref()).await?;
-        max = max.max(files.iter().map(|f| f.key.max.get()).max().unwrap_or(0));
-    }
-    Ok(max)
-}
-
-/// After taking the lease: waits out a forced takeover's old holder, then records the
-/// epoch's first TXID (one past everything visible now) in the lease. Returns it.
-pub async fn begin_epoch(lease: &Lease, stores: &[Arc<FencedStore>]) -> anyhow::Result<u64> {
-    if let Some(t) = lease.not_before() {
-        if t > Instant::now() {
-            info!(
-                wait_ms = (t - Instant::now()).as_millis() as u64,
-                "lease taken from a live holder: waiting out its TTL before writing"
-            );
-            tokio::time::sleep_until(t).await;
-        }
-    }
-    // Invariant E4: the epoch starts one past everything any replica holds now.
-    let max = replicas_max(stores).await?;
-    lease
-        .set_start_txid(max + 1)
-        .await
-        .context("recording the epoch's first TXID in the lease")?;
-    // Now that the epoch has begun, a second look drops any late write that landed since.
-    let after = replicas_max(stores).await?;
-    if after != max {
-        bail!("replica changed while taking the lease (TXID {max:x} -> {after:x})");
-    }
-    Ok(max + 1)
-}
-
 /// `replicate` with leases: for every run whose database has `lease:`, fences its stores
 /// and waits until the lease is ours (or `stop` turns true: then `None`). A host that
 /// takes a lease last held by someone else starts from a full image (its local state may
@@ -124,7 +78,7 @@ pub async fn take_leases(
             continue;
         };
         let lease = Arc::new(Lease::new(first.store.clone(), lease_options(&lc)));
-        let fenced = fence_run(run, &lease);
+        let fenced = standby::fence_run(run, &lease);
         let db = run.opts.path.clone();
         let mut observer = Observer::default();
         let mut said = None;
@@ -154,18 +108,11 @@ pub async fn take_leases(
             .as_ref()
             .is_some_and(|p| p.owner != lease.options().owner)
         {
-            let local = engine::replicate::local::LocalDir::open(
-                &run.opts.meta_dir,
-                engine::fsutil::FileMode::of_db(&run.opts.path).unwrap_or_default(),
-            )
-            .with_context(|| format!("opening {}", run.opts.meta_dir.display()))?;
-            local
-                .reset()
-                .with_context(|| format!("resetting {}", run.opts.meta_dir.display()))?;
+            standby::reset_local_state(run)?;
         }
-        let start = begin_epoch(&lease, &fenced).await?;
+        let start = standby::begin_epoch(&lease, &fenced).await?;
         info!(db = %db.display(), owner = %lease.options().owner, epoch = lease.epoch().unwrap_or(0),
-              start_txid = %format!("{start:016x}"), "lease taken: replicating as primary");
+              start_txid = %start, "lease taken: replicating as primary");
         held.push(Held {
             db,
             lease,

@@ -23,7 +23,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use engine::replicate::local::now_ms;
+use engine::clock::now_ms;
 use engine::replicate::status::{DbStatus, ReplicaStatus};
 use engine::runtime::DbRun;
 use serde::Serialize;

@@ -30,7 +30,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use engine::replicate::local::now_ms;
+use engine::clock::now_ms;
 use engine::replicate::status::{DbStatus, ReplicaStatus};
 use engine::runtime::DbRun;
 use serde::Serialize;

@@ -8,12 +8,13 @@ use std::time::{Duration, SystemTime};
 use anyhow::{bail, Context};
 use engine::replicate::status::ReplicaStatus;
 use engine::replicate::{DbOptions, ReplicaOptions, ReplicaSpec};
+use engine::restore::output::IntegrityCheck;
+use engine::restore::run::{self, Outcome, RestoreOptions, RestoredAt, V3Fallback};
 use engine::runtime::DbRun;
 use engine::storage::file::FileStore;
-use engine::storage::layout::LtxInfo;
 use engine::storage::metered::MeteredStore;
-use engine::storage::{ReplicaStore, StorageError};
-use ltx::{Level, PageEncoding};
+use engine::storage::ReplicaStore;
+use ltx::PageEncoding;
 use tokio::sync::watch;
 
 use crate::config::{self, Config, DbConfig, DbSource, ReplicaConfig, ReplicaKind};
@@ -54,16 +55,7 @@ pub fn load_config_if_present(expand_env: bool) -> anyhow::Result<Option<Config>
 
 /// A config for `replicate DB_PATH REPLICA_URL`.
 pub fn config_for_url(db: &str, url: &str) -> anyhow::Result<Config> {
-    let text = format!(
-        "dbs:\n  - path: {}\n    replica:\n      url: {}\n",
-        yaml_quote(db),
-        yaml_quote(url)
-    );
-    Ok(config::parse(&text, false, &|k| std::env::var(k).ok())?)
-}
-
-fn yaml_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
+    Ok(config::for_url(db, url, &|k| std::env::var(k).ok())?)
 }
 
 /// Logging for a one-shot command: always on stderr (stdout carries its results).
@@ -401,58 +393,37 @@ pub fn restore_candidates(
     Ok(out)
 }
 
-/// Lists every level of a replica.
-pub async fn list_all(store: &dyn ReplicaStore) -> Result<Vec<LtxInfo>, StorageError> {
-    let mut files = Vec::new();
-    for level in Level::all() {
-        files.extend(store.list(level).await?);
-    }
-    Ok(files)
-}
-
-/// Every file of every level with its creation time as the writer recorded it (the
-/// header timestamp), for point-in-time restores. Object stores need a HEAD per file for
-/// that, so plain listings use [`list_all`].
-pub async fn list_all_exact_times(store: &dyn ReplicaStore) -> Result<Vec<LtxInfo>, StorageError> {
-    let mut files = Vec::new();
-    for level in Level::all() {
-        files.extend(store.list_exact_times(level).await?);
-    }
-    Ok(files)
-}
-
-/// `replicate -restore-if-db-not-exists`: restore each missing database first.
+/// `replicate -restore-if-db-not-exists`: restore each missing database first, from the
+/// replica with the newest data (a Litestream 0.3 replica too), as `restore` would, with
+/// SQLite's quick check.
 pub async fn restore_missing_dbs(cfg: &Config) -> anyhow::Result<()> {
     for (path, db) in concrete_dbs(cfg)? {
         if path.exists() {
             continue;
         }
-        let mut best: Option<(
-            Arc<dyn ReplicaStore>,
-            engine::restore::plan::Listing,
-            ltx::TxId,
-        )> = None;
+        let mut candidates = Vec::new();
         for r in &db.replicas {
-            let store = build_store(&r.kind)?;
-            let listing = engine::restore::plan::Listing::new(list_all(store.as_ref()).await?);
-            if let Some(t) = engine::restore::plan::latest_txid(&listing) {
-                if best.as_ref().is_none_or(|(_, _, b)| t > *b) {
-                    best = Some((store, listing, t));
+            candidates.push((replica_name(r), build_store(&r.kind)?));
+        }
+        let mut opts = RestoreOptions::latest(IntegrityCheck::Quick);
+        opts.v3 = V3Fallback::Latest { generation: None };
+        match run::restore(&candidates, &path, &opts).await? {
+            Outcome::Restored(r) => match r.at {
+                RestoredAt::Txid(txid) => {
+                    tracing::info!(db = %path.display(), txid = %txid, "restored before replicating")
                 }
+                RestoredAt::V3 {
+                    generation,
+                    wal_index,
+                } => {
+                    tracing::info!(db = %path.display(), %generation, wal_index = %format!("{wal_index:08x}"),
+                    "restored from Litestream 0.3 before replicating")
+                }
+            },
+            Outcome::NoBackup { .. } | Outcome::DryRun { .. } => {
+                tracing::info!(db = %path.display(), "no backup to restore; starting fresh")
             }
         }
-        let Some((store, listing, _)) = best else {
-            tracing::info!(db = %path.display(), "no backup to restore; starting fresh");
-            continue;
-        };
-        let plan = engine::restore::plan::plan(&listing, engine::restore::plan::Target::Latest)?;
-        let opts = engine::restore::apply::ApplyOptions {
-            parallelism: 8,
-            integrity: engine::restore::apply::IntegrityCheck::Quick,
-            force: false,
-        };
-        engine::restore::apply::apply(store, &plan, &path, &opts).await?;
-        tracing::info!(db = %path.display(), txid = %plan.target_txid, "restored before replicating");
     }
     Ok(())
 }
@@ -491,6 +462,24 @@ mod tests {
 
     fn store_for(url: &str) -> anyhow::Result<Arc<dyn ReplicaStore>> {
         build_store(&config::parse_replica_url(url)?)
+    }
+
+    #[test]
+    fn config_for_url_takes_the_path_and_url_as_written() {
+        // Quotes, colons and `#` would need quoting in YAML text; values need none.
+        let db = "/tmp/it's: #1.db";
+        let replica = "/tmp/re'plica: 2";
+        let cfg = config_for_url(db, &format!("file://{replica}")).unwrap();
+        assert_eq!(cfg.dbs.len(), 1);
+        let DbSource::Path(p) = &cfg.dbs[0].source else {
+            panic!("a path source");
+        };
+        assert_eq!(p, Path::new(db));
+        assert_eq!(cfg.dbs[0].replicas.len(), 1);
+        let ReplicaKind::File { path } = &cfg.dbs[0].replicas[0].kind else {
+            panic!("a file replica");
+        };
+        assert_eq!(path, Path::new(replica));
     }
 
     #[test]

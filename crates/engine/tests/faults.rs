@@ -9,11 +9,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use engine::history::plan::{plan, Listing, Target};
 use engine::replicate::handle::DbHandle;
 use engine::replicate::status::{DbStatus, ReplicaStatus};
 use engine::replicate::{run_database, DbOptions, ReplicaOptions, ReplicaSpec, RunMode};
-use engine::restore::apply::{apply, ApplyError, ApplyOptions, IntegrityCheck};
-use engine::restore::plan::{plan, Listing, Target};
+use engine::restore::apply::apply;
+use engine::restore::output::{ApplyError, ApplyOptions, IntegrityCheck};
 use engine::storage::faulty::FaultyStore;
 use engine::storage::file::FileStore;
 use engine::storage::ReplicaStore;

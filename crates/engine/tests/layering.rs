@@ -33,7 +33,7 @@ fn rs_files(dir: &Path, out: &mut Vec<PathBuf>) {
         let p = entry.expect("dir entry").path();
         if p.is_dir() {
             rs_files(&p, out);
-        } else if p.extension().is_some_and(|e| e == "rs") {
+        } else if p.extension().is_some_and(|e| e == "rs") && !p.ends_with("tests.rs") {
             out.push(p);
         }
     }

@@ -12,10 +12,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use engine::history::plan::{plan, Listing, Target};
 use engine::replicate::status::{DbStatus, ReplicaStatus};
 use engine::replicate::{DbOptions, ReplicaOptions, ReplicaSpec, RunMode};
-use engine::restore::apply::{apply, ApplyOptions, IntegrityCheck};
-use engine::restore::plan::{plan, Listing, Target};
+use engine::restore::apply::apply;
+use engine::restore::output::{ApplyOptions, IntegrityCheck};
 use engine::runtime::{replicate_all, DbRun};
 use engine::storage::file::FileStore;
 use engine::storage::ReplicaStore;

@@ -6,18 +6,18 @@
 //! URL, or the environment).
 //!
 //! A replica without LTX files that holds what Litestream 0.3 wrote (`generations/`) is
-//! restored from that instead, to its latest state (`engine::restore::v3`).
+//! restored from that instead, to its latest state. Choosing the replica, planning and
+//! applying are `engine::restore::run`'s; this module parses the flags and prints.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use engine::restore::apply::{self, ApplyOptions, IntegrityCheck};
-use engine::restore::plan::{self, Listing, Target};
-use engine::restore::v3;
-use engine::storage::layout::v3::V3File;
-use engine::storage::ReplicaStore;
+use engine::history::plan::Target;
+use engine::restore::output::{ApplyOptions, IntegrityCheck};
+use engine::restore::run::{
+    self, Outcome, Planned, RestoreError, RestoreOptions, Restored, RestoredAt, V3Fallback,
+};
 use ltx::TxId;
 
 use crate::setup::{self, ReplicaChoice};
@@ -54,7 +54,7 @@ pub struct Args {
     #[arg(long = "integrity-check", default_value = "none")]
     integrity_check: String,
     /// Ranged reads in flight.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = run::DEFAULT_PARALLELISM)]
     parallelism: usize,
     /// Which configured replica to restore from (default: the one with the newest data).
     #[arg(long)]
@@ -135,187 +135,98 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             replica: a.replica.clone(),
         };
         let candidates = setup::restore_candidates(cfg.as_ref(), &choice)?;
-        // With several replicas, pick the one holding the newest TXID.
-        let mut best = None;
-        for (name, store) in candidates.iter().cloned() {
-            let files = if matches!(target, Target::Timestamp(_)) {
-                setup::list_all_exact_times(store.as_ref()).await
-            } else {
-                setup::list_all(store.as_ref()).await
-            }
-            .with_context(|| format!("listing replica {name}"))?;
-            let listing = Listing::new(files);
-            let newest = plan::latest_txid(&listing);
-            if best.as_ref().is_none_or(|(_, _, _, n)| newest > *n) {
-                best = Some((name, store, listing, newest));
-            }
-        }
-        let Some((name, store, listing, newest)) = best else {
-            bail!("no replica configured for {}", a.target)
+        let opts = RestoreOptions {
+            target,
+            apply: ApplyOptions {
+                parallelism: a.parallelism.max(1),
+                integrity,
+                force: a.force,
+            },
+            v3: V3Fallback::Latest {
+                generation: a.generation.clone(),
+            },
+            follow: a.follow,
+            dry_run: a.dry_run,
         };
-        if newest.is_none() {
-            // No LTX history anywhere: perhaps Litestream 0.3 wrote these replicas.
-            if let Some((name, store, files)) = newest_v3_replica(&candidates).await {
-                return restore_v3(&a, &name, store, &files, &output, integrity).await;
+        let outcome = match run::restore(&candidates, &output, &opts).await {
+            Ok(o) => o,
+            Err(e) => {
+                if let Some(h) = e.v3_hint() {
+                    eprintln!("hint: {h}");
+                }
+                return Err(e.into());
             }
-            if a.if_replica_exists {
-                println!("no backups found on replica {name}, skipping");
+        };
+        let restored = match outcome {
+            Outcome::NoBackup { replica, location } => {
+                if a.if_replica_exists {
+                    println!("no backups found on replica {replica}, skipping");
+                    return Ok(ExitCode::SUCCESS);
+                }
+                return Err(RestoreError::NoBackup { replica, location }.into());
+            }
+            Outcome::DryRun { picked, plan } => {
+                print_plan(a.json, &picked.name, picked.location(), &plan)?;
                 return Ok(ExitCode::SUCCESS);
             }
-            bail!("replica {name} ({}) holds no backup", store.location());
-        }
-        if a.generation.is_some() {
-            bail!(
-                "-generation applies to Litestream 0.3 replicas (generations/), but replica {name} holds LTX files"
-            );
-        }
-        let p = plan::plan(&listing, target).with_context(|| {
-            format!(
-                "planning restore from replica {name} ({})",
-                store.location()
-            )
-        })?;
-        if a.dry_run {
-            print_plan(a.json, &name, store.location(), &p.to_json(), &p)?;
-            return Ok(ExitCode::SUCCESS);
-        }
-        let opts = apply_options(&a, integrity);
-        let report = apply::apply(store.clone(), &p, &output, &opts)
-            .await
-            .with_context(|| format!("restoring {}", output.display()))?;
-        if a.json {
-            println!(
-                "{}",
-                serde_json::json!({
-                    "output": output, "replica": name, "txid": p.target_txid.to_string(),
-                    "files": report.files, "bytes": report.bytes_fetched, "pages": report.pages,
-                    "page_size": report.page_size, "seconds": report.seconds,
-                })
-            );
-        } else if !a.follow {
-            eprintln!(
-                "restored {} to TXID {} from {} file(s), {} bytes, in {:.3}s",
-                output.display(),
-                p.target_txid,
-                report.files,
-                report.bytes_fetched,
-                report.seconds
-            );
-        }
+            Outcome::Restored(r) => r,
+        };
+        print_restored(&a, &restored);
         if a.follow {
-            engine::restore::follow::follow(
-                store,
-                &output,
-                p.target_txid,
-                follow_interval,
-                setup::shutdown_signal(),
-            )
-            .await?;
+            restored
+                .follow(follow_interval, setup::shutdown_signal())
+                .await?;
         }
         Ok(ExitCode::SUCCESS)
     })
 }
 
-/// Among replicas without LTX files, the one whose Litestream 0.3 generations hold the
-/// newest file: 0.3's rule for choosing a generation, applied across replicas. A backend
-/// that cannot list them counts as holding none: the error is logged, not fatal, so
-/// `-if-replica-exists` still skips an empty replica on such a backend.
-async fn newest_v3_replica(
-    candidates: &[(String, Arc<dyn ReplicaStore>)],
-) -> Option<(String, Arc<dyn ReplicaStore>, Vec<V3File>)> {
-    let mut best: Option<(String, Arc<dyn ReplicaStore>, Vec<V3File>)> = None;
-    for (name, store) in candidates {
-        let files = match store.list_v3().await {
-            Ok(f) if !f.is_empty() => f,
-            Ok(_) => continue,
-            Err(e) => {
-                tracing::warn!(replica = %name, error = %e, "cannot list Litestream 0.3 generations");
-                continue;
-            }
-        };
-        let newest = |f: &[V3File]| f.iter().map(|f| f.modified).max();
-        if best
-            .as_ref()
-            .is_none_or(|(_, _, b)| newest(&files) > newest(b))
-        {
-            best = Some((name.clone(), store.clone(), files));
-        }
-    }
-    best
-}
-
-/// Restores the latest state of a Litestream 0.3 generation (`generations/` layout).
-async fn restore_v3(
-    a: &Args,
-    name: &str,
-    store: Arc<dyn ReplicaStore>,
-    files: &[V3File],
-    output: &Path,
-    integrity: IntegrityCheck,
-) -> anyhow::Result<ExitCode> {
-    if a.txid.is_some() || a.timestamp.is_some() || a.follow {
-        bail!(
-            "replica {name} ({}) holds only Litestream 0.3 generations: -txid, -timestamp and -f need LTX history; without them the latest state is restored",
-            store.location()
-        );
-    }
-    let p = match v3::plan_v3(files, a.generation.as_deref()) {
-        Ok(p) => p,
-        Err(e) => {
-            if let Some(h) = e.hint() {
-                eprintln!("hint: {h}");
-            }
-            return Err(anyhow::Error::new(e).context(format!(
-                "planning restore from replica {name} ({}) (Litestream 0.3 generations)",
-                store.location()
-            )));
-        }
-    };
-    if a.dry_run {
-        print_plan(a.json, name, store.location(), &p.to_json(), &p)?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    let opts = apply_options(a, integrity);
-    let report = v3::apply_v3(store, &p, output, &opts)
-        .await
-        .with_context(|| format!("restoring {}", output.display()))?;
-    if a.json {
-        println!(
+/// The result, as JSON or as one line on stderr (nothing on stderr when following).
+fn print_restored(a: &Args, r: &Restored) {
+    let rep = &r.report;
+    match (&r.at, a.json) {
+        (RestoredAt::Txid(txid), true) => println!(
             "{}",
             serde_json::json!({
-                "output": output, "replica": name, "generation": p.generation.as_str(),
-                "wal_index": format!("{:08x}", p.last_index()),
-                "files": report.files, "bytes": report.bytes_fetched, "pages": report.pages,
-                "page_size": report.page_size, "seconds": report.seconds,
+                "output": r.output, "replica": r.replica, "txid": txid.to_string(),
+                "files": rep.files, "bytes": rep.bytes_fetched, "pages": rep.pages,
+                "page_size": rep.page_size, "seconds": rep.seconds,
             })
-        );
-    } else {
-        eprintln!(
-            "restored {} from Litestream 0.3 generation {} to WAL index {:08x} from {} file(s), {} bytes, in {:.3}s",
-            output.display(),
-            p.generation,
-            p.last_index(),
-            report.files,
-            report.bytes_fetched,
-            report.seconds
-        );
+        ),
+        (RestoredAt::Txid(_), false) if a.follow => {}
+        (RestoredAt::Txid(txid), false) => eprintln!(
+            "restored {} to TXID {txid} from {} file(s), {} bytes, in {:.3}s",
+            r.output.display(),
+            rep.files,
+            rep.bytes_fetched,
+            rep.seconds
+        ),
+        (RestoredAt::V3 { generation, wal_index }, true) => println!(
+            "{}",
+            serde_json::json!({
+                "output": r.output, "replica": r.replica, "generation": generation.as_str(),
+                "wal_index": format!("{wal_index:08x}"),
+                "files": rep.files, "bytes": rep.bytes_fetched, "pages": rep.pages,
+                "page_size": rep.page_size, "seconds": rep.seconds,
+            })
+        ),
+        (RestoredAt::V3 { generation, wal_index }, false) => eprintln!(
+            "restored {} from Litestream 0.3 generation {generation} to WAL index {wal_index:08x} from {} file(s), {} bytes, in {:.3}s",
+            r.output.display(),
+            rep.files,
+            rep.bytes_fetched,
+            rep.seconds
+        ),
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// `-dry-run`: the plan as JSON, or as text under the replica's name.
-fn print_plan(
-    json: bool,
-    name: &str,
-    location: &str,
-    as_json: &serde_json::Value,
-    as_text: &dyn std::fmt::Display,
-) -> anyhow::Result<()> {
+fn print_plan(json: bool, name: &str, location: &str, plan: &Planned) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(as_json)?);
+        println!("{}", serde_json::to_string_pretty(&plan.to_json())?);
     } else {
         println!("replica {name} ({location})");
-        print!("{as_text}");
+        print!("{plan}");
     }
     Ok(())
 }
@@ -332,13 +243,5 @@ fn keep_freed_memory() {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 32 << 20);
-    }
-}
-
-fn apply_options(a: &Args, integrity: IntegrityCheck) -> ApplyOptions {
-    ApplyOptions {
-        parallelism: a.parallelism.max(1),
-        integrity,
-        force: a.force,
     }
 }

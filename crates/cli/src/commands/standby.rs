@@ -8,7 +8,9 @@
 //! (a new epoch), wait out a live old holder if the promotion was forced, record the
 //! epoch's first TXID (one past everything in the replica), apply everything before it,
 //! switch the copy back to WAL mode, then replicate: the first file is a full image at
-//! that TXID. See `docs/design.md`, invariants E1-E7.
+//! that TXID. See `docs/design.md`, invariants E1-E7. Those steps are the engine's
+//! (`engine::restore::standby`); this module watches the lease and the `-promote` file,
+//! reports, and runs replication afterwards.
 //!
 //! With `-exec CMD`, the application is started only then, once the copy is writable and
 //! replicating (as `replicate -exec` runs it: `child.rs`), so nobody has to watch the log
@@ -23,11 +25,13 @@ use anyhow::{bail, Context};
 use engine::lease::{Acquire, Lease, LeaseStatus, Observer};
 use engine::replicate::RunMode;
 use engine::restore::follow::{follow, read_applied_txid};
+use engine::restore::standby;
 use engine::storage::ReplicaStore;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use crate::config::LeaseConfig;
 use crate::{child, failover, setup};
 
 #[derive(clap::Args)]
@@ -57,16 +61,9 @@ pub struct PromoteArgs {
     db: PathBuf,
 }
 
-/// The file `promote` creates beside the database: `<db>-promote`.
-pub fn promote_path(db: &Path) -> PathBuf {
-    let mut p = db.as_os_str().to_os_string();
-    p.push("-promote");
-    PathBuf::from(p)
-}
-
 pub fn promote(a: PromoteArgs) -> anyhow::Result<ExitCode> {
     let db = std::path::absolute(&a.db).unwrap_or(a.db.clone());
-    let p = promote_path(&db);
+    let p = standby::promote_path(&db);
     engine::fsutil::write_durable(&p, b"promote\n", None)
         .with_context(|| format!("writing {}", p.display()))?;
     eprintln!(
@@ -113,7 +110,10 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         let store = setup::build_store(&first.kind)?;
         let lease = Arc::new(Lease::new(store.clone(), failover::lease_options(&lc)));
         // Fails at once, clearly, on a backend without conditional writes.
-        if let Err(e) = store.get_name_versioned(engine::storage::layout::LEASE_NAME).await {
+        if let Err(e) = store
+            .get_name_versioned(engine::storage::layout::LEASE_NAME)
+            .await
+        {
             if !e.is_not_found() {
                 return Err(e).context(format!("{}: lease", db.display()));
             }
@@ -128,125 +128,197 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                 fenced: Vec::new(),
                 taken_at: Instant::now(),
             };
-            super::replicate::start_http(addr, &[], &[holder], cfg.health_failing_after, None).await?;
+            super::replicate::start_http(addr, &[], &[holder], cfg.health_failing_after, None)
+                .await?;
         }
+        let s = Standby {
+            db,
+            lc,
+            interval,
+            store,
+            lease,
+        };
+        let Some((decided, reason)) = s.follow_until_promoted(&mut stop).await? else {
+            return Ok(ExitCode::SUCCESS);
+        };
+        s.replicate_as_primary(&cfg, a.exec.as_deref(), decided, reason, &stop)
+            .await
+    });
+    if result.is_err() {
+        // A failed run (a lost lease above all) exits now: work still on a blocking
+        // thread must not hold the process up, as dropping the runtime would.
+        rt.shutdown_timeout(Duration::from_secs(2));
+    }
+    result
+}
+
+/// One standby: its database, lease and the replica it follows (the database's first).
+struct Standby {
+    db: PathBuf,
+    lc: LeaseConfig,
+    interval: Duration,
+    store: Arc<dyn ReplicaStore>,
+    lease: Arc<Lease>,
+}
+
+impl Standby {
+    /// Restores the copy if missing, then follows the replica until the lease is ours
+    /// (`Some(when decided, why)`) or a stop signal comes (`None`). Following has stopped
+    /// either way.
+    async fn follow_until_promoted(
+        &self,
+        stop: &mut watch::Receiver<bool>,
+    ) -> anyhow::Result<Option<(Instant, &'static str)>> {
+        let db = &self.db;
         let applied = if db.exists() {
-            read_applied_txid(&db).with_context(|| {
+            read_applied_txid(db).with_context(|| {
                 format!(
                     "{} exists but is not a standby copy (no {}): move it away to start afresh",
                     db.display(),
-                    engine::restore::follow::txid_path(&db).display()
+                    engine::restore::follow::txid_path(db).display()
                 )
             })?
         } else {
-            restore_latest(store.clone(), &db).await?
+            let txid = standby::restore_copy(self.store.clone(), db)
+                .await
+                .with_context(|| format!("restoring {}", db.display()))?;
+            info!(db = %db.display(), txid = %txid, "standby copy restored");
+            txid
         };
         let (fstop_tx, fstop_rx) = watch::channel(false);
-        let mut follow_task = tokio::spawn(follow_owned(store.clone(), db.clone(), applied, interval, fstop_rx));
+        let mut follow_task = tokio::spawn(follow_owned(
+            self.store.clone(),
+            db.clone(),
+            applied,
+            self.interval,
+            fstop_rx,
+        ));
         let mut observer = Observer::default();
-        let tick = lc.renew_interval.min(Duration::from_secs(1));
+        let tick = self.lc.renew_interval.min(Duration::from_secs(1));
         let mut last_report = Instant::now() - REPORT_EVERY;
-        let status = lease.status.clone();
-        status.update(|v| v.role = "standby");
-        let (decided, reason) = loop {
+        self.lease.status.update(|v| v.role = "standby");
+        let decided = loop {
             tokio::select! {
                 _ = tokio::time::sleep(tick) => {}
-                _ = stop.changed() => {
-                    fstop_tx.send_replace(true);
-                    let _ = follow_task.await;
-                    return Ok(ExitCode::SUCCESS);
-                }
+                _ = stop.changed() => break None,
                 r = &mut follow_task => {
                     r.context("follow task")??;
                     bail!("following stopped unexpectedly");
                 }
             }
-            let requested = promote_path(&db).exists();
-            let current = match lease.read().await {
-                Ok(c) => c,
-                Err(e) if e.is_permanent() => return Err(e).context(format!("{}: lease", db.display())),
-                Err(e) => {
-                    warn!(db = %db.display(), error = %e, "reading the lease failed");
-                    continue;
-                }
+            let requested = standby::promote_path(db).exists();
+            let Some(expired) = self.observe_lease(&mut observer).await? else {
+                continue;
             };
-            let mut expired = false;
-            if let Some((rec, tag)) = &current {
-                let unchanged = observer.observe(tag);
-                expired = rec.released || unchanged >= rec.ttl().max(lc.ttl);
-                status.update(|v| {
-                    v.role = "standby";
-                    v.holder = rec.owner.clone();
-                    v.epoch = rec.epoch;
-                    v.expires_at_ms = if rec.released { 0 } else { rec.expires_at_ms };
-                });
-            }
-            report_lag(&db, &store, &status, &mut last_report).await;
-            let auto = lc.auto_promote && expired;
-            if requested || auto {
+            report_lag(db, &self.store, &self.lease.status, &mut last_report).await;
+            if requested || (self.lc.auto_promote && expired) {
                 let decided = Instant::now();
-                match lease.try_acquire(&mut observer, requested).await {
-                    Ok(Acquire::Acquired { previous }) => {
-                        let reason = if requested { "promote requested" } else { "lease expired" };
-                        info!(db = %db.display(), reason, previous = ?previous.map(|p| (p.owner, p.epoch)),
-                              epoch = lease.epoch().unwrap_or(0), "lease taken: promoting");
-                        break (decided, reason);
-                    }
-                    Ok(Acquire::HeldBy { record, .. }) => {
-                        info!(db = %db.display(), holder = %record.owner, epoch = record.epoch, "lease still held");
-                    }
-                    Err(e) => warn!(db = %db.display(), error = %e, "taking the lease failed"),
+                if let Some(reason) = self.try_take(&mut observer, requested).await {
+                    break Some((decided, reason));
                 }
             }
         };
-        // Promotion: stop following, begin our epoch, apply everything before it.
         fstop_tx.send_replace(true);
-        follow_task.await.context("follow task")??;
-        let mut runs: Vec<_> = setup::db_runs(&cfg)?
+        let followed = follow_task.await.context("follow task");
+        if decided.is_some() {
+            // Promotion: following must have ended cleanly before the epoch begins.
+            followed??;
+        }
+        Ok(decided)
+    }
+
+    /// Reads the lease and notes it in the status: `Some(expired)`, or `None` after a
+    /// passing read error (logged).
+    async fn observe_lease(&self, observer: &mut Observer) -> anyhow::Result<Option<bool>> {
+        let db = &self.db;
+        let current = match self.lease.read().await {
+            Ok(c) => c,
+            Err(e) if e.is_permanent() => {
+                return Err(e).context(format!("{}: lease", db.display()))
+            }
+            Err(e) => {
+                warn!(db = %db.display(), error = %e, "reading the lease failed");
+                return Ok(None);
+            }
+        };
+        let Some((rec, tag)) = &current else {
+            return Ok(Some(false));
+        };
+        let unchanged = observer.observe(tag);
+        self.lease.status.update(|v| {
+            v.role = "standby";
+            v.holder = rec.owner.clone();
+            v.epoch = rec.epoch;
+            v.expires_at_ms = if rec.released { 0 } else { rec.expires_at_ms };
+        });
+        Ok(Some(
+            rec.released || unchanged >= rec.ttl().max(self.lc.ttl),
+        ))
+    }
+
+    /// Tries to take the lease; the reason to log when taken.
+    async fn try_take(&self, observer: &mut Observer, requested: bool) -> Option<&'static str> {
+        let db = &self.db;
+        match self.lease.try_acquire(observer, requested).await {
+            Ok(Acquire::Acquired { previous }) => {
+                let reason = if requested {
+                    "promote requested"
+                } else {
+                    "lease expired"
+                };
+                info!(db = %db.display(), reason, previous = ?previous.map(|p| (p.owner, p.epoch)),
+                      epoch = self.lease.epoch().unwrap_or(0), "lease taken: promoting");
+                return Some(reason);
+            }
+            Ok(Acquire::HeldBy { record, .. }) => {
+                info!(db = %db.display(), holder = %record.owner, epoch = record.epoch, "lease still held");
+            }
+            Err(e) => warn!(db = %db.display(), error = %e, "taking the lease failed"),
+        }
+        None
+    }
+
+    /// Finishes the promotion (`engine::restore::standby::finish_promotion`), then
+    /// replicates as the primary, with the `-exec` child if any, until stopped or the lease
+    /// is lost.
+    async fn replicate_as_primary(
+        &self,
+        cfg: &crate::config::Config,
+        exec: Option<&str>,
+        decided: Instant,
+        reason: &'static str,
+        stop: &watch::Receiver<bool>,
+    ) -> anyhow::Result<ExitCode> {
+        let (db, lease) = (&self.db, &self.lease);
+        let mut runs: Vec<_> = setup::db_runs(cfg)?
             .into_iter()
-            .filter(|r| r.opts.path == db)
+            .filter(|r| r.opts.path == *db)
             .collect();
         let Some(run) = runs.first_mut() else {
             bail!("database {} is not in the config", db.display());
         };
-        let fenced = failover::fence_run(run, &lease);
-        let local = engine::replicate::local::LocalDir::open(
-                &run.opts.meta_dir,
-                engine::fsutil::FileMode::of_db(&run.opts.path).unwrap_or_default(),
-            )
-            .with_context(|| format!("opening {}", run.opts.meta_dir.display()))?;
-        local.reset().with_context(|| format!("resetting {}", run.opts.meta_dir.display()))?;
-        let start = failover::begin_epoch(&lease, &fenced).await?;
-        let applied = read_applied_txid(&db).context("reading the applied TXID")?;
-        let (tx, rx) = watch::channel(false);
-        tx.send_replace(true);
-        let first_store: Arc<dyn ReplicaStore> = fenced[0].clone();
-        follow(first_store, &db, applied, interval, rx).await?;
-        let applied = read_applied_txid(&db).context("reading the applied TXID")?;
-        if applied.get() + 1 != start {
-            bail!(
-                "{}: applied TXID {applied} but the replicas end at {:016x}: not promoting",
-                db.display(),
-                start - 1
-            );
-        }
-        let path = db.clone();
-        tokio::task::spawn_blocking(move || engine::sqlite::db::switch_to_wal(&path))
-            .await??;
-        let _ = std::fs::remove_file(engine::restore::follow::txid_path(&db));
-        let _ = std::fs::remove_file(promote_path(&db));
-        info!(db = %db.display(), epoch = lease.epoch().unwrap_or(0), first_txid = %format!("{start:016x}"),
+        let (fenced, start) = standby::finish_promotion(run, lease, db, self.interval).await?;
+        info!(db = %db.display(), epoch = lease.epoch().unwrap_or(0), first_txid = %start,
               took_ms = decided.elapsed().as_millis() as u64, reason,
               "promoted: the database accepts writes; replicating as primary");
-        // Replicate as the primary until stopped or the lease is lost.
-        let held = vec![failover::Held { db: db.clone(), lease: lease.clone(), fenced, taken_at: Instant::now() }];
+        let held = vec![failover::Held {
+            db: db.clone(),
+            lease: lease.clone(),
+            fenced,
+            taken_at: Instant::now(),
+        }];
         let (lost_tx, mut lost_rx) = watch::channel(None);
         failover::spawn_renewals(&held, lost_tx);
         let (stop_tx, stop_rx) = watch::channel(false);
         let handle = run.handle.clone();
-        let task = tokio::spawn(engine::runtime::replicate_all(runs, stop_rx, RunMode::default()));
+        let task = tokio::spawn(engine::runtime::replicate_all(
+            runs,
+            stop_rx,
+            RunMode::default(),
+        ));
         let mut child_status = None;
-        let lost = match &a.exec {
+        let mut stop = stop.clone();
+        let lost = match exec {
             // Not when a stop came during the promotion: nobody wants the app now.
             Some(cmd) if !*stop.borrow() => {
                 // Its writes must be captured from the first: wait for our first capture
@@ -288,13 +360,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             bail!("{} database(s) failed: {e}", errors.len());
         }
         Ok(ExitCode::SUCCESS)
-    });
-    if result.is_err() {
-        // A failed run (a lost lease above all) exits now: work still on a blocking
-        // thread must not hold the process up, as dropping the runtime would.
-        rt.shutdown_timeout(Duration::from_secs(2));
     }
-    result
 }
 
 /// How long a promoted standby waits for its first capture before starting `-exec`.
@@ -326,29 +392,6 @@ async fn follow_owned(
     Ok(())
 }
 
-/// Restores the newest state of the replica into `db`; returns its TXID.
-async fn restore_latest(store: Arc<dyn ReplicaStore>, db: &Path) -> anyhow::Result<ltx::TxId> {
-    use engine::restore::{apply, plan};
-    let listing = plan::Listing::new(setup::list_all(store.as_ref()).await?);
-    if plan::latest_txid(&listing).is_none() {
-        bail!(
-            "replica {} holds no backup yet: start the primary first",
-            store.location()
-        );
-    }
-    let p = plan::plan(&listing, plan::Target::Latest)?;
-    let opts = apply::ApplyOptions {
-        parallelism: 8,
-        integrity: apply::IntegrityCheck::Quick,
-        force: false,
-    };
-    apply::apply(store, &p, db, &opts)
-        .await
-        .with_context(|| format!("restoring {}", db.display()))?;
-    info!(db = %db.display(), txid = %p.target_txid, "standby copy restored");
-    Ok(p.target_txid)
-}
-
 /// Logs, now and then, how far the copy is behind the replica, and keeps `status` current.
 async fn report_lag(
     db: &Path,
@@ -360,30 +403,25 @@ async fn report_lag(
         return;
     }
     *last = Instant::now();
-    let applied = read_applied_txid(db).map_or(0, |t| t.get());
+    let applied = read_applied_txid(db);
     let Ok(files) = store.list(ltx::Level::L0).await else {
         return;
     };
-    let newest = files.iter().max_by_key(|f| f.key.max);
-    let lag_ms = match newest {
-        Some(f) if f.key.max.get() > applied => {
-            // The oldest file not yet applied says how long the copy has been behind.
-            files
-                .iter()
-                .filter(|f| f.key.max.get() > applied)
-                .map(|f| f.created)
-                .min()
-                .and_then(|t| t.elapsed().ok())
-                .map_or(0, |d| d.as_millis() as u64)
-        }
-        _ => 0,
-    };
-    let replica_txid = newest.map_or(applied, |f| f.key.max.get().max(applied));
+    let unapplied = || files.iter().filter(|f| Some(f.key.max) > applied);
+    // The oldest file not yet applied says how long the copy has been behind.
+    let lag_ms = unapplied()
+        .map(|f| f.created)
+        .min()
+        .and_then(|t| t.elapsed().ok())
+        .map_or(0, |d| d.as_millis() as u64);
+    let replica_txid = files.iter().map(|f| f.key.max).max().max(applied);
+    // `LeaseStatus` still counts TXIDs as u64 with 0 for none.
+    let raw = |t: Option<ltx::TxId>| t.map_or(0, ltx::TxId::get);
     status.update(|v| {
-        v.applied_txid = applied;
+        v.applied_txid = raw(applied);
         v.lag_ms = lag_ms;
     });
     let v = status.get();
-    info!(db = %db.display(), applied = %format!("{applied:016x}"), replica = %format!("{replica_txid:016x}"),
+    info!(db = %db.display(), applied = %format!("{:016x}", raw(applied)), replica = %format!("{:016x}", raw(replica_txid)),
           lag_ms, holder = %v.holder, epoch = v.epoch, "standby");
 }

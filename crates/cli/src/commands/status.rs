@@ -10,9 +10,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use engine::replicate::local::{now_ms, LocalDir};
+use engine::clock::now_ms;
+use engine::history::{list_levels, Times};
+use engine::replicate::local::LocalDir;
 use engine::replicate::report::{self, DbReport, ReplicaReport, Report};
 use engine::runtime::DbRun;
+use ltx::Level;
 
 use crate::config::Config;
 use crate::{observe, setup};
@@ -89,14 +92,14 @@ async fn leases(cfg: &Config, want: Option<&Path>) -> anyhow::Result<Vec<serde_j
                 v["epoch"] = r.epoch.into();
                 v["released"] = r.released.into();
                 v["expires_at"] =
-                    setup::rfc3339_ms(engine::replicate::local::ms_to_time(r.expires_at_ms)).into();
+                    setup::rfc3339_ms(engine::clock::ms_to_time(r.expires_at_ms)).into();
                 v["epoch_start_txid"] = format!("{:016x}", r.start_txid).into();
             }
             Ok(None) => v["holder"] = serde_json::Value::Null,
             Err(e) => v["error"] = e.to_string().into(),
         }
         if let Some(applied) = engine::restore::follow::read_applied_txid(&path) {
-            let replica_txid = setup::list_all(store.as_ref())
+            let replica_txid = list_levels(store.as_ref(), Level::all(), Times::Listed)
                 .await
                 .ok()
                 .and_then(|l| l.iter().map(|f| f.key.max.get()).max())
@@ -183,7 +186,7 @@ async fn offline_db(run: &DbRun, now: i64) -> DbReport {
             replica_type: observe::replica_type(spec.store.location()).to_string(),
             ..Default::default()
         };
-        match setup::list_all(spec.store.as_ref()).await {
+        match list_levels(spec.store.as_ref(), Level::all(), Times::Listed).await {
             Ok(list) => {
                 let max = list.iter().map(|f| f.key.max.get()).max().unwrap_or(0);
                 r.last_upload_unix_ms = list
@@ -253,7 +256,7 @@ fn print_table(report: &Report) {
         "last_checkpoint"
     );
     let time = |ms: Option<i64>| {
-        ms.map(|t| setup::rfc3339_ms(engine::replicate::local::ms_to_time(t)))
+        ms.map(|t| setup::rfc3339_ms(engine::clock::ms_to_time(t)))
             .unwrap_or_else(|| "-".into())
     };
     for d in &report.databases {

@@ -41,7 +41,7 @@ pub struct Args {
     #[arg(long)]
     replica: Option<String>,
     /// Ranged reads in flight.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = engine::restore::run::DEFAULT_PARALLELISM)]
     parallelism: usize,
     #[arg(long = "no-expand-env")]
     no_expand_env: bool,
@@ -155,8 +155,7 @@ fn subjects(
             .unwrap_or_else(|| engine::replicate::local::default_meta_dir(&path));
         Some(DrillSource { db: path, meta_dir })
     };
-    if is_url {
-        let target = a.target.clone().expect("URL given");
+    if let Some(target) = a.target.clone().filter(|_| is_url) {
         let choice = ReplicaChoice {
             target,
             replica: None,

@@ -22,7 +22,7 @@ use super::unsupported::{self, Section};
 use super::url::{ensure_endpoint_scheme, parse_url, redact_url, ParsedUrl};
 use super::yaml::{child, invalid, Elsewhere, Map};
 
-pub(crate) type Env<'e> = &'e dyn Fn(&str) -> Option<String>;
+pub(crate) use super::envdefaults::Env;
 
 pub(crate) const SUPPORTED_TYPES: &str = "file, s3, gs, abs, sftp";
 const MAX_LEVELS: usize = 8;

@@ -12,9 +12,11 @@
 
 use std::time::Duration;
 
-use super::build::Env;
 use super::duration::parse_duration;
 use super::error::{ConfigError, ErrorKind};
+
+/// Where variables are read from: the process environment, or a test's map.
+pub(crate) type Env<'e> = &'e dyn Fn(&str) -> Option<String>;
 
 /// `sync-interval`; `LITESTREAM_SYNC_INTERVAL` when this one is unset.
 pub const SYNC_INTERVAL: &str = "SQLITE_REPLICATE_SYNC_INTERVAL";

@@ -97,6 +97,25 @@ pub fn parse(
     build::build(&root, env)
 }
 
+/// The config of `replicate DB_PATH REPLICA_URL`: one database with one replica, every other
+/// key at its default. Built as the file `dbs: [{path: DB_PATH, replica: {url: REPLICA_URL}}]`
+/// would be, from values rather than YAML text (nothing to quote; `$VAR`s are not expanded).
+pub fn for_url(
+    db: &str,
+    url: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    use serde_norway::{Mapping, Value};
+    let mut replica = Mapping::new();
+    replica.insert("url".into(), url.into());
+    let mut entry = Mapping::new();
+    entry.insert("path".into(), db.into());
+    entry.insert("replica".into(), Value::Mapping(replica));
+    let mut root = Mapping::new();
+    root.insert("dbs".into(), Value::Sequence(vec![Value::Mapping(entry)]));
+    build::build(&Value::Mapping(root), env)
+}
+
 /// The replica a URL names, from the URL alone. A bare path is a file replica (kept as
 /// written, not made absolute). Credentials are not looked up: commands resolve a URL with
 /// [`resolve_replica_url`], which also takes them from the config and the environment.

@@ -18,7 +18,7 @@ pub mod snapshot;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use engine::replicate::local::now_ms;
+use engine::clock::now_ms;
 use engine::replicate::report::{DbReport, LiveReplica, Report};
 use engine::replicate::status::{DbStatus, ReplicaStatus};
 use engine::runtime::DbRun;

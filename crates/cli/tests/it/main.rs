@@ -34,6 +34,7 @@ mod perms;
 mod replicate;
 mod reset;
 mod restore;
+mod restore_path;
 mod s3;
 mod sftp;
 mod sshd;

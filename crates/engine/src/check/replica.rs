@@ -12,6 +12,7 @@ use bytes::Bytes;
 use ltx::Level;
 
 use super::{skew_level, Finding, Level as Sev, Thresholds};
+use crate::history::{list_levels, Times};
 use crate::storage::layout::check_scratch_name;
 use crate::storage::{ReplicaStore, StorageError};
 
@@ -61,12 +62,10 @@ async fn contents(store: &dyn ReplicaStore) -> Result<Finding, StorageError> {
     let mut files = 0usize;
     let mut bytes = 0u64;
     let mut newest = None;
-    for level in Level::all() {
-        for f in store.list(level).await? {
-            files += 1;
-            bytes = bytes.saturating_add(f.size_bytes);
-            newest = newest.max(Some(f.key.max));
-        }
+    for f in list_levels(store, Level::all(), Times::Listed).await? {
+        files += 1;
+        bytes = bytes.saturating_add(f.size_bytes);
+        newest = newest.max(Some(f.key.max));
     }
     Ok(match newest {
         None => Finding::warn(

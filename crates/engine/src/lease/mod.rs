@@ -29,7 +29,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::replicate::local::now_ms;
+use crate::clock::now_ms;
 use crate::storage::layout::LEASE_NAME;
 use crate::storage::{ETag, ReplicaStore, StorageError};
 

@@ -41,11 +41,13 @@ use std::io;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use bytes::Bytes;
 use ltx::{Header, Level, TxId};
 
+// The clock helpers moved to `crate::clock`; re-exported for the replicator's modules.
+pub use crate::clock::{ms_to_time, now_ms};
 use crate::fsutil::{self, FileMode};
 use crate::replicate::meta::MetaLock;
 use crate::storage::layout::{Layout, LtxKey};
@@ -563,21 +565,6 @@ pub fn position_of(h: &Header) -> LocalPosition {
         commit: h.commit,
         wal,
     }
-}
-
-pub fn ms_to_time(ms: i64) -> SystemTime {
-    if ms >= 0 {
-        UNIX_EPOCH + Duration::from_millis(ms as u64)
-    } else {
-        UNIX_EPOCH
-    }
-}
-
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use super::compaction_check;
 use super::local::{ms_to_time, LocalDir};
 use super::status::ReplicaStatus;
 use super::ReplicaOptions;
-use crate::restore::plan::{plan, Listing, Target};
+use crate::history::plan::{plan, Listing, Target};
 use crate::storage::layout::{LtxInfo, LtxKey};
 use crate::storage::{ReplicaStore, StorageError};
 

@@ -25,7 +25,7 @@ use ltx::{Level, TxId};
 
 use super::local::LocalDir;
 use super::maintain::{MaintainError, ReplicaView};
-use crate::restore::plan::{plan, Listing, Target};
+use crate::history::plan::{plan, Listing, Target};
 use crate::storage::ReplicaStore;
 
 /// A replica restarting its history: the next upload must be a snapshot of a full image

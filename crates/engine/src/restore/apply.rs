@@ -5,8 +5,8 @@
 //! `parallelism` chunks), the page merge (newest file first, a bitmap of pages already
 //! written, so each page is written once), verification (every file's CRC, every page
 //! present, optional `PRAGMA quick_check`/`integrity_check`), and the final
-//! fsync → rename → directory fsync. The output path is not touched before everything
-//! is verified. Planning is not done here (see `plan`).
+//! fsync → rename → directory fsync (`output`, shared with `v3`). The output path is not
+//! touched before everything is verified. Planning is not done here (see `history::plan`).
 //!
 //! The output (security issue 17): the temp file is a fresh random name created
 //! exclusively (`fsutil::create_tmp`), so nothing planted in a shared output directory is
@@ -33,149 +33,13 @@ use bytes::Bytes;
 use futures::StreamExt;
 use ltx::{Decoder, PageSize};
 
-use super::plan::Plan;
-use crate::fsutil::{self, FileMode};
+use super::output::{
+    check_output, install, output_mode, verify_integrity, ApplyError, ApplyOptions, ApplyReport,
+};
+use crate::fsutil;
+use crate::history::plan::Plan;
 use crate::storage::layout::{LtxInfo, LtxKey};
 use crate::storage::{ReplicaStore, StorageError};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum IntegrityCheck {
-    #[default]
-    None,
-    Quick,
-    Full,
-}
-
-#[derive(Clone, Debug)]
-pub struct ApplyOptions {
-    pub parallelism: usize,
-    pub integrity: IntegrityCheck,
-    /// Replace an existing output (and remove its stale `-wal`/`-shm`).
-    pub force: bool,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ApplyError {
-    #[error("{path} already exists (use -force to replace it)")]
-    OutputExists { path: PathBuf },
-    /// The output path is a symbolic link: a restore neither writes through it (into a
-    /// file someone else chose) nor replaces it.
-    #[error("{path} is a symbolic link; restore does not follow or replace it (give the path of a regular file)")]
-    OutputSymlink { path: PathBuf },
-    #[error("{file}: {source}")]
-    Fetch { file: String, source: StorageError },
-    #[error("{file}: {source}")]
-    Decode {
-        file: String,
-        source: ltx::DecodeError,
-    },
-    /// The header's TXIDs are not the ones the file's name promises: a file renamed or
-    /// copied over another; applying it would put the wrong history under that TXID.
-    #[error("{file}: at byte 16: the header holds TXIDs {header_min}-{header_max}, not the ones its name says (misnamed or replaced file)")]
-    NameMismatch {
-        file: String,
-        header_min: ltx::TxId,
-        header_max: ltx::TxId,
-    },
-    /// A listed size that no LTX file can have, or more than the file's own header
-    /// allows: a damaged or lying store. Refused before any read is sized by it.
-    #[error(
-        "{file}: the store lists it as {listed} bytes, more than {limit} allows ({max} bytes)"
-    )]
-    ListedSizeTooLarge {
-        file: String,
-        listed: u64,
-        max: u64,
-        limit: &'static str,
-    },
-    /// The newest file's header promises more pages than the planned files could hold
-    /// even if every page took the fewest bytes a page can: refused before the output is
-    /// sized for them.
-    #[error("{file}: at byte 12: the header says the database has {commit} pages, but the planned files total {bytes} bytes, room for at most {max} pages")]
-    TooManyPages {
-        file: String,
-        commit: u32,
-        bytes: u64,
-        max: u64,
-    },
-    #[error("{file}: page size {got} differs from the plan's {want}")]
-    PageSizeMismatch { file: String, got: u32, want: u32 },
-    #[error(
-        "restored database is missing page {pgno} of {commit}: the snapshot {file} is incomplete"
-    )]
-    MissingPage {
-        pgno: u32,
-        commit: u32,
-        file: String,
-    },
-    #[error("{path}: {op}: {source}")]
-    Io {
-        path: PathBuf,
-        op: &'static str,
-        source: io::Error,
-    },
-    #[error("integrity check failed on the restored database: {detail}")]
-    Integrity { detail: String },
-    #[error("empty plan")]
-    EmptyPlan,
-    /// Restoring a Litestream 0.3 generation failed (`restore::v3`).
-    #[error(transparent)]
-    V3(#[from] super::v3::V3ApplyError),
-}
-
-/// What a restore did, for the CLI and drills.
-#[derive(Clone, Debug)]
-pub struct ApplyReport {
-    pub files: usize,
-    pub bytes_fetched: u64,
-    pub pages: u32,
-    pub page_size: u32,
-    pub seconds: f64,
-}
-
-/// Refuses to proceed if the output is a symlink (even with `force`), or if the output or
-/// its sidecars exist (a dangling symlink counts), unless `force`.
-pub fn check_output(out: &Path, force: bool) -> Result<(), ApplyError> {
-    if std::fs::symlink_metadata(out).is_ok_and(|m| m.file_type().is_symlink()) {
-        return Err(ApplyError::OutputSymlink {
-            path: out.to_path_buf(),
-        });
-    }
-    if force {
-        return Ok(());
-    }
-    for p in sidecars(out)
-        .into_iter()
-        .chain(std::iter::once(out.to_path_buf()))
-    {
-        if std::fs::symlink_metadata(&p).is_ok() {
-            return Err(ApplyError::OutputExists { path: p });
-        }
-    }
-    Ok(())
-}
-
-/// The mode of a restored database: that of the regular file it replaces (`-force`),
-/// else [`FileMode::PRIVATE`]: LTX files record no mode, and a restore must not make a
-/// copy readable by more users than the owner chose.
-pub fn output_mode(out: &Path) -> FileMode {
-    use std::os::unix::fs::PermissionsExt;
-    match std::fs::symlink_metadata(out) {
-        Ok(m) if m.is_file() => FileMode::of_db_mode(m.permissions().mode()),
-        _ => FileMode::PRIVATE,
-    }
-}
-
-fn sidecars(out: &Path) -> Vec<PathBuf> {
-    ["-wal", "-shm", "-journal"]
-        .iter()
-        .map(|s| {
-            let mut p = out.as_os_str().to_os_string();
-            p.push(s);
-            PathBuf::from(p)
-        })
-        .collect()
-}
 
 /// Restores `plan` from `store` into `out`.
 pub async fn apply(
@@ -229,38 +93,6 @@ pub async fn apply(
         let _ = std::fs::remove_file(&tmp);
     }
     result
-}
-
-/// Puts a verified, fsynced temp file in place: with `force`, removes the output's stale
-/// `-wal`/`-shm`/`-journal` first (SQLite would otherwise replay an old WAL over the
-/// restored file), then renames and fsyncs the directory. The only step that touches the
-/// output path, so it runs after every check has passed.
-pub(super) fn install(tmp: &Path, out: &Path, force: bool) -> Result<(), ApplyError> {
-    if force {
-        for p in sidecars(out) {
-            match std::fs::remove_file(&p) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(source) => {
-                    return Err(ApplyError::Io {
-                        path: p,
-                        op: "remove stale sidecar",
-                        source,
-                    })
-                }
-            }
-        }
-    }
-    std::fs::rename(tmp, out).map_err(|source| ApplyError::Io {
-        path: out.to_path_buf(),
-        op: "rename into place",
-        source,
-    })?;
-    fsutil::sync_parent_dir(out).map_err(|source| ApplyError::Io {
-        path: out.to_path_buf(),
-        op: "fsync directory",
-        source,
-    })
 }
 
 /// Attempts per ranged read before a transient error (timeout, 5xx, reset) fails a restore.
@@ -906,60 +738,6 @@ fn start_writeback(f: &File) {
     let _ = f;
 }
 
-/// `path` as an SQLite `file:` URI without query: every byte but unreserved ones and `/`
-/// percent-encoded, so a `?`, `#` or `%` in the path (an `-o` path) names the same file
-/// rather than starting a query or fragment (security issue 17). An absolute path gets an
-/// empty authority (`file:///...`), so one starting with `//` is not taken for a host.
-fn sqlite_file_uri(path: &Path) -> String {
-    use std::fmt::Write as _;
-    use std::os::unix::ffi::OsStrExt;
-    let bytes = path.as_os_str().as_bytes();
-    let mut uri = String::from(if path.is_absolute() {
-        "file://"
-    } else {
-        "file:"
-    });
-    for &b in bytes {
-        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
-            uri.push(b as char);
-        } else {
-            let _ = write!(uri, "%{b:02X}");
-        }
-    }
-    uri
-}
-
-/// Runs SQLite's own check on the restored file before it is put in place.
-pub fn verify_integrity(path: &Path, check: IntegrityCheck) -> Result<(), ApplyError> {
-    let pragma = match check {
-        IntegrityCheck::None => return Ok(()),
-        IntegrityCheck::Quick => "PRAGMA quick_check",
-        IntegrityCheck::Full => "PRAGMA integrity_check",
-    };
-    let uri = format!("{}?immutable=1", sqlite_file_uri(path));
-    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI;
-    let conn =
-        rusqlite::Connection::open_with_flags(&uri, flags).map_err(|e| ApplyError::Integrity {
-            detail: e.to_string(),
-        })?;
-    let mut stmt = conn.prepare(pragma).map_err(|e| ApplyError::Integrity {
-        detail: e.to_string(),
-    })?;
-    let rows: Vec<String> = stmt
-        .query_map([], |r| r.get::<_, String>(0))
-        .and_then(|it| it.collect())
-        .map_err(|e| ApplyError::Integrity {
-            detail: e.to_string(),
-        })?;
-    if rows.len() == 1 && rows[0] == "ok" {
-        Ok(())
-    } else {
-        Err(ApplyError::Integrity {
-            detail: rows.into_iter().take(5).collect::<Vec<_>>().join("; "),
-        })
-    }
-}
-
 /// A `Read`/`BufRead` over one file's chunks as they arrive from the downloads, which
 /// run ahead into later files: a chunk of a later file ends this one (kept for
 /// `start_file`). `fill_buf` lends the body piece itself, so the decoder reads LZ4 blocks
@@ -1088,7 +866,8 @@ impl Bitmap {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::restore::plan::{plan, Listing, Target};
+    use crate::history::plan::{plan, Listing, Target};
+    use crate::restore::output::IntegrityCheck;
     use crate::storage::faulty::FaultyStore;
     use crate::storage::file::FileStore;
     use ltx::{Encoder, Header, Level, PageEncoding, PageNo, TxId};

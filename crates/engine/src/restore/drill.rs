@@ -1,7 +1,7 @@
 //! The restore drill: prove a replica can be restored, and measure what it costs.
 //!
 //! Owns: one drill ([`drill`]): list the replica, plan (the latest TXID, or a random
-//! restorable TXID), restore through [`apply`] into a scratch directory with SQLite's full
+//! restorable TXID), restore through `apply` into a scratch directory with SQLite's full
 //! `integrity_check`, time it (the RTO), note the replica's RPO (now minus the header
 //! timestamp of the newest file), optionally compare the result page for page with the
 //! live source, and remove the scratch directory (made `0700`, the copy in it `0600`); the
@@ -18,8 +18,9 @@
 //! are reported as a match; differing pages are reported as "skipped" with the reason,
 //! never as a failure, because nothing proves they should be equal.
 //!
-//! Does not: plan or fetch itself (that is `plan` and `apply`), nor restore Litestream 0.3
-//! generations (the drill needs TXIDs).
+//! Does not: list, plan or fetch itself: it runs the steps every restore runs
+//! (`restore::run`: pick, plan, apply), with its own choice of a random TXID; nor restore
+//! Litestream 0.3 generations (the drill needs TXIDs).
 
 use std::fmt::Write as _;
 use std::fs::File;
@@ -28,12 +29,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use ltx::{Level, TxId};
+use ltx::TxId;
 use rand::seq::SliceRandom;
 use tokio::sync::watch;
 
-use super::apply::{self, ApplyError, ApplyOptions, IntegrityCheck};
-use super::plan::{self, Listing, PlanError, Target};
+use super::output::{ApplyError, ApplyOptions, IntegrityCheck};
+use super::run::{self, Found, Planned, RestoreError, RestoreOptions};
+use crate::history::plan::{self, Listing, PlanError, Target};
+use crate::history::Times;
 use crate::replicate::local;
 use crate::sqlite::inspect::SourceSnapshot;
 use crate::storage::{ReplicaStore, StorageError};
@@ -247,6 +250,9 @@ pub enum DrillError {
     NewestHeader { file: String, detail: String },
     #[error("restoring: {0}")]
     Apply(#[from] ApplyError),
+    /// A restore step failed in a way a drill does not expect (a 0.3 replica).
+    #[error(transparent)]
+    Restore(Box<RestoreError>),
     #[error("scratch directory {path}: {source}")]
     Scratch {
         path: PathBuf,
@@ -254,6 +260,19 @@ pub enum DrillError {
     },
     #[error("the restored database differs from the source at TXID {txid}: {detail}")]
     Mismatch { txid: TxId, detail: String },
+}
+
+impl From<RestoreError> for DrillError {
+    /// The drill's own wording for the steps it shares with every restore.
+    fn from(e: RestoreError) -> DrillError {
+        match e {
+            RestoreError::List { source, .. } => DrillError::List(source),
+            RestoreError::NoReplica | RestoreError::NoBackup { .. } => DrillError::Empty,
+            RestoreError::Plan { source, .. } => DrillError::Plan(source),
+            RestoreError::Apply { source, .. } => DrillError::Apply(*source),
+            other => DrillError::Restore(Box::new(other)),
+        }
+    }
 }
 
 impl DrillError {
@@ -330,14 +349,14 @@ async fn run(
     report: &mut DrillReport,
     started: Instant,
 ) -> Result<(), DrillError> {
-    let mut files = Vec::new();
-    for level in Level::all() {
-        files.extend(store.list(level).await.map_err(DrillError::List)?);
-    }
-    let listing = Listing::new(files);
-    let newest = plan::latest_txid(&listing).ok_or(DrillError::Empty)?;
+    let candidates = [(store.location().to_string(), store.clone())];
+    let picked = run::pick(&candidates, Times::Listed, false).await?;
+    let Found::Ltx { listing, newest } = &picked.found else {
+        return Err(DrillError::Empty);
+    };
+    let newest = *newest;
     report.newest_txid = Some(newest);
-    report.rpo = Some(rpo(store.as_ref(), &listing, newest).await?);
+    report.rpo = Some(rpo(store.as_ref(), listing, newest).await?);
     let position = opts
         .source
         .as_ref()
@@ -345,12 +364,20 @@ async fn run(
     if opts.source.is_some() {
         report.caught_up = Some(position.as_ref().is_some_and(|p| p.txid == newest));
     }
+    let apply_opts = ApplyOptions {
+        parallelism: opts.parallelism.max(1),
+        integrity: IntegrityCheck::Full,
+        force: false,
+    };
     let plan = match target {
         DrillTarget::Latest => {
             report.txid = Some(newest);
-            plan::plan(&listing, Target::Latest)?
+            match run::plan(&picked, &RestoreOptions::latest(IntegrityCheck::Full))? {
+                Planned::Ltx(p) => p,
+                Planned::V3(_) => return Err(DrillError::Empty),
+            }
         }
-        DrillTarget::RandomPoint => random_point(&listing, newest)?,
+        DrillTarget::RandomPoint => random_point(listing, newest)?,
     };
     report.txid = Some(plan.target_txid);
     create_scratch(scratch).map_err(|source| DrillError::Scratch {
@@ -358,18 +385,14 @@ async fn run(
         source,
     })?;
     let out = scratch.join("restored.db");
-    let apply_opts = ApplyOptions {
-        parallelism: opts.parallelism.max(1),
-        integrity: IntegrityCheck::Full,
-        force: false,
-    };
-    let applied = apply::apply(store, &plan, &out, &apply_opts).await?;
+    let txid = plan.target_txid;
+    let restored = run::apply(&picked, &Planned::Ltx(plan), &out, &apply_opts).await?;
+    let applied = restored.report;
     report.restore_duration = started.elapsed();
     report.files = applied.files;
     report.bytes = applied.bytes_fetched;
     report.pages = applied.pages;
     if let (Some(source), DrillTarget::Latest) = (opts.source.clone(), target) {
-        let txid = plan.target_txid;
         let cmp = tokio::task::spawn_blocking(move || compare(&source, &out, txid))
             .await
             .unwrap_or_else(|e| PageCompare::Skipped {
@@ -408,7 +431,7 @@ async fn rpo(
         file: file.key.to_string(),
         detail: e.to_string(),
     })?;
-    let at = local::ms_to_time(header.timestamp_ms);
+    let at = crate::clock::ms_to_time(header.timestamp_ms);
     Ok(SystemTime::now()
         .duration_since(at)
         .unwrap_or(Duration::ZERO))
@@ -566,6 +589,7 @@ pub async fn drill_loop(
 mod tests {
     use super::*;
     use crate::storage::layout::{LtxInfo, LtxKey};
+    use ltx::Level;
     use std::time::UNIX_EPOCH;
 
     fn info(level: u8, min: u64, max: u64) -> LtxInfo {
@@ -610,6 +634,7 @@ mod scratch_mode_tests {
     use crate::storage::layout::{LtxInfo, LtxKey};
     use async_trait::async_trait;
     use bytes::Bytes;
+    use ltx::Level;
     use std::ops::Range;
     use std::os::unix::fs::PermissionsExt;
     use std::sync::Mutex;

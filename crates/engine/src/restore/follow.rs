@@ -29,6 +29,8 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::fsutil;
+use crate::history::plan::continues;
+use crate::history::{list_levels, Times};
 use crate::storage::layout::{LtxInfo, LtxKey};
 use crate::storage::{ReplicaStore, StorageError};
 
@@ -99,12 +101,9 @@ pub fn set_rollback_mode(file: &File) -> std::io::Result<()> {
 
 /// Picks the next file to apply after `applied`: contiguous, largest max, levels 0..=8.
 pub fn next_file(files: &[LtxInfo], applied: TxId) -> Option<&LtxInfo> {
-    let next = applied.get() + 1;
     files
         .iter()
-        .filter(|f| {
-            f.key.level != Level::SNAPSHOT && f.key.min.get() <= next && f.key.max.get() >= next
-        })
+        .filter(|f| !f.key.level.is_snapshot() && continues(&f.key, Some(applied)))
         .max_by_key(|f| (f.key.max, std::cmp::Reverse(f.key.min), f.key.level))
 }
 
@@ -122,10 +121,8 @@ pub async fn follow(
     })?;
     info!(db = %out.display(), txid = %applied, "following replica");
     loop {
-        let mut files = Vec::new();
-        for level in (0..=8).map(|l| Level::new(l).expect("valid")) {
-            files.extend(store.list(level).await?);
-        }
+        let levels = Level::all().filter(|l| !l.is_snapshot());
+        let files = list_levels(store.as_ref(), levels, Times::Listed).await?;
         let newest = files.iter().map(|f| f.key.max).max();
         while let Some(f) = next_file(&files, applied) {
             let max = ltx::max_any_file_bytes();

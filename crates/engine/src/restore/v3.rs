@@ -10,7 +10,7 @@
 //!
 //! Does not: write this layout, restore to a point in time (LTX history only), follow, or
 //! put the result in place itself: the integrity check and the fsync → rename → directory
-//! fsync are `apply`'s, so P1 holds here too (the output path is not touched until
+//! fsync are `output`'s, shared with `apply`, so P1 holds here too (the output path is not touched until
 //! everything is verified).
 //!
 //! What 0.3.13 does, checked against the real binary (`litestream restore`, `generations`):
@@ -50,9 +50,9 @@ use bytes::Bytes;
 use futures::StreamExt;
 use ltx::PageSize;
 
-use super::apply::{
+use super::output::{
     check_output, install, output_mode, verify_integrity, ApplyError, ApplyOptions, ApplyReport,
-    IntegrityCheck,
+    IntegrityCheck, V3ApplyError,
 };
 use crate::fsutil;
 use crate::sqlite::wal::{self, Outcome, ScanFrom, WalHeader};
@@ -315,63 +315,6 @@ pub fn plan_v3(files: &[V3File], generation: Option<&str>) -> Result<V3Plan, V3P
         snapshot,
         wal,
     })
-}
-
-/// Why applying a v3 plan failed, beyond fetch and local I/O errors (those are
-/// [`ApplyError::Fetch`] and [`ApplyError::Io`]).
-#[derive(Debug, thiserror::Error)]
-pub enum V3ApplyError {
-    #[error("{file}: the LZ4 frame does not decompress: {source}")]
-    Decompress { file: String, source: io::Error },
-    #[error("{file}: not a SQLite database: {detail}")]
-    BadSnapshot { file: String, detail: String },
-    #[error("generation {generation}, WAL index {index:08x}: bytes {from}..{to} are missing: {before} ends at byte {from} but the next segment, {after}, starts at byte {to}")]
-    SegmentGap {
-        generation: GenerationId,
-        index: u32,
-        from: u64,
-        to: u64,
-        before: String,
-        after: String,
-    },
-    #[error("generation {generation}, WAL index {index:08x}: {after} starts at byte {to}, inside {before}, which decompresses past it")]
-    SegmentOverlap {
-        generation: GenerationId,
-        index: u32,
-        to: u64,
-        before: String,
-        after: String,
-    },
-    /// An LZ4 frame decompresses to more than the format allows (a decompression bomb or
-    /// a damaged file): stopped as soon as the bound was passed.
-    #[error("{file}: decompresses to more than {limit} bytes, the most {what}")]
-    TooLarge {
-        file: String,
-        limit: u64,
-        what: String,
-    },
-    #[error("generation {generation}, WAL index {index:08x}: {file} does not start with a valid WAL header")]
-    BadWalHeader {
-        generation: GenerationId,
-        index: u32,
-        file: String,
-    },
-    #[error("generation {generation}, WAL index {index:08x}: WAL page size {got} differs from the snapshot's {want}")]
-    PageSizeMismatch {
-        generation: GenerationId,
-        index: u32,
-        got: u32,
-        want: u32,
-    },
-    /// A frame fails its checksum although a committed transaction follows it. SQLite's
-    /// recovery would stop there silently; a later index would then be laid over a database
-    /// missing those commits, so this is refused instead.
-    #[error("generation {generation}, WAL index {index:08x}: {detail}")]
-    CorruptWal {
-        generation: GenerationId,
-        index: u32,
-        detail: String,
-    },
 }
 
 /// A file and its first piece (up to the store's restore chunk size), or the error.

@@ -50,8 +50,9 @@ impl std::fmt::Display for Fault {
             FaultKind::Gap => write!(
                 f,
                 "level {level}: TXID gap between {a} and {b}: TXIDs {:016x}..={:016x} are missing",
-                self.prev.max.get() + 1,
-                self.next.min.get() - 1,
+                // A gap lies strictly between the two: neither end overflows.
+                self.prev.max.get().saturating_add(1),
+                self.next.min.get().saturating_sub(1),
             ),
             FaultKind::Overlap => write!(
                 f,
@@ -71,10 +72,10 @@ pub fn check_level(files: &[LtxInfo]) -> Vec<Fault> {
     keys.windows(2)
         .filter_map(|w| {
             let (prev, next) = (w[0], w[1]);
-            let expected = prev.max.get() + 1;
-            let kind = match next.min.get() {
-                m if m == expected => return None,
-                m if m > expected => FaultKind::Gap,
+            // The TXID that continues `prev`; none after the last TXID there is.
+            let kind = match prev.max.next().ok() {
+                Some(expected) if next.min == expected => return None,
+                Some(expected) if next.min > expected => FaultKind::Gap,
                 _ => FaultKind::Overlap,
             };
             Some(Fault { kind, prev, next })

@@ -176,7 +176,7 @@ pub async fn replicate_all(
                 if let Err(e) = &r {
                     status.record_failure(
                         format!("replication stopped: {e}"),
-                        crate::replicate::local::now_ms(),
+                        crate::clock::now_ms(),
                     );
                 }
                 r

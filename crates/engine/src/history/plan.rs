@@ -10,8 +10,8 @@
 //! the fewest files that reach the target. With a timestamp target only files created
 //! strictly before it count. The first file must start at TXID 1 (a full database).
 //!
-//! Fed by `storage` listings; feeds `apply` (and `replicate::maintain`, which builds
-//! snapshots from the same plan).
+//! Fed by listings (`history::list_all`); feeds `restore::apply` (and
+//! `replicate::maintain`, which builds snapshots from the same plan).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -192,29 +192,23 @@ pub fn plan(listing: &Listing, target: Target) -> Result<Plan, PlanError> {
         .iter()
         .filter(|f| f.key.max <= limit && before(f))
         .max_by_key(|f| f.key.max);
-    let mut cur = 0u64;
+    // The newest TXID the chosen files reach; `None` before the first.
+    let mut cur: Option<TxId> = None;
     if let Some(s) = snapshot {
-        cur = s.key.max.get();
+        cur = Some(s.key.max);
         files.push(s.clone());
     }
-    while cur < limit.get() {
-        let next = (0..Level::SNAPSHOT.get())
+    while cur < Some(limit) {
+        let next = Level::all()
             .rev()
-            .flat_map(|l| listing.level(Level::new(l).expect("0..=8")))
-            .filter(|f| {
-                f.key.min.get() <= cur + 1
-                    && f.key.max.get() > cur
-                    && f.key.max <= limit
-                    && before(f)
-            })
+            .filter(|l| !l.is_snapshot())
+            .flat_map(|l| listing.level(l))
+            .filter(|f| continues(&f.key, cur) && f.key.max <= limit && before(f))
             // Furthest reach, then the smaller min, then the higher level.
             .max_by_key(|f| (f.key.max, std::cmp::Reverse(f.key.min), f.key.level));
         match next {
             Some(f) => {
-                if cur == 0 && f.key.min != TxId::ONE {
-                    return Err(PlanError::NoStart { first: f.key });
-                }
-                cur = f.key.max.get();
+                cur = Some(f.key.max);
                 files.push(f.clone());
             }
             None => return Err(gap(listing, cur, limit, files.last(), &before)),
@@ -226,19 +220,37 @@ pub fn plan(listing: &Listing, target: Target) -> Result<Plan, PlanError> {
     })
 }
 
-/// Describes why the history stops at `cur`: the missing range and the files on each side.
+/// Whether a file with `key` continues a history that reaches `cur` (`None`: nothing yet,
+/// so the file must start at TXID 1): it starts at most one past `cur` and goes beyond it.
+pub fn continues(key: &LtxKey, cur: Option<TxId>) -> bool {
+    match cur {
+        None => key.min == TxId::ONE,
+        Some(c) => key.min.get() <= c.get().saturating_add(1) && key.max > c,
+    }
+}
+
+/// Whether a file with `key` starts past the TXID after `cur`: a gap lies before it.
+fn starts_past_next(key: &LtxKey, cur: Option<TxId>) -> bool {
+    match cur {
+        None => key.min > TxId::ONE,
+        Some(c) => key.min.get() > c.get().saturating_add(1),
+    }
+}
+
+/// Describes why the history stops at `cur` (`None`: no file starts it): the missing range
+/// and the files on each side. `cur` is below `limit`.
 fn gap(
     listing: &Listing,
-    cur: u64,
+    cur: Option<TxId>,
     limit: TxId,
     last: Option<&LtxInfo>,
     before: &dyn Fn(&LtxInfo) -> bool,
 ) -> PlanError {
     let after = listing
         .files()
-        .filter(|f| f.key.min.get() > cur + 1 && f.key.min <= limit && before(f))
+        .filter(|f| starts_past_next(&f.key, cur) && f.key.min <= limit && before(f))
         .min_by_key(|f| (f.key.min, std::cmp::Reverse(f.key.max)));
-    if cur == 0 {
+    if cur.is_none() {
         if let Some(s) = listing
             .level(Level::SNAPSHOT)
             .iter()
@@ -258,9 +270,11 @@ fn gap(
             return PlanError::NoStart { first: a.key };
         }
     }
-    let missing_from = TxId::new(cur + 1).expect("cur + 1 >= 1");
+    // `cur < limit`, so the TXID after it exists; `after` starts past that TXID, so the
+    // one before `after` exists too.
+    let missing_from = cur.map_or(TxId::ONE, |c| c.next().unwrap_or(limit));
     let missing_to = after
-        .map(|a| TxId::new(a.key.min.get() - 1).expect("min > cur + 1 >= 2"))
+        .and_then(|a| TxId::new(a.key.min.get() - 1).ok())
         .unwrap_or(limit);
     PlanError::Gap {
         missing_from,
