@@ -29,7 +29,6 @@ pub async fn run_child(
     cmd: &str,
     lost: &mut watch::Receiver<Option<String>>,
 ) -> anyhow::Result<ChildEnd> {
-    use tokio::signal::unix::{signal, SignalKind};
     let words = split_command(cmd)?;
     let (prog, rest) = words.split_first().context("-exec: empty command")?;
     let mut child = tokio::process::Command::new(prog)
@@ -37,13 +36,19 @@ pub async fn run_child(
         .spawn()
         .with_context(|| format!("-exec: starting {prog}"))?;
     let pid = child.id().map(|p| p as i32);
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
+    // Every signal we get from now on goes to the child (one that came before it started
+    // too: the count is already above zero, so the first wait returns at once).
+    let mut signals = crate::signals::subscribe()?;
+    signals.mark_changed();
     let status = loop {
         tokio::select! {
             s = child.wait() => break s?,
-            _ = term.recv() => forward(pid, libc::SIGTERM),
-            _ = int.recv() => forward(pid, libc::SIGINT),
+            Ok(()) = signals.changed() => {
+                let last = signals.borrow_and_update().last;
+                if let Some(kind) = last {
+                    forward(pid, kind.number());
+                }
+            }
             reason = failover::lease_lost(lost) => {
                 warn!(pid = pid.unwrap_or(0), "stopping the child: the lease is lost");
                 forward(pid, libc::SIGTERM);

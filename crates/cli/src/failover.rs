@@ -178,12 +178,9 @@ pub async fn release(held: &[Held]) {
 pub async fn wait_for_signal_or_loss(
     lost: &mut watch::Receiver<Option<String>>,
 ) -> anyhow::Result<Option<String>> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
+    let mut signals = crate::signals::subscribe()?;
     tokio::select! {
-        _ = term.recv() => Ok(None),
-        _ = int.recv() => Ok(None),
+        _ = crate::signals::requested(&mut signals) => Ok(None),
         l = lease_lost(lost) => Ok(Some(l)),
     }
 }

@@ -19,6 +19,7 @@ mod mcp;
 mod notify;
 mod observe;
 mod setup;
+mod signals;
 
 use std::process::ExitCode;
 
@@ -80,6 +81,11 @@ enum Command {
 fn main() -> ExitCode {
     let argv = args::normalize(std::env::args());
     let cli = Cli::parse_from(argv);
+    // A SIGTERM during start-up must not kill a replicator before its final sync: held
+    // until the command's runtime listens for it (`signals`).
+    if matches!(cli.command, Command::Replicate(_) | Command::Standby(_)) {
+        signals::hold();
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -430,22 +430,13 @@ pub async fn restore_missing_dbs(cfg: &Config) -> anyhow::Result<()> {
 
 /// A channel that turns true on SIGINT or SIGTERM.
 pub fn shutdown_signal() -> watch::Receiver<bool> {
-    let (tx, rx) = watch::channel(false);
-    tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
+    match crate::signals::shutdown_flag() {
+        Ok(flag) => flag,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM and SIGINT");
+            watch::channel(false).1
         }
-        tx.send_replace(true);
-    });
-    rx
+    }
 }
 
 /// RFC 3339 with milliseconds, UTC (Litestream's CLI spelling).

@@ -84,6 +84,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting runtime")?;
     let result = rt.block_on(async move {
+        crate::signals::listen().context("listening for SIGTERM and SIGINT")?;
         if a.restore_if_db_not_exists {
             setup::restore_missing_dbs(&cfg).await?;
         }

@@ -107,6 +107,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting runtime")?;
     let result = rt.block_on(async move {
+        crate::signals::listen().context("listening for SIGTERM and SIGINT")?;
         let store = setup::build_store(&first.kind)?;
         let lease = Arc::new(Lease::new(store.clone(), failover::lease_options(&lc)));
         // Fails at once, clearly, on a backend without conditional writes.
