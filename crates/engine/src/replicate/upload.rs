@@ -26,9 +26,10 @@ use crate::storage::{ReplicaStore, StorageError};
 /// the current unbroken local run (a full-image file starts a new run).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Head {
-    pub txid: u64,
-    /// TXID of the newest full-database L0 file (0 if none since start).
-    pub full_image_txid: u64,
+    /// The newest local TXID (`None` before the first of the history).
+    pub txid: Option<TxId>,
+    /// TXID of the newest full-database L0 file (`None` if none since start).
+    pub full_image_txid: Option<TxId>,
 }
 
 pub struct Uploader {
@@ -45,7 +46,7 @@ pub struct Uploader {
     /// The capture loop's minimum interval between two L0 files.
     pub capture_pace: Duration,
     /// Woken after every upload attempt (the capture loop waits on it while this replica
-    /// is uploading, see `ReplicaStatus::uploading`).
+    /// is uploading, see `ReplicaProgress::holds_capture`).
     pub uploaded: Arc<tokio::sync::Notify>,
     /// Told of every upload, so `sync -wait` callers re-check their replicas.
     pub handle: Arc<super::handle::DbHandle>,
@@ -58,11 +59,9 @@ impl Uploader {
 
     /// Runs until shutdown. `view` is the replica's listing taken at start.
     pub async fn run(mut self, mut view: ReplicaView) {
-        self.status
-            .replicated_txid
-            .store(view.max_txid(), Ordering::Release);
+        self.status.progress.set_replicated(view.position());
         info!(db = %self.db_name, replica = %self.name(), location = %self.store.location(),
-              txid = %hex(view.max_txid()), "replica position");
+              txid = %hex(super::progress::raw(view.position())), "replica position");
         let mut maint = Maintenance::new(&self.opts);
         self.note_compacted(&view);
         let mut backoff = Backoff::new();
@@ -115,11 +114,9 @@ impl Uploader {
         backoff: &mut Backoff,
         last_upload: &mut Instant,
     ) -> bool {
-        self.status
-            .uploading
-            .store(view.max_txid() < head.txid, Ordering::Release);
+        self.status.progress.begin_catch_up(head.txid);
         let done = self.upload_missing(view, head, backoff, last_upload).await;
-        self.status.uploading.store(false, Ordering::Release);
+        self.status.progress.end_catch_up();
         self.uploaded.notify_one();
         self.handle.upload_done();
         done
@@ -132,16 +129,15 @@ impl Uploader {
         backoff: &mut Backoff,
         last_upload: &mut Instant,
     ) -> bool {
-        while view.max_txid() < head.txid {
-            let next = view.max_txid() + 1;
+        while view.position() < head.txid {
+            let Ok(next) = view.position().map_or(Ok(TxId::ONE), TxId::next) else {
+                return true;
+            };
             // A replica with a hole it cannot fill from local files restarts its history
             // from the newest full-database file, uploaded as a snapshot (min TXID 1).
-            let have_local = self.local.has(TxId::new(next).expect("next >= 1"));
-            let (key, txid) = if have_local {
-                let t = TxId::new(next).expect("next >= 1");
-                (LtxKey::new(Level::L0, t, t), t)
-            } else if head.full_image_txid > view.max_txid() {
-                let t = TxId::new(head.full_image_txid).expect("nonzero");
+            let (key, txid) = if self.local.has(next) {
+                (LtxKey::new(Level::L0, next, next), next)
+            } else if let Some(t) = head.full_image_txid.filter(|&t| Some(t) > view.position()) {
                 (LtxKey::new(Level::SNAPSHOT, TxId::ONE, t), t)
             } else {
                 let _ = self.need_full_image.send(());
@@ -182,9 +178,7 @@ impl Uploader {
                 Ok(()) => {
                     backoff.reset();
                     view.record_put(key, len, created);
-                    self.status
-                        .replicated_txid
-                        .store(txid.get(), Ordering::Release);
+                    self.status.progress.set_replicated(Some(txid));
                     self.status
                         .last_upload_ms
                         .store(now_ms(), Ordering::Release);
@@ -210,14 +204,12 @@ impl Uploader {
 
     /// Publishes how far level 1 reaches (what local L0 files are still needed for).
     fn note_compacted(&self, view: &ReplicaView) {
-        let l1 = if self.opts.levels.is_empty() {
-            u64::MAX
+        if self.opts.levels.is_empty() {
+            self.status.progress.set_no_levels();
         } else {
-            view.files(Level::new(1).expect("valid"))
-                .last()
-                .map_or(0, |f| f.key.max.get())
-        };
-        self.status.compacted_txid.store(l1, Ordering::Release);
+            let l1 = view.files(Level::L1).last().map(|f| f.key.max);
+            self.status.progress.set_compacted(l1);
+        }
     }
 
     fn fail(&self, e: &StorageError) {
