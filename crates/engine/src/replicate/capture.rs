@@ -817,7 +817,7 @@ mod tests {
             checkpoint_interval: Duration::from_secs(60),
         };
         let status = Arc::new(DbStatus::default());
-        let mut cap = Capture::open("t".into(), conns, local, status.clone(), opts, 0).unwrap();
+        let mut cap = Capture::open("t".into(), conns, local, status.clone(), opts, None).unwrap();
         cap.step().unwrap();
         app.execute_batch("BEGIN IMMEDIATE; INSERT INTO t VALUES (1);")
             .unwrap();

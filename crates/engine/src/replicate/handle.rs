@@ -480,7 +480,7 @@ mod tests {
         let h2 = h.clone();
         let t = tokio::spawn(async move { h2.sync(false, Duration::from_secs(5)).await });
         h.sync_requested().await;
-        h.cycle_done(h.requests_now(), 0, Some("disk I/O error".into()));
+        h.cycle_done(h.requests_now(), None, Some("disk I/O error".into()));
         assert_eq!(
             t.await.unwrap().unwrap_err(),
             SyncError::Capture {

@@ -569,3 +569,243 @@ fn publish(cap: &mut Capture, head: &mut Head, tx: &watch::Sender<Head>) -> bool
     }
     !produced.is_empty()
 }
+
+#[cfg(test)]
+mod tests {
+    //! The loop driven with tokio's paused clock: time moves only when every task waits
+    //! (and not while a blocking capture or file write runs), so pacing and shutdown are
+    //! checked in virtual time, exactly, without waiting for real seconds.
+
+    use std::ops::Range;
+    use std::time::SystemTime;
+
+    use async_trait::async_trait;
+    use bytes::Bytes;
+    use ltx::{Level, TxId};
+
+    use super::*;
+    use crate::replicate::status::ReplicaStatus;
+    use crate::replicate::{run_database, ReplicaOptions};
+    use crate::storage::file::FileStore;
+    use crate::storage::{LtxInfo, LtxKey, ReplicaStore, StorageError};
+
+    /// A file store whose every upload takes `delay` (of the paused clock).
+    struct SlowStore {
+        inner: FileStore,
+        delay: Duration,
+    }
+
+    #[async_trait]
+    impl ReplicaStore for SlowStore {
+        fn location(&self) -> &str {
+            self.inner.location()
+        }
+        async fn list(&self, level: Level) -> Result<Vec<LtxInfo>, StorageError> {
+            self.inner.list(level).await
+        }
+        async fn get(&self, key: &LtxKey, range: Option<Range<u64>>) -> Result<Bytes, StorageError> {
+            self.inner.get(key, range).await
+        }
+        async fn put(
+            &self,
+            key: &LtxKey,
+            data: Bytes,
+            created: SystemTime,
+        ) -> Result<(), StorageError> {
+            tokio::time::sleep(self.delay).await;
+            self.inner.put(key, data, created).await
+        }
+        async fn delete(&self, keys: &[LtxKey]) -> Result<(), StorageError> {
+            self.inner.delete(keys).await
+        }
+    }
+
+    /// One database in a temp dir, replicated to one file replica.
+    struct Rig {
+        _dir: tempfile::TempDir,
+        app: rusqlite::Connection,
+        status: Arc<DbStatus>,
+        replica: Arc<ReplicaStatus>,
+        changes: Arc<Notify>,
+        stop: watch::Sender<bool>,
+        run: Option<JoinHandle<Result<(), ReplicateError>>>,
+    }
+
+    impl Rig {
+        /// Starts replication with the replica's `sync-interval` at `pace`, each upload
+        /// taking `upload_delay`.
+        fn start(pace: Duration, upload_delay: Duration, shutdown_timeout: Duration) -> Rig {
+            let dir = tempfile::tempdir().unwrap();
+            let db = dir.path().join("app.db");
+            let app = rusqlite::Connection::open(&db).unwrap();
+            app.execute_batch(
+                "PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0;
+                 CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);",
+            )
+            .unwrap();
+            let store = SlowStore {
+                inner: FileStore::new(dir.path().join("replica")),
+                delay: upload_delay,
+            };
+            let mut ropts = ReplicaOptions::with_defaults("file");
+            ropts.min_upload_interval = pace;
+            let replica = Arc::new(ReplicaStatus::default());
+            let spec = ReplicaSpec {
+                opts: ropts,
+                store: Arc::new(store),
+                status: replica.clone(),
+            };
+            let mut opts = DbOptions::with_defaults(db.clone());
+            opts.shutdown_sync_timeout = shutdown_timeout;
+            let status = Arc::new(DbStatus::default());
+            let handle = Arc::new(DbHandle::new(db.display().to_string(), status.clone()));
+            let changes = Arc::new(Notify::new());
+            let (stop, stop_rx) = watch::channel(false);
+            let run = tokio::spawn(run_database(
+                opts,
+                vec![spec],
+                handle,
+                changes.clone(),
+                stop_rx,
+                RunMode::default(),
+            ));
+            Rig {
+                _dir: dir,
+                app,
+                status,
+                replica,
+                changes,
+                stop,
+                run: Some(run),
+            }
+        }
+
+        /// Commits one row and tells the loop, as the WAL watcher would.
+        fn commit(&self, v: &str) {
+            self.app
+                .execute("INSERT INTO t(v) VALUES (?1)", [v])
+                .unwrap();
+            self.changes.notify_one();
+        }
+
+        /// Asks the loop to stop and returns how its run ended.
+        async fn stop(&mut self) -> Result<(), ReplicateError> {
+            self.stop.send_replace(true);
+            self.run.take().expect("running").await.unwrap()
+        }
+
+        fn local(&self) -> Option<TxId> {
+            self.status.local_txid()
+        }
+
+        fn replicated(&self) -> Option<TxId> {
+            self.replica.replicated()
+        }
+
+        fn uploads(&self) -> u64 {
+            self.replica.uploads.load(Ordering::Relaxed)
+        }
+
+        /// Waits (in virtual time, at most a minute) until `cond` holds.
+        async fn until(&self, what: &str, cond: impl Fn(&Rig) -> bool) {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !cond(self) {
+                assert!(
+                    Instant::now() < deadline,
+                    "timed out waiting for {what}: local {:?}, replicated {:?}",
+                    self.local(),
+                    self.replicated()
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+
+        /// The newest L0 file on the replica, read back from the store itself.
+        async fn replica_head(&self) -> Option<TxId> {
+            let store = FileStore::new(self._dir.path().join("replica"));
+            let files = store.list(Level::L0).await.unwrap();
+            files.iter().map(|f| f.key.max).max()
+        }
+    }
+
+    fn caught_up(r: &Rig) -> bool {
+        r.local().is_some() && r.replica.progress.holds(r.local())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn commits_within_one_sync_interval_give_one_upload() {
+        let pace = Duration::from_secs(1);
+        let mut r = Rig::start(pace, Duration::ZERO, Duration::from_secs(30));
+        r.until("the first capture uploaded", caught_up).await;
+        r.commit("a");
+        r.until("the commit uploaded", |r| caught_up(r) && r.uploads() >= 2)
+            .await;
+        let (txid, uploads, captured_at) = (r.local(), r.uploads(), Instant::now());
+
+        // Two commits 100 ms apart, both within the interval since the last capture.
+        r.commit("b");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        r.commit("c");
+        r.until("the next upload", |r| r.uploads() > uploads).await;
+        r.until("the replica caught up", caught_up).await;
+        assert_eq!(r.uploads(), uploads + 1, "one upload for both commits");
+        assert_eq!(r.local(), txid.unwrap().next().ok(), "one capture for both");
+        assert!(
+            captured_at.elapsed() <= pace + Duration::from_millis(50),
+            "no later than one interval after the last capture: {:?}",
+            captured_at.elapsed()
+        );
+        assert_eq!(r.replica_head().await, r.local());
+
+        r.stop().await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn final_sync_waits_for_the_upload_in_flight() {
+        let upload = Duration::from_secs(5);
+        let mut r = Rig::start(DEFAULT_PACE, upload, Duration::from_secs(30));
+        r.until("the first capture uploaded", caught_up).await;
+        r.commit("a");
+        r.until("the commit captured, its upload in flight", |r| {
+            r.local() > r.replicated() && r.replica.progress.is_uploading()
+        })
+        .await;
+        // When the upload lands, seen from outside the loop.
+        let (replica, last) = (r.replica.clone(), r.local());
+        let landed = tokio::spawn(async move {
+            while !replica.progress.holds(last) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Instant::now()
+        });
+        let stopped_at = Instant::now();
+        r.stop().await.unwrap();
+        let (returned, landed) = (Instant::now(), landed.await.unwrap());
+        assert!(caught_up(&r), "the replica holds the last capture");
+        assert_eq!(r.replica_head().await, r.local());
+        // In flight at the stop; held by the replica when the run returned (checked
+        // above), seen by the watcher within its 1 ms poll.
+        assert!(
+            landed > stopped_at && landed <= returned + Duration::from_millis(1),
+            "stopped at {stopped_at:?}, upload landed at {landed:?}, returned at {returned:?}"
+        );
+        // Well within the shutdown timeout: it waited for the upload, not the deadline
+        // (the uploader may finish its maintenance, one more 5 s put, before it stops).
+        assert!(returned - stopped_at <= 2 * upload, "{:?}", returned - stopped_at);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn final_sync_gives_up_at_the_shutdown_timeout() {
+        let timeout = Duration::from_secs(2);
+        let mut r = Rig::start(DEFAULT_PACE, Duration::from_secs(10), timeout);
+        r.until("the first capture uploaded", caught_up).await;
+        r.commit("a");
+        r.until("the commit captured", |r| r.local() > r.replicated())
+            .await;
+        let stopped_at = Instant::now();
+        let e = r.stop().await.unwrap_err();
+        assert!(matches!(e, ReplicateError::ShutdownTimeout { .. }), "{e}");
+        // The deadline, then the uploader's own stop after its put.
+        assert!(stopped_at.elapsed() >= timeout, "{:?}", stopped_at.elapsed());
+    }
+}
