@@ -93,8 +93,11 @@ pub async fn begin_epoch(lease: &Lease, stores: &[Arc<FencedStore>]) -> anyhow::
         }
     }
     let max = replicas_max(stores).await?;
+    let start = ltx::TxId::new(max)
+        .map_or(Ok(ltx::TxId::ONE), ltx::TxId::next)
+        .context("the replicas' TXID counter is exhausted")?;
     lease
-        .set_start_txid(max + 1)
+        .set_start_txid(start)
         .await
         .context("recording the epoch's first TXID in the lease")?;
     // Now that the epoch has begun, a second look drops any late write that landed since.
@@ -102,7 +105,7 @@ pub async fn begin_epoch(lease: &Lease, stores: &[Arc<FencedStore>]) -> anyhow::
     if after != max {
         bail!("replica changed while taking the lease (TXID {max:x} -> {after:x})");
     }
-    Ok(max + 1)
+    Ok(start.get())
 }
 
 /// `replicate` with leases: for every run whose database has `lease:`, fences its stores

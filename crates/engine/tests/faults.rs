@@ -140,7 +140,10 @@ async fn slow_failing_and_down_store_loses_nothing() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     // Slow, failing uploads get through before the outage. Waited for, not assumed: right
     // after a large build the disk's write-back can hold the first fsyncs for seconds.
-    wait_for("uploads before the outage", || raw(rstatus.replicated()) >= 2).await;
+    wait_for("uploads before the outage", || {
+        raw(rstatus.replicated()) >= 2
+    })
+    .await;
     // The store goes down under writes: the backlog stays in the local meta directory and
     // the replica's status says it is failing.
     faults.down.store(true, Ordering::SeqCst);

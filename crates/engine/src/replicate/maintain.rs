@@ -440,10 +440,7 @@ impl Maintenance {
         view: &mut ReplicaView,
         status: &ReplicaStatus,
     ) -> Result<(), MaintainError> {
-        let l1_max = view
-            .files(Level::L1)
-            .last()
-            .map(|f| f.key.max);
+        let l1_max = view.files(Level::L1).last().map(|f| f.key.max);
         let Some(l1_max) = l1_max else {
             status.l0_retention.set(0, 0, 0);
             return Ok(());

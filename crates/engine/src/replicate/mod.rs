@@ -145,7 +145,8 @@ pub enum ReplicateError {
     Storage {
         db: String,
         replica: String,
-        source: crate::storage::StorageError,
+        /// Boxed: a storage error is large, and this enum travels in every `Result`.
+        source: Box<crate::storage::StorageError>,
     },
     #[error("{db}: replicas did not catch up within {timeout:?} at shutdown")]
     ShutdownTimeout { db: String, timeout: Duration },

@@ -314,7 +314,10 @@ impl DbReplicator {
         &mut self,
         f: impl FnOnce(&mut Capture) -> R + Send + 'static,
     ) -> R {
-        let mut cap = self.cap.take().expect("the capture is back after every step");
+        let mut cap = self
+            .cap
+            .take()
+            .expect("the capture is back after every step");
         let (cap, r) = tokio::task::spawn_blocking(move || {
             let r = f(&mut cap);
             (cap, r)
@@ -454,11 +457,15 @@ impl DbReplicator {
     }
 
     fn capture_ref(&self) -> &Capture {
-        self.cap.as_ref().expect("the capture is back after every step")
+        self.cap
+            .as_ref()
+            .expect("the capture is back after every step")
     }
 
     fn capture_mut(&mut self) -> &mut Capture {
-        self.cap.as_mut().expect("the capture is back after every step")
+        self.cap
+            .as_mut()
+            .expect("the capture is back after every step")
     }
 }
 
@@ -492,7 +499,7 @@ async fn list_replicas(
                     return Err(ReplicateError::Storage {
                         db: name.to_string(),
                         replica: r.opts.name.clone(),
-                        source,
+                        source: Box::new(source),
                     })
                 }
             }
@@ -544,13 +551,12 @@ fn open_local(
     for r in replicas {
         r.store.set_file_mode(file_mode);
     }
-    let local = LocalDir::open(&opts.meta_dir, file_mode).map_err(|source| {
-        ReplicateError::Local {
+    let local =
+        LocalDir::open(&opts.meta_dir, file_mode).map_err(|source| ReplicateError::Local {
             db: name.to_string(),
             dir: opts.meta_dir.clone(),
             source,
-        }
-    })?;
+        })?;
     Ok(Arc::new(local))
 }
 
@@ -603,7 +609,11 @@ mod tests {
         async fn list(&self, level: Level) -> Result<Vec<LtxInfo>, StorageError> {
             self.inner.list(level).await
         }
-        async fn get(&self, key: &LtxKey, range: Option<Range<u64>>) -> Result<Bytes, StorageError> {
+        async fn get(
+            &self,
+            key: &LtxKey,
+            range: Option<Range<u64>>,
+        ) -> Result<Bytes, StorageError> {
             self.inner.get(key, range).await
         }
         async fn put(
@@ -791,7 +801,11 @@ mod tests {
         );
         // Well within the shutdown timeout: it waited for the upload, not the deadline
         // (the uploader may finish its maintenance, one more 5 s put, before it stops).
-        assert!(returned - stopped_at <= 2 * upload, "{:?}", returned - stopped_at);
+        assert!(
+            returned - stopped_at <= 2 * upload,
+            "{:?}",
+            returned - stopped_at
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -806,6 +820,10 @@ mod tests {
         let e = r.stop().await.unwrap_err();
         assert!(matches!(e, ReplicateError::ShutdownTimeout { .. }), "{e}");
         // The deadline, then the uploader's own stop after its put.
-        assert!(stopped_at.elapsed() >= timeout, "{:?}", stopped_at.elapsed());
+        assert!(
+            stopped_at.elapsed() >= timeout,
+            "{:?}",
+            stopped_at.elapsed()
+        );
     }
 }
