@@ -595,10 +595,12 @@ mod tests {
     use crate::storage::file::FileStore;
     use crate::storage::{LtxInfo, LtxKey, ReplicaStore, StorageError};
 
-    /// A file store whose every upload takes `delay` (of the paused clock).
+    /// A file store whose every upload takes `delay` (of the paused clock), and whose
+    /// next `failures` uploads fail (a transient error).
     struct SlowStore {
         inner: FileStore,
         delay: Duration,
+        failures: std::sync::atomic::AtomicU64,
     }
 
     #[async_trait]
@@ -623,6 +625,16 @@ mod tests {
             created: SystemTime,
         ) -> Result<(), StorageError> {
             tokio::time::sleep(self.delay).await;
+            let fail = self
+                .failures
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+            if fail.is_ok() {
+                return Err(StorageError::Transient {
+                    location: self.location().to_string(),
+                    what: key.to_string(),
+                    detail: "injected failure".into(),
+                });
+            }
             self.inner.put(key, data, created).await
         }
         async fn delete(&self, keys: &[LtxKey]) -> Result<(), StorageError> {
@@ -639,6 +651,7 @@ mod tests {
         changes: Arc<Notify>,
         stop: watch::Sender<bool>,
         run: Option<JoinHandle<Result<(), ReplicateError>>>,
+        store: Arc<SlowStore>,
     }
 
     impl Rig {
@@ -653,16 +666,17 @@ mod tests {
                  CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);",
             )
             .unwrap();
-            let store = SlowStore {
+            let store = Arc::new(SlowStore {
                 inner: FileStore::new(dir.path().join("replica")),
                 delay: upload_delay,
-            };
+                failures: Default::default(),
+            });
             let mut ropts = ReplicaOptions::with_defaults("file");
             ropts.min_upload_interval = pace;
             let replica = Arc::new(ReplicaStatus::default());
             let spec = ReplicaSpec {
                 opts: ropts,
-                store: Arc::new(store),
+                store: store.clone(),
                 status: replica.clone(),
             };
             let mut opts = DbOptions::with_defaults(db.clone());
@@ -687,6 +701,7 @@ mod tests {
                 changes,
                 stop,
                 run: Some(run),
+                store,
             }
         }
 
@@ -806,6 +821,25 @@ mod tests {
             "{:?}",
             returned - stopped_at
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn final_sync_waits_for_a_replica_retrying_after_an_error() {
+        let mut r = Rig::start(DEFAULT_PACE, Duration::ZERO, Duration::from_secs(30));
+        r.until("the first capture uploaded", caught_up).await;
+        // Two failures: the uploader's own last attempt at shutdown fails too, so only
+        // the final sync's wait lets the retry after it land.
+        r.store.failures.store(2, Ordering::SeqCst);
+        r.commit("a");
+        r.until("a failed upload, the uploader backing off", |r| {
+            r.replica.upload_errors.load(Ordering::Relaxed) >= 1
+        })
+        .await;
+        assert!(!caught_up(&r));
+        // Stopping now must not cut the retry short: the final sync waits for it.
+        r.stop().await.unwrap();
+        assert!(caught_up(&r), "the replica holds the last capture");
+        assert_eq!(r.replica_head().await, r.local());
     }
 
     #[tokio::test(start_paused = true)]
