@@ -136,7 +136,7 @@ struct Watched {
 
 impl Watched {
     fn health(&self, now: i64) -> DbHealth {
-        let local = self.db.local_txid.load(Ordering::Acquire);
+        let local = self.db.local_txid();
         DbHealth {
             failing: self.db.failing_since_ms.load(Ordering::Acquire) != 0,
             replicas: self
@@ -144,7 +144,7 @@ impl Watched {
                 .iter()
                 .map(|r| {
                     let failing = r.failing_since_ms.load(Ordering::Acquire) != 0;
-                    let caught_up = local > 0 && r.replicated() >= local;
+                    let caught_up = local.is_some() && r.progress.holds(local);
                     let last_upload = r.last_upload_ms.load(Ordering::Acquire);
                     ReplicaHealth {
                         synced_unix_ms: if caught_up {

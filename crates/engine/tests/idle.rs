@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use engine::replicate::progress::raw;
 use engine::replicate::status::ReplicaStatus;
 use engine::replicate::{DbOptions, ReplicaOptions, ReplicaSpec, RunMode};
 use engine::runtime::{replicate_all, DbRun};
@@ -109,7 +110,7 @@ async fn an_idle_database_makes_no_object_store_requests() {
 
     // Caught up: the first L0 file is on the replica and the startup snapshot written.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    while !(rstatus.replicated() >= 1 && store.snapshot_put()) {
+    while !(raw(rstatus.replicated()) >= 1 && store.snapshot_put()) {
         assert!(
             tokio::time::Instant::now() < deadline,
             "replica never caught up: {:?}",
@@ -129,7 +130,7 @@ async fn an_idle_database_makes_no_object_store_requests() {
     // The replica still follows a write, and the loop stops cleanly.
     app.execute("INSERT INTO t(v) VALUES ('y')", []).unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    while rstatus.replicated() < 2 {
+    while raw(rstatus.replicated()) < 2 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "write not replicated"

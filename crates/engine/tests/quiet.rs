@@ -45,13 +45,13 @@ fn pages_of_file(path: &Path) -> Vec<Vec<u8>> {
 async fn wait_replicated(db: &DbStatus, replica: &ReplicaStatus) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
-        let local = db.local_txid.load(std::sync::atomic::Ordering::Acquire);
-        if local > 0 && replica.replicated() >= local {
+        let local = db.local_txid();
+        if local.is_some() && replica.progress.holds(local) {
             return;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "replica stuck at {} (local {local})",
+            "replica stuck at {:?} (local {local:?})",
             replica.replicated()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -159,6 +159,8 @@ pub struct Level(u8);
 
 impl Level {
     pub const L0: Level = Level(0);
+    /// The first compaction level (L0 files merged on its interval).
+    pub const L1: Level = Level(1);
     pub const SNAPSHOT: Level = Level(9);
     pub const MAX: u8 = 9;
 

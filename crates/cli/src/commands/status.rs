@@ -93,7 +93,8 @@ async fn leases(cfg: &Config, want: Option<&Path>) -> anyhow::Result<Vec<serde_j
                 v["released"] = r.released.into();
                 v["expires_at"] =
                     setup::rfc3339_ms(engine::clock::ms_to_time(r.expires_at_ms)).into();
-                v["epoch_start_txid"] = format!("{:016x}", r.start_txid).into();
+                v["epoch_start_txid"] =
+                    format!("{:016x}", r.start_txid.map_or(0, ltx::TxId::get)).into();
             }
             Ok(None) => v["holder"] = serde_json::Value::Null,
             Err(e) => v["error"] = e.to_string().into(),

@@ -26,6 +26,7 @@ use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
 use engine::replicate::handle::{DbHandle, RunState, SyncError, Toggle};
+use engine::replicate::progress::raw;
 use engine::runtime::DbRun;
 
 use super::{
@@ -320,10 +321,7 @@ async fn toggle(control: &Control, start: bool, r: PathRequest) -> Result<Reply,
     info!(db = %r.path, status, "control socket");
     json(&ToggleResponse {
         status: status.into(),
-        txid: handle
-            .status()
-            .local_txid
-            .load(std::sync::atomic::Ordering::Acquire),
+        txid: raw(handle.status().local_txid()),
         path: r.path,
     })
 }
@@ -332,10 +330,7 @@ fn txid(control: &Control, query: &str) -> Result<Reply, Failure> {
     let path = query_param(query, "path").unwrap_or_default();
     let handle = find(control, &path)?;
     json(&TxidResponse {
-        txid: handle
-            .status()
-            .local_txid
-            .load(std::sync::atomic::Ordering::Acquire),
+        txid: raw(handle.status().local_txid()),
     })
 }
 

@@ -17,7 +17,7 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use ltx::Level;
+use ltx::{Level, TxId};
 use tracing::warn;
 
 use super::Lease;
@@ -43,10 +43,10 @@ impl FencedStore {
 
     /// Our epoch's first TXID while we may write, else a `Transient` error (the uploader
     /// retries, and the lease task renews or reports the loss).
-    fn fence(&self, what: &str) -> Result<u64, StorageError> {
+    fn fence(&self, what: &str) -> Result<TxId, StorageError> {
         // Invariant E3: checked immediately before every LTX write and delete.
         match self.lease.writable() {
-            Some((_, start)) if start > 0 => Ok(start),
+            Some((_, Some(start))) => Ok(start),
             _ => Err(StorageError::Transient {
                 location: self.inner.location().to_string(),
                 what: what.to_string(),
@@ -62,12 +62,12 @@ impl FencedStore {
     /// Drops (and, while we may write, deletes) the files of other epochs that reach into
     /// ours: written by an old holder after we took over.
     async fn without_foreign(&self, files: Vec<LtxInfo>) -> Result<Vec<LtxInfo>, StorageError> {
-        let Some((epoch, start)) = self.lease.writable().filter(|w| w.1 > 0) else {
+        let Some((epoch, Some(start))) = self.lease.writable() else {
             return Ok(files);
         };
         let (foreign, keep): (Vec<LtxInfo>, Vec<LtxInfo>) = files
             .into_iter()
-            .partition(|f| f.key.max.get() >= start && !self.ours(&f.key));
+            .partition(|f| f.key.max >= start && !self.ours(&f.key));
         if !foreign.is_empty() {
             let keys: Vec<LtxKey> = foreign.iter().map(|f| f.key).collect();
             for k in &keys {
@@ -161,7 +161,7 @@ impl ReplicaStore for FencedStore {
         created: SystemTime,
     ) -> Result<(), StorageError> {
         let start = self.fence(&key.to_string())?;
-        if key.max.get() < start {
+        if key.max < start {
             return self.inner.put(key, data, created).await;
         }
         // Ours from before the create, so a concurrent sweep never takes it for foreign;
@@ -286,7 +286,7 @@ mod tests {
             .put(&k(0, 5, 5), Bytes::from_static(b"x"), t)
             .await
             .is_err());
-        lease.set_start_txid(5).await.unwrap();
+        lease.set_start_txid(TxId::new(5).unwrap()).await.unwrap();
         // The old holder's late write lands first at our first key: it is replaced.
         raw.put(&k(0, 5, 5), Bytes::from_static(b"old"), t)
             .await

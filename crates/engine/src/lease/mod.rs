@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use ltx::TxId;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
@@ -72,8 +73,10 @@ pub struct LeaseRecord {
     pub renewed_at_ms: i64,
     /// `renewed_at_ms + ttl_ms` (informational: expiry is judged by observation).
     pub expires_at_ms: i64,
-    /// The first TXID written in this epoch, 0 until the holder has listed the replica.
-    pub start_txid: u64,
+    /// The first TXID written in this epoch, `None` until the holder has listed the
+    /// replica (0 in the JSON, as before).
+    #[serde(with = "txid_or_zero")]
+    pub start_txid: Option<TxId>,
     /// Bumped by every write of the record, so its content (and tag) never repeats.
     pub version: u64,
     /// Set by a holder that stopped cleanly: anyone may take the lease at once.
@@ -236,7 +239,13 @@ impl Lease {
         }
     }
 
-    fn record(&self, epoch: u64, start_txid: u64, version: u64, released: bool) -> LeaseRecord {
+    fn record(
+        &self,
+        epoch: u64,
+        start_txid: Option<TxId>,
+        version: u64,
+        released: bool,
+    ) -> LeaseRecord {
         let now = now_ms();
         LeaseRecord {
             owner: self.opts.owner.clone(),
@@ -281,7 +290,7 @@ impl Lease {
             .as_ref()
             .filter(|r| !r.released && force)
             .map(|r| r.ttl());
-        let rec = self.record(epoch, 0, version, false);
+        let rec = self.record(epoch, None, version, false);
         let sent = Instant::now();
         let r = match &tag {
             None => self.store.create_name(LEASE_NAME, rec.encode()).await,
@@ -321,14 +330,14 @@ impl Lease {
     }
 
     /// Rewrites our record (same epoch, next version), with `start_txid` when given.
-    async fn rewrite(&self, start_txid: Option<u64>, released: bool) -> Result<(), LeaseError> {
+    async fn rewrite(&self, start_txid: Option<TxId>, released: bool) -> Result<(), LeaseError> {
         let (rec, tag) = {
             let g = self.held.lock().expect("lease");
             let h = g.as_ref().ok_or_else(|| self.lost_unknown())?;
             (
                 self.record(
                     h.record.epoch,
-                    start_txid.unwrap_or(h.record.start_txid),
+                    start_txid.or(h.record.start_txid),
                     h.record.version + 1,
                     released,
                 ),
@@ -383,7 +392,7 @@ impl Lease {
     }
 
     /// Records the first TXID of our epoch in the record.
-    pub async fn set_start_txid(&self, txid: u64) -> Result<(), LeaseError> {
+    pub async fn set_start_txid(&self, txid: TxId) -> Result<(), LeaseError> {
         self.rewrite(Some(txid), false).await
     }
 
@@ -399,9 +408,9 @@ impl Lease {
         Ok(())
     }
 
-    /// Our epoch and its first TXID, while we may write; `None` otherwise (not held, not
-    /// yet allowed, or our validity ran out without a renewal).
-    pub fn writable(&self) -> Option<(u64, u64)> {
+    /// Our epoch and its first TXID (`None` until recorded), while we may write; `None`
+    /// otherwise (not held, not yet allowed, or our validity ran out without a renewal).
+    pub fn writable(&self) -> Option<(u64, Option<TxId>)> {
         let g = self.held.lock().expect("lease");
         let h = g.as_ref()?;
         let now = Instant::now();
@@ -436,6 +445,21 @@ impl Lease {
     }
 }
 
+/// A TXID in the lease record's JSON: a number, 0 for none (the record's format since
+/// leases were introduced).
+mod txid_or_zero {
+    use ltx::TxId;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &Option<TxId>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(t.map_or(0, TxId::get))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<TxId>, D::Error> {
+        Ok(TxId::new(u64::deserialize(d)?).ok())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -464,15 +488,16 @@ mod tests {
             Acquire::HeldBy { record, .. } => assert_eq!(record.owner, "a"),
             other => panic!("{other:?}"),
         }
-        a.set_start_txid(7).await.unwrap();
-        assert_eq!(a.writable(), Some((1, 7)));
+        let seven = TxId::new(7).unwrap();
+        a.set_start_txid(seven).await.unwrap();
+        assert_eq!(a.writable(), Some((1, Some(seven))));
         // a stops renewing: its own validity ends before b may take over.
         tokio::time::sleep(Duration::from_millis(320)).await;
         assert_eq!(a.writable(), None);
         let mut took = false;
         for _ in 0..20 {
             if let Acquire::Acquired { previous } = b.try_acquire(&mut ob, false).await.unwrap() {
-                assert_eq!(previous.unwrap().start_txid, 7);
+                assert_eq!(previous.unwrap().start_txid, Some(seven));
                 took = true;
                 break;
             }

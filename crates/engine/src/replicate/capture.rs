@@ -89,6 +89,8 @@ pub enum CaptureError {
         txid: TxId,
         source: std::io::Error,
     },
+    #[error("{db}: making local captures durable before a checkpoint: {source}")]
+    SyncPending { db: String, source: std::io::Error },
     #[error("{db}: encoding TXID {txid}: {source}")]
     Encode {
         db: String,
@@ -176,8 +178,8 @@ pub struct Capture {
     local: Arc<LocalDir>,
     status: Arc<DbStatus>,
     opts: CaptureOptions,
-    /// Last TXID written (0 = none yet).
-    txid: u64,
+    /// Last TXID written (`None` before the first of the history).
+    txid: Option<TxId>,
     commit: u32,
     cursor: Cursor,
     last_checkpoint: Instant,
@@ -220,7 +222,7 @@ impl Capture {
         local: Arc<LocalDir>,
         status: Arc<DbStatus>,
         opts: CaptureOptions,
-        remote_max: u64,
+        remote_max: Option<TxId>,
     ) -> Result<Capture, CaptureError> {
         let pos = local.position().map_err(|source| CaptureError::Wal {
             db: name.clone(),
@@ -232,7 +234,7 @@ impl Capture {
             local,
             status,
             opts,
-            txid: 0,
+            txid: None,
             commit: 0,
             cursor: Cursor::Unknown,
             last_checkpoint: Instant::now(),
@@ -246,8 +248,8 @@ impl Capture {
             cut_short: false,
         };
         match pos {
-            Some(LocalPosition { txid, commit, wal }) if txid.get() >= remote_max => {
-                c.txid = txid.get();
+            Some(LocalPosition { txid, commit, wal }) if Some(txid) >= remote_max => {
+                c.txid = Some(txid);
                 c.commit = commit;
                 c.conns.begin_pin()?;
                 c.conns.release_old_pin()?;
@@ -273,7 +275,7 @@ impl Capture {
                 }
             }
             Some(p) => {
-                info!(db = %c.name, local = %p.txid, remote = %format!("{remote_max:016x}"),
+                info!(db = %c.name, local = %p.txid, remote = %format!("{:016x}", super::progress::raw(remote_max)),
                       "a replica is ahead of local state (database restored or meta dir lost); next TXID is a full image");
                 c.txid = remote_max;
                 c.local.reset().map_err(|source| CaptureError::Local {
@@ -284,18 +286,21 @@ impl Capture {
             }
             None => c.txid = remote_max,
         }
-        c.status.local_txid.store(c.txid, Ordering::Release);
+        c.status.progress.set_local(c.txid);
         Ok(c)
     }
 
-    pub fn txid(&self) -> u64 {
+    /// The last TXID written, `None` before the first of the history.
+    pub fn txid(&self) -> Option<TxId> {
         self.txid
     }
 
     fn next_txid(&self) -> Result<TxId, CaptureError> {
-        TxId::new(self.txid + 1).map_err(|_| CaptureError::TxIdOverflow {
-            db: self.name.clone(),
-        })
+        self.txid
+            .map_or(Ok(TxId::ONE), TxId::next)
+            .map_err(|_| CaptureError::TxIdOverflow {
+                db: self.name.clone(),
+            })
     }
 
     fn open_wal(&mut self) -> Result<Option<WalView>, CaptureError> {
@@ -560,13 +565,13 @@ impl Capture {
     }
 
     fn after_write(&mut self, txid: TxId, full: bool) {
-        self.txid = txid.get();
+        self.txid = Some(txid);
         self.produced.push(Produced {
             txid,
             full_image: full,
         });
         self.captured_since_checkpoint = true;
-        self.status.local_txid.store(self.txid, Ordering::Release);
+        self.status.progress.set_local(self.txid);
         self.status
             .last_capture_ms
             .store(now_ms(), Ordering::Release);
@@ -759,10 +764,9 @@ impl Capture {
             // Before the WAL may restart over what we captured, make the captures no
             // replica holds yet, and the position, durable (local.rs module docs).
             self.local
-                .sync_pending(self.status.replicated_floor.load(Ordering::Acquire))
-                .map_err(|source| CaptureError::Local {
+                .sync_pending(self.status.progress.replicated_floor())
+                .map_err(|source| CaptureError::SyncPending {
                     db: self.name.clone(),
-                    txid: TxId::new(self.txid.max(1)).expect("nonzero"),
                     source,
                 })?;
             // All frames backfilled: a new read transaction takes read mark 0, which lets
@@ -834,7 +838,7 @@ impl Capture {
     pub fn close(&mut self) {
         if let Err(e) = self
             .local
-            .sync_pending(self.status.replicated_floor.load(Ordering::Acquire))
+            .sync_pending(self.status.progress.replicated_floor())
         {
             warn!(db = %self.name, error = %e, "cannot sync local files at shutdown");
         }
@@ -895,7 +899,7 @@ mod tests {
             max_wal_bytes: None,
         };
         let status = Arc::new(DbStatus::default());
-        let mut cap = Capture::open("t".into(), conns, local, status.clone(), opts, 0).unwrap();
+        let mut cap = Capture::open("t".into(), conns, local, status.clone(), opts, None).unwrap();
         cap.step().unwrap();
         app.execute_batch("BEGIN IMMEDIATE; INSERT INTO t VALUES (1);")
             .unwrap();

@@ -22,6 +22,9 @@ use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 
+use ltx::TxId;
+
+use super::progress::raw;
 use super::status::{DbStatus, ReplicaStatus};
 
 /// Where a database's run is.
@@ -107,7 +110,7 @@ struct Progress {
     /// Highest request number a finished capture cycle answers.
     served: u64,
     /// Head TXID after that cycle.
-    head_txid: u64,
+    head_txid: Option<TxId>,
     /// The cycle's error, if it failed.
     error: Option<String>,
     /// Bumped on every upload, so replica waiters wake.
@@ -182,7 +185,7 @@ impl DbHandle {
             RunState::Running => {}
         }
         let mut rx = self.progress.subscribe();
-        let before = self.status.local_txid.load(Ordering::Acquire);
+        let before = self.status.local_txid();
         // SeqCst pairs with the loop's load at the start of a cycle: a cycle that sees
         // this number started after it was counted (see the module docs).
         let ticket = self.requested.fetch_add(1, Ordering::SeqCst) + 1;
@@ -207,26 +210,23 @@ impl DbHandle {
             .await?;
         };
         let captured_new = txid > before;
+        let outcome = || SyncOutcome {
+            captured_new,
+            txid: raw(txid),
+            replicated_txid: raw(self.replicated_floor()),
+        };
         if !wait {
-            return Ok(SyncOutcome {
-                captured_new,
-                txid,
-                replicated_txid: self.replicated_floor(),
-            });
+            return Ok(outcome());
         }
         loop {
             let lagging = self.lagging(txid);
             if lagging.is_empty() {
-                return Ok(SyncOutcome {
-                    captured_new,
-                    txid,
-                    replicated_txid: self.replicated_floor(),
-                });
+                return Ok(outcome());
             }
             self.next_progress(&mut rx, deadline, || SyncError::ReplicaTimeout {
                 db: self.db.clone(),
                 timeout,
-                txid,
+                txid: raw(txid),
                 lagging: self.lagging(txid),
             })
             .await?;
@@ -306,26 +306,27 @@ impl DbHandle {
         self.wanted.subscribe()
     }
 
-    /// The lowest TXID every replica durably holds (0 without replicas).
-    pub fn replicated_floor(&self) -> u64 {
+    /// The lowest TXID every replica durably holds (`None` without replicas, or when
+    /// one holds nothing).
+    pub fn replicated_floor(&self) -> Option<TxId> {
         self.replicas()
             .iter()
             .map(|(_, s)| s.replicated())
             .min()
-            .unwrap_or(0)
+            .flatten()
     }
 
     fn replicas(&self) -> std::sync::MutexGuard<'_, Vec<(String, Arc<ReplicaStatus>)>> {
         self.replicas.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn lagging(&self, txid: u64) -> Vec<Lagging> {
+    fn lagging(&self, txid: Option<TxId>) -> Vec<Lagging> {
         self.replicas()
             .iter()
-            .filter(|(_, s)| s.replicated() < txid)
+            .filter(|(_, s)| !s.progress.holds(txid))
             .map(|(name, s)| Lagging {
                 replica: name.clone(),
-                replicated_txid: s.replicated(),
+                replicated_txid: raw(s.replicated()),
                 last_error: s.last_error(),
             })
             .collect()
@@ -368,7 +369,7 @@ impl DbHandle {
     }
 
     /// A capture cycle that started when `requests_now` was `served` finished.
-    pub(crate) fn cycle_done(&self, served: u64, head_txid: u64, error: Option<String>) {
+    pub(crate) fn cycle_done(&self, served: u64, head_txid: Option<TxId>, error: Option<String>) {
         self.progress.send_modify(|p| {
             p.served = p.served.max(served);
             p.head_txid = head_txid;
@@ -396,6 +397,10 @@ impl Drop for StopOnDrop {
 mod tests {
     use super::*;
 
+    fn tx(v: u64) -> Option<TxId> {
+        TxId::new(v).ok()
+    }
+
     fn handle_with_replica() -> (Arc<DbHandle>, Arc<ReplicaStatus>) {
         let h = Arc::new(DbHandle::new("/db", Arc::new(DbStatus::default())));
         let r = Arc::new(ReplicaStatus::default());
@@ -411,13 +416,13 @@ mod tests {
         let h2 = h.clone();
         let t = tokio::spawn(async move { h2.sync(false, Duration::from_secs(5)).await });
         tokio::task::yield_now().await;
-        h.cycle_done(before, 7, None);
+        h.cycle_done(before, tx(7), None);
         tokio::task::yield_now().await;
         assert!(!t.is_finished());
         h.sync_requested().await;
         let now = h.requests_now();
-        h.status.local_txid.store(8, Ordering::Release);
-        h.cycle_done(now, 8, None);
+        h.status.progress.set_local(tx(8));
+        h.cycle_done(now, tx(8), None);
         let out = t.await.unwrap().unwrap();
         assert_eq!(out.txid, 8);
         assert!(out.captured_new);
@@ -429,10 +434,10 @@ mod tests {
         let h2 = h.clone();
         let t = tokio::spawn(async move { h2.sync(true, Duration::from_secs(5)).await });
         h.sync_requested().await;
-        h.cycle_done(h.requests_now(), 3, None);
+        h.cycle_done(h.requests_now(), tx(3), None);
         tokio::task::yield_now().await;
         assert!(!t.is_finished(), "replica holds nothing yet");
-        r.replicated_txid.store(3, Ordering::Release);
+        r.progress.set_replicated(tx(3));
         h.upload_done();
         let out = t.await.unwrap().unwrap();
         assert_eq!((out.txid, out.replicated_txid), (3, 3));
@@ -441,12 +446,12 @@ mod tests {
     #[tokio::test]
     async fn wait_times_out_naming_the_lagging_replica() {
         let (h, r) = handle_with_replica();
-        r.replicated_txid.store(2, Ordering::Release);
+        r.progress.set_replicated(tx(2));
         r.set_error(Some("connection refused".into()));
         let h2 = h.clone();
         let t = tokio::spawn(async move { h2.sync(true, Duration::from_millis(200)).await });
         h.sync_requested().await;
-        h.cycle_done(h.requests_now(), 3, None);
+        h.cycle_done(h.requests_now(), tx(3), None);
         let e = t.await.unwrap().unwrap_err();
         assert_eq!(
             e.to_string(),
@@ -475,7 +480,7 @@ mod tests {
         let h2 = h.clone();
         let t = tokio::spawn(async move { h2.sync(false, Duration::from_secs(5)).await });
         h.sync_requested().await;
-        h.cycle_done(h.requests_now(), 0, Some("disk I/O error".into()));
+        h.cycle_done(h.requests_now(), None, Some("disk I/O error".into()));
         assert_eq!(
             t.await.unwrap().unwrap_err(),
             SyncError::Capture {

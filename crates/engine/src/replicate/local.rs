@@ -245,7 +245,8 @@ impl LocalDir {
     /// Every replica holds the captures with TXID <= `upto`: drops them from memory, or,
     /// while more than [`KEEP_ON_DISK`] files wait for level 1, keeps them in memory and
     /// takes their files off the disk for reuse (module docs). Never the newest file.
-    pub fn forget_cached(&self, upto: u64) {
+    pub fn forget_cached(&self, upto: Option<TxId>) {
+        let upto = upto.map_or(0, TxId::get);
         let mut recent = self.recent();
         let from = recent.forgot_upto;
         if upto <= from {
@@ -301,14 +302,14 @@ impl LocalDir {
     /// Makes the captured position durable: fsyncs every capture written since the last
     /// call that is newer than `replicated` (no replica may hold it yet) and the newest
     /// one, then the directory. Files pruned meanwhile are skipped.
-    pub fn sync_pending(&self, replicated: u64) -> io::Result<()> {
+    pub fn sync_pending(&self, replicated: Option<TxId>) -> io::Result<()> {
         let pending = std::mem::take(&mut self.recent().unsynced);
         let Some(&newest) = pending.iter().max() else {
             return Ok(());
         };
         let r = (|| {
             for &t in &pending {
-                if t.get() <= replicated && t != newest {
+                if Some(t) <= replicated && t != newest {
                     continue;
                 }
                 match fs::File::open(self.path_of(t)) {
@@ -618,7 +619,7 @@ mod tests {
             local.write_capture(tx(t), l0(t, t as u8)).unwrap();
         }
         // Served from memory while cached, from disk once forgotten: the same bytes.
-        local.forget_cached(2);
+        local.forget_cached(TxId::new(2).ok());
         for t in 1..=5 {
             assert_eq!(local.read(tx(t)).unwrap(), l0(t, t as u8), "txid {t}");
         }
@@ -629,12 +630,12 @@ mod tests {
         // The next capture rewrites a pruned file: no new inode, and no leftover.
         local.write_capture(tx(6), l0(6, 6)).unwrap();
         assert_eq!(local.recent().free.len(), spare - 1);
-        local.forget_cached(6);
+        local.forget_cached(TxId::new(6).ok());
         assert_eq!(local.read(tx(6)).unwrap(), l0(6, 6));
         assert_eq!(local.txids().unwrap(), vec![tx(4), tx(5), tx(6)]);
         // Syncing skips what is gone and keeps the position.
         local.prune(tx(5)).unwrap();
-        local.sync_pending(5).unwrap();
+        local.sync_pending(TxId::new(5).ok()).unwrap();
         assert!(local.recent().unsynced.is_empty());
         drop(local);
         // A restart sweeps the spare files away and finds the newest capture.
@@ -654,7 +655,7 @@ mod tests {
         }
         // Every replica holds all but the newest: the oldest ten leave the disk, their
         // bytes stay for compaction; the rest stay on disk and leave memory.
-        local.forget_cached(n - 1);
+        local.forget_cached(TxId::new(n - 1).ok());
         let on_disk = local.txids().unwrap();
         assert_eq!(on_disk.len(), KEEP_ON_DISK);
         assert_eq!(on_disk[0], tx(11));

@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use ltx::{Decoder, Level};
+use ltx::{Decoder, Level, TxId};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
@@ -65,13 +65,12 @@ impl ReplicaView {
             .unwrap_or(&[])
     }
 
-    /// Highest TXID held at any level (0 when empty).
-    pub fn max_txid(&self) -> u64 {
+    /// Highest TXID held at any level (`None` when empty).
+    pub fn position(&self) -> Option<TxId> {
         self.levels
             .values()
-            .filter_map(|v| v.iter().map(|i| i.key.max.get()).max())
+            .filter_map(|v| v.iter().map(|i| i.key.max).max())
             .max()
-            .unwrap_or(0)
     }
 
     pub fn record_put(&mut self, key: LtxKey, size_bytes: u64, created: SystemTime) {
@@ -199,7 +198,7 @@ impl Maintenance {
                 self.next_level[i] = next_boundary(self.levels[i]);
                 let level = Level::new(i as u8 + 1).expect("levels 1..=8");
                 self.compact(store, local, view, status, db, level).await?;
-                if level.get() == 1 && self.retention_enabled {
+                if level == Level::L1 && self.retention_enabled {
                     self.l0_retention(store, view, status).await?;
                 }
             }
@@ -208,7 +207,7 @@ impl Maintenance {
         // The startup check waits for the replica's first file (a fresh replica gets its
         // snapshot right after it, so later compactions have nothing to add: see
         // `compact`). The uploader calls us after every upload, so no timer is needed.
-        let startup_pending = !self.snapshot_checked_at_start && view.max_txid() > 0;
+        let startup_pending = !self.snapshot_checked_at_start && view.position().is_some();
         if snapshot_due || startup_pending {
             let startup = !self.snapshot_checked_at_start;
             self.snapshot_checked_at_start = true;
@@ -219,7 +218,7 @@ impl Maintenance {
                     .map(|age| age < self.snapshot_interval)
                     .unwrap_or(true)
             });
-            if snapshot_due || (startup && !recent && view.max_txid() > 0) {
+            if snapshot_due || (startup && !recent && view.position().is_some()) {
                 if snapshot_due {
                     self.next_snapshot = next_boundary(self.snapshot_interval);
                 }
@@ -525,10 +524,7 @@ impl Maintenance {
         view: &mut ReplicaView,
         status: &ReplicaStatus,
     ) -> Result<(), MaintainError> {
-        let l1_max = view
-            .files(Level::new(1).expect("valid"))
-            .last()
-            .map(|f| f.key.max);
+        let l1_max = view.files(Level::L1).last().map(|f| f.key.max);
         let Some(l1_max) = l1_max else {
             status.l0_retention.set(0, 0, 0);
             return Ok(());

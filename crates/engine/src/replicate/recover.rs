@@ -33,7 +33,7 @@ use crate::storage::ReplicaStore;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reset {
     /// The newest local TXID when the reset was decided.
-    pub above: u64,
+    pub above: Option<ltx::TxId>,
     /// Why, for the log.
     pub reason: String,
 }

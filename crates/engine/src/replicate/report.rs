@@ -14,6 +14,7 @@ use std::sync::atomic::Ordering;
 use serde::{Deserialize, Serialize};
 
 use super::local::{LocalDir, LocalFile};
+use super::progress::raw;
 use super::status::{DbStatus, DrillStatus, ReplicaStatus, ValidationStatus};
 use crate::storage::metered::OperationFigures;
 
@@ -187,7 +188,7 @@ impl DbReport {
         replicas: &[LiveReplica<'_>],
         now_unix_ms: i64,
     ) -> DbReport {
-        let local_txid = status.local_txid.load(Ordering::Acquire);
+        let local_txid = raw(status.local_txid());
         let files = LocalDir::existing(meta_dir)
             .and_then(|l| l.files().ok())
             .unwrap_or_default();
@@ -197,7 +198,7 @@ impl DbReport {
             .iter()
             .map(|r| {
                 let s = r.status;
-                let replicated = s.replicated();
+                let replicated = raw(s.replicated());
                 let last_upload = nonzero(s.last_upload_ms.load(Ordering::Acquire));
                 let l = lag(local_txid, replicated, &files, last_upload, now_unix_ms);
                 ReplicaReport {
@@ -409,11 +410,11 @@ mod tests {
                 .unwrap();
         }
         let db = DbStatus::default();
-        db.local_txid.store(3, Ordering::Release);
+        db.progress.set_local(ltx::TxId::new(3).ok());
         db.record_failure("disk on fire".into(), 1_000);
         db.record_failure("still on fire".into(), 2_000);
         let rs = ReplicaStatus::default();
-        rs.replicated_txid.store(1, Ordering::Release);
+        rs.progress.set_replicated(ltx::TxId::new(1).ok());
         rs.uploads.store(7, Ordering::Relaxed);
         let r = DbReport::live(
             "/x.db",

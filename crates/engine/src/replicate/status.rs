@@ -3,19 +3,24 @@
 //!
 //! Owns: lock-free counters, the last error text, and the last restore drill's and
 //! validation's outcomes ([`DrillStatus`], [`ValidationStatus`], filled by whoever runs
-//! them). Holds no policy; a plain copy for
-//! reporting is taken by `report`.
+//! them). Holds no policy: the TXID positions that steer replication live in
+//! `progress` (a field here, so reporters find them), with the rules that read them. A
+//! plain copy for reporting is taken by `report`.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use ltx::TxId;
+
+use super::progress::{DbProgress, ReplicaProgress};
 use crate::storage::metered::StoreOps;
 
 /// Figures for one database.
 #[derive(Debug, Default)]
 pub struct DbStatus {
-    /// Last TXID captured locally (0 before the first).
-    pub local_txid: AtomicU64,
+    /// Where local captures stand (last TXID captured, the replicas' floor): read
+    /// through its methods.
+    pub progress: DbProgress,
     /// Unix ms of the last capture.
     pub last_capture_ms: AtomicI64,
     pub wal_size_bytes: AtomicU64,
@@ -40,9 +45,6 @@ pub struct DbStatus {
     /// Unix ms since when captures have been failing, or replication of this database
     /// stopped on an error (0 when healthy).
     pub failing_since_ms: AtomicI64,
-    /// Highest TXID every replica holds (kept by the capture loop): captures above it are
-    /// fsynced before our checkpoint lets the WAL go.
-    pub replicated_floor: AtomicU64,
     /// The last capture cycle failed because a local write found no space (ENOSPC or
     /// EDQUOT): Litestream's `litestream_disk_full`. Cleared by the next cycle that does
     /// not fail so.
@@ -52,12 +54,9 @@ pub struct DbStatus {
 /// Figures for one replica of one database.
 #[derive(Debug, Default)]
 pub struct ReplicaStatus {
-    /// Highest TXID durably stored on the replica (0 when unknown or none).
-    pub replicated_txid: AtomicU64,
-    /// Highest TXID the replica's level 1 covers, `u64::MAX` when it has no levels: local
-    /// L0 files stay until then, so compaction reads them locally rather than back from
-    /// the replica (one GET per file).
-    pub compacted_txid: AtomicU64,
+    /// Where the replica stands (TXID held, level 1's reach, uploading or not): read
+    /// through its methods.
+    pub progress: ReplicaProgress,
     /// Unix ms of the last successful upload.
     pub last_upload_ms: AtomicI64,
     /// Unix ms since when uploads have been failing (0 when healthy).
@@ -80,10 +79,6 @@ pub struct ReplicaStatus {
     /// The last validation of this replica's LTX history (`validation-interval`), once
     /// one has run.
     pub validation: Mutex<Option<ValidationStatus>>,
-    /// The uploader is sending files the replica lacks (not idle, not backing off): the
-    /// capture loop waits for it before the next capture, so a slow replica gets fewer,
-    /// larger files instead of a growing queue.
-    pub uploading: AtomicBool,
     /// Every request to the replica's store, per operation (filled by the
     /// [`crate::storage::metered::MeteredStore`] the replica's store is wrapped in).
     pub ops: Arc<StoreOps>,
@@ -181,6 +176,11 @@ fn get(slot: &Mutex<Option<String>>) -> Option<String> {
 }
 
 impl DbStatus {
+    /// The last TXID captured locally, `None` before the first.
+    pub fn local_txid(&self) -> Option<TxId> {
+        self.progress.local()
+    }
+
     pub fn set_error(&self, e: Option<String>) {
         set(&self.last_error, e);
     }
@@ -214,12 +214,9 @@ impl ReplicaStatus {
         get(&self.last_error)
     }
 
-    pub fn replicated(&self) -> u64 {
-        self.replicated_txid.load(Ordering::Acquire)
-    }
-
-    pub fn compacted(&self) -> u64 {
-        self.compacted_txid.load(Ordering::Acquire)
+    /// Highest TXID durably stored on the replica, `None` when unknown or none.
+    pub fn replicated(&self) -> Option<TxId> {
+        self.progress.replicated()
     }
 
     /// Records a drill's outcome. A successful run is the new last success; a failed

@@ -27,9 +27,10 @@ use crate::storage::{ReplicaStore, StorageError};
 /// the current unbroken local run (a full-image file starts a new run).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Head {
-    pub txid: u64,
-    /// TXID of the newest full-database L0 file (0 if none since start).
-    pub full_image_txid: u64,
+    /// The newest local TXID (`None` before the first of the history).
+    pub txid: Option<TxId>,
+    /// TXID of the newest full-database L0 file (`None` if none since start).
+    pub full_image_txid: Option<TxId>,
     /// Set once the final sync has begun: the pause between retries of a failed upload
     /// from then on (`shutdown-sync-interval`), instead of the growing backoff.
     pub final_sync_retry: Option<Duration>,
@@ -49,7 +50,7 @@ pub struct Uploader {
     /// The capture loop's minimum interval between two L0 files.
     pub capture_pace: Duration,
     /// Woken after every upload attempt (the capture loop waits on it while this replica
-    /// is uploading, see `ReplicaStatus::uploading`).
+    /// is uploading, see `ReplicaProgress::holds_capture`).
     pub uploaded: Arc<tokio::sync::Notify>,
     /// Told of every upload, so `sync -wait` callers re-check their replicas.
     pub handle: Arc<super::handle::DbHandle>,
@@ -64,11 +65,9 @@ impl Uploader {
     pub async fn run(mut self, mut view: ReplicaView) {
         // Invariant R1: this listing is the only one; from here on `view` changes only by
         // our own puts and deletes, so an idle replica costs no requests.
-        self.status
-            .replicated_txid
-            .store(view.max_txid(), Ordering::Release);
+        self.status.progress.set_replicated(view.position());
         info!(db = %self.db_name, replica = %self.name(), location = %self.store.location(),
-              txid = %hex(view.max_txid()), "replica position");
+              txid = %hex(super::progress::raw(view.position())), "replica position");
         let mut maint = Maintenance::new(&self.opts);
         self.note_compacted(&view);
         // `auto-recover`: a history that cannot be trusted restarts from a new snapshot.
@@ -138,11 +137,12 @@ impl Uploader {
     /// Logs why the replica's history restarts, and says from above which TXID.
     fn begin_reset(&self, reason: String) -> Reset {
         let above = self.head.borrow().txid;
-        warn!(db = %self.db_name, replica = %self.name(), reason = %reason, above = %hex(above),
+        warn!(db = %self.db_name, replica = %self.name(), reason = %reason,
+              above = %hex(super::progress::raw(above)),
               "auto-recover: the replica's history cannot be trusted; restarting it from a new snapshot");
         // Unknown until the snapshot is stored: nothing (local pruning, the final sync)
         // counts on what the replica held.
-        self.status.replicated_txid.store(0, Ordering::Release);
+        self.status.progress.set_replicated(None);
         Reset { above, reason }
     }
 
@@ -155,13 +155,11 @@ impl Uploader {
         last_upload: &mut Instant,
         reset: &mut Option<Reset>,
     ) -> bool {
-        self.status
-            .uploading
-            .store(view.max_txid() < head.txid, Ordering::Release);
+        self.status.progress.begin_catch_up(head.txid);
         let done = self
             .upload_missing(view, head, backoff, last_upload, reset)
             .await;
-        self.status.uploading.store(false, Ordering::Release);
+        self.status.progress.end_catch_up();
         self.uploaded.notify_one();
         self.handle.upload_done();
         done
@@ -176,24 +174,22 @@ impl Uploader {
         reset: &mut Option<Reset>,
     ) -> bool {
         let mut batch = 0u32;
-        while view.max_txid() < head.txid || reset.is_some() {
-            let next = view.max_txid() + 1;
+        while view.position() < head.txid || reset.is_some() {
+            let Ok(next) = view.position().map_or(Ok(TxId::ONE), TxId::next) else {
+                return true;
+            };
             // A replica with a hole it cannot fill from local files restarts its history
             // from the newest full-database file, uploaded as a snapshot (min TXID 1).
-            let have_local = self.local.has(TxId::new(next).expect("next >= 1"));
             let (key, txid) = if let Some(r) = reset.as_ref() {
                 // Restarting: nothing but a snapshot of a full image newer than the reset.
-                if head.full_image_txid <= r.above {
+                let Some(t) = head.full_image_txid.filter(|&t| Some(t) > r.above) else {
                     let _ = self.need_full_image.send(());
                     return false;
-                }
-                let t = TxId::new(head.full_image_txid).expect("nonzero");
+                };
                 (LtxKey::new(Level::SNAPSHOT, TxId::ONE, t), t)
-            } else if have_local {
-                let t = TxId::new(next).expect("next >= 1");
-                (LtxKey::new(Level::L0, t, t), t)
-            } else if head.full_image_txid > view.max_txid() {
-                let t = TxId::new(head.full_image_txid).expect("nonzero");
+            } else if self.local.has(next) {
+                (LtxKey::new(Level::L0, next, next), next)
+            } else if let Some(t) = head.full_image_txid.filter(|&t| Some(t) > view.position()) {
                 (LtxKey::new(Level::SNAPSHOT, TxId::ONE, t), t)
             } else {
                 let _ = self.need_full_image.send(());
@@ -235,9 +231,7 @@ impl Uploader {
                 Ok(()) => {
                     backoff.reset();
                     view.record_put(key, len, created);
-                    self.status
-                        .replicated_txid
-                        .store(txid.get(), Ordering::Release);
+                    self.status.progress.set_replicated(Some(txid));
                     self.status
                         .last_upload_ms
                         .store(now_ms(), Ordering::Release);
@@ -282,14 +276,12 @@ impl Uploader {
 
     /// Publishes how far level 1 reaches (what local L0 files are still needed for).
     fn note_compacted(&self, view: &ReplicaView) {
-        let l1 = if self.opts.levels.is_empty() {
-            u64::MAX
+        if self.opts.levels.is_empty() {
+            self.status.progress.set_no_levels();
         } else {
-            view.files(Level::new(1).expect("valid"))
-                .last()
-                .map_or(0, |f| f.key.max.get())
-        };
-        self.status.compacted_txid.store(l1, Ordering::Release);
+            let l1 = view.files(Level::L1).last().map(|f| f.key.max);
+            self.status.progress.set_compacted(l1);
+        }
     }
 
     fn fail(&self, e: &StorageError) {

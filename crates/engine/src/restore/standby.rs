@@ -163,7 +163,7 @@ pub async fn begin_epoch(lease: &Lease, stores: &[Arc<FencedStore>]) -> Result<T
         .map_or(Ok(TxId::ONE), TxId::next)
         .map_err(|_| PromoteError::NoTxidLeft)?;
     lease
-        .set_start_txid(start.get())
+        .set_start_txid(start)
         .await
         .map_err(PromoteError::Lease)?;
     // Now that the epoch has begun, a second look drops any late write that landed since.
