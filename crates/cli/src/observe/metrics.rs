@@ -948,6 +948,100 @@ mod tests {
         );
     }
 
+    /// [`fixed`] plus a second database seen offline (no counters, captures failing, a
+    /// replica that never uploaded) and one of the same file name elsewhere.
+    fn pinned() -> Report {
+        let mut r = fixed();
+        r.databases.push(DbReport {
+            db: "/other/b.db".into(),
+            local_txid: 7,
+            db_size_bytes: Some(4096),
+            wal_size_bytes: None,
+            last_capture_unix_ms: None,
+            last_checkpoint_unix_ms: None,
+            failing_since_unix_ms: Some(1_700_000_055_250),
+            last_error: Some("disk I/O error".into()),
+            counters: None,
+            replicas: vec![ReplicaReport {
+                name: "file".into(),
+                replica_type: "file".into(),
+                lag_txids: 7,
+                pending_bytes: 1 << 40,
+                lag_seconds: 0.125,
+                operations: vec![OperationFigures {
+                    operation: "LIST".into(),
+                    total: 3,
+                    duration_count: 3,
+                    duration_seconds_sum: 0.0003,
+                    duration_buckets: vec![3; 9],
+                    errors: [("NotFound".to_string(), 2), ("Permanent".to_string(), 1)].into(),
+                    ..Default::default()
+                }],
+                validation: Some(ValidationStatus {
+                    last_run_unix_ms: 1_700_000_001_001,
+                    ok: true,
+                    last_success_unix_ms: Some(1_700_000_001_001),
+                    runs: 1,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+        });
+        r.databases.push(DbReport {
+            db: "/data/copy/a \"q\".db".into(),
+            replicas: vec![ReplicaReport {
+                name: "s3".into(),
+                replica_type: "s3".into(),
+                l0_retention: Some(L0RetentionFigures {
+                    eligible: 10,
+                    not_compacted: 20,
+                    too_recent: 30,
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        r
+    }
+
+    /// The whole exposition of [`pinned`], byte for byte: the family order, HELP texts,
+    /// label order and number formatting are what dashboards and scrapers see.
+    #[test]
+    fn exposition_of_a_fixed_report_is_pinned() {
+        let got = render(&pinned());
+        if let Ok(p) = std::env::var("METRICS_PIN_WRITE") {
+            std::fs::write(p, &got).unwrap();
+        }
+        assert_eq!(got, include_str!("testdata/metrics_pinned.prom"));
+        let leases = [
+            (
+                "/d/a.db".to_string(),
+                engine::lease::LeaseView {
+                    role: "standby",
+                    holder: "db1".into(),
+                    epoch: 3,
+                    expires_at_ms: 1_700_000_000_500,
+                    applied_txid: 42,
+                    lag_ms: 1500,
+                },
+            ),
+            (
+                "/d/b.db".to_string(),
+                engine::lease::LeaseView {
+                    role: "primary",
+                    holder: "me".into(),
+                    epoch: 9,
+                    ..Default::default()
+                },
+            ),
+        ];
+        let got = render_leases(&leases);
+        if let Ok(p) = std::env::var("METRICS_PIN_WRITE_LEASES") {
+            std::fs::write(p, &got).unwrap();
+        }
+        assert_eq!(got, include_str!("testdata/metrics_leases_pinned.prom"));
+    }
+
     #[test]
     fn empty_report_renders_nothing_and_numbers_print_plainly() {
         assert_eq!(render(&Report::default()), "");
