@@ -147,7 +147,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         let tick = lc.renew_interval.min(Duration::from_secs(1));
         let mut last_report = Instant::now() - REPORT_EVERY;
         let status = lease.status.clone();
-        status.update(|v| v.role = "standby");
+        status.update(|v| v.role = Some(engine::lease::Role::Standby));
         let (decided, reason) = loop {
             tokio::select! {
                 _ = tokio::time::sleep(tick) => {}
@@ -175,7 +175,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                 let unchanged = observer.observe(tag);
                 expired = rec.released || unchanged >= rec.ttl().max(lc.ttl);
                 status.update(|v| {
-                    v.role = "standby";
+                    v.role = Some(engine::lease::Role::Standby);
                     v.holder = rec.owner.clone();
                     v.epoch = rec.epoch;
                     v.expires_at_ms = if rec.released { 0 } else { rec.expires_at_ms };
