@@ -12,6 +12,7 @@ use engine::replicate::RunMode;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+use crate::config::Config;
 use crate::{child, control, failover, heartbeat, observe, setup};
 
 #[derive(clap::Args)]
@@ -68,6 +69,9 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         ),
     };
     setup::init_logging(&cfg, a.log_level.as_deref());
+    for w in &cfg.warnings {
+        warn!("config: {w}");
+    }
     let exec = a.exec.clone().or_else(|| cfg.exec.clone());
     limit_malloc_arenas();
     // Before any thread starts and before SQLite's first use in this process.
@@ -84,8 +88,16 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting runtime")?;
     let result = rt.block_on(async move {
-        if a.restore_if_db_not_exists {
-            setup::restore_missing_dbs(&cfg).await?;
+        // `-restore-if-db-not-exists` for every database, the config key for its own.
+        let restore = Config {
+            dbs: (cfg.dbs.iter())
+                .filter(|d| a.restore_if_db_not_exists || d.restore_if_db_not_exists)
+                .cloned()
+                .collect(),
+            ..cfg.clone()
+        };
+        if !restore.dbs.is_empty() {
+            setup::restore_missing_dbs(&restore).await?;
         }
         let mut runs = setup::db_runs(&cfg)?;
         if runs.is_empty() {

@@ -138,7 +138,6 @@ pub(crate) fn build(root: &Value, env: Env<'_>) -> Result<Config, ConfigError> {
         exec: top.string("exec")?,
         logging: build_logging(&top, env)?,
         shutdown_sync_timeout: top.duration("shutdown-sync-timeout")?.unwrap_or(secs(30)),
-        drill_interval,
         heartbeat,
         warnings,
         replica_defaults: defaults,

@@ -903,7 +903,6 @@ fn drill_interval_top_level_and_per_database() {
     )
     .unwrap();
     let h = |n: u64| Duration::from_secs(n * 3600);
-    assert_eq!(cfg.drill_interval, Some(h(6)));
     assert_eq!(cfg.dbs[0].drill_interval, Some(h(6)));
     assert_eq!(cfg.dbs[1].drill_interval, Some(Duration::from_secs(1800)));
     let none = parse(

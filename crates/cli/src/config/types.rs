@@ -64,9 +64,6 @@ pub struct Config {
     pub logging: LoggingConfig,
     /// `shutdown-sync-timeout`: how long the final sync may retry. Default 30s.
     pub shutdown_sync_timeout: Duration,
-    /// `drill-interval` (ours): how often a running replicator restores each replica into
-    /// scratch space as a drill (see `verify`). `None`: no drills. Databases inherit it.
-    pub drill_interval: Option<Duration>,
     /// `heartbeat-url` and `heartbeat-interval`: `None` without a URL.
     pub heartbeat: Option<HeartbeatConfig>,
     /// Things that were accepted but have no effect (keys for another replica type,

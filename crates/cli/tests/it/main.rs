@@ -7,6 +7,7 @@ mod abs;
 mod azurite;
 mod badinput;
 mod check;
+mod config_keys;
 mod control;
 mod crash;
 mod diskfull;
