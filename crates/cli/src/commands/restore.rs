@@ -225,7 +225,7 @@ async fn newest_v3_replica(
 ) -> Option<(String, Arc<dyn ReplicaStore>, Vec<V3File>)> {
     let mut best: Option<(String, Arc<dyn ReplicaStore>, Vec<V3File>)> = None;
     for (name, store) in candidates {
-        let files = match store.list_v3().await {
+        let files = match async { store.v3()?.list_v3().await }.await {
             Ok(f) if !f.is_empty() => f,
             Ok(_) => continue,
             Err(e) => {

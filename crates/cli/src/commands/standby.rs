@@ -113,7 +113,8 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         let store = setup::build_store(&first.kind)?;
         let lease = Arc::new(Lease::new(store.clone(), failover::lease_options(&lc)));
         // Fails at once, clearly, on a backend without conditional writes.
-        if let Err(e) = store.get_name_versioned(engine::storage::layout::LEASE_NAME).await {
+        let named = async { store.named()?.get_name_versioned(engine::storage::layout::LEASE_NAME).await };
+        if let Err(e) = named.await {
             if !e.is_not_found() {
                 return Err(e).context(format!("{}: lease", db.display()));
             }

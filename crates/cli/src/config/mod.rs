@@ -55,6 +55,10 @@ pub use types::{
     AbsConfig, Config, DbConfig, DbSource, GcsConfig, HeartbeatConfig, LeaseConfig, ReplicaConfig,
     ReplicaKind, S3Config, SftpConfig, SocketConfig,
 };
+/// Named by the unit tests (here and in `setup.rs`); the commands reach them through
+/// [`Config`]'s fields.
+#[cfg(test)]
+pub use types::{LogLevel, LoggingConfig, Secret, SnapshotConfig};
 pub use url::redact_url;
 
 /// Reads and validates the config file at `path`, expanding `$VAR`s from the process

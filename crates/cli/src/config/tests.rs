@@ -911,10 +911,7 @@ fn drill_interval_top_level_and_per_database() {
         &|_| None,
     )
     .unwrap();
-    assert_eq!(
-        (none.drill_interval, none.dbs[0].drill_interval),
-        (None, None)
-    );
+    assert_eq!(none.dbs[0].drill_interval, None);
     let e = parse("drill-interval: 0s\ndbs: []\n", false, &|_| None).unwrap_err();
     assert_eq!(e.to_string(), "drill-interval: must be greater than 0");
 }

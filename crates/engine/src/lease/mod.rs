@@ -31,7 +31,7 @@ use tokio::time::Instant;
 
 use crate::replicate::local::now_ms;
 use crate::storage::layout::LEASE_NAME;
-use crate::storage::{ETag, ReplicaStore, StorageError};
+use crate::storage::{ETag, ErrorKind, ReplicaStore, StorageError};
 
 /// Default lease TTL: a dead primary is replaced after about this long.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
@@ -254,7 +254,7 @@ impl Lease {
 
     /// The record and its tag, or `None` when there is no lease object.
     pub async fn read(&self) -> Result<Option<(LeaseRecord, ETag)>, LeaseError> {
-        match self.store.get_name_versioned(LEASE_NAME).await {
+        match self.store.named()?.get_name_versioned(LEASE_NAME).await {
             Ok((data, tag)) => Ok(Some((
                 LeaseRecord::decode(self.store.location(), &data)?,
                 tag,
@@ -312,9 +312,15 @@ impl Lease {
         let rec = self.record(epoch, 0, version, false);
         let sent = Instant::now();
         let r = match &tag {
-            None => self.store.create_name(LEASE_NAME, rec.encode()).await,
+            None => {
+                self.store
+                    .named()?
+                    .create_name(LEASE_NAME, rec.encode())
+                    .await
+            }
             Some(t) => {
                 self.store
+                    .named()?
                     .put_name_if_match(LEASE_NAME, rec.encode(), t)
                     .await
             }
@@ -332,7 +338,7 @@ impl Lease {
                 Ok(Acquire::Acquired { previous })
             }
             // Someone else wrote first: it is theirs.
-            Err(StorageError::Precondition { .. }) | Err(StorageError::NotFound { .. }) => {
+            Err(e) if matches!(e.kind(), ErrorKind::Precondition | ErrorKind::NotFound) => {
                 match self.read().await? {
                     Some((record, tag)) => {
                         let unchanged_for = observer.observe(&tag);
@@ -366,6 +372,7 @@ impl Lease {
         let sent = Instant::now();
         match self
             .store
+            .named()?
             .put_name_if_match(LEASE_NAME, rec.encode(), &tag)
             .await
         {
@@ -383,7 +390,7 @@ impl Lease {
                 self.status.show(Role::Primary, &rec);
                 Ok(())
             }
-            Err(StorageError::Precondition { .. }) | Err(StorageError::NotFound { .. }) => {
+            Err(e) if matches!(e.kind(), ErrorKind::Precondition | ErrorKind::NotFound) => {
                 *self.held.lock().expect("lease") = None;
                 let (owner, epoch) = match self.read().await {
                     Ok(Some((r, _))) => {

@@ -421,7 +421,10 @@ pub async fn apply_v3(
             .map(|f| {
                 let store = store.clone();
                 async move {
-                    let r = store.get_v3_range(&f, 0..f.size_bytes.min(chunk)).await;
+                    let r = match store.v3() {
+                        Ok(v3) => v3.get_v3_range(&f, 0..f.size_bytes.min(chunk)).await,
+                        Err(e) => Err(e),
+                    };
                     (f, r)
                 }
             })
@@ -497,16 +500,19 @@ impl PieceReader<'_> {
     fn fill(&mut self) -> Result<(), StorageError> {
         let size = self.file.size_bytes;
         let end = self.at + (size - self.at).min(self.reads.chunk);
-        let b = self
-            .reads
-            .rt
-            .block_on(self.reads.store.get_v3_range(self.file, self.at..end))?;
+        let b = self.reads.rt.block_on(async {
+            self.reads
+                .store
+                .v3()?
+                .get_v3_range(self.file, self.at..end)
+                .await
+        })?;
         if b.len() as u64 != end - self.at {
-            return Err(StorageError::Permanent {
-                location: self.reads.store.location().to_string(),
-                what: self.file.path(),
-                detail: format!("asked for bytes {}..{end}, got {} bytes", self.at, b.len()),
-            });
+            return Err(StorageError::permanent(
+                self.reads.store.location().to_string(),
+                self.file.path(),
+                format!("asked for bytes {}..{end}, got {} bytes", self.at, b.len()),
+            ));
         }
         self.at = end;
         self.cur = b;
@@ -1238,7 +1244,7 @@ mod tests {
 
         async fn restore(&self) -> (PathBuf, Result<ApplyReport, ApplyError>) {
             let store = self.store();
-            let plan = plan_v3(&store.list_v3().await.unwrap(), None).unwrap();
+            let plan = plan_v3(&store.v3().unwrap().list_v3().await.unwrap(), None).unwrap();
             let out = self.dir.path().join("out.db");
             let opts = ApplyOptions {
                 parallelism: 3,
@@ -1472,7 +1478,7 @@ mod tests {
         let store: Arc<dyn ReplicaStore> = Arc::new(crate::storage::file::FileStore::new(
             dir.path().join("replica"),
         ));
-        let plan = plan_v3(&store.list_v3().await.unwrap(), None).unwrap();
+        let plan = plan_v3(&store.v3().unwrap().list_v3().await.unwrap(), None).unwrap();
         let out = dir.path().join("out.db");
         let opts = ApplyOptions {
             parallelism: 2,

@@ -38,7 +38,7 @@ use object_store::{
 use super::layout::v3::{self, V3File};
 use super::layout::{Layout, LtxInfo, LtxKey};
 use super::objstore_error::{classify, Dialect};
-use super::{ByteStream, ETag, NamedObject, ReplicaStore, StorageError};
+use super::{ByteStream, ETag, NamedObject, NamedStore, ReplicaStore, StorageError, V3Store};
 
 /// HEAD requests in flight while reading exact timestamps.
 const HEAD_CONCURRENCY: usize = 16;
@@ -124,11 +124,11 @@ impl ObjectStoreReplica {
         {
             return Ok(());
         }
-        Err(StorageError::Permanent {
-            location: self.location.clone(),
-            what: format!("{rel:?}"),
-            detail: format!("not a relative {} path", self.dialect.object_noun),
-        })
+        Err(StorageError::permanent(
+            self.location.clone(),
+            format!("{rel:?}"),
+            format!("not a relative {} path", self.dialect.object_noun),
+        ))
     }
 
     /// Stores `data` at `rel` (relative to the prefix, outside the level directories),
@@ -231,13 +231,12 @@ impl ObjectStoreReplica {
     /// A failed listing of `dir`. A listing finds no object to miss: `NotFound` means the
     /// bucket or container is missing (or the endpoint is not the service).
     fn list_err(&self, dir: &Path, e: object_store::Error) -> StorageError {
-        match self.err(format!("listing {dir}/"), e) {
-            StorageError::NotFound { location, .. } => StorageError::NotFound {
-                location,
-                what: format!("{} {:?}", self.dialect.container_noun, self.container),
-            },
-            other => other,
+        let e = self.err(format!("listing {dir}/"), e);
+        if !e.is_not_found() {
+            return e;
         }
+        let what = format!("{} {:?}", self.dialect.container_noun, self.container);
+        StorageError::not_found(e.location(), what)
     }
 
     /// [`ReplicaStore::list_v3`]: one recursive listing of `generations/` under the prefix
@@ -294,11 +293,11 @@ impl ObjectStoreReplica {
         let size = result.meta.size;
         let data = result.bytes().await.map_err(|e| self.err(&rel, e))?;
         if data.len() as u64 != size {
-            return Err(StorageError::Transient {
-                location: self.location.clone(),
-                what: rel,
-                detail: format!("short read: {} of {size} bytes", data.len()),
-            });
+            return Err(StorageError::transient(
+                self.location.clone(),
+                rel,
+                format!("short read: {} of {size} bytes", data.len()),
+            ));
         }
         Ok(data)
     }
@@ -373,11 +372,11 @@ impl ObjectStoreReplica {
         let data = result.bytes().await.map_err(|e| self.err(&what, e))?;
         let want = range.as_ref().map_or(size, |r| r.end - r.start);
         if data.len() as u64 != want {
-            return Err(StorageError::Transient {
-                location: self.location.clone(),
+            return Err(StorageError::transient(
+                self.location.clone(),
                 what,
-                detail: format!("short read: {} of {want} bytes", data.len()),
-            });
+                format!("short read: {} of {want} bytes", data.len()),
+            ));
         }
         Ok(data)
     }
@@ -390,13 +389,15 @@ impl ObjectStoreReplica {
         what: &str,
         range: Option<Range<u64>>,
     ) -> Result<Option<GetResult>, StorageError> {
-        let out_of_range = |r: &Range<u64>, size: u64| StorageError::Permanent {
-            location: self.location.clone(),
-            what: what.to_string(),
-            detail: format!(
-                "range {}..{} outside {} of {size} bytes",
-                r.start, r.end, self.dialect.object_noun
-            ),
+        let out_of_range = |r: &Range<u64>, size: u64| {
+            StorageError::permanent(
+                self.location.clone(),
+                what.to_string(),
+                format!(
+                    "range {}..{} outside {} of {size} bytes",
+                    r.start, r.end, self.dialect.object_noun
+                ),
+            )
         };
         // A HEAD checks the object and the bounds where the GET cannot.
         let headed = match &range {
@@ -495,10 +496,12 @@ impl ObjectStoreReplica {
     }
 
     fn tag_of(&self, name: &str, e_tag: Option<String>) -> Result<ETag, StorageError> {
-        e_tag.map(ETag).ok_or_else(|| StorageError::Permanent {
-            location: self.location.clone(),
-            what: name.to_string(),
-            detail: "the server returned no ETag, so compare-and-swap is impossible".into(),
+        e_tag.map(ETag).ok_or_else(|| {
+            StorageError::permanent(
+                self.location.clone(),
+                name.to_string(),
+                "the server returned no ETag, so compare-and-swap is impossible",
+            )
         })
     }
 
@@ -791,17 +794,11 @@ pub fn parse_timestamp(s: &str) -> Option<SystemTime> {
         .map(SystemTime::from)
 }
 
-/// A backend built on [`ObjectStoreReplica`]: it gets [`ReplicaStore`] from it, and may
-/// replace the conditional create.
+/// A backend built on [`ObjectStoreReplica`]: it gets [`ReplicaStore`], [`NamedStore`] and
+/// [`V3Store`] from it, and may refuse conditional writes its server does not honour.
 #[async_trait]
 pub trait ObjectStoreBackend: Send + Sync + 'static {
     fn replica(&self) -> &ObjectStoreReplica;
-
-    /// [`ReplicaStore::put_if_not_exists`]; by default trusts the server to honour
-    /// `If-None-Match: *`.
-    async fn put_if_not_exists(&self, name: &str, data: Bytes) -> Result<(), StorageError> {
-        self.replica().create_object(name, data).await
-    }
 
     /// `Ok` when the server honours conditional writes (`If-None-Match`, `If-Match`);
     /// else `Permanent`, naming `what`. By default trusts the server.
@@ -871,10 +868,19 @@ impl<T: ObjectStoreBackend> ReplicaStore for T {
         self.replica().list_exact_times(level).await
     }
 
-    async fn put_if_not_exists(&self, name: &str, data: Bytes) -> Result<(), StorageError> {
-        ObjectStoreBackend::put_if_not_exists(self, name, data).await
+    fn named(&self) -> Result<&dyn NamedStore, StorageError> {
+        Ok(self)
     }
 
+    fn v3(&self) -> Result<&dyn V3Store, StorageError> {
+        Ok(self)
+    }
+}
+
+/// Named objects; the conditional calls ask the backend first whether its server honours
+/// conditional writes.
+#[async_trait]
+impl<T: ObjectStoreBackend> NamedStore for T {
     async fn put_name(&self, name: &str, data: Bytes) -> Result<(), StorageError> {
         self.replica().put_name(name, data).await
     }
@@ -921,7 +927,10 @@ impl<T: ObjectStoreBackend> ReplicaStore for T {
     async fn delete_name(&self, name: &str) -> Result<(), StorageError> {
         self.replica().delete_name(name).await
     }
+}
 
+#[async_trait]
+impl<T: ObjectStoreBackend> V3Store for T {
     async fn list_v3(&self) -> Result<Vec<V3File>, StorageError> {
         self.replica().list_v3().await
     }

@@ -115,11 +115,8 @@ pub(super) fn build(
         ),
         None => format!("s3://{}/{}", opts.bucket, prefix_str),
     };
-    let bad = |detail: String| StorageError::Permanent {
-        location: location.clone(),
-        what: "replica configuration".into(),
-        detail,
-    };
+    let bad =
+        |detail: String| StorageError::permanent(location.clone(), "replica configuration", detail);
 
     if opts.bucket.is_empty() {
         return Err(bad("no bucket given".into()));

@@ -197,14 +197,14 @@ pub(super) async fn connect(
     let location = opts.location();
     match tokio::time::timeout(CONNECT_TIMEOUT, connect_inner(opts, expected, &location)).await {
         Ok(r) => r,
-        Err(_) => Err(StorageError::Transient {
+        Err(_) => Err(StorageError::transient(
             location,
-            what: format!("connecting to {}", opts.host_port()),
-            detail: format!(
+            format!("connecting to {}", opts.host_port()),
+            format!(
                 "no SSH login within {} s (is it an SSH server, and reachable?)",
                 CONNECT_TIMEOUT.as_secs()
             ),
-        }),
+        )),
     }
 }
 
@@ -215,15 +215,10 @@ async fn connect_inner(
 ) -> Result<Conn, StorageError> {
     let host_port = opts.host_port();
     let what = format!("connecting to {host_port}");
-    let transient = |detail: String| StorageError::Transient {
-        location: location.to_string(),
-        what: what.clone(),
-        detail,
-    };
-    let permanent = |what: &str, detail: String| StorageError::Permanent {
-        location: location.to_string(),
-        what: what.to_string(),
-        detail,
+    let transient =
+        |detail: String| StorageError::transient(location.to_string(), what.clone(), detail);
+    let permanent = |what: &str, detail: String| {
+        StorageError::permanent(location.to_string(), what.to_string(), detail)
     };
     let ssh_err = |e: russh::Error| {
         if ssh_is_transient(&e) {
@@ -298,15 +293,11 @@ async fn connect_inner(
         (ok, accepted) = auth_outcome(r);
     }
     if !ok {
-        return Err(StorageError::PermissionDenied {
-            location: location.to_string(),
-            what: format!("SSH login as {:?}", opts.user),
-            detail: format!(
+        return Err(StorageError::permission_denied(location.to_string(), format!("SSH login as {:?}", opts.user), format!(
                 "the server refused {} (it accepts: {}); check user, and key-path (its public key must be in the user's authorized_keys on the server) or password",
                 tried.join(" and "),
                 if accepted.is_empty() { "nothing more" } else { &accepted }
-            ),
-        });
+            )));
     }
 
     let channel = handle.channel_open_session().await.map_err(ssh_err)?;
@@ -417,11 +408,11 @@ fn host_key_error(opts: &SftpOptions, location: &str, v: Verdict) -> StorageErro
         ),
         Verdict::Certificate => "the server offered a host certificate, which is not supported: set `host-key:` to the server's plain public key".to_string(),
     };
-    StorageError::Permanent {
-        location: location.to_string(),
-        what: format!("SSH host key of {hp}"),
+    StorageError::permanent(
+        location.to_string(),
+        format!("SSH host key of {hp}"),
         detail,
-    }
+    )
 }
 
 #[cfg(test)]

@@ -41,16 +41,10 @@ impl Failure {
         let what = what.into();
         match self {
             Failure::Storage(e) => e,
-            Failure::Permanent(detail) => StorageError::Permanent {
-                location,
-                what,
-                detail,
-            },
-            Failure::Lost(detail) => StorageError::Transient {
-                location,
-                what,
-                detail: format!("SFTP connection lost: {detail}"),
-            },
+            Failure::Permanent(detail) => StorageError::permanent(location, what, detail),
+            Failure::Lost(detail) => {
+                StorageError::transient(location, what, format!("SFTP connection lost: {detail}"))
+            }
             Failure::Status { code, message } => {
                 let detail = if message.is_empty() || message == code.to_string() {
                     code.to_string()
@@ -58,26 +52,18 @@ impl Failure {
                     format!("{code}: {message}")
                 };
                 match code {
-                    StatusCode::NoSuchFile => StorageError::NotFound { location, what },
-                    StatusCode::PermissionDenied => StorageError::PermissionDenied {
+                    StatusCode::NoSuchFile => StorageError::not_found(location, what),
+                    StatusCode::PermissionDenied => StorageError::permission_denied(
                         location,
                         what,
-                        detail: format!(
+                        format!(
                             "{detail}; check the replica path and its permissions for this user"
                         ),
-                    },
+                    ),
                     StatusCode::NoConnection | StatusCode::ConnectionLost => {
-                        StorageError::Transient {
-                            location,
-                            what,
-                            detail,
-                        }
+                        StorageError::transient(location, what, detail)
                     }
-                    _ => StorageError::Permanent {
-                        location,
-                        what,
-                        detail,
-                    },
+                    _ => StorageError::permanent(location, what, detail),
                 }
             }
         }
@@ -126,6 +112,7 @@ pub(super) fn ssh_is_transient(e: &russh::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::ErrorKind;
     use russh_sftp::protocol::Status;
 
     fn status(code: StatusCode, msg: &str) -> Failure {
@@ -142,12 +129,12 @@ mod tests {
         let c = |f: Failure| f.classify("sftp://u@h:22/p", "L0/x.ltx");
         assert!(c(status(StatusCode::NoSuchFile, "No such file")).is_not_found());
         assert!(matches!(
-            c(status(StatusCode::PermissionDenied, "Permission denied")),
-            StorageError::PermissionDenied { .. }
+            c(status(StatusCode::PermissionDenied, "Permission denied")).kind(),
+            ErrorKind::PermissionDenied
         ));
         let e = c(status(StatusCode::Failure, "Failure"));
         assert!(
-            matches!(&e, StorageError::Permanent { detail, .. } if detail == "Failure"),
+            e.kind() == ErrorKind::Permanent && e.detail() == "Failure",
             "{e}"
         );
         assert!(c(Failure::from(SftpError::Timeout)).is_retryable());
