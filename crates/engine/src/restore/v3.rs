@@ -35,7 +35,7 @@
 //! WAL segment by the next segment's offset, and the last one of an index by 4 GiB (0.3
 //! names offsets with 8 hex digits).
 //!
-//! Fed by `storage` (`ReplicaStore::list_v3`, `get_v3`); feeds the CLI's `restore`.
+//! Fed by `storage` (`V3Store::list_v3`, `get_v3_range`); feeds the CLI's `restore`.
 
 use std::collections::BTreeMap;
 use std::fmt;

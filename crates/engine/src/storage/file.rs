@@ -2,7 +2,7 @@
 //!
 //! Owns: mapping [`ReplicaStore`] calls onto `<root>/ltx/<level>/<min>-<max>.ltx` files,
 //! durable atomic puts (via `fsutil`), file mtime as the created timestamp, and the
-//! translation of `io::Error` into [`StorageError`] variants, and reusing the buffers of
+//! translation of `io::Error` into [`StorageError`] kinds, and reusing the buffers of
 //! large ranged reads while a reader keeps several in flight (a restore).
 //!
 //! Conditional writes, for leases: a create is a hard link of a fully written temp file
@@ -349,7 +349,7 @@ impl FileStore {
     }
 }
 
-/// Named objects outside the level directories (`ReplicaStore::put_name` and kin).
+/// Named objects outside the level directories (`NamedStore::put_name` and kin).
 impl FileStore {
     fn aux_path(&self, name: &str) -> Result<PathBuf, StorageError> {
         super::check_aux_name(&self.location, name)?;

@@ -13,7 +13,7 @@
 //!
 //! What counts: a request that succeeds adds to `total` (a `delete` adds one per file, as
 //! Litestream counts deletes) and, for `PUT` and `GET`, to `bytes`. A request that fails
-//! adds to `errors` under a code named after the [`StorageError`] variant; `NotFound` and
+//! adds to `errors` under a code named after the [`StorageError`] kind; `NotFound` and
 //! `Precondition` are answers the contract defines (a missing lock file, a lost race),
 //! not failures, and count in neither. Every request, whatever its outcome, is timed into
 //! a histogram with Litestream's buckets ([`DURATION_BUCKETS_SECONDS`]). `head_name` is a
@@ -71,7 +71,7 @@ impl Operation {
 /// `litestream_replica_operation_duration_seconds` buckets.
 pub const DURATION_BUCKETS_SECONDS: [f64; 9] = [0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0];
 
-/// The `code` label values of failed requests, one per failing [`StorageError`] variant.
+/// The `code` label values of failed requests, one per failing [`StorageError`] kind.
 pub const ERROR_CODES: [&str; 4] = ["AccessDenied", "NoSpace", "Transient", "Permanent"];
 
 /// The code a failure is counted under; `None` for answers that are not failures.

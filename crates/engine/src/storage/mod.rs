@@ -103,7 +103,7 @@ pub use error::{ErrorKind, StorageError};
 /// Bytes of one ranged read as they arrive ([`ReplicaStore::get_stream`]).
 pub type ByteStream = futures::stream::BoxStream<'static, Result<Bytes, StorageError>>;
 
-/// One object outside the level directories, as [`ReplicaStore::head_name`] reports it.
+/// One object outside the level directories, as [`NamedStore::head_name`] reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NamedObject {
     pub size_bytes: u64,

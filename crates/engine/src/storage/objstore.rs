@@ -239,7 +239,7 @@ impl ObjectStoreReplica {
         StorageError::not_found(e.location(), what)
     }
 
-    /// [`ReplicaStore::list_v3`]: one recursive listing of `generations/` under the prefix
+    /// [`V3Store::list_v3`]: one recursive listing of `generations/` under the prefix
     /// (0.3 wrote the same paths under an S3 prefix as under a file root); `modified` is
     /// each object's LastModified, which 0.3 also compares to pick a generation.
     pub async fn list_v3(&self) -> Result<Vec<V3File>, StorageError> {
@@ -272,7 +272,7 @@ impl ObjectStoreReplica {
         Ok(out)
     }
 
-    /// [`ReplicaStore::get_v3_range`]: one range of the object.
+    /// [`V3Store::get_v3_range`]: one range of the object.
     pub async fn get_v3_range(
         &self,
         file: &V3File,
@@ -282,7 +282,7 @@ impl ObjectStoreReplica {
         self.get_path(&self.path(&rel), rel, Some(range)).await
     }
 
-    /// [`ReplicaStore::get_v3`]: the whole object.
+    /// [`V3Store::get_v3`]: the whole object.
     pub async fn get_v3(&self, file: &V3File) -> Result<Bytes, StorageError> {
         let rel = file.path();
         let result = self
@@ -470,7 +470,7 @@ impl ObjectStoreReplica {
         r.map_err(|e| self.err(key.to_string(), e))
     }
 
-    /// [`ReplicaStore::put_if_absent`]: one PUT with `If-None-Match: *`, whatever the size
+    /// [`NamedStore::put_if_absent`]: one PUT with `If-None-Match: *`, whatever the size
     /// (a conditional multipart upload is not portable), `created` in the metadata.
     pub async fn put_ltx_if_absent(
         &self,
@@ -505,7 +505,7 @@ impl ObjectStoreReplica {
         })
     }
 
-    /// [`ReplicaStore::create_name`]: `If-None-Match: *`.
+    /// [`NamedStore::create_name`]: `If-None-Match: *`.
     pub async fn create_name(&self, name: &str, data: Bytes) -> Result<ETag, StorageError> {
         super::check_aux_name(&self.location, name)?;
         let opts = PutOptions {
@@ -521,7 +521,7 @@ impl ObjectStoreReplica {
         self.tag_of(name, r.e_tag)
     }
 
-    /// [`ReplicaStore::get_name_versioned`].
+    /// [`NamedStore::get_name_versioned`].
     pub async fn get_name_versioned(&self, name: &str) -> Result<(Bytes, ETag), StorageError> {
         super::check_aux_name(&self.location, name)?;
         let result = self
@@ -534,7 +534,7 @@ impl ObjectStoreReplica {
         Ok((data, tag))
     }
 
-    /// [`ReplicaStore::put_name_if_match`]: `If-Match: <etag>`.
+    /// [`NamedStore::put_name_if_match`]: `If-Match: <etag>`.
     pub async fn put_name_if_match(
         &self,
         name: &str,
@@ -558,13 +558,13 @@ impl ObjectStoreReplica {
         self.tag_of(name, r.e_tag)
     }
 
-    /// [`ReplicaStore::put_name`].
+    /// [`NamedStore::put_name`].
     pub async fn put_name(&self, name: &str, data: Bytes) -> Result<(), StorageError> {
         super::check_aux_name(&self.location, name)?;
         self.put_at(name, data, PutMode::Overwrite).await
     }
 
-    /// [`ReplicaStore::get_name`].
+    /// [`NamedStore::get_name`].
     pub async fn get_name(
         &self,
         name: &str,
@@ -575,7 +575,7 @@ impl ObjectStoreReplica {
             .await
     }
 
-    /// [`ReplicaStore::head_name`]: the object's Last-Modified, as the server set it.
+    /// [`NamedStore::head_name`]: the object's Last-Modified, as the server set it.
     pub async fn head_name(&self, name: &str) -> Result<NamedObject, StorageError> {
         super::check_aux_name(&self.location, name)?;
         let head = GetOptions {
@@ -594,7 +594,7 @@ impl ObjectStoreReplica {
         })
     }
 
-    /// [`ReplicaStore::delete_name`]: a missing object is not an error.
+    /// [`NamedStore::delete_name`]: a missing object is not an error.
     pub async fn delete_name(&self, name: &str) -> Result<(), StorageError> {
         super::check_aux_name(&self.location, name)?;
         match object_store::ObjectStoreExt::delete(self.store.as_ref(), &self.path(name)).await {

@@ -1,5 +1,5 @@
 //! The edge shared by the backends built on `object_store` (S3, ABS): one failure becomes
-//! one [`StorageError`] variant.
+//! one [`StorageError`] kind.
 //!
 //! Owns: the classification itself ([`classify`]: no response at all → transient or TLS;
 //! `object_store`'s own kinds; then the service's error code and HTTP status), scrubbing
@@ -79,7 +79,7 @@ impl Reply {
     }
 }
 
-/// The edge: one `object_store` failure → one [`StorageError`] variant. `container` is the
+/// The edge: one `object_store` failure → one [`StorageError`] kind. `container` is the
 /// bucket or container name; `secrets` are scrubbed from every detail.
 pub(crate) fn classify(
     d: &Dialect,

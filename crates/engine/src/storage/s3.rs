@@ -7,7 +7,7 @@
 //! ignore `If-None-Match`. `config` turns [`S3Options`] into the shared
 //! `ObjectStoreReplica` (`objstore`, which does the [`ReplicaStore`](super::ReplicaStore)
 //! calls); `error` is S3's dialect for the shared classification of `object_store`
-//! failures into [`StorageError`] variants, so callers decide retries from the variant
+//! failures into [`StorageError`] kinds, so callers decide retries from the kind
 //! alone.
 //!
 //! Does not: retry for long (the client retries a few times within seconds; the uploader

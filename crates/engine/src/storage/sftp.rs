@@ -10,7 +10,7 @@
 //! dropped when it breaks and made again on the next call (idempotent calls retry once at
 //! once when a reused connection turns out dead); reading Litestream 0.3's `generations/`.
 //! `config` holds [`SftpOptions`], `conn` makes and checks a connection (host key, login),
-//! `error` classifies failures into [`StorageError`] variants.
+//! `error` classifies failures into [`StorageError`] kinds.
 //!
 //! Timestamps: SFTP v3 carries mtime in whole seconds, so `list` reports `created`
 //! truncated to the second (as Litestream's sftp replicas do). `list_exact_times` reads
@@ -408,7 +408,7 @@ impl SftpStore {
     /// still fits, and says `NoSpace` when it does not.
     async fn no_space_or(&self, c: &Conn, f: Failure, len: usize, what: &str) -> Failure {
         let io_failure = f.is_status(StatusCode::Failure)
-            || matches!(&f, Failure::Lost(m) if m.contains("Failure"));
+            || f.lost_message().is_some_and(|m| m.contains("Failure"));
         if !io_failure || !c.ext.statvfs {
             return f;
         }

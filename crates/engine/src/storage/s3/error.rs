@@ -24,7 +24,7 @@ impl S3Reply {
     /// Why text: for most requests `object_store` keeps the HTTP status and response body
     /// only in a crate-private error type that ends up in its message
     /// ("Server returned non-2xx status code: 403 Forbidden: <Error>..."). This is the one
-    /// place that reads it; callers get variants.
+    /// place that reads it; callers get kinds.
     fn parse(text: &str) -> S3Reply {
         let status = status_in(text);
         let code = xml_tag(text, "Code");
