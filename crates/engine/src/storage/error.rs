@@ -48,9 +48,13 @@ impl ErrorKind {
 }
 
 /// What went wrong talking to a replica: a kind, where (location, key, operation), why
-/// (a detail for the operator, and the cause as the source).
+/// (a detail for the operator, and the cause as the source). One pointer wide, so results
+/// carrying it stay small.
 #[derive(Debug)]
-pub struct StorageError {
+pub struct StorageError(Box<Inner>);
+
+#[derive(Debug)]
+struct Inner {
     kind: ErrorKind,
     location: String,
     what: String,
@@ -62,14 +66,14 @@ pub struct StorageError {
 impl StorageError {
     /// An error of `kind` at `location` about `what` (a key, a name, a step).
     pub fn new(kind: ErrorKind, location: impl Into<String>, what: impl Into<String>) -> Self {
-        StorageError {
+        StorageError(Box::new(Inner {
             kind,
             location: location.into(),
             what: what.into(),
             detail: String::new(),
             op: None,
             source: None,
-        }
+        }))
     }
 
     pub fn not_found(location: impl Into<String>, what: impl Into<String>) -> Self {
@@ -119,57 +123,57 @@ impl StorageError {
 
     /// With `detail`, the operator's explanation.
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
-        self.detail = detail.into();
+        self.0.detail = detail.into();
         self
     }
 
     /// With `cause` as the source.
     pub fn with_source(mut self, cause: impl Into<Cause>) -> Self {
-        self.source = Some(cause.into());
+        self.0.source = Some(cause.into());
         self
     }
 
     /// With the operation that failed (`PUT`, `GET`, `LIST`, ...), unless one is set.
     pub fn during(mut self, op: &'static str) -> Self {
-        self.op.get_or_insert(op);
+        self.0.op.get_or_insert(op);
         self
     }
 
     pub fn kind(&self) -> ErrorKind {
-        self.kind
+        self.0.kind
     }
 
     /// The replica, as [`super::ReplicaStore::location`] names it.
     pub fn location(&self) -> &str {
-        &self.location
+        &self.0.location
     }
 
     /// The key, object name or step the error is about.
     pub fn what(&self) -> &str {
-        &self.what
+        &self.0.what
     }
 
     /// The operator's explanation; empty where the kind says it all.
     pub fn detail(&self) -> &str {
-        &self.detail
+        &self.0.detail
     }
 
     /// The operation that failed, where the layer that saw it knew (`metered` sets it).
     pub fn op(&self) -> Option<&'static str> {
-        self.op
+        self.0.op
     }
 
     pub fn is_retryable(&self) -> bool {
-        self.kind == ErrorKind::Transient
+        self.0.kind == ErrorKind::Transient
     }
 
     pub fn is_not_found(&self) -> bool {
-        self.kind == ErrorKind::NotFound
+        self.0.kind == ErrorKind::NotFound
     }
 
     /// A hint for the operator, printed by the CLI beside the error.
     pub fn hint(&self) -> Option<&'static str> {
-        match self.kind {
+        match self.0.kind {
             ErrorKind::NotFound => Some("check the replica path, bucket and prefix"),
             ErrorKind::PermissionDenied => {
                 Some("check the credentials and the permissions on the replica location")
@@ -183,8 +187,8 @@ impl StorageError {
 
 impl fmt::Display for StorageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (l, w, d) = (&self.location, &self.what, &self.detail);
-        match self.kind {
+        let (l, w, d) = (&self.0.location, &self.0.what, &self.0.detail);
+        match self.0.kind {
             ErrorKind::NotFound => write!(f, "{l}: {w} not found"),
             ErrorKind::Precondition => write!(f, "{l}: precondition failed for {w}"),
             ErrorKind::PermissionDenied => write!(f, "{l}: permission denied for {w}: {d}"),
@@ -197,7 +201,8 @@ impl fmt::Display for StorageError {
 
 impl StdError for StorageError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.source
+        self.0
+            .source
             .as_deref()
             .map(|e| e as &(dyn StdError + 'static))
     }
