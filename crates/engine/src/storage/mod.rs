@@ -70,12 +70,15 @@
 //!    [`StorageError::unsupported`], never a best effort); if it can read 0.3 replicas, [`V3Store`] and
 //!    [`ReplicaStore::v3`]. Spell keys only through [`layout`].
 //! 3. Wire it in the CLI (`config` for its URL and keys, `setup::build_store`).
-//! 4. Run the conformance suite against a real server: `crates/cli/tests/it/s3.rs`'s
-//!    `conformance` (the contract above, every method), `v3_conformance` and the
-//!    `created`-is-the-header-timestamp check, as the `s3`, `abs`, `gcs` and `sftp`
-//!    integration modules do (`cargo test -p sqlite-replicate --test it sftp::`), plus
-//!    `lease::` and `check::` if it has named objects, and this crate's `file` unit tests
-//!    as the reference.
+//! 4. Run the conformance suite against a real server: `crates/cli/tests/it/s3.rs` has
+//!    `conformance` (the contract above, every method of the three traits, with
+//!    `ConditionalCreate` saying whether conditional creates must be atomic or refused),
+//!    `object_store_conformance` (prefixes, a missing bucket, 0.3 reads) and
+//!    `assert_created_is_header_timestamp`; the `file`, `s3` (Garage), `abs` (Azurite),
+//!    `gcs` and `sftp` (OpenSSH) modules call them
+//!    (`cargo test -p sqlite-replicate --test it sftp::`). Then `lease::` and `check::`
+//!    if it has named objects, and `v3::` for 0.3 reads. This crate's `file` unit tests
+//!    are the reference behaviour.
 
 pub mod abs;
 mod error;
