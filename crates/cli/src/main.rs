@@ -90,6 +90,12 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", error_text(&e));
+            let config_error = e
+                .chain()
+                .find_map(|c| c.downcast_ref::<config::ConfigError>());
+            if let Some(h) = config_error.and_then(config::ConfigError::hint) {
+                eprintln!("hint: {h}");
+            }
             ExitCode::FAILURE
         }
     }

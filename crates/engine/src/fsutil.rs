@@ -109,11 +109,54 @@ pub fn write_durable_in(
     mtime: Option<SystemTime>,
     mode: FileMode,
 ) -> io::Result<()> {
+    place_durable_in(dir, name, data, mtime, mode, Place::Replace)
+}
+
+/// Creates `path` holding `data` unless a file (or anything) is there: `AlreadyExists`
+/// then, and what is there is untouched. Atomic and durable like [`write_durable`]: the
+/// same temp file, written, its mtime set to `mtime` when given, fsynced, then hard-linked
+/// to `path` (which fails rather than replaces) and removed; then the directory is fsynced.
+pub fn create_durable(
+    path: &Path,
+    data: &[u8],
+    mtime: Option<SystemTime>,
+    mode: FileMode,
+) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+    place_durable_in(&File::open(dir)?, name, data, mtime, mode, Place::CreateNew)
+}
+
+/// How [`place_durable_in`] puts the finished temp file at its name.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// `renameat`: replaces what is there.
+    Replace,
+    /// `linkat`, then the temp name is removed: fails with `AlreadyExists` instead.
+    CreateNew,
+}
+
+/// The one durable write: a fresh temp file in `dir` (created exclusively, never through a
+/// symlink), write, mtime, fsync, placed at `name` ([`Place`]), fsync `dir`. The mtime is
+/// set before the fsync, so it is as durable as the content (it is a point-in-time restore
+/// timestamp).
+fn place_durable_in(
+    dir: &File,
+    name: &OsStr,
+    data: &[u8],
+    mtime: Option<SystemTime>,
+    mode: FileMode,
+    place: Place,
+) -> io::Result<()> {
     let (mut f, tmp_c) = create_tmp_at(dir, name, mode)?;
     let name_c = c_name(name)?;
     let r = (|| {
         f.write_all(data)?;
-        // The mtime is set before the fsync, so it is as durable as the content.
         if let Some(t) = mtime {
             filetime::set_file_handle_times(
                 &f,
@@ -122,14 +165,17 @@ pub fn write_durable_in(
             )?;
         }
         f.sync_all()?;
-        rename_at(dir, &tmp_c, &name_c)
+        match place {
+            Place::Replace => rename_at(dir, &tmp_c, &name_c),
+            Place::CreateNew => link_at(dir, &tmp_c, &name_c),
+        }
     })();
     drop(f);
-    if let Err(e) = r {
+    if r.is_err() || place == Place::CreateNew {
         // SAFETY: a valid directory descriptor and a NUL-terminated name.
         unsafe { libc::unlinkat(dir.as_raw_fd(), tmp_c.as_ptr(), 0) };
-        return Err(e);
     }
+    r?;
     dir.sync_all()
 }
 
@@ -196,6 +242,24 @@ fn open_at(dir: &File, name: &CStr, mode: FileMode) -> io::Result<File> {
 fn rename_at(dir: &File, from: &CStr, to: &CStr) -> io::Result<()> {
     // SAFETY: both names NUL-terminated, both relative to the same open directory.
     let r = unsafe { libc::renameat(dir.as_raw_fd(), from.as_ptr(), dir.as_raw_fd(), to.as_ptr()) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn link_at(dir: &File, from: &CStr, to: &CStr) -> io::Result<()> {
+    // SAFETY: both names NUL-terminated, both relative to the same open directory; no
+    // flags, so a symlink at `from` (never ours: created exclusively) is not followed.
+    let r = unsafe {
+        libc::linkat(
+            dir.as_raw_fd(),
+            from.as_ptr(),
+            dir.as_raw_fd(),
+            to.as_ptr(),
+            0,
+        )
+    };
     if r != 0 {
         return Err(io::Error::last_os_error());
     }
@@ -403,6 +467,23 @@ pub fn remove_tmp_files(dir: &Path) -> io::Result<usize> {
 mod tests {
     use super::*;
     use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn create_durable_never_replaces_sets_mtime_and_leaves_no_temp_file() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("lock.json");
+        let t = SystemTime::UNIX_EPOCH + std::time::Duration::new(1_700_000_000, 123_456_789);
+        create_durable(&p, b"one", Some(t), FileMode::PRIVATE).unwrap();
+        let e = create_durable(&p, b"two", None, FileMode::PRIVATE).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&p).unwrap(), b"one");
+        assert_eq!(fs::metadata(&p).unwrap().modified().unwrap(), t);
+        assert_eq!(
+            fs::read_dir(d.path()).unwrap().count(),
+            1,
+            "no temp file left"
+        );
+    }
 
     #[test]
     fn write_durable_replaces_atomically_and_sets_mtime() {

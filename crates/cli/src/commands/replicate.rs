@@ -12,6 +12,7 @@ use engine::replicate::RunMode;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+use crate::config::Config;
 use crate::{child, control, failover, heartbeat, mcp, notify, observe, setup};
 
 #[derive(clap::Args)]
@@ -46,28 +47,10 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
-    if a.exec.is_some() && a.once {
-        bail!("-exec cannot be combined with -once");
-    }
-    if a.force_snapshot && !a.once {
-        bail!("-force-snapshot requires -once");
-    }
-    if a.enforce_retention && !a.once {
-        bail!("-enforce-retention requires -once");
-    }
-    let cfg = match a.positional.as_slice() {
-        [] => setup::load_config(a.config.as_deref(), !a.no_expand_env)?,
-        [db, url] => {
-            if a.config.is_some() {
-                bail!("give either -config or DB_PATH REPLICA_URL, not both");
-            }
-            setup::config_for_url(db, url)?
-        }
-        _ => bail!(
-            "usage: sqlite-replicate replicate [-config FILE] | replicate DB_PATH REPLICA_URL"
-        ),
-    };
+    let cfg = config_of(&a)?;
     setup::init_daemon_logging(&cfg, a.log_level.as_deref());
+    // Keys accepted without effect (another replica type's, Litestream 0.3's).
+    cfg.warnings.iter().for_each(|w| warn!("config: {w}"));
     let exec = a.exec.clone().or_else(|| cfg.exec.clone());
     limit_malloc_arenas();
     // Before any thread starts and before SQLite's first use in this process.
@@ -85,9 +68,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         .context("starting runtime")?;
     let result = rt.block_on(async move {
         crate::signals::listen().context("listening for SIGTERM and SIGINT")?;
-        if a.restore_if_db_not_exists {
-            setup::restore_missing_dbs(&cfg).await?;
-        }
+        restore_missing(&cfg, a.restore_if_db_not_exists).await?;
         let mut runs = setup::db_runs(&cfg)?;
         if runs.is_empty() {
             bail!("no databases to replicate (the config has no `dbs`, or no file matched a `dir` pattern)");
@@ -196,6 +177,48 @@ fn mcp_options(a: &Args) -> mcp::Options {
         config,
         expand_env: !a.no_expand_env,
     }
+}
+
+/// The flags checked against each other, and the config: the file, or one database and
+/// replica from the command line.
+fn config_of(a: &Args) -> anyhow::Result<Config> {
+    if a.exec.is_some() && a.once {
+        bail!("-exec cannot be combined with -once");
+    }
+    if a.force_snapshot && !a.once {
+        bail!("-force-snapshot requires -once");
+    }
+    if a.enforce_retention && !a.once {
+        bail!("-enforce-retention requires -once");
+    }
+    Ok(match a.positional.as_slice() {
+        [] => setup::load_config(a.config.as_deref(), !a.no_expand_env)?,
+        [db, url] => {
+            if a.config.is_some() {
+                bail!("give either -config or DB_PATH REPLICA_URL, not both");
+            }
+            setup::config_for_url(db, url)?
+        }
+        _ => bail!(
+            "usage: sqlite-replicate replicate [-config FILE] | replicate DB_PATH REPLICA_URL"
+        ),
+    })
+}
+
+/// Restores the missing databases that ask for it: every one with
+/// `-restore-if-db-not-exists` (`all`), else those whose config sets the key.
+async fn restore_missing(cfg: &Config, all: bool) -> anyhow::Result<()> {
+    let wanted = Config {
+        dbs: (cfg.dbs.iter())
+            .filter(|d| all || d.restore_if_db_not_exists)
+            .cloned()
+            .collect(),
+        ..cfg.clone()
+    };
+    if wanted.dbs.is_empty() {
+        return Ok(());
+    }
+    setup::restore_missing_dbs(&wanted).await
 }
 
 /// Binds `addr` (failing the start when it cannot) and serves `/metrics`, `/healthz` and

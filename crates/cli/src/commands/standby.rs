@@ -111,10 +111,13 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         let store = setup::build_store(&first.kind)?;
         let lease = Arc::new(Lease::new(store.clone(), failover::lease_options(&lc)));
         // Fails at once, clearly, on a backend without conditional writes.
-        if let Err(e) = store
-            .get_name_versioned(engine::storage::layout::LEASE_NAME)
-            .await
-        {
+        let named = async {
+            store
+                .named()?
+                .get_name_versioned(engine::storage::layout::LEASE_NAME)
+                .await
+        };
+        if let Err(e) = named.await {
             if !e.is_not_found() {
                 return Err(e).context(format!("{}: lease", db.display()));
             }
@@ -197,7 +200,9 @@ impl Standby {
         let mut observer = Observer::default();
         let tick = self.lc.renew_interval.min(Duration::from_secs(1));
         let mut last_report = Instant::now() - REPORT_EVERY;
-        self.lease.status.update(|v| v.role = "standby");
+        self.lease
+            .status
+            .update(|v| v.role = Some(engine::lease::Role::Standby));
         let decided = loop {
             tokio::select! {
                 _ = tokio::time::sleep(tick) => {}
@@ -247,7 +252,7 @@ impl Standby {
         };
         let unchanged = observer.observe(tag);
         self.lease.status.update(|v| {
-            v.role = "standby";
+            v.role = Some(engine::lease::Role::Standby);
             v.holder = rec.owner.clone();
             v.epoch = rec.epoch;
             v.expires_at_ms = if rec.released { 0 } else { rec.expires_at_ms };

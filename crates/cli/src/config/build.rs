@@ -17,6 +17,7 @@ use super::envdefaults::EnvDefaults;
 use super::error::{ConfigError, ErrorKind};
 use super::glob::validate_pattern;
 use super::settings::*;
+use super::secret::Secret;
 use super::types::*;
 use super::unsupported::{self, Section};
 use super::url::{ensure_endpoint_scheme, parse_url, redact_url, ParsedUrl};
@@ -154,7 +155,6 @@ pub(crate) fn build(root: &Value, env: Env<'_>) -> Result<Config, ConfigError> {
         shutdown_sync_timeout: top.duration("shutdown-sync-timeout")?.unwrap_or(secs(30)),
         shutdown_sync_interval: positive(&top, "shutdown-sync-interval")?
             .unwrap_or(Duration::from_millis(500)),
-        drill_interval,
         heartbeat,
         verify_compaction: top.bool("verify-compaction")?.unwrap_or(false),
         notify_url,

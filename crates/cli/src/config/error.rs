@@ -126,11 +126,13 @@ impl ConfigError {
     }
 
     /// The key path in the config (`dbs[0].replica.url`); empty for the whole file.
+    #[cfg(test)]
     pub fn key_path(&self) -> &str {
         &self.0.at
     }
 
     /// The config file, when the config was loaded from one.
+    #[cfg(test)]
     pub fn file(&self) -> Option<&Path> {
         self.0.file.as_deref()
     }

@@ -908,7 +908,6 @@ fn drill_interval_top_level_and_per_database() {
     )
     .unwrap();
     let h = |n: u64| Duration::from_secs(n * 3600);
-    assert_eq!(cfg.drill_interval, Some(h(6)));
     assert_eq!(cfg.dbs[0].drill_interval, Some(h(6)));
     assert_eq!(cfg.dbs[1].drill_interval, Some(Duration::from_secs(1800)));
     let none = parse(
@@ -917,10 +916,7 @@ fn drill_interval_top_level_and_per_database() {
         &|_| None,
     )
     .unwrap();
-    assert_eq!(
-        (none.drill_interval, none.dbs[0].drill_interval),
-        (None, None)
-    );
+    assert_eq!(none.dbs[0].drill_interval, None);
     let e = parse("drill-interval: 0s\ndbs: []\n", false, &|_| None).unwrap_err();
     assert_eq!(e.to_string(), "drill-interval: must be greater than 0");
 }

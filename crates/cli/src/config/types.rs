@@ -8,7 +8,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use super::secret::Secret;
+use super::secret::Secret;
 use super::settings::Settings;
 use super::url::redact_url;
 
@@ -44,9 +44,6 @@ pub struct Config {
     /// `shutdown-sync-interval`: the pause between retries of a failed upload during the
     /// final sync. Default 500ms; must be greater than 0 (as in Litestream).
     pub shutdown_sync_interval: Duration,
-    /// `drill-interval` (ours): how often a running replicator restores each replica into
-    /// scratch space as a drill (see `verify`). `None`: no drills. Databases inherit it.
-    pub drill_interval: Option<Duration>,
     /// `heartbeat-url` and `heartbeat-interval`: `None` without a URL.
     pub heartbeat: Option<HeartbeatConfig>,
     /// `verify-compaction`: every merged file is read back and checked against its

@@ -16,7 +16,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use engine::replicate::report::Report;
+use engine::lease::{LeaseView, Role};
+use engine::replicate::report::{DbCounters, DbReport, ReplicaReport, Report};
 use engine::storage::metered::{OperationFigures, DURATION_BUCKETS_SECONDS};
 
 /// Our checkpoints are PASSIVE (Litestream's `mode` label value).
@@ -86,18 +87,22 @@ fn merge(into: &mut OperationFigures, f: &OperationFigures) {
     }
 }
 
-/// The `litestream_replica_operation_duration_seconds` histogram: `_bucket` {le},
-/// `_sum` and `_count` per (replica type, operation).
-fn write_duration_histogram(ops: &BTreeMap<(&str, String), OperationFigures>, out: &mut String) {
-    const NAME: &str = "litestream_replica_operation_duration_seconds";
+/// The name of Litestream's duration histogram.
+const DURATION_HISTOGRAM: &str = "litestream_replica_operation_duration_seconds";
+
+/// The duration histogram `m`: `_bucket` {le}, `_sum` and `_count` per (replica type,
+/// operation).
+fn write_duration_histogram(
+    m: &Metric,
+    ops: &BTreeMap<(&str, String), OperationFigures>,
+    out: &mut String,
+) {
     if ops.is_empty() {
         return;
     }
-    let _ = writeln!(
-        out,
-        "# HELP {NAME} Duration of replica operations by type and operation, in seconds."
-    );
-    let _ = writeln!(out, "# TYPE {NAME} histogram");
+    let name = m.name;
+    let _ = writeln!(out, "# HELP {name} {}", m.help);
+    let _ = writeln!(out, "# TYPE {name} {}", m.kind);
     for ((ty, op), f) in ops {
         let l = format!(
             "replica_type=\"{}\",operation=\"{}\"",
@@ -105,11 +110,11 @@ fn write_duration_histogram(ops: &BTreeMap<(&str, String), OperationFigures>, ou
             escape(op)
         );
         for (le, n) in DURATION_BUCKETS_SECONDS.iter().zip(&f.duration_buckets) {
-            let _ = writeln!(out, "{NAME}_bucket{{{l},le=\"{}\"}} {n}", number(*le));
+            let _ = writeln!(out, "{name}_bucket{{{l},le=\"{}\"}} {n}", number(*le));
         }
-        let _ = writeln!(out, "{NAME}_bucket{{{l},le=\"+Inf\"}} {}", f.duration_count);
-        let _ = writeln!(out, "{NAME}_sum{{{l}}} {}", number(f.duration_seconds_sum));
-        let _ = writeln!(out, "{NAME}_count{{{l}}} {}", f.duration_count);
+        let _ = writeln!(out, "{name}_bucket{{{l},le=\"+Inf\"}} {}", f.duration_count);
+        let _ = writeln!(out, "{name}_sum{{{l}}} {}", number(f.duration_seconds_sum));
+        let _ = writeln!(out, "{name}_count{{{l}}} {}", f.duration_count);
     }
 }
 
@@ -140,471 +145,364 @@ fn secs(ms: i64) -> f64 {
     ms as f64 / 1000.0
 }
 
-/// The lease families: holder and epoch (`sqlite_replicate_lease_epoch` {db, holder, role},
-/// role `primary`, `standby` or `waiting`), the holder's stated expiry, and a standby's
-/// applied TXID and lag.
-pub fn render_leases(leases: &[(String, engine::lease::LeaseView)]) -> String {
-    use Family as F;
-    let mut epoch = F::new(
-        "sqlite_replicate_lease_epoch",
-        "gauge",
-        "The lease's epoch, labelled with its holder and this process's role.",
-    );
-    let mut expires = F::new(
-        "sqlite_replicate_lease_expires_timestamp_seconds",
-        "gauge",
-        "When the holder's lease expires unless renewed (the holder's clock), Unix seconds.",
-    );
-    let mut applied = F::new(
-        "sqlite_replicate_standby_applied_txid",
-        "gauge",
-        "The TXID a standby has applied to its copy.",
-    );
-    let mut lag = F::new(
-        "sqlite_replicate_standby_lag_seconds",
-        "gauge",
-        "How long the standby copy has been behind its replica (0 when current).",
-    );
-    for (db, v) in leases {
-        epoch.add(
-            vec![("db", db), ("holder", &v.holder), ("role", v.role)],
-            v.epoch as f64,
-        );
-        if v.expires_at_ms > 0 {
-            expires.add(vec![("db", db)], secs(v.expires_at_ms));
-        }
-        if v.role == "standby" {
-            applied.add(vec![("db", db)], v.applied_txid as f64);
-            lag.add(vec![("db", db)], v.lag_ms as f64 / 1000.0);
+/// Where one family's samples come from, and so its labels.
+enum Read {
+    /// Labels {db}: one sample per database whose value is known.
+    Db(fn(&DbReport, i64) -> Option<f64>),
+    /// Labels {db, mode}: one sample per database with counters (mode is always PASSIVE).
+    Checkpoint(fn(&DbCounters) -> f64),
+    /// Labels {db, replica}: one sample per replica whose value is known.
+    Replica(fn(&ReplicaReport, i64) -> Option<f64>),
+    /// Labels {replica_type, operation}: Litestream's operation figures, summed per type
+    /// over every replica of every database.
+    Operation(fn(&str, &OperationFigures) -> Option<f64>),
+    /// Labels {replica_type, operation, code}: failed operations per error code.
+    OperationErrors,
+    /// The duration histogram of the operations ([`write_duration_histogram`]).
+    OperationDurations,
+    /// Labels {db, status}: L0 retention, by database file name (see [`l0_retention`]).
+    L0Retention,
+}
+
+/// One metric family: what the exposition says about it and how to read its samples.
+struct Metric {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    read: Read,
+}
+
+const fn metric(name: &'static str, kind: &'static str, help: &'static str, read: Read) -> Metric {
+    Metric {
+        name,
+        kind,
+        help,
+        read,
+    }
+}
+
+const GAUGE: &str = "gauge";
+const COUNTER: &str = "counter";
+
+fn since(now: i64, t: i64) -> f64 {
+    secs((now - t).max(0))
+}
+
+fn flag(b: bool) -> f64 {
+    b as u8 as f64
+}
+
+/// A value read from a database's counters, absent offline.
+macro_rules! db_counter {
+    ($f:expr) => {
+        Read::Db(|d, _| d.counters.as_ref().map($f))
+    };
+}
+
+/// A value read from a replica's counters, absent offline.
+macro_rules! replica_counter {
+    ($field:ident) => {
+        Read::Replica(|r, _| r.counters.as_ref().map(|c| c.$field as f64))
+    };
+}
+
+/// Every family [`render`] writes, in the order it writes them: Litestream's first.
+#[rustfmt::skip]
+const METRICS: &[Metric] = &[
+    metric("litestream_db_size", GAUGE, "The current size of the database, in bytes.",
+        Read::Db(|d, _| d.db_size_bytes.map(|b| b as f64))),
+    metric("litestream_wal_size", GAUGE, "The current size of the WAL, in bytes.",
+        Read::Db(|d, _| d.wal_size_bytes.map(|b| b as f64))),
+    metric("litestream_total_wal_bytes", COUNTER, "WAL bytes captured since start.",
+        db_counter!(|c| c.wal_bytes_captured as f64)),
+    metric("litestream_txid", GAUGE, "The newest TXID captured locally.",
+        Read::Db(|d, _| Some(d.local_txid as f64))),
+    metric("litestream_sync_count", COUNTER, "Capture cycles (looks at the WAL).",
+        db_counter!(|c| c.syncs as f64)),
+    metric("litestream_sync_error_count", COUNTER, "Capture cycles that failed.",
+        db_counter!(|c| c.sync_errors as f64)),
+    metric("litestream_sync_seconds", COUNTER, "Time spent in capture cycles, in seconds.",
+        db_counter!(|c| c.sync_seconds)),
+    metric("litestream_checkpoint_count", COUNTER, "Checkpoints run by the replicator.",
+        Read::Checkpoint(|c| c.checkpoints as f64)),
+    metric("litestream_checkpoint_error_count", COUNTER, "Checkpoints that failed.",
+        Read::Checkpoint(|c| c.checkpoint_errors as f64)),
+    metric("litestream_checkpoint_seconds", COUNTER, "Time spent checkpointing, in seconds.",
+        Read::Checkpoint(|c| c.checkpoint_seconds)),
+    metric("litestream_replica_operation_total", COUNTER,
+        "Replica operations, by replica type and operation.",
+        Read::Operation(|_, f| Some(f.total as f64))),
+    metric("litestream_replica_operation_bytes", COUNTER,
+        "Bytes moved by replica operations, by replica type and operation.",
+        Read::Operation(|op, f| (op == "PUT" || op == "GET").then_some(f.bytes as f64))),
+    metric(DURATION_HISTOGRAM, "histogram",
+        "Duration of replica operations by type and operation, in seconds.",
+        Read::OperationDurations),
+    metric("litestream_replica_operation_errors_total", COUNTER,
+        "Replica operations that failed, by replica type, operation and error code.",
+        Read::OperationErrors),
+    metric("litestream_disk_full", GAUGE,
+        "1 while replication is paused because the local disk is full, else 0.",
+        db_counter!(|c| flag(c.disk_full))),
+    metric("litestream_l0_retention_files_total", GAUGE,
+        "L0 files by status at the last L0 retention run (eligible, not_compacted, too_recent).",
+        Read::L0Retention),
+    metric("sqlite_replicate_wal_size_bytes", GAUGE, "The current size of the WAL, in bytes.",
+        Read::Db(|d, _| d.wal_size_bytes.map(|b| b as f64))),
+    metric("sqlite_replicate_last_capture_timestamp_seconds", GAUGE,
+        "Unix time of the last local capture.",
+        Read::Db(|d, _| d.last_capture_unix_ms.map(secs))),
+    metric("sqlite_replicate_checkpoints_total", COUNTER, "Checkpoints run by the replicator.",
+        db_counter!(|c| c.checkpoints as f64)),
+    metric("sqlite_replicate_last_checkpoint_timestamp_seconds", GAUGE,
+        "Unix time of the replicator's last checkpoint.",
+        Read::Db(|d, _| d.last_checkpoint_unix_ms.map(secs))),
+    metric("sqlite_replicate_db_failing", GAUGE,
+        "1 while captures of the database fail (or its replication stopped), else 0.",
+        Read::Db(|d, _| Some(flag(d.failing_since_unix_ms.is_some())))),
+    metric("sqlite_replicate_db_failing_seconds", GAUGE,
+        "How long captures of the database have been failing, in seconds (0 when healthy).",
+        Read::Db(|d, now| Some(d.failing_since_unix_ms.map_or(0.0, |t| since(now, t))))),
+    metric("sqlite_replicate_replica_txid", GAUGE,
+        "The highest TXID durably stored on the replica.",
+        Read::Replica(|r, _| r.replicated_txid.map(|t| t as f64))),
+    metric("sqlite_replicate_replica_lag_txids", GAUGE,
+        "Transactions captured locally but not yet on the replica.",
+        Read::Replica(|r, _| Some(r.lag_txids as f64))),
+    metric("sqlite_replicate_replica_pending_bytes", GAUGE,
+        "Bytes of local files not yet on the replica.",
+        Read::Replica(|r, _| Some(r.pending_bytes as f64))),
+    metric("sqlite_replicate_replica_lag_seconds", GAUGE,
+        "Age of the oldest transaction not yet on the replica, in seconds (0 when caught up).",
+        Read::Replica(|r, _| Some(r.lag_seconds))),
+    metric("sqlite_replicate_replica_last_upload_timestamp_seconds", GAUGE,
+        "Unix time of the last durable upload to the replica.",
+        Read::Replica(|r, _| r.last_upload_unix_ms.map(secs))),
+    metric("sqlite_replicate_replica_seconds_since_last_upload", GAUGE,
+        "Seconds since the last durable upload to the replica.",
+        Read::Replica(|r, now| r.last_upload_unix_ms.map(|t| since(now, t)))),
+    metric("sqlite_replicate_replica_failing", GAUGE,
+        "1 while uploads to the replica fail, else 0.",
+        Read::Replica(|r, _| Some(flag(r.failing_since_unix_ms.is_some())))),
+    metric("sqlite_replicate_replica_failing_seconds", GAUGE,
+        "How long uploads to the replica have been failing, in seconds (0 when healthy).",
+        Read::Replica(|r, now| Some(r.failing_since_unix_ms.map_or(0.0, |t| since(now, t))))),
+    metric("sqlite_replicate_replica_uploads_total", COUNTER,
+        "L0 files uploaded to the replica.",
+        replica_counter!(uploads)),
+    metric("sqlite_replicate_replica_upload_bytes_total", COUNTER,
+        "Bytes of L0 files uploaded to the replica.",
+        replica_counter!(upload_bytes)),
+    metric("sqlite_replicate_replica_upload_errors_total", COUNTER,
+        "Uploads to the replica that failed.",
+        replica_counter!(upload_errors)),
+    metric("sqlite_replicate_replica_compactions_total", COUNTER,
+        "Compacted and snapshot files written to the replica.",
+        replica_counter!(compactions)),
+    metric("sqlite_replicate_replica_deletes_total", COUNTER,
+        "Files deleted from the replica by retention.",
+        replica_counter!(deletes)),
+    metric("sqlite_replicate_replica_maintenance_errors_total", COUNTER,
+        "Compaction, snapshot or retention runs on the replica that failed.",
+        replica_counter!(maintenance_errors)),
+    metric("sqlite_replicate_replica_compaction_verify_failures_total", COUNTER,
+        "Merged files that verify-compaction found not to match their inputs (deleted and merged again).",
+        replica_counter!(compaction_verify_failures)),
+    metric("sqlite_replicate_drill_ok", GAUGE,
+        "1 if the last restore drill of the replica succeeded, else 0.",
+        Read::Replica(|r, _| r.drill.as_ref().map(|d| flag(d.ok)))),
+    metric("sqlite_replicate_drill_last_success_timestamp_seconds", GAUGE,
+        "Unix time of the last successful restore drill.",
+        Read::Replica(|r, _| r.drill.as_ref()?.last_success_unix_ms.map(secs))),
+    metric("sqlite_replicate_drill_last_run_timestamp_seconds", GAUGE,
+        "Unix time of the last restore drill.",
+        Read::Replica(|r, _| r.drill.as_ref().map(|d| secs(d.last_run_unix_ms)))),
+    metric("sqlite_replicate_drill_restore_seconds", GAUGE,
+        "How long the last drill's restore took, in seconds.",
+        Read::Replica(|r, _| r.drill.as_ref().map(|d| d.restore_duration_ms as f64 / 1000.0))),
+    metric("sqlite_replicate_drill_rpo_seconds", GAUGE,
+        "How far the last drill's restored state was behind the source, in seconds.",
+        Read::Replica(|r, _| r.drill.as_ref().map(|d| d.rpo_ms as f64 / 1000.0))),
+    metric("sqlite_replicate_validation_ok", GAUGE,
+        "1 if the last validation of the replica's LTX history (no TXID gap or overlap) succeeded, else 0.",
+        Read::Replica(|r, _| r.validation.as_ref().map(|v| flag(v.ok)))),
+    metric("sqlite_replicate_validation_last_success_timestamp_seconds", GAUGE,
+        "Unix time of the last successful validation.",
+        Read::Replica(|r, _| r.validation.as_ref()?.last_success_unix_ms.map(secs))),
+    metric("sqlite_replicate_validation_last_run_timestamp_seconds", GAUGE,
+        "Unix time of the last validation.",
+        Read::Replica(|r, _| r.validation.as_ref().map(|v| secs(v.last_run_unix_ms)))),
+    metric("sqlite_replicate_validation_faults", GAUGE,
+        "TXID gaps and overlaps the last validation found.",
+        Read::Replica(|r, _| r.validation.as_ref().map(|v| v.faults as f64))),
+    metric("sqlite_replicate_validation_runs_total", COUNTER,
+        "Validations of the replica run since the daemon started.",
+        Read::Replica(|r, _| r.validation.as_ref().map(|v| v.runs as f64))),
+    metric("sqlite_replicate_validation_failures_total", COUNTER,
+        "Validations of the replica that failed (a fault found or a listing failed).",
+        Read::Replica(|r, _| r.validation.as_ref().map(|v| v.failures as f64))),
+];
+
+/// Litestream's operation figures have no db or replica label: summed per (replica type,
+/// operation), over every replica of every database.
+fn operations(r: &Report) -> BTreeMap<(&str, String), OperationFigures> {
+    let mut ops: BTreeMap<(&str, String), OperationFigures> = BTreeMap::new();
+    for rep in r.databases.iter().flat_map(|d| &d.replicas) {
+        for f in &rep.operations {
+            merge(
+                ops.entry((rep.replica_type.as_str(), f.operation.clone()))
+                    .or_default(),
+                f,
+            );
         }
     }
+    ops
+}
+
+/// Litestream labels L0 retention with the database's file name, not its path; two
+/// databases of the same name (and several replicas of one) are summed, so no series is
+/// written twice.
+fn l0_retention(r: &Report) -> BTreeMap<(String, &'static str), u64> {
+    let mut l0 = BTreeMap::new();
+    for d in &r.databases {
+        let db_name = std::path::Path::new(&d.db)
+            .file_name()
+            .map_or(d.db.clone(), |n| n.to_string_lossy().into_owned());
+        for r in d
+            .replicas
+            .iter()
+            .filter_map(|rep| rep.l0_retention.as_ref())
+        {
+            for (status, n) in [
+                ("eligible", r.eligible),
+                ("not_compacted", r.not_compacted),
+                ("too_recent", r.too_recent),
+            ] {
+                *l0.entry((db_name.clone(), status)).or_default() += n;
+            }
+        }
+    }
+    l0
+}
+
+/// Renders every family of [`METRICS`] for `r`, each only when it has samples.
+pub fn render(r: &Report) -> String {
+    let now = r.taken_unix_ms;
+    let ops = operations(r);
+    let l0 = l0_retention(r);
     let mut out = String::new();
-    for f in [epoch, expires, applied, lag] {
+    for m in METRICS {
+        let mut f = Family::new(m.name, m.kind, m.help);
+        match m.read {
+            Read::Db(read) => {
+                for d in &r.databases {
+                    if let Some(v) = read(d, now) {
+                        f.add(vec![("db", d.db.as_str())], v);
+                    }
+                }
+            }
+            Read::Checkpoint(read) => {
+                for d in &r.databases {
+                    if let Some(c) = &d.counters {
+                        f.add(
+                            vec![("db", d.db.as_str()), ("mode", CHECKPOINT_MODE)],
+                            read(c),
+                        );
+                    }
+                }
+            }
+            Read::Replica(read) => {
+                for d in &r.databases {
+                    for rep in &d.replicas {
+                        if let Some(v) = read(rep, now) {
+                            f.add(vec![("db", &d.db), ("replica", &rep.name)], v);
+                        }
+                    }
+                }
+            }
+            Read::Operation(read) => {
+                for ((ty, op), figures) in &ops {
+                    if let Some(v) = read(op, figures) {
+                        f.add(vec![("replica_type", *ty), ("operation", op)], v);
+                    }
+                }
+            }
+            Read::OperationErrors => {
+                for ((ty, op), figures) in &ops {
+                    for (code, n) in &figures.errors {
+                        let l = vec![("replica_type", *ty), ("operation", op), ("code", code)];
+                        f.add(l, *n as f64);
+                    }
+                }
+            }
+            Read::OperationDurations => write_duration_histogram(m, &ops, &mut out),
+            Read::L0Retention => {
+                for ((db, status), n) in &l0 {
+                    f.add(vec![("db", db), ("status", status)], *n as f64);
+                }
+            }
+        }
         f.write(&mut out);
     }
     out
 }
 
-/// Renders every family for `r`.
-pub fn render(r: &Report) -> String {
-    use Family as F;
-    let now = r.taken_unix_ms;
-    let mut db_size = F::new(
-        "litestream_db_size",
-        "gauge",
-        "The current size of the database, in bytes.",
-    );
-    let mut wal_size = F::new(
-        "litestream_wal_size",
-        "gauge",
-        "The current size of the WAL, in bytes.",
-    );
-    let mut total_wal = F::new(
-        "litestream_total_wal_bytes",
-        "counter",
-        "WAL bytes captured since start.",
-    );
-    let mut txid = F::new(
-        "litestream_txid",
-        "gauge",
-        "The newest TXID captured locally.",
-    );
-    let mut syncs = F::new(
-        "litestream_sync_count",
-        "counter",
-        "Capture cycles (looks at the WAL).",
-    );
-    let mut sync_errors = F::new(
-        "litestream_sync_error_count",
-        "counter",
-        "Capture cycles that failed.",
-    );
-    let mut sync_secs = F::new(
-        "litestream_sync_seconds",
-        "counter",
-        "Time spent in capture cycles, in seconds.",
-    );
-    let mut ckpts = F::new(
-        "litestream_checkpoint_count",
-        "counter",
-        "Checkpoints run by the replicator.",
-    );
-    let mut ckpt_errors = F::new(
-        "litestream_checkpoint_error_count",
-        "counter",
-        "Checkpoints that failed.",
-    );
-    let mut ckpt_secs = F::new(
-        "litestream_checkpoint_seconds",
-        "counter",
-        "Time spent checkpointing, in seconds.",
-    );
-    let mut op_total = F::new(
-        "litestream_replica_operation_total",
-        "counter",
-        "Replica operations, by replica type and operation.",
-    );
-    let mut op_bytes = F::new(
-        "litestream_replica_operation_bytes",
-        "counter",
-        "Bytes moved by replica operations, by replica type and operation.",
-    );
-    let mut op_errors = F::new(
-        "litestream_replica_operation_errors_total",
-        "counter",
-        "Replica operations that failed, by replica type, operation and error code.",
-    );
-    let mut disk_full = F::new(
-        "litestream_disk_full",
-        "gauge",
-        "1 while replication is paused because the local disk is full, else 0.",
-    );
-    let mut l0_retention = F::new(
-        "litestream_l0_retention_files_total",
-        "gauge",
-        "L0 files by status at the last L0 retention run (eligible, not_compacted, too_recent).",
-    );
+/// One lease family: labels {db} (or, with `holder_and_role`, {db, holder, role}), one
+/// sample per lease whose value is known.
+struct LeaseMetric {
+    name: &'static str,
+    help: &'static str,
+    holder_and_role: bool,
+    read: fn(&LeaseView) -> Option<f64>,
+}
 
-    let mut wal_size2 = F::new(
-        "sqlite_replicate_wal_size_bytes",
-        "gauge",
-        "The current size of the WAL, in bytes.",
-    );
-    let mut last_capture = F::new(
-        "sqlite_replicate_last_capture_timestamp_seconds",
-        "gauge",
-        "Unix time of the last local capture.",
-    );
-    let mut ckpts2 = F::new(
-        "sqlite_replicate_checkpoints_total",
-        "counter",
-        "Checkpoints run by the replicator.",
-    );
-    let mut last_ckpt = F::new(
-        "sqlite_replicate_last_checkpoint_timestamp_seconds",
-        "gauge",
-        "Unix time of the replicator's last checkpoint.",
-    );
-    let mut db_failing = F::new(
-        "sqlite_replicate_db_failing",
-        "gauge",
-        "1 while captures of the database fail (or its replication stopped), else 0.",
-    );
-    let mut db_failing_secs = F::new(
-        "sqlite_replicate_db_failing_seconds",
-        "gauge",
-        "How long captures of the database have been failing, in seconds (0 when healthy).",
-    );
-    let mut r_txid = F::new(
-        "sqlite_replicate_replica_txid",
-        "gauge",
-        "The highest TXID durably stored on the replica.",
-    );
-    let mut r_lag = F::new(
-        "sqlite_replicate_replica_lag_txids",
-        "gauge",
-        "Transactions captured locally but not yet on the replica.",
-    );
-    let mut r_pending = F::new(
-        "sqlite_replicate_replica_pending_bytes",
-        "gauge",
-        "Bytes of local files not yet on the replica.",
-    );
-    let mut r_lag_secs = F::new(
-        "sqlite_replicate_replica_lag_seconds",
-        "gauge",
-        "Age of the oldest transaction not yet on the replica, in seconds (0 when caught up).",
-    );
-    let mut r_last_upload = F::new(
-        "sqlite_replicate_replica_last_upload_timestamp_seconds",
-        "gauge",
-        "Unix time of the last durable upload to the replica.",
-    );
-    let mut r_since_upload = F::new(
-        "sqlite_replicate_replica_seconds_since_last_upload",
-        "gauge",
-        "Seconds since the last durable upload to the replica.",
-    );
-    let mut r_failing = F::new(
-        "sqlite_replicate_replica_failing",
-        "gauge",
-        "1 while uploads to the replica fail, else 0.",
-    );
-    let mut r_failing_secs = F::new(
-        "sqlite_replicate_replica_failing_seconds",
-        "gauge",
-        "How long uploads to the replica have been failing, in seconds (0 when healthy).",
-    );
-    let mut r_uploads = F::new(
-        "sqlite_replicate_replica_uploads_total",
-        "counter",
-        "L0 files uploaded to the replica.",
-    );
-    let mut r_upload_bytes = F::new(
-        "sqlite_replicate_replica_upload_bytes_total",
-        "counter",
-        "Bytes of L0 files uploaded to the replica.",
-    );
-    let mut r_upload_errors = F::new(
-        "sqlite_replicate_replica_upload_errors_total",
-        "counter",
-        "Uploads to the replica that failed.",
-    );
-    let mut r_compactions = F::new(
-        "sqlite_replicate_replica_compactions_total",
-        "counter",
-        "Compacted and snapshot files written to the replica.",
-    );
-    let mut r_deletes = F::new(
-        "sqlite_replicate_replica_deletes_total",
-        "counter",
-        "Files deleted from the replica by retention.",
-    );
-    let mut r_maint_errors = F::new(
-        "sqlite_replicate_replica_maintenance_errors_total",
-        "counter",
-        "Compaction, snapshot or retention runs on the replica that failed.",
-    );
-    let mut r_verify_failures = F::new(
-        "sqlite_replicate_replica_compaction_verify_failures_total",
-        "counter",
-        "Merged files that verify-compaction found not to match their inputs (deleted and merged again).",
-    );
-    let mut d_ok = F::new(
-        "sqlite_replicate_drill_ok",
-        "gauge",
-        "1 if the last restore drill of the replica succeeded, else 0.",
-    );
-    let mut d_last_success = F::new(
-        "sqlite_replicate_drill_last_success_timestamp_seconds",
-        "gauge",
-        "Unix time of the last successful restore drill.",
-    );
-    let mut d_last_run = F::new(
-        "sqlite_replicate_drill_last_run_timestamp_seconds",
-        "gauge",
-        "Unix time of the last restore drill.",
-    );
-    let mut d_restore_secs = F::new(
-        "sqlite_replicate_drill_restore_seconds",
-        "gauge",
-        "How long the last drill's restore took, in seconds.",
-    );
-    let mut d_rpo_secs = F::new(
-        "sqlite_replicate_drill_rpo_seconds",
-        "gauge",
-        "How far the last drill's restored state was behind the source, in seconds.",
-    );
-    let mut v_ok = F::new(
-        "sqlite_replicate_validation_ok",
-        "gauge",
-        "1 if the last validation of the replica's LTX history (no TXID gap or overlap) succeeded, else 0.",
-    );
-    let mut v_last_success = F::new(
-        "sqlite_replicate_validation_last_success_timestamp_seconds",
-        "gauge",
-        "Unix time of the last successful validation.",
-    );
-    let mut v_last_run = F::new(
-        "sqlite_replicate_validation_last_run_timestamp_seconds",
-        "gauge",
-        "Unix time of the last validation.",
-    );
-    let mut v_faults = F::new(
-        "sqlite_replicate_validation_faults",
-        "gauge",
-        "TXID gaps and overlaps the last validation found.",
-    );
-    let mut v_runs = F::new(
-        "sqlite_replicate_validation_runs_total",
-        "counter",
-        "Validations of the replica run since the daemon started.",
-    );
-    let mut v_failures = F::new(
-        "sqlite_replicate_validation_failures_total",
-        "counter",
-        "Validations of the replica that failed (a fault found or a listing failed).",
-    );
+/// The lease families: holder and epoch (`sqlite_replicate_lease_epoch` {db, holder, role},
+/// role `primary`, `standby` or `waiting`), the holder's stated expiry, and a standby's
+/// applied TXID and lag. All gauges.
+const LEASE_METRICS: &[LeaseMetric] = &[
+    LeaseMetric {
+        name: "sqlite_replicate_lease_epoch",
+        help: "The lease's epoch, labelled with its holder and this process's role.",
+        holder_and_role: true,
+        read: |v| Some(v.epoch as f64),
+    },
+    LeaseMetric {
+        name: "sqlite_replicate_lease_expires_timestamp_seconds",
+        help: "When the holder's lease expires unless renewed (the holder's clock), Unix seconds.",
+        holder_and_role: false,
+        read: |v| (v.expires_at_ms > 0).then(|| secs(v.expires_at_ms)),
+    },
+    LeaseMetric {
+        name: "sqlite_replicate_standby_applied_txid",
+        help: "The TXID a standby has applied to its copy.",
+        holder_and_role: false,
+        read: |v| (v.role == Some(Role::Standby)).then_some(v.applied_txid as f64),
+    },
+    LeaseMetric {
+        name: "sqlite_replicate_standby_lag_seconds",
+        help: "How long the standby copy has been behind its replica (0 when current).",
+        holder_and_role: false,
+        read: |v| (v.role == Some(Role::Standby)).then_some(v.lag_ms as f64 / 1000.0),
+    },
+];
 
-    // Litestream's operation figures have no db or replica label: summed per type.
-    let mut ops: BTreeMap<(&str, String), OperationFigures> = BTreeMap::new();
-    // Litestream labels L0 retention with the database's file name, not its path; two
-    // databases of the same name (and several replicas of one) are summed, so no series
-    // is written twice.
-    let mut l0: BTreeMap<(String, &str), u64> = BTreeMap::new();
-
-    for d in &r.databases {
-        let db = || vec![("db", d.db.as_str())];
-        let db_mode = || vec![("db", d.db.as_str()), ("mode", CHECKPOINT_MODE)];
-        if let Some(b) = d.db_size_bytes {
-            db_size.add(db(), b as f64);
-        }
-        if let Some(b) = d.wal_size_bytes {
-            wal_size.add(db(), b as f64);
-            wal_size2.add(db(), b as f64);
-        }
-        txid.add(db(), d.local_txid as f64);
-        if let Some(t) = d.last_capture_unix_ms {
-            last_capture.add(db(), secs(t));
-        }
-        if let Some(t) = d.last_checkpoint_unix_ms {
-            last_ckpt.add(db(), secs(t));
-        }
-        db_failing.add(db(), d.failing_since_unix_ms.is_some() as u8 as f64);
-        db_failing_secs.add(
-            db(),
-            d.failing_since_unix_ms
-                .map_or(0.0, |t| secs((now - t).max(0))),
-        );
-        if let Some(c) = &d.counters {
-            total_wal.add(db(), c.wal_bytes_captured as f64);
-            syncs.add(db(), c.syncs as f64);
-            sync_errors.add(db(), c.sync_errors as f64);
-            sync_secs.add(db(), c.sync_seconds);
-            ckpts.add(db_mode(), c.checkpoints as f64);
-            ckpt_errors.add(db_mode(), c.checkpoint_errors as f64);
-            ckpt_secs.add(db_mode(), c.checkpoint_seconds);
-            ckpts2.add(db(), c.checkpoints as f64);
-            disk_full.add(db(), c.disk_full as u8 as f64);
-        }
-        let db_name = std::path::Path::new(&d.db)
-            .file_name()
-            .map_or(d.db.clone(), |n| n.to_string_lossy().into_owned());
-        for rep in &d.replicas {
-            let l = || vec![("db", d.db.as_str()), ("replica", rep.name.as_str())];
-            if let Some(t) = rep.replicated_txid {
-                r_txid.add(l(), t as f64);
-            }
-            r_lag.add(l(), rep.lag_txids as f64);
-            r_pending.add(l(), rep.pending_bytes as f64);
-            r_lag_secs.add(l(), rep.lag_seconds);
-            if let Some(t) = rep.last_upload_unix_ms {
-                r_last_upload.add(l(), secs(t));
-                r_since_upload.add(l(), secs((now - t).max(0)));
-            }
-            r_failing.add(l(), rep.failing_since_unix_ms.is_some() as u8 as f64);
-            r_failing_secs.add(
-                l(),
-                rep.failing_since_unix_ms
-                    .map_or(0.0, |t| secs((now - t).max(0))),
-            );
-            if let Some(c) = &rep.counters {
-                r_uploads.add(l(), c.uploads as f64);
-                r_upload_bytes.add(l(), c.upload_bytes as f64);
-                r_upload_errors.add(l(), c.upload_errors as f64);
-                r_compactions.add(l(), c.compactions as f64);
-                r_deletes.add(l(), c.deletes as f64);
-                r_maint_errors.add(l(), c.maintenance_errors as f64);
-                r_verify_failures.add(l(), c.compaction_verify_failures as f64);
-            }
-            for f in &rep.operations {
-                merge(
-                    ops.entry((rep.replica_type.as_str(), f.operation.clone()))
-                        .or_default(),
-                    f,
-                );
-            }
-            if let Some(r) = &rep.l0_retention {
-                for (status, n) in [
-                    ("eligible", r.eligible),
-                    ("not_compacted", r.not_compacted),
-                    ("too_recent", r.too_recent),
-                ] {
-                    *l0.entry((db_name.clone(), status)).or_default() += n;
-                }
-            }
-            if let Some(dr) = &rep.drill {
-                d_ok.add(l(), dr.ok as u8 as f64);
-                d_last_run.add(l(), secs(dr.last_run_unix_ms));
-                if let Some(t) = dr.last_success_unix_ms {
-                    d_last_success.add(l(), secs(t));
-                }
-                d_restore_secs.add(l(), dr.restore_duration_ms as f64 / 1000.0);
-                d_rpo_secs.add(l(), dr.rpo_ms as f64 / 1000.0);
-            }
-            if let Some(v) = &rep.validation {
-                v_ok.add(l(), v.ok as u8 as f64);
-                v_last_run.add(l(), secs(v.last_run_unix_ms));
-                if let Some(t) = v.last_success_unix_ms {
-                    v_last_success.add(l(), secs(t));
-                }
-                v_faults.add(l(), v.faults as f64);
-                v_runs.add(l(), v.runs as f64);
-                v_failures.add(l(), v.failures as f64);
-            }
-        }
-    }
-    for ((ty, op), f) in &ops {
-        let l = || vec![("replica_type", *ty), ("operation", op.as_str())];
-        op_total.add(l(), f.total as f64);
-        if op == "PUT" || op == "GET" {
-            op_bytes.add(l(), f.bytes as f64);
-        }
-        for (code, n) in &f.errors {
-            let mut l = l();
-            l.push(("code", code));
-            op_errors.add(l, *n as f64);
-        }
-    }
-    for ((db, status), n) in &l0 {
-        l0_retention.add(vec![("db", db), ("status", status)], *n as f64);
-    }
-
+/// Renders every family of [`LEASE_METRICS`] for `leases` (database, view).
+pub fn render_leases(leases: &[(String, LeaseView)]) -> String {
     let mut out = String::new();
-    for f in [
-        &db_size,
-        &wal_size,
-        &total_wal,
-        &txid,
-        &syncs,
-        &sync_errors,
-        &sync_secs,
-        &ckpts,
-        &ckpt_errors,
-        &ckpt_secs,
-        &op_total,
-        &op_bytes,
-    ] {
-        f.write(&mut out);
-    }
-    write_duration_histogram(&ops, &mut out);
-    for f in [
-        &op_errors,
-        &disk_full,
-        &l0_retention,
-        &wal_size2,
-        &last_capture,
-        &ckpts2,
-        &last_ckpt,
-        &db_failing,
-        &db_failing_secs,
-        &r_txid,
-        &r_lag,
-        &r_pending,
-        &r_lag_secs,
-        &r_last_upload,
-        &r_since_upload,
-        &r_failing,
-        &r_failing_secs,
-        &r_uploads,
-        &r_upload_bytes,
-        &r_upload_errors,
-        &r_compactions,
-        &r_deletes,
-        &r_maint_errors,
-        &r_verify_failures,
-        &d_ok,
-        &d_last_success,
-        &d_last_run,
-        &d_restore_secs,
-        &d_rpo_secs,
-        &v_ok,
-        &v_last_success,
-        &v_last_run,
-        &v_faults,
-        &v_runs,
-        &v_failures,
-    ] {
+    for m in LEASE_METRICS {
+        let mut f = Family::new(m.name, GAUGE, m.help);
+        for (db, v) in leases {
+            if let Some(x) = (m.read)(v) {
+                let mut l = vec![("db", db.as_str())];
+                if m.holder_and_role {
+                    l.extend([
+                        ("holder", v.holder.as_str()),
+                        ("role", v.role.map_or("", Role::as_str)),
+                    ]);
+                }
+                f.add(l, x);
+            }
+        }
         f.write(&mut out);
     }
     out
@@ -613,9 +511,7 @@ pub fn render(r: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use engine::replicate::report::{
-        DbCounters, DbReport, L0RetentionFigures, ReplicaCounters, ReplicaReport,
-    };
+    use engine::replicate::report::{L0RetentionFigures, ReplicaCounters};
     use engine::replicate::status::{DrillStatus, ValidationStatus};
 
     fn fixed() -> Report {
@@ -752,7 +648,7 @@ mod tests {
     #[test]
     fn renders_lease_families() {
         let v = engine::lease::LeaseView {
-            role: "standby",
+            role: Some(Role::Standby),
             holder: "db1".into(),
             epoch: 3,
             expires_at_ms: 1_700_000_000_500,
@@ -954,6 +850,100 @@ mod tests {
             !t.contains("connection refused"),
             "error texts are not labels"
         );
+    }
+
+    /// [`fixed`] plus a second database seen offline (no counters, captures failing, a
+    /// replica that never uploaded) and one of the same file name elsewhere.
+    fn pinned() -> Report {
+        let mut r = fixed();
+        r.databases.push(DbReport {
+            db: "/other/b.db".into(),
+            local_txid: 7,
+            db_size_bytes: Some(4096),
+            wal_size_bytes: None,
+            last_capture_unix_ms: None,
+            last_checkpoint_unix_ms: None,
+            failing_since_unix_ms: Some(1_700_000_055_250),
+            last_error: Some("disk I/O error".into()),
+            counters: None,
+            replicas: vec![ReplicaReport {
+                name: "file".into(),
+                replica_type: "file".into(),
+                lag_txids: 7,
+                pending_bytes: 1 << 40,
+                lag_seconds: 0.125,
+                operations: vec![OperationFigures {
+                    operation: "LIST".into(),
+                    total: 3,
+                    duration_count: 3,
+                    duration_seconds_sum: 0.0003,
+                    duration_buckets: vec![3; 9],
+                    errors: [("NotFound".to_string(), 2), ("Permanent".to_string(), 1)].into(),
+                    ..Default::default()
+                }],
+                validation: Some(ValidationStatus {
+                    last_run_unix_ms: 1_700_000_001_001,
+                    ok: true,
+                    last_success_unix_ms: Some(1_700_000_001_001),
+                    runs: 1,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+        });
+        r.databases.push(DbReport {
+            db: "/data/copy/a \"q\".db".into(),
+            replicas: vec![ReplicaReport {
+                name: "s3".into(),
+                replica_type: "s3".into(),
+                l0_retention: Some(L0RetentionFigures {
+                    eligible: 10,
+                    not_compacted: 20,
+                    too_recent: 30,
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        r
+    }
+
+    /// The whole exposition of [`pinned`], byte for byte: the family order, HELP texts,
+    /// label order and number formatting are what dashboards and scrapers see.
+    #[test]
+    fn exposition_of_a_fixed_report_is_pinned() {
+        let got = render(&pinned());
+        if let Ok(p) = std::env::var("METRICS_PIN_WRITE") {
+            std::fs::write(p, &got).unwrap();
+        }
+        assert_eq!(got, include_str!("testdata/metrics_pinned.prom"));
+        let leases = [
+            (
+                "/d/a.db".to_string(),
+                engine::lease::LeaseView {
+                    role: Some(Role::Standby),
+                    holder: "db1".into(),
+                    epoch: 3,
+                    expires_at_ms: 1_700_000_000_500,
+                    applied_txid: 42,
+                    lag_ms: 1500,
+                },
+            ),
+            (
+                "/d/b.db".to_string(),
+                engine::lease::LeaseView {
+                    role: Some(Role::Primary),
+                    holder: "me".into(),
+                    epoch: 9,
+                    ..Default::default()
+                },
+            ),
+        ];
+        let got = render_leases(&leases);
+        if let Ok(p) = std::env::var("METRICS_PIN_WRITE_LEASES") {
+            std::fs::write(p, &got).unwrap();
+        }
+        assert_eq!(got, include_str!("testdata/metrics_leases_pinned.prom"));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, SystemTime};
 
 use engine::storage::gcs::{GcsOptions, GcsStore};
-use engine::storage::{ReplicaStore, StorageError};
+use engine::storage::{ErrorKind, ReplicaStore};
 use ltx::Level;
 
 use crate::gcs_server::FakeGcs;
@@ -115,22 +115,37 @@ fn gcs_store_reads_what_the_emulator_holds() {
 
         // Named objects outside the levels: HEAD, whole and ranged gets, delete.
         let scratch = engine::storage::layout::check_scratch_name(42);
-        let head = s.head_name(&scratch).await.unwrap();
+        let head = s.named().unwrap().head_name(&scratch).await.unwrap();
         assert_eq!(head.size_bytes, 10);
         assert!(head.modified > before);
-        assert_eq!(&s.get_name(&scratch, Some(2..5)).await.unwrap()[..], b"234");
         assert_eq!(
-            &s.get_name(&scratch, None).await.unwrap()[..],
+            &s.named()
+                .unwrap()
+                .get_name(&scratch, Some(2..5))
+                .await
+                .unwrap()[..],
+            b"234"
+        );
+        assert_eq!(
+            &s.named().unwrap().get_name(&scratch, None).await.unwrap()[..],
             b"0123456789"
         );
-        s.delete_name(&scratch)
+        s.named()
+            .unwrap()
+            .delete_name(&scratch)
             .await
             .unwrap_or_else(|e| panic!("{e}\n{}", g.log()));
-        assert!(s.head_name(&scratch).await.unwrap_err().is_not_found());
-        s.delete_name(&scratch).await.unwrap();
+        assert!(s
+            .named()
+            .unwrap()
+            .head_name(&scratch)
+            .await
+            .unwrap_err()
+            .is_not_found());
+        s.named().unwrap().delete_name(&scratch).await.unwrap();
 
         // Litestream 0.3's generations/: what 0.3 wrote is listed and read back.
-        let mut v3 = s.list_v3().await.unwrap();
+        let mut v3 = s.v3().unwrap().list_v3().await.unwrap();
         v3.sort_by_key(|f| f.kind);
         assert_eq!(
             v3.iter()
@@ -147,7 +162,7 @@ fn gcs_store_reads_what_the_emulator_holds() {
                 ),
             ]
         );
-        assert_eq!(&s.get_v3(&v3[1]).await.unwrap()[..], b"wal1!");
+        assert_eq!(&s.v3().unwrap().get_v3(&v3[1]).await.unwrap()[..], b"wal1!");
 
         // delete: missing keys are fine, and so is nothing.
         s.delete(&[key(0, 1, 1), key(0, 9, 9)]).await.unwrap();
@@ -170,7 +185,7 @@ fn gcs_store_reads_what_the_emulator_holds() {
             .unwrap_err();
         let msg = e.to_string();
         assert!(
-            matches!(&e, StorageError::Permanent { .. })
+            matches!(&e.kind(), ErrorKind::Permanent)
                 && msg.contains("gs://sr-test/conf/db")
                 && !msg.contains('\n'),
             "{msg}"

@@ -9,6 +9,7 @@ mod azurite;
 mod badinput;
 mod check;
 mod compaction_verify;
+mod config_keys;
 mod control;
 mod crash;
 mod diskfull;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use engine::storage::file::FileStore;
 use engine::storage::layout::v3::{V3File, V3Kind};
 use engine::storage::s3::{S3Options, S3Store};
-use engine::storage::{LtxInfo, LtxKey, ReplicaStore, StorageError};
+use engine::storage::{ErrorKind, LtxInfo, LtxKey, ReplicaStore, StorageError};
 use ltx::{Level, TxId};
 
 use crate::garage::{Garage, REGION};
@@ -110,13 +110,16 @@ pub(crate) async fn object_store_conformance(
     );
     let e = missing.list(Level::L0).await.unwrap_err();
     assert!(
-        matches!(&e, StorageError::NotFound { what, .. } if what.contains(missing_name)),
+        e.kind() == ErrorKind::NotFound && e.what().contains(missing_name),
         "{e}"
     );
 
     // Litestream 0.3's generations/ (read-only): what 0.3 wrote is listed and read back
     // whole; other names are not.
-    assert!(s.list_v3().await.unwrap().is_empty(), "no generations/ yet");
+    assert!(
+        s.v3().unwrap().list_v3().await.unwrap().is_empty(),
+        "no generations/ yet"
+    );
     let g = "generations/d644f78ac6339b2c";
     for (rel, data) in [
         (format!("{g}/snapshots/00000001.snapshot.lz4"), "snap"),
@@ -131,7 +134,7 @@ pub(crate) async fn object_store_conformance(
     ] {
         put_object(&rel, data.as_bytes().to_vec()).await.unwrap();
     }
-    let mut l = s.list_v3().await.unwrap();
+    let mut l = s.v3().unwrap().list_v3().await.unwrap();
     l.sort_by_key(|f| f.kind);
     assert_eq!(
         l.iter()
@@ -142,14 +145,20 @@ pub(crate) async fn object_store_conformance(
             (format!("{g}/wal/00000001_00001038.wal.lz4"), 5),
         ]
     );
-    assert_eq!(&s.get_v3(&l[1]).await.unwrap()[..], b"wal1!");
+    assert_eq!(&s.v3().unwrap().get_v3(&l[1]).await.unwrap()[..], b"wal1!");
     // Ranged reads (restores read 0.3 files in pieces): exactly the bytes asked for; past
     // the end is an error, not a short answer.
-    assert_eq!(&s.get_v3_range(&l[1], 1..4).await.unwrap()[..], b"al1");
-    assert_eq!(&s.get_v3_range(&l[1], 0..5).await.unwrap()[..], b"wal1!");
-    assert!(s.get_v3_range(&l[1], 2..9).await.is_err());
+    assert_eq!(
+        &s.v3().unwrap().get_v3_range(&l[1], 1..4).await.unwrap()[..],
+        b"al1"
+    );
+    assert_eq!(
+        &s.v3().unwrap().get_v3_range(&l[1], 0..5).await.unwrap()[..],
+        b"wal1!"
+    );
+    assert!(s.v3().unwrap().get_v3_range(&l[1], 2..9).await.is_err());
     assert!(
-        parent.list_v3().await.unwrap().is_empty(),
+        parent.v3().unwrap().list_v3().await.unwrap().is_empty(),
         "under the prefix"
     );
     let gone = V3File {
@@ -159,8 +168,16 @@ pub(crate) async fn object_store_conformance(
         },
         ..l[1].clone()
     };
-    assert!(s.get_v3(&gone).await.unwrap_err().is_not_found());
     assert!(s
+        .v3()
+        .unwrap()
+        .get_v3(&gone)
+        .await
+        .unwrap_err()
+        .is_not_found());
+    assert!(s
+        .v3()
+        .unwrap()
         .get_v3_range(&gone, 0..1)
         .await
         .unwrap_err()
@@ -249,27 +266,33 @@ pub(crate) async fn conformance_at_resolution(
 
     // Conditional create, for leases.
     let first = s
-        .put_if_not_exists("lock.json", b"one".to_vec().into())
+        .named()
+        .unwrap()
+        .create_name("lock.json", b"one".to_vec().into())
         .await;
     match conditional {
         ConditionalCreate::Atomic => {
             first.unwrap();
             let e = s
-                .put_if_not_exists("lock.json", b"two".to_vec().into())
+                .named()
+                .unwrap()
+                .create_name("lock.json", b"two".to_vec().into())
                 .await
                 .unwrap_err();
-            assert!(matches!(e, StorageError::Precondition { .. }), "{e}");
+            assert!(matches!(e.kind(), ErrorKind::Precondition), "{e}");
         }
         ConditionalCreate::Refused => {
             let e = first.unwrap_err();
             assert!(
-                matches!(&e, StorageError::Permanent { detail, .. } if detail.contains("conditional writes")),
+                e.kind() == ErrorKind::Permanent && e.detail().contains("conditional writes"),
                 "{e}"
             );
         }
     }
     assert!(s
-        .put_if_not_exists("../escape", b"x".to_vec().into())
+        .named()
+        .unwrap()
+        .create_name("../escape", b"x".to_vec().into())
         .await
         .is_err());
 
@@ -278,11 +301,17 @@ pub(crate) async fn conformance_at_resolution(
     // and no listing ever shows them; names inside a level directory are refused.
     let scratch = engine::storage::layout::check_scratch_name(42);
     let before = SystemTime::now();
-    s.put_name(&scratch, b"old".to_vec().into()).await.unwrap();
-    s.put_name(&scratch, b"0123456789".to_vec().into())
+    s.named()
+        .unwrap()
+        .put_name(&scratch, b"old".to_vec().into())
         .await
         .unwrap();
-    let head = s.head_name(&scratch).await.unwrap();
+    s.named()
+        .unwrap()
+        .put_name(&scratch, b"0123456789".to_vec().into())
+        .await
+        .unwrap();
+    let head = s.named().unwrap().head_name(&scratch).await.unwrap();
     assert_eq!(head.size_bytes, 10);
     let off = match head.modified.duration_since(before) {
         Ok(d) => d,
@@ -292,9 +321,16 @@ pub(crate) async fn conformance_at_resolution(
         off < Duration::from_secs(60),
         "modified {off:?} away from now"
     );
-    assert_eq!(&s.get_name(&scratch, Some(2..5)).await.unwrap()[..], b"234");
     assert_eq!(
-        &s.get_name(&scratch, None).await.unwrap()[..],
+        &s.named()
+            .unwrap()
+            .get_name(&scratch, Some(2..5))
+            .await
+            .unwrap()[..],
+        b"234"
+    );
+    assert_eq!(
+        &s.named().unwrap().get_name(&scratch, None).await.unwrap()[..],
         b"0123456789"
     );
     let mut everything = Vec::new();
@@ -306,10 +342,22 @@ pub(crate) async fn conformance_at_resolution(
         [key(0, 2, 2), key(0, 3, 5)],
         "scratch object listed"
     );
-    s.delete_name(&scratch).await.unwrap();
-    assert!(s.head_name(&scratch).await.unwrap_err().is_not_found());
-    assert!(s.get_name(&scratch, None).await.unwrap_err().is_not_found());
-    s.delete_name(&scratch).await.unwrap();
+    s.named().unwrap().delete_name(&scratch).await.unwrap();
+    assert!(s
+        .named()
+        .unwrap()
+        .head_name(&scratch)
+        .await
+        .unwrap_err()
+        .is_not_found());
+    assert!(s
+        .named()
+        .unwrap()
+        .get_name(&scratch, None)
+        .await
+        .unwrap_err()
+        .is_not_found());
+    s.named().unwrap().delete_name(&scratch).await.unwrap();
     for bad in [
         "ltx/0/0000000000000001-0000000000000001.ltx",
         "0000/x",
@@ -317,7 +365,11 @@ pub(crate) async fn conformance_at_resolution(
         "",
     ] {
         assert!(
-            s.put_name(bad, b"x".to_vec().into()).await.is_err(),
+            s.named()
+                .unwrap()
+                .put_name(bad, b"x".to_vec().into())
+                .await
+                .is_err(),
             "{bad:?}"
         );
     }

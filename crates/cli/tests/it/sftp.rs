@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use engine::storage::sftp::SftpStore;
-use engine::storage::{ReplicaStore, StorageError};
+use engine::storage::{ErrorKind, ReplicaStore};
 use ltx::Level;
 
 use crate::harness::*;
@@ -120,7 +120,7 @@ fn unknown_and_wrong_host_keys_are_refused_and_known_hosts_are_trusted() {
             .unwrap_err();
         let msg = e.to_string();
         assert!(
-            matches!(e, StorageError::Permanent { .. })
+            matches!(e.kind(), ErrorKind::Permanent)
                 && msg.contains(&hp)
                 && msg.contains("not the expected")
                 && msg.contains("host-key"),
@@ -213,7 +213,7 @@ fn wrong_password_is_permission_denied_and_never_shown() {
     let e = block_on(SftpStore::new(o).unwrap().list(Level::L0)).unwrap_err();
     let msg = e.to_string();
     assert!(
-        matches!(e, StorageError::PermissionDenied { .. })
+        matches!(e.kind(), ErrorKind::PermissionDenied)
             && msg.contains("password")
             && msg.contains(&format!("sftp://{}@127.0.0.1:{}", sshd.user, sshd.port)),
         "{msg}"

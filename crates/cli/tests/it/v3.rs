@@ -305,7 +305,7 @@ fn restores_what_litestream_03_wrote_to_garage() {
         .collect();
     let ls = Litestream03::start_with(&w, &db, &replica, "    min-checkpoint-page-count: 20\n");
     let store = S3Store::new(crate::s3::s3_options(&g, "v03/app")).unwrap();
-    let files = || crate::s3::block_on(store.list_v3()).unwrap();
+    let files = || crate::s3::block_on(store.v3().unwrap().list_v3()).unwrap();
     let indexes = || {
         files()
             .iter()

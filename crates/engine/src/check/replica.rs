@@ -14,7 +14,7 @@ use ltx::Level;
 use super::{skew_level, Finding, Level as Sev, Thresholds};
 use crate::history::{list_levels, Times};
 use crate::storage::layout::check_scratch_name;
-use crate::storage::{ReplicaStore, StorageError};
+use crate::storage::{ErrorKind, NamedStore, ReplicaStore, StorageError};
 
 /// Size of the scratch object: small, but more than one read's worth of range.
 const SCRATCH_BYTES: usize = 4096;
@@ -33,6 +33,14 @@ pub async fn check(store: &dyn ReplicaStore, t: &Thresholds) -> Vec<Finding> {
         }
     }
     let name = check_scratch_name(rand::random());
+    let store = match store.named() {
+        Ok(s) => s,
+        Err(e) => {
+            let step = format!("writing the scratch object {name}");
+            out.push(storage_failure("replica-round-trip", &step, &e));
+            return out;
+        }
+    };
     let result = round_trip(store, &name, t).await;
     let cleanup = store.delete_name(&name).await;
     match result {
@@ -85,7 +93,7 @@ async fn contents(store: &dyn ReplicaStore) -> Result<Finding, StorageError> {
 
 /// Put, head, ranged and whole get, conditional create, delete, and the clock skew.
 async fn round_trip(
-    store: &dyn ReplicaStore,
+    store: &dyn NamedStore,
     name: &str,
     t: &Thresholds,
 ) -> Result<Vec<Finding>, Finding> {
@@ -130,21 +138,18 @@ async fn round_trip(
             "the storage (or a proxy in front of it) alters data: check its configuration",
         ));
     }
-    let conditional = match store
-        .put_if_not_exists(name, Bytes::from_static(b"x"))
-        .await
-    {
-        Err(StorageError::Precondition { .. }) => Finding::ok(
+    let conditional = match store.create_name(name, Bytes::from_static(b"x")).await {
+        Err(e) if matches!(e.kind(), ErrorKind::Precondition) => Finding::ok(
             "replica-conditional-create",
             "conditional create refuses to replace an existing object",
         ),
-        Err(StorageError::Permanent { detail, .. }) => Finding::ok(
+        Err(e) if e.kind() == ErrorKind::Permanent => Finding::ok(
             "replica-conditional-create",
-            format!("conditional create is not available: {detail}"),
+            format!("conditional create is not available: {}", e.detail()),
         )
         .with_action("nothing to do: replication does not rely on it"),
         Err(e) => return Err(fail("creating an existing object conditionally", e)),
-        Ok(()) => Finding::warn(
+        Ok(_) => Finding::warn(
             "replica-conditional-create",
             "a conditional create replaced an existing object: the storage ignores If-None-Match",
             "nothing to do for replication today; do not rely on leases on this storage",

@@ -21,8 +21,9 @@ use ltx::{Level, TxId};
 use tracing::warn;
 
 use super::Lease;
-use crate::storage::layout::v3::V3File;
-use crate::storage::{ETag, LtxInfo, LtxKey, NamedObject, ReplicaStore, StorageError};
+use crate::storage::{
+    ETag, ErrorKind, LtxInfo, LtxKey, NamedObject, NamedStore, ReplicaStore, StorageError, V3Store,
+};
 
 /// A store whose writes are fenced by a lease.
 pub struct FencedStore {
@@ -47,11 +48,11 @@ impl FencedStore {
         // Invariant E3: checked immediately before every LTX write and delete.
         match self.lease.writable() {
             Some((_, Some(start))) => Ok(start),
-            _ => Err(StorageError::Transient {
-                location: self.inner.location().to_string(),
-                what: what.to_string(),
-                detail: "not holding the lease: write fenced".into(),
-            }),
+            _ => Err(StorageError::transient(
+                self.inner.location().to_string(),
+                what.to_string(),
+                "not holding the lease: write fenced",
+            )),
         }
     }
 
@@ -89,9 +90,14 @@ impl FencedStore {
         created: SystemTime,
     ) -> Result<(), StorageError> {
         for _ in 0..3 {
-            match self.inner.put_if_absent(key, data.clone(), created).await {
+            match self
+                .inner
+                .named()?
+                .put_if_absent(key, data.clone(), created)
+                .await
+            {
                 Ok(()) => return Ok(()),
-                Err(StorageError::Precondition { .. }) => {
+                Err(e) if matches!(e.kind(), ErrorKind::Precondition) => {
                     let there = self.inner.get(key, None).await?;
                     if there == data {
                         return Ok(());
@@ -106,11 +112,11 @@ impl FencedStore {
                 Err(e) => return Err(e),
             }
         }
-        Err(StorageError::Transient {
-            location: self.inner.location().to_string(),
-            what: key.to_string(),
-            detail: "another writer keeps creating this file".into(),
-        })
+        Err(StorageError::transient(
+            self.inner.location().to_string(),
+            key.to_string(),
+            "another writer keeps creating this file",
+        ))
     }
 
     /// Removes other epochs' late writes from the levels where one can land (L0, and the
@@ -181,6 +187,19 @@ impl ReplicaStore for FencedStore {
         Ok(())
     }
 
+    fn named(&self) -> Result<&dyn NamedStore, StorageError> {
+        self.inner.named()?;
+        Ok(self)
+    }
+
+    fn v3(&self) -> Result<&dyn V3Store, StorageError> {
+        self.inner.v3()
+    }
+}
+
+/// The inner store's named objects, with [`NamedStore::put_if_absent`] fenced like `put`.
+#[async_trait]
+impl NamedStore for FencedStore {
     async fn put_if_absent(
         &self,
         key: &LtxKey,
@@ -189,19 +208,15 @@ impl ReplicaStore for FencedStore {
     ) -> Result<(), StorageError> {
         self.fence(&key.to_string())?;
         self.written.lock().expect("fence").insert(*key);
-        self.inner.put_if_absent(key, data, created).await
-    }
-
-    async fn put_if_not_exists(&self, name: &str, data: Bytes) -> Result<(), StorageError> {
-        self.inner.put_if_not_exists(name, data).await
+        self.inner.named()?.put_if_absent(key, data, created).await
     }
 
     async fn create_name(&self, name: &str, data: Bytes) -> Result<ETag, StorageError> {
-        self.inner.create_name(name, data).await
+        self.inner.named()?.create_name(name, data).await
     }
 
     async fn get_name_versioned(&self, name: &str) -> Result<(Bytes, ETag), StorageError> {
-        self.inner.get_name_versioned(name).await
+        self.inner.named()?.get_name_versioned(name).await
     }
 
     async fn put_name_if_match(
@@ -210,39 +225,26 @@ impl ReplicaStore for FencedStore {
         data: Bytes,
         etag: &ETag,
     ) -> Result<ETag, StorageError> {
-        self.inner.put_name_if_match(name, data, etag).await
+        self.inner
+            .named()?
+            .put_name_if_match(name, data, etag)
+            .await
     }
 
     async fn put_name(&self, name: &str, data: Bytes) -> Result<(), StorageError> {
-        self.inner.put_name(name, data).await
+        self.inner.named()?.put_name(name, data).await
     }
 
     async fn get_name(&self, name: &str, range: Option<Range<u64>>) -> Result<Bytes, StorageError> {
-        self.inner.get_name(name, range).await
+        self.inner.named()?.get_name(name, range).await
     }
 
     async fn head_name(&self, name: &str) -> Result<NamedObject, StorageError> {
-        self.inner.head_name(name).await
+        self.inner.named()?.head_name(name).await
     }
 
     async fn delete_name(&self, name: &str) -> Result<(), StorageError> {
-        self.inner.delete_name(name).await
-    }
-
-    async fn list_v3(&self) -> Result<Vec<V3File>, StorageError> {
-        self.inner.list_v3().await
-    }
-
-    async fn get_v3(&self, file: &V3File) -> Result<Bytes, StorageError> {
-        self.inner.get_v3(file).await
-    }
-
-    async fn get_v3_range(
-        &self,
-        file: &V3File,
-        range: std::ops::Range<u64>,
-    ) -> Result<Bytes, StorageError> {
-        self.inner.get_v3_range(file, range).await
+        self.inner.named()?.delete_name(name).await
     }
 }
 
@@ -298,9 +300,9 @@ mod tests {
         assert_eq!(&raw.get(&k(0, 5, 5), None).await.unwrap()[..], b"new");
         // A late write after ours cannot replace it (create-only on the old side too).
         assert!(matches!(
-            raw.put_if_absent(&k(0, 5, 5), Bytes::from_static(b"old"), t)
+            raw.named().unwrap().put_if_absent(&k(0, 5, 5), Bytes::from_static(b"old"), t)
                 .await,
-            Err(StorageError::Precondition { .. })
+            Err(e) if e.kind() == ErrorKind::Precondition
         ));
         // A late full snapshot of the old epoch reaching into ours is removed on listing.
         raw.put(&k(9, 1, 6), Bytes::from_static(b"old"), t)

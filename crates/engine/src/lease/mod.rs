@@ -32,7 +32,7 @@ use tokio::time::Instant;
 
 use crate::clock::now_ms;
 use crate::storage::layout::LEASE_NAME;
-use crate::storage::{ETag, ReplicaStore, StorageError};
+use crate::storage::{ETag, ErrorKind, ReplicaStore, StorageError};
 
 /// Default lease TTL: a dead primary is replaced after about this long.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
@@ -126,11 +126,39 @@ impl LeaseError {
     }
 }
 
+/// This process's part in a lease, as `status`, metrics and logs show it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// We hold the lease.
+    Primary,
+    /// `standby`: following the replica, promoted when the lease expires or is released.
+    Standby,
+    /// `replicate` waiting to take a lease another process holds.
+    Waiting,
+}
+
+impl Role {
+    /// `primary`, `standby` or `waiting`: the `role` label of the lease metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Standby => "standby",
+            Role::Waiting => "waiting",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What the lease looks like to one observer, for `status`, metrics and logs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LeaseView {
-    /// `primary` (we hold it), `standby`, `waiting` (replicate waiting to take it).
-    pub role: &'static str,
+    /// Our part in the lease; `None` until the lease was first read.
+    pub role: Option<Role>,
     pub holder: String,
     pub epoch: u64,
     /// The holder's stated expiry, Unix ms (0: no lease).
@@ -151,9 +179,9 @@ impl LeaseStatus {
     pub fn update(&self, f: impl FnOnce(&mut LeaseView)) {
         f(&mut self.0.lock().expect("lease status"))
     }
-    fn show(&self, role: &'static str, r: &LeaseRecord) {
+    fn show(&self, role: Role, r: &LeaseRecord) {
         self.update(|v| {
-            v.role = role;
+            v.role = Some(role);
             v.holder = r.owner.clone();
             v.epoch = r.epoch;
             v.expires_at_ms = if r.released { 0 } else { r.expires_at_ms };
@@ -229,7 +257,7 @@ impl Lease {
 
     /// The record and its tag, or `None` when there is no lease object.
     pub async fn read(&self) -> Result<Option<(LeaseRecord, ETag)>, LeaseError> {
-        match self.store.get_name_versioned(LEASE_NAME).await {
+        match self.store.named()?.get_name_versioned(LEASE_NAME).await {
             Ok((data, tag)) => Ok(Some((
                 LeaseRecord::decode(self.store.location(), &data)?,
                 tag,
@@ -275,7 +303,7 @@ impl Lease {
                 let unchanged_for = observer.observe(&tag);
                 let expired = unchanged_for >= r.ttl().max(self.opts.ttl);
                 if !(r.released || expired || force) {
-                    self.status.show("waiting", &r);
+                    self.status.show(Role::Waiting, &r);
                     return Ok(Acquire::HeldBy {
                         record: r,
                         unchanged_for,
@@ -293,9 +321,15 @@ impl Lease {
         let rec = self.record(epoch, None, version, false);
         let sent = Instant::now();
         let r = match &tag {
-            None => self.store.create_name(LEASE_NAME, rec.encode()).await,
+            None => {
+                self.store
+                    .named()?
+                    .create_name(LEASE_NAME, rec.encode())
+                    .await
+            }
             Some(t) => {
                 self.store
+                    .named()?
                     .put_name_if_match(LEASE_NAME, rec.encode(), t)
                     .await
             }
@@ -303,7 +337,7 @@ impl Lease {
         match r {
             Ok(etag) => {
                 let not_before = sent + live_before.unwrap_or(Duration::ZERO);
-                self.status.show("primary", &rec);
+                self.status.show(Role::Primary, &rec);
                 *self.held.lock().expect("lease") = Some(Held {
                     record: rec,
                     etag,
@@ -313,7 +347,7 @@ impl Lease {
                 Ok(Acquire::Acquired { previous })
             }
             // Someone else wrote first: it is theirs.
-            Err(StorageError::Precondition { .. }) | Err(StorageError::NotFound { .. }) => {
+            Err(e) if matches!(e.kind(), ErrorKind::Precondition | ErrorKind::NotFound) => {
                 match self.read().await? {
                     Some((record, tag)) => {
                         let unchanged_for = observer.observe(&tag);
@@ -347,6 +381,7 @@ impl Lease {
         let sent = Instant::now();
         match self
             .store
+            .named()?
             .put_name_if_match(LEASE_NAME, rec.encode(), &tag)
             .await
         {
@@ -361,14 +396,14 @@ impl Lease {
                     h.record = rec.clone();
                     h.etag = etag;
                 }
-                self.status.show("primary", &rec);
+                self.status.show(Role::Primary, &rec);
                 Ok(())
             }
-            Err(StorageError::Precondition { .. }) | Err(StorageError::NotFound { .. }) => {
+            Err(e) if matches!(e.kind(), ErrorKind::Precondition | ErrorKind::NotFound) => {
                 *self.held.lock().expect("lease") = None;
                 let (owner, epoch) = match self.read().await {
                     Ok(Some((r, _))) => {
-                        self.status.show("standby", &r);
+                        self.status.show(Role::Standby, &r);
                         (r.owner, r.epoch)
                     }
                     _ => (String::from("(nobody)"), 0),

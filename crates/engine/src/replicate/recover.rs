@@ -100,16 +100,9 @@ mod tests {
 
     #[test]
     fn which_maintenance_errors_mean_untrusted() {
-        let gone = MaintainError::Storage(StorageError::NotFound {
-            location: "/r".into(),
-            what: "ltx/1/x.ltx".into(),
-        });
+        let gone = MaintainError::Storage(StorageError::not_found("/r", "ltx/1/x.ltx"));
         assert!(untrusted(&gone).is_some());
-        let flaky = MaintainError::Storage(StorageError::Transient {
-            location: "/r".into(),
-            what: "get".into(),
-            detail: "timeout".into(),
-        });
+        let flaky = MaintainError::Storage(StorageError::transient("/r", "get", "timeout"));
         assert!(untrusted(&flaky).is_none());
         assert!(untrusted(&MaintainError::Plan("gap".into())).is_some());
     }

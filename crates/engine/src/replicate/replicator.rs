@@ -635,11 +635,11 @@ mod tests {
                 .failures
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
             if fail.is_ok() {
-                return Err(StorageError::Transient {
-                    location: self.location().to_string(),
-                    what: key.to_string(),
-                    detail: "injected failure".into(),
-                });
+                return Err(StorageError::transient(
+                    self.location().to_string(),
+                    key.to_string(),
+                    "injected failure",
+                ));
             }
             self.inner.put(key, data, created).await
         }

@@ -156,14 +156,14 @@ fn bad_length(
     got: u64,
 ) -> StorageError {
     let how = if got < range.end { "short" } else { "long" };
-    StorageError::Transient {
-        location: store.location().to_string(),
-        what: key.to_string(),
-        detail: format!(
+    StorageError::transient(
+        store.location().to_string(),
+        key.to_string(),
+        format!(
             "{how} read: asked for bytes {}..{}, the body ended at {got}",
             range.start, range.end
         ),
-    }
+    )
 }
 
 /// Bytes of pages handed from the decoder to the writer at once.

@@ -195,11 +195,11 @@ impl RangedReader {
             .rt
             .block_on(self.store.get(&self.key, Some(self.at..end)))?;
         if b.len() as u64 != end - self.at {
-            return Err(StorageError::Permanent {
-                location: self.store.location().to_string(),
-                what: self.key.to_string(),
-                detail: format!("asked for bytes {}..{end}, got {} bytes", self.at, b.len()),
-            });
+            return Err(StorageError::permanent(
+                self.store.location().to_string(),
+                self.key.to_string(),
+                format!("asked for bytes {}..{end}, got {} bytes", self.at, b.len()),
+            ));
         }
         self.at = end;
         self.cur = b;

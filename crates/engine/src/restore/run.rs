@@ -332,7 +332,7 @@ async fn newest_v3(candidates: &[Candidate]) -> Option<(&Candidate, Vec<V3File>)
     let newest = |f: &[V3File]| f.iter().map(|f| f.modified).max();
     let mut best: Option<(&Candidate, Vec<V3File>)> = None;
     for c in candidates {
-        let files = match c.1.list_v3().await {
+        let files = match async { c.1.v3()?.list_v3().await }.await {
             Ok(f) if !f.is_empty() => f,
             Ok(_) => continue,
             Err(e) => {

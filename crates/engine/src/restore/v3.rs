@@ -35,7 +35,7 @@
 //! WAL segment by the next segment's offset, and the last one of an index by 4 GiB (0.3
 //! names offsets with 8 hex digits).
 //!
-//! Fed by `storage` (`ReplicaStore::list_v3`, `get_v3`); feeds the CLI's `restore`.
+//! Fed by `storage` (`V3Store::list_v3`, `get_v3_range`); feeds the CLI's `restore`.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -364,7 +364,10 @@ pub async fn apply_v3(
             .map(|f| {
                 let store = store.clone();
                 async move {
-                    let r = store.get_v3_range(&f, 0..f.size_bytes.min(chunk)).await;
+                    let r = match store.v3() {
+                        Ok(v3) => v3.get_v3_range(&f, 0..f.size_bytes.min(chunk)).await,
+                        Err(e) => Err(e),
+                    };
                     (f, r)
                 }
             })
@@ -440,16 +443,19 @@ impl PieceReader<'_> {
     fn fill(&mut self) -> Result<(), StorageError> {
         let size = self.file.size_bytes;
         let end = self.at + (size - self.at).min(self.reads.chunk);
-        let b = self
-            .reads
-            .rt
-            .block_on(self.reads.store.get_v3_range(self.file, self.at..end))?;
+        let b = self.reads.rt.block_on(async {
+            self.reads
+                .store
+                .v3()?
+                .get_v3_range(self.file, self.at..end)
+                .await
+        })?;
         if b.len() as u64 != end - self.at {
-            return Err(StorageError::Permanent {
-                location: self.reads.store.location().to_string(),
-                what: self.file.path(),
-                detail: format!("asked for bytes {}..{end}, got {} bytes", self.at, b.len()),
-            });
+            return Err(StorageError::permanent(
+                self.reads.store.location().to_string(),
+                self.file.path(),
+                format!("asked for bytes {}..{end}, got {} bytes", self.at, b.len()),
+            ));
         }
         self.at = end;
         self.cur = b;
@@ -1181,7 +1187,7 @@ mod tests {
 
         async fn restore(&self) -> (PathBuf, Result<ApplyReport, ApplyError>) {
             let store = self.store();
-            let plan = plan_v3(&store.list_v3().await.unwrap(), None).unwrap();
+            let plan = plan_v3(&store.v3().unwrap().list_v3().await.unwrap(), None).unwrap();
             let out = self.dir.path().join("out.db");
             let opts = ApplyOptions {
                 parallelism: 3,
@@ -1415,7 +1421,7 @@ mod tests {
         let store: Arc<dyn ReplicaStore> = Arc::new(crate::storage::file::FileStore::new(
             dir.path().join("replica"),
         ));
-        let plan = plan_v3(&store.list_v3().await.unwrap(), None).unwrap();
+        let plan = plan_v3(&store.v3().unwrap().list_v3().await.unwrap(), None).unwrap();
         let out = dir.path().join("out.db");
         let opts = ApplyOptions {
             parallelism: 2,

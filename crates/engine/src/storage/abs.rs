@@ -8,7 +8,7 @@
 //! `If-None-Match: *` and `If-Match: <etag>`, which Azure and Azurite honour. `config` turns [`AbsOptions`] into
 //! the shared `ObjectStoreReplica` (`objstore`, which does the
 //! [`ReplicaStore`](super::ReplicaStore) calls); `error` is Azure's dialect for the shared
-//! classification of `object_store` failures into [`StorageError`] variants.
+//! classification of `object_store` failures into [`StorageError`] kinds.
 //!
 //! Does not: create the container (Litestream does not either) or retry for long (the
 //! client retries a few times within seconds; the uploader owns backoff). Litestream 0.3

@@ -20,7 +20,7 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use ltx::Level;
 
 use super::layout::v3::V3File;
-use super::{ByteStream, LtxInfo, LtxKey, ReplicaStore, StorageError};
+use super::{ByteStream, LtxInfo, LtxKey, ReplicaStore, StorageError, V3Store};
 
 /// Which faults are on; each can be changed at any time.
 #[derive(Debug, Default)]
@@ -84,15 +84,15 @@ impl FaultyStore {
         let down = self.faults.down.load(Ordering::Relaxed);
         if down || (every > 0 && n.is_multiple_of(every)) {
             self.injected.fetch_add(1, Ordering::Relaxed);
-            return Err(StorageError::Transient {
-                location: self.inner.location().to_string(),
-                what: what.to_string(),
-                detail: if down {
+            return Err(StorageError::transient(
+                self.inner.location().to_string(),
+                what.to_string(),
+                if down {
                     "injected: store down".into()
                 } else {
                     format!("injected: call {n} failed")
                 },
-            });
+            ));
         }
         Ok(())
     }
@@ -147,11 +147,11 @@ impl ReplicaStore for FaultyStore {
         }
         self.injected.fetch_add(1, Ordering::Relaxed);
         let mut left = (range.end - range.start) / 2;
-        let reset = StorageError::Transient {
-            location: self.inner.location().to_string(),
-            what: key.to_string(),
-            detail: "injected: connection reset mid-body".into(),
-        };
+        let reset = StorageError::transient(
+            self.inner.location().to_string(),
+            key.to_string(),
+            "injected: connection reset mid-body",
+        );
         let head = body
             .map_ok(move |mut b| {
                 let n = left.min(b.len() as u64) as usize;
@@ -185,23 +185,28 @@ impl ReplicaStore for FaultyStore {
         Ok(self.misreport(self.inner.list_exact_times(level).await?))
     }
 
-    async fn put_if_not_exists(&self, name: &str, data: Bytes) -> Result<(), StorageError> {
-        self.before(name).await?;
-        self.inner.put_if_not_exists(name, data).await
+    fn v3(&self) -> Result<&dyn V3Store, StorageError> {
+        self.inner.v3()?;
+        Ok(self)
     }
+}
 
+/// Litestream 0.3 reads, with the same faults. No named objects: the faults are for the
+/// replication and restore paths.
+#[async_trait]
+impl V3Store for FaultyStore {
     async fn list_v3(&self) -> Result<Vec<V3File>, StorageError> {
         self.before("listing generations").await?;
-        self.inner.list_v3().await
+        self.inner.v3()?.list_v3().await
     }
 
     async fn get_v3(&self, file: &V3File) -> Result<Bytes, StorageError> {
         self.before(&file.path()).await?;
-        self.inner.get_v3(file).await
+        self.inner.v3()?.get_v3(file).await
     }
 
     async fn get_v3_range(&self, file: &V3File, range: Range<u64>) -> Result<Bytes, StorageError> {
         self.before(&file.path()).await?;
-        self.inner.get_v3_range(file, range).await
+        self.inner.v3()?.get_v3_range(file, range).await
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Owns: mapping [`ReplicaStore`] calls onto `<root>/ltx/<level>/<min>-<max>.ltx` files,
 //! durable atomic puts (via `fsutil`), file mtime as the created timestamp, and the
-//! translation of `io::Error` into [`StorageError`] variants, and reusing the buffers of
+//! translation of `io::Error` into [`StorageError`] kinds, and reusing the buffers of
 //! large ranged reads while a reader keeps several in flight (a restore).
 //!
 //! Conditional writes, for leases: a create is a hard link of a fully written temp file
@@ -41,7 +41,7 @@ use ltx::Level;
 
 use super::layout::v3::{self, V3File};
 use super::layout::{Layout, LtxInfo, LtxKey};
-use super::{ETag, NamedObject, ReplicaStore, StorageError};
+use super::{ETag, NamedObject, NamedStore, ReplicaStore, StorageError, V3Store};
 use crate::fsutil::{self, FileMode};
 
 #[derive(Debug, Clone)]
@@ -260,14 +260,11 @@ impl FileStore {
             Some(r) => {
                 let len = f.metadata().map_err(|e| self.err(what, e))?.len();
                 if r.start > r.end || r.end > len {
-                    return Err(StorageError::Permanent {
-                        location: self.location.clone(),
-                        what: what.to_string(),
-                        detail: format!(
-                            "range {}..{} outside file of {} bytes",
-                            r.start, r.end, len
-                        ),
-                    });
+                    return Err(StorageError::permanent(
+                        self.location.clone(),
+                        what.to_string(),
+                        format!("range {}..{} outside file of {} bytes", r.start, r.end, len),
+                    ));
                 }
                 let n = (r.end - r.start) as usize;
                 f.seek(SeekFrom::Start(r.start))
@@ -350,36 +347,9 @@ impl FileStore {
         }
         Ok(())
     }
-
-    fn put_if_absent_sync(&self, name: &str, data: &[u8]) -> Result<(), StorageError> {
-        let valid = !name.is_empty()
-            && name
-                .split('/')
-                .all(|s| !s.is_empty() && s != "." && s != "..");
-        if !valid {
-            return Err(StorageError::Permanent {
-                location: self.location.clone(),
-                what: format!("{name:?}"),
-                detail: "not a relative path".into(),
-            });
-        }
-        let path = self.root.join(name);
-        if let Some(dir) = path.parent() {
-            fsutil::create_dir_all_durable(dir, self.mode())
-                .map_err(|e| self.err(format!("creating {}", dir.display()), e))?;
-        }
-        match create_new_durable(&path, data, self.mode()) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(StorageError::Precondition {
-                location: self.location.clone(),
-                what: name.into(),
-            }),
-            Err(e) => Err(self.err(name, e)),
-        }
-    }
 }
 
-/// Named objects outside the level directories (`ReplicaStore::put_name` and kin).
+/// Named objects outside the level directories (`NamedStore::put_name` and kin).
 impl FileStore {
     fn aux_path(&self, name: &str) -> Result<PathBuf, StorageError> {
         super::check_aux_name(&self.location, name)?;
@@ -415,16 +385,6 @@ impl FileStore {
     }
 }
 
-/// The tag of a named object's content: FNV-1a, 64 bits, as 16 hex digits.
-fn content_tag(data: &[u8]) -> ETag {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in data {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    ETag(format!("{h:016x}"))
-}
-
 /// Conditional writes (see the module docs).
 impl FileStore {
     fn put_ltx_if_absent_sync(
@@ -437,12 +397,12 @@ impl FileStore {
         fsutil::create_dir_all_durable(&dir, self.mode())
             .map_err(|e| self.err(format!("creating {}", dir.display()), e))?;
         self.sweep_level(key.level);
-        match create_new_durable_at(&self.path_of(key), data, Some(created), self.mode()) {
+        match fsutil::create_durable(&self.path_of(key), data, Some(created), self.mode()) {
             Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(StorageError::Precondition {
-                location: self.location.clone(),
-                what: key.to_string(),
-            }),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(StorageError::precondition(
+                self.location.clone(),
+                key.to_string(),
+            )),
             Err(e) => Err(self.err(key.to_string(), e)),
         }
     }
@@ -453,12 +413,11 @@ impl FileStore {
             fsutil::create_dir_all_durable(dir, self.mode())
                 .map_err(|e| self.err(format!("creating {}", dir.display()), e))?;
         }
-        match create_new_durable(&path, data, self.mode()) {
-            Ok(()) => Ok(content_tag(data)),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(StorageError::Precondition {
-                location: self.location.clone(),
-                what: name.into(),
-            }),
+        match fsutil::create_durable(&path, data, None, self.mode()) {
+            Ok(()) => Ok(ETag::of_content(data)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                Err(StorageError::precondition(self.location.clone(), name))
+            }
             Err(e) => Err(self.err(name, e)),
         }
     }
@@ -466,7 +425,7 @@ impl FileStore {
     fn get_name_versioned_sync(&self, name: &str) -> Result<(Bytes, ETag), StorageError> {
         let path = self.aux_path(name)?;
         let data = fs::read(&path).map_err(|e| self.err(name, e))?;
-        let tag = content_tag(&data);
+        let tag = ETag::of_content(&data);
         Ok((Bytes::from(data), tag))
     }
 
@@ -485,16 +444,13 @@ impl FileStore {
         lock.lock()
             .map_err(|e| self.err(format!("locking {}", lock_path.display()), e))?;
         let current = fs::read(&path).map_err(|e| self.err(name, e))?;
-        if &content_tag(&current) != etag {
-            return Err(StorageError::Precondition {
-                location: self.location.clone(),
-                what: name.into(),
-            });
+        if &ETag::of_content(&current) != etag {
+            return Err(StorageError::precondition(self.location.clone(), name));
         }
         fsutil::write_durable_mode(&path, data, None, self.mode())
             .map_err(|e| self.err(name, e))?;
         drop(lock);
-        Ok(content_tag(data))
+        Ok(ETag::of_content(data))
     }
 }
 
@@ -504,40 +460,6 @@ fn open_lock(path: &Path, mode: FileMode) -> io::Result<File> {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => fsutil::open_existing_for_write(path),
         r => r,
     }
-}
-
-/// Creates `path` with `data` unless it exists (`AlreadyExists`), atomically and durably:
-/// the content is written and fsynced under a temp name, then hard-linked into place, which
-/// fails rather than replaces, so no reader sees a partial file and no writer overwrites.
-fn create_new_durable(path: &Path, data: &[u8], mode: FileMode) -> io::Result<()> {
-    create_new_durable_at(path, data, None, mode)
-}
-
-/// [`create_new_durable`], setting the file's mtime to `mtime` when given.
-fn create_new_durable_at(
-    path: &Path,
-    data: &[u8],
-    mtime: Option<SystemTime>,
-    mode: FileMode,
-) -> io::Result<()> {
-    use std::io::Write;
-    let (mut f, tmp) = fsutil::create_tmp(path, mode)?;
-    let result = (|| {
-        f.write_all(data)?;
-        f.sync_all()?;
-        if let Some(t) = mtime {
-            filetime::set_file_handle_times(
-                &f,
-                None,
-                Some(filetime::FileTime::from_system_time(t)),
-            )?;
-        }
-        drop(f);
-        fs::hard_link(&tmp, path)
-    })();
-    let _ = fs::remove_file(&tmp);
-    result?;
-    fsutil::sync_parent_dir(path)
 }
 
 /// The pid in a temp file name a put of ours makes in `level`'s directory
@@ -659,12 +581,17 @@ impl ReplicaStore for FileStore {
         blocking(&self.location, move || s.delete_sync(&keys)).await
     }
 
-    async fn put_if_not_exists(&self, name: &str, data: Bytes) -> Result<(), StorageError> {
-        let s = self.clone();
-        let name = name.to_string();
-        blocking(&self.location, move || s.put_if_absent_sync(&name, &data)).await
+    fn named(&self) -> Result<&dyn NamedStore, StorageError> {
+        Ok(self)
     }
 
+    fn v3(&self) -> Result<&dyn V3Store, StorageError> {
+        Ok(self)
+    }
+}
+
+#[async_trait]
+impl NamedStore for FileStore {
     async fn put_if_absent(
         &self,
         key: &LtxKey,
@@ -732,7 +659,10 @@ impl ReplicaStore for FileStore {
         let name = name.to_string();
         blocking(&self.location, move || s.delete_name_sync(&name)).await
     }
+}
 
+#[async_trait]
+impl V3Store for FileStore {
     async fn list_v3(&self) -> Result<Vec<V3File>, StorageError> {
         let s = self.clone();
         blocking(&self.location, move || s.list_v3_sync()).await
@@ -757,11 +687,11 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, StorageError> {
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r,
-        Err(e) => Err(StorageError::Permanent {
-            location: location.to_string(),
-            what: "background I/O task".into(),
-            detail: e.to_string(),
-        }),
+        Err(e) => Err(StorageError::permanent(
+            location.to_string(),
+            "background I/O task",
+            e.to_string(),
+        )),
     }
 }
 
@@ -769,33 +699,25 @@ async fn blocking<T: Send + 'static>(
 pub(crate) fn io_to_storage(location: &str, what: String, e: io::Error) -> StorageError {
     let location = location.to_string();
     if e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT) {
-        return StorageError::NoSpace { location, what };
+        return StorageError::no_space(location, what).with_source(e);
     }
     match e.kind() {
-        io::ErrorKind::NotFound => StorageError::NotFound { location, what },
-        io::ErrorKind::PermissionDenied => StorageError::PermissionDenied {
-            location,
-            what,
-            detail: e.to_string(),
-        },
-        io::ErrorKind::Interrupted | io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
-            StorageError::Transient {
-                location,
-                what,
-                detail: e.to_string(),
-            }
+        io::ErrorKind::NotFound => StorageError::not_found(location, what),
+        io::ErrorKind::PermissionDenied => {
+            StorageError::permission_denied(location, what, e.to_string())
         }
-        _ => StorageError::Permanent {
-            location,
-            what,
-            detail: e.to_string(),
-        },
+        io::ErrorKind::Interrupted | io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
+            StorageError::transient(location, what, e.to_string())
+        }
+        _ => StorageError::permanent(location, what, e.to_string()),
     }
+    .with_source(e)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::ErrorKind;
     use ltx::TxId;
     use std::time::{Duration, UNIX_EPOCH};
 
@@ -985,7 +907,7 @@ mod tests {
         assert!(matches!(
             s.create_name("lease.json", Bytes::from_static(b"v1'"))
                 .await,
-            Err(StorageError::Precondition { .. })
+            Err(e) if e.kind() == ErrorKind::Precondition
         ));
         let (data, tag) = s.get_name_versioned("lease.json").await.unwrap();
         assert_eq!((&data[..], &tag), (&b"v1"[..], &t1));
@@ -998,7 +920,7 @@ mod tests {
         assert!(matches!(
             s.put_name_if_match("lease.json", Bytes::from_static(b"v3"), &t1)
                 .await,
-            Err(StorageError::Precondition { .. })
+            Err(e) if e.kind() == ErrorKind::Precondition
         ));
         assert_eq!(&s.get_name("lease.json", None).await.unwrap()[..], b"v2");
         assert!(s
@@ -1014,29 +936,29 @@ mod tests {
             .unwrap();
         assert!(matches!(
             s.put_if_absent(&k, Bytes::from_static(b"b"), when).await,
-            Err(StorageError::Precondition { .. })
+            Err(e) if e.kind() == ErrorKind::Precondition
         ));
         assert_eq!(&s.get(&k, None).await.unwrap()[..], b"a");
         assert_eq!(s.list(Level::L0).await.unwrap()[0].created, when);
     }
 
     #[tokio::test]
-    async fn put_if_not_exists_never_replaces() {
+    async fn conditional_create_never_replaces() {
         let d = tempfile::tempdir().unwrap();
         let s = FileStore::new(d.path());
-        s.put_if_not_exists("lock.json", Bytes::from_static(b"one"))
+        s.create_name("lock.json", Bytes::from_static(b"one"))
             .await
             .unwrap();
         let e = s
-            .put_if_not_exists("lock.json", Bytes::from_static(b"two"))
+            .create_name("lock.json", Bytes::from_static(b"two"))
             .await
             .unwrap_err();
-        assert!(matches!(e, StorageError::Precondition { .. }), "{e}");
+        assert!(matches!(e.kind(), ErrorKind::Precondition), "{e}");
         assert_eq!(fs::read(d.path().join("lock.json")).unwrap(), b"one");
-        s.put_if_not_exists("a/b.json", Bytes::from_static(b"x"))
+        s.create_name("a/b.json", Bytes::from_static(b"x"))
             .await
             .unwrap();
-        assert!(s.put_if_not_exists("../x", Bytes::new()).await.is_err());
+        assert!(s.create_name("../x", Bytes::new()).await.is_err());
         let names: Vec<_> = fs::read_dir(d.path())
             .unwrap()
             .map(|e| e.unwrap().file_name())

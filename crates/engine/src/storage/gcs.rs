@@ -9,7 +9,7 @@
 //! honours. `config` turns [`GcsOptions`] into the shared `ObjectStoreReplica`
 //! (`objstore`, which does the [`ReplicaStore`](super::ReplicaStore) calls); `error` is
 //! GCS's dialect for the shared classification of `object_store` failures into
-//! [`StorageError`] variants.
+//! [`StorageError`] kinds.
 //!
 //! Status: reads (listing, HEAD, whole and ranged gets, deletes) run against a real
 //! fake-gcs-server in the CLI's integration tests (`tests/it/gcs.rs`), which restore what

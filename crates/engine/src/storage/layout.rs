@@ -94,7 +94,7 @@ impl Layout {
     }
 }
 
-/// Whether `name` may be used for a named object ([`ReplicaStore::put_name`] and kin): a
+/// Whether `name` may be used for a named object ([`NamedStore::put_name`] and kin): a
 /// non-empty relative `/`-separated path without `.`/`..` or empty segments, control
 /// characters (NUL truncates a path in C APIs and SFTP servers) or backslashes (a
 /// separator to Windows servers), whose first
@@ -102,7 +102,7 @@ impl Layout {
 /// `generations`. Such an object can never be listed as an LTX file or a 0.3 file, so a
 /// restore running at the same time cannot pick it up.
 ///
-/// [`ReplicaStore::put_name`]: super::ReplicaStore::put_name
+/// [`NamedStore::put_name`]: super::NamedStore::put_name
 pub fn is_aux_name(name: &str) -> bool {
     // Invariant N1: named objects stay out of every listing a restore plans from.
     let mut segments = name.split('/');

@@ -13,7 +13,7 @@
 //!
 //! What counts: a request that succeeds adds to `total` (a `delete` adds one per file, as
 //! Litestream counts deletes) and, for `PUT` and `GET`, to `bytes`. A request that fails
-//! adds to `errors` under a code named after the [`StorageError`] variant; `NotFound` and
+//! adds to `errors` under a code named after the [`StorageError`] kind; `NotFound` and
 //! `Precondition` are answers the contract defines (a missing lock file, a lost race),
 //! not failures, and count in neither. Every request, whatever its outcome, is timed into
 //! a histogram with Litestream's buckets ([`DURATION_BUCKETS_SECONDS`]). `head_name` is a
@@ -34,7 +34,10 @@ use ltx::Level;
 use serde::{Deserialize, Serialize};
 
 use super::layout::v3::V3File;
-use super::{ByteStream, ETag, LtxInfo, LtxKey, NamedObject, ReplicaStore, StorageError};
+use super::{
+    ByteStream, ETag, ErrorKind, LtxInfo, LtxKey, NamedObject, NamedStore, ReplicaStore,
+    StorageError, V3Store,
+};
 
 /// A kind of storage request, named as Litestream's `operation` label names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,17 +71,17 @@ impl Operation {
 /// `litestream_replica_operation_duration_seconds` buckets.
 pub const DURATION_BUCKETS_SECONDS: [f64; 9] = [0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0];
 
-/// The `code` label values of failed requests, one per failing [`StorageError`] variant.
+/// The `code` label values of failed requests, one per failing [`StorageError`] kind.
 pub const ERROR_CODES: [&str; 4] = ["AccessDenied", "NoSpace", "Transient", "Permanent"];
 
 /// The code a failure is counted under; `None` for answers that are not failures.
 fn error_code(e: &StorageError) -> Option<usize> {
-    match e {
-        StorageError::NotFound { .. } | StorageError::Precondition { .. } => None,
-        StorageError::PermissionDenied { .. } => Some(0),
-        StorageError::NoSpace { .. } => Some(1),
-        StorageError::Transient { .. } => Some(2),
-        StorageError::Permanent { .. } => Some(3),
+    match e.kind() {
+        ErrorKind::NotFound | ErrorKind::Precondition => None,
+        ErrorKind::PermissionDenied => Some(0),
+        ErrorKind::NoSpace => Some(1),
+        ErrorKind::Transient => Some(2),
+        ErrorKind::Permanent => Some(3),
     }
 }
 
@@ -220,7 +223,7 @@ impl MeteredStore {
         let t = Instant::now();
         let r = call.await;
         self.ops.record(op, t.elapsed(), r.as_ref().map(size));
-        r
+        r.map_err(|e| e.during(op.label()))
     }
 }
 
@@ -294,35 +297,54 @@ impl ReplicaStore for MeteredStore {
             .await
     }
 
-    async fn put_if_not_exists(&self, name: &str, data: Bytes) -> Result<(), StorageError> {
+    fn named(&self) -> Result<&dyn NamedStore, StorageError> {
+        self.inner.named()?;
+        Ok(self)
+    }
+
+    fn v3(&self) -> Result<&dyn V3Store, StorageError> {
+        self.inner.v3()?;
+        Ok(self)
+    }
+}
+
+#[async_trait]
+impl NamedStore for MeteredStore {
+    async fn put_name(&self, name: &str, data: Bytes) -> Result<(), StorageError> {
         let n = data.len() as u64;
         self.timed(
             Operation::Put,
-            self.inner.put_if_not_exists(name, data),
+            async { self.inner.named()?.put_name(name, data).await },
             |_| (1, n),
         )
         .await
     }
 
-    async fn put_name(&self, name: &str, data: Bytes) -> Result<(), StorageError> {
-        let n = data.len() as u64;
-        self.timed(Operation::Put, self.inner.put_name(name, data), |_| (1, n))
-            .await
-    }
-
     async fn get_name(&self, name: &str, range: Option<Range<u64>>) -> Result<Bytes, StorageError> {
-        self.timed(Operation::Get, self.inner.get_name(name, range), read)
-            .await
+        self.timed(
+            Operation::Get,
+            async { self.inner.named()?.get_name(name, range).await },
+            read,
+        )
+        .await
     }
 
     async fn head_name(&self, name: &str) -> Result<NamedObject, StorageError> {
-        self.timed(Operation::Get, self.inner.head_name(name), one)
-            .await
+        self.timed(
+            Operation::Get,
+            async { self.inner.named()?.head_name(name).await },
+            one,
+        )
+        .await
     }
 
     async fn delete_name(&self, name: &str) -> Result<(), StorageError> {
-        self.timed(Operation::Delete, self.inner.delete_name(name), one)
-            .await
+        self.timed(
+            Operation::Delete,
+            async { self.inner.named()?.delete_name(name).await },
+            one,
+        )
+        .await
     }
 
     async fn put_if_absent(
@@ -334,7 +356,7 @@ impl ReplicaStore for MeteredStore {
         let n = data.len() as u64;
         self.timed(
             Operation::Put,
-            self.inner.put_if_absent(key, data, created),
+            async { self.inner.named()?.put_if_absent(key, data, created).await },
             |_| (1, n),
         )
         .await
@@ -342,16 +364,18 @@ impl ReplicaStore for MeteredStore {
 
     async fn create_name(&self, name: &str, data: Bytes) -> Result<ETag, StorageError> {
         let n = data.len() as u64;
-        self.timed(Operation::Put, self.inner.create_name(name, data), |_| {
-            (1, n)
-        })
+        self.timed(
+            Operation::Put,
+            async { self.inner.named()?.create_name(name, data).await },
+            |_| (1, n),
+        )
         .await
     }
 
     async fn get_name_versioned(&self, name: &str) -> Result<(Bytes, ETag), StorageError> {
         self.timed(
             Operation::Get,
-            self.inner.get_name_versioned(name),
+            async { self.inner.named()?.get_name_versioned(name).await },
             |(b, _)| (1, b.len() as u64),
         )
         .await
@@ -366,24 +390,45 @@ impl ReplicaStore for MeteredStore {
         let n = data.len() as u64;
         self.timed(
             Operation::Put,
-            self.inner.put_name_if_match(name, data, etag),
+            async {
+                self.inner
+                    .named()?
+                    .put_name_if_match(name, data, etag)
+                    .await
+            },
             |_| (1, n),
         )
         .await
     }
+}
 
+#[async_trait]
+impl V3Store for MeteredStore {
     async fn list_v3(&self) -> Result<Vec<V3File>, StorageError> {
-        self.timed(Operation::List, self.inner.list_v3(), one).await
+        self.timed(
+            Operation::List,
+            async { self.inner.v3()?.list_v3().await },
+            one,
+        )
+        .await
     }
 
     async fn get_v3(&self, file: &V3File) -> Result<Bytes, StorageError> {
-        self.timed(Operation::Get, self.inner.get_v3(file), read)
-            .await
+        self.timed(
+            Operation::Get,
+            async { self.inner.v3()?.get_v3(file).await },
+            read,
+        )
+        .await
     }
 
     async fn get_v3_range(&self, file: &V3File, range: Range<u64>) -> Result<Bytes, StorageError> {
-        self.timed(Operation::Get, self.inner.get_v3_range(file, range), read)
-            .await
+        self.timed(
+            Operation::Get,
+            async { self.inner.v3()?.get_v3_range(file, range).await },
+            read,
+        )
+        .await
     }
 }
 
@@ -405,16 +450,9 @@ mod tests {
         ops.record(Operation::Put, ms(5), Ok((1, 100)));
         ops.record(Operation::Put, ms(70), Ok((1, 50)));
         ops.record(Operation::Put, ms(90_000), Ok((1, 1)));
-        let transient = StorageError::Transient {
-            location: "s3://b".into(),
-            what: "x".into(),
-            detail: "503".into(),
-        };
+        let transient = StorageError::transient("s3://b", "x", "503");
         ops.record(Operation::Put, ms(20), Err(&transient));
-        let missing = StorageError::NotFound {
-            location: "s3://b".into(),
-            what: "lock.json".into(),
-        };
+        let missing = StorageError::not_found("s3://b", "lock.json");
         ops.record(Operation::Get, ms(1), Err(&missing));
         let f = ops.figures();
         assert_eq!(f.len(), 2, "operations never requested are absent: {f:?}");

@@ -1,11 +1,20 @@
-//! Replica storage: one narrow trait every backend implements, with semantic errors.
+//! Replica storage: narrow traits the backends implement, with semantic errors.
 //!
-//! Owns: the [`ReplicaStore`] contract, the [`StorageError`] classification (callers decide
-//! retries from the variant, never the message), and the backends: `file` (a local
-//! directory), `sftp` (a directory on an SSH server), and `s3`, `abs`, `gcs` (object
-//! stores); `metered`, the wrapper that counts and times every request per operation (for
-//! metrics); and `faulty`, a fault-injecting wrapper for reliability tests. Key spelling
-//! lives only in [`layout`]. What the backends built on
+//! Owns: the storage contract, split by what a caller needs:
+//! - [`ReplicaStore`], the core every backend implements: LTX files by level (list, ranged
+//!   get, atomic put, delete), plus [`ReplicaStore::named`] and [`ReplicaStore::v3`], which
+//!   hand out the optional parts where the backend has them;
+//! - [`NamedStore`]: objects outside the level directories, named by path (check's scratch
+//!   object, the lease), with conditional create, read-with-tag and replace-if-tag-matches,
+//!   and the fenced LTX put ([`NamedStore::put_if_absent`]);
+//! - [`V3Store`]: reading Litestream 0.3 replicas (`generations/`), read-only.
+//!
+//! Also owns the [`StorageError`] type (an [`ErrorKind`] callers decide retries from, never
+//! the message; the location, the key, the operation where known, and the cause as its
+//! `source`), and the backends: `file` (a local directory), `sftp` (a directory on an SSH
+//! server), and `s3`, `abs`, `gcs` (object stores); `metered`, the wrapper that counts and
+//! times every request per operation (for metrics); and `faulty`, a fault-injecting wrapper
+//! for reliability tests. Key spelling lives only in [`layout`]. What the backends built on
 //! `object_store` share (the calls themselves, client settings, error classification)
 //! lives in `objstore` and `objstore_error`; each such backend keeps only its own
 //! settings, client building and error dialect. Only this module talks to a backend.
@@ -22,30 +31,57 @@
 //! - `delete` of a missing key is not an error.
 //! - `list_exact_times` reports `created` exactly as `put` recorded it, even where `list`
 //!   only approximates it (S3 listings carry LastModified, not metadata).
-//! - `put_if_not_exists` creates an object atomically or fails with `Precondition`,
-//!   leaving the existing one untouched (file and sftp: a fully written temp file
-//!   hard-linked into place; object stores: a conditional PUT).
+//!
+//! And for a backend's [`NamedStore`] (every backend has one):
 //! - `put_name`, `get_name`, `head_name`, `delete_name` act on one object named by a
 //!   path relative to the root that [`layout::is_aux_name`] accepts: never inside a level
 //!   directory or `generations/`, so no listing (and so no restore) can ever see it. For
 //!   scratch objects (`check`'s round trip) and markers. `head_name` reports the
 //!   storage's own modification time (file mtime, object Last-Modified); `delete_name`
 //!   of a missing object is not an error.
+//! - `create_name` creates an object atomically or fails with `Precondition`, leaving the
+//!   existing one untouched (file and sftp: a fully written temp file hard-linked into
+//!   place; object stores: a conditional PUT).
+//! - `create_name`, `get_name_versioned`, `put_name_if_match` are a compare-and-swap on one
+//!   named object: each returns the object's [`ETag`], and `put_name_if_match` replaces it
+//!   only if its current tag is the one given, else `Precondition`. A tag names one version
+//!   of the object: a replaced object never gets a tag it had before while anyone could
+//!   hold that tag (for leases). A backend without conditional replace (sftp) answers
+//!   `Permanent`, saying so
+//!   ([`StorageError::unsupported`]).
 //! - `put_if_absent` stores an LTX file like `put` but only if no file has that key: else
 //!   `Precondition`, and the existing file is untouched (for fenced uploads under a lease).
-//! - `create_name`, `get_name_versioned`, `put_name_if_match` are a compare-and-swap on one
-//!   named object: `create_name` creates it only if absent, each returns the object's
-//!   [`ETag`], and `put_name_if_match` replaces it only if its current tag is the one given,
-//!   else `Precondition`. A tag names one version of the object: a replaced object never
-//!   gets a tag it had before while anyone could hold that tag (for leases). Backends
-//!   without conditional writes answer `Permanent`, saying so.
-//! - `list_v3` returns every snapshot and WAL segment of every Litestream 0.3 generation
-//!   (`generations/`), ignoring other names; `get_v3` returns one of them whole. Read-only:
-//!   nothing here writes that layout. Every backend but GCS has them. `get_v3_range`
-//!   returns exactly the given bytes of one of them, or `NotFound`; a range past its end
-//!   is `Permanent` (restores read large files in pieces, never whole).
+//!
+//! And for a backend's [`V3Store`] (every backend has one): `list_v3` returns every
+//! snapshot and WAL segment of every Litestream 0.3 generation (`generations/`), ignoring
+//! other names; `get_v3` returns one of them whole; `get_v3_range` returns exactly the
+//! given bytes of one of them, or `NotFound`; a range past its end is `Permanent`
+//! (restores read large files in pieces, never whole).
+//!
+//! # Adding a backend
+//!
+//! 1. A module here with the backend's settings and client, and an error dialect mapping
+//!    its failures to an [`ErrorKind`], keeping the cause as the error's source (scrubbed
+//!    of secrets first where its text can carry one, as `objstore_error` does). A backend
+//!    built on `object_store` implements only `objstore::ObjectStoreBackend` and gets all
+//!    three traits from it.
+//! 2. Implement [`ReplicaStore`]; if it can hold named objects, [`NamedStore`] and return
+//!    it from [`ReplicaStore::named`] (conditional calls it cannot do atomically answer
+//!    [`StorageError::unsupported`], never a best effort); if it can read 0.3 replicas, [`V3Store`] and
+//!    [`ReplicaStore::v3`]. Spell keys only through [`layout`].
+//! 3. Wire it in the CLI (`config` for its URL and keys, `setup::build_store`).
+//! 4. Run the conformance suite against a real server: `crates/cli/tests/it/s3.rs` has
+//!    `conformance` (the contract above, every method of the three traits, with
+//!    `ConditionalCreate` saying whether conditional creates must be atomic or refused),
+//!    `object_store_conformance` (prefixes, a missing bucket, 0.3 reads) and
+//!    `assert_created_is_header_timestamp`; the `file`, `s3` (Garage), `abs` (Azurite),
+//!    `gcs` and `sftp` (OpenSSH) modules call them
+//!    (`cargo test -p sqlite-replicate --test it sftp::`). Then `lease::` and `check::`
+//!    if it has named objects, and `v3::` for 0.3 reads. This crate's `file` unit tests
+//!    are the reference behaviour.
 
 pub mod abs;
+mod error;
 pub mod faulty;
 pub mod file;
 pub mod gcs;
@@ -62,68 +98,15 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use bytes::Bytes;
 use ltx::Level;
-use thiserror::Error;
 
 pub use layout::{Layout, LtxInfo, LtxKey};
+
+pub use error::{ErrorKind, StorageError};
 
 /// Bytes of one ranged read as they arrive ([`ReplicaStore::get_stream`]).
 pub type ByteStream = futures::stream::BoxStream<'static, Result<Bytes, StorageError>>;
 
-/// What went wrong talking to a replica, classified for retry decisions.
-#[derive(Debug, Error)]
-pub enum StorageError {
-    #[error("{location}: {what} not found")]
-    NotFound { location: String, what: String },
-    #[error("{location}: precondition failed for {what}")]
-    Precondition { location: String, what: String },
-    #[error("{location}: permission denied for {what}: {detail}")]
-    PermissionDenied {
-        location: String,
-        what: String,
-        detail: String,
-    },
-    #[error("{location}: no space left writing {what}")]
-    NoSpace { location: String, what: String },
-    /// Worth retrying: timeouts, connection resets, 5xx, throttling.
-    #[error("{location}: transient error on {what}: {detail}")]
-    Transient {
-        location: String,
-        what: String,
-        detail: String,
-    },
-    /// Retrying will not help until someone changes something.
-    #[error("{location}: {what}: {detail}")]
-    Permanent {
-        location: String,
-        what: String,
-        detail: String,
-    },
-}
-
-impl StorageError {
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, StorageError::Transient { .. })
-    }
-
-    pub fn is_not_found(&self) -> bool {
-        matches!(self, StorageError::NotFound { .. })
-    }
-
-    /// A hint for the operator, printed by the CLI beside the error.
-    pub fn hint(&self) -> Option<&'static str> {
-        match self {
-            StorageError::NotFound { .. } => Some("check the replica path, bucket and prefix"),
-            StorageError::PermissionDenied { .. } => {
-                Some("check the credentials and the permissions on the replica location")
-            }
-            StorageError::NoSpace { .. } => Some("free space on the replica's storage"),
-            StorageError::Transient { .. } => Some("check that the endpoint is reachable"),
-            _ => None,
-        }
-    }
-}
-
-/// One object outside the level directories, as [`ReplicaStore::head_name`] reports it.
+/// One object outside the level directories, as [`NamedStore::head_name`] reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NamedObject {
     pub size_bytes: u64,
@@ -137,13 +120,26 @@ pub struct NamedObject {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ETag(pub String);
 
+impl ETag {
+    /// A tag made of the content itself (64-bit FNV-1a, 16 hex digits), for backends whose
+    /// storage keeps no version tag (file, sftp): it changes whenever the content does.
+    pub fn of_content(data: &[u8]) -> ETag {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for &b in data {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        ETag(format!("{h:016x}"))
+    }
+}
+
 impl std::fmt::Display for ETag {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
     }
 }
 
-/// A replica location holding LTX files.
+/// A replica location holding LTX files: the core every backend implements.
 #[async_trait]
 pub trait ReplicaStore: Send + Sync + 'static {
     /// Where this replica lives, for logs and errors; never contains a secret.
@@ -159,6 +155,13 @@ pub trait ReplicaStore: Send + Sync + 'static {
 
     /// The files of one level, sorted by (min, max).
     async fn list(&self, level: Level) -> Result<Vec<LtxInfo>, StorageError>;
+
+    /// [`ReplicaStore::list`] with `created` exactly as `put` recorded it, for point-in-time
+    /// restores. Backends whose listing already reports it keep this default; S3 reads each
+    /// file's `litestream-timestamp` metadata (one HEAD per file, as Litestream does).
+    async fn list_exact_times(&self, level: Level) -> Result<Vec<LtxInfo>, StorageError> {
+        self.list(level).await
+    }
 
     /// The whole file, or the given byte range of it.
     async fn get(&self, key: &LtxKey, range: Option<Range<u64>>) -> Result<Bytes, StorageError>;
@@ -190,47 +193,59 @@ pub trait ReplicaStore: Send + Sync + 'static {
     /// Deletes files; missing ones are ignored.
     async fn delete(&self, keys: &[LtxKey]) -> Result<(), StorageError>;
 
-    /// [`ReplicaStore::list`] with `created` exactly as `put` recorded it, for point-in-time
-    /// restores. Backends whose listing already reports it keep this default; S3 reads each
-    /// file's `litestream-timestamp` metadata (one HEAD per file, as Litestream does).
-    async fn list_exact_times(&self, level: Level) -> Result<Vec<LtxInfo>, StorageError> {
-        self.list(level).await
+    /// The named objects of this replica (leases, check's scratch object, fenced puts), or
+    /// `Permanent` ([`StorageError::unsupported`]) where the backend has none.
+    fn named(&self) -> Result<&dyn NamedStore, StorageError> {
+        Err(StorageError::unsupported(
+            self.location(),
+            "named objects",
+            "named objects are not supported by this backend",
+        ))
     }
 
-    /// Creates `name` (a `/`-separated path under the replica root, outside the level
-    /// directories, e.g. `lock.json`) holding `data`, atomically, unless it already exists:
-    /// then `Precondition`, and the existing object is untouched. For leases.
-    async fn put_if_not_exists(&self, name: &str, data: Bytes) -> Result<(), StorageError> {
-        let _ = data;
-        Err(StorageError::Permanent {
-            location: self.location().to_string(),
-            what: name.to_string(),
-            detail: "conditional create is not supported by this backend".into(),
-        })
+    /// The Litestream 0.3 generations of this replica, or `Permanent`
+    /// ([`StorageError::unsupported`]) where the backend cannot read them.
+    fn v3(&self) -> Result<&dyn V3Store, StorageError> {
+        Err(StorageError::unsupported(
+            self.location(),
+            layout::v3::GENERATIONS_DIR,
+            "reading Litestream 0.3 generations is not supported by this backend",
+        ))
     }
+}
 
-    /// Stores `data` at `name` (see [`layout::is_aux_name`]) atomically, replacing what is
-    /// there, with no timestamp metadata: the storage records its own modification time.
-    async fn put_name(&self, name: &str, data: Bytes) -> Result<(), StorageError> {
-        let _ = data;
-        Err(unsupported(self.location(), name, "named objects"))
-    }
+/// Objects outside the level directories, named by a `/`-separated path under the replica
+/// root that [`layout::is_aux_name`] accepts (e.g. `lock.json`); see the module docs.
+#[async_trait]
+pub trait NamedStore: Send + Sync {
+    /// Stores `data` at `name` atomically, replacing what is there, with no timestamp
+    /// metadata: the storage records its own modification time.
+    async fn put_name(&self, name: &str, data: Bytes) -> Result<(), StorageError>;
 
     /// The whole object at `name`, or the given byte range of it, or `NotFound`.
-    async fn get_name(&self, name: &str, range: Option<Range<u64>>) -> Result<Bytes, StorageError> {
-        let _ = range;
-        Err(unsupported(self.location(), name, "named objects"))
-    }
+    async fn get_name(&self, name: &str, range: Option<Range<u64>>) -> Result<Bytes, StorageError>;
 
     /// Size and modification time of the object at `name`, or `NotFound`.
-    async fn head_name(&self, name: &str) -> Result<NamedObject, StorageError> {
-        Err(unsupported(self.location(), name, "named objects"))
-    }
+    async fn head_name(&self, name: &str) -> Result<NamedObject, StorageError>;
 
     /// Deletes the object at `name`; a missing one is not an error.
-    async fn delete_name(&self, name: &str) -> Result<(), StorageError> {
-        Err(unsupported(self.location(), name, "named objects"))
-    }
+    async fn delete_name(&self, name: &str) -> Result<(), StorageError>;
+
+    /// Creates `name` holding `data`, atomically, unless it exists: `Precondition` then,
+    /// and the existing object is untouched. Returns the new object's tag.
+    async fn create_name(&self, name: &str, data: Bytes) -> Result<ETag, StorageError>;
+
+    /// The whole object at `name` with its tag, or `NotFound`.
+    async fn get_name_versioned(&self, name: &str) -> Result<(Bytes, ETag), StorageError>;
+
+    /// Replaces the object at `name` with `data` only if its tag is still `etag`: else
+    /// `Precondition` (or `NotFound` where it is gone). Returns the new tag.
+    async fn put_name_if_match(
+        &self,
+        name: &str,
+        data: Bytes,
+        etag: &ETag,
+    ) -> Result<ETag, StorageError>;
 
     /// [`ReplicaStore::put`], but only if no file has `key`: else `Precondition`, and the
     /// existing file is untouched. Fenced uploads under a lease use it so that no file is
@@ -240,91 +255,27 @@ pub trait ReplicaStore: Send + Sync + 'static {
         key: &LtxKey,
         data: Bytes,
         created: SystemTime,
-    ) -> Result<(), StorageError> {
-        let _ = (data, created);
-        Err(unsupported(
-            self.location(),
-            &key.to_string(),
-            "conditional writes",
-        ))
-    }
+    ) -> Result<(), StorageError>;
+}
 
-    /// Creates `name` (see [`layout::is_aux_name`]) holding `data` unless it exists:
-    /// `Precondition` then. Returns the new object's tag.
-    async fn create_name(&self, name: &str, data: Bytes) -> Result<ETag, StorageError> {
-        let _ = data;
-        Err(unsupported(self.location(), name, "conditional writes"))
-    }
+/// Reading the replicas Litestream 0.3 wrote (`generations/<gen>/{snapshots,wal}/`).
+/// Read-only: nothing here writes that layout.
+#[async_trait]
+pub trait V3Store: Send + Sync {
+    /// Every snapshot and WAL segment of every generation under the root, in no particular
+    /// order; other names are ignored and an absent `generations/` is an empty listing.
+    async fn list_v3(&self) -> Result<Vec<layout::v3::V3File>, StorageError>;
 
-    /// The whole object at `name` with its tag, or `NotFound`.
-    async fn get_name_versioned(&self, name: &str) -> Result<(Bytes, ETag), StorageError> {
-        Err(unsupported(self.location(), name, "conditional writes"))
-    }
+    /// One whole file of a [`V3Store::list_v3`] listing, still LZ4-compressed.
+    async fn get_v3(&self, file: &layout::v3::V3File) -> Result<Bytes, StorageError>;
 
-    /// Replaces the object at `name` with `data` only if its tag is still `etag`: else
-    /// `Precondition` (or `NotFound` where it is gone). Returns the new tag.
-    async fn put_name_if_match(
-        &self,
-        name: &str,
-        data: Bytes,
-        etag: &ETag,
-    ) -> Result<ETag, StorageError> {
-        let _ = (data, etag);
-        Err(unsupported(self.location(), name, "conditional writes"))
-    }
-
-    /// Every snapshot and WAL segment of every Litestream 0.3 generation under the root
-    /// (`generations/<gen>/{snapshots,wal}/`), in no particular order; other names are
-    /// ignored and an absent `generations/` is an empty listing. For restoring replicas that
-    /// 0.3 wrote.
-    async fn list_v3(&self) -> Result<Vec<layout::v3::V3File>, StorageError> {
-        Err(StorageError::Permanent {
-            location: self.location().to_string(),
-            what: layout::v3::GENERATIONS_DIR.to_string(),
-            detail: "reading Litestream 0.3 generations is not supported by this backend".into(),
-        })
-    }
-
-    /// One whole file of a [`ReplicaStore::list_v3`] listing, still LZ4-compressed.
-    async fn get_v3(&self, file: &layout::v3::V3File) -> Result<Bytes, StorageError> {
-        Err(StorageError::Permanent {
-            location: self.location().to_string(),
-            what: file.path(),
-            detail: "reading Litestream 0.3 generations is not supported by this backend".into(),
-        })
-    }
-
-    /// Bytes `range` of one file of a [`ReplicaStore::list_v3`] listing, still compressed:
-    /// restores read a file in pieces so memory does not follow its size. By default the
-    /// whole file, sliced (a backend that cannot read ranges).
+    /// Bytes `range` of one file of a [`V3Store::list_v3`] listing, still compressed:
+    /// restores read a file in pieces so memory does not follow its size.
     async fn get_v3_range(
         &self,
         file: &layout::v3::V3File,
         range: Range<u64>,
-    ) -> Result<Bytes, StorageError> {
-        let b = self.get_v3(file).await?;
-        if range.start > range.end || range.end > b.len() as u64 {
-            return Err(StorageError::Permanent {
-                location: self.location().to_string(),
-                what: file.path(),
-                detail: format!(
-                    "range {}..{} outside file of {} bytes",
-                    range.start,
-                    range.end,
-                    b.len()
-                ),
-            });
-        }
-        Ok(b.slice(range.start as usize..range.end as usize))
-    }
-}
-
-fn unsupported(location: &str, what: &str, feature: &str) -> StorageError {
-    StorageError::Permanent {
-        location: location.to_string(),
-        what: what.to_string(),
-        detail: format!("{feature} are not supported by this backend"),
-    }
+    ) -> Result<Bytes, StorageError>;
 }
 
 /// `Permanent` unless `name` is a name [`layout::is_aux_name`] accepts.
@@ -332,9 +283,9 @@ pub(crate) fn check_aux_name(location: &str, name: &str) -> Result<(), StorageEr
     if layout::is_aux_name(name) {
         return Ok(());
     }
-    Err(StorageError::Permanent {
-        location: location.to_string(),
-        what: format!("{name:?}"),
-        detail: "not a relative path outside the level directories and generations/".into(),
-    })
+    Err(StorageError::permanent(
+        location,
+        format!("{name:?}"),
+        "not a relative path outside the level directories and generations/",
+    ))
 }

@@ -38,7 +38,7 @@ use object_store::{
 use super::layout::v3::{self, V3File};
 use super::layout::{Layout, LtxInfo, LtxKey};
 use super::objstore_error::{classify, Dialect};
-use super::{ByteStream, ETag, NamedObject, ReplicaStore, StorageError};
+use super::{ByteStream, ETag, NamedObject, NamedStore, ReplicaStore, StorageError, V3Store};
 
 /// HEAD requests in flight while reading exact timestamps.
 const HEAD_CONCURRENCY: usize = 16;
@@ -124,11 +124,11 @@ impl ObjectStoreReplica {
         {
             return Ok(());
         }
-        Err(StorageError::Permanent {
-            location: self.location.clone(),
-            what: format!("{rel:?}"),
-            detail: format!("not a relative {} path", self.dialect.object_noun),
-        })
+        Err(StorageError::permanent(
+            self.location.clone(),
+            format!("{rel:?}"),
+            format!("not a relative {} path", self.dialect.object_noun),
+        ))
     }
 
     /// Stores `data` at `rel` (relative to the prefix, outside the level directories),
@@ -231,16 +231,15 @@ impl ObjectStoreReplica {
     /// A failed listing of `dir`. A listing finds no object to miss: `NotFound` means the
     /// bucket or container is missing (or the endpoint is not the service).
     fn list_err(&self, dir: &Path, e: object_store::Error) -> StorageError {
-        match self.err(format!("listing {dir}/"), e) {
-            StorageError::NotFound { location, .. } => StorageError::NotFound {
-                location,
-                what: format!("{} {:?}", self.dialect.container_noun, self.container),
-            },
-            other => other,
+        let e = self.err(format!("listing {dir}/"), e);
+        if !e.is_not_found() {
+            return e;
         }
+        let what = format!("{} {:?}", self.dialect.container_noun, self.container);
+        StorageError::not_found(e.location(), what)
     }
 
-    /// [`ReplicaStore::list_v3`]: one recursive listing of `generations/` under the prefix
+    /// [`V3Store::list_v3`]: one recursive listing of `generations/` under the prefix
     /// (0.3 wrote the same paths under an S3 prefix as under a file root); `modified` is
     /// each object's LastModified, which 0.3 also compares to pick a generation.
     pub async fn list_v3(&self) -> Result<Vec<V3File>, StorageError> {
@@ -273,7 +272,7 @@ impl ObjectStoreReplica {
         Ok(out)
     }
 
-    /// [`ReplicaStore::get_v3_range`]: one range of the object.
+    /// [`V3Store::get_v3_range`]: one range of the object.
     pub async fn get_v3_range(
         &self,
         file: &V3File,
@@ -283,7 +282,7 @@ impl ObjectStoreReplica {
         self.get_path(&self.path(&rel), rel, Some(range)).await
     }
 
-    /// [`ReplicaStore::get_v3`]: the whole object.
+    /// [`V3Store::get_v3`]: the whole object.
     pub async fn get_v3(&self, file: &V3File) -> Result<Bytes, StorageError> {
         let rel = file.path();
         let result = self
@@ -294,11 +293,11 @@ impl ObjectStoreReplica {
         let size = result.meta.size;
         let data = result.bytes().await.map_err(|e| self.err(&rel, e))?;
         if data.len() as u64 != size {
-            return Err(StorageError::Transient {
-                location: self.location.clone(),
-                what: rel,
-                detail: format!("short read: {} of {size} bytes", data.len()),
-            });
+            return Err(StorageError::transient(
+                self.location.clone(),
+                rel,
+                format!("short read: {} of {size} bytes", data.len()),
+            ));
         }
         Ok(data)
     }
@@ -373,11 +372,11 @@ impl ObjectStoreReplica {
         let data = result.bytes().await.map_err(|e| self.err(&what, e))?;
         let want = range.as_ref().map_or(size, |r| r.end - r.start);
         if data.len() as u64 != want {
-            return Err(StorageError::Transient {
-                location: self.location.clone(),
+            return Err(StorageError::transient(
+                self.location.clone(),
                 what,
-                detail: format!("short read: {} of {want} bytes", data.len()),
-            });
+                format!("short read: {} of {want} bytes", data.len()),
+            ));
         }
         Ok(data)
     }
@@ -390,13 +389,15 @@ impl ObjectStoreReplica {
         what: &str,
         range: Option<Range<u64>>,
     ) -> Result<Option<GetResult>, StorageError> {
-        let out_of_range = |r: &Range<u64>, size: u64| StorageError::Permanent {
-            location: self.location.clone(),
-            what: what.to_string(),
-            detail: format!(
-                "range {}..{} outside {} of {size} bytes",
-                r.start, r.end, self.dialect.object_noun
-            ),
+        let out_of_range = |r: &Range<u64>, size: u64| {
+            StorageError::permanent(
+                self.location.clone(),
+                what.to_string(),
+                format!(
+                    "range {}..{} outside {} of {size} bytes",
+                    r.start, r.end, self.dialect.object_noun
+                ),
+            )
         };
         // A HEAD checks the object and the bounds where the GET cannot.
         let headed = match &range {
@@ -469,7 +470,7 @@ impl ObjectStoreReplica {
         r.map_err(|e| self.err(key.to_string(), e))
     }
 
-    /// [`ReplicaStore::put_if_absent`]: one PUT with `If-None-Match: *`, whatever the size
+    /// [`NamedStore::put_if_absent`]: one PUT with `If-None-Match: *`, whatever the size
     /// (a conditional multipart upload is not portable), `created` in the metadata.
     pub async fn put_ltx_if_absent(
         &self,
@@ -495,14 +496,16 @@ impl ObjectStoreReplica {
     }
 
     fn tag_of(&self, name: &str, e_tag: Option<String>) -> Result<ETag, StorageError> {
-        e_tag.map(ETag).ok_or_else(|| StorageError::Permanent {
-            location: self.location.clone(),
-            what: name.to_string(),
-            detail: "the server returned no ETag, so compare-and-swap is impossible".into(),
+        e_tag.map(ETag).ok_or_else(|| {
+            StorageError::permanent(
+                self.location.clone(),
+                name.to_string(),
+                "the server returned no ETag, so compare-and-swap is impossible",
+            )
         })
     }
 
-    /// [`ReplicaStore::create_name`]: `If-None-Match: *`.
+    /// [`NamedStore::create_name`]: `If-None-Match: *`.
     pub async fn create_name(&self, name: &str, data: Bytes) -> Result<ETag, StorageError> {
         super::check_aux_name(&self.location, name)?;
         let opts = PutOptions {
@@ -518,7 +521,7 @@ impl ObjectStoreReplica {
         self.tag_of(name, r.e_tag)
     }
 
-    /// [`ReplicaStore::get_name_versioned`].
+    /// [`NamedStore::get_name_versioned`].
     pub async fn get_name_versioned(&self, name: &str) -> Result<(Bytes, ETag), StorageError> {
         super::check_aux_name(&self.location, name)?;
         let result = self
@@ -531,7 +534,7 @@ impl ObjectStoreReplica {
         Ok((data, tag))
     }
 
-    /// [`ReplicaStore::put_name_if_match`]: `If-Match: <etag>`.
+    /// [`NamedStore::put_name_if_match`]: `If-Match: <etag>`.
     pub async fn put_name_if_match(
         &self,
         name: &str,
@@ -555,13 +558,13 @@ impl ObjectStoreReplica {
         self.tag_of(name, r.e_tag)
     }
 
-    /// [`ReplicaStore::put_name`].
+    /// [`NamedStore::put_name`].
     pub async fn put_name(&self, name: &str, data: Bytes) -> Result<(), StorageError> {
         super::check_aux_name(&self.location, name)?;
         self.put_at(name, data, PutMode::Overwrite).await
     }
 
-    /// [`ReplicaStore::get_name`].
+    /// [`NamedStore::get_name`].
     pub async fn get_name(
         &self,
         name: &str,
@@ -572,7 +575,7 @@ impl ObjectStoreReplica {
             .await
     }
 
-    /// [`ReplicaStore::head_name`]: the object's Last-Modified, as the server set it.
+    /// [`NamedStore::head_name`]: the object's Last-Modified, as the server set it.
     pub async fn head_name(&self, name: &str) -> Result<NamedObject, StorageError> {
         super::check_aux_name(&self.location, name)?;
         let head = GetOptions {
@@ -591,7 +594,7 @@ impl ObjectStoreReplica {
         })
     }
 
-    /// [`ReplicaStore::delete_name`]: a missing object is not an error.
+    /// [`NamedStore::delete_name`]: a missing object is not an error.
     pub async fn delete_name(&self, name: &str) -> Result<(), StorageError> {
         super::check_aux_name(&self.location, name)?;
         match object_store::ObjectStoreExt::delete(self.store.as_ref(), &self.path(name)).await {
@@ -791,17 +794,11 @@ pub fn parse_timestamp(s: &str) -> Option<SystemTime> {
         .map(SystemTime::from)
 }
 
-/// A backend built on [`ObjectStoreReplica`]: it gets [`ReplicaStore`] from it, and may
-/// replace the conditional create.
+/// A backend built on [`ObjectStoreReplica`]: it gets [`ReplicaStore`], [`NamedStore`] and
+/// [`V3Store`] from it, and may refuse conditional writes its server does not honour.
 #[async_trait]
 pub trait ObjectStoreBackend: Send + Sync + 'static {
     fn replica(&self) -> &ObjectStoreReplica;
-
-    /// [`ReplicaStore::put_if_not_exists`]; by default trusts the server to honour
-    /// `If-None-Match: *`.
-    async fn put_if_not_exists(&self, name: &str, data: Bytes) -> Result<(), StorageError> {
-        self.replica().create_object(name, data).await
-    }
 
     /// `Ok` when the server honours conditional writes (`If-None-Match`, `If-Match`);
     /// else `Permanent`, naming `what`. By default trusts the server.
@@ -871,10 +868,19 @@ impl<T: ObjectStoreBackend> ReplicaStore for T {
         self.replica().list_exact_times(level).await
     }
 
-    async fn put_if_not_exists(&self, name: &str, data: Bytes) -> Result<(), StorageError> {
-        ObjectStoreBackend::put_if_not_exists(self, name, data).await
+    fn named(&self) -> Result<&dyn NamedStore, StorageError> {
+        Ok(self)
     }
 
+    fn v3(&self) -> Result<&dyn V3Store, StorageError> {
+        Ok(self)
+    }
+}
+
+/// Named objects; the conditional calls ask the backend first whether its server honours
+/// conditional writes.
+#[async_trait]
+impl<T: ObjectStoreBackend> NamedStore for T {
     async fn put_name(&self, name: &str, data: Bytes) -> Result<(), StorageError> {
         self.replica().put_name(name, data).await
     }
@@ -921,7 +927,10 @@ impl<T: ObjectStoreBackend> ReplicaStore for T {
     async fn delete_name(&self, name: &str) -> Result<(), StorageError> {
         self.replica().delete_name(name).await
     }
+}
 
+#[async_trait]
+impl<T: ObjectStoreBackend> V3Store for T {
     async fn list_v3(&self) -> Result<Vec<V3File>, StorageError> {
         self.replica().list_v3().await
     }

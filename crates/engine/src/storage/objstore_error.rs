@@ -1,5 +1,5 @@
 //! The edge shared by the backends built on `object_store` (S3, ABS): one failure becomes
-//! one [`StorageError`] variant.
+//! one [`StorageError`] kind.
 //!
 //! Owns: the classification itself ([`classify`]: no response at all → transient or TLS;
 //! `object_store`'s own kinds; then the service's error code and HTTP status), scrubbing
@@ -79,7 +79,7 @@ impl Reply {
     }
 }
 
-/// The edge: one `object_store` failure → one [`StorageError`] variant. `container` is the
+/// The edge: one `object_store` failure → one [`StorageError`] kind. `container` is the
 /// bucket or container name; `secrets` are scrubbed from every detail.
 pub(crate) fn classify(
     d: &Dialect,
@@ -99,11 +99,11 @@ pub(crate) fn classify(
         let detail = clean(&chain_text(h));
         let lower = detail.to_ascii_lowercase();
         if d.tls_words.iter().any(|w| lower.contains(w)) {
-            return StorageError::Permanent {
+            return StorageError::permanent(
                 location,
                 what,
-                detail: format!("TLS failure: {detail} ({})", d.tls_hint),
-            };
+                format!("TLS failure: {detail} ({})", d.tls_hint),
+            );
         }
         let detail = match h.kind() {
             HttpErrorKind::Connect => format!("cannot connect to the endpoint: {detail}"),
@@ -115,16 +115,8 @@ pub(crate) fn classify(
             | HttpErrorKind::Request
             | HttpErrorKind::Timeout
             | HttpErrorKind::Interrupted
-            | HttpErrorKind::Decode => StorageError::Transient {
-                location,
-                what,
-                detail,
-            },
-            _ => StorageError::Permanent {
-                location,
-                what,
-                detail,
-            },
+            | HttpErrorKind::Decode => StorageError::transient(location, what, detail),
+            _ => StorageError::permanent(location, what, detail),
         };
     }
 
@@ -136,28 +128,23 @@ pub(crate) fn classify(
         clean(&reply.description)
     };
     if !code.is_empty() && code == d.missing_container_code {
-        return StorageError::NotFound {
-            location,
-            what: format!("{} {container:?}", d.container_noun),
-        };
+        return StorageError::not_found(location, format!("{} {container:?}", d.container_noun));
     }
-    let denied = |detail: String| StorageError::PermissionDenied {
-        location: location.clone(),
-        what: what.clone(),
-        detail: format!("{detail}; {}", d.credentials_hint),
+    let denied = |detail: String| {
+        StorageError::permission_denied(
+            location.clone(),
+            what.clone(),
+            format!("{detail}; {}", d.credentials_hint),
+        )
     };
     match e {
-        E::NotFound { .. } => return StorageError::NotFound { location, what },
+        E::NotFound { .. } => return StorageError::not_found(location, what),
         E::Precondition { .. } | E::AlreadyExists { .. } => {
-            return StorageError::Precondition { location, what }
+            return StorageError::precondition(location, what)
         }
         E::PermissionDenied { .. } | E::Unauthenticated { .. } => return denied(detail),
         E::NotSupported { .. } | E::NotImplemented { .. } => {
-            return StorageError::Permanent {
-                location,
-                what,
-                detail: clean(&text),
-            };
+            return StorageError::permanent(location, what, clean(&text));
         }
         _ => {}
     }
@@ -168,21 +155,13 @@ pub(crate) fn classify(
     if d.transient_codes.contains(&code)
         || matches!(reply.status, Some(408 | 429 | 500..=599)) && !no_space
     {
-        return StorageError::Transient {
-            location,
-            what,
-            detail,
-        };
+        return StorageError::transient(location, what, detail);
     }
     match reply.status {
-        _ if no_space => StorageError::NoSpace { location, what },
-        Some(404) => StorageError::NotFound { location, what },
-        Some(409 | 412) => StorageError::Precondition { location, what },
-        _ => StorageError::Permanent {
-            location,
-            what,
-            detail,
-        },
+        _ if no_space => StorageError::no_space(location, what),
+        Some(404) => StorageError::not_found(location, what),
+        Some(409 | 412) => StorageError::precondition(location, what),
+        _ => StorageError::permanent(location, what, detail),
     }
 }
 

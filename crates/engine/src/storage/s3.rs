@@ -7,7 +7,7 @@
 //! ignore `If-None-Match`. `config` turns [`S3Options`] into the shared
 //! `ObjectStoreReplica` (`objstore`, which does the [`ReplicaStore`](super::ReplicaStore)
 //! calls); `error` is S3's dialect for the shared classification of `object_store`
-//! failures into [`StorageError`] variants, so callers decide retries from the variant
+//! failures into [`StorageError`] kinds, so callers decide retries from the kind
 //! alone.
 //!
 //! `Content-MD5` goes on DeleteObjects only (S3 requires it there), as with Litestream's
@@ -81,25 +81,6 @@ impl S3Store {
         self.replica.put_object(key_path, data).await
     }
 
-    /// Creates `key_path` (relative to the prefix) unless an object is there already:
-    /// `Precondition` then, and the existing object is untouched (`If-None-Match: *`).
-    ///
-    /// Servers that ignore `If-None-Match` on PUT (Garage 2.x) would silently overwrite, so
-    /// the first call probes for support and, without it, every call fails `Permanent`.
-    pub async fn put_if_absent(&self, key_path: &str, data: Bytes) -> Result<(), StorageError> {
-        self.replica.check_relative(key_path)?;
-        if !self.supports_conditional_put().await? {
-            return Err(StorageError::Permanent {
-                location: self.replica.location.clone(),
-                what: key_path.to_string(),
-                detail: "this S3 server ignores conditional writes (If-None-Match on PUT), so an atomic \
-                         create-if-absent is impossible here (AWS S3, MinIO, R2 and Tigris support it)"
-                    .into(),
-            });
-        }
-        self.replica.create_object(key_path, data).await
-    }
-
     /// Whether the server honours `If-None-Match: *` on PUT: creates a probe object twice
     /// and expects the second create to fail. Asked once per store.
     async fn supports_conditional_put(&self) -> Result<bool, StorageError> {
@@ -141,23 +122,16 @@ impl ObjectStoreBackend for S3Store {
         &self.replica
     }
 
-    async fn put_if_not_exists(&self, name: &str, data: Bytes) -> Result<(), StorageError> {
-        self.put_if_absent(name, data).await
-    }
-
-    /// Leases need `If-None-Match` and `If-Match`; a server that ignores the first (Garage
-    /// 2.x) cannot hold one.
+    /// Conditional creates and leases need `If-None-Match` and `If-Match`; a server that
+    /// ignores the first (Garage 2.x) would silently overwrite, so the first call probes for
+    /// support and, without it, every conditional call fails `Permanent`.
     async fn check_conditional(&self, what: &str) -> Result<(), StorageError> {
         if self.supports_conditional_put().await? {
             return Ok(());
         }
-        Err(StorageError::Permanent {
-            location: self.replica.location.clone(),
-            what: what.to_string(),
-            detail: "this S3 server ignores conditional writes (If-None-Match / If-Match on PUT), \
-                     so a lease cannot be held here safely (AWS S3, MinIO, R2 and Tigris support them)"
-                .into(),
-        })
+        Err(StorageError::permanent(self.replica.location.clone(), what.to_string(), "this S3 server ignores conditional writes (If-None-Match / If-Match on PUT), \
+                     so neither an atomic create-if-absent nor a lease is possible here (AWS S3, MinIO, R2 and Tigris support them)"
+                ))
     }
 }
 

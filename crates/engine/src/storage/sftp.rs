@@ -10,7 +10,7 @@
 //! dropped when it breaks and made again on the next call (idempotent calls retry once at
 //! once when a reused connection turns out dead); reading Litestream 0.3's `generations/`.
 //! `config` holds [`SftpOptions`], `conn` makes and checks a connection (host key, login),
-//! `error` classifies failures into [`StorageError`] variants.
+//! `error` classifies failures into [`StorageError`] kinds.
 //!
 //! Timestamps: SFTP v3 carries mtime in whole seconds, so `list` reports `created`
 //! truncated to the second (as Litestream's sftp replicas do). `list_exact_times` reads
@@ -43,7 +43,7 @@ use russh_sftp::protocol::{FileAttributes, OpenFlags, StatusCode};
 
 use super::layout::v3::{self, V3File};
 use super::layout::{Layout, LtxInfo, LtxKey};
-use super::{NamedObject, ReplicaStore, StorageError};
+use super::{ETag, NamedObject, NamedStore, ReplicaStore, StorageError, V3Store};
 use config::ExpectedHostKey;
 pub use config::{split_host_port, SftpOptions, DEFAULT_PORT};
 use conn::Conn;
@@ -171,26 +171,11 @@ impl SftpStore {
     }
 
     fn transient(&self, what: &str, detail: String) -> Failure {
-        Failure::Storage(StorageError::Transient {
-            location: self.location.clone(),
-            what: what.to_string(),
+        Failure::Storage(StorageError::transient(
+            self.location.clone(),
+            what.to_string(),
             detail,
-        })
-    }
-
-    fn check_relative(&self, rel: &str) -> Result<(), StorageError> {
-        if !rel.is_empty()
-            && rel
-                .split('/')
-                .all(|s| !s.is_empty() && s != "." && s != "..")
-        {
-            return Ok(());
-        }
-        Err(StorageError::Permanent {
-            location: self.location.clone(),
-            what: format!("{rel:?}"),
-            detail: "not a relative path".into(),
-        })
+        ))
     }
 }
 
@@ -423,7 +408,7 @@ impl SftpStore {
     /// still fits, and says `NoSpace` when it does not.
     async fn no_space_or(&self, c: &Conn, f: Failure, len: usize, what: &str) -> Failure {
         let io_failure = f.is_status(StatusCode::Failure)
-            || matches!(&f, Failure::Lost(m) if m.contains("Failure"));
+            || f.lost_message().is_some_and(|m| m.contains("Failure"));
         if !io_failure || !c.ext.statvfs {
             return f;
         }
@@ -434,10 +419,10 @@ impl SftpStore {
         };
         match c.sftp.statvfs(dir).await {
             Ok(v) if v.blocks_avail.saturating_mul(v.fragment_size.max(1)) < len as u64 => {
-                Failure::Storage(StorageError::NoSpace {
-                    location: self.location.clone(),
-                    what: what.to_string(),
-                })
+                Failure::Storage(StorageError::no_space(
+                    self.location.clone(),
+                    what.to_string(),
+                ))
             }
             _ => f,
         }
@@ -485,10 +470,10 @@ impl SftpStore {
             Err(e) if e.is_status(StatusCode::Failure) => {
                 // OpenSSH answers EEXIST with the generic failure: look.
                 match c.sftp.stat(path.as_str()).await {
-                    Ok(_) => Err(Failure::Storage(StorageError::Precondition {
-                        location: self.location.clone(),
-                        what: rel.to_string(),
-                    })),
+                    Ok(_) => Err(Failure::Storage(StorageError::precondition(
+                        self.location.clone(),
+                        rel.to_string(),
+                    ))),
                     Err(_) => Err(e),
                 }
             }
@@ -685,13 +670,52 @@ impl ReplicaStore for SftpStore {
         .await
     }
 
-    async fn put_if_not_exists(&self, name: &str, data: Bytes) -> Result<(), StorageError> {
-        self.check_relative(name)?;
+    fn named(&self) -> Result<&dyn NamedStore, StorageError> {
+        Ok(self)
+    }
+
+    fn v3(&self) -> Result<&dyn V3Store, StorageError> {
+        Ok(self)
+    }
+}
+
+/// Named objects: written like LTX files (temp file, rename); a conditional create is a
+/// hard link of the temp file. No conditional replace: SFTP has no lock to make
+/// read-compare-replace atomic, so what needs one (leases, fenced puts) is refused.
+#[async_trait]
+impl NamedStore for SftpStore {
+    async fn create_name(&self, name: &str, data: Bytes) -> Result<ETag, StorageError> {
+        super::check_aux_name(&self.location, name)?;
         self.run(name, Retry::Once, |c| {
             let data = data.clone();
             async move { self.create_on(&c, name, &data).await }
         })
-        .await
+        .await?;
+        Ok(ETag::of_content(&data))
+    }
+
+    async fn get_name_versioned(&self, name: &str) -> Result<(Bytes, ETag), StorageError> {
+        Err(no_conditional_replace(&self.location, name))
+    }
+
+    async fn put_name_if_match(
+        &self,
+        name: &str,
+        data: Bytes,
+        etag: &ETag,
+    ) -> Result<ETag, StorageError> {
+        let _ = (data, etag);
+        Err(no_conditional_replace(&self.location, name))
+    }
+
+    async fn put_if_absent(
+        &self,
+        key: &LtxKey,
+        data: Bytes,
+        created: SystemTime,
+    ) -> Result<(), StorageError> {
+        let _ = (data, created);
+        Err(no_conditional_replace(&self.location, &key.to_string()))
     }
 
     async fn put_name(&self, name: &str, data: Bytes) -> Result<(), StorageError> {
@@ -755,7 +779,10 @@ impl ReplicaStore for SftpStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl V3Store for SftpStore {
     async fn list_v3(&self) -> Result<Vec<V3File>, StorageError> {
         let what = format!("listing {}/", v3::GENERATIONS_DIR);
         self.run(&what, Retry::Idempotent, |c| async move {
@@ -785,6 +812,15 @@ impl ReplicaStore for SftpStore {
         })
         .await
     }
+}
+
+/// The answer to a compare-and-swap on SFTP.
+fn no_conditional_replace(location: &str, what: &str) -> StorageError {
+    StorageError::unsupported(
+        location,
+        what,
+        "conditional writes are not supported by this backend",
+    )
 }
 
 #[cfg(test)]
@@ -817,10 +853,11 @@ mod tests {
 
     #[test]
     fn relative_names_only() {
+        use crate::storage::check_aux_name;
         let s = store("/srv");
         for bad in ["", "../x", "a//b", "/abs", "a/./b"] {
-            assert!(s.check_relative(bad).is_err(), "{bad}");
+            assert!(check_aux_name(&s.location, bad).is_err(), "{bad}");
         }
-        s.check_relative("a/lock.json").unwrap();
+        check_aux_name(&s.location, "a/lock.json").unwrap();
     }
 }

@@ -69,11 +69,8 @@ pub(super) fn build(opts: AbsOptions) -> Result<ObjectStoreReplica, StorageError
         None => format!("https://{}.blob.core.windows.net", opts.account_name),
     };
     let location = format!("abs://{}/{} ({shown_endpoint})", opts.container, prefix_str);
-    let bad = |detail: String| StorageError::Permanent {
-        location: location.clone(),
-        what: "replica configuration".into(),
-        detail,
-    };
+    let bad =
+        |detail: String| StorageError::permanent(location.clone(), "replica configuration", detail);
 
     if opts.account_name.is_empty() {
         return Err(bad("no account-name given".into()));

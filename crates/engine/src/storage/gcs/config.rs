@@ -63,11 +63,8 @@ pub(super) fn build(opts: GcsOptions) -> Result<ObjectStoreReplica, StorageError
         Some(e) => format!("gs://{}/{prefix_str} ({e})", opts.bucket),
         None => format!("gs://{}/{prefix_str}", opts.bucket),
     };
-    let bad = |detail: String| StorageError::Permanent {
-        location: location.clone(),
-        what: "replica configuration".into(),
-        detail,
-    };
+    let bad =
+        |detail: String| StorageError::permanent(location.clone(), "replica configuration", detail);
     if opts.bucket.is_empty() {
         return Err(bad("no bucket given".into()));
     }
@@ -133,6 +130,7 @@ pub(super) fn build(opts: GcsOptions) -> Result<ObjectStoreReplica, StorageError
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::ErrorKind;
 
     fn base() -> GcsOptions {
         GcsOptions {
@@ -205,7 +203,7 @@ mod tests {
         })
         .unwrap_err();
         assert!(
-            matches!(&e, StorageError::Permanent { detail, .. } if detail.starts_with("credentials")),
+            e.kind() == ErrorKind::Permanent && e.detail().starts_with("credentials"),
             "{e}"
         );
     }

@@ -121,11 +121,8 @@ pub(super) fn build(
         ),
         None => format!("s3://{}/{}", opts.bucket, prefix_str),
     };
-    let bad = |detail: String| StorageError::Permanent {
-        location: location.clone(),
-        what: "replica configuration".into(),
-        detail,
-    };
+    let bad =
+        |detail: String| StorageError::permanent(location.clone(), "replica configuration", detail);
 
     if opts.bucket.is_empty() {
         return Err(bad("no bucket given".into()));
@@ -139,29 +136,7 @@ pub(super) fn build(
     }
     let concurrency = opts.concurrency.unwrap_or(DEFAULT_CONCURRENCY).max(1);
 
-    let mut b = AmazonS3Builder::new().with_bucket_name(&opts.bucket);
-    let mut allow_http = false;
-    match &endpoint {
-        Some(e) => {
-            allow_http = e.starts_with("http://");
-            if !e.starts_with("http://") && !e.starts_with("https://") {
-                return Err(bad(format!(
-                    "endpoint {:?} needs http:// or https://",
-                    display_endpoint(e)
-                )));
-            }
-            if opts.force_path_style {
-                b = b.with_endpoint(e).with_virtual_hosted_style_request(false);
-            } else {
-                // The client takes a virtual-hosted endpoint with the bucket already in
-                // the host, as AWS SDKs build it.
-                b = b
-                    .with_endpoint(bucket_in_host(e, &opts.bucket))
-                    .with_virtual_hosted_style_request(true);
-            }
-        }
-        None => b = b.with_virtual_hosted_style_request(!opts.force_path_style),
-    }
+    let (mut b, allow_http) = addressing(&opts, endpoint.as_deref()).map_err(bad)?;
     let region = opts
         .region
         .clone()
@@ -179,81 +154,9 @@ pub(super) fn build(
     let mut secrets = Vec::new();
     // What travels with each request, for the plain-HTTP warning.
     let mut sent: Vec<&str> = Vec::new();
-    let (key_id, secret, token) = match (&opts.access_key_id, &opts.secret_access_key) {
-        (Some(k), Some(s)) => (Some(k.clone()), Some(s.clone()), None),
-        (None, None) => match (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
-            (Some(k), Some(s)) => (Some(k), Some(s), env("AWS_SESSION_TOKEN")),
-            _ => (
-                env("LITESTREAM_ACCESS_KEY_ID"),
-                env("LITESTREAM_SECRET_ACCESS_KEY"),
-                None,
-            ),
-        },
-        (Some(_), None) => {
-            return Err(bad(
-                "access-key-id is given without secret-access-key".into()
-            ))
-        }
-        (None, Some(_)) => {
-            return Err(bad(
-                "secret-access-key is given without access-key-id".into()
-            ))
-        }
-    };
-    match (key_id, secret) {
-        (Some(k), Some(s)) => {
-            secrets.push(s.clone());
-            sent.push("the access key id with signed (replayable) requests");
-            b = b.with_access_key_id(k).with_secret_access_key(s);
-            if let Some(t) = token {
-                secrets.push(t.clone());
-                sent.push("the session token");
-                b = b.with_token(t);
-            }
-        }
-        (None, None) => {
-            let mut chain = false;
-            for name in CREDENTIAL_CHAIN_ENV {
-                if let (Some(v), Ok(key)) = (
-                    env(name),
-                    name.to_ascii_lowercase().parse::<AmazonS3ConfigKey>(),
-                ) {
-                    chain = true;
-                    b = b.with_config(key, v);
-                }
-            }
-            // Without keys the client would fall back to the EC2 instance metadata
-            // service, which a custom endpoint almost never goes with: say so now
-            // rather than after its timeouts.
-            if endpoint.is_some() && !chain {
-                return Err(bad("no credentials: set access-key-id and secret-access-key (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)".into()));
-            }
-            sent.push("temporary credentials (session token)");
-        }
-        _ => {
-            return Err(bad(
-                "LITESTREAM_ACCESS_KEY_ID and LITESTREAM_SECRET_ACCESS_KEY must be set together"
-                    .into(),
-            ))
-        }
-    }
+    b = credentials(b, &opts, endpoint.is_some(), env, &mut secrets, &mut sent).map_err(bad)?;
 
-    match (&opts.sse_kms_key_id, &opts.sse_customer_key) {
-        (Some(_), Some(_)) => {
-            return Err(bad(
-                "sse-kms-key-id and an SSE-C key cannot be used together".into(),
-            ))
-        }
-        (Some(kms), None) => b = b.with_sse_kms_encryption(kms),
-        (None, Some(key)) => {
-            let key = sse_customer_key_base64(key.as_bytes()).map_err(bad)?;
-            secrets.push(key.clone());
-            secrets.push(opts.sse_customer_key.clone().unwrap_or_default());
-            sent.push("the SSE-C encryption key");
-            b = b.with_ssec_encryption(key);
-        }
-        (None, None) => {}
-    }
+    b = encryption(b, &opts, &mut secrets, &mut sent).map_err(bad)?;
     if opts.require_content_md5 == Some(false) {
         b = b.with_disable_bulk_delete(true);
     }
@@ -309,6 +212,123 @@ pub(super) fn build(
         // S3 answers a range past the end with what there is; only an empty range needs a HEAD.
         head_before_range: false,
     })
+}
+
+/// The builder for `opts.bucket` at `endpoint` (AWS when `None`), path-style or
+/// virtual-hosted, and whether plain HTTP is allowed.
+fn addressing(opts: &S3Options, endpoint: Option<&str>) -> Result<(AmazonS3Builder, bool), String> {
+    let mut b = AmazonS3Builder::new().with_bucket_name(&opts.bucket);
+    let mut allow_http = false;
+    match endpoint {
+        Some(e) => {
+            allow_http = e.starts_with("http://");
+            if !e.starts_with("http://") && !e.starts_with("https://") {
+                return Err(format!(
+                    "endpoint {:?} needs http:// or https://",
+                    display_endpoint(e)
+                ));
+            }
+            if opts.force_path_style {
+                b = b.with_endpoint(e).with_virtual_hosted_style_request(false);
+            } else {
+                // The client takes a virtual-hosted endpoint with the bucket already in
+                // the host, as AWS SDKs build it.
+                b = b
+                    .with_endpoint(bucket_in_host(e, &opts.bucket))
+                    .with_virtual_hosted_style_request(true);
+            }
+        }
+        None => b = b.with_virtual_hosted_style_request(!opts.force_path_style),
+    }
+    Ok((b, allow_http))
+}
+
+/// The credentials: explicit keys, else `AWS_*` keys, else `LITESTREAM_*` keys, else the
+/// client's credential chain (web identity, container, instance). Adds what must be
+/// scrubbed from messages to `secrets` and what travels with requests to `sent`.
+fn credentials(
+    mut b: AmazonS3Builder,
+    opts: &S3Options,
+    custom_endpoint: bool,
+    env: &dyn Fn(&str) -> Option<String>,
+    secrets: &mut Vec<String>,
+    sent: &mut Vec<&'static str>,
+) -> Result<AmazonS3Builder, String> {
+    let (key_id, secret, token) = match (&opts.access_key_id, &opts.secret_access_key) {
+        (Some(k), Some(s)) => (Some(k.clone()), Some(s.clone()), None),
+        (None, None) => match (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
+            (Some(k), Some(s)) => (Some(k), Some(s), env("AWS_SESSION_TOKEN")),
+            _ => (
+                env("LITESTREAM_ACCESS_KEY_ID"),
+                env("LITESTREAM_SECRET_ACCESS_KEY"),
+                None,
+            ),
+        },
+        (Some(_), None) => return Err("access-key-id is given without secret-access-key".into()),
+        (None, Some(_)) => return Err("secret-access-key is given without access-key-id".into()),
+    };
+    match (key_id, secret) {
+        (Some(k), Some(s)) => {
+            secrets.push(s.clone());
+            sent.push("the access key id with signed (replayable) requests");
+            b = b.with_access_key_id(k).with_secret_access_key(s);
+            if let Some(t) = token {
+                secrets.push(t.clone());
+                sent.push("the session token");
+                b = b.with_token(t);
+            }
+        }
+        (None, None) => {
+            let mut chain = false;
+            for name in CREDENTIAL_CHAIN_ENV {
+                if let (Some(v), Ok(key)) = (
+                    env(name),
+                    name.to_ascii_lowercase().parse::<AmazonS3ConfigKey>(),
+                ) {
+                    chain = true;
+                    b = b.with_config(key, v);
+                }
+            }
+            // Without keys the client would fall back to the EC2 instance metadata
+            // service, which a custom endpoint almost never goes with: say so now
+            // rather than after its timeouts.
+            if custom_endpoint && !chain {
+                return Err("no credentials: set access-key-id and secret-access-key (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)".into());
+            }
+            sent.push("temporary credentials (session token)");
+        }
+        _ => {
+            return Err(
+                "LITESTREAM_ACCESS_KEY_ID and LITESTREAM_SECRET_ACCESS_KEY must be set together"
+                    .into(),
+            )
+        }
+    }
+    Ok(b)
+}
+
+/// Server-side encryption: SSE-KMS or SSE-C (whose key is a secret that travels).
+fn encryption(
+    mut b: AmazonS3Builder,
+    opts: &S3Options,
+    secrets: &mut Vec<String>,
+    sent: &mut Vec<&'static str>,
+) -> Result<AmazonS3Builder, String> {
+    match (&opts.sse_kms_key_id, &opts.sse_customer_key) {
+        (Some(_), Some(_)) => {
+            return Err("sse-kms-key-id and an SSE-C key cannot be used together".into())
+        }
+        (Some(kms), None) => b = b.with_sse_kms_encryption(kms),
+        (None, Some(key)) => {
+            let key = sse_customer_key_base64(key.as_bytes())?;
+            secrets.push(key.clone());
+            secrets.push(opts.sse_customer_key.clone().unwrap_or_default());
+            sent.push("the SSE-C encryption key");
+            b = b.with_ssec_encryption(key);
+        }
+        (None, None) => {}
+    }
+    Ok(b)
 }
 
 /// What is unsafe about how this replica's requests travel, one warning each: TLS checks

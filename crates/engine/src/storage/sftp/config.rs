@@ -107,10 +107,8 @@ impl SftpOptions {
 
     /// Checks what can be checked without I/O. Errors are `Permanent` and name the replica.
     pub(super) fn check(&self) -> Result<Option<ExpectedHostKey>, StorageError> {
-        let bad = |detail: String| StorageError::Permanent {
-            location: self.location(),
-            what: "replica configuration".into(),
-            detail,
+        let bad = |detail: String| {
+            StorageError::permanent(self.location(), "replica configuration", detail)
         };
         if self.host.is_empty() {
             return Err(bad("no host given".into()));

@@ -197,14 +197,14 @@ pub(super) async fn connect(
     let location = opts.location();
     match tokio::time::timeout(CONNECT_TIMEOUT, connect_inner(opts, expected, &location)).await {
         Ok(r) => r,
-        Err(_) => Err(StorageError::Transient {
+        Err(_) => Err(StorageError::transient(
             location,
-            what: format!("connecting to {}", opts.host_port()),
-            detail: format!(
+            format!("connecting to {}", opts.host_port()),
+            format!(
                 "no SSH login within {} s (is it an SSH server, and reachable?)",
                 CONNECT_TIMEOUT.as_secs()
             ),
-        }),
+        )),
     }
 }
 
@@ -215,21 +215,16 @@ async fn connect_inner(
 ) -> Result<Conn, StorageError> {
     let host_port = opts.host_port();
     let what = format!("connecting to {host_port}");
-    let transient = |detail: String| StorageError::Transient {
-        location: location.to_string(),
-        what: what.clone(),
-        detail,
-    };
-    let permanent = |what: &str, detail: String| StorageError::Permanent {
-        location: location.to_string(),
-        what: what.to_string(),
-        detail,
+    let transient =
+        |detail: String| StorageError::transient(location.to_string(), what.clone(), detail);
+    let permanent = |what: &str, detail: String| {
+        StorageError::permanent(location.to_string(), what.to_string(), detail)
     };
     let ssh_err = |e: russh::Error| {
         if ssh_is_transient(&e) {
-            transient(e.to_string())
+            transient(e.to_string()).with_source(e)
         } else {
-            permanent(&what, format!("SSH: {e}"))
+            permanent(&what, format!("SSH: {e}")).with_source(e)
         }
     };
 
@@ -238,7 +233,7 @@ async fn connect_inner(
 
     let tcp = tokio::net::TcpStream::connect((opts.host.as_str(), opts.port))
         .await
-        .map_err(|e| transient(format!("cannot connect: {e}")))?;
+        .map_err(|e| transient(format!("cannot connect: {e}")).with_source(e))?;
     let _ = tcp.set_nodelay(true);
 
     let policy = Arc::new(match expected {
@@ -268,46 +263,7 @@ async fn connect_inner(
         (Err(e), _) => return Err(ssh_err(e)),
     };
 
-    // Log in: the key, then the password.
-    let mut tried = Vec::new();
-    let mut accepted = String::new();
-    let mut ok = false;
-    if let Some(key) = key {
-        tried.push("publickey");
-        let hash = if key.algorithm().is_rsa() {
-            handle
-                .best_supported_rsa_hash()
-                .await
-                .map_err(ssh_err)?
-                .flatten()
-        } else {
-            None
-        };
-        let r = handle
-            .authenticate_publickey(&opts.user, PrivateKeyWithHashAlg::new(Arc::new(key), hash))
-            .await
-            .map_err(ssh_err)?;
-        (ok, accepted) = auth_outcome(r);
-    }
-    if let (false, Some(pw)) = (ok, opts.password.as_deref().filter(|p| !p.is_empty())) {
-        tried.push("password");
-        let r = handle
-            .authenticate_password(&opts.user, pw)
-            .await
-            .map_err(ssh_err)?;
-        (ok, accepted) = auth_outcome(r);
-    }
-    if !ok {
-        return Err(StorageError::PermissionDenied {
-            location: location.to_string(),
-            what: format!("SSH login as {:?}", opts.user),
-            detail: format!(
-                "the server refused {} (it accepts: {}); check user, and key-path (its public key must be in the user's authorized_keys on the server) or password",
-                tried.join(" and "),
-                if accepted.is_empty() { "nothing more" } else { &accepted }
-            ),
-        });
-    }
+    log_in(&mut handle, opts, key, location, &ssh_err).await?;
 
     let channel = handle.channel_open_session().await.map_err(ssh_err)?;
     channel
@@ -355,6 +311,53 @@ async fn connect_inner(
         read_chunk_bytes: read_chunk.max(1) as u32,
         write_chunk_bytes: write_chunk.max(1) as usize,
     })
+}
+/// Logs in as `opts.user`: with the key, then the password; `PermissionDenied` naming
+/// what the server refused and what it accepts.
+async fn log_in(
+    handle: &mut Handle<Client>,
+    opts: &SftpOptions,
+    key: Option<russh::keys::PrivateKey>,
+    location: &str,
+    ssh_err: &(dyn Fn(russh::Error) -> StorageError + Sync),
+) -> Result<(), StorageError> {
+    let mut tried = Vec::new();
+    let mut accepted = String::new();
+    let mut ok = false;
+    if let Some(key) = key {
+        tried.push("publickey");
+        let hash = if key.algorithm().is_rsa() {
+            handle
+                .best_supported_rsa_hash()
+                .await
+                .map_err(ssh_err)?
+                .flatten()
+        } else {
+            None
+        };
+        let r = handle
+            .authenticate_publickey(&opts.user, PrivateKeyWithHashAlg::new(Arc::new(key), hash))
+            .await
+            .map_err(ssh_err)?;
+        (ok, accepted) = auth_outcome(r);
+    }
+    if let (false, Some(pw)) = (ok, opts.password.as_deref().filter(|p| !p.is_empty())) {
+        tried.push("password");
+        let r = handle
+            .authenticate_password(&opts.user, pw)
+            .await
+            .map_err(ssh_err)?;
+        (ok, accepted) = auth_outcome(r);
+    }
+    if !ok {
+        return Err(StorageError::permission_denied(location.to_string(), format!("SSH login as {:?}", opts.user), format!(
+                "the server refused {} (it accepts: {}); check user, and key-path (its public key must be in the user's authorized_keys on the server) or password",
+                tried.join(" and "),
+                if accepted.is_empty() { "nothing more" } else { &accepted }
+            )));
+    }
+
+    Ok(())
 }
 
 fn auth_outcome(r: AuthResult) -> (bool, String) {
@@ -417,11 +420,11 @@ fn host_key_error(opts: &SftpOptions, location: &str, v: Verdict) -> StorageErro
         ),
         Verdict::Certificate => "the server offered a host certificate, which is not supported: set `host-key:` to the server's plain public key".to_string(),
     };
-    StorageError::Permanent {
-        location: location.to_string(),
-        what: format!("SSH host key of {hp}"),
+    StorageError::permanent(
+        location.to_string(),
+        format!("SSH host key of {hp}"),
         detail,
-    }
+    )
 }
 
 #[cfg(test)]

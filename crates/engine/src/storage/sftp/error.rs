@@ -1,5 +1,6 @@
 //! The SFTP backend's edge: each failure of a request becomes one
-//! [`StorageError`](crate::storage::StorageError) variant.
+//! [`StorageError`](crate::storage::StorageError) kind, with the client's error as its
+//! source.
 //!
 //! Owns: [`Failure`], what one SFTP operation can run into (a status the server answered,
 //! a lost connection, or a failure we classified ourselves), and [`Failure::classify`].
@@ -23,16 +24,33 @@ pub(super) enum Failure {
     Permanent(String),
     /// Already classified (connect, auth, host key, range checks).
     Storage(StorageError),
+    /// One of the above, with the client's error it was read from (the error's source).
+    Caused(Box<Failure>, SftpError),
 }
 
 impl Failure {
     /// Whether the connection should be dropped and a new one made for the next request.
     pub(super) fn is_lost(&self) -> bool {
-        matches!(self, Failure::Lost(_))
+        match self {
+            Failure::Caused(f, _) => f.is_lost(),
+            f => matches!(f, Failure::Lost(_)),
+        }
     }
 
     pub(super) fn is_status(&self, want: StatusCode) -> bool {
-        matches!(self, Failure::Status { code, .. } if *code == want)
+        match self {
+            Failure::Caused(f, _) => f.is_status(want),
+            f => matches!(f, Failure::Status { code, .. } if *code == want),
+        }
+    }
+
+    /// The message of a lost connection, if that is what this is.
+    pub(super) fn lost_message(&self) -> Option<&str> {
+        match self {
+            Failure::Caused(f, _) => f.lost_message(),
+            Failure::Lost(m) => Some(m),
+            _ => None,
+        }
     }
 
     /// Names the failure: `location` is the replica, `what` the file or operation.
@@ -40,17 +58,12 @@ impl Failure {
         let location = location.to_string();
         let what = what.into();
         match self {
+            Failure::Caused(f, source) => f.classify(&location, what).with_source(source),
             Failure::Storage(e) => e,
-            Failure::Permanent(detail) => StorageError::Permanent {
-                location,
-                what,
-                detail,
-            },
-            Failure::Lost(detail) => StorageError::Transient {
-                location,
-                what,
-                detail: format!("SFTP connection lost: {detail}"),
-            },
+            Failure::Permanent(detail) => StorageError::permanent(location, what, detail),
+            Failure::Lost(detail) => {
+                StorageError::transient(location, what, format!("SFTP connection lost: {detail}"))
+            }
             Failure::Status { code, message } => {
                 let detail = if message.is_empty() || message == code.to_string() {
                     code.to_string()
@@ -58,26 +71,18 @@ impl Failure {
                     format!("{code}: {message}")
                 };
                 match code {
-                    StatusCode::NoSuchFile => StorageError::NotFound { location, what },
-                    StatusCode::PermissionDenied => StorageError::PermissionDenied {
+                    StatusCode::NoSuchFile => StorageError::not_found(location, what),
+                    StatusCode::PermissionDenied => StorageError::permission_denied(
                         location,
                         what,
-                        detail: format!(
+                        format!(
                             "{detail}; check the replica path and its permissions for this user"
                         ),
-                    },
+                    ),
                     StatusCode::NoConnection | StatusCode::ConnectionLost => {
-                        StorageError::Transient {
-                            location,
-                            what,
-                            detail,
-                        }
+                        StorageError::transient(location, what, detail)
                     }
-                    _ => StorageError::Permanent {
-                        location,
-                        what,
-                        detail,
-                    },
+                    _ => StorageError::permanent(location, what, detail),
                 }
             }
         }
@@ -86,17 +91,18 @@ impl Failure {
 
 impl From<SftpError> for Failure {
     fn from(e: SftpError) -> Failure {
-        match e {
+        let f = match &e {
             SftpError::Status(s) => Failure::Status {
                 code: s.status_code,
                 message: s.error_message.trim().replace(['\n', '\r'], " "),
             },
             SftpError::Timeout => Failure::Lost("no reply in time".into()),
-            SftpError::IO(m) => Failure::Lost(m),
-            SftpError::UnexpectedBehavior(m) => Failure::Lost(m),
+            SftpError::IO(m) => Failure::Lost(m.clone()),
+            SftpError::UnexpectedBehavior(m) => Failure::Lost(m.clone()),
             SftpError::UnexpectedPacket => Failure::Lost("unexpected reply packet".into()),
             SftpError::Limited(m) => Failure::Permanent(format!("over the server's limits: {m}")),
-        }
+        };
+        Failure::Caused(Box::new(f), e)
     }
 }
 
@@ -126,6 +132,7 @@ pub(super) fn ssh_is_transient(e: &russh::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::ErrorKind;
     use russh_sftp::protocol::Status;
 
     fn status(code: StatusCode, msg: &str) -> Failure {
@@ -142,12 +149,12 @@ mod tests {
         let c = |f: Failure| f.classify("sftp://u@h:22/p", "L0/x.ltx");
         assert!(c(status(StatusCode::NoSuchFile, "No such file")).is_not_found());
         assert!(matches!(
-            c(status(StatusCode::PermissionDenied, "Permission denied")),
-            StorageError::PermissionDenied { .. }
+            c(status(StatusCode::PermissionDenied, "Permission denied")).kind(),
+            ErrorKind::PermissionDenied
         ));
         let e = c(status(StatusCode::Failure, "Failure"));
         assert!(
-            matches!(&e, StorageError::Permanent { detail, .. } if detail == "Failure"),
+            e.kind() == ErrorKind::Permanent && e.detail() == "Failure",
             "{e}"
         );
         assert!(c(Failure::from(SftpError::Timeout)).is_retryable());
