@@ -12,7 +12,7 @@ use engine::replicate::RunMode;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::{child, control, failover, heartbeat, observe, setup};
+use crate::{child, config, control, dirwatch, failover, heartbeat, observe, setup};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -88,7 +88,9 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             setup::restore_missing_dbs(&cfg).await?;
         }
         let mut runs = setup::db_runs(&cfg)?;
-        if runs.is_empty() {
+        // A watched directory may get its databases later.
+        let watching = !a.once && cfg.dbs.iter().any(|d| matches!(d.source, config::DbSource::Dir { watch: true, .. }));
+        if runs.is_empty() && !watching {
             bail!("no databases to replicate (the config has no `dbs`, or no file matched a `dir` pattern)");
         }
         // Databases with `lease:` replicate only while they hold it.
@@ -111,19 +113,31 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         if let (Some(addr), false) = (&cfg.addr, a.once) {
             start_http(addr, &runs, &held, cfg.health_failing_after, heartbeat).await?;
         }
+        let mode = RunMode { once: a.once, force_full_image: a.force_snapshot };
+        // The set of databases, which `register`, `unregister` and watched directories
+        // change while it runs.
+        let runtime = engine::runtime::Runtime::new(stop_rx.clone(), mode);
         // The control socket (`sync -wait`, ...): removed when this block ends.
         let _socket = (cfg.socket.enabled && !a.once)
-            .then(|| control::server::start(&cfg.socket, &runs))
+            .then(|| control::server::start(&cfg.socket, runtime.clone()))
             .transpose()?;
         if !a.once {
             start_drills(&cfg, &runs, &stop_rx)?;
             start_validations(&cfg, &runs, &stop_rx)?;
         }
+        if watching {
+            dirwatch::spawn(&cfg, &runtime, &runs, &stop_rx);
+            runtime.keep_open();
+        }
         // Everything the databases need was copied out of the config: with thousands of
         // databases the parsed file is megabytes that would otherwise stay for good.
         drop(cfg);
-        let mode = RunMode { once: a.once, force_full_image: a.force_snapshot };
-        let mut task = tokio::spawn(engine::runtime::replicate_all(runs, stop_rx, mode));
+        for run in runs {
+            if let Err(e) = runtime.add(run) {
+                warn!(error = %e, "database not started");
+            }
+        }
+        let mut task = tokio::spawn(runtime.wait());
         let mut child_status = None;
         let mut finished = None;
         let mut lost: Option<String> = None;

@@ -404,6 +404,7 @@ fn build_db(
                 dir: local_path(&d, env),
                 pattern,
                 recursive: m.bool("recursive")?.unwrap_or(false),
+                watch: m.bool("watch")?.unwrap_or(false),
             }
         }
     };

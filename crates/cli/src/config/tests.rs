@@ -352,8 +352,11 @@ fn directory_entries() {
             dir: PathBuf::from("/data/tenants"),
             pattern: "tenant-*.db".into(),
             recursive: true,
+            watch: false,
         }
     );
+    let cfg = ok("dbs:\n  - dir: /data\n    pattern: '*.db'\n    watch: true\n    replica:\n      path: /b\n");
+    assert!(matches!(cfg.dbs[0].source, DbSource::Dir { watch: true, .. }));
 }
 
 #[test]
@@ -1185,7 +1188,6 @@ fn keys_without_effect_are_refused_until_supported() {
         ("logging:\n  stderr: false\n".into(), "logging.stderr: `stderr: false` is not supported yet (top level): sqlite-replicate always logs to stderr, never to stdout; remove it from the config"),
         ("logging:\n  source: true\n".into(), "logging.source: `source: true` is not supported yet (top level): sqlite-replicate does not add source locations to log lines; remove it from the config"),
         ("auto-recover: true\n".into(), "auto-recover: `auto-recover: true` is not supported yet (top level): sqlite-replicate does not reset a replica's local state after errors; remove it from the config"),
-        ("dbs:\n  - dir: /data\n    pattern: '*.db'\n    watch: true\n    replica:\n      path: /b\n".into(), "dbs[0].watch: `watch: true` is not supported yet (database /data): sqlite-replicate does not watch a directory for new databases (it is scanned when replication starts); remove it from the config"),
         (format!("{DB}    truncate-page-n: 121359\n    replica:\n      path: /b\n"), "dbs[0].truncate-page-n: `truncate-page-n` is not supported yet (database /var/lib/app.db): sqlite-replicate has no emergency TRUNCATE checkpoint (`check -wal-warn-size` reports a large WAL); remove it from the config"),
         (format!("{DB}    max-sync-wal-bytes: 16MiB\n    replica:\n      path: /b\n"), "dbs[0].max-sync-wal-bytes: `max-sync-wal-bytes` is not supported yet (database /var/lib/app.db): sqlite-replicate does not read the WAL in chunks of a set size; remove it from the config"),
         (replica("      auto-recover: yes\n      name: near\n"), "dbs[0].replica.auto-recover: `auto-recover: true` is not supported yet (database /var/lib/app.db, replica near): sqlite-replicate does not reset a replica's local state after errors; remove it from the config"),

@@ -1,7 +1,7 @@
 //! Litestream keys that sqlite-replicate knows but does not act on yet. A key we accept
 //! must do something (parity issue 18), so each of these is an error naming the key,
 //! whose it is (top level, database, replica) and what to do, unless its value asks for
-//! what sqlite-replicate does anyway (`watch: false`, `auto-recover: false`).
+//! what sqlite-replicate does anyway (`auto-recover: false`).
 //!
 //! Owns: the list of such keys and the check of one mapping (or of a URL's settings).
 //! Does not: read the keys sqlite-replicate does act on (`build.rs`, `settings.rs`);
@@ -72,11 +72,6 @@ const LOGGING: &[Key] = &[
 
 /// Database keys.
 const DB: &[Key] = &[
-    key(
-        "watch",
-        Harmless::False,
-        "does not watch a directory for new databases (it is scanned when replication starts)",
-    ),
     key(
         "truncate-page-n",
         Harmless::Nothing,

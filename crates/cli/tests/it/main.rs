@@ -35,3 +35,4 @@ mod sshd;
 mod v3;
 mod validate;
 mod verify;
+mod watch;

@@ -226,6 +226,29 @@ pub struct Removed {
     pub outcome: Result<(), ReplicateError>,
 }
 
+/// A database taken out of the set, its run stopping (see [`Runtime::detach`]).
+pub struct Detached(Entry);
+
+impl Detached {
+    /// The database's handle (its figures stay readable).
+    pub fn handle(&self) -> &Arc<DbHandle> {
+        &self.0.handle
+    }
+
+    /// Waits for the run's end (its final sync).
+    pub async fn finish(self) -> Result<Removed, RegistryError> {
+        let e = self.0;
+        let outcome = e.task.await.map_err(|_| RegistryError::Panicked {
+            path: e.path.display().to_string(),
+        })?;
+        Ok(Removed {
+            path: e.path,
+            handle: e.handle,
+            outcome,
+        })
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -310,6 +333,13 @@ impl Runtime {
     /// Stops replicating the database at `path` (as configured, or absolute): its final
     /// sync runs first, as at shutdown.
     pub async fn remove(&self, path: &str) -> Result<Removed, RegistryError> {
+        self.detach(path)?.finish().await
+    }
+
+    /// The first half of [`Runtime::remove`]: takes the database out of the set at once
+    /// (the same path can be added again right away) and asks its run to stop; the
+    /// returned [`Detached`] waits for its final sync.
+    pub fn detach(&self, path: &str) -> Result<Detached, RegistryError> {
         let inner = &self.inner;
         let entry = {
             let mut dbs = lock(&inner.dbs);
@@ -324,15 +354,8 @@ impl Runtime {
         e.stop.send_replace(true);
         lock(&inner.watcher).unwatch(&e.path, &e.notify);
         inner.poll.remove(&e.notify);
-        let outcome = e.task.await.map_err(|_| RegistryError::Panicked {
-            path: e.path.display().to_string(),
-        })?;
         inner.changed.notify_one();
-        Ok(Removed {
-            path: e.path,
-            handle: e.handle,
-            outcome,
-        })
+        Ok(Detached(e))
     }
 
     fn key_of(dbs: &Dbs, path: &str) -> Option<String> {
