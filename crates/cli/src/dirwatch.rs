@@ -60,11 +60,17 @@ pub fn spawn(
                             .map_err(anyhow::Error::from)
                             .and_then(|db| setup::db_run(&cfg, &path, &db));
                         match run.map(|r| runtime.add(r)) {
-                            Ok(Ok(())) => info!(db = %path.display(), "new database in a watched directory; replicating"),
+                            Ok(Ok(())) => {
+                                info!(db = %path.display(), "new database in a watched directory; replicating")
+                            }
                             // Registered over the control socket already.
                             Ok(Err(RegistryError::AlreadyRegistered { .. })) => {}
-                            Ok(Err(e)) => warn!(db = %path.display(), error = %e, "new database in a watched directory not started"),
-                            Err(e) => warn!(db = %path.display(), error = %crate::error_text(&e), "new database in a watched directory not started"),
+                            Ok(Err(e)) => {
+                                warn!(db = %path.display(), error = %e, "new database in a watched directory not started")
+                            }
+                            Err(e) => {
+                                warn!(db = %path.display(), error = %crate::error_text(&e), "new database in a watched directory not started")
+                            }
                         }
                     }
                     Found::Vanished(path) => {
@@ -76,10 +82,16 @@ pub fn spawn(
                                 tokio::spawn(async move {
                                     match d.finish().await {
                                         Ok(r) => match r.outcome {
-                                            Ok(()) => info!(db = %name, "stopped replicating a deleted database"),
-                                            Err(e) => warn!(db = %name, error = %e, "stopped replicating a deleted database; final sync incomplete"),
+                                            Ok(()) => {
+                                                info!(db = %name, "stopped replicating a deleted database")
+                                            }
+                                            Err(e) => {
+                                                warn!(db = %name, error = %e, "stopped replicating a deleted database; final sync incomplete")
+                                            }
                                         },
-                                        Err(e) => warn!(db = %name, error = %e, "stopping a deleted database failed"),
+                                        Err(e) => {
+                                            warn!(db = %name, error = %e, "stopping a deleted database failed")
+                                        }
                                     }
                                 });
                             }

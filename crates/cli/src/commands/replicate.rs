@@ -70,6 +70,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     setup::init_logging(&cfg, a.log_level.as_deref());
     let exec = a.exec.clone().or_else(|| cfg.exec.clone());
     limit_malloc_arenas();
+    raise_open_file_limit();
     // Before any thread starts and before SQLite's first use in this process.
     // SAFETY: the runtime below is not built yet and `replicate` has started no other
     // thread, so nothing else can be calling into SQLite.
@@ -354,6 +355,34 @@ fn start_validations(
         }
     }
     Ok(())
+}
+
+/// Raises this process's soft limit on open descriptors to the hard limit. Every
+/// replicating database holds a few descriptors (its SQLite connection's database, WAL
+/// and `-shm` files, and the long-lived descriptor its header is read through), so the
+/// usual soft limit of 1024 stops a replicator at a few hundred databases (issue 27)
+/// while the hard limit, which an unprivileged process may raise to, is often far higher.
+/// The one place the limit is touched.
+fn raise_open_file_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur >= lim.rlim_max {
+            return;
+        }
+        let before = lim.rlim_cur;
+        lim.rlim_cur = lim.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+            warn!(
+                soft = before,
+                hard = lim.rlim_max,
+                "cannot raise the open-file limit to the hard limit"
+            );
+        }
+    }
 }
 
 /// Threads for blocking work in the replicator's runtime.

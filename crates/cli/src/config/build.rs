@@ -448,6 +448,13 @@ fn build_db(
             })
         }
     };
+    if lease.is_some() && matches!(source, DbSource::Dir { watch: true, .. }) {
+        // A database found while running would replicate without taking its lease.
+        return Err(ConfigError::new(
+            m.key_path("watch"),
+            ErrorKind::Invalid("`watch: true` cannot be combined with `lease:` (databases found while replicating would not take the lease); remove one".into()),
+        ));
+    }
     let replicas =
         build_replicas(&m, defaults, env, warnings).map_err(|e| e.in_database(&label))?;
     Ok(DbConfig {

@@ -356,7 +356,14 @@ fn directory_entries() {
         }
     );
     let cfg = ok("dbs:\n  - dir: /data\n    pattern: '*.db'\n    watch: true\n    replica:\n      path: /b\n");
-    assert!(matches!(cfg.dbs[0].source, DbSource::Dir { watch: true, .. }));
+    assert!(matches!(
+        cfg.dbs[0].source,
+        DbSource::Dir { watch: true, .. }
+    ));
+    assert_eq!(
+        err("dbs:\n  - dir: /data\n    pattern: '*.db'\n    watch: true\n    lease: {}\n    replica:\n      path: /b\n"),
+        "dbs[0].watch: `watch: true` cannot be combined with `lease:` (databases found while replicating would not take the lease); remove one"
+    );
 }
 
 #[test]

@@ -30,8 +30,8 @@ use engine::runtime::{RegistryError, Runtime};
 
 use super::{
     ErrorResponse, InfoResponse, ListEntry, ListResponse, PathRequest, RegisterRequest,
-    RegisterResponse, SyncRequest, SyncResponse, ToggleResponse, TxidResponse,
-    UnregisterResponse, DEFAULT_WAIT_TIMEOUT_SECS, MAX_TIMEOUT_SECS,
+    RegisterResponse, SyncRequest, SyncResponse, ToggleResponse, TxidResponse, UnregisterResponse,
+    DEFAULT_WAIT_TIMEOUT_SECS, MAX_TIMEOUT_SECS,
 };
 use crate::config::SocketConfig;
 
@@ -235,12 +235,12 @@ fn find(control: &Control, path: &str) -> Result<Arc<DbHandle>, Failure> {
         return Err(Failure::bad("path required", None));
     }
     control.runtime.find(path).ok_or_else(|| {
-            Failure(
-                StatusCode::NOT_FOUND,
-                format!("database not found: {path}"),
-                None,
-            )
-        })
+        Failure(
+            StatusCode::NOT_FOUND,
+            format!("database not found: {path}"),
+            None,
+        )
+    })
 }
 
 fn timeout_of(secs: u64) -> Result<Duration, Failure> {
@@ -432,7 +432,13 @@ async fn unregister(control: &Control, r: PathRequest) -> Result<Reply, Failure>
                 txid: 0,
             })
         }
-        Err(e) => return Err(Failure(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), None)),
+        Err(e) => {
+            return Err(Failure(
+                StatusCode::SERVICE_UNAVAILABLE,
+                e.to_string(),
+                None,
+            ))
+        }
     };
     let removed = match tokio::time::timeout(timeout, detached.finish()).await {
         Ok(Ok(removed)) => removed,

@@ -330,13 +330,24 @@ fn register_and_unregister_a_database_while_the_other_replicates() {
     let out = ok(&d, d.cli(&["register", "-json", "-replica", &url, &db]));
     assert_eq!(json(&out)["status"], "already_registered");
     // Clear refusals: a bad URL, no path, no URL.
-    let out = d.cli(&["register", "-replica", "bogus://x/y", w.path("third.db").to_str().unwrap()]);
+    let out = d.cli(&[
+        "register",
+        "-replica",
+        "bogus://x/y",
+        w.path("third.db").to_str().unwrap(),
+    ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.starts_with("register failed: invalid replica url: "), "{err}");
+    assert!(
+        err.starts_with("register failed: invalid replica url: "),
+        "{err}"
+    );
     for (body, want) in [
         (r#"{"path":"","replica_url":"file:///x"}"#, "path required"),
-        (r#"{"path":"/x.db","replica_url":""}"#, "replica_url required"),
+        (
+            r#"{"path":"/x.db","replica_url":""}"#,
+            "replica_url required",
+        ),
     ] {
         let (code, resp) = request(&d.sock, "POST", "/register", body);
         assert_eq!(code, 400, "{resp}");
@@ -352,7 +363,11 @@ fn register_and_unregister_a_database_while_the_other_replicates() {
     let want = pages_of_live(&other);
     let out_db = w.path("other-restored.db");
     run_ok(&["restore", "-o", out_db.to_str().unwrap(), &url]);
-    assert_same_pages(&want, &pages_of_file(&out_db), "restore of a registered database");
+    assert_same_pages(
+        &want,
+        &pages_of_file(&out_db),
+        "restore of a registered database",
+    );
 
     // Unregister: a final sync, then the database is gone from the set.
     insert_rows(&app, 5, 100);
@@ -373,22 +388,33 @@ fn register_and_unregister_a_database_while_the_other_replicates() {
     let out = ok(&d, d.cli(&["unregister", "-json", &db]));
     assert_eq!(json(&out)["status"], "already_unregistered");
     let out = d.cli(&["sync", &db]);
-    assert!(!out.status.success(), "an unregistered database is not known");
+    assert!(
+        !out.status.success(),
+        "an unregistered database is not known"
+    );
 
     // The configured database was never disturbed.
     ok(&d, sync_wait(&d, "30"));
     // Registered again, it goes on from what its replica holds.
     ok(&d, d.cli(&["register", "-replica", &url, &db]));
     insert_rows(&app, 5, 100);
-    eventually(Duration::from_secs(20), "other.db replicating again", || {
-        let (_, body) = request(&d.sock, "GET", "/list", "");
-        body.contains(&format!(r#""path":"{db}","status":"replicating""#))
-    });
+    eventually(
+        Duration::from_secs(20),
+        "other.db replicating again",
+        || {
+            let (_, body) = request(&d.sock, "GET", "/list", "");
+            body.contains(&format!(r#""path":"{db}","status":"replicating""#))
+        },
+    );
     ok(&d, d.cli(&["sync", "-wait", &db]));
     let want = pages_of_live(&other);
     let out_db = w.path("other-restored-2.db");
     run_ok(&["restore", "-o", out_db.to_str().unwrap(), &url]);
-    assert_same_pages(&want, &pages_of_file(&out_db), "restore after re-registering");
+    assert_same_pages(
+        &want,
+        &pages_of_file(&out_db),
+        "restore after re-registering",
+    );
 }
 
 #[test]

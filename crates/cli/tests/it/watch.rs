@@ -37,6 +37,15 @@ fn listed(sock: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Whether process `pid` has a descriptor open on `path` (or its `-wal`/`-shm`).
+fn held_open(pid: u32, path: &Path) -> bool {
+    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    rd.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .any(|t| t.to_string_lossy().starts_with(&*path.to_string_lossy()))
+}
+
 fn has_l0(replica_db: &Path) -> bool {
     std::fs::read_dir(replica_db.join("ltx/0"))
         .map(|rd| rd.count() > 0)
@@ -69,9 +78,11 @@ fn watched_tree_starts_new_databases_and_stops_deleted_ones() {
         replica.display()
     ));
     let r = Replicator::start(&w, &["-config", cfg.to_str().unwrap()]);
-    eventually(Duration::from_secs(60), "the 50 databases replicating", || {
-        replicating(&sock).len() == 50
-    });
+    eventually(
+        Duration::from_secs(60),
+        "the 50 databases replicating",
+        || replicating(&sock).len() == 50,
+    );
 
     // A new database in a new subdirectory: replicating, to the derived replica path.
     std::fs::create_dir_all(root.join("new/deep")).unwrap();
@@ -85,10 +96,7 @@ fn watched_tree_starts_new_databases_and_stops_deleted_ones() {
         "fresh.db's first LTX file in its replica",
         || has_l0(&fresh_replica),
     );
-    eprintln!(
-        "first LTX of a new database after {:?}",
-        started.elapsed()
-    );
+    eprintln!("first LTX of a new database after {:?}", started.elapsed());
 
     // A file being created is not a database yet: it waits, not fails.
     let slow = root.join("slow.db");
@@ -104,18 +112,28 @@ fn watched_tree_starts_new_databases_and_stops_deleted_ones() {
     );
     std::fs::remove_file(&slow).unwrap();
     insert_rows(&app_db(&slow), 1, 10);
-    eventually(Duration::from_secs(20), "slow.db replicating once it is a database", || {
-        replicating(&sock).contains(&slow.display().to_string())
-    });
+    eventually(
+        Duration::from_secs(20),
+        "slow.db replicating once it is a database",
+        || replicating(&sock).contains(&slow.display().to_string()),
+    );
 
     // A deleted database stops; the others go on.
     let gone = dbs[4].clone();
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", gone.display()));
     }
-    eventually(Duration::from_secs(20), "the deleted database gone from list", || {
-        !listed(&sock).contains(&gone.display().to_string())
-    });
+    eventually(
+        Duration::from_secs(20),
+        "the deleted database gone from list",
+        || !listed(&sock).contains(&gone.display().to_string()),
+    );
+    // Nor does the process hold the deleted file open (its disk space would stay used).
+    eventually(
+        Duration::from_secs(20),
+        "no descriptor on the deleted database",
+        || !held_open(r.child.id(), &gone),
+    );
     let names = listed(&sock);
     assert_eq!(names.len(), 50 - 1 + 3, "{names:#?}");
     for n in &names {
@@ -134,7 +152,11 @@ fn watched_tree_starts_new_databases_and_stops_deleted_ones() {
         sock.to_str().unwrap(),
         fresh.to_str().unwrap(),
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let want = pages_of_live(&fresh);
     restore_and_compare(&cfg, &fresh, &w.path("fresh-restored.db"), &want, &[]);
 

@@ -6,7 +6,8 @@
 //! level only unless recursive; never hidden names, so never our meta directories
 //! `.<db>-sqlite-replicate` or Litestream's; never SQLite's `-wal`, `-shm`, `-journal`
 //! files or our `.tmp` files), the wait for a new file to become a database (its 100-byte
-//! header valid: a file being created is looked at again each tick until it is), and a
+//! header valid: a file being created is looked at again on its next write event, or at
+//! the next rescan, until it is), and a
 //! full rescan as a safety net: every [`RESCAN_INTERVAL`] while events flow, every
 //! [`POLL_INTERVAL`] once they cannot be trusted (the watcher could not be created, a
 //! watch could not be added, e.g. `fs.inotify.max_user_watches` exhausted, or the event
@@ -34,8 +35,8 @@ use tracing::{debug, info, warn};
 pub const RESCAN_INTERVAL: Duration = Duration::from_secs(10);
 /// Full rescan period once they are not (no watcher, a failed watch, lost events).
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
-/// How often pending events are looked at (and waiting files checked again): events
-/// within one tick are handled together, as a burst of writes to a new file is.
+/// How often pending events are looked at: events within one tick are handled together,
+/// as a burst of writes to a new file is.
 const TICK: Duration = Duration::from_millis(200);
 
 /// A watched directory entry.
@@ -140,12 +141,16 @@ struct State {
     known: BTreeSet<PathBuf>,
     /// Candidates whose header is not valid yet.
     waiting: BTreeSet<PathBuf>,
+    /// The last rescan could not read the directory (deleted, or its permissions
+    /// changed): a watch on it is gone, so only rescans can find what comes next.
+    root_unreadable: bool,
 }
 
 impl State {
-    /// Looks at the paths events named (and at waiting files).
+    /// Looks at the paths events named. A waiting file is looked at again when an event
+    /// names it (becoming a database is a write) or at the next rescan.
     fn look(&mut self, touched: BTreeSet<PathBuf>, out: &mut Vec<Found>) {
-        let mut paths = std::mem::take(&mut self.waiting);
+        let mut paths = BTreeSet::new();
         for p in touched {
             match std::fs::symlink_metadata(&p) {
                 Ok(m) if m.is_dir() => {
@@ -193,22 +198,29 @@ impl State {
         match std::fs::symlink_metadata(&p) {
             Ok(m) if m.is_file() => {
                 if is_database(&p) {
+                    self.waiting.remove(&p);
                     self.known.insert(p.clone());
                     out.push(Found::Appeared(p));
                 } else {
                     self.waiting.insert(p);
                 }
             }
-            _ => {}
+            _ => {
+                self.waiting.remove(&p);
+            }
         }
     }
 
     /// A full rescan: every candidate now against what is known.
     fn rescan(&mut self, out: &mut Vec<Found>) {
         let (files, unreadable) = match self.spec.scan() {
-            Ok(r) => r,
+            Ok(r) => {
+                self.root_unreadable = false;
+                r
+            }
             Err(e) => {
                 debug!(dir = %self.spec.dir.display(), error = %e, "rescan: cannot read the directory");
+                self.root_unreadable = true;
                 return;
             }
         };
@@ -269,6 +281,7 @@ pub async fn watch_dir(
         spec,
         known,
         waiting: BTreeSet::new(),
+        root_unreadable: false,
     });
     let mut touched = BTreeSet::new();
     let mut last_rescan = Instant::now();
@@ -305,8 +318,7 @@ pub async fn watch_dir(
             RESCAN_INTERVAL
         };
         let full = rescan_now || last_rescan.elapsed() >= period;
-        let st = state.as_ref().expect("state is back after each look");
-        if !full && touched.is_empty() && st.waiting.is_empty() {
+        if !full && touched.is_empty() {
             continue;
         }
         let mut st = state.take().expect("state is back after each look");
@@ -324,6 +336,9 @@ pub async fn watch_dir(
             warn!("directory watch: a look at the directory panicked; stopping the watch");
             return;
         };
+        if st.root_unreadable {
+            degrade(&mut degraded, &"the directory cannot be read (deleted?)");
+        }
         state = Some(st);
         if full {
             last_rescan = Instant::now();
@@ -381,13 +396,17 @@ mod tests {
             },
             known: BTreeSet::new(),
             waiting: BTreeSet::new(),
+            root_unreadable: false,
         };
         std::fs::create_dir(dir.join("t")).unwrap();
         let a = dir.join("t/a.db");
         std::fs::write(&a, b"SQLite format 3").unwrap();
         let mut out = Vec::new();
         st.rescan(&mut out);
-        assert!(out.is_empty(), "a half-written header is not a database yet");
+        assert!(
+            out.is_empty(),
+            "a half-written header is not a database yet"
+        );
         assert!(st.waiting.contains(&a));
         rusqlite::Connection::open(dir.join("b.db"))
             .unwrap()
@@ -398,8 +417,13 @@ mod tests {
             .unwrap()
             .execute_batch("CREATE TABLE t(x)")
             .unwrap();
-        st.look(BTreeSet::new(), &mut out);
-        assert_eq!(out, vec![Found::Appeared(a.clone())], "the waiting file");
+        st.look([a.clone()].into(), &mut out);
+        assert_eq!(
+            out,
+            vec![Found::Appeared(a.clone())],
+            "the waiting file, written"
+        );
+        assert!(st.waiting.is_empty());
         out.clear();
         st.rescan(&mut out);
         assert_eq!(out, vec![Found::Appeared(dir.join("b.db"))]);

@@ -241,6 +241,8 @@ impl Detached {
         let outcome = e.task.await.map_err(|_| RegistryError::Panicked {
             path: e.path.display().to_string(),
         })?;
+        // A deleted database's file is held open no longer (nor its disk space).
+        crate::sqlite::db::close_kept_of_deleted_files();
         Ok(Removed {
             path: e.path,
             handle: e.handle,
@@ -397,8 +399,14 @@ impl Runtime {
             .map(|e| e.poll_interval)
             .min()
             .unwrap_or(Duration::from_secs(1));
-        let poller = (!inner.mode.once)
-            .then(|| tokio::spawn(inner.poll.clone().run(poll_interval, inner.shutdown.clone())));
+        let poller = (!inner.mode.once).then(|| {
+            tokio::spawn(
+                inner
+                    .poll
+                    .clone()
+                    .run(poll_interval, inner.shutdown.clone()),
+            )
+        });
         let mut shutdown = inner.shutdown.clone();
         loop {
             {
