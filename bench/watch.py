@@ -195,12 +195,21 @@ def main():
     ap.add_argument("--settle-s", type=float, default=5)
     ap.add_argument("--startup-timeout-s", type=float, default=600)
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--work", help="reuse this work directory's tree (from --keep)")
     args = ap.parse_args()
-    work = tempfile.mkdtemp(prefix="bench-watch-")
+    work = args.work or tempfile.mkdtemp(prefix="bench-watch-")
     try:
         t = time.monotonic()
-        paths = build_tree(os.path.join(work, "data"), args.dbs, args.per_dir)
-        print(f"# {args.dbs} databases built in {time.monotonic() - t:.0f} s under {work}", file=sys.stderr)
+        if args.work:
+            paths = sorted(
+                os.path.join(d, f)
+                for d, _, fs in os.walk(os.path.join(work, "data"))
+                for f in fs
+                if f.endswith(".db")
+            )[: args.dbs]
+        else:
+            paths = build_tree(os.path.join(work, "data"), args.dbs, args.per_dir)
+        print(f"# {len(paths)} databases ready in {time.monotonic() - t:.0f} s under {work}", file=sys.stderr)
         for tool in [args.bin] + ([args.vs] if args.vs else []):
             base = empty_fds(tool, work)
             res = run_tool(tool, args, work, paths)
@@ -213,7 +222,7 @@ def main():
                 if e.startswith("new"):
                     shutil.rmtree(os.path.join(work, "data", e))
     finally:
-        if not args.keep:
+        if not args.keep and not args.work:
             shutil.rmtree(work, ignore_errors=True)
 
 

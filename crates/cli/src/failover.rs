@@ -5,7 +5,7 @@
 //! promotion, then replicate). The lease lives in the database's first replica; the
 //! writes to every replica of that database are fenced by it (`engine::lease::fence`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,14 +48,6 @@ fn host_name() -> String {
         0 if n > 0 => String::from_utf8_lossy(&buf[..n]).into_owned(),
         _ => "unknown-host".into(),
     }
-}
-
-/// The lease config of the database at `path`, if it has one.
-pub fn lease_config_of(cfg: &Config, path: &Path) -> anyhow::Result<Option<LeaseConfig>> {
-    Ok(setup::concrete_dbs(cfg)?
-        .into_iter()
-        .find(|(p, _)| p == path)
-        .and_then(|(_, db)| db.lease))
 }
 
 /// Wraps the replicas of `run` in stores fenced by `lease`.
@@ -115,8 +107,14 @@ pub async fn take_leases(
     stop: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<Option<Vec<Held>>> {
     let mut held = Vec::new();
+    // One scan of the config's directories, not one per database: with thousands of
+    // databases a scan per database made the start quadratic.
+    let leases: std::collections::HashMap<_, _> = setup::concrete_dbs(cfg)?
+        .into_iter()
+        .filter_map(|(p, db)| db.lease.map(|l| (p, l)))
+        .collect();
     for run in runs.iter_mut() {
-        let Some(lc) = lease_config_of(cfg, &run.opts.path)? else {
+        let Some(lc) = leases.get(&run.opts.path).cloned() else {
             continue;
         };
         let Some(first) = run.replicas.first() else {
