@@ -15,7 +15,7 @@ and prints, per tool:
 - gone_ms: a database deleted, until the replicator logs that it stopped it (ours only);
 - rss_mib (now, and peak), fds (open descriptors), fds_per_db (beyond an empty run's),
   threads, and the open-file limits the process runs with;
-- errors: log lines mentioning "Too many open files" or "EMFILE".
+- emfile_log_lines: log lines mentioning "Too many open files" or "EMFILE".
 
 Litestream 0.5 speaks the same config (`--vs`); its numbers land on the second line.
 """
@@ -134,7 +134,8 @@ def run_tool(tool, args, work, paths):
             while not has_ltx(target) and time.monotonic() - t < 60:
                 time.sleep(0.005)
             times.append((time.monotonic() - t) * 1000 if has_ltx(target) else float("inf"))
-        res["new_db_ms"] = round(statistics.median(times))
+        m = statistics.median(times)
+        res["new_db_ms"] = round(m) if m != float("inf") else "never(60s)"
         # A deleted database: until the replicator says it stopped it.
         victim = paths[len(paths) // 2]
         t = time.monotonic()
@@ -163,7 +164,7 @@ def run_tool(tool, args, work, paths):
         log.close()
     with open(log_path, errors="replace") as f:
         text = f.read()
-    res["errors"] = sum(1 for line in text.splitlines() if "Too many open files" in line or "EMFILE" in line)
+    res["emfile_log_lines"] = sum(1 for line in text.splitlines() if "Too many open files" in line or "EMFILE" in line)
     return res
 
 
@@ -195,7 +196,7 @@ def main():
     ap.add_argument("--settle-s", type=float, default=5)
     ap.add_argument("--startup-timeout-s", type=float, default=600)
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
-    ap.add_argument("--work", help="reuse this work directory's tree (from --keep)")
+    ap.add_argument("--work", help="reuse this work directory's whole tree (from --keep; --dbs is then what it holds)")
     args = ap.parse_args()
     work = args.work or tempfile.mkdtemp(prefix="bench-watch-")
     try:
@@ -206,7 +207,7 @@ def main():
                 for d, _, fs in os.walk(os.path.join(work, "data"))
                 for f in fs
                 if f.endswith(".db")
-            )[: args.dbs]
+            )
         else:
             paths = build_tree(os.path.join(work, "data"), args.dbs, args.per_dir)
         print(f"# {len(paths)} databases ready in {time.monotonic() - t:.0f} s under {work}", file=sys.stderr)
