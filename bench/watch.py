@@ -87,7 +87,7 @@ def fd_count(pid):
         return -1
 
 
-def run_tool(tool, args, work, paths):
+def run_tool(tool, args, work, paths, res):
     root, replica = os.path.join(work, "data"), os.path.join(work, "replica")
     shutil.rmtree(replica, ignore_errors=True)
     cfg = os.path.join(work, "cfg.yml")
@@ -100,7 +100,7 @@ def run_tool(tool, args, work, paths):
     log = open(log_path, "w")
     t0 = time.monotonic()
     p = subprocess.Popen([tool, "replicate", "-config", cfg], stdout=log, stderr=log)
-    res = {"tool": os.path.basename(tool)}
+    res["tool"] = os.path.basename(tool)
     try:
         # Start-up: every database's first LTX file in its replica.
         rel = [os.path.relpath(x, root) for x in paths]
@@ -202,6 +202,9 @@ def main():
     try:
         t = time.monotonic()
         if args.work:
+            for e in os.listdir(os.path.join(work, "data")):
+                if e.startswith("new"):
+                    shutil.rmtree(os.path.join(work, "data", e))
             paths = sorted(
                 os.path.join(d, f)
                 for d, _, fs in os.walk(os.path.join(work, "data"))
@@ -213,7 +216,11 @@ def main():
         print(f"# {len(paths)} databases ready in {time.monotonic() - t:.0f} s under {work}", file=sys.stderr)
         for tool in [args.bin] + ([args.vs] if args.vs else []):
             base = empty_fds(tool, work)
-            res = run_tool(tool, args, work, paths)
+            res = {}
+            try:
+                res = run_tool(tool, args, work, paths, res)
+            except Exception as e:  # report what was measured before the failure
+                res["failed"] = repr(e)
             if isinstance(res.get("fds"), int) and res["fds"] > 0:
                 n = int(res["replicating"].split("/")[0]) or 1
                 res["fds_per_db"] = round((res["fds"] - base) / n, 2)
