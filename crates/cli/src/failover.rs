@@ -6,7 +6,7 @@
 //! (`engine::restore::standby`); this module loops, logs and renews. The lease lives in the database's first replica; the
 //! writes to every replica of that database are fenced by it (`engine::lease::fence`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,14 +52,6 @@ fn host_name() -> String {
     }
 }
 
-/// The lease config of the database at `path`, if it has one.
-pub fn lease_config_of(cfg: &Config, path: &Path) -> anyhow::Result<Option<LeaseConfig>> {
-    Ok(setup::concrete_dbs(cfg)?
-        .into_iter()
-        .find(|(p, _)| p == path)
-        .and_then(|(_, db)| db.lease))
-}
-
 /// `replicate` with leases: for every run whose database has `lease:`, fences its stores
 /// and waits until the lease is ours (or `stop` turns true: then `None`). A host that
 /// takes a lease last held by someone else starts from a full image (its local state may
@@ -70,8 +62,14 @@ pub async fn take_leases(
     stop: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<Option<Vec<Held>>> {
     let mut held = Vec::new();
+    // One scan of the config's directories, not one per database: with thousands of
+    // databases a scan per database made the start quadratic.
+    let leases: std::collections::HashMap<_, _> = setup::concrete_dbs(cfg)?
+        .into_iter()
+        .filter_map(|(p, db)| db.lease.map(|l| (p, l)))
+        .collect();
     for run in runs.iter_mut() {
-        let Some(lc) = lease_config_of(cfg, &run.opts.path)? else {
+        let Some(lc) = leases.get(&run.opts.path).cloned() else {
             continue;
         };
         let Some(first) = run.replicas.first() else {

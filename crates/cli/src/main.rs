@@ -12,6 +12,7 @@ mod child;
 mod commands;
 mod config;
 mod control;
+mod dirwatch;
 mod failover;
 mod heartbeat;
 mod logging;

@@ -270,12 +270,17 @@ pub fn concrete_dbs(cfg: &Config) -> anyhow::Result<Vec<(PathBuf, DbConfig)>> {
                 dir,
                 pattern,
                 recursive,
-                ..
+                watch,
             } => {
                 let mut files = Vec::new();
                 find_files(dir, pattern, *recursive, &mut files)
                     .with_context(|| format!("scanning {}", dir.display()))?;
                 files.sort();
+                if *watch {
+                    // As Litestream: a watched directory's files count once they are
+                    // databases (a file being created is picked up when it is one).
+                    files.retain(|f| engine::sqlite::db::read_db_header(f).is_ok());
+                }
                 for f in files {
                     let expanded = config::expand_dir_db(db, &f)?;
                     out.push((f, expanded));
@@ -311,25 +316,30 @@ fn find_files(
 
 /// Engine runs for every database of the config.
 pub fn db_runs(cfg: &Config) -> anyhow::Result<Vec<DbRun>> {
-    let mut runs = Vec::new();
-    for (path, db) in concrete_dbs(cfg)? {
-        let mut replicas = Vec::new();
-        for r in &db.replicas {
-            let store = build_store(&r.kind)
-                .with_context(|| format!("{}: replica {}", path.display(), replica_name(r)))?;
-            let status = Arc::new(ReplicaStatus::default());
-            // Every request to the replica, whoever makes it (uploads, maintenance, the
-            // lease, drills), is counted and timed here, whatever the backend.
-            let store = Arc::new(MeteredStore::new(store, status.ops.clone()));
-            replicas.push(ReplicaSpec {
-                opts: replica_options(cfg, &db, r),
-                store,
-                status,
-            });
-        }
-        runs.push(DbRun::new(db_options(cfg, &db, &path), replicas));
+    concrete_dbs(cfg)?
+        .into_iter()
+        .map(|(path, db)| db_run(cfg, &path, &db))
+        .collect()
+}
+
+/// The engine run of one concrete database (`db` is a `path:` entry, or a directory
+/// entry expanded for `path`).
+pub fn db_run(cfg: &Config, path: &Path, db: &DbConfig) -> anyhow::Result<DbRun> {
+    let mut replicas = Vec::new();
+    for r in &db.replicas {
+        let store = build_store(&r.kind)
+            .with_context(|| format!("{}: replica {}", path.display(), replica_name(r)))?;
+        let status = Arc::new(ReplicaStatus::default());
+        // Every request to the replica, whoever makes it (uploads, maintenance, the
+        // lease, drills), is counted and timed here, whatever the backend.
+        let store = Arc::new(MeteredStore::new(store, status.ops.clone()));
+        replicas.push(ReplicaSpec {
+            opts: replica_options(cfg, db, r),
+            store,
+            status,
+        });
     }
-    Ok(runs)
+    Ok(DbRun::new(db_options(cfg, db, path), replicas))
 }
 
 /// `databases`: each path with its replicas' names.

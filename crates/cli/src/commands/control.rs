@@ -222,11 +222,20 @@ pub fn list(a: QueryArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `start`, `stop`, `unregister` (the server answers 501 to `unregister`: not supported
-/// yet); a non-200 answer is never taken for success.
+/// `start`, `stop`, `unregister` (which waits for the database's final sync); a non-200
+/// answer is never taken for success. `unregister -dry-run` sends nothing.
 pub fn path_command(what: &str, a: PathArgs) -> anyhow::Result<ExitCode> {
     if a.dry_run && what != "unregister" {
         anyhow::bail!("-dry-run applies to unregister only");
+    }
+    if a.dry_run {
+        println!("Dry run: unregister request preview");
+        println!("  database: {}", absolute(&a.db));
+        println!("  socket: {}", a.socket.path()?.display());
+        println!("  final sync: the replicator syncs the database to its replicas before it stops");
+        println!("  timeout: {}s", a.timeout);
+        println!("No unregister request was sent.");
+        return Ok(ExitCode::SUCCESS);
     }
     let body = PathRequest {
         path: absolute(&a.db),

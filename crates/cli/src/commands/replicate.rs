@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
-use crate::{child, control, failover, heartbeat, mcp, notify, observe, setup};
+use crate::{child, config, control, dirwatch, failover, heartbeat, mcp, notify, observe, setup};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -53,6 +53,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     cfg.warnings.iter().for_each(|w| warn!("config: {w}"));
     let exec = a.exec.clone().or_else(|| cfg.exec.clone());
     limit_malloc_arenas();
+    raise_open_file_limit();
     // Before any thread starts and before SQLite's first use in this process.
     // SAFETY: the runtime below is not built yet and `replicate` has started no other
     // thread, so nothing else can be calling into SQLite.
@@ -70,7 +71,9 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         crate::signals::listen().context("listening for SIGTERM and SIGINT")?;
         restore_missing(&cfg, a.restore_if_db_not_exists).await?;
         let mut runs = setup::db_runs(&cfg)?;
-        if runs.is_empty() {
+        // A watched directory may get its databases later.
+        let watching = !a.once && cfg.dbs.iter().any(|d| matches!(d.source, config::DbSource::Dir { watch: true, .. }));
+        if runs.is_empty() && !watching {
             bail!("no databases to replicate (the config has no `dbs`, or no file matched a `dir` pattern)");
         }
         // Databases with `lease:` replicate only while they hold it.
@@ -101,19 +104,31 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         if let (Some(addr), false) = (&cfg.mcp_addr, a.once) {
             mcp::start(addr, mcp_options(&a))?;
         }
+        let mode = RunMode { once: a.once, force_full_image: a.force_snapshot };
+        // The set of databases, which `register`, `unregister` and watched directories
+        // change while it runs.
+        let runtime = engine::runtime::Runtime::new(stop_rx.clone(), mode);
         // The control socket (`sync -wait`, ...): removed when this block ends.
         let _socket = (cfg.socket.enabled && !a.once)
-            .then(|| control::server::start(&cfg.socket, &runs))
+            .then(|| control::server::start(&cfg.socket, runtime.clone()))
             .transpose()?;
         if !a.once {
             start_drills(&cfg, &runs, &stop_rx)?;
             start_validations(&cfg, &runs, &stop_rx)?;
         }
+        if watching {
+            dirwatch::spawn(&cfg, &runtime, &runs, &stop_rx);
+            runtime.keep_open();
+        }
         // Everything the databases need was copied out of the config: with thousands of
         // databases the parsed file is megabytes that would otherwise stay for good.
         drop(cfg);
-        let mode = RunMode { once: a.once, force_full_image: a.force_snapshot };
-        let mut task = tokio::spawn(engine::runtime::replicate_all(runs, stop_rx, mode));
+        for run in runs {
+            if let Err(e) = runtime.add(run) {
+                warn!(error = %e, "database not started");
+            }
+        }
+        let mut task = tokio::spawn(runtime.wait());
         let mut child_status = None;
         let mut finished = None;
         let mut lost: Option<String> = None;
@@ -384,6 +399,34 @@ fn start_validations(
         }
     }
     Ok(())
+}
+
+/// Raises this process's soft limit on open descriptors to the hard limit. Every
+/// replicating database holds a few descriptors (its SQLite connection's database, WAL
+/// and `-shm` files, and the long-lived descriptor its header is read through), so the
+/// usual soft limit of 1024 stops a replicator at a few hundred databases (issue 27)
+/// while the hard limit, which an unprivileged process may raise to, is often far higher.
+/// The one place the limit is touched.
+fn raise_open_file_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur >= lim.rlim_max {
+            return;
+        }
+        let before = lim.rlim_cur;
+        lim.rlim_cur = lim.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+            warn!(
+                soft = before,
+                hard = lim.rlim_max,
+                "cannot raise the open-file limit to the hard limit"
+            );
+        }
+    }
 }
 
 /// Threads for blocking work in the replicator's runtime.

@@ -16,10 +16,9 @@ use serde_norway::Value;
 use super::envdefaults::EnvDefaults;
 use super::error::{ConfigError, ErrorKind};
 use super::glob::validate_pattern;
-use super::settings::*;
 use super::secret::Secret;
+use super::settings::*;
 use super::types::*;
-use super::unsupported::{self, Section};
 use super::url::{ensure_endpoint_scheme, parse_url, redact_url, ParsedUrl};
 use super::yaml::{child, invalid, Elsewhere, Map};
 
@@ -51,7 +50,6 @@ pub(crate) fn build(root: &Value, env: Env<'_>) -> Result<Config, ConfigError> {
             },
         ],
     )?;
-    unsupported::check(&top, Section::Top, "top level")?;
     let mut defaults = Settings::read(&top)?;
     // `validation: {interval}` (Litestream's global setting) is the default of every
     // replica's `validation-interval`; a top-level `validation-interval` beats it.
@@ -451,8 +449,6 @@ fn build_db(
         warnings.push(format!("{}: Litestream 0.3 key; ignored", m.key_path(key)));
     }
     // As written, for messages: the entry's `path` or `dir`.
-    let label = m.string("path")?.or(m.string("dir")?).unwrap_or_default();
-    unsupported::check(&m, Section::Db, &format!("database {label}"))?;
 
     let source = match (m.string("path")?, m.string("dir")?) {
         (Some(_), Some(_)) => return Err(ConfigError::new(path, ErrorKind::PathAndDir)),
@@ -486,6 +482,7 @@ fn build_db(
                 dir: local_path(&d, env),
                 pattern,
                 recursive: m.bool("recursive")?.unwrap_or(false),
+                watch: m.bool("watch")?.unwrap_or(false),
             }
         }
     };
@@ -529,8 +526,14 @@ fn build_db(
             })
         }
     };
-    let replicas =
-        build_replicas(&m, defaults, env, warnings).map_err(|e| e.in_database(&label))?;
+    if lease.is_some() && matches!(source, DbSource::Dir { watch: true, .. }) {
+        // A database found while running would replicate without taking its lease.
+        return Err(ConfigError::new(
+            m.key_path("watch"),
+            ErrorKind::Invalid("`watch: true` cannot be combined with `lease:` (databases found while replicating would not take the lease); remove one".into()),
+        ));
+    }
+    let replicas = build_replicas(&m, defaults, env, warnings)?;
     Ok(DbConfig {
         source,
         meta_path,
@@ -632,8 +635,6 @@ fn build_replica(
         .transpose()
         .map_err(|e| e.at(&m.key_path("url")))?;
     let rtype = replica_type(&m, parsed.as_ref())?;
-    let place = format!("replica {}", m.string("name")?.as_deref().unwrap_or(rtype));
-    unsupported::check(&m, Section::Replica, &place)?;
 
     let own_path = m.string("path")?;
     if let Some(p) = &own_path {

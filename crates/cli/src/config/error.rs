@@ -73,17 +73,6 @@ pub enum ErrorKind {
     /// `url` has its password replaced by `***`.
     #[error("invalid replica URL {url:?}: {reason}")]
     BadUrl { url: String, reason: String },
-    /// A key sqlite-replicate reads but does not act on yet (`unsupported.rs`).
-    /// `setting` is the key, with its value when only some values are refused
-    /// (`` `watch: true` ``); `place` says whose it is (`database /x, replica s3`).
-    #[error(
-        "{setting} is not supported yet ({place}): sqlite-replicate {missing}; remove it from the config"
-    )]
-    NotSupportedYet {
-        setting: String,
-        place: String,
-        missing: &'static str,
-    },
     #[error("{0}")]
     Invalid(String),
 }
@@ -107,15 +96,6 @@ impl ConfigError {
     pub(crate) fn at(mut self, at: &str) -> ConfigError {
         if self.0.at.is_empty() {
             self.0.at = at.to_string();
-        }
-        self
-    }
-
-    /// The same error, saying it is in the database entry `db` when it is about a key of
-    /// one of its replicas (which are read before the entry is complete).
-    pub(crate) fn in_database(mut self, db: &str) -> ConfigError {
-        if let ErrorKind::NotSupportedYet { place, .. } = &mut self.0.kind {
-            *place = format!("database {db}, {place}");
         }
         self
     }

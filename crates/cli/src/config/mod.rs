@@ -4,8 +4,8 @@
 //! Owns: reading the file, `$VAR` expansion inside parsed values (`expand.rs`), strict
 //! key checking with key paths in every error (`yaml.rs`), Go durations (`duration.rs`)
 //! and sizes (`size.rs`), replica URLs (`url.rs`), replica keys and their merging
-//! (`settings.rs`), defaults and cross-checks (`build.rs`), keys refused until supported
-//! (`unsupported.rs`), replica durations from the environment (`envdefaults.rs`), the
+//! (`settings.rs`), defaults and cross-checks (`build.rs`), replica durations from the
+//! environment (`envdefaults.rs`), the
 //! typed result (`types.rs`), directory entries (`dir.rs`,
 //! `glob.rs`), the replica a command-line URL names (`resolve.rs`), the error type
 //! (`error.rs`), and which secrets a config file holds inline (`secrets.rs`, for `check`).
@@ -17,9 +17,7 @@
 //! replicas per database), `snapshot-interval`/`retention` per replica (0.3), replica
 //! settings at the top level as defaults (`access-key-id`, `region`, ...), and our own
 //! replica key `page-encoding: legacy|block`. Unknown keys are errors, where Litestream
-//! ignores them; Litestream keys that sqlite-replicate does not act on yet are errors too
-//! (`unsupported.rs`), unless their value asks for what it does anyway (`watch: false`);
-//! keys that cannot apply (another replica type's, Litestream 0.3's) are returned in
+//! ignores them; every Litestream 0.5 key is acted on; keys that cannot apply (another replica type's, Litestream 0.3's) are returned in
 //! [`Config::warnings`]. A replica URL given on the command line is resolved against the
 //! config by one rule (`resolve.rs`).
 
@@ -36,7 +34,6 @@ mod secrets;
 mod settings;
 mod size;
 mod types;
-mod unsupported;
 mod url;
 mod yaml;
 
@@ -50,11 +47,11 @@ pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, ErrorKind};
 pub use glob::glob_match;
 pub use resolve::resolve_replica_url;
+pub use secret::Secret;
 /// For `check`'s warning about a readable config file holding secrets.
 pub(crate) use secrets::inline_secrets;
 /// Byte sizes for command-line flags (`check -wal-warn-size`).
 pub(crate) use size::parse_size;
-pub use secret::Secret;
 pub use types::{
     AbsConfig, Config, DbConfig, DbSource, GcsConfig, HeartbeatConfig, LeaseConfig, ReplicaConfig,
     ReplicaKind, S3Config, SftpConfig, SocketConfig,

@@ -133,8 +133,7 @@ pub(crate) const LEGACY_DB_KEYS: &[&str] = &[
 ];
 
 /// The replica settings of one mapping (top level or a replica); `None` is "not given".
-/// Some are read only to check their type: `unsupported.rs` refuses all but their
-/// harmless values. `Debug` shows secrets as `***` ([`Secret`]).
+/// `Debug` shows secrets as `***` ([`Secret`]).
 #[derive(Clone, Default, Debug)]
 pub(crate) struct Settings {
     pub sync_interval: Option<Duration>,

@@ -356,7 +356,17 @@ fn directory_entries() {
             dir: PathBuf::from("/data/tenants"),
             pattern: "tenant-*.db".into(),
             recursive: true,
+            watch: false,
         }
+    );
+    let cfg = ok("dbs:\n  - dir: /data\n    pattern: '*.db'\n    watch: true\n    replica:\n      path: /b\n");
+    assert!(matches!(
+        cfg.dbs[0].source,
+        DbSource::Dir { watch: true, .. }
+    ));
+    assert_eq!(
+        err("dbs:\n  - dir: /data\n    pattern: '*.db'\n    watch: true\n    lease: {}\n    replica:\n      path: /b\n"),
+        "dbs[0].watch: `watch: true` cannot be combined with `lease:` (databases found while replicating would not take the lease); remove one"
     );
 }
 
@@ -1171,20 +1181,10 @@ dbs:
     assert_eq!(c.require_content_md5, Some(false));
 }
 
-/// Parity issue 18: Litestream keys we parse but do not act on are refused, naming the
-/// key and whose it is; a value that asks for what we do anyway is accepted.
+/// Parity issue 18: every Litestream key is acted on; the values that ask for the
+/// defaults, and empty strings (an unset `$VAR`), are accepted without a warning.
 #[test]
-fn keys_without_effect_are_refused_until_supported() {
-    const DB: &str = "dbs:\n  - path: /var/lib/app.db\n";
-    let cases: Vec<(String, &str)> = vec![
-        ("dbs:\n  - dir: /data\n    pattern: '*.db'\n    watch: true\n    replica:\n      path: /b\n".into(), "dbs[0].watch: `watch: true` is not supported yet (database /data): sqlite-replicate does not watch a directory for new databases (it is scanned when replication starts); remove it from the config"),
-    ];
-    for (yaml, want) in &cases {
-        let e = err(yaml);
-        assert_eq!(e, *want, "{yaml}");
-        assert!(!e.contains("secret-uuid"), "{e}");
-    }
-
+fn litestream_keys_at_their_defaults_are_accepted() {
     // Values that ask for what sqlite-replicate does anyway, and empty strings (an unset
     // `$VAR`), are accepted.
     let cfg = ok("\

@@ -195,12 +195,14 @@ pub struct LeaseConfig {
 pub enum DbSource {
     /// `path:`, absolute and cleaned (`~` and `sqlite://` prefixes resolved).
     Path(PathBuf),
-    /// `dir:` with `pattern` (validated) and `recursive`; scanned when replication starts
-    /// (`watch: true` is refused).
+    /// `dir:` with `pattern` (validated) and `recursive`; scanned when replication starts,
+    /// and with `watch: true` kept under watch while it runs (new databases start, deleted
+    /// ones stop: `engine::runtime::discover`).
     Dir {
         dir: PathBuf,
         pattern: String,
         recursive: bool,
+        watch: bool,
     },
 }
 

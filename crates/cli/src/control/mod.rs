@@ -11,8 +11,8 @@
 //! database's `engine::replicate::handle::DbHandle`, which owns the sync rule (the
 //! capture answering a request starts after it; `wait` waits for every replica).
 //! `start` and `stop` end and restart one database's run (`DbHandle::stop`/`start`);
-//! `register` and `unregister` answer 501 "not supported yet": the runtime cannot yet
-//! add or remove a database while the others run.
+//! `register` and `unregister` add a database to, or take one out of, the running set
+//! (`engine::runtime::Runtime`; `unregister` waits for the final sync).
 
 pub mod client;
 pub mod server;
@@ -71,6 +71,22 @@ pub struct ToggleResponse {
 pub struct RegisterRequest {
     pub path: String,
     pub replica_url: String,
+}
+
+/// Answer to `POST /register`: `registered` or `already_registered`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RegisterResponse {
+    pub status: String,
+    pub path: String,
+}
+
+/// Answer to `POST /unregister`: `unregistered` (with the database's TXID after its
+/// final sync) or `already_unregistered`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UnregisterResponse {
+    pub status: String,
+    pub path: String,
+    pub txid: u64,
 }
 
 /// `GET /txid?path=DB`.

@@ -27,12 +27,12 @@ use tracing::{debug, info, warn};
 
 use engine::replicate::handle::{DbHandle, RunState, SyncError, Toggle};
 use engine::replicate::progress::raw;
-use engine::runtime::DbRun;
+use engine::runtime::{RegistryError, Runtime};
 
 use super::{
     ErrorResponse, InfoResponse, ListEntry, ListResponse, PathRequest, RegisterRequest,
-    SyncRequest, SyncResponse, ToggleResponse, TxidResponse, DEFAULT_WAIT_TIMEOUT_SECS,
-    MAX_TIMEOUT_SECS,
+    RegisterResponse, SyncRequest, SyncResponse, ToggleResponse, TxidResponse, UnregisterResponse,
+    DEFAULT_WAIT_TIMEOUT_SECS, MAX_TIMEOUT_SECS,
 };
 use crate::config::SocketConfig;
 
@@ -47,7 +47,7 @@ const CONNECTION_TIMEOUT: Duration = Duration::from_secs(MAX_TIMEOUT_SECS + 60);
 
 /// What the server answers about.
 struct Control {
-    dbs: Vec<(String, Arc<DbHandle>)>,
+    runtime: Runtime,
     started_at: jiff::Timestamp,
     started: std::time::Instant,
 }
@@ -71,20 +71,17 @@ impl Drop for SocketGuard {
     }
 }
 
-/// Binds `cfg.path` and serves the databases of `runs` until the guard is dropped.
-/// Call before the runs are handed to the engine, and before other tasks create files
+/// Binds `cfg.path` and serves the databases of `runtime` until the guard is dropped.
+/// Call before databases are added to the runtime, and before other tasks create files
 /// (see `bind`).
-pub fn start(cfg: &SocketConfig, runs: &[DbRun]) -> anyhow::Result<SocketGuard> {
+pub fn start(cfg: &SocketConfig, runtime: Runtime) -> anyhow::Result<SocketGuard> {
     let std_listener = bind(&cfg.path, cfg.permissions)?;
     let m = std::fs::symlink_metadata(&cfg.path)
         .with_context(|| format!("socket {}: reading it back", cfg.path.display()))?;
     let listener = UnixListener::from_std(std_listener)
         .with_context(|| format!("socket {}", cfg.path.display()))?;
     let control = Arc::new(Control {
-        dbs: runs
-            .iter()
-            .map(|r| (r.opts.path.display().to_string(), r.handle.clone()))
-            .collect(),
+        runtime,
         started_at: jiff::Timestamp::now(),
         started: std::time::Instant::now(),
     });
@@ -193,12 +190,11 @@ async fn handle(req: Request<Incoming>, control: Arc<Control>) -> Result<Reply, 
             Err(f) => Err(f),
         },
         (Method::POST, "/unregister") => match body::<PathRequest>(req).await {
-            Ok(r) => not_supported(&control, &path, &r.path),
+            Ok(r) => unregister(&control, r).await,
             Err(f) => Err(f),
         },
         (Method::POST, "/register") => match body::<RegisterRequest>(req).await {
-            Ok(r) if r.replica_url.is_empty() => Err(Failure::bad("replica_url required", None)),
-            Ok(r) => not_supported(&control, &path, &r.path),
+            Ok(r) => register(&control, r),
             Err(f) => Err(f),
         },
         (_, "/sync" | "/start" | "/stop" | "/register" | "/unregister") => Err(Failure(
@@ -235,25 +231,17 @@ async fn body<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Failure>
 
 /// The database a request names: by its path as configured, or made absolute against
 /// our working directory.
-fn find<'a>(control: &'a Control, path: &str) -> Result<&'a Arc<DbHandle>, Failure> {
+fn find(control: &Control, path: &str) -> Result<Arc<DbHandle>, Failure> {
     if path.is_empty() {
         return Err(Failure::bad("path required", None));
     }
-    let abs = std::path::absolute(path)
-        .map(|p| p.display().to_string())
-        .unwrap_or_default();
-    control
-        .dbs
-        .iter()
-        .find(|(p, _)| p == path || *p == abs)
-        .map(|(_, h)| h)
-        .ok_or_else(|| {
-            Failure(
-                StatusCode::NOT_FOUND,
-                format!("database not found: {path}"),
-                None,
-            )
-        })
+    control.runtime.find(path).ok_or_else(|| {
+        Failure(
+            StatusCode::NOT_FOUND,
+            format!("database not found: {path}"),
+            None,
+        )
+    })
 }
 
 fn timeout_of(secs: u64) -> Result<Duration, Failure> {
@@ -337,15 +325,16 @@ fn txid(control: &Control, query: &str) -> Result<Reply, Failure> {
 fn list(control: &Control) -> ListResponse {
     ListResponse {
         databases: control
-            .dbs
-            .iter()
+            .runtime
+            .list()
+            .into_iter()
             .map(|(path, h)| {
                 let ms = h
                     .status()
                     .last_capture_ms
                     .load(std::sync::atomic::Ordering::Acquire);
                 ListEntry {
-                    path: path.clone(),
+                    path,
                     status: match h.state() {
                         RunState::Running => "replicating",
                         RunState::Starting => "open",
@@ -368,23 +357,117 @@ fn info(control: &Control) -> InfoResponse {
         pid: std::process::id(),
         uptime_seconds: control.started.elapsed().as_secs(),
         started_at: control.started_at.to_string(),
-        database_count: control.dbs.len(),
+        database_count: control.runtime.list().len(),
     }
 }
 
-/// `register`, `unregister`: the runtime runs the databases of its config for the life
-/// of the process, so these are refused, never pretended.
-fn not_supported(control: &Control, endpoint: &str, path: &str) -> Result<Reply, Failure> {
-    if endpoint != "/register" {
-        find(control, path)?;
-    } else if path.is_empty() {
+/// `register`: replicates `path` to `replica_url` from now on, with the settings a
+/// `replicate DB_PATH REPLICA_URL` run would use. Already replicating is not an error
+/// (`already_registered`, as Litestream answers).
+fn register(control: &Control, r: RegisterRequest) -> Result<Reply, Failure> {
+    if r.path.is_empty() {
         return Err(Failure::bad("path required", None));
     }
-    Err(Failure(
-        StatusCode::NOT_IMPLEMENTED,
-        format!("{}: not supported yet", endpoint.trim_start_matches('/')),
-        Some("this replicator runs the databases of its config for the life of the process (start and stop work); restart it to change the set".into()),
-    ))
+    if r.replica_url.is_empty() {
+        return Err(Failure::bad("replica_url required", None));
+    }
+    let path = std::path::absolute(&r.path)
+        .map_err(|e| Failure::bad(format!("invalid path: {e}"), None))?;
+    let name = path.display().to_string();
+    let answer = |status: &str| {
+        json(&RegisterResponse {
+            status: status.into(),
+            path: name.clone(),
+        })
+    };
+    if control.runtime.contains(&name) {
+        return answer("already_registered");
+    }
+    let run = crate::setup::config_for_url(&name, &r.replica_url)
+        .and_then(|cfg| crate::setup::db_runs(&cfg))
+        .map_err(|e| {
+            // The URL's own text is not repeated: it may carry credentials.
+            Failure::bad(
+                format!("invalid replica url: {}", crate::error_text(&e)),
+                None,
+            )
+        })?
+        .pop()
+        .ok_or_else(|| Failure::bad("invalid replica url: no replica", None))?;
+    match control.runtime.add(run) {
+        Ok(()) => {
+            info!(db = %name, "control socket: registered");
+            answer("registered")
+        }
+        Err(RegistryError::AlreadyRegistered { .. }) => answer("already_registered"),
+        Err(e) => Err(Failure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("failed to register database: {e}"),
+            None,
+        )),
+    }
+}
+
+/// `unregister`: stops replicating `path` after its final sync, as at shutdown. An
+/// unknown path is `already_unregistered`, as Litestream answers.
+async fn unregister(control: &Control, r: PathRequest) -> Result<Reply, Failure> {
+    if r.path.is_empty() {
+        return Err(Failure::bad("path required", None));
+    }
+    let timeout = timeout_of(r.timeout)?;
+    let name = std::path::absolute(&r.path)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| r.path.clone());
+    let detached = match control.runtime.detach(&r.path) {
+        Ok(d) => d,
+        Err(RegistryError::NotRegistered { .. }) => {
+            return json(&UnregisterResponse {
+                status: "already_unregistered".into(),
+                path: name,
+                txid: 0,
+            })
+        }
+        Err(e) => {
+            return Err(Failure(
+                StatusCode::SERVICE_UNAVAILABLE,
+                e.to_string(),
+                None,
+            ))
+        }
+    };
+    let removed = match tokio::time::timeout(timeout, detached.finish()).await {
+        Ok(Ok(removed)) => removed,
+        Ok(Err(e)) => {
+            return Err(Failure(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("failed to unregister database: {e}"),
+                None,
+            ))
+        }
+        Err(_) => {
+            return Err(Failure(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!(
+                    "{name}: unregistered, but its final sync did not finish within {timeout:?}"
+                ),
+                Some("the final sync goes on in the background".into()),
+            ))
+        }
+    };
+    if let Err(e) = removed.outcome {
+        warn!(db = %name, error = %e, "control socket: unregistered; final sync incomplete");
+        return Err(Failure(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{name}: unregistered, but its final sync failed: {e}"),
+            None,
+        ));
+    }
+    info!(db = %name, "control socket: unregistered");
+    json(&UnregisterResponse {
+        status: "unregistered".into(),
+        path: name,
+        txid: raw(removed.handle.status().local_txid()),
+    })
 }
 
 /// One `application/x-www-form-urlencoded` query parameter, percent-decoded.

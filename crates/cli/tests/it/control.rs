@@ -1,5 +1,5 @@
 //! The control socket (`socket:`) and the commands that use it: `info`, `list`, `sync
-//! [-wait]`, `stop`/`start`, and the refused `register`/`unregister`.
+//! [-wait]`, `stop`/`start`, `register`/`unregister`.
 //!
 //! The promise under test: `sync -wait` returns only once every replica durably holds
 //! the database's TXID as of the request; a replica that cannot get there makes it time
@@ -312,31 +312,109 @@ fn sync_of_an_unknown_database_is_404() {
 }
 
 #[test]
-fn register_and_unregister_are_refused_not_pretended() {
+fn register_and_unregister_a_database_while_the_other_replicates() {
     let w = Work::new();
     drop(app_db(&w.path("app.db")));
     let d = start(&w, None, "");
-    let db = d.db.to_str().unwrap().to_string();
-    for args in [
-        vec!["unregister", db.as_str()],
-        vec!["register", "-replica", "file:///tmp/x", db.as_str()],
-    ] {
-        let out = d.cli(&args);
-        assert!(!out.status.success(), "{args:?} succeeded");
-        assert_eq!(
-            String::from_utf8_lossy(&out.stderr).lines().next(),
-            Some(format!("{0} failed: {0}: not supported yet", args[0]).as_str()),
-        );
-    }
-    let (code, _) = request(
-        &d.sock,
-        "POST",
-        "/unregister",
-        &format!(r#"{{"path":"{db}","timeout":5}}"#),
+    let other = w.path("other.db");
+    let other_replica = w.path("replica-other");
+    let app = app_db(&other);
+    insert_rows(&app, 20, 300);
+    let db = other.to_str().unwrap().to_string();
+    let url = format!("file://{}", other_replica.display());
+
+    let out = ok(&d, d.cli(&["register", "-json", "-replica", &url, &db]));
+    let v = json(&out);
+    assert_eq!(v["status"], "registered", "{v}");
+    assert_eq!(v["path"], db.as_str());
+    let out = ok(&d, d.cli(&["register", "-json", "-replica", &url, &db]));
+    assert_eq!(json(&out)["status"], "already_registered");
+    // Clear refusals: a bad URL, no path, no URL.
+    let out = d.cli(&[
+        "register",
+        "-replica",
+        "bogus://x/y",
+        w.path("third.db").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("register failed: invalid replica url: "),
+        "{err}"
     );
-    assert_eq!(code, 501);
-    // Still replicating.
+    for (body, want) in [
+        (r#"{"path":"","replica_url":"file:///x"}"#, "path required"),
+        (
+            r#"{"path":"/x.db","replica_url":""}"#,
+            "replica_url required",
+        ),
+    ] {
+        let (code, resp) = request(&d.sock, "POST", "/register", body);
+        assert_eq!(code, 400, "{resp}");
+        assert!(resp.contains(want), "{resp}");
+    }
+
+    eventually(Duration::from_secs(20), "other.db replicating", || {
+        let (_, body) = request(&d.sock, "GET", "/list", "");
+        body.contains(&format!(r#""path":"{db}","status":"replicating""#))
+    });
+    insert_rows(&app, 10, 3000);
+    ok(&d, d.cli(&["sync", "-wait", &db]));
+    let want = pages_of_live(&other);
+    let out_db = w.path("other-restored.db");
+    run_ok(&["restore", "-o", out_db.to_str().unwrap(), &url]);
+    assert_same_pages(
+        &want,
+        &pages_of_file(&out_db),
+        "restore of a registered database",
+    );
+
+    // Unregister: a final sync, then the database is gone from the set.
+    insert_rows(&app, 5, 100);
+    let dry = ok(&d, d.cli(&["unregister", "-dry-run", &db]));
+    assert!(String::from_utf8_lossy(&dry.stdout).contains("No unregister request was sent"));
+    let out = ok(&d, d.cli(&["unregister", "-json", &db]));
+    let v = json(&out);
+    assert_eq!(v["status"], "unregistered", "{v}");
+    let txid = v["txid"].as_u64().unwrap();
+    assert!(txid > 0, "{v}");
+    assert_eq!(
+        replica_max_txid(&other_replica),
+        txid,
+        "the final sync uploaded everything up to the answer's TXID"
+    );
+    let (_, body) = request(&d.sock, "GET", "/list", "");
+    assert!(!body.contains(&db), "{body}");
+    let out = ok(&d, d.cli(&["unregister", "-json", &db]));
+    assert_eq!(json(&out)["status"], "already_unregistered");
+    let out = d.cli(&["sync", &db]);
+    assert!(
+        !out.status.success(),
+        "an unregistered database is not known"
+    );
+
+    // The configured database was never disturbed.
     ok(&d, sync_wait(&d, "30"));
+    // Registered again, it goes on from what its replica holds.
+    ok(&d, d.cli(&["register", "-replica", &url, &db]));
+    insert_rows(&app, 5, 100);
+    eventually(
+        Duration::from_secs(20),
+        "other.db replicating again",
+        || {
+            let (_, body) = request(&d.sock, "GET", "/list", "");
+            body.contains(&format!(r#""path":"{db}","status":"replicating""#))
+        },
+    );
+    ok(&d, d.cli(&["sync", "-wait", &db]));
+    let want = pages_of_live(&other);
+    let out_db = w.path("other-restored-2.db");
+    run_ok(&["restore", "-o", out_db.to_str().unwrap(), &url]);
+    assert_same_pages(
+        &want,
+        &pages_of_file(&out_db),
+        "restore after re-registering",
+    );
 }
 
 #[test]

@@ -42,3 +42,4 @@ mod sshd;
 mod v3;
 mod validate;
 mod verify;
+mod watch;

@@ -63,6 +63,18 @@ impl ChangeWatcher {
         }
     }
 
+    /// Stops waking `notify` for `db` (a database removed while the others run). The
+    /// directory stays watched: it is one watch however many databases it holds.
+    pub fn unwatch(&mut self, db: &Path, notify: &Arc<Notify>) {
+        let db = absolute(db);
+        let (Some(dir), Some(name)) = (db.parent(), db.file_name()) else {
+            return;
+        };
+        if let Some(w) = self.inner.as_mut() {
+            w.unwatch(dir, name, notify);
+        }
+    }
+
     pub fn is_event_driven(&self) -> bool {
         self.inner.is_some()
     }
@@ -86,6 +98,19 @@ fn add_names(names: &mut Names, db_name: &std::ffi::OsStr, notify: Arc<Notify>) 
         .entry(db_name.to_os_string())
         .or_default()
         .push(notify);
+}
+
+fn remove_names(names: &mut Names, db_name: &std::ffi::OsStr, notify: &Arc<Notify>) {
+    let mut wal = db_name.to_os_string();
+    wal.push("-wal");
+    for n in [wal.as_os_str(), db_name] {
+        if let Some(list) = names.get_mut(n) {
+            list.retain(|x| !Arc::ptr_eq(x, notify));
+            if list.is_empty() {
+                names.remove(n);
+            }
+        }
+    }
 }
 
 /// inotify read on the runtime's own event loop: no thread of its own, so an event costs
@@ -176,6 +201,15 @@ mod linux {
             };
             add_names(st.by_wd.entry(wd).or_default(), db_name, notify);
             Ok(())
+        }
+
+        pub(super) fn unwatch(&mut self, dir: &Path, db_name: &OsStr, notify: &Arc<Notify>) {
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(&wd) = st.dirs.get(dir) {
+                if let Some(names) = st.by_wd.get_mut(&wd) {
+                    remove_names(names, db_name, notify);
+                }
+            }
         }
     }
 
@@ -306,6 +340,18 @@ mod portable {
             }
             Ok(())
         }
+
+        pub(super) fn unwatch(
+            &mut self,
+            dir: &Path,
+            db_name: &std::ffi::OsStr,
+            notify: &Arc<Notify>,
+        ) {
+            let mut map = self.targets.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(names) = map.get_mut(dir) {
+                remove_names(names, db_name, notify);
+            }
+        }
     }
 }
 
@@ -340,10 +386,11 @@ struct Polled {
     last: (FileStat, FileStat),
 }
 
-/// The process-wide safety poll: see the module docs.
-#[derive(Default)]
+/// The process-wide safety poll: see the module docs. Clones share one list, so
+/// databases can be added and removed while it runs.
+#[derive(Default, Clone)]
 pub struct SafetyPoll {
-    dbs: Vec<Polled>,
+    dbs: Arc<Mutex<Vec<Polled>>>,
 }
 
 impl SafetyPoll {
@@ -352,13 +399,14 @@ impl SafetyPoll {
     }
 
     /// Polls `db` (and its `-wal`), waking `notify` when they change.
-    pub fn add(&mut self, db: &Path, notify: Arc<Notify>) {
+    pub fn add(&self, db: &Path, notify: Arc<Notify>) {
         let db = absolute(db);
         let mut wal = db.as_os_str().to_os_string();
         wal.push("-wal");
         let wal = PathBuf::from(wal);
         let last = (file_stat(&wal), file_stat(&db));
-        self.dbs.push(Polled {
+        let mut dbs = self.dbs.lock().unwrap_or_else(|p| p.into_inner());
+        dbs.push(Polled {
             db,
             wal,
             notify,
@@ -366,9 +414,15 @@ impl SafetyPoll {
         });
     }
 
+    /// Stops polling for `notify` (a database removed while the others run).
+    pub fn remove(&self, notify: &Arc<Notify>) {
+        let mut dbs = self.dbs.lock().unwrap_or_else(|p| p.into_inner());
+        dbs.retain(|p| !Arc::ptr_eq(&p.notify, notify));
+    }
+
     /// Runs until `shutdown` turns true. One blocking sweep per tick for all databases.
     pub async fn run(self, interval: Duration, mut shutdown: watch::Receiver<bool>) {
-        let dbs = Arc::new(Mutex::new(self.dbs));
+        let dbs = self.dbs;
         let mut tick = 0usize;
         let mut timer = tokio::time::interval(interval);
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -1,10 +1,18 @@
 //! The process-wide runtime: many databases in one process, one change watcher, one
 //! shutdown signal.
 //!
-//! Owns: starting a replication task per database, sharing the file-system watcher and
-//! the safety poll (one timer for all databases), and collecting their outcomes. Per-database behaviour lives in `replicate`.
+//! Owns: the set of running databases ([`Runtime`]: added at start, by directory
+//! discovery (`discover`) or the control socket's `register`; removed, after a final
+//! sync, by discovery or `unregister`), starting a replication task per database,
+//! sharing the file-system watcher and the safety poll (one timer for all databases),
+//! and collecting their outcomes. Per-database behaviour lives in `replicate`; which
+//! files are databases of a watched directory is `discover`'s business.
 
-use std::sync::Arc;
+pub mod discover;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
@@ -149,55 +157,289 @@ pub async fn replicate_all(
     shutdown: watch::Receiver<bool>,
     mode: RunMode,
 ) -> Vec<ReplicateError> {
-    let mut watcher = ChangeWatcher::new();
-    let mut poll = SafetyPoll::new();
-    let poll_interval = dbs
-        .iter()
-        .map(|d| d.opts.poll_interval)
-        .min()
-        .unwrap_or(Duration::from_secs(1));
-    let mut tasks = Vec::new();
+    let rt = Runtime::new(shutdown, mode);
     for db in dbs {
-        let notify = Arc::new(Notify::new());
-        watcher.watch(&db.opts.path, notify.clone());
-        poll.add(&db.opts.path, notify.clone());
-        let sd = shutdown.clone();
-        let status = db.status.clone();
-        let name = db.opts.path.display().to_string();
-        // Boxed: the task's future would otherwise hold this one (2.3 KiB) twice, as the
-        // captured value and as the future being awaited.
-        let run = Box::pin(run_db(db, notify, sd, mode));
-        tasks.push((
-            name,
-            tokio::spawn(async move {
-                let r = run.await;
-                // Reporters (/healthz, /status) see a stopped database at once, not when
-                // every other database has finished.
-                if let Err(e) = &r {
-                    status.record_failure(
-                        format!("replication stopped: {e}"),
-                        crate::clock::now_ms(),
-                    );
-                }
-                r
-            }),
-        ));
-    }
-    let poller = (!mode.once).then(|| tokio::spawn(poll.run(poll_interval, shutdown.clone())));
-    let mut errors = Vec::new();
-    for (db, t) in tasks {
-        match t.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                error!(db = %db, error = %e, "database replication stopped");
-                errors.push(e);
-            }
-            Err(e) => error!(db = %db, error = %e, "database task panicked"),
+        if let Err(e) = rt.add(db) {
+            error!(error = %e, "database not started");
         }
     }
-    drop(watcher);
-    if let Some(p) = poller {
-        p.abort();
+    rt.wait().await
+}
+
+/// Why a database could not be added to or removed from a running [`Runtime`].
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{path}: already replicating")]
+    AlreadyRegistered { path: String },
+    #[error("{path}: not replicating (unknown database)")]
+    NotRegistered { path: String },
+    #[error("{path}: the replicator is shutting down")]
+    ShuttingDown { path: String },
+    #[error("{path}: the database's task panicked")]
+    Panicked { path: String },
+}
+
+/// The databases of a running replicator: added at start, by directory discovery or
+/// by the control socket's `register`; removed by discovery (the file was deleted) or
+/// `unregister`. Clones share the set.
+///
+/// Each database runs in its own task with its own stop signal (the process's shutdown
+/// reaches every one of them through it), so removing one ends only that run, after its
+/// final sync, exactly as a shutdown would.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    mode: RunMode,
+    shutdown: watch::Receiver<bool>,
+    watcher: Mutex<ChangeWatcher>,
+    poll: SafetyPoll,
+    dbs: Mutex<Dbs>,
+    /// Woken when a database's task ends or the set changes, for [`Runtime::wait`].
+    changed: Notify,
+}
+
+#[derive(Default)]
+struct Dbs {
+    by_path: BTreeMap<String, Entry>,
+    /// Set when [`Runtime::wait`] winds down: nothing is added after.
+    closed: bool,
+    /// Stay up with no database running (a watched directory may get one).
+    keep_open: bool,
+}
+
+struct Entry {
+    path: PathBuf,
+    handle: Arc<DbHandle>,
+    notify: Arc<Notify>,
+    poll_interval: Duration,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<(), ReplicateError>>,
+}
+
+/// A database taken out of a running [`Runtime`], with the outcome of its final sync.
+pub struct Removed {
+    pub path: PathBuf,
+    pub handle: Arc<DbHandle>,
+    pub outcome: Result<(), ReplicateError>,
+}
+
+/// A database taken out of the set, its run stopping (see [`Runtime::detach`]).
+pub struct Detached(Entry);
+
+impl Detached {
+    /// The database's handle (its figures stay readable).
+    pub fn handle(&self) -> &Arc<DbHandle> {
+        &self.0.handle
     }
-    errors
+
+    /// Waits for the run's end (its final sync).
+    pub async fn finish(self) -> Result<Removed, RegistryError> {
+        let e = self.0;
+        let outcome = e.task.await.map_err(|_| RegistryError::Panicked {
+            path: e.path.display().to_string(),
+        })?;
+        // A deleted database's file is held open no longer (nor its disk space).
+        crate::sqlite::db::close_kept_of_deleted_files();
+        Ok(Removed {
+            path: e.path,
+            handle: e.handle,
+            outcome,
+        })
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Runtime {
+    /// An empty runtime; call inside the tokio runtime (the change watcher reads its
+    /// events there).
+    pub fn new(shutdown: watch::Receiver<bool>, mode: RunMode) -> Runtime {
+        Runtime {
+            inner: Arc::new(Inner {
+                mode,
+                shutdown,
+                watcher: Mutex::new(ChangeWatcher::new()),
+                poll: SafetyPoll::new(),
+                dbs: Mutex::default(),
+                changed: Notify::new(),
+            }),
+        }
+    }
+
+    /// Keeps [`Runtime::wait`] going while no database runs (until shutdown), because
+    /// databases may still come (a watched directory).
+    pub fn keep_open(&self) {
+        lock(&self.inner.dbs).keep_open = true;
+        self.inner.changed.notify_one();
+    }
+
+    /// Starts replicating `db`.
+    pub fn add(&self, db: DbRun) -> Result<(), RegistryError> {
+        let inner = &self.inner;
+        let path = db.opts.path.clone();
+        let name = path.display().to_string();
+        let mut dbs = lock(&inner.dbs);
+        if dbs.closed || *inner.shutdown.borrow() {
+            return Err(RegistryError::ShuttingDown { path: name });
+        }
+        if dbs.by_path.contains_key(&name) {
+            return Err(RegistryError::AlreadyRegistered { path: name });
+        }
+        let notify = Arc::new(Notify::new());
+        lock(&inner.watcher).watch(&path, notify.clone());
+        inner.poll.add(&path, notify.clone());
+        let (stop, stop_rx) = watch::channel(false);
+        let status = db.status.clone();
+        let handle = db.handle.clone();
+        let poll_interval = db.opts.poll_interval;
+        let weak = Arc::downgrade(inner);
+        // Boxed: the task's future would otherwise hold this one (2.3 KiB) twice, as the
+        // captured value and as the future being awaited.
+        let run = Box::pin(run_db(db, notify.clone(), stop_rx, inner.mode));
+        let task = tokio::spawn(async move {
+            let r = run.await;
+            // Reporters (/healthz, /status) see a stopped database at once, not when
+            // every other database has finished.
+            if let Err(e) = &r {
+                status.record_failure(format!("replication stopped: {e}"), crate::clock::now_ms());
+            }
+            if let Some(inner) = weak.upgrade() {
+                inner.changed.notify_one();
+            }
+            r
+        });
+        dbs.by_path.insert(
+            name,
+            Entry {
+                path,
+                handle,
+                notify,
+                poll_interval,
+                stop,
+                task,
+            },
+        );
+        drop(dbs);
+        inner.changed.notify_one();
+        Ok(())
+    }
+
+    /// Stops replicating the database at `path` (as configured, or absolute): its final
+    /// sync runs first, as at shutdown.
+    pub async fn remove(&self, path: &str) -> Result<Removed, RegistryError> {
+        self.detach(path)?.finish().await
+    }
+
+    /// The first half of [`Runtime::remove`]: takes the database out of the set at once
+    /// (the same path can be added again right away) and asks its run to stop; the
+    /// returned [`Detached`] waits for its final sync.
+    pub fn detach(&self, path: &str) -> Result<Detached, RegistryError> {
+        let inner = &self.inner;
+        let entry = {
+            let mut dbs = lock(&inner.dbs);
+            let key = Self::key_of(&dbs, path);
+            key.and_then(|k| dbs.by_path.remove(&k))
+        };
+        let Some(e) = entry else {
+            return Err(RegistryError::NotRegistered {
+                path: path.to_string(),
+            });
+        };
+        e.stop.send_replace(true);
+        lock(&inner.watcher).unwatch(&e.path, &e.notify);
+        inner.poll.remove(&e.notify);
+        inner.changed.notify_one();
+        Ok(Detached(e))
+    }
+
+    fn key_of(dbs: &Dbs, path: &str) -> Option<String> {
+        if dbs.by_path.contains_key(path) {
+            return Some(path.to_string());
+        }
+        let abs = std::path::absolute(path).ok()?.display().to_string();
+        dbs.by_path.contains_key(&abs).then_some(abs)
+    }
+
+    /// Whether `path` (as configured, or absolute) is replicating.
+    pub fn contains(&self, path: &str) -> bool {
+        Self::key_of(&lock(&self.inner.dbs), path).is_some()
+    }
+
+    /// The handle of the database at `path` (as configured, or absolute).
+    pub fn find(&self, path: &str) -> Option<Arc<DbHandle>> {
+        let dbs = lock(&self.inner.dbs);
+        Self::key_of(&dbs, path).map(|k| dbs.by_path[&k].handle.clone())
+    }
+
+    /// Every database with its handle, by path.
+    pub fn list(&self) -> Vec<(String, Arc<DbHandle>)> {
+        lock(&self.inner.dbs)
+            .by_path
+            .iter()
+            .map(|(p, e)| (p.clone(), e.handle.clone()))
+            .collect()
+    }
+
+    /// Runs until `shutdown` turns true, or until every database has ended (failed, or
+    /// done in `once` mode) and none can come; then stops every database (final sync)
+    /// and returns the errors of those that failed.
+    pub async fn wait(self) -> Vec<ReplicateError> {
+        let inner = &self.inner;
+        let poll_interval = lock(&inner.dbs)
+            .by_path
+            .values()
+            .map(|e| e.poll_interval)
+            .min()
+            .unwrap_or(Duration::from_secs(1));
+        let poller = (!inner.mode.once).then(|| {
+            tokio::spawn(
+                inner
+                    .poll
+                    .clone()
+                    .run(poll_interval, inner.shutdown.clone()),
+            )
+        });
+        let mut shutdown = inner.shutdown.clone();
+        loop {
+            {
+                let dbs = lock(&inner.dbs);
+                if !dbs.keep_open && dbs.by_path.values().all(|e| e.task.is_finished()) {
+                    break;
+                }
+            }
+            tokio::select! {
+                r = shutdown.wait_for(|s| *s) => { drop(r); break; }
+                _ = inner.changed.notified() => {}
+            }
+        }
+        let entries: Vec<Entry> = {
+            let mut dbs = lock(&inner.dbs);
+            dbs.closed = true;
+            std::mem::take(&mut dbs.by_path).into_values().collect()
+        };
+        for e in &entries {
+            e.stop.send_replace(true);
+        }
+        let mut errors = Vec::new();
+        for e in entries {
+            let db = e.path.display().to_string();
+            match e.task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => {
+                    error!(db = %db, error = %err, "database replication stopped");
+                    errors.push(err);
+                }
+                Err(err) => error!(db = %db, error = %err, "database task panicked"),
+            }
+        }
+        if let Some(p) = poller {
+            p.abort();
+        }
+        errors
+    }
 }

@@ -191,26 +191,40 @@ pub fn switch_to_wal(path: &Path) -> Result<(), DbError> {
 /// pin's read mark; the database file's shared lock that stops a closing application
 /// from checkpointing in exclusive mode and deleting the WAL).
 pub fn kept_open(path: &Path) -> std::io::Result<std::sync::Arc<File>> {
-    use std::collections::HashMap;
     use std::os::unix::fs::MetadataExt;
-    use std::sync::{Arc, Mutex, OnceLock};
-    type ByIdentity = HashMap<(u64, u64), Arc<File>>;
-    static KEPT: OnceLock<Mutex<ByIdentity>> = OnceLock::new();
     let m = std::fs::metadata(path)?;
     let key = (m.dev(), m.ino());
-    let mut kept = KEPT
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
+    let mut kept = kept_files();
     if let Some(f) = kept.get(&key) {
         return Ok(f.clone());
     }
     let f = File::open(path)?;
     let fm = f.metadata()?;
-    let f = Arc::new(f);
+    let f = std::sync::Arc::new(f);
     // Replaced between the stat and the open: keep it under its own identity.
     kept.insert((fm.dev(), fm.ino()), f.clone());
     Ok(f)
+}
+
+type KeptByIdentity = std::collections::HashMap<(u64, u64), std::sync::Arc<File>>;
+
+fn kept_files() -> std::sync::MutexGuard<'static, KeptByIdentity> {
+    static KEPT: std::sync::OnceLock<std::sync::Mutex<KeptByIdentity>> = std::sync::OnceLock::new();
+    KEPT.get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+/// Closes the [`kept_open`] descriptors of files that were deleted (no link left) and
+/// that nothing else holds: a database deleted from a watched directory would otherwise
+/// keep its descriptor, and its disk space, for the life of the process. Called when a
+/// database's run has ended (its SQLite connections are closed, so no lock of ours on
+/// the file is left to lose).
+pub fn close_kept_of_deleted_files() {
+    use std::os::unix::fs::MetadataExt;
+    kept_files().retain(|_, f| {
+        std::sync::Arc::strong_count(f) > 1 || f.metadata().map(|m| m.nlink() > 0).unwrap_or(true)
+    });
 }
 
 /// Checks the first 100 bytes of a database file: SQLite magic and page size. For a file
