@@ -51,15 +51,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     setup::init_daemon_logging(&cfg, a.log_level.as_deref());
     // Keys accepted without effect (another replica type's, Litestream 0.3's).
     cfg.warnings.iter().for_each(|w| warn!("config: {w}"));
-    let exec = a.exec.clone().or_else(|| cfg.exec.clone());
-    limit_malloc_arenas();
-    raise_open_file_limit();
-    // Before any thread starts and before SQLite's first use in this process.
-    // SAFETY: the runtime below is not built yet and `replicate` has started no other
-    // thread, so nothing else can be calling into SQLite.
-    if !unsafe { engine::sqlite::db::configure_sqlite_for_many_connections() } {
-        warn!("SQLite was already initialised; connections keep their default buffers");
-    }
+    prepare_process();
     // Blocking work (captures, local file I/O) is short; a few threads serve thousands of
     // databases, where tokio's default (up to 512 threads) would cost memory at startup.
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -67,119 +59,160 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         .max_blocking_threads(MAX_BLOCKING_THREADS)
         .build()
         .context("starting runtime")?;
-    let result = rt.block_on(async move {
-        crate::signals::listen().context("listening for SIGTERM and SIGINT")?;
-        restore_missing(&cfg, a.restore_if_db_not_exists).await?;
-        let mut runs = setup::db_runs(&cfg)?;
-        // A watched directory may get its databases later.
-        let watching = !a.once && cfg.dbs.iter().any(|d| matches!(d.source, config::DbSource::Dir { watch: true, .. }));
-        if runs.is_empty() && !watching {
-            bail!("no databases to replicate (the config has no `dbs`, or no file matched a `dir` pattern)");
-        }
-        // Databases with `lease:` replicate only while they hold it.
-        let Some(held) = failover::take_leases(&cfg, &mut runs, &mut setup::shutdown_signal()).await?
-        else {
-            return Ok(ExitCode::SUCCESS);
-        };
-        let (lost_tx, mut lost_rx) = watch::channel(None);
-        failover::spawn_renewals(&held, lost_tx);
-        for r in &runs {
-            info!(db = %r.opts.path.display(), replicas = r.replicas.len(), "replicating");
-        }
-        let (stop_tx, stop_rx) = watch::channel(false);
-        // `heartbeat-url`: pings while every database keeps syncing; none with `-once`.
-        let heartbeat = match (&cfg.heartbeat, a.once) {
-            (Some(hb), false) => Some(heartbeat::spawn(hb, &runs, stop_rx.clone())?),
-            _ => None,
-        };
-        // `notify-url`: failure and recovery events; none with `-once`.
-        if let (Some(url), false) = (&cfg.notify_url, a.once) {
-            notify::spawn(&cfg, url, &runs, stop_rx.clone())?;
-        }
-        // `-once` exits at once: nothing to scrape, and no clash with a daemon on `addr`.
-        if let (Some(addr), false) = (&cfg.addr, a.once) {
-            start_http(addr, &runs, &held, cfg.health_failing_after, heartbeat).await?;
-        }
-        // `mcp-addr`: MCP tools over HTTP; none with `-once`, like `addr`.
-        if let (Some(addr), false) = (&cfg.mcp_addr, a.once) {
-            mcp::start(addr, mcp_options(&a))?;
-        }
-        let mode = RunMode { once: a.once, force_full_image: a.force_snapshot };
-        // The set of databases, which `register`, `unregister` and watched directories
-        // change while it runs.
-        let runtime = engine::runtime::Runtime::new(stop_rx.clone(), mode);
-        // The control socket (`sync -wait`, ...): removed when this block ends.
-        let _socket = (cfg.socket.enabled && !a.once)
-            .then(|| control::server::start(&cfg.socket, runtime.clone()))
-            .transpose()?;
-        if !a.once {
-            start_drills(&cfg, &runs, &stop_rx)?;
-            start_validations(&cfg, &runs, &stop_rx)?;
-        }
-        if watching {
-            dirwatch::spawn(&cfg, &runtime, &runs, &stop_rx);
-            runtime.keep_open();
-        }
-        // Everything the databases need was copied out of the config: with thousands of
-        // databases the parsed file is megabytes that would otherwise stay for good.
-        drop(cfg);
-        for run in runs {
-            if let Err(e) = runtime.add(run) {
-                warn!(error = %e, "database not started");
-            }
-        }
-        let mut task = tokio::spawn(runtime.wait());
-        let mut child_status = None;
-        let mut finished = None;
-        let mut lost: Option<String> = None;
-        if !a.once {
-            match exec {
-                Some(cmd) => match child::run_child(&cmd, &mut lost_rx).await? {
-                    child::ChildEnd::Exited(code) => child_status = Some(code),
-                    child::ChildEnd::LeaseLost(reason) => lost = Some(reason),
-                },
-                None => tokio::select! {
-                    r = failover::wait_for_signal_or_loss(&mut lost_rx) => lost = r?,
-                    // Every database stopped on its own (each one failed: not SQLite, not
-                    // WAL, ...): exit with their errors rather than wait for a signal.
-                    r = &mut task => finished = Some(r),
-                },
-            }
-            if let Some(reason) = lost {
-                // No final sync: every replica write is fenced now, and retrying them
-                // until the shutdown timeout would only keep a stale primary alive (issue
-                // 18). What was not uploaded belongs to no one's history any more.
-                task.abort();
-                bail!("stopped replicating: {reason}");
-            }
-            if finished.is_none() {
-                info!("shutting down: final sync");
-                stop_tx.send_replace(true);
-            }
-        }
-        let errors = match finished {
-            Some(r) => r,
-            None => task.await,
-        }
-        .context("replication task")?;
-        for e in &errors {
-            warn!(error = %e, "database did not finish cleanly");
-        }
-        failover::release(&held).await;
-        if let Some(code) = child_status {
-            return Ok(ExitCode::from(code));
-        }
-        if !errors.is_empty() {
-            bail!("{} database(s) failed: {}", errors.len(), errors[0]);
-        }
-        Ok(ExitCode::SUCCESS)
-    });
+    let result = rt.block_on(replicate(a, cfg));
     if result.is_err() {
         // A failed run (a lost lease above all) exits now: a capture still on a blocking
         // thread must not hold the process up, as dropping the runtime would.
         rt.shutdown_timeout(Duration::from_secs(2));
     }
     result
+}
+
+/// Process-wide settings for many databases, before any thread starts.
+fn prepare_process() {
+    limit_malloc_arenas();
+    raise_open_file_limit();
+    // Before any thread starts and before SQLite's first use in this process.
+    // SAFETY: the runtime is not built yet and `replicate` has started no other thread, so
+    // nothing else can be calling into SQLite.
+    if !unsafe { engine::sqlite::db::configure_sqlite_for_many_connections() } {
+        warn!("SQLite was already initialised; connections keep their default buffers");
+    }
+}
+
+/// The replicator: leases, the side services (`addr`, heartbeat, notifications, MCP,
+/// control socket, drills), the databases, then the wait for a signal, the child's end,
+/// a lost lease or every database stopping, and the final sync.
+async fn replicate(a: Args, cfg: Config) -> anyhow::Result<ExitCode> {
+    crate::signals::listen().context("listening for SIGTERM and SIGINT")?;
+    let exec = a.exec.clone().or_else(|| cfg.exec.clone());
+    restore_missing(&cfg, a.restore_if_db_not_exists).await?;
+    let mut runs = setup::db_runs(&cfg)?;
+    // A watched directory may get its databases later.
+    let watching = !a.once
+        && cfg
+            .dbs
+            .iter()
+            .any(|d| matches!(d.source, config::DbSource::Dir { watch: true, .. }));
+    if runs.is_empty() && !watching {
+        bail!("no databases to replicate (the config has no `dbs`, or no file matched a `dir` pattern)");
+    }
+    // Databases with `lease:` replicate only while they hold it.
+    let Some(held) = failover::take_leases(&cfg, &mut runs, &mut setup::shutdown_signal()).await?
+    else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let (lost_tx, mut lost_rx) = watch::channel(None);
+    failover::spawn_renewals(&held, lost_tx);
+    for r in &runs {
+        info!(db = %r.opts.path.display(), replicas = r.replicas.len(), "replicating");
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mode = RunMode {
+        once: a.once,
+        force_full_image: a.force_snapshot,
+    };
+    // The set of databases, which `register`, `unregister` and watched directories
+    // change while it runs.
+    let runtime = engine::runtime::Runtime::new(stop_rx.clone(), mode);
+    // The control socket (`sync -wait`, ...): removed when this function returns.
+    let _socket = start_services(&a, &cfg, &runs, &held, &runtime, &stop_rx).await?;
+    if watching {
+        dirwatch::spawn(&cfg, &runtime, &runs, &stop_rx);
+        runtime.keep_open();
+    }
+    // Everything the databases need was copied out of the config: with thousands of
+    // databases the parsed file is megabytes that would otherwise stay for good.
+    drop(cfg);
+    for run in runs {
+        if let Err(e) = runtime.add(run) {
+            warn!(error = %e, "database not started");
+        }
+    }
+    let mut task = tokio::spawn(runtime.wait());
+    let mut child_status = None;
+    let mut finished = None;
+    if !a.once {
+        let mut lost: Option<String> = None;
+        match exec {
+            Some(cmd) => match child::run_child(&cmd, &mut lost_rx).await? {
+                child::ChildEnd::Exited(code) => child_status = Some(code),
+                child::ChildEnd::LeaseLost(reason) => lost = Some(reason),
+            },
+            None => tokio::select! {
+                r = failover::wait_for_signal_or_loss(&mut lost_rx) => lost = r?,
+                // Every database stopped on its own (each one failed: not SQLite, not
+                // WAL, ...): exit with their errors rather than wait for a signal.
+                r = &mut task => finished = Some(r),
+            },
+        }
+        if let Some(reason) = lost {
+            // No final sync: every replica write is fenced now, and retrying them
+            // until the shutdown timeout would only keep a stale primary alive (issue
+            // 18). What was not uploaded belongs to no one's history any more.
+            task.abort();
+            bail!("stopped replicating: {reason}");
+        }
+        if finished.is_none() {
+            info!("shutting down: final sync");
+            stop_tx.send_replace(true);
+        }
+    }
+    let errors = match finished {
+        Some(r) => r,
+        None => task.await,
+    }
+    .context("replication task")?;
+    for e in &errors {
+        warn!(error = %e, "database did not finish cleanly");
+    }
+    failover::release(&held).await;
+    if let Some(code) = child_status {
+        return Ok(ExitCode::from(code));
+    }
+    if !errors.is_empty() {
+        bail!("{} database(s) failed: {}", errors.len(), errors[0]);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Starts what runs beside the databases (none with `-once`, which exits at once: nothing
+/// to scrape, and no clash with a daemon on `addr`): the heartbeat, notifications, the
+/// `addr` server, MCP, drills, validations, and the control socket, returned so it is
+/// removed when the caller ends.
+async fn start_services(
+    a: &Args,
+    cfg: &Config,
+    runs: &[engine::runtime::DbRun],
+    held: &[failover::Held],
+    runtime: &engine::runtime::Runtime,
+    stop_rx: &watch::Receiver<bool>,
+) -> anyhow::Result<Option<control::server::SocketGuard>> {
+    if a.once {
+        return Ok(None);
+    }
+    // `heartbeat-url`: pings while every database keeps syncing.
+    let heartbeat = match &cfg.heartbeat {
+        Some(hb) => Some(heartbeat::spawn(hb, runs, stop_rx.clone())?),
+        None => None,
+    };
+    // `notify-url`: failure and recovery events.
+    if let Some(url) = &cfg.notify_url {
+        notify::spawn(cfg, url, runs, stop_rx.clone())?;
+    }
+    if let Some(addr) = &cfg.addr {
+        start_http(addr, runs, held, cfg.health_failing_after, heartbeat).await?;
+    }
+    // `mcp-addr`: MCP tools over HTTP.
+    if let Some(addr) = &cfg.mcp_addr {
+        mcp::start(addr, mcp_options(a))?;
+    }
+    start_drills(cfg, runs, stop_rx)?;
+    start_validations(cfg, runs, stop_rx)?;
+    cfg.socket
+        .enabled
+        .then(|| control::server::start(&cfg.socket, runtime.clone()))
+        .transpose()
 }
 
 /// What the MCP tools need: the config file read (an absolute path, as the tools' commands

@@ -50,64 +50,16 @@ pub(crate) fn build(root: &Value, env: Env<'_>) -> Result<Config, ConfigError> {
             },
         ],
     )?;
-    let mut defaults = Settings::read(&top)?;
-    // `validation: {interval}` (Litestream's global setting) is the default of every
-    // replica's `validation-interval`; a top-level `validation-interval` beats it.
-    if let Some(m) = top.map("validation")? {
-        m.check_keys(&[&["interval"]], &[])?;
-        defaults.validation_interval = defaults.validation_interval.or(m.duration("interval")?);
-    }
-    // The environment's durations: below every key of the file, above built-in defaults.
     let from_env = EnvDefaults::read(env)?;
-    defaults.sync_interval = defaults.sync_interval.or(from_env.sync_interval);
-    defaults.validation_interval = defaults
-        .validation_interval
-        .or(from_env.validation_interval);
-    let snapshot_interval = from_env.snapshot_interval.unwrap_or(secs(24 * 3600));
-    let snapshot_retention = from_env.retention.unwrap_or(secs(24 * 3600));
+    let defaults = replica_defaults(&top, &from_env)?;
     let mut warnings = Vec::new();
     for key in top.keys().filter(|k| FOREIGN_KEYS.contains(k)) {
         warnings.push(format!(
             "{key}: WebDAV and NATS replicas are not supported; ignored"
         ));
     }
-
-    let snapshot = match top.map("snapshot")? {
-        None => SnapshotConfig {
-            interval: snapshot_interval,
-            retention: snapshot_retention,
-        },
-        Some(m) => {
-            m.check_keys(&[&["interval", "retention"]], &[])?;
-            SnapshotConfig {
-                interval: positive(&m, "interval")?.unwrap_or(snapshot_interval),
-                retention: positive(&m, "retention")?.unwrap_or(snapshot_retention),
-            }
-        }
-    };
-    let levels = match top.seq("levels")? {
-        None => vec![secs(30), secs(300), secs(3600)],
-        Some(items) => {
-            if items.len() > MAX_LEVELS {
-                return Err(ConfigError::new(
-                    "levels",
-                    ErrorKind::Invalid(format!(
-                        "at most {MAX_LEVELS} levels (L1..L8; L9 is the snapshot level)"
-                    )),
-                ));
-            }
-            let mut out = Vec::new();
-            for (path, v) in items {
-                let m = Map::new(v, &path)?;
-                m.check_keys(&[&["interval"]], &[])?;
-                let d = positive(&m, "interval")?.ok_or_else(|| {
-                    ConfigError::new(&path, ErrorKind::Invalid("`interval` is required".into()))
-                })?;
-                out.push(d);
-            }
-            out
-        }
-    };
+    let snapshot = build_snapshot(&top, &from_env)?;
+    let levels = build_levels(&top)?;
     let retention_enabled = match top.map("retention")? {
         None => true,
         Some(m) => {
@@ -158,6 +110,69 @@ pub(crate) fn build(root: &Value, env: Env<'_>) -> Result<Config, ConfigError> {
         notify_url,
         warnings,
         replica_defaults: defaults,
+    })
+}
+
+/// The replica settings at the top level: every replica's defaults. `validation:
+/// {interval}` (Litestream's global setting) stands for `validation-interval` below a
+/// top-level `validation-interval`; the environment's durations come below every key of
+/// the file and above the built-in defaults.
+fn replica_defaults(top: &Map<'_>, from_env: &EnvDefaults) -> Result<Settings, ConfigError> {
+    let mut defaults = Settings::read(top)?;
+    if let Some(m) = top.map("validation")? {
+        m.check_keys(&[&["interval"]], &[])?;
+        defaults.validation_interval = defaults.validation_interval.or(m.duration("interval")?);
+    }
+    defaults.sync_interval = defaults.sync_interval.or(from_env.sync_interval);
+    defaults.validation_interval = defaults
+        .validation_interval
+        .or(from_env.validation_interval);
+    Ok(defaults)
+}
+
+/// `snapshot:` (interval and retention; default 24h each, or the environment's).
+fn build_snapshot(top: &Map<'_>, from_env: &EnvDefaults) -> Result<SnapshotConfig, ConfigError> {
+    let interval = from_env.snapshot_interval.unwrap_or(secs(24 * 3600));
+    let retention = from_env.retention.unwrap_or(secs(24 * 3600));
+    Ok(match top.map("snapshot")? {
+        None => SnapshotConfig {
+            interval,
+            retention,
+        },
+        Some(m) => {
+            m.check_keys(&[&["interval", "retention"]], &[])?;
+            SnapshotConfig {
+                interval: positive(&m, "interval")?.unwrap_or(interval),
+                retention: positive(&m, "retention")?.unwrap_or(retention),
+            }
+        }
+    })
+}
+
+/// `levels[].interval`: the compaction intervals of L1, L2, ... (default 30s, 5m, 1h).
+fn build_levels(top: &Map<'_>) -> Result<Vec<Duration>, ConfigError> {
+    Ok(match top.seq("levels")? {
+        None => vec![secs(30), secs(300), secs(3600)],
+        Some(items) => {
+            if items.len() > MAX_LEVELS {
+                return Err(ConfigError::new(
+                    "levels",
+                    ErrorKind::Invalid(format!(
+                        "at most {MAX_LEVELS} levels (L1..L8; L9 is the snapshot level)"
+                    )),
+                ));
+            }
+            let mut out = Vec::new();
+            for (path, v) in items {
+                let m = Map::new(v, &path)?;
+                m.check_keys(&[&["interval"]], &[])?;
+                let d = positive(&m, "interval")?.ok_or_else(|| {
+                    ConfigError::new(&path, ErrorKind::Invalid("`interval` is required".into()))
+                })?;
+                out.push(d);
+            }
+            out
+        }
     })
 }
 
@@ -448,9 +463,60 @@ fn build_db(
     for key in m.keys().filter(|k| LEGACY_DB_KEYS.contains(k)) {
         warnings.push(format!("{}: Litestream 0.3 key; ignored", m.key_path(key)));
     }
-    // As written, for messages: the entry's `path` or `dir`.
+    let source = db_source(&m, path, env)?;
+    let meta_path = match (m.string("meta-path")?, m.string("meta-dir")?) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::new(
+                path,
+                ErrorKind::Invalid("give `meta-path` or `meta-dir`, not both".into()),
+            ));
+        }
+        (p, d) => p.or(d).map(|p| local_path(&p, env)),
+    };
+    let snapshot = match m.map("snapshot")? {
+        None => None,
+        Some(s) => {
+            s.check_keys(&[&["interval", "retention"]], &[])?;
+            Some(SnapshotConfig {
+                interval: positive(&s, "interval")?.unwrap_or(top_snapshot.interval),
+                retention: positive(&s, "retention")?.unwrap_or(top_snapshot.retention),
+            })
+        }
+    };
 
-    let source = match (m.string("path")?, m.string("dir")?) {
+    let lease = build_lease(&m)?;
+    if lease.is_some() && matches!(source, DbSource::Dir { watch: true, .. }) {
+        // A database found while running would replicate without taking its lease.
+        return Err(ConfigError::new(
+            m.key_path("watch"),
+            ErrorKind::Invalid("`watch: true` cannot be combined with `lease:` (databases found while replicating would not take the lease); remove one".into()),
+        ));
+    }
+    let replicas = build_replicas(&m, defaults, env, warnings)?;
+    Ok(DbConfig {
+        source,
+        meta_path,
+        replicas,
+        monitor_interval: positive(&m, "monitor-interval")?,
+        checkpoint_interval: m.duration("checkpoint-interval")?.unwrap_or(secs(60)),
+        busy_timeout: m.duration("busy-timeout")?.unwrap_or(secs(1)),
+        min_checkpoint_page_count: m.u32("min-checkpoint-page-count")?.unwrap_or(1000),
+        truncate_page_n: match m.u32("truncate-page-n")? {
+            None | Some(0) => DEFAULT_TRUNCATE_PAGE_N,
+            Some(n) => n,
+        },
+        max_sync_wal_bytes: m.size("max-sync-wal-bytes")?.filter(|n| *n > 0),
+        restore_if_db_not_exists: m.bool("restore-if-db-not-exists")?.unwrap_or(false),
+        snapshot,
+        drill_interval: positive(&m, "drill-interval")?,
+        lease,
+    })
+}
+
+/// Where a `dbs:` entry's databases are: one `path`, or the files of a `dir` that match
+/// `pattern` (with `recursive`, `watch`).
+fn db_source(m: &Map<'_>, path: &str, env: Env<'_>) -> Result<DbSource, ConfigError> {
+    Ok(match (m.string("path")?, m.string("dir")?) {
         (Some(_), Some(_)) => return Err(ConfigError::new(path, ErrorKind::PathAndDir)),
         (None, None) => return Err(ConfigError::new(path, ErrorKind::NoPathOrDir)),
         (Some(p), None) => {
@@ -485,28 +551,12 @@ fn build_db(
                 watch: m.bool("watch")?.unwrap_or(false),
             }
         }
-    };
-    let meta_path = match (m.string("meta-path")?, m.string("meta-dir")?) {
-        (Some(_), Some(_)) => {
-            return Err(ConfigError::new(
-                path,
-                ErrorKind::Invalid("give `meta-path` or `meta-dir`, not both".into()),
-            ));
-        }
-        (p, d) => p.or(d).map(|p| local_path(&p, env)),
-    };
-    let snapshot = match m.map("snapshot")? {
-        None => None,
-        Some(s) => {
-            s.check_keys(&[&["interval", "retention"]], &[])?;
-            Some(SnapshotConfig {
-                interval: positive(&s, "interval")?.unwrap_or(top_snapshot.interval),
-                retention: positive(&s, "retention")?.unwrap_or(top_snapshot.retention),
-            })
-        }
-    };
+    })
+}
 
-    let lease = match m.map("lease")? {
+/// `lease:` of a database entry (the warm standby's lease), checked.
+fn build_lease(m: &Map<'_>) -> Result<Option<LeaseConfig>, ConfigError> {
+    Ok(match m.map("lease")? {
         None => None,
         Some(l) => {
             l.check_keys(&[&["ttl", "renew-interval", "owner", "auto-promote"]], &[])?;
@@ -525,32 +575,6 @@ fn build_db(
                 auto_promote: l.bool("auto-promote")?.unwrap_or(false),
             })
         }
-    };
-    if lease.is_some() && matches!(source, DbSource::Dir { watch: true, .. }) {
-        // A database found while running would replicate without taking its lease.
-        return Err(ConfigError::new(
-            m.key_path("watch"),
-            ErrorKind::Invalid("`watch: true` cannot be combined with `lease:` (databases found while replicating would not take the lease); remove one".into()),
-        ));
-    }
-    let replicas = build_replicas(&m, defaults, env, warnings)?;
-    Ok(DbConfig {
-        source,
-        meta_path,
-        replicas,
-        monitor_interval: positive(&m, "monitor-interval")?,
-        checkpoint_interval: m.duration("checkpoint-interval")?.unwrap_or(secs(60)),
-        busy_timeout: m.duration("busy-timeout")?.unwrap_or(secs(1)),
-        min_checkpoint_page_count: m.u32("min-checkpoint-page-count")?.unwrap_or(1000),
-        truncate_page_n: match m.u32("truncate-page-n")? {
-            None | Some(0) => DEFAULT_TRUNCATE_PAGE_N,
-            Some(n) => n,
-        },
-        max_sync_wal_bytes: m.size("max-sync-wal-bytes")?.filter(|n| *n > 0),
-        restore_if_db_not_exists: m.bool("restore-if-db-not-exists")?.unwrap_or(false),
-        snapshot,
-        drill_interval: positive(&m, "drill-interval")?,
-        lease,
     })
 }
 
