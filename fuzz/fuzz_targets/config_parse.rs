@@ -10,13 +10,13 @@
 #[path = "../../crates/cli/src/config/mod.rs"]
 mod config;
 
-// The config reads one item of engine, `engine::lease::DEFAULT_TTL` (a default it fills
-// in). This crate stands in for engine so the fuzz build needs none of engine's I/O stack
-// (tokio, object_store, russh, rusqlite); the value only matters to a lease, not here.
+// The config reads one module of engine, `engine::defaults` (std only), compiled here from
+// the same file. This crate stands in for engine so the fuzz build needs none of engine's
+// I/O stack (tokio, object_store, russh, rusqlite).
 extern crate self as engine;
-mod lease {
-    pub const DEFAULT_TTL: std::time::Duration = std::time::Duration::from_secs(10);
-}
+#[allow(dead_code)]
+#[path = "../../crates/engine/src/defaults.rs"]
+mod defaults;
 
 use libfuzzer_sys::fuzz_target;
 

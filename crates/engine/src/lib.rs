@@ -22,6 +22,7 @@
 
 pub mod check;
 pub mod clock;
+pub mod defaults;
 pub mod fsutil;
 pub mod history;
 pub mod lease;

@@ -7,6 +7,7 @@
 //! Litestream lets a top-level default beat the URL; a URL written for one replica is
 //! more specific, so here it wins.
 
+use engine::defaults;
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
@@ -26,9 +27,6 @@ pub(crate) use super::envdefaults::Env;
 
 pub(crate) const SUPPORTED_TYPES: &str = "file, s3, gs, abs, sftp";
 const MAX_LEVELS: usize = 8;
-
-/// Litestream's `truncate-page-n` default: about 500 MB of WAL at 4 KiB pages.
-const DEFAULT_TRUNCATE_PAGE_N: u32 = 121_359;
 
 const fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
@@ -96,15 +94,19 @@ pub(crate) fn build(root: &Value, env: Env<'_>) -> Result<Config, ConfigError> {
         socket: build_socket(&top)?,
         levels,
         snapshot,
-        l0_retention: top.duration("l0-retention")?.unwrap_or(secs(300)),
+        l0_retention: top
+            .duration("l0-retention")?
+            .unwrap_or(defaults::L0_RETENTION),
         l0_retention_check_interval: positive(&top, "l0-retention-check-interval")?
-            .unwrap_or(secs(15)),
+            .unwrap_or(defaults::L0_RETENTION_CHECK_INTERVAL),
         retention_enabled,
         exec: top.string("exec")?,
         logging: build_logging(&top, env)?,
-        shutdown_sync_timeout: top.duration("shutdown-sync-timeout")?.unwrap_or(secs(30)),
+        shutdown_sync_timeout: top
+            .duration("shutdown-sync-timeout")?
+            .unwrap_or(defaults::SHUTDOWN_SYNC_TIMEOUT),
         shutdown_sync_interval: positive(&top, "shutdown-sync-interval")?
-            .unwrap_or(Duration::from_millis(500)),
+            .unwrap_or(defaults::SHUTDOWN_SYNC_INTERVAL),
         heartbeat,
         verify_compaction: top.bool("verify-compaction")?.unwrap_or(false),
         notify_url,
@@ -132,8 +134,10 @@ fn replica_defaults(top: &Map<'_>, from_env: &EnvDefaults) -> Result<Settings, C
 
 /// `snapshot:` (interval and retention; default 24h each, or the environment's).
 fn build_snapshot(top: &Map<'_>, from_env: &EnvDefaults) -> Result<SnapshotConfig, ConfigError> {
-    let interval = from_env.snapshot_interval.unwrap_or(secs(24 * 3600));
-    let retention = from_env.retention.unwrap_or(secs(24 * 3600));
+    let interval = from_env
+        .snapshot_interval
+        .unwrap_or(defaults::SNAPSHOT_INTERVAL);
+    let retention = from_env.retention.unwrap_or(defaults::SNAPSHOT_RETENTION);
     Ok(match top.map("snapshot")? {
         None => SnapshotConfig {
             interval,
@@ -152,7 +156,7 @@ fn build_snapshot(top: &Map<'_>, from_env: &EnvDefaults) -> Result<SnapshotConfi
 /// `levels[].interval`: the compaction intervals of L1, L2, ... (default 30s, 5m, 1h).
 fn build_levels(top: &Map<'_>) -> Result<Vec<Duration>, ConfigError> {
     Ok(match top.seq("levels")? {
-        None => vec![secs(30), secs(300), secs(3600)],
+        None => defaults::LEVEL_INTERVALS.to_vec(),
         Some(items) => {
             if items.len() > MAX_LEVELS {
                 return Err(ConfigError::new(
@@ -498,11 +502,17 @@ fn build_db(
         meta_path,
         replicas,
         monitor_interval: positive(&m, "monitor-interval")?,
-        checkpoint_interval: m.duration("checkpoint-interval")?.unwrap_or(secs(60)),
-        busy_timeout: m.duration("busy-timeout")?.unwrap_or(secs(1)),
-        min_checkpoint_page_count: m.u32("min-checkpoint-page-count")?.unwrap_or(1000),
+        checkpoint_interval: m
+            .duration("checkpoint-interval")?
+            .unwrap_or(defaults::CHECKPOINT_INTERVAL),
+        busy_timeout: m
+            .duration("busy-timeout")?
+            .unwrap_or(defaults::BUSY_TIMEOUT),
+        min_checkpoint_page_count: m
+            .u32("min-checkpoint-page-count")?
+            .unwrap_or(defaults::MIN_CHECKPOINT_PAGES),
         truncate_page_n: match m.u32("truncate-page-n")? {
-            None | Some(0) => DEFAULT_TRUNCATE_PAGE_N,
+            None | Some(0) => defaults::TRUNCATE_PAGES,
             Some(n) => n,
         },
         max_sync_wal_bytes: m.size("max-sync-wal-bytes")?.filter(|n| *n > 0),
@@ -560,7 +570,7 @@ fn build_lease(m: &Map<'_>) -> Result<Option<LeaseConfig>, ConfigError> {
         None => None,
         Some(l) => {
             l.check_keys(&[&["ttl", "renew-interval", "owner", "auto-promote"]], &[])?;
-            let ttl = positive(&l, "ttl")?.unwrap_or(engine::lease::DEFAULT_TTL);
+            let ttl = positive(&l, "ttl")?.unwrap_or(defaults::LEASE_TTL);
             let renew_interval = positive(&l, "renew-interval")?.unwrap_or(ttl / 3);
             if renew_interval * 2 > ttl {
                 return Err(ConfigError::new(

@@ -35,7 +35,7 @@ use crate::storage::layout::LEASE_NAME;
 use crate::storage::{ETag, ErrorKind, ReplicaStore, StorageError};
 
 /// Default lease TTL: a dead primary is replaced after about this long.
-pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
+pub const DEFAULT_TTL: Duration = crate::defaults::LEASE_TTL;
 
 /// How a lease is held and judged.
 #[derive(Clone, Debug)]

@@ -149,7 +149,7 @@ pub struct CaptureOptions {
 }
 
 /// Litestream's `truncate-page-n` default: about 500 MB of WAL at 4 KiB pages.
-pub const DEFAULT_TRUNCATE_PAGES: u32 = 121_359;
+pub const DEFAULT_TRUNCATE_PAGES: u32 = crate::defaults::TRUNCATE_PAGES;
 
 /// After an emergency TRUNCATE checkpoint (done or refused by a busy reader), the next
 /// is not tried for this long: each costs a full-database file.

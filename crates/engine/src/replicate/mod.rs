@@ -32,6 +32,7 @@ pub mod report;
 pub mod status;
 pub mod upload;
 
+use crate::defaults;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,15 +76,11 @@ impl ReplicaOptions {
         ReplicaOptions {
             name: name.into(),
             min_upload_interval: DEFAULT_PACE,
-            levels: vec![
-                Duration::from_secs(30),
-                Duration::from_secs(300),
-                Duration::from_secs(3600),
-            ],
-            snapshot_interval: Duration::from_secs(24 * 3600),
-            snapshot_retention: Duration::from_secs(24 * 3600),
-            l0_retention: Duration::from_secs(300),
-            l0_retention_check_interval: Duration::from_secs(15),
+            levels: defaults::LEVEL_INTERVALS.to_vec(),
+            snapshot_interval: defaults::SNAPSHOT_INTERVAL,
+            snapshot_retention: defaults::SNAPSHOT_RETENTION,
+            l0_retention: defaults::L0_RETENTION,
+            l0_retention_check_interval: defaults::L0_RETENTION_CHECK_INTERVAL,
             retention_enabled: true,
             encoding: PageEncoding::Block,
             verify_compaction: false,
@@ -96,7 +93,7 @@ impl ReplicaOptions {
 /// Default minimum interval between two captures (and so between two uploads) of one
 /// database: at most 50 L0 files per second under continuous writes, while a commit
 /// after a quiet spell is captured at once.
-pub const DEFAULT_PACE: Duration = Duration::from_millis(20);
+pub const DEFAULT_PACE: Duration = crate::defaults::SYNC_INTERVAL;
 
 /// Settings of one database.
 #[derive(Clone, Debug)]
@@ -127,15 +124,15 @@ impl DbOptions {
         DbOptions {
             meta_dir: local::default_meta_dir(&path),
             path,
-            busy_timeout: Duration::from_secs(1),
-            min_checkpoint_pages: 1000,
-            truncate_pages: capture::DEFAULT_TRUNCATE_PAGES,
+            busy_timeout: defaults::BUSY_TIMEOUT,
+            min_checkpoint_pages: defaults::MIN_CHECKPOINT_PAGES,
+            truncate_pages: defaults::TRUNCATE_PAGES,
             max_capture_wal_bytes: None,
-            checkpoint_interval: Duration::from_secs(60),
-            poll_interval: Duration::from_secs(1),
+            checkpoint_interval: defaults::CHECKPOINT_INTERVAL,
+            poll_interval: defaults::POLL_INTERVAL,
             encoding: PageEncoding::Block,
-            shutdown_sync_timeout: Duration::from_secs(30),
-            shutdown_sync_interval: Duration::from_millis(500),
+            shutdown_sync_timeout: defaults::SHUTDOWN_SYNC_TIMEOUT,
+            shutdown_sync_interval: defaults::SHUTDOWN_SYNC_INTERVAL,
         }
     }
 }

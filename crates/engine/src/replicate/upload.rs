@@ -86,7 +86,9 @@ impl Uploader {
             let done = self
                 .catch_up(&mut view, head, &mut backoff, &mut last_upload, &mut reset)
                 .await;
-            if done {
+            // During the final sync only uploads run: compaction and retention wait for
+            // the next start rather than hold the shutdown up.
+            if done && head.final_sync_retry.is_none() {
                 if let Err(e) = maint
                     .run_due(
                         self.store.as_ref(),
