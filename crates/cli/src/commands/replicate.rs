@@ -157,6 +157,16 @@ async fn replicate(a: Args, cfg: Config) -> anyhow::Result<ExitCode> {
             info!("shutting down: final sync");
             stop_tx.send_replace(true);
         }
+    } else {
+        // `-once` ends by itself; a signal before then ends it sooner, after a final sync.
+        let mut signals = crate::signals::subscribe()?;
+        tokio::select! {
+            r = &mut task => finished = Some(r),
+            _ = crate::signals::requested(&mut signals) => {
+                info!("shutting down: final sync");
+                stop_tx.send_replace(true);
+            }
+        }
     }
     let errors = match finished {
         Some(r) => r,

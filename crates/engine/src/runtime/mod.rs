@@ -216,6 +216,9 @@ struct Entry {
     notify: Arc<Notify>,
     poll_interval: Duration,
     stop: watch::Sender<bool>,
+    /// Set by the task itself before it wakes [`Runtime::wait`]: `JoinHandle::is_finished`
+    /// may still be false at that moment, and the wake-up would be lost.
+    finished: Arc<std::sync::atomic::AtomicBool>,
     task: tokio::task::JoinHandle<Result<(), ReplicateError>>,
 }
 
@@ -298,6 +301,8 @@ impl Runtime {
         let handle = db.handle.clone();
         let poll_interval = db.opts.poll_interval;
         let weak = Arc::downgrade(inner);
+        let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let task_finished = finished.clone();
         // Boxed: the task's future would otherwise hold this one (2.3 KiB) twice, as the
         // captured value and as the future being awaited.
         let run = Box::pin(run_db(db, notify.clone(), stop_rx, inner.mode));
@@ -308,6 +313,7 @@ impl Runtime {
             if let Err(e) = &r {
                 status.record_failure(format!("replication stopped: {e}"), crate::clock::now_ms());
             }
+            task_finished.store(true, std::sync::atomic::Ordering::Release);
             if let Some(inner) = weak.upgrade() {
                 inner.changed.notify_one();
             }
@@ -321,6 +327,7 @@ impl Runtime {
                 notify,
                 poll_interval,
                 stop,
+                finished,
                 task,
             },
         );
@@ -408,7 +415,12 @@ impl Runtime {
         loop {
             {
                 let dbs = lock(&inner.dbs);
-                if !dbs.keep_open && dbs.by_path.values().all(|e| e.task.is_finished()) {
+                if !dbs.keep_open
+                    && dbs
+                        .by_path
+                        .values()
+                        .all(|e| e.finished.load(std::sync::atomic::Ordering::Acquire))
+                {
                     break;
                 }
             }
