@@ -512,6 +512,26 @@ impl DbConns {
     }
 
     /// The pin connection `i`, opened now if it is not.
+    /// The pin connection not holding the pin (opened if needed), with no read
+    /// transaction of its own: where our checkpoints run. Returns its index and itself.
+    fn idle_conn_outside_transaction(&mut self) -> Result<(usize, &Connection), DbError> {
+        let idle = match self.active {
+            Some(i) => 1 - i,
+            None => 0,
+        };
+        let path = self.paths.db.clone();
+        let c = self.pin_conn(idle)?;
+        if !c.is_autocommit() {
+            c.execute_batch("ROLLBACK")
+                .map_err(|source| DbError::Sqlite {
+                    path,
+                    op: "end read transaction",
+                    source,
+                })?;
+        }
+        Ok((idle, c))
+    }
+
     fn pin_conn(&mut self, i: usize) -> Result<&Connection, DbError> {
         if self.pins[i].is_none() {
             self.pins[i] = Some(open_conn(&self.paths, self.busy)?);
@@ -771,20 +791,8 @@ impl DbConns {
     /// to the oldest read mark (ours included) and never blocks the application.
     /// Returns (frames in WAL, frames backfilled), or None if SQLite reported busy.
     pub fn checkpoint_passive(&mut self) -> Result<Option<(i64, i64)>, DbError> {
-        let idle = match self.active {
-            Some(i) => 1 - i,
-            None => 0,
-        };
         let path = self.paths.db.clone();
-        let c = self.pin_conn(idle)?;
-        if !c.is_autocommit() {
-            c.execute_batch("ROLLBACK")
-                .map_err(|source| DbError::Sqlite {
-                    path: path.clone(),
-                    op: "end read transaction",
-                    source,
-                })?;
-        }
+        let (_, c) = self.idle_conn_outside_transaction()?;
         // The C call, not `PRAGMA wal_checkpoint`: the pragma parses the schema first. A
         // connection opens the WAL at its first read, and the call does nothing before.
         c.query_row("PRAGMA schema_version", [], |r| r.get::<_, i64>(0))
@@ -821,20 +829,8 @@ impl DbConns {
     /// our own read transactions first ([`DbConns::release_all`]), or it cannot finish.
     /// Returns whether the WAL was checkpointed completely and truncated to zero bytes.
     pub fn checkpoint_truncate(&mut self) -> Result<bool, DbError> {
-        let idle = match self.active {
-            Some(i) => 1 - i,
-            None => 0,
-        };
         let path = self.paths.db.clone();
-        let c = self.pin_conn(idle)?;
-        if !c.is_autocommit() {
-            c.execute_batch("ROLLBACK")
-                .map_err(|source| DbError::Sqlite {
-                    path: path.clone(),
-                    op: "end read transaction",
-                    source,
-                })?;
-        }
+        let (idle, c) = self.idle_conn_outside_transaction()?;
         let r = c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
