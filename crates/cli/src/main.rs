@@ -14,6 +14,7 @@ mod config;
 mod control;
 mod dirwatch;
 mod failover;
+mod generated;
 mod heartbeat;
 mod logging;
 mod mcp;
