@@ -1,17 +1,20 @@
 //! Operator visibility of a running `replicate`: the `addr` HTTP endpoint (`/metrics` in
-//! Prometheus text, `/healthz`, `/status` as JSON), and reading `/status` back for the
+//! Prometheus text, `/healthz`, `/status` as JSON, the status page at `/`), and reading `/status` back for the
 //! `status` command.
 //!
 //! Data flow: the engine's live `status` atomics → [`Watched::report`] (a plain
 //! `Report`, plus the local meta directories for pending bytes and lag age) →
-//! `metrics::render` / `health::check` / JSON (pure) → `snapshot` (the rendered bodies,
+//! `metrics::render` / `health::check` / JSON / `page::render` (pure; the page with the
+//! last hour kept by `history`) → `snapshot` (the rendered bodies,
 //! shared by every request for up to a second) → `server` (HTTP, on a thread of its own,
 //! with bounded connections and request time). The engine knows nothing of HTTP; this
 //! module holds no replication state of its own.
 
 pub mod client;
 pub mod health;
+pub mod history;
 pub mod metrics;
+pub mod page;
 pub mod server;
 pub mod snapshot;
 

@@ -1,11 +1,14 @@
-//! The `addr` HTTP server: `GET /metrics`, `/healthz`, `/status`, on hyper's HTTP/1
-//! server.
+//! The `addr` HTTP server: `GET /metrics`, `/healthz`, `/status` and the status page `/`,
+//! on hyper's HTTP/1 server.
 //!
 //! Kept off the capture path (issue 17: a flood of requests used to stall captures):
 //! - it runs on its own thread with its own single-threaded runtime, so requests neither
 //!   queue on the replicator's runtime nor take the blocking threads captures use;
 //! - every request is answered from a [`Snapshot`] shared for up to [`snapshot::MAX_AGE`]
 //!   (one report build at a time, on this thread), so a scrape can be up to a second old;
+//! - a snapshot is also taken every [`history::SAMPLE_EVERY`] when nobody asks, so the
+//!   status page's plots of the last hour have no holes (local figures only: no
+//!   object-store request);
 //! - at most [`MAX_CONNECTIONS`] connections are served at once; one more is answered
 //!   `503` and closed at once;
 //! - a client has [`HEADER_TIMEOUT`] to send its request headers, and a connection is
@@ -24,6 +27,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
+use super::history::{self, History};
 use super::snapshot::{self, Snapshot, Snapshots};
 use super::Watched;
 
@@ -72,6 +76,18 @@ pub fn spawn(
 async fn serve(listener: TcpListener, watched: Arc<Watched>, opts: ServeOptions) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let snapshots = Arc::new(Snapshots::new(snapshot::MAX_AGE));
+    let history = Arc::new(History::new());
+    {
+        let (w, snaps, h) = (watched.clone(), snapshots.clone(), history.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(history::SAMPLE_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                snaps.get(|| Snapshot::build(&w, opts.failing_after, &h));
+            }
+        });
+    }
     let (mut refused, mut last_said) = (0u64, None);
     loop {
         let stream = match listener.accept().await {
@@ -95,10 +111,10 @@ async fn serve(listener: TcpListener, watched: Arc<Watched>, opts: ServeOptions)
             }
             continue;
         };
-        let (w, snaps) = (watched.clone(), snapshots.clone());
+        let (w, snaps, h) = (watched.clone(), snapshots.clone(), history.clone());
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
-                let snapshot = || snaps.get(|| Snapshot::build(&w, opts.failing_after));
+                let snapshot = || snaps.get(|| Snapshot::build(&w, opts.failing_after, &h));
                 std::future::ready(Ok::<_, Infallible>(answer(&req, snapshot)))
             });
             let conn = hyper::server::conn::http1::Builder::new()
@@ -133,15 +149,16 @@ fn answer<B>(req: &Request<B>, snapshot: impl FnOnce() -> Arc<Snapshot>) -> Resp
         );
     }
     let path = req.uri().path();
-    if !matches!(path, "/metrics" | "/healthz" | "/status") {
+    if !matches!(path, "/" | "/metrics" | "/healthz" | "/status") {
         return reply(
             StatusCode::NOT_FOUND,
             "text/plain; charset=utf-8",
-            "not found: try /metrics, /healthz or /status\n".into(),
+            "not found: try /, /metrics, /healthz or /status\n".into(),
         );
     }
     let s = snapshot();
     match path {
+        "/" => reply(StatusCode::OK, "text/html; charset=utf-8", s.page.clone()),
         "/metrics" => reply(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",

@@ -2,9 +2,9 @@
 //! [`MAX_AGE`] (issue 17: each request used to build its own report on the blocking
 //! threads captures use, so a flood of requests stalled captures).
 //!
-//! Owns: [`Snapshot`] (the `/metrics` text, the `/status` JSON and the `/healthz`
-//! verdict of one report) and [`Snapshots`], which keeps the latest and builds a new one
-//! only when it is older than its maximum age. Concurrent requests share one build: the
+//! Owns: [`Snapshot`] (the `/metrics` text, the `/status` JSON, the `/healthz`
+//! verdict and the status page of one report) and [`Snapshots`], which keeps the latest
+//! and builds a new one only when it is older than its maximum age. Concurrent requests share one build: the
 //! server runs on its own single thread (`server`), and a build runs to completion on it
 //! before any other request is looked at.
 //!
@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use hyper::body::Bytes;
 
-use super::{health, metrics, Watched};
+use super::history::History;
+use super::{health, metrics, page, Watched};
 
 /// How long a snapshot is served before the next request builds a new one. A scrape is
 /// at most this much behind; Prometheus scrapes every 15 s or more.
@@ -31,16 +32,20 @@ pub struct Snapshot {
     pub status: Result<Bytes, String>,
     /// `health::check`'s verdict.
     pub health: Result<(), String>,
+    /// The status page (`/`), HTML.
+    pub page: Bytes,
 }
 
 impl Snapshot {
-    /// Takes a report of `watched` now and renders it. Lists each local meta directory:
-    /// blocking, but short.
-    pub fn build(watched: &Watched, failing_after: Duration) -> Snapshot {
+    /// Takes a report of `watched` now, keeps its lag figures in `history`, and renders
+    /// it. Lists each local meta directory: blocking, but short.
+    pub fn build(watched: &Watched, failing_after: Duration, history: &History) -> Snapshot {
         let taken = Instant::now();
         let leases = watched.lease_views();
         let report = watched.report();
+        history.record(&report);
         Snapshot {
+            page: Bytes::from(page::render(&report, &leases, history)),
             taken,
             metrics: Bytes::from(metrics::render(&report) + &metrics::render_leases(&leases)),
             status: status_json(&report, watched.heartbeat_view())
@@ -107,6 +112,7 @@ mod tests {
             metrics: Bytes::from(vec![n]),
             status: Ok(Bytes::new()),
             health: Ok(()),
+            page: Bytes::new(),
         }
     }
 
