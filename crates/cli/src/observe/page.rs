@@ -112,7 +112,7 @@ pub fn render(report: &Report, leases: &[(String, LeaseView)], history: &History
          <title>{} sqlite-replicate</title><style>{STYLE}</style></head><body data-state=\"{}\">\
          <h1>sqlite-replicate <span class=\"badge {}\">{}</span></h1>\
          <p class=\"sub\">{} databases, {replicas} replicas: <span class=\"summary\">{} failing, {} behind</span>. \
-         As of {} UTC; reloads every {REFRESH_SECONDS} s. Plots: the last hour. \
+         As of {} UTC; reloads every {REFRESH_SECONDS} s. Plots: the last hour, or since start. \
          Also: <a href=\"/status\">/status</a> (JSON), <a href=\"/metrics\">/metrics</a>, <a href=\"/healthz\">/healthz</a>.</p>",
         match worst {
             State::Failing => "✖",
@@ -296,23 +296,27 @@ fn replica_row(o: &mut String, d: &DbReport, r: &ReplicaReport, history: &Histor
     o.push_str("</td></tr>");
 }
 
-/// A 160×36 line plot of `value` over the last [`WINDOW`] ending at `now`, scaled to its
-/// maximum, with the latest value written beside it.
+/// A 160×36 line plot of `value` ending at `now`, over the last [`WINDOW`] or since the
+/// first sample when that is more recent (a process started ten minutes ago plots ten
+/// minutes across the width, at least one), scaled to its maximum, with the latest value
+/// and the maximum written beside it.
 fn plot(o: &mut String, samples: &[Sample], now: i64, value: impl Fn(&Sample) -> f64, unit: &str) {
     const W: f64 = 160.0;
     const H: f64 = 36.0;
-    let window = WINDOW.as_millis() as f64;
+    let first = samples.first().map_or(now, |s| s.unix_ms);
+    let window = (now - first).clamp(60_000, WINDOW.as_millis() as i64) as f64;
     let max = samples.iter().map(&value).fold(0.0, f64::max);
     let top = if max > 0.0 { max } else { 1.0 };
     let last = samples.last().map_or(0.0, &value);
     let _ = write!(
         o,
         "<svg class=\"plot\" width=\"{}\" height=\"{H}\" viewBox=\"0 0 {} {H}\" role=\"img\">\
-         <title>{} {unit} now, at most {} in the last hour</title><polyline points=\"",
+         <title>{} {unit} now, at most {} in the last {}</title><polyline points=\"",
         W + 40.0,
         W + 40.0,
         num(last),
-        num(max)
+        num(max),
+        span_ms(window as i64)
     );
     for s in samples {
         let x = W * (1.0 - ((now - s.unix_ms) as f64 / window)).clamp(0.0, 1.0);
@@ -330,11 +334,9 @@ fn plot(o: &mut String, samples: &[Sample], now: i64, value: impl Fn(&Sample) ->
     );
 }
 
-/// A figure in at most four significant places.
+/// A figure for a plot's label: whole from 100 up, else to one decimal place.
 fn num(x: f64) -> String {
-    if x.fract() == 0.0 && x.abs() < 1e15 {
-        format!("{x:.0}")
-    } else if x.abs() >= 100.0 {
+    if (x.fract() == 0.0 && x.abs() < 1e15) || x.abs() >= 100.0 {
         format!("{x:.0}")
     } else {
         format!("{x:.1}")
@@ -466,11 +468,12 @@ mod tests {
         assert_eq!(states, [State::Failing, State::Behind]);
         let page = render(&r, &[], &History::new());
         assert!(page.contains("<body data-state=\"failing\">"), "{page}");
-        assert!(page.contains(
-            "<section class=\"db\" data-db=\"/d/&lt;a&gt;.db\" data-state=\"failing\">"
-        ));
+        assert!(page
+            .contains("<section class=\"db\" data-db=\"/d/&lt;a&gt;.db\" data-state=\"failing\">"));
         assert!(page.contains("<tr class=\"replica\" data-replica=\"s3\" data-state=\"failing\">"));
-        assert!(page.contains("<tr class=\"replica\" data-replica=\"file\" data-state=\"current\">"));
+        assert!(
+            page.contains("<tr class=\"replica\" data-replica=\"file\" data-state=\"current\">")
+        );
         assert!(page.contains("<tr class=\"replica\" data-replica=\"slow\" data-state=\"behind\">"));
         assert!(page.contains("1 failing, 1 behind"));
         // The error, escaped, with how long it has lasted.
@@ -499,7 +502,21 @@ mod tests {
         let page = render(&r, &[], &h);
         // x runs 0..160 over the hour; y from 34 (zero) up to 2 (the maximum).
         assert!(
-            page.contains("<title>0 transactions now, at most 10 in the last hour</title><polyline points=\"0.0,2.0 80.0,18.0 160.0,34.0 \"/>"),
+            page.contains("<title>0 transactions now, at most 10 in the last 60 min</title><polyline points=\"0.0,2.0 80.0,18.0 160.0,34.0 \"/>"),
+            "{page}"
+        );
+    }
+
+    #[test]
+    fn a_young_history_spans_the_width() {
+        let h = History::new();
+        let mut old = report();
+        old.taken_unix_ms = NOW - 600_000;
+        old.databases[0].replicas[0].lag_txids = 4;
+        h.record(&old);
+        let page = render(&report(), &[], &h);
+        assert!(
+            page.contains("<title>2 transactions now, at most 4 in the last 10 min</title><polyline points=\"0.0,2.0 160.0,18.0 \"/>"),
             "{page}"
         );
     }

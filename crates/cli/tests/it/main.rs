@@ -30,6 +30,7 @@ mod mcp;
 mod metrics;
 mod netfault;
 mod notify;
+mod operate;
 mod outage;
 mod perms;
 mod replicate;
