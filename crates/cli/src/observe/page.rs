@@ -81,7 +81,7 @@ th,td{text-align:left;vertical-align:top;padding:.3em .5em;border-top:1px solid 
 tr[data-state=failing] td{background:#fdecea}tr[data-state=behind] td{background:#fff8e1}\
 .error{color:#b71c1c;word-break:break-word}.muted{color:#888}\
 svg.plot{background:#f4f4f4;border-radius:2px}svg.plot polyline{fill:none;stroke:#1565c0;stroke-width:1.5}\
-svg.plot text{font-size:9px;fill:#555}\
+svg.plot{display:block}.val{font-size:.8em;color:#666}\
 .summary{font-weight:600}";
 
 /// The page for `report`, the lease of each database that has one, and the samples of
@@ -310,10 +310,8 @@ fn plot(o: &mut String, samples: &[Sample], now: i64, value: impl Fn(&Sample) ->
     let last = samples.last().map_or(0.0, &value);
     let _ = write!(
         o,
-        "<svg class=\"plot\" width=\"{}\" height=\"{H}\" viewBox=\"0 0 {} {H}\" role=\"img\">\
+        "<svg class=\"plot\" width=\"{W}\" height=\"{H}\" viewBox=\"0 0 {W} {H}\" role=\"img\">\
          <title>{} {unit} now, at most {} in the last {}</title><polyline points=\"",
-        W + 40.0,
-        W + 40.0,
         num(last),
         num(max),
         span_ms(window as i64)
@@ -325,19 +323,19 @@ fn plot(o: &mut String, samples: &[Sample], now: i64, value: impl Fn(&Sample) ->
     }
     let _ = write!(
         o,
-        "\"/><text x=\"{}\" y=\"{}\">{}</text><text x=\"{}\" y=\"10\">max {}</text></svg>",
-        W + 3.0,
-        H - 4.0,
+        "\"/></svg><div class=\"val\">now {} · max {} · {}</div>",
         num(last),
-        W + 3.0,
-        num(max)
+        num(max),
+        span_ms(window as i64)
     );
 }
 
-/// A figure for a plot's label: whole from 100 up, else to one decimal place.
+/// A figure for a plot's label: whole from 100 up, else to one decimal place (two below 1).
 fn num(x: f64) -> String {
     if (x.fract() == 0.0 && x.abs() < 1e15) || x.abs() >= 100.0 {
         format!("{x:.0}")
+    } else if x.abs() < 1.0 {
+        format!("{x:.2}")
     } else {
         format!("{x:.1}")
     }
