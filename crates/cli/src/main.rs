@@ -19,6 +19,7 @@ mod logging;
 mod mcp;
 mod notify;
 mod observe;
+mod progress;
 mod setup;
 mod signals;
 

@@ -417,6 +417,8 @@ pub async fn restore_missing_dbs(cfg: &Config) -> anyhow::Result<()> {
         }
         let mut opts = RestoreOptions::latest(IntegrityCheck::Quick);
         opts.v3 = V3Fallback::Latest { generation: None };
+        let (progress, _shown) = crate::progress::start("restore", crate::progress::Style::Log);
+        opts.apply.progress = progress;
         match run::restore(&candidates, &path, &opts).await? {
             Outcome::Restored(r) => match r.at {
                 RestoredAt::Txid(txid) => {

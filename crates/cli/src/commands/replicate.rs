@@ -343,6 +343,7 @@ fn start_drills(
                     db: run.opts.path.clone(),
                     meta_dir: run.opts.meta_dir.clone(),
                 }),
+                progress: Default::default(),
             };
             let (status, db_name, replica) = (
                 r.status.clone(),
