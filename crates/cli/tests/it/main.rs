@@ -32,6 +32,7 @@ mod netfault;
 mod notify;
 mod outage;
 mod perms;
+mod progress;
 mod replicate;
 mod reset;
 mod restore;
