@@ -102,6 +102,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     if a.follow && (a.txid.is_some() || a.timestamp.is_some()) {
         bail!("-f cannot be combined with -txid or -timestamp");
     }
+    setup::refuse_malformed_url(&a.target)?;
     let is_url = a.target.contains("://");
     let cfg = if is_url && a.config.is_none() {
         setup::load_config_if_present(!a.no_expand_env)?

@@ -14,6 +14,7 @@ mod control;
 mod crash;
 mod diskfull;
 mod faultproxy;
+mod first_use;
 mod flood;
 mod garage;
 mod garage_cluster;

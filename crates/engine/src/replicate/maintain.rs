@@ -474,16 +474,16 @@ impl Maintenance {
 
     /// Deletes snapshots older than the retention (keeping the newest), then files at
     /// levels 1..=8 that end below the newest deleted snapshot (keeping each level's newest).
-    /// Invariant K1, with [`plan_l0_retention`] for L0.
+    /// Invariant K1, with [`plan_l0_retention`] for L0. Returns how many files went.
     async fn snapshot_retention(
         &self,
         store: &dyn ReplicaStore,
         view: &mut ReplicaView,
         status: &ReplicaStatus,
-    ) -> Result<(), MaintainError> {
+    ) -> Result<usize, MaintainError> {
         let snaps = view.files(Level::SNAPSHOT).to_vec();
         let Some((_newest, older)) = snaps.split_last() else {
-            return Ok(());
+            return Ok(0);
         };
         let expired: Vec<LtxKey> = older
             .iter()
@@ -496,7 +496,7 @@ impl Maintenance {
             .map(|s| s.key)
             .collect();
         if expired.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let floor = expired.iter().map(|k| k.max).max().expect("nonempty");
         let mut doomed = expired;
@@ -512,7 +512,7 @@ impl Maintenance {
         status
             .deletes
             .fetch_add(doomed.len() as u64, Ordering::Relaxed);
-        Ok(())
+        Ok(doomed.len())
     }
 
     /// Deletes L0 files covered by L1 and older than the L0 retention, oldest first,
@@ -548,6 +548,28 @@ impl Maintenance {
             .fetch_add(p.doomed.len() as u64, Ordering::Relaxed);
         Ok(())
     }
+}
+
+/// `replicate -once -enforce-retention`, as Litestream's `Store.EnforceSnapshotRetention`
+/// after its one sync: lists the replica and applies the snapshot retention now, whatever
+/// the snapshot schedule says (snapshots older than `snapshot.retention` deleted, the
+/// newest kept; files of levels 1..=8 ending below the newest deleted snapshot deleted,
+/// each level's newest kept; L0 keeps its own schedule, as in Litestream). Returns how
+/// many files were deleted; none with `retention.enabled: false`.
+///
+/// Requests: one LIST per level, and one batched DELETE when something expired.
+pub async fn enforce_snapshot_retention(
+    store: &dyn ReplicaStore,
+    opts: &ReplicaOptions,
+    status: &ReplicaStatus,
+) -> Result<usize, MaintainError> {
+    if !opts.retention_enabled {
+        return Ok(0);
+    }
+    let mut view = ReplicaView::load(store).await?;
+    Maintenance::new(opts)
+        .snapshot_retention(store, &mut view, status)
+        .await
 }
 
 /// One L0 retention run's choice: the files to delete, and how the others were kept.
