@@ -15,7 +15,8 @@
 //! phase is or count bytes (the engine does).
 //!
 //! `$SQLITE_REPLICATE_PROGRESS_INTERVAL` (a duration such as `500ms`) changes the period
-//! of lines and events from 5 s; tests use it to see several within a short restore.
+//! of lines and events from 5 s (the engine's progress logs too, [`configure_engine`]);
+//! tests use it to see several within a short restore.
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -50,6 +51,12 @@ impl Style {
 /// The period of lines and events when the environment does not say.
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
 const INTERVAL_ENV: &str = "SQLITE_REPLICATE_PROGRESS_INTERVAL";
+
+/// Passes the period on to the engine's own progress logs (`engine::progress::Logged`:
+/// a replicator's full image, snapshot, compaction).
+pub fn configure_engine() {
+    engine::progress::set_log_every(interval());
+}
 
 fn interval() -> Duration {
     std::env::var(INTERVAL_ENV)

@@ -118,3 +118,121 @@ impl fmt::Debug for Progress {
         })
     }
 }
+
+/// Progress of background work (a replicator's full image, snapshot or compaction) as
+/// log events: nothing for work that ends within the period ([`set_log_every`], 5 s),
+/// then one `info` event at most every period while bytes advance, and one when the
+/// phase ends. So
+/// only large work is logged, and a thousand small compactions add no lines.
+pub struct Logged {
+    work: &'static str,
+    db: String,
+    replica: Option<String>,
+    state: std::sync::Mutex<LoggedState>,
+}
+
+struct LoggedState {
+    phase: Option<(Phase, Option<u64>, std::time::Instant)>,
+    done: u64,
+    last_log: Option<std::time::Instant>,
+}
+
+/// [`Logged`]'s period in milliseconds (5 s unless the process says otherwise).
+static LOG_EVERY_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(5000);
+
+/// Sets the period of [`Logged`] events for this process (the CLI passes on
+/// `$SQLITE_REPLICATE_PROGRESS_INTERVAL`).
+pub fn set_log_every(every: std::time::Duration) {
+    LOG_EVERY_MS.store(
+        every.as_millis().clamp(1, u64::MAX as u128) as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+}
+
+fn log_every() -> std::time::Duration {
+    std::time::Duration::from_millis(LOG_EVERY_MS.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+impl Logged {
+    /// Reports `work` (`"full image"`, `"snapshot"`, `"compaction"`) of `db` (and
+    /// `replica`) to the log.
+    pub fn progress(work: &'static str, db: &str, replica: Option<&str>) -> Progress {
+        Progress::new(Arc::new(Logged {
+            work,
+            db: db.to_string(),
+            replica: replica.map(str::to_string),
+            state: std::sync::Mutex::new(LoggedState {
+                phase: None,
+                done: 0,
+                last_log: None,
+            }),
+        }))
+    }
+
+    fn log(&self, phase: Phase, done: u64, total: Option<u64>, elapsed: std::time::Duration) {
+        let secs = elapsed.as_secs_f64();
+        let rate = if secs > 0.0 { done as f64 / secs } else { 0.0 };
+        let left = match total {
+            Some(t) if rate > 0.0 => Some((t.saturating_sub(done) as f64 / rate) as u64),
+            _ => None,
+        };
+        let pct = total.map(|t| if t == 0 { 100 } else { done * 100 / t });
+        tracing::info!(
+            db = %self.db,
+            replica = self.replica.as_deref().unwrap_or(""),
+            work = self.work,
+            phase = phase.as_str(),
+            bytes = done,
+            total_bytes = total,
+            percent = pct,
+            bytes_per_second = rate as u64,
+            seconds_left = left,
+            "{} in progress",
+            self.work
+        );
+    }
+}
+
+impl Observer for Logged {
+    fn start(&self, phase: Phase, total_bytes: Option<u64>) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.phase = Some((phase, total_bytes, std::time::Instant::now()));
+        s.done = 0;
+        s.last_log = None;
+    }
+
+    fn advance(&self, bytes: u64) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.done += bytes;
+        let Some((phase, total, started)) = s.phase else {
+            return;
+        };
+        let since = s.last_log.unwrap_or(started);
+        if since.elapsed() >= log_every() {
+            s.last_log = Some(std::time::Instant::now());
+            let done = s.done;
+            drop(s);
+            self.log(phase, done, total, started.elapsed());
+        }
+    }
+
+    fn finish(&self, phase: Phase) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((p, total, started)) = s.phase.take() else {
+            return;
+        };
+        if p == phase && s.last_log.is_some() {
+            tracing::info!(
+                db = %self.db,
+                replica = self.replica.as_deref().unwrap_or(""),
+                work = self.work,
+                phase = phase.as_str(),
+                bytes = total.unwrap_or(s.done).max(s.done),
+                seconds = started.elapsed().as_secs_f64(),
+                "{} {} done",
+                self.work,
+                phase.label()
+            );
+        }
+    }
+}

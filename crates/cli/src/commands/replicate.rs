@@ -50,6 +50,7 @@ pub struct Args {
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let cfg = config_of(&a)?;
     setup::init_daemon_logging(&cfg, a.log_level.as_deref());
+    crate::progress::configure_engine();
     // Keys accepted without effect (another replica type's, Litestream 0.3's).
     cfg.warnings.iter().for_each(|w| warn!("config: {w}"));
     prepare_process();

@@ -93,7 +93,7 @@ fn once_with_enforce_retention_deletes_expired_snapshots() {
     // 1 h keeps them all.
     let cfg = config("1s", "1h");
     let snapshots = || entries(&replica.join("ltx/9"));
-    let mut r = Replicator::start(&w, &["-config", cfg.to_str().unwrap()]);
+    let r = Replicator::start(&w, &["-config", cfg.to_str().unwrap()]);
     eventually(Duration::from_secs(30), "a first snapshot", || {
         !snapshots().is_empty()
     });

@@ -200,3 +200,38 @@ fn restore_on_a_pipe_prints_periodic_lines_without_control_characters() {
     assert_eq!(result["bytes"], fetch_end["total_bytes"]);
     assert_same_pages(&want, &pages_of_file(&out2), "restore with -json");
 }
+
+/// The replicator logs the progress of a large first full image (here "large" is made
+/// small with a short period): bytes, total and percent, then the end of the work.
+#[test]
+fn replicate_logs_the_progress_of_a_large_first_full_image() {
+    let w = Work::new();
+    let (db, replica) = (w.path("app.db"), w.path("replica"));
+    let cfg = w.file_config(&db, &replica, "");
+    let c = app_db(&db);
+    c.execute_batch("BEGIN").unwrap();
+    insert_rows(&c, 48 * 4, 256 * 1024);
+    c.execute_batch("COMMIT").unwrap();
+    drop(c);
+    let want = pages_of_live(&db);
+    let o = Command::new(bin())
+        .args(["replicate", "-config", cfg.to_str().unwrap(), "-once"])
+        .env("SQLITE_REPLICATE_PROGRESS_INTERVAL", "10ms")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{err}");
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("full image in progress"))
+        .collect();
+    assert!(!lines.is_empty(), "no progress logged:\n{err}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains("bytes=") && l.contains("total_bytes=") && l.contains("percent=")),
+        "{lines:?}"
+    );
+    assert!(err.contains("full image snapshot done"), "no end logged:\n{err}");
+    restore_and_compare(&cfg, &db, &w.path("restored.db"), &want, &[]);
+}

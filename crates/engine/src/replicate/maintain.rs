@@ -23,6 +23,7 @@ use super::local::{ms_to_time, LocalDir};
 use super::status::ReplicaStatus;
 use super::ReplicaOptions;
 use crate::history::plan::{plan, Listing, Target};
+use crate::progress::{Logged, Phase, Progress};
 use crate::storage::layout::{LtxInfo, LtxKey};
 use crate::storage::{ReplicaStore, StorageError};
 
@@ -145,6 +146,8 @@ pub struct Maintenance {
     next_snapshot: Instant,
     next_l0_check: Instant,
     snapshot_checked_at_start: bool,
+    /// The replica's name, for progress logs.
+    replica: String,
 }
 
 /// The next multiple of `interval` since the Unix epoch, as an `Instant`.
@@ -172,6 +175,7 @@ impl Maintenance {
             next_snapshot: next_boundary(o.snapshot_interval),
             next_l0_check: Instant::now() + o.l0_retention_check_interval,
             snapshot_checked_at_start: false,
+            replica: o.name.clone(),
         }
     }
 
@@ -300,7 +304,7 @@ impl Maintenance {
             return Ok(());
         }
         let (key, _) = self
-            .merge_and_put(store, local, view, status, &run, level)
+            .merge_and_put(store, local, view, status, db, &run, level)
             .await?;
         debug!(db, file = %key, inputs = run.len(), "compacted");
         Ok(())
@@ -324,7 +328,7 @@ impl Maintenance {
             return Ok(()); // the newest snapshot is already the head
         }
         let (key, len) = self
-            .merge_and_put(store, local, view, status, &p.files, Level::SNAPSHOT)
+            .merge_and_put(store, local, view, status, db, &p.files, Level::SNAPSHOT)
             .await?;
         info!(db, file = %key, bytes = len, "snapshot written");
         Ok(())
@@ -345,14 +349,23 @@ impl Maintenance {
         local: &LocalDir,
         view: &mut ReplicaView,
         status: &ReplicaStatus,
+        db: &str,
         files: &[LtxInfo],
         level: Level,
     ) -> Result<(LtxKey, u64), MaintainError> {
         let mut attempt = 0;
+        // A large compaction or snapshot takes minutes: logged every few seconds.
+        let (work, phase) = if level.is_snapshot() {
+            ("snapshot", Phase::Snapshot)
+        } else {
+            ("compaction", Phase::Compaction)
+        };
+        let progress = Logged::progress(work, db, Some(&self.replica));
         loop {
             attempt += 1;
-            let (key, len, created, want) =
-                self.merge_once_and_put(store, local, files, level).await?;
+            let (key, len, created, want) = self
+                .merge_once_and_put(store, local, files, level, (&progress, phase))
+                .await?;
             if let Some(want) = want {
                 // One GET of what was just written: the store's copy is what restores
                 // and retention will rely on.
@@ -396,11 +409,15 @@ impl Maintenance {
         local: &LocalDir,
         files: &[LtxInfo],
         level: Level,
+        (progress, phase): (&Progress, Phase),
     ) -> Result<(LtxKey, u64, SystemTime, Option<compaction_check::Expected>), MaintainError> {
         let dir = local.meta_dir().to_path_buf();
         let mut inputs = Vec::with_capacity(files.len());
+        // The inputs' bytes, fetched then merged; the merge and the upload report no bytes.
+        progress.start(phase, Some(files.iter().map(|f| f.size_bytes).sum()));
         for f in files {
             let data = self.fetch(store, local, f).await?;
+            progress.advance(data.len() as u64);
             let dir = dir.clone();
             let spilled = tokio::task::spawn_blocking(move || -> std::io::Result<File> {
                 let mut t = tempfile::tempfile_in(&dir)?;
@@ -469,6 +486,7 @@ impl Maintenance {
         let created = ms_to_time(header.timestamp_ms);
         let len = bytes.len() as u64;
         store.put(&key, Bytes::from(bytes), created).await?;
+        progress.finish(phase);
         Ok((key, len, created, want))
     }
 
