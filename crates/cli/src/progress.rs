@@ -229,7 +229,7 @@ fn line(what: &str, event: &str, f: &Figures) -> String {
         _ => {
             s.push_str(&format!(": {}", bytes(f.done)));
             if let Some(t) = f.total {
-                let pct = if t == 0 { 100 } else { f.done * 100 / t };
+                let pct = (f.done * 100).checked_div(t).unwrap_or(100);
                 s.push_str(&format!(" of {} ({pct}%)", bytes(t)));
             }
             s.push_str(&format!(", {}/s", bytes(f.rate() as u64)));

@@ -176,7 +176,7 @@ impl Logged {
             Some(t) if rate > 0.0 => Some((t.saturating_sub(done) as f64 / rate) as u64),
             _ => None,
         };
-        let pct = total.map(|t| if t == 0 { 100 } else { done * 100 / t });
+        let pct = total.map(|t| (done * 100).checked_div(t).unwrap_or(100));
         tracing::info!(
             db = %self.db,
             replica = self.replica.as_deref().unwrap_or(""),

@@ -129,14 +129,12 @@ async fn replicate(a: Args, cfg: Config) -> anyhow::Result<ExitCode> {
         .iter()
         .filter(|_| a.enforce_retention)
         .flat_map(|r| {
-            r.replicas
-                .iter()
-                .map(move |s| Retained {
-                    db: r.opts.path.clone(),
-                    opts: s.opts.clone(),
-                    store: s.store.clone(),
-                    status: s.status.clone(),
-                })
+            r.replicas.iter().map(move |s| Retained {
+                db: r.opts.path.clone(),
+                opts: s.opts.clone(),
+                store: s.store.clone(),
+                status: s.status.clone(),
+            })
         })
         .collect();
     // Everything the databases need was copied out of the config: with thousands of

@@ -62,10 +62,18 @@ fn a_url_with_a_malformed_scheme_is_an_error_showing_the_intended_form() {
         .output()
         .unwrap();
     assert!(o.status.success(), "./gs:/x refused:\n{}", stderr(&o));
-    assert!(replica_max_txid(&w.path("gs:/x")) >= 1, "nothing in ./gs:/x");
+    assert!(
+        replica_max_txid(&w.path("gs:/x")) >= 1,
+        "nothing in ./gs:/x"
+    );
 
     // restore takes the same argument: the same error, not a database lookup.
-    let o = run(&["restore", "-o", w.path("out.db").to_str().unwrap(), "gs:/bad"]);
+    let o = run(&[
+        "restore",
+        "-o",
+        w.path("out.db").to_str().unwrap(),
+        "gs:/bad",
+    ]);
     assert!(
         !o.status.success() && stderr(&o).contains("write gs://bad"),
         "restore gs:/bad: {}",
@@ -114,9 +122,11 @@ fn once_with_enforce_retention_deletes_expired_snapshots() {
     let newest = snapshots().last().unwrap().clone();
     let cfg = config("1h", "1s");
     let cfg_s = cfg.to_str().unwrap();
-    eventually(Duration::from_secs(10), "the first snapshot older than 1s", || {
-        age(&first) > Duration::from_millis(1100)
-    });
+    eventually(
+        Duration::from_secs(10),
+        "the first snapshot older than 1s",
+        || age(&first) > Duration::from_millis(1100),
+    );
     insert_rows(&c, 10, 1000);
     let want = pages_of_live(&db);
     let o = run_ok(&["replicate", "-config", cfg_s, "-once", "-enforce-retention"]);
@@ -126,7 +136,10 @@ fn once_with_enforce_retention_deletes_expired_snapshots() {
         "the expired snapshot is still there: {remaining:?}\n{}",
         stderr(&o)
     );
-    assert!(remaining.contains(&newest), "the newest snapshot was deleted");
+    assert!(
+        remaining.contains(&newest),
+        "the newest snapshot was deleted"
+    );
     assert!(
         stderr(&o).contains("enforcing retention"),
         "not said: {}",
@@ -144,7 +157,10 @@ fn a_missing_database_is_awaited_saying_so_once_and_creating_nothing() {
     let (db, replica) = (dir.join("app.db"), w.path("replica"));
     let url = format!("file://{}", replica.display());
     let mut r = Replicator::start(&w, &[db.to_str().unwrap(), &url]);
-    let log = r.wait_for_line("waiting for the database to appear", Duration::from_secs(30));
+    let log = r.wait_for_line(
+        "waiting for the database to appear",
+        Duration::from_secs(30),
+    );
     assert!(
         log.contains(&format!("{}", db.display())) && log.contains(&format!("{}", dir.display())),
         "the line does not say where: {log}"
@@ -155,16 +171,20 @@ fn a_missing_database_is_awaited_saying_so_once_and_creating_nothing() {
     assert!(entries(&dir).is_empty(), "created: {:?}", entries(&dir));
     assert!(!replica.exists(), "the replica was created");
     assert_eq!(
-        r.log_text().matches("waiting for the database to appear").count(),
+        r.log_text()
+            .matches("waiting for the database to appear")
+            .count(),
         1,
         "said more than once:\n{}",
         r.log_text()
     );
     // Once the database appears it is replicated.
     insert_rows(&app_db(&db), 10, 100);
-    eventually(Duration::from_secs(30), "the replica holds the database", || {
-        replica_max_txid(&replica) >= 1
-    });
+    eventually(
+        Duration::from_secs(30),
+        "the replica holds the database",
+        || replica_max_txid(&replica) >= 1,
+    );
     assert_eq!(r.stop(), 0);
 }
 
@@ -172,10 +192,16 @@ fn a_missing_database_is_awaited_saying_so_once_and_creating_nothing() {
 fn help_shows_the_single_dash_flags_users_type_and_both_forms_work() {
     let o = run_ok(&["restore", "-help"]);
     let help = String::from_utf8_lossy(&o.stdout).into_owned();
-    for flag in ["-config", "-txid", "-if-replica-exists", "-integrity-check", "-help"] {
+    for flag in [
+        "-config",
+        "-txid",
+        "-if-replica-exists",
+        "-integrity-check",
+        "-help",
+    ] {
         assert!(
-            help.lines().any(|l| l.trim_start().starts_with(flag)
-                || l.contains(&format!(", {flag}"))),
+            help.lines()
+                .any(|l| l.trim_start().starts_with(flag) || l.contains(&format!(", {flag}"))),
             "{flag} not shown:\n{help}"
         );
     }
@@ -185,7 +211,10 @@ fn help_shows_the_single_dash_flags_users_type_and_both_forms_work() {
     );
     let o = run_ok(&["replicate", "--help"]);
     let help = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert!(help.contains("-enforce-retention") && !help.contains("--once"), "{help}");
+    assert!(
+        help.contains("-enforce-retention") && !help.contains("--once"),
+        "{help}"
+    );
     let top = String::from_utf8_lossy(&run_ok(&["-help"]).stdout).into_owned();
     assert!(top.contains("-version") && !top.contains("--"), "{top}");
 

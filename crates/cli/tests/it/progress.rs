@@ -87,8 +87,7 @@ fn restore_on_a_terminal_draws_a_bar_per_phase_ending_at_100_percent() {
     // The fetch bar's last frame is complete: 100%, every byte of the plan.
     let last_fetch = screen
         .split(['\r', '\n'])
-        .filter(|l| l.contains("fetch and apply ["))
-        .last()
+        .rfind(|l| l.contains("fetch and apply ["))
         .expect("a fetch bar");
     assert!(
         last_fetch.contains("100%") && last_fetch.contains("[====="),
@@ -103,7 +102,12 @@ fn restore_on_a_pipe_prints_periodic_lines_without_control_characters() {
     let w = Work::new();
     let g = Garage::start();
     let db = w.path("app.db");
-    let cfg = plain_config(&w, "direct.yml", &db, &s3_entry(&g, "progress", &g.endpoint()));
+    let cfg = plain_config(
+        &w,
+        "direct.yml",
+        &db,
+        &s3_entry(&g, "progress", &g.endpoint()),
+    );
     let want = replicated_db(&db, &cfg, 8);
     // About 1 MiB/s per connection: the 8 MiB restore takes several seconds.
     let proxy = FaultProxy::start(
@@ -232,6 +236,9 @@ fn replicate_logs_the_progress_of_a_large_first_full_image() {
             .all(|l| l.contains("bytes=") && l.contains("total_bytes=") && l.contains("percent=")),
         "{lines:?}"
     );
-    assert!(err.contains("full image snapshot done"), "no end logged:\n{err}");
+    assert!(
+        err.contains("full image snapshot done"),
+        "no end logged:\n{err}"
+    );
     restore_and_compare(&cfg, &db, &w.path("restored.db"), &want, &[]);
 }

@@ -304,7 +304,7 @@ impl Maintenance {
             return Ok(());
         }
         let (key, _) = self
-            .merge_and_put(store, local, view, status, db, &run, level)
+            .merge_and_put(store, local, view, (status, db), &run, level)
             .await?;
         debug!(db, file = %key, inputs = run.len(), "compacted");
         Ok(())
@@ -328,7 +328,7 @@ impl Maintenance {
             return Ok(()); // the newest snapshot is already the head
         }
         let (key, len) = self
-            .merge_and_put(store, local, view, status, db, &p.files, Level::SNAPSHOT)
+            .merge_and_put(store, local, view, (status, db), &p.files, Level::SNAPSHOT)
             .await?;
         info!(db, file = %key, bytes = len, "snapshot written");
         Ok(())
@@ -348,8 +348,7 @@ impl Maintenance {
         store: &dyn ReplicaStore,
         local: &LocalDir,
         view: &mut ReplicaView,
-        status: &ReplicaStatus,
-        db: &str,
+        (status, db): (&ReplicaStatus, &str),
         files: &[LtxInfo],
         level: Level,
     ) -> Result<(LtxKey, u64), MaintainError> {

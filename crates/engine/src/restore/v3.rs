@@ -50,12 +50,12 @@ use bytes::Bytes;
 use futures::StreamExt;
 use ltx::PageSize;
 
-use crate::progress::Phase;
 use super::output::{
     check_output, install, output_mode, verify_integrity, ApplyError, ApplyOptions, ApplyReport,
     IntegrityCheck, V3ApplyError,
 };
 use crate::fsutil;
+use crate::progress::Phase;
 use crate::sqlite::wal::{self, Outcome, ScanFrom, WalHeader};
 use crate::storage::layout::v3::{GenerationId, V3File, V3Kind};
 use crate::storage::{ReplicaStore, StorageError};
