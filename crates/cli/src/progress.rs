@@ -278,7 +278,7 @@ impl Observer for Shown {
                     ),
                 None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
                     .with_style(
-                        ProgressStyle::with_template("{prefix:>16} {spinner} {elapsed}")
+                        ProgressStyle::with_template("{prefix:>16} {spinner} {elapsed} {msg}")
                             .expect("valid template"),
                     ),
             };
@@ -310,10 +310,13 @@ impl Observer for Shown {
             f.done = f.done.max(t);
         }
         if let Some(b) = self.bar.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            if let Some(t) = f.total {
-                b.set_position(t);
+            match f.total {
+                Some(t) => {
+                    b.set_position(t);
+                    b.finish();
+                }
+                None => b.finish_with_message("done"),
             }
-            b.finish();
         }
         if self.style != Style::Bar {
             self.emit("finish", &f);
