@@ -20,6 +20,7 @@ mod logging;
 mod mcp;
 mod notify;
 mod observe;
+mod progress;
 mod setup;
 mod signals;
 
@@ -82,7 +83,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let argv = args::normalize(std::env::args());
-    let cli = Cli::parse_from(argv);
+    let cli = match Cli::try_parse_from(argv) {
+        Ok(cli) => cli,
+        Err(e) => return args::print_clap_error(&e),
+    };
     // A SIGTERM during start-up must not kill a replicator before its final sync: held
     // until the command's runtime listens for it (`signals`).
     if matches!(cli.command, Command::Replicate(_) | Command::Standby(_)) {
@@ -140,5 +144,27 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stop(a) => commands::control::path_command("stop", a),
         Command::Register(a) => commands::control::register(a),
         Command::Unregister(a) => commands::control::path_command("unregister", a),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// `-help` shows every long flag with one dash: each must then work with one dash.
+    #[test]
+    fn every_long_flag_is_accepted_with_one_dash() {
+        let cli = super::Cli::command();
+        let mut missing = Vec::new();
+        for cmd in std::iter::once(&cli).chain(cli.get_subcommands()) {
+            for a in cmd.get_arguments() {
+                if let Some(long) = a.get_long() {
+                    if !super::args::LONG_FLAGS.contains(&long) {
+                        missing.push(format!("{} --{long}", cmd.get_name()));
+                    }
+                }
+            }
+        }
+        assert!(missing.is_empty(), "add to args::LONG_FLAGS: {missing:?}");
     }
 }

@@ -358,6 +358,17 @@ pub fn describe_dbs(cfg: &Config) -> anyhow::Result<Vec<(String, Vec<String>)>> 
         .collect())
 }
 
+/// Refuses a command-line target that looks like a replica URL with a malformed scheme
+/// (`gs:/bucket`), which would otherwise be taken as a database path.
+pub fn refuse_malformed_url(target: &str) -> anyhow::Result<()> {
+    if let Some(intended) = crate::config::malformed_scheme(target) {
+        bail!(
+            "{target:?} is not a replica URL: the scheme is malformed: write {intended} (for a local path of that name, write ./{target})"
+        );
+    }
+    Ok(())
+}
+
 /// What a restore (or `ltx`) names: a database path from the config, or a replica URL.
 pub struct ReplicaChoice {
     pub target: String,
@@ -369,6 +380,7 @@ pub fn restore_candidates(
     cfg: Option<&Config>,
     choice: &ReplicaChoice,
 ) -> anyhow::Result<Vec<(String, Arc<dyn ReplicaStore>)>> {
+    refuse_malformed_url(&choice.target)?;
     if choice.target.contains("://") {
         // Endpoint and credentials as for the configured replica at that location, or
         // from the config's top-level keys, or from the environment (`resolve.rs`).
@@ -417,6 +429,8 @@ pub async fn restore_missing_dbs(cfg: &Config) -> anyhow::Result<()> {
         }
         let mut opts = RestoreOptions::latest(IntegrityCheck::Quick);
         opts.v3 = V3Fallback::Latest { generation: None };
+        let (progress, _shown) = crate::progress::start("restore", crate::progress::Style::Log);
+        opts.apply.progress = progress;
         match run::restore(&candidates, &path, &opts).await? {
             Outcome::Restored(r) => match r.at {
                 RestoredAt::Txid(txid) => {

@@ -71,6 +71,7 @@ async fn restore(store: Arc<dyn ReplicaStore>, out: &Path) -> Result<(), ApplyEr
         parallelism: 4,
         integrity: IntegrityCheck::Full,
         force: false,
+        progress: Default::default(),
     };
     apply(store, &p, out, &opts).await.map(|_| ())
 }

@@ -133,6 +133,7 @@ async fn quiet_spells_between_bursts_lose_nothing() {
         parallelism: 4,
         integrity: IntegrityCheck::Full,
         force: false,
+        progress: Default::default(),
     };
     let store: Arc<dyn ReplicaStore> = store;
     apply(store, &p, &out, &opts).await.unwrap();

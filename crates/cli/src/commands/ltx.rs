@@ -36,6 +36,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("-level {:?}: expected 0-9 or all", a.level))?;
         vec![Level::new(n).with_context(|| format!("-level {n}"))?]
     };
+    crate::setup::refuse_malformed_url(&a.target)?;
     let is_url = a.target.contains("://");
     let cfg = if is_url && a.config.is_none() {
         setup::load_config_if_present(!a.no_expand_env)?

@@ -29,7 +29,8 @@ pub struct Args {
     /// With -once: start with a full-database file.
     #[arg(long = "force-snapshot")]
     force_snapshot: bool,
-    /// With -once: accepted for compatibility (retention runs on its schedule).
+    /// With -once: after the sync, delete snapshots past snapshot.retention (and the files
+    /// they make useless), as Litestream does.
     #[arg(long = "enforce-retention")]
     enforce_retention: bool,
     /// Restore each database from its replica first if the file does not exist.
@@ -49,6 +50,7 @@ pub struct Args {
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let cfg = config_of(&a)?;
     setup::init_daemon_logging(&cfg, a.log_level.as_deref());
+    crate::progress::configure_engine();
     // Keys accepted without effect (another replica type's, Litestream 0.3's).
     cfg.warnings.iter().for_each(|w| warn!("config: {w}"));
     prepare_process();
@@ -121,6 +123,20 @@ async fn replicate(a: Args, cfg: Config) -> anyhow::Result<ExitCode> {
         dirwatch::spawn(&cfg, &runtime, &runs, &stop_rx);
         runtime.keep_open();
     }
+    // `-once -enforce-retention`: each replica's retention, after the run (Litestream's
+    // order: sync, optional snapshot, then retention).
+    let retention: Vec<_> = runs
+        .iter()
+        .filter(|_| a.enforce_retention)
+        .flat_map(|r| {
+            r.replicas.iter().map(move |s| Retained {
+                db: r.opts.path.clone(),
+                opts: s.opts.clone(),
+                store: s.store.clone(),
+                status: s.status.clone(),
+            })
+        })
+        .collect();
     // Everything the databases need was copied out of the config: with thousands of
     // databases the parsed file is megabytes that would otherwise stay for good.
     drop(cfg);
@@ -132,6 +148,7 @@ async fn replicate(a: Args, cfg: Config) -> anyhow::Result<ExitCode> {
     let mut task = tokio::spawn(runtime.wait());
     let mut child_status = None;
     let mut finished = None;
+    let mut interrupted = false;
     if !a.once {
         let mut lost: Option<String> = None;
         match exec {
@@ -165,6 +182,7 @@ async fn replicate(a: Args, cfg: Config) -> anyhow::Result<ExitCode> {
             _ = crate::signals::requested(&mut signals) => {
                 info!("shutting down: final sync");
                 stop_tx.send_replace(true);
+                interrupted = true;
             }
         }
     }
@@ -183,7 +201,42 @@ async fn replicate(a: Args, cfg: Config) -> anyhow::Result<ExitCode> {
     if !errors.is_empty() {
         bail!("{} database(s) failed: {}", errors.len(), errors[0]);
     }
+    if !interrupted {
+        enforce_retention(&retention).await?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A replica whose retention `-enforce-retention` applies after the run.
+struct Retained {
+    db: PathBuf,
+    opts: engine::replicate::ReplicaOptions,
+    store: std::sync::Arc<dyn engine::storage::ReplicaStore>,
+    status: std::sync::Arc<engine::replicate::status::ReplicaStatus>,
+}
+
+/// `-once -enforce-retention`: applies each replica's snapshot retention now
+/// (`maintain::enforce_snapshot_retention`: one LIST per level, one batched DELETE).
+async fn enforce_retention(replicas: &[Retained]) -> anyhow::Result<()> {
+    for r in replicas {
+        let db = &r.db;
+        info!(db = %db.display(), replica = %r.opts.name, "enforcing retention");
+        let deleted = engine::replicate::maintain::enforce_snapshot_retention(
+            r.store.as_ref(),
+            &r.opts,
+            &r.status,
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "enforcing retention of {} on replica {}",
+                db.display(),
+                r.opts.name
+            )
+        })?;
+        info!(db = %db.display(), replica = %r.opts.name, deleted, "retention enforced");
+    }
+    Ok(())
 }
 
 /// Starts what runs beside the databases (none with `-once`, which exits at once: nothing
@@ -343,6 +396,7 @@ fn start_drills(
                     db: run.opts.path.clone(),
                     meta_dir: run.opts.meta_dir.clone(),
                 }),
+                progress: Default::default(),
             };
             let (status, db_name, replica) = (
                 r.status.clone(),

@@ -102,6 +102,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     if a.follow && (a.txid.is_some() || a.timestamp.is_some()) {
         bail!("-f cannot be combined with -txid or -timestamp");
     }
+    setup::refuse_malformed_url(&a.target)?;
     let is_url = a.target.contains("://");
     let cfg = if is_url && a.config.is_none() {
         setup::load_config_if_present(!a.no_expand_env)?
@@ -135,12 +136,22 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             replica: a.replica.clone(),
         };
         let candidates = setup::restore_candidates(cfg.as_ref(), &choice)?;
+        // Phases and bytes on stderr: a bar on a terminal, lines on a pipe, JSON events
+        // with -json; nothing for a dry run, which fetches nothing.
+        let (progress, shown) = if a.dry_run {
+            (Default::default(), None)
+        } else {
+            let (p, g) =
+                crate::progress::start("restore", crate::progress::Style::for_stderr(a.json));
+            (p, Some(g))
+        };
         let opts = RestoreOptions {
             target,
             apply: ApplyOptions {
                 parallelism: a.parallelism.max(1),
                 integrity,
                 force: a.force,
+                progress: progress.clone(),
             },
             v3: V3Fallback::Latest {
                 generation: a.generation.clone(),
@@ -148,7 +159,9 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             follow: a.follow,
             dry_run: a.dry_run,
         };
-        let outcome = match run::restore(&candidates, &output, &opts).await {
+        let outcome = run::restore(&candidates, &output, &opts).await;
+        drop(shown);
+        let outcome = match outcome {
             Ok(o) => o,
             Err(e) => {
                 if let Some(h) = e.v3_hint() {

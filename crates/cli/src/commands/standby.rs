@@ -183,7 +183,10 @@ impl Standby {
                 )
             })?
         } else {
-            let txid = standby::restore_copy(self.store.clone(), db)
+            // The first catch-up can take minutes: its progress goes to the log.
+            let (progress, _shown) =
+                crate::progress::start("standby restore", crate::progress::Style::Log);
+            let txid = standby::restore_copy(self.store.clone(), db, progress)
                 .await
                 .with_context(|| format!("restoring {}", db.display()))?;
             info!(db = %db.display(), txid = %txid, "standby copy restored");

@@ -75,6 +75,9 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    // The drills' progress (listing, fetch and apply, verify, install) on stderr.
+    let (progress, _shown) =
+        crate::progress::start("verify", crate::progress::Style::for_stderr(a.json));
     let results = rt.block_on(async {
         let mut results: Vec<(&Subject, DrillReport)> = Vec::new();
         for s in &subjects {
@@ -82,6 +85,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                 scratch_parent: scratch.clone(),
                 parallelism: a.parallelism.max(1),
                 source: s.source.clone(),
+                progress: progress.clone(),
             };
             let mut targets = vec![DrillTarget::Latest];
             if a.random_point {

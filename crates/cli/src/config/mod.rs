@@ -60,7 +60,7 @@ pub use types::{
 /// [`Config`]'s fields.
 #[cfg(test)]
 pub use types::{LogLevel, LoggingConfig, SnapshotConfig};
-pub use url::redact_url;
+pub use url::{malformed_scheme, redact_url};
 
 /// Reads and validates the config file at `path`, expanding `$VAR`s from the process
 /// environment when `expand_env` is set. Errors name the file.

@@ -599,6 +599,8 @@ fn parse_replica_url_forms() {
         ("file:///backups/app", ReplicaKind::File { path: PathBuf::from("/backups/app") }),
         ("/backups/app/", ReplicaKind::File { path: PathBuf::from("/backups/app") }),
         ("relative/dir", ReplicaKind::File { path: PathBuf::from("relative/dir") }),
+        // A directory whose name looks like a scheme, said to be a path (issue 25).
+        ("./gs:/x", ReplicaKind::File { path: PathBuf::from("gs:/x") }),
         ("s3://bucket/prefix/db", ReplicaKind::S3(S3Config { bucket: "bucket".into(), path: "prefix/db".into(), ..Default::default() })),
         ("s3://bucket", ReplicaKind::S3(S3Config { bucket: "bucket".into(), ..Default::default() })),
         (
@@ -662,6 +664,9 @@ fn parse_replica_url_errors() {
         ("gs://b/p?x=y", "invalid replica URL \"gs://b/p?x=y\": a gs URL takes no query parameters"),
         ("nats://h/bucket", "invalid replica URL \"nats://h/bucket\": nats replicas are not supported (supported: file, s3, gs, abs, sftp)"),
         ("s3://localhost:9000/db", "invalid replica URL \"s3://localhost:9000/db\": a s3 replica needs a bucket: `bucket:` or `url: s3://BUCKET/path`"),
+        ("gs:/bad", "invalid replica URL \"gs:/bad\": the scheme is malformed: write gs://bad (for a local directory of that name, write ./gs:/bad)"),
+        ("file:/x/y", "invalid replica URL \"file:/x/y\": the scheme is malformed: write file:///x/y (for a local directory of that name, write ./file:/x/y)"),
+        ("S3:b/p", "invalid replica URL \"S3:b/p\": the scheme is malformed: write S3://b/p (for a local directory of that name, write ./S3:b/p)"),
     ];
     for (url, want) in cases {
         assert_eq!(

@@ -48,6 +48,11 @@ pub(crate) fn parse_url(url: &str) -> Result<ParsedUrl, ConfigError> {
         return Err(bad("it is empty"));
     }
     let Some((scheme, rest)) = split_scheme(url) else {
+        if let Some(intended) = malformed_scheme(url) {
+            return Err(bad(&format!(
+                "the scheme is malformed: write {intended} (for a local directory of that name, write ./{url})"
+            )));
+        }
         return Ok(ParsedUrl {
             replica_type: "file",
             host: String::new(),
@@ -151,6 +156,28 @@ pub(crate) fn parse_url(url: &str) -> Result<ParsedUrl, ConfigError> {
 }
 
 /// `scheme` and the rest after `://`, if `s` starts with a URL scheme.
+/// The schemes a replica URL can have (unknown ones are refused when spelt `x://`).
+const SCHEMES: &[&str] = &[
+    "file", "s3", "gs", "gcs", "abs", "sftp", "webdav", "webdavs", "nats", "oss",
+];
+
+/// For a string that is not `scheme://…` but starts with a replica scheme and a colon
+/// (`gs:/bucket`, `s3:bucket/db`: a typo for `gs://`, issue 25), the URL it was meant to
+/// be. Such a string used to be taken as a relative directory (`gs:` under the current
+/// one), replicating somewhere nobody looks. A path starting `./` or `/` is never one.
+pub fn malformed_scheme(s: &str) -> Option<String> {
+    let (scheme, rest) = s.split_once(':')?;
+    if !SCHEMES.contains(&scheme.to_ascii_lowercase().as_str()) || rest.starts_with("//") {
+        return None;
+    }
+    let path = rest.trim_start_matches('/');
+    Some(if scheme.eq_ignore_ascii_case("file") {
+        format!("{scheme}:///{path}")
+    } else {
+        format!("{scheme}://{path}")
+    })
+}
+
 fn split_scheme(s: &str) -> Option<(&str, &str)> {
     let (scheme, rest) = s.split_once("://")?;
     let mut chars = scheme.chars();

@@ -626,8 +626,13 @@ impl Capture {
         let (tmp, mut enc) = self.start_file(&header, false)?;
         let name = self.name.clone();
         let mut enc_err = None;
+        // A large database's first image takes minutes: logged every few seconds.
+        let progress = crate::progress::Logged::progress("full image", &self.name, None);
+        let phase = crate::progress::Phase::Snapshot;
+        progress.start(phase, Some(commit as u64 * page_size.get() as u64));
         self.conns
             .for_each_page(|pgno: PageNo, data| {
+                progress.advance(data.len() as u64);
                 if let Err(e) = enc.write_page(pgno, data) {
                     enc_err = Some(e);
                     return Err(DbError::Io {
@@ -647,6 +652,7 @@ impl Capture {
                 None => CaptureError::Db(e),
             })?;
         self.finish_file(enc, &tmp, txid)?;
+        progress.finish(phase);
         self.cursor = cursor;
         // The pin began under the write lock, where the cursor was located.
         self.pin_at_cursor = true;

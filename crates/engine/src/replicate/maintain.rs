@@ -23,6 +23,7 @@ use super::local::{ms_to_time, LocalDir};
 use super::status::ReplicaStatus;
 use super::ReplicaOptions;
 use crate::history::plan::{plan, Listing, Target};
+use crate::progress::{Logged, Phase, Progress};
 use crate::storage::layout::{LtxInfo, LtxKey};
 use crate::storage::{ReplicaStore, StorageError};
 
@@ -145,6 +146,8 @@ pub struct Maintenance {
     next_snapshot: Instant,
     next_l0_check: Instant,
     snapshot_checked_at_start: bool,
+    /// The replica's name, for progress logs.
+    replica: String,
 }
 
 /// The next multiple of `interval` since the Unix epoch, as an `Instant`.
@@ -172,6 +175,7 @@ impl Maintenance {
             next_snapshot: next_boundary(o.snapshot_interval),
             next_l0_check: Instant::now() + o.l0_retention_check_interval,
             snapshot_checked_at_start: false,
+            replica: o.name.clone(),
         }
     }
 
@@ -300,7 +304,7 @@ impl Maintenance {
             return Ok(());
         }
         let (key, _) = self
-            .merge_and_put(store, local, view, status, &run, level)
+            .merge_and_put(store, local, view, (status, db), &run, level)
             .await?;
         debug!(db, file = %key, inputs = run.len(), "compacted");
         Ok(())
@@ -324,7 +328,7 @@ impl Maintenance {
             return Ok(()); // the newest snapshot is already the head
         }
         let (key, len) = self
-            .merge_and_put(store, local, view, status, &p.files, Level::SNAPSHOT)
+            .merge_and_put(store, local, view, (status, db), &p.files, Level::SNAPSHOT)
             .await?;
         info!(db, file = %key, bytes = len, "snapshot written");
         Ok(())
@@ -344,15 +348,23 @@ impl Maintenance {
         store: &dyn ReplicaStore,
         local: &LocalDir,
         view: &mut ReplicaView,
-        status: &ReplicaStatus,
+        (status, db): (&ReplicaStatus, &str),
         files: &[LtxInfo],
         level: Level,
     ) -> Result<(LtxKey, u64), MaintainError> {
         let mut attempt = 0;
+        // A large compaction or snapshot takes minutes: logged every few seconds.
+        let (work, phase) = if level.is_snapshot() {
+            ("snapshot", Phase::Snapshot)
+        } else {
+            ("compaction", Phase::Compaction)
+        };
+        let progress = Logged::progress(work, db, Some(&self.replica));
         loop {
             attempt += 1;
-            let (key, len, created, want) =
-                self.merge_once_and_put(store, local, files, level).await?;
+            let (key, len, created, want) = self
+                .merge_once_and_put(store, local, files, level, (&progress, phase))
+                .await?;
             if let Some(want) = want {
                 // One GET of what was just written: the store's copy is what restores
                 // and retention will rely on.
@@ -396,11 +408,15 @@ impl Maintenance {
         local: &LocalDir,
         files: &[LtxInfo],
         level: Level,
+        (progress, phase): (&Progress, Phase),
     ) -> Result<(LtxKey, u64, SystemTime, Option<compaction_check::Expected>), MaintainError> {
         let dir = local.meta_dir().to_path_buf();
         let mut inputs = Vec::with_capacity(files.len());
+        // The inputs' bytes, fetched then merged; the merge and the upload report no bytes.
+        progress.start(phase, Some(files.iter().map(|f| f.size_bytes).sum()));
         for f in files {
             let data = self.fetch(store, local, f).await?;
+            progress.advance(data.len() as u64);
             let dir = dir.clone();
             let spilled = tokio::task::spawn_blocking(move || -> std::io::Result<File> {
                 let mut t = tempfile::tempfile_in(&dir)?;
@@ -469,21 +485,22 @@ impl Maintenance {
         let created = ms_to_time(header.timestamp_ms);
         let len = bytes.len() as u64;
         store.put(&key, Bytes::from(bytes), created).await?;
+        progress.finish(phase);
         Ok((key, len, created, want))
     }
 
     /// Deletes snapshots older than the retention (keeping the newest), then files at
     /// levels 1..=8 that end below the newest deleted snapshot (keeping each level's newest).
-    /// Invariant K1, with [`plan_l0_retention`] for L0.
+    /// Invariant K1, with [`plan_l0_retention`] for L0. Returns how many files went.
     async fn snapshot_retention(
         &self,
         store: &dyn ReplicaStore,
         view: &mut ReplicaView,
         status: &ReplicaStatus,
-    ) -> Result<(), MaintainError> {
+    ) -> Result<usize, MaintainError> {
         let snaps = view.files(Level::SNAPSHOT).to_vec();
         let Some((_newest, older)) = snaps.split_last() else {
-            return Ok(());
+            return Ok(0);
         };
         let expired: Vec<LtxKey> = older
             .iter()
@@ -496,7 +513,7 @@ impl Maintenance {
             .map(|s| s.key)
             .collect();
         if expired.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let floor = expired.iter().map(|k| k.max).max().expect("nonempty");
         let mut doomed = expired;
@@ -512,7 +529,7 @@ impl Maintenance {
         status
             .deletes
             .fetch_add(doomed.len() as u64, Ordering::Relaxed);
-        Ok(())
+        Ok(doomed.len())
     }
 
     /// Deletes L0 files covered by L1 and older than the L0 retention, oldest first,
@@ -548,6 +565,28 @@ impl Maintenance {
             .fetch_add(p.doomed.len() as u64, Ordering::Relaxed);
         Ok(())
     }
+}
+
+/// `replicate -once -enforce-retention`, as Litestream's `Store.EnforceSnapshotRetention`
+/// after its one sync: lists the replica and applies the snapshot retention now, whatever
+/// the snapshot schedule says (snapshots older than `snapshot.retention` deleted, the
+/// newest kept; files of levels 1..=8 ending below the newest deleted snapshot deleted,
+/// each level's newest kept; L0 keeps its own schedule, as in Litestream). Returns how
+/// many files were deleted; none with `retention.enabled: false`.
+///
+/// Requests: one LIST per level, and one batched DELETE when something expired.
+pub async fn enforce_snapshot_retention(
+    store: &dyn ReplicaStore,
+    opts: &ReplicaOptions,
+    status: &ReplicaStatus,
+) -> Result<usize, MaintainError> {
+    if !opts.retention_enabled {
+        return Ok(0);
+    }
+    let mut view = ReplicaView::load(store).await?;
+    Maintenance::new(opts)
+        .snapshot_retention(store, &mut view, status)
+        .await
 }
 
 /// One L0 retention run's choice: the files to delete, and how the others were kept.

@@ -517,12 +517,16 @@ async fn list_replicas(
 }
 
 /// Opens the database, waiting for it to exist (an application may create it after we
-/// start; not in `once` mode). `None` when shutdown came first.
+/// start; not in `once` mode), which is said once, naming the file and its directory
+/// (issue 25: a typo in the path used to wait in silence). Nothing is created meanwhile:
+/// the meta directory comes after the database (`open_local`). `None` when shutdown
+/// came first.
 async fn open_db(
     opts: &DbOptions,
     mode: RunMode,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<Option<DbConns>, ReplicateError> {
+    let mut said = false;
     loop {
         let (path, busy) = (opts.path.clone(), opts.busy_timeout);
         match tokio::task::spawn_blocking(move || DbConns::open(&path, busy))
@@ -531,6 +535,12 @@ async fn open_db(
         {
             Ok(c) => return Ok(Some(c)),
             Err(DbError::Missing { .. }) if !mode.once => {
+                if !std::mem::replace(&mut said, true) {
+                    let dir = opts.path.parent().unwrap_or(std::path::Path::new("."));
+                    info!(db = %opts.path.display(), dir = %dir.display(),
+                          dir_exists = dir.is_dir(), every = ?opts.poll_interval,
+                          "database does not exist yet; waiting for the database to appear");
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(opts.poll_interval) => {}
                     _ = shutdown.changed() => return Ok(None),

@@ -38,6 +38,7 @@ use super::output::{
 };
 use crate::fsutil;
 use crate::history::plan::Plan;
+use crate::progress::{Phase, Progress};
 use crate::storage::layout::{LtxInfo, LtxKey};
 use crate::storage::{ReplicaStore, StorageError};
 
@@ -65,9 +66,12 @@ pub async fn apply(
         let path = tmp.clone();
         move |source| ApplyError::Io { path, op, source }
     };
+    let progress = &opts.progress;
     let result = async {
         let bytes_fetched = plan.total_bytes();
-        let merged = merge(store, plan, file, &tmp, opts.parallelism).await?;
+        progress.start(Phase::FetchApply, Some(bytes_fetched));
+        let merged = merge(store, plan, file, &tmp, opts.parallelism, progress).await?;
+        progress.finish(Phase::FetchApply);
         let (page_size, commit) = (merged.page_size, merged.commit);
         let lock = page_size.lock_page();
         if let Some(pgno) = merged.written.first_unset(commit, lock.get()) {
@@ -77,9 +81,14 @@ pub async fn apply(
                 file: plan.files[0].key.to_string(),
             });
         }
+        // SQLite's check reports no bytes: a phase without a total (a spinner).
+        progress.start(Phase::Verify, None);
         merged.file.sync_all().map_err(io_err("fsync"))?;
         verify_integrity(&tmp, opts.integrity)?;
+        progress.finish(Phase::Verify);
+        progress.start(Phase::Install, None);
         install(&tmp, out, opts.force)?;
+        progress.finish(Phase::Install);
         Ok(ApplyReport {
             files: plan.files.len(),
             bytes_fetched,
@@ -211,6 +220,7 @@ async fn merge(
     file: File,
     tmp: &Path,
     parallelism: usize,
+    progress: &Progress,
 ) -> Result<Merged, ApplyError> {
     let files: Vec<LtxInfo> = plan.files.iter().rev().cloned().collect();
     // Listed sizes come from the store: bounded before they size any read, and the ranges
@@ -250,6 +260,7 @@ async fn merge(
     let (batch_tx, batch_rx) = std::sync::mpsc::sync_channel::<Batch>(BATCHES_IN_FLIGHT);
     let (free_tx, free_rx) = std::sync::mpsc::channel::<Vec<u8>>();
     let keys: Vec<(LtxKey, u64)> = files.iter().map(|f| (f.key, f.size_bytes)).collect();
+    let progress = progress.clone();
     let decoder = tokio::task::spawn_blocking(move || {
         let reader = ChunkReader {
             rx: chunk_rx,
@@ -258,6 +269,7 @@ async fn merge(
             chunk: None,
             pending: None,
             fetch_error: None,
+            progress,
         };
         decode_all(reader, &keys, plan_bytes, header_tx, batch_tx, free_rx)
     });
@@ -751,6 +763,8 @@ struct ChunkReader {
     chunk: Option<(u64, ChunkRx)>,
     pending: Option<(usize, u64, ChunkRx)>,
     fetch_error: Option<StorageError>,
+    /// Told of each body piece received.
+    progress: Progress,
 }
 
 impl ChunkReader {
@@ -777,6 +791,7 @@ impl io::BufRead for ChunkReader {
                 match rx.blocking_recv() {
                     Some(Ok(b)) => {
                         *owed = owed.saturating_sub(b.len() as u64);
+                        self.progress.advance(b.len() as u64);
                         self.cur = b;
                     }
                     Some(Err(e)) => return Err(self.fail(e)),
@@ -907,6 +922,7 @@ mod tests {
             parallelism: 4,
             integrity: IntegrityCheck::None,
             force: false,
+            progress: Default::default(),
         };
         apply(store, &p, out, &opts).await
     }

@@ -76,6 +76,8 @@ pub struct DrillOptions {
     pub parallelism: usize,
     /// Compare pages with this source (only meaningful for [`DrillTarget::Latest`]).
     pub source: Option<DrillSource>,
+    /// Told of each phase: listing, fetch and apply, verify, install.
+    pub progress: crate::progress::Progress,
 }
 
 /// The outcome of comparing the restored pages with the source.
@@ -350,7 +352,9 @@ async fn run(
     started: Instant,
 ) -> Result<(), DrillError> {
     let candidates = [(store.location().to_string(), store.clone())];
+    opts.progress.start(crate::progress::Phase::Listing, None);
     let picked = run::pick(&candidates, Times::Listed, false).await?;
+    opts.progress.finish(crate::progress::Phase::Listing);
     let Found::Ltx { listing, newest } = &picked.found else {
         return Err(DrillError::Empty);
     };
@@ -368,6 +372,7 @@ async fn run(
         parallelism: opts.parallelism.max(1),
         integrity: IntegrityCheck::Full,
         force: false,
+        progress: opts.progress.clone(),
     };
     let plan = match target {
         DrillTarget::Latest => {
@@ -741,6 +746,7 @@ mod scratch_mode_tests {
             scratch_parent: scratch_parent.clone(),
             parallelism: 1,
             source: None,
+            progress: Default::default(),
         };
         let report = drill(store.clone(), DrillTarget::Latest, &opts).await;
         assert!(report.ok, "{:?}", report.error);

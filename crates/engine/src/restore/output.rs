@@ -29,6 +29,8 @@ pub struct ApplyOptions {
     pub integrity: IntegrityCheck,
     /// Replace an existing output (and remove its stale `-wal`/`-shm`).
     pub force: bool,
+    /// Told of each phase (fetch and apply, verify, install) and the bytes fetched.
+    pub progress: crate::progress::Progress,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -30,6 +30,7 @@ use super::output::{ApplyError, ApplyOptions, ApplyReport};
 use super::v3::{self, V3Plan, V3PlanError};
 use crate::history::plan::{self as planner, Listing, Plan, PlanError, Target};
 use crate::history::{list_all, Times};
+use crate::progress::Phase;
 use crate::storage::layout::v3::{GenerationId, V3File};
 use crate::storage::{ReplicaStore, StorageError};
 
@@ -70,6 +71,7 @@ impl RestoreOptions {
                 parallelism: DEFAULT_PARALLELISM,
                 integrity,
                 force: false,
+                progress: Default::default(),
             },
             v3: V3Fallback::Never,
             follow: false,
@@ -258,7 +260,10 @@ pub async fn restore(
         Target::Timestamp(_) => Times::Exact,
         _ => Times::Listed,
     };
+    let progress = &opts.apply.progress;
+    progress.start(Phase::Listing, None);
     let picked = pick(candidates, times, !matches!(opts.v3, V3Fallback::Never)).await?;
+    progress.finish(Phase::Listing);
     if matches!(picked.found, Found::Nothing) {
         return Ok(Outcome::NoBackup {
             location: picked.location().to_string(),

@@ -95,10 +95,15 @@ pub fn promote_path(db: &Path) -> PathBuf {
 /// Restores the newest state of `store` into `db` (a standby copy that does not exist
 /// yet), as every restore does (`restore::run`), with SQLite's quick check. Returns the
 /// TXID restored, the one following continues from.
-pub async fn restore_copy(store: Arc<dyn ReplicaStore>, db: &Path) -> Result<TxId, PromoteError> {
+pub async fn restore_copy(
+    store: Arc<dyn ReplicaStore>,
+    db: &Path,
+    progress: crate::progress::Progress,
+) -> Result<TxId, PromoteError> {
     let location = store.location().to_string();
     let candidates = [(location.clone(), store)];
-    let opts = RestoreOptions::latest(IntegrityCheck::Quick);
+    let mut opts = RestoreOptions::latest(IntegrityCheck::Quick);
+    opts.apply.progress = progress;
     match run::restore(&candidates, db, &opts).await? {
         Outcome::Restored(r) => r.txid().ok_or(PromoteError::NoBackup { location }),
         Outcome::NoBackup { .. } | Outcome::DryRun { .. } => {

@@ -55,6 +55,7 @@ use super::output::{
     IntegrityCheck, V3ApplyError,
 };
 use crate::fsutil;
+use crate::progress::Phase;
 use crate::sqlite::wal::{self, Outcome, ScanFrom, WalHeader};
 use crate::storage::layout::v3::{GenerationId, V3File, V3Kind};
 use crate::storage::{ReplicaStore, StorageError};
@@ -357,6 +358,10 @@ pub async fn apply_v3(
         store: store.clone(),
         chunk,
     };
+    // Coarse: a file counts as done once its first piece is handed to the decoder.
+    let progress = opts.progress.clone();
+    progress.start(Phase::FetchApply, Some(plan.total_bytes()));
+    let fetched = progress.clone();
     let fetcher = tokio::spawn(async move {
         // Only each file's first piece runs ahead: most segments are that small, and the
         // rest of a large file is read as it is decompressed.
@@ -374,9 +379,11 @@ pub async fn apply_v3(
             .buffered(depth);
         while let Some(item) = fetches.next().await {
             let stop = item.1.is_err();
+            let size = item.0.size_bytes;
             if tx.send(item).await.is_err() || stop {
                 break;
             }
+            fetched.advance(size);
         }
     });
     let job = Job {
@@ -393,7 +400,10 @@ pub async fn apply_v3(
     let _ = std::fs::remove_file(&wal_tmp);
     let result = match joined {
         Ok(r) => r.and_then(|(pages, page_size)| {
+            progress.finish(Phase::FetchApply);
+            progress.start(Phase::Install, None);
             install(&tmp, out, opts.force)?;
+            progress.finish(Phase::Install);
             Ok(ApplyReport {
                 files: plan.file_count(),
                 bytes_fetched: plan.total_bytes(),
@@ -1193,6 +1203,7 @@ mod tests {
                 parallelism: 3,
                 integrity: IntegrityCheck::Full,
                 force: false,
+                progress: Default::default(),
             };
             let r = apply_v3(store, &plan, &out, &opts).await;
             (out, r)
@@ -1427,6 +1438,7 @@ mod tests {
             parallelism: 2,
             integrity: IntegrityCheck::Full,
             force: false,
+            progress: Default::default(),
         };
         apply_v3(store, &plan, &out, &opts).await.unwrap();
         assert!(
