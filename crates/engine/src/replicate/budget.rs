@@ -35,7 +35,7 @@ impl UploadBudget {
     pub fn object_store_default() -> UploadBudget {
         UploadBudget {
             per_sec: crate::defaults::OBJECT_STORE_UPLOAD_RATE,
-            burst: crate::defaults::OBJECT_STORE_UPLOAD_BURST,
+            burst: crate::defaults::UPLOAD_BURST,
         }
     }
 }
