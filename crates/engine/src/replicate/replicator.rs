@@ -175,6 +175,9 @@ impl DbReplicator {
                 tokio::spawn(u.run(view))
             })
             .collect();
+        for r in &replicas {
+            r.status.set_budget(r.opts.budget);
+        }
         let buckets = replicas
             .iter()
             .filter_map(|r| r.opts.budget)
