@@ -5,6 +5,8 @@
     python3 bench/bench.py restore --size-mib 256
     python3 bench/bench.py lost --rate 200 --rounds 5
     python3 bench/bench.py many --dbs 200
+    python3 bench/bench.py steady --rate 200 --settle-s 30 --window-s 40
+    python3 bench/bench.py steady --replica-yaml "upload-rate: 50" --s3 s3://b/p --s3-endpoint ...
     python3 bench/bench.py all
 
 Each prints one line per tool. `--vs PATH` adds a second tool that speaks the same
@@ -23,6 +25,14 @@ What each measures:
   Every restore must be a consistent prefix (ids 1..n, integrity_check ok) or the bench
   fails. Also the replicator's CPU seconds up to the kill.
 - many: one replicator over N idle databases: peak RSS and CPU while idle.
+- steady: the cost of sustained writes once start-up is over. A writer commits at --rate
+  per second; the window opens --settle-s after the writer starts (default 30 s, so the
+  start-up snapshot and first uploads do not count) and lasts --window-s (default 40 s).
+  Reports storage requests per second in the window (every operation, read from the
+  tool's own /metrics `litestream_replica_operation_total`, which Litestream exports
+  too, so file replicas count as well), how many of them were PUTs, and the
+  replicator's CPU as a share of one core. --replica-yaml adds YAML lines to each
+  replica (e.g. "upload-rate: 50", "sync-interval: 1s").
 
 The README's Performance section quotes the side-by-side scripts in ../shared/bench,
 which also count object-store requests through Garage; these are the self-contained
@@ -61,12 +71,16 @@ class Replica:
         if self.args.s3_endpoint:
             lines.append(f"        endpoint: {self.args.s3_endpoint}")
             lines.append("        force-path-style: true")
+        for extra in getattr(self.args, "replica_yaml", None) or []:
+            lines.append(f"        {extra}")
         return "\n".join(lines) + "\n"
 
 
-def write_config(path, dbs):
+def write_config(path, dbs, addr=None):
     """dbs: [(db_path, Replica)] -> a Litestream-style config at path."""
     with open(path, "w") as f:
+        if addr:
+            f.write(f"addr: {addr}\n")
         f.write("dbs:\n")
         for db, rep in dbs:
             f.write(f"  - path: {db}\n    replicas:\n")
@@ -233,6 +247,58 @@ def bench_lost(tool, args, work, rng):
             f"replicator CPU median {statistics.median(cpus):.2f} s")
 
 
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def operations(port):
+    """(all requests, PUTs) so far from a tool's /metrics (Litestream's metric names)."""
+    import urllib.request
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    total = puts = 0.0
+    for line in text.splitlines():
+        if line.startswith("litestream_replica_operation_total{"):
+            v = float(line.rsplit(" ", 1)[1])
+            total += v
+            if 'operation="PUT"' in line:
+                puts += v
+    return total, puts
+
+
+def bench_steady(tool, args, work):
+    settle = 30.0 if args.settle_s is None else args.settle_s
+    d = tempfile.mkdtemp(dir=work)
+    db = os.path.join(d, "app.db")
+    c = sqlite3.connect(db)
+    c.execute("PRAGMA journal_mode=WAL")
+    c.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
+    c.close()
+    port = free_port()
+    cfg = os.path.join(d, "cfg.yml")
+    write_config(cfg, [(db, Replica(args, d, "app"))], addr=f"127.0.0.1:{port}")
+    with open(os.path.join(d, "replicate.log"), "w") as log:
+        p = start(tool, cfg, log)
+        time.sleep(2)
+        acked, stop_flag = [], threading.Event()
+        th = threading.Thread(target=writer, args=(db, args.rate, args.payload, acked, stop_flag))
+        th.start()
+        time.sleep(settle)
+        (r0, p0), c0, n0, t0 = operations(port), cpu_seconds(p.pid), len(acked), time.perf_counter()
+        time.sleep(args.window_s)
+        (r1, p1), c1, n1, t1 = operations(port), cpu_seconds(p.pid), len(acked), time.perf_counter()
+        stop_flag.set()
+        th.join()
+        stop(p)
+    shutil.rmtree(d, ignore_errors=True)
+    dt = t1 - t0
+    return (f"steady state at {(n1 - n0) / dt:.0f} tx/s ({settle:g} s after the writer, "
+            f"over {dt:.0f} s): {(r1 - r0) / dt:.2f} requests/s ({(p1 - p0) / dt:.2f} PUT/s), "
+            f"CPU {100 * (c1 - c0) / dt:.2f}% of a core")
+
+
 def bench_many(tool, args, work):
     d = tempfile.mkdtemp(dir=work)
     dbs = []
@@ -249,7 +315,7 @@ def bench_many(tool, args, work):
     write_config(cfg, dbs)
     with open(os.path.join(d, "replicate.log"), "w") as log:
         p = start(tool, cfg, log)
-        time.sleep(args.settle_s)
+        time.sleep(10.0 if args.settle_s is None else args.settle_s)
         cpu0, t0 = cpu_seconds(p.pid), time.perf_counter()
         time.sleep(args.idle_s)
         idle = (cpu_seconds(p.pid) - cpu0) / (time.perf_counter() - t0) * 100
@@ -262,7 +328,7 @@ def bench_many(tool, args, work):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("what", choices=["restore", "lost", "many", "all"])
+    ap.add_argument("what", choices=["restore", "lost", "many", "steady", "all"])
     ap.add_argument("--bin", default=DEFAULT_BIN, help="the tool to measure")
     ap.add_argument("--vs", help="a second tool measured in the same run")
     ap.add_argument("--s3", help="s3://BUCKET/PREFIX instead of local directories")
@@ -273,8 +339,13 @@ def main():
     ap.add_argument("--payload", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--dbs", type=int, default=200)
-    ap.add_argument("--settle-s", type=float, default=10)
+    ap.add_argument("--settle-s", type=float,
+                    help="many: idle settling before measuring (default 10 s); steady: the "
+                         "window opens this long after the writer starts (default 30 s)")
     ap.add_argument("--idle-s", type=float, default=20)
+    ap.add_argument("--window-s", type=float, default=40)
+    ap.add_argument("--replica-yaml", action="append",
+                    help="a YAML line added to each replica (repeatable), e.g. 'upload-rate: 50'")
     ap.add_argument("--seed", type=int, default=random.randrange(1 << 30))
     args = ap.parse_args()
     tools = [os.path.abspath(args.bin)] + ([args.vs] if args.vs else [])
@@ -288,6 +359,8 @@ def main():
             for tool in tools:
                 if what == "restore":
                     line = bench_restore(tool, args, work)
+                elif what == "steady":
+                    line = bench_steady(tool, args, work)
                 elif what == "lost":
                     line = bench_lost(tool, args, work, random.Random(args.seed))
                 else:

@@ -231,6 +231,12 @@ fn replica_options(cfg: &Config, db: &DbConfig, r: &ReplicaConfig) -> ReplicaOpt
     o.verify_compaction = cfg.verify_compaction;
     o.auto_recover = r.auto_recover;
     o.max_batch = r.max_sync_ltx_files;
+    o.budget = r
+        .upload_budget
+        .map(|b| engine::replicate::budget::UploadBudget {
+            per_sec: b.per_sec,
+            burst: b.burst,
+        });
     o.encoding = if r.legacy_page_encoding {
         PageEncoding::LegacyFrame
     } else {

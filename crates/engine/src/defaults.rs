@@ -37,3 +37,14 @@ pub const SHUTDOWN_SYNC_TIMEOUT: Duration = secs(30);
 pub const SHUTDOWN_SYNC_INTERVAL: Duration = Duration::from_millis(500);
 /// `lease.ttl` (ours: leases are ours).
 pub const LEASE_TTL: Duration = secs(10);
+/// `upload-rate` and `upload-burst` of object-store replicas (S3, GCS, Azure; ours):
+/// sustained writes cost one upload a second, Litestream's own pace, so steady writes
+/// cost no more requests than under Litestream; 20 uploads
+/// (0.4 s of back-to-back captures at the 20 ms `sync-interval`) may go at the capture pace
+/// after a quiet spell, and a quiet spell of 20 s refills them. So an application
+/// committing less than once a second, or in bursts of up to 20 commits, has every
+/// commit shipped within the `sync-interval`, and the worst minute costs at most 80 L0
+/// uploads. File and SFTP replicas: unlimited. `UPLOAD_BURST` is also the burst of a
+/// replica given an `upload-rate` without an `upload-burst`.
+pub const OBJECT_STORE_UPLOAD_RATE: f64 = 1.0;
+pub const UPLOAD_BURST: u32 = 20;

@@ -7,7 +7,10 @@
 //! The checks themselves live in `engine::check`; this file picks the databases and
 //! replicas, prints the findings and sets the exit status: 0 when nothing failed (warnings
 //! allowed), 1 otherwise. One check is about the config file itself: secrets written
-//! inline in a file that group or others can read (`config-secrets`).
+//! inline in a file that group or others can read (`config-secrets`). Another is each
+//! replica's request budget (`request-budget`): what sustained writes cost in uploads,
+//! and, when a daemon answers on the config's `addr`, its request rate now and the month
+//! that rate projects to.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -16,6 +19,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use engine::check::database::DbCheck;
 use engine::check::{self, Finding, Level, Thresholds};
+use engine::replicate::report::{RequestFigures, MONTH_SECS};
 
 use crate::config::{self, Config, DbConfig};
 use crate::setup;
@@ -79,6 +83,12 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     let rows = rt.block_on(async {
+        let live = match &cfg.addr {
+            Some(addr) => crate::observe::client::daemon_status(addr, DAEMON_TIMEOUT)
+                .await
+                .ok(),
+            None => None,
+        };
         let mut rows = config_rows;
         for (path, db) in &dbs {
             let label = path.display().to_string();
@@ -107,7 +117,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                     continue;
                 }
                 let shown = format!("{name} ({})", r.kind.describe());
-                let found = match setup::build_store(&r.kind) {
+                let mut found = match setup::build_store(&r.kind) {
                     Ok(store) => check::replica::check(store.as_ref(), &thresholds).await,
                     Err(e) => vec![Finding::fail(
                         "replica-config",
@@ -115,6 +125,12 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                         "fix the replica's settings in the config",
                     )],
                 };
+                let now = live
+                    .as_ref()
+                    .and_then(|rep| rep.databases.iter().find(|d| Path::new(&d.db) == path))
+                    .and_then(|d| d.replicas.iter().find(|x| x.name == name))
+                    .and_then(|x| x.requests.clone());
+                found.push(budget_finding(r, now.as_ref()));
                 rows.extend(found.into_iter().map(|finding| Row {
                     config: None,
                     db: label.clone(),
@@ -169,6 +185,78 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// How long to wait for a running daemon's `/status` (request rates) before going on
+/// without it.
+const DAEMON_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `request-budget`: what sustained writes cost the replica in uploads under its
+/// `upload-rate` (or, unlimited, its `sync-interval`), and the live rate when a daemon
+/// answered. An object store without a budget is a warning: one upload per
+/// `sync-interval` can be a large bill.
+fn budget_finding(r: &config::ReplicaConfig, now: Option<&RequestFigures>) -> Finding {
+    const CHECK: &str = "request-budget";
+    let month = |per_sec: f64| human_count(per_sec * MONTH_SECS);
+    let pace = r.sync_interval.unwrap_or(engine::defaults::SYNC_INTERVAL);
+    let pace_rate = 1.0 / pace.as_secs_f64();
+    let mut msg = match r.upload_budget {
+        Some(b) => {
+            let most = b.per_sec.min(pace_rate);
+            format!(
+                "upload-rate {}/s, upload-burst {}: sustained writes cost at most {} uploads/s ({} a month) plus compaction",
+                trim(b.per_sec),
+                b.burst,
+                trim(most),
+                month(most)
+            )
+        }
+        None => format!(
+            "no upload-rate: sustained writes cost one upload per sync-interval ({}), {} uploads/s ({} a month) plus compaction",
+            config::format_duration(pace),
+            trim(pace_rate),
+            month(pace_rate)
+        ),
+    };
+    if let Some(q) = now {
+        msg.push_str(&format!(
+            "; now {} requests/s, {} a month at this rate",
+            trim(q.per_second),
+            human_count(q.projected_per_month)
+        ));
+    }
+    let object_store = !matches!(
+        r.kind,
+        config::ReplicaKind::File { .. } | config::ReplicaKind::Sftp(_)
+    );
+    if object_store && r.upload_budget.is_none() && pace_rate > 1.0 {
+        Finding::warn(
+            CHECK,
+            msg,
+            "set upload-rate (e.g. 1, the default of object stores) unless every upload is worth its request",
+        )
+    } else {
+        Finding::ok(CHECK, msg)
+    }
+}
+
+/// A rate with at most two decimals, no trailing zeros.
+fn trim(v: f64) -> String {
+    let s = format!("{v:.2}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// A count as 2.6M, 130M, 950k, 12.
+fn human_count(v: f64) -> String {
+    if v >= 1e9 {
+        format!("{}G", trim(v / 1e9))
+    } else if v >= 1e6 {
+        format!("{}M", trim(v / 1e6))
+    } else if v >= 1e3 {
+        format!("{}k", trim(v / 1e3))
+    } else {
+        format!("{v:.0}")
+    }
 }
 
 fn print_text(rows: &[Row]) {

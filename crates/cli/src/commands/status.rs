@@ -244,7 +244,7 @@ fn print_table(report: &Report) {
         }
     );
     println!(
-        "{:<40} {:<10} {:<11} {:<16} {:<16} {:>6} {:>10} {:>10} {:<24} {:<24} last_error",
+        "{:<40} {:<10} {:<11} {:<16} {:<16} {:>6} {:>10} {:>10} {:<24} {:<24} {:>7} {:>10} last_error",
         "database",
         "replica",
         "status",
@@ -254,7 +254,9 @@ fn print_table(report: &Report) {
         "pending",
         "wal_size",
         "last_upload",
-        "last_checkpoint"
+        "last_checkpoint",
+        "req/s",
+        "req/month"
     );
     let time = |ms: Option<i64>| {
         ms.map(|t| setup::rfc3339_ms(engine::clock::ms_to_time(t)))
@@ -271,8 +273,9 @@ fn print_table(report: &Report) {
                 .and_then(|r| r.last_error.as_deref())
                 .or(d.last_error.as_deref())
                 .unwrap_or("-");
+            let requests = r.and_then(|r| r.requests.as_ref());
             println!(
-                "{:<40} {:<10} {:<11} {:<16} {:<16} {:>6} {:>10} {:>10} {:<24} {:<24} {}",
+                "{:<40} {:<10} {:<11} {:<16} {:<16} {:>6} {:>10} {:>10} {:<24} {:<24} {:>7} {:>10} {}",
                 d.db,
                 r.map_or("-", |r| r.name.as_str()),
                 state(d, r),
@@ -284,6 +287,8 @@ fn print_table(report: &Report) {
                 d.wal_size_bytes.map_or("-".into(), |b| b.to_string()),
                 time(r.and_then(|r| r.last_upload_unix_ms)),
                 time(d.last_checkpoint_unix_ms),
+                requests.map_or("-".into(), |q| format!("{:.2}", q.per_second)),
+                requests.map_or("-".into(), |q| format!("{:.0}", q.projected_per_month)),
                 error.replace('\n', " ")
             );
         }

@@ -739,8 +739,55 @@ fn build_replica(
         legacy_page_encoding: s.legacy_page_encoding.unwrap_or(false),
         auto_recover: s.auto_recover.unwrap_or(false),
         max_sync_ltx_files: s.max_sync_ltx_files.filter(|n| *n > 0),
+        upload_budget: upload_budget(rtype, &s, &m)?,
         settings: s,
     })
+}
+
+/// `upload-rate` and `upload-burst` as merged, else the type's default: object stores
+/// get `OBJECT_STORE_UPLOAD_RATE`, file and SFTP replicas no limit. A burst on a replica
+/// whose rate is unlimited would do nothing: refused when the replica itself sets it (a
+/// top-level one is a default for the replicas that have a rate).
+fn upload_budget(
+    rtype: &str,
+    s: &Settings,
+    m: &Map<'_>,
+) -> Result<Option<UploadBudget>, ConfigError> {
+    let object_store = !matches!(rtype, "file" | "sftp");
+    let per_sec = match s.upload_rate {
+        Some(r) => r,
+        None if object_store => defaults::OBJECT_STORE_UPLOAD_RATE,
+        None => 0.0,
+    };
+    if s.upload_burst == Some(0) {
+        let at = if m.has("upload-burst") {
+            m.key_path("upload-burst")
+        } else {
+            "upload-burst".to_string()
+        };
+        return Err(ConfigError::new(
+            at,
+            ErrorKind::Invalid("must be at least 1 (one upload)".into()),
+        ));
+    }
+    if per_sec == 0.0 {
+        if m.has("upload-burst") {
+            let why = if s.upload_rate.is_some() {
+                "upload-rate is 0 (unlimited)".to_string()
+            } else {
+                format!("a {rtype} replica has no upload-rate by default; set one")
+            };
+            return Err(ConfigError::new(
+                m.key_path("upload-burst"),
+                ErrorKind::Invalid(format!("has no effect: {why}")),
+            ));
+        }
+        return Ok(None);
+    }
+    Ok(Some(UploadBudget {
+        per_sec,
+        burst: s.upload_burst.unwrap_or(defaults::UPLOAD_BURST),
+    }))
 }
 
 /// From the URL scheme if there is a URL (a `type` must agree), else `type`, else file.

@@ -28,6 +28,7 @@ mod envdefaults;
 mod error;
 mod expand;
 mod glob;
+mod rate;
 mod resolve;
 mod secret;
 mod secrets;

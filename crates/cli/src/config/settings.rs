@@ -42,6 +42,8 @@ pub(crate) const SETTINGS_KEYS: &[&str] = &[
     "validation-interval",
     "auto-recover",
     "max-sync-ltx-files",
+    "upload-rate",
+    "upload-burst",
     "page-encoding",
     "access-key-id",
     "secret-access-key",
@@ -140,6 +142,9 @@ pub(crate) struct Settings {
     pub validation_interval: Option<Duration>,
     pub auto_recover: Option<bool>,
     pub max_sync_ltx_files: Option<u32>,
+    /// `upload-rate` in uploads per second (0: unlimited).
+    pub upload_rate: Option<f64>,
+    pub upload_burst: Option<u32>,
     pub legacy_page_encoding: Option<bool>,
     pub access_key_id: Option<Secret>,
     pub secret_access_key: Option<Secret>,
@@ -202,6 +207,8 @@ impl Settings {
             validation_interval: m.duration("validation-interval")?,
             auto_recover: m.bool("auto-recover")?,
             max_sync_ltx_files: m.u32("max-sync-ltx-files")?,
+            upload_rate: read_rate(m, "upload-rate")?,
+            upload_burst: m.u32("upload-burst")?,
             legacy_page_encoding,
             access_key_id: m.secret("access-key-id")?,
             secret_access_key: m.secret("secret-access-key")?,
@@ -235,13 +242,30 @@ impl Settings {
     /// Fills every unset field from `src`.
     pub fn fill_from(&mut self, src: &Settings) {
         fill_from!(self, src;
-            sync_interval, validation_interval, auto_recover, max_sync_ltx_files, legacy_page_encoding,
+            sync_interval, validation_interval, auto_recover, max_sync_ltx_files, upload_rate,
+            upload_burst, legacy_page_encoding,
             access_key_id, secret_access_key, region, bucket, endpoint, force_path_style, sign_payload,
             require_content_md5, skip_verify, part_size, concurrency, storage_class, sse_customer_algorithm,
             sse_customer_key, sse_customer_key_path, sse_kms_key_id, account_name, account_key, sas_token,
             host, user, password, key_path, key_passphrase, host_key, concurrent_writes,
         );
     }
+}
+
+/// `upload-rate`: a YAML number or a string such as `50/s` ([`super::rate`]).
+fn read_rate(m: &Map<'_>, key: &str) -> Result<Option<f64>, ConfigError> {
+    let Some(v) = m.get(key) else {
+        return Ok(None);
+    };
+    let text = match v {
+        Value::Number(n) => Some(n.to_string()),
+        Value::String(s) => Some(s.clone()),
+        _ => None,
+    };
+    text.as_deref()
+        .and_then(super::rate::parse_rate)
+        .map(Some)
+        .ok_or_else(|| invalid(&m.key_path(key), v, super::rate::EXPECTED, None))
 }
 
 /// Whether replica key `key` means something for a replica of type `t`.

@@ -1518,3 +1518,72 @@ fn replica_durations_from_the_environment() {
         assert!(e.starts_with(want), "{var}={val}: {e}");
     }
 }
+
+#[test]
+fn upload_budget_defaults_by_type_and_overrides() {
+    let b = |per_sec: f64, burst: u32| Some(types::UploadBudget { per_sec, burst });
+    // Object stores: 1/s, burst 20; file and SFTP: unlimited.
+    let cfg = ok("dbs:\n  - path: /a.db\n    replicas:\n      - url: s3://b/a\n      - path: /b\n      - url: sftp://u@h/p\n      - url: gs://b/a\n      - url: abs://acct@c/a\n");
+    let got: Vec<_> = cfg.dbs[0]
+        .replicas
+        .iter()
+        .map(|r| r.upload_budget)
+        .collect();
+    assert_eq!(got, vec![b(1.0, 20), None, None, b(1.0, 20), b(1.0, 20)]);
+    // A replica's own keys, else the top level's; rate forms; 0 turns the limit off.
+    let cfg = ok("upload-rate: 50/s\nupload-burst: 5\ndbs:\n  - path: /a.db\n    replicas:\n      - url: s3://b/a\n      - path: /b\n      - url: s3://b/c\n        name: c\n        upload-rate: 0\n      - url: s3://b/d\n        name: d\n        upload-rate: 0.5\n      - url: s3://b/e\n        name: e\n        upload-rate: '120/m'\n        upload-burst: 1\n");
+    let got: Vec<_> = cfg.dbs[0]
+        .replicas
+        .iter()
+        .map(|r| r.upload_budget)
+        .collect();
+    assert_eq!(
+        got,
+        vec![b(50.0, 5), b(50.0, 5), None, b(0.5, 5), b(2.0, 1)]
+    );
+    // A file replica given a rate gets the default burst.
+    let cfg = ok("dbs:\n  - path: /a.db\n    replica:\n      path: /b\n      upload-rate: 2\n");
+    assert_eq!(cfg.dbs[0].replicas[0].upload_budget, b(2.0, 20));
+    // A top-level burst is a default: a file replica without a rate ignores it.
+    let cfg = ok("upload-burst: 3\ndbs:\n  - path: /a.db\n    replica:\n      path: /b\n");
+    assert_eq!(cfg.dbs[0].replicas[0].upload_budget, None);
+
+    const DB: &str = "dbs:\n  - path: /a.db\n    replica:\n";
+    let cases = [
+        (
+            format!("{DB}      url: s3://b/a\n      upload-rate: fast\n"),
+            r#"dbs[0].replica.upload-rate: "fast" is not uploads per second (e.g. 1, 0.5, 50/s, 60/m; 0: unlimited)"#,
+        ),
+        (
+            format!("{DB}      url: s3://b/a\n      upload-rate: -1\n"),
+            "dbs[0].replica.upload-rate: -1 is not uploads per second (e.g. 1, 0.5, 50/s, 60/m; 0: unlimited)",
+        ),
+        (
+            format!("{DB}      url: s3://b/a\n      upload-rate: 5/d\n"),
+            r#"dbs[0].replica.upload-rate: "5/d" is not uploads per second (e.g. 1, 0.5, 50/s, 60/m; 0: unlimited)"#,
+        ),
+        (
+            format!("{DB}      url: s3://b/a\n      upload-burst: 0\n"),
+            "dbs[0].replica.upload-burst: must be at least 1 (one upload)",
+        ),
+        (
+            format!("upload-burst: 0\n{DB}      url: s3://b/a\n"),
+            "upload-burst: must be at least 1 (one upload)",
+        ),
+        (
+            format!("{DB}      url: s3://b/a\n      upload-burst: many\n"),
+            r#"dbs[0].replica.upload-burst: "many" is not a whole number"#,
+        ),
+        (
+            format!("{DB}      path: /b\n      upload-burst: 5\n"),
+            "dbs[0].replica.upload-burst: has no effect: a file replica has no upload-rate by default; set one",
+        ),
+        (
+            format!("{DB}      url: s3://b/a\n      upload-rate: 0\n      upload-burst: 5\n"),
+            "dbs[0].replica.upload-burst: has no effect: upload-rate is 0 (unlimited)",
+        ),
+    ];
+    for (yaml, want) in cases {
+        assert_eq!(err(&yaml), want, "{yaml}");
+    }
+}

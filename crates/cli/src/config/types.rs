@@ -234,10 +234,22 @@ pub struct ReplicaConfig {
     /// `max-sync-ltx-files`: at most this many files uploaded back to back, then a pause
     /// of one `sync-interval`. `None` (or 0): no limit.
     pub max_sync_ltx_files: Option<u32>,
+    /// `upload-rate` and `upload-burst` (replica, else top level, else the type's
+    /// default: 1/s with a burst of 20 for object stores, unlimited for file and SFTP).
+    /// `None`: unlimited.
+    pub upload_budget: Option<UploadBudget>,
     /// The replica's settings as merged (its keys, its URL, the top-level defaults),
     /// before the environment: what a command-line URL naming this replica's location
     /// inherits (`resolve.rs`).
     pub(crate) settings: Settings,
+}
+
+/// A replica's request budget: a token bucket of `burst` refilled at `per_sec` uploads
+/// a second (the engine's `replicate::budget`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct UploadBudget {
+    pub per_sec: f64,
+    pub burst: u32,
 }
 
 impl ReplicaConfig {

@@ -9,7 +9,8 @@
 //! {replica_type, operation, code}, from every request to each replica's store
 //! (`storage::metered`); and `litestream_l0_retention_files_total` {db, status}. Ours follow
 //! as `sqlite_replicate_*` with labels `db` (path) and `replica` (name): lag in TXIDs,
-//! bytes and seconds, time since the last upload, failing spells, drills.
+//! bytes and seconds, time since the last upload, failing spells, drills, the request
+//! rate (last minute) with its projection over a month and the request budget.
 //!
 //! Error texts are not labels (unbounded); `/status` carries them.
 
@@ -308,6 +309,18 @@ const METRICS: &[Metric] = &[
     metric("sqlite_replicate_replica_compaction_verify_failures_total", COUNTER,
         "Merged files that verify-compaction found not to match their inputs (deleted and merged again).",
         replica_counter!(compaction_verify_failures)),
+    metric("sqlite_replicate_replica_requests_per_second", GAUGE,
+        "Requests per second to the replica's store over the last minute, every operation.",
+        Read::Replica(|r, _| r.requests.as_ref().map(|q| q.per_second))),
+    metric("sqlite_replicate_replica_projected_requests_per_month", GAUGE,
+        "Requests to the replica's store a 30-day month comes to at the last minute's rate.",
+        Read::Replica(|r, _| r.requests.as_ref().map(|q| q.projected_per_month))),
+    metric("sqlite_replicate_replica_upload_rate_limit", GAUGE,
+        "The replica's upload-rate, in uploads per second (absent when unlimited).",
+        Read::Replica(|r, _| r.requests.as_ref()?.upload_rate)),
+    metric("sqlite_replicate_replica_upload_burst", GAUGE,
+        "The replica's upload-burst, in uploads (absent when unlimited).",
+        Read::Replica(|r, _| r.requests.as_ref()?.upload_burst.map(f64::from))),
     metric("sqlite_replicate_drill_ok", GAUGE,
         "1 if the last restore drill of the replica succeeded, else 0.",
         Read::Replica(|r, _| r.drill.as_ref().map(|d| flag(d.ok)))),
@@ -511,7 +524,7 @@ pub fn render_leases(leases: &[(String, LeaseView)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use engine::replicate::report::{L0RetentionFigures, ReplicaCounters};
+    use engine::replicate::report::{L0RetentionFigures, ReplicaCounters, RequestFigures};
     use engine::replicate::status::{DrillStatus, ValidationStatus};
 
     fn fixed() -> Report {
@@ -604,6 +617,12 @@ mod tests {
                             eligible: 3,
                             not_compacted: 1,
                             too_recent: 2,
+                        }),
+                        requests: Some(RequestFigures {
+                            per_second: 1.25,
+                            projected_per_month: 3_240_000.0,
+                            upload_rate: Some(1.0),
+                            upload_burst: Some(20),
                         }),
                     },
                     ReplicaReport {
@@ -887,6 +906,12 @@ mod tests {
                     last_success_unix_ms: Some(1_700_000_001_001),
                     runs: 1,
                     ..Default::default()
+                }),
+                requests: Some(RequestFigures {
+                    per_second: 0.0,
+                    projected_per_month: 0.0,
+                    upload_rate: None,
+                    upload_burst: None,
                 }),
                 ..Default::default()
             }],

@@ -7,6 +7,7 @@ mod abs;
 mod auto_recover;
 mod azurite;
 mod badinput;
+mod budget;
 mod check;
 mod compaction_verify;
 mod config_keys;

@@ -18,6 +18,7 @@
 //! Every step feeds `status` (live figures, `progress` among them); `report` copies them
 //! out for reporters.
 
+pub mod budget;
 pub mod capture;
 pub mod compaction_check;
 pub mod detect;
@@ -68,6 +69,9 @@ pub struct ReplicaOptions {
     /// `min_upload_interval` (a catch-up after an outage is a paced series of bursts).
     /// `None`: no limit.
     pub max_batch: Option<u32>,
+    /// `upload-rate` and `upload-burst`: the replica's request budget, a token bucket
+    /// the capture loop asks before each capture (`budget`). `None`: unlimited.
+    pub budget: Option<budget::UploadBudget>,
 }
 
 impl ReplicaOptions {
@@ -86,6 +90,7 @@ impl ReplicaOptions {
             verify_compaction: false,
             auto_recover: false,
             max_batch: None,
+            budget: None,
         }
     }
 }

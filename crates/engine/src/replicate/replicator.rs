@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
+use super::budget::Bucket;
 use super::capture::{self, Capture, CaptureError, CaptureOptions};
 use super::handle::DbHandle;
 use super::local::{self, LocalDir};
@@ -88,6 +89,8 @@ pub struct DbReplicator {
     settle_at: Option<Instant>,
     stopping: bool,
     last_prune: Instant,
+    /// The request budgets of the replicas that have one (`budget`).
+    buckets: Vec<Bucket>,
 }
 
 /// Why the loop woke up while waiting for work.
@@ -172,6 +175,14 @@ impl DbReplicator {
                 tokio::spawn(u.run(view))
             })
             .collect();
+        for r in &replicas {
+            r.status.set_budget(r.opts.budget);
+        }
+        let buckets = replicas
+            .iter()
+            .filter_map(|r| r.opts.budget)
+            .map(|b| Bucket::new(b, Instant::now()))
+            .collect();
         Ok(Some(DbReplicator {
             name,
             opts,
@@ -192,6 +203,7 @@ impl DbReplicator {
             settle_at: None,
             stopping: false,
             last_prune: Instant::now(),
+            buckets,
         }))
     }
 
@@ -217,12 +229,28 @@ impl DbReplicator {
     /// files rather than a queue that grows without bound. A replica backing off after
     /// errors holds nothing: captures go on so the WAL can be checkpointed. A pending
     /// sync request does not wait.
+    ///
+    /// Before that, the request budget: the capture waits until every budgeted replica
+    /// has a token (`budget`), so commits made meanwhile wait in the WAL and the next
+    /// capture, one upload, carries them all. A sync request, `once` mode and shutdown
+    /// do not wait for it.
     async fn pace(&mut self) {
         let since = self.last_capture.elapsed();
         if since < self.pace && !self.io.handle.sync_pending() {
             tokio::select! {
                 _ = tokio::time::sleep(self.pace - since) => {}
                 _ = self.io.handle.sync_requested() => {}
+            }
+        }
+        if !self.stopping && !self.mode.once && !self.io.handle.sync_pending() {
+            let now = Instant::now();
+            let ready = self.buckets.iter_mut().map(|b| b.ready_at(now)).max();
+            if let Some(at) = ready.filter(|at| *at > now) {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at) => {}
+                    _ = self.io.handle.sync_requested() => {}
+                    _ = self.io.shutdown.changed() => self.stopping = true,
+                }
             }
         }
         if !self.stopping && !self.mode.once && !self.io.handle.sync_pending() {
@@ -250,6 +278,10 @@ impl DbReplicator {
         let settle_due = self.settle_at.is_some_and(|t| t <= Instant::now());
         let started = Instant::now();
         let (produced_any, result) = self.capture(settle_due).await;
+        if produced_any {
+            let now = Instant::now();
+            self.buckets.iter_mut().for_each(|b| b.take(now));
+        }
         let error = result.as_ref().err().map(|e| e.to_string());
         self.io.handle.cycle_done(serving, self.head.txid, error);
         let status = &self.status;
@@ -606,6 +638,7 @@ mod tests {
     use ltx::{Level, TxId};
 
     use super::*;
+    use crate::replicate::budget::UploadBudget;
     use crate::replicate::status::ReplicaStatus;
     use crate::replicate::{run_database, ReplicaOptions};
     use crate::storage::file::FileStore;
@@ -668,12 +701,23 @@ mod tests {
         stop: watch::Sender<bool>,
         run: Option<JoinHandle<Result<(), ReplicateError>>>,
         store: Arc<SlowStore>,
+        handle: Arc<DbHandle>,
     }
 
     impl Rig {
         /// Starts replication with the replica's `sync-interval` at `pace`, each upload
         /// taking `upload_delay`.
         fn start(pace: Duration, upload_delay: Duration, shutdown_timeout: Duration) -> Rig {
+            Rig::start_with(pace, upload_delay, shutdown_timeout, None)
+        }
+
+        /// As [`Rig::start`], with the replica's request budget.
+        fn start_with(
+            pace: Duration,
+            upload_delay: Duration,
+            shutdown_timeout: Duration,
+            budget: Option<UploadBudget>,
+        ) -> Rig {
             let dir = tempfile::tempdir().unwrap();
             let db = dir.path().join("app.db");
             let app = rusqlite::Connection::open(&db).unwrap();
@@ -689,6 +733,7 @@ mod tests {
             });
             let mut ropts = ReplicaOptions::with_defaults("file");
             ropts.min_upload_interval = pace;
+            ropts.budget = budget;
             let replica = Arc::new(ReplicaStatus::default());
             let spec = ReplicaSpec {
                 opts: ropts,
@@ -704,7 +749,7 @@ mod tests {
             let run = tokio::spawn(run_database(
                 opts,
                 vec![spec],
-                handle,
+                handle.clone(),
                 changes.clone(),
                 stop_rx,
                 RunMode::default(),
@@ -718,6 +763,7 @@ mod tests {
                 stop,
                 run: Some(run),
                 store,
+                handle,
             }
         }
 
@@ -799,6 +845,123 @@ mod tests {
         assert_eq!(r.replica_head().await, r.local());
 
         r.stop().await.unwrap();
+    }
+
+    /// Commits every `every` for `window`; returns how many.
+    async fn write_for(r: &Rig, every: Duration, window: Duration) -> u32 {
+        let end = Instant::now() + window;
+        let mut n = 0;
+        while Instant::now() < end {
+            r.commit(&format!("row {n}"));
+            n += 1;
+            tokio::time::sleep(every).await;
+        }
+        n
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sustained_writes_upload_within_the_budget_and_each_upload_carries_all() {
+        let budget = UploadBudget {
+            per_sec: 2.0,
+            burst: 4,
+        };
+        let pace = Duration::from_millis(20);
+        let mut r = Rig::start_with(pace, Duration::ZERO, Duration::from_secs(30), Some(budget));
+        r.until("the first capture uploaded", caught_up).await;
+        let before = r.uploads();
+        // 200 tx/s for 10 s: without the budget, one upload per 20 ms capture (500).
+        let window = Duration::from_secs(10);
+        let commits = write_for(&r, Duration::from_millis(5), window).await;
+        r.until("the replica caught up", caught_up).await;
+        let uploads = r.uploads() - before;
+        // The first capture took one token; then rate x window + what is left of the
+        // burst, and one more for the capture that was waiting at the end.
+        assert!(
+            uploads <= 2 * 10 + 4 + 1,
+            "{uploads} uploads for {commits} commits in {window:?}"
+        );
+        assert!(uploads >= 2 * 10, "{uploads}: the budget was used");
+        // Everything shipped: the replica's newest file is the last capture, and every
+        // commit is in a capture (no commit left behind by a waiting capture).
+        assert_eq!(r.replica_head().await, r.local());
+        let rows: u32 = r
+            .app
+            .query_row("SELECT count(*) FROM t", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(rows, commits);
+        r.stop().await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sparse_writer_has_each_commit_shipped_at_the_sync_interval_pace() {
+        let pace = Duration::from_millis(20);
+        let budget = UploadBudget {
+            per_sec: 1.0,
+            burst: 20,
+        };
+        let mut r = Rig::start_with(pace, Duration::ZERO, Duration::from_secs(30), Some(budget));
+        r.until("the first capture uploaded", caught_up).await;
+        // One commit every 1.5 s, then a burst of 10 commits 30 ms apart: each is on the
+        // replica within one sync-interval (and a poll of the test's 5 ms).
+        for i in 0..10 {
+            let at = Instant::now();
+            r.commit(&format!("sparse {i}"));
+            r.until("the commit uploaded", |r| {
+                caught_up(r) && r.local().is_some()
+            })
+            .await;
+            assert!(
+                at.elapsed() <= pace + Duration::from_millis(10),
+                "{:?}",
+                at.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+        }
+        for i in 0..10 {
+            let at = Instant::now();
+            r.commit(&format!("burst {i}"));
+            let want = r.local();
+            r.until("the commit captured", |r| r.local() > want).await;
+            r.until("the commit uploaded", caught_up).await;
+            assert!(
+                at.elapsed() <= pace + Duration::from_millis(10),
+                "{:?}",
+                at.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        assert_eq!(r.replica_head().await, r.local());
+        r.stop().await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sync_request_does_not_wait_for_the_budget() {
+        let budget = UploadBudget {
+            per_sec: 0.01,
+            burst: 1,
+        };
+        let mut r = Rig::start_with(
+            DEFAULT_PACE,
+            Duration::ZERO,
+            Duration::from_secs(30),
+            Some(budget),
+        );
+        r.until("the first capture uploaded", caught_up).await;
+        // The bucket is empty for 100 s now; a commit waits, a sync request does not.
+        r.commit("a");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(r.local() == r.replicated(), "the commit waits for a token");
+        let handle = r.handle.clone();
+        let out = handle.sync(true, Duration::from_secs(5)).await.unwrap();
+        assert!(out.captured_new);
+        assert!(caught_up(&r));
+        // And the final sync at shutdown does not wait either.
+        r.commit("b");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let before = r.local();
+        r.stop().await.unwrap();
+        assert!(r.local() > before, "captured at shutdown");
+        assert_eq!(r.replica_head().await, r.local());
     }
 
     #[tokio::test(start_paused = true)]

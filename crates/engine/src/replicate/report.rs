@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering;
 
 use serde::{Deserialize, Serialize};
 
+use super::budget::UploadBudget;
 use super::local::{LocalDir, LocalFile};
 use super::progress::raw;
 use super::status::{DbStatus, DrillStatus, ReplicaStatus, ValidationStatus};
@@ -96,6 +97,37 @@ pub struct ReplicaReport {
     /// The last L0 retention run's classification; absent offline or before one ran.
     #[serde(default)]
     pub l0_retention: Option<L0RetentionFigures>,
+    /// Requests to the replica's store now, and the request budget; absent offline.
+    #[serde(default)]
+    pub requests: Option<RequestFigures>,
+}
+
+/// Seconds in the month of [`RequestFigures::projected_per_month`] (30 days).
+pub const MONTH_SECS: f64 = 30.0 * 86_400.0;
+
+/// A replica's request rate and budget.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RequestFigures {
+    /// Requests per second to the store over the last minute (every operation).
+    pub per_second: f64,
+    /// Requests a 30-day month at that rate comes to.
+    pub projected_per_month: f64,
+    /// `upload-rate` in uploads per second (`None`: unlimited).
+    pub upload_rate: Option<f64>,
+    /// `upload-burst` (`None`: unlimited).
+    pub upload_burst: Option<u32>,
+}
+
+impl RequestFigures {
+    /// The figures at `per_second` under `budget`.
+    pub fn new(per_second: f64, budget: Option<UploadBudget>) -> RequestFigures {
+        RequestFigures {
+            per_second,
+            projected_per_month: (per_second * MONTH_SECS).round(),
+            upload_rate: budget.map(|b| b.per_sec),
+            upload_burst: budget.map(|b| b.burst),
+        }
+    }
 }
 
 /// How the last L0 retention run classified a replica's L0 files (see
@@ -231,6 +263,7 @@ impl DbReport {
                             too_recent,
                         },
                     ),
+                    requests: Some(RequestFigures::new(s.ops.requests_per_second(), s.budget())),
                 }
             })
             .collect();

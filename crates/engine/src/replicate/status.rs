@@ -84,6 +84,8 @@ pub struct ReplicaStatus {
     pub ops: Arc<StoreOps>,
     /// How the last L0 retention run classified the replica's L0 files.
     pub l0_retention: L0RetentionStatus,
+    /// The request budget the replica runs under (`None`: unlimited), for reports.
+    pub budget: Mutex<Option<super::budget::UploadBudget>>,
 }
 
 /// How the last L0 retention run classified a replica's L0 files, in Litestream's terms
@@ -229,6 +231,15 @@ impl ReplicaStatus {
             slot.as_ref().and_then(|p| p.last_success_unix_ms)
         };
         *slot = Some(d);
+    }
+
+    /// The request budget the replica runs under (`None`: unlimited).
+    pub fn budget(&self) -> Option<super::budget::UploadBudget> {
+        *self.budget.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn set_budget(&self, b: Option<super::budget::UploadBudget>) {
+        *self.budget.lock().unwrap_or_else(|p| p.into_inner()) = b;
     }
 
     pub fn drill(&self) -> Option<DrillStatus> {

@@ -101,6 +101,69 @@ struct Cells {
 #[derive(Debug, Default)]
 pub struct StoreOps {
     ops: [Cells; 4],
+    /// Every request of the last minute, for the recent request rate.
+    recent: RecentRequests,
+}
+
+/// The window of [`StoreOps::requests_per_second`].
+pub const RATE_WINDOW_SECS: u64 = 60;
+
+/// Requests per second of wall-clock time over the last [`RATE_WINDOW_SECS`]: one
+/// counter per second in a ring, each tagged with its second. No timer: a slot is
+/// reused when its second comes round again, and reads skip stale ones.
+#[derive(Debug)]
+struct RecentRequests {
+    /// (Unix second, requests in it) per slot.
+    slots: std::sync::Mutex<[(u64, u64); RATE_WINDOW_SECS as usize]>,
+    /// The Unix second of the first request (the window is shorter until a minute has
+    /// passed since).
+    first: AtomicU64,
+}
+
+impl Default for RecentRequests {
+    fn default() -> RecentRequests {
+        RecentRequests {
+            slots: std::sync::Mutex::new([(0, 0); RATE_WINDOW_SECS as usize]),
+            first: AtomicU64::new(0),
+        }
+    }
+}
+
+impl RecentRequests {
+    fn record(&self, now_secs: u64) {
+        let _ = self
+            .first
+            .compare_exchange(0, now_secs, Ordering::Relaxed, Ordering::Relaxed);
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = &mut slots[(now_secs % RATE_WINDOW_SECS) as usize];
+        if slot.0 != now_secs {
+            *slot = (now_secs, 0);
+        }
+        slot.1 += 1;
+    }
+
+    /// Requests per second over the last window up to `now_secs` (the current second
+    /// counts as a whole one).
+    fn per_second(&self, now_secs: u64) -> f64 {
+        let first = self.first.load(Ordering::Relaxed);
+        if first == 0 {
+            return 0.0;
+        }
+        let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let n: u64 = slots
+            .iter()
+            .filter(|(s, _)| *s + RATE_WINDOW_SECS > now_secs && *s <= now_secs)
+            .map(|(_, n)| n)
+            .sum();
+        let window = (now_secs.saturating_sub(first) + 1).min(RATE_WINDOW_SECS);
+        n as f64 / window as f64
+    }
+}
+
+fn unix_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl StoreOps {
@@ -116,6 +179,7 @@ impl StoreOps {
         took: Duration,
         outcome: Result<(u64, u64), &StorageError>,
     ) {
+        self.recent.record(unix_secs());
         let c = self.cells(op);
         let secs = took.as_secs_f64();
         let i = DURATION_BUCKETS_SECONDS
@@ -136,6 +200,12 @@ impl StoreOps {
                 }
             }
         }
+    }
+
+    /// Requests per second to the store over the last minute (every operation, whatever
+    /// its outcome: each is a request the store bills).
+    pub fn requests_per_second(&self) -> f64 {
+        self.recent.per_second(unix_secs())
     }
 
     fn add_bytes(&self, op: Operation, bytes: u64) {
@@ -441,6 +511,27 @@ mod tests {
     fn key(t: u64) -> LtxKey {
         let t = TxId::new(t).unwrap();
         LtxKey::new(Level::L0, t, t)
+    }
+
+    #[test]
+    fn recent_rate_counts_the_last_minute_only() {
+        let r = RecentRequests::default();
+        assert_eq!(r.per_second(1000), 0.0);
+        // 2 requests a second for 10 s: 2/s over the 10 s seen so far.
+        for s in 1000..1010 {
+            r.record(s);
+            r.record(s);
+        }
+        assert_eq!(r.per_second(1009), 2.0);
+        // Then 1 a second for two minutes: the first burst has left the window.
+        for s in 1010..1130 {
+            r.record(s);
+        }
+        assert_eq!(r.per_second(1129), 1.0);
+        // Quiet for 30 s: half the window is empty.
+        assert_eq!(r.per_second(1159), 0.5);
+        // Quiet for longer than the window: nothing left.
+        assert_eq!(r.per_second(1200), 0.0);
     }
 
     #[test]
