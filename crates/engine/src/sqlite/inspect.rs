@@ -10,7 +10,7 @@
 //! last connection would otherwise checkpoint and delete the WAL under the replicator).
 //! Does not judge anything (`check` does) or know about replicas.
 
-use std::os::unix::fs::FileExt;
+use crate::platform::FileExt;
 use std::path::Path;
 use std::time::Duration;
 
