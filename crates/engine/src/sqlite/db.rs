@@ -81,6 +81,13 @@ impl DbPaths {
     }
 }
 
+/// How many bytes at the start of the `-shm` we ever read raw: the two header copies and
+/// `nBackfill` (bytes 0..100). Never the lock bytes at 120..129 (the eight WAL locks and
+/// the dead-man switch, `UNIX_SHM_BASE`/`WIN_SHM_BASE` in SQLite): SQLite's Windows VFS
+/// takes them with `LockFileEx`, which is mandatory, and a read of an exclusively locked
+/// byte through another handle fails with `ERROR_LOCK_VIOLATION`.
+pub const SHM_RAW_READ: usize = 100;
+
 /// Figures read from the wal-index (`-shm`) without taking any lock. They are a hint
 /// (a racing writer may change them a moment later), never a proof.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,7 +106,7 @@ impl ShmInfo {
     }
 
     fn read_from(f: &File) -> Option<ShmInfo> {
-        let mut buf = [0u8; 136];
+        let mut buf = [0u8; SHM_RAW_READ];
         f.read_exact_at(&mut buf, 0).ok()?;
         // The wal-index is in native byte order; offsets from SQLite's file format doc:
         // mxFrame at 16 of WalIndexHdr, nBackfill at 96 (after two 48-byte header copies).
@@ -928,6 +935,11 @@ impl DbConns {
         // connections' locks on the database file (see `db_file`).
         let f = &self.db_file;
         buf.fill(0);
+        if pgno == self.page_size.lock_page() {
+            // Never read: SQLite's Windows VFS holds mandatory `LockFileEx` locks on its
+            // first 512 bytes (a raw read there fails), and no LTX file stores it.
+            return Ok(());
+        }
         let off = self.page_size.offset_of(pgno);
         let len = f.metadata().map_err(io)?.len();
         if off < len {
@@ -1176,5 +1188,23 @@ mod tests {
         let mut conns = DbConns::open(&p, Duration::from_millis(100)).unwrap();
         conns.checkpoint_passive().unwrap().unwrap();
         assert!(conns.shm_info().unwrap().fully_backfilled());
+    }
+
+    /// Issue 20: the raw `-shm` read stops before the lock bytes (120..129), which SQLite's
+    /// Windows VFS locks with mandatory `LockFileEx`: the figures come from the first 100
+    /// bytes alone, so a `-shm` holding only those still yields them.
+    #[test]
+    fn shm_figures_come_from_bytes_before_the_lock_bytes() {
+        let d = tempfile::tempdir().unwrap();
+        let (p, app) = app_db(d.path());
+        app.execute_batch("PRAGMA wal_autocheckpoint=0; INSERT INTO t VALUES (2);")
+            .unwrap();
+        let shm = std::fs::read(DbPaths::new(&p).shm).unwrap();
+        let head = d.path().join("head-shm");
+        std::fs::write(&head, &shm[..SHM_RAW_READ]).unwrap();
+        let got = ShmInfo::read(&head).expect("figures from the first 100 bytes");
+        assert!(got.mx_frame > 0);
+        assert_eq!(Some(got), ShmInfo::read(&DbPaths::new(&p).shm));
+        assert!(SHM_RAW_READ <= 120, "clear of the WAL lock bytes");
     }
 }
