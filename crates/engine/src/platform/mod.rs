@@ -162,6 +162,12 @@ pub fn replace_durable(from: &Path, to: &Path) -> io::Result<()> {
     imp::replace_durable(from, to)
 }
 
+/// Flushes the file at `path` to disk (fsync). Opened for reading on Unix; for writing on
+/// Windows, where `FlushFileBuffers` needs write access.
+pub fn sync_file(path: &Path) -> io::Result<()> {
+    imp::sync_file(path)
+}
+
 /// Makes the entries of directory `dir` durable (created, renamed or removed names): an
 /// fsync on Unix; nothing on Windows, where a directory cannot be flushed and NTFS
 /// journals its metadata.

@@ -59,6 +59,10 @@ pub(super) fn replace_durable(from: &Path, to: &Path) -> io::Result<()> {
     sync_dir(parent_of(to))
 }
 
+pub(super) fn sync_file(path: &Path) -> io::Result<()> {
+    File::open(path)?.sync_all()
+}
+
 pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }

@@ -625,7 +625,8 @@ mod tests {
 }
 
 /// Security issue 17: the drill's full copy of the database is for our eyes only.
-#[cfg(test)]
+// Unix mode bits; on Windows the scratch copy inherits its directory's ACL.
+#[cfg(all(test, unix))]
 mod scratch_mode_tests {
     use super::*;
     use crate::replicate::status::{DbStatus, ReplicaStatus};
@@ -640,15 +641,12 @@ mod scratch_mode_tests {
 
     /// A file replica that, at every read, notes the mode of everything under the drill's
     /// scratch parent: what another local user could have read while the drill ran.
-    // Unix mode bits; on Windows the scratch copy inherits its directory's ACL.
-    #[cfg(unix)]
     struct Watching {
         inner: FileStore,
         scratch_parent: PathBuf,
         seen: Mutex<Vec<(PathBuf, bool, u32)>>,
     }
 
-    #[cfg(unix)]
     impl Watching {
         fn look(&self) {
             fn walk(dir: &Path, out: &mut Vec<(PathBuf, bool, u32)>) {
@@ -666,7 +664,6 @@ mod scratch_mode_tests {
         }
     }
 
-    #[cfg(unix)]
     #[async_trait]
     impl ReplicaStore for Watching {
         fn location(&self) -> &str {
@@ -696,8 +693,6 @@ mod scratch_mode_tests {
         }
     }
 
-    // Unix mode bits; on Windows the scratch copy inherits its directory's ACL.
-    #[cfg(unix)]
     #[tokio::test]
     async fn drill_scratch_is_private_while_the_drill_runs() {
         // 022 is the usual default, set so the test does not depend on the environment's.

@@ -310,11 +310,27 @@ fn open_conn(paths: &DbPaths, busy: Duration) -> Result<Connection, DbError> {
 /// How often, and how many times, [`DbConns::try_begin_barrier`] retries the write lock.
 pub const BARRIER_TRY_POLL: Duration = Duration::from_micros(200);
 pub const BARRIER_TRY_POLLS: i32 = 100;
+/// The most [`DbConns::try_begin_barrier`] waits, whatever the polls took: a sleep can
+/// last far longer than asked where timers are coarse (Windows rounds up to its timer
+/// resolution, about 1 to 16 ms), and 100 polls must not become a second and a half.
+/// About twice what the polls take on Linux, so there it never ends the wait first.
+pub const BARRIER_TRY_MAX: Duration = Duration::from_millis(50);
 
 /// SQLite busy handler of [`DbConns::try_begin_barrier`]: retry every `BARRIER_TRY_POLL`,
-/// `BARRIER_TRY_POLLS` times.
+/// `BARRIER_TRY_POLLS` times, for at most `BARRIER_TRY_MAX`.
 fn poll_write_lock(prior_calls: i32) -> bool {
-    if prior_calls >= BARRIER_TRY_POLLS {
+    thread_local! {
+        static FIRST_BUSY: std::cell::Cell<Option<std::time::Instant>> =
+            const { std::cell::Cell::new(None) };
+    }
+    let now = std::time::Instant::now();
+    if prior_calls == 0 {
+        FIRST_BUSY.set(Some(now));
+    }
+    let waited = FIRST_BUSY
+        .get()
+        .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+    if prior_calls >= BARRIER_TRY_POLLS || waited >= BARRIER_TRY_MAX {
         return false;
     }
     std::thread::sleep(BARRIER_TRY_POLL);
@@ -1063,6 +1079,7 @@ mod tests {
     }
 
     /// Resident KiB of this process's mapping of `shm` (None when it is not mapped).
+    #[cfg(target_os = "linux")]
     fn shm_resident_kib(shm: &Path) -> Option<u64> {
         let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
         let name = shm.to_str().unwrap();
@@ -1116,6 +1133,8 @@ mod tests {
             conns.trim();
             assert_eq!(conns.open_connections(), 1, "only the pin stays");
             assert!(conns.has_pin());
+            // Read from /proc/self/smaps; Windows's `win32` VFS is not unmapped.
+            #[cfg(target_os = "linux")]
             assert_eq!(
                 shm_resident_kib(&conns.paths().shm),
                 Some(0),

@@ -127,6 +127,10 @@ pub(super) fn replace_durable(from: &Path, to: &Path) -> io::Result<()> {
     move_file(from, to, MOVEFILE_REPLACE_EXISTING | MOVEFILE_WRITE_THROUGH)
 }
 
+pub(super) fn sync_file(path: &Path) -> io::Result<()> {
+    fs::OpenOptions::new().write(true).open(path)?.sync_all()
+}
+
 pub(super) fn sync_dir(_dir: &Path) -> io::Result<()> {
     Ok(())
 }
