@@ -730,7 +730,7 @@ mod scratch_mode_tests {
         .unwrap();
         let scratch_parent = d.path().join("scratch");
         std::fs::create_dir(&scratch_parent).unwrap();
-        std::fs::set_permissions(&scratch_parent, std::fs::Permissions::from_mode(0o755)).unwrap();
+        crate::platform::set_mode(&scratch_parent, 0o755).unwrap();
         let store = Arc::new(Watching {
             inner: FileStore::new(&replica),
             scratch_parent: scratch_parent.clone(),
