@@ -26,8 +26,8 @@
 //!
 //! Does not: parse the WAL (see `wal`), decide what to capture (see `replicate`).
 
-use std::fs::File;
 use crate::platform::{self, FileExt, FileId};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -87,6 +87,7 @@ impl DbPaths {
 /// takes them with `LockFileEx`, which is mandatory, and a read of an exclusively locked
 /// byte through another handle fails with `ERROR_LOCK_VIOLATION`.
 pub const SHM_RAW_READ: usize = 100;
+const _: () = assert!(SHM_RAW_READ <= 120, "clear of the -shm lock bytes");
 
 /// Figures read from the wal-index (`-shm`) without taking any lock. They are a hint
 /// (a racing writer may change them a moment later), never a proof.
@@ -227,7 +228,8 @@ fn kept_files() -> std::sync::MutexGuard<'static, KeptByIdentity> {
 /// the file is left to lose).
 pub fn close_kept_of_deleted_files() {
     kept_files().retain(|_, f| {
-        std::sync::Arc::strong_count(f) > 1 || platform::link_count(f).map(|n| n > 0).unwrap_or(true)
+        std::sync::Arc::strong_count(f) > 1
+            || platform::link_count(f).map(|n| n > 0).unwrap_or(true)
     });
 }
 
@@ -1224,6 +1226,5 @@ mod tests {
         let got = ShmInfo::read(&head).expect("figures from the first 100 bytes");
         assert!(got.mx_frame > 0);
         assert_eq!(Some(got), ShmInfo::read(&DbPaths::new(&p).shm));
-        assert!(SHM_RAW_READ <= 120, "clear of the WAL lock bytes");
     }
 }
