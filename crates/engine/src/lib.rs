@@ -17,6 +17,7 @@
 //!   every write made under it (warm standby and failover).
 //! - [`fsutil`]: durable local writes (temp, fsync, rename, dir fsync).
 //! - [`progress`]: the phases of long work and the observer the CLI renders them with.
+//! - [`platform`]: every OS-specific call (Unix and Windows), behind one interface.
 //! - [`clock`]: wall-clock milliseconds as headers and records carry them.
 //!
 //! The `ltx` crate owns the file format; this crate owns every policy around it.
@@ -27,6 +28,7 @@ pub mod defaults;
 pub mod fsutil;
 pub mod history;
 pub mod lease;
+pub mod platform;
 pub mod progress;
 pub mod replicate;
 pub mod restore;

@@ -312,8 +312,8 @@ impl LocalDir {
                 if Some(t) <= replicated && t != newest {
                     continue;
                 }
-                match fs::File::open(self.path_of(t)) {
-                    Ok(f) => f.sync_all()?,
+                match crate::platform::sync_file(&self.path_of(t)) {
+                    Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                     Err(e) => return Err(e),
                 }

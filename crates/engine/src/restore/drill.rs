@@ -22,9 +22,9 @@
 //! (`restore::run`: pick, plan, apply), with its own choice of a random TXID; nor restore
 //! Litestream 0.3 generations (the drill needs TXIDs).
 
+use crate::platform::FileExt;
 use std::fmt::Write as _;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -630,7 +630,8 @@ mod tests {
 }
 
 /// Security issue 17: the drill's full copy of the database is for our eyes only.
-#[cfg(test)]
+// Unix mode bits; on Windows the scratch copy inherits its directory's ACL.
+#[cfg(all(test, unix))]
 mod scratch_mode_tests {
     use super::*;
     use crate::replicate::status::{DbStatus, ReplicaStatus};
@@ -641,7 +642,6 @@ mod scratch_mode_tests {
     use bytes::Bytes;
     use ltx::Level;
     use std::ops::Range;
-    use std::os::unix::fs::PermissionsExt;
     use std::sync::Mutex;
 
     /// A file replica that, at every read, notes the mode of everything under the drill's
@@ -659,7 +659,7 @@ mod scratch_mode_tests {
                     let Ok(m) = e.path().symlink_metadata() else {
                         continue;
                     };
-                    out.push((e.path(), m.is_dir(), m.permissions().mode() & 0o7777));
+                    out.push((e.path(), m.is_dir(), crate::platform::mode_of(&m) & 0o7777));
                     if m.is_dir() {
                         walk(&e.path(), out);
                     }
@@ -700,9 +700,8 @@ mod scratch_mode_tests {
 
     #[tokio::test]
     async fn drill_scratch_is_private_while_the_drill_runs() {
-        // SAFETY: umask(2) cannot fail; 022 is the usual default, set so the test does not
-        // depend on the environment's.
-        unsafe { libc::umask(0o022) };
+        // 022 is the usual default, set so the test does not depend on the environment's.
+        crate::platform::set_umask(0o022);
         let d = tempfile::tempdir().unwrap();
         let db = d.path().join("app.db");
         let c = rusqlite::Connection::open(&db).unwrap();
@@ -736,7 +735,7 @@ mod scratch_mode_tests {
         .unwrap();
         let scratch_parent = d.path().join("scratch");
         std::fs::create_dir(&scratch_parent).unwrap();
-        std::fs::set_permissions(&scratch_parent, std::fs::Permissions::from_mode(0o755)).unwrap();
+        crate::platform::set_mode(&scratch_parent, 0o755).unwrap();
         let store = Arc::new(Watching {
             inner: FileStore::new(&replica),
             scratch_parent: scratch_parent.clone(),
