@@ -87,6 +87,8 @@ impl DbPaths {
 pub struct ShmInfo {
     pub mx_frame: u32,
     pub n_backfill: u32,
+    /// The WAL's salt-1: it changes (by one) at every restart.
+    pub salt1: u32,
 }
 
 impl ShmInfo {
@@ -110,12 +112,57 @@ impl ShmInfo {
         Some(ShmInfo {
             mx_frame: u32_at(16),
             n_backfill: u32_at(96),
+            salt1: u32_at(32),
         })
     }
 
     pub fn fully_backfilled(&self) -> bool {
         self.mx_frame == self.n_backfill
     }
+}
+
+/// SQLite's wal-index locks that *another process* holds now, as [`DbConns::foreign_locks`]
+/// sees them: a checkpoint in progress, and whether it (or some writer) holds the write
+/// lock. A hint like [`ShmInfo`]: the holder may let go a moment later.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ForeignLocks {
+    /// `WAL_CKPT_LOCK`: a checkpoint (any mode) is running.
+    pub checkpoint: bool,
+    /// `WAL_WRITE_LOCK`: a write transaction, or a FULL, RESTART or TRUNCATE checkpoint
+    /// (they take it first, and wait on readers while they hold it).
+    pub write: bool,
+}
+
+impl ForeignLocks {
+    /// A FULL, RESTART or TRUNCATE checkpoint may be waiting on our read transaction (or
+    /// a PASSIVE one runs beside a writer): no commit can land until it ends.
+    pub fn blocking_checkpoint(&self) -> bool {
+        self.checkpoint && self.write
+    }
+}
+
+/// Byte offsets of SQLite's wal-index locks in the `-shm` file (unix VFS: `UNIX_SHM_BASE`
+/// is 120; lock 0 is the write lock, 1 the checkpoint lock).
+#[cfg(unix)]
+const SHM_WRITE_LOCK_BYTE: i64 = 120;
+#[cfg(unix)]
+const SHM_CKPT_LOCK_BYTE: i64 = 121;
+
+/// Whether another process holds a POSIX lock on byte `at` of `f` (`F_GETLK`: a query
+/// only, it takes and releases nothing, so none of this process's locks are touched).
+/// `None` when the query failed.
+#[cfg(unix)]
+fn foreign_lock_held(f: &File, at: i64) -> Option<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: an all-zero `flock` is a valid value of this plain C struct.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = at as _;
+    fl.l_len = 1;
+    // SAFETY: a valid descriptor for the life of `f`, and a pointer to a live `flock`.
+    let rc = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETLK, &mut fl) };
+    (rc == 0).then(|| fl.l_type != libc::F_UNLCK as libc::c_short)
 }
 
 /// The replicator's connections to one database, each opened when first needed.
@@ -511,7 +558,28 @@ impl DbConns {
         ShmInfo::read_from(shm.as_ref().expect("just set"))
     }
 
-    /// The pin connection `i`, opened now if it is not.
+    /// The wal-index locks another process holds now (see [`ForeignLocks`]): two
+    /// `F_GETLK` queries on our long-lived `-shm` descriptor, one when no checkpoint runs.
+    /// `None` where it cannot be known (no `-shm` yet; not a unix system). Locks of this
+    /// process are not seen: an application in the same process is not detected.
+    pub fn foreign_locks(&self) -> Option<ForeignLocks> {
+        #[cfg(unix)]
+        {
+            let mut shm = self.shm_file.lock().unwrap_or_else(|p| p.into_inner());
+            if shm.is_none() {
+                *shm = Some(File::open(&self.paths.shm).ok()?);
+            }
+            let f = shm.as_ref().expect("just set");
+            let checkpoint = foreign_lock_held(f, SHM_CKPT_LOCK_BYTE)?;
+            let write = checkpoint && foreign_lock_held(f, SHM_WRITE_LOCK_BYTE)?;
+            Some(ForeignLocks { checkpoint, write })
+        }
+        #[cfg(not(unix))]
+        {
+            None
+        }
+    }
+
     /// The pin connection not holding the pin (opened if needed), with no read
     /// transaction of its own: where our checkpoints run. Returns its index and itself.
     fn idle_conn_outside_transaction(&mut self) -> Result<(usize, &Connection), DbError> {
