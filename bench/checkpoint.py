@@ -118,6 +118,8 @@ def run_mode(tool, mode, rate, args, work):
             row = app.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
             waits.append((time.perf_counter() - t) * 1000)
             busy += row[0] != 0
+            if os.environ.get("CKPT_BENCH_VERBOSE"):
+                print(f"  {mode} {rate}: {waits[-1]:.1f} ms {row}", file=sys.stderr)
         if writer:
             writer.terminate()
             writer.wait()

@@ -225,9 +225,6 @@ pub struct Capture {
     last_truncate: Option<Instant>,
     /// The last incremental capture stopped at `max_wal_bytes` with more frames after it.
     cut_short: bool,
-    /// The wal-index state at which [`Capture::yield_to_checkpointer`] last moved the pin:
-    /// moving it again changes nothing until the state does.
-    yielded_at: Option<crate::sqlite::db::ShmInfo>,
 }
 
 impl Capture {
@@ -264,7 +261,6 @@ impl Capture {
             wal: None,
             last_truncate: None,
             cut_short: false,
-            yielded_at: None,
         };
         match pos {
             Some(LocalPosition { txid, commit, wal }) if Some(txid) >= remote_max => {
@@ -859,12 +855,19 @@ impl Capture {
                 return Ok(Checkpointer::Idle);
             };
             let blocking = locks.is_some_and(|l| l.blocking_checkpoint());
+            // A pin begun on a fully backfilled WAL holds read mark 0, which blocks every
+            // backfill of the frames written since (captured by now, or by the move).
+            let on_mark0_behind = !info.fully_backfilled()
+                && self
+                    .conns
+                    .pin_began_at()
+                    .is_some_and(|b| b.fully_backfilled());
+            // A pin begun at this very state is what a move would give.
             if info.mx_frame > 0
-                && (blocking || info.fully_backfilled())
-                && self.yielded_at != Some(info)
+                && (blocking || info.fully_backfilled() || on_mark0_behind)
+                && self.conns.pin_began_at() != Some(info)
             {
                 self.step_moving_pin()?;
-                self.yielded_at = Some(info);
                 debug!(db = %self.name, mx_frame = info.mx_frame, backfilled = info.n_backfill,
                        checkpointer = blocking, "pin moved for a checkpoint");
                 moved = true;
@@ -890,6 +893,10 @@ impl Capture {
     /// the `-shm` header. Returns true if the pin still needs watching.
     pub fn settle(&mut self) -> Result<bool, CaptureError> {
         let watch = match self.conns.shm_info() {
+            // Begun there already (moved by `yield_to_checkpointer`, or by a capture).
+            Some(info) if info.fully_backfilled() && self.conns.pin_began_at() == Some(info) => {
+                false
+            }
             Some(info) if info.fully_backfilled() => {
                 // Anything new must be captured before the old pin goes.
                 let produced = self.step_moving_pin()?;

@@ -112,7 +112,8 @@ impl ShmInfo {
         Some(ShmInfo {
             mx_frame: u32_at(16),
             n_backfill: u32_at(96),
-            salt1: u32_at(32),
+            // The salts are kept as the WAL header's bytes (big-endian), not native.
+            salt1: u32::from_be_bytes(buf[32..36].try_into().unwrap()),
         })
     }
 
@@ -175,6 +176,9 @@ pub struct DbConns {
     /// Pins that loaded the schema (a whole-database read or `page_count`): the first to
     /// close when quiet, see [`DbConns::pin_is_heavy`].
     heavy: [bool; 2],
+    /// The wal-index as read just before each pin's read transaction began (a hint, see
+    /// [`DbConns::pin_began_at`]).
+    began_at: [Option<ShmInfo>; 2],
     /// Open only while the write lock is held.
     barrier: Option<Connection>,
     in_barrier: bool,
@@ -539,6 +543,7 @@ impl DbConns {
             pins: [Some(p0), None],
             active: None,
             heavy: [false; 2],
+            began_at: [None; 2],
             barrier: None,
             in_barrier: false,
             identity,
@@ -716,6 +721,7 @@ impl DbConns {
             None => 0,
         };
         let path = self.paths.db.clone();
+        self.began_at[next] = self.shm_info();
         let c = self.pin_conn(next)?;
         if !c.is_autocommit() {
             run_cached(c, "ROLLBACK").map_err(|source| DbError::Sqlite {
@@ -745,6 +751,15 @@ impl DbConns {
         }
         self.active = Some(next);
         Ok(())
+    }
+
+    /// The wal-index as read just before the active pin's read transaction began. When it
+    /// was fully backfilled, SQLite most likely gave the pin read mark 0 (it does for any
+    /// reader that finds every frame backfilled): a mark that lets the WAL restart, but
+    /// blocks every backfill until the pin moves. A hint only: the WAL may have changed
+    /// between that read and SQLite's own.
+    pub fn pin_began_at(&self) -> Option<ShmInfo> {
+        self.active.and_then(|i| self.began_at[i])
     }
 
     /// Ends the read transaction on the connection that is not the active pin.
