@@ -180,7 +180,10 @@ fn a_pin_moved_onto_a_backfilled_wal_lets_a_restart_through() {
         .split_once("CKPT ")
         .and_then(|(_, rest)| rest.lines().next())
         .unwrap_or_else(|| panic!("no checkpoint report from the app: {text}"));
-    let f: Vec<i64> = line.split_whitespace().map(|x| x.parse().unwrap()).collect();
+    let f: Vec<i64> = line
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
     assert_eq!(f[0], 0, "RESTART reported busy: {line}");
     assert!(f[3] < 2000, "RESTART waited {} ms", f[3]);
 

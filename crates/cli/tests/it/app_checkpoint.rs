@@ -43,11 +43,7 @@ fn checkpoint(app: &Connection, mode: &str) -> (Duration, i64) {
 
 /// Runs every mode `TRIES` times; returns the waits per mode, asserting none was busy
 /// (the replicator's log in the message).
-fn every_mode(
-    app: &Connection,
-    phase: &str,
-    r: &Replicator,
-) -> Vec<(&'static str, Vec<Duration>)> {
+fn every_mode(app: &Connection, phase: &str, r: &Replicator) -> Vec<(&'static str, Vec<Duration>)> {
     let mut out = Vec::new();
     for mode in MODES {
         let mut waits = Vec::new();

@@ -837,8 +837,8 @@ impl Capture {
     /// - Another process runs a checkpoint holding the write lock (FULL, RESTART,
     ///   TRUNCATE; no commit can land meanwhile): the pin moves at once whatever the
     ///   wal-index says (so the checkpoint waits on us for at most one capture), and
-    ///   again whenever the wal-index changes, polling every [`YIELD_POLL`] for at most
-    ///   [`YIELD_FOLLOW_MAX`] while that checkpoint runs.
+    ///   again whenever the wal-index changes, polling every millisecond for at most
+    ///   100 ms while that checkpoint runs.
     ///
     /// Costs one `-shm` read and one or two `F_GETLK` queries when nothing runs. Blind to
     /// an application in this same process (POSIX locks of one process do not conflict):

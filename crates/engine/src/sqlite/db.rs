@@ -163,7 +163,7 @@ fn foreign_lock_held(f: &File, at: i64) -> Option<bool> {
     fl.l_len = 1;
     // SAFETY: a valid descriptor for the life of `f`, and a pointer to a live `flock`.
     let rc = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETLK, &mut fl) };
-    (rc == 0).then(|| fl.l_type != libc::F_UNLCK as libc::c_short)
+    (rc == 0).then_some(fl.l_type != libc::F_UNLCK as libc::c_short)
 }
 
 /// The replicator's connections to one database, each opened when first needed.
