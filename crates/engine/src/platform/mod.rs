@@ -210,6 +210,14 @@ pub fn process_exists(pid: u32) -> bool {
     imp::process_exists(pid)
 }
 
+/// Whether another process holds a lock on byte `at` of `f` (POSIX `F_GETLK`: a query
+/// only, it takes and releases nothing, so none of this process's locks are touched).
+/// `None` when the query failed, and always on Windows, where SQLite's `LockFileEx`
+/// locks cannot be queried without taking them.
+pub fn foreign_lock_held(f: &File, at: u64) -> Option<bool> {
+    imp::foreign_lock_held(f, at)
+}
+
 /// Whether `e` says the disk (or the user's quota on it) is full.
 pub fn is_disk_full(e: &io::Error) -> bool {
     imp::is_disk_full(e)

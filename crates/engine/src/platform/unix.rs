@@ -254,3 +254,16 @@ impl Dir {
         self.0.sync_all()
     }
 }
+
+pub(super) fn foreign_lock_held(f: &File, at: u64) -> Option<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: an all-zero `flock` is a valid value of this plain C struct.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = libc::off_t::try_from(at).ok()?;
+    fl.l_len = 1;
+    // SAFETY: a valid descriptor for the life of `f`, and a pointer to a live `flock`.
+    let rc = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETLK, &mut fl) };
+    (rc == 0).then_some(fl.l_type != libc::F_UNLCK as libc::c_short)
+}

@@ -155,6 +155,21 @@ pub const DEFAULT_TRUNCATE_PAGES: u32 = crate::defaults::TRUNCATE_PAGES;
 /// is not tried for this long: each costs a full-database file.
 const TRUNCATE_RETRY_AFTER: Duration = Duration::from_secs(60);
 
+/// How often [`Capture::yield_to_checkpointer`] looks at the wal-index while an
+/// application's blocking checkpoint runs, and for how long at most before it hands back
+/// to the loop (which looks again soon, see [`Checkpointer::Running`]).
+const YIELD_POLL: Duration = Duration::from_millis(1);
+const YIELD_FOLLOW_MAX: Duration = Duration::from_millis(100);
+
+/// What [`Capture::yield_to_checkpointer`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Checkpointer {
+    /// No checkpoint of another process is running (or none can be seen).
+    Idle,
+    /// One is running still, or the pin was just moved for one: look again soon.
+    Running,
+}
+
 /// What one capture produced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Produced {
@@ -811,12 +826,82 @@ impl Capture {
         std::mem::take(&mut self.produced)
     }
 
+    /// Gets the pin out of the way of the application's own checkpoints, at once rather
+    /// than at the next [`Capture::settle`] (issue 26). Called after every capture.
+    ///
+    /// A RESTART or TRUNCATE checkpoint, once it has backfilled every frame, waits (its
+    /// busy handler retrying at 1, 3, 8, 18, 33, ... ms) for every reader on read marks
+    /// 1..N to end, and a FULL one waits for readers whose mark is behind the WAL end, or
+    /// on read mark 0 (which blocks all backfilling). So:
+    /// - The WAL fully backfilled (by anyone): the pin moves. [`Capture::step`] captures
+    ///   whatever is new first, under a new read transaction, and only then ends the old
+    ///   one (W1); begun on a fully backfilled WAL, the new one takes read mark 0, which a
+    ///   restart does not wait for and which still blocks the backfilling of any frame
+    ///   written after the restart. The WAL was captured to its end, so exactly one
+    ///   restart follows, as W2 needs.
+    /// - Another process runs a checkpoint holding the write lock (FULL, RESTART,
+    ///   TRUNCATE; no commit can land meanwhile): the pin moves at once whatever the
+    ///   wal-index says (so the checkpoint waits on us for at most one capture), and
+    ///   again whenever the wal-index changes, polling every millisecond for at most
+    ///   100 ms while that checkpoint runs.
+    ///
+    /// Costs one `-shm` read and one or two `F_GETLK` queries when nothing runs. Blind to
+    /// an application in this same process (POSIX locks of one process do not conflict):
+    /// [`Capture::settle`] still moves the pin for it, later.
+    pub fn yield_to_checkpointer(&mut self) -> Result<Checkpointer, CaptureError> {
+        if matches!(self.cursor, Cursor::Unknown) || !self.conns.has_pin() {
+            return Ok(Checkpointer::Idle);
+        }
+        let started = Instant::now();
+        let mut moved = false;
+        loop {
+            let locks = self.conns.foreign_locks();
+            let Some(info) = self.conns.shm_info() else {
+                return Ok(Checkpointer::Idle);
+            };
+            let blocking = locks.is_some_and(|l| l.blocking_checkpoint());
+            // A pin begun on a fully backfilled WAL holds read mark 0, which blocks every
+            // backfill of the frames written since (captured by now, or by the move).
+            let on_mark0_behind = !info.fully_backfilled()
+                && self
+                    .conns
+                    .pin_began_at()
+                    .is_some_and(|b| b.fully_backfilled());
+            // A pin begun at this very state is what a move would give.
+            if info.mx_frame > 0
+                && (blocking || info.fully_backfilled() || on_mark0_behind)
+                && self.conns.pin_began_at() != Some(info)
+            {
+                self.step_moving_pin()?;
+                debug!(db = %self.name, mx_frame = info.mx_frame, backfilled = info.n_backfill,
+                       checkpointer = blocking, "pin moved for a checkpoint");
+                moved = true;
+            }
+            if !blocking {
+                let running = moved || locks.is_some_and(|l| l.checkpoint);
+                return Ok(if running {
+                    Checkpointer::Running
+                } else {
+                    Checkpointer::Idle
+                });
+            }
+            if started.elapsed() >= YIELD_FOLLOW_MAX {
+                return Ok(Checkpointer::Running);
+            }
+            std::thread::sleep(YIELD_POLL);
+        }
+    }
+
     /// Moves the pin when the WAL has been fully backfilled by someone else (e.g. the
     /// application's own RESTART or TRUNCATE checkpoint, which waits for readers): a fresh
     /// read transaction then takes read mark 0 and stops blocking it. Cheap: one read of
     /// the `-shm` header. Returns true if the pin still needs watching.
     pub fn settle(&mut self) -> Result<bool, CaptureError> {
         let watch = match self.conns.shm_info() {
+            // Begun there already (moved by `yield_to_checkpointer`, or by a capture).
+            Some(info) if info.fully_backfilled() && self.conns.pin_began_at() == Some(info) => {
+                false
+            }
             Some(info) if info.fully_backfilled() => {
                 // Anything new must be captured before the old pin goes.
                 let produced = self.step_moving_pin()?;

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use super::budget::Bucket;
-use super::capture::{self, Capture, CaptureError, CaptureOptions};
+use super::capture::{self, Capture, CaptureError, CaptureOptions, Checkpointer};
 use super::handle::DbHandle;
 use super::local::{self, LocalDir};
 use super::maintain::ReplicaView;
@@ -44,6 +44,10 @@ const CHECKPOINT_RETRY: Duration = Duration::from_secs(10);
 /// How soon the pin is re-checked after a capture, in case an application checkpoint
 /// waits on it.
 const SETTLE_AFTER: Duration = Duration::from_millis(500);
+
+/// How soon the pin is looked at again while an application's checkpoint runs, or just
+/// after it was moved for one (`Capture::yield_to_checkpointer`).
+const CHECKPOINTER_RECHECK: Duration = Duration::from_millis(5);
 
 /// Wait after a failed capture cycle before the next.
 const CAPTURE_RETRY: Duration = Duration::from_secs(1);
@@ -290,13 +294,17 @@ impl DbReplicator {
             .sync_micros
             .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         match result {
-            Ok(needs_settle) => {
+            Ok((needs_settle, checkpointer)) => {
                 status.disk_full.store(false, Ordering::Relaxed);
                 status.record_ok();
                 if produced_any {
                     self.settle_at = Some(Instant::now() + SETTLE_AFTER);
                 } else if settle_due {
                     self.settle_at = needs_settle.then(|| Instant::now() + SETTLE_AFTER);
+                }
+                if checkpointer == Checkpointer::Running {
+                    let soon = Instant::now() + CHECKPOINTER_RECHECK;
+                    self.settle_at = Some(self.settle_at.map_or(soon, |t| t.min(soon)));
                 }
             }
             Err(e) => {
@@ -317,24 +325,30 @@ impl DbReplicator {
     /// Captures what is new, settles the pin when due, checkpoints when needed, on a
     /// blocking thread. Every file written goes to the uploaders as soon as it exists,
     /// even when a later step of the cycle fails. Returns whether any file was written,
-    /// and whether the pin needs another look.
-    async fn capture(&mut self, settle_due: bool) -> (bool, Result<bool, CaptureError>) {
+    /// whether the pin needs another look, and whether an application's checkpoint runs.
+    async fn capture(
+        &mut self,
+        settle_due: bool,
+    ) -> (bool, Result<(bool, Checkpointer), CaptureError>) {
         let mut head = self.head;
         let tx = self.head_tx.clone();
         let (head, produced_any, result) = self
             .on_capture(move |cap| {
                 let mut produced_any = false;
-                let r = (|| -> Result<bool, CaptureError> {
+                let r = (|| -> Result<(bool, Checkpointer), CaptureError> {
                     let mut needs_settle = false;
                     cap.step()?;
                     // Hand the capture to the uploaders now, not after the rest of the
                     // cycle: a checkpoint may take a while, and this file need not wait.
                     produced_any |= publish(cap, &mut head, &tx);
+                    // An application's checkpoint may wait on our pin: not for long.
+                    let checkpointer = cap.yield_to_checkpointer()?;
+                    produced_any |= publish(cap, &mut head, &tx);
                     if settle_due {
                         needs_settle = cap.settle()?;
                     }
                     cap.checkpoint_if_needed()?;
-                    Ok(needs_settle)
+                    Ok((needs_settle, checkpointer))
                 })();
                 produced_any |= publish(cap, &mut head, &tx);
                 (head, produced_any, r)

@@ -95,6 +95,8 @@ const _: () = assert!(SHM_RAW_READ <= 120, "clear of the -shm lock bytes");
 pub struct ShmInfo {
     pub mx_frame: u32,
     pub n_backfill: u32,
+    /// The WAL's salt-1: it changes (by one) at every restart.
+    pub salt1: u32,
 }
 
 impl ShmInfo {
@@ -118,6 +120,8 @@ impl ShmInfo {
         Some(ShmInfo {
             mx_frame: u32_at(16),
             n_backfill: u32_at(96),
+            // The salts are kept as the WAL header's bytes (big-endian), not native.
+            salt1: u32::from_be_bytes(buf[32..36].try_into().unwrap()),
         })
     }
 
@@ -125,6 +129,31 @@ impl ShmInfo {
         self.mx_frame == self.n_backfill
     }
 }
+
+/// SQLite's wal-index locks that *another process* holds now, as [`DbConns::foreign_locks`]
+/// sees them: a checkpoint in progress, and whether it (or some writer) holds the write
+/// lock. A hint like [`ShmInfo`]: the holder may let go a moment later.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ForeignLocks {
+    /// `WAL_CKPT_LOCK`: a checkpoint (any mode) is running.
+    pub checkpoint: bool,
+    /// `WAL_WRITE_LOCK`: a write transaction, or a FULL, RESTART or TRUNCATE checkpoint
+    /// (they take it first, and wait on readers while they hold it).
+    pub write: bool,
+}
+
+impl ForeignLocks {
+    /// A FULL, RESTART or TRUNCATE checkpoint may be waiting on our read transaction (or
+    /// a PASSIVE one runs beside a writer): no commit can land until it ends.
+    pub fn blocking_checkpoint(&self) -> bool {
+        self.checkpoint && self.write
+    }
+}
+
+/// Byte offsets of SQLite's wal-index locks in the `-shm` file (unix VFS: `UNIX_SHM_BASE`
+/// is 120; lock 0 is the write lock, 1 the checkpoint lock).
+const SHM_WRITE_LOCK_BYTE: u64 = 120;
+const SHM_CKPT_LOCK_BYTE: u64 = 121;
 
 /// The replicator's connections to one database, each opened when first needed.
 pub struct DbConns {
@@ -136,6 +165,9 @@ pub struct DbConns {
     /// Pins that loaded the schema (a whole-database read or `page_count`): the first to
     /// close when quiet, see [`DbConns::pin_is_heavy`].
     heavy: [bool; 2],
+    /// The wal-index as read just before each pin's read transaction began (a hint, see
+    /// [`DbConns::pin_began_at`]).
+    began_at: [Option<ShmInfo>; 2],
     /// Open only while the write lock is held.
     barrier: Option<Connection>,
     in_barrier: bool,
@@ -513,6 +545,7 @@ impl DbConns {
             pins: [Some(p0), None],
             active: None,
             heavy: [false; 2],
+            began_at: [None; 2],
             barrier: None,
             in_barrier: false,
             identity,
@@ -532,7 +565,21 @@ impl DbConns {
         ShmInfo::read_from(shm.as_ref().expect("just set"))
     }
 
-    /// The pin connection `i`, opened now if it is not.
+    /// The wal-index locks another process holds now (see [`ForeignLocks`]): two
+    /// `F_GETLK` queries on our long-lived `-shm` descriptor, one when no checkpoint runs.
+    /// `None` where it cannot be known (no `-shm` yet; not a unix system). Locks of this
+    /// process are not seen: an application in the same process is not detected.
+    pub fn foreign_locks(&self) -> Option<ForeignLocks> {
+        let mut shm = self.shm_file.lock().unwrap_or_else(|p| p.into_inner());
+        if shm.is_none() {
+            *shm = Some(File::open(&self.paths.shm).ok()?);
+        }
+        let f = shm.as_ref().expect("just set");
+        let checkpoint = platform::foreign_lock_held(f, SHM_CKPT_LOCK_BYTE)?;
+        let write = checkpoint && platform::foreign_lock_held(f, SHM_WRITE_LOCK_BYTE)?;
+        Some(ForeignLocks { checkpoint, write })
+    }
+
     /// The pin connection not holding the pin (opened if needed), with no read
     /// transaction of its own: where our checkpoints run. Returns its index and itself.
     fn idle_conn_outside_transaction(&mut self) -> Result<(usize, &Connection), DbError> {
@@ -669,6 +716,7 @@ impl DbConns {
             None => 0,
         };
         let path = self.paths.db.clone();
+        self.began_at[next] = self.shm_info();
         let c = self.pin_conn(next)?;
         if !c.is_autocommit() {
             run_cached(c, "ROLLBACK").map_err(|source| DbError::Sqlite {
@@ -698,6 +746,15 @@ impl DbConns {
         }
         self.active = Some(next);
         Ok(())
+    }
+
+    /// The wal-index as read just before the active pin's read transaction began. When it
+    /// was fully backfilled, SQLite most likely gave the pin read mark 0 (it does for any
+    /// reader that finds every frame backfilled): a mark that lets the WAL restart, but
+    /// blocks every backfill until the pin moves. A hint only: the WAL may have changed
+    /// between that read and SQLite's own.
+    pub fn pin_began_at(&self) -> Option<ShmInfo> {
+        self.active.and_then(|i| self.began_at[i])
     }
 
     /// Ends the read transaction on the connection that is not the active pin.
