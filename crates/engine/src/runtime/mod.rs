@@ -19,7 +19,7 @@ use tokio::sync::{watch, Notify};
 use tracing::{error, info, warn};
 
 use crate::replicate::handle::DbHandle;
-use crate::replicate::status::DbStatus;
+use crate::replicate::status::{DbStatus, ReplicaStatus};
 use crate::replicate::{
     self,
     detect::{ChangeWatcher, SafetyPoll},
@@ -61,7 +61,62 @@ pub struct DbRun {
     pub status: Arc<DbStatus>,
     /// Sync requests and run state, for the control socket (shares `status`).
     pub handle: Arc<DbHandle>,
+    /// The periodic checks scheduled beside the run (started by the hook of
+    /// [`Runtime::on_add`], however the database came).
+    pub checks: Checks,
 }
+
+/// The schedules of the periodic checks of one database: restore drills of every
+/// replica, and validation of the replicas that ask for it.
+#[derive(Clone, Debug, Default)]
+pub struct Checks {
+    /// `drill-interval`: `None`, no drills.
+    pub drill_interval: Option<Duration>,
+    /// `validation-interval` of each replica that has one, by replica name.
+    pub validation_intervals: Vec<(String, Duration)>,
+}
+
+/// A running database's live figures, for reporters (`/metrics`, `/status`, the
+/// heartbeat): the same handles its run updates, whenever and however it was added.
+pub struct DbView {
+    /// As the runtime keys it (the configured or absolute path).
+    pub path: String,
+    pub meta_dir: PathBuf,
+    pub status: Arc<DbStatus>,
+    pub replicas: Vec<ReplicaView>,
+}
+
+/// One replica of a [`DbView`].
+pub struct ReplicaView {
+    pub name: String,
+    /// The store's location (`s3://bucket/path ...`), whose scheme is the replica type.
+    pub location: String,
+    pub status: Arc<ReplicaStatus>,
+}
+
+impl DbView {
+    fn of(db: &DbRun) -> DbView {
+        DbView {
+            path: db.opts.path.display().to_string(),
+            meta_dir: db.opts.meta_dir.clone(),
+            status: db.status.clone(),
+            replicas: db
+                .replicas
+                .iter()
+                .map(|r| ReplicaView {
+                    name: r.opts.name.clone(),
+                    location: r.store.location().to_string(),
+                    status: r.status.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Called for every database added to a [`Runtime`], with the run and a receiver that
+/// turns true when the database is removed or the runtime stops: starts what runs
+/// beside it (drills, validations) for exactly its life.
+pub type OnAdd = Arc<dyn Fn(&DbRun, watch::Receiver<bool>) + Send + Sync>;
 
 impl DbRun {
     /// A run with fresh figures and a fresh handle.
@@ -76,6 +131,7 @@ impl DbRun {
             replicas,
             status,
             handle,
+            checks: Checks::default(),
         }
     }
 }
@@ -197,6 +253,8 @@ struct Inner {
     watcher: Mutex<ChangeWatcher>,
     poll: SafetyPoll,
     dbs: Mutex<Dbs>,
+    /// See [`Runtime::on_add`].
+    on_add: Mutex<Option<OnAdd>>,
     /// Woken when a database's task ends or the set changes, for [`Runtime::wait`].
     changed: Notify,
 }
@@ -213,6 +271,7 @@ struct Dbs {
 struct Entry {
     path: PathBuf,
     handle: Arc<DbHandle>,
+    view: Arc<DbView>,
     notify: Arc<Notify>,
     poll_interval: Duration,
     stop: watch::Sender<bool>,
@@ -269,6 +328,7 @@ impl Runtime {
                 watcher: Mutex::new(ChangeWatcher::new()),
                 poll: SafetyPoll::new(),
                 dbs: Mutex::default(),
+                on_add: Mutex::new(None),
                 changed: Notify::new(),
             }),
         }
@@ -279,6 +339,12 @@ impl Runtime {
     pub fn keep_open(&self) {
         lock(&self.inner.dbs).keep_open = true;
         self.inner.changed.notify_one();
+    }
+
+    /// Sets the hook called for every database added from now on (see [`OnAdd`]). Set
+    /// it before the first `add`.
+    pub fn on_add(&self, hook: OnAdd) {
+        *lock(&self.inner.on_add) = Some(hook);
     }
 
     /// Starts replicating `db`.
@@ -297,6 +363,10 @@ impl Runtime {
         lock(&inner.watcher).watch(&path, notify.clone());
         inner.poll.add(&path, notify.clone());
         let (stop, stop_rx) = watch::channel(false);
+        let view = Arc::new(DbView::of(&db));
+        if let Some(hook) = lock(&inner.on_add).clone() {
+            hook(&db, stop_rx.clone());
+        }
         let status = db.status.clone();
         let handle = db.handle.clone();
         let poll_interval = db.opts.poll_interval;
@@ -324,6 +394,7 @@ impl Runtime {
             Entry {
                 path,
                 handle,
+                view,
                 notify,
                 poll_interval,
                 stop,
@@ -389,6 +460,16 @@ impl Runtime {
             .by_path
             .iter()
             .map(|(p, e)| (p.clone(), e.handle.clone()))
+            .collect()
+    }
+
+    /// The live figures of every database, by path: what reporters read, so a database
+    /// added or removed while running is in them or gone from them at once.
+    pub fn views(&self) -> Vec<Arc<DbView>> {
+        lock(&self.inner.dbs)
+            .by_path
+            .values()
+            .map(|e| e.view.clone())
             .collect()
     }
 
