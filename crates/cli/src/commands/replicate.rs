@@ -326,7 +326,7 @@ pub(crate) async fn start_http(
             Reported::Live(rt) => observe::Watched::live(rt.clone()),
         }
         .with_leases(leases)
-            .with_heartbeat(heartbeat),
+        .with_heartbeat(heartbeat),
     );
     let listener = listener
         .into_std()
@@ -414,8 +414,8 @@ fn start_validations(run: &engine::runtime::DbRun, top_level: u8, stop: &watch::
     use engine::replicate::status::ValidationStatus;
     use engine::restore::validate;
     for r in &run.replicas {
-        let Some(&(_, interval)) = (run.checks.validation_intervals.iter())
-            .find(|(name, _)| *name == r.opts.name)
+        let Some(&(_, interval)) =
+            (run.checks.validation_intervals.iter()).find(|(name, _)| *name == r.opts.name)
         else {
             continue;
         };

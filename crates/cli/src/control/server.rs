@@ -398,16 +398,16 @@ fn register(control: &Control, r: RegisterRequest) -> Result<Reply, Failure> {
         std::env::var(k).ok()
     })
     .map_err(anyhow::Error::from)
-        .and_then(|cfg| crate::setup::db_runs(&cfg))
-        .map_err(|e| {
-            // The URL's own text is not repeated: it may carry credentials.
-            Failure::bad(
-                format!("invalid replica url: {}", crate::error_text(&e)),
-                None,
-            )
-        })?
-        .pop()
-        .ok_or_else(|| Failure::bad("invalid replica url: no replica", None))?;
+    .and_then(|cfg| crate::setup::db_runs(&cfg))
+    .map_err(|e| {
+        // The URL's own text is not repeated: it may carry credentials.
+        Failure::bad(
+            format!("invalid replica url: {}", crate::error_text(&e)),
+            None,
+        )
+    })?
+    .pop()
+    .ok_or_else(|| Failure::bad("invalid replica url: no replica", None))?;
     match control.runtime.add(run) {
         Ok(()) => {
             info!(db = %name, "control socket: registered");

@@ -36,6 +36,7 @@ mod replicate;
 mod reset;
 mod restore;
 mod restore_path;
+mod runtime_added;
 mod s3;
 mod sftp;
 mod sshd;
