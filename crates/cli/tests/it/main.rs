@@ -14,6 +14,7 @@ mod control;
 mod crash;
 mod diskfull;
 mod faultproxy;
+mod fd_budget;
 mod flood;
 mod garage;
 mod garage_cluster;

@@ -72,7 +72,9 @@ impl Budget {
     /// A budget for a process allowed `limit` descriptors.
     pub fn of(limit: u64) -> Budget {
         let reserve = 64 + limit / 8;
-        let units = limit.saturating_sub(reserve).min(Semaphore::MAX_PERMITS as u64) as usize;
+        let units = limit
+            .saturating_sub(reserve)
+            .min(Semaphore::MAX_PERMITS as u64) as usize;
         Budget {
             // At least one database can always run.
             units: Arc::new(Semaphore::new(units.max(AWAKE_COST as usize))),
@@ -85,8 +87,14 @@ impl Budget {
     /// Takes what a database holds for as long as it is in the runtime, awake or not.
     /// `None` when the budget is spent: the database still runs (it then competes for
     /// the rest, and exhaustion is handled when it comes).
+    /// What is left always lets one run start (otherwise databases that merely exist
+    /// could starve every run).
     pub fn hold_dormant(&self, db: &DbRun) -> Option<OwnedSemaphorePermit> {
-        self.units.clone().try_acquire_many_owned(dormant_cost(db)).ok()
+        let cost = dormant_cost(db);
+        if self.units.available_permits() < (cost + AWAKE_COST) as usize {
+            return None;
+        }
+        self.units.clone().try_acquire_many_owned(cost).ok()
     }
 
     /// Waits for the units of one awake run.
@@ -162,12 +170,17 @@ pub fn is_exhaustion(error: &str, limit: u64) -> bool {
         return true;
     }
     error.contains("unable to open database file")
-        && open_descriptors().is_some_and(|n| n + 32 >= limit)
+        && open_descriptors().is_some_and(|n| n.saturating_add(32) >= limit)
 }
 
-/// Descriptors this process has open now (Linux), counted in `/proc/self/fd`.
+/// Descriptors this process has open now (Linux), counted in `/proc/self/fd`; `u64::MAX`
+/// when even that listing cannot be opened for want of a descriptor.
 fn open_descriptors() -> Option<u64> {
-    Some(std::fs::read_dir("/proc/self/fd").ok()?.count() as u64)
+    match std::fs::read_dir("/proc/self/fd") {
+        Ok(rd) => Some(rd.count() as u64),
+        Err(e) if matches!(e.raw_os_error(), Some(23 | 24)) => Some(u64::MAX),
+        Err(_) => None,
+    }
 }
 
 /// Exponential backoff after running out of descriptors: 1 s doubling to 5 min.
@@ -190,13 +203,15 @@ impl Backoff {
 
 /// What a dormant database's files looked like when it went dormant, to tell a change
 /// from a safety-poll tick without opening it: nothing new is there while the database
-/// file is the same file of the same size, and the WAL holds no frame of our captured
+/// file is the same file with the same size and modification time, and the WAL holds no frame of our captured
 /// generation after our captured position (a new commit is appended there with the same
 /// salts, or the WAL restarts and its salts change). Any doubt wakes the database.
 pub struct Probe {
     wal_path: std::path::PathBuf,
     db_path: std::path::PathBuf,
-    db: Option<(u64, u64, u64)>,
+    db: Option<(u64, u64, u64, i128)>,
+    /// The database file was modified just before the probe (see [`MTIME_DOUBT_NS`]).
+    doubtful: bool,
     /// `None`: no local position (wake at the first change), or `Some(None)`: captured
     /// with no WAL content.
     position: Option<Option<WalPosition>>,
@@ -209,10 +224,16 @@ impl Probe {
         let position = LocalDir::existing(meta_dir)
             .and_then(|l| l.position().ok().flatten())
             .map(|p| p.wal);
+        let identity = db_identity(db);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i128)
+            .unwrap_or(0);
         Probe {
             wal_path: crate::sqlite::db::DbPaths::new(db).wal,
             db_path: db.to_path_buf(),
-            db: db_identity(db),
+            db: identity,
+            doubtful: identity.is_none_or(|(_, _, _, t)| now - t < MTIME_DOUBT_NS),
             position,
         }
     }
@@ -224,7 +245,7 @@ impl Probe {
         let Some(position) = self.position else {
             return true;
         };
-        if db_identity(&self.db_path) != self.db {
+        if self.doubtful || db_identity(&self.db_path) != self.db {
             return true;
         }
         let wal = match std::fs::File::open(&self.wal_path) {
@@ -258,18 +279,31 @@ impl Probe {
     }
 }
 
+/// The database file's device, inode, size and modification time (ns): a checkpoint
+/// that moved frames into it (the application's, closing its last connection, which
+/// also deletes the WAL) changes the time even when the size stays.
 #[cfg(unix)]
-fn db_identity(p: &Path) -> Option<(u64, u64, u64)> {
+fn db_identity(p: &Path) -> Option<(u64, u64, u64, i128)> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(p).ok()?;
-    Some((m.dev(), m.ino(), m.len()))
+    Some((
+        m.dev(),
+        m.ino(),
+        m.len(),
+        m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+    ))
 }
 
 #[cfg(not(unix))]
-fn db_identity(p: &Path) -> Option<(u64, u64, u64)> {
+fn db_identity(p: &Path) -> Option<(u64, u64, u64, i128)> {
     let m = std::fs::metadata(p).ok()?;
-    Some((0, 0, m.len()))
+    let t = m.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?;
+    Some((0, 0, m.len(), t.as_nanos() as i128))
 }
+
+/// A modification this close to the probe may share its timestamp with a later write
+/// (file times come from a coarse clock): such a probe wakes at the first change seen.
+const MTIME_DOUBT_NS: i128 = 100_000_000;
 
 #[cfg(test)]
 mod tests {
@@ -284,7 +318,10 @@ mod tests {
         let mut o = Backoff::default();
         let waits: Vec<u64> = (0..12).map(|_| o.next().as_secs()).collect();
         assert_eq!(waits, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
-        assert!(is_exhaustion("open: Too many open files (os error 24)", 1 << 20));
+        assert!(is_exhaustion(
+            "open: Too many open files (os error 24)",
+            1 << 20
+        ));
         assert!(!is_exhaustion("unable to open database file", 1 << 20));
     }
 }

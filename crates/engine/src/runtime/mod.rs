@@ -199,11 +199,15 @@ async fn run_db(
         );
         tokio::pin!(run);
         let mut dormant = false;
+        let mut exhausted = false;
         let ended = tokio::select! {
             r = &mut run => Some(r),
             r = shutdown.wait_for(|s| *s) => { drop(r); None }
             r = wanted.wait_for(|w| !*w) => { drop(r); None }
             _ = idle_while_contended(&db, &budget), if !mode.once => { dormant = true; None }
+            // The run retries a failed capture every cycle; out of descriptors, that
+            // would be a line a second per database for as long as it lasts.
+            _ = failing_for_descriptors(&db, &budget), if !mode.once => { exhausted = true; None }
         };
         let r = match ended {
             Some(r) => r,
@@ -216,14 +220,22 @@ async fn run_db(
         if mode.once || *shutdown.borrow() {
             return r;
         }
-        if let Err(e) = &r {
-            let text = error_chain(e);
-            if budget::is_exhaustion(&text, budget.limit()) {
+        let exhausted = exhausted
+            || r.as_ref()
+                .err()
+                .is_some_and(|e| budget::is_exhaustion(&error_chain(e), budget.limit()));
+        {
+            if exhausted {
                 budget.say_exhausted();
                 let wait = backoff.next();
                 warn!(db = %name, retry_in = ?wait, limit = budget.limit(), "database not replicating: out of file descriptors; retrying");
-                db.status
-                    .record_failure(format!("out of file descriptors (open-file limit {}); retrying in {wait:?}", budget.limit()), crate::clock::now_ms());
+                db.status.record_failure(
+                    format!(
+                        "out of file descriptors (open-file limit {}); retrying in {wait:?}",
+                        budget.limit()
+                    ),
+                    crate::clock::now_ms(),
+                );
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     r = shutdown.wait_for(|s| *s) => { drop(r); return Ok(()); }
@@ -262,6 +274,22 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// Resolves once the database's captures fail because descriptors ran out.
+async fn failing_for_descriptors(db: &DbRun, budget: &budget::Budget) {
+    use std::sync::atomic::Ordering;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if db.status.failing_since_ms.load(Ordering::Acquire) == 0 {
+            continue;
+        }
+        if (db.status.last_error()).is_some_and(|e| budget::is_exhaustion(&e, budget.limit())) {
+            return;
+        }
+    }
+}
+
 /// Resolves once other runs wait for descriptors and this database is idle: running,
 /// no sync asked for, nothing captured for [`budget::DORMANT_AFTER`], and every replica
 /// holding everything captured, with no upload in flight.
@@ -272,7 +300,8 @@ async fn idle_while_contended(db: &DbRun, budget: &budget::Budget) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if !budget.contended() || db.handle.state() != RunState::Running || db.handle.sync_pending() {
+        if !budget.contended() || db.handle.state() != RunState::Running || db.handle.sync_pending()
+        {
             continue;
         }
         let last = db.status.last_capture_ms.load(Ordering::Acquire);
@@ -282,9 +311,10 @@ async fn idle_while_contended(db: &DbRun, budget: &budget::Budget) {
         }
         let local = db.status.local_txid();
         if local.is_some()
-            && db.replicas.iter().all(|r| {
-                r.status.progress.holds(local) && !r.status.progress.is_uploading()
-            })
+            && db
+                .replicas
+                .iter()
+                .all(|r| r.status.progress.holds(local) && !r.status.progress.is_uploading())
         {
             return;
         }
