@@ -96,39 +96,70 @@ fn three_hundred_databases_replicate_within_a_limit_too_small_for_all_open() {
     r.terminate(Duration::from_secs(120));
 }
 
-/// A limit too small even for dormant databases: one clear error naming the limit and
-/// how to raise it, a backoff per database (a handful of lines each over half a minute,
-/// not one a second), little CPU, and a database that did open keeps replicating.
+/// Descriptors run out (the limit lowered under a running replicator with `prlimit
+/// --pid`, then new databases appear in its watched directory): one clear error naming
+/// the limit and how to raise it, a backoff per database (a handful of lines each over
+/// half a minute, not one a second), little CPU, and a database that was replicating
+/// keeps replicating.
 #[test]
 fn running_out_of_descriptors_is_one_clear_error_then_backoff() {
     let w = Work::new();
-    let dbs = make_dbs(&w, 16);
-    let cfg = dir_config(&w);
-    let mut r = start_limited(&w, &cfg, 48);
+    let dbs = make_dbs(&w, 8);
+    let cfg = w.config(&format!(
+        "dbs:\n  - dir: {}\n    pattern: '*.db'\n    watch: true\n    replica:\n      type: file\n      path: {}\n",
+        w.path("data").display(),
+        w.path("replica").display()
+    ));
+    let mut r = start_limited(&w, &cfg, 4096);
+    eventually(
+        Duration::from_secs(60),
+        "every database's first file",
+        || {
+            dbs.iter()
+                .all(|d| replica_max_txid(&replica_of(&w, d)) >= 1)
+        },
+    );
+    let open = std::fs::read_dir(format!("/proc/{}/fd", r.id()))
+        .unwrap()
+        .count();
+    // Room for one database's capture, not for five new databases.
+    let limit = open + 12;
+    let out = Command::new("prlimit")
+        .args([
+            format!("--pid={}", r.id()),
+            format!("--nofile={limit}:{limit}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (t0, cpu0, from) = (Instant::now(), cpu_seconds(r.id()), r.log_text().len());
+    let fresh: Vec<PathBuf> = (0..5)
+        .map(|i| {
+            let p = w.path("data").join(format!("new{i}.db"));
+            insert_rows(&app_db(&p), 1, 100);
+            p
+        })
+        .collect();
     let line = r.wait_for_line(
-        "out of file descriptors: the open-file limit (48)",
-        Duration::from_secs(120),
+        &format!("out of file descriptors: the open-file limit ({limit})"),
+        Duration::from_secs(60),
     );
     for needle in ["ulimit -n", "LimitNOFILE="] {
         assert!(line.contains(needle), "{line}");
     }
-    // A database that opened.
-    let opened = wait_for("a database replicated", Duration::from_secs(60), || {
-        dbs.iter()
-            .find(|d| replica_max_txid(&replica_of(&w, d)) >= 1)
-            .cloned()
-    });
-
-    let window = Duration::from_secs(30);
-    let (t0, cpu0, from) = (Instant::now(), cpu_seconds(r.id()), r.log_text().len());
-    // It keeps replicating: a new commit reaches its replica.
-    let before = replica_max_txid(&replica_of(&w, &opened));
-    insert_rows(&app_db(&opened), 2, 300);
+    // A database that was replicating goes on: a new commit reaches its replica.
+    let before = replica_max_txid(&replica_of(&w, &dbs[0]));
+    insert_rows(&app_db(&dbs[0]), 2, 300);
     eventually(
-        Duration::from_secs(120),
-        "the opened database's new commit replicated",
-        || replica_max_txid(&replica_of(&w, &opened)) > before,
+        Duration::from_secs(90),
+        "db000's new commit replicated",
+        || replica_max_txid(&replica_of(&w, &dbs[0])) > before,
     );
+    let window = Duration::from_secs(30);
     if let Some(rest) = window.checked_sub(t0.elapsed()) {
         // The observation window for the log and CPU counts below.
         std::thread::sleep(rest);
@@ -137,9 +168,12 @@ fn running_out_of_descriptors_is_one_clear_error_then_backoff() {
     let cpu = (cpu_seconds(r.id()) - cpu0) / elapsed;
     let text = r.log_text();
     let new = &text[from..];
+    // The database's own lines: its retries and the captures that failed before the
+    // exhaustion was recognised. (An uploader's retries of a replica's maintenance are
+    // logged by the replica's loop, not throttled here.)
     let noisy: Vec<&str> = new
         .lines()
-        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .filter(|l| l.contains("out of file descriptors") || l.contains("capture failed"))
         .collect();
     eprintln!(
         "{} warning/error lines and {:.1}% of a core over {elapsed:.0} s",
@@ -152,12 +186,12 @@ fn running_out_of_descriptors_is_one_clear_error_then_backoff() {
         1,
         "the clear error is said once"
     );
-    for d in &dbs {
+    for d in dbs.iter().chain(&fresh) {
         let name = d.display().to_string();
         let n = noisy.iter().filter(|l| l.contains(&*name)).count();
         // Backoff 1, 2, 4, 8, 16 s: at most 5 retries in 30 s, each with at most a
         // capture error or two before it is recognised.
-        assert!(n <= 15, "{n} lines for {name} in {elapsed:.0} s:\n{new}");
+        assert!(n <= 12, "{n} lines for {name} in {elapsed:.0} s:\n{new}");
     }
     assert!(cpu < 0.10, "{:.1}% of a core", cpu * 100.0);
 }

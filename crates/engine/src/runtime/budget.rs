@@ -56,8 +56,6 @@ pub struct Budget {
     units: Arc<Semaphore>,
     /// Runs waiting for units now: while any wait, idle databases go dormant.
     waiting: AtomicUsize,
-    /// The soft open-file limit the budget was sized from.
-    limit: u64,
     /// The process-wide "out of descriptors" error is said once.
     said_exhausted: AtomicBool,
 }
@@ -79,7 +77,6 @@ impl Budget {
             // At least one database can always run.
             units: Arc::new(Semaphore::new(units.max(AWAKE_COST as usize))),
             waiting: AtomicUsize::new(0),
-            limit,
             said_exhausted: AtomicBool::new(false),
         }
     }
@@ -110,18 +107,19 @@ impl Budget {
         self.waiting.load(Ordering::SeqCst) > 0
     }
 
-    /// The soft open-file limit.
+    /// The soft open-file limit now (it may have been lowered since start).
     pub fn limit(&self) -> u64 {
-        self.limit
+        open_file_limit()
     }
 
     /// Says once per process that descriptors ran out, and which limit to raise.
     pub fn say_exhausted(&self) {
         if !self.said_exhausted.swap(true, Ordering::SeqCst) {
+            // Read again: it may have been lowered since start (`prlimit --pid`).
+            let limit = open_file_limit();
             error!(
-                limit = self.limit,
-                "out of file descriptors: the open-file limit ({}) is too low for these databases; raise it (`ulimit -n` in the shell, `LimitNOFILE=` in a systemd unit, `--ulimit nofile=` for Docker). Databases that could not open retry with backoff; the others keep replicating",
-                self.limit
+                limit,
+                "out of file descriptors: the open-file limit ({limit}) is too low for these databases; raise it (`ulimit -n` in the shell, `LimitNOFILE=` in a systemd unit, `--ulimit nofile=` for Docker). Databases that could not open retry with backoff; the others keep replicating"
             );
         }
     }
@@ -162,13 +160,15 @@ fn open_file_limit() -> u64 {
 /// Whether `error` (a run's, as text with its causes) says descriptors ran out: the OS's
 /// EMFILE/ENFILE, or SQLite's "unable to open database file" (which hides the errno)
 /// while this process is at its limit.
-pub fn is_exhaustion(error: &str, limit: u64) -> bool {
+pub fn is_exhaustion(error: &str) -> bool {
     if error.contains("Too many open files")
         || error.contains("os error 24")
         || error.contains("os error 23")
     {
         return true;
     }
+    // The limit now: it may have been lowered since start (`prlimit --pid`).
+    let limit = open_file_limit();
     error.contains("unable to open database file")
         && open_descriptors().is_some_and(|n| n.saturating_add(32) >= limit)
 }
@@ -297,7 +297,11 @@ fn db_identity(p: &Path) -> Option<(u64, u64, u64, i128)> {
 #[cfg(not(unix))]
 fn db_identity(p: &Path) -> Option<(u64, u64, u64, i128)> {
     let m = std::fs::metadata(p).ok()?;
-    let t = m.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?;
+    let t = m
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
     Some((0, 0, m.len(), t.as_nanos() as i128))
 }
 

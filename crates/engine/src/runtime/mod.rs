@@ -207,7 +207,7 @@ async fn run_db(
             _ = idle_while_contended(&db, &budget), if !mode.once => { dormant = true; None }
             // The run retries a failed capture every cycle; out of descriptors, that
             // would be a line a second per database for as long as it lasts.
-            _ = failing_for_descriptors(&db, &budget), if !mode.once => { exhausted = true; None }
+            _ = failing_for_descriptors(&db), if !mode.once => { exhausted = true; None }
         };
         let r = match ended {
             Some(r) => r,
@@ -223,7 +223,7 @@ async fn run_db(
         let exhausted = exhausted
             || r.as_ref()
                 .err()
-                .is_some_and(|e| budget::is_exhaustion(&error_chain(e), budget.limit()));
+                .is_some_and(|e| budget::is_exhaustion(&error_chain(e)));
         {
             if exhausted {
                 budget.say_exhausted();
@@ -275,7 +275,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// Resolves once the database's captures fail because descriptors ran out.
-async fn failing_for_descriptors(db: &DbRun, budget: &budget::Budget) {
+async fn failing_for_descriptors(db: &DbRun) {
     use std::sync::atomic::Ordering;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -284,7 +284,7 @@ async fn failing_for_descriptors(db: &DbRun, budget: &budget::Budget) {
         if db.status.failing_since_ms.load(Ordering::Acquire) == 0 {
             continue;
         }
-        if (db.status.last_error()).is_some_and(|e| budget::is_exhaustion(&e, budget.limit())) {
+        if (db.status.last_error()).is_some_and(|e| budget::is_exhaustion(&e)) {
             return;
         }
     }
