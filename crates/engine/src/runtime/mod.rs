@@ -227,7 +227,7 @@ async fn run_db(
         {
             if exhausted {
                 budget.say_exhausted();
-                let wait = backoff.next();
+                let wait = backoff.step();
                 warn!(db = %name, retry_in = ?wait, limit = budget.limit(), "database not replicating: out of file descriptors; retrying");
                 db.status.record_failure(
                     format!(
