@@ -24,8 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use engine::clock::now_ms;
-use engine::replicate::status::{DbStatus, ReplicaStatus};
-use engine::runtime::DbRun;
+use engine::runtime::{DbView, Runtime};
 use serde::Serialize;
 use std::sync::atomic::Ordering;
 use tokio::sync::watch;
@@ -128,43 +127,39 @@ pub fn target_of(url: &reqwest::Url) -> String {
     }
 }
 
-/// Live handles on one database's figures.
-struct Watched {
-    db: Arc<DbStatus>,
-    replicas: Vec<Arc<ReplicaStatus>>,
-}
-
-impl Watched {
-    fn health(&self, now: i64) -> DbHealth {
-        let local = self.db.local_txid();
-        DbHealth {
-            failing: self.db.failing_since_ms.load(Ordering::Acquire) != 0,
-            replicas: self
-                .replicas
-                .iter()
-                .map(|r| {
-                    let failing = r.failing_since_ms.load(Ordering::Acquire) != 0;
-                    let caught_up = local.is_some() && r.progress.holds(local);
-                    let last_upload = r.last_upload_ms.load(Ordering::Acquire);
-                    ReplicaHealth {
-                        synced_unix_ms: if caught_up {
-                            Some(now)
-                        } else {
-                            (last_upload > 0).then_some(last_upload)
-                        },
-                        failing,
-                    }
-                })
-                .collect(),
-        }
+/// One database's health now, from its live figures.
+fn health(view: &DbView, now: i64) -> DbHealth {
+    let db = &view.status;
+    let local = db.local_txid();
+    DbHealth {
+        failing: db.failing_since_ms.load(Ordering::Acquire) != 0,
+        replicas: view
+            .replicas
+            .iter()
+            .map(|r| &r.status)
+            .map(|r| {
+                let failing = r.failing_since_ms.load(Ordering::Acquire) != 0;
+                let caught_up = local.is_some() && r.progress.holds(local);
+                let last_upload = r.last_upload_ms.load(Ordering::Acquire);
+                ReplicaHealth {
+                    synced_unix_ms: if caught_up {
+                        Some(now)
+                    } else {
+                        (last_upload > 0).then_some(last_upload)
+                    },
+                    failing,
+                }
+            })
+            .collect(),
     }
 }
 
-/// Starts the heartbeat loop for `runs` (before they are handed to the engine); it ends
-/// when `shutdown` turns true. Fails only when the HTTP client cannot be built.
+/// Starts the heartbeat loop for the databases `runtime` runs (at each check: those
+/// added and removed while running count as they come and go); it ends when `shutdown`
+/// turns true. Fails only when the HTTP client cannot be built.
 pub fn spawn(
     cfg: &HeartbeatConfig,
-    runs: &[DbRun],
+    runtime: Runtime,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<Arc<HeartbeatStatus>> {
     // Checked when the config was read; parsed again here for the client.
@@ -180,20 +175,13 @@ pub fn spawn(
         v.target = target.clone();
         v.interval_seconds = cfg.interval.as_secs();
     });
-    let watched: Vec<Watched> = runs
-        .iter()
-        .map(|r| Watched {
-            db: r.status.clone(),
-            replicas: r.replicas.iter().map(|s| s.status.clone()).collect(),
-        })
-        .collect();
     info!(target = %target, interval = ?cfg.interval, "heartbeat pings scheduled");
     tokio::spawn(run(
         client,
         url,
         target,
         cfg.interval,
-        watched,
+        runtime,
         status.clone(),
         shutdown,
     ));
@@ -205,7 +193,7 @@ async fn run(
     url: reqwest::Url,
     target: String,
     interval: Duration,
-    watched: Vec<Watched>,
+    runtime: Runtime,
     status: Arc<HeartbeatStatus>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -220,7 +208,7 @@ async fn run(
             _ = shutdown.wait_for(|s| *s) => return,
         }
         let now = now_ms();
-        let dbs: Vec<DbHealth> = watched.iter().map(|w| w.health(now)).collect();
+        let dbs: Vec<DbHealth> = runtime.views().iter().map(|v| health(v, now)).collect();
         match decide(&dbs, last_attempt, now, interval) {
             Verdict::Ping => withheld = false,
             Verdict::Unhealthy => {

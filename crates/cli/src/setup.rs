@@ -45,6 +45,17 @@ pub fn load_config(explicit: Option<&Path>, expand_env: bool) -> anyhow::Result<
     Ok(config::load(&path, expand_env)?)
 }
 
+/// [`load_config`], with the file's top level for databases registered while running
+/// (`config::load_with_template`).
+pub fn load_config_with_template(
+    explicit: Option<&Path>,
+    expand_env: bool,
+) -> anyhow::Result<(Config, serde_norway::Value)> {
+    let path = config_path(explicit)
+        .context("no config file: pass -config FILE (or set $SQLITE_REPLICATE_CONFIG)")?;
+    Ok(config::load_with_template(&path, expand_env)?)
+}
+
 /// The config if one is found by the default rules, for commands that can run without one.
 pub fn load_config_if_present(expand_env: bool) -> anyhow::Result<Option<Config>> {
     match config_path(None) {
@@ -345,7 +356,14 @@ pub fn db_run(cfg: &Config, path: &Path, db: &DbConfig) -> anyhow::Result<DbRun>
             status,
         });
     }
-    Ok(DbRun::new(db_options(cfg, db, path), replicas))
+    let mut run = DbRun::new(db_options(cfg, db, path), replicas);
+    run.checks = engine::runtime::Checks {
+        drill_interval: db.drill_interval,
+        validation_intervals: (db.replicas.iter())
+            .filter_map(|r| Some((replica_name(r), r.validation_interval?)))
+            .collect(),
+    };
+    Ok(run)
 }
 
 /// `databases`: each path with its replicas' names.

@@ -48,7 +48,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
-    let cfg = config_of(&a)?;
+    let (cfg, template) = config_of(&a)?;
     setup::init_daemon_logging(&cfg, a.log_level.as_deref());
     crate::progress::configure_engine();
     // Keys accepted without effect (another replica type's, Litestream 0.3's).
@@ -61,7 +61,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         .max_blocking_threads(MAX_BLOCKING_THREADS)
         .build()
         .context("starting runtime")?;
-    let result = rt.block_on(replicate(a, cfg));
+    let result = rt.block_on(replicate(a, cfg, template));
     if result.is_err() {
         // A failed run (a lost lease above all) exits now: a capture still on a blocking
         // thread must not hold the process up, as dropping the runtime would.
@@ -85,7 +85,11 @@ fn prepare_process() {
 /// The replicator: leases, the side services (`addr`, heartbeat, notifications, MCP,
 /// control socket, drills), the databases, then the wait for a signal, the child's end,
 /// a lost lease or every database stopping, and the final sync.
-async fn replicate(a: Args, cfg: Config) -> anyhow::Result<ExitCode> {
+async fn replicate(
+    a: Args,
+    cfg: Config,
+    template: serde_norway::Value,
+) -> anyhow::Result<ExitCode> {
     crate::signals::listen().context("listening for SIGTERM and SIGINT")?;
     let exec = a.exec.clone().or_else(|| cfg.exec.clone());
     restore_missing(&cfg, a.restore_if_db_not_exists).await?;
@@ -118,7 +122,7 @@ async fn replicate(a: Args, cfg: Config) -> anyhow::Result<ExitCode> {
     // change while it runs.
     let runtime = engine::runtime::Runtime::new(stop_rx.clone(), mode);
     // The control socket (`sync -wait`, ...): removed when this function returns.
-    let _socket = start_services(&a, &cfg, &runs, &held, &runtime, &stop_rx).await?;
+    let _socket = start_services(&a, &cfg, template, &runs, &held, &runtime, &stop_rx).await?;
     if watching {
         dirwatch::spawn(&cfg, &runtime, &runs, &stop_rx);
         runtime.keep_open();
@@ -246,6 +250,7 @@ async fn enforce_retention(replicas: &[Retained]) -> anyhow::Result<()> {
 async fn start_services(
     a: &Args,
     cfg: &Config,
+    template: serde_norway::Value,
     runs: &[engine::runtime::DbRun],
     held: &[failover::Held],
     runtime: &engine::runtime::Runtime,
@@ -256,7 +261,7 @@ async fn start_services(
     }
     // `heartbeat-url`: pings while every database keeps syncing.
     let heartbeat = match &cfg.heartbeat {
-        Some(hb) => Some(heartbeat::spawn(hb, runs, stop_rx.clone())?),
+        Some(hb) => Some(heartbeat::spawn(hb, runtime.clone(), stop_rx.clone())?),
         None => None,
     };
     // `notify-url`: failure and recovery events.
@@ -264,17 +269,23 @@ async fn start_services(
         notify::spawn(cfg, url, runs, stop_rx.clone())?;
     }
     if let Some(addr) = &cfg.addr {
-        start_http(addr, runs, held, cfg.health_failing_after, heartbeat).await?;
+        start_http(
+            addr,
+            Reported::Live(runtime),
+            held,
+            cfg.health_failing_after,
+            heartbeat,
+        )
+        .await?;
     }
     // `mcp-addr`: MCP tools over HTTP.
     if let Some(addr) = &cfg.mcp_addr {
         mcp::start(addr, mcp_options(a))?;
     }
-    start_drills(cfg, runs, stop_rx)?;
-    start_validations(cfg, runs, stop_rx)?;
+    start_checks(cfg, runtime);
     cfg.socket
         .enabled
-        .then(|| control::server::start(&cfg.socket, runtime.clone()))
+        .then(|| control::server::start(&cfg.socket, runtime.clone(), template))
         .transpose()
 }
 
@@ -291,8 +302,9 @@ fn mcp_options(a: &Args) -> mcp::Options {
 }
 
 /// The flags checked against each other, and the config: the file, or one database and
-/// replica from the command line.
-fn config_of(a: &Args) -> anyhow::Result<Config> {
+/// replica from the command line; with the file's top level (empty without a file), the
+/// template of databases registered while running.
+fn config_of(a: &Args) -> anyhow::Result<(Config, serde_norway::Value)> {
     if a.exec.is_some() && a.once {
         bail!("-exec cannot be combined with -once");
     }
@@ -303,12 +315,12 @@ fn config_of(a: &Args) -> anyhow::Result<Config> {
         bail!("-enforce-retention requires -once");
     }
     Ok(match a.positional.as_slice() {
-        [] => setup::load_config(a.config.as_deref(), !a.no_expand_env)?,
+        [] => setup::load_config_with_template(a.config.as_deref(), !a.no_expand_env)?,
         [db, url] => {
             if a.config.is_some() {
                 bail!("give either -config or DB_PATH REPLICA_URL, not both");
             }
-            setup::config_for_url(db, url)?
+            (setup::config_for_url(db, url)?, serde_norway::Value::Null)
         }
         _ => bail!(
             "usage: sqlite-replicate replicate [-config FILE] | replicate DB_PATH REPLICA_URL"
@@ -332,12 +344,21 @@ async fn restore_missing(cfg: &Config, all: bool) -> anyhow::Result<()> {
     setup::restore_missing_dbs(&wanted).await
 }
 
+/// The databases the `addr` server reports on.
+pub(crate) enum Reported<'a> {
+    /// These, for good.
+    Runs(&'a [engine::runtime::DbRun]),
+    /// Whatever the runtime runs at each request (databases added and removed while
+    /// running included).
+    Live(&'a engine::runtime::Runtime),
+}
+
 /// Binds `addr` (failing the start when it cannot) and serves `/metrics`, `/healthz` and
 /// `/status` (with the last heartbeat, when `heartbeat` is given) for the life of the
 /// process.
 pub(crate) async fn start_http(
     addr: &str,
-    runs: &[engine::runtime::DbRun],
+    runs: Reported<'_>,
     held: &[failover::Held],
     failing_after: Duration,
     heartbeat: Option<std::sync::Arc<heartbeat::HeartbeatStatus>>,
@@ -353,9 +374,12 @@ pub(crate) async fn start_http(
         .map(|h| (h.db.display().to_string(), h.lease.status.clone()))
         .collect();
     let watched = std::sync::Arc::new(
-        observe::Watched::of(runs)
-            .with_leases(leases)
-            .with_heartbeat(heartbeat),
+        match runs {
+            Reported::Runs(runs) => observe::Watched::of(runs),
+            Reported::Live(rt) => observe::Watched::live(rt.clone()),
+        }
+        .with_leases(leases)
+        .with_heartbeat(heartbeat),
     );
     let listener = listener
         .into_std()
@@ -369,133 +393,119 @@ pub(crate) async fn start_http(
     Ok(())
 }
 
-/// Spawns a restore drill loop for every replica of every database with a
-/// `drill-interval`: each drill restores the latest state into a scratch directory under
-/// the system temp dir, checks it, compares it with the live database when provably at the
-/// same TXID, and its report feeds `/metrics` and `/status`.
-fn start_drills(
-    cfg: &crate::config::Config,
-    runs: &[engine::runtime::DbRun],
-    shutdown: &watch::Receiver<bool>,
-) -> anyhow::Result<()> {
-    use engine::replicate::status::DrillStatus;
-    use engine::restore::drill::{self, DrillOptions, DrillSource, DrillTarget};
-    let intervals: std::collections::HashMap<_, _> = setup::concrete_dbs(cfg)?
-        .into_iter()
-        .map(|(path, db)| (path, db.drill_interval))
-        .collect();
-    for run in runs {
-        let Some(&Some(interval)) = intervals.get(&run.opts.path) else {
-            continue;
-        };
-        for r in &run.replicas {
-            let opts = DrillOptions {
-                scratch_parent: std::env::temp_dir(),
-                parallelism: 4,
-                source: Some(DrillSource {
-                    db: run.opts.path.clone(),
-                    meta_dir: run.opts.meta_dir.clone(),
-                }),
-                progress: Default::default(),
-            };
-            let (status, db_name, replica) = (
-                r.status.clone(),
-                run.opts.path.display().to_string(),
-                r.opts.name.clone(),
-            );
-            info!(db = %db_name, replica = %replica, interval = ?interval, "restore drills scheduled");
-            tokio::spawn(drill::drill_loop(
-                r.store.clone(),
-                DrillTarget::Latest,
-                opts,
-                interval,
-                shutdown.clone(),
-                move |report| {
-                    if report.ok {
-                        info!(db = %db_name, replica = %replica, restore_ms = report.restore_duration.as_millis() as u64, files = report.files, "restore drill ok");
-                    } else {
-                        warn!(db = %db_name, replica = %replica, error = report.error.as_deref().unwrap_or(""), "restore drill failed");
-                    }
-                    status.set_drill(DrillStatus {
-                        last_run_unix_ms: jiff::Timestamp::now().as_millisecond(),
-                        ok: report.ok,
-                        restore_duration_ms: report.restore_duration.as_millis() as u64,
-                        files: report.files as u64,
-                        bytes: report.bytes,
-                        rpo_ms: report.rpo.map(|d| d.as_millis() as u64).unwrap_or(0),
-                        error: report.error.clone(),
-                        last_success_unix_ms: None,
-                    });
-                },
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Spawns a validation loop for every replica with a `validation-interval` (its own, the
-/// top-level one, or `validation.interval`): each run lists level 0 and the compaction
-/// levels in use and checks each level's history for TXID gaps and overlaps (one listing
-/// per level, no download: Litestream's validation). A fault is logged as an error naming
-/// the replica, the files and the missing range; every run feeds `/metrics` and `/status`.
-fn start_validations(
-    cfg: &crate::config::Config,
-    runs: &[engine::runtime::DbRun],
-    shutdown: &watch::Receiver<bool>,
-) -> anyhow::Result<()> {
-    use engine::replicate::status::ValidationStatus;
-    use engine::restore::validate;
-    let mut intervals = std::collections::HashMap::new();
-    for (path, db) in setup::concrete_dbs(cfg)? {
-        for r in &db.replicas {
-            if let Some(d) = r.validation_interval {
-                intervals.insert((path.clone(), setup::replica_name(r)), d);
-            }
-        }
-    }
+/// Starts the periodic checks of every database `runtime` gets from now on (configured,
+/// found in a watched directory, or registered), each for as long as its database runs.
+fn start_checks(cfg: &Config, runtime: &engine::runtime::Runtime) {
     // Level 0 and levels 1..=n: what Litestream validates (its compaction levels).
     let top_level = cfg.levels.len() as u8;
-    for run in runs {
-        for r in &run.replicas {
-            let Some(&interval) = intervals.get(&(run.opts.path.clone(), r.opts.name.clone()))
-            else {
-                continue;
-            };
-            let (status, db_name, replica) = (
-                r.status.clone(),
-                run.opts.path.display().to_string(),
-                r.opts.name.clone(),
-            );
-            info!(db = %db_name, replica = %replica, interval = ?interval, "replica validation scheduled");
-            tokio::spawn(validate::validate_loop(
-                r.store.clone(),
-                top_level,
-                interval,
-                shutdown.clone(),
-                move |report| {
-                    let problem = report.problem();
-                    match &problem {
-                        None => {
-                            info!(db = %db_name, replica = %replica, levels = report.levels, files = report.files, "replica validation ok")
-                        }
-                        Some(p) => {
-                            error!(db = %db_name, replica = %replica, faults = report.faults.len(), problem = %p, "replica validation failed")
-                        }
-                    }
-                    status.set_validation(ValidationStatus {
-                        last_run_unix_ms: jiff::Timestamp::now().as_millisecond(),
-                        ok: report.ok,
-                        levels: report.levels as u64,
-                        files: report.files as u64,
-                        faults: report.faults.len() as u64,
-                        error: problem,
-                        ..Default::default()
-                    });
-                },
-            ));
-        }
+    runtime.on_add(std::sync::Arc::new(move |run, stop| {
+        start_drills(run, &stop);
+        start_validations(run, top_level, &stop);
+    }));
+}
+
+/// Spawns a restore drill loop for every replica of `run` when it has a `drill-interval`:
+/// each drill restores the latest state into a scratch directory under the system temp
+/// dir, checks it, compares it with the live database when provably at the same TXID,
+/// and its report feeds `/metrics` and `/status`. The loops end when `stop` turns true
+/// (the database is removed, or the replicator stops).
+fn start_drills(run: &engine::runtime::DbRun, stop: &watch::Receiver<bool>) {
+    use engine::replicate::status::DrillStatus;
+    use engine::restore::drill::{self, DrillOptions, DrillSource, DrillTarget};
+    let Some(interval) = run.checks.drill_interval else {
+        return;
+    };
+    for r in &run.replicas {
+        let opts = DrillOptions {
+            scratch_parent: std::env::temp_dir(),
+            parallelism: 4,
+            source: Some(DrillSource {
+                db: run.opts.path.clone(),
+                meta_dir: run.opts.meta_dir.clone(),
+            }),
+            progress: Default::default(),
+        };
+        let (status, db_name, replica) = (
+            r.status.clone(),
+            run.opts.path.display().to_string(),
+            r.opts.name.clone(),
+        );
+        info!(db = %db_name, replica = %replica, interval = ?interval, "restore drills scheduled");
+        tokio::spawn(drill::drill_loop(
+            r.store.clone(),
+            DrillTarget::Latest,
+            opts,
+            interval,
+            stop.clone(),
+            move |report| {
+                if report.ok {
+                    info!(db = %db_name, replica = %replica, restore_ms = report.restore_duration.as_millis() as u64, files = report.files, "restore drill ok");
+                } else {
+                    warn!(db = %db_name, replica = %replica, error = report.error.as_deref().unwrap_or(""), "restore drill failed");
+                }
+                status.set_drill(DrillStatus {
+                    last_run_unix_ms: jiff::Timestamp::now().as_millisecond(),
+                    ok: report.ok,
+                    restore_duration_ms: report.restore_duration.as_millis() as u64,
+                    files: report.files as u64,
+                    bytes: report.bytes,
+                    rpo_ms: report.rpo.map(|d| d.as_millis() as u64).unwrap_or(0),
+                    error: report.error.clone(),
+                    last_success_unix_ms: None,
+                });
+            },
+        ));
     }
-    Ok(())
+}
+
+/// Spawns a validation loop for every replica of `run` with a `validation-interval` (its
+/// own, the top-level one, or `validation.interval`): each run lists level 0 and the
+/// compaction levels in use and checks each level's history for TXID gaps and overlaps
+/// (one listing per level, no download: Litestream's validation). A fault is logged as an
+/// error naming the replica, the files and the missing range; every run feeds `/metrics`
+/// and `/status`. The loops end when `stop` turns true.
+fn start_validations(run: &engine::runtime::DbRun, top_level: u8, stop: &watch::Receiver<bool>) {
+    use engine::replicate::status::ValidationStatus;
+    use engine::restore::validate;
+    for r in &run.replicas {
+        let Some(&(_, interval)) =
+            (run.checks.validation_intervals.iter()).find(|(name, _)| *name == r.opts.name)
+        else {
+            continue;
+        };
+        let (status, db_name, replica) = (
+            r.status.clone(),
+            run.opts.path.display().to_string(),
+            r.opts.name.clone(),
+        );
+        info!(db = %db_name, replica = %replica, interval = ?interval, "replica validation scheduled");
+        tokio::spawn(validate::validate_loop(
+            r.store.clone(),
+            top_level,
+            interval,
+            stop.clone(),
+            move |report| {
+                let problem = report.problem();
+                match &problem {
+                    None => {
+                        info!(db = %db_name, replica = %replica, levels = report.levels, files = report.files, "replica validation ok")
+                    }
+                    Some(p) => {
+                        error!(db = %db_name, replica = %replica, faults = report.faults.len(), problem = %p, "replica validation failed")
+                    }
+                }
+                status.set_validation(ValidationStatus {
+                    last_run_unix_ms: jiff::Timestamp::now().as_millisecond(),
+                    ok: report.ok,
+                    levels: report.levels as u64,
+                    files: report.files as u64,
+                    faults: report.faults.len() as u64,
+                    error: problem,
+                    ..Default::default()
+                });
+            },
+        ));
+    }
 }
 
 /// Raises this process's soft limit on open descriptors to the hard limit. Every

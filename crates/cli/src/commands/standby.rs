@@ -132,8 +132,14 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                 fenced: Vec::new(),
                 taken_at: Instant::now(),
             };
-            super::replicate::start_http(addr, &[], &[holder], cfg.health_failing_after, None)
-                .await?;
+            super::replicate::start_http(
+                addr,
+                super::replicate::Reported::Runs(&[]),
+                &[holder],
+                cfg.health_failing_after,
+                None,
+            )
+            .await?;
         }
         let s = Standby {
             db,

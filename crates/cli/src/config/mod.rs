@@ -71,6 +71,48 @@ pub fn load(path: &Path, expand_env: bool) -> Result<Config, ConfigError> {
     parse(&text, expand_env, &|k| std::env::var(k).ok()).map_err(|e| e.in_file(path))
 }
 
+/// [`load`], also returning the file's top level without `dbs` (values expanded as
+/// the config's were): the template a database registered while running is built from
+/// ([`for_url_in`]), so it gets the file's defaults rather than the built-in ones.
+pub fn load_with_template(
+    path: &Path,
+    expand_env: bool,
+) -> Result<(Config, serde_norway::Value), ConfigError> {
+    let env = |k: &str| std::env::var(k).ok();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new("", ErrorKind::Read(e)).in_file(path))?;
+    let mut root = parse_root(&text, expand_env, &env).map_err(|e| e.in_file(path))?;
+    let cfg = build::build(&root, &env).map_err(|e| e.in_file(path))?;
+    if let serde_norway::Value::Mapping(m) = &mut root {
+        m.remove("dbs");
+    }
+    Ok((cfg, root))
+}
+
+/// The config of one database `db` replicated to `url`, with every other key from
+/// `template` (a file's top level, see [`load_with_template`]): its top-level replica
+/// settings, durations and levels apply as they do to the file's own databases. An empty
+/// template is [`for_url`].
+pub fn for_url_in(
+    template: &serde_norway::Value,
+    db: &str,
+    url: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    use serde_norway::{Mapping, Value};
+    let mut replica = Mapping::new();
+    replica.insert("url".into(), url.into());
+    let mut entry = Mapping::new();
+    entry.insert("path".into(), db.into());
+    entry.insert("replica".into(), Value::Mapping(replica));
+    let mut root = match template {
+        Value::Mapping(m) => m.clone(),
+        _ => Mapping::new(),
+    };
+    root.insert("dbs".into(), Value::Sequence(vec![Value::Mapping(entry)]));
+    build::build(&Value::Mapping(root), env)
+}
+
 /// Parses and validates config text. `env` looks up environment variables, for `$VAR`
 /// expansion (when `expand_env`), `$LOG_LEVEL`, `$HOME` and credential fallbacks.
 pub fn parse(
@@ -78,6 +120,15 @@ pub fn parse(
     expand_env: bool,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
+    build::build(&parse_root(text, expand_env, env)?, env)
+}
+
+/// Config text as YAML, merge keys applied and `$VAR`s expanded (when `expand_env`).
+fn parse_root(
+    text: &str,
+    expand_env: bool,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<serde_norway::Value, ConfigError> {
     let yaml_error = |e: serde_norway::Error| ConfigError::new("", ErrorKind::Yaml(e.to_string()));
     let mut root: serde_norway::Value = serde_norway::from_str(text).map_err(yaml_error)?;
     // YAML merge keys (`<<: *defaults`), which Go's yaml.v2 applies.
@@ -87,7 +138,7 @@ pub fn parse(
     if expand_env {
         expand::expand_values(&mut root, "", env)?;
     }
-    build::build(&root, env)
+    Ok(root)
 }
 
 /// The config of `replicate DB_PATH REPLICA_URL`: one database with one replica, every other

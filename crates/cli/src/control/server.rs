@@ -48,6 +48,9 @@ const CONNECTION_TIMEOUT: Duration = Duration::from_secs(MAX_TIMEOUT_SECS + 60);
 /// What the server answers about.
 struct Control {
     runtime: Runtime,
+    /// The config file's top level (without `dbs`): what a registered database's
+    /// settings come from (`config::for_url_in`).
+    template: serde_norway::Value,
     started_at: jiff::Timestamp,
     started: std::time::Instant,
 }
@@ -71,10 +74,16 @@ impl Drop for SocketGuard {
     }
 }
 
-/// Binds `cfg.path` and serves the databases of `runtime` until the guard is dropped.
+/// Binds `cfg.path` and serves the databases of `runtime` until the guard is dropped;
+/// `template` is the config file's top level, which databases registered here get
+/// their settings from.
 /// Call before databases are added to the runtime, and before other tasks create files
 /// (see `bind`).
-pub fn start(cfg: &SocketConfig, runtime: Runtime) -> anyhow::Result<SocketGuard> {
+pub fn start(
+    cfg: &SocketConfig,
+    runtime: Runtime,
+    template: serde_norway::Value,
+) -> anyhow::Result<SocketGuard> {
     let std_listener = bind(&cfg.path, cfg.permissions)?;
     let m = std::fs::symlink_metadata(&cfg.path)
         .with_context(|| format!("socket {}: reading it back", cfg.path.display()))?;
@@ -82,6 +91,7 @@ pub fn start(cfg: &SocketConfig, runtime: Runtime) -> anyhow::Result<SocketGuard
         .with_context(|| format!("socket {}", cfg.path.display()))?;
     let control = Arc::new(Control {
         runtime,
+        template,
         started_at: jiff::Timestamp::now(),
         started: std::time::Instant::now(),
     });
@@ -361,8 +371,9 @@ fn info(control: &Control) -> InfoResponse {
     }
 }
 
-/// `register`: replicates `path` to `replica_url` from now on, with the settings a
-/// `replicate DB_PATH REPLICA_URL` run would use. Already replicating is not an error
+/// `register`: replicates `path` to `replica_url` from now on, with the config file's
+/// settings (its top-level keys and replica defaults, as a `dbs:` entry of the file
+/// would get them; the built-in ones without a file). Already replicating is not an error
 /// (`already_registered`, as Litestream answers).
 fn register(control: &Control, r: RegisterRequest) -> Result<Reply, Failure> {
     if r.path.is_empty() {
@@ -383,17 +394,20 @@ fn register(control: &Control, r: RegisterRequest) -> Result<Reply, Failure> {
     if control.runtime.contains(&name) {
         return answer("already_registered");
     }
-    let run = crate::setup::config_for_url(&name, &r.replica_url)
-        .and_then(|cfg| crate::setup::db_runs(&cfg))
-        .map_err(|e| {
-            // The URL's own text is not repeated: it may carry credentials.
-            Failure::bad(
-                format!("invalid replica url: {}", crate::error_text(&e)),
-                None,
-            )
-        })?
-        .pop()
-        .ok_or_else(|| Failure::bad("invalid replica url: no replica", None))?;
+    let run = crate::config::for_url_in(&control.template, &name, &r.replica_url, &|k| {
+        std::env::var(k).ok()
+    })
+    .map_err(anyhow::Error::from)
+    .and_then(|cfg| crate::setup::db_runs(&cfg))
+    .map_err(|e| {
+        // The URL's own text is not repeated: it may carry credentials.
+        Failure::bad(
+            format!("invalid replica url: {}", crate::error_text(&e)),
+            None,
+        )
+    })?
+    .pop()
+    .ok_or_else(|| Failure::bad("invalid replica url: no replica", None))?;
     match control.runtime.add(run) {
         Ok(()) => {
             info!(db = %name, "control socket: registered");

@@ -29,6 +29,9 @@ use engine::runtime::DbRun;
 /// The live figures of every database a `replicate` process runs.
 pub struct Watched {
     dbs: Vec<WatchedDb>,
+    /// The running set, read at each report, so databases added while running (a
+    /// watched directory, `register`) are reported and removed ones are not.
+    live: Option<engine::runtime::Runtime>,
     /// The lease of each database that has one (`lease:`), by database path.
     leases: Vec<(String, Arc<engine::lease::LeaseStatus>)>,
     /// The `heartbeat-url` pings' outcomes, when configured.
@@ -69,6 +72,17 @@ impl Watched {
                         .collect(),
                 })
                 .collect(),
+            live: None,
+            leases: Vec::new(),
+            heartbeat: None,
+        }
+    }
+
+    /// Handles on the figures of whatever databases `runtime` runs at each report.
+    pub fn live(runtime: engine::runtime::Runtime) -> Watched {
+        Watched {
+            dbs: Vec::new(),
+            live: Some(runtime),
             leases: Vec::new(),
             heartbeat: None,
         }
@@ -127,6 +141,18 @@ impl Watched {
                         .collect();
                     DbReport::live(&d.db, &d.meta_dir, &d.status, &replicas, now)
                 })
+                .chain(self.live.iter().flat_map(|rt| rt.views()).map(|d| {
+                    let replicas: Vec<LiveReplica<'_>> = d
+                        .replicas
+                        .iter()
+                        .map(|r| LiveReplica {
+                            name: &r.name,
+                            replica_type: replica_type(&r.location),
+                            status: &r.status,
+                        })
+                        .collect();
+                    DbReport::live(&d.path, &d.meta_dir, &d.status, &replicas, now)
+                }))
                 .collect(),
         }
     }

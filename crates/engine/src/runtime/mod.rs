@@ -8,6 +8,7 @@
 //! and collecting their outcomes. Per-database behaviour lives in `replicate`; which
 //! files are databases of a watched directory is `discover`'s business.
 
+pub mod budget;
 pub mod discover;
 
 use std::collections::BTreeMap;
@@ -16,10 +17,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::replicate::handle::DbHandle;
-use crate::replicate::status::DbStatus;
+use crate::replicate::status::{DbStatus, ReplicaStatus};
 use crate::replicate::{
     self,
     detect::{ChangeWatcher, SafetyPoll},
@@ -61,7 +62,62 @@ pub struct DbRun {
     pub status: Arc<DbStatus>,
     /// Sync requests and run state, for the control socket (shares `status`).
     pub handle: Arc<DbHandle>,
+    /// The periodic checks scheduled beside the run (started by the hook of
+    /// [`Runtime::on_add`], however the database came).
+    pub checks: Checks,
 }
+
+/// The schedules of the periodic checks of one database: restore drills of every
+/// replica, and validation of the replicas that ask for it.
+#[derive(Clone, Debug, Default)]
+pub struct Checks {
+    /// `drill-interval`: `None`, no drills.
+    pub drill_interval: Option<Duration>,
+    /// `validation-interval` of each replica that has one, by replica name.
+    pub validation_intervals: Vec<(String, Duration)>,
+}
+
+/// A running database's live figures, for reporters (`/metrics`, `/status`, the
+/// heartbeat): the same handles its run updates, whenever and however it was added.
+pub struct DbView {
+    /// As the runtime keys it (the configured or absolute path).
+    pub path: String,
+    pub meta_dir: PathBuf,
+    pub status: Arc<DbStatus>,
+    pub replicas: Vec<ReplicaView>,
+}
+
+/// One replica of a [`DbView`].
+pub struct ReplicaView {
+    pub name: String,
+    /// The store's location (`s3://bucket/path ...`), whose scheme is the replica type.
+    pub location: String,
+    pub status: Arc<ReplicaStatus>,
+}
+
+impl DbView {
+    fn of(db: &DbRun) -> DbView {
+        DbView {
+            path: db.opts.path.display().to_string(),
+            meta_dir: db.opts.meta_dir.clone(),
+            status: db.status.clone(),
+            replicas: db
+                .replicas
+                .iter()
+                .map(|r| ReplicaView {
+                    name: r.opts.name.clone(),
+                    location: r.store.location().to_string(),
+                    status: r.status.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Called for every database added to a [`Runtime`], with the run and a receiver that
+/// turns true when the database is removed or the runtime stops: starts what runs
+/// beside it (drills, validations) for exactly its life.
+pub type OnAdd = Arc<dyn Fn(&DbRun, watch::Receiver<bool>) + Send + Sync>;
 
 impl DbRun {
     /// A run with fresh figures and a fresh handle.
@@ -76,6 +132,7 @@ impl DbRun {
             replicas,
             status,
             handle,
+            checks: Checks::default(),
         }
     }
 }
@@ -83,14 +140,23 @@ impl DbRun {
 /// Runs one database until `shutdown`, ending and restarting its run as its handle's
 /// `stop` and `start` ask (the control socket): a stopped run does its final sync; a
 /// start runs it again with the same replicas, from what they hold.
+///
+/// Each run first waits for its descriptors ([`budget::Budget`]); while other runs wait,
+/// an idle run ends (its final sync finds nothing to do) and the database goes dormant
+/// until its files change or a sync is asked for. A run that fails because descriptors
+/// ran out is retried with backoff.
 async fn run_db(
     db: DbRun,
     notify: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
     mode: RunMode,
+    budget: Arc<budget::Budget>,
 ) -> Result<(), ReplicateError> {
     let name = db.opts.path.display().to_string();
     let mut wanted = db.handle.wanted();
+    let mut backoff = budget::Backoff::default();
+    // What stays open while dormant, held for the database's whole life.
+    let _dormant_units = budget.hold_dormant(&db);
     loop {
         if !*wanted.borrow_and_update() {
             // Stopped by request: wait for a start or the end.
@@ -106,6 +172,12 @@ async fn run_db(
         if *shutdown.borrow() {
             return Ok(());
         }
+        // The run's descriptors: wait for them (first come, first served).
+        let units = tokio::select! {
+            p = budget.awake() => p,
+            r = shutdown.wait_for(|s| *s) => { drop(r); return Ok(()); }
+            r = wanted.wait_for(|w| !*w) => { drop(r); continue; }
+        };
         let replicas = db
             .replicas
             .iter()
@@ -126,10 +198,16 @@ async fn run_db(
             mode,
         );
         tokio::pin!(run);
+        let mut dormant = false;
+        let mut exhausted = false;
         let ended = tokio::select! {
             r = &mut run => Some(r),
             r = shutdown.wait_for(|s| *s) => { drop(r); None }
             r = wanted.wait_for(|w| !*w) => { drop(r); None }
+            _ = idle_while_contended(&db, &budget), if !mode.once => { dormant = true; None }
+            // The run retries a failed capture every cycle; out of descriptors, that
+            // would be a line a second per database for as long as it lasts.
+            _ = failing_for_descriptors(&db), if !mode.once => { exhausted = true; None }
         };
         let r = match ended {
             Some(r) => r,
@@ -138,7 +216,41 @@ async fn run_db(
                 run.await
             }
         };
-        if mode.once || *shutdown.borrow() || *wanted.borrow() {
+        drop(units);
+        if mode.once || *shutdown.borrow() {
+            return r;
+        }
+        let exhausted = exhausted
+            || r.as_ref()
+                .err()
+                .is_some_and(|e| budget::is_exhaustion(&error_chain(e)));
+        {
+            if exhausted {
+                budget.say_exhausted();
+                let wait = backoff.step();
+                warn!(db = %name, retry_in = ?wait, limit = budget.limit(), "database not replicating: out of file descriptors; retrying");
+                db.status.record_failure(
+                    format!(
+                        "out of file descriptors (open-file limit {}); retrying in {wait:?}",
+                        budget.limit()
+                    ),
+                    crate::clock::now_ms(),
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    r = shutdown.wait_for(|s| *s) => { drop(r); return Ok(()); }
+                }
+                continue;
+            }
+        }
+        if dormant && r.is_ok() && *wanted.borrow() {
+            backoff = budget::Backoff::default();
+            if !sleep_dormant(&db, &notify, &mut shutdown, &mut wanted).await {
+                return Ok(());
+            }
+            continue;
+        }
+        if *wanted.borrow() {
             return r;
         }
         match r {
@@ -146,6 +258,103 @@ async fn run_db(
             Err(e) => {
                 warn!(db = %name, error = %e, "replication stopped on request, final sync incomplete")
             }
+        }
+    }
+}
+
+/// An error with its causes, for recognising descriptor exhaustion.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// Resolves once the database's captures fail because descriptors ran out.
+async fn failing_for_descriptors(db: &DbRun) {
+    use std::sync::atomic::Ordering;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if db.status.failing_since_ms.load(Ordering::Acquire) == 0 {
+            continue;
+        }
+        if (db.status.last_error()).is_some_and(|e| budget::is_exhaustion(&e)) {
+            return;
+        }
+    }
+}
+
+/// Resolves once other runs wait for descriptors and this database is idle: running,
+/// no sync asked for, nothing captured for [`budget::DORMANT_AFTER`], and every replica
+/// holding everything captured, with no upload in flight.
+async fn idle_while_contended(db: &DbRun, budget: &budget::Budget) {
+    use crate::replicate::handle::RunState;
+    use std::sync::atomic::Ordering;
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if !budget.contended() || db.handle.state() != RunState::Running || db.handle.sync_pending()
+        {
+            continue;
+        }
+        let last = db.status.last_capture_ms.load(Ordering::Acquire);
+        let quiet = crate::clock::now_ms().saturating_sub(last);
+        if quiet < budget::DORMANT_AFTER.as_millis() as i64 {
+            continue;
+        }
+        let local = db.status.local_txid();
+        if local.is_some()
+            && db
+                .replicas
+                .iter()
+                .all(|r| r.status.progress.holds(local) && !r.status.progress.is_uploading())
+        {
+            return;
+        }
+    }
+}
+
+/// A dormant database: nothing open but what [`budget::dormant_cost`] counts, until its
+/// files change ([`budget::Probe`], checked at each wake-up of the change watcher or the
+/// safety poll) or a sync is asked for (true), or the process stops (false). It shows as
+/// running meanwhile (`list`, `sync` answer for it).
+async fn sleep_dormant(
+    db: &DbRun,
+    notify: &Notify,
+    shutdown: &mut watch::Receiver<bool>,
+    wanted: &mut watch::Receiver<bool>,
+) -> bool {
+    db.handle.set_running(
+        db.replicas
+            .iter()
+            .map(|r| (r.opts.name.clone(), r.status.clone()))
+            .collect(),
+    );
+    let (path, meta) = (db.opts.path.clone(), db.opts.meta_dir.clone());
+    let probe = Arc::new(
+        tokio::task::spawn_blocking(move || budget::Probe::take(&path, &meta))
+            .await
+            .expect("probe task"),
+    );
+    debug!(db = %db.opts.path.display(), "dormant: descriptors closed until the database changes");
+    loop {
+        tokio::select! {
+            _ = notify.notified() => {
+                let p = probe.clone();
+                if tokio::task::spawn_blocking(move || p.changed()).await.unwrap_or(true) {
+                    return true;
+                }
+            }
+            _ = db.handle.sync_requested() => return true,
+            _ = async { drop(shutdown.wait_for(|s| *s).await) } => return false,
+            _ = async { drop(wanted.wait_for(|w| !*w).await) } => return true,
         }
     }
 }
@@ -196,7 +405,11 @@ struct Inner {
     shutdown: watch::Receiver<bool>,
     watcher: Mutex<ChangeWatcher>,
     poll: SafetyPoll,
+    /// The descriptors databases may hold (see `budget`).
+    budget: Arc<budget::Budget>,
     dbs: Mutex<Dbs>,
+    /// See [`Runtime::on_add`].
+    on_add: Mutex<Option<OnAdd>>,
     /// Woken when a database's task ends or the set changes, for [`Runtime::wait`].
     changed: Notify,
 }
@@ -213,6 +426,7 @@ struct Dbs {
 struct Entry {
     path: PathBuf,
     handle: Arc<DbHandle>,
+    view: Arc<DbView>,
     notify: Arc<Notify>,
     poll_interval: Duration,
     stop: watch::Sender<bool>,
@@ -268,7 +482,9 @@ impl Runtime {
                 shutdown,
                 watcher: Mutex::new(ChangeWatcher::new()),
                 poll: SafetyPoll::new(),
+                budget: Arc::new(budget::Budget::from_limit()),
                 dbs: Mutex::default(),
+                on_add: Mutex::new(None),
                 changed: Notify::new(),
             }),
         }
@@ -279,6 +495,12 @@ impl Runtime {
     pub fn keep_open(&self) {
         lock(&self.inner.dbs).keep_open = true;
         self.inner.changed.notify_one();
+    }
+
+    /// Sets the hook called for every database added from now on (see [`OnAdd`]). Set
+    /// it before the first `add`.
+    pub fn on_add(&self, hook: OnAdd) {
+        *lock(&self.inner.on_add) = Some(hook);
     }
 
     /// Starts replicating `db`.
@@ -297,6 +519,10 @@ impl Runtime {
         lock(&inner.watcher).watch(&path, notify.clone());
         inner.poll.add(&path, notify.clone());
         let (stop, stop_rx) = watch::channel(false);
+        let view = Arc::new(DbView::of(&db));
+        if let Some(hook) = lock(&inner.on_add).clone() {
+            hook(&db, stop_rx.clone());
+        }
         let status = db.status.clone();
         let handle = db.handle.clone();
         let poll_interval = db.opts.poll_interval;
@@ -305,7 +531,13 @@ impl Runtime {
         let task_finished = finished.clone();
         // Boxed: the task's future would otherwise hold this one (2.3 KiB) twice, as the
         // captured value and as the future being awaited.
-        let run = Box::pin(run_db(db, notify.clone(), stop_rx, inner.mode));
+        let run = Box::pin(run_db(
+            db,
+            notify.clone(),
+            stop_rx,
+            inner.mode,
+            inner.budget.clone(),
+        ));
         let task = tokio::spawn(async move {
             let r = run.await;
             // Reporters (/healthz, /status) see a stopped database at once, not when
@@ -324,6 +556,7 @@ impl Runtime {
             Entry {
                 path,
                 handle,
+                view,
                 notify,
                 poll_interval,
                 stop,
@@ -389,6 +622,16 @@ impl Runtime {
             .by_path
             .iter()
             .map(|(p, e)| (p.clone(), e.handle.clone()))
+            .collect()
+    }
+
+    /// The live figures of every database, by path: what reporters read, so a database
+    /// added or removed while running is in them or gone from them at once.
+    pub fn views(&self) -> Vec<Arc<DbView>> {
+        lock(&self.inner.dbs)
+            .by_path
+            .values()
+            .map(|e| e.view.clone())
             .collect()
     }
 
