@@ -218,6 +218,12 @@ pub fn foreign_lock_held(f: &File, at: u64) -> Option<bool> {
     imp::foreign_lock_held(f, at)
 }
 
+/// The soft limit on open file descriptors of this process; `None` when there is none
+/// (unlimited, or Windows, whose handle table has no such small limit).
+pub fn open_file_limit() -> Option<u64> {
+    imp::open_file_limit()
+}
+
 /// Whether `e` says the disk (or the user's quota on it) is full.
 pub fn is_disk_full(e: &io::Error) -> bool {
     imp::is_disk_full(e)

@@ -137,24 +137,8 @@ pub fn dormant_cost(db: &DbRun) -> u32 {
 }
 
 /// The soft open-file limit (a large default where there is none to read).
-#[cfg(unix)]
 fn open_file_limit() -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit only writes the struct we own.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0
-        || lim.rlim_cur == libc::RLIM_INFINITY
-    {
-        return 1 << 20;
-    }
-    lim.rlim_cur
-}
-
-#[cfg(not(unix))]
-fn open_file_limit() -> u64 {
-    1 << 20
+    crate::platform::open_file_limit().unwrap_or(1 << 20)
 }
 
 /// Whether `error` (a run's, as text with its causes) says descriptors ran out: the OS's
@@ -241,7 +225,7 @@ impl Probe {
     /// Whether the database may have changed since [`Probe::take`] (blocking: a stat of
     /// each file and at most two small reads of the WAL).
     pub fn changed(&self) -> bool {
-        use std::os::unix::fs::FileExt;
+        use crate::platform::FileExt;
         let Some(position) = self.position else {
             return true;
         };
@@ -282,27 +266,10 @@ impl Probe {
 /// The database file's device, inode, size and modification time (ns): a checkpoint
 /// that moved frames into it (the application's, closing its last connection, which
 /// also deletes the WAL) changes the time even when the size stays.
-#[cfg(unix)]
 fn db_identity(p: &Path) -> Option<(u64, u64, u64, i128)> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(p).ok()?;
-    Some((
-        m.dev(),
-        m.ino(),
-        m.len(),
-        m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
-    ))
-}
-
-#[cfg(not(unix))]
-fn db_identity(p: &Path) -> Option<(u64, u64, u64, i128)> {
-    let m = std::fs::metadata(p).ok()?;
-    let t = m
-        .modified()
-        .ok()?
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?;
-    Some((0, 0, m.len(), t.as_nanos() as i128))
+    let stamp = crate::platform::change_stamp(p)?;
+    let id = crate::platform::file_id(p).ok()?;
+    Some((id.volume, id.index, stamp.size, stamp.modified_ns))
 }
 
 /// A modification this close to the probe may share its timestamp with a later write

@@ -305,3 +305,7 @@ impl Dir {
 pub(super) fn foreign_lock_held(_f: &File, _at: u64) -> Option<bool> {
     None
 }
+
+pub(super) fn open_file_limit() -> Option<u64> {
+    None
+}
