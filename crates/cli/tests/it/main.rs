@@ -43,3 +43,4 @@ mod v3;
 mod validate;
 mod verify;
 mod watch;
+mod windows;
