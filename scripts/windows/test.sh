@@ -18,7 +18,11 @@ scripts/windows/setup.sh
 # One persistent wineserver for the whole run: Wine's service manager needs one that
 # outlives its clients, and each exe then starts in about 0.1 s instead of 1.5 s. Stopped
 # at the end, pass or fail (it serves only this checkout's prefix).
-wineserver -p 2>/dev/null || true # already running for this prefix: kept, and stopped below
+# setup.sh's own short-lived server (it lingers 3 s) is stopped first: `wineserver -p`
+# refuses to start beside it. The server is detached from our stdout and stderr, or a pipe
+# from this script (`| tee`) would stay open until it exits.
+wineserver -k 2>/dev/null || true
+wineserver -p </dev/null >/dev/null 2>&1
 trap 'wineserver -k 2>/dev/null || true' EXIT
 
 echo "== windows: cargo build --target x86_64-pc-windows-gnu (sqlite-replicate.exe, winwriter.exe)"

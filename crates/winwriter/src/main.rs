@@ -27,14 +27,19 @@ use rusqlite::Connection;
 /// application; a checkpoint that still reports busy after it is what the tests look for.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-const USAGE: &str = "usage: winwriter write DB ROWS SIZE [BATCH] | checkpoint DB MODE | dump DB OUT";
+const USAGE: &str =
+    "usage: winwriter write DB ROWS SIZE [BATCH] | checkpoint DB MODE | dump DB OUT";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let result = match args.as_slice() {
         ["write", db, rows, size, rest @ ..] if rest.len() <= 1 => {
-            match (rows.parse(), size.parse(), rest.first().map_or(Ok(1), |b| b.parse())) {
+            match (
+                rows.parse(),
+                size.parse(),
+                rest.first().map_or(Ok(1), |b| b.parse()),
+            ) {
                 (Ok(rows), Ok(size), Ok(batch)) if batch > 0 => write(db, rows, size, batch),
                 _ => return usage(),
             }
@@ -93,12 +98,13 @@ fn checkpoint(db: &str, mode: &str) -> Result<String> {
         return Err(format!("unknown checkpoint mode {mode}").into());
     }
     let c = open(db)?;
-    let (busy, log, done): (i64, i64, i64) = c.query_row(
-        &format!("PRAGMA wal_checkpoint({mode})"),
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-    )?;
-    Ok(format!("checkpoint {mode} busy={busy} log={log} checkpointed={done}"))
+    let (busy, log, done): (i64, i64, i64) =
+        c.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+    Ok(format!(
+        "checkpoint {mode} busy={busy} log={log} checkpointed={done}"
+    ))
 }
 
 fn dump(db: &str, out: &Path) -> Result<String> {

@@ -26,15 +26,15 @@ use crate::harness::*;
 const NEEDS: &str = "needs the Windows build under Wine: scripts/windows/test.sh";
 
 /// How long a step under Wine may take on a loaded 2-core machine before the test fails.
-const WINE_DEADLINE: Duration = Duration::from_secs(180);
+pub(crate) const WINE_DEADLINE: Duration = Duration::from_secs(180);
 
 /// The Windows exes and the prefix they run in, from the environment the suite script sets.
-struct Win {
+pub(crate) struct Win {
     bin: PathBuf,
     drive_c: PathBuf,
 }
 
-fn win() -> Win {
+pub(crate) fn win() -> Win {
     let var = |name: &str| {
         std::env::var_os(name).unwrap_or_else(|| {
             panic!("${name} is not set: these tests {NEEDS} (it sets it through scripts/windows/env.sh)")
@@ -51,7 +51,9 @@ fn win() -> Win {
     }
     let drive_c = prefix.join("drive_c");
     assert!(
-        drive_c.join("windows/system32/bcryptprimitives.dll").is_file(),
+        drive_c
+            .join("windows/system32/bcryptprimitives.dll")
+            .is_file(),
         "{} is not a prepared Wine prefix: these tests {NEEDS}",
         prefix.display()
     );
@@ -60,7 +62,7 @@ fn win() -> Win {
 
 impl Win {
     /// `wine EXE ARGS` for one of the suite's exes.
-    fn cmd(&self, exe: &str, args: &[&str]) -> Command {
+    pub(crate) fn cmd(&self, exe: &str, args: &[&str]) -> Command {
         let mut c = Command::new("wine");
         c.arg(self.bin.join(exe)).args(args);
         // No config from the environment of whoever runs the suite.
@@ -70,13 +72,13 @@ impl Win {
     }
 
     /// Runs `winwriter ARGS` to completion and returns its stdout, which must be success.
-    fn writer(&self, args: &[&str]) -> String {
+    pub(crate) fn writer(&self, args: &[&str]) -> String {
         let out = self.cmd("winwriter.exe", args).output().unwrap();
         ok_output("winwriter.exe", args, &out)
     }
 
     /// Runs `sqlite-replicate.exe ARGS` (with extra environment) to completion.
-    fn exe(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+    pub(crate) fn exe(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut c = self.cmd("sqlite-replicate.exe", args);
         c.envs(env.iter().copied());
         c.output().unwrap()
@@ -84,7 +86,7 @@ impl Win {
 
     /// Starts `sqlite-replicate.exe replicate -config CFG` with `RUST_LOG=debug` and waits
     /// until its `replicas` replica tasks have started.
-    fn replicator(&self, work: &WinWork, cfg: &str, replicas: usize) -> Proc {
+    pub(crate) fn replicator(&self, work: &WinWork, cfg: &str, replicas: usize) -> Proc {
         let mut c = self.cmd("sqlite-replicate.exe", &["replicate", "-config", cfg]);
         c.env("RUST_LOG", "debug");
         let mut p = Proc::spawn(
@@ -97,7 +99,7 @@ impl Win {
     }
 }
 
-fn ok_output(what: &str, args: &[&str], out: &Output) -> String {
+pub(crate) fn ok_output(what: &str, args: &[&str], out: &Output) -> String {
     assert!(
         out.status.success(),
         "{what} {args:?} failed ({}): {}\n{}",
@@ -109,40 +111,46 @@ fn ok_output(what: &str, args: &[&str], out: &Output) -> String {
 }
 
 /// A fresh directory on the prefix's `C:` drive (`C:\sr-it\sr-win-XXXX`), removed on drop.
-struct WinWork {
+pub(crate) struct WinWork {
     dir: tempfile::TempDir,
     name: String,
 }
 
 impl WinWork {
-    fn new(w: &Win) -> WinWork {
+    pub(crate) fn new(w: &Win) -> WinWork {
         let root = w.drive_c.join("sr-it");
         std::fs::create_dir_all(&root).unwrap();
         let dir = tempfile::Builder::new()
             .prefix("sr-win-")
             .tempdir_in(&root)
             .unwrap();
-        let name = dir.path().file_name().unwrap().to_str().unwrap().to_string();
+        let name = dir
+            .path()
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
         WinWork { dir, name }
     }
 
     /// `name` in the directory, as the Linux side sees it.
-    fn linux(&self, name: &str) -> PathBuf {
+    pub(crate) fn linux(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
     /// `name` in the directory, as a Windows path (`C:\sr-it\...\name`).
-    fn win(&self, name: &str) -> String {
+    pub(crate) fn win(&self, name: &str) -> String {
         format!(r"C:\sr-it\{}\{name}", self.name)
     }
 
     /// `name` in the directory as a `file:///C:/...` URL.
-    fn url(&self, name: &str) -> String {
+    pub(crate) fn url(&self, name: &str) -> String {
         format!("file:///C:/sr-it/{}/{name}", self.name)
     }
 
     /// Writes `body` to `sr.yml` and returns its Windows path.
-    fn config(&self, body: &str) -> String {
+    pub(crate) fn config(&self, body: &str) -> String {
         std::fs::write(self.linux("sr.yml"), body).unwrap();
         self.win("sr.yml")
     }
@@ -150,32 +158,36 @@ impl WinWork {
 
 /// The committed pages of the source, read by the Windows writer (SQLite's Windows VFS and
 /// its locks; the Linux side never opens a database a Windows process has open).
-fn source_pages(w: &Win, work: &WinWork, db: &str) -> Vec<Vec<u8>> {
+pub(crate) fn source_pages(w: &Win, work: &WinWork, db: &str) -> Vec<Vec<u8>> {
     let out = w.writer(&["dump", db, &work.win("source-pages.bin")]);
     assert!(out.starts_with("pages "), "winwriter dump: {out}");
     pages_of_file(&work.linux("source-pages.bin"))
 }
 
 /// Waits until the Linux binary restores `url` (env: `env`) to exactly `want`.
-fn wait_url_has(work: &WinWork, url: &str, env: &[(&str, &str)], want: &[Vec<u8>]) {
+pub(crate) fn wait_url_has(work: &WinWork, url: &str, env: &[(&str, &str)], want: &[Vec<u8>]) {
     let mut n = 0;
-    wait_for(&format!("{url} to restore to the source"), WINE_DEADLINE, || {
-        n += 1;
-        let out = work.linux(&format!("probe-{n}.db"));
-        let r = Command::new(bin())
-            .args(["restore", "-o", out.to_str().unwrap(), url])
-            .envs(env.iter().copied())
-            .output()
-            .unwrap();
-        let same = r.status.success() && pages_of_file(&out) == want;
-        let _ = std::fs::remove_file(&out);
-        same.then_some(())
-    });
+    wait_for(
+        &format!("{url} to restore to the source"),
+        WINE_DEADLINE,
+        || {
+            n += 1;
+            let out = work.linux(&format!("probe-{n}.db"));
+            let r = Command::new(bin())
+                .args(["restore", "-o", out.to_str().unwrap(), url])
+                .envs(env.iter().copied())
+                .output()
+                .unwrap();
+            let same = r.status.success() && pages_of_file(&out) == want;
+            let _ = std::fs::remove_file(&out);
+            same.then_some(())
+        },
+    );
 }
 
 /// `sqlite-replicate.exe restore -integrity-check full -o OUT ARGS...` into the work
 /// directory's `out`, then the page-for-page comparison with `want`.
-fn exe_restore_equals(
+pub(crate) fn exe_restore_equals(
     w: &Win,
     work: &WinWork,
     out: &str,
@@ -196,7 +208,7 @@ fn exe_restore_equals(
 }
 
 /// The `replicas:` entry of a config for Garage (list item at 6 spaces), `path` in the bucket.
-fn garage_replica(g: &Garage, path: &str) -> String {
+pub(crate) fn garage_replica(g: &Garage, path: &str) -> String {
     format!(
         "      - name: s3\n        type: s3\n        bucket: {}\n        path: {path}\n        endpoint: {}\n        region: {REGION}\n        force-path-style: true\n        access-key-id: {}\n        secret-access-key: {}\n",
         g.bucket,
@@ -256,7 +268,14 @@ fn windows_writer_and_exe_to_file_and_garage_then_kill_and_restore() {
     r.kill9();
 
     // Restores by the exe: by config (Windows paths), by a file:///C:/ URL, by an S3 URL.
-    exe_restore_equals(&w, &work, "by-config.db", &["-config", &cfg, &db], &[], &want);
+    exe_restore_equals(
+        &w,
+        &work,
+        "by-config.db",
+        &["-config", &cfg, &db],
+        &[],
+        &want,
+    );
     exe_restore_equals(
         &w,
         &work,
@@ -301,10 +320,18 @@ fn windows_application_checkpoints_of_every_mode() {
             .unwrap_or_else(|| panic!("no {key} in {line:?}"))
     };
     for line in &results {
-        assert_eq!(field(line, "busy="), 0, "a checkpoint reported busy: {results:#?}");
+        assert_eq!(
+            field(line, "busy="),
+            0,
+            "a checkpoint reported busy: {results:#?}"
+        );
         let (log, done) = (field(line, "log="), field(line, "checkpointed="));
         if line.contains(" TRUNCATE ") {
-            assert_eq!((log, done), (0, 0), "TRUNCATE emptied the WAL: {results:#?}");
+            assert_eq!(
+                (log, done),
+                (0, 0),
+                "TRUNCATE emptied the WAL: {results:#?}"
+            );
         } else if !line.contains(" PASSIVE ") {
             assert_eq!(log, done, "every frame checkpointed: {results:#?}");
         }
@@ -316,5 +343,12 @@ fn windows_application_checkpoints_of_every_mode() {
     let replica_url = format!("file://{}", work.linux("replica").display());
     wait_url_has(&work, &replica_url, &[], &want);
     r.kill9();
-    exe_restore_equals(&w, &work, "restored.db", &["-config", &cfg, &db], &[], &want);
+    exe_restore_equals(
+        &w,
+        &work,
+        "restored.db",
+        &["-config", &cfg, &db],
+        &[],
+        &want,
+    );
 }
