@@ -26,6 +26,7 @@ pub mod defaults;
 pub mod fsutil;
 pub mod history;
 pub mod lease;
+pub mod platform;
 pub mod replicate;
 pub mod restore;
 pub mod runtime;

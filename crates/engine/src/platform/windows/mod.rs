@@ -1,0 +1,7 @@
+//! Placeholder until WA's platform module is merged.
+
+pub mod eventlog;
+pub mod job;
+pub mod pipe;
+pub mod process;
+pub mod service;
