@@ -4,7 +4,7 @@
 //!
 //! On Unix the child gets our SIGINT/SIGTERM, and a lost lease sends it SIGTERM, then
 //! SIGKILL after [`CHILD_STOP_GRACE`]. On Windows the child runs in a kill-on-close job
-//! object (`engine::platform::windows::job`), so it never outlives us; it shares our
+//! object (`engine::platform::job`), so it never outlives us; it shares our
 //! console, so a console Ctrl-C or Ctrl-Break reaches it directly; after any shutdown
 //! request (Ctrl-C, Ctrl-Close, the service's Stop) it has [`CHILD_STOP_GRACE`] to exit,
 //! then the job is terminated; a lost lease terminates the job at once (there is no
@@ -41,7 +41,7 @@ pub async fn run_child(
     let mut command = tokio::process::Command::new(prog);
     command.args(rest);
     #[cfg(windows)]
-    command.creation_flags(engine::platform::windows::job::SPAWN_FLAGS);
+    command.creation_flags(engine::platform::job::SPAWN_FLAGS);
     let mut child = command
         .spawn()
         .with_context(|| format!("-exec: starting {prog}"))?;
@@ -94,7 +94,7 @@ struct Stopper {
     #[cfg(unix)]
     pid: Option<u32>,
     #[cfg(windows)]
-    job: engine::platform::windows::job::Job,
+    job: engine::platform::job::Job,
 }
 
 impl Stopper {
@@ -105,7 +105,7 @@ impl Stopper {
 
     #[cfg(windows)]
     async fn new(child: &mut tokio::process::Child) -> anyhow::Result<Stopper> {
-        match engine::platform::windows::job::Job::contain(child) {
+        match engine::platform::job::Job::contain(child) {
             Ok(job) => Ok(Stopper { job }),
             Err(e) => {
                 // Still suspended: it has run nothing.

@@ -7,7 +7,7 @@
 //! and request time, body size), and the mapping of engine outcomes to HTTP statuses.
 //! On Windows the transport is a local named pipe (`super::pipe_name`) that only
 //! SYSTEM, Administrators and our own account may open
-//! (`engine::platform::windows::pipe`); `permissions` does not apply there.
+//! (`engine::platform::pipe`); `permissions` does not apply there.
 //! Does not: decide what a sync means (`DbHandle::sync` does).
 
 use std::convert::Infallible;
@@ -104,7 +104,7 @@ pub fn start(cfg: &SocketConfig, runtime: Runtime) -> anyhow::Result<SocketGuard
 #[cfg(windows)]
 pub fn start(cfg: &SocketConfig, runtime: Runtime) -> anyhow::Result<SocketGuard> {
     let name = super::pipe_name(&cfg.path);
-    let first = engine::platform::windows::pipe::create_private_pipe(&name, true)
+    let first = engine::platform::pipe::create_private_pipe(&name, true)
         .with_context(|| format!("control pipe {name}: cannot create it (is another replicator running?)"))?;
     info!(pipe = %name, "control socket listening");
     Ok(SocketGuard {
@@ -188,7 +188,7 @@ async fn serve_pipe(
             continue;
         }
         let next = loop {
-            match engine::platform::windows::pipe::create_private_pipe(&name, false) {
+            match engine::platform::pipe::create_private_pipe(&name, false) {
                 Ok(n) => break n,
                 Err(e) => {
                     warn!(error = %e, "control pipe: cannot create the next instance");
