@@ -46,6 +46,24 @@ pub struct Args {
     positional: Vec<String>,
 }
 
+impl Args {
+    /// What the Windows service runs: `replicate -config CONFIG` (or the looked-up config).
+    #[cfg_attr(not(windows), allow(dead_code))]
+    pub fn for_service(config: Option<PathBuf>) -> Args {
+        Args {
+            config,
+            exec: None,
+            once: false,
+            force_snapshot: false,
+            enforce_retention: false,
+            restore_if_db_not_exists: false,
+            no_expand_env: false,
+            log_level: None,
+            positional: Vec::new(),
+        }
+    }
+}
+
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let cfg = config_of(&a)?;
     setup::init_daemon_logging(&cfg, a.log_level.as_deref());
