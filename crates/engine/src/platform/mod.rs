@@ -274,6 +274,17 @@ pub fn symlink_file(target: &Path, link: &Path) -> io::Result<()> {
     imp::symlink_file(target, link)
 }
 
+/// Makes a symlink to a directory at `link` (tests; Windows needs the privilege).
+pub fn symlink_dir(target: &Path, link: &Path) -> io::Result<()> {
+    imp::symlink_dir(target, link)
+}
+
+/// Sets a file's permission bits (tests of permission bits; Unix only).
+#[cfg(unix)]
+pub fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
+    imp::set_mode(path, mode)
+}
+
 /// Sets the process umask (tests of permission bits; Unix only).
 #[cfg(unix)]
 pub fn set_umask(mask: u32) {

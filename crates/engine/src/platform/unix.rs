@@ -157,8 +157,16 @@ pub(super) fn uri_path_bytes(path: &Path) -> (Vec<u8>, &'static [u8]) {
     (path.as_os_str().as_bytes().to_vec(), b"")
 }
 
+pub(super) fn symlink_dir(target: &Path, link: &Path) -> io::Result<()> {
+    std::os::unix::fs::symlink(target, link)
+}
+
 pub(super) fn symlink_file(target: &Path, link: &Path) -> io::Result<()> {
     std::os::unix::fs::symlink(target, link)
+}
+
+pub(super) fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
 }
 
 pub(super) fn set_umask(mask: u32) {
@@ -222,7 +230,9 @@ impl Dir {
         if unsafe { libc::linkat(d, from_c.as_ptr(), d, to_c.as_ptr(), 0) } != 0 {
             return Err(io::Error::last_os_error());
         }
-        self.remove(from)
+        // The file is in place; a temp name left behind is removed at the next start.
+        let _ = self.remove(from);
+        Ok(())
     }
 
     /// Removes the name `name` (not a directory).

@@ -247,6 +247,10 @@ pub(super) fn uri_path_bytes(path: &Path) -> (Vec<u8>, &'static [u8]) {
     (out.into_bytes(), b":")
 }
 
+pub(super) fn symlink_dir(target: &Path, link: &Path) -> io::Result<()> {
+    std::os::windows::fs::symlink_dir(target, link)
+}
+
 pub(super) fn symlink_file(target: &Path, link: &Path) -> io::Result<()> {
     std::os::windows::fs::symlink_file(target, link)
 }
