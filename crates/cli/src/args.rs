@@ -44,6 +44,8 @@ const LONG_FLAGS: &[&str] = &[
     "wait",
     "timeout",
     "socket",
+    // service
+    "name",
 ];
 
 /// Rewrites `-name` and `-name=value` to `--name…` for known long flags.

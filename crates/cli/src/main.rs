@@ -13,6 +13,7 @@ mod commands;
 mod config;
 mod control;
 mod dirwatch;
+mod eventlog;
 mod failover;
 mod heartbeat;
 mod logging;
@@ -77,6 +78,9 @@ enum Command {
     Register(commands::control::RegisterArgs),
     /// Remove a database from the running replicator (not supported yet).
     Unregister(commands::control::PathArgs),
+    /// Install or remove the Windows service (Windows only).
+    #[command(subcommand)]
+    Service(commands::service::Command),
 }
 
 fn main() -> ExitCode {
@@ -84,7 +88,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse_from(argv);
     // A SIGTERM during start-up must not kill a replicator before its final sync: held
     // until the command's runtime listens for it (`signals`).
-    if matches!(cli.command, Command::Replicate(_) | Command::Standby(_)) {
+    if matches!(
+        cli.command,
+        Command::Replicate(_)
+            | Command::Standby(_)
+            | Command::Service(commands::service::Command::Run(_))
+    ) {
         signals::hold();
     }
     match run(cli) {
@@ -139,5 +148,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stop(a) => commands::control::path_command("stop", a),
         Command::Register(a) => commands::control::register(a),
         Command::Unregister(a) => commands::control::path_command("unregister", a),
+        Command::Service(c) => commands::service::run(c),
     }
 }

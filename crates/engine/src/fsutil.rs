@@ -11,13 +11,14 @@
 //! fail instead of writing through it, and the name cannot be guessed ahead of time. The
 //! pid stays in the name so [`remove_stale_tmp_of`] can tell a dead writer's leftovers.
 //! Files and directories get an explicit [`FileMode`] in `open`/`mkdir`: the umask can
-//! only narrow it, never widen it.
+//! only narrow it, never widen it. The OS calls themselves are `crate::platform`'s (on
+//! Windows: `CREATE_NEW` without following reparse points, `MoveFileExW` with write-through
+//! instead of a directory fsync, and the directory's ACL instead of mode bits).
 
-use std::ffi::{CStr, CString, OsStr};
+use crate::platform::{self, Dir};
+use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io::{self, Write};
-use std::os::fd::{AsRawFd, FromRawFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -50,8 +51,7 @@ impl FileMode {
     /// The mode for copies of the database file at `db` (following symlinks, as SQLite
     /// opens it).
     pub fn of_db(db: &Path) -> io::Result<FileMode> {
-        use std::os::unix::fs::PermissionsExt;
-        Ok(FileMode::of_db_mode(fs::metadata(db)?.permissions().mode()))
+        Ok(FileMode::of_db_mode(platform::mode_of(&fs::metadata(db)?)))
     }
 
     /// Permission bits for files.
@@ -94,7 +94,7 @@ pub fn write_durable_mode(
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    write_durable_in(&File::open(dir)?, name, data, mtime, mode)
+    write_durable_in(&Dir::open(dir)?, name, data, mtime, mode)
 }
 
 /// [`write_durable`] relative to an open directory `dir`: a fresh temp file
@@ -103,7 +103,7 @@ pub fn write_durable_mode(
 /// file replica's puts) keeps it open: no path walk, and no open and close of the
 /// directory per write.
 pub fn write_durable_in(
-    dir: &File,
+    dir: &Dir,
     name: &OsStr,
     data: &[u8],
     mtime: Option<SystemTime>,
@@ -129,15 +129,16 @@ pub fn create_durable(
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    place_durable_in(&File::open(dir)?, name, data, mtime, mode, Place::CreateNew)
+    place_durable_in(&Dir::open(dir)?, name, data, mtime, mode, Place::CreateNew)
 }
 
 /// How [`place_durable_in`] puts the finished temp file at its name.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Place {
-    /// `renameat`: replaces what is there.
+    /// A rename that replaces what is there.
     Replace,
-    /// `linkat`, then the temp name is removed: fails with `AlreadyExists` instead.
+    /// A rename that fails with `AlreadyExists` instead (`linkat` then the temp name
+    /// removed on Unix; `MoveFileExW` without `MOVEFILE_REPLACE_EXISTING` on Windows).
     CreateNew,
 }
 
@@ -146,15 +147,14 @@ enum Place {
 /// set before the fsync, so it is as durable as the content (it is a point-in-time restore
 /// timestamp).
 fn place_durable_in(
-    dir: &File,
+    dir: &Dir,
     name: &OsStr,
     data: &[u8],
     mtime: Option<SystemTime>,
     mode: FileMode,
     place: Place,
 ) -> io::Result<()> {
-    let (mut f, tmp_c) = create_tmp_at(dir, name, mode)?;
-    let name_c = c_name(name)?;
+    let (mut f, tmp) = create_tmp_at(dir, name, mode)?;
     let r = (|| {
         f.write_all(data)?;
         if let Some(t) = mtime {
@@ -166,28 +166,17 @@ fn place_durable_in(
         }
         f.sync_all()?;
         match place {
-            Place::Replace => rename_at(dir, &tmp_c, &name_c),
-            Place::CreateNew => link_at(dir, &tmp_c, &name_c),
+            Place::Replace => dir.rename(&tmp, name),
+            Place::CreateNew => dir.rename_noreplace(&tmp, name),
         }
     })();
     drop(f);
-    if r.is_err() || place == Place::CreateNew {
-        // SAFETY: a valid directory descriptor and a NUL-terminated name.
-        unsafe { libc::unlinkat(dir.as_raw_fd(), tmp_c.as_ptr(), 0) };
+    if r.is_err() {
+        let _ = dir.remove(&tmp);
     }
     r?;
-    dir.sync_all()
+    dir.sync()
 }
-
-fn c_name(name: &OsStr) -> io::Result<CString> {
-    CString::new(name.as_bytes()).map_err(io::Error::other)
-}
-
-/// Flags of every file we create: a new file or nothing. `O_EXCL` fails on any existing
-/// name, a symlink included (even a dangling one), and `O_NOFOLLOW` says so twice; so a
-/// name planted by someone else is never written through.
-const CREATE_FLAGS: libc::c_int =
-    libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
 
 /// How many random names [`create_tmp`] tries before giving up: a collision of 64 random
 /// bits means someone is planting names, not bad luck.
@@ -205,65 +194,24 @@ fn tmp_name(name: &OsStr) -> std::ffi::OsString {
     tmp
 }
 
-/// Creates a fresh temp file for `name` in `dir` (see [`tmp_name`]), exclusively.
-fn create_tmp_at(dir: &File, name: &OsStr, mode: FileMode) -> io::Result<(File, CString)> {
+/// Creates a fresh temp file for `name` in `dir` (see [`tmp_name`]), exclusively: a new
+/// file or nothing, failing on any existing name, a (dangling) symlink included, so a
+/// name planted by someone else is never written through.
+fn create_tmp_at(
+    dir: &Dir,
+    name: &OsStr,
+    mode: FileMode,
+) -> io::Result<(File, std::ffi::OsString)> {
     let mut last = None;
     for _ in 0..TMP_TRIES {
-        let tmp_c = c_name(&tmp_name(name))?;
-        match open_at(dir, &tmp_c, mode) {
-            Ok(f) => return Ok((f, tmp_c)),
+        let tmp = tmp_name(name);
+        match dir.create_new(&tmp, mode.file()) {
+            Ok(f) => return Ok((f, tmp)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
             Err(e) => return Err(e),
         }
     }
     Err(last.expect("TMP_TRIES > 0"))
-}
-
-/// Creates `name` in `dir` for reading and writing, exclusively ([`CREATE_FLAGS`]), with
-/// permission bits `mode` (narrowed by the umask).
-fn open_at(dir: &File, name: &CStr, mode: FileMode) -> io::Result<File> {
-    // SAFETY: openat with a valid directory descriptor and a NUL-terminated name; the
-    // returned descriptor is owned by the File from here on.
-    let fd = unsafe {
-        libc::openat(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            CREATE_FLAGS,
-            mode.file() as libc::c_uint,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a fresh descriptor nothing else owns.
-    Ok(unsafe { File::from_raw_fd(fd) })
-}
-
-fn rename_at(dir: &File, from: &CStr, to: &CStr) -> io::Result<()> {
-    // SAFETY: both names NUL-terminated, both relative to the same open directory.
-    let r = unsafe { libc::renameat(dir.as_raw_fd(), from.as_ptr(), dir.as_raw_fd(), to.as_ptr()) };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-fn link_at(dir: &File, from: &CStr, to: &CStr) -> io::Result<()> {
-    // SAFETY: both names NUL-terminated, both relative to the same open directory; no
-    // flags, so a symlink at `from` (never ours: created exclusively) is not followed.
-    let r = unsafe {
-        libc::linkat(
-            dir.as_raw_fd(),
-            from.as_ptr(),
-            dir.as_raw_fd(),
-            to.as_ptr(),
-            0,
-        )
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// This process's id, asked of the kernel once.
@@ -278,8 +226,7 @@ pub fn process_id() -> u32 {
 /// The rename replaces whatever is at `path`, a symlink included, and never follows it.
 pub fn commit_tmp(tmp: &Path, file: &File, path: &Path) -> io::Result<()> {
     file.sync_all()?;
-    fs::rename(tmp, path)?;
-    sync_parent_dir(path)
+    platform::replace_durable(tmp, path)
 }
 
 /// Creates a fresh temp file next to `path` (same directory, so the final rename is
@@ -307,23 +254,12 @@ pub fn create_tmp(path: &Path, mode: FileMode) -> io::Result<(File, PathBuf)> {
 /// `mode` narrowed by the umask. For a temp name of the caller's own, already random
 /// (see [`create_tmp`]), that is made again after removing it.
 pub fn create_exclusive(path: &Path, mode: FileMode) -> io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .mode(mode.file())
-        .open(path)
+    platform::create_new(path, mode.file())
 }
 
 /// Opens an existing regular file of ours for writing, refusing a symlink at `path`.
 pub fn open_existing_for_write(path: &Path) -> io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    fs::OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
+    platform::open_write_nofollow(path)
 }
 
 /// Removes temp files next to `path` (`<name>.<pid>.<random>.tmp`, see [`create_tmp`], or
@@ -385,12 +321,7 @@ pub fn tmp_pid(tail: &str) -> Option<u32> {
 
 /// Whether a process with this pid runs on this host.
 pub fn process_exists(pid: u32) -> bool {
-    let Ok(pid) = i32::try_from(pid) else {
-        return false;
-    };
-    // SAFETY: kill(2) with signal 0 sends nothing; it only checks that the pid exists.
-    let r = unsafe { libc::kill(pid, 0) };
-    r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    platform::process_exists(pid)
 }
 
 /// Fsyncs the directory holding `path`, making a rename or create durable.
@@ -402,8 +333,10 @@ pub fn sync_parent_dir(path: &Path) -> io::Result<()> {
     sync_dir(dir)
 }
 
+/// Fsyncs a directory, making the names created, renamed or removed in it durable
+/// (nothing on Windows, see `platform::sync_dir`).
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+    platform::sync_dir(dir)
 }
 
 /// Creates a directory and its parents, each new one with [`FileMode::dir`] bits of
@@ -428,21 +361,14 @@ pub fn create_dir_all_durable(dir: &Path, mode: FileMode) -> io::Result<()> {
 /// Creates one directory with [`FileMode::dir`] bits of `mode` (narrowed by the umask);
 /// `AlreadyExists` when anything is at `dir`.
 pub fn create_dir(dir: &Path, mode: FileMode) -> io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    fs::DirBuilder::new().mode(mode.dir()).create(dir)
+    platform::create_dir(dir, mode.dir())
 }
 
 /// Takes away from an existing directory of ours every permission bit `mode`'s
 /// directories would not have (a meta directory an older version made `0755` for a `0600`
 /// database). Never adds a bit.
 pub fn narrow_dir(dir: &Path, mode: FileMode) -> io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let have = fs::symlink_metadata(dir)?.permissions().mode() & 0o7777;
-    let want = have & (mode.dir() | 0o7000);
-    if want != have {
-        fs::set_permissions(dir, fs::Permissions::from_mode(want))?;
-    }
-    Ok(())
+    platform::narrow_dir(dir, mode.dir())
 }
 
 /// Removes leftover temp files in a directory (from a crash mid-write).
@@ -527,9 +453,9 @@ mod tests {
         }
     }
 
+    #[cfg(unix)]
     fn mode_of(p: &Path) -> u32 {
-        use std::os::unix::fs::PermissionsExt;
-        fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+        platform::mode_of(&fs::symlink_metadata(p).unwrap()) & 0o7777
     }
 
     /// Security issue 17: `0600` → `0600`/`0700`, never more than `0666`, owner rw kept.
@@ -549,11 +475,12 @@ mod tests {
         }
     }
 
+    // Unix mode bits; Windows copies inherit their directory's ACL instead.
+    #[cfg(unix)]
     #[test]
     fn files_and_dirs_are_created_with_the_mode_asked_under_umask_022() {
-        // SAFETY: umask(2) cannot fail; 022 is the common default, set so the test does
-        // not depend on the environment's.
-        unsafe { libc::umask(0o022) };
+        // 022 is the common default, set so the test does not depend on the environment's.
+        platform::set_umask(0o022);
         let d = tempfile::tempdir().unwrap();
         let private = d.path().join("a/b");
         create_dir_all_durable(&private, FileMode::PRIVATE).unwrap();
@@ -574,13 +501,14 @@ mod tests {
         assert_eq!(mode_of(&g.join("z")), 0o640);
     }
 
+    // Unix mode bits; Windows copies inherit their directory's ACL instead.
+    #[cfg(unix)]
     #[test]
     fn narrowing_a_directory_only_takes_bits_away() {
-        use std::os::unix::fs::PermissionsExt;
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("ltx");
         fs::create_dir(&p).unwrap();
-        fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+        platform::set_mode(&p, 0o755).unwrap();
         narrow_dir(&p, FileMode::of_db_mode(0o660)).unwrap();
         assert_eq!(mode_of(&p), 0o750, "group w not added, other r and x taken");
         narrow_dir(&p, FileMode::PRIVATE).unwrap();
@@ -596,9 +524,9 @@ mod tests {
         fs::write(&victim, b"precious").unwrap();
         let out = d.path().join("a.ltx");
         let guessed = d.path().join(format!("a.ltx.{}.tmp", std::process::id()));
-        std::os::unix::fs::symlink(&victim, &guessed).unwrap();
+        platform::symlink_file(&victim, &guessed).unwrap();
         write_durable(&out, b"new content", None).unwrap();
-        let dir = File::open(d.path()).unwrap();
+        let dir = Dir::open(d.path()).unwrap();
         write_durable_in(&dir, OsStr::new("b.ltx"), b"more", None, FileMode::PRIVATE).unwrap();
         assert_eq!(fs::read(&victim).unwrap(), b"precious", "victim untouched");
         assert_eq!(fs::read(&out).unwrap(), b"new content");
@@ -610,7 +538,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let victim = d.path().join("victim");
         let link = d.path().join("link");
-        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        platform::symlink_file(&victim, &link).unwrap();
         let e = create_exclusive(&link, FileMode::PRIVATE).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
         assert!(!victim.exists(), "nothing created through the link");

@@ -16,6 +16,7 @@
 //! - [`lease`]: the single-writer lease kept in a replica, and the store wrapper that fences
 //!   every write made under it (warm standby and failover).
 //! - [`fsutil`]: durable local writes (temp, fsync, rename, dir fsync).
+//! - [`platform`]: every OS-specific call (Unix and Windows), behind one interface.
 //! - [`clock`]: wall-clock milliseconds as headers and records carry them.
 //!
 //! The `ltx` crate owns the file format; this crate owns every policy around it.
@@ -26,6 +27,7 @@ pub mod defaults;
 pub mod fsutil;
 pub mod history;
 pub mod lease;
+pub mod platform;
 pub mod replicate;
 pub mod restore;
 pub mod runtime;

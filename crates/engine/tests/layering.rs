@@ -338,3 +338,79 @@ fn no_function_runs_past_120_lines() {
         problems.join("\n")
     );
 }
+
+/// Where OS-specific names may appear, per crate: the one platform module (issue 20).
+/// Every source file of these crates outside the allowed folder is checked, its tests
+/// included; comments do not count. The CLI joins this list once its OS calls have a
+/// home of their own.
+const PLATFORM_HOMES: &[(&str, &str)] = &[("ltx", "-"), ("engine", "platform")];
+
+/// Names only a platform module may use.
+const OS_SPECIFIC: &[&str] = &[
+    "std::os::unix",
+    "std::os::windows",
+    "std::os::fd",
+    "libc::",
+    "windows_sys",
+    "tokio::io::unix",
+];
+
+/// A file's text without comment lines and trailing comments (tests kept).
+fn code_with_tests(text: &str) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        let code = match line.find("//") {
+            Some(i) if !line[..i].contains('"') => &line[..i],
+            _ => line,
+        };
+        out.push_str(code);
+        out.push('\n');
+    }
+    out
+}
+
+/// Every `.rs` file under `dir`, `tests.rs` files included.
+fn all_rs_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in fs::read_dir(dir).expect("read source dir") {
+        let p = entry.expect("dir entry").path();
+        if p.is_dir() {
+            all_rs_files(&p, out);
+        } else if p.extension().is_some_and(|e| e == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+#[test]
+fn os_specific_calls_stay_in_the_platform_module() {
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    for (krate, home) in PLATFORM_HOMES {
+        let src = workspace().join("crates").join(krate).join("src");
+        let mut files = Vec::new();
+        all_rs_files(&src, &mut files);
+        for file in files {
+            let rel = file.strip_prefix(&src).expect("under src");
+            if rel.starts_with(home) {
+                continue;
+            }
+            checked += 1;
+            let code = code_with_tests(&fs::read_to_string(&file).expect("read source"));
+            for (n, line) in code.lines().enumerate() {
+                for name in OS_SPECIFIC.iter().filter(|name| line.contains(*name)) {
+                    problems.push(format!(
+                        "crates/{krate}/src/{}:{}: {name} outside {home}/",
+                        rel.display(),
+                        n + 1
+                    ));
+                }
+            }
+        }
+    }
+    assert!(checked > 40, "checked only {checked} files");
+    assert!(
+        problems.is_empty(),
+        "OS-specific code outside the platform module:\n{}",
+        problems.join("\n")
+    );
+}

@@ -1,13 +1,12 @@
 //! Checks of one database on this machine: its settings (through `sqlite::inspect`), its
 //! integrity, its WAL's size, and whether this user may write where the replicator writes.
 //!
-//! Permissions are asked of the kernel (`faccessat` with the effective user), so ACLs and
-//! read-only mounts count; they hold for the user running `check`, which should be the
-//! user that runs `replicate`.
+//! Permissions are asked of the kernel (`faccessat` with the effective user; on Windows an
+//! open with the access wanted, see `platform::check_access`), so ACLs and read-only
+//! mounts count; they hold for the user running `check`, which should be the user that
+//! runs `replicate`.
 
-use std::ffi::CString;
-use std::io;
-use std::os::unix::ffi::OsStrExt;
+use crate::platform::{self, Access};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -170,7 +169,7 @@ pub fn judge(f: &DbFacts, t: &Thresholds) -> Vec<Finding> {
 /// database's directory (SQLite creates `-wal`/`-shm` there), and the local state directory
 /// (or the directory it will be created in)?
 fn permissions(c: &DbCheck) -> Vec<Finding> {
-    let user = format!("uid {}", euid());
+    let user = platform::user_description();
     let mut out = Vec::new();
     let mut problems = Vec::new();
     let paths = DbPaths::new(&c.db);
@@ -180,7 +179,7 @@ fn permissions(c: &DbCheck) -> Vec<Finding> {
         ("wal-index", &paths.shm),
     ] {
         if p.exists() {
-            if let Err(e) = access(p, libc::R_OK | libc::W_OK) {
+            if let Err(e) = platform::check_access(p, Access::ReadWrite) {
                 problems.push(Finding::fail(
                     "permissions",
                     format!("{what} file {} is not readable and writable by {user}: {e}", p.display()),
@@ -190,7 +189,7 @@ fn permissions(c: &DbCheck) -> Vec<Finding> {
         }
     }
     if let Some(dir) = c.db.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if let Err(e) = access(dir, libc::W_OK | libc::X_OK) {
+        if let Err(e) = platform::check_access(dir, Access::CreateIn) {
             problems.push(Finding::fail(
                 "permissions",
                 format!(
@@ -206,7 +205,7 @@ fn permissions(c: &DbCheck) -> Vec<Finding> {
     } else {
         nearest_existing(&c.meta_dir)
     };
-    if let Err(e) = access(&meta_target, libc::W_OK | libc::X_OK) {
+    if let Err(e) = platform::check_access(&meta_target, Access::CreateIn) {
         let msg = if meta_target == c.meta_dir {
             format!(
                 "local state directory {} is not writable by {user}: {e}",
@@ -253,24 +252,6 @@ fn nearest_existing(p: &Path) -> PathBuf {
         cur = parent;
     }
     PathBuf::from("/")
-}
-
-/// `faccessat(AT_EACCESS)`: may the effective user access `path` with `mode`?
-fn access(path: &Path, mode: libc::c_int) -> io::Result<()> {
-    let c = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
-    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
-    let r = unsafe { libc::faccessat(libc::AT_FDCWD, c.as_ptr(), mode, libc::AT_EACCESS) };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-fn euid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
 }
 
 #[cfg(test)]

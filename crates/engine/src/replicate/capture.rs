@@ -43,7 +43,7 @@ struct WalView {
 
 impl walscan::ReadAt for WalView {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-        std::os::unix::fs::FileExt::read_exact_at(&*self.file, buf, offset)
+        crate::platform::FileExt::read_exact_at(&*self.file, buf, offset)
     }
     fn size(&self) -> std::io::Result<u64> {
         Ok(self.size)
@@ -304,7 +304,6 @@ impl Capture {
     }
 
     fn open_wal(&mut self) -> Result<Option<WalView>, CaptureError> {
-        use std::os::unix::fs::MetadataExt;
         let wal_err = |name: &str, source| CaptureError::Wal {
             db: name.to_string(),
             source,
@@ -312,7 +311,7 @@ impl Capture {
         if let Some(f) = &self.wal {
             match f.metadata() {
                 // Still linked: the WAL at the path (SQLite never renames over it).
-                Ok(m) if m.nlink() > 0 => {
+                Ok(m) if crate::platform::link_count(f).is_ok_and(|n| n > 0) => {
                     return Ok(Some(WalView {
                         file: f.clone(),
                         size: m.len(),

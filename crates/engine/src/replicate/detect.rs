@@ -121,18 +121,9 @@ fn remove_names(names: &mut Names, db_name: &std::ffi::OsStr, notify: &Arc<Notif
 #[cfg(target_os = "linux")]
 mod linux {
     use super::*;
+    use crate::platform::inotify::{self, Event};
     use std::ffi::OsStr;
     use std::io;
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    use std::os::unix::ffi::OsStrExt;
-    use tokio::io::unix::AsyncFd;
-
-    const MASK: u32 = libc::IN_MODIFY
-        | libc::IN_ATTRIB
-        | libc::IN_CREATE
-        | libc::IN_DELETE
-        | libc::IN_MOVED_FROM
-        | libc::IN_MOVED_TO;
 
     #[derive(Default)]
     struct State {
@@ -143,37 +134,16 @@ mod linux {
     }
 
     pub(super) struct Inotify {
-        fd: Arc<AsyncFd<OwnedFd>>,
+        fd: inotify::Inotify,
         state: Arc<Mutex<State>>,
-        reader: tokio::task::JoinHandle<()>,
-    }
-
-    impl Drop for Inotify {
-        fn drop(&mut self) {
-            self.reader.abort();
-        }
     }
 
     impl Inotify {
         pub(super) fn new() -> io::Result<Inotify> {
-            let handle = tokio::runtime::Handle::try_current().map_err(io::Error::other)?;
-            // SAFETY: plain syscall; the descriptor is owned below.
-            let raw = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
-            if raw < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // SAFETY: a fresh descriptor nothing else owns.
-            let owned = unsafe { OwnedFd::from_raw_fd(raw) };
-            let _enter = handle.enter();
-            // SAFETY: the OwnedFd is a valid open descriptor and stays the AsyncFd's own
-            // until it drops.
-            let fd =
-                unsafe { AsyncFd::register_with_interest(owned, tokio::io::Interest::READABLE) }
-                    .map_err(io::Error::from)?;
-            let fd = Arc::new(fd);
             let state: Arc<Mutex<State>> = Arc::default();
-            let reader = handle.spawn(read_events(fd.clone(), state.clone()));
-            Ok(Inotify { fd, state, reader })
+            let st = state.clone();
+            let fd = inotify::Inotify::new(move |e| dispatch(e, &st))?;
+            Ok(Inotify { fd, state })
         }
 
         pub(super) fn watch(
@@ -186,15 +156,7 @@ mod linux {
             let wd = match st.dirs.get(dir) {
                 Some(&wd) => wd,
                 None => {
-                    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
-                        .map_err(io::Error::other)?;
-                    // SAFETY: valid descriptor and NUL-terminated path.
-                    let wd = unsafe {
-                        libc::inotify_add_watch(self.fd.get_ref().as_raw_fd(), c.as_ptr(), MASK)
-                    };
-                    if wd < 0 {
-                        return Err(io::Error::last_os_error());
-                    }
+                    let wd = self.fd.add_watch(dir)?;
                     st.dirs.insert(dir.to_path_buf(), wd);
                     wd
                 }
@@ -213,74 +175,20 @@ mod linux {
         }
     }
 
-    /// Size of `struct inotify_event` before its name.
-    const EVENT_HEADER: usize = 16;
-    /// Room for the largest single event (header and a NAME_MAX name with its NUL).
-    const EVENT_MAX: usize = EVENT_HEADER + 256;
-
-    async fn read_events(fd: Arc<AsyncFd<OwnedFd>>, state: Arc<Mutex<State>>) {
-        let mut buf = vec![0u8; 16 * EVENT_MAX];
-        loop {
-            let Ok(mut guard) = fd.readable().await else {
-                return;
-            };
-            let r = guard.try_io(|inner| {
-                // SAFETY: reading into a buffer we own, of its length.
-                let n = unsafe {
-                    libc::read(
-                        inner.get_ref().as_raw_fd(),
-                        buf.as_mut_ptr().cast(),
-                        buf.len(),
-                    )
-                };
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(n as usize)
-                }
-            });
-            match r {
-                Ok(Ok(n)) => {
-                    dispatch(&buf[..n], &state);
-                    // Room was left for more: the queue was empty when read, so readiness
-                    // can be cleared without the read that would say EAGAIN (an event
-                    // queued since is a newer readiness, which this does not clear).
-                    if n + EVENT_MAX <= buf.len() {
-                        guard.clear_ready();
-                    }
-                }
-                Ok(Err(e)) => {
-                    warn!(error = %e, "reading file-system notifications failed; relying on polling");
-                    return;
-                }
-                Err(_would_block) => {}
-            }
-        }
-    }
-
-    fn dispatch(mut events: &[u8], state: &Mutex<State>) {
+    fn dispatch(event: Event<'_>, state: &Mutex<State>) {
         let st = state.lock().unwrap_or_else(|p| p.into_inner());
-        while events.len() >= EVENT_HEADER {
-            let word = |i: usize| u32::from_ne_bytes(events[i..i + 4].try_into().expect("4 bytes"));
-            let (wd, mask, len) = (word(0) as i32, word(4), word(12) as usize);
-            let end = (EVENT_HEADER + len).min(events.len());
-            let raw = &events[EVENT_HEADER..end];
-            events = &events[end..];
-            if mask & libc::IN_Q_OVERFLOW != 0 {
+        match event {
+            Event::Overflow => {
                 // Events were lost: wake every database (each finds out for itself).
                 for n in st.by_wd.values().flat_map(|names| names.values()).flatten() {
                     n.notify_one();
                 }
-                continue;
             }
-            let name = raw.split(|&b| b == 0).next().unwrap_or_default();
-            if let Some(list) = st
-                .by_wd
-                .get(&wd)
-                .and_then(|names| names.get(OsStr::from_bytes(name)))
-            {
-                for n in list {
-                    n.notify_one();
+            Event::Name { wd, name } => {
+                if let Some(list) = st.by_wd.get(&wd).and_then(|names| names.get(name)) {
+                    for n in list {
+                        n.notify_one();
+                    }
                 }
             }
         }
@@ -359,19 +267,11 @@ fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
-/// What a `stat` says about a file: (inode, size, mtime, ctime), both times in ns.
-type FileStat = Option<(u64, u64, i128, i128)>;
+/// What a `stat` says about a file: identity, size, modification and change times.
+type FileStat = Option<crate::platform::ChangeStamp>;
 
 fn file_stat(p: &Path) -> FileStat {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(p).ok()?;
-    let ns = |s: i64, n: i64| s as i128 * 1_000_000_000 + n as i128;
-    Some((
-        m.ino(),
-        m.size(),
-        ns(m.mtime(), m.mtime_nsec()),
-        ns(m.ctime(), m.ctime_nsec()),
-    ))
+    crate::platform::change_stamp(p)
 }
 
 /// Each tick, every database whose files changed is woken; on top, each database is

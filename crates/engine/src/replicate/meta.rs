@@ -226,7 +226,7 @@ mod tests {
         fs::write(meta.join("user-file"), b"keep").unwrap();
         let outside = d.path().join("outside");
         fs::write(&outside, b"keep").unwrap();
-        std::os::unix::fs::symlink(&outside, meta.join("ltx/0/link")).unwrap();
+        crate::platform::symlink_file(&outside, &meta.join("ltx/0/link")).unwrap();
 
         let dry = reset(&meta, true).unwrap();
         assert_eq!(dry.files.len(), 3);
@@ -263,7 +263,7 @@ mod tests {
         let _second = MetaLock::shared(&meta, FileMode::PRIVATE).unwrap();
         drop((held, _second));
         let link = d.path().join("link-meta");
-        std::os::unix::fs::symlink(&meta, &link).unwrap();
+        crate::platform::symlink_dir(&meta, &link).unwrap();
         assert!(matches!(
             reset(&link, false),
             Err(ResetError::Symlink { .. })

@@ -24,7 +24,7 @@
 use std::fs::File;
 use std::io::{self, Read};
 use std::ops::Range;
-use std::os::unix::fs::FileExt;
+use crate::platform::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -726,16 +726,7 @@ impl Drop for Syncer {
 /// Asks the kernel to start writing the file's dirty pages now, without waiting for
 /// them. Only a hint: durability still comes from the fsync before the rename.
 fn start_writeback(f: &File) {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        // SAFETY: a plain syscall on a file descriptor `f` keeps open; no memory is passed.
-        unsafe {
-            libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = f;
+    crate::platform::start_writeback(f);
 }
 
 /// A `Read`/`BufRead` over one file's chunks as they arrive from the downloads, which

@@ -24,7 +24,7 @@
 
 use std::fmt::Write as _;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
+use crate::platform::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -636,17 +636,19 @@ mod scratch_mode_tests {
     use bytes::Bytes;
     use ltx::Level;
     use std::ops::Range;
-    use std::os::unix::fs::PermissionsExt;
     use std::sync::Mutex;
 
     /// A file replica that, at every read, notes the mode of everything under the drill's
     /// scratch parent: what another local user could have read while the drill ran.
+    // Unix mode bits; on Windows the scratch copy inherits its directory's ACL.
+    #[cfg(unix)]
     struct Watching {
         inner: FileStore,
         scratch_parent: PathBuf,
         seen: Mutex<Vec<(PathBuf, bool, u32)>>,
     }
 
+    #[cfg(unix)]
     impl Watching {
         fn look(&self) {
             fn walk(dir: &Path, out: &mut Vec<(PathBuf, bool, u32)>) {
@@ -654,7 +656,7 @@ mod scratch_mode_tests {
                     let Ok(m) = e.path().symlink_metadata() else {
                         continue;
                     };
-                    out.push((e.path(), m.is_dir(), m.permissions().mode() & 0o7777));
+                    out.push((e.path(), m.is_dir(), crate::platform::mode_of(&m) & 0o7777));
                     if m.is_dir() {
                         walk(&e.path(), out);
                     }
@@ -664,6 +666,7 @@ mod scratch_mode_tests {
         }
     }
 
+    #[cfg(unix)]
     #[async_trait]
     impl ReplicaStore for Watching {
         fn location(&self) -> &str {
@@ -693,11 +696,12 @@ mod scratch_mode_tests {
         }
     }
 
+    // Unix mode bits; on Windows the scratch copy inherits its directory's ACL.
+    #[cfg(unix)]
     #[tokio::test]
     async fn drill_scratch_is_private_while_the_drill_runs() {
-        // SAFETY: umask(2) cannot fail; 022 is the usual default, set so the test does not
-        // depend on the environment's.
-        unsafe { libc::umask(0o022) };
+        // 022 is the usual default, set so the test does not depend on the environment's.
+        crate::platform::set_umask(0o022);
         let d = tempfile::tempdir().unwrap();
         let db = d.path().join("app.db");
         let c = rusqlite::Connection::open(&db).unwrap();

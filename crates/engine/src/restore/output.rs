@@ -11,7 +11,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::fsutil::{self, FileMode};
+use crate::fsutil::FileMode;
 use crate::storage::layout::v3::GenerationId;
 use crate::storage::StorageError;
 
@@ -136,9 +136,8 @@ pub fn check_output(out: &Path, force: bool) -> Result<(), ApplyError> {
 /// else [`FileMode::PRIVATE`]: LTX files record no mode, and a restore must not make a
 /// copy readable by more users than the owner chose.
 pub fn output_mode(out: &Path) -> FileMode {
-    use std::os::unix::fs::PermissionsExt;
     match std::fs::symlink_metadata(out) {
-        Ok(m) if m.is_file() => FileMode::of_db_mode(m.permissions().mode()),
+        Ok(m) if m.is_file() => FileMode::of_db_mode(crate::platform::mode_of(&m)),
         _ => FileMode::PRIVATE,
     }
 }
@@ -156,7 +155,8 @@ fn sidecars(out: &Path) -> Vec<PathBuf> {
 
 /// Puts a verified, fsynced temp file in place: with `force`, removes the output's stale
 /// `-wal`/`-shm`/`-journal` first (SQLite would otherwise replay an old WAL over the
-/// restored file), then renames and fsyncs the directory. The only step that touches the
+/// restored file), then renames durably (`platform::replace_durable`: the directory
+/// fsynced on Unix, write-through on Windows). The only step that touches the
 /// output path, so it runs after every check has passed.
 pub(super) fn install(tmp: &Path, out: &Path, force: bool) -> Result<(), ApplyError> {
     if force {
@@ -174,14 +174,9 @@ pub(super) fn install(tmp: &Path, out: &Path, force: bool) -> Result<(), ApplyEr
             }
         }
     }
-    std::fs::rename(tmp, out).map_err(|source| ApplyError::Io {
+    crate::platform::replace_durable(tmp, out).map_err(|source| ApplyError::Io {
         path: out.to_path_buf(),
         op: "rename into place",
-        source,
-    })?;
-    fsutil::sync_parent_dir(out).map_err(|source| ApplyError::Io {
-        path: out.to_path_buf(),
-        op: "fsync directory",
         source,
     })
 }
@@ -190,17 +185,17 @@ pub(super) fn install(tmp: &Path, out: &Path, force: bool) -> Result<(), ApplyEr
 /// percent-encoded, so a `?`, `#` or `%` in the path (an `-o` path) names the same file
 /// rather than starting a query or fragment (security issue 17). An absolute path gets an
 /// empty authority (`file:///...`), so one starting with `//` is not taken for a host.
+/// On Windows `\` becomes `/` and a drive letter gets a leading `/` (`file:///C:/a.db`).
 fn sqlite_file_uri(path: &Path) -> String {
     use std::fmt::Write as _;
-    use std::os::unix::ffi::OsStrExt;
-    let bytes = path.as_os_str().as_bytes();
+    let (bytes, literal) = crate::platform::uri_path_bytes(path);
     let mut uri = String::from(if path.is_absolute() {
         "file://"
     } else {
         "file:"
     });
-    for &b in bytes {
-        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+    for b in bytes {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) || literal.contains(&b) {
             uri.push(b as char);
         } else {
             let _ = write!(uri, "%{b:02X}");

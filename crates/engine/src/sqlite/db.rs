@@ -27,7 +27,7 @@
 //! Does not: parse the WAL (see `wal`), decide what to capture (see `replicate`).
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
+use crate::platform::{self, FileExt, FileId};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -81,6 +81,13 @@ impl DbPaths {
     }
 }
 
+/// How many bytes at the start of the `-shm` we ever read raw: the two header copies and
+/// `nBackfill` (bytes 0..100). Never the lock bytes at 120..129 (the eight WAL locks and
+/// the dead-man switch, `UNIX_SHM_BASE`/`WIN_SHM_BASE` in SQLite): SQLite's Windows VFS
+/// takes them with `LockFileEx`, which is mandatory, and a read of an exclusively locked
+/// byte through another handle fails with `ERROR_LOCK_VIOLATION`.
+pub const SHM_RAW_READ: usize = 100;
+
 /// Figures read from the wal-index (`-shm`) without taking any lock. They are a hint
 /// (a racing writer may change them a moment later), never a proof.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,7 +106,7 @@ impl ShmInfo {
     }
 
     fn read_from(f: &File) -> Option<ShmInfo> {
-        let mut buf = [0u8; 136];
+        let mut buf = [0u8; SHM_RAW_READ];
         f.read_exact_at(&mut buf, 0).ok()?;
         // The wal-index is in native byte order; offsets from SQLite's file format doc:
         // mxFrame at 16 of WalIndexHdr, nBackfill at 96 (after two 48-byte header copies).
@@ -131,10 +138,10 @@ pub struct DbConns {
     /// Open only while the write lock is held.
     barrier: Option<Connection>,
     in_barrier: bool,
-    /// (device, inode) of the database file when opened: a different pair at the same
-    /// path means the file was replaced (restored, copied over) and these connections
-    /// read a file nobody writes any more.
-    identity: (u64, u64),
+    /// Identity of the database file when opened (device and inode; Windows: volume and
+    /// file index): a different one at the same path means the file was replaced
+    /// (restored, copied over) and these connections read a file nobody writes any more.
+    identity: FileId,
     busy: Duration,
     /// Our own descriptors on the database file and its `-shm`, opened once and closed
     /// only after the connections (fields drop in order). POSIX advisory locks belong to
@@ -146,10 +153,10 @@ pub struct DbConns {
     shm_file: std::sync::Mutex<Option<File>>,
 }
 
-/// (device, inode) of a file, `None` when it does not exist.
-fn file_identity(path: &Path) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+/// The identity of a file (device and inode; Windows: volume and file index), `None` when
+/// it does not exist.
+fn file_identity(path: &Path) -> Option<FileId> {
+    platform::file_id(path).ok()
 }
 
 impl std::fmt::Debug for DbConns {
@@ -191,22 +198,20 @@ pub fn switch_to_wal(path: &Path) -> Result<(), DbError> {
 /// pin's read mark; the database file's shared lock that stops a closing application
 /// from checkpointing in exclusive mode and deleting the WAL).
 pub fn kept_open(path: &Path) -> std::io::Result<std::sync::Arc<File>> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(path)?;
-    let key = (m.dev(), m.ino());
+    let key = platform::file_id(path)?;
     let mut kept = kept_files();
     if let Some(f) = kept.get(&key) {
         return Ok(f.clone());
     }
     let f = File::open(path)?;
-    let fm = f.metadata()?;
+    let id = platform::file_id_of(&f)?;
     let f = std::sync::Arc::new(f);
     // Replaced between the stat and the open: keep it under its own identity.
-    kept.insert((fm.dev(), fm.ino()), f.clone());
+    kept.insert(id, f.clone());
     Ok(f)
 }
 
-type KeptByIdentity = std::collections::HashMap<(u64, u64), std::sync::Arc<File>>;
+type KeptByIdentity = std::collections::HashMap<FileId, std::sync::Arc<File>>;
 
 fn kept_files() -> std::sync::MutexGuard<'static, KeptByIdentity> {
     static KEPT: std::sync::OnceLock<std::sync::Mutex<KeptByIdentity>> = std::sync::OnceLock::new();
@@ -221,9 +226,8 @@ fn kept_files() -> std::sync::MutexGuard<'static, KeptByIdentity> {
 /// database's run has ended (its SQLite connections are closed, so no lock of ours on
 /// the file is left to lose).
 pub fn close_kept_of_deleted_files() {
-    use std::os::unix::fs::MetadataExt;
     kept_files().retain(|_, f| {
-        std::sync::Arc::strong_count(f) > 1 || f.metadata().map(|m| m.nlink() > 0).unwrap_or(true)
+        std::sync::Arc::strong_count(f) > 1 || platform::link_count(f).map(|n| n > 0).unwrap_or(true)
     });
 }
 
@@ -380,9 +384,8 @@ const SHM_REGION: usize = 32 * 1024;
 fn unmap_shm_pages(c: &Connection, shm: &Path) {
     use rusqlite::ffi;
     use std::ffi::{c_int, c_void, CStr};
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if page <= 0 || !SHM_REGION.is_multiple_of(page as usize) || c.is_autocommit() {
+    let page = platform::page_size();
+    if !SHM_REGION.is_multiple_of(page) || c.is_autocommit() {
         return;
     }
     // Regions that exist in the file (a `stat`: opening and closing the file would drop
@@ -431,8 +434,8 @@ fn unmap_shm_pages(c: &Connection, shm: &Path) {
             {
                 break;
             }
-            if (p as usize).is_multiple_of(page as usize) {
-                libc::madvise(p, SHM_REGION, libc::MADV_DONTNEED);
+            if (p as usize).is_multiple_of(page) {
+                platform::discard_shared_pages(p, SHM_REGION);
             }
         }
     }
@@ -932,6 +935,11 @@ impl DbConns {
         // connections' locks on the database file (see `db_file`).
         let f = &self.db_file;
         buf.fill(0);
+        if pgno == self.page_size.lock_page() {
+            // Never read: SQLite's Windows VFS holds mandatory `LockFileEx` locks on its
+            // first 512 bytes (a raw read there fails), and no LTX file stores it.
+            return Ok(());
+        }
         let off = self.page_size.offset_of(pgno);
         let len = f.metadata().map_err(io)?.len();
         if off < len {
@@ -1180,5 +1188,23 @@ mod tests {
         let mut conns = DbConns::open(&p, Duration::from_millis(100)).unwrap();
         conns.checkpoint_passive().unwrap().unwrap();
         assert!(conns.shm_info().unwrap().fully_backfilled());
+    }
+
+    /// Issue 20: the raw `-shm` read stops before the lock bytes (120..129), which SQLite's
+    /// Windows VFS locks with mandatory `LockFileEx`: the figures come from the first 100
+    /// bytes alone, so a `-shm` holding only those still yields them.
+    #[test]
+    fn shm_figures_come_from_bytes_before_the_lock_bytes() {
+        let d = tempfile::tempdir().unwrap();
+        let (p, app) = app_db(d.path());
+        app.execute_batch("PRAGMA wal_autocheckpoint=0; INSERT INTO t VALUES (2);")
+            .unwrap();
+        let shm = std::fs::read(DbPaths::new(&p).shm).unwrap();
+        let head = d.path().join("head-shm");
+        std::fs::write(&head, &shm[..SHM_RAW_READ]).unwrap();
+        let got = ShmInfo::read(&head).expect("figures from the first 100 bytes");
+        assert!(got.mx_frame > 0);
+        assert_eq!(Some(got), ShmInfo::read(&DbPaths::new(&p).shm));
+        assert!(SHM_RAW_READ <= 120, "clear of the WAL lock bytes");
     }
 }

@@ -10,7 +10,7 @@
 //! last connection would otherwise checkpoint and delete the WAL under the replicator).
 //! Does not judge anything (`check` does) or know about replicas.
 
-use std::os::unix::fs::FileExt;
+use crate::platform::FileExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -252,7 +252,8 @@ struct WalIndexHeader {
 }
 
 /// Reads the wal-index header without a lock: both 48-byte copies must agree (SQLite
-/// writes the second, then the first) and be initialised, else `None`.
+/// writes the second, then the first) and be initialised, else `None`. Bytes 0..96 only,
+/// clear of the lock bytes (see `db::SHM_RAW_READ`).
 fn read_wal_index_header(shm: &Path) -> Option<WalIndexHeader> {
     // Never open-and-close: drills run inside the replicator, beside its pin (`kept_open`).
     let f = super::db::kept_open(shm).ok()?;

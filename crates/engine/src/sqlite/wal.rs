@@ -22,7 +22,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
+use crate::platform::FileExt;
 
 use ltx::{PageNo, PageSize};
 

@@ -43,6 +43,7 @@ use super::layout::v3::{self, V3File};
 use super::layout::{Layout, LtxInfo, LtxKey};
 use super::{ETag, NamedObject, NamedStore, ReplicaStore, StorageError, V3Store};
 use crate::fsutil::{self, FileMode};
+use crate::platform::Dir;
 
 #[derive(Debug, Clone)]
 pub struct FileStore {
@@ -53,7 +54,7 @@ pub struct FileStore {
     swept: Arc<Mutex<u16>>,
     /// Level directories kept open: a put creates, renames and fsyncs relative to the
     /// descriptor (no path walk, no open and close of the directory per put).
-    dirs: Arc<Mutex<std::collections::HashMap<u8, Arc<File>>>>,
+    dirs: Arc<Mutex<std::collections::HashMap<u8, Arc<Dir>>>>,
     /// The [`FileMode`] bits of what this store creates (see the module docs).
     mode: Arc<AtomicU32>,
 }
@@ -295,19 +296,19 @@ impl FileStore {
         r.map_err(|e| self.err(key.to_string(), e))
     }
 
-    fn dirs_cache(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u8, Arc<File>>> {
+    fn dirs_cache(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u8, Arc<Dir>>> {
         self.dirs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The open level directory, created (durably) and swept on first use.
-    fn level_dir_handle(&self, level: Level) -> io::Result<Arc<File>> {
+    fn level_dir_handle(&self, level: Level) -> io::Result<Arc<Dir>> {
         if let Some(d) = self.dirs_cache().get(&level.get()) {
             return Ok(d.clone());
         }
         let dir = self.level_dir(level);
         fsutil::create_dir_all_durable(&dir, self.mode())?;
         self.sweep_level(level);
-        let d = Arc::new(File::open(&dir)?);
+        let d = Arc::new(Dir::open(&dir)?);
         self.dirs_cache().insert(level.get(), d.clone());
         Ok(d)
     }
@@ -698,7 +699,7 @@ async fn blocking<T: Send + 'static>(
 /// Classifies a local I/O error. Shared by backends that end in local files.
 pub(crate) fn io_to_storage(location: &str, what: String, e: io::Error) -> StorageError {
     let location = location.to_string();
-    if e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT) {
+    if crate::platform::is_disk_full(&e) {
         return StorageError::no_space(location, what).with_source(e);
     }
     match e.kind() {
@@ -811,12 +812,13 @@ mod tests {
 
     /// Security issue 17: what the store creates gets the mode it was given (the
     /// database's), owner-only before that; existing directories keep theirs.
+    // Unix mode bits; Windows copies inherit their directory's ACL instead.
+    #[cfg(unix)]
     #[tokio::test]
     async fn created_files_and_dirs_take_the_store_mode() {
-        use std::os::unix::fs::PermissionsExt;
-        // SAFETY: umask(2) cannot fail; 022 is the common default.
-        unsafe { libc::umask(0o022) };
-        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        // 022 is the common default.
+        crate::platform::set_umask(0o022);
+        let mode = |p: &Path| crate::platform::mode_of(&fs::metadata(p).unwrap()) & 0o777;
         let d = tempfile::tempdir().unwrap();
         let root = d.path().join("replica");
         let s = FileStore::new(&root);
