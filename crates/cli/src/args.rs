@@ -46,6 +46,7 @@ const LONG_FLAGS: &[&str] = &[
     "socket",
     // service
     "name",
+    "last",
 ];
 
 /// Rewrites `-name` and `-name=value` to `--name…` for known long flags.

@@ -26,6 +26,8 @@ pub enum Command {
     Install(InstallArgs),
     /// Stop and remove the Windows service and its Event Log source.
     Uninstall(NameArgs),
+    /// Print the service's newest Event Log events (type, event ID, message), newest first.
+    Events(EventsArgs),
     /// What the Service Control Manager starts (not for interactive use).
     #[command(hide = true)]
     Run(RunArgs),
@@ -45,6 +47,15 @@ pub struct NameArgs {
     /// Service name, also the Event Log source.
     #[arg(long, default_value = DEFAULT_NAME)]
     name: String,
+}
+
+#[derive(clap::Args)]
+pub struct EventsArgs {
+    /// How many of the Application log's newest events to look through.
+    #[arg(long, default_value_t = 200)]
+    last: usize,
+    #[command(flatten)]
+    name: NameArgs,
 }
 
 #[derive(clap::Args)]
@@ -68,6 +79,7 @@ pub fn run(c: Command) -> anyhow::Result<ExitCode> {
     match c {
         Command::Install(a) => windows::install(a),
         Command::Uninstall(a) => windows::uninstall(a),
+        Command::Events(a) => windows::events(a),
         Command::Run(a) => windows::run(a),
     }
 }
@@ -121,6 +133,23 @@ mod windows {
         eventlog::deregister_source(&name)
             .with_context(|| format!("removing the Event Log source {name}"))?;
         println!("removed service {name}");
+        Ok(ExitCode::SUCCESS)
+    }
+
+    /// One line per event of the source among the log's newest `last`:
+    /// `TYPE ID MESSAGE` (TYPE is error, warning or information).
+    pub fn events(a: super::EventsArgs) -> anyhow::Result<ExitCode> {
+        let events = eventlog::read_application_log(a.last)
+            .context("reading the Application event log")?;
+        for e in events.iter().filter(|e| e.source == a.name.name) {
+            let kind = match e.kind {
+                Some(eventlog::EventType::Error) => "error",
+                Some(eventlog::EventType::Warning) => "warning",
+                Some(eventlog::EventType::Information) => "information",
+                None => "other",
+            };
+            println!("{kind} {} {}", e.id, e.strings.join(" ").replace(['\r', '\n'], " "));
+        }
         Ok(ExitCode::SUCCESS)
     }
 

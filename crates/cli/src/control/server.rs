@@ -84,13 +84,11 @@ impl Drop for SocketGuard {
 /// (see `bind`).
 #[cfg(unix)]
 pub fn start(cfg: &SocketConfig, runtime: Runtime) -> anyhow::Result<SocketGuard> {
-    let std_listener = bind(&cfg.path, cfg.permissions)?;
+    let listener = bind(&cfg.path, cfg.permissions)?;
     let identity = engine::platform::unix_socket::socket_identity(&cfg.path)
         .ok()
         .flatten()
         .with_context(|| format!("socket {}: reading it back", cfg.path.display()))?;
-    let listener = tokio::net::UnixListener::from_std(std_listener)
-        .with_context(|| format!("socket {}", cfg.path.display()))?;
     info!(path = %cfg.path.display(), permissions = %format!("{:04o}", cfg.permissions), "control socket listening");
     Ok(SocketGuard {
         path: cfg.path.clone(),
@@ -128,7 +126,7 @@ fn new_control(runtime: Runtime) -> Arc<Control> {
 /// process-wide, which is why this runs before replication tasks create files (a file
 /// created meanwhile would only get a stricter mode). The directory is not touched.
 #[cfg(unix)]
-fn bind(path: &Path, permissions: u32) -> anyhow::Result<std::os::unix::net::UnixListener> {
+fn bind(path: &Path, permissions: u32) -> anyhow::Result<tokio::net::UnixListener> {
     match engine::platform::unix_socket::socket_identity(path) {
         Ok(Some(_)) => std::fs::remove_file(path)
             .with_context(|| format!("socket {}: removing the old socket", path.display()))?,
@@ -142,12 +140,8 @@ fn bind(path: &Path, permissions: u32) -> anyhow::Result<std::os::unix::net::Uni
         }
     }
     let mode = permissions & 0o777;
-    let listener = engine::platform::unix_socket::bind_with_mode(path, mode)
-        .with_context(|| format!("socket {}: cannot listen with mode {mode:04o}", path.display()))?;
-    listener
-        .set_nonblocking(true)
-        .with_context(|| format!("socket {}", path.display()))?;
-    Ok(listener)
+    engine::platform::unix_socket::bind_with_mode(path, mode)
+        .with_context(|| format!("socket {}: cannot listen with mode {mode:04o}", path.display()))
 }
 
 #[cfg(unix)]

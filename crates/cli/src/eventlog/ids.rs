@@ -21,7 +21,8 @@ pub const DB_REPLICATING: u32 = 1002;
 pub const FINAL_SYNC: u32 = 1003;
 /// Other information.
 pub const INFO_OTHER: u32 = 1999;
-/// A replica failed (upload, listing, retention...): the event names the replica.
+/// A replica operation failed (upload, listing, retention; the engine retries it): the
+/// event names the replica.
 pub const REPLICA_ERROR: u32 = 2000;
 /// A restore failed.
 pub const RESTORE_ERROR: u32 = 2001;

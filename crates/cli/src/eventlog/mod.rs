@@ -23,12 +23,18 @@ pub struct Facts<'a> {
     pub event_id: Option<u32>,
     pub has_replica: bool,
     pub has_db: bool,
+    /// An `error` field: the event reports a failed operation.
+    pub has_error: bool,
 }
 
 /// The type and ID of an event at `level`; `None` below info (not logged there).
 pub fn classify(level: tracing::Level, f: &Facts<'_>) -> Option<(Type, u32)> {
     let ty = match level {
         tracing::Level::ERROR => Type::Error,
+        // A failed operation on a replica (an upload, a listing) is logged as a warning
+        // because the engine retries it; for an operator filtering the log it is the
+        // error to see: a replica that does not get the data.
+        tracing::Level::WARN if f.has_replica && f.has_error => Type::Error,
         tracing::Level::WARN => Type::Warning,
         tracing::Level::INFO => Type::Information,
         _ => return None,
@@ -86,6 +92,7 @@ mod layer {
         event_id: Option<u32>,
         has_replica: bool,
         has_db: bool,
+        has_error: bool,
     }
 
     impl Visit for Collect {
@@ -114,6 +121,7 @@ mod layer {
                 name => {
                     self.has_replica |= name == "replica";
                     self.has_db |= name == "db";
+                    self.has_error |= name == "error";
                     let _ = write!(self.fields, " {name}={value:?}");
                 }
             }
@@ -130,6 +138,7 @@ mod layer {
                 event_id: c.event_id,
                 has_replica: c.has_replica,
                 has_db: c.has_db,
+                has_error: c.has_error,
             };
             let Some((ty, id)) = classify(*event.metadata().level(), &facts) else {
                 return;
@@ -158,6 +167,7 @@ mod tests {
             event_id: None,
             has_replica,
             has_db,
+            has_error: false,
         };
         assert_eq!(
             classify(Level::ERROR, &f("upload failed", "engine::replicate", true, true)),
@@ -174,6 +184,15 @@ mod tests {
         assert_eq!(
             classify(Level::WARN, &f("retrying", "engine", true, false)),
             Some((Type::Warning, REPLICA_WARNING))
+        );
+        // A replica operation that failed (retried by the engine) is an error here.
+        let failed = Facts {
+            has_error: true,
+            ..f("replica write failed", "engine::replicate::upload", true, true)
+        };
+        assert_eq!(
+            classify(Level::WARN, &failed),
+            Some((Type::Error, REPLICA_ERROR))
         );
         assert_eq!(
             classify(Level::INFO, &f("replicating", "sqlite_replicate", false, true)),

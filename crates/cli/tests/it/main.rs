@@ -44,3 +44,4 @@ mod validate;
 mod verify;
 mod watch;
 mod windows;
+mod windows_service;

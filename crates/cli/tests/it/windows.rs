@@ -61,6 +61,16 @@ pub(crate) fn win() -> Win {
 }
 
 impl Win {
+    /// The directory of the Windows exes.
+    pub(crate) fn bin(&self) -> &std::path::Path {
+        &self.bin
+    }
+
+    /// The prefix's `C:` drive, as the Linux side sees it.
+    pub(crate) fn drive_c(&self) -> &std::path::Path {
+        &self.drive_c
+    }
+
     /// `wine EXE ARGS` for one of the suite's exes.
     pub(crate) fn cmd(&self, exe: &str, args: &[&str]) -> Command {
         let mut c = Command::new("wine");

@@ -21,11 +21,11 @@ pub fn socket_identity(path: &Path) -> io::Result<Option<(u64, u64)>> {
     }
 }
 
-/// Binds a listening socket at `path` (nothing may be there) with mode `mode`. The mode
-/// is set through the umask while binding, then with chmod; the umask is process-wide,
-/// so call this before other threads create files (one created meanwhile would only get
-/// a stricter mode).
-pub fn bind_with_mode(path: &Path, mode: u32) -> io::Result<UnixListener> {
+/// Binds a listening socket at `path` (nothing may be there) with mode `mode`, for the
+/// current tokio runtime. The mode is set through the umask while binding, then with
+/// chmod; the umask is process-wide, so call this before other threads create files (one
+/// created meanwhile would only get a stricter mode).
+pub fn bind_with_mode(path: &Path, mode: u32) -> io::Result<tokio::net::UnixListener> {
     let mode = mode & 0o777;
     // SAFETY: umask(2) only swaps the process's file creation mask.
     let old = unsafe { libc::umask((!mode & 0o777) as libc::mode_t) };
@@ -35,5 +35,6 @@ pub fn bind_with_mode(path: &Path, mode: u32) -> io::Result<UnixListener> {
     let listener = bound?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-    Ok(listener)
+    listener.set_nonblocking(true)?;
+    tokio::net::UnixListener::from_std(listener)
 }
