@@ -122,7 +122,9 @@ mod windows {
         })?;
         eventlog::register_source(&name, &exe)
             .with_context(|| format!("registering the Event Log source {name}"))?;
-        println!("installed service {name}; start it with `Start-Service {name}` or `sc start {name}`");
+        println!(
+            "installed service {name}; start it with `Start-Service {name}` or `sc start {name}`"
+        );
         Ok(ExitCode::SUCCESS)
     }
 
@@ -139,8 +141,8 @@ mod windows {
     /// One line per event of the source among the log's newest `last`:
     /// `TYPE ID MESSAGE` (TYPE is error, warning or information).
     pub fn events(a: super::EventsArgs) -> anyhow::Result<ExitCode> {
-        let events = eventlog::read_application_log(a.last)
-            .context("reading the Application event log")?;
+        let events =
+            eventlog::read_application_log(a.last).context("reading the Application event log")?;
         for e in events.iter().filter(|e| e.source == a.name.name) {
             let kind = match e.kind {
                 Some(eventlog::EventType::Error) => "error",
@@ -148,7 +150,11 @@ mod windows {
                 Some(eventlog::EventType::Information) => "information",
                 None => "other",
             };
-            println!("{kind} {} {}", e.id, e.strings.join(" ").replace(['\r', '\n'], " "));
+            println!(
+                "{kind} {} {}",
+                e.id,
+                e.strings.join(" ").replace(['\r', '\n'], " ")
+            );
         }
         Ok(ExitCode::SUCCESS)
     }

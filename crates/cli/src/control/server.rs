@@ -102,8 +102,9 @@ pub fn start(cfg: &SocketConfig, runtime: Runtime) -> anyhow::Result<SocketGuard
 #[cfg(windows)]
 pub fn start(cfg: &SocketConfig, runtime: Runtime) -> anyhow::Result<SocketGuard> {
     let name = super::pipe_name(&cfg.path);
-    let first = engine::platform::pipe::create_private_pipe(&name, true)
-        .with_context(|| format!("control pipe {name}: cannot create it (is another replicator running?)"))?;
+    let first = engine::platform::pipe::create_private_pipe(&name, true).with_context(|| {
+        format!("control pipe {name}: cannot create it (is another replicator running?)")
+    })?;
     info!(pipe = %name, "control socket listening");
     Ok(SocketGuard {
         task: tokio::spawn(serve_pipe(name, first, new_control(runtime))),
@@ -140,8 +141,12 @@ fn bind(path: &Path, permissions: u32) -> anyhow::Result<tokio::net::UnixListene
         }
     }
     let mode = permissions & 0o777;
-    engine::platform::unix_socket::bind_with_mode(path, mode)
-        .with_context(|| format!("socket {}: cannot listen with mode {mode:04o}", path.display()))
+    engine::platform::unix_socket::bind_with_mode(path, mode).with_context(|| {
+        format!(
+            "socket {}: cannot listen with mode {mode:04o}",
+            path.display()
+        )
+    })
 }
 
 #[cfg(unix)]

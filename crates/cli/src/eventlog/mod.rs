@@ -149,7 +149,9 @@ mod layer {
                 Type::Information => EventType::Information,
             };
             // Best effort: a full or unavailable log must not stop replication.
-            let _ = self.log.report(kind, id, &format!("{}{}", c.message, c.fields));
+            let _ = self
+                .log
+                .report(kind, id, &format!("{}{}", c.message, c.fields));
         }
     }
 }
@@ -170,7 +172,10 @@ mod tests {
             has_error: false,
         };
         assert_eq!(
-            classify(Level::ERROR, &f("upload failed", "engine::replicate", true, true)),
+            classify(
+                Level::ERROR,
+                &f("upload failed", "engine::replicate", true, true)
+            ),
             Some((Type::Error, REPLICA_ERROR))
         );
         assert_eq!(
@@ -178,7 +183,10 @@ mod tests {
             Some((Type::Error, RESTORE_ERROR))
         );
         assert_eq!(
-            classify(Level::ERROR, &f("capture failed", "engine::replicate", false, true)),
+            classify(
+                Level::ERROR,
+                &f("capture failed", "engine::replicate", false, true)
+            ),
             Some((Type::Error, DB_ERROR))
         );
         assert_eq!(
@@ -188,17 +196,28 @@ mod tests {
         // A replica operation that failed (retried by the engine) is an error here.
         let failed = Facts {
             has_error: true,
-            ..f("replica write failed", "engine::replicate::upload", true, true)
+            ..f(
+                "replica write failed",
+                "engine::replicate::upload",
+                true,
+                true,
+            )
         };
         assert_eq!(
             classify(Level::WARN, &failed),
             Some((Type::Error, REPLICA_ERROR))
         );
         assert_eq!(
-            classify(Level::INFO, &f("replicating", "sqlite_replicate", false, true)),
+            classify(
+                Level::INFO,
+                &f("replicating", "sqlite_replicate", false, true)
+            ),
             Some((Type::Information, DB_REPLICATING))
         );
-        assert_eq!(classify(Level::DEBUG, &f("x", "engine", false, false)), None);
+        assert_eq!(
+            classify(Level::DEBUG, &f("x", "engine", false, false)),
+            None
+        );
         let explicit = Facts {
             event_id: Some(SERVICE_STARTED),
             ..f("service started", "sqlite_replicate", false, false)

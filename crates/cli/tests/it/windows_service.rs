@@ -3,8 +3,10 @@
 //! - `service install`, `sc start`, writes from the Windows writer, `sc stop`: the replica
 //!   holds the last write (its `sync-interval` is an hour, so only the final sync, which
 //!   runs before the service reports stopped, can have uploaded it); `service uninstall`;
-//! - a replica that cannot be reached shows up in the Application log as an error with
-//!   event ID 2000, read back through the Event Log API (`service events`);
+//! Not here: the Event Log's contents. Wine 8's `ReportEventW` only prints the strings to
+//! its `eventlog` debug channel and `ReadEventLogW` always reports the end of the log, so
+//! `service events` (and Event Viewer) can only be checked on real Windows; the mapping of
+//! events to types and IDs is unit-tested (`eventlog::tests`).
 //! - the MSI (wixl, packaging/windows) installs with `msiexec /i /qn`, registers the
 //!   service and the event source, drops the example config; its service starts;
 //!   `msiexec /x` removes the service and keeps the config.
@@ -14,13 +16,19 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use crate::harness::*;
-use crate::windows::{exe_restore_equals, ok_output, source_pages, win, Win, WinWork, WINE_DEADLINE};
+use crate::windows::{
+    exe_restore_equals, ok_output, source_pages, win, Win, WinWork, WINE_DEADLINE,
+};
 
 const NEEDS: &str = "needs the Windows build under Wine: scripts/windows/test.sh";
 
 /// `wine PROGRAM ARGS` (a Wine builtin such as `sc` or `msiexec`).
 fn wine(program: &str, args: &[&str]) -> Output {
-    Command::new("wine").arg(program).args(args).output().unwrap()
+    Command::new("wine")
+        .arg(program)
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 /// The state `sc query NAME` reports (`RUNNING`, `STOPPED`, ...), or `None` when the
@@ -42,23 +50,18 @@ fn wait_state(name: &str, want: &str) {
     );
 }
 
-/// The service's events (`TYPE ID MESSAGE` lines), newest first.
-fn events(w: &Win, name: &str) -> String {
-    let out = w.exe(&["service", "events", "-name", name, "-last", "2000"], &[]);
-    ok_output("sqlite-replicate.exe service events", &[], &out)
-}
-
-fn wait_event(w: &Win, name: &str, prefix: &str) -> String {
+/// Waits until the replica directory `dir` has LTX files: the service replicates.
+fn wait_replicating(dir: &Path) {
     wait_for(
-        &format!("an event `{prefix}...` from {name}"),
+        &format!("{} to get LTX files", dir.display()),
         WINE_DEADLINE,
         || {
-            let all = events(w, name);
-            all.lines()
-                .find(|l| l.starts_with(prefix))
-                .map(str::to_string)
+            std::fs::read_dir(dir.join("ltx"))
+                .ok()
+                .and_then(|mut d| d.next())
+                .map(|_| ())
         },
-    )
+    );
 }
 
 /// Uninstalls the service when the test ends, passed or failed.
@@ -70,7 +73,9 @@ struct Installed<'a> {
 impl Drop for Installed<'_> {
     fn drop(&mut self) {
         if service_state(&self.name).is_some() {
-            let _ = self.w.exe(&["service", "uninstall", "-name", &self.name], &[]);
+            let _ = self
+                .w
+                .exe(&["service", "uninstall", "-name", &self.name], &[]);
         }
     }
 }
@@ -92,7 +97,10 @@ fn windows_service_stop_runs_the_final_sync_before_stopped() {
         "dbs:\n  - path: {db}\n    replicas:\n      - type: file\n        path: {}\n        sync-interval: 1h\n",
         work.win("replica")
     ));
-    let out = w.exe(&["service", "install", "-config", &cfg, "-name", &name], &[]);
+    let out = w.exe(
+        &["service", "install", "-config", &cfg, "-name", &name],
+        &[],
+    );
     ok_output("sqlite-replicate.exe service install", &[], &out);
     let _installed = Installed {
         w: &w,
@@ -103,9 +111,7 @@ fn windows_service_stop_runs_the_final_sync_before_stopped() {
     let start = wine("sc", &["start", &name]);
     assert!(start.status.success(), "sc start: {start:?}");
     wait_state(&name, "RUNNING");
-    let started = wait_event(&w, &name, "information 1000 ");
-    assert!(started.contains("service started"), "{started}");
-    wait_event(&w, &name, "information 1002 ");
+    wait_replicating(&work.linux("replica"));
 
     // The last writes, while the service runs; nothing uploads them before the stop.
     w.writer(&["write", &db, "25", "2000"]);
@@ -115,41 +121,19 @@ fn windows_service_stop_runs_the_final_sync_before_stopped() {
     let stop = wine("sc", &["stop", &name]);
     assert!(stop.status.success(), "sc stop: {stop:?}");
     wait_state(&name, "STOPPED");
-    let stopped = wait_event(&w, &name, "information 1001 ");
-    assert!(stopped.contains("service stopped"), "{stopped}");
     // The replica holds the last write: the final sync ran before STOPPED.
-    exe_restore_equals(&w, &work, "after-stop.db", &[&work.url("replica")], &[], &want);
+    exe_restore_equals(
+        &w,
+        &work,
+        "after-stop.db",
+        &[&work.url("replica")],
+        &[],
+        &want,
+    );
 
     let out = w.exe(&["service", "uninstall", "-name", &name], &[]);
     ok_output("sqlite-replicate.exe service uninstall", &[], &out);
     assert_eq!(service_state(&name), None, "the service is gone");
-}
-
-#[test]
-#[ignore = "needs the Windows build under Wine: scripts/windows/test.sh"]
-fn windows_service_replica_error_is_an_error_event_with_its_id() {
-    let w = win();
-    let work = WinWork::new(&w);
-    let name = unique_name("err");
-    let db = work.win("app.db");
-    w.writer(&["write", &db, "5", "100"]);
-    // Nothing listens on port 9: every request to this replica fails.
-    let cfg = work.config(&format!(
-        "dbs:\n  - path: {db}\n    replicas:\n      - type: s3\n        bucket: nowhere\n        path: app\n        endpoint: http://127.0.0.1:9\n        region: garage\n        force-path-style: true\n        access-key-id: AKIDEXAMPLE\n        secret-access-key: not-a-secret\n"
-    ));
-    let out = w.exe(&["service", "install", "-config", &cfg, "-name", &name], &[]);
-    ok_output("sqlite-replicate.exe service install", &[], &out);
-    let _installed = Installed {
-        w: &w,
-        name: name.clone(),
-    };
-    let start = wine("sc", &["start", &name]);
-    assert!(start.status.success(), "sc start: {start:?}");
-    let line = wait_event(&w, &name, "error 2000 ");
-    assert!(line.contains("replica"), "{line}");
-    assert!(!line.contains("not-a-secret"), "a secret reached the Event Log: {line}");
-    let _ = wine("sc", &["stop", &name]);
-    wait_state(&name, "STOPPED");
 }
 
 #[test]
@@ -164,11 +148,22 @@ fn windows_msi_installs_the_service_and_its_config_and_uninstalls() {
     for f in ["sqlite-replicate.wxs", "sqlite-replicate.yml"] {
         std::fs::copy(root.join("packaging/windows").join(f), stage.join(f)).unwrap();
     }
-    std::fs::copy(w.bin().join("sqlite-replicate.exe"), stage.join("sqlite-replicate.exe"))
-        .unwrap();
+    std::fs::copy(
+        w.bin().join("sqlite-replicate.exe"),
+        stage.join("sqlite-replicate.exe"),
+    )
+    .unwrap();
     let built = Command::new("wixl")
         .current_dir(&stage)
-        .args(["-a", "x64", "-D", "Version=0.1.0", "-o", "sr.msi", "sqlite-replicate.wxs"])
+        .args([
+            "-a",
+            "x64",
+            "-D",
+            "Version=0.1.0",
+            "-o",
+            "sr.msi",
+            "sqlite-replicate.wxs",
+        ])
         .output()
         .unwrap();
     assert!(built.status.success(), "wixl: {built:?}");
@@ -188,7 +183,10 @@ fn windows_msi_installs_the_service_and_its_config_and_uninstalls() {
         .is_file());
     let example = std::fs::read_to_string(program_data.join("sqlite-replicate.yml")).unwrap();
     assert!(example.contains("# dbs:"), "the example config: {example}");
-    assert_eq!(service_state("sqlite-replicate").as_deref(), Some("STOPPED"));
+    assert_eq!(
+        service_state("sqlite-replicate").as_deref(),
+        Some("STOPPED")
+    );
 
     // The user's config replaces the example; the service finds it by the lookup order.
     let db = work.win("app.db");
@@ -204,7 +202,7 @@ fn windows_msi_installs_the_service_and_its_config_and_uninstalls() {
     let start = wine("sc", &["start", "sqlite-replicate"]);
     assert!(start.status.success(), "sc start: {start:?}");
     wait_state("sqlite-replicate", "RUNNING");
-    wait_event(&w, "sqlite-replicate", "information 1002 ");
+    wait_replicating(&work.linux("replica"));
     let want = source_pages(&w, &work, &db);
     let stop = wine("sc", &["stop", "sqlite-replicate"]);
     assert!(stop.status.success(), "sc stop: {stop:?}");
@@ -213,9 +211,11 @@ fn windows_msi_installs_the_service_and_its_config_and_uninstalls() {
 
     let remove = wine("msiexec", &["/x", &msi, "/qn"]);
     assert!(remove.status.success(), "msiexec /x: {remove:?}");
-    wait_for("the MSI's service to be removed", Duration::from_secs(60), || {
-        service_state("sqlite-replicate").is_none().then_some(())
-    });
+    wait_for(
+        "the MSI's service to be removed",
+        Duration::from_secs(60),
+        || service_state("sqlite-replicate").is_none().then_some(()),
+    );
     assert!(
         program_data.join("sqlite-replicate.yml").is_file(),
         "the user's config survives the uninstall"
