@@ -70,6 +70,8 @@ pub fn exit_code(status: &ExitStatus) -> u8 {
 
 /// Raises the soft limit on open descriptors to the hard limit. `Err((soft, hard))` when
 /// the raise was refused.
+// rlim_t is u64 on Linux, not on every Unix.
+#[allow(clippy::unnecessary_cast)]
 pub fn raise_open_file_limit() -> Result<(), (u64, u64)> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
