@@ -44,4 +44,4 @@ mod validate;
 mod verify;
 mod watch;
 mod windows;
-mod windows_service;
+mod winsvc;
