@@ -13,7 +13,7 @@
 //! for other programs (our own test harness sets it for every replicator it starts), so
 //! it never turned library logging on behind the user's back, and still does not.
 //!
-//! On Windows, a process running as a service ([`log_to_event_log`]) also writes every
+//! On Windows, a process running as a service (`log_to_event_log`, Windows only) also writes every
 //! event at info and above to the Event Log (`crate::eventlog`), besides the output above.
 
 use std::io::IsTerminal;
