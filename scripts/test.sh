@@ -116,6 +116,12 @@ echo "== cargo test"
 cargo build --workspace --release --quiet --bin sqlite-replicate
 cargo test --workspace --quiet 2>&1 | tee target/test-output.txt
 
+# --- Windows, under Wine ---------------------------------------------------------------
+# Installs mingw-w64, Wine and wixl (apt) and the x86_64-pc-windows-gnu target once, then
+# cross-builds the exe and runs the Windows tests under Wine; see scripts/windows/test.sh.
+echo "== Windows suite (scripts/windows/test.sh)"
+scripts/windows/test.sh
+
 # --- Fuzzing, briefly ------------------------------------------------------------------
 # Every cargo-fuzz target for FUZZ_SECONDS (default 15) each; a crash fails the command
 # (the reproducer is left in fuzz/artifacts/). From a cold fuzz/target this adds about

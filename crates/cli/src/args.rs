@@ -46,6 +46,9 @@ pub(crate) const LONG_FLAGS: &[&str] = &[
     "wait",
     "timeout",
     "socket",
+    // service
+    "name",
+    "last",
 ];
 
 /// Rewrites `-name` and `-name=value` to `--name…` for known long flags.

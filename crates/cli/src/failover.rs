@@ -42,14 +42,7 @@ pub fn lease_options(c: &LeaseConfig) -> LeaseOptions {
 }
 
 fn host_name() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most `buf.len()` bytes into `buf`.
-    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    let n = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    match r {
-        0 if n > 0 => String::from_utf8_lossy(&buf[..n]).into_owned(),
-        _ => "unknown-host".into(),
-    }
+    engine::platform::process::host_name().unwrap_or_else(|| "unknown-host".into())
 }
 
 /// `replicate` with leases: for every run whose database has `lease:`, fences its stores

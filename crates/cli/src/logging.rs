@@ -12,6 +12,9 @@
 //! choice of what to see, third-party crates included. Not `$RUST_LOG`, which is often set
 //! for other programs (our own test harness sets it for every replicator it starts), so
 //! it never turned library logging on behind the user's back, and still does not.
+//!
+//! On Windows, a process running as a service (`log_to_event_log`, Windows only) also writes every
+//! event at info and above to the Event Log (`crate::eventlog`), besides the output above.
 
 use std::io::IsTerminal;
 
@@ -38,6 +41,15 @@ pub struct Output {
     pub stdout: bool,
     /// Add the source file and line of each event (`logging.source: true`).
     pub source: bool,
+}
+
+#[cfg(windows)]
+static EVENT_SOURCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// From now on [`init_to`] adds the Event Log under `source` (Windows services).
+#[cfg(windows)]
+pub fn log_to_event_log(source: &str) {
+    let _ = EVENT_SOURCE.set(source.to_string());
 }
 
 /// Installs the global subscriber on stderr. `level` is trace|debug|info|warn|error.
@@ -68,6 +80,33 @@ pub fn init_to(level: &str, format: Format, out: Output) {
             std::io::stderr().is_terminal(),
         )
     };
+    #[cfg(windows)]
+    if let Some(source) = EVENT_SOURCE.get() {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        let (event_log, open_error) = match crate::eventlog::EventLogLayer::new(source) {
+            Ok(l) => (Some(l), None),
+            Err(e) => (None, Some(e)),
+        };
+        let fmt = tracing_subscriber::fmt::layer()
+            .with_writer(writer)
+            .with_ansi(ansi)
+            .with_target(false)
+            .with_file(out.source)
+            .with_line_number(out.source);
+        let registry = tracing_subscriber::registry().with(filter).with(event_log);
+        let _ = match format {
+            Format::Text => registry.with(fmt).try_init(),
+            Format::Json => registry.with(fmt.json().flatten_event(true)).try_init(),
+        };
+        if let Some(e) = bad {
+            tracing::warn!("${FILTER_ENV} is not a log filter ({e}); using the log level {level}");
+        }
+        if let Some(e) = open_error {
+            tracing::warn!(error = %e, source = %source, "cannot open the Event Log; logging to the usual output only");
+        }
+        return;
+    }
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)

@@ -13,6 +13,7 @@ mod commands;
 mod config;
 mod control;
 mod dirwatch;
+mod eventlog;
 mod failover;
 mod generated;
 mod heartbeat;
@@ -79,6 +80,9 @@ enum Command {
     Register(commands::control::RegisterArgs),
     /// Remove a database from the running replicator (not supported yet).
     Unregister(commands::control::PathArgs),
+    /// Install or remove the Windows service (Windows only).
+    #[command(subcommand)]
+    Service(commands::service::Command),
 }
 
 fn main() -> ExitCode {
@@ -89,7 +93,12 @@ fn main() -> ExitCode {
     };
     // A SIGTERM during start-up must not kill a replicator before its final sync: held
     // until the command's runtime listens for it (`signals`).
-    if matches!(cli.command, Command::Replicate(_) | Command::Standby(_)) {
+    if matches!(
+        cli.command,
+        Command::Replicate(_)
+            | Command::Standby(_)
+            | Command::Service(commands::service::Command::Run(_))
+    ) {
         signals::hold();
     }
     match run(cli) {
@@ -144,6 +153,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stop(a) => commands::control::path_command("stop", a),
         Command::Register(a) => commands::control::register(a),
         Command::Unregister(a) => commands::control::path_command("unregister", a),
+        Command::Service(c) => commands::service::run(c),
     }
 }
 

@@ -247,14 +247,7 @@ fn kind_of(location: &str) -> String {
 
 /// This machine's name, or `unknown`.
 fn host_name() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: `buf` is writable for its whole length, which is what we pass.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "unknown".into();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
+    engine::platform::process::host_name().unwrap_or_else(|| "unknown".into())
 }
 
 /// One subject and where its state is read.

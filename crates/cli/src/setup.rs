@@ -21,7 +21,8 @@ use crate::config::{self, Config, DbConfig, DbSource, ReplicaConfig, ReplicaKind
 use crate::logging;
 
 /// The config file to read: `-config`, else `$SQLITE_REPLICATE_CONFIG`, `$LITESTREAM_CONFIG`,
-/// `/etc/sqlite-replicate.yml`, `/etc/litestream.yml` (the first that is set or exists).
+/// then the first of [`default_config_files`] that exists (on Unix
+/// `/etc/sqlite-replicate.yml`, `/etc/litestream.yml`).
 pub fn config_path(explicit: Option<&Path>) -> Option<PathBuf> {
     if let Some(p) = explicit {
         return Some(p.to_path_buf());
@@ -33,10 +34,38 @@ pub fn config_path(explicit: Option<&Path>) -> Option<PathBuf> {
             }
         }
     }
+    default_config_files().into_iter().find(|p| p.exists())
+}
+
+/// Where a config file is looked for when neither `-config` nor a variable names one.
+#[cfg(unix)]
+pub fn default_config_files() -> Vec<PathBuf> {
     ["/etc/sqlite-replicate.yml", "/etc/litestream.yml"]
         .iter()
         .map(PathBuf::from)
-        .find(|p| p.exists())
+        .collect()
+}
+
+/// Where a config file is looked for when neither `-config` nor a variable names one:
+/// `%ProgramData%\sqlite-replicate\sqlite-replicate.yml` (where the MSI puts it), then
+/// Litestream's usual `C:\Litestream\litestream.yml`.
+#[cfg(windows)]
+pub fn default_config_files() -> Vec<PathBuf> {
+    windows_config_files(std::env::var("ProgramData").ok().as_deref())
+}
+
+/// [`default_config_files`] on Windows, given `%ProgramData%` (`C:\ProgramData` when
+/// unset). Pure, so it is tested on every OS.
+#[cfg_attr(not(windows), allow(dead_code))]
+pub fn windows_config_files(program_data: Option<&str>) -> Vec<PathBuf> {
+    let data = program_data
+        .filter(|d| !d.is_empty())
+        .unwrap_or(r"C:\ProgramData")
+        .trim_end_matches(['\\', '/']);
+    vec![
+        PathBuf::from(format!(r"{data}\sqlite-replicate\sqlite-replicate.yml")),
+        PathBuf::from(r"C:\Litestream\litestream.yml"),
+    ]
 }
 
 pub fn load_config(explicit: Option<&Path>, expand_env: bool) -> anyhow::Result<Config> {
@@ -498,6 +527,21 @@ pub fn rfc3339_ms(t: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn windows_config_lookup_order() {
+        assert_eq!(
+            windows_config_files(Some(r"D:\Data\")),
+            [
+                PathBuf::from(r"D:\Data\sqlite-replicate\sqlite-replicate.yml"),
+                PathBuf::from(r"C:\Litestream\litestream.yml"),
+            ]
+        );
+        assert_eq!(
+            windows_config_files(None)[0],
+            PathBuf::from(r"C:\ProgramData\sqlite-replicate\sqlite-replicate.yml")
+        );
+    }
 
     fn store_for(url: &str) -> anyhow::Result<Arc<dyn ReplicaStore>> {
         build_store(&config::parse_replica_url(url)?)

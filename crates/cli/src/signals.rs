@@ -1,35 +1,32 @@
-//! Shutdown signals (SIGTERM, SIGINT): one listener for the whole process.
+//! Shutdown requests: one listener for the whole process. On Unix SIGTERM and SIGINT; on
+//! Windows Ctrl-C, Ctrl-Break, Ctrl-Close and Ctrl-Shutdown, and the service's Stop and
+//! Shutdown controls ([`inject`], called by `commands::service`), all on the same path.
 //!
 //! Owns: keeping a signal that arrives while the process starts from killing it before
-//! the final sync ([`hold`] blocks both signals from the first line of `main`; [`listen`]
-//! installs the handlers, then lets them through, so one that came early is delivered
-//! then), and telling every part that waits for a signal about each one, including those
-//! that start waiting after it came ([`subscribe`]: a count, never a missed edge).
+//! the final sync ([`hold`] blocks both signals from the first line of `main`, or on
+//! Windows ignores Ctrl-C; [`listen`] installs the handlers, then lets them through, so
+//! one that came early is delivered then), and telling every part that waits for a
+//! signal about each one, including those that start waiting after it came
+//! ([`subscribe`]: a count, never a missed edge).
 //!
 //! Only the long-running commands (`replicate`, `standby`) call [`hold`]; they call
 //! [`listen`] first thing in their runtime. The others keep the default action: Ctrl-C
 //! stops a restore at once, and a restore never touches its output until verified.
 
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
+use engine::platform::process;
 use tokio::sync::watch;
 
 /// Which signal came.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
+    /// SIGTERM; on Windows Ctrl-Close, Ctrl-Shutdown or the service's Stop/Shutdown.
     Terminate,
+    /// SIGINT; on Windows Ctrl-C or Ctrl-Break.
     Interrupt,
-}
-
-impl Kind {
-    /// The signal's number, to forward it to a child.
-    pub fn number(self) -> i32 {
-        match self {
-            Kind::Terminate => libc::SIGTERM,
-            Kind::Interrupt => libc::SIGINT,
-        }
-    }
 }
 
 /// The signals received so far: how many, and the last one.
@@ -39,49 +36,58 @@ pub struct Received {
     pub last: Option<Kind>,
 }
 
-static RECEIVED: OnceLock<watch::Receiver<Received>> = OnceLock::new();
-
-fn shutdown_set() -> libc::sigset_t {
-    // SAFETY: sigemptyset/sigaddset initialise and fill a sigset_t we own.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        set
-    }
+/// The process's one record of signals, made on first use (so [`inject`] works before
+/// [`listen`]).
+fn channel() -> &'static (watch::Sender<Received>, watch::Receiver<Received>) {
+    static CHANNEL: OnceLock<(watch::Sender<Received>, watch::Receiver<Received>)> =
+        OnceLock::new();
+    CHANNEL.get_or_init(|| watch::channel(Received::default()))
 }
 
-fn set_mask(how: libc::c_int) {
-    let set = shutdown_set();
-    // SAFETY: pthread_sigmask with a valid set and a null old-set pointer. Threads made
-    // afterwards inherit the mask; children get a clear mask from std's spawn.
-    unsafe {
-        libc::pthread_sigmask(how, &set, std::ptr::null_mut());
-    }
-}
+static LISTENING: AtomicBool = AtomicBool::new(false);
 
-/// Blocks SIGTERM and SIGINT in this thread and every thread made after it, so a signal
-/// that comes before [`listen`] waits (pending) instead of killing the process. Call it
-/// first in `main`, before any thread starts.
+/// Blocks SIGTERM and SIGINT in this thread and every thread made after it (on Windows:
+/// ignores Ctrl-C), so a signal that comes before [`listen`] does not kill the process.
+/// Call it first in `main`, before any thread starts.
 pub fn hold() {
-    set_mask(libc::SIG_BLOCK);
+    process::hold_shutdown_signals();
+}
+
+/// Records a shutdown request that did not come as a signal (the Windows service's Stop).
+pub fn inject(kind: Kind) {
+    channel().0.send_modify(|r| {
+        r.count += 1;
+        r.last = Some(kind);
+    });
 }
 
 /// Installs the process's one listener (inside a tokio runtime, on the thread that called
-/// [`hold`]), then unblocks the signals on this thread, so one held since start-up is
-/// delivered now. Idempotent.
+/// [`hold`]), then lets the signals through, so one held since start-up is delivered now.
+/// Idempotent.
 pub fn listen() -> io::Result<()> {
-    if RECEIVED.get().is_some() {
+    if LISTENING.load(Ordering::Acquire) {
         return Ok(());
     }
+    let mut next = os_listener()?;
+    if LISTENING.swap(true, Ordering::AcqRel) {
+        return Ok(());
+    }
+    tokio::spawn(async move {
+        while let Some(kind) = next.recv().await {
+            inject(kind);
+        }
+    });
+    process::release_shutdown_signals();
+    Ok(())
+}
+
+/// The OS's shutdown signals as one stream of [`Kind`]s.
+#[cfg(unix)]
+fn os_listener() -> io::Result<tokio::sync::mpsc::UnboundedReceiver<Kind>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    let (tx, rx) = watch::channel(Received::default());
-    if RECEIVED.set(rx).is_err() {
-        return Ok(());
-    }
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         loop {
             let kind = tokio::select! {
@@ -89,21 +95,45 @@ pub fn listen() -> io::Result<()> {
                 Some(()) = int.recv() => Kind::Interrupt,
                 else => return,
             };
-            tx.send_modify(|r| {
-                r.count += 1;
-                r.last = Some(kind);
-            });
+            if tx.send(kind).is_err() {
+                return;
+            }
         }
     });
-    set_mask(libc::SIG_UNBLOCK);
-    Ok(())
+    Ok(rx)
+}
+
+/// The OS's shutdown signals as one stream of [`Kind`]s.
+#[cfg(windows)]
+fn os_listener() -> io::Result<tokio::sync::mpsc::UnboundedReceiver<Kind>> {
+    use tokio::signal::windows::{ctrl_break, ctrl_c, ctrl_close, ctrl_shutdown};
+    let mut c = ctrl_c()?;
+    let mut brk = ctrl_break()?;
+    let mut close = ctrl_close()?;
+    let mut shutdown = ctrl_shutdown()?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let kind = tokio::select! {
+                Some(()) = c.recv() => Kind::Interrupt,
+                Some(()) = brk.recv() => Kind::Interrupt,
+                Some(()) = close.recv() => Kind::Terminate,
+                Some(()) = shutdown.recv() => Kind::Terminate,
+                else => return,
+            };
+            if tx.send(kind).is_err() {
+                return;
+            }
+        }
+    });
+    Ok(rx)
 }
 
 /// The signals received so far and a way to wait for the next. Starts the listener if
 /// [`listen`] was not called (inside a runtime).
 pub fn subscribe() -> io::Result<watch::Receiver<Received>> {
     listen()?;
-    Ok(RECEIVED.get().expect("set by listen").clone())
+    Ok(channel().1.clone())
 }
 
 /// Waits until at least one signal has come (returns at once if one already has).
@@ -111,7 +141,7 @@ pub async fn requested(rx: &mut watch::Receiver<Received>) -> Kind {
     let last = rx.wait_for(|r| r.count > 0).await.map(|r| r.last);
     match last {
         Ok(kind) => kind.unwrap_or(Kind::Terminate),
-        // The listener never ends while the runtime runs; treat its end as no signal.
+        // The sender lives in a static: this never ends; treat its end as no signal.
         Err(_) => std::future::pending().await,
     }
 }

@@ -289,11 +289,11 @@ fn print_text(rows: &[Row]) {
 
 /// A warning when the config file at `path` holds secrets inline and group or others may
 /// read it; `None` when it is private, holds none, or cannot be read (loading it already
-/// succeeded, so that is a race not worth a finding).
+/// succeeded, so that is a race not worth a finding). On Windows, where access is an ACL
+/// and not mode bits, never a finding.
 fn config_secrets(path: &Path) -> Option<Finding> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
-    let who = match (mode & 0o040 != 0, mode & 0o004 != 0) {
+    let (group, others, mode) = engine::platform::process::group_other_readable(path)?;
+    let who = match (group, others) {
         (true, true) => "its group and all users",
         (true, false) => "its group",
         (false, true) => "all users",

@@ -7,6 +7,7 @@ pub mod ltx;
 pub mod replicate;
 pub mod reset;
 pub mod restore;
+pub mod service;
 pub mod standby;
 pub mod status;
 pub mod verify;

@@ -47,6 +47,24 @@ pub struct Args {
     positional: Vec<String>,
 }
 
+impl Args {
+    /// What the Windows service runs: `replicate -config CONFIG` (or the looked-up config).
+    #[cfg_attr(not(windows), allow(dead_code))]
+    pub fn for_service(config: Option<PathBuf>) -> Args {
+        Args {
+            config,
+            exec: None,
+            once: false,
+            force_snapshot: false,
+            enforce_retention: false,
+            restore_if_db_not_exists: false,
+            no_expand_env: false,
+            log_level: None,
+            positional: Vec::new(),
+        }
+    }
+}
+
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let (cfg, template) = config_of(&a)?;
     setup::init_daemon_logging(&cfg, a.log_level.as_deref());
@@ -515,24 +533,11 @@ fn start_validations(run: &engine::runtime::DbRun, top_level: u8, stop: &watch::
 /// while the hard limit, which an unprivileged process may raise to, is often far higher.
 /// The one place the limit is touched.
 fn raise_open_file_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct we own.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur >= lim.rlim_max {
-            return;
-        }
-        let before = lim.rlim_cur;
-        lim.rlim_cur = lim.rlim_max;
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-            warn!(
-                soft = before,
-                hard = lim.rlim_max,
-                "cannot raise the open-file limit to the hard limit"
-            );
-        }
+    if let Err((soft, hard)) = engine::platform::process::raise_open_file_limit() {
+        warn!(
+            soft,
+            hard, "cannot raise the open-file limit to the hard limit"
+        );
     }
 }
 
@@ -547,10 +552,5 @@ const MAX_BLOCKING_THREADS: usize = 16;
 /// the first such free, and a large buffer then lives in the heap, where it keeps the
 /// pages around it resident.
 fn limit_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets allocator tunables; called before other threads start.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 1);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
-    }
+    engine::platform::process::tune_allocator_for_daemon();
 }

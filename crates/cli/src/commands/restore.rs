@@ -251,10 +251,5 @@ fn print_plan(json: bool, name: &str, location: &str, plan: &Planned) -> anyhow:
 /// threshold keep up to 32 MiB of freed memory for reuse (the process ends with the
 /// restore, or follows a replica with little memory churn).
 fn keep_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets allocator tunables; called before other threads start.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 32 << 20);
-    }
+    engine::platform::process::tune_allocator_for_restore();
 }

@@ -124,6 +124,7 @@ pub(crate) fn parse_url(url: &str) -> Result<ParsedUrl, ConfigError> {
         if path.is_empty() {
             return Err(bad("it has no path (write file:///absolute/path)"));
         }
+        let path = drive_path(path, cfg!(windows));
         return Ok(ParsedUrl {
             replica_type,
             host: String::new(),
@@ -176,6 +177,23 @@ pub fn malformed_scheme(s: &str) -> Option<String> {
     } else {
         format!("{scheme}://{path}")
     })
+}
+
+/// A file URL's path as a local path: on Windows `/C:/backups/app` (from
+/// `file:///C:/backups/app`, or `file://C:/backups/app`) is the drive path
+/// `C:/backups/app`; elsewhere, and for any other path, unchanged.
+fn drive_path(path: String, windows: bool) -> String {
+    let b = path.as_bytes();
+    let drive = b.len() >= 3
+        && b[0] == b'/'
+        && b[1].is_ascii_alphabetic()
+        && b[2] == b':'
+        && (b.len() == 3 || b[3] == b'/' || b[3] == b'\\');
+    if windows && drive {
+        path[1..].to_string()
+    } else {
+        path
+    }
 }
 
 fn split_scheme(s: &str) -> Option<(&str, &str)> {
@@ -500,6 +518,35 @@ mod tests {
         for (url, want) in cases {
             assert_eq!(redact_url(url), *want);
         }
+    }
+
+    #[test]
+    fn windows_paths_and_file_urls() {
+        // file:///C:/... and file://C:/... name a drive path on Windows; elsewhere the
+        // URL's path is kept as written.
+        for url in ["file:///C:/backups/app", "file://C:/backups/app"] {
+            assert_eq!(parse_url(url).unwrap().path, "/C:/backups/app");
+        }
+        assert_eq!(drive_path("/C:/backups/app".into(), true), "C:/backups/app");
+        assert_eq!(drive_path("/d:".into(), true), "d:");
+        assert_eq!(drive_path(r"/C:\b".into(), true), r"C:\b");
+        assert_eq!(drive_path("/C:/backups".into(), false), "/C:/backups");
+        assert_eq!(drive_path("/CD:/x".into(), true), "/CD:/x");
+        assert_eq!(drive_path("/backups/app".into(), true), "/backups/app");
+        // A bare Windows path (drive letter, backslashes) is a file path, not a scheme.
+        for p in [r"C:\backups\app", "C:/backups/app", r"\\server\share\app"] {
+            let u = parse_url(p).unwrap();
+            assert_eq!((u.replica_type, u.path.as_str()), ("file", p));
+        }
+        // Directory configs append with `/`, which Windows takes as a separator too.
+        assert_eq!(
+            append_url_path(r"C:\backups", "team/a.db"),
+            r"C:\backups/team/a.db"
+        );
+        assert_eq!(
+            append_url_path("file:///C:/backups", "a.db"),
+            "file:///C:/backups/a.db"
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The client side of the control socket: one HTTP/1 request over the Unix socket,
-//! answered by status and JSON body. Used by the control commands.
+//! The client side of the control socket: one HTTP/1 request over the Unix socket (on
+//! Windows the named pipe, `super::pipe_name`), answered by status and JSON body. Used by
+//! the control commands.
 
 use std::path::Path;
 use std::time::Duration;
@@ -12,7 +13,6 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::net::UnixStream;
 
 use super::ErrorResponse;
 
@@ -34,7 +34,7 @@ pub async fn call<B: Serialize, T: DeserializeOwned>(
     timeout: Duration,
 ) -> anyhow::Result<Answer<T>> {
     let work = async {
-        let stream = UnixStream::connect(socket).await.with_context(|| {
+        let stream = connect(socket).await.with_context(|| {
             format!(
                 "cannot connect to control socket {} (is `replicate` running with socket.enabled?)",
                 socket.display()
@@ -77,5 +77,28 @@ pub async fn call<B: Serialize, T: DeserializeOwned>(
             "control socket {}: no answer within {timeout:?}",
             socket.display()
         ),
+    }
+}
+
+#[cfg(unix)]
+async fn connect(socket: &Path) -> std::io::Result<tokio::net::UnixStream> {
+    tokio::net::UnixStream::connect(socket).await
+}
+
+/// Opens the pipe `socket` names; while every instance is busy (ERROR_PIPE_BUSY), tries
+/// again (the caller's timeout bounds the wait).
+#[cfg(windows)]
+async fn connect(
+    socket: &Path,
+) -> std::io::Result<tokio::net::windows::named_pipe::NamedPipeClient> {
+    const ERROR_PIPE_BUSY: i32 = 231;
+    let name = super::pipe_name(socket);
+    loop {
+        match tokio::net::windows::named_pipe::ClientOptions::new().open(&name) {
+            Err(e) if e.raw_os_error() == Some(ERROR_PIPE_BUSY) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            r => return r,
+        }
     }
 }

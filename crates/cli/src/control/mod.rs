@@ -1,5 +1,6 @@
 //! The control socket: HTTP/1 over a Unix socket (`socket:` in the config), Litestream
-//! 0.5's control plane, so scripts written for `litestream sync -wait` keep working.
+//! 0.5's control plane, so scripts written for `litestream sync -wait` keep working. On
+//! Windows the same protocol runs over a local named pipe ([`pipe_name`]).
 //!
 //! Owns: the wire format (request and response bodies, spelled as Litestream spells
 //! them, in this file), the server started by `replicate` (`server.rs`: binding the
@@ -21,6 +22,32 @@ use serde::{Deserialize, Serialize};
 
 /// Litestream's default socket path.
 pub const DEFAULT_SOCKET_PATH: &str = "/var/run/litestream.sock";
+
+/// The default control pipe on Windows.
+pub const DEFAULT_PIPE_NAME: &str = r"\\.\pipe\sqlite-replicate";
+
+/// The named pipe a `socket.path` (or `-socket`) stands for on Windows: a pipe name
+/// (`\\.\pipe\NAME`, or with forward slashes) as given; Litestream's default socket
+/// path, [`DEFAULT_SOCKET_PATH`], is [`DEFAULT_PIPE_NAME`]; any other path is the pipe
+/// named after its last component (`C:\run\app.sock` is `\\.\pipe\app.sock`).
+#[cfg_attr(not(windows), allow(dead_code))]
+pub fn pipe_name(path: &std::path::Path) -> String {
+    let s = path.to_string_lossy().replace('/', "\\");
+    if s.len() > 9
+        && s.get(..9)
+            .is_some_and(|p| p.eq_ignore_ascii_case(r"\\.\pipe\"))
+    {
+        return s;
+    }
+    if path == std::path::Path::new(DEFAULT_SOCKET_PATH) {
+        return DEFAULT_PIPE_NAME.to_string();
+    }
+    let last = s
+        .rsplit(['\\', ':'])
+        .find(|c| !c.is_empty())
+        .unwrap_or("sqlite-replicate");
+    format!(r"\\.\pipe\{last}")
+}
 
 /// Seconds a `sync -wait` waits when the request says 0.
 pub const DEFAULT_WAIT_TIMEOUT_SECS: u64 = 30;
@@ -129,4 +156,25 @@ pub struct ErrorResponse {
     pub error: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub details: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn socket_paths_map_to_pipe_names() {
+        assert_eq!(pipe_name(Path::new(DEFAULT_SOCKET_PATH)), DEFAULT_PIPE_NAME);
+        assert_eq!(
+            pipe_name(Path::new(r"\\.\pipe\my-replicator")),
+            r"\\.\pipe\my-replicator"
+        );
+        assert_eq!(pipe_name(Path::new("//./pipe/x")), r"\\.\pipe\x");
+        assert_eq!(
+            pipe_name(Path::new(r"C:\ProgramData\app.sock")),
+            r"\\.\pipe\app.sock"
+        );
+        assert_eq!(pipe_name(Path::new("/run/app.sock")), r"\\.\pipe\app.sock");
+    }
 }

@@ -1,19 +1,24 @@
-//! The control socket's server: binds the socket file, routes the endpoints, answers
-//! in Litestream's JSON.
+//! The control socket's server: binds the socket file (on Windows, creates the named
+//! pipe), routes the endpoints, answers in Litestream's JSON.
 //!
 //! Owns: the socket file's life (an old socket at the path is replaced, anything else
 //! there is refused and left alone; created with `permissions` and never more open;
 //! removed at exit if it is still ours), the limits (concurrent connections, header
 //! and request time, body size), and the mapping of engine outcomes to HTTP statuses.
+//! On Windows the transport is a local named pipe (`super::pipe_name`) that only
+//! SYSTEM, Administrators and our own account may open
+//! (`engine::platform::pipe`); `permissions` does not apply there.
 //! Does not: decide what a sync means (`DbHandle::sync` does).
 
 use std::convert::Infallible;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+#[cfg(unix)]
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+#[cfg(unix)]
+use anyhow::bail;
+use anyhow::Context;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderValue, CONTENT_TYPE};
@@ -21,8 +26,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::net::UnixListener;
-use tokio::sync::Semaphore;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
 
 use engine::replicate::handle::{DbHandle, RunState, SyncError, Toggle};
@@ -58,7 +63,9 @@ struct Control {
 /// The running server; dropping it stops serving and removes the socket file (if the
 /// file at the path is still the one we bound).
 pub struct SocketGuard {
+    #[cfg(unix)]
     path: PathBuf,
+    #[cfg(unix)]
     identity: (u64, u64),
     task: tokio::task::JoinHandle<()>,
 }
@@ -66,8 +73,9 @@ pub struct SocketGuard {
 impl Drop for SocketGuard {
     fn drop(&mut self) {
         self.task.abort();
-        if let Ok(m) = std::fs::symlink_metadata(&self.path) {
-            if m.file_type().is_socket() && (m.dev(), m.ino()) == self.identity {
+        #[cfg(unix)]
+        if let Ok(Some(id)) = engine::platform::unix_socket::socket_identity(&self.path) {
+            if id == self.identity {
                 let _ = std::fs::remove_file(&self.path);
             }
         }
@@ -79,27 +87,49 @@ impl Drop for SocketGuard {
 /// their settings from.
 /// Call before databases are added to the runtime, and before other tasks create files
 /// (see `bind`).
+#[cfg(unix)]
 pub fn start(
     cfg: &SocketConfig,
     runtime: Runtime,
     template: serde_norway::Value,
 ) -> anyhow::Result<SocketGuard> {
-    let std_listener = bind(&cfg.path, cfg.permissions)?;
-    let m = std::fs::symlink_metadata(&cfg.path)
+    let listener = bind(&cfg.path, cfg.permissions)?;
+    let identity = engine::platform::unix_socket::socket_identity(&cfg.path)
+        .ok()
+        .flatten()
         .with_context(|| format!("socket {}: reading it back", cfg.path.display()))?;
-    let listener = UnixListener::from_std(std_listener)
-        .with_context(|| format!("socket {}", cfg.path.display()))?;
-    let control = Arc::new(Control {
+    info!(path = %cfg.path.display(), permissions = %format!("{:04o}", cfg.permissions), "control socket listening");
+    Ok(SocketGuard {
+        path: cfg.path.clone(),
+        identity,
+        task: tokio::spawn(serve(listener, new_control(runtime, template))),
+    })
+}
+
+/// Creates the named pipe `cfg.path` names (`super::pipe_name`) and serves the databases
+/// of `runtime` until the guard is dropped. Fails if another process holds the name.
+#[cfg(windows)]
+pub fn start(
+    cfg: &SocketConfig,
+    runtime: Runtime,
+    template: serde_norway::Value,
+) -> anyhow::Result<SocketGuard> {
+    let name = super::pipe_name(&cfg.path);
+    let first = engine::platform::pipe::create_private_pipe(&name, true).with_context(|| {
+        format!("control pipe {name}: cannot create it (is another replicator running?)")
+    })?;
+    info!(pipe = %name, "control socket listening");
+    Ok(SocketGuard {
+        task: tokio::spawn(serve_pipe(name, first, new_control(runtime, template))),
+    })
+}
+
+fn new_control(runtime: Runtime, template: serde_norway::Value) -> Arc<Control> {
+    Arc::new(Control {
         runtime,
         template,
         started_at: jiff::Timestamp::now(),
         started: std::time::Instant::now(),
-    });
-    info!(path = %cfg.path.display(), permissions = %format!("{:04o}", cfg.permissions), "control socket listening");
-    Ok(SocketGuard {
-        path: cfg.path.clone(),
-        identity: (m.dev(), m.ino()),
-        task: tokio::spawn(serve(listener, control)),
     })
 }
 
@@ -110,38 +140,31 @@ pub fn start(
 /// file is never more open than asked, not even between bind and chmod; the umask is
 /// process-wide, which is why this runs before replication tasks create files (a file
 /// created meanwhile would only get a stricter mode). The directory is not touched.
-fn bind(path: &Path, permissions: u32) -> anyhow::Result<std::os::unix::net::UnixListener> {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path)
+#[cfg(unix)]
+fn bind(path: &Path, permissions: u32) -> anyhow::Result<tokio::net::UnixListener> {
+    match engine::platform::unix_socket::socket_identity(path) {
+        Ok(Some(_)) => std::fs::remove_file(path)
             .with_context(|| format!("socket {}: removing the old socket", path.display()))?,
-        Ok(_) => bail!(
+        Ok(None) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => bail!(
             "socket {}: the path exists and is not a socket; refusing to replace it",
             path.display()
         ),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => {
             return Err(e).with_context(|| format!("socket {}: cannot inspect", path.display()))
         }
     }
     let mode = permissions & 0o777;
-    // SAFETY: umask(2) only swaps the process's file creation mask.
-    let old = unsafe { libc::umask((!mode & 0o777) as libc::mode_t) };
-    let bound = std::os::unix::net::UnixListener::bind(path);
-    // SAFETY: as above, restoring the previous mask.
-    unsafe { libc::umask(old) };
-    let listener = bound.with_context(|| format!("socket {}: cannot listen", path.display()))?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-            .with_context(|| format!("socket {}: chmod {mode:04o}", path.display()))?;
-    }
-    listener
-        .set_nonblocking(true)
-        .with_context(|| format!("socket {}", path.display()))?;
-    Ok(listener)
+    engine::platform::unix_socket::bind_with_mode(path, mode).with_context(|| {
+        format!(
+            "socket {}: cannot listen with mode {mode:04o}",
+            path.display()
+        )
+    })
 }
 
-async fn serve(listener: UnixListener, control: Arc<Control>) {
+#[cfg(unix)]
+async fn serve(listener: tokio::net::UnixListener, control: Arc<Control>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else {
@@ -155,20 +178,57 @@ async fn serve(listener: UnixListener, control: Arc<Control>) {
                 continue;
             }
         };
-        let c = control.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let svc = hyper::service::service_fn(move |req| handle(req, c.clone()));
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), svc);
-            match tokio::time::timeout(CONNECTION_TIMEOUT, conn).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => debug!(error = %e, "control socket: connection ended"),
-                Err(_) => debug!("control socket: connection timed out"),
+        tokio::spawn(serve_connection(stream, control.clone(), permit));
+    }
+}
+
+/// Accepts clients on the pipe `name`: each connected instance is served, and a new
+/// instance is created for the next client.
+#[cfg(windows)]
+async fn serve_pipe(
+    name: String,
+    mut server: tokio::net::windows::named_pipe::NamedPipeServer,
+    control: Arc<Control>,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        if let Err(e) = server.connect().await {
+            warn!(error = %e, "control pipe: connect failed");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        let next = loop {
+            match engine::platform::pipe::create_private_pipe(&name, false) {
+                Ok(n) => break n,
+                Err(e) => {
+                    warn!(error = %e, "control pipe: cannot create the next instance");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
             }
-        });
+        };
+        let connected = std::mem::replace(&mut server, next);
+        tokio::spawn(serve_connection(connected, control.clone(), permit));
+    }
+}
+
+/// Serves one connection's HTTP/1 requests until it closes or times out.
+async fn serve_connection<S>(stream: S, control: Arc<Control>, permit: OwnedSemaphorePermit)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let _permit = permit;
+    let svc = hyper::service::service_fn(move |req| handle(req, control.clone()));
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), svc);
+    match tokio::time::timeout(CONNECTION_TIMEOUT, conn).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => debug!(error = %e, "control socket: connection ended"),
+        Err(_) => debug!("control socket: connection timed out"),
     }
 }
 

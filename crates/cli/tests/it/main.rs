@@ -50,3 +50,5 @@ mod v3;
 mod validate;
 mod verify;
 mod watch;
+mod windows;
+mod winsvc;

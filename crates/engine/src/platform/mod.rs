@@ -52,6 +52,16 @@ mod windows;
 #[cfg(windows)]
 use windows as imp;
 
+// Process-level calls for the CLI (WC): signals, child exit status, host name, tunables;
+// the control socket's transport; the Windows service, Event Log and job object.
+#[cfg(unix)]
+#[path = "unix_process.rs"]
+pub mod process;
+#[cfg(unix)]
+pub mod unix_socket;
+#[cfg(windows)]
+pub use windows::{eventlog, job, pipe, process, service};
+
 pub use imp::Dir;
 
 /// Reads and writes at an offset, without a shared cursor in between.

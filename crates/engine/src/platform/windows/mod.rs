@@ -5,6 +5,12 @@
 //! from deleting, renaming over or recreating the file, as on Unix. Directories cannot be
 //! fsynced on Windows; renames are made durable with `MOVEFILE_WRITE_THROUGH` instead.
 
+pub mod eventlog;
+pub mod job;
+pub mod pipe;
+pub mod process;
+pub mod service;
+
 use super::{Access, ChangeStamp, FileId};
 use std::ffi::OsStr;
 use std::fs::{self, File, Metadata};
