@@ -22,8 +22,7 @@ fn main() {
     let mc = out.join("messages.mc");
     std::fs::write(&mc, ids::message_table_source()).expect("writing messages.mc");
     let windmc = std::env::var("WINDMC").unwrap_or_else(|_| "x86_64-w64-mingw32-windmc".into());
-    let windres =
-        std::env::var("WINDRES").unwrap_or_else(|_| "x86_64-w64-mingw32-windres".into());
+    let windres = std::env::var("WINDRES").unwrap_or_else(|_| "x86_64-w64-mingw32-windres".into());
     let ok = Command::new(&windmc)
         .arg("-h")
         .arg(&out)

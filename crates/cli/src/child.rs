@@ -160,8 +160,14 @@ impl Stopper {
     async fn stop_now(&self, child: &mut tokio::process::Child) -> anyhow::Result<()> {
         #[cfg(unix)]
         if let Some(pid) = self.pid {
-            engine::platform::process::send_stop(pid, engine::platform::process::StopSignal::Terminate);
-            if tokio::time::timeout(CHILD_STOP_GRACE, child.wait()).await.is_ok() {
+            engine::platform::process::send_stop(
+                pid,
+                engine::platform::process::StopSignal::Terminate,
+            );
+            if tokio::time::timeout(CHILD_STOP_GRACE, child.wait())
+                .await
+                .is_ok()
+            {
                 return Ok(());
             }
             warn!(pid, grace = ?CHILD_STOP_GRACE, "the child ignored SIGTERM: killing it");

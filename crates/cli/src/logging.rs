@@ -94,9 +94,7 @@ pub fn init_to(level: &str, format: Format, out: Output) {
             .with_target(false)
             .with_file(out.source)
             .with_line_number(out.source);
-        let registry = tracing_subscriber::registry()
-            .with(filter)
-            .with(event_log);
+        let registry = tracing_subscriber::registry().with(filter).with(event_log);
         let _ = match format {
             Format::Text => registry.with(fmt).try_init(),
             Format::Json => registry.with(fmt.json().flatten_event(true)).try_init(),

@@ -110,7 +110,9 @@ mod windows {
         })?;
         eventlog::register_source(&name, &exe)
             .with_context(|| format!("registering the Event Log source {name}"))?;
-        println!("installed service {name}; start it with `Start-Service {name}` or `sc start {name}`");
+        println!(
+            "installed service {name}; start it with `Start-Service {name}` or `sc start {name}`"
+        );
         Ok(ExitCode::SUCCESS)
     }
 

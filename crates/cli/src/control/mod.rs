@@ -33,7 +33,10 @@ pub const DEFAULT_PIPE_NAME: &str = r"\\.\pipe\sqlite-replicate";
 #[cfg_attr(not(windows), allow(dead_code))]
 pub fn pipe_name(path: &std::path::Path) -> String {
     let s = path.to_string_lossy().replace('/', "\\");
-    if s.len() > 9 && s.get(..9).is_some_and(|p| p.eq_ignore_ascii_case(r"\\.\pipe\")) {
+    if s.len() > 9
+        && s.get(..9)
+            .is_some_and(|p| p.eq_ignore_ascii_case(r"\\.\pipe\"))
+    {
         return s;
     }
     if path == std::path::Path::new(DEFAULT_SOCKET_PATH) {

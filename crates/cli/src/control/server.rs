@@ -104,8 +104,9 @@ pub fn start(cfg: &SocketConfig, runtime: Runtime) -> anyhow::Result<SocketGuard
 #[cfg(windows)]
 pub fn start(cfg: &SocketConfig, runtime: Runtime) -> anyhow::Result<SocketGuard> {
     let name = super::pipe_name(&cfg.path);
-    let first = engine::platform::pipe::create_private_pipe(&name, true)
-        .with_context(|| format!("control pipe {name}: cannot create it (is another replicator running?)"))?;
+    let first = engine::platform::pipe::create_private_pipe(&name, true).with_context(|| {
+        format!("control pipe {name}: cannot create it (is another replicator running?)")
+    })?;
     info!(pipe = %name, "control socket listening");
     Ok(SocketGuard {
         task: tokio::spawn(serve_pipe(name, first, new_control(runtime))),
@@ -142,8 +143,13 @@ fn bind(path: &Path, permissions: u32) -> anyhow::Result<std::os::unix::net::Uni
         }
     }
     let mode = permissions & 0o777;
-    let listener = engine::platform::unix_socket::bind_with_mode(path, mode)
-        .with_context(|| format!("socket {}: cannot listen with mode {mode:04o}", path.display()))?;
+    let listener =
+        engine::platform::unix_socket::bind_with_mode(path, mode).with_context(|| {
+            format!(
+                "socket {}: cannot listen with mode {mode:04o}",
+                path.display()
+            )
+        })?;
     listener
         .set_nonblocking(true)
         .with_context(|| format!("socket {}", path.display()))?;

@@ -42,14 +42,26 @@ pub const WARNING_OTHER: u32 = 3999;
 /// table `build.rs` compiles (each ID's text is the event's own message).
 pub const EVENT_IDS: &[(u32, Type, &str)] = &[
     (SERVICE_STARTED, Type::Information, "service started"),
-    (SERVICE_STOPPED, Type::Information, "service stopped after its final sync"),
-    (DB_REPLICATING, Type::Information, "a database started replicating"),
+    (
+        SERVICE_STOPPED,
+        Type::Information,
+        "service stopped after its final sync",
+    ),
+    (
+        DB_REPLICATING,
+        Type::Information,
+        "a database started replicating",
+    ),
     (FINAL_SYNC, Type::Information, "shutting down: final sync"),
     (INFO_OTHER, Type::Information, "other information"),
     (REPLICA_ERROR, Type::Error, "a replica failed"),
     (RESTORE_ERROR, Type::Error, "a restore failed"),
     (DB_ERROR, Type::Error, "a database failed"),
-    (SERVICE_ERROR, Type::Error, "the service could not run or ended with an error"),
+    (
+        SERVICE_ERROR,
+        Type::Error,
+        "the service could not run or ended with an error",
+    ),
     (ERROR_OTHER, Type::Error, "other error"),
     (REPLICA_WARNING, Type::Warning, "a replica warning"),
     (DB_WARNING, Type::Warning, "a database warning"),
@@ -67,4 +79,3 @@ pub fn message_table_source() -> String {
     }
     s
 }
-

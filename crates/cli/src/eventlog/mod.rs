@@ -140,7 +140,9 @@ mod layer {
                 Type::Information => EventType::Information,
             };
             // Best effort: a full or unavailable log must not stop replication.
-            let _ = self.log.report(kind, id, &format!("{}{}", c.message, c.fields));
+            let _ = self
+                .log
+                .report(kind, id, &format!("{}{}", c.message, c.fields));
         }
     }
 }
@@ -160,7 +162,10 @@ mod tests {
             has_db,
         };
         assert_eq!(
-            classify(Level::ERROR, &f("upload failed", "engine::replicate", true, true)),
+            classify(
+                Level::ERROR,
+                &f("upload failed", "engine::replicate", true, true)
+            ),
             Some((Type::Error, REPLICA_ERROR))
         );
         assert_eq!(
@@ -168,7 +173,10 @@ mod tests {
             Some((Type::Error, RESTORE_ERROR))
         );
         assert_eq!(
-            classify(Level::ERROR, &f("capture failed", "engine::replicate", false, true)),
+            classify(
+                Level::ERROR,
+                &f("capture failed", "engine::replicate", false, true)
+            ),
             Some((Type::Error, DB_ERROR))
         );
         assert_eq!(
@@ -176,10 +184,16 @@ mod tests {
             Some((Type::Warning, REPLICA_WARNING))
         );
         assert_eq!(
-            classify(Level::INFO, &f("replicating", "sqlite_replicate", false, true)),
+            classify(
+                Level::INFO,
+                &f("replicating", "sqlite_replicate", false, true)
+            ),
             Some((Type::Information, DB_REPLICATING))
         );
-        assert_eq!(classify(Level::DEBUG, &f("x", "engine", false, false)), None);
+        assert_eq!(
+            classify(Level::DEBUG, &f("x", "engine", false, false)),
+            None
+        );
         let explicit = Facts {
             event_id: Some(SERVICE_STARTED),
             ..f("service started", "sqlite_replicate", false, false)

@@ -21,10 +21,10 @@
 //! sized; the bitmap of written pages grows with the pages written, not the count claimed;
 //! and every file's header TXIDs must be the ones its name says.
 
+use crate::platform::FileExt;
 use std::fs::File;
 use std::io::{self, Read};
 use std::ops::Range;
-use crate::platform::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;

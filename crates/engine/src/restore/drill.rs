@@ -22,9 +22,9 @@
 //! (`restore::run`: pick, plan, apply), with its own choice of a random TXID; nor restore
 //! Litestream 0.3 generations (the drill needs TXIDs).
 
+use crate::platform::FileExt;
 use std::fmt::Write as _;
 use std::fs::File;
-use crate::platform::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};

@@ -15,9 +15,9 @@
 //! own header allows), and its header's TXIDs must be the ones its name says: memory does
 //! not follow a file's size, and a misnamed file cannot move the applied TXID.
 
+use crate::platform::FileExt;
 use std::fs::File;
 use std::io::{self, Read};
-use crate::platform::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

@@ -37,11 +37,11 @@
 //!
 //! Fed by `storage` (`V3Store::list_v3`, `get_v3_range`); feeds the CLI's `restore`.
 
+use crate::platform::FileExt;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
-use crate::platform::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};

@@ -26,8 +26,8 @@
 //!
 //! Does not: parse the WAL (see `wal`), decide what to capture (see `replicate`).
 
-use std::fs::File;
 use crate::platform::{self, FileExt, FileId};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -227,7 +227,8 @@ fn kept_files() -> std::sync::MutexGuard<'static, KeptByIdentity> {
 /// the file is left to lose).
 pub fn close_kept_of_deleted_files() {
     kept_files().retain(|_, f| {
-        std::sync::Arc::strong_count(f) > 1 || platform::link_count(f).map(|n| n > 0).unwrap_or(true)
+        std::sync::Arc::strong_count(f) > 1
+            || platform::link_count(f).map(|n| n > 0).unwrap_or(true)
     });
 }
 

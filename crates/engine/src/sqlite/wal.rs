@@ -19,10 +19,10 @@
 //! frame covers its first 8 header bytes and its page, chained from the previous frame
 //! (the first frame chains from the header's checksum).
 
+use crate::platform::FileExt;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
-use crate::platform::FileExt;
 
 use ltx::{PageNo, PageSize};
 

@@ -88,7 +88,8 @@ pub fn register_source(source: &str, message_file: &Path) -> io::Result<()> {
         )
     })?;
     let file = wide(message_file.as_os_str());
-    let types: u32 = (EVENTLOG_ERROR_TYPE | EVENTLOG_WARNING_TYPE | EVENTLOG_INFORMATION_TYPE) as u32;
+    let types: u32 =
+        (EVENTLOG_ERROR_TYPE | EVENTLOG_WARNING_TYPE | EVENTLOG_INFORMATION_TYPE) as u32;
     let name = wide("EventMessageFile");
     // SAFETY: an open key, a nul-terminated wide string and its size in bytes.
     let r = check(unsafe {
@@ -229,7 +230,11 @@ pub fn read_application_log(max: usize) -> io::Result<Vec<Event>> {
                 continue;
             }
             // ERROR_HANDLE_EOF: read everything.
-            break if e.raw_os_error() == Some(38) { Ok(()) } else { Err(e) };
+            break if e.raw_os_error() == Some(38) {
+                Ok(())
+            } else {
+                Err(e)
+            };
         }
         parse_records(&buf[..read as usize], &mut out);
     };

@@ -130,7 +130,9 @@ fn resume_threads(pid: u32) -> io::Result<()> {
     unsafe { CloseHandle(snap) };
     result?;
     if resumed == 0 {
-        return Err(io::Error::other(format!("no thread of process {pid} to resume")));
+        return Err(io::Error::other(format!(
+            "no thread of process {pid} to resume"
+        )));
     }
     Ok(())
 }

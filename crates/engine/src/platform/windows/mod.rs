@@ -190,7 +190,12 @@ pub(super) fn process_exists(pid: u32) -> bool {
 
 pub(super) fn is_disk_full(e: &io::Error) -> bool {
     e.raw_os_error().is_some_and(|c| {
-        [ERROR_DISK_FULL, ERROR_HANDLE_DISK_FULL, ERROR_DISK_QUOTA_EXCEEDED].contains(&(c as u32))
+        [
+            ERROR_DISK_FULL,
+            ERROR_HANDLE_DISK_FULL,
+            ERROR_DISK_QUOTA_EXCEEDED,
+        ]
+        .contains(&(c as u32))
     })
 }
 

@@ -44,7 +44,10 @@ pub fn create_private_pipe(name: &str, first: bool) -> io::Result<NamedPipeServe
     // SAFETY: `attrs` is a valid SECURITY_ATTRIBUTES pointing at a valid descriptor, both
     // alive for the call.
     let r = unsafe {
-        opts.create_with_security_attributes_raw(name, (&mut attrs as *mut SECURITY_ATTRIBUTES).cast())
+        opts.create_with_security_attributes_raw(
+            name,
+            (&mut attrs as *mut SECURITY_ATTRIBUTES).cast(),
+        )
     };
     // SAFETY: the descriptor was allocated by the conversion above; freed once.
     unsafe { LocalFree(sd) };

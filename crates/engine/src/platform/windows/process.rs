@@ -8,9 +8,7 @@ use std::os::windows::ffi::OsStringExt;
 use std::process::ExitStatus;
 
 use windows_sys::Win32::System::Console::SetConsoleCtrlHandler;
-use windows_sys::Win32::System::SystemInformation::{
-    ComputerNameDnsHostname, GetComputerNameExW,
-};
+use windows_sys::Win32::System::SystemInformation::{ComputerNameDnsHostname, GetComputerNameExW};
 
 /// Ignores Ctrl-C until [`release_shutdown_signals`], so one pressed during start-up does
 /// not kill the process before its handlers are installed (unlike Unix, where a held
@@ -62,5 +60,9 @@ pub fn host_name() -> Option<String> {
     if ok == 0 || len == 0 {
         return std::env::var("COMPUTERNAME").ok().filter(|s| !s.is_empty());
     }
-    Some(OsString::from_wide(&buf[..len as usize]).to_string_lossy().into_owned())
+    Some(
+        OsString::from_wide(&buf[..len as usize])
+            .to_string_lossy()
+            .into_owned(),
+    )
 }

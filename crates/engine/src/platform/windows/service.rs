@@ -119,8 +119,9 @@ windows_service::define_windows_service!(ffi_service_main, service_main);
 /// the SCM.
 pub fn run(name: &str, on_stop: OnStop, body: Body) -> Result<(), ServiceError> {
     *SERVICE.lock().unwrap_or_else(|e| e.into_inner()) = Some((name.to_string(), on_stop, body));
-    service_dispatcher::start(name, ffi_service_main)
-        .map_err(err(format!("connecting to the Service Control Manager as {name}")))
+    service_dispatcher::start(name, ffi_service_main).map_err(err(format!(
+        "connecting to the Service Control Manager as {name}"
+    )))
 }
 
 fn status(state: ServiceState, exit: u32, wait: Duration) -> ServiceStatus {
