@@ -22,8 +22,13 @@ scripts/windows/setup.sh
 # refuses to start beside it. The server is detached from our stdout and stderr, or a pipe
 # from this script (`| tee`) would stay open until it exits.
 wineserver -k 2>/dev/null || true
+wineserver -w
 wineserver -p </dev/null >/dev/null 2>&1
 trap 'wineserver -k 2>/dev/null || true' EXIT
+# Wine's system processes (services.exe, plugplay.exe, rpcss.exe, ...) start with the first
+# exe and live as long as the server, holding that exe's stdout and stderr: start them from
+# one detached from ours too.
+wine "$SR_TARGET_DIR/wine-shim/prng-check.exe" </dev/null >/dev/null 2>&1
 
 echo "== windows: cargo build --target x86_64-pc-windows-gnu (sqlite-replicate.exe, winwriter.exe)"
 cargo build --target x86_64-pc-windows-gnu --quiet -p sqlite-replicate -p winwriter --bins

@@ -61,7 +61,7 @@ pub fn configure_engine() {
 fn interval() -> Duration {
     std::env::var(INTERVAL_ENV)
         .ok()
-        .and_then(|v| crate::setup::parse_duration(&v).ok())
+        .and_then(|v| crate::config::parse_duration(&v).ok())
         .filter(|d| !d.is_zero())
         .unwrap_or(DEFAULT_INTERVAL)
 }

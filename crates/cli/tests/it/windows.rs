@@ -78,6 +78,9 @@ impl Win {
         // No config from the environment of whoever runs the suite.
         c.env_remove("SQLITE_REPLICATE_CONFIG")
             .env_remove("LITESTREAM_CONFIG");
+        // A Linux CA bundle path means nothing to a Windows program (it reads as a missing
+        // file, and the S3 client fails to build); the endpoints here are plain HTTP.
+        c.env_remove("AWS_CA_BUNDLE");
         c
     }
 
