@@ -149,7 +149,17 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         .iter()
         .filter(|r| r.finding.level == Level::Warn)
         .count();
-    if a.json {
+    print_rows(&rows, a.json, failures, warnings)?;
+    Ok(if failures == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Prints the findings as JSON or as a table with a summary line.
+fn print_rows(rows: &[Row], json: bool, failures: usize, warnings: usize) -> anyhow::Result<()> {
+    if json {
         let findings: Vec<_> = rows
             .iter()
             .map(|r| {
@@ -174,17 +184,13 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             }))?
         );
     } else {
-        print_text(&rows);
+        print_text(rows);
         println!(
             "{} finding(s): {failures} failure(s), {warnings} warning(s)",
             rows.len()
         );
     }
-    Ok(if failures == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(())
 }
 
 /// How long to wait for a running daemon's `/status` (request rates) before going on

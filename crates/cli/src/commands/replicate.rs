@@ -147,18 +147,11 @@ async fn replicate(
     }
     // `-once -enforce-retention`: each replica's retention, after the run (Litestream's
     // order: sync, optional snapshot, then retention).
-    let retention: Vec<_> = runs
-        .iter()
-        .filter(|_| a.enforce_retention)
-        .flat_map(|r| {
-            r.replicas.iter().map(move |s| Retained {
-                db: r.opts.path.clone(),
-                opts: s.opts.clone(),
-                store: s.store.clone(),
-                status: s.status.clone(),
-            })
-        })
-        .collect();
+    let retention = if a.enforce_retention {
+        Retained::of(&runs)
+    } else {
+        Vec::new()
+    };
     // Everything the databases need was copied out of the config: with thousands of
     // databases the parsed file is megabytes that would otherwise stay for good.
     drop(cfg);
@@ -235,6 +228,22 @@ struct Retained {
     opts: engine::replicate::ReplicaOptions,
     store: std::sync::Arc<dyn engine::storage::ReplicaStore>,
     status: std::sync::Arc<engine::replicate::status::ReplicaStatus>,
+}
+
+impl Retained {
+    /// Every replica of `runs`.
+    fn of(runs: &[engine::runtime::DbRun]) -> Vec<Retained> {
+        runs.iter()
+            .flat_map(|r| {
+                r.replicas.iter().map(move |s| Retained {
+                    db: r.opts.path.clone(),
+                    opts: s.opts.clone(),
+                    store: s.store.clone(),
+                    status: s.status.clone(),
+                })
+            })
+            .collect()
+    }
 }
 
 /// `-once -enforce-retention`: applies each replica's snapshot retention now

@@ -100,18 +100,7 @@ pub(crate) fn parse_url(url: &str) -> Result<ParsedUrl, ConfigError> {
             None => (Some(decode(u).map_err(|e| bad(&e))?), None),
         },
     };
-    let mut query = Vec::new();
-    for pair in raw_query
-        .unwrap_or_default()
-        .split('&')
-        .filter(|p| !p.is_empty())
-    {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        query.push((
-            decode(k).map_err(|e| bad(&e))?,
-            decode(v).map_err(|e| bad(&e))?,
-        ));
-    }
+    let query = decode_query(raw_query.unwrap_or_default()).map_err(|e| bad(&e))?;
     let mut path = decode(raw_path).map_err(|e| bad(&e))?;
     if replica_type == "file" {
         if !query.is_empty() || userinfo.is_some() {
@@ -156,7 +145,6 @@ pub(crate) fn parse_url(url: &str) -> Result<ParsedUrl, ConfigError> {
     })
 }
 
-/// `scheme` and the rest after `://`, if `s` starts with a URL scheme.
 /// The schemes a replica URL can have (unknown ones are refused when spelt `x://`).
 const SCHEMES: &[&str] = &[
     "file", "s3", "gs", "gcs", "abs", "sftp", "webdav", "webdavs", "nats", "oss",
@@ -196,12 +184,24 @@ fn drive_path(path: String, windows: bool) -> String {
     }
 }
 
+/// `scheme` and the rest after `://`, if `s` starts with a URL scheme.
 fn split_scheme(s: &str) -> Option<(&str, &str)> {
     let (scheme, rest) = s.split_once("://")?;
     let mut chars = scheme.chars();
     let ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
         && chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
     ok.then_some((scheme, rest))
+}
+
+/// The `k=v&...` pairs of a query string, percent-decoded.
+fn decode_query(raw: &str) -> Result<Vec<(String, String)>, String> {
+    raw.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            Ok((decode(k)?, decode(v)?))
+        })
+        .collect()
 }
 
 fn decode(s: &str) -> Result<String, String> {

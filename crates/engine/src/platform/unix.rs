@@ -279,5 +279,5 @@ pub(super) fn open_file_limit() -> Option<u64> {
     {
         return None;
     }
-    Some(lim.rlim_cur as u64)
+    Some(lim.rlim_cur)
 }
