@@ -12,6 +12,12 @@
 #[path = "../../crates/engine/src/sqlite/wal.rs"]
 mod wal;
 
+/// What `wal.rs` takes from engine's platform module: positional reads (the fuzz build is
+/// Linux-only, so std's Unix trait is the same interface).
+mod platform {
+    pub use std::os::unix::fs::FileExt;
+}
+
 use wal::{checksum_bytes, Outcome, ScanFrom, WalCursor};
 use libfuzzer_sys::fuzz_target;
 use ltx::PageSize;
