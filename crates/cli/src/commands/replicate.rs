@@ -458,6 +458,7 @@ fn start_drills(run: &engine::runtime::DbRun, stop: &watch::Receiver<bool>) {
             r.opts.name.clone(),
         );
         info!(db = %db_name, replica = %replica, interval = ?interval, "restore drills scheduled");
+        status.schedule_drills(interval);
         tokio::spawn(drill::drill_loop(
             r.store.clone(),
             DrillTarget::Latest,

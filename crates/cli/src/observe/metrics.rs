@@ -336,6 +336,12 @@ const METRICS: &[Metric] = &[
     metric("sqlite_replicate_drill_rpo_seconds", GAUGE,
         "How far the last drill's restored state was behind the source, in seconds.",
         Read::Replica(|r, _| r.drill.as_ref().map(|d| d.rpo_ms as f64 / 1000.0))),
+    metric("sqlite_replicate_drill_interval_seconds", GAUGE,
+        "The replica's drill-interval, in seconds (absent when no drills are scheduled).",
+        Read::Replica(|r, _| r.drill_schedule.map(|d| d.interval_ms as f64 / 1000.0))),
+    metric("sqlite_replicate_drill_scheduled_timestamp_seconds", GAUGE,
+        "Unix time when the replica's drills were scheduled (a drill is overdue when none ran for twice the interval since the later of this and the last run).",
+        Read::Replica(|r, _| r.drill_schedule.map(|d| secs(d.since_unix_ms)))),
     metric("sqlite_replicate_validation_ok", GAUGE,
         "1 if the last validation of the replica's LTX history (no TXID gap or overlap) succeeded, else 0.",
         Read::Replica(|r, _| r.validation.as_ref().map(|v| flag(v.ok)))),
@@ -525,7 +531,7 @@ pub fn render_leases(leases: &[(String, LeaseView)]) -> String {
 mod tests {
     use super::*;
     use engine::replicate::report::{L0RetentionFigures, ReplicaCounters, RequestFigures};
-    use engine::replicate::status::{DrillStatus, ValidationStatus};
+    use engine::replicate::status::{DrillSchedule, DrillStatus, ValidationStatus};
 
     fn fixed() -> Report {
         Report {
@@ -582,6 +588,10 @@ mod tests {
                             rpo_ms: 2000,
                             error: Some("gap".into()),
                             last_success_unix_ms: Some(1_700_000_000_000),
+                        }),
+                        drill_schedule: Some(DrillSchedule {
+                            interval_ms: 86_400_000,
+                            since_unix_ms: 1_699_999_000_000,
                         }),
                         validation: Some(ValidationStatus {
                             last_run_unix_ms: 1_700_000_045_000,

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::budget::UploadBudget;
 use super::local::{LocalDir, LocalFile};
 use super::progress::raw;
-use super::status::{DbStatus, DrillStatus, ReplicaStatus, ValidationStatus};
+use super::status::{DbStatus, DrillSchedule, DrillStatus, ReplicaStatus, ValidationStatus};
 use crate::storage::metered::OperationFigures;
 
 /// Every database of a process (or of a config, offline).
@@ -87,6 +87,9 @@ pub struct ReplicaReport {
     /// Counters since the daemon started; absent offline.
     pub counters: Option<ReplicaCounters>,
     pub drill: Option<DrillStatus>,
+    /// When drills run (`drill-interval`); absent when none are scheduled.
+    #[serde(default)]
+    pub drill_schedule: Option<DrillSchedule>,
     /// The last validation of the replica's LTX history (`validation-interval`).
     #[serde(default)]
     pub validation: Option<ValidationStatus>,
@@ -254,6 +257,7 @@ impl DbReport {
                         compaction_verify_failures: n(&s.compaction_verify_failures),
                     }),
                     drill: s.drill(),
+                    drill_schedule: s.drill_schedule(),
                     validation: s.validation(),
                     operations: s.ops.figures(),
                     l0_retention: s.l0_retention.get().map(

@@ -76,6 +76,8 @@ pub struct ReplicaStatus {
     pub compaction_verify_failures: AtomicU64,
     /// The last restore drill against this replica, once one has run.
     pub drill: Mutex<Option<DrillStatus>>,
+    /// The drills scheduled for this replica (`drill-interval`), from when they were.
+    pub drill_schedule: Mutex<Option<DrillSchedule>>,
     /// The last validation of this replica's LTX history (`validation-interval`), once
     /// one has run.
     pub validation: Mutex<Option<ValidationStatus>>,
@@ -143,6 +145,18 @@ pub struct DrillStatus {
     /// Unix ms when a drill last succeeded (kept across failed runs by
     /// [`ReplicaStatus::set_drill`]).
     pub last_success_unix_ms: Option<i64>,
+}
+
+/// When restore drills of a replica run: an alert can then tell a drill that is overdue
+/// (none for twice the interval, counting from when drills were scheduled) from one that
+/// is merely not due yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DrillSchedule {
+    /// `drill-interval`, in ms.
+    pub interval_ms: u64,
+    /// Unix ms when the drills were scheduled (the replicator's start, or the database's
+    /// addition).
+    pub since_unix_ms: i64,
 }
 
 /// The outcome of one validation (a listing of the replica's levels checked for TXID
@@ -244,6 +258,25 @@ impl ReplicaStatus {
 
     pub fn drill(&self) -> Option<DrillStatus> {
         self.drill.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Records that drills run every `interval` from now on.
+    pub fn schedule_drills(&self, interval: std::time::Duration) {
+        *self
+            .drill_schedule
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(DrillSchedule {
+            interval_ms: interval.as_millis() as u64,
+            since_unix_ms: crate::clock::now_ms(),
+        });
+    }
+
+    /// The drills' schedule, when drills are scheduled.
+    pub fn drill_schedule(&self) -> Option<DrillSchedule> {
+        *self
+            .drill_schedule
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Records a validation's outcome: a successful run is the new last success, a failed
