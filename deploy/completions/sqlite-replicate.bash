@@ -49,6 +49,9 @@ _sqlite__replicate() {
             sqlite__replicate,restore)
                 cmd="sqlite__replicate__subcmd__restore"
                 ;;
+            sqlite__replicate,service)
+                cmd="sqlite__replicate__subcmd__service"
+                ;;
             sqlite__replicate,standby)
                 cmd="sqlite__replicate__subcmd__standby"
                 ;;
@@ -106,6 +109,9 @@ _sqlite__replicate() {
             sqlite__replicate__subcmd__help,restore)
                 cmd="sqlite__replicate__subcmd__help__subcmd__restore"
                 ;;
+            sqlite__replicate__subcmd__help,service)
+                cmd="sqlite__replicate__subcmd__help__subcmd__service"
+                ;;
             sqlite__replicate__subcmd__help,standby)
                 cmd="sqlite__replicate__subcmd__help__subcmd__standby"
                 ;;
@@ -130,6 +136,48 @@ _sqlite__replicate() {
             sqlite__replicate__subcmd__help,version)
                 cmd="sqlite__replicate__subcmd__help__subcmd__version"
                 ;;
+            sqlite__replicate__subcmd__help__subcmd__service,events)
+                cmd="sqlite__replicate__subcmd__help__subcmd__service__subcmd__events"
+                ;;
+            sqlite__replicate__subcmd__help__subcmd__service,install)
+                cmd="sqlite__replicate__subcmd__help__subcmd__service__subcmd__install"
+                ;;
+            sqlite__replicate__subcmd__help__subcmd__service,run)
+                cmd="sqlite__replicate__subcmd__help__subcmd__service__subcmd__run"
+                ;;
+            sqlite__replicate__subcmd__help__subcmd__service,uninstall)
+                cmd="sqlite__replicate__subcmd__help__subcmd__service__subcmd__uninstall"
+                ;;
+            sqlite__replicate__subcmd__service,events)
+                cmd="sqlite__replicate__subcmd__service__subcmd__events"
+                ;;
+            sqlite__replicate__subcmd__service,help)
+                cmd="sqlite__replicate__subcmd__service__subcmd__help"
+                ;;
+            sqlite__replicate__subcmd__service,install)
+                cmd="sqlite__replicate__subcmd__service__subcmd__install"
+                ;;
+            sqlite__replicate__subcmd__service,run)
+                cmd="sqlite__replicate__subcmd__service__subcmd__run"
+                ;;
+            sqlite__replicate__subcmd__service,uninstall)
+                cmd="sqlite__replicate__subcmd__service__subcmd__uninstall"
+                ;;
+            sqlite__replicate__subcmd__service__subcmd__help,events)
+                cmd="sqlite__replicate__subcmd__service__subcmd__help__subcmd__events"
+                ;;
+            sqlite__replicate__subcmd__service__subcmd__help,help)
+                cmd="sqlite__replicate__subcmd__service__subcmd__help__subcmd__help"
+                ;;
+            sqlite__replicate__subcmd__service__subcmd__help,install)
+                cmd="sqlite__replicate__subcmd__service__subcmd__help__subcmd__install"
+                ;;
+            sqlite__replicate__subcmd__service__subcmd__help,run)
+                cmd="sqlite__replicate__subcmd__service__subcmd__help__subcmd__run"
+                ;;
+            sqlite__replicate__subcmd__service__subcmd__help,uninstall)
+                cmd="sqlite__replicate__subcmd__service__subcmd__help__subcmd__uninstall"
+                ;;
             *)
                 ;;
         esac
@@ -137,7 +185,7 @@ _sqlite__replicate() {
 
     case "${cmd}" in
         sqlite__replicate)
-            opts="-h -V --help --version replicate restore reset databases ltx version status check verify standby promote sync info list start stop register unregister help"
+            opts="-h -V --help --version replicate restore reset databases ltx version status check verify standby promote sync info list start stop register unregister service help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -207,7 +255,7 @@ _sqlite__replicate() {
             return 0
             ;;
         sqlite__subcmd__replicate__subcmd__help)
-            opts="replicate restore reset databases ltx version status check verify standby promote sync info list start stop register unregister help"
+            opts="replicate restore reset databases ltx version status check verify standby promote sync info list start stop register unregister service help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -363,6 +411,76 @@ _sqlite__replicate() {
         sqlite__subcmd__replicate__subcmd__help__subcmd__restore)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sqlite__subcmd__replicate__subcmd__help__subcmd__service)
+            opts="install uninstall events run"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sqlite__subcmd__replicate__subcmd__help__subcmd__service__subcmd__events)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sqlite__subcmd__replicate__subcmd__help__subcmd__service__subcmd__install)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sqlite__subcmd__replicate__subcmd__help__subcmd__service__subcmd__run)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sqlite__subcmd__replicate__subcmd__help__subcmd__service__subcmd__uninstall)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -696,6 +814,188 @@ _sqlite__replicate() {
                     return 0
                     ;;
                 --log-level)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sqlite__subcmd__replicate__subcmd__service)
+            opts="-h --help install uninstall events run help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sqlite__subcmd__replicate__subcmd__service__subcmd__events)
+            opts="-h --last --name --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --last)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --name)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sqlite__subcmd__replicate__subcmd__service__subcmd__help)
+            opts="install uninstall events run help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sqlite__subcmd__replicate__subcmd__service__subcmd__help__subcmd__events)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sqlite__subcmd__replicate__subcmd__service__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sqlite__subcmd__replicate__subcmd__service__subcmd__help__subcmd__install)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sqlite__subcmd__replicate__subcmd__service__subcmd__help__subcmd__run)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sqlite__subcmd__replicate__subcmd__service__subcmd__help__subcmd__uninstall)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sqlite__subcmd__replicate__subcmd__service__subcmd__install)
+            opts="-h --config --name --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --name)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sqlite__subcmd__replicate__subcmd__service__subcmd__run)
+            opts="-h --config --name --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --name)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sqlite__subcmd__replicate__subcmd__service__subcmd__uninstall)
+            opts="-h --name --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --name)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -640,6 +640,25 @@ fn scheduled_restore_drills_report_success_then_catch_a_damaged_file() {
         "file",
     );
     assert!(success > 1.7e9, "{success}");
+    // The schedule, which the drill-staleness alert compares against.
+    assert_eq!(
+        ok.m(
+            "sqlite_replicate_drill_interval_seconds{$db,$replica}",
+            &db,
+            "file"
+        ),
+        0.3
+    );
+    let scheduled = ok.m(
+        "sqlite_replicate_drill_scheduled_timestamp_seconds{$db,$replica}",
+        &db,
+        "file",
+    );
+    assert!(
+        scheduled > 1.7e9 && scheduled <= success,
+        "{scheduled} {success}"
+    );
+    assert_eq!(ok.replica()["drill_schedule"]["interval_ms"], 300);
 
     // Damage a middle L0 file's page data: the next drill must fail and say which file.
     let l0 = replica.join("ltx/0");
