@@ -34,8 +34,11 @@ pub fn s3_entry(g: &Garage, path: &str, endpoint: &str) -> String {
         .lines()
         .map(|l| format!("  {l}\n"))
         .collect::<String>();
-    // `      type: s3` at 8 spaces becomes the list item `      - type: s3`.
-    yaml.replacen("        type:", "      - type:", 1)
+    // `      type: s3` at 8 spaces becomes the list item `      - type: s3`. Unlimited
+    // uploads (`upload-rate: 0`, not the object-store default of 1/s): these tests need
+    // many requests for their faults to fire, not a realistic bill.
+    let yaml = yaml.replacen("        type:", "      - type:", 1);
+    format!("{yaml}        upload-rate: 0\n")
 }
 
 /// A plain config (default intervals) for `db` with the given `replicas:` entry, at `name`.

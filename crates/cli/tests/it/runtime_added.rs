@@ -212,6 +212,9 @@ fn heartbeat_vouches_for_a_database_found_while_running() {
         w.path("replica").display()
     ));
     let mut r = Replicator::start(&w, &["-config", cfg.to_str().unwrap()]);
+    // After the start-up scan, so the database is found by the watcher (created before,
+    // it would be a start-up database and never logged as new).
+    r.wait_for_line("watching directory for databases", Duration::from_secs(30));
     let db = dir.join("late.db");
     insert_rows(&app_db(&db), 5, 100);
     r.wait_for_line(
