@@ -8,10 +8,10 @@
 //! The application is this test binary run again with `PIN_LOCKS_APP` set.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use engine::sqlite::db::{DbConns, ForeignLocks};
+use engine::sqlite::db::DbConns;
 use rusqlite::Connection;
 
 /// In the child: one row more, then a PASSIVE checkpoint; prints "frames backfilled".
@@ -118,6 +118,8 @@ fn reading_the_wal_index_keeps_our_read_mark() {
 #[cfg(unix)]
 #[test]
 fn a_pin_moved_onto_a_backfilled_wal_lets_a_restart_through() {
+    use engine::sqlite::db::ForeignLocks;
+    use std::process::Stdio;
     if std::env::var("PIN_LOCKS_APP").is_ok() {
         return;
     }
