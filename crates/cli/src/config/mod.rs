@@ -149,15 +149,7 @@ pub fn for_url(
     url: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
-    use serde_norway::{Mapping, Value};
-    let mut replica = Mapping::new();
-    replica.insert("url".into(), url.into());
-    let mut entry = Mapping::new();
-    entry.insert("path".into(), db.into());
-    entry.insert("replica".into(), Value::Mapping(replica));
-    let mut root = Mapping::new();
-    root.insert("dbs".into(), Value::Sequence(vec![Value::Mapping(entry)]));
-    build::build(&Value::Mapping(root), env)
+    for_url_in(&serde_norway::Value::Null, db, url, env)
 }
 
 /// The replica a URL names, from the URL alone. A bare path is a file replica (kept as
