@@ -22,13 +22,13 @@ struct Seen {
 }
 
 /// A monitor on loopback answering `200 OK` to anything, recording each request.
-struct Monitor {
-    port: u16,
+pub(crate) struct Monitor {
+    pub(crate) port: u16,
     seen: Arc<Mutex<Vec<Seen>>>,
 }
 
 impl Monitor {
-    fn start() -> Monitor {
+    pub(crate) fn start() -> Monitor {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -57,6 +57,11 @@ impl Monitor {
             }
         });
         Monitor { port, seen }
+    }
+
+    /// How many requests came so far.
+    pub(crate) fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
     }
 
     fn seen(&self) -> Vec<Seen> {

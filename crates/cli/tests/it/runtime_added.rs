@@ -170,33 +170,6 @@ fn watched_and_registered_databases_are_reported_checked_and_dropped() {
     assert_eq!(r.stop(), 0);
 }
 
-/// A monitor on loopback counting the requests it answers `200 OK` to.
-fn monitor() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-    use std::io::{Read, Write};
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    let n = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let seen = n.clone();
-    std::thread::spawn(move || {
-        for conn in l.incoming() {
-            let Ok(mut c) = conn else { continue };
-            let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 1024];
-            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                match c.read(&mut chunk) {
-                    Ok(0) | Err(_) => break,
-                    Ok(k) => buf.extend_from_slice(&chunk[..k]),
-                }
-            }
-            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let _ =
-                c.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-        }
-    });
-    (port, n)
-}
-
 /// The heartbeat counts databases found while running: with none at start there is
 /// nothing to vouch for (no ping); once a database appears in the watched directory and
 /// has synced, the next check (every 15 s) pings.
@@ -205,7 +178,8 @@ fn heartbeat_vouches_for_a_database_found_while_running() {
     let w = Work::new();
     let dir = w.path("data");
     std::fs::create_dir_all(&dir).unwrap();
-    let (mon, pings) = monitor();
+    let monitor = crate::heartbeat::Monitor::start();
+    let mon = monitor.port;
     let cfg = w.config(&format!(
         "heartbeat-url: http://127.0.0.1:{mon}/ping\nheartbeat-interval: 1m\ndbs:\n  - dir: {}\n    pattern: '*.db'\n    watch: true\n    replica:\n      type: file\n      path: {}\n",
         dir.display(),
@@ -222,7 +196,7 @@ fn heartbeat_vouches_for_a_database_found_while_running() {
         Duration::from_secs(30),
     );
     eventually(Duration::from_secs(45), "a heartbeat ping", || {
-        pings.load(std::sync::atomic::Ordering::SeqCst) > 0
+        monitor.count() > 0
     });
     assert_eq!(r.stop(), 0);
 }
