@@ -234,6 +234,32 @@ pub fn open_file_limit() -> Option<u64> {
     imp::open_file_limit()
 }
 
+/// Whether `error` (a run's, as text with its causes) says descriptors ran out: the OS's
+/// EMFILE/ENFILE, or SQLite's "unable to open database file" (which hides the errno)
+/// while this process is at its limit.
+pub fn descriptors_exhausted(error: &str) -> bool {
+    if error.contains("Too many open files")
+        || error.contains("os error 24")
+        || error.contains("os error 23")
+    {
+        return true;
+    }
+    // The limit now: it may have been lowered since start (`prlimit --pid`).
+    let limit = open_file_limit().unwrap_or(1 << 20);
+    error.contains("unable to open database file")
+        && open_descriptors().is_some_and(|n| n.saturating_add(32) >= limit)
+}
+
+/// Descriptors this process has open now (Linux), counted in `/proc/self/fd`; `u64::MAX`
+/// when even that listing cannot be opened for want of a descriptor.
+fn open_descriptors() -> Option<u64> {
+    match std::fs::read_dir("/proc/self/fd") {
+        Ok(rd) => Some(rd.count() as u64),
+        Err(e) if matches!(e.raw_os_error(), Some(23 | 24)) => Some(u64::MAX),
+        Err(_) => None,
+    }
+}
+
 /// Whether `e` says the disk (or the user's quota on it) is full.
 pub fn is_disk_full(e: &io::Error) -> bool {
     imp::is_disk_full(e)

@@ -126,6 +126,14 @@ impl CaptureError {
     }
 }
 
+impl CaptureError {
+    /// The capture failed because this process ran out of file descriptors (EMFILE,
+    /// or SQLite's "unable to open database file" while at the limit).
+    pub fn is_out_of_descriptors(&self) -> bool {
+        crate::platform::descriptors_exhausted(&crate::storage::objstore_error::chain_text(self))
+    }
+}
+
 /// How long our checkpoint may be put off while an application holds the write lock
 /// back to back (each attempt polls for ~20 ms); after that an attempt waits for the lock
 /// with the connection's busy timeout, as before.

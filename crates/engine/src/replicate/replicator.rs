@@ -274,8 +274,9 @@ impl DbReplicator {
         self.last_capture = Instant::now();
     }
 
-    /// One capture cycle, and its outcome recorded. An error is returned only in `once`
-    /// mode; otherwise it is recorded and the next cycle comes after `CAPTURE_RETRY`.
+    /// One capture cycle, and its outcome recorded. An error is returned in `once` mode
+    /// and when descriptors ran out; otherwise it is recorded and the next cycle comes
+    /// after `CAPTURE_RETRY`.
     async fn cycle(&mut self) -> Result<(), ReplicateError> {
         // Every sync request counted by now is answered by this cycle: it starts after them.
         let serving = self.io.handle.requests_now();
@@ -311,11 +312,13 @@ impl DbReplicator {
                 status.sync_errors.fetch_add(1, Ordering::Relaxed);
                 status.disk_full.store(e.is_disk_full(), Ordering::Relaxed);
                 status.record_failure(e.to_string(), local::now_ms());
-                error!(db = %self.name, error = %e, "capture failed");
                 let _ = self.local.clear_tmp();
-                if self.mode.once {
+                // Out of descriptors, the run ends and the runtime retries it with a
+                // backoff and one line; retrying here would log a line a second.
+                if self.mode.once || e.is_out_of_descriptors() {
                     return Err(e.into());
                 }
+                error!(db = %self.name, error = %e, "capture failed");
                 tokio::time::sleep(CAPTURE_RETRY).await;
             }
         }

@@ -141,32 +141,6 @@ fn open_file_limit() -> u64 {
     crate::platform::open_file_limit().unwrap_or(1 << 20)
 }
 
-/// Whether `error` (a run's, as text with its causes) says descriptors ran out: the OS's
-/// EMFILE/ENFILE, or SQLite's "unable to open database file" (which hides the errno)
-/// while this process is at its limit.
-pub fn is_exhaustion(error: &str) -> bool {
-    if error.contains("Too many open files")
-        || error.contains("os error 24")
-        || error.contains("os error 23")
-    {
-        return true;
-    }
-    // The limit now: it may have been lowered since start (`prlimit --pid`).
-    let limit = open_file_limit();
-    error.contains("unable to open database file")
-        && open_descriptors().is_some_and(|n| n.saturating_add(32) >= limit)
-}
-
-/// Descriptors this process has open now (Linux), counted in `/proc/self/fd`; `u64::MAX`
-/// when even that listing cannot be opened for want of a descriptor.
-fn open_descriptors() -> Option<u64> {
-    match std::fs::read_dir("/proc/self/fd") {
-        Ok(rd) => Some(rd.count() as u64),
-        Err(e) if matches!(e.raw_os_error(), Some(23 | 24)) => Some(u64::MAX),
-        Err(_) => None,
-    }
-}
-
 /// Exponential backoff after running out of descriptors: 1 s doubling to 5 min.
 pub struct Backoff(Duration);
 
@@ -289,7 +263,11 @@ mod tests {
         let mut o = Backoff::default();
         let waits: Vec<u64> = (0..12).map(|_| o.step().as_secs()).collect();
         assert_eq!(waits, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
-        assert!(is_exhaustion("open: Too many open files (os error 24)"));
-        assert!(!is_exhaustion("unable to open database file"));
+        assert!(crate::platform::descriptors_exhausted(
+            "open: Too many open files (os error 24)"
+        ));
+        assert!(!crate::platform::descriptors_exhausted(
+            "unable to open database file"
+        ));
     }
 }

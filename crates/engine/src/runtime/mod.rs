@@ -221,9 +221,11 @@ async fn run_db(
             return r;
         }
         let exhausted = exhausted
-            || r.as_ref()
-                .err()
-                .is_some_and(|e| budget::is_exhaustion(&error_chain(e)));
+            || r.as_ref().err().is_some_and(|e| {
+                crate::platform::descriptors_exhausted(&crate::storage::objstore_error::chain_text(
+                    e,
+                ))
+            });
         {
             if exhausted {
                 budget.say_exhausted();
@@ -262,18 +264,6 @@ async fn run_db(
     }
 }
 
-/// An error with its causes, for recognising descriptor exhaustion.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
 /// Resolves once the database's captures fail because descriptors ran out.
 async fn failing_for_descriptors(db: &DbRun) {
     use std::sync::atomic::Ordering;
@@ -284,7 +274,7 @@ async fn failing_for_descriptors(db: &DbRun) {
         if db.status.failing_since_ms.load(Ordering::Acquire) == 0 {
             continue;
         }
-        if (db.status.last_error()).is_some_and(|e| budget::is_exhaustion(&e)) {
+        if (db.status.last_error()).is_some_and(|e| crate::platform::descriptors_exhausted(&e)) {
             return;
         }
     }

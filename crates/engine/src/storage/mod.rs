@@ -88,7 +88,7 @@ pub mod gcs;
 pub mod layout;
 pub mod metered;
 mod objstore;
-mod objstore_error;
+pub(crate) mod objstore_error;
 pub mod s3;
 pub mod sftp;
 
