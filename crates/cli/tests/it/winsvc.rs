@@ -394,6 +394,22 @@ fn build_msi(w: &Win, work: &WinWork) -> String {
     work.win(r"msi\sr.msi")
 }
 
+/// Uninstalls every installed `sqlite-replicate` product (`wine uninstaller --list`): a
+/// run that failed halfway leaves one, and two products sharing the components keep the
+/// service and the exe when one of them is removed.
+fn remove_installed_products() {
+    let out = wine("uninstaller", &["--list"]);
+    let list = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    for code in list
+        .lines()
+        .filter(|l| l.ends_with("|||sqlite-replicate"))
+        .filter_map(|l| l.split('|').next())
+    {
+        let out = wine("msiexec", &["/x", code, "/qn"]);
+        assert!(out.status.success(), "msiexec /x {code}: {out:?}");
+    }
+}
+
 #[test]
 #[ignore = "needs the Windows build under Wine: scripts/windows/test.sh"]
 fn msi_installs_the_service_and_its_config_and_uninstalls() {
@@ -403,6 +419,7 @@ fn msi_installs_the_service_and_its_config_and_uninstalls() {
     let msi = build_msi(&w, &work);
     let program_data = w.drive_c().join("ProgramData/sqlite-replicate");
     let _ = std::fs::remove_file(program_data.join("sqlite-replicate.yml"));
+    remove_installed_products();
     let install = wine("msiexec", &["/i", &msi, "/qn"]);
     assert!(install.status.success(), "msiexec /i: {install:?}");
     let _installed = Installed {
@@ -441,6 +458,12 @@ fn msi_installs_the_service_and_its_config_and_uninstalls() {
 
     let remove = wine("msiexec", &["/x", &msi, "/qn"]);
     assert!(remove.status.success(), "msiexec /x: {remove:?}");
+    assert!(
+        !w.drive_c()
+            .join("Program Files/sqlite-replicate/sqlite-replicate.exe")
+            .exists(),
+        "the exe is removed"
+    );
     wait_for(
         "the MSI's service to be removed",
         Duration::from_secs(60),
