@@ -48,10 +48,14 @@ pub fn default_config_files() -> Vec<PathBuf> {
 
 /// Where a config file is looked for when neither `-config` nor a variable names one:
 /// `%ProgramData%\sqlite-replicate\sqlite-replicate.yml` (where the MSI puts it), then
-/// Litestream's usual `C:\Litestream\litestream.yml`.
+/// Litestream's usual `C:\Litestream\litestream.yml`. The ProgramData folder is the one
+/// the MSI resolves (`process::program_data_dir`), the variable only when that fails.
 #[cfg(windows)]
 pub fn default_config_files() -> Vec<PathBuf> {
-    windows_config_files(std::env::var("ProgramData").ok().as_deref())
+    let data = engine::platform::process::program_data_dir()
+        .and_then(|p| p.into_os_string().into_string().ok())
+        .or_else(|| std::env::var("ProgramData").ok());
+    windows_config_files(data.as_deref())
 }
 
 /// [`default_config_files`] on Windows, given `%ProgramData%` (`C:\ProgramData` when

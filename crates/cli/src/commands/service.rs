@@ -171,24 +171,34 @@ mod windows {
         let name = a.name.name;
         crate::logging::log_to_event_log(&name);
         let source = name.clone();
-        let body = Box::new(move || -> u32 {
-            let args = crate::commands::replicate::Args::for_service(a.config);
-            tracing::info!(event_id = ids::SERVICE_STARTED, service = %source, "service started");
-            match crate::commands::replicate::run(args) {
+        let body = Box::new(move |running: &dyn Fn()| -> u32 {
+            // The config is checked before the service reports RUNNING: a bad one makes
+            // the start fail (`Start-Service` says so), with the error in the Event Log.
+            let result = crate::setup::load_config(a.config.as_deref(), true).and_then(|_| {
+                running();
+                report(
+                    &source,
+                    eventlog::EventType::Information,
+                    ids::SERVICE_STARTED,
+                    &format!("service {source} started"),
+                );
+                let args = crate::commands::replicate::Args::for_service(a.config);
+                crate::commands::replicate::run(args)
+            });
+            match result {
                 Ok(_) => {
-                    tracing::info!(event_id = ids::SERVICE_STOPPED, "service stopped");
+                    tracing::info!(event_id = ids::SERVICE_STOPPED, "service {source} stopped");
                     0
                 }
                 Err(e) => {
                     let text = crate::error_text(&e);
                     // Logging may not be set up yet (a config error): write directly.
-                    if let Ok(log) = eventlog::EventLog::open(&source) {
-                        let _ = log.report(
-                            eventlog::EventType::Error,
-                            ids::SERVICE_ERROR,
-                            &format!("service stopped with an error: {text}"),
-                        );
-                    }
+                    report(
+                        &source,
+                        eventlog::EventType::Error,
+                        ids::SERVICE_ERROR,
+                        &format!("service {source} stopped with an error: {text}"),
+                    );
                     eprintln!("error: {text}");
                     1
                 }
@@ -197,5 +207,12 @@ mod windows {
         let on_stop = Box::new(|| crate::signals::inject(crate::signals::Kind::Terminate));
         service::run(&name, on_stop, body)?;
         Ok(ExitCode::SUCCESS)
+    }
+
+    /// One event straight to the Event Log (before logging is set up, or after it).
+    fn report(source: &str, kind: eventlog::EventType, id: u32, text: &str) {
+        if let Ok(log) = eventlog::EventLog::open(source) {
+            let _ = log.report(kind, id, text);
+        }
     }
 }

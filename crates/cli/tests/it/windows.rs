@@ -365,3 +365,56 @@ fn windows_application_checkpoints_of_every_mode() {
         &want,
     );
 }
+
+#[test]
+#[ignore = "needs the Windows build under Wine: scripts/windows/test.sh"]
+fn windows_control_socket_is_a_named_pipe_and_sync_wait_works_through_it() {
+    let w = win();
+    let work = WinWork::new(&w);
+    let db = work.win("app.db");
+    w.writer(&["write", &db, "10", "300"]);
+    let pipe = format!(r"\\.\pipe\sr-it-ctl-{}", std::process::id());
+    // A sync-interval of an hour: after the first capture, only a sync request through
+    // the pipe ships a commit while the replicator runs.
+    let cfg = work.config(&format!(
+        "socket:\n  enabled: true\n  path: {pipe}\ndbs:\n  - path: {db}\n    replicas:\n      - type: file\n        path: {}\n        sync-interval: 1h\n",
+        work.win("replica")
+    ));
+    let mut r = w.replicator(&work, &cfg, 1);
+    let list = wait_for(
+        "the database listed through the pipe",
+        WINE_DEADLINE,
+        || {
+            let out = w.exe(&["list", "-socket", &pipe, "-json"], &[]);
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            (out.status.success() && text.contains("replicating")).then_some(text)
+        },
+    );
+    assert!(list.contains("app.db"), "{list}");
+
+    w.writer(&["write", &db, "25", "2000"]);
+    let want = source_pages(&w, &work, &db);
+    let args = [
+        "sync", "-socket", &pipe, "-wait", "-timeout", "60", "-json", &db,
+    ];
+    let out = w.exe(&args, &[]);
+    let text = ok_output("sqlite-replicate.exe", &args, &out);
+    let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+        panic!("sync -json answered {text:?}: {e}");
+    });
+    let txid = v["txid"].as_u64().unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(v["replica_txid"].as_u64(), Some(txid), "{v}");
+    assert!(txid > 1, "the commit after the first capture: {v}");
+
+    // Killed at once (no final sync): the replica holds the commit `sync -wait` shipped.
+    assert!(r.exited().is_none(), "log tail:\n{}", r.log_tail(4000));
+    r.kill9();
+    exe_restore_equals(
+        &w,
+        &work,
+        "restored.db",
+        &[&work.url("replica")],
+        &[],
+        &want,
+    );
+}

@@ -240,10 +240,13 @@ impl DbReplicator {
     /// do not wait for it.
     async fn pace(&mut self) {
         let since = self.last_capture.elapsed();
-        if since < self.pace && !self.io.handle.sync_pending() {
+        if since < self.pace && !self.stopping && !self.io.handle.sync_pending() {
+            // Shutdown ends the wait too: with a long `sync-interval` (an hour) the final
+            // capture would otherwise come up to an interval after the stop request.
             tokio::select! {
                 _ = tokio::time::sleep(self.pace - since) => {}
                 _ = self.io.handle.sync_requested() => {}
+                _ = self.io.shutdown.changed() => self.stopping = true,
             }
         }
         if !self.stopping && !self.mode.once && !self.io.handle.sync_pending() {
@@ -979,6 +982,28 @@ mod tests {
         r.stop().await.unwrap();
         assert!(r.local() > before, "captured at shutdown");
         assert_eq!(r.replica_head().await, r.local());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_within_a_long_sync_interval_captures_and_uploads_at_once() {
+        let mut r = Rig::start(
+            Duration::from_secs(3600),
+            Duration::ZERO,
+            Duration::from_secs(30),
+        );
+        r.until("the first capture uploaded", caught_up).await;
+        // A commit within the hour: its capture waits for the interval, not the stop.
+        r.commit("a");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let before = r.local();
+        let stopped_at = Instant::now();
+        r.stop().await.unwrap();
+        let took = stopped_at.elapsed();
+        assert!(r.local() > before, "captured at shutdown");
+        assert!(caught_up(&r), "the replica holds the last capture");
+        assert_eq!(r.replica_head().await, r.local());
+        // Virtual time: without the stop in the pace wait, this is the rest of the hour.
+        assert!(took < Duration::from_secs(5), "the stop took {took:?}");
     }
 
     #[tokio::test(start_paused = true)]

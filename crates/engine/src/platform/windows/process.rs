@@ -66,3 +66,49 @@ pub fn host_name() -> Option<String> {
             .into_owned(),
     )
 }
+
+/// The machine's ProgramData folder (`C:\ProgramData`) as Windows Installer's
+/// `CommonAppDataFolder` resolves it: the `ProgramData` value of
+/// `HKLM\SOFTWARE\Microsoft\Windows NT\CurrentVersion\ProfileList` (the known folder's
+/// backing value, `%SystemDrive%\ProgramData`, expanded). Not `%ProgramData%`: Wine sets
+/// that variable to `C:\users\Public`, so a service found no config where the MSI put it.
+/// `None` when the value cannot be read.
+pub fn program_data_dir() -> Option<std::path::PathBuf> {
+    use windows_sys::Win32::System::Registry::{RegGetValueW, HKEY_LOCAL_MACHINE, RRF_RT_REG_SZ};
+    let wide = |s: &str| -> Vec<u16> { s.encode_utf16().chain(std::iter::once(0)).collect() };
+    let key = wide(r"SOFTWARE\Microsoft\Windows NT\CurrentVersion\ProfileList");
+    let value = wide("ProgramData");
+    let mut buf = vec![0u16; 1024];
+    let mut bytes = (buf.len() * 2) as u32;
+    // SAFETY: nul-terminated key and value names; `buf` holds `bytes` bytes; a string
+    // only. RRF_RT_REG_SZ takes a REG_EXPAND_SZ value too and expands it (asking for
+    // RRF_RT_REG_EXPAND_SZ without RRF_NOEXPAND is ERROR_INVALID_PARAMETER).
+    let rc = unsafe {
+        RegGetValueW(
+            HKEY_LOCAL_MACHINE,
+            key.as_ptr(),
+            value.as_ptr(),
+            RRF_RT_REG_SZ,
+            std::ptr::null_mut(),
+            buf.as_mut_ptr().cast(),
+            &mut bytes,
+        )
+    };
+    if rc != 0 {
+        return None;
+    }
+    let len = (bytes as usize / 2).min(buf.len());
+    let s = &buf[..len];
+    let end = s.iter().position(|&c| c == 0).unwrap_or(len);
+    (end > 0).then(|| std::path::PathBuf::from(OsString::from_wide(&s[..end])))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn program_data_is_the_machine_folder() {
+        let dir = super::program_data_dir().expect("ProfileList's ProgramData value");
+        let s = dir.to_string_lossy().to_string();
+        assert!(s.ends_with("ProgramData") && !s.contains('%'), "{s}");
+    }
+}

@@ -5,9 +5,12 @@
 //! `CreateServiceW`) safely; writing those by hand would repeat it.
 //!
 //! What the service does is the caller's: [`run`] takes the body (the whole
-//! `replicate` run) and a stop callback; Stop and Shutdown call the callback and report
-//! `STOP_PENDING`; `STOPPED` is reported only when the body returns, that is after its
-//! final sync.
+//! `replicate` run) and a stop callback. The service is `START_PENDING` until the body
+//! calls its `running` argument (after checking its config), so a service that cannot
+//! start never shows `RUNNING` and `Start-Service` fails; Stop and Shutdown call the
+//! callback and report `STOP_PENDING`; `STOPPED` (with the body's exit code, a
+//! service-specific one when not 0) is reported only when the body returns, that is
+//! after its final sync.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -101,8 +104,9 @@ pub fn uninstall(name: &str, wait: Duration) -> Result<(), ServiceError> {
         .map_err(err(format!("deleting service {name}")))
 }
 
-/// What [`run`] runs: the body gets nothing and returns the process's exit code.
-type Body = Box<dyn FnOnce() -> u32 + Send>;
+/// What [`run`] runs: the body gets a callback that reports `RUNNING` and returns the
+/// process's exit code.
+type Body = Box<dyn FnOnce(&dyn Fn()) -> u32 + Send>;
 /// Called on Stop and Shutdown (from the SCM's handler thread).
 type OnStop = Box<dyn Fn() + Send + Sync>;
 
@@ -110,11 +114,14 @@ static SERVICE: Mutex<Option<(String, OnStop, Body)>> = Mutex::new(None);
 
 /// How long the SCM should wait for the final sync before it considers us hung.
 const STOP_WAIT_HINT: Duration = Duration::from_secs(120);
+/// How long the SCM should wait for the start (reading the config) before `RUNNING`.
+const START_WAIT_HINT: Duration = Duration::from_secs(30);
 
 windows_service::define_windows_service!(ffi_service_main, service_main);
 
 /// Runs as the service `name` under the Service Control Manager: blocks until the
-/// service has stopped. `body` runs on the service's thread; `on_stop` is called when
+/// service has stopped. `body` runs on the service's thread and calls its argument once
+/// it has started (the service is `START_PENDING` until then); `on_stop` is called when
 /// the SCM sends Stop or Shutdown. Fails at once when the process was not started by
 /// the SCM.
 pub fn run(name: &str, on_stop: OnStop, body: Body) -> Result<(), ServiceError> {
@@ -167,7 +174,10 @@ fn service_main(_arguments: Vec<OsString>) {
         return;
     };
     *handle_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
-    let _ = handle.set_service_status(status(ServiceState::Running, 0, Duration::ZERO));
-    let code = body();
+    let _ = handle.set_service_status(status(ServiceState::StartPending, 0, START_WAIT_HINT));
+    let running = || {
+        let _ = handle.set_service_status(status(ServiceState::Running, 0, Duration::ZERO));
+    };
+    let code = body(&running);
     let _ = handle.set_service_status(status(ServiceState::Stopped, code, Duration::ZERO));
 }
