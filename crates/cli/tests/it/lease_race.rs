@@ -11,16 +11,26 @@
 //! Rounds go on for about [`RACE_TIME`]; the last winner's database is then compared,
 //! page for page, with a restore of the replica.
 
+use std::collections::HashMap;
 use std::ops::DerefMut;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::azurite::Azurite;
+use engine::lease::{Acquire, Lease, LeaseOptions, Observer};
+use engine::storage::abs::{AbsOptions, AbsStore};
+use engine::storage::file::FileStore;
+use engine::storage::layout::LEASE_NAME;
+use engine::storage::s3::{S3Options, S3Store};
+use engine::storage::ReplicaStore;
+
+use crate::azurite::{Azurite, ACCOUNT, ACCOUNT_KEY};
 use crate::harness::*;
 use crate::lease::{
     file_replica, host, lease_owner_epoch, replica_max, wait_replicated, Host, Standby,
 };
 use crate::metrics::{free_port, http_get};
 use crate::moto::Moto;
+use crate::s3::block_on;
 
 /// How long the rounds go on (at least [`MIN_ROUNDS`] are played).
 const RACE_TIME: Duration = Duration::from_secs(60);
@@ -72,6 +82,11 @@ fn lease_seen(port: u16) -> Option<(String, String, u64)> {
     Some((label("holder")?, label("role")?, epoch))
 }
 
+/// How many times a standby tried to take the lease and found it held.
+fn tries(p: &Proc) -> usize {
+    p.log_text().matches("lease still held").count()
+}
+
 /// Waits until `r` follows the replica as a standby that sees `holder` at `epoch`.
 fn wait_standby_sees(r: &Racer, holder: &str, epoch: u64) {
     let want = (holder.to_string(), "standby".to_string(), epoch);
@@ -113,8 +128,12 @@ fn race_rounds(replica: String, backend: &str) {
     }
     let mut generation = 0;
     let started = Instant::now();
-    let mut rounds = 0;
+    let (mut rounds, mut lost_tries) = (0, 0);
     while rounds < MIN_ROUNDS || started.elapsed() < RACE_TIME {
+        let tries_before: HashMap<String, usize> = racers
+            .iter()
+            .map(|r| (r.name.clone(), tries(&r.proc)))
+            .collect();
         // The holder dies; for the standbys its lease expires a TTL after they last saw
         // it change, at about the same moment for all three.
         holder.kill9();
@@ -141,6 +160,12 @@ fn race_rounds(replica: String, backend: &str) {
         drop(app);
         w.proc.wait_for_line(REPLICA_STARTED, Duration::from_secs(60));
         max = wait_replicated(&w.host, max + 1);
+        // Losers that judged the lease expired too and tried to take it (they log
+        // "lease still held" on finding the winner's record, or on losing the write).
+        lost_tries += racers
+            .iter()
+            .map(|r| tries(&r.proc) - tries_before[&r.name])
+            .sum::<usize>();
         for r in &racers {
             let log = r.proc.log_text();
             assert!(
@@ -160,7 +185,7 @@ fn race_rounds(replica: String, backend: &str) {
         rounds += 1;
     }
     eprintln!(
-        "lease race ({backend}): {rounds} rounds of {RACERS} standbys in {:?}, one winner each (last epoch {epoch}, holder {holder_name})",
+        "lease race ({backend}): {rounds} rounds of {RACERS} standbys in {:?}, one winner each (last epoch {epoch}, holder {holder_name}); {lost_tries} losing attempts to take it",
         started.elapsed()
     );
     assert_eq!(epoch, rounds as u64 + 1);
@@ -194,4 +219,124 @@ fn s3_standbys_race_for_an_expired_lease_one_wins() {
 fn abs_standbys_race_for_an_expired_lease_one_wins() {
     let az = Azurite::start();
     race_rounds(az.replica_yaml("db"), "abs");
+}
+
+/// The race at its sharpest, through the engine's lease API on the real store: eight
+/// handles (as eight hosts would hold) start `try_acquire` together on one free lease,
+/// alternately absent (all race a conditional create) and released (all race a
+/// compare-and-swap of the same tag). Exactly one takes it in every one of
+/// [`API_ROUNDS`] rounds, the object names it at the next epoch, and every loser is told
+/// who holds it.
+fn api_race_rounds(store: Arc<dyn ReplicaStore>, backend: &str) {
+    const HANDLES: usize = 8;
+    block_on(async {
+        let leases: Vec<Arc<Lease>> = (0..HANDLES)
+            .map(|i| {
+                Arc::new(Lease::new(
+                    store.clone(),
+                    LeaseOptions::new(format!("h{i}"), Duration::from_secs(30)),
+                ))
+            })
+            .collect();
+        let t = Instant::now();
+        let mut epoch = 0;
+        for round in 0..API_ROUNDS {
+            let absent = round % 2 == 0;
+            if absent {
+                store
+                    .named()
+                    .unwrap()
+                    .delete_name(LEASE_NAME)
+                    .await
+                    .unwrap();
+            }
+            let go = Arc::new(tokio::sync::Barrier::new(HANDLES));
+            let tasks: Vec<_> = leases
+                .iter()
+                .map(|l| {
+                    let (l, go) = (l.clone(), go.clone());
+                    tokio::spawn(async move {
+                        go.wait().await;
+                        l.try_acquire(&mut Observer::default(), false).await
+                    })
+                })
+                .collect();
+            let mut winners = Vec::new();
+            let mut told = Vec::new();
+            for (i, t) in tasks.into_iter().enumerate() {
+                match t.await.unwrap() {
+                    Ok(Acquire::Acquired { .. }) => winners.push(i),
+                    Ok(Acquire::HeldBy { record, .. }) => told.push(record.owner),
+                    Err(e) => panic!("{backend} round {round}: h{i}: {e}"),
+                }
+            }
+            assert_eq!(
+                winners.len(),
+                1,
+                "{backend} round {round} ({}): winners {winners:?}",
+                if absent { "create" } else { "swap" }
+            );
+            let w = winners[0];
+            epoch = if absent { 1 } else { epoch + 1 };
+            let (rec, _) = leases[w].read().await.unwrap().unwrap();
+            assert_eq!(
+                (rec.owner.as_str(), rec.epoch),
+                (format!("h{w}").as_str(), epoch),
+                "{backend} round {round}"
+            );
+            assert!(
+                told.iter().all(|o| *o == rec.owner),
+                "{backend} round {round}: losers told {told:?}, holder {}",
+                rec.owner
+            );
+            assert_eq!(leases[w].epoch(), Some(epoch));
+            // Free for the next round.
+            leases[w].release().await.unwrap();
+        }
+        eprintln!(
+            "lease API race ({backend}): {API_ROUNDS} rounds of {HANDLES} handles in {:?}, one winner each",
+            t.elapsed()
+        );
+    });
+}
+
+const API_ROUNDS: usize = 100;
+
+#[test]
+fn file_lease_api_race_one_winner_per_round() {
+    let work = Work::new();
+    let store: Arc<dyn ReplicaStore> = Arc::new(FileStore::new(work.path("replica")));
+    api_race_rounds(store, "file");
+}
+
+#[test]
+fn s3_lease_api_race_one_winner_per_round() {
+    let m = Moto::start();
+    let store = S3Store::new(S3Options {
+        bucket: m.bucket.clone(),
+        prefix: "db".into(),
+        endpoint: Some(m.endpoint()),
+        region: Some("us-east-1".into()),
+        force_path_style: true,
+        access_key_id: Some("testing".into()),
+        secret_access_key: Some("testing".into()),
+        ..Default::default()
+    })
+    .unwrap();
+    api_race_rounds(Arc::new(store), "s3 (moto)");
+}
+
+#[test]
+fn abs_lease_api_race_one_winner_per_round() {
+    let az = Azurite::start();
+    let store = AbsStore::new(AbsOptions {
+        account_name: ACCOUNT.into(),
+        account_key: Some(ACCOUNT_KEY.into()),
+        sas_token: None,
+        container: az.container.clone(),
+        prefix: "db".into(),
+        endpoint: Some(az.endpoint()),
+    })
+    .unwrap();
+    api_race_rounds(Arc::new(store), "abs");
 }
