@@ -16,7 +16,7 @@ use crate::garage::Garage;
 use crate::harness::*;
 use crate::moto::Moto;
 
-const TTL: &str = "2s";
+pub(crate) const TTL: &str = "2s";
 const RENEW: &str = "500ms";
 
 /// One side of a failover: its database, config and log.

@@ -1,9 +1,9 @@
 //! Several standbys with `auto-promote` racing for one expired lease, round after round,
 //! on a local directory, S3 (moto) and Azure (Azurite): exactly one wins every round.
 //!
-//! A round: the holder is killed (SIGKILL); the three standbys following the replica all
-//! see its lease unchanged for the TTL and try to take it at about the same moment, each
-//! by a conditional write of the record they read. Checked every round: one standby logs
+//! A round: the holder is killed (SIGKILL); the three standbys following the replica,
+//! frozen across the TTL and woken together, all find its lease expired at the same
+//! moment and try to take it, each by a conditional write of the record they read. Checked every round: one standby logs
 //! its promotion, the lease object names it at the next epoch, each loser's metrics show
 //! it still a standby that sees the winner at that epoch, no loser started an uploader,
 //! and the winner's writes reach the replica. The dead holder's place is taken by a fresh
@@ -82,6 +82,35 @@ fn lease_seen(port: u16) -> Option<(String, String, u64)> {
     Some((label("holder")?, label("role")?, epoch))
 }
 
+/// The lease TTL of every config here ([`crate::lease::TTL`]).
+fn ttl() -> Duration {
+    let secs = crate::lease::TTL.strip_suffix('s').unwrap();
+    Duration::from_secs(secs.parse().unwrap())
+}
+
+/// The stated expiry (Unix ms) of the lease record in the replica, as `status` reads it.
+fn lease_expiry_ms(h: &Host) -> i64 {
+    let out = run_ok(&["status", "-config", h.cfg.to_str().unwrap(), "-json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let at = v["leases"][0]["expires_at"].as_str().unwrap();
+    at.parse::<jiff::Timestamp>().unwrap().as_millisecond()
+}
+
+/// The lease expiry (Unix ms) a standby's `/metrics` shows: that of the last record it read.
+fn expiry_seen_ms(port: u16) -> Option<i64> {
+    let (200, body) = http_get(port, "/metrics")? else {
+        return None;
+    };
+    let v: f64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix("sqlite_replicate_lease_expires_timestamp_seconds{"))?
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()?;
+    Some((v * 1000.0).round() as i64)
+}
+
 /// How many times a standby tried to take the lease and found it held.
 fn tries(p: &Proc) -> usize {
     p.log_text().matches("lease still held").count()
@@ -134,10 +163,32 @@ fn race_rounds(replica: String, backend: &str) {
             .iter()
             .map(|r| (r.name.clone(), tries(&r.proc)))
             .collect();
-        // The holder dies; for the standbys its lease expires a TTL after they last saw
-        // it change, at about the same moment for all three.
+        // The holder dies. Each standby counts its lease's expiry from when it first saw
+        // the last record, on its own 500 ms tick: left alone they would try one after
+        // the other, and the first would win unopposed. So once all three have seen the
+        // last record they are frozen across the TTL and woken together: the lease has
+        // expired for all of them at once, and all three go for it.
         holder.kill9();
         epoch += 1;
+        wait_for(
+            &format!("the standbys to see the dead holder's last record (round {rounds})"),
+            Duration::from_secs(30),
+            || {
+                let last = lease_expiry_ms(&holder_host);
+                racers
+                    .iter()
+                    .all(|r| expiry_seen_ms(r.port) == Some(last))
+                    .then_some(())
+            },
+        );
+        for r in &racers {
+            r.proc.signal(libc::SIGSTOP);
+        }
+        // Not a wait for an event: the TTL passing while they are frozen is the scenario.
+        std::thread::sleep(ttl() + Duration::from_millis(300));
+        for r in &racers {
+            r.proc.signal(libc::SIGCONT);
+        }
         let won = wait_for(
             &format!("a standby to promote (round {rounds}, {backend})"),
             Duration::from_secs(60),
@@ -189,6 +240,8 @@ fn race_rounds(replica: String, backend: &str) {
         started.elapsed()
     );
     assert_eq!(epoch, rounds as u64 + 1);
+    // The race was run: losers did go for the lease (usually two a round).
+    assert!(lost_tries > 0, "no standby ever lost a try: no race was run");
     // The last winner stops cleanly (final sync); the replica equals its database.
     let st = holder.terminate(Duration::from_secs(60));
     assert!(st.success(), "{}", holder.log_tail(4000));
