@@ -11,10 +11,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use engine::storage::layout::LEASE_NAME;
+use engine::storage::s3::S3Store;
+use engine::storage::ReplicaStore;
+use ltx::Level;
+
 use crate::azurite::Azurite;
 use crate::garage::Garage;
 use crate::harness::*;
 use crate::moto::Moto;
+use crate::s3::{block_on, s3_options};
 
 pub(crate) const TTL: &str = "2s";
 const RENEW: &str = "500ms";
@@ -408,7 +414,8 @@ fn s3_manual_promote_of_a_live_primary() {
 }
 
 /// Garage ignores `If-None-Match` (and so conditional writes): a lease there would not
-/// exclude anyone, so `replicate` refuses it, saying why.
+/// exclude anyone, so `replicate` and `standby` refuse it, saying why, after the probe
+/// (a create made twice, the second expected to fail) and before writing anything.
 #[test]
 fn garage_lease_is_refused_clearly() {
     let g = Garage::start();
@@ -433,6 +440,15 @@ fn garage_lease_is_refused_clearly() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("ignores conditional writes"), "{err}");
+    // Refused before anything was written: no lease record, no LTX file.
+    let store = S3Store::new(s3_options(&g, "db")).unwrap();
+    block_on(async {
+        let lease = store.named().unwrap().head_name(LEASE_NAME).await;
+        assert!(lease.unwrap_err().is_not_found());
+        for level in Level::all() {
+            assert!(store.list(level).await.unwrap().is_empty(), "{level:?}");
+        }
+    });
 }
 
 /// Issue 18: the primary is frozen past its lease, the standby promotes, the primary
