@@ -202,7 +202,11 @@ fn race_rounds(replica: String, backend: &str) {
         let won = wait_for(
             &format!("a standby to promote (round {rounds}, {backend})"),
             Duration::from_secs(60),
-            || racers.iter().position(|r| r.proc.log_text().contains("promoted")),
+            || {
+                racers
+                    .iter()
+                    .position(|r| r.proc.log_text().contains("promoted"))
+            },
         );
         let mut w = racers.remove(won);
         // The lease object: the winner, at the next epoch.
@@ -219,7 +223,8 @@ fn race_rounds(replica: String, backend: &str) {
         let app = app_db(&w.host.db);
         insert_rows(&app, 5, 300);
         drop(app);
-        w.proc.wait_for_line(REPLICA_STARTED, Duration::from_secs(60));
+        w.proc
+            .wait_for_line(REPLICA_STARTED, Duration::from_secs(60));
         max = wait_replicated(&w.host, max + 1);
         // Losers that judged the lease expired too and tried to take it (they log
         // "lease still held" on finding the winner's record, or on losing the write).
@@ -251,7 +256,10 @@ fn race_rounds(replica: String, backend: &str) {
     );
     assert_eq!(epoch, rounds as u64 + 1);
     // The race was run: losers did go for the lease (usually two a round).
-    assert!(lost_tries > 0, "no standby ever lost a try: no race was run");
+    assert!(
+        lost_tries > 0,
+        "no standby ever lost a try: no race was run"
+    );
     // The last winner stops cleanly (final sync); the replica equals its database.
     let st = holder.terminate(Duration::from_secs(60));
     assert!(st.success(), "{}", holder.log_tail(4000));

@@ -33,7 +33,10 @@ impl Moto {
     /// Starts a server with one bucket, `sr-test`.
     pub fn start() -> Moto {
         let bin = moto_bin();
-        let dir = tempfile::Builder::new().prefix("sr-moto-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("sr-moto-")
+            .tempdir()
+            .unwrap();
         let port = free_port();
         let mut cmd = Command::new(&bin);
         cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
