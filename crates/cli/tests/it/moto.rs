@@ -1,14 +1,23 @@
-//! A real moto S3 server (`moto_server`, the standalone server of the `moto` AWS mock) on
-//! loopback, one per test, in memory, killed on drop.
+//! A real moto S3 server (the standalone server of the `moto` AWS mock) on loopback, one
+//! per test, in memory, killed on drop.
 //!
 //! Why moto beside Garage: Garage ignores `If-None-Match` and `If-Match` on PUT, so leases
-//! cannot be tested on it; moto honours both, atomically under concurrency, like AWS S3,
-//! MinIO and R2 (and `If-Match` on DELETE since 5.1.22). moto does not check request
-//! signatures, so everything else S3 stays tested on Garage.
+//! cannot be tested on it; moto honours both, as AWS S3, MinIO and R2 do (and `If-Match` on
+//! DELETE since 5.1.22). moto does not check request signatures, so everything else S3
+//! stays tested on Garage.
 //!
-//! `moto_server` comes from `$MOTO_SERVER_BIN`, else the venv scripts/test.sh creates in
-//! `~/.cache/sqlite-replicate/moto` (`pip install "moto[server]>=5.1.22"`). Tests fail,
-//! never skip, without it. The bucket is created with one plain (unsigned) HTTP request.
+//! Atomicity: moto's PUT checks the condition, then stores, with no lock between, in a
+//! threaded server. Mostly the race never shows, but on a loaded machine two of eight
+//! racing conditional writes both succeeded (in 3 of 4 runs of 100 rounds, four runs at
+//! once), which AWS S3 never allows. So the harness runs moto's own WSGI app as
+//! `moto_server` does, with one lock around each request ([`SERIAL_MOTO_PY`]): requests
+//! are handled one at a time, as atomic as the real thing, still over keep-alive
+//! connections.
+//!
+//! moto comes from the venv scripts/test.sh creates in `~/.cache/sqlite-replicate/moto`
+//! (`pip install "moto[server]>=5.1.22"`), or `$MOTO_PYTHON` (a Python that imports moto).
+//! Tests fail, never skip, without it. The bucket is created with one plain (unsigned)
+//! HTTP request.
 
 #![allow(dead_code)]
 
@@ -21,6 +30,23 @@ use std::time::{Duration, Instant};
 use crate::harness::Proc;
 use crate::metrics::free_port;
 
+/// moto's server (`moto.server.main`, less its options) with each request under one lock.
+/// Arguments: host, port.
+pub const SERIAL_MOTO_PY: &str = r#"
+import os, sys, threading
+from werkzeug.serving import run_simple
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication, MotoRequestHandler, create_backend_app)
+host, port = sys.argv[1], int(sys.argv[2])
+os.environ.setdefault("MOTO_PORT", str(port))
+app = DomainDispatcherApplication(create_backend_app)
+lock = threading.Lock()
+def serial(environ, start_response):
+    with lock:
+        return list(app(environ, start_response))
+run_simple(host, port, serial, threaded=True, request_handler=MotoRequestHandler)
+"#;
+
 pub struct Moto {
     proc: Proc,
     dir: tempfile::TempDir,
@@ -32,15 +58,15 @@ pub struct Moto {
 impl Moto {
     /// Starts a server with one bucket, `sr-test`.
     pub fn start() -> Moto {
-        let bin = moto_bin();
+        let python = moto_python();
         let dir = tempfile::Builder::new()
             .prefix("sr-moto-")
             .tempdir()
             .unwrap();
         let port = free_port();
-        let mut cmd = Command::new(&bin);
-        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
-        let proc = Proc::spawn("moto_server", cmd, dir.path().join("moto.log"));
+        let mut cmd = Command::new(&python);
+        cmd.args(["-c", SERIAL_MOTO_PY, "127.0.0.1", &port.to_string()]);
+        let proc = Proc::spawn("moto server", cmd, dir.path().join("moto.log"));
         let mut m = Moto {
             proc,
             dir,
@@ -60,11 +86,11 @@ impl Moto {
                 return;
             }
             if let Some(st) = self.proc.exited() {
-                panic!("moto_server exited ({st}):\n{}", self.log());
+                panic!("the moto server exited ({st}):\n{}", self.log());
             }
             assert!(
                 t.elapsed() < Duration::from_secs(60),
-                "moto_server did not answer:\n{}",
+                "the moto server did not answer:\n{}",
                 self.log()
             );
             // Spaces the polls of this wait loop.
@@ -115,17 +141,18 @@ impl Moto {
     }
 }
 
-/// `$MOTO_SERVER_BIN`, else the venv scripts/test.sh creates.
-pub fn moto_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("MOTO_SERVER_BIN") {
+/// `$MOTO_PYTHON`, else the Python of the venv scripts/test.sh creates.
+pub fn moto_python() -> PathBuf {
+    if let Some(p) = std::env::var_os("MOTO_PYTHON") {
         return PathBuf::from(p);
     }
     let home = std::env::var_os("HOME").expect("HOME");
-    let p = PathBuf::from(home).join(".cache/sqlite-replicate/moto/bin/moto_server");
+    let venv = PathBuf::from(home).join(".cache/sqlite-replicate/moto");
+    let server = venv.join("bin/moto_server");
     assert!(
-        p.is_file(),
-        "moto_server is required for the S3 lease tests: {} is missing (scripts/test.sh installs it: python3 -m venv ~/.cache/sqlite-replicate/moto && ~/.cache/sqlite-replicate/moto/bin/pip install \"moto[server]>=5.1.22\"), or set MOTO_SERVER_BIN",
-        p.display()
+        server.is_file(),
+        "moto is required for the S3 lease tests: {} is missing (scripts/test.sh installs it: python3 -m venv ~/.cache/sqlite-replicate/moto && ~/.cache/sqlite-replicate/moto/bin/pip install \"moto[server]>=5.1.22\"), or set MOTO_PYTHON",
+        server.display()
     );
-    p
+    venv.join("bin/python")
 }
