@@ -265,13 +265,31 @@ fn race_rounds(replica: String, backend: &str) {
     assert!(st.success(), "{}", holder.log_tail(4000));
     assert!(replica_max(&holder_host) >= max);
     let want = pages_of_live(&holder_host.db);
-    restore_and_compare(
-        &holder_host.cfg,
-        &holder_host.db,
-        &work.path("out.db"),
-        &want,
-        &[],
-    );
+    let compared = std::panic::catch_unwind(|| {
+        restore_and_compare(
+            &holder_host.cfg,
+            &holder_host.db,
+            &work.path("out.db"),
+            &want,
+            &[],
+        )
+    });
+    if let Err(e) = compared {
+        // Keeps the evidence: every process's log, the databases and a file replica.
+        let listing = run(&[
+            "ltx",
+            "-config",
+            holder_host.cfg.to_str().unwrap(),
+            holder_host.db.to_str().unwrap(),
+        ]);
+        eprintln!(
+            "{backend}: the restore differs from {holder_name}'s database; work directory kept at {}\nreplica:\n{}",
+            work.dir.path().display(),
+            String::from_utf8_lossy(&listing.stdout)
+        );
+        std::mem::forget(work);
+        std::panic::resume_unwind(e);
+    }
 }
 
 #[test]
