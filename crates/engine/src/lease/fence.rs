@@ -145,6 +145,10 @@ impl ReplicaStore for FencedStore {
         self.without_foreign(files).await
     }
 
+    async fn levels_present(&self) -> Result<Option<Vec<Level>>, StorageError> {
+        self.inner.levels_present().await
+    }
+
     async fn list_exact_times(&self, level: Level) -> Result<Vec<LtxInfo>, StorageError> {
         let files = self.inner.list_exact_times(level).await?;
         self.without_foreign(files).await

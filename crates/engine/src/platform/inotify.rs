@@ -74,8 +74,7 @@ impl Inotify {
     pub fn add_watch(&self, dir: &Path) -> io::Result<i32> {
         let c = CString::new(dir.as_os_str().as_bytes()).map_err(io::Error::other)?;
         // SAFETY: valid descriptor and NUL-terminated path.
-        let wd =
-            unsafe { libc::inotify_add_watch(self.fd.as_raw_fd(), c.as_ptr(), MASK) };
+        let wd = unsafe { libc::inotify_add_watch(self.fd.as_raw_fd(), c.as_ptr(), MASK) };
         if wd < 0 {
             return Err(io::Error::last_os_error());
         }

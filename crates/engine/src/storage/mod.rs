@@ -156,6 +156,14 @@ pub trait ReplicaStore: Send + Sync + 'static {
     /// The files of one level, sorted by (min, max).
     async fn list(&self, level: Level) -> Result<Vec<LtxInfo>, StorageError>;
 
+    /// The levels that may hold files, when one request can tell (object stores: one
+    /// listing, with a delimiter, of the directory holding the level directories), so the
+    /// start of a replication lists only those: one request instead of ten for a new
+    /// replica. `None` (the default): every level must be listed.
+    async fn levels_present(&self) -> Result<Option<Vec<Level>>, StorageError> {
+        Ok(None)
+    }
+
     /// [`ReplicaStore::list`] with `created` exactly as `put` recorded it, for point-in-time
     /// restores. Backends whose listing already reports it keep this default; S3 reads each
     /// file's `litestream-timestamp` metadata (one HEAD per file, as Litestream does).
