@@ -97,7 +97,7 @@ fn a_log_written_a_thousand_times_a_second_next_to_the_database_costs_few_wakeup
     let c = app_db(&db);
     insert_rows(&c, 1, 100);
     let cfg = w.file_config(&db, &replica, "");
-    let mut r = Replicator::start_ready(&w, &["-config", cfg.to_str().unwrap()], 1);
+    let r = Replicator::start_ready(&w, &["-config", cfg.to_str().unwrap()], 1);
     eventually(Duration::from_secs(30), "the first upload", || {
         replica_max_txid(&replica) >= 1
     });

@@ -140,6 +140,10 @@ impl ReplicaStore for FencedStore {
         self.inner.set_file_mode(mode);
     }
 
+    fn close_idle(&self) {
+        self.inner.close_idle();
+    }
+
     async fn list(&self, level: Level) -> Result<Vec<LtxInfo>, StorageError> {
         let files = self.inner.list(level).await?;
         self.without_foreign(files).await

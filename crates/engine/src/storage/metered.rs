@@ -315,6 +315,10 @@ impl ReplicaStore for MeteredStore {
         self.inner.set_file_mode(mode)
     }
 
+    fn close_idle(&self) {
+        self.inner.close_idle()
+    }
+
     fn restore_chunk_bytes(&self) -> u64 {
         self.inner.restore_chunk_bytes()
     }

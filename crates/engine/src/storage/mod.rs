@@ -153,6 +153,11 @@ pub trait ReplicaStore: Send + Sync + 'static {
         let _ = mode;
     }
 
+    /// Closes the descriptors the store keeps open between calls (a file replica's level
+    /// directories), for a database going dormant (`runtime::budget`); the next call
+    /// opens what it needs again. By default there are none.
+    fn close_idle(&self) {}
+
     /// The files of one level, sorted by (min, max).
     async fn list(&self, level: Level) -> Result<Vec<LtxInfo>, StorageError>;
 
