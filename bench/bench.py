@@ -24,7 +24,10 @@ What each measures:
   the writer saw committed but the restore lacks are counted, in rows and milliseconds.
   Every restore must be a consistent prefix (ids 1..n, integrity_check ok) or the bench
   fails. Also the replicator's CPU seconds up to the kill.
-- many: one replicator over N idle databases: peak RSS and CPU while idle.
+- many: one replicator over N databases (one row each): the start-up time until every
+  database has something on its replica, then, --settle-s later, an idle window of
+  --idle-s: CPU, storage requests (the tool's /metrics, and the server's own count with
+  --count-url), peak RSS, descriptors open and log lines.
 - steady: the cost of sustained writes once start-up is over. A writer commits at --rate
   per second; the window opens --settle-s after the writer starts (default 30 s, so the
   start-up snapshot and first uploads do not count) and lasts --window-s (default 40 s).
@@ -32,7 +35,8 @@ What each measures:
   tool's own /metrics `litestream_replica_operation_total`, which Litestream exports
   too, so file replicas count as well), how many of them were PUTs, and the
   replicator's CPU as a share of one core. --replica-yaml adds YAML lines to each
-  replica (e.g. "upload-rate: 50", "sync-interval: 1s").
+  replica (e.g. "upload-rate: 50", "sync-interval: 1s"). Also the CPU per upload (CPU
+  seconds over PUTs in the window), the cost of one unit. --runs windows, medians.
 
 The README's Performance section quotes the side-by-side scripts in ../shared/bench,
 which also count object-store requests through Garage; these are the self-contained
@@ -269,6 +273,21 @@ def operations(port):
 
 
 def bench_steady(tool, args, work):
+    """--runs windows, each on a fresh database and replicator; the median of each figure."""
+    runs = [steady_once(tool, args, work) for _ in range(args.runs)]
+    med = [statistics.median(r[i] for r in runs) for i in range(5)]
+    settle = 30.0 if args.settle_s is None else args.settle_s
+    tx, req, puts, cpu, dt = med
+    per = [r[3] / r[2] for r in runs if r[2]]
+    per_put = f"{1000 * statistics.median(per):.2f} ms" if per else "-"
+    return (f"steady state at {tx:.0f} tx/s ({settle:g} s after the writer, over {dt:.0f} s, "
+            f"median of {len(runs)}): {req:.2f} requests/s ({puts:.2f} PUT/s), "
+            f"CPU {100 * cpu:.2f}% of a core, {per_put} of CPU per upload "
+            f"(runs: {', '.join(f'{100 * r[3]:.2f}%' for r in runs)})")
+
+
+def steady_once(tool, args, work):
+    """One window: (tx/s, requests/s, PUT/s, CPU share of a core, window seconds)."""
     settle = 30.0 if args.settle_s is None else args.settle_s
     d = tempfile.mkdtemp(dir=work)
     db = os.path.join(d, "app.db")
@@ -294,14 +313,42 @@ def bench_steady(tool, args, work):
         stop(p)
     shutil.rmtree(d, ignore_errors=True)
     dt = t1 - t0
-    return (f"steady state at {(n1 - n0) / dt:.0f} tx/s ({settle:g} s after the writer, "
-            f"over {dt:.0f} s): {(r1 - r0) / dt:.2f} requests/s ({(p1 - p0) / dt:.2f} PUT/s), "
-            f"CPU {100 * (c1 - c0) / dt:.2f}% of a core")
+    return (n1 - n0) / dt, (r1 - r0) / dt, (p1 - p0) / dt, (c1 - c0) / dt, dt
+
+
+def replicating(port):
+    """How many databases have something on every replica, from the tool's /metrics
+    (`sqlite_replicate_replica_txid`; None for a tool without it, such as Litestream)."""
+    import urllib.request
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30).read().decode()
+    except OSError:
+        return 0
+    seen = False
+    dbs = set()
+    for line in text.splitlines():
+        if line.startswith("sqlite_replicate_replica_txid{"):
+            seen = True
+            if float(line.rsplit(" ", 1)[1]) > 0:
+                dbs.add(line.split('db="', 1)[1].split('"', 1)[0])
+    return len(dbs) if seen else None
+
+
+def server_requests(url):
+    """Requests a server has answered so far, from its Prometheus text (Garage's admin
+    /metrics: `api_s3_request_counter`); 0 without --count-url."""
+    import urllib.request
+    if not url:
+        return 0
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("api_s3_request_counter{"))
 
 
 def bench_many(tool, args, work):
     d = tempfile.mkdtemp(dir=work)
     dbs = []
+    t = time.perf_counter()
     for i in range(args.dbs):
         db = os.path.join(d, f"db{i}.db")
         c = sqlite3.connect(db)
@@ -311,19 +358,41 @@ def bench_many(tool, args, work):
         c.commit()
         c.close()
         dbs.append((db, Replica(args, d, f"db{i}")))
+    print(f"  ({args.dbs} databases made in {time.perf_counter() - t:.0f} s)", flush=True)
+    port = free_port()
     cfg = os.path.join(d, "cfg.yml")
-    write_config(cfg, dbs)
+    write_config(cfg, dbs, addr=f"127.0.0.1:{port}")
     with open(os.path.join(d, "replicate.log"), "w") as log:
+        t0 = time.perf_counter()
         p = start(tool, cfg, log)
+        # Start-up: until every database has something on its replica (or 15 minutes).
+        ready = None
+        while time.perf_counter() - t0 < 900 and p.poll() is None:
+            n = replicating(port)
+            if n is None:
+                break
+            if n == args.dbs:
+                ready = time.perf_counter() - t0
+                break
+            time.sleep(2)
         time.sleep(10.0 if args.settle_s is None else args.settle_s)
-        cpu0, t0 = cpu_seconds(p.pid), time.perf_counter()
+        cpu0, r0, s0 = cpu_seconds(p.pid), operations(port)[0], server_requests(args.count_url)
+        t1 = time.perf_counter()
         time.sleep(args.idle_s)
-        idle = (cpu_seconds(p.pid) - cpu0) / (time.perf_counter() - t0) * 100
+        dt = time.perf_counter() - t1
+        idle = (cpu_seconds(p.pid) - cpu0) / dt * 100
+        reqs = operations(port)[0] - r0
+        sreqs = server_requests(args.count_url) - s0
         peak, now = rss_mib(p.pid), rss_mib(p.pid, "VmRSS")
+        fds = len(os.listdir(f"/proc/{p.pid}/fd"))
+        lines = sum(1 for _ in open(os.path.join(d, "replicate.log"), errors="replace"))
         stop(p)
     shutil.rmtree(d, ignore_errors=True)
-    return (f"{args.dbs} databases: peak RSS {peak:.0f} MiB (now {now:.0f} MiB), "
-            f"idle CPU {idle:.1f}% of a core")
+    up = f"all replicating {ready:.0f} s after start" if ready is not None else "start-up not measured"
+    counted = f", {sreqs:.0f} counted by the server" if args.count_url else ""
+    return (f"{args.dbs} databases: {up}; peak RSS {peak:.0f} MiB (now {now:.0f} MiB), "
+            f"idle over {dt:.0f} s: CPU {idle:.2f}% of a core, {reqs:.0f} requests{counted}; "
+            f"{fds} descriptors open; {lines} log lines")
 
 
 def main():
@@ -346,6 +415,9 @@ def main():
     ap.add_argument("--window-s", type=float, default=40)
     ap.add_argument("--replica-yaml", action="append",
                     help="a YAML line added to each replica (repeatable), e.g. 'upload-rate: 50'")
+    ap.add_argument("--count-url",
+                    help="many: also count idle requests at the server, from its Prometheus "
+                         "text (Garage: http://ADMIN/metrics)")
     ap.add_argument("--seed", type=int, default=random.randrange(1 << 30))
     args = ap.parse_args()
     tools = [os.path.abspath(args.bin)] + ([args.vs] if args.vs else [])

@@ -15,6 +15,10 @@ and prints, per tool:
 - gone_ms: a database deleted, until the replicator logs that it stopped it (ours only);
 - rss_mib (now, and peak), fds (open descriptors), fds_per_db (beyond an empty run's),
   threads, and the open-file limits the process runs with;
+- idle_cpu_pct: the replicator's CPU over --idle-s once every database is replicating
+  (process CPU seconds, as a share of one core);
+- inotify_watches: watches the process holds (from /proc/PID/fdinfo of its inotify
+  descriptors), against fs.inotify.max_user_watches;
 - emfile_log_lines: log lines mentioning "Too many open files" or "EMFILE".
 
 Litestream 0.5 speaks the same config (`--vs`); its numbers land on the second line.
@@ -87,6 +91,26 @@ def fd_count(pid):
         return -1
 
 
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def inotify_watches(pid):
+    """Watches held by the process's inotify descriptors (`inotify wd:` lines of fdinfo)."""
+    n = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:inotify":
+                continue
+            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                n += sum(1 for line in f if line.startswith("inotify wd:"))
+        except OSError:
+            pass
+    return n
+
+
 def run_tool(tool, args, work, paths, res):
     root, replica = os.path.join(work, "data"), os.path.join(work, "replica")
     shutil.rmtree(replica, ignore_errors=True)
@@ -122,6 +146,11 @@ def run_tool(tool, args, work, paths, res):
         res["threads"] = int(st["Threads"])
         res["fds"] = fd_count(p.pid)
         res["nofile_soft/hard"] = limits(p.pid)
+        with open("/proc/sys/fs/inotify/max_user_watches") as f:
+            res["inotify_watches"] = f"{inotify_watches(p.pid)}/{f.read().strip()}"
+        c0, t0 = cpu_seconds(p.pid), time.monotonic()
+        time.sleep(args.idle_s)
+        res["idle_cpu_pct"] = round(100 * (cpu_seconds(p.pid) - c0) / (time.monotonic() - t0), 2)
         # New databases, each in a new subdirectory.
         times = []
         for k in range(args.new):
@@ -194,6 +223,7 @@ def main():
     ap.add_argument("--per-dir", type=int, default=100)
     ap.add_argument("--new", type=int, default=5, help="new databases to time")
     ap.add_argument("--settle-s", type=float, default=5)
+    ap.add_argument("--idle-s", type=float, default=30, help="idle CPU window")
     ap.add_argument("--startup-timeout-s", type=float, default=600)
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     ap.add_argument("--work", help="reuse this work directory's whole tree (from --keep; --dbs is then what it holds)")

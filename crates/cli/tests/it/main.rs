@@ -13,6 +13,7 @@ mod check;
 mod compaction_verify;
 mod config_keys;
 mod control;
+mod cost;
 mod crash;
 mod diskfull;
 mod faultproxy;

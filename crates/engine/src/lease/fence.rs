@@ -140,9 +140,17 @@ impl ReplicaStore for FencedStore {
         self.inner.set_file_mode(mode);
     }
 
+    fn close_idle(&self) {
+        self.inner.close_idle();
+    }
+
     async fn list(&self, level: Level) -> Result<Vec<LtxInfo>, StorageError> {
         let files = self.inner.list(level).await?;
         self.without_foreign(files).await
+    }
+
+    async fn levels_present(&self) -> Result<Option<Vec<Level>>, StorageError> {
+        self.inner.levels_present().await
     }
 
     async fn list_exact_times(&self, level: Level) -> Result<Vec<LtxInfo>, StorageError> {

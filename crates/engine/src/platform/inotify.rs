@@ -1,9 +1,12 @@
 //! Linux's inotify, read on the tokio runtime: one descriptor, directories added to it,
 //! each event handed to a callback as (watch descriptor, name) or an overflow.
+//!
+//! While events flow the descriptor is read on a timer, not on readiness: see
+//! [`COALESCE`].
 
 use std::ffi::{CString, OsStr};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -29,8 +32,18 @@ pub enum Event<'a> {
 
 /// An inotify descriptor and the task reading it.
 pub struct Inotify {
-    fd: Arc<AsyncFd<OwnedFd>>,
+    fd: Arc<OwnedFd>,
     reader: tokio::task::JoinHandle<()>,
+}
+
+/// The descriptor as the runtime's event loop registers it: the reader registers it
+/// while waiting for a first event and deregisters it while events flow.
+struct Shared(Arc<OwnedFd>);
+
+impl AsRawFd for Shared {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
 }
 
 impl Drop for Inotify {
@@ -49,14 +62,10 @@ impl Inotify {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: a fresh descriptor nothing else owns.
-        let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+        let fd = Arc::new(unsafe { OwnedFd::from_raw_fd(raw) });
         let _enter = handle.enter();
-        // SAFETY: the OwnedFd is a valid open descriptor and stays the AsyncFd's own
-        // until it drops.
-        let fd = unsafe { AsyncFd::register_with_interest(owned, tokio::io::Interest::READABLE) }
-            .map_err(io::Error::from)?;
-        let fd = Arc::new(fd);
-        let reader = handle.spawn(read_events(fd.clone(), on_event));
+        let registered = register(&fd)?;
+        let reader = handle.spawn(read_events(fd.clone(), registered, on_event));
         Ok(Inotify { fd, reader })
     }
 
@@ -65,8 +74,7 @@ impl Inotify {
     pub fn add_watch(&self, dir: &Path) -> io::Result<i32> {
         let c = CString::new(dir.as_os_str().as_bytes()).map_err(io::Error::other)?;
         // SAFETY: valid descriptor and NUL-terminated path.
-        let wd =
-            unsafe { libc::inotify_add_watch(self.fd.get_ref().as_raw_fd(), c.as_ptr(), MASK) };
+        let wd = unsafe { libc::inotify_add_watch(self.fd.as_raw_fd(), c.as_ptr(), MASK) };
         if wd < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -79,42 +87,81 @@ const EVENT_HEADER: usize = 16;
 /// Room for the largest single event (header and a NAME_MAX name with its NUL).
 const EVENT_MAX: usize = EVENT_HEADER + 256;
 
-async fn read_events(fd: Arc<AsyncFd<OwnedFd>>, mut on_event: impl FnMut(Event<'_>)) {
+/// How long events gather between two reads while they flow. Unread, an event is merged
+/// by the kernel into an identical one at the tail of the queue, and with the descriptor
+/// out of the event loop nothing wakes the process: a database committing hundreds of
+/// times a second (each commit a few WAL writes, each an `IN_MODIFY`), or a log file
+/// written next to it, costs at most one wake-up per window instead of one per write. A
+/// first event after a quiet spell is read at once. Shorter than the default capture pace
+/// (20 ms), so a busy database's next capture is never later for it (that capture waits
+/// for the pace anyway); another database's first event may wait up to this long while
+/// events flow.
+pub const COALESCE: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Registers the descriptor with the runtime's event loop, for readability.
+fn register(fd: &Arc<OwnedFd>) -> io::Result<AsyncFd<Shared>> {
+    // SAFETY: `Shared` holds the descriptor open (an `Arc` of its owner) for as long as
+    // the AsyncFd lives.
+    unsafe { AsyncFd::register_with_interest(Shared(fd.clone()), tokio::io::Interest::READABLE) }
+        .map_err(io::Error::from)
+}
+
+/// Waits for a first event on readiness, then reads on a timer: at once, then every
+/// [`COALESCE`] until a read finds the queue empty, the descriptor out of the event loop
+/// meanwhile (an event queued while it is re-registered makes it ready at once).
+async fn read_events(
+    fd: Arc<OwnedFd>,
+    mut registered: AsyncFd<Shared>,
+    mut on_event: impl FnMut(Event<'_>),
+) {
     let mut buf = vec![0u8; 16 * EVENT_MAX];
     loop {
-        let Ok(mut guard) = fd.readable().await else {
-            return;
-        };
-        let r = guard.try_io(|inner| {
-            // SAFETY: reading into a buffer we own, of its length.
-            let n = unsafe {
-                libc::read(
-                    inner.get_ref().as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                )
-            };
-            if n < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(n as usize)
-            }
-        });
-        match r {
-            Ok(Ok(n)) => {
-                dispatch(&buf[..n], &mut on_event);
-                // Room was left for more: the queue was empty when read, so readiness
-                // can be cleared without the read that would say EAGAIN (an event
-                // queued since is a newer readiness, which this does not clear).
-                if n + EVENT_MAX <= buf.len() {
-                    guard.clear_ready();
+        match registered.readable().await {
+            Ok(mut guard) => guard.clear_ready(),
+            Err(_) => return,
+        }
+        drop(registered);
+        loop {
+            match drain(fd.as_raw_fd(), &mut buf, &mut on_event) {
+                Ok(true) => tokio::time::sleep(COALESCE).await,
+                Ok(false) => break,
+                Err(e) => {
+                    warn!(error = %e, "reading file-system notifications failed; relying on polling");
+                    return;
                 }
             }
-            Ok(Err(e)) => {
-                warn!(error = %e, "reading file-system notifications failed; relying on polling");
+        }
+        registered = match register(&fd) {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, "watching file-system notifications failed; relying on polling");
                 return;
             }
-            Err(_would_block) => {}
+        };
+    }
+}
+
+/// Reads and hands out what is queued (the descriptor is non-blocking). False when there
+/// was nothing.
+fn drain(fd: RawFd, buf: &mut [u8], on_event: &mut impl FnMut(Event<'_>)) -> io::Result<bool> {
+    let mut any = false;
+    loop {
+        // SAFETY: reading into a buffer we own, of its length.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return match e.kind() {
+                io::ErrorKind::WouldBlock => Ok(any),
+                io::ErrorKind::Interrupted => continue,
+                _ => Err(e),
+            };
+        }
+        let n = n as usize;
+        dispatch(&buf[..n], on_event);
+        any = true;
+        // Room was left for more: the queue was empty when read.
+        if n + EVENT_MAX <= buf.len() {
+            return Ok(true);
         }
     }
 }

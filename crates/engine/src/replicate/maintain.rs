@@ -36,22 +36,36 @@ pub struct ReplicaView {
     levels: BTreeMap<u8, Vec<LtxInfo>>,
 }
 
+/// `call`, tried up to four times while it fails with a retryable error, 50 ms more
+/// between each try.
+async fn with_tries<T, F, Fut>(mut call: F) -> Result<T, StorageError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StorageError>>,
+{
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match call().await {
+            Err(e) if e.is_retryable() && tries < 4 => {
+                tokio::time::sleep(Duration::from_millis(50 * tries)).await;
+            }
+            r => return r,
+        }
+    }
+}
+
 impl ReplicaView {
     pub async fn load(store: &dyn ReplicaStore) -> Result<ReplicaView, StorageError> {
         let mut levels = BTreeMap::new();
-        for level in Level::all() {
-            // A flaky store (one call in a few failing) must not keep the start from ever
-            // completing all ten listings: each level gets a few quick tries.
-            let mut tries = 0;
-            let files = loop {
-                tries += 1;
-                match store.list(level).await {
-                    Err(e) if e.is_retryable() && tries < 4 => {
-                        tokio::time::sleep(Duration::from_millis(50 * tries)).await;
-                    }
-                    r => break r?,
-                }
-            };
+        // A flaky store (one call in a few failing) must not keep the start from ever
+        // completing its listings: each gets a few quick tries.
+        let present = with_tries(|| store.levels_present()).await?;
+        // Only the levels that exist, when the store can tell in one request (issue 27:
+        // 10,000 replicas starting made 100,000 LISTs).
+        let present = present.unwrap_or_else(|| Level::all().collect());
+        for level in present {
+            let files = with_tries(|| store.list(level)).await?;
             if !files.is_empty() {
                 levels.insert(level.get(), files);
             }

@@ -10,8 +10,10 @@
 //! WAL and `-shm`, our WAL and `-shm` descriptors, the meta directory's lock, the
 //! transient second pin and barrier connections, temp files) holds [`AWAKE_COST`] units; a
 //! dormant one holds only what outlives its run: the long-lived descriptor of its
-//! database file (`sqlite::db::kept_open`) and, for a file replica, the store's cached
-//! level directories ([`dormant_cost`]). A run waits (first come, first served) for its
+//! database file (`sqlite::db::kept_open`, [`dormant_cost`]); a file replica's store
+//! keeps its level directories open while the database is awake (counted in
+//! [`Budget::awake`]) and closes them when it goes dormant, so 10,000 databases with file
+//! replicas fit in 20,000 descriptors (they held 60,000 before). A run waits (first come, first served) for its
 //! units before it opens anything, so descriptors never run out because of databases;
 //! while any run waits, databases that are idle (everything captured and uploaded, no
 //! capture for [`DORMANT_AFTER`]) end their run and go dormant, giving their units back.
@@ -94,10 +96,12 @@ impl Budget {
         self.units.clone().try_acquire_many_owned(cost).ok()
     }
 
-    /// Waits for the units of one awake run.
-    pub async fn awake(&self) -> OwnedSemaphorePermit {
+    /// Waits for the units of one awake run of `db`: [`AWAKE_COST`], and a file
+    /// replica's level directories.
+    pub async fn awake(&self, db: &DbRun) -> OwnedSemaphorePermit {
         self.waiting.fetch_add(1, Ordering::SeqCst);
-        let p = self.units.clone().acquire_many_owned(AWAKE_COST).await;
+        let cost = AWAKE_COST + file_replicas(db) * FILE_REPLICA_DIRS;
+        let p = self.units.clone().acquire_many_owned(cost).await;
         self.waiting.fetch_sub(1, Ordering::SeqCst);
         p.expect("the budget's semaphore is never closed")
     }
@@ -125,15 +129,18 @@ impl Budget {
     }
 }
 
-/// What a dormant database keeps open: its database file's long-lived descriptor and a
-/// file replica's cached level directories.
-pub fn dormant_cost(db: &DbRun) -> u32 {
-    let files = db
-        .replicas
+/// What a dormant database keeps open: its database file's long-lived descriptor (its
+/// replicas' stores close theirs: `ReplicaStore::close_idle`).
+pub fn dormant_cost(_db: &DbRun) -> u32 {
+    1
+}
+
+/// How many of `db`'s replicas are file replicas.
+fn file_replicas(db: &DbRun) -> u32 {
+    db.replicas
         .iter()
         .filter(|r| r.store.location().starts_with("file://"))
-        .count() as u32;
-    1 + files * FILE_REPLICA_DIRS
+        .count() as u32
 }
 
 /// The soft open-file limit (a large default where there is none to read).

@@ -174,7 +174,7 @@ async fn run_db(
         }
         // The run's descriptors: wait for them (first come, first served).
         let units = tokio::select! {
-            p = budget.awake() => p,
+            p = budget.awake(&db) => p,
             r = shutdown.wait_for(|s| *s) => { drop(r); return Ok(()); }
             r = wanted.wait_for(|w| !*w) => { drop(r); continue; }
         };
@@ -247,6 +247,7 @@ async fn run_db(
         }
         if dormant && r.is_ok() && *wanted.borrow() {
             backoff = budget::Backoff::default();
+            db.replicas.iter().for_each(|r| r.store.close_idle());
             if !sleep_dormant(&db, &notify, &mut shutdown, &mut wanted).await {
                 return Ok(());
             }

@@ -547,6 +547,10 @@ impl ReplicaStore for FileStore {
         self.mode.store(mode.file(), Ordering::Relaxed);
     }
 
+    fn close_idle(&self) {
+        self.dirs_cache().clear();
+    }
+
     async fn list(&self, level: Level) -> Result<Vec<LtxInfo>, StorageError> {
         let s = self.clone();
         blocking(&self.location, move || s.list_sync(level)).await

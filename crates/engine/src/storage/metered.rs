@@ -315,6 +315,10 @@ impl ReplicaStore for MeteredStore {
         self.inner.set_file_mode(mode)
     }
 
+    fn close_idle(&self) {
+        self.inner.close_idle()
+    }
+
     fn restore_chunk_bytes(&self) -> u64 {
         self.inner.restore_chunk_bytes()
     }
@@ -322,6 +326,17 @@ impl ReplicaStore for MeteredStore {
     async fn list(&self, level: Level) -> Result<Vec<LtxInfo>, StorageError> {
         self.timed(Operation::List, self.inner.list(level), one)
             .await
+    }
+
+    async fn levels_present(&self) -> Result<Option<Vec<Level>>, StorageError> {
+        // One LIST when the store answers; `Ok(None)` asked nothing of it.
+        let t = Instant::now();
+        let r = self.inner.levels_present().await;
+        if !matches!(r, Ok(None)) {
+            self.ops
+                .record(Operation::List, t.elapsed(), r.as_ref().map(|_| (1, 0)));
+        }
+        r.map_err(|e| e.during(Operation::List.label()))
     }
 
     async fn get(&self, key: &LtxKey, range: Option<Range<u64>>) -> Result<Bytes, StorageError> {

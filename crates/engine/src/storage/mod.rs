@@ -153,8 +153,21 @@ pub trait ReplicaStore: Send + Sync + 'static {
         let _ = mode;
     }
 
+    /// Closes the descriptors the store keeps open between calls (a file replica's level
+    /// directories), for a database going dormant (`runtime::budget`); the next call
+    /// opens what it needs again. By default there are none.
+    fn close_idle(&self) {}
+
     /// The files of one level, sorted by (min, max).
     async fn list(&self, level: Level) -> Result<Vec<LtxInfo>, StorageError>;
+
+    /// The levels that may hold files, when one request can tell (object stores: one
+    /// listing, with a delimiter, of the directory holding the level directories), so the
+    /// start of a replication lists only those: one request instead of ten for a new
+    /// replica. `None` (the default): every level must be listed.
+    async fn levels_present(&self) -> Result<Option<Vec<Level>>, StorageError> {
+        Ok(None)
+    }
 
     /// [`ReplicaStore::list`] with `created` exactly as `put` recorded it, for point-in-time
     /// restores. Backends whose listing already reports it keep this default; S3 reads each

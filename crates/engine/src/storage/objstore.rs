@@ -228,6 +228,36 @@ impl ObjectStoreReplica {
         Ok(out)
     }
 
+    /// [`ReplicaStore::levels_present`]: the level directories that exist, from one
+    /// listing with a delimiter of the directory holding them (the prefix for
+    /// [`Layout::HexLevel`], `ltx/` for [`Layout::LtxDir`]); names that are not a level
+    /// as this layout writes it are ignored.
+    pub async fn levels_present(&self) -> Result<Vec<Level>, StorageError> {
+        let dir = match self.layout {
+            Layout::HexLevel => self.prefix.clone().unwrap_or_default(),
+            Layout::LtxDir => self.path("ltx"),
+        };
+        // The root is `None`: an empty prefix would be sent as "/".
+        let at = (!dir.as_ref().is_empty()).then_some(&dir);
+        let listing = self
+            .store
+            .list_with_delimiter(at)
+            .await
+            .map_err(|e| self.list_err(&dir, e))?;
+        let mut levels: Vec<Level> = Level::all()
+            .filter(|l| {
+                let name = self.layout.level_dir(*l);
+                let name = name.rsplit('/').next().unwrap_or_default();
+                listing
+                    .common_prefixes
+                    .iter()
+                    .any(|p| p.filename() == Some(name))
+            })
+            .collect();
+        levels.sort();
+        Ok(levels)
+    }
+
     /// A failed listing of `dir`. A listing finds no object to miss: `NotFound` means the
     /// bucket or container is missing (or the endpoint is not the service).
     fn list_err(&self, dir: &Path, e: object_store::Error) -> StorageError {
@@ -833,6 +863,11 @@ impl<T: ObjectStoreBackend> ReplicaStore for T {
     async fn list(&self, level: Level) -> Result<Vec<LtxInfo>, StorageError> {
         let _permit = ltx_call_permit().await;
         self.replica().list(level).await
+    }
+
+    async fn levels_present(&self) -> Result<Option<Vec<Level>>, StorageError> {
+        let _permit = ltx_call_permit().await;
+        self.replica().levels_present().await.map(Some)
     }
 
     async fn get(&self, key: &LtxKey, range: Option<Range<u64>>) -> Result<Bytes, StorageError> {
