@@ -25,7 +25,7 @@ use super::yaml::{child, invalid, Elsewhere, Map};
 
 pub(crate) use super::envdefaults::Env;
 
-pub(crate) const SUPPORTED_TYPES: &str = "file, s3, gs, abs, sftp";
+pub(crate) const SUPPORTED_TYPES: &str = "file, s3, gs, abs, sftp, webdav";
 const MAX_LEVELS: usize = 8;
 
 const fn secs(s: u64) -> Duration {
@@ -53,7 +53,7 @@ pub(crate) fn build(root: &Value, env: Env<'_>) -> Result<Config, ConfigError> {
     let mut warnings = Vec::new();
     for key in top.keys().filter(|k| FOREIGN_KEYS.contains(k)) {
         warnings.push(format!(
-            "{key}: WebDAV and NATS replicas are not supported; ignored"
+            "{key}: NATS replicas are not supported; ignored"
         ));
     }
     let snapshot = build_snapshot(&top, &from_env)?;
@@ -683,6 +683,7 @@ fn build_replica(
         let conflicts: &[&str] = match rtype {
             "s3" | "gs" | "abs" => &["path", "bucket"],
             "sftp" => &["path", "host"],
+            "webdav" => &["path", "webdav-url"],
             _ => &["path"],
         };
         if let Some(key) = conflicts.iter().find(|k| m.has(k)) {
@@ -745,7 +746,7 @@ fn build_replica(
 }
 
 /// `upload-rate` and `upload-burst` as merged, else the type's default: object stores
-/// get `OBJECT_STORE_UPLOAD_RATE`, file and SFTP replicas no limit. A burst on a replica
+/// get `OBJECT_STORE_UPLOAD_RATE`, file, SFTP and WebDAV replicas no limit. A burst on a replica
 /// whose rate is unlimited would do nothing: refused when the replica itself sets it (a
 /// top-level one is a default for the replicas that have a rate).
 fn upload_budget(
@@ -753,7 +754,7 @@ fn upload_budget(
     s: &Settings,
     m: &Map<'_>,
 ) -> Result<Option<UploadBudget>, ConfigError> {
-    let object_store = !matches!(rtype, "file" | "sftp");
+    let object_store = !matches!(rtype, "file" | "sftp" | "webdav");
     let per_sec = match s.upload_rate {
         Some(r) => r,
         None if object_store => defaults::OBJECT_STORE_UPLOAD_RATE,
@@ -828,7 +829,7 @@ fn replica_type(m: &Map<'_>, url: Option<&ParsedUrl>) -> Result<&'static str, Co
         (Some(t), None) => t,
         (None, None) => "file",
     };
-    if matches!(t, "webdav" | "nats" | "oss") {
+    if matches!(t, "nats" | "oss") {
         let key = if url.is_some() { "url" } else { "type" };
         return Err(ConfigError::new(
             m.key_path(key),
@@ -930,6 +931,14 @@ pub(crate) fn make_kind(
             path: path.unwrap_or_default(),
             concurrent_writes: s.concurrent_writes,
         }),
+        "webdav" => ReplicaKind::WebDav(WebDavConfig {
+            url: s.webdav_url.ok_or_else(|| {
+                need("a server: `webdav-url: http(s)://HOST[:PORT]` or `url: webdav(s)://HOST/path`")
+            })?,
+            username: s.webdav_username,
+            password: s.webdav_password,
+            path: path.unwrap_or_default(),
+        }),
         other => unreachable!("replica type {other} was checked"),
     };
     kind.apply_env_defaults(env);
@@ -939,7 +948,7 @@ pub(crate) fn make_kind(
 /// A replica kind from a URL alone (the CLI's `replicate DB URL` and `restore URL`).
 pub(crate) fn kind_from_url(url: &str) -> Result<ReplicaKind, ConfigError> {
     let parsed = parse_url(url)?;
-    if matches!(parsed.replica_type, "webdav" | "nats" | "oss") {
+    if matches!(parsed.replica_type, "nats" | "oss") {
         return Err(ConfigError::new(
             "",
             ErrorKind::BadUrl {

@@ -235,7 +235,7 @@ pub struct ReplicaConfig {
     /// of one `sync-interval`. `None` (or 0): no limit.
     pub max_sync_ltx_files: Option<u32>,
     /// `upload-rate` and `upload-burst` (replica, else top level, else the type's
-    /// default: 1/s with a burst of 20 for object stores, unlimited for file and SFTP).
+    /// default: 1/s with a burst of 20 for object stores, unlimited for file, SFTP and WebDAV).
     /// `None`: unlimited.
     pub upload_budget: Option<UploadBudget>,
     /// The replica's settings as merged (its keys, its URL, the top-level defaults),
@@ -288,6 +288,7 @@ pub enum ReplicaKind {
     Gcs(GcsConfig),
     Abs(AbsConfig),
     Sftp(SftpConfig),
+    WebDav(WebDavConfig),
 }
 
 /// An S3-compatible bucket.
@@ -360,8 +361,21 @@ pub struct SftpConfig {
     pub concurrent_writes: Option<bool>,
 }
 
+/// A collection on a WebDAV server (Litestream's `webdav` type).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct WebDavConfig {
+    /// `webdav-url`: `http(s)://host[:port][/path]`, never with a login.
+    pub url: String,
+    /// `webdav-username`, or the user of a `webdav://USER@HOST/path` URL.
+    pub username: Option<String>,
+    /// `webdav-password`, or the password of the URL.
+    pub password: Option<Secret>,
+    /// The replica's collection under the URL's path, as given.
+    pub path: String,
+}
+
 impl ReplicaKind {
-    /// `file`, `s3`, `gs`, `abs` or `sftp`: the `type:` value, and the default name.
+    /// `file`, `s3`, `gs`, `abs`, `sftp` or `webdav`: the `type:` value, and the default name.
     pub fn type_name(&self) -> &'static str {
         match self {
             ReplicaKind::File { .. } => "file",
@@ -369,6 +383,7 @@ impl ReplicaKind {
             ReplicaKind::Gcs(_) => "gs",
             ReplicaKind::Abs(_) => "abs",
             ReplicaKind::Sftp(_) => "sftp",
+            ReplicaKind::WebDav(_) => "webdav",
         }
     }
 
@@ -394,6 +409,18 @@ impl ReplicaKind {
                 c.host,
                 c.path.trim_start_matches('/')
             ),
+            ReplicaKind::WebDav(c) => {
+                let (tls, rest) = match c.url.split_once("://") {
+                    Some((scheme, rest)) => (scheme.eq_ignore_ascii_case("https"), rest),
+                    None => (false, c.url.as_str()),
+                };
+                format!(
+                    "webdav{}://{}/{}",
+                    if tls { "s" } else { "" },
+                    rest.trim_end_matches('/'),
+                    c.path.trim_start_matches('/')
+                )
+            }
         }
     }
 
@@ -430,7 +457,10 @@ impl ReplicaKind {
                     c.sas_token = get(&["LITESTREAM_AZURE_SAS_TOKEN"]).map(Secret::new);
                 }
             }
-            ReplicaKind::File { .. } | ReplicaKind::Gcs(_) | ReplicaKind::Sftp(_) => {}
+            ReplicaKind::File { .. }
+            | ReplicaKind::Gcs(_)
+            | ReplicaKind::Sftp(_)
+            | ReplicaKind::WebDav(_) => {}
         }
     }
 
@@ -457,6 +487,11 @@ impl ReplicaKind {
                 )
             }
             ReplicaKind::Sftp(c) => format!("sftp:{}|{}", c.host, c.path.trim_end_matches('/')),
+            ReplicaKind::WebDav(c) => format!(
+                "webdav:{}|{}",
+                c.url.trim_end_matches('/').to_ascii_lowercase(),
+                c.path.trim_matches('/')
+            ),
         }
     }
 }

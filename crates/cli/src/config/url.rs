@@ -8,10 +8,10 @@
 //!   gives bucket and region; `bucket.host:port` (MinIO style) gives bucket and an
 //!   `http://host:port` endpoint;
 //! - `gs://bucket/path`, `abs://[account@]container/path`,
-//!   `sftp://user[:password]@host[:port]/path`.
+//!   `sftp://user[:password]@host[:port]/path`,
+//!   `webdav://[user[:password]@]host[:port]/path` (http) and `webdavs://...` (https).
 //!
-//! `webdav`, `webdavs`, `nats` and `oss` URLs parse, and are rejected later as unsupported
-//! types. Not handled: S3 access-point ARNs and Litestream's per-provider host detection
+//! `nats` and `oss` URLs parse, and are rejected later as unsupported types. Not handled: S3 access-point ARNs and Litestream's per-provider host detection
 //! (DigitalOcean, B2, Filebase, ...); give `endpoint` for those.
 //!
 //! Combining the parts with a replica's other keys happens in `build.rs`; this file only
@@ -73,7 +73,7 @@ pub(crate) fn parse_url(url: &str) -> Result<ParsedUrl, ConfigError> {
         "oss" => "oss",
         _ => {
             return Err(bad(&format!(
-                "unknown scheme {scheme:?} (file, s3, gs, abs, sftp)"
+                "unknown scheme {scheme:?} (file, s3, gs, abs, sftp, webdav, webdavs)"
             )))
         }
     };
@@ -426,7 +426,7 @@ mod tests {
             ("", r#"invalid replica URL "": it is empty"#),
             (
                 "ftp://h/p",
-                r#"invalid replica URL "ftp://h/p": unknown scheme "ftp" (file, s3, gs, abs, sftp)"#,
+                r#"invalid replica URL "ftp://h/p": unknown scheme "ftp" (file, s3, gs, abs, sftp, webdav, webdavs)"#,
             ),
             (
                 "s3:///path",

@@ -50,5 +50,7 @@ mod v3;
 mod validate;
 mod verify;
 mod watch;
+mod webdav;
 mod windows;
 mod winsvc;
+mod wsgidav;

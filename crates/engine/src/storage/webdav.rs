@@ -556,7 +556,7 @@ mod tests {
             s.url(&Layout::LtxDir.key_path(&k)).as_str(),
             format!("http://h:8080/dav/srv/db/{name}")
         );
-        assert_eq!(s.location(), "http://h:8080/dav/srv/db");
+        assert_eq!(s.location(), "webdav://h:8080/dav/srv/db");
         assert_eq!(
             store("https://h", "").url("lock.json").as_str(),
             "https://h/lock.json"

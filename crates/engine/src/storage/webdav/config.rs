@@ -2,7 +2,8 @@
 //!
 //! Owns: the server URL (`http` or `https`, with an optional path under which the replica
 //! path lives, as Litestream's `webdav-url`), the login, the replica path, and the
-//! replica's display location (the root URL without credentials).
+//! replica's display location (the root URL without credentials, as `webdav://` for
+//! http and `webdavs://` for https).
 
 use std::fmt;
 
@@ -37,7 +38,7 @@ impl fmt::Debug for WebDavOptions {
 
 impl WebDavOptions {
     /// The replica root as a URL ending in `/`, and its display location (the same URL
-    /// without the final `/`). Errors are `Permanent` and name what is wrong.
+    /// as `webdav://` or `webdavs://`, without the final `/`). Errors are `Permanent` and name what is wrong.
     pub(super) fn root(&self) -> Result<(Url, String), StorageError> {
         let shown = redact(&self.url);
         let shown = shown.as_str();
@@ -75,7 +76,10 @@ impl WebDavOptions {
             // A trailing `/`: the root is a collection, and joins stay under it.
             segs.push("");
         }
-        let location = url.as_str().trim_end_matches('/').to_string();
+        // `webdav://` for http, `webdavs://` for https: Litestream's schemes, and the type.
+        let rest = url.as_str().split_once("://").map_or("", |(_, r)| r);
+        let s = if url.scheme() == "https" { "s" } else { "" };
+        let location = format!("webdav{s}://{}", rest.trim_end_matches('/'));
         Ok((url, location))
     }
 }
@@ -117,13 +121,14 @@ mod tests {
             "https://h/dav/db/app/"
         );
         assert_eq!(root("http://h", "").0.as_str(), "http://h/");
-        assert_eq!(root("http://h", "").1, "http://h");
+        assert_eq!(root("http://h", "").1, "webdav://h");
         assert_eq!(
             root("http://h", "/my db").0.as_str(),
             "http://h/my%20db/",
             "segments are percent-encoded"
         );
-        assert_eq!(root("http://h/dav", "x").1, "http://h/dav/x");
+        assert_eq!(root("http://h/dav", "x").1, "webdav://h/dav/x");
+        assert_eq!(root("https://h:8443", "x").1, "webdavs://h:8443/x");
     }
 
     #[test]
