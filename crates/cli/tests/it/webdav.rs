@@ -17,7 +17,7 @@ use crate::s3::{
     litestream_restore_ok, litestream_version, one_error_line, replicate_with_writes, s3_config,
     ConditionalCreate,
 };
-use crate::wsgidav::{WsgiDav, PASSWORD, USER};
+use crate::wsgidav::{WsgiDav, PASSWORD};
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
@@ -114,7 +114,14 @@ fn a_wrong_password_is_permission_denied_and_never_shown() {
     insert_rows(&app, 5, 100);
     let yaml = dav.replica_yaml("pw/db").replace(PASSWORD, wrong);
     let cfg = s3_config(&w, &db, &yaml);
-    let out = run(&["replicate", "-once", "-config", cfg.to_str().unwrap()]);
+    let out = run(&[
+        "restore",
+        "-config",
+        cfg.to_str().unwrap(),
+        "-o",
+        w.path("out.db").to_str().unwrap(),
+        db.to_str().unwrap(),
+    ]);
     assert!(!out.status.success());
     let all = format!(
         "{}{}",

@@ -4,7 +4,8 @@
 //! WsgiDAV comes from `$WSGIDAV_BIN`, else `~/.cache/sqlite-replicate/wsgidav/bin/wsgidav`
 //! (scripts/test.sh installs it there in its own venv); tests fail, never skip, without it.
 //! [`WsgiDav::kill`] and [`WsgiDav::restart`] stop it (every connection with it) and start
-//! it again on the same port with the same files.
+//! it again on the same port with the same files. One fix of ours sits in front of it:
+//! see [`READ_CHUNKED_PY`].
 
 #![allow(dead_code)]
 
@@ -26,7 +27,27 @@ pub struct WsgiDav {
     pub port: u16,
 }
 
+/// A WSGI middleware put first in WsgiDAV's stack: it reads a chunked request body whole
+/// and hands it on with its length. WsgiDAV takes a body without `Content-Length` as
+/// empty and leaves it unread, and cheroot then reads it as the next request on the
+/// connection, answering "400 Bad Request" to whatever the client sends next. Litestream's
+/// client sends its PROPFIND bodies chunked, so without this its listings fail at random
+/// (every time in `litestream_restores_what_we_write_over_webdav`). Our client always
+/// sends `Content-Length`, so this changes nothing for it.
+const READ_CHUNKED_PY: &str = r#"import io
+from wsgidav.mw.base_mw import BaseMiddleware
+
+class ReadChunkedBody(BaseMiddleware):
+    def __call__(self, environ, start_response):
+        if environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked":
+            body = environ["wsgi.input"].read()
+            environ["wsgi.input"] = io.BytesIO(body)
+            environ["CONTENT_LENGTH"] = str(len(body))
+        return self.next_app(environ, start_response)
+"#;
+
 impl WsgiDav {
+    /// A server that wants the login ([`USER`], [`PASSWORD`]) on every request.
     pub fn start() -> WsgiDav {
         let dir = tempfile::Builder::new()
             .prefix("sr-wsgidav-")
@@ -37,6 +58,7 @@ impl WsgiDav {
         let port = free_port();
         // Basic auth only (what Litestream's client and ours send); no dead-property or
         // lock storage beyond memory; quiet logs.
+        std::fs::write(d.join("read_chunked.py"), READ_CHUNKED_PY).unwrap();
         std::fs::write(
             d.join("wsgidav.yaml"),
             format!(
@@ -45,6 +67,9 @@ impl WsgiDav {
                  http_authenticator:\n  domain_controller: null\n  accept_basic: true\n  \
                  accept_digest: false\n  default_to_digest: false\n\
                  simple_dc:\n  user_mapping:\n    \"*\":\n      \"{USER}\":\n        password: \"{PASSWORD}\"\n\
+                 middleware_stack:\n  - read_chunked.ReadChunkedBody\n  - wsgidav.mw.cors.Cors\n  \
+                 - wsgidav.error_printer.ErrorPrinter\n  - wsgidav.http_authenticator.HTTPAuthenticator\n  \
+                 - wsgidav.dir_browser.WsgiDavDirBrowser\n  - wsgidav.request_resolver.RequestResolver\n\
                  verbose: 1\nlogging:\n  enable_loggers: []\nproperty_manager: null\nlock_storage: true\n",
                 root = d.join("data").display(),
             ),
@@ -62,7 +87,9 @@ impl WsgiDav {
     fn spawn(&mut self) {
         let d = self.dir.path();
         let mut cmd = Command::new(wsgidav_bin());
-        cmd.arg("--config").arg(d.join("wsgidav.yaml"));
+        cmd.arg("--config")
+            .arg(d.join("wsgidav.yaml"))
+            .env("PYTHONPATH", d);
         self.proc = Some(Proc::spawn_appending(
             "wsgidav",
             cmd,

@@ -6,8 +6,9 @@
 //! methods: `PROPFIND` (`Depth: 1`) to list a level, `GET` with `Range` to read, `DELETE`,
 //! and atomic puts: `PUT` to a temp name beside the target, then `MOVE` onto it
 //! (`Overwrite: T`), since some servers (WsgiDAV) write a `PUT` in place, where a reader
-//! or a crash would see a prefix. Missing collections are made with `MKCOL` only when a
-//! `PUT` finds its parent missing (409), so the steady state is two requests per upload.
+//! or a crash would see a prefix. Collections are made with `MKCOL` (parents too, on 409)
+//! the first time the store writes into one, so the steady state is two requests per
+//! upload.
 //! `config` holds [`WebDavOptions`], `propfind` reads the multistatus XML.
 //!
 //! Timestamps: WebDAV has no portable way to set a file's modification time, so `list`
@@ -58,6 +59,8 @@ pub struct WebDavStore {
     location: String,
     username: Option<String>,
     password: Option<String>,
+    /// Collections (relative to the root) this store made or found with `MKCOL`.
+    known_dirs: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for WebDavStore {
@@ -96,6 +99,7 @@ impl WebDavStore {
             location,
             username: opts.username.filter(|u| !u.is_empty()),
             password: opts.password.filter(|p| !p.is_empty()),
+            known_dirs: Default::default(),
         })
     }
 
@@ -250,11 +254,13 @@ impl WebDavStore {
     async fn propfind(&self, rel: &str) -> Result<Vec<propfind::Entry>, StorageError> {
         let what = format!("listing {rel}/");
         let dir = self.url(&format!("{rel}/"));
+        // No body (RFC 4918 §9.1: all properties): WsgiDAV answers a PROPFIND of a missing
+        // collection without reading the body, and its server then reads that body as the
+        // next request on the connection, answering "400 Bad Request" to whoever sends
+        // next (Litestream's client, which sends one, trips on it).
         let req = self
             .request(Method::from_bytes(b"PROPFIND").expect("a method"), dir.clone())
-            .header("Depth", "1")
-            .header("Content-Type", "application/xml; charset=utf-8")
-            .body(propfind::BODY);
+            .header("Depth", "1");
         let resp = self.send(req, &what, "PROPFIND").await?;
         match resp.status().as_u16() {
             207 => {}
@@ -281,40 +287,52 @@ impl WebDavStore {
             .collect())
     }
 
-    /// `MKCOL` of `rel` and, where the server says its parent is missing, of its parents.
+    /// `MKCOL` of `rel` and, where the server says a parent is missing, of its parents,
+    /// up through the replica root's own (the root may not exist yet).
     async fn make_collections(&self, rel: &str) -> Result<(), StorageError> {
-        let mut missing = vec![rel.to_string()];
+        let mut missing = vec![self.url(&format!("{rel}/"))];
         while let Some(dir) = missing.last().cloned() {
-            let req = self.request(
-                Method::from_bytes(b"MKCOL").expect("a method"),
-                self.url(&format!("{dir}/")),
-            );
-            let resp = self.send(req, &dir, "MKCOL").await?;
+            let what = dir.path().to_string();
+            let req = self.request(Method::from_bytes(b"MKCOL").expect("a method"), dir.clone());
+            let resp = self.send(req, &what, "MKCOL").await?;
             match resp.status().as_u16() {
                 // Made, or already there (405: RFC 4918 §9.3.1; some servers answer 301).
                 200..=299 | 301 | 405 => {
                     missing.pop();
                 }
-                409 => match dir.rsplit_once('/') {
-                    Some((parent, _)) if !parent.is_empty() => missing.push(parent.to_string()),
-                    // The root's own parent is missing: nothing more we may create.
-                    _ => return Err(self.status_error(resp.status(), &dir, "MKCOL")),
-                },
-                _ => return Err(self.status_error(resp.status(), &dir, "MKCOL")),
-            }
-            if missing.len() > 64 {
-                return Err(StorageError::permanent(
-                    &self.location,
-                    rel,
-                    "MKCOL keeps answering 409 (conflict)",
-                ));
+                409 if missing.len() < 64 => {
+                    let mut parent = dir.clone();
+                    if let Ok(mut segs) = parent.path_segments_mut() {
+                        segs.pop_if_empty().pop().push("");
+                    }
+                    if parent.path() == dir.path() || parent.path() == "/" {
+                        // Nothing above left to make: the server refuses this one.
+                        return Err(self.status_error(resp.status(), &what, "MKCOL"));
+                    }
+                    missing.push(parent);
+                }
+                _ => return Err(self.status_error(resp.status(), &what, "MKCOL")),
             }
         }
         Ok(())
     }
 
-    /// `PUT` of `data` at `rel`, making the missing collections above it once.
+    /// `PUT` of `data` at `rel`. The collection above it is made (or found) with `MKCOL`
+    /// the first time this store writes there, before any `PUT`: a `PUT` refused for a
+    /// missing parent leaves its body unread, which some servers (WsgiDAV) then read as
+    /// the next request on the connection. Should it be gone since, the `PUT` answers 409
+    /// and the collections are made again once.
     async fn put_plain(&self, rel: &str, data: &Bytes, what: &str) -> Result<(), StorageError> {
+        let dir = rel.rsplit_once('/').map(|(d, _)| d.to_string());
+        if let Some(d) = &dir {
+            if !self.known_dirs.lock().expect("not poisoned").contains(d) {
+                self.make_collections(d).await?;
+                self.known_dirs
+                    .lock()
+                    .expect("not poisoned")
+                    .insert(d.clone());
+            }
+        }
         for attempt in 0..2 {
             let req = self
                 .request(Method::PUT, self.url(rel))
@@ -327,8 +345,8 @@ impl WebDavStore {
             }
             // 409: a parent collection is missing (RFC 4918 §9.7.1); some servers say 404.
             let parent_missing = matches!(status.as_u16(), 409 | 404);
-            match (parent_missing, rel.rsplit_once('/')) {
-                (true, Some((dir, _))) if attempt == 0 => self.make_collections(dir).await?,
+            match (parent_missing, &dir) {
+                (true, Some(d)) if attempt == 0 => self.make_collections(d).await?,
                 _ => return Err(self.status_error(status, what, "PUT")),
             }
         }

@@ -1,5 +1,4 @@
-//! PROPFIND: the request body the WebDAV backend sends, and reading the `207 Multi-Status`
-//! answer (RFC 4918 §9.1) into [`Entry`]s.
+//! PROPFIND: reading the `207 Multi-Status` answer (RFC 4918 §9.1) into [`Entry`]s.
 //!
 //! Owns: matching elements by local name in the `DAV:` namespace whatever prefix the
 //! server picks (`D:`, `ns0:`, none), taking each `response`'s properties only from its
@@ -11,10 +10,6 @@ use std::time::SystemTime;
 use quick_xml::events::Event;
 use quick_xml::name::ResolveResult;
 use quick_xml::NsReader;
-
-/// What the listing asks for: type, size, modification time.
-pub(super) const BODY: &str = r#"<?xml version="1.0" encoding="utf-8"?>
-<D:propfind xmlns:D="DAV:"><D:prop><D:resourcetype/><D:getcontentlength/><D:getlastmodified/></D:prop></D:propfind>"#;
 
 /// One `response` of a multistatus.
 #[derive(Clone, Debug, PartialEq, Eq)]
