@@ -260,3 +260,27 @@ fn we_restore_what_litestream_writes_over_webdav() {
         "{ls_log}"
     );
 }
+
+/// WebDAV has no atomic conditional write (see `engine::storage::webdav`): a lease there
+/// would not exclude anyone, so `replicate` refuses it, saying why, and writes nothing.
+#[test]
+fn a_lease_on_webdav_is_refused_clearly() {
+    let dav = WsgiDav::start();
+    let w = Work::new();
+    let db = w.path("app.db");
+    let app = app_db(&db);
+    insert_rows(&app, 5, 100);
+    let cfg = w.config(&format!(
+        "dbs:\n  - path: {}\n    lease:\n      ttl: 10s\n      owner: a\n    replica:\n{}",
+        db.display(),
+        dav.replica_yaml("lease/app")
+    ));
+    let out = run(&["replicate", "-config", cfg.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("lease") && err.contains("conditional writes are not supported"),
+        "{err}"
+    );
+    assert!(!dav.data("lease/app/ltx/0").exists(), "replicated without a lease");
+}
