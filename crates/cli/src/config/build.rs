@@ -25,7 +25,7 @@ use super::yaml::{child, invalid, Elsewhere, Map};
 
 pub(crate) use super::envdefaults::Env;
 
-pub(crate) const SUPPORTED_TYPES: &str = "file, s3, gs, abs, sftp, webdav";
+pub(crate) const SUPPORTED_TYPES: &str = "file, s3, gs, abs, sftp, webdav, oss";
 const MAX_LEVELS: usize = 8;
 
 const fn secs(s: u64) -> Duration {
@@ -681,7 +681,7 @@ fn build_replica(
     }
     if url.is_some() {
         let conflicts: &[&str] = match rtype {
-            "s3" | "gs" | "abs" => &["path", "bucket"],
+            "s3" | "gs" | "abs" | "oss" => &["path", "bucket"],
             "sftp" => &["path", "host"],
             "webdav" => &["path", "webdav-url"],
             _ => &["path"],
@@ -829,7 +829,7 @@ fn replica_type(m: &Map<'_>, url: Option<&ParsedUrl>) -> Result<&'static str, Co
         (Some(t), None) => t,
         (None, None) => "file",
     };
-    if matches!(t, "nats" | "oss") {
+    if t == "nats" {
         let key = if url.is_some() { "url" } else { "type" };
         return Err(ConfigError::new(
             m.key_path(key),
@@ -899,8 +899,10 @@ pub(crate) fn make_kind(
                 concurrency: s.concurrency,
                 sign_payload: s.sign_payload,
                 require_content_md5: s.require_content_md5,
+                oss: false,
             })
         }
+        "oss" => ReplicaKind::S3(oss_config(s, path, &need)?),
         "gs" => ReplicaKind::Gcs(GcsConfig {
             bucket: s
                 .bucket
@@ -945,10 +947,42 @@ pub(crate) fn make_kind(
     Ok(kind)
 }
 
+/// Alibaba OSS through its S3-compatible API (Litestream's `oss` type and keys): the S3
+/// client at `https://oss-REGION.aliyuncs.com` (or `endpoint`), virtual-hosted (OSS refuses
+/// path-style requests), region `cn-hangzhou` unless given, the `HexLevel` layout and
+/// `litestream-timestamp` metadata (OSS stores `x-amz-meta-*` as its `x-oss-meta-*`).
+fn oss_config(
+    s: Settings,
+    path: Option<String>,
+    need: &dyn Fn(&str) -> ConfigError,
+) -> Result<S3Config, ConfigError> {
+    let bucket = s
+        .bucket
+        .ok_or_else(|| need("a bucket: `bucket:` or `url: oss://BUCKET/path`"))?;
+    let region = s.region.unwrap_or_else(|| "cn-hangzhou".to_string());
+    let endpoint = match s.endpoint {
+        Some(e) => ensure_endpoint_scheme(&e),
+        None => format!("https://oss-{region}.aliyuncs.com"),
+    };
+    Ok(S3Config {
+        bucket,
+        path: clean_key_prefix(path.as_deref().unwrap_or_default()),
+        endpoint: Some(endpoint),
+        region: Some(region),
+        force_path_style: false,
+        access_key_id: s.access_key_id,
+        secret_access_key: s.secret_access_key,
+        part_size: s.part_size,
+        concurrency: s.concurrency,
+        oss: true,
+        ..Default::default()
+    })
+}
+
 /// A replica kind from a URL alone (the CLI's `replicate DB URL` and `restore URL`).
 pub(crate) fn kind_from_url(url: &str) -> Result<ReplicaKind, ConfigError> {
     let parsed = parse_url(url)?;
-    if matches!(parsed.replica_type, "nats" | "oss") {
+    if parsed.replica_type == "nats" {
         return Err(ConfigError::new(
             "",
             ErrorKind::BadUrl {

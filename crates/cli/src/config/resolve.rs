@@ -40,7 +40,7 @@ pub fn resolve_replica_url(
         )
     };
     let parsed = parse_url(url)?;
-    if matches!(parsed.replica_type, "nats" | "oss") {
+    if parsed.replica_type == "nats" {
         return Err(bad(format!(
             "{} replicas are not supported (supported: {SUPPORTED_TYPES})",
             parsed.replica_type

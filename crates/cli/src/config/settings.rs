@@ -10,7 +10,7 @@ use serde_norway::Value;
 
 use super::error::{ConfigError, ErrorKind};
 use super::secret::Secret;
-use super::url::{ensure_endpoint_scheme, parse_s3_host, redact_url, ParsedUrl};
+use super::url::{ensure_endpoint_scheme, parse_oss_host, parse_s3_host, redact_url, ParsedUrl};
 use super::yaml::{invalid, Map};
 
 pub(crate) const TOP_KEYS: &[&str] = &[
@@ -279,17 +279,16 @@ fn read_rate(m: &Map<'_>, key: &str) -> Result<Option<f64>, ConfigError> {
 /// Whether replica key `key` means something for a replica of type `t`.
 pub(crate) fn applies(t: &str, key: &str) -> bool {
     match key {
-        "bucket" => matches!(t, "s3" | "gs" | "abs"),
-        "endpoint" => matches!(t, "s3" | "abs"),
-        "access-key-id"
-        | "secret-access-key"
-        | "region"
-        | "force-path-style"
+        "bucket" => matches!(t, "s3" | "gs" | "abs" | "oss"),
+        "endpoint" => matches!(t, "s3" | "abs" | "oss"),
+        // Litestream's oss keys.
+        "access-key-id" | "secret-access-key" | "region" | "part-size" | "concurrency" => {
+            matches!(t, "s3" | "oss")
+        }
+        "force-path-style"
         | "sign-payload"
         | "require-content-md5"
         | "skip-verify"
-        | "part-size"
-        | "concurrency"
         | "storage-class"
         | "sse-customer-algorithm"
         | "sse-customer-key"
@@ -368,6 +367,11 @@ pub(crate) fn settings_from_url(
             }
             match other {
                 "gs" => s.bucket = Some(p.host.clone()),
+                "oss" => {
+                    let (bucket, region) = parse_oss_host(&p.host);
+                    s.bucket = Some(bucket);
+                    s.region = region;
+                }
                 "abs" => {
                     s.bucket = Some(p.host.clone());
                     s.account_name = p.user.clone();
@@ -389,7 +393,7 @@ pub(crate) fn settings_from_url(
             }
         }
     }
-    if matches!(p.replica_type, "s3" | "gs" | "abs") {
+    if matches!(p.replica_type, "s3" | "gs" | "abs" | "oss") {
         path = clean_key_prefix(&path);
     }
     Ok((s, path))
@@ -423,6 +427,9 @@ mod tests {
             ("webdav", "webdav-password", true),
             ("sftp", "webdav-url", false),
             ("webdav", "password", false),
+            ("oss", "region", true),
+            ("oss", "part-size", true),
+            ("oss", "force-path-style", false),
         ];
         for (t, key, want) in cases {
             assert_eq!(applies(t, key), *want, "{t} {key}");

@@ -321,6 +321,9 @@ pub struct S3Config {
     /// `require-content-md5` (Litestream's, default true): `Content-MD5` on DeleteObjects.
     /// `Some(false)`: no `Content-MD5` anywhere (deletes go one object per request).
     pub require_content_md5: Option<bool>,
+    /// `type: oss`: Alibaba OSS through its S3-compatible API (virtual-hosted, keys from
+    /// `OSS_ACCESS_KEY_ID`/`OSS_ACCESS_KEY_SECRET` rather than `AWS_*`).
+    pub oss: bool,
 }
 
 /// A Google Cloud Storage bucket (credentials: Google ADC).
@@ -379,6 +382,7 @@ impl ReplicaKind {
     pub fn type_name(&self) -> &'static str {
         match self {
             ReplicaKind::File { .. } => "file",
+            ReplicaKind::S3(c) if c.oss => "oss",
             ReplicaKind::S3(_) => "s3",
             ReplicaKind::Gcs(_) => "gs",
             ReplicaKind::Abs(_) => "abs",
@@ -392,7 +396,8 @@ impl ReplicaKind {
         match self {
             ReplicaKind::File { path } => format!("file://{}", path.display()),
             ReplicaKind::S3(c) => {
-                let mut s = format!("s3://{}/{}", c.bucket, c.path);
+                let scheme = if c.oss { "oss" } else { "s3" };
+                let mut s = format!("{scheme}://{}/{}", c.bucket, c.path);
                 if let Some(e) = &c.endpoint {
                     s.push_str(&format!(" (endpoint {e})"));
                 }
@@ -432,6 +437,15 @@ impl ReplicaKind {
     pub fn apply_env_defaults(&mut self, env: &dyn Fn(&str) -> Option<String>) {
         let get = |names: &[&str]| names.iter().find_map(|n| env(n).filter(|v| !v.is_empty()));
         match self {
+            ReplicaKind::S3(c) if c.oss => {
+                // Alibaba's SDK names, as Litestream's oss client reads them.
+                if c.access_key_id.is_none() {
+                    c.access_key_id = get(&["OSS_ACCESS_KEY_ID"]).map(Secret::new);
+                }
+                if c.secret_access_key.is_none() {
+                    c.secret_access_key = get(&["OSS_ACCESS_KEY_SECRET"]).map(Secret::new);
+                }
+            }
             ReplicaKind::S3(c) => {
                 if c.access_key_id.is_none() {
                     c.access_key_id =
