@@ -34,6 +34,7 @@ mod mcp;
 mod metrics;
 mod netfault;
 mod notify;
+mod oss;
 mod operate;
 mod outage;
 mod perms;
