@@ -52,9 +52,7 @@ pub(crate) fn build(root: &Value, env: Env<'_>) -> Result<Config, ConfigError> {
     let defaults = replica_defaults(&top, &from_env)?;
     let mut warnings = Vec::new();
     for key in top.keys().filter(|k| FOREIGN_KEYS.contains(k)) {
-        warnings.push(format!(
-            "{key}: NATS replicas are not supported; ignored"
-        ));
+        warnings.push(format!("{key}: NATS replicas are not supported; ignored"));
     }
     let snapshot = build_snapshot(&top, &from_env)?;
     let levels = build_levels(&top)?;
@@ -935,7 +933,9 @@ pub(crate) fn make_kind(
         }),
         "webdav" => ReplicaKind::WebDav(WebDavConfig {
             url: s.webdav_url.ok_or_else(|| {
-                need("a server: `webdav-url: http(s)://HOST[:PORT]` or `url: webdav(s)://HOST/path`")
+                need(
+                    "a server: `webdav-url: http(s)://HOST[:PORT]` or `url: webdav(s)://HOST/path`",
+                )
             })?,
             username: s.webdav_username,
             password: s.webdav_password,

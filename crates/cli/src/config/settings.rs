@@ -383,7 +383,9 @@ pub(crate) fn settings_from_url(
                 }
                 "webdav" => {
                     // As Litestream: webdavs:// is https, webdav:// is http.
-                    let tls = url.get(..8).is_some_and(|s| s.eq_ignore_ascii_case("webdavs:"));
+                    let tls = url
+                        .get(..8)
+                        .is_some_and(|s| s.eq_ignore_ascii_case("webdavs:"));
                     let scheme = if tls { "https" } else { "http" };
                     s.webdav_url = Some(format!("{scheme}://{}", p.host));
                     s.webdav_username = p.user.clone();

@@ -464,7 +464,11 @@ fn webdav_replicas_take_litestreams_keys_and_urls() {
     let (c, shown) = kind("      type: webdav\n      webdav-url: https://dav.example/remote.php\n      webdav-username: bob\n      webdav-password: pw-1\n      path: /backups/app\n");
     assert_eq!(
         (c.url.as_str(), c.username.as_deref(), c.path.as_str()),
-        ("https://dav.example/remote.php", Some("bob"), "/backups/app")
+        (
+            "https://dav.example/remote.php",
+            Some("bob"),
+            "/backups/app"
+        )
     );
     assert_eq!(c.password.as_ref().map(Secret::expose), Some("pw-1"));
     assert_eq!(shown, "webdavs://dav.example/remote.php/backups/app");
@@ -486,12 +490,13 @@ fn webdav_replicas_take_litestreams_keys_and_urls() {
     assert_eq!(c.username.as_deref(), Some("top"));
     assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
     // The CLI's bare URL.
-    let ReplicaKind::WebDav(c) = super::for_url("/a.db", "webdavs://u:pw-4@h:8443/x", &|_: &str| None)
-        .unwrap()
-        .dbs[0]
-        .replicas[0]
-        .kind
-        .clone()
+    let ReplicaKind::WebDav(c) =
+        super::for_url("/a.db", "webdavs://u:pw-4@h:8443/x", &|_: &str| None)
+            .unwrap()
+            .dbs[0]
+            .replicas[0]
+            .kind
+            .clone()
     else {
         panic!("not webdav")
     };
@@ -501,7 +506,12 @@ fn webdav_replicas_take_litestreams_keys_and_urls() {
 #[test]
 fn oss_replicas_are_s3_with_oss_addressing() {
     let kind = |replica: &str, env: &dyn Fn(&str) -> Option<String>| {
-        let cfg = parse(&format!("dbs:\n  - path: /a.db\n    replica:\n{replica}"), false, env).unwrap();
+        let cfg = parse(
+            &format!("dbs:\n  - path: /a.db\n    replica:\n{replica}"),
+            false,
+            env,
+        )
+        .unwrap();
         assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
         let ReplicaKind::S3(c) = cfg.dbs[0].replicas[0].kind.clone() else {
             panic!("not s3")
@@ -509,15 +519,34 @@ fn oss_replicas_are_s3_with_oss_addressing() {
         (c, cfg.dbs[0].replicas[0].display_name().to_string())
     };
     // Litestream's URL: bucket and region from the host, the public endpoint, virtual-hosted.
-    let (c, name) = kind("      url: oss://logs.oss-cn-shanghai.aliyuncs.com/db/app\n", &no_env);
+    let (c, name) = kind(
+        "      url: oss://logs.oss-cn-shanghai.aliyuncs.com/db/app\n",
+        &no_env,
+    );
     assert!(c.oss && !c.force_path_style);
     assert_eq!(name, "oss");
     assert_eq!(
-        (c.bucket.as_str(), c.path.as_str(), c.region.as_deref(), c.endpoint.as_deref()),
-        ("logs", "db/app", Some("cn-shanghai"), Some("https://oss-cn-shanghai.aliyuncs.com"))
+        (
+            c.bucket.as_str(),
+            c.path.as_str(),
+            c.region.as_deref(),
+            c.endpoint.as_deref()
+        ),
+        (
+            "logs",
+            "db/app",
+            Some("cn-shanghai"),
+            Some("https://oss-cn-shanghai.aliyuncs.com")
+        )
     );
-    let (c, _) = kind("      url: oss://b.oss-cn-beijing-internal.aliyuncs.com/p\n", &no_env);
-    assert_eq!((c.bucket.as_str(), c.region.as_deref()), ("b", Some("cn-beijing")));
+    let (c, _) = kind(
+        "      url: oss://b.oss-cn-beijing-internal.aliyuncs.com/p\n",
+        &no_env,
+    );
+    assert_eq!(
+        (c.bucket.as_str(), c.region.as_deref()),
+        ("b", Some("cn-beijing"))
+    );
     // Litestream's keys; region cn-hangzhou by default; keys from OSS_* (not AWS_*).
     let env = |k: &str| match k {
         "OSS_ACCESS_KEY_ID" => Some("oss-id".to_string()),
@@ -525,20 +554,47 @@ fn oss_replicas_are_s3_with_oss_addressing() {
         "AWS_ACCESS_KEY_ID" => Some("aws-id".to_string()),
         _ => None,
     };
-    let (c, _) = kind("      type: oss\n      bucket: b\n      path: /x/\n      part-size: 5MB\n", &env);
+    let (c, _) = kind(
+        "      type: oss\n      bucket: b\n      path: /x/\n      part-size: 5MB\n",
+        &env,
+    );
     assert_eq!(
-        (c.path.as_str(), c.region.as_deref(), c.endpoint.as_deref(), c.part_size),
-        ("x", Some("cn-hangzhou"), Some("https://oss-cn-hangzhou.aliyuncs.com"), Some(5_000_000))
+        (
+            c.path.as_str(),
+            c.region.as_deref(),
+            c.endpoint.as_deref(),
+            c.part_size
+        ),
+        (
+            "x",
+            Some("cn-hangzhou"),
+            Some("https://oss-cn-hangzhou.aliyuncs.com"),
+            Some(5_000_000)
+        )
     );
     assert_eq!(c.access_key_id.as_ref().map(Secret::expose), Some("oss-id"));
-    assert_eq!(c.secret_access_key.as_ref().map(Secret::expose), Some("oss-secret"));
-    let (c, _) = kind("      type: oss\n      bucket: b\n      endpoint: oss-eu-central-1.aliyuncs.com\n      region: eu-central-1\n", &no_env);
-    assert_eq!(c.endpoint.as_deref(), Some("https://oss-eu-central-1.aliyuncs.com"));
-    // S3-only keys do not apply.
-    let cfg = ok("dbs:\n  - path: /a.db\n    replica:\n      url: oss://b/p\n      force-path-style: true\n");
-    assert!(cfg.warnings[0].contains("`force-path-style` does not apply to a oss replica"), "{:?}", cfg.warnings);
     assert_eq!(
-        parse_replica_url("oss://b.oss-cn-hangzhou.aliyuncs.com/db").unwrap().describe(),
+        c.secret_access_key.as_ref().map(Secret::expose),
+        Some("oss-secret")
+    );
+    let (c, _) = kind("      type: oss\n      bucket: b\n      endpoint: oss-eu-central-1.aliyuncs.com\n      region: eu-central-1\n", &no_env);
+    assert_eq!(
+        c.endpoint.as_deref(),
+        Some("https://oss-eu-central-1.aliyuncs.com")
+    );
+    // S3-only keys do not apply.
+    let cfg = ok(
+        "dbs:\n  - path: /a.db\n    replica:\n      url: oss://b/p\n      force-path-style: true\n",
+    );
+    assert!(
+        cfg.warnings[0].contains("`force-path-style` does not apply to a oss replica"),
+        "{:?}",
+        cfg.warnings
+    );
+    assert_eq!(
+        parse_replica_url("oss://b.oss-cn-hangzhou.aliyuncs.com/db")
+            .unwrap()
+            .describe(),
         "oss://b/db (endpoint https://oss-cn-hangzhou.aliyuncs.com)"
     );
 }

@@ -112,7 +112,10 @@ fn oss_replica_replicates_and_restores_through_virtual_hosted_requests_on_garage
     ));
     let app = app_db(&db);
     insert_rows(&app, 20, 300);
-    let out = run_via(&proxy, &["replicate", "-once", "-config", cfg.to_str().unwrap()]);
+    let out = run_via(
+        &proxy,
+        &["replicate", "-once", "-config", cfg.to_str().unwrap()],
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -120,7 +123,10 @@ fn oss_replica_replicates_and_restores_through_virtual_hosted_requests_on_garage
     );
     for i in 0..5 {
         insert_rows(&app, 3, 200 + 40 * i);
-        let out = run_via(&proxy, &["replicate", "-once", "-config", cfg.to_str().unwrap()]);
+        let out = run_via(
+            &proxy,
+            &["replicate", "-once", "-config", cfg.to_str().unwrap()],
+        );
         assert!(
             out.status.success(),
             "{}",
@@ -147,7 +153,11 @@ fn oss_replica_replicates_and_restores_through_virtual_hosted_requests_on_garage
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_same_pages(&want, &pages_of_file(&restored), "restore of the oss replica");
+    assert_same_pages(
+        &want,
+        &pages_of_file(&restored),
+        "restore of the oss replica",
+    );
 
     // Every request went virtual-hosted: the bucket in the host, never in the path.
     let heads = proxy.heads();
@@ -168,7 +178,9 @@ fn oss_replica_replicates_and_restores_through_virtual_hosted_requests_on_garage
     );
     // Litestream's S3/OSS layout: the level as four hex digits under the path.
     assert!(
-        heads.iter().any(|l| l.starts_with("PUT ") && l.contains("/db/app/0000/")),
+        heads
+            .iter()
+            .any(|l| l.starts_with("PUT ") && l.contains("/db/app/0000/")),
         "{heads:?}"
     );
 }

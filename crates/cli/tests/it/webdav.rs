@@ -46,7 +46,10 @@ fn webdav_store_passes_the_storage_conformance_suite_on_wsgidav() {
     .unwrap();
     let s = WebDavStore::new(dav.options("conf/db")).unwrap();
     // WsgiDAV checks If-None-Match apart from the write: no atomic conditional create.
-    block_on(conformance_created_in_headers(&s, ConditionalCreate::Refused));
+    block_on(conformance_created_in_headers(
+        &s,
+        ConditionalCreate::Refused,
+    ));
     assert!(!root.join("lock.json").exists(), "a refused create wrote");
 
     // On the server's disk: Litestream's layout, collections made on the way (a fresh
@@ -218,7 +221,11 @@ fn litestream_restores_what_we_write_over_webdav() {
     let want = replicate_with_writes(&w, &cfg, &db);
     let out = w.path("litestream.db");
     litestream_restore_ok(&cfg, &db, &out);
-    assert_same_pages(&want, &pages_of_file(&out), "litestream restore over WebDAV");
+    assert_same_pages(
+        &want,
+        &pages_of_file(&out),
+        "litestream restore over WebDAV",
+    );
 }
 
 #[test]
@@ -282,5 +289,8 @@ fn a_lease_on_webdav_is_refused_clearly() {
         err.contains("lease") && err.contains("conditional writes are not supported"),
         "{err}"
     );
-    assert!(!dav.data("lease/app/ltx/0").exists(), "replicated without a lease");
+    assert!(
+        !dav.data("lease/app/ltx/0").exists(),
+        "replicated without a lease"
+    );
 }

@@ -90,11 +90,7 @@ impl WsgiDav {
         cmd.arg("--config")
             .arg(d.join("wsgidav.yaml"))
             .env("PYTHONPATH", d);
-        self.proc = Some(Proc::spawn_appending(
-            "wsgidav",
-            cmd,
-            d.join("wsgidav.log"),
-        ));
+        self.proc = Some(Proc::spawn_appending("wsgidav", cmd, d.join("wsgidav.log")));
         let t = Instant::now();
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             assert!(
@@ -115,7 +111,10 @@ impl WsgiDav {
         }
         let t = Instant::now();
         while TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-            assert!(t.elapsed() < Duration::from_secs(30), "wsgidav did not stop");
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "wsgidav did not stop"
+            );
             // Spaces the polls of this wait loop.
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -259,7 +259,10 @@ impl WebDavStore {
         // next request on the connection, answering "400 Bad Request" to whoever sends
         // next (Litestream's client, which sends one, trips on it).
         let req = self
-            .request(Method::from_bytes(b"PROPFIND").expect("a method"), dir.clone())
+            .request(
+                Method::from_bytes(b"PROPFIND").expect("a method"),
+                dir.clone(),
+            )
             .header("Depth", "1");
         let resp = self.send(req, &what, "PROPFIND").await?;
         match resp.status().as_u16() {

@@ -43,8 +43,8 @@ impl WebDavOptions {
         let shown = redact(&self.url);
         let shown = shown.as_str();
         let bad = |detail: String| StorageError::permanent(shown, "replica configuration", detail);
-        let mut url = Url::parse(&self.url)
-            .map_err(|e| bad(format!("webdav-url is not a URL ({e})")))?;
+        let mut url =
+            Url::parse(&self.url).map_err(|e| bad(format!("webdav-url is not a URL ({e})")))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(bad(format!(
                 "webdav-url must be http:// or https://, not {}://",
@@ -90,7 +90,9 @@ fn redact(url: &str) -> String {
     match url.split_once("://") {
         Some((scheme, rest)) => {
             let end = rest.find('/').unwrap_or(rest.len());
-            let host = rest[..end].rsplit_once('@').map_or(&rest[..end], |(_, h)| h);
+            let host = rest[..end]
+                .rsplit_once('@')
+                .map_or(&rest[..end], |(_, h)| h);
             format!("{scheme}://{host}{}", &rest[end..])
         }
         None => url.to_string(),

@@ -125,7 +125,9 @@ pub(super) fn parse(xml: &str) -> Result<Vec<Entry>, String> {
 
 /// `HTTP/1.1 200 OK` → true.
 fn status_is_ok(s: &str) -> bool {
-    s.split_whitespace().nth(1).is_some_and(|c| c.starts_with('2'))
+    s.split_whitespace()
+        .nth(1)
+        .is_some_and(|c| c.starts_with('2'))
 }
 
 /// An HTTP date (`Mon, 07 Dec 2026 10:06:17 GMT`), as `getlastmodified` and
@@ -199,7 +201,12 @@ mod tests {
         assert_eq!(e.len(), 2);
         assert_eq!((e[0].name.as_str(), e[0].is_collection), ("b", true));
         assert_eq!(
-            (e[1].name.as_str(), e[1].is_collection, e[1].size, e[1].modified),
+            (
+                e[1].name.as_str(),
+                e[1].is_collection,
+                e[1].size,
+                e[1].modified
+            ),
             ("d.txt", false, Some(3), Some(t))
         );
         let e = parse(APACHE).unwrap();
