@@ -78,6 +78,20 @@ if [ ! -x "$MOTO_DIR/bin/moto_server" ] && [ -z "${MOTO_PYTHON:-}" ]; then
   "$MOTO_DIR/bin/pip" install --quiet --disable-pip-version-check "moto[server]>=5.1.22"
 fi
 
+# WsgiDAV (a WebDAV server on cheroot; the WebDAV tests start one per test on loopback),
+# from PyPI in its own venv ($WSGIDAV_BIN overrides). Debian's python3 needs python3-venv
+# for `python3 -m venv`.
+WSGIDAV_DIR="$HOME/.cache/sqlite-replicate/wsgidav"
+if [ ! -x "$WSGIDAV_DIR/bin/wsgidav" ] && [ -z "${WSGIDAV_BIN:-}" ]; then
+  echo "== installing wsgidav 4.4.0 and cheroot 11.1.2 (PyPI) into a venv in ~/.cache/sqlite-replicate"
+  if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
+  fi
+  rm -rf "$WSGIDAV_DIR"
+  python3 -m venv "$WSGIDAV_DIR"
+  "$WSGIDAV_DIR/bin/pip" install --quiet --disable-pip-version-check "wsgidav==4.4.0" "cheroot==11.1.2"
+fi
+
 # OpenSSH's server (the SFTP tests start one per test on loopback, with their own config
 # and keys; ssh-keygen comes with it). Debian's package; its own service is not used.
 if [ ! -x /usr/sbin/sshd ] && [ -z "${SSHD_BIN:-}" ]; then

@@ -229,6 +229,7 @@ pub fn secrets_of(cfg: &Config) -> Vec<String> {
                     add(c.password.as_ref());
                     add(c.key_passphrase.as_ref());
                 }
+                ReplicaKind::WebDav(c) => add(c.password.as_ref()),
             }
         }
     }

@@ -147,6 +147,14 @@ pub fn build_store(kind: &ReplicaKind) -> anyhow::Result<Arc<dyn ReplicaStore>> 
         ReplicaKind::Gcs(c) => Ok(Arc::new(engine::storage::gcs::GcsStore::new(gcs_options(
             c,
         ))?)),
+        ReplicaKind::WebDav(c) => Ok(Arc::new(engine::storage::webdav::WebDavStore::new(
+            engine::storage::webdav::WebDavOptions {
+                url: c.url.clone(),
+                username: c.username.clone(),
+                password: c.password.as_ref().map(|p| p.expose().to_string()),
+                path: c.path.clone(),
+            },
+        )?)),
     }
 }
 

@@ -233,7 +233,9 @@ fn budget_finding(r: &config::ReplicaConfig, now: Option<&RequestFigures>) -> Fi
     }
     let object_store = !matches!(
         r.kind,
-        config::ReplicaKind::File { .. } | config::ReplicaKind::Sftp(_)
+        config::ReplicaKind::File { .. }
+            | config::ReplicaKind::Sftp(_)
+            | config::ReplicaKind::WebDav(_)
     );
     if object_store && r.upload_budget.is_none() && pace_rate > 1.0 {
         Finding::warn(

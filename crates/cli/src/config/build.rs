@@ -25,7 +25,7 @@ use super::yaml::{child, invalid, Elsewhere, Map};
 
 pub(crate) use super::envdefaults::Env;
 
-pub(crate) const SUPPORTED_TYPES: &str = "file, s3, gs, abs, sftp";
+pub(crate) const SUPPORTED_TYPES: &str = "file, s3, gs, abs, sftp, webdav, oss";
 const MAX_LEVELS: usize = 8;
 
 const fn secs(s: u64) -> Duration {
@@ -52,9 +52,7 @@ pub(crate) fn build(root: &Value, env: Env<'_>) -> Result<Config, ConfigError> {
     let defaults = replica_defaults(&top, &from_env)?;
     let mut warnings = Vec::new();
     for key in top.keys().filter(|k| FOREIGN_KEYS.contains(k)) {
-        warnings.push(format!(
-            "{key}: WebDAV and NATS replicas are not supported; ignored"
-        ));
+        warnings.push(format!("{key}: NATS replicas are not supported; ignored"));
     }
     let snapshot = build_snapshot(&top, &from_env)?;
     let levels = build_levels(&top)?;
@@ -681,8 +679,9 @@ fn build_replica(
     }
     if url.is_some() {
         let conflicts: &[&str] = match rtype {
-            "s3" | "gs" | "abs" => &["path", "bucket"],
+            "s3" | "gs" | "abs" | "oss" => &["path", "bucket"],
             "sftp" => &["path", "host"],
+            "webdav" => &["path", "webdav-url"],
             _ => &["path"],
         };
         if let Some(key) = conflicts.iter().find(|k| m.has(k)) {
@@ -745,7 +744,7 @@ fn build_replica(
 }
 
 /// `upload-rate` and `upload-burst` as merged, else the type's default: object stores
-/// get `OBJECT_STORE_UPLOAD_RATE`, file and SFTP replicas no limit. A burst on a replica
+/// get `OBJECT_STORE_UPLOAD_RATE`, file, SFTP and WebDAV replicas no limit. A burst on a replica
 /// whose rate is unlimited would do nothing: refused when the replica itself sets it (a
 /// top-level one is a default for the replicas that have a rate).
 fn upload_budget(
@@ -753,7 +752,7 @@ fn upload_budget(
     s: &Settings,
     m: &Map<'_>,
 ) -> Result<Option<UploadBudget>, ConfigError> {
-    let object_store = !matches!(rtype, "file" | "sftp");
+    let object_store = !matches!(rtype, "file" | "sftp" | "webdav");
     let per_sec = match s.upload_rate {
         Some(r) => r,
         None if object_store => defaults::OBJECT_STORE_UPLOAD_RATE,
@@ -828,7 +827,7 @@ fn replica_type(m: &Map<'_>, url: Option<&ParsedUrl>) -> Result<&'static str, Co
         (Some(t), None) => t,
         (None, None) => "file",
     };
-    if matches!(t, "webdav" | "nats" | "oss") {
+    if t == "nats" {
         let key = if url.is_some() { "url" } else { "type" };
         return Err(ConfigError::new(
             m.key_path(key),
@@ -898,8 +897,10 @@ pub(crate) fn make_kind(
                 concurrency: s.concurrency,
                 sign_payload: s.sign_payload,
                 require_content_md5: s.require_content_md5,
+                oss: false,
             })
         }
+        "oss" => ReplicaKind::S3(oss_config(s, path, &need)?),
         "gs" => ReplicaKind::Gcs(GcsConfig {
             bucket: s
                 .bucket
@@ -930,16 +931,58 @@ pub(crate) fn make_kind(
             path: path.unwrap_or_default(),
             concurrent_writes: s.concurrent_writes,
         }),
+        "webdav" => ReplicaKind::WebDav(WebDavConfig {
+            url: s.webdav_url.ok_or_else(|| {
+                need(
+                    "a server: `webdav-url: http(s)://HOST[:PORT]` or `url: webdav(s)://HOST/path`",
+                )
+            })?,
+            username: s.webdav_username,
+            password: s.webdav_password,
+            path: path.unwrap_or_default(),
+        }),
         other => unreachable!("replica type {other} was checked"),
     };
     kind.apply_env_defaults(env);
     Ok(kind)
 }
 
+/// Alibaba OSS through its S3-compatible API (Litestream's `oss` type and keys): the S3
+/// client at `https://oss-REGION.aliyuncs.com` (or `endpoint`), virtual-hosted (OSS refuses
+/// path-style requests), region `cn-hangzhou` unless given, the `HexLevel` layout and
+/// `litestream-timestamp` metadata (OSS stores `x-amz-meta-*` as its `x-oss-meta-*`).
+fn oss_config(
+    s: Settings,
+    path: Option<String>,
+    need: &dyn Fn(&str) -> ConfigError,
+) -> Result<S3Config, ConfigError> {
+    let bucket = s
+        .bucket
+        .ok_or_else(|| need("a bucket: `bucket:` or `url: oss://BUCKET/path`"))?;
+    let region = s.region.unwrap_or_else(|| "cn-hangzhou".to_string());
+    let endpoint = match s.endpoint {
+        Some(e) => ensure_endpoint_scheme(&e),
+        None => format!("https://oss-{region}.aliyuncs.com"),
+    };
+    Ok(S3Config {
+        bucket,
+        path: clean_key_prefix(path.as_deref().unwrap_or_default()),
+        endpoint: Some(endpoint),
+        region: Some(region),
+        force_path_style: false,
+        access_key_id: s.access_key_id,
+        secret_access_key: s.secret_access_key,
+        part_size: s.part_size,
+        concurrency: s.concurrency,
+        oss: true,
+        ..Default::default()
+    })
+}
+
 /// A replica kind from a URL alone (the CLI's `replicate DB URL` and `restore URL`).
 pub(crate) fn kind_from_url(url: &str) -> Result<ReplicaKind, ConfigError> {
     let parsed = parse_url(url)?;
-    if matches!(parsed.replica_type, "webdav" | "nats" | "oss") {
+    if parsed.replica_type == "nats" {
         return Err(ConfigError::new(
             "",
             ErrorKind::BadUrl {

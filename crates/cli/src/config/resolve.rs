@@ -40,7 +40,7 @@ pub fn resolve_replica_url(
         )
     };
     let parsed = parse_url(url)?;
-    if matches!(parsed.replica_type, "webdav" | "nats" | "oss") {
+    if parsed.replica_type == "nats" {
         return Err(bad(format!(
             "{} replicas are not supported (supported: {SUPPORTED_TYPES})",
             parsed.replica_type
@@ -91,7 +91,7 @@ fn configured_at<'c>(cfg: &'c Config, wanted: &Location) -> Option<&'c ReplicaCo
 #[derive(Debug, PartialEq, Eq)]
 struct Location {
     replica_type: &'static str,
-    /// Bucket, container or SFTP host; empty for files.
+    /// Bucket, container, SFTP host or WebDAV server URL; empty for files.
     bucket: String,
     /// Key prefix, remote directory, or local directory; no trailing `/`.
     path: String,
@@ -106,6 +106,7 @@ impl Location {
         let (bucket, path) = match replica_type {
             "file" => (String::new(), local_path(path, env).display().to_string()),
             "sftp" => (s.host.clone().unwrap_or_default(), path.to_string()),
+            "webdav" => (s.webdav_url.clone().unwrap_or_default(), path.to_string()),
             _ => (s.bucket.clone().unwrap_or_default(), path.to_string()),
         };
         Location {
@@ -129,6 +130,7 @@ impl Location {
                 c.account_name.clone(),
             ),
             ReplicaKind::Sftp(c) => (c.host.clone(), c.path.clone(), None, None),
+            ReplicaKind::WebDav(c) => (c.url.clone(), c.path.clone(), None, None),
         };
         Location {
             replica_type: kind.type_name(),

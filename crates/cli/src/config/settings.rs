@@ -10,7 +10,7 @@ use serde_norway::Value;
 
 use super::error::{ConfigError, ErrorKind};
 use super::secret::Secret;
-use super::url::{ensure_endpoint_scheme, parse_s3_host, redact_url, ParsedUrl};
+use super::url::{ensure_endpoint_scheme, parse_oss_host, parse_s3_host, redact_url, ParsedUrl};
 use super::yaml::{invalid, Map};
 
 pub(crate) const TOP_KEYS: &[&str] = &[
@@ -71,14 +71,14 @@ pub(crate) const SETTINGS_KEYS: &[&str] = &[
     "key-passphrase",
     "host-key",
     "concurrent-writes",
-    "age",
-];
-
-/// Litestream's WebDAV and NATS settings: known (so not "unknown key"), never used.
-pub(crate) const FOREIGN_KEYS: &[&str] = &[
     "webdav-url",
     "webdav-username",
     "webdav-password",
+    "age",
+];
+
+/// Litestream's NATS settings: known (so not "unknown key"), never used.
+pub(crate) const FOREIGN_KEYS: &[&str] = &[
     "jwt",
     "seed",
     "creds",
@@ -172,6 +172,10 @@ pub(crate) struct Settings {
     pub key_passphrase: Option<Secret>,
     pub host_key: Option<String>,
     pub concurrent_writes: Option<bool>,
+    /// `webdav-url`: `http(s)://host[:port][/path]`, or from a `webdav(s)://` URL.
+    pub webdav_url: Option<String>,
+    pub webdav_username: Option<String>,
+    pub webdav_password: Option<Secret>,
 }
 
 macro_rules! fill_from {
@@ -236,6 +240,9 @@ impl Settings {
             key_passphrase: m.secret("key-passphrase")?,
             host_key: m.string("host-key")?,
             concurrent_writes: m.bool("concurrent-writes")?,
+            webdav_url: m.string("webdav-url")?,
+            webdav_username: m.string("webdav-username")?,
+            webdav_password: m.secret("webdav-password")?,
         })
     }
 
@@ -248,6 +255,7 @@ impl Settings {
             require_content_md5, skip_verify, part_size, concurrency, storage_class, sse_customer_algorithm,
             sse_customer_key, sse_customer_key_path, sse_kms_key_id, account_name, account_key, sas_token,
             host, user, password, key_path, key_passphrase, host_key, concurrent_writes,
+            webdav_url, webdav_username, webdav_password,
         );
     }
 }
@@ -271,17 +279,16 @@ fn read_rate(m: &Map<'_>, key: &str) -> Result<Option<f64>, ConfigError> {
 /// Whether replica key `key` means something for a replica of type `t`.
 pub(crate) fn applies(t: &str, key: &str) -> bool {
     match key {
-        "bucket" => matches!(t, "s3" | "gs" | "abs"),
-        "endpoint" => matches!(t, "s3" | "abs"),
-        "access-key-id"
-        | "secret-access-key"
-        | "region"
-        | "force-path-style"
+        "bucket" => matches!(t, "s3" | "gs" | "abs" | "oss"),
+        "endpoint" => matches!(t, "s3" | "abs" | "oss"),
+        // Litestream's oss keys.
+        "access-key-id" | "secret-access-key" | "region" | "part-size" | "concurrency" => {
+            matches!(t, "s3" | "oss")
+        }
+        "force-path-style"
         | "sign-payload"
         | "require-content-md5"
         | "skip-verify"
-        | "part-size"
-        | "concurrency"
         | "storage-class"
         | "sse-customer-algorithm"
         | "sse-customer-key"
@@ -290,13 +297,14 @@ pub(crate) fn applies(t: &str, key: &str) -> bool {
         "account-name" | "account-key" | "sas-token" => t == "abs",
         "host" | "user" | "password" | "key-path" | "key-passphrase" | "host-key"
         | "concurrent-writes" => t == "sftp",
+        "webdav-url" | "webdav-username" | "webdav-password" => t == "webdav",
         k if FOREIGN_KEYS.contains(&k) => false,
         _ => true,
     }
 }
 
-/// The settings a URL carries, and its path (`file`: the local path; `sftp`: as
-/// written; others: without the leading `/`).
+/// The settings a URL carries, and its path (`file`: the local path; `sftp`, `webdav`:
+/// as written; others: without the leading `/`).
 pub(crate) fn settings_from_url(
     p: &ParsedUrl,
     url: &str,
@@ -359,6 +367,11 @@ pub(crate) fn settings_from_url(
             }
             match other {
                 "gs" => s.bucket = Some(p.host.clone()),
+                "oss" => {
+                    let (bucket, region) = parse_oss_host(&p.host);
+                    s.bucket = Some(bucket);
+                    s.region = region;
+                }
                 "abs" => {
                     s.bucket = Some(p.host.clone());
                     s.account_name = p.user.clone();
@@ -368,11 +381,21 @@ pub(crate) fn settings_from_url(
                     s.user = p.user.clone();
                     s.password = p.password.clone().map(Secret::new);
                 }
+                "webdav" => {
+                    // As Litestream: webdavs:// is https, webdav:// is http.
+                    let tls = url
+                        .get(..8)
+                        .is_some_and(|s| s.eq_ignore_ascii_case("webdavs:"));
+                    let scheme = if tls { "https" } else { "http" };
+                    s.webdav_url = Some(format!("{scheme}://{}", p.host));
+                    s.webdav_username = p.user.clone();
+                    s.webdav_password = p.password.clone().map(Secret::new);
+                }
                 _ => {}
             }
         }
     }
-    if matches!(p.replica_type, "s3" | "gs" | "abs") {
+    if matches!(p.replica_type, "s3" | "gs" | "abs" | "oss") {
         path = clean_key_prefix(&path);
     }
     Ok((s, path))
@@ -403,6 +426,12 @@ mod tests {
             ("s3", "password", false),
             ("file", "sync-interval", true),
             ("s3", "jwt", false),
+            ("webdav", "webdav-password", true),
+            ("sftp", "webdav-url", false),
+            ("webdav", "password", false),
+            ("oss", "region", true),
+            ("oss", "part-size", true),
+            ("oss", "force-path-style", false),
         ];
         for (t, key, want) in cases {
             assert_eq!(applies(t, key), *want, "{t} {key}");

@@ -451,6 +451,155 @@ fn err_env(yaml: &str, env: &dyn Fn(&str) -> Option<String>) -> String {
 }
 
 #[test]
+fn webdav_replicas_take_litestreams_keys_and_urls() {
+    let kind = |replica: &str| {
+        let cfg = ok(&format!("dbs:\n  - path: /a.db\n    replica:\n{replica}"));
+        let ReplicaKind::WebDav(c) = cfg.dbs[0].replicas[0].kind.clone() else {
+            panic!("not webdav")
+        };
+        assert!(!format!("{cfg:?}").contains("pw-"), "password in Debug");
+        (c, cfg.dbs[0].replicas[0].kind.describe())
+    };
+    // Litestream's keys.
+    let (c, shown) = kind("      type: webdav\n      webdav-url: https://dav.example/remote.php\n      webdav-username: bob\n      webdav-password: pw-1\n      path: /backups/app\n");
+    assert_eq!(
+        (c.url.as_str(), c.username.as_deref(), c.path.as_str()),
+        (
+            "https://dav.example/remote.php",
+            Some("bob"),
+            "/backups/app"
+        )
+    );
+    assert_eq!(c.password.as_ref().map(Secret::expose), Some("pw-1"));
+    assert_eq!(shown, "webdavs://dav.example/remote.php/backups/app");
+    // The URL: webdav:// is http, webdavs:// https, the login from the userinfo.
+    let (c, shown) = kind("      url: 'webdav://bob:pw-2@127.0.0.1:8080/db/app'\n");
+    assert_eq!(
+        (c.url.as_str(), c.username.as_deref(), c.path.as_str()),
+        ("http://127.0.0.1:8080", Some("bob"), "/db/app")
+    );
+    assert_eq!(c.password.as_ref().map(Secret::expose), Some("pw-2"));
+    assert_eq!(shown, "webdav://127.0.0.1:8080/db/app");
+    let (c, _) = kind("      url: webdavs://h/p\n      webdav-password: pw-3\n");
+    assert_eq!((c.url.as_str(), c.username), ("https://h", None));
+    // A top-level default applies to webdav replicas only.
+    let cfg = ok("webdav-username: top\ndbs:\n  - path: /a.db\n    replicas:\n      - url: webdav://h/p\n      - path: /b\n");
+    let ReplicaKind::WebDav(c) = &cfg.dbs[0].replicas[0].kind else {
+        panic!("not webdav")
+    };
+    assert_eq!(c.username.as_deref(), Some("top"));
+    assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+    // The CLI's bare URL.
+    let ReplicaKind::WebDav(c) =
+        super::for_url("/a.db", "webdavs://u:pw-4@h:8443/x", &|_: &str| None)
+            .unwrap()
+            .dbs[0]
+            .replicas[0]
+            .kind
+            .clone()
+    else {
+        panic!("not webdav")
+    };
+    assert_eq!((c.url.as_str(), c.path.as_str()), ("https://h:8443", "/x"));
+}
+
+#[test]
+fn oss_replicas_are_s3_with_oss_addressing() {
+    let kind = |replica: &str, env: &dyn Fn(&str) -> Option<String>| {
+        let cfg = parse(
+            &format!("dbs:\n  - path: /a.db\n    replica:\n{replica}"),
+            false,
+            env,
+        )
+        .unwrap();
+        assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+        let ReplicaKind::S3(c) = cfg.dbs[0].replicas[0].kind.clone() else {
+            panic!("not s3")
+        };
+        (c, cfg.dbs[0].replicas[0].display_name().to_string())
+    };
+    // Litestream's URL: bucket and region from the host, the public endpoint, virtual-hosted.
+    let (c, name) = kind(
+        "      url: oss://logs.oss-cn-shanghai.aliyuncs.com/db/app\n",
+        &no_env,
+    );
+    assert!(c.oss && !c.force_path_style);
+    assert_eq!(name, "oss");
+    assert_eq!(
+        (
+            c.bucket.as_str(),
+            c.path.as_str(),
+            c.region.as_deref(),
+            c.endpoint.as_deref()
+        ),
+        (
+            "logs",
+            "db/app",
+            Some("cn-shanghai"),
+            Some("https://oss-cn-shanghai.aliyuncs.com")
+        )
+    );
+    let (c, _) = kind(
+        "      url: oss://b.oss-cn-beijing-internal.aliyuncs.com/p\n",
+        &no_env,
+    );
+    assert_eq!(
+        (c.bucket.as_str(), c.region.as_deref()),
+        ("b", Some("cn-beijing"))
+    );
+    // Litestream's keys; region cn-hangzhou by default; keys from OSS_* (not AWS_*).
+    let env = |k: &str| match k {
+        "OSS_ACCESS_KEY_ID" => Some("oss-id".to_string()),
+        "OSS_ACCESS_KEY_SECRET" => Some("oss-secret".to_string()),
+        "AWS_ACCESS_KEY_ID" => Some("aws-id".to_string()),
+        _ => None,
+    };
+    let (c, _) = kind(
+        "      type: oss\n      bucket: b\n      path: /x/\n      part-size: 5MB\n",
+        &env,
+    );
+    assert_eq!(
+        (
+            c.path.as_str(),
+            c.region.as_deref(),
+            c.endpoint.as_deref(),
+            c.part_size
+        ),
+        (
+            "x",
+            Some("cn-hangzhou"),
+            Some("https://oss-cn-hangzhou.aliyuncs.com"),
+            Some(5_000_000)
+        )
+    );
+    assert_eq!(c.access_key_id.as_ref().map(Secret::expose), Some("oss-id"));
+    assert_eq!(
+        c.secret_access_key.as_ref().map(Secret::expose),
+        Some("oss-secret")
+    );
+    let (c, _) = kind("      type: oss\n      bucket: b\n      endpoint: oss-eu-central-1.aliyuncs.com\n      region: eu-central-1\n", &no_env);
+    assert_eq!(
+        c.endpoint.as_deref(),
+        Some("https://oss-eu-central-1.aliyuncs.com")
+    );
+    // S3-only keys do not apply.
+    let cfg = ok(
+        "dbs:\n  - path: /a.db\n    replica:\n      url: oss://b/p\n      force-path-style: true\n",
+    );
+    assert!(
+        cfg.warnings[0].contains("`force-path-style` does not apply to a oss replica"),
+        "{:?}",
+        cfg.warnings
+    );
+    assert_eq!(
+        parse_replica_url("oss://b.oss-cn-hangzhou.aliyuncs.com/db")
+            .unwrap()
+            .describe(),
+        "oss://b/db (endpoint https://oss-cn-hangzhou.aliyuncs.com)"
+    );
+}
+
+#[test]
 fn sftp_key_passphrase_is_its_own_secret() {
     let cfg = ok("dbs:\n  - path: /a.db\n    replica:\n      url: 'sftp://bob:login-pw@h/p'\n      key-path: /k\n      key-passphrase: key-pw\n");
     let ReplicaKind::Sftp(c) = &cfg.dbs[0].replicas[0].kind else {
@@ -662,7 +811,8 @@ fn parse_replica_url_errors() {
         ("s3://bucket/db?forcePathStyle=maybe", "invalid replica URL \"s3://bucket/db?forcePathStyle=maybe\": forcePathStyle=\"maybe\" is not true or false"),
         ("sftp://host/p", "invalid replica URL \"sftp://host/p\": a sftp replica needs a user: `user:` or `url: sftp://USER@HOST/path`"),
         ("gs://b/p?x=y", "invalid replica URL \"gs://b/p?x=y\": a gs URL takes no query parameters"),
-        ("nats://h/bucket", "invalid replica URL \"nats://h/bucket\": nats replicas are not supported (supported: file, s3, gs, abs, sftp)"),
+        ("nats://h/bucket", "invalid replica URL \"nats://h/bucket\": nats replicas are not supported (supported: file, s3, gs, abs, sftp, webdav, oss)"),
+        ("webdav://h/p?x=1", "invalid replica URL \"webdav://h/p?x=1\": a webdav URL takes no query parameters"),
         ("s3://localhost:9000/db", "invalid replica URL \"s3://localhost:9000/db\": a s3 replica needs a bucket: `bucket:` or `url: s3://BUCKET/path`"),
         ("gs:/bad", "invalid replica URL \"gs:/bad\": the scheme is malformed: write gs://bad (for a local directory of that name, write ./gs:/bad)"),
         ("file:/x/y", "invalid replica URL \"file:/x/y\": the scheme is malformed: write file:///x/y (for a local directory of that name, write ./file:/x/y)"),
@@ -719,9 +869,10 @@ fn errors_name_the_key_and_the_value() {
         ("dbs:\n  - /a.db\n".into(), r#"dbs[0]: "/a.db" is not a mapping (`key: value` lines)"#),
         (format!("{DB}    replica:\n      - path: /b\n"), "dbs[0].replica: a list is not a mapping (`key: value` lines): use `replicas:` for a list"),
         (format!("{DB}    replicas:\n      path: /b\n"), "dbs[0].replicas: a mapping is not a list (`- ` items): use `replica:` for a single replica"),
-        (format!("{DB}    replica:\n      type: ftp\n      path: /b\n"), r#"dbs[0].replica.type: "ftp" is not a replica type (file, s3, gs, abs, sftp)"#),
-        (format!("{DB}    replica:\n      type: nats\n      bucket: b\n"), "dbs[0].replica.type: nats replicas are not supported by sqlite-replicate (supported: file, s3, gs, abs, sftp)"),
-        (format!("{DB}    replica:\n      url: webdav://h/p\n"), "dbs[0].replica.url: webdav replicas are not supported by sqlite-replicate (supported: file, s3, gs, abs, sftp)"),
+        (format!("{DB}    replica:\n      type: ftp\n      path: /b\n"), r#"dbs[0].replica.type: "ftp" is not a replica type (file, s3, gs, abs, sftp, webdav, oss)"#),
+        (format!("{DB}    replica:\n      type: nats\n      bucket: b\n"), "dbs[0].replica.type: nats replicas are not supported by sqlite-replicate (supported: file, s3, gs, abs, sftp, webdav, oss)"),
+        (format!("{DB}    replica:\n      url: webdav://h/p\n      webdav-url: http://h\n"), "dbs[0].replica.webdav-url: give the webdav-url either in `url` or as `webdav-url:`, not both"),
+        (format!("{DB}    replica:\n      type: webdav\n      path: /p\n"), "dbs[0].replica: a webdav replica needs a server: `webdav-url: http(s)://HOST[:PORT]` or `url: webdav(s)://HOST/path`"),
         (format!("{DB}    replica:\n      type: s3\n      url: file:///b\n"), "dbs[0].replica.type: \"s3\" does not match the file:// URL in `url`"),
         (format!("{DB}    replica:\n      path: /b\n      page-encoding: frame\n"), r#"dbs[0].replica.page-encoding: "frame" is not a page encoding (legacy or block)"#),
         (format!("{DB}    replica:\n      path: /b\n      sync-interval: 0s\n"), "dbs[0].replica.sync-interval: must be greater than 0"),
@@ -788,7 +939,7 @@ fn errors_name_the_key_and_the_value() {
             "dbs[0].replica: give `sse-customer-key` or `sse-customer-key-path`, not both",
         ),
         (format!("{DB}    replica:\n      url: 's3://b/p?region'\n      name: ''\n      sync-interval: x\n"), r#"dbs[0].replica.sync-interval: "x" is not a duration (e.g. 1m30s)"#),
-        (format!("{DB}    replica:\n      url: 'ftp://x'\n"), r#"dbs[0].replica.url: invalid replica URL "ftp://x": unknown scheme "ftp" (file, s3, gs, abs, sftp)"#),
+        (format!("{DB}    replica:\n      url: 'ftp://x'\n"), r#"dbs[0].replica.url: invalid replica URL "ftp://x": unknown scheme "ftp" (file, s3, gs, abs, sftp, webdav, webdavs, oss)"#),
         // age, as Litestream.
         (format!("{DB}    replica:\n      path: /b\n      age:\n        recipients: [age1xyz]\n"), "dbs[0].replica.age: age encryption is not supported"),
         ("age:\n  identities: [x]\n".into(), "age: age encryption is not supported"),
@@ -833,7 +984,7 @@ dbs:
     assert_eq!(
         cfg.warnings,
         [
-            "jwt: WebDAV and NATS replicas are not supported; ignored",
+            "jwt: NATS replicas are not supported; ignored",
             "dbs[0].shadow-retention-count: Litestream 0.3 key; ignored",
             "dbs[0].replica: `region` does not apply to a file replica; ignored",
             "dbs[0].replica.retention-check-interval: Litestream 0.3 key; ignored (see l0-retention-check-interval)",

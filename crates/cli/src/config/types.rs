@@ -235,7 +235,7 @@ pub struct ReplicaConfig {
     /// of one `sync-interval`. `None` (or 0): no limit.
     pub max_sync_ltx_files: Option<u32>,
     /// `upload-rate` and `upload-burst` (replica, else top level, else the type's
-    /// default: 1/s with a burst of 20 for object stores, unlimited for file and SFTP).
+    /// default: 1/s with a burst of 20 for object stores, unlimited for file, SFTP and WebDAV).
     /// `None`: unlimited.
     pub upload_budget: Option<UploadBudget>,
     /// The replica's settings as merged (its keys, its URL, the top-level defaults),
@@ -288,6 +288,7 @@ pub enum ReplicaKind {
     Gcs(GcsConfig),
     Abs(AbsConfig),
     Sftp(SftpConfig),
+    WebDav(WebDavConfig),
 }
 
 /// An S3-compatible bucket.
@@ -320,6 +321,9 @@ pub struct S3Config {
     /// `require-content-md5` (Litestream's, default true): `Content-MD5` on DeleteObjects.
     /// `Some(false)`: no `Content-MD5` anywhere (deletes go one object per request).
     pub require_content_md5: Option<bool>,
+    /// `type: oss`: Alibaba OSS through its S3-compatible API (virtual-hosted, keys from
+    /// `OSS_ACCESS_KEY_ID`/`OSS_ACCESS_KEY_SECRET` rather than `AWS_*`).
+    pub oss: bool,
 }
 
 /// A Google Cloud Storage bucket (credentials: Google ADC).
@@ -360,15 +364,30 @@ pub struct SftpConfig {
     pub concurrent_writes: Option<bool>,
 }
 
+/// A collection on a WebDAV server (Litestream's `webdav` type).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct WebDavConfig {
+    /// `webdav-url`: `http(s)://host[:port][/path]`, never with a login.
+    pub url: String,
+    /// `webdav-username`, or the user of a `webdav://USER@HOST/path` URL.
+    pub username: Option<String>,
+    /// `webdav-password`, or the password of the URL.
+    pub password: Option<Secret>,
+    /// The replica's collection under the URL's path, as given.
+    pub path: String,
+}
+
 impl ReplicaKind {
-    /// `file`, `s3`, `gs`, `abs` or `sftp`: the `type:` value, and the default name.
+    /// `file`, `s3`, `gs`, `abs`, `sftp` or `webdav`: the `type:` value, and the default name.
     pub fn type_name(&self) -> &'static str {
         match self {
             ReplicaKind::File { .. } => "file",
+            ReplicaKind::S3(c) if c.oss => "oss",
             ReplicaKind::S3(_) => "s3",
             ReplicaKind::Gcs(_) => "gs",
             ReplicaKind::Abs(_) => "abs",
             ReplicaKind::Sftp(_) => "sftp",
+            ReplicaKind::WebDav(_) => "webdav",
         }
     }
 
@@ -377,7 +396,8 @@ impl ReplicaKind {
         match self {
             ReplicaKind::File { path } => format!("file://{}", path.display()),
             ReplicaKind::S3(c) => {
-                let mut s = format!("s3://{}/{}", c.bucket, c.path);
+                let scheme = if c.oss { "oss" } else { "s3" };
+                let mut s = format!("{scheme}://{}/{}", c.bucket, c.path);
                 if let Some(e) = &c.endpoint {
                     s.push_str(&format!(" (endpoint {e})"));
                 }
@@ -394,6 +414,18 @@ impl ReplicaKind {
                 c.host,
                 c.path.trim_start_matches('/')
             ),
+            ReplicaKind::WebDav(c) => {
+                let (tls, rest) = match c.url.split_once("://") {
+                    Some((scheme, rest)) => (scheme.eq_ignore_ascii_case("https"), rest),
+                    None => (false, c.url.as_str()),
+                };
+                format!(
+                    "webdav{}://{}/{}",
+                    if tls { "s" } else { "" },
+                    rest.trim_end_matches('/'),
+                    c.path.trim_start_matches('/')
+                )
+            }
         }
     }
 
@@ -405,6 +437,15 @@ impl ReplicaKind {
     pub fn apply_env_defaults(&mut self, env: &dyn Fn(&str) -> Option<String>) {
         let get = |names: &[&str]| names.iter().find_map(|n| env(n).filter(|v| !v.is_empty()));
         match self {
+            ReplicaKind::S3(c) if c.oss => {
+                // Alibaba's SDK names, as Litestream's oss client reads them.
+                if c.access_key_id.is_none() {
+                    c.access_key_id = get(&["OSS_ACCESS_KEY_ID"]).map(Secret::new);
+                }
+                if c.secret_access_key.is_none() {
+                    c.secret_access_key = get(&["OSS_ACCESS_KEY_SECRET"]).map(Secret::new);
+                }
+            }
             ReplicaKind::S3(c) => {
                 if c.access_key_id.is_none() {
                     c.access_key_id =
@@ -430,7 +471,10 @@ impl ReplicaKind {
                     c.sas_token = get(&["LITESTREAM_AZURE_SAS_TOKEN"]).map(Secret::new);
                 }
             }
-            ReplicaKind::File { .. } | ReplicaKind::Gcs(_) | ReplicaKind::Sftp(_) => {}
+            ReplicaKind::File { .. }
+            | ReplicaKind::Gcs(_)
+            | ReplicaKind::Sftp(_)
+            | ReplicaKind::WebDav(_) => {}
         }
     }
 
@@ -457,6 +501,11 @@ impl ReplicaKind {
                 )
             }
             ReplicaKind::Sftp(c) => format!("sftp:{}|{}", c.host, c.path.trim_end_matches('/')),
+            ReplicaKind::WebDav(c) => format!(
+                "webdav:{}|{}",
+                c.url.trim_end_matches('/').to_ascii_lowercase(),
+                c.path.trim_matches('/')
+            ),
         }
     }
 }

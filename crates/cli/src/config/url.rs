@@ -8,10 +8,12 @@
 //!   gives bucket and region; `bucket.host:port` (MinIO style) gives bucket and an
 //!   `http://host:port` endpoint;
 //! - `gs://bucket/path`, `abs://[account@]container/path`,
-//!   `sftp://user[:password]@host[:port]/path`.
+//!   `sftp://user[:password]@host[:port]/path`,
+//!   `webdav://[user[:password]@]host[:port]/path` (http) and `webdavs://...` (https),
+//!   `oss://bucket[.oss-REGION[-internal].aliyuncs.com]/path` (Alibaba OSS, served by the
+//!   S3 client through OSS's S3-compatible API).
 //!
-//! `webdav`, `webdavs`, `nats` and `oss` URLs parse, and are rejected later as unsupported
-//! types. Not handled: S3 access-point ARNs and Litestream's per-provider host detection
+//! `nats` URLs parse, and are rejected later as an unsupported type. Not handled: S3 access-point ARNs and Litestream's per-provider host detection
 //! (DigitalOcean, B2, Filebase, ...); give `endpoint` for those.
 //!
 //! Combining the parts with a replica's other keys happens in `build.rs`; this file only
@@ -73,7 +75,7 @@ pub(crate) fn parse_url(url: &str) -> Result<ParsedUrl, ConfigError> {
         "oss" => "oss",
         _ => {
             return Err(bad(&format!(
-                "unknown scheme {scheme:?} (file, s3, gs, abs, sftp)"
+                "unknown scheme {scheme:?} (file, s3, gs, abs, sftp, webdav, webdavs, oss)"
             )))
         }
     };
@@ -126,6 +128,7 @@ pub(crate) fn parse_url(url: &str) -> Result<ParsedUrl, ConfigError> {
     if host.is_empty() {
         return Err(bad(match replica_type {
             "s3" | "gs" => "it has no bucket (write s3://BUCKET/path)",
+            "oss" => "it has no bucket (write oss://BUCKET/path)",
             "abs" => "it has no container (write abs://[ACCOUNT@]CONTAINER/path)",
             _ => "it has no host",
         }));
@@ -254,6 +257,23 @@ pub(crate) fn parse_s3_host(host: &str) -> (String, Option<String>, Option<Strin
         }
     }
     (host.to_string(), None, None)
+}
+
+/// `bucket.oss-REGION.aliyuncs.com` or `bucket.oss-REGION-internal.aliyuncs.com` → bucket
+/// and region (Litestream's `oss.ParseHost`); any other host is the bucket.
+pub(crate) fn parse_oss_host(host: &str) -> (String, Option<String>) {
+    if let Some((bucket, rest)) = host.split_once('.') {
+        if let Some(region) = rest
+            .strip_suffix(".aliyuncs.com")
+            .and_then(|r| r.strip_prefix("oss-"))
+        {
+            let region = region.strip_suffix("-internal").unwrap_or(region);
+            if !region.is_empty() && !region.contains('.') {
+                return (bucket.to_string(), Some(region.to_string()));
+            }
+        }
+    }
+    (host.to_string(), None)
 }
 
 /// An endpoint with a scheme: as given if it has one, else `http://` for local and
@@ -426,7 +446,7 @@ mod tests {
             ("", r#"invalid replica URL "": it is empty"#),
             (
                 "ftp://h/p",
-                r#"invalid replica URL "ftp://h/p": unknown scheme "ftp" (file, s3, gs, abs, sftp)"#,
+                r#"invalid replica URL "ftp://h/p": unknown scheme "ftp" (file, s3, gs, abs, sftp, webdav, webdavs, oss)"#,
             ),
             (
                 "s3:///path",

@@ -12,7 +12,8 @@
 //! Also owns the [`StorageError`] type (an [`ErrorKind`] callers decide retries from, never
 //! the message; the location, the key, the operation where known, and the cause as its
 //! `source`), and the backends: `file` (a local directory), `sftp` (a directory on an SSH
-//! server), and `s3`, `abs`, `gcs` (object stores); `metered`, the wrapper that counts and
+//! server), `webdav` (a collection on a WebDAV server), and `s3`, `abs`, `gcs` (object
+//! stores); `metered`, the wrapper that counts and
 //! times every request per operation (for metrics); and `faulty`, a fault-injecting wrapper
 //! for reliability tests. Key spelling lives only in [`layout`]. What the backends built on
 //! `object_store` share (the calls themselves, client settings, error classification)
@@ -20,7 +21,8 @@
 //! settings, client building and error dialect. Only this module talks to a backend.
 //!
 //! Where `created` lives: file mtime (`file`, to the nanosecond; `sftp`, to the second,
-//! with `list_exact_times` reading the LTX header's milliseconds), or object metadata
+//! with `list_exact_times` reading the LTX header's milliseconds), the LTX header alone
+//! (`webdav`, whose listing reports the server's upload time), or object metadata
 //! (`litestream-timestamp` on S3 and GCS, `litestreamtimestamp` on ABS).
 //!
 //! Contract, for every backend:
@@ -91,6 +93,7 @@ mod objstore;
 pub(crate) mod objstore_error;
 pub mod s3;
 pub mod sftp;
+pub mod webdav;
 
 use std::ops::Range;
 use std::time::SystemTime;
