@@ -31,6 +31,8 @@ mod keys;
 mod lease;
 mod litestream;
 mod mcp;
+mod nats;
+mod nats_server;
 mod metrics;
 mod netfault;
 mod notify;

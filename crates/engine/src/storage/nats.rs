@@ -110,8 +110,17 @@ impl NatsStore {
         self.name(&Layout::LtxDir.key_path(key))
     }
 
+    /// `e` classified. A client whose connection task is gone (its runtime ended: a
+    /// store used from one runtime after another) is forgotten, so the next call connects
+    /// again instead of failing for ever.
     fn err(&self, what: &str, e: &(dyn std::error::Error + 'static)) -> StorageError {
-        classify_text(&self.location, what, error_chain(e, &self.secrets))
+        let text = error_chain(e, &self.secrets);
+        if text.contains("channel closed") {
+            if let Ok(mut slot) = self.bucket.try_lock() {
+                slot.take();
+            }
+        }
+        classify_text(&self.location, what, text)
     }
 
     /// Stores `data` at object `name` with `headers`, replacing what is there. The
