@@ -229,6 +229,11 @@ pub fn secrets_of(cfg: &Config) -> Vec<String> {
                     add(c.password.as_ref());
                     add(c.key_passphrase.as_ref());
                 }
+                ReplicaKind::Nats(c) => {
+                    for s in [&c.password, &c.token, &c.nkey, &c.jwt, &c.seed] {
+                        add(s.as_ref());
+                    }
+                }
             }
         }
     }

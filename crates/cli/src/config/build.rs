@@ -25,7 +25,7 @@ use super::yaml::{child, invalid, Elsewhere, Map};
 
 pub(crate) use super::envdefaults::Env;
 
-pub(crate) const SUPPORTED_TYPES: &str = "file, s3, gs, abs, sftp";
+pub(crate) const SUPPORTED_TYPES: &str = "file, s3, gs, abs, sftp, nats";
 const MAX_LEVELS: usize = 8;
 
 const fn secs(s: u64) -> Duration {
@@ -53,7 +53,7 @@ pub(crate) fn build(root: &Value, env: Env<'_>) -> Result<Config, ConfigError> {
     let mut warnings = Vec::new();
     for key in top.keys().filter(|k| FOREIGN_KEYS.contains(k)) {
         warnings.push(format!(
-            "{key}: WebDAV and NATS replicas are not supported; ignored"
+            "{key}: WebDAV replicas are not supported; ignored"
         ));
     }
     let snapshot = build_snapshot(&top, &from_env)?;
@@ -681,7 +681,7 @@ fn build_replica(
     }
     if url.is_some() {
         let conflicts: &[&str] = match rtype {
-            "s3" | "gs" | "abs" => &["path", "bucket"],
+            "s3" | "gs" | "abs" | "nats" => &["path", "bucket"],
             "sftp" => &["path", "host"],
             _ => &["path"],
         };
@@ -753,7 +753,7 @@ fn upload_budget(
     s: &Settings,
     m: &Map<'_>,
 ) -> Result<Option<UploadBudget>, ConfigError> {
-    let object_store = !matches!(rtype, "file" | "sftp");
+    let object_store = !matches!(rtype, "file" | "sftp" | "nats");
     let per_sec = match s.upload_rate {
         Some(r) => r,
         None if object_store => defaults::OBJECT_STORE_UPLOAD_RATE,
@@ -828,7 +828,7 @@ fn replica_type(m: &Map<'_>, url: Option<&ParsedUrl>) -> Result<&'static str, Co
         (Some(t), None) => t,
         (None, None) => "file",
     };
-    if matches!(t, "webdav" | "nats" | "oss") {
+    if matches!(t, "webdav" | "oss") {
         let key = if url.is_some() { "url" } else { "type" };
         return Err(ConfigError::new(
             m.key_path(key),
@@ -930,6 +930,16 @@ pub(crate) fn make_kind(
             path: path.unwrap_or_default(),
             concurrent_writes: s.concurrent_writes,
         }),
+        "nats" => ReplicaKind::Nats(super::nats::make(
+            super::nats::NatsParts {
+                bucket: s.bucket.clone(),
+                path: path.unwrap_or_default(),
+                password: s.password.clone(),
+            },
+            &s.nats,
+            m.path(),
+            &|p| home(p, env),
+        )?),
         other => unreachable!("replica type {other} was checked"),
     };
     kind.apply_env_defaults(env);
@@ -939,7 +949,7 @@ pub(crate) fn make_kind(
 /// A replica kind from a URL alone (the CLI's `replicate DB URL` and `restore URL`).
 pub(crate) fn kind_from_url(url: &str) -> Result<ReplicaKind, ConfigError> {
     let parsed = parse_url(url)?;
-    if matches!(parsed.replica_type, "webdav" | "nats" | "oss") {
+    if matches!(parsed.replica_type, "webdav" | "oss") {
         return Err(ConfigError::new(
             "",
             ErrorKind::BadUrl {

@@ -28,6 +28,7 @@ mod envdefaults;
 mod error;
 mod expand;
 mod glob;
+mod nats;
 mod rate;
 mod resolve;
 mod secret;
@@ -57,6 +58,7 @@ pub use types::{
     AbsConfig, Config, DbConfig, DbSource, GcsConfig, HeartbeatConfig, LeaseConfig, ReplicaConfig,
     ReplicaKind, S3Config, SftpConfig, SocketConfig,
 };
+pub use nats::NatsConfig;
 /// Named by the unit tests (here and in `setup.rs`); the commands reach them through
 /// [`Config`]'s fields.
 #[cfg(test)]

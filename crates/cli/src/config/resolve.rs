@@ -40,7 +40,7 @@ pub fn resolve_replica_url(
         )
     };
     let parsed = parse_url(url)?;
-    if matches!(parsed.replica_type, "webdav" | "nats" | "oss") {
+    if matches!(parsed.replica_type, "webdav" | "oss") {
         return Err(bad(format!(
             "{} replicas are not supported (supported: {SUPPORTED_TYPES})",
             parsed.replica_type
@@ -129,6 +129,7 @@ impl Location {
                 c.account_name.clone(),
             ),
             ReplicaKind::Sftp(c) => (c.host.clone(), c.path.clone(), None, None),
+            ReplicaKind::Nats(c) => (c.bucket.clone(), c.path.clone(), None, None),
         };
         Location {
             replica_type: kind.type_name(),

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_norway::Value;
 
 use super::error::{ConfigError, ErrorKind};
+use super::nats::{split_url_path, NatsSettings, NATS_KEYS};
 use super::secret::Secret;
 use super::url::{ensure_endpoint_scheme, parse_s3_host, redact_url, ParsedUrl};
 use super::yaml::{invalid, Map};
@@ -72,13 +73,7 @@ pub(crate) const SETTINGS_KEYS: &[&str] = &[
     "host-key",
     "concurrent-writes",
     "age",
-];
-
-/// Litestream's WebDAV and NATS settings: known (so not "unknown key"), never used.
-pub(crate) const FOREIGN_KEYS: &[&str] = &[
-    "webdav-url",
-    "webdav-username",
-    "webdav-password",
+    // NATS (`super::nats::NATS_KEYS`).
     "jwt",
     "seed",
     "creds",
@@ -93,6 +88,9 @@ pub(crate) const FOREIGN_KEYS: &[&str] = &[
     "reconnect-wait",
     "timeout",
 ];
+
+/// Litestream's WebDAV settings: known (so not "unknown key"), never used.
+pub(crate) const FOREIGN_KEYS: &[&str] = &["webdav-url", "webdav-username", "webdav-password"];
 
 /// Keys only a replica has (the last three are Litestream 0.3's).
 pub(crate) const REPLICA_KEYS: &[&str] = &[
@@ -172,6 +170,7 @@ pub(crate) struct Settings {
     pub key_passphrase: Option<Secret>,
     pub host_key: Option<String>,
     pub concurrent_writes: Option<bool>,
+    pub nats: NatsSettings,
 }
 
 macro_rules! fill_from {
@@ -236,6 +235,7 @@ impl Settings {
             key_passphrase: m.secret("key-passphrase")?,
             host_key: m.string("host-key")?,
             concurrent_writes: m.bool("concurrent-writes")?,
+            nats: NatsSettings::read(m)?,
         })
     }
 
@@ -249,6 +249,7 @@ impl Settings {
             sse_customer_key, sse_customer_key_path, sse_kms_key_id, account_name, account_key, sas_token,
             host, user, password, key_path, key_passphrase, host_key, concurrent_writes,
         );
+        self.nats.fill_from(&src.nats);
     }
 }
 
@@ -271,7 +272,9 @@ fn read_rate(m: &Map<'_>, key: &str) -> Result<Option<f64>, ConfigError> {
 /// Whether replica key `key` means something for a replica of type `t`.
 pub(crate) fn applies(t: &str, key: &str) -> bool {
     match key {
-        "bucket" => matches!(t, "s3" | "gs" | "abs"),
+        "bucket" => matches!(t, "s3" | "gs" | "abs" | "nats"),
+        "password" => matches!(t, "sftp" | "nats"),
+        k if NATS_KEYS.contains(&k) => t == "nats",
         "endpoint" => matches!(t, "s3" | "abs"),
         "access-key-id"
         | "secret-access-key"
@@ -288,7 +291,7 @@ pub(crate) fn applies(t: &str, key: &str) -> bool {
         | "sse-customer-key-path"
         | "sse-kms-key-id" => t == "s3",
         "account-name" | "account-key" | "sas-token" => t == "abs",
-        "host" | "user" | "password" | "key-path" | "key-passphrase" | "host-key"
+        "host" | "user" | "key-path" | "key-passphrase" | "host-key"
         | "concurrent-writes" => t == "sftp",
         k if FOREIGN_KEYS.contains(&k) => false,
         _ => true,
@@ -368,6 +371,14 @@ pub(crate) fn settings_from_url(
                     s.user = p.user.clone();
                     s.password = p.password.clone().map(Secret::new);
                 }
+                "nats" => {
+                    s.nats.server = Some(p.host.clone());
+                    s.nats.username = p.user.clone();
+                    s.password = p.password.clone().map(Secret::new);
+                    let (bucket, prefix) = split_url_path(&path);
+                    s.bucket = bucket;
+                    path = prefix;
+                }
                 _ => {}
             }
         }
@@ -403,9 +414,17 @@ mod tests {
             ("s3", "password", false),
             ("file", "sync-interval", true),
             ("s3", "jwt", false),
+            ("nats", "jwt", true),
+            ("nats", "bucket", true),
+            ("nats", "password", true),
+            ("nats", "host", false),
+            ("sftp", "token", false),
         ];
         for (t, key, want) in cases {
             assert_eq!(applies(t, key), *want, "{t} {key}");
+        }
+        for k in NATS_KEYS {
+            assert!(SETTINGS_KEYS.contains(k), "{k} is a replica setting");
         }
     }
 }

@@ -288,6 +288,7 @@ pub enum ReplicaKind {
     Gcs(GcsConfig),
     Abs(AbsConfig),
     Sftp(SftpConfig),
+    Nats(super::nats::NatsConfig),
 }
 
 /// An S3-compatible bucket.
@@ -369,6 +370,7 @@ impl ReplicaKind {
             ReplicaKind::Gcs(_) => "gs",
             ReplicaKind::Abs(_) => "abs",
             ReplicaKind::Sftp(_) => "sftp",
+            ReplicaKind::Nats(_) => "nats",
         }
     }
 
@@ -394,6 +396,13 @@ impl ReplicaKind {
                 c.host,
                 c.path.trim_start_matches('/')
             ),
+            ReplicaKind::Nats(c) => {
+                let server = c.server.as_deref().unwrap_or("nats://127.0.0.1:4222");
+                match c.path.as_str() {
+                    "" => format!("{server}/{}", c.bucket),
+                    p => format!("{server}/{}/{p}", c.bucket),
+                }
+            }
         }
     }
 
@@ -430,7 +439,10 @@ impl ReplicaKind {
                     c.sas_token = get(&["LITESTREAM_AZURE_SAS_TOKEN"]).map(Secret::new);
                 }
             }
-            ReplicaKind::File { .. } | ReplicaKind::Gcs(_) | ReplicaKind::Sftp(_) => {}
+            ReplicaKind::File { .. }
+            | ReplicaKind::Gcs(_)
+            | ReplicaKind::Sftp(_)
+            | ReplicaKind::Nats(_) => {}
         }
     }
 
@@ -457,6 +469,12 @@ impl ReplicaKind {
                 )
             }
             ReplicaKind::Sftp(c) => format!("sftp:{}|{}", c.host, c.path.trim_end_matches('/')),
+            ReplicaKind::Nats(c) => format!(
+                "nats:{}|{}|{}",
+                c.server.as_deref().unwrap_or(""),
+                c.bucket,
+                c.path.trim_matches('/')
+            ),
         }
     }
 }

@@ -8,9 +8,10 @@
 //!   gives bucket and region; `bucket.host:port` (MinIO style) gives bucket and an
 //!   `http://host:port` endpoint;
 //! - `gs://bucket/path`, `abs://[account@]container/path`,
-//!   `sftp://user[:password]@host[:port]/path`.
+//!   `sftp://user[:password]@host[:port]/path`,
+//!   `nats://[user[:password]@]host[:port]/bucket[/path]`.
 //!
-//! `webdav`, `webdavs`, `nats` and `oss` URLs parse, and are rejected later as unsupported
+//! `webdav`, `webdavs` and `oss` URLs parse, and are rejected later as unsupported
 //! types. Not handled: S3 access-point ARNs and Litestream's per-provider host detection
 //! (DigitalOcean, B2, Filebase, ...); give `endpoint` for those.
 //!
@@ -73,7 +74,7 @@ pub(crate) fn parse_url(url: &str) -> Result<ParsedUrl, ConfigError> {
         "oss" => "oss",
         _ => {
             return Err(bad(&format!(
-                "unknown scheme {scheme:?} (file, s3, gs, abs, sftp)"
+                "unknown scheme {scheme:?} (file, s3, gs, abs, sftp, nats)"
             )))
         }
     };
@@ -426,7 +427,7 @@ mod tests {
             ("", r#"invalid replica URL "": it is empty"#),
             (
                 "ftp://h/p",
-                r#"invalid replica URL "ftp://h/p": unknown scheme "ftp" (file, s3, gs, abs, sftp)"#,
+                r#"invalid replica URL "ftp://h/p": unknown scheme "ftp" (file, s3, gs, abs, sftp, nats)"#,
             ),
             (
                 "s3:///path",

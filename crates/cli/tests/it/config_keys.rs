@@ -53,7 +53,7 @@ fn keys_accepted_without_effect_are_logged() {
     let o = run_ok(&["replicate", "-once", "-config", cfg.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        err.contains("webdav-url: WebDAV and NATS replicas are not supported; ignored"),
+        err.contains("webdav-url: WebDAV replicas are not supported; ignored"),
         "the config warning reaches the log: {err}"
     );
 }
