@@ -12,7 +12,10 @@ use ltx::Level;
 
 use crate::harness::*;
 use crate::nats_server::{NatsServer, PASSWORD};
-use crate::s3::{conformance, key, ConditionalCreate};
+use crate::s3::{
+    assert_created_is_header_timestamp, conformance, key, litestream_restore_ok, litestream_version,
+    replicate_with_writes, s3_config, ConditionalCreate,
+};
 
 /// One runtime for a whole test: the store's client lives on the runtime it connected in.
 fn runtime() -> tokio::runtime::Runtime {
@@ -111,4 +114,145 @@ fn nats_store_survives_the_server_killed_and_restarted() {
         assert_eq!(&s.get(&key(0, 1, 1), None).await.unwrap()[..], b"before");
         assert_eq!(&s.get(&key(0, 2, 2), None).await.unwrap()[..], b"after");
     });
+}
+
+#[test]
+fn replicate_to_nats_then_restore_by_config_and_by_url() {
+    let n = NatsServer::start();
+    n.create_bucket("backups");
+    let w = Work::new();
+    let db = w.path("app.db");
+    // A prefix inside the bucket (ours: Litestream writes at the bucket's root).
+    let cfg = w.config(&format!(
+        "dbs:\n  - path: {}\n    replica:\n      url: {}\n",
+        db.display(),
+        n.replica_url("backups/db/app")
+    ));
+    let want = replicate_with_writes(&w, &cfg, &db);
+    restore_and_compare(&cfg, &db, &w.path("by-config.db"), &want, &[]);
+
+    // By URL alone, credentials in it; the password never reaches the output.
+    let out = w.path("by-url.db");
+    let url = n.replica_url("backups/db/app");
+    let r = std::process::Command::new(bin())
+        .args(["restore", "-integrity-check", "full", "-o"])
+        .arg(&out)
+        .arg(&url)
+        .env_remove("SQLITE_REPLICATE_CONFIG")
+        .env_remove("LITESTREAM_CONFIG")
+        .current_dir(w.dir.path())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&r.stdout),
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert!(r.status.success(), "restore {url}: {text}");
+    assert!(!text.contains(PASSWORD), "{text}");
+    assert_same_pages(&want, &pages_of_file(&out), "restore by URL");
+
+    // Every file carries Litestream's timestamp header, equal to its LTX header's.
+    let rt = runtime();
+    let s = NatsStore::new(n.options("backups", "db/app")).unwrap();
+    assert!(rt.block_on(assert_created_is_header_timestamp(&s)) > 0);
+    // Nothing at the bucket's root: the prefix holds it all.
+    let root = NatsStore::new(n.options("backups", "")).unwrap();
+    assert!(rt.block_on(root.list(Level::SNAPSHOT)).unwrap().is_empty());
+}
+
+#[test]
+fn a_nats_server_killed_mid_replication_loses_nothing() {
+    let mut n = NatsServer::start();
+    n.create_bucket("outage");
+    let w = Work::new();
+    let db = w.path("app.db");
+    let cfg = s3_config(&w, &db, &n.replica_yaml("outage"));
+    let app = app_db(&db);
+    insert_rows(&app, 20, 300);
+    let mut r = Replicator::start(&w, &["-config", cfg.to_str().unwrap()]);
+    r.wait_for_line(REPLICA_STARTED, Duration::from_secs(30));
+    let live = pages_of_live(&db);
+    wait_replica_has(&w, &cfg, &db, &live, &[], Duration::from_secs(60));
+
+    // The server dies (SIGKILL) while the application keeps writing.
+    n.kill();
+    for i in 0..20 {
+        insert_rows(&app, 3, 100 + 50 * (i % 7));
+    }
+    let log = r.wait_for_line("replica write failed", Duration::from_secs(60));
+    assert!(!log.contains(PASSWORD), "the password reached the log");
+    n.restart();
+    for i in 0..10 {
+        insert_rows(&app, 3, 100 + 50 * (i % 7));
+    }
+    // Everything committed, before, during and after the outage, reaches the replica.
+    let live = pages_of_live(&db);
+    wait_replica_has(&w, &cfg, &db, &live, &[], Duration::from_secs(90));
+    let code = r.stop();
+    assert_eq!(code, 0, "replicator exit; log:\n{}", r_log(&w));
+    restore_and_compare(&cfg, &db, &w.path("after.db"), &live, &[]);
+}
+
+/// Every replicator log of the work dir, for failure messages.
+fn r_log(w: &Work) -> String {
+    let mut out = String::new();
+    for e in std::fs::read_dir(w.dir.path()).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.starts_with("replicate-") {
+            out.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+        }
+    }
+    out
+}
+
+#[test]
+fn litestream_restores_what_we_write_to_nats() {
+    litestream_version();
+    let n = NatsServer::start();
+    n.create_bucket("ours");
+    let w = Work::new();
+    let db = w.path("app.db");
+    // The same YAML serves both programs (at the bucket's root, where Litestream reads).
+    let cfg = s3_config(&w, &db, &n.replica_yaml("ours"));
+    let want = replicate_with_writes(&w, &cfg, &db);
+    let out = w.path("litestream.db");
+    litestream_restore_ok(&cfg, &db, &out);
+    assert_same_pages(&want, &pages_of_file(&out), "litestream restore from NATS");
+}
+
+#[test]
+fn we_restore_what_litestream_writes_to_nats() {
+    litestream_version();
+    let n = NatsServer::start();
+    n.create_bucket("theirs");
+    let w = Work::new();
+    let db = w.path("app.db");
+    let app = app_db(&db);
+    insert_rows(&app, 20, 300);
+    let yaml = format!("{}      sync-interval: 100ms\n", n.replica_yaml("theirs"));
+    let cfg = s3_config(&w, &db, &yaml);
+    let mut cmd = std::process::Command::new("litestream");
+    cmd.args(["replicate", "-config", cfg.to_str().unwrap()]);
+    let mut ls = Proc::spawn("litestream", cmd, w.path("litestream.log"));
+    for i in 0..25 {
+        insert_rows(&app, 4, 200 + 40 * (i % 9));
+        // Paces the writer: commits spread over many 100 ms syncs.
+        std::thread::sleep(Duration::from_millis(80));
+    }
+    let live = pages_of_live(&db);
+    wait_replica_has(&w, &cfg, &db, &live, &[], Duration::from_secs(60));
+    let st = ls.terminate(Duration::from_secs(40));
+    let ls_log = ls.log_text();
+    assert!(st.success(), "litestream exit {st}:\n{ls_log}");
+    // After Litestream stops: it adds its own tables to the database.
+    let want = pages_of_live(&db);
+    restore_and_compare(&cfg, &db, &w.path("restored.db"), &want, &[]);
+    // We read Litestream's timestamp headers: each equals its file's LTX header.
+    let rt = runtime();
+    let s = NatsStore::new(n.options("theirs", "")).unwrap();
+    assert!(
+        rt.block_on(assert_created_is_header_timestamp(&s)) > 0,
+        "{ls_log}"
+    );
 }
