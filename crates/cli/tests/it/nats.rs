@@ -256,3 +256,58 @@ fn we_restore_what_litestream_writes_to_nats() {
         "{ls_log}"
     );
 }
+
+/// What each call costs in NATS messages from the client (each one a round trip: a
+/// request or an acknowledged publish), counted by the server (`/connz`), so the README's
+/// figures stay true.
+#[test]
+fn nats_calls_cost_a_few_round_trips_each() {
+    let n = NatsServer::start();
+    n.create_bucket("cost");
+    let rt = runtime();
+    let s = NatsStore::new(n.options("cost", "")).unwrap();
+    let t = SystemTime::now();
+    // Connecting and looking the bucket up happen once, on the first call.
+    rt.block_on(s.put(&key(0, 1, 1), vec![7u8; 4000].into(), t))
+        .unwrap();
+    let cost = |f: &dyn Fn()| {
+        let before = n.client_msgs();
+        f();
+        let after = n.client_msgs();
+        (after.0 - before.0, after.1 - before.1)
+    };
+    // A new small file: the existing-object lookup, one chunk, the metadata.
+    let (sent, _) = cost(&|| {
+        for i in 2..12 {
+            rt.block_on(s.put(&key(0, i, i), vec![7u8; 4000].into(), t))
+                .unwrap();
+        }
+    });
+    assert_eq!(sent, 3 * 10, "messages for 10 small uploads");
+    // A file of 300 KiB: three 128 KiB chunks.
+    let (sent, _) = cost(&|| {
+        rt.block_on(s.put(&key(1, 1, 11), vec![1u8; 300 << 10].into(), t))
+            .unwrap();
+    });
+    assert_eq!(sent, 5, "messages for a 3-chunk upload");
+    // Replacing a file adds the purge of its old chunks.
+    let (sent, _) = cost(&|| {
+        rt.block_on(s.put(&key(0, 1, 1), vec![8u8; 4000].into(), t))
+            .unwrap();
+    });
+    assert_eq!(sent, 4, "messages for replacing a small file");
+    // A listing: one consumer created, then one message per object of the bucket.
+    let (sent, received) = cost(&|| {
+        assert_eq!(rt.block_on(s.list(Level::L0)).unwrap().len(), 11);
+    });
+    assert!(sent <= 2 && received >= 12, "list: {sent} sent, {received} received");
+    // A ranged read: the object's info, one consumer, then the chunks up to the range.
+    let (sent, received) = cost(&|| {
+        let b = rt
+            .block_on(s.get(&key(1, 1, 11), Some((200 << 10)..(200 << 10) + 10)))
+            .unwrap();
+        assert_eq!(b.len(), 10);
+    });
+    assert!(sent <= 3 && received >= 2, "get: {sent} sent, {received} received");
+    eprintln!("ranged get: {sent} sent, {received} received");
+}

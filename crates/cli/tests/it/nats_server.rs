@@ -26,6 +26,8 @@ pub struct NatsServer {
     proc: Proc,
     pub dir: tempfile::TempDir,
     pub port: u16,
+    /// The HTTP monitoring port (`/connz`: messages per client connection).
+    pub monitor_port: u16,
 }
 
 impl NatsServer {
@@ -35,9 +37,14 @@ impl NatsServer {
             .prefix("sr-nats-")
             .tempdir()
             .unwrap();
-        let port = free_port();
-        let proc = spawn(dir.path(), port);
-        let s = NatsServer { proc, dir, port };
+        let (port, monitor_port) = (free_port(), free_port());
+        let proc = spawn(dir.path(), port, monitor_port);
+        let s = NatsServer {
+            proc,
+            dir,
+            port,
+            monitor_port,
+        };
         s.wait_ready();
         s
     }
@@ -105,7 +112,7 @@ impl NatsServer {
     /// Starts the server again on the same port with the same store directory.
     pub fn restart(&mut self) {
         self.kill();
-        self.proc = spawn(self.dir.path(), self.port);
+        self.proc = spawn(self.dir.path(), self.port, self.monitor_port);
         self.wait_ready();
     }
 
@@ -133,6 +140,22 @@ impl NatsServer {
         }
     }
 
+    /// Messages the server has received from (`in`) and sent to (`out`) the client
+    /// connections open now, summed, from the monitoring endpoint `/connz`.
+    pub fn client_msgs(&self) -> (u64, u64) {
+        use std::io::{Read, Write};
+        let mut c = TcpStream::connect(("127.0.0.1", self.monitor_port)).unwrap();
+        c.write_all(b"GET /connz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        c.read_to_string(&mut text).unwrap();
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        let conns = v["connections"].as_array().cloned().unwrap_or_default();
+        let sum = |k: &str| conns.iter().map(|c| c[k].as_u64().unwrap_or(0)).sum();
+        (sum("in_msgs"), sum("out_msgs"))
+    }
+
     pub fn log(&self) -> String {
         self.proc.log_text()
     }
@@ -144,11 +167,12 @@ impl Drop for NatsServer {
     }
 }
 
-fn spawn(dir: &std::path::Path, port: u16) -> Proc {
+fn spawn(dir: &std::path::Path, port: u16, monitor_port: u16) -> Proc {
     let mut cmd = Command::new(nats_server_bin());
     cmd.args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
         .arg(dir.join("js"))
-        .args(["--user", USER, "--pass", PASSWORD]);
+        .args(["--user", USER, "--pass", PASSWORD])
+        .args(["-m", &monitor_port.to_string()]);
     // A fresh log per start: "Server is ready" must be this run's.
     Proc::spawn("nats-server", cmd, dir.join(format!("nats-{}.log", rand_suffix())))
 }
