@@ -153,10 +153,8 @@ pub fn build_store(kind: &ReplicaKind) -> anyhow::Result<Arc<dyn ReplicaStore>> 
 /// where a key is not given: unlimited reconnects 2 s apart, a 10 s timeout).
 fn nats_options(c: &crate::config::NatsConfig) -> engine::storage::nats::NatsOptions {
     let expose = |s: &Option<crate::config::Secret>| s.as_ref().map(|s| s.expose().to_string());
-    let mut o = engine::storage::nats::NatsOptions::new(
-        c.server.as_deref().unwrap_or_default(),
-        &c.bucket,
-    );
+    let mut o =
+        engine::storage::nats::NatsOptions::new(c.server.as_deref().unwrap_or_default(), &c.bucket);
     o.prefix = c.path.clone();
     o.username = c.username.clone();
     o.password = expose(&c.password);

@@ -52,9 +52,7 @@ pub(crate) fn build(root: &Value, env: Env<'_>) -> Result<Config, ConfigError> {
     let defaults = replica_defaults(&top, &from_env)?;
     let mut warnings = Vec::new();
     for key in top.keys().filter(|k| FOREIGN_KEYS.contains(k)) {
-        warnings.push(format!(
-            "{key}: WebDAV replicas are not supported; ignored"
-        ));
+        warnings.push(format!("{key}: WebDAV replicas are not supported; ignored"));
     }
     let snapshot = build_snapshot(&top, &from_env)?;
     let levels = build_levels(&top)?;

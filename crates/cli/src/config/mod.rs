@@ -48,6 +48,7 @@ pub use dir::expand_dir_db;
 pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, ErrorKind};
 pub use glob::glob_match;
+pub use nats::NatsConfig;
 pub use resolve::resolve_replica_url;
 pub use secret::Secret;
 /// For `check`'s warning about a readable config file holding secrets.
@@ -58,7 +59,6 @@ pub use types::{
     AbsConfig, Config, DbConfig, DbSource, GcsConfig, HeartbeatConfig, LeaseConfig, ReplicaConfig,
     ReplicaKind, S3Config, SftpConfig, SocketConfig,
 };
-pub use nats::NatsConfig;
 /// Named by the unit tests (here and in `setup.rs`); the commands reach them through
 /// [`Config`]'s fields.
 #[cfg(test)]

@@ -142,11 +142,21 @@ fn read_list(m: &Map<'_>, key: &str) -> Result<Option<Vec<String>>, ConfigError>
             .iter()
             .map(|v| match v {
                 Value::String(s) if !s.is_empty() => Ok(s.clone()),
-                other => Err(invalid(&m.key_path(key), other, "a list of file paths", None)),
+                other => Err(invalid(
+                    &m.key_path(key),
+                    other,
+                    "a list of file paths",
+                    None,
+                )),
             })
             .collect::<Result<Vec<_>, _>>()
             .map(Some),
-        Some(other) => Err(invalid(&m.key_path(key), other, "a list of file paths", None)),
+        Some(other) => Err(invalid(
+            &m.key_path(key),
+            other,
+            "a list of file paths",
+            None,
+        )),
     }
 }
 
@@ -230,12 +240,7 @@ pub(crate) fn make(
         jwt: s.jwt.clone(),
         seed: s.seed.clone(),
         tls: s.tls.unwrap_or(false),
-        root_cas: s
-            .root_cas
-            .iter()
-            .flatten()
-            .map(|p| home(p))
-            .collect(),
+        root_cas: s.root_cas.iter().flatten().map(|p| home(p)).collect(),
         client_cert: s.client_cert.as_deref().map(home),
         client_key: s.client_key.as_deref().map(home),
         max_reconnects: s.max_reconnects.flatten(),

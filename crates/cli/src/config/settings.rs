@@ -291,8 +291,9 @@ pub(crate) fn applies(t: &str, key: &str) -> bool {
         | "sse-customer-key-path"
         | "sse-kms-key-id" => t == "s3",
         "account-name" | "account-key" | "sas-token" => t == "abs",
-        "host" | "user" | "key-path" | "key-passphrase" | "host-key"
-        | "concurrent-writes" => t == "sftp",
+        "host" | "user" | "key-path" | "key-passphrase" | "host-key" | "concurrent-writes" => {
+            t == "sftp"
+        }
         k if FOREIGN_KEYS.contains(&k) => false,
         _ => true,
     }

@@ -13,8 +13,8 @@ use ltx::Level;
 use crate::harness::*;
 use crate::nats_server::{NatsServer, PASSWORD};
 use crate::s3::{
-    assert_created_is_header_timestamp, conformance, key, litestream_restore_ok, litestream_version,
-    replicate_with_writes, s3_config, ConditionalCreate,
+    assert_created_is_header_timestamp, conformance, key, litestream_restore_ok,
+    litestream_version, replicate_with_writes, s3_config, ConditionalCreate,
 };
 
 /// One runtime for a whole test: the store's client lives on the runtime it connected in.
@@ -39,7 +39,8 @@ fn nats_store_passes_the_storage_conformance_suite_on_nats_server() {
         "db/app/ltx/0/junk.txt",
         "db/app/ltx/0/sub/0000000000000009-0000000000000009.ltx",
     ] {
-        rt.block_on(raw.named().unwrap().put_name(name, b"x".to_vec().into())).unwrap();
+        rt.block_on(raw.named().unwrap().put_name(name, b"x".to_vec().into()))
+            .unwrap();
     }
     rt.block_on(conformance(&s, ConditionalCreate::Refused));
 
@@ -73,7 +74,11 @@ fn nats_store_passes_the_storage_conformance_suite_on_nats_server() {
         // A wrong password is PermissionDenied, and the password never shows.
         let mut o = n.options("conf", "");
         o.password = Some("wrong-password-xyz".into());
-        let e = NatsStore::new(o).unwrap().list(Level::L0).await.unwrap_err();
+        let e = NatsStore::new(o)
+            .unwrap()
+            .list(Level::L0)
+            .await
+            .unwrap_err();
         let shown = format!("{e} {e:?}");
         assert!(e.kind() == ErrorKind::PermissionDenied, "{shown}");
         assert!(
@@ -300,7 +305,10 @@ fn nats_calls_cost_a_few_round_trips_each() {
     let (sent, received) = cost(&|| {
         assert_eq!(rt.block_on(s.list(Level::L0)).unwrap().len(), 11);
     });
-    assert!(sent <= 2 && received >= 12, "list: {sent} sent, {received} received");
+    assert!(
+        sent <= 2 && received >= 12,
+        "list: {sent} sent, {received} received"
+    );
     // A ranged read: the object's info, one consumer, then the chunks up to the range.
     let (sent, received) = cost(&|| {
         let b = rt
@@ -308,6 +316,9 @@ fn nats_calls_cost_a_few_round_trips_each() {
             .unwrap();
         assert_eq!(b.len(), 10);
     });
-    assert!(sent <= 3 && received >= 2, "get: {sent} sent, {received} received");
+    assert!(
+        sent <= 3 && received >= 2,
+        "get: {sent} sent, {received} received"
+    );
     eprintln!("ranged get: {sent} sent, {received} received");
 }

@@ -86,13 +86,11 @@ impl NatsServer {
     pub fn create_bucket(&self, name: &str) {
         let url = self.url();
         block_on(async {
-            let client = async_nats::ConnectOptions::with_user_and_password(
-                USER.into(),
-                PASSWORD.into(),
-            )
-            .connect(url)
-            .await
-            .unwrap();
+            let client =
+                async_nats::ConnectOptions::with_user_and_password(USER.into(), PASSWORD.into())
+                    .connect(url)
+                    .await
+                    .unwrap();
             let js = async_nats::jetstream::new(client);
             js.create_object_store(async_nats::jetstream::object_store::Config {
                 bucket: name.to_string(),
@@ -149,7 +147,10 @@ impl NatsServer {
             .unwrap();
         let mut text = String::new();
         c.read_to_string(&mut text).unwrap();
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b)
+            .unwrap_or_default();
         let v: serde_json::Value = serde_json::from_str(body).unwrap();
         let conns = v["connections"].as_array().cloned().unwrap_or_default();
         let sum = |k: &str| conns.iter().map(|c| c[k].as_u64().unwrap_or(0)).sum();
@@ -174,7 +175,11 @@ fn spawn(dir: &std::path::Path, port: u16, monitor_port: u16) -> Proc {
         .args(["--user", USER, "--pass", PASSWORD])
         .args(["-m", &monitor_port.to_string()]);
     // A fresh log per start: "Server is ready" must be this run's.
-    Proc::spawn("nats-server", cmd, dir.join(format!("nats-{}.log", rand_suffix())))
+    Proc::spawn(
+        "nats-server",
+        cmd,
+        dir.join(format!("nats-{}.log", rand_suffix())),
+    )
 }
 
 fn rand_suffix() -> u64 {

@@ -472,7 +472,11 @@ mod tests {
 
     #[test]
     fn names_follow_litestreams_layout_under_the_prefix() {
-        let k = LtxKey::new(Level::SNAPSHOT, TxId::new(1).unwrap(), TxId::new(6).unwrap());
+        let k = LtxKey::new(
+            Level::SNAPSHOT,
+            TxId::new(1).unwrap(),
+            TxId::new(6).unwrap(),
+        );
         assert_eq!(
             store("").key_name(&k),
             "ltx/9/0000000000000001-0000000000000006.ltx"
@@ -491,7 +495,14 @@ mod tests {
 
     #[test]
     fn bad_options_are_refused_and_secrets_never_print() {
-        for (bucket, prefix) in [("", ""), ("a.b", ""), ("a/b", ""), ("ok", "/x"), ("ok", "x//y"), ("ok", "../x")] {
+        for (bucket, prefix) in [
+            ("", ""),
+            ("a.b", ""),
+            ("a/b", ""),
+            ("ok", "/x"),
+            ("ok", "x//y"),
+            ("ok", "../x"),
+        ] {
             let mut o = NatsOptions::new("", bucket);
             o.prefix = prefix.into();
             assert!(NatsStore::new(o).is_err(), "{bucket:?} {prefix:?}");
@@ -503,7 +514,10 @@ mod tests {
         let shown = format!("{s:?} {:?}", s.opts);
         assert!(!shown.contains("hunter2"), "{shown}");
         assert_eq!(scrub("bad hunter2 x", &s.secrets), "bad *** x");
-        assert_eq!(NatsOptions::new("", "b").location(), "nats://127.0.0.1:4222/b");
+        assert_eq!(
+            NatsOptions::new("", "b").location(),
+            "nats://127.0.0.1:4222/b"
+        );
     }
 
     #[test]
@@ -539,7 +553,10 @@ mod tests {
     fn failures_are_classified_from_their_text() {
         let k = |t: &str| classify_text("loc", "x", t.into()).kind();
         use super::super::ErrorKind;
-        assert_eq!(k("nats: Permissions Violation for Publish"), ErrorKind::PermissionDenied);
+        assert_eq!(
+            k("nats: Permissions Violation for Publish"),
+            ErrorKind::PermissionDenied
+        );
         assert_eq!(k("insufficient resources"), ErrorKind::NoSpace);
         assert_eq!(k("timed out"), ErrorKind::Transient);
         assert_eq!(k("invalid object name"), ErrorKind::Permanent);

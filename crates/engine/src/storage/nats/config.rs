@@ -174,12 +174,7 @@ impl NatsOptions {
                     format!("cannot read the creds file {}: {e}", path.display()),
                 )
             })?,
-            _ => match (
-                &self.nkey_seed,
-                &self.username,
-                &self.password,
-                &self.token,
-            ) {
+            _ => match (&self.nkey_seed, &self.username, &self.password, &self.token) {
                 (Some(seed), ..) => o.nkey(seed.clone()),
                 (None, Some(u), Some(p), _) => o.user_and_password(u.clone(), p.clone()),
                 (None, _, _, Some(t)) => o.token(t.clone()),
