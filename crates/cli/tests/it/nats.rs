@@ -322,3 +322,47 @@ fn nats_calls_cost_a_few_round_trips_each() {
     );
     eprintln!("ranged get: {sent} sent, {received} received");
 }
+
+/// `check` passes on a NATS replica (conditional creates reported as unavailable), and a
+/// lease on one is refused, saying why, before anything is uploaded.
+#[test]
+fn check_passes_on_nats_and_a_lease_there_is_refused() {
+    let n = NatsServer::start();
+    n.create_bucket("chk");
+    let w = Work::new();
+    let db = w.path("app.db");
+    let app = app_db(&db);
+    insert_rows(&app, 10, 200);
+    let cfg = s3_config(&w, &db, &n.replica_yaml("chk"));
+    run_ok(&["replicate", "-once", "-config", cfg.to_str().unwrap()]);
+    let out = run(&["check", "-json", "-config", cfg.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "check: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("conditional create is not available") && text.contains("conditional writes"),
+        "{text}"
+    );
+    assert!(!text.contains(PASSWORD), "{text}");
+
+    // A lease needs conditional writes: refused, naming the reason.
+    let leased = w.config(&format!(
+        "dbs:\n  - path: {}\n    lease:\n      ttl: 5s\n      owner: a\n    replica:\n{}",
+        db.display(),
+        n.replica_yaml("chk")
+    ));
+    let mut r = Replicator::start(&w, &["-config", leased.to_str().unwrap()]);
+    let log = r.wait_for_line("conditional writes", Duration::from_secs(60));
+    assert!(!log.contains(PASSWORD), "the password reached the log");
+    let rt = runtime();
+    let s = NatsStore::new(n.options("chk", "")).unwrap();
+    assert!(
+        rt.block_on(s.named().unwrap().head_name("lock.json"))
+            .unwrap_err()
+            .is_not_found(),
+        "no lease object was written"
+    );
+}
