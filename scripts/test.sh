@@ -99,6 +99,14 @@ if [ ! -x /usr/sbin/sshd ] && [ -z "${SSHD_BIN:-}" ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server
 fi
 
+# nats-server (NATS with JetStream; the NATS tests start one per test on loopback with its
+# own store directory). Debian's package; its own service is not used. $NATS_SERVER_BIN
+# overrides.
+if ! command -v nats-server >/dev/null 2>&1 && [ ! -x /usr/sbin/nats-server ] && [ -z "${NATS_SERVER_BIN:-}" ]; then
+  echo "== installing nats-server (apt)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server
+fi
+
 # The operator's tools the tests of issue 23 run (crates/cli/tests/it/operate.rs):
 # promtool (Debian's prometheus package) for the alert rules' unit tests, headless
 # Chromium for the status page, systemd-analyze and dpkg for the Debian package (present

@@ -230,6 +230,11 @@ pub fn secrets_of(cfg: &Config) -> Vec<String> {
                     add(c.key_passphrase.as_ref());
                 }
                 ReplicaKind::WebDav(c) => add(c.password.as_ref()),
+                ReplicaKind::Nats(c) => {
+                    for s in [&c.password, &c.token, &c.nkey, &c.jwt, &c.seed] {
+                        add(s.as_ref());
+                    }
+                }
             }
         }
     }

@@ -155,7 +155,38 @@ pub fn build_store(kind: &ReplicaKind) -> anyhow::Result<Arc<dyn ReplicaStore>> 
                 path: c.path.clone(),
             },
         )?)),
+        ReplicaKind::Nats(c) => Ok(Arc::new(engine::storage::nats::NatsStore::new(
+            nats_options(c),
+        )?)),
     }
+}
+
+/// The NATS backend's options from a replica's config (Litestream's client defaults
+/// where a key is not given: unlimited reconnects 2 s apart, a 10 s timeout).
+fn nats_options(c: &crate::config::NatsConfig) -> engine::storage::nats::NatsOptions {
+    let expose = |s: &Option<crate::config::Secret>| s.as_ref().map(|s| s.expose().to_string());
+    let mut o =
+        engine::storage::nats::NatsOptions::new(c.server.as_deref().unwrap_or_default(), &c.bucket);
+    o.prefix = c.path.clone();
+    o.username = c.username.clone();
+    o.password = expose(&c.password);
+    o.token = expose(&c.token);
+    o.nkey_seed = expose(&c.nkey);
+    o.creds_path = c.creds.clone();
+    o.jwt = expose(&c.jwt);
+    o.seed = expose(&c.seed);
+    o.tls = c.tls;
+    o.root_cas = c.root_cas.clone();
+    o.client_cert = c.client_cert.clone();
+    o.client_key = c.client_key.clone();
+    o.max_reconnects = c.max_reconnects.map(|n| n as usize);
+    if let Some(w) = c.reconnect_wait {
+        o.reconnect_wait = w;
+    }
+    if let Some(t) = c.timeout {
+        o.timeout = t;
+    }
+    o
 }
 
 /// The SFTP backend's options from a replica's config (`host` may carry the port).

@@ -25,7 +25,7 @@ use super::yaml::{child, invalid, Elsewhere, Map};
 
 pub(crate) use super::envdefaults::Env;
 
-pub(crate) const SUPPORTED_TYPES: &str = "file, s3, gs, abs, sftp, webdav, oss";
+pub(crate) const SUPPORTED_TYPES: &str = "file, s3, gs, abs, sftp, webdav, oss, nats";
 const MAX_LEVELS: usize = 8;
 
 const fn secs(s: u64) -> Duration {
@@ -36,7 +36,7 @@ const fn secs(s: u64) -> Duration {
 pub(crate) fn build(root: &Value, env: Env<'_>) -> Result<Config, ConfigError> {
     let top = Map::new(root, "")?.without_extensions();
     top.check_keys(
-        &[TOP_KEYS, SETTINGS_KEYS, FOREIGN_KEYS],
+        &[TOP_KEYS, SETTINGS_KEYS],
         &[
             Elsewhere {
                 keys: DB_KEYS,
@@ -51,9 +51,6 @@ pub(crate) fn build(root: &Value, env: Env<'_>) -> Result<Config, ConfigError> {
     let from_env = EnvDefaults::read(env)?;
     let defaults = replica_defaults(&top, &from_env)?;
     let mut warnings = Vec::new();
-    for key in top.keys().filter(|k| FOREIGN_KEYS.contains(k)) {
-        warnings.push(format!("{key}: NATS replicas are not supported; ignored"));
-    }
     let snapshot = build_snapshot(&top, &from_env)?;
     let levels = build_levels(&top)?;
     let retention_enabled = match top.map("retention")? {
@@ -453,10 +450,6 @@ fn build_db(
                 note: replica_note,
             },
             Elsewhere {
-                keys: FOREIGN_KEYS,
-                note: replica_note,
-            },
-            Elsewhere {
                 keys: TOP_KEYS,
                 note: "it is a top-level key, not a database key",
             },
@@ -653,7 +646,7 @@ fn build_replica(
 ) -> Result<ReplicaConfig, ConfigError> {
     let m = Map::new(v, path)?;
     m.check_keys(
-        &[REPLICA_KEYS, SETTINGS_KEYS, FOREIGN_KEYS],
+        &[REPLICA_KEYS, SETTINGS_KEYS],
         &[Elsewhere {
             keys: DB_KEYS,
             note: "it is a database key: move it up one level, next to `path`",
@@ -679,7 +672,7 @@ fn build_replica(
     }
     if url.is_some() {
         let conflicts: &[&str] = match rtype {
-            "s3" | "gs" | "abs" | "oss" => &["path", "bucket"],
+            "s3" | "gs" | "abs" | "oss" | "nats" => &["path", "bucket"],
             "sftp" => &["path", "host"],
             "webdav" => &["path", "webdav-url"],
             _ => &["path"],
@@ -752,7 +745,7 @@ fn upload_budget(
     s: &Settings,
     m: &Map<'_>,
 ) -> Result<Option<UploadBudget>, ConfigError> {
-    let object_store = !matches!(rtype, "file" | "sftp" | "webdav");
+    let object_store = !matches!(rtype, "file" | "sftp" | "webdav" | "nats");
     let per_sec = match s.upload_rate {
         Some(r) => r,
         None if object_store => defaults::OBJECT_STORE_UPLOAD_RATE,
@@ -827,15 +820,6 @@ fn replica_type(m: &Map<'_>, url: Option<&ParsedUrl>) -> Result<&'static str, Co
         (Some(t), None) => t,
         (None, None) => "file",
     };
-    if t == "nats" {
-        let key = if url.is_some() { "url" } else { "type" };
-        return Err(ConfigError::new(
-            m.key_path(key),
-            ErrorKind::Invalid(format!(
-                "{t} replicas are not supported by sqlite-replicate (supported: {SUPPORTED_TYPES})"
-            )),
-        ));
-    }
     Ok(t)
 }
 
@@ -941,6 +925,16 @@ pub(crate) fn make_kind(
             password: s.webdav_password,
             path: path.unwrap_or_default(),
         }),
+        "nats" => ReplicaKind::Nats(super::nats::make(
+            super::nats::NatsParts {
+                bucket: s.bucket.clone(),
+                path: path.unwrap_or_default(),
+                password: s.password.clone(),
+            },
+            &s.nats,
+            m.path(),
+            &|p| home(p, env),
+        )?),
         other => unreachable!("replica type {other} was checked"),
     };
     kind.apply_env_defaults(env);
@@ -982,18 +976,6 @@ fn oss_config(
 /// A replica kind from a URL alone (the CLI's `replicate DB URL` and `restore URL`).
 pub(crate) fn kind_from_url(url: &str) -> Result<ReplicaKind, ConfigError> {
     let parsed = parse_url(url)?;
-    if parsed.replica_type == "nats" {
-        return Err(ConfigError::new(
-            "",
-            ErrorKind::BadUrl {
-                url: redact_url(url),
-                reason: format!(
-                    "{} replicas are not supported (supported: {SUPPORTED_TYPES})",
-                    parsed.replica_type
-                ),
-            },
-        ));
-    }
     let (s, path) = settings_from_url(&parsed, url, "")?;
     let empty = Value::Null;
     let m = Map::new(&empty, "")?;

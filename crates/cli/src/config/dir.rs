@@ -61,6 +61,7 @@ pub fn expand_dir_db(dir_cfg: &DbConfig, db_file: &Path) -> Result<DbConfig, Con
             ReplicaKind::Abs(c) => c.path = join_slash(&c.path, &rel_slash),
             ReplicaKind::Sftp(c) => c.path = join_slash(&c.path, &rel_slash),
             ReplicaKind::WebDav(c) => c.path = join_slash(&c.path, &rel_slash),
+            ReplicaKind::Nats(c) => c.path = join_slash(&c.path, &rel_slash),
         }
         if let Some(u) = &r.url {
             r.url = Some(append_url_path(u, &rel_slash));

@@ -124,7 +124,7 @@ impl ConfigError {
                 "Litestream 0.5 rejects `age` too (litestream#790); \
                  use S3 server-side encryption (sse-customer-key or sse-kms-key-id)",
             ),
-            ErrorKind::DuplicateReplicaName { .. } => Some("a replica without `name` is named after its type (file, s3, gs, abs, sftp, webdav, oss)"),
+            ErrorKind::DuplicateReplicaName { .. } => Some("a replica without `name` is named after its type (file, s3, gs, abs, sftp, webdav, oss, nats)"),
             ErrorKind::Yaml(_) => Some("YAML indents with spaces; quote values that contain `: ` or start with `*`, `&`, `!`"),
             ErrorKind::InvalidValue { expected, .. } if expected.starts_with("a duration") => Some("durations use Go syntax: 500ms, 30s, 1m30s, 1h, 24h"),
             _ => None,

@@ -28,6 +28,7 @@ mod envdefaults;
 mod error;
 mod expand;
 mod glob;
+mod nats;
 mod rate;
 mod resolve;
 mod secret;
@@ -47,6 +48,7 @@ pub use dir::expand_dir_db;
 pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, ErrorKind};
 pub use glob::glob_match;
+pub use nats::NatsConfig;
 pub use resolve::resolve_replica_url;
 pub use secret::Secret;
 /// For `check`'s warning about a readable config file holding secrets.

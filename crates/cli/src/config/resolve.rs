@@ -40,12 +40,6 @@ pub fn resolve_replica_url(
         )
     };
     let parsed = parse_url(url)?;
-    if parsed.replica_type == "nats" {
-        return Err(bad(format!(
-            "{} replicas are not supported (supported: {SUPPORTED_TYPES})",
-            parsed.replica_type
-        )));
-    }
     let (from_url, path) = settings_from_url(&parsed, url, "")?;
     let wanted = Location::of_url(parsed.replica_type, &from_url, &path, env);
     let mut s = from_url;
@@ -131,6 +125,7 @@ impl Location {
             ),
             ReplicaKind::Sftp(c) => (c.host.clone(), c.path.clone(), None, None),
             ReplicaKind::WebDav(c) => (c.url.clone(), c.path.clone(), None, None),
+            ReplicaKind::Nats(c) => (c.bucket.clone(), c.path.clone(), None, None),
         };
         Location {
             replica_type: kind.type_name(),

@@ -22,6 +22,10 @@ const SECRET_KEYS: &[&str] = &[
     "key-passphrase",
     "sse-customer-key",
     "webdav-password",
+    "token",
+    "nkey",
+    "seed",
+    "jwt",
 ];
 
 /// The key paths (`dbs[0].replica.secret-access-key`) of secrets written inline in

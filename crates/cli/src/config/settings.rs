@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_norway::Value;
 
 use super::error::{ConfigError, ErrorKind};
+use super::nats::{split_url_path, NatsSettings, NATS_KEYS};
 use super::secret::Secret;
 use super::url::{ensure_endpoint_scheme, parse_oss_host, parse_s3_host, redact_url, ParsedUrl};
 use super::yaml::{invalid, Map};
@@ -75,10 +76,7 @@ pub(crate) const SETTINGS_KEYS: &[&str] = &[
     "webdav-username",
     "webdav-password",
     "age",
-];
-
-/// Litestream's NATS settings: known (so not "unknown key"), never used.
-pub(crate) const FOREIGN_KEYS: &[&str] = &[
+    // NATS (`super::nats::NATS_KEYS`).
     "jwt",
     "seed",
     "creds",
@@ -176,6 +174,7 @@ pub(crate) struct Settings {
     pub webdav_url: Option<String>,
     pub webdav_username: Option<String>,
     pub webdav_password: Option<Secret>,
+    pub nats: NatsSettings,
 }
 
 macro_rules! fill_from {
@@ -243,6 +242,7 @@ impl Settings {
             webdav_url: m.string("webdav-url")?,
             webdav_username: m.string("webdav-username")?,
             webdav_password: m.secret("webdav-password")?,
+            nats: NatsSettings::read(m)?,
         })
     }
 
@@ -257,6 +257,7 @@ impl Settings {
             host, user, password, key_path, key_passphrase, host_key, concurrent_writes,
             webdav_url, webdav_username, webdav_password,
         );
+        self.nats.fill_from(&src.nats);
     }
 }
 
@@ -279,7 +280,9 @@ fn read_rate(m: &Map<'_>, key: &str) -> Result<Option<f64>, ConfigError> {
 /// Whether replica key `key` means something for a replica of type `t`.
 pub(crate) fn applies(t: &str, key: &str) -> bool {
     match key {
-        "bucket" => matches!(t, "s3" | "gs" | "abs" | "oss"),
+        "bucket" => matches!(t, "s3" | "gs" | "abs" | "oss" | "nats"),
+        "password" => matches!(t, "sftp" | "nats"),
+        k if NATS_KEYS.contains(&k) => t == "nats",
         "endpoint" => matches!(t, "s3" | "abs" | "oss"),
         // Litestream's oss keys.
         "access-key-id" | "secret-access-key" | "region" | "part-size" | "concurrency" => {
@@ -295,10 +298,10 @@ pub(crate) fn applies(t: &str, key: &str) -> bool {
         | "sse-customer-key-path"
         | "sse-kms-key-id" => t == "s3",
         "account-name" | "account-key" | "sas-token" => t == "abs",
-        "host" | "user" | "password" | "key-path" | "key-passphrase" | "host-key"
-        | "concurrent-writes" => t == "sftp",
+        "host" | "user" | "key-path" | "key-passphrase" | "host-key" | "concurrent-writes" => {
+            t == "sftp"
+        }
         "webdav-url" | "webdav-username" | "webdav-password" => t == "webdav",
-        k if FOREIGN_KEYS.contains(&k) => false,
         _ => true,
     }
 }
@@ -391,6 +394,14 @@ pub(crate) fn settings_from_url(
                     s.webdav_username = p.user.clone();
                     s.webdav_password = p.password.clone().map(Secret::new);
                 }
+                "nats" => {
+                    s.nats.server = Some(p.host.clone());
+                    s.nats.username = p.user.clone();
+                    s.password = p.password.clone().map(Secret::new);
+                    let (bucket, prefix) = split_url_path(&path);
+                    s.bucket = bucket;
+                    path = prefix;
+                }
                 _ => {}
             }
         }
@@ -432,9 +443,17 @@ mod tests {
             ("oss", "region", true),
             ("oss", "part-size", true),
             ("oss", "force-path-style", false),
+            ("nats", "jwt", true),
+            ("nats", "bucket", true),
+            ("nats", "password", true),
+            ("nats", "host", false),
+            ("sftp", "token", false),
         ];
         for (t, key, want) in cases {
             assert_eq!(applies(t, key), *want, "{t} {key}");
+        }
+        for k in NATS_KEYS {
+            assert!(SETTINGS_KEYS.contains(k), "{k} is a replica setting");
         }
     }
 }

@@ -783,6 +783,18 @@ fn parse_replica_url_forms() {
             ReplicaKind::S3(S3Config { bucket: "bkt".into(), path: "db".into(), region: Some("eu-west-1".into()), ..Default::default() }),
         ),
         ("gs://bucket/path/x", ReplicaKind::Gcs(GcsConfig { bucket: "bucket".into(), path: "path/x".into() })),
+        ("nats://h.example:4222/bkt", ReplicaKind::Nats(NatsConfig { server: Some("nats://h.example:4222".into()), bucket: "bkt".into(), ..Default::default() })),
+        (
+            "nats://bob:p%40ss@h/bkt/db/app",
+            ReplicaKind::Nats(NatsConfig {
+                server: Some("nats://h".into()),
+                bucket: "bkt".into(),
+                path: "db/app".into(),
+                username: Some("bob".into()),
+                password: Some(Secret::new("p@ss")),
+                ..Default::default()
+            }),
+        ),
         (
             "abs://acct@container/p",
             ReplicaKind::Abs(AbsConfig { account_name: Some("acct".into()), bucket: "container".into(), path: "p".into(), ..Default::default() }),
@@ -811,8 +823,9 @@ fn parse_replica_url_errors() {
         ("s3://bucket/db?forcePathStyle=maybe", "invalid replica URL \"s3://bucket/db?forcePathStyle=maybe\": forcePathStyle=\"maybe\" is not true or false"),
         ("sftp://host/p", "invalid replica URL \"sftp://host/p\": a sftp replica needs a user: `user:` or `url: sftp://USER@HOST/path`"),
         ("gs://b/p?x=y", "invalid replica URL \"gs://b/p?x=y\": a gs URL takes no query parameters"),
-        ("nats://h/bucket", "invalid replica URL \"nats://h/bucket\": nats replicas are not supported (supported: file, s3, gs, abs, sftp, webdav, oss)"),
         ("webdav://h/p?x=1", "invalid replica URL \"webdav://h/p?x=1\": a webdav URL takes no query parameters"),
+        ("nats://h:4222", "invalid replica URL \"nats://h:4222\": a nats replica needs a bucket: `bucket:` or `url: nats://HOST:PORT/BUCKET`"),
+        ("nats://bob:hunter2@h/b.c", "invalid replica URL \"nats://bob:***@h/b.c\": \"b.c\" is not an object store bucket name (letters, digits, `_`, `-`)"),
         ("s3://localhost:9000/db", "invalid replica URL \"s3://localhost:9000/db\": a s3 replica needs a bucket: `bucket:` or `url: s3://BUCKET/path`"),
         ("gs:/bad", "invalid replica URL \"gs:/bad\": the scheme is malformed: write gs://bad (for a local directory of that name, write ./gs:/bad)"),
         ("file:/x/y", "invalid replica URL \"file:/x/y\": the scheme is malformed: write file:///x/y (for a local directory of that name, write ./file:/x/y)"),
@@ -869,10 +882,14 @@ fn errors_name_the_key_and_the_value() {
         ("dbs:\n  - /a.db\n".into(), r#"dbs[0]: "/a.db" is not a mapping (`key: value` lines)"#),
         (format!("{DB}    replica:\n      - path: /b\n"), "dbs[0].replica: a list is not a mapping (`key: value` lines): use `replicas:` for a list"),
         (format!("{DB}    replicas:\n      path: /b\n"), "dbs[0].replicas: a mapping is not a list (`- ` items): use `replica:` for a single replica"),
-        (format!("{DB}    replica:\n      type: ftp\n      path: /b\n"), r#"dbs[0].replica.type: "ftp" is not a replica type (file, s3, gs, abs, sftp, webdav, oss)"#),
-        (format!("{DB}    replica:\n      type: nats\n      bucket: b\n"), "dbs[0].replica.type: nats replicas are not supported by sqlite-replicate (supported: file, s3, gs, abs, sftp, webdav, oss)"),
+        (format!("{DB}    replica:\n      type: ftp\n      path: /b\n"), r#"dbs[0].replica.type: "ftp" is not a replica type (file, s3, gs, abs, sftp, webdav, oss, nats)"#),
         (format!("{DB}    replica:\n      url: webdav://h/p\n      webdav-url: http://h\n"), "dbs[0].replica.webdav-url: give the webdav-url either in `url` or as `webdav-url:`, not both"),
         (format!("{DB}    replica:\n      type: webdav\n      path: /p\n"), "dbs[0].replica: a webdav replica needs a server: `webdav-url: http(s)://HOST[:PORT]` or `url: webdav(s)://HOST/path`"),
+        (format!("{DB}    replica:\n      type: nats\n      bucket: b\n      client-cert: /c.pem\n"), "dbs[0].replica: client-cert and client-key must both be given for mutual TLS"),
+        (format!("{DB}    replica:\n      type: nats\n      bucket: b\n      jwt: x\n"), "dbs[0].replica: jwt and seed must be given together"),
+        (format!("{DB}    replica:\n      type: nats\n      bucket: b\n      max-reconnects: many\n"), r#"dbs[0].replica.max-reconnects: "many" is not a whole number (-1: unlimited)"#),
+        (format!("{DB}    replica:\n      type: nats\n      path: p\n"), "dbs[0].replica: a nats replica needs a bucket: `bucket:` or `url: nats://HOST:PORT/BUCKET`"),
+        (format!("{DB}    replica:\n      url: nats://h/b\n      bucket: c\n"), "dbs[0].replica.bucket: give the bucket either in `url` or as `bucket:`, not both"),
         (format!("{DB}    replica:\n      type: s3\n      url: file:///b\n"), "dbs[0].replica.type: \"s3\" does not match the file:// URL in `url`"),
         (format!("{DB}    replica:\n      path: /b\n      page-encoding: frame\n"), r#"dbs[0].replica.page-encoding: "frame" is not a page encoding (legacy or block)"#),
         (format!("{DB}    replica:\n      path: /b\n      sync-interval: 0s\n"), "dbs[0].replica.sync-interval: must be greater than 0"),
@@ -939,7 +956,7 @@ fn errors_name_the_key_and_the_value() {
             "dbs[0].replica: give `sse-customer-key` or `sse-customer-key-path`, not both",
         ),
         (format!("{DB}    replica:\n      url: 's3://b/p?region'\n      name: ''\n      sync-interval: x\n"), r#"dbs[0].replica.sync-interval: "x" is not a duration (e.g. 1m30s)"#),
-        (format!("{DB}    replica:\n      url: 'ftp://x'\n"), r#"dbs[0].replica.url: invalid replica URL "ftp://x": unknown scheme "ftp" (file, s3, gs, abs, sftp, webdav, webdavs, oss)"#),
+        (format!("{DB}    replica:\n      url: 'ftp://x'\n"), r#"dbs[0].replica.url: invalid replica URL "ftp://x": unknown scheme "ftp" (file, s3, gs, abs, sftp, webdav, webdavs, oss, nats)"#),
         // age, as Litestream.
         (format!("{DB}    replica:\n      path: /b\n      age:\n        recipients: [age1xyz]\n"), "dbs[0].replica.age: age encryption is not supported"),
         ("age:\n  identities: [x]\n".into(), "age: age encryption is not supported"),
@@ -972,7 +989,6 @@ fn errors_never_show_secrets() {
 #[test]
 fn warnings_for_keys_without_effect() {
     let cfg = ok("\
-jwt: x
 dbs:
   - path: /a.db
     shadow-retention-count: 2
@@ -984,7 +1000,6 @@ dbs:
     assert_eq!(
         cfg.warnings,
         [
-            "jwt: NATS replicas are not supported; ignored",
             "dbs[0].shadow-retention-count: Litestream 0.3 key; ignored",
             "dbs[0].replica: `region` does not apply to a file replica; ignored",
             "dbs[0].replica.retention-check-interval: Litestream 0.3 key; ignored (see l0-retention-check-interval)",
@@ -1737,4 +1752,69 @@ fn upload_budget_defaults_by_type_and_overrides() {
     for (yaml, want) in cases {
         assert_eq!(err(&yaml), want, "{yaml}");
     }
+}
+
+#[test]
+fn nats_keys_reach_the_config_and_secrets_never_print() {
+    let cfg = ok("\
+timeout: 3s
+dbs:
+  - path: /a.db
+    replica:
+      type: nats
+      bucket: bkt
+      path: db/app
+      username: bob
+      password: hunter2
+      token: tok-hunter2
+      nkey: SUhunter2
+      creds: ~/x.creds
+      jwt: jwt-hunter2
+      seed: seed-hunter2
+      tls: true
+      root-cas: [/ca1.pem, /ca2.pem]
+      client-cert: /c.pem
+      client-key: /k.pem
+      max-reconnects: -1
+      reconnect-wait: 250ms
+");
+    let r = &cfg.dbs[0].replicas[0];
+    let ReplicaKind::Nats(c) = &r.kind else {
+        panic!("{:?}", r.kind)
+    };
+    assert_eq!(
+        c,
+        &NatsConfig {
+            server: None,
+            bucket: "bkt".into(),
+            path: "db/app".into(),
+            username: Some("bob".into()),
+            password: Some(Secret::new("hunter2")),
+            token: Some(Secret::new("tok-hunter2")),
+            nkey: Some(Secret::new("SUhunter2")),
+            creds: Some(PathBuf::from("~/x.creds")),
+            jwt: Some(Secret::new("jwt-hunter2")),
+            seed: Some(Secret::new("seed-hunter2")),
+            tls: true,
+            root_cas: vec!["/ca1.pem".into(), "/ca2.pem".into()],
+            client_cert: Some("/c.pem".into()),
+            client_key: Some("/k.pem".into()),
+            max_reconnects: None,
+            reconnect_wait: Some(Duration::from_millis(250)),
+            // A top-level default.
+            timeout: Some(Duration::from_secs(3)),
+        }
+    );
+    assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+    assert_eq!(r.kind.describe(), "nats://127.0.0.1:4222/bkt/db/app");
+    // No request budget by default (a self-hosted server, not a per-request bill).
+    assert_eq!(r.upload_budget, None);
+    let dbg = format!("{cfg:?}");
+    assert!(!dbg.contains("hunter2"), "{dbg}");
+    // NATS keys on another type do nothing and say so.
+    let cfg = ok("dbs:\n  - path: /a.db\n    replica:\n      path: /b\n      token: t\n");
+    assert_eq!(
+        cfg.warnings,
+        ["dbs[0].replica: `token` does not apply to a file replica; ignored"]
+    );
 }

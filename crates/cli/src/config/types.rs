@@ -289,6 +289,7 @@ pub enum ReplicaKind {
     Abs(AbsConfig),
     Sftp(SftpConfig),
     WebDav(WebDavConfig),
+    Nats(super::nats::NatsConfig),
 }
 
 /// An S3-compatible bucket.
@@ -388,6 +389,7 @@ impl ReplicaKind {
             ReplicaKind::Abs(_) => "abs",
             ReplicaKind::Sftp(_) => "sftp",
             ReplicaKind::WebDav(_) => "webdav",
+            ReplicaKind::Nats(_) => "nats",
         }
     }
 
@@ -425,6 +427,13 @@ impl ReplicaKind {
                     rest.trim_end_matches('/'),
                     c.path.trim_start_matches('/')
                 )
+            }
+            ReplicaKind::Nats(c) => {
+                let server = c.server.as_deref().unwrap_or("nats://127.0.0.1:4222");
+                match c.path.as_str() {
+                    "" => format!("{server}/{}", c.bucket),
+                    p => format!("{server}/{}/{p}", c.bucket),
+                }
             }
         }
     }
@@ -474,7 +483,8 @@ impl ReplicaKind {
             ReplicaKind::File { .. }
             | ReplicaKind::Gcs(_)
             | ReplicaKind::Sftp(_)
-            | ReplicaKind::WebDav(_) => {}
+            | ReplicaKind::WebDav(_)
+            | ReplicaKind::Nats(_) => {}
         }
     }
 
@@ -504,6 +514,12 @@ impl ReplicaKind {
             ReplicaKind::WebDav(c) => format!(
                 "webdav:{}|{}",
                 c.url.trim_end_matches('/').to_ascii_lowercase(),
+                c.path.trim_matches('/')
+            ),
+            ReplicaKind::Nats(c) => format!(
+                "nats:{}|{}|{}",
+                c.server.as_deref().unwrap_or(""),
+                c.bucket,
                 c.path.trim_matches('/')
             ),
         }

@@ -11,9 +11,10 @@
 //!   `sftp://user[:password]@host[:port]/path`,
 //!   `webdav://[user[:password]@]host[:port]/path` (http) and `webdavs://...` (https),
 //!   `oss://bucket[.oss-REGION[-internal].aliyuncs.com]/path` (Alibaba OSS, served by the
-//!   S3 client through OSS's S3-compatible API).
+//!   S3 client through OSS's S3-compatible API),
+//!   `nats://[user[:password]@]host[:port]/bucket[/path]`.
 //!
-//! `nats` URLs parse, and are rejected later as an unsupported type. Not handled: S3 access-point ARNs and Litestream's per-provider host detection
+//! Not handled: S3 access-point ARNs and Litestream's per-provider host detection
 //! (DigitalOcean, B2, Filebase, ...); give `endpoint` for those.
 //!
 //! Combining the parts with a replica's other keys happens in `build.rs`; this file only
@@ -75,7 +76,7 @@ pub(crate) fn parse_url(url: &str) -> Result<ParsedUrl, ConfigError> {
         "oss" => "oss",
         _ => {
             return Err(bad(&format!(
-                "unknown scheme {scheme:?} (file, s3, gs, abs, sftp, webdav, webdavs, oss)"
+                "unknown scheme {scheme:?} (file, s3, gs, abs, sftp, webdav, webdavs, oss, nats)"
             )))
         }
     };
@@ -446,7 +447,7 @@ mod tests {
             ("", r#"invalid replica URL "": it is empty"#),
             (
                 "ftp://h/p",
-                r#"invalid replica URL "ftp://h/p": unknown scheme "ftp" (file, s3, gs, abs, sftp, webdav, webdavs, oss)"#,
+                r#"invalid replica URL "ftp://h/p": unknown scheme "ftp" (file, s3, gs, abs, sftp, webdav, webdavs, oss, nats)"#,
             ),
             (
                 "s3:///path",

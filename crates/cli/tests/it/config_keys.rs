@@ -46,14 +46,14 @@ fn keys_accepted_without_effect_are_logged() {
     let app = app_db(&db);
     insert_rows(&app, 2, 10);
     let cfg = w.config(&format!(
-        "jwt: x\ndbs:\n  - path: {}\n    replica:\n      type: file\n      path: {}\n",
+        "dbs:\n  - path: {}\n    shadow-retention-count: 2\n    replica:\n      type: file\n      path: {}\n",
         db.display(),
         replica.display()
     ));
     let o = run_ok(&["replicate", "-once", "-config", cfg.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        err.contains("jwt: NATS replicas are not supported; ignored"),
+        err.contains("dbs[0].shadow-retention-count: Litestream 0.3 key; ignored"),
         "the config warning reaches the log: {err}"
     );
 }

@@ -35,6 +35,8 @@ mod litestream;
 mod mcp;
 mod metrics;
 mod moto;
+mod nats;
+mod nats_server;
 mod netfault;
 mod notify;
 mod operate;

@@ -89,6 +89,7 @@ pub mod file;
 pub mod gcs;
 pub mod layout;
 pub mod metered;
+pub mod nats;
 mod objstore;
 pub(crate) mod objstore_error;
 pub mod s3;
