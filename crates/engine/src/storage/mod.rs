@@ -81,6 +81,7 @@
 //!    are the reference behaviour.
 
 pub mod abs;
+pub mod age;
 mod error;
 pub mod faulty;
 pub mod file;
