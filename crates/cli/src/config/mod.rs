@@ -21,6 +21,7 @@
 //! [`Config::warnings`]. A replica URL given on the command line is resolved against the
 //! config by one rule (`resolve.rs`).
 
+mod age;
 mod build;
 mod dir;
 mod duration;
@@ -43,11 +44,14 @@ mod tests;
 
 use std::path::Path;
 
+pub use age::AgeConfig;
 pub use dir::expand_dir_db;
 pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, ErrorKind};
 pub use glob::glob_match;
+#[allow(unused_imports)]
 pub use resolve::resolve_replica_url;
+pub use resolve::resolve_replica_url_keys;
 pub use secret::Secret;
 /// For `check`'s warning about a readable config file holding secrets.
 pub(crate) use secrets::inline_secrets;

@@ -172,6 +172,8 @@ pub(crate) struct Settings {
     pub key_passphrase: Option<Secret>,
     pub host_key: Option<String>,
     pub concurrent_writes: Option<bool>,
+    /// `age`: client-side encryption keys (`age.rs`).
+    pub age: Option<super::age::AgeConfig>,
 }
 
 macro_rules! fill_from {
@@ -182,12 +184,6 @@ macro_rules! fill_from {
 
 impl Settings {
     pub fn read(m: &Map<'_>) -> Result<Settings, ConfigError> {
-        if m.has("age") {
-            return Err(ConfigError::new(
-                m.key_path("age"),
-                ErrorKind::AgeUnsupported,
-            ));
-        }
         let legacy_page_encoding = match m.string("page-encoding")?.as_deref() {
             None => None,
             Some("legacy") => Some(true),
@@ -236,6 +232,7 @@ impl Settings {
             key_passphrase: m.secret("key-passphrase")?,
             host_key: m.string("host-key")?,
             concurrent_writes: m.bool("concurrent-writes")?,
+            age: super::age::AgeConfig::read(m)?,
         })
     }
 
@@ -247,7 +244,7 @@ impl Settings {
             access_key_id, secret_access_key, region, bucket, endpoint, force_path_style, sign_payload,
             require_content_md5, skip_verify, part_size, concurrency, storage_class, sse_customer_algorithm,
             sse_customer_key, sse_customer_key_path, sse_kms_key_id, account_name, account_key, sas_token,
-            host, user, password, key_path, key_passphrase, host_key, concurrent_writes,
+            host, user, password, key_path, key_passphrase, host_key, concurrent_writes, age,
         );
     }
 }
