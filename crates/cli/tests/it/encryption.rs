@@ -29,6 +29,20 @@ fn keypair() -> (String, String) {
     )
 }
 
+/// Go's `age` command (Debian's package, installed by `scripts/test.sh`); `$AGE_BIN`
+/// points elsewhere. Missing, the test fails naming the install step.
+fn age_cli() -> PathBuf {
+    if let Some(p) = std::env::var_os("AGE_BIN") {
+        return PathBuf::from(p);
+    }
+    let p = PathBuf::from("/usr/bin/age");
+    assert!(
+        p.exists(),
+        "the age CLI is missing: `apt-get install age` (scripts/test.sh installs it)"
+    );
+    p
+}
+
 /// An `age:` block at replica indentation (6 spaces).
 fn age_yaml(identities: &[&str], recipients: &[&str]) -> String {
     let mut s = String::from("      age:\n");
@@ -264,13 +278,21 @@ fn key_rotation_adds_a_recipient_and_old_objects_keep_their_identity() {
     let old = config(&w, "old.yml", "", &db, &format!("{}{}", file_replica(&dir), age_yaml(&[&old_id], &[])));
     run_ok(&["replicate", "-config", old.to_str().unwrap(), "-once"]);
     let before = files_under(&dir.join("ltx"));
-    // The new recipient is added; the replicator keeps its old identity.
+    // The new recipient is added (from a recipients file, as age-keygen -y writes one);
+    // the replicator keeps its old identity.
+    let rfile = w.path("new.pub");
+    std::fs::write(&rfile, format!("# the new key\n{new_r}\n")).unwrap();
     let both = config(
         &w,
         "both.yml",
         "",
         &db,
-        &format!("{}{}", file_replica(&dir), age_yaml(&[&old_id], &[&new_r])),
+        &format!(
+            "{}{}        recipients-file: {}\n",
+            file_replica(&dir),
+            age_yaml(&[&old_id], &[]),
+            rfile.display()
+        ),
     );
     insert_rows(&app, 20, 300);
     run_ok(&["replicate", "-config", both.to_str().unwrap(), "-once"]);
@@ -278,7 +300,15 @@ fn key_rotation_adds_a_recipient_and_old_objects_keep_their_identity() {
     // The old identity restores everything.
     restore_and_compare(&old, &db, &w.path("old.db"), &want, &[]);
     // The new identity alone reads the new objects but not the old ones.
-    let only_new = config(&w, "new.yml", "", &db, &format!("{}{}", file_replica(&dir), age_yaml(&[&new_id], &[])));
+    let idfile = w.path("new.key");
+    std::fs::write(&idfile, format!("# created: now\n# public key: {new_r}\n{new_id}\n")).unwrap();
+    let only_new = config(
+        &w,
+        "new.yml",
+        "",
+        &db,
+        &format!("{}      age:\n        identity-file: {}\n", file_replica(&dir), idfile.display()),
+    );
     let newer: Vec<_> = files_under(&dir.join("ltx"))
         .into_iter()
         .filter(|f| !before.contains(f))
@@ -286,6 +316,31 @@ fn key_rotation_adds_a_recipient_and_old_objects_keep_their_identity() {
     assert!(!newer.is_empty());
     let e = one_line_error(&run(&restore_args(&only_new, &w.path("n.db"), &db, &[])));
     assert!(e.contains("none of the configured age identities"), "{e}");
+    // ... but every new object decrypts with it: the recipients file was used.
+    for f in &newer {
+        let b = std::fs::read(f).unwrap();
+        let id: age::x25519::Identity = new_id.parse().unwrap();
+        let d = age::Decryptor::new(&b[..]).unwrap();
+        let mut plain = Vec::new();
+        std::io::Read::read_to_end(&mut d.decrypt(std::iter::once(&id as &dyn age::Identity)).unwrap(), &mut plain)
+            .unwrap();
+        assert!(plain.starts_with(b"LTX1"), "{}", f.display());
+        // The reference implementation (Go's `age`) reads it too: a standard age file.
+        let out = Command::new(age_cli())
+            .args(["-d", "-i", idfile.to_str().unwrap(), f.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "age -d: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.stdout, plain, "age -d of {}", f.display());
+    }
+    // The documented rekey: `reset`, then one run with the new recipient: the latest state
+    // then restores with the new identity alone (older points keep needing the old one
+    // until retention removes them).
+    run_ok(&["reset", "-config", both.to_str().unwrap(), db.to_str().unwrap()]);
+    insert_rows(&app, 3, 300);
+    run_ok(&["replicate", "-config", both.to_str().unwrap(), "-once"]);
+    let want = pages_of_live(&db);
+    restore_and_compare(&only_new, &db, &w.path("rekeyed.db"), &want, &[]);
     // Both identities together restore everything.
     let ids = config(&w, "ids.yml", "", &db, &format!("{}{}", file_replica(&dir), age_yaml(&[&new_id, &old_id], &[])));
     restore_and_compare(&ids, &db, &w.path("ids.db"), &want, &[]);

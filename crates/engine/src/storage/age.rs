@@ -428,6 +428,13 @@ impl AgeStore {
         if let Some(e) = self.remembered(path).filter(|e| e.sealed_len == sealed_len) {
             return Ok(Some(e));
         }
+        if sealed_len == 0 {
+            // Nothing to read; not an age file (and no valid LTX file either).
+            return Ok(Some(Envelope {
+                sealed_len,
+                head: None,
+            }));
+        }
         let mut want = FIRST_HEAD_READ;
         loop {
             let n = want.min(sealed_len);
