@@ -107,6 +107,14 @@ if ! command -v nats-server >/dev/null 2>&1 && [ ! -x /usr/sbin/nats-server ] &&
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server
 fi
 
+# age, the reference (Go) implementation of the age format (issue 24): the encryption
+# tests decrypt our replica's objects with its `age -d`, so they are standard age files.
+# Debian's package, once.
+if ! command -v age >/dev/null 2>&1; then
+  echo "== installing age (apt)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq age
+fi
+
 # The operator's tools the tests of issue 23 run (crates/cli/tests/it/operate.rs):
 # promtool (Debian's prometheus package) for the alert rules' unit tests, headless
 # Chromium for the status page, systemd-analyze and dpkg for the Debian package (present

@@ -13,6 +13,7 @@ mod commands;
 mod config;
 mod control;
 mod dirwatch;
+mod encryption;
 mod eventlog;
 mod failover;
 mod generated;

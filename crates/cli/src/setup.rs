@@ -189,6 +189,12 @@ fn nats_options(c: &crate::config::NatsConfig) -> engine::storage::nats::NatsOpt
     o
 }
 
+/// The store of a configured replica: its backend, encrypting with age when the replica
+/// has an `age:` block (`encryption.rs`).
+pub fn build_replica_store(r: &ReplicaConfig) -> anyhow::Result<Arc<dyn ReplicaStore>> {
+    crate::encryption::with_age(build_store(&r.kind)?, r.age.as_ref(), &replica_name(r))
+}
+
 /// The SFTP backend's options from a replica's config (`host` may carry the port).
 fn sftp_options(
     c: &crate::config::SftpConfig,
@@ -416,7 +422,7 @@ pub fn db_runs(cfg: &Config) -> anyhow::Result<Vec<DbRun>> {
 pub fn db_run(cfg: &Config, path: &Path, db: &DbConfig) -> anyhow::Result<DbRun> {
     let mut replicas = Vec::new();
     for r in &db.replicas {
-        let store = build_store(&r.kind)
+        let store = build_replica_store(r)
             .with_context(|| format!("{}: replica {}", path.display(), replica_name(r)))?;
         let status = Arc::new(ReplicaStatus::default());
         // Every request to the replica, whoever makes it (uploads, maintenance, the
@@ -480,11 +486,11 @@ pub fn restore_candidates(
     if choice.target.contains("://") {
         // Endpoint and credentials as for the configured replica at that location, or
         // from the config's top-level keys, or from the environment (`resolve.rs`).
-        let kind = config::resolve_replica_url(cfg, &choice.target, &|k| std::env::var(k).ok())?;
-        return Ok(vec![(
-            config::redact_url(&choice.target),
-            build_store(&kind)?,
-        )]);
+        let (kind, age) =
+            config::resolve_replica_url_keys(cfg, &choice.target, &|k| std::env::var(k).ok())?;
+        let name = config::redact_url(&choice.target);
+        let store = crate::encryption::with_age(build_store(&kind)?, age.as_ref(), &name)?;
+        return Ok(vec![(name, store)]);
     }
     let cfg = cfg.context("restoring by database path needs a config file (-config)")?;
     let want =
@@ -499,7 +505,7 @@ pub fn restore_candidates(
         if choice.replica.as_ref().is_some_and(|w| *w != name) {
             continue;
         }
-        out.push((name, build_store(&r.kind)?));
+        out.push((name, build_replica_store(r)?));
     }
     if out.is_empty() {
         bail!(
@@ -521,7 +527,7 @@ pub async fn restore_missing_dbs(cfg: &Config) -> anyhow::Result<()> {
         }
         let mut candidates = Vec::new();
         for r in &db.replicas {
-            candidates.push((replica_name(r), build_store(&r.kind)?));
+            candidates.push((replica_name(r), build_replica_store(r)?));
         }
         let mut opts = RestoreOptions::latest(IntegrityCheck::Quick);
         opts.v3 = V3Fallback::Latest { generation: None };

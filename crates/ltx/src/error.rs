@@ -64,7 +64,7 @@ pub enum DecodeError {
     },
     #[error("at byte {offset}: unexpected end of file")]
     UnexpectedEof { offset: u64 },
-    #[error("at byte {offset}: bad magic {found:02x?}, expected \"LTX1\"")]
+    #[error("at byte {offset}: bad magic {found:02x?}, expected \"LTX1\"{}", if found == b"age-" { " (the file is age-encrypted: configure the replica's age identity)" } else { "" })]
     BadMagic { offset: u64, found: [u8; 4] },
     #[error("at byte {offset}: bad header: {reason}")]
     BadHeader { offset: u64, reason: HeaderError },

@@ -117,7 +117,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                     continue;
                 }
                 let shown = format!("{name} ({})", r.kind.describe());
-                let mut found = match setup::build_store(&r.kind) {
+                let mut found = match setup::build_replica_store(r) {
                     Ok(store) => check::replica::check(store.as_ref(), &thresholds).await,
                     Err(e) => vec![Finding::fail(
                         "replica-config",

@@ -108,7 +108,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         .context("starting runtime")?;
     let result = rt.block_on(async move {
         crate::signals::listen().context("listening for SIGTERM and SIGINT")?;
-        let store = setup::build_store(&first.kind)?;
+        let store = setup::build_replica_store(first)?;
         let lease = Arc::new(Lease::new(store.clone(), failover::lease_options(&lc)));
         // Fails at once, clearly, on a backend without conditional writes.
         let named = async {

@@ -195,7 +195,7 @@ fn subjects(
             if a.replica.as_ref().is_some_and(|w| *w != name) {
                 continue;
             }
-            let store = setup::build_store(&r.kind)
+            let store = setup::build_replica_store(r)
                 .with_context(|| format!("{}: replica {name}", path.display()))?;
             out.push(Subject {
                 db: Some(path.clone()),

@@ -732,6 +732,7 @@ fn build_replica(
         auto_recover: s.auto_recover.unwrap_or(false),
         max_sync_ltx_files: s.max_sync_ltx_files.filter(|n| *n > 0),
         upload_budget: upload_budget(rtype, &s, &m)?,
+        age: s.age.clone(),
         settings: s,
     })
 }

@@ -52,8 +52,6 @@ pub enum ErrorKind {
     NoPathOrDir,
     #[error("`pattern` is required with `dir` (e.g. pattern: \"*.db\")")]
     PatternRequired,
-    #[error("age encryption is not supported")]
-    AgeUnsupported,
     #[error("no replica: add `replica:` with a `url` (or `type` and `path`)")]
     NoReplica,
     #[error("give `replica` or `replicas`, not both")]
@@ -120,10 +118,6 @@ impl ConfigError {
     /// A suggestion for the user, for the CLI to print under the error.
     pub fn hint(&self) -> Option<&'static str> {
         match &self.0.kind {
-            ErrorKind::AgeUnsupported => Some(
-                "Litestream 0.5 rejects `age` too (litestream#790); \
-                 use S3 server-side encryption (sse-customer-key or sse-kms-key-id)",
-            ),
             ErrorKind::DuplicateReplicaName { .. } => Some("a replica without `name` is named after its type (file, s3, gs, abs, sftp, webdav, oss, nats)"),
             ErrorKind::Yaml(_) => Some("YAML indents with spaces; quote values that contain `: ` or start with `*`, `&`, `!`"),
             ErrorKind::InvalidValue { expected, .. } if expected.starts_with("a duration") => Some("durations use Go syntax: 500ms, 30s, 1m30s, 1h, 24h"),

@@ -4,8 +4,8 @@
 //! Owns: reading the file, `$VAR` expansion inside parsed values (`expand.rs`), strict
 //! key checking with key paths in every error (`yaml.rs`), Go durations (`duration.rs`)
 //! and sizes (`size.rs`), replica URLs (`url.rs`), replica keys and their merging
-//! (`settings.rs`), defaults and cross-checks (`build.rs`), replica durations from the
-//! environment (`envdefaults.rs`), the
+//! (`settings.rs`), the `age:` encryption block (`age.rs`), defaults and cross-checks
+//! (`build.rs`), replica durations from the environment (`envdefaults.rs`), the
 //! typed result (`types.rs`), directory entries (`dir.rs`,
 //! `glob.rs`), the replica a command-line URL names (`resolve.rs`), the error type
 //! (`error.rs`), and which secrets a config file holds inline (`secrets.rs`, for `check`).
@@ -16,11 +16,13 @@
 //! Forms accepted beyond Litestream 0.5: `replicas:` with more than one entry (several
 //! replicas per database), `snapshot-interval`/`retention` per replica (0.3), replica
 //! settings at the top level as defaults (`access-key-id`, `region`, ...), and our own
-//! replica key `page-encoding: legacy|block`. Unknown keys are errors, where Litestream
+//! replica key `page-encoding: legacy|block`, and Litestream 0.3's `age:` block (with key
+//! files, `age.rs`). Unknown keys are errors, where Litestream
 //! ignores them; every Litestream 0.5 key is acted on; keys that cannot apply (another replica type's, Litestream 0.3's) are returned in
 //! [`Config::warnings`]. A replica URL given on the command line is resolved against the
 //! config by one rule (`resolve.rs`).
 
+mod age;
 mod build;
 mod dir;
 mod duration;
@@ -44,12 +46,15 @@ mod tests;
 
 use std::path::Path;
 
+pub use age::AgeConfig;
 pub use dir::expand_dir_db;
 pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, ErrorKind};
 pub use glob::glob_match;
 pub use nats::NatsConfig;
+#[allow(unused_imports)]
 pub use resolve::resolve_replica_url;
+pub use resolve::resolve_replica_url_keys;
 pub use secret::Secret;
 /// For `check`'s warning about a readable config file holding secrets.
 pub(crate) use secrets::inline_secrets;

@@ -24,12 +24,24 @@ use super::types::{Config, DbSource, ReplicaConfig, ReplicaKind};
 use super::url::{parse_url, redact_url};
 use super::yaml::Map;
 
-/// The replica `url` names, with settings from `cfg` (when given) and `env`.
+/// The replica `url` names, with settings from `cfg` (when given) and `env`. The
+/// commands use [`resolve_replica_url_keys`]; the unit tests and the fuzz target this.
+#[allow(dead_code)]
 pub fn resolve_replica_url(
     cfg: Option<&Config>,
     url: &str,
     env: Env<'_>,
 ) -> Result<ReplicaKind, ConfigError> {
+    resolve_replica_url_keys(cfg, url, env).map(|(kind, _)| kind)
+}
+
+/// [`resolve_replica_url`], with the replica's age keys by the same rule (the configured
+/// replica's, else the top-level ones), so an encrypted replica named by URL decrypts.
+pub fn resolve_replica_url_keys(
+    cfg: Option<&Config>,
+    url: &str,
+    env: Env<'_>,
+) -> Result<(ReplicaKind, Option<super::age::AgeConfig>), ConfigError> {
     let bad = |reason: String| {
         ConfigError::new(
             "",
@@ -53,6 +65,7 @@ pub fn resolve_replica_url(
     }
     let empty = Value::Null;
     let m = Map::new(&empty, "")?;
+    let age = s.age.clone();
     make_kind(
         parsed.replica_type,
         Some(path).filter(|p| !p.is_empty()),
@@ -60,6 +73,7 @@ pub fn resolve_replica_url(
         env,
         &m,
     )
+    .map(|kind| (kind, age))
     .map_err(|e| match e.kind() {
         ErrorKind::Invalid(why) => bad(why.clone()),
         _ => e,

@@ -53,6 +53,11 @@ fn walk(v: &Value, path: &str, out: &mut Vec<String>) {
                         !s.is_empty() && !names_variable(s)
                     }
                     (k, Value::Number(_)) => SECRET_KEYS.contains(&k),
+                    // age secret keys, inline as Litestream 0.3 had them (`age.rs`).
+                    ("identities", Value::String(s)) => !s.is_empty() && !names_variable(s),
+                    ("identities", Value::Sequence(items)) => items.iter().any(|i| {
+                        matches!(i, Value::String(s) if !s.is_empty() && !names_variable(s))
+                    }),
                     _ => false,
                 };
                 if inline {
@@ -115,6 +120,20 @@ dbs:
                 "dbs[0].replicas[3].key-passphrase",
             ]
         );
+        let age = "\
+dbs:
+  - path: /a.db
+    replicas:
+      - url: file:///r
+        age:
+          identities: [AGE-SECRET-KEY-1X]
+          recipients: [age1x]
+      - url: file:///s
+        age:
+          identities: [$AGE_ID]
+          identity-file: /k.txt
+";
+        assert_eq!(inline_secrets(age), ["dbs[0].replicas[0].age.identities"]);
         assert!(inline_secrets("dbs: [").is_empty());
         assert!(
             inline_secrets("dbs:\n  - path: /a.db\n    replica:\n      url: s3://b/p\n").is_empty()

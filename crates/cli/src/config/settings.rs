@@ -175,6 +175,8 @@ pub(crate) struct Settings {
     pub webdav_username: Option<String>,
     pub webdav_password: Option<Secret>,
     pub nats: NatsSettings,
+    /// `age`: client-side encryption keys (`age.rs`).
+    pub age: Option<super::age::AgeConfig>,
 }
 
 macro_rules! fill_from {
@@ -185,12 +187,6 @@ macro_rules! fill_from {
 
 impl Settings {
     pub fn read(m: &Map<'_>) -> Result<Settings, ConfigError> {
-        if m.has("age") {
-            return Err(ConfigError::new(
-                m.key_path("age"),
-                ErrorKind::AgeUnsupported,
-            ));
-        }
         let legacy_page_encoding = match m.string("page-encoding")?.as_deref() {
             None => None,
             Some("legacy") => Some(true),
@@ -243,6 +239,7 @@ impl Settings {
             webdav_username: m.string("webdav-username")?,
             webdav_password: m.secret("webdav-password")?,
             nats: NatsSettings::read(m)?,
+            age: super::age::AgeConfig::read(m)?,
         })
     }
 
@@ -254,7 +251,7 @@ impl Settings {
             access_key_id, secret_access_key, region, bucket, endpoint, force_path_style, sign_payload,
             require_content_md5, skip_verify, part_size, concurrency, storage_class, sse_customer_algorithm,
             sse_customer_key, sse_customer_key_path, sse_kms_key_id, account_name, account_key, sas_token,
-            host, user, password, key_path, key_passphrase, host_key, concurrent_writes,
+            host, user, password, key_path, key_passphrase, host_key, concurrent_writes, age,
             webdav_url, webdav_username, webdav_password,
         );
         self.nats.fill_from(&src.nats);

@@ -957,9 +957,10 @@ fn errors_name_the_key_and_the_value() {
         ),
         (format!("{DB}    replica:\n      url: 's3://b/p?region'\n      name: ''\n      sync-interval: x\n"), r#"dbs[0].replica.sync-interval: "x" is not a duration (e.g. 1m30s)"#),
         (format!("{DB}    replica:\n      url: 'ftp://x'\n"), r#"dbs[0].replica.url: invalid replica URL "ftp://x": unknown scheme "ftp" (file, s3, gs, abs, sftp, webdav, webdavs, oss, nats)"#),
-        // age, as Litestream.
-        (format!("{DB}    replica:\n      path: /b\n      age:\n        recipients: [age1xyz]\n"), "dbs[0].replica.age: age encryption is not supported"),
-        ("age:\n  identities: [x]\n".into(), "age: age encryption is not supported"),
+        // age (issue 24): an identity is required; values never quoted.
+        (format!("{DB}    replica:\n      path: /b\n      age:\n        recipients: [age1xyz]\n"), "dbs[0].replica.age: give at least one identity (`identities` or `identity-file`): compaction, snapshots, verify and restores decrypt what they read"),
+        (format!("{DB}    replica:\n      path: /b\n      age:\n        identities: [{{k: AGE-SECRET-KEY-1X}}]\n"), "dbs[0].replica.age.identities[0]: must be a string or a list of strings"),
+        (format!("{DB}    replica:\n      path: /b\n      age:\n        identity: AGE-SECRET-KEY-1X\n"), r#"dbs[0].replica.age: unknown key "identity" (did you mean "identities"?)"#),
         // YAML itself.
         ("dbs:\n  - path: /a.db\n\treplica: x\n".into(), "invalid YAML: found a tab character that violates indentation at line 3 column 1, while scanning a plain scalar at line 2 column 11"),
         ("a: 1\na: 2\n".into(), r#"invalid YAML: duplicate entry with key "a""#),
@@ -1817,4 +1818,40 @@ dbs:
         cfg.warnings,
         ["dbs[0].replica: `token` does not apply to a file replica; ignored"]
     );
+}
+
+#[test]
+fn age_block_as_litestream_03_plus_key_files_and_a_top_level_default() {
+    let env = |k: &str| (k == "AGE_ID").then(|| "AGE-SECRET-KEY-1FROMENV".to_string());
+    let yaml = "\
+age:
+  identity-file: /etc/keys/default.txt
+dbs:
+  - path: /a.db
+    replicas:
+      - url: file:///r
+        age:
+          identities:
+            - ${AGE_ID}
+          recipients: [age1one, age1two]
+          recipients-file: [/k/r1.txt, /k/r2.txt]
+      - url: file:///s
+      - url: file:///t
+        age:
+          identity-file: /k/own.txt
+";
+    let cfg = super::parse(yaml, true, &env).unwrap();
+    let rs = &cfg.dbs[0].replicas;
+    let a = rs[0].age.as_ref().unwrap();
+    assert_eq!(a.identities.len(), 1);
+    assert_eq!(a.identities[0].expose(), "AGE-SECRET-KEY-1FROMENV");
+    assert_eq!(a.recipients, ["age1one", "age1two"]);
+    assert_eq!(a.recipients_files, [PathBuf::from("/k/r1.txt"), PathBuf::from("/k/r2.txt")]);
+    // The top-level block is every other replica's default; a replica's own replaces it.
+    let b = rs[1].age.as_ref().unwrap();
+    assert_eq!(b.identity_files, [PathBuf::from("/etc/keys/default.txt")]);
+    assert_eq!(rs[2].age.as_ref().unwrap().identity_files, [PathBuf::from("/k/own.txt")]);
+    // Identities never print.
+    let shown = format!("{:?} {:?}", rs[0], cfg.replica_defaults);
+    assert!(!shown.contains("FROMENV"), "{shown}");
 }

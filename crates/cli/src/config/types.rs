@@ -238,6 +238,9 @@ pub struct ReplicaConfig {
     /// default: 1/s with a burst of 20 for object stores, unlimited for file, SFTP and WebDAV).
     /// `None`: unlimited.
     pub upload_budget: Option<UploadBudget>,
+    /// `age` (replica, or top-level default): encrypt everything written to the replica
+    /// with age, decrypt what is read (issue 24). `None`: plaintext.
+    pub age: Option<super::age::AgeConfig>,
     /// The replica's settings as merged (its keys, its URL, the top-level defaults),
     /// before the environment: what a command-line URL naming this replica's location
     /// inherits (`resolve.rs`).
@@ -273,6 +276,7 @@ impl fmt::Debug for ReplicaConfig {
             .field("legacy_page_encoding", &self.legacy_page_encoding)
             .field("auto_recover", &self.auto_recover)
             .field("max_sync_ltx_files", &self.max_sync_ltx_files)
+            .field("age", &self.age.is_some())
             .finish()
     }
 }

@@ -4,6 +4,7 @@
 //! One test binary; shared helpers in `harness`.
 
 mod abs;
+mod encryption;
 mod app_checkpoint;
 mod auto_recover;
 mod azurite;

@@ -12,9 +12,11 @@
 //! Also owns the [`StorageError`] type (an [`ErrorKind`] callers decide retries from, never
 //! the message; the location, the key, the operation where known, and the cause as its
 //! `source`), and the backends: `file` (a local directory), `sftp` (a directory on an SSH
-//! server), `webdav` (a collection on a WebDAV server), and `s3`, `abs`, `gcs` (object
-//! stores); `metered`, the wrapper that counts and
-//! times every request per operation (for metrics); and `faulty`, a fault-injecting wrapper
+//! server), `webdav` (a collection on a WebDAV server), `nats` (a NATS JetStream object
+//! store), and `s3`, `abs`, `gcs` (object
+//! stores); `metered`, the wrapper that counts and times every request per operation (for
+//! metrics); `age`, the wrapper that encrypts a replica's LTX files with age (issue 24);
+//! and `faulty`, a fault-injecting wrapper
 //! for reliability tests. Key spelling lives only in [`layout`]. What the backends built on
 //! `object_store` share (the calls themselves, client settings, error classification)
 //! lives in `objstore` and `objstore_error`; each such backend keeps only its own
@@ -83,6 +85,7 @@
 //!    are the reference behaviour.
 
 pub mod abs;
+pub mod age;
 mod error;
 pub mod faulty;
 pub mod file;
