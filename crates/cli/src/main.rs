@@ -24,6 +24,7 @@ mod observe;
 mod progress;
 mod setup;
 mod signals;
+mod stores;
 
 use std::process::ExitCode;
 
