@@ -48,6 +48,7 @@ mod sftp;
 mod sshd;
 mod v3;
 mod validate;
+mod vfs;
 mod verify;
 mod watch;
 mod windows;
