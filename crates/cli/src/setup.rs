@@ -489,6 +489,9 @@ mod tests {
             host: "h:port".into(),
             ..c
         };
-        assert!(crate::stores::sftp_options(&bad).unwrap_err().to_string().contains("port"));
+        assert!(crate::stores::sftp_options(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("port"));
     }
 }

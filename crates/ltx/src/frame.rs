@@ -111,7 +111,10 @@ mod tests {
             // The index names another page than the frame holds.
             let e = idx[0];
             let frame = &f[idx[1].offset as usize..(idx[1].offset + idx[1].size) as usize];
-            let wrong = PageIndexEntry { size: idx[1].size, ..e };
+            let wrong = PageIndexEntry {
+                size: idx[1].size,
+                ..e
+            };
             assert!(decode_page_frame(&wrong, frame, &mut page).is_err());
             // A damaged byte in the payload.
             let mut bad = f[e.offset as usize..(e.offset + e.size) as usize].to_vec();

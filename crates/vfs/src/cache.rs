@@ -109,7 +109,10 @@ mod tests {
             c.insert(key(p), page());
             assert!(c.used_bytes() <= 4096);
         }
-        assert!(c.contains(&key(1)), "a page read again survives a scan's pass");
+        assert!(
+            c.contains(&key(1)),
+            "a page read again survives a scan's pass"
+        );
         assert!(!c.contains(&key(2)));
         assert_eq!(c.pages(), 4);
     }

@@ -51,8 +51,7 @@ pub struct IoMethods {
     pub version: c_int,
     pub close: Option<unsafe extern "C" fn(*mut Sqlite3File) -> c_int>,
     pub read: Option<unsafe extern "C" fn(*mut Sqlite3File, *mut c_void, c_int, Int64) -> c_int>,
-    pub write:
-        Option<unsafe extern "C" fn(*mut Sqlite3File, *const c_void, c_int, Int64) -> c_int>,
+    pub write: Option<unsafe extern "C" fn(*mut Sqlite3File, *const c_void, c_int, Int64) -> c_int>,
     pub truncate: FileFn<Int64>,
     pub sync: FileFn<c_int>,
     pub file_size: FileFn<*mut Int64>,
@@ -149,7 +148,10 @@ impl Api {
         // SAFETY: non-null slots hold functions of exactly these signatures (sqlite3ext.h).
         unsafe {
             Some(Api {
-                malloc: std::mem::transmute::<*const c_void, unsafe extern "C" fn(c_int) -> *mut c_void>(p[0]),
+                malloc: std::mem::transmute::<
+                    *const c_void,
+                    unsafe extern "C" fn(c_int) -> *mut c_void,
+                >(p[0]),
                 free: std::mem::transmute::<*const c_void, unsafe extern "C" fn(*mut c_void)>(p[1]),
                 vfs_find: std::mem::transmute::<
                     *const c_void,

@@ -12,7 +12,7 @@
 //! | `sqlite_replicate_stats` | JSON: GETs, bytes fetched, polls, cache bytes |
 //! | `sqlite_replicate_error` | the last error, naming the object (SQLite's own message is only "disk I/O error") |
 //!
-//! Every method catches panics ([`guard`]).
+//! Every method catches panics (`host::guard`).
 
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::ptr;
@@ -22,8 +22,8 @@ use ltx::TxId;
 
 use crate::error::VfsError;
 use crate::ffi::*;
+use crate::host::{api, guard, report, VFS_NAME};
 use crate::reader::Reader;
-use crate::vfs::{api, guard, VFS_NAME};
 
 /// What SQLite allocates per open file (`szOsFile`): the base struct, then ours.
 #[repr(C)]
@@ -51,7 +51,7 @@ impl Handle {
     fn fail(&mut self, e: VfsError, rc: c_int) -> c_int {
         let text = e.to_string();
         if self.last_error.as_deref() != Some(&text) {
-            crate::report(&e);
+            report(&e);
         }
         self.last_error = Some(text);
         rc
@@ -111,7 +111,12 @@ unsafe extern "C" fn x_read(f: *mut Sqlite3File, buf: *mut c_void, n: c_int, off
     })
 }
 
-unsafe extern "C" fn x_write(_f: *mut Sqlite3File, _b: *const c_void, _n: c_int, _o: Int64) -> c_int {
+unsafe extern "C" fn x_write(
+    _f: *mut Sqlite3File,
+    _b: *const c_void,
+    _n: c_int,
+    _o: Int64,
+) -> c_int {
     SQLITE_READONLY
 }
 
@@ -177,9 +182,12 @@ unsafe extern "C" fn x_file_control(f: *mut Sqlite3File, op: c_int, arg: *mut c_
             // SAFETY: for this op, arg is char*[3]: result out, pragma name, value or null.
             let args = arg as *mut *mut c_char;
             let (name, value) = unsafe {
-                let name = CStr::from_ptr(*args.add(1)).to_string_lossy().to_ascii_lowercase();
+                let name = CStr::from_ptr(*args.add(1))
+                    .to_string_lossy()
+                    .to_ascii_lowercase();
                 let v = *args.add(2);
-                let value = (!v.is_null()).then(|| CStr::from_ptr(v).to_string_lossy().into_owned());
+                let value =
+                    (!v.is_null()).then(|| CStr::from_ptr(v).to_string_lossy().into_owned());
                 (name, value)
             };
             // SAFETY: f is ours.
@@ -196,8 +204,7 @@ unsafe extern "C" fn x_file_control(f: *mut Sqlite3File, op: c_int, arg: *mut c_
         SQLITE_FCNTL_VFSNAME => {
             // SAFETY: for this op, arg is a char** to receive a sqlite3_malloc'd name.
             unsafe {
-                *(arg as *mut *mut c_char) =
-                    api().sqlite_string(VFS_NAME.to_str().expect("ASCII"));
+                *(arg as *mut *mut c_char) = api().sqlite_string(VFS_NAME.to_str().expect("ASCII"));
             }
             SQLITE_OK
         }
@@ -216,7 +223,10 @@ fn pragma(h: &mut Handle, name: &str, value: Option<&str>) -> Option<Result<Stri
                     return Some(Err(t));
                 }
             }
-            Ok(h.reader.snapshot().map(|s| s.txid.to_string()).unwrap_or_default())
+            Ok(h.reader
+                .snapshot()
+                .map(|s| s.txid.to_string())
+                .unwrap_or_default())
         }
         ("sqlite_replicate_txid", Some(v)) => {
             let v = v.trim_matches(['\'', '"']);
@@ -225,7 +235,11 @@ fn pragma(h: &mut Handle, name: &str, value: Option<&str>) -> Option<Result<Stri
             } else {
                 match TxId::parse_hex16(v) {
                     Ok(t) => Target::TxId(t),
-                    Err(e) => return Some(Err(format!("sqlite_replicate_txid = {v:?}: {e} (16 hex digits, or latest)"))),
+                    Err(e) => {
+                        return Some(Err(format!(
+                            "sqlite_replicate_txid = {v:?}: {e} (16 hex digits, or latest)"
+                        )))
+                    }
                 }
             };
             h.reader.set_target(target);

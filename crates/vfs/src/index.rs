@@ -42,7 +42,14 @@ pub struct FileIndex {
 pub async fn load(store: &dyn ReplicaStore, info: &LtxInfo) -> Result<FileIndex, VfsError> {
     let key = info.key;
     if info.size_bytes < HEADER_SIZE as u64 + END_MARKER_BYTES + FOOTER_BYTES {
-        return Err(VfsError::bad_file(store, &key, format!("listed size {} is too small for an LTX file", info.size_bytes)));
+        return Err(VfsError::bad_file(
+            store,
+            &key,
+            format!(
+                "listed size {} is too small for an LTX file",
+                info.size_bytes
+            ),
+        ));
     }
     if info.size_bytes <= WHOLE_FILE_BYTES {
         let bytes = get_with_retry(store, &key, None).await?;
@@ -57,14 +64,22 @@ pub async fn load(store: &dyn ReplicaStore, info: &LtxInfo) -> Result<FileIndex,
     let header = Header::from_bytes(&head).map_err(|e| VfsError::decode(store, &key, e))?;
     check_header(store, &key, &header)?;
     if (tail.len() as u64) < FOOTER_BYTES + 1 {
-        return Err(VfsError::bad_file(store, &key, "the file is shorter than its listing says".into()));
+        return Err(VfsError::bad_file(
+            store,
+            &key,
+            "the file is shorter than its listing says".into(),
+        ));
     }
     let at = tail.len() - FOOTER_BYTES as usize;
     let index_bytes = u64::from_be_bytes(tail[at..at + 8].try_into().expect("8 bytes"));
     let needed = index_bytes.saturating_add(FOOTER_BYTES);
     let tail = if needed > tail.len() as u64 {
         if needed > size - HEADER_SIZE as u64 {
-            return Err(VfsError::bad_file(store, &key, format!("index size {index_bytes} does not fit in the file")));
+            return Err(VfsError::bad_file(
+                store,
+                &key,
+                format!("index size {index_bytes} does not fit in the file"),
+            ));
         }
         get_with_retry(store, &key, Some(size - needed..size)).await?
     } else {
@@ -82,13 +97,20 @@ pub async fn load(store: &dyn ReplicaStore, info: &LtxInfo) -> Result<FileIndex,
 }
 
 /// A file read whole: decoded front to back, so its checksum is verified.
-fn load_whole(store: &dyn ReplicaStore, key: &LtxKey, bytes: &Bytes) -> Result<FileIndex, VfsError> {
+fn load_whole(
+    store: &dyn ReplicaStore,
+    key: &LtxKey,
+    bytes: &Bytes,
+) -> Result<FileIndex, VfsError> {
     let mut dec = Decoder::new(&bytes[..]).map_err(|e| VfsError::decode(store, key, e))?;
     let header = dec.header().clone();
     check_header(store, key, &header)?;
     let mut pages = Vec::new();
     let mut buf = vec![0u8; header.page_size.bytes()];
-    while let Some(pgno) = dec.next_page(&mut buf).map_err(|e| VfsError::decode(store, key, e))? {
+    while let Some(pgno) = dec
+        .next_page(&mut buf)
+        .map_err(|e| VfsError::decode(store, key, e))?
+    {
         pages.push((pgno.get(), Arc::<[u8]>::from(&buf[..])));
     }
     dec.finish().map_err(|e| VfsError::decode(store, key, e))?;
@@ -106,7 +128,10 @@ fn check_header(store: &dyn ReplicaStore, key: &LtxKey, h: &Header) -> Result<()
         return Err(VfsError::bad_file(
             store,
             key,
-            format!("the header says TXIDs {}-{}, the name says {}-{}", h.min_txid, h.max_txid, key.min, key.max),
+            format!(
+                "the header says TXIDs {}-{}, the name says {}-{}",
+                h.min_txid, h.max_txid, key.min, key.max
+            ),
         ));
     }
     Ok(())
@@ -125,7 +150,14 @@ fn check_entries(
     let mut next_free = HEADER_SIZE as u64;
     for e in entries {
         let bad = |why: &str| {
-            VfsError::bad_file(store, key, format!("index entry for page {} (offset {}, {} bytes) {why}", e.pgno, e.offset, e.size))
+            VfsError::bad_file(
+                store,
+                key,
+                format!(
+                    "index entry for page {} (offset {}, {} bytes) {why}",
+                    e.pgno, e.offset, e.size
+                ),
+            )
         };
         if e.pgno.get() > h.commit {
             return Err(bad(&format!("is beyond the header's commit {}", h.commit)));

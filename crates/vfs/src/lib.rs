@@ -10,6 +10,7 @@
 //!
 //! Map of the crate, from SQLite inwards:
 //! - [`ffi`]: the C structs and the extension API table (no `libsqlite3-sys`: see there).
+//! - `host`: the API table, the panic guard and the error report every callback shares.
 //! - `vfs`: registration and the VFS callbacks (`xOpen`, delegation to the default VFS).
 //! - `file`: one open database's methods: reads, locks as transaction boundaries,
 //!   read-only refusals, pragmas.
@@ -26,9 +27,10 @@
 
 pub mod cache;
 pub mod error;
-pub mod ffi;
 mod fetch;
+pub mod ffi;
 mod file;
+mod host;
 pub mod index;
 pub mod options;
 pub mod reader;
@@ -46,15 +48,6 @@ mod stores;
 
 use std::ffi::{c_char, c_int, c_void};
 
-/// Writes an error on stderr, the only place a host application shows it besides
-/// `PRAGMA sqlite_replicate_error` (SQLite's message for a VFS error is generic).
-/// `SQLITE_REPLICATE_VFS_QUIET=1` silences it.
-pub(crate) fn report(e: &error::VfsError) {
-    if std::env::var_os("SQLITE_REPLICATE_VFS_QUIET").is_none_or(|v| v != "1") {
-        eprintln!("{e}");
-    }
-}
-
 /// The extension's entry point: registers the VFS and keeps the library loaded.
 ///
 /// # Safety
@@ -65,7 +58,7 @@ pub unsafe extern "C" fn sqlite3_sqlitereplicatevfs_init(
     err: *mut *mut c_char,
     api: *const c_void,
 ) -> c_int {
-    vfs::guard(ffi::SQLITE_ERROR, || {
+    host::guard(ffi::SQLITE_ERROR, || {
         // SAFETY: api is the table SQLite passed.
         match unsafe { vfs::register(api) } {
             Ok(()) => ffi::SQLITE_OK_LOAD_PERMANENTLY,

@@ -11,7 +11,7 @@
 //! | `txid` | | open as of this TXID (16 hex digits, as `restore -txid`) |
 //! | `timestamp` | | open as of this time (RFC 3339, as `restore -timestamp`) |
 //! | `poll` | `SQLITE_REPLICATE_VFS_POLL` | how old the known state may get before a transaction start looks for new files (default 1s) |
-//! | `cache` | `SQLITE_REPLICATE_VFS_CACHE` | memory cache bound, bytes (suffixes K, M, G, KiB, MiB, GiB; default 64MiB) |
+//! | `cache_size` | `SQLITE_REPLICATE_VFS_CACHE_SIZE` | memory cache bound, bytes (suffixes K, M, G, KiB, MiB, GiB; default 64MiB) |
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
@@ -49,11 +49,8 @@ impl Options {
         uri: &dyn Fn(&str) -> Option<String>,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Options, OptionsError> {
-        let get = |p: &str, e: Option<&str>| {
-            uri(p)
-                .or_else(|| e.and_then(env))
-                .filter(|v| !v.is_empty())
-        };
+        let get =
+            |p: &str, e: Option<&str>| uri(p).or_else(|| e.and_then(env)).filter(|v| !v.is_empty());
         let err = |param, value: &str, reason: String| OptionsError {
             param,
             value: value.to_string(),
@@ -61,11 +58,15 @@ impl Options {
         };
         let target = match (uri("txid"), uri("timestamp")) {
             (Some(t), Some(_)) => {
-                return Err(err("txid", &t, "txid and timestamp cannot be used together".into()))
+                return Err(err(
+                    "txid",
+                    &t,
+                    "txid and timestamp cannot be used together".into(),
+                ))
             }
-            (Some(t), None) => Target::TxId(
-                TxId::parse_hex16(&t).map_err(|e| err("txid", &t, e.to_string()))?,
-            ),
+            (Some(t), None) => {
+                Target::TxId(TxId::parse_hex16(&t).map_err(|e| err("txid", &t, e.to_string()))?)
+            }
             (None, Some(ts)) => {
                 let t: jiff::Timestamp = ts.parse().map_err(|_| {
                     err(
@@ -81,17 +82,21 @@ impl Options {
         let poll = match get("poll", Some("SQLITE_REPLICATE_VFS_POLL")) {
             None => DEFAULT_POLL,
             Some(v) => parse_duration(&v).ok_or_else(|| {
-                err("poll", &v, "expected a duration such as 500ms, 1s or 1m".into())
+                err(
+                    "poll",
+                    &v,
+                    "expected a duration such as 500ms, 1s or 1m".into(),
+                )
             })?,
         };
-        let cache_bytes = match get("cache", Some("SQLITE_REPLICATE_VFS_CACHE")) {
+        let cache_bytes = match get("cache_size", Some("SQLITE_REPLICATE_VFS_CACHE_SIZE")) {
             None => DEFAULT_CACHE_BYTES,
             Some(v) => {
                 let n = parse_size(&v).ok_or_else(|| {
-                    err("cache", &v, "expected a size such as 64MiB or 1G".into())
+                    err("cache_size", &v, "expected a size such as 64MiB or 1G".into())
                 })?;
                 if n < MIN_CACHE_BYTES {
-                    return Err(err("cache", &v, "the smallest cache is 1MiB".into()));
+                    return Err(err("cache_size", &v, "the smallest cache is 1MiB".into()));
                 }
                 n
             }
@@ -109,7 +114,10 @@ impl Options {
 /// `500ms`, `2s`, `1m`, `1h`, or a bare number of seconds.
 fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
+    let (num, unit) = s.split_at(
+        s.find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len()),
+    );
     let v: f64 = num.parse().ok()?;
     let secs = match unit {
         "" | "s" => v,
@@ -152,8 +160,16 @@ mod tests {
     fn parameters_and_defaults() {
         let o = parse(&[("replica", "s3://b/p")]).unwrap();
         assert_eq!(o.replica.as_deref(), Some("s3://b/p"));
-        assert_eq!((o.target, o.poll, o.cache_bytes), (Target::Latest, DEFAULT_POLL, 64 << 20));
-        let o = parse(&[("txid", "000000000000000a"), ("poll", "250ms"), ("cache", "8MiB")]).unwrap();
+        assert_eq!(
+            (o.target, o.poll, o.cache_bytes),
+            (Target::Latest, DEFAULT_POLL, 64 << 20)
+        );
+        let o = parse(&[
+            ("txid", "000000000000000a"),
+            ("poll", "250ms"),
+            ("cache_size", "8MiB"),
+        ])
+        .unwrap();
         assert_eq!(o.target, Target::TxId(TxId::new(10).unwrap()));
         assert_eq!(o.poll, Duration::from_millis(250));
         assert_eq!(o.cache_bytes, 8 << 20);
@@ -167,11 +183,17 @@ mod tests {
     fn bad_values_name_the_parameter() {
         for (pairs, param) in [
             (&[("txid", "12")][..], "txid"),
-            (&[("txid", "000000000000000a"), ("timestamp", "2026-01-02T15:04:05Z")][..], "txid"),
+            (
+                &[
+                    ("txid", "000000000000000a"),
+                    ("timestamp", "2026-01-02T15:04:05Z"),
+                ][..],
+                "txid",
+            ),
             (&[("timestamp", "yesterday")][..], "timestamp"),
             (&[("poll", "soon")][..], "poll"),
-            (&[("cache", "lots")][..], "cache"),
-            (&[("cache", "1000")][..], "cache"),
+            (&[("cache_size", "lots")][..], "cache_size"),
+            (&[("cache_size", "1000")][..], "cache_size"),
         ] {
             let e = parse(pairs).unwrap_err();
             assert_eq!(e.param, param, "{e}");

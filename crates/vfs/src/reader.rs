@@ -141,8 +141,13 @@ impl Reader {
                 let txid = s.txid;
                 self.stats.polls += 1;
                 self.last_look = Some(Instant::now());
-                if self.newer_in_l0(txid)? {
-                    self.load(Target::Latest)?;
+                // A failed look (the store unreachable) is not a failed read: the state
+                // known is still a consistent one. Said on stderr; the next poll retries.
+                if let Err(e) = self.newer_in_l0(txid).and_then(|newer| match newer {
+                    true => self.load(Target::Latest),
+                    false => Ok(()),
+                }) {
+                    crate::host::report(&e);
                 }
                 Ok(())
             }
@@ -170,7 +175,8 @@ impl Reader {
             _ => Times::Listed,
         };
         self.last_look = Some(Instant::now());
-        let picked = block_on(run::pick(&self.candidates, times, false)).map_err(VfsError::restore)?;
+        let picked =
+            block_on(run::pick(&self.candidates, times, false)).map_err(VfsError::restore)?;
         if matches!(picked.found, Found::Nothing) {
             return Err(VfsError::Setup(format!(
                 "replica {} ({}) holds no backup",
@@ -181,7 +187,9 @@ impl Reader {
         let mut opts = RestoreOptions::latest(IntegrityCheck::None);
         opts.target = target;
         let run::Planned::Ltx(plan) = run::plan(&picked, &opts).map_err(VfsError::restore)? else {
-            return Err(VfsError::Setup("the replica holds only Litestream 0.3 generations".into()));
+            return Err(VfsError::Setup(
+                "the replica holds only Litestream 0.3 generations".into(),
+            ));
         };
         let store = picked.store.clone();
         let missing: Vec<_> = plan
@@ -200,9 +208,14 @@ impl Reader {
             }
             self.indexes.insert(f.key, Arc::new(f));
         }
-        let files: Vec<Arc<FileIndex>> = plan.files.iter().map(|f| self.indexes[&f.key].clone()).collect();
+        let files: Vec<Arc<FileIndex>> = plan
+            .files
+            .iter()
+            .map(|f| self.indexes[&f.key].clone())
+            .collect();
         // Indexes of files no longer planned are dropped (the cache keeps their pages).
-        self.indexes.retain(|k, _| plan.files.iter().any(|f| f.key == *k));
+        self.indexes
+            .retain(|k, _| plan.files.iter().any(|f| f.key == *k));
         self.snap = Some(build(&store, files, plan.target_txid)?);
         self.store = Some(store);
         Ok(())
@@ -296,7 +309,11 @@ impl Reader {
             last += 1;
         }
         let range = entries[first].offset..entries[last].offset + entries[last].size;
-        let bytes = block_on(get_with_retry(store.as_ref(), &file.key, Some(range.clone())))?;
+        let bytes = block_on(get_with_retry(
+            store.as_ref(),
+            &file.key,
+            Some(range.clone()),
+        ))?;
         self.stats.gets += 1;
         self.stats.bytes_fetched += bytes.len() as u64;
         let mut wanted = None;
@@ -322,7 +339,9 @@ fn build(
     files: Vec<Arc<FileIndex>>,
     txid: TxId,
 ) -> Result<Snapshot, VfsError> {
-    let last = files.last().ok_or_else(|| VfsError::Setup("empty plan".into()))?;
+    let last = files
+        .last()
+        .ok_or_else(|| VfsError::Setup("empty plan".into()))?;
     let (page_size, commit) = (last.header.page_size, last.header.commit);
     let mut map = vec![NOWHERE; commit as usize];
     for (fi, f) in files.iter().enumerate() {
@@ -330,7 +349,10 @@ fn build(
             return Err(VfsError::bad_file(
                 store.as_ref(),
                 &f.key,
-                format!("page size {} differs from the newest file's {}", f.header.page_size, page_size),
+                format!(
+                    "page size {} differs from the newest file's {}",
+                    f.header.page_size, page_size
+                ),
             ));
         }
         for (ei, e) in f.entries.iter().enumerate() {

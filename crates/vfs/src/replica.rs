@@ -22,20 +22,27 @@ use crate::stores::build_store;
 pub fn candidates(db_name: &str, opts: &Options) -> Result<Vec<Candidate>, VfsError> {
     let env = |k: &str| std::env::var(k).ok();
     let cfg: Option<Config> = match &opts.config {
-        Some(p) => Some(config::load(p, true).map_err(|e| {
-            VfsError::Setup(format!("config {}: {e}", p.display()))
-        })?),
+        Some(p) => Some(
+            config::load(p, true)
+                .map_err(|e| VfsError::Setup(format!("config {}: {e}", p.display())))?,
+        ),
         None => None,
     };
     let setup = |e: anyhow::Error| VfsError::Setup(format!("{e:#}"));
     if let Some(url) = &opts.replica {
         if !url.contains("://") {
             // A replica directory, as `restore` takes a path with file://.
-            return Ok(vec![(url.clone(), Arc::new(FileStore::new(std::path::PathBuf::from(url))))]);
+            return Ok(vec![(
+                url.clone(),
+                Arc::new(FileStore::new(std::path::PathBuf::from(url))),
+            )]);
         }
         let kind = config::resolve_replica_url(cfg.as_ref(), url, &env)
             .map_err(|e| VfsError::Setup(e.to_string()))?;
-        return Ok(vec![(config::redact_url(url), build_store(&kind).map_err(setup)?)]);
+        return Ok(vec![(
+            config::redact_url(url),
+            build_store(&kind).map_err(setup)?,
+        )]);
     }
     let Some(cfg) = cfg else {
         return Err(VfsError::Setup(
@@ -51,7 +58,10 @@ pub fn candidates(db_name: &str, opts: &Options) -> Result<Vec<Candidate>, VfsEr
     db.replicas
         .iter()
         .map(|r| {
-            let name = r.name.clone().unwrap_or_else(|| r.kind.type_name().to_string());
+            let name = r
+                .name
+                .clone()
+                .unwrap_or_else(|| r.kind.type_name().to_string());
             Ok((name, build_store(&r.kind).map_err(setup)?))
         })
         .collect()

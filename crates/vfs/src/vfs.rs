@@ -6,43 +6,19 @@
 //! keep SQLite from looking for a journal or WAL on disk (`xAccess`: nothing exists). The
 //! rest (randomness, time, sleep, dynamic loading) is the default VFS's.
 //!
-//! Every callback catches panics ([`guard`]): none crosses into SQLite.
+//! Every callback catches panics (`host::guard`): none crosses into SQLite.
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, Ordering};
-use std::sync::OnceLock;
 
 use crate::ffi::*;
 use crate::file::{self, Handle, VfsFile};
+use crate::host::{api, guard, report, API, VFS_NAME};
 use crate::options::Options;
 use crate::reader::Reader;
 
-pub const VFS_NAME: &CStr = c"sqlite-replicate";
-
-static API: OnceLock<Api> = OnceLock::new();
 static DEFAULT: AtomicPtr<Sqlite3Vfs> = AtomicPtr::new(ptr::null_mut());
-
-pub fn api() -> &'static Api {
-    API.get().expect("the extension is initialised before any VFS call")
-}
-
-/// Runs `f`, turning a panic into `fallback` (and a line on stderr).
-pub fn guard<T>(fallback: T, f: impl FnOnce() -> T) -> T {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(v) => v,
-        Err(p) => {
-            let msg = p
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| p.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            crate::report(&crate::error::VfsError::Panic(msg));
-            fallback
-        }
-    }
-}
 
 /// Registers the VFS (once per process; later loads find it registered).
 ///
@@ -86,7 +62,9 @@ pub unsafe fn register(table: *const c_void) -> Result<(), String> {
         }));
         match (api.vfs_register)(vfs, 0) {
             SQLITE_OK => Ok(()),
-            rc => Err(format!("registering the sqlite-replicate VFS failed ({rc})")),
+            rc => Err(format!(
+                "registering the sqlite-replicate VFS failed ({rc})"
+            )),
         }
     }
 }
@@ -106,7 +84,8 @@ unsafe extern "C" fn x_open(
         // SAFETY: f points to sz_os_file bytes; methods null until opened.
         unsafe { (*f).methods = ptr::null() };
         if flags & SQLITE_OPEN_MAIN_DB == 0 {
-            if flags & (SQLITE_OPEN_MAIN_JOURNAL | SQLITE_OPEN_WAL | SQLITE_OPEN_SUPER_JOURNAL) != 0 {
+            if flags & (SQLITE_OPEN_MAIN_JOURNAL | SQLITE_OPEN_WAL | SQLITE_OPEN_SUPER_JOURNAL) != 0
+            {
                 return SQLITE_CANTOPEN;
             }
             let d = default();
@@ -118,7 +97,9 @@ unsafe extern "C" fn x_open(
             return SQLITE_CANTOPEN;
         }
         // SAFETY: SQLite passes a NUL-terminated file name (its URI parameters follow it).
-        let db_name = unsafe { CStr::from_ptr(name) }.to_string_lossy().into_owned();
+        let db_name = unsafe { CStr::from_ptr(name) }
+            .to_string_lossy()
+            .into_owned();
         let uri = |k: &str| {
             let k = CString::new(k).ok()?;
             // SAFETY: name is the file name SQLite gave xOpen, as uri_parameter requires.
@@ -135,7 +116,7 @@ unsafe extern "C" fn x_open(
         let reader = match opened {
             Ok(r) => r,
             Err(e) => {
-                crate::report(&e);
+                report(&e);
                 return SQLITE_CANTOPEN;
             }
         };
@@ -146,7 +127,8 @@ unsafe extern "C" fn x_open(
             (*vf).handle = Box::into_raw(handle);
             (*vf).base.methods = &file::METHODS;
             if !out_flags.is_null() {
-                *out_flags = (flags & !(SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE)) | SQLITE_OPEN_READONLY;
+                *out_flags =
+                    (flags & !(SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE)) | SQLITE_OPEN_READONLY;
             }
         }
         SQLITE_OK
