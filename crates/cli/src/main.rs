@@ -25,6 +25,7 @@ mod observe;
 mod progress;
 mod setup;
 mod signals;
+mod stores;
 
 use std::process::ExitCode;
 

@@ -11,6 +11,7 @@
 //! - [`index`]: the page index after the pages, and parsing it from a file's tail.
 //! - [`encoder`]: streaming writer of one file.
 //! - [`decoder`]: streaming reader of one file, verifying index and checksum.
+//! - [`frame`]: one page frame on its own, checked against its index entry (ranged reads).
 //! - [`mod@compact`]: newest-page-wins merge of contiguous files (and snapshots).
 //!
 //! This crate does synchronous `Read`/`Write` only, never depends on an async runtime,
@@ -22,6 +23,7 @@ pub mod compact;
 pub mod decoder;
 pub mod encoder;
 pub mod error;
+pub mod frame;
 pub mod header;
 pub mod index;
 pub mod lz4;
@@ -34,6 +36,7 @@ pub use compact::{compact, compact_as_snapshot};
 pub use decoder::Decoder;
 pub use encoder::Encoder;
 pub use error::{CompactError, DecodeError, EncodeError, HeaderError, TypeError};
+pub use frame::decode_page_frame;
 pub use header::{Header, Trailer, FLAG_NO_CHECKSUM, HEADER_SIZE, MIN_PAGE_BYTES, TRAILER_SIZE};
 pub use index::{parse_page_index, PageIndexEntry};
 pub use lz4::PageEncoding;

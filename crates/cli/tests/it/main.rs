@@ -56,6 +56,7 @@ mod sshd;
 mod v3;
 mod validate;
 mod verify;
+mod vfs;
 mod watch;
 mod webdav;
 mod windows;

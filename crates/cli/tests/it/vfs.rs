@@ -1,0 +1,601 @@
+//! The VFS extension (`crates/vfs`, `libsqlite_replicate_vfs.so`) loaded into real hosts:
+//! Debian's `sqlite3` shell and Debian's Python `sqlite3` module, reading replicas that
+//! the real binary writes (file and Garage). Every answer is compared with the same query
+//! on a copy `restore` wrote, at the latest TXID and at a past one; a long read transaction
+//! keeps its TXID while the replicator writes, the next one sees the new rows within the
+//! poll interval; damaged, truncated and missing objects give SQLite errors naming the
+//! object while the host process lives on.
+//!
+//! Needs `sqlite3` and `/usr/bin/python3` (Debian's, built with loadable extensions):
+//! scripts/test.sh installs them (apt-get install sqlite3 python3).
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::garage::{Garage, REGION};
+use crate::harness::*;
+
+const NEEDS: &str = "need Debian's sqlite3 and python3 (scripts/test.sh installs them: apt-get install -y sqlite3 python3)";
+
+/// The extension the test build made (the cli's dev-dependency on `sqlite-replicate-vfs`).
+fn vfs_lib() -> PathBuf {
+    let dir = bin().parent().unwrap().to_path_buf();
+    for p in [
+        dir.join("deps/libsqlite_replicate_vfs.so"),
+        dir.join("libsqlite_replicate_vfs.so"),
+    ] {
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("libsqlite_replicate_vfs.so is not beside {}: build it with cargo build -p sqlite-replicate-vfs", bin().display());
+}
+
+fn sqlite3_bin() -> PathBuf {
+    let p = std::env::var_os("SQLITE3_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/usr/bin/sqlite3".into());
+    assert!(
+        p.is_file(),
+        "{} is missing: these tests {NEEDS}",
+        p.display()
+    );
+    p
+}
+
+fn python_bin() -> PathBuf {
+    let p = std::env::var_os("SQLITE_REPLICATE_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/usr/bin/python3".into());
+    let ok = Command::new(&p)
+        .args([
+            "-c",
+            "import sqlite3; sqlite3.connect(':memory:').enable_load_extension(True)",
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "{} cannot load SQLite extensions: these tests {NEEDS}",
+        p.display()
+    );
+    p
+}
+
+/// Runs `script` in the sqlite3 shell after loading the extension; `env` is added.
+fn sqlite3(script: &str, env: &[(&str, String)]) -> Output {
+    // No -bail: later commands run after an error (the host lives on).
+    let mut c = Command::new(sqlite3_bin());
+    c.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let mut child = c.spawn().unwrap();
+    let full = format!(".load {}\n{script}", vfs_lib().display());
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(full.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// `.dump` and `PRAGMA integrity_check` of the database at `uri` through the VFS.
+fn vfs_dump(uri: &str, env: &[(&str, String)]) -> String {
+    let out = sqlite3(
+        &format!(".open '{uri}'\n.dump\nPRAGMA integrity_check;\n"),
+        env,
+    );
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "sqlite3 through the VFS ({uri}): {}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// The same for a plain local file.
+fn file_dump(path: &Path) -> String {
+    let out = Command::new(sqlite3_bin())
+        .arg(path)
+        .args([".dump", "PRAGMA integrity_check;"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sqlite3 {}: {}",
+        path.display(),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// Python: every row of `t` and the integrity check, through the VFS at `uri` (or of a
+/// plain file when `uri` is a path and `vfs` is false).
+fn python_rows(uri: &str, vfs: bool, env: &[(&str, String)]) -> String {
+    let script = format!(
+        r#"
+import sqlite3, sys, hashlib
+if {vfs}:
+    m = sqlite3.connect(':memory:')
+    m.enable_load_extension(True)
+    m.load_extension({lib:?})
+c = sqlite3.connect({uri:?}, uri={vfs})
+h = hashlib.sha256()
+n = 0
+for row in c.execute('SELECT id, v FROM t ORDER BY id'):
+    h.update(repr(row).encode()); n += 1
+print(n, h.hexdigest(), c.execute('PRAGMA integrity_check').fetchone()[0])
+"#,
+        vfs = if vfs { "True" } else { "False" },
+        lib = vfs_lib().display().to_string(),
+    );
+    let mut c = Command::new(python_bin());
+    c.args(["-c", &script]);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "python ({uri}): {}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// A database of about 1.5 MB written before replication starts (its first file is read
+/// by ranged GETs: larger than the extension reads whole), then 20 small transactions
+/// replicated one by one (files read whole, checksums verified). Returns the past TXID
+/// (after the first 10) and the latest.
+fn write_history(
+    w: &Work,
+    db: &Path,
+    replica_args: &[&str],
+    has_txid: &dyn Fn() -> u64,
+) -> (Replicator, u64, u64) {
+    let c = app_db(db);
+    c.execute_batch("CREATE TABLE u(k TEXT PRIMARY KEY, n INTEGER); CREATE INDEX t_v ON t(v);")
+        .unwrap();
+    insert_rows(&c, 3000, 500);
+    let mut r = Replicator::start_ready(w, replica_args, 1);
+    let mut past = 0;
+    for i in 0..20 {
+        let before = has_txid();
+        c.execute_batch(&format!(
+            "BEGIN; INSERT INTO u(k, n) VALUES ('k{i}', {i}); UPDATE t SET v = randomblob(300) WHERE id % 50 = {i}; COMMIT;"
+        ))
+        .unwrap();
+        eventually(
+            Duration::from_secs(30),
+            "the replica to take the transaction",
+            || has_txid() > before,
+        );
+        if i == 9 {
+            past = has_txid();
+        }
+    }
+    let latest = has_txid();
+    r.wait_ready(1);
+    (r, past, latest)
+}
+
+/// The checks every replica type runs: sqlite3 and Python through the VFS answer what a
+/// restored copy answers, at the latest and at `past`.
+fn compare_with_restore(
+    w: &Work,
+    uri_base: &str,
+    restore_src: &[&str],
+    env: &[(&str, String)],
+    past: u64,
+    latest: u64,
+) {
+    for (txid, name) in [(None, "latest"), (Some(past), "past")] {
+        let out = w.path(&format!("restored-{name}.db"));
+        let mut args = vec![
+            "restore".to_string(),
+            "-o".into(),
+            out.to_str().unwrap().into(),
+        ];
+        let hex = txid.map(|t| format!("{t:016x}"));
+        if let Some(h) = &hex {
+            args.extend(["-txid".to_string(), h.clone()]);
+        }
+        args.extend(restore_src.iter().map(|s| s.to_string()));
+        let mut cmd = Command::new(bin());
+        cmd.args(&args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let o = cmd.output().unwrap();
+        assert!(o.status.success(), "restore {args:?}: {}", text(&o.stderr));
+        let uri = match &hex {
+            Some(h) => format!("{uri_base}&txid={h}"),
+            None => uri_base.to_string(),
+        };
+        let want = file_dump(&out);
+        assert!(want.ends_with("ok\n"), "restored copy: {want}");
+        let got = vfs_dump(&uri, env);
+        assert!(
+            got == want,
+            "{name}: sqlite3 through the VFS differs from the restored copy"
+        );
+        assert_eq!(
+            python_rows(&uri, true, env),
+            python_rows(out.to_str().unwrap(), false, &[]),
+            "{name}: Python"
+        );
+        let t = sqlite3(
+            &format!(".open '{uri}'\nPRAGMA sqlite_replicate_txid;\n"),
+            env,
+        );
+        assert_eq!(
+            text(&t.stdout).trim(),
+            format!("{:016x}", txid.unwrap_or(latest)),
+            "{}",
+            text(&t.stderr)
+        );
+    }
+}
+
+#[test]
+fn vfs_on_a_file_replica_answers_as_restore_at_latest_and_past_txids() {
+    let (_, _) = (sqlite3_bin(), python_bin());
+    let w = Work::new();
+    let db = w.path("app.db");
+    let rep = w.path("replica");
+    let cfg = w.file_config(&db, &rep, "");
+    let (r, past, latest) = write_history(&w, &db, &["-config", cfg.to_str().unwrap()], &|| {
+        replica_max_txid(&rep)
+    });
+    assert_eq!(r.stop(), 0);
+    assert!(past > 1 && latest > past);
+    let url = format!("file://{}", rep.display());
+    let base = format!("file:app.db?vfs=sqlite-replicate&replica={url}");
+    compare_with_restore(&w, &base, &[&url], &[], past, latest);
+    // config= with the database's own path: its replicas, as `restore DB_PATH`.
+    let by_cfg = format!(
+        "file:{}?vfs=sqlite-replicate&config={}",
+        db.display(),
+        cfg.display()
+    );
+    assert_eq!(
+        vfs_dump(&by_cfg, &[]),
+        file_dump(&w.path("restored-latest.db"))
+    );
+    // Writes are refused, saying so; the shell goes on.
+    let o = sqlite3(
+        &format!(".open '{base}'\nINSERT INTO u VALUES ('x', 1);\nSELECT count(*) FROM u;\n"),
+        &[],
+    );
+    assert!(text(&o.stderr).contains("readonly"), "{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout).trim(), "20");
+}
+
+#[test]
+fn vfs_on_garage_answers_as_restore_with_the_same_credentials() {
+    let (_, _) = (sqlite3_bin(), python_bin());
+    let g = Garage::start();
+    let w = Work::new();
+    let db = w.path("app.db");
+    let cfg = w.config(&format!(
+        "dbs:\n  - path: {}\n    replica:\n{}      upload-rate: 0\n",
+        db.display(),
+        g.replica_yaml("vfs/app")
+    ));
+    let store_txid = || {
+        let out = run(&[
+            "ltx",
+            "-config",
+            cfg.to_str().unwrap(),
+            db.to_str().unwrap(),
+        ]);
+        text(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                l.split_whitespace()
+                    .nth(2)
+                    .and_then(|m| u64::from_str_radix(m, 16).ok())
+            })
+            .max()
+            .unwrap_or(0)
+    };
+    let (r, past, latest) =
+        write_history(&w, &db, &["-config", cfg.to_str().unwrap()], &store_txid);
+    assert_eq!(r.stop(), 0);
+    // A bare URL: endpoint and region in it, keys from the environment, as `restore`.
+    let url = format!(
+        "s3://{}/vfs/app?endpoint={}&region={REGION}&forcePathStyle=true",
+        g.bucket,
+        g.endpoint()
+    );
+    let env = [
+        ("AWS_ACCESS_KEY_ID", g.key_id.clone()),
+        ("AWS_SECRET_ACCESS_KEY", g.secret.clone()),
+    ];
+    let enc = url
+        .replace('&', "%26")
+        .replace('?', "%3F")
+        .replace('=', "%3D");
+    let base = format!("file:app.db?vfs=sqlite-replicate&replica={enc}");
+    compare_with_restore(&w, &base, &[&url], &env, past, latest);
+    // The config's credentials for the same location, no environment.
+    let by_cfg = format!(
+        "file:{}?vfs=sqlite-replicate&config={}",
+        db.display(),
+        cfg.display()
+    );
+    assert_eq!(
+        vfs_dump(&by_cfg, &[]),
+        file_dump(&w.path("restored-latest.db"))
+    );
+}
+
+#[test]
+fn vfs_read_transaction_keeps_its_txid_and_the_next_sees_new_rows_within_the_poll() {
+    let python = python_bin();
+    let w = Work::new();
+    let db = w.path("app.db");
+    let rep = w.path("replica");
+    let cfg = w.file_config(&db, &rep, "");
+    let c = app_db(&db);
+    insert_rows(&c, 100, 100);
+    let _r = Replicator::start_ready(&w, &["-config", cfg.to_str().unwrap()], 1);
+    eventually(Duration::from_secs(30), "the first rows replicated", || {
+        replica_max_txid(&rep) >= 1
+    });
+    let poll_ms = 300;
+    let script = format!(
+        r#"
+import sqlite3, sys, time
+m = sqlite3.connect(':memory:'); m.enable_load_extension(True); m.load_extension({lib:?})
+c = sqlite3.connect('file:app.db?vfs=sqlite-replicate&poll={poll_ms}ms&replica={rep}', uri=True, isolation_level=None)
+c.execute('BEGIN')
+print(c.execute('SELECT count(*) FROM t').fetchone()[0], flush=True)
+sys.stdin.readline()
+print(c.execute('SELECT count(*) FROM t').fetchone()[0], flush=True)
+c.execute('COMMIT')
+sys.stdin.readline()
+want = int(sys.stdin.readline())
+t = time.monotonic()
+while True:
+    n = c.execute('SELECT count(*) FROM t').fetchone()[0]
+    if n == want or time.monotonic() - t > 30:
+        break
+    time.sleep(0.02)
+print(n, int((time.monotonic() - t) * 1000), flush=True)
+"#,
+        lib = vfs_lib().display().to_string(),
+        rep = rep.display()
+    );
+    let mut child = Command::new(python)
+        .args(["-c", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut line = || lines.next().expect("python ended").unwrap();
+    let first: i64 = line().parse().unwrap();
+    let rows = c
+        .query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))
+        .unwrap();
+    assert_eq!(first, rows);
+    // New rows, replicated, while the read transaction is open.
+    let before = replica_max_txid(&rep);
+    insert_rows(&c, 50, 100);
+    eventually(Duration::from_secs(30), "the new rows replicated", || {
+        replica_max_txid(&rep) > before
+    });
+    // Let a poll interval pass: the open transaction still must not move.
+    let t = Instant::now();
+    eventually(Duration::from_secs(5), "a poll interval to pass", || {
+        t.elapsed() > Duration::from_millis(2 * poll_ms)
+    });
+    writeln!(stdin).unwrap();
+    assert_eq!(
+        line().parse::<i64>().unwrap(),
+        first,
+        "a read transaction saw another TXID"
+    );
+    writeln!(stdin).unwrap();
+    writeln!(stdin, "{}", rows + 50).unwrap();
+    let last = line();
+    let mut it = last.split_whitespace().map(|v| v.parse::<u64>().unwrap());
+    let (n, ms) = (it.next().unwrap(), it.next().unwrap());
+    assert_eq!(
+        n,
+        rows as u64 + 50,
+        "the next transactions never saw the new rows"
+    );
+    // Within the poll interval (plus scheduling slack on a busy machine).
+    assert!(
+        ms <= poll_ms + 1000,
+        "new rows seen after {ms} ms, poll {poll_ms} ms"
+    );
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn vfs_damaged_truncated_and_missing_objects_are_sqlite_errors_naming_them() {
+    let python = python_bin();
+    let w = Work::new();
+    let db = w.path("app.db");
+    let rep = w.path("replica");
+    let cfg = w.file_config(&db, &rep, "");
+    let c = app_db(&db);
+    insert_rows(&c, 2000, 500);
+    let mut r = Replicator::start_ready(&w, &["-config", cfg.to_str().unwrap()], 1);
+    for _ in 0..3 {
+        let before = replica_max_txid(&rep);
+        insert_rows(&c, 1, 100);
+        eventually(Duration::from_secs(30), "a transaction replicated", || {
+            replica_max_txid(&rep) > before
+        });
+    }
+    r.wait_ready(1);
+    assert_eq!(r.stop(), 0);
+    // The snapshot the replicator wrote at start (level 9) is where a restore starts.
+    let first = rep.join("ltx/9/0000000000000001-0000000000000001.ltx");
+    let second = rep.join("ltx/0/0000000000000002-0000000000000002.ltx");
+    assert!(
+        first.metadata().unwrap().len() > 256 << 10,
+        "the big file must be read by ranges"
+    );
+    let good = (
+        std::fs::read(&first).unwrap(),
+        std::fs::read(&second).unwrap(),
+    );
+    let restore = |f: &Path, b: &[u8]| std::fs::write(f, b).unwrap();
+    let uri = format!("file:app.db?vfs=sqlite-replicate&replica={}", rep.display());
+    // Each case: the query fails with an error naming the object, the shell carries on.
+    let check = |case: &str, object: &str| {
+        let o = sqlite3(
+            &format!(".open '{uri}'\nSELECT count(*), sum(length(v)) FROM t;\nSELECT 6*7;\n"),
+            &[],
+        );
+        let (out, err) = (text(&o.stdout), text(&o.stderr));
+        assert!(
+            err.contains(object),
+            "{case}: the error does not name {object}: {err}\n{out}\nreplica: {:?}",
+            std::fs::read_dir(rep.join("ltx/0"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect::<Vec<_>>()
+        );
+        assert!(
+            out.trim_end().ends_with("42"),
+            "{case}: the shell did not go on: {out}\n{err}"
+        );
+        assert!(
+            o.status.code().is_some(),
+            "{case}: sqlite3 died of a signal"
+        );
+        // Python: an exception (at connect or at the query), the object named on stderr
+        // and, once connected, by the pragma; the interpreter lives on.
+        let script = format!(
+            "import sqlite3\nm = sqlite3.connect(':memory:'); m.enable_load_extension(True); m.load_extension({:?})\nc = None\ntry:\n    c = sqlite3.connect({uri:?}, uri=True)\n    c.execute('SELECT sum(length(v)) FROM t').fetchall(); print('no error')\nexcept sqlite3.Error as e:\n    print('error', e)\nif c is not None:\n    print(c.execute('PRAGMA sqlite_replicate_error').fetchone()[0])\nprint('alive')\n",
+            vfs_lib().display().to_string()
+        );
+        let p = Command::new(&python)
+            .args(["-c", &script])
+            .output()
+            .unwrap();
+        let (out, err) = (text(&p.stdout), text(&p.stderr));
+        assert!(
+            p.status.success()
+                && out.starts_with("error")
+                && out.ends_with("alive\n")
+                && err.contains(object),
+            "{case}: python: {out}\n{err}"
+        );
+    };
+    // A damaged page frame in the big file (read by ranges: the frame fails its checks;
+    // damage inside an incompressible page's literals is beyond what a ranged read can
+    // see: only the whole file's checksum covers it).
+    let index = ltx::parse_page_index(&good.0).unwrap();
+    let e = index[index.len() / 2];
+    let mut bad = good.0.clone();
+    bad[e.offset as usize + 3] ^= 0x01; // the frame's page number
+    restore(&first, &bad);
+    check(
+        "damaged frame",
+        "ltx/9/0000000000000001-0000000000000001.ltx",
+    );
+    restore(&first, &good.0);
+    // A damaged small file (read whole: its checksum fails).
+    let mut bad = good.1.clone();
+    let n = bad.len();
+    bad[n / 2] ^= 0xff;
+    restore(&second, &bad);
+    check(
+        "damaged small file",
+        "ltx/0/0000000000000002-0000000000000002.ltx",
+    );
+    // Truncated.
+    restore(&second, &good.1[..good.1.len() - 40]);
+    check("truncated", "ltx/0/0000000000000002-0000000000000002.ltx");
+    restore(&first, &good.0[..good.0.len() / 3]);
+    check(
+        "truncated big file",
+        "ltx/9/0000000000000001-0000000000000001.ltx",
+    );
+    restore(&first, &good.0);
+    restore(&second, &good.1);
+    // Missing: history has a gap at TXID 2, named by the planner.
+    std::fs::remove_file(&second).unwrap();
+    check("missing", "0000000000000002");
+}
+
+const JDBC_JAR: &str = "/usr/share/java/xerial-sqlite-jdbc.jar";
+
+#[test]
+fn vfs_from_the_jvm_through_sqlite_jdbc_answers_as_restore() {
+    let java =
+        PathBuf::from(std::env::var_os("JAVA_BIN").unwrap_or_else(|| "/usr/bin/java".into()));
+    assert!(
+        java.is_file() && Path::new(JDBC_JAR).is_file(),
+        "{} or {JDBC_JAR} is missing: this test needs a JDK and Debian's sqlite-jdbc (scripts/test.sh installs them: apt-get install -y default-jdk-headless libxerial-sqlite-jdbc-java)",
+        java.display()
+    );
+    let w = Work::new();
+    let db = w.path("app.db");
+    let rep = w.path("replica");
+    let cfg = w.file_config(&db, &rep, "");
+    let c = app_db(&db);
+    insert_rows(&c, 500, 300);
+    let r = Replicator::start_ready(&w, &["-config", cfg.to_str().unwrap()], 1);
+    let before = replica_max_txid(&rep);
+    insert_rows(&c, 1, 300);
+    eventually(Duration::from_secs(30), "a transaction replicated", || {
+        replica_max_txid(&rep) > before
+    });
+    assert_eq!(r.stop(), 0);
+    let out = w.path("restored.db");
+    run_ok(&[
+        "restore",
+        "-o",
+        out.to_str().unwrap(),
+        &format!("file://{}", rep.display()),
+    ]);
+    let queries = [
+        "SELECT id, hex(v) FROM t ORDER BY id",
+        "PRAGMA integrity_check",
+    ];
+    let want = Command::new(sqlite3_bin())
+        .arg(&out)
+        .args(queries)
+        .output()
+        .unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/vfs_jvm/VfsQuery.java");
+    let url = format!(
+        "jdbc:sqlite:file:app.db?vfs=sqlite-replicate&replica={}",
+        rep.display()
+    );
+    let got = Command::new(&java)
+        .args(["-cp", JDBC_JAR])
+        .arg(&src)
+        .arg(vfs_lib())
+        .arg(&url)
+        .args(queries)
+        .output()
+        .unwrap();
+    assert!(got.status.success(), "java: {}", text(&got.stderr));
+    assert!(text(&want.stdout).ends_with("ok\n"));
+    assert!(
+        got.stdout == want.stdout,
+        "the JVM through the VFS differs from the restored copy"
+    );
+}

@@ -1,0 +1,174 @@
+//! Reading and checking one LTX file's header and page index with ranged GETs.
+//!
+//! Owns: what is fetched to learn where a file's pages are (a small file whole, with its
+//! checksum verified; a large one as header and tail), and the checks a file must pass
+//! before any of its pages is served: the header is valid and names the TXIDs its key
+//! says, the index parses, and every entry lies inside the page area, in order, without
+//! overlap, for a page within the header's commit. The file checksum covers every byte, so
+//! only a whole read verifies it: small files always are; a large file's pages are each
+//! checked against their index entry when fetched (`ltx::decode_page_frame`).
+//!
+//! Requests: a small file, one GET; a large one, two (header, last 64 KiB), plus one when
+//! the index is longer than that tail.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use engine::storage::{LtxInfo, LtxKey, ReplicaStore};
+use ltx::{Decoder, Header, PageIndexEntry, HEADER_SIZE, TRAILER_SIZE};
+
+use crate::error::VfsError;
+use crate::fetch::get_with_retry;
+
+/// Files up to this size are fetched whole and their checksum verified.
+pub const WHOLE_FILE_BYTES: u64 = 256 << 10;
+/// The tail fetched first from a large file (Litestream's readers fetch 32 KiB).
+const TAIL_BYTES: u64 = 64 << 10;
+/// Bytes between the index and the end: the index size (u64) and the trailer.
+const FOOTER_BYTES: u64 = 8 + TRAILER_SIZE as u64;
+/// The end-of-pages marker between the last page frame and the index.
+const END_MARKER_BYTES: u64 = 6;
+
+/// Where one file's pages are.
+pub struct FileIndex {
+    pub key: LtxKey,
+    pub header: Header,
+    pub entries: Vec<PageIndexEntry>,
+    /// The decoded pages of a file read whole (its checksum verified), for the cache.
+    pub pages: Vec<(u32, Arc<[u8]>)>,
+}
+
+/// Fetches and checks `info`'s header and index.
+pub async fn load(store: &dyn ReplicaStore, info: &LtxInfo) -> Result<FileIndex, VfsError> {
+    let key = info.key;
+    if info.size_bytes < HEADER_SIZE as u64 + END_MARKER_BYTES + FOOTER_BYTES {
+        return Err(VfsError::bad_file(
+            store,
+            &key,
+            format!(
+                "listed size {} is too small for an LTX file",
+                info.size_bytes
+            ),
+        ));
+    }
+    if info.size_bytes <= WHOLE_FILE_BYTES {
+        let bytes = get_with_retry(store, &key, None).await?;
+        return load_whole(store, &key, &bytes);
+    }
+    let size = info.size_bytes;
+    let tail_from = size - TAIL_BYTES.min(size);
+    let (head, tail) = futures::try_join!(
+        get_with_retry(store, &key, Some(0..HEADER_SIZE as u64)),
+        get_with_retry(store, &key, Some(tail_from..size)),
+    )?;
+    let header = Header::from_bytes(&head).map_err(|e| VfsError::decode(store, &key, e))?;
+    check_header(store, &key, &header)?;
+    if (tail.len() as u64) < FOOTER_BYTES + 1 {
+        return Err(VfsError::bad_file(
+            store,
+            &key,
+            "the file is shorter than its listing says".into(),
+        ));
+    }
+    let at = tail.len() - FOOTER_BYTES as usize;
+    let index_bytes = u64::from_be_bytes(tail[at..at + 8].try_into().expect("8 bytes"));
+    let needed = index_bytes.saturating_add(FOOTER_BYTES);
+    let tail = if needed > tail.len() as u64 {
+        if needed > size - HEADER_SIZE as u64 {
+            return Err(VfsError::bad_file(
+                store,
+                &key,
+                format!("index size {index_bytes} does not fit in the file"),
+            ));
+        }
+        get_with_retry(store, &key, Some(size - needed..size)).await?
+    } else {
+        tail
+    };
+    let entries = ltx::parse_page_index(&tail).map_err(|e| VfsError::decode(store, &key, e))?;
+    let index_start = size - index_bytes - FOOTER_BYTES;
+    check_entries(store, &key, &header, &entries, index_start)?;
+    Ok(FileIndex {
+        key,
+        header,
+        entries,
+        pages: Vec::new(),
+    })
+}
+
+/// A file read whole: decoded front to back, so its checksum is verified.
+fn load_whole(
+    store: &dyn ReplicaStore,
+    key: &LtxKey,
+    bytes: &Bytes,
+) -> Result<FileIndex, VfsError> {
+    let mut dec = Decoder::new(&bytes[..]).map_err(|e| VfsError::decode(store, key, e))?;
+    let header = dec.header().clone();
+    check_header(store, key, &header)?;
+    let mut pages = Vec::new();
+    let mut buf = vec![0u8; header.page_size.bytes()];
+    while let Some(pgno) = dec
+        .next_page(&mut buf)
+        .map_err(|e| VfsError::decode(store, key, e))?
+    {
+        pages.push((pgno.get(), Arc::<[u8]>::from(&buf[..])));
+    }
+    dec.finish().map_err(|e| VfsError::decode(store, key, e))?;
+    let entries = ltx::parse_page_index(bytes).map_err(|e| VfsError::decode(store, key, e))?;
+    Ok(FileIndex {
+        key: *key,
+        header,
+        entries,
+        pages,
+    })
+}
+
+fn check_header(store: &dyn ReplicaStore, key: &LtxKey, h: &Header) -> Result<(), VfsError> {
+    if h.min_txid != key.min || h.max_txid != key.max {
+        return Err(VfsError::bad_file(
+            store,
+            key,
+            format!(
+                "the header says TXIDs {}-{}, the name says {}-{}",
+                h.min_txid, h.max_txid, key.min, key.max
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_entries(
+    store: &dyn ReplicaStore,
+    key: &LtxKey,
+    h: &Header,
+    entries: &[PageIndexEntry],
+    index_start: u64,
+) -> Result<(), VfsError> {
+    let pages_end = index_start.saturating_sub(END_MARKER_BYTES);
+    // One page frame: at most what one page adds to a file.
+    let max_frame = ltx::max_file_bytes(h.page_size, 1);
+    let mut next_free = HEADER_SIZE as u64;
+    for e in entries {
+        let bad = |why: &str| {
+            VfsError::bad_file(
+                store,
+                key,
+                format!(
+                    "index entry for page {} (offset {}, {} bytes) {why}",
+                    e.pgno, e.offset, e.size
+                ),
+            )
+        };
+        if e.pgno.get() > h.commit {
+            return Err(bad(&format!("is beyond the header's commit {}", h.commit)));
+        }
+        if e.offset < next_free || e.offset.saturating_add(e.size) > pages_end {
+            return Err(bad("overlaps another frame or lies outside the page area"));
+        }
+        if e.size < 6 || e.size > max_frame {
+            return Err(bad("has an impossible frame size"));
+        }
+        next_free = e.offset + e.size;
+    }
+    Ok(())
+}

@@ -1,0 +1,417 @@
+//! One database opened through the VFS: which TXID it serves, where each page of that
+//! state lives, and reading pages on demand.
+//!
+//! Owns: the state a read transaction sees ([`Snapshot`]: the TXID, the page size, the
+//! page count and, per page, the file and index entry holding its newest version), when it
+//! changes (only at the start of a read transaction, [`Reader::begin_read`], and only if
+//! the last look at the replica is older than the poll interval), and page reads: the
+//! memory cache first, else one ranged GET of the page and the neighbours that follow it
+//! in the same file (64 KiB, doubling up to 8 MiB while reads are sequential).
+//!
+//! Which replica and which files: `restore`'s own steps (`restore::run::pick` and
+//! `restore::run::plan`), so a state served here is the state `restore` (with `-txid` or
+//! `-timestamp`) writes. Does not: parse parameters (`options`), talk C (`vfs`, `file`).
+//!
+//! Requests: opening, one LIST per level and the plan's indexes (`index`); a poll, one
+//! LIST of level 0, and only when it shows a newer TXID the full listing and the new
+//! files' indexes; a page miss, one ranged GET.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use engine::history::plan::Target;
+use engine::history::Times;
+use engine::restore::output::IntegrityCheck;
+use engine::restore::run::{self, Candidate, Found, RestoreOptions};
+use engine::storage::{LtxKey, ReplicaStore};
+use ltx::{Level, PageSize, TxId};
+
+use crate::cache::PageCache;
+use crate::error::VfsError;
+use crate::fetch::{block_on, get_with_retry};
+use crate::index::{self, FileIndex};
+
+/// The first readahead, and its bound while reads stay sequential.
+const READAHEAD_MIN_BYTES: u64 = 64 << 10;
+const READAHEAD_MAX_BYTES: u64 = 8 << 20;
+
+/// Where a page's newest version is: `files[file].entries[entry]`.
+#[derive(Clone, Copy)]
+struct Loc {
+    file: u32,
+    entry: u32,
+}
+
+const NOWHERE: Loc = Loc {
+    file: u32::MAX,
+    entry: 0,
+};
+
+/// The database as of one TXID.
+pub struct Snapshot {
+    pub txid: TxId,
+    pub page_size: PageSize,
+    /// Pages in the database.
+    pub commit: u32,
+    files: Vec<Arc<FileIndex>>,
+    /// Indexed by page number - 1.
+    map: Vec<Loc>,
+}
+
+impl Snapshot {
+    pub fn size_bytes(&self) -> u64 {
+        u64::from(self.commit) * self.page_size.bytes() as u64
+    }
+}
+
+/// Counters for `PRAGMA sqlite_replicate_stats`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stats {
+    pub gets: u64,
+    pub bytes_fetched: u64,
+    pub polls: u64,
+}
+
+pub struct Reader {
+    candidates: Vec<Candidate>,
+    store: Option<Arc<dyn ReplicaStore>>,
+    target: Target,
+    /// A target set by pragma, applied at the next transaction start.
+    pending_target: Option<Target>,
+    poll: Duration,
+    snap: Option<Snapshot>,
+    indexes: HashMap<LtxKey, Arc<FileIndex>>,
+    cache: PageCache,
+    last_look: Option<Instant>,
+    last_pgno: u32,
+    readahead_bytes: u64,
+    pub stats: Stats,
+}
+
+impl Reader {
+    pub fn new(
+        candidates: Vec<Candidate>,
+        target: Target,
+        poll: Duration,
+        cache_bytes: u64,
+    ) -> Reader {
+        Reader {
+            candidates,
+            store: None,
+            target,
+            pending_target: None,
+            poll,
+            snap: None,
+            indexes: HashMap::new(),
+            cache: PageCache::new(cache_bytes),
+            last_look: None,
+            last_pgno: 0,
+            readahead_bytes: READAHEAD_MIN_BYTES,
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn snapshot(&self) -> Option<&Snapshot> {
+        self.snap.as_ref()
+    }
+
+    pub fn cache_used_bytes(&self) -> u64 {
+        self.cache.used_bytes()
+    }
+
+    /// Asks for another target from the next transaction on (`PRAGMA sqlite_replicate_txid
+    /// = ...`).
+    pub fn set_target(&mut self, target: Target) {
+        self.pending_target = Some(target);
+    }
+
+    /// The start of a read transaction: the one moment the state may change. Loads it the
+    /// first time; afterwards, following the latest TXID, looks for new files when the
+    /// last look is older than the poll interval.
+    pub fn begin_read(&mut self) -> Result<(), VfsError> {
+        if let Some(t) = self.pending_target.take() {
+            self.target = t;
+            return self.load(t);
+        }
+        let stale = self.last_look.is_none_or(|t| t.elapsed() >= self.poll);
+        match (&self.snap, self.target) {
+            (None, t) => self.load(t),
+            (Some(s), Target::Latest) if stale => {
+                let txid = s.txid;
+                self.stats.polls += 1;
+                self.last_look = Some(Instant::now());
+                // A failed look (the store unreachable) is not a failed read: the state
+                // known is still a consistent one. Said on stderr; the next poll retries.
+                if let Err(e) = self.newer_in_l0(txid).and_then(|newer| match newer {
+                    true => self.load(Target::Latest),
+                    false => Ok(()),
+                }) {
+                    crate::host::report(&e);
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether level 0 holds a file past `txid` (every new transaction lands there first).
+    fn newer_in_l0(&self, txid: TxId) -> Result<bool, VfsError> {
+        let Some(store) = &self.store else {
+            return Ok(true);
+        };
+        let files = block_on(store.list(Level::L0)).map_err(|source| VfsError::Storage {
+            location: store.location().to_string(),
+            object: "ltx/0/".into(),
+            source,
+        })?;
+        Ok(files.iter().any(|f| f.key.max > txid))
+    }
+
+    /// Lists, picks, plans (as `restore` does) and builds the state for `target`.
+    fn load(&mut self, target: Target) -> Result<(), VfsError> {
+        let times = match target {
+            Target::Timestamp(_) => Times::Exact,
+            _ => Times::Listed,
+        };
+        self.last_look = Some(Instant::now());
+        let picked =
+            block_on(run::pick(&self.candidates, times, false)).map_err(VfsError::restore)?;
+        if matches!(picked.found, Found::Nothing) {
+            return Err(VfsError::Setup(format!(
+                "replica {} ({}) holds no backup",
+                picked.name,
+                picked.location()
+            )));
+        }
+        let mut opts = RestoreOptions::latest(IntegrityCheck::None);
+        opts.target = target;
+        let run::Planned::Ltx(plan) = run::plan(&picked, &opts).map_err(VfsError::restore)? else {
+            return Err(VfsError::Setup(
+                "the replica holds only Litestream 0.3 generations".into(),
+            ));
+        };
+        let store = picked.store.clone();
+        let missing: Vec<_> = plan
+            .files
+            .iter()
+            .filter(|f| !self.indexes.contains_key(&f.key))
+            .cloned()
+            .collect();
+        let loaded = block_on(async {
+            let loads = missing.iter().map(|f| index::load(store.as_ref(), f));
+            futures::future::try_join_all(loads).await
+        })?;
+        for mut f in loaded {
+            for (pgno, page) in std::mem::take(&mut f.pages) {
+                self.cache.insert((f.key, pgno), page);
+            }
+            self.indexes.insert(f.key, Arc::new(f));
+        }
+        let files: Vec<Arc<FileIndex>> = plan
+            .files
+            .iter()
+            .map(|f| self.indexes[&f.key].clone())
+            .collect();
+        // Indexes of files no longer planned are dropped (the cache keeps their pages).
+        self.indexes
+            .retain(|k, _| plan.files.iter().any(|f| f.key == *k));
+        self.snap = Some(build(&store, files, plan.target_txid)?);
+        self.store = Some(store);
+        Ok(())
+    }
+
+    /// Fills `out` with the bytes at `offset` of the database. `Ok(false)`: a short read
+    /// (past the end, the rest zero-filled).
+    pub fn read(&mut self, out: &mut [u8], offset: u64) -> Result<bool, VfsError> {
+        if self.snap.is_none() {
+            self.load(self.target)?;
+        }
+        let (page_bytes, size) = {
+            let s = self.snap.as_ref().expect("loaded");
+            (s.page_size.bytes() as u64, s.size_bytes())
+        };
+        let mut done = 0usize;
+        while done < out.len() {
+            let at = offset + done as u64;
+            if at >= size {
+                out[done..].fill(0);
+                return Ok(false);
+            }
+            let pgno = (at / page_bytes + 1) as u32;
+            let in_page = (at % page_bytes) as usize;
+            let n = (out.len() - done).min(page_bytes as usize - in_page);
+            let page = self.page(pgno)?;
+            out[done..done + n].copy_from_slice(&page[in_page..in_page + n]);
+            if pgno == 1 && in_page < 100 {
+                let s = self.snap.as_ref().expect("loaded");
+                patch_header(&mut out[done..done + n], in_page, s.txid, s.commit);
+            }
+            done += n;
+        }
+        Ok(true)
+    }
+
+    /// One page of the current state, from the cache or the replica. A file gone from
+    /// the replica (compacted away) makes the same TXID be planned again, once.
+    fn page(&mut self, pgno: u32) -> Result<Arc<[u8]>, VfsError> {
+        match self.page_once(pgno) {
+            Err(e) if e.is_not_found() => {
+                let txid = self.snap.as_ref().expect("loaded").txid;
+                self.load(Target::TxId(txid))?;
+                self.page_once(pgno)
+            }
+            r => r,
+        }
+    }
+
+    fn page_once(&mut self, pgno: u32) -> Result<Arc<[u8]>, VfsError> {
+        let s = self.snap.as_ref().expect("loaded");
+        let store = self.store.clone().expect("loaded");
+        let loc = s.map[(pgno - 1) as usize];
+        if loc.file == u32::MAX {
+            if pgno == s.page_size.lock_page().get() {
+                return Ok(Arc::from(vec![0u8; s.page_size.bytes()]));
+            }
+            return Err(VfsError::MissingPage {
+                location: store.location().to_string(),
+                pgno,
+                txid: s.txid.to_string(),
+            });
+        }
+        let file = s.files[loc.file as usize].clone();
+        if let Some(p) = self.cache.get(&(file.key, pgno)) {
+            self.last_pgno = pgno;
+            return Ok(p);
+        }
+        self.readahead_bytes = if pgno == self.last_pgno.wrapping_add(1) {
+            (self.readahead_bytes * 2).min(READAHEAD_MAX_BYTES)
+        } else {
+            READAHEAD_MIN_BYTES
+        };
+        self.last_pgno = pgno;
+        // The run: this page and the frames right after it in the same file that are
+        // still their page's newest version and not cached, up to the readahead.
+        let entries = &file.entries;
+        let first = loc.entry as usize;
+        let mut last = first;
+        while last + 1 < entries.len() {
+            let (cur, next) = (&entries[last], &entries[last + 1]);
+            let l = s.map.get((next.pgno.get() - 1) as usize);
+            let same = l.is_some_and(|l| l.file == loc.file && l.entry as usize == last + 1);
+            if !same
+                || next.offset != cur.offset + cur.size
+                || next.offset + next.size - entries[first].offset > self.readahead_bytes
+                || self.cache.contains(&(file.key, next.pgno.get()))
+            {
+                break;
+            }
+            last += 1;
+        }
+        let range = entries[first].offset..entries[last].offset + entries[last].size;
+        let bytes = block_on(get_with_retry(
+            store.as_ref(),
+            &file.key,
+            Some(range.clone()),
+        ))?;
+        self.stats.gets += 1;
+        self.stats.bytes_fetched += bytes.len() as u64;
+        let mut wanted = None;
+        for e in &entries[first..=last] {
+            let at = (e.offset - range.start) as usize;
+            let mut page = vec![0u8; file.header.page_size.bytes()];
+            ltx::decode_page_frame(e, &bytes[at..at + e.size as usize], &mut page)
+                .map_err(|err| VfsError::decode(store.as_ref(), &file.key, err))?;
+            let page: Arc<[u8]> = Arc::from(page);
+            if e.pgno.get() == pgno {
+                wanted = Some(page.clone());
+            }
+            self.cache.insert((file.key, e.pgno.get()), page);
+        }
+        Ok(wanted.expect("the run starts at the page asked for"))
+    }
+}
+
+/// The page map of `files` (oldest first): each page's newest version, up to the newest
+/// file's commit. Every file must have the first file's page size.
+fn build(
+    store: &Arc<dyn ReplicaStore>,
+    files: Vec<Arc<FileIndex>>,
+    txid: TxId,
+) -> Result<Snapshot, VfsError> {
+    let last = files
+        .last()
+        .ok_or_else(|| VfsError::Setup("empty plan".into()))?;
+    let (page_size, commit) = (last.header.page_size, last.header.commit);
+    let mut map = vec![NOWHERE; commit as usize];
+    for (fi, f) in files.iter().enumerate() {
+        if f.header.page_size != page_size {
+            return Err(VfsError::bad_file(
+                store.as_ref(),
+                &f.key,
+                format!(
+                    "page size {} differs from the newest file's {}",
+                    f.header.page_size, page_size
+                ),
+            ));
+        }
+        for (ei, e) in f.entries.iter().enumerate() {
+            if let Some(slot) = map.get_mut((e.pgno.get() - 1) as usize) {
+                *slot = Loc {
+                    file: fi as u32,
+                    entry: ei as u32,
+                };
+            }
+        }
+    }
+    Ok(Snapshot {
+        txid,
+        page_size,
+        commit,
+        files,
+        map,
+    })
+}
+
+/// Rewrites the database header bytes of page 1 that fall in `buf` (which starts at byte
+/// `at` of the page) so SQLite reads the replica as what it is to this VFS: a read-only
+/// file in rollback-journal mode (bytes 18 and 19 = 1: no WAL, no -shm), whose change
+/// counter (24..28) and version-valid-for (92..96) change with the TXID served, so
+/// SQLite drops its page cache exactly when a new transaction sees a new TXID (a WAL
+/// database does not bump the counter itself), and whose size in pages (28..32) is the
+/// commit of that TXID.
+fn patch_header(buf: &mut [u8], at: usize, txid: TxId, commit: u32) {
+    let counter = (txid.get() as u32).to_be_bytes();
+    let mut set = |off: usize, v: &[u8]| {
+        for (i, b) in v.iter().enumerate() {
+            if let Some(p) = (off + i).checked_sub(at) {
+                if let Some(slot) = buf.get_mut(p) {
+                    *slot = *b;
+                }
+            }
+        }
+    };
+    set(18, &[1, 1]);
+    set(24, &counter);
+    set(28, &commit.to_be_bytes());
+    set(92, &counter);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_patch_applies_to_any_slice_of_page_one() {
+        let txid = TxId::new(0x1_0000_0005).unwrap();
+        let mut whole = vec![0u8; 100];
+        patch_header(&mut whole, 0, txid, 7);
+        assert_eq!(&whole[18..20], &[1, 1]);
+        assert_eq!(&whole[24..32], &[0, 0, 0, 5, 0, 0, 0, 7]);
+        assert_eq!(&whole[92..96], &[0, 0, 0, 5]);
+        // SQLite reads 16 bytes at 24 to see whether the database changed.
+        let mut part = vec![0u8; 16];
+        patch_header(&mut part, 24, txid, 7);
+        assert_eq!(&part[..8], &whole[24..32]);
+    }
+}
