@@ -53,17 +53,12 @@ fn keys(a: &AgeConfig) -> Result<AgeKeys, String> {
             _ => (inline_rs, &a.recipients_files, "recipients-file"),
         };
         match e.index.checked_sub(inline) {
-            Some(i) => format!(
-                "{file_key}[{i}] ({}): {}",
-                files[i].display(),
-                e.what
-            ),
+            Some(i) => format!("{file_key}[{i}] ({}): {}", files[i].display(), e.what),
             None => e.to_string(),
         }
     })
 }
 
 fn read_key_file(p: &Path, key: &str, i: usize) -> Result<String, String> {
-    std::fs::read_to_string(p)
-        .map_err(|e| format!("{key}[{i}]: cannot read {}: {e}", p.display()))
+    std::fs::read_to_string(p).map_err(|e| format!("{key}[{i}]: cannot read {}: {e}", p.display()))
 }

@@ -93,7 +93,11 @@ impl Options {
             None => DEFAULT_CACHE_BYTES,
             Some(v) => {
                 let n = parse_size(&v).ok_or_else(|| {
-                    err("cache_size", &v, "expected a size such as 64MiB or 1G".into())
+                    err(
+                        "cache_size",
+                        &v,
+                        "expected a size such as 64MiB or 1G".into(),
+                    )
                 })?;
                 if n < MIN_CACHE_BYTES {
                     return Err(err("cache_size", &v, "the smallest cache is 1MiB".into()));

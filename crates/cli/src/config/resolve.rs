@@ -17,7 +17,7 @@
 
 use serde_norway::Value;
 
-use super::build::{local_path, make_kind, Env, SUPPORTED_TYPES};
+use super::build::{local_path, make_kind, Env};
 use super::error::{ConfigError, ErrorKind};
 use super::settings::{settings_from_url, Settings};
 use super::types::{Config, DbSource, ReplicaConfig, ReplicaKind};

@@ -55,9 +55,9 @@ fn walk(v: &Value, path: &str, out: &mut Vec<String>) {
                     (k, Value::Number(_)) => SECRET_KEYS.contains(&k),
                     // age secret keys, inline as Litestream 0.3 had them (`age.rs`).
                     ("identities", Value::String(s)) => !s.is_empty() && !names_variable(s),
-                    ("identities", Value::Sequence(items)) => items.iter().any(|i| {
-                        matches!(i, Value::String(s) if !s.is_empty() && !names_variable(s))
-                    }),
+                    ("identities", Value::Sequence(items)) => items.iter().any(
+                        |i| matches!(i, Value::String(s) if !s.is_empty() && !names_variable(s)),
+                    ),
                     _ => false,
                 };
                 if inline {

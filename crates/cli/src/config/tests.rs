@@ -1846,11 +1846,17 @@ dbs:
     assert_eq!(a.identities.len(), 1);
     assert_eq!(a.identities[0].expose(), "AGE-SECRET-KEY-1FROMENV");
     assert_eq!(a.recipients, ["age1one", "age1two"]);
-    assert_eq!(a.recipients_files, [PathBuf::from("/k/r1.txt"), PathBuf::from("/k/r2.txt")]);
+    assert_eq!(
+        a.recipients_files,
+        [PathBuf::from("/k/r1.txt"), PathBuf::from("/k/r2.txt")]
+    );
     // The top-level block is every other replica's default; a replica's own replaces it.
     let b = rs[1].age.as_ref().unwrap();
     assert_eq!(b.identity_files, [PathBuf::from("/etc/keys/default.txt")]);
-    assert_eq!(rs[2].age.as_ref().unwrap().identity_files, [PathBuf::from("/k/own.txt")]);
+    assert_eq!(
+        rs[2].age.as_ref().unwrap().identity_files,
+        [PathBuf::from("/k/own.txt")]
+    );
     // Identities never print.
     let shown = format!("{:?} {:?}", rs[0], cfg.replica_defaults);
     assert!(!shown.contains("FROMENV"), "{shown}");

@@ -66,7 +66,10 @@ fn config(w: &Work, name: &str, top: &str, db: &Path, replica: &str) -> PathBuf 
     let p = w.path(name);
     std::fs::write(
         &p,
-        format!("{top}dbs:\n  - path: {}\n    replica:\n{replica}", db.display()),
+        format!(
+            "{top}dbs:\n  - path: {}\n    replica:\n{replica}",
+            db.display()
+        ),
     )
     .unwrap();
     p
@@ -95,7 +98,13 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn restore_args<'a>(cfg: &'a Path, out: &'a Path, db: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut a = vec!["restore", "-config", cfg.to_str().unwrap(), "-o", out.to_str().unwrap()];
+    let mut a = vec![
+        "restore",
+        "-config",
+        cfg.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ];
     a.extend_from_slice(extra);
     a.push(db.to_str().unwrap());
     a
@@ -187,13 +196,16 @@ fn file_replica_is_encrypted_and_restores_latest_past_and_following() {
             insert_rows(&app, 1, 100);
             let l1 = files_under(&dir.join("ltx/1"));
             let l0 = files_under(&dir.join("ltx/0"));
-            l1.iter().any(|f| !l1_before.contains(f))
-                && l0_before.iter().all(|f| !l0.contains(f))
+            l1.iter().any(|f| !l1_before.contains(f)) && l0_before.iter().all(|f| !l0.contains(f))
         },
     );
     assert_eq!(r.stop(), 0);
     for f in files_under(&dir.join("ltx")) {
-        assert!(std::fs::read(&f).unwrap().starts_with(MAGIC), "{}", f.display());
+        assert!(
+            std::fs::read(&f).unwrap().starts_with(MAGIC),
+            "{}",
+            f.display()
+        );
     }
     let want = pages_of_live(&db);
     restore_and_compare(&cfg, &db, &w.path("after-compaction.db"), &want, &[]);
@@ -208,16 +220,27 @@ fn file_replica_is_encrypted_and_restores_latest_past_and_following() {
     // Follow mode decrypts each new file as it arrives.
     let out = w.path("follower.db");
     let mut f = Command::new(bin())
-        .args(restore_args(&cfg, &out, &db, &["-f", "-follow-interval", "50ms"]))
+        .args(restore_args(
+            &cfg,
+            &out,
+            &db,
+            &["-f", "-follow-interval", "50ms"],
+        ))
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    eventually(Duration::from_secs(30), "the first follow restore", || out.exists());
+    eventually(Duration::from_secs(30), "the first follow restore", || {
+        out.exists()
+    });
     insert_rows(&app, 9, 700);
     run_ok(&["replicate", "-config", cfg.to_str().unwrap(), "-once"]);
-    let want: i64 = app.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
+    let want: i64 = app
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap();
     eventually(Duration::from_secs(30), "the follower to catch up", || {
-        let Ok(c) = rusqlite::Connection::open_with_flags(&out, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY) else {
+        let Ok(c) =
+            rusqlite::Connection::open_with_flags(&out, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        else {
             return false;
         };
         let _ = c.busy_timeout(Duration::from_secs(5));
@@ -232,7 +255,10 @@ fn file_replica_is_encrypted_and_restores_latest_past_and_following() {
     let wrong = with_age_block(&w, &cfg, "wrong.yml", &age_yaml(&[&other], &[]));
     let e = one_line_error(&run(&restore_args(&wrong, &w.path("w.db"), &db, &[])));
     assert!(e.contains("none of the configured age identities"), "{e}");
-    assert!(e.contains(&dir.display().to_string()), "names the replica: {e}");
+    assert!(
+        e.contains(&dir.display().to_string()),
+        "names the replica: {e}"
+    );
     assert!(!e.contains("AGE-SECRET-KEY"), "{e}");
     assert!(!w.path("w.db").exists());
 
@@ -249,7 +275,10 @@ fn file_replica_is_encrypted_and_restores_latest_past_and_following() {
         &age_yaml(&[&id, "AGE-SECRET-KEY-1NOTAREALKEYATALL"], &[]),
     );
     let e = one_line_error(&run(&restore_args(&bad, &w.path("b.db"), &db, &[])));
-    assert!(e.contains("age.identities[1]") && e.contains("replica file"), "{e}");
+    assert!(
+        e.contains("age.identities[1]") && e.contains("replica file"),
+        "{e}"
+    );
     assert!(!e.contains("NOTAREALKEY") && !e.contains(&id), "{e}");
 
     // Tampering: one flipped byte in the payload of the newest file is rejected.
@@ -275,7 +304,13 @@ fn key_rotation_adds_a_recipient_and_old_objects_keep_their_identity() {
     insert_rows(&app, 20, 300);
     let (old_id, _) = keypair();
     let (new_id, new_r) = keypair();
-    let old = config(&w, "old.yml", "", &db, &format!("{}{}", file_replica(&dir), age_yaml(&[&old_id], &[])));
+    let old = config(
+        &w,
+        "old.yml",
+        "",
+        &db,
+        &format!("{}{}", file_replica(&dir), age_yaml(&[&old_id], &[])),
+    );
     run_ok(&["replicate", "-config", old.to_str().unwrap(), "-once"]);
     let before = files_under(&dir.join("ltx"));
     // The new recipient is added (from a recipients file, as age-keygen -y writes one);
@@ -301,13 +336,21 @@ fn key_rotation_adds_a_recipient_and_old_objects_keep_their_identity() {
     restore_and_compare(&old, &db, &w.path("old.db"), &want, &[]);
     // The new identity alone reads the new objects but not the old ones.
     let idfile = w.path("new.key");
-    std::fs::write(&idfile, format!("# created: now\n# public key: {new_r}\n{new_id}\n")).unwrap();
+    std::fs::write(
+        &idfile,
+        format!("# created: now\n# public key: {new_r}\n{new_id}\n"),
+    )
+    .unwrap();
     let only_new = config(
         &w,
         "new.yml",
         "",
         &db,
-        &format!("{}      age:\n        identity-file: {}\n", file_replica(&dir), idfile.display()),
+        &format!(
+            "{}      age:\n        identity-file: {}\n",
+            file_replica(&dir),
+            idfile.display()
+        ),
     );
     let newer: Vec<_> = files_under(&dir.join("ltx"))
         .into_iter()
@@ -322,27 +365,51 @@ fn key_rotation_adds_a_recipient_and_old_objects_keep_their_identity() {
         let id: age::x25519::Identity = new_id.parse().unwrap();
         let d = age::Decryptor::new(&b[..]).unwrap();
         let mut plain = Vec::new();
-        std::io::Read::read_to_end(&mut d.decrypt(std::iter::once(&id as &dyn age::Identity)).unwrap(), &mut plain)
-            .unwrap();
+        std::io::Read::read_to_end(
+            &mut d
+                .decrypt(std::iter::once(&id as &dyn age::Identity))
+                .unwrap(),
+            &mut plain,
+        )
+        .unwrap();
         assert!(plain.starts_with(b"LTX1"), "{}", f.display());
         // The reference implementation (Go's `age`) reads it too: a standard age file.
         let out = Command::new(age_cli())
             .args(["-d", "-i", idfile.to_str().unwrap(), f.to_str().unwrap()])
             .output()
             .unwrap();
-        assert!(out.status.success(), "age -d: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "age -d: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(out.stdout, plain, "age -d of {}", f.display());
     }
     // The documented rekey: `reset`, then one run with the new recipient: the latest state
     // then restores with the new identity alone (older points keep needing the old one
     // until retention removes them).
-    run_ok(&["reset", "-config", both.to_str().unwrap(), db.to_str().unwrap()]);
+    run_ok(&[
+        "reset",
+        "-config",
+        both.to_str().unwrap(),
+        db.to_str().unwrap(),
+    ]);
     insert_rows(&app, 3, 300);
     run_ok(&["replicate", "-config", both.to_str().unwrap(), "-once"]);
     let want = pages_of_live(&db);
     restore_and_compare(&only_new, &db, &w.path("rekeyed.db"), &want, &[]);
     // Both identities together restore everything.
-    let ids = config(&w, "ids.yml", "", &db, &format!("{}{}", file_replica(&dir), age_yaml(&[&new_id, &old_id], &[])));
+    let ids = config(
+        &w,
+        "ids.yml",
+        "",
+        &db,
+        &format!(
+            "{}{}",
+            file_replica(&dir),
+            age_yaml(&[&new_id, &old_id], &[])
+        ),
+    );
     restore_and_compare(&ids, &db, &w.path("ids.db"), &want, &[]);
 }
 
@@ -383,13 +450,29 @@ fn restores_what_litestream_03_encrypted() {
     let files = files_under(&dir.join("generations"));
     assert!(!files.is_empty());
     for f in &files {
-        assert!(std::fs::read(f).unwrap().starts_with(MAGIC), "0.3 encrypted {}", f.display());
+        assert!(
+            std::fs::read(f).unwrap().starts_with(MAGIC),
+            "0.3 encrypted {}",
+            f.display()
+        );
     }
-    let cfg = config(&w, "ours.yml", "", &db, &format!("{}{}", file_replica(&dir), age_yaml(&[&id], &[])));
+    let cfg = config(
+        &w,
+        "ours.yml",
+        "",
+        &db,
+        &format!("{}{}", file_replica(&dir), age_yaml(&[&id], &[])),
+    );
     restore_and_compare(&cfg, &db, &w.path("restored.db"), &want, &[]);
     // Without the identity: a clear refusal.
     let (other, _) = keypair();
-    let wrong = config(&w, "wrong.yml", "", &db, &format!("{}{}", file_replica(&dir), age_yaml(&[&other], &[])));
+    let wrong = config(
+        &w,
+        "wrong.yml",
+        "",
+        &db,
+        &format!("{}{}", file_replica(&dir), age_yaml(&[&other], &[])),
+    );
     let e = one_line_error(&run(&restore_args(&wrong, &w.path("w.db"), &db, &[])));
     assert!(e.contains("none of the configured age identities"), "{e}");
 }
@@ -402,7 +485,12 @@ fn litestream_05_refuses_our_encrypted_replica() {
     let ls = crate::interop::Program::litestream_0517().bin();
     let out = w.path("ls.db");
     let r = Command::new(ls)
-        .args(["restore", "-o", out.to_str().unwrap(), &format!("file://{}", dir.display())])
+        .args([
+            "restore",
+            "-o",
+            out.to_str().unwrap(),
+            &format!("file://{}", dir.display()),
+        ])
         .output()
         .unwrap();
     let text = format!(
@@ -411,7 +499,10 @@ fn litestream_05_refuses_our_encrypted_replica() {
         String::from_utf8_lossy(&r.stderr)
     );
     eprintln!("litestream 0.5.17 on an encrypted replica: {text}");
-    assert!(!r.status.success(), "litestream 0.5.17 restored an encrypted replica: {text}");
+    assert!(
+        !r.status.success(),
+        "litestream 0.5.17 restored an encrypted replica: {text}"
+    );
     // What 0.5.17 prints (quoted in the README).
     assert!(text.contains("invalid LTX file"), "{text}");
     assert!(!out.exists() || pages_of_file(&out).is_empty(), "{text}");

@@ -4,7 +4,6 @@
 //! One test binary; shared helpers in `harness`.
 
 mod abs;
-mod encryption;
 mod app_checkpoint;
 mod auto_recover;
 mod azurite;
@@ -17,6 +16,7 @@ mod control;
 mod cost;
 mod crash;
 mod diskfull;
+mod encryption;
 mod faultproxy;
 mod fd_budget;
 mod first_use;

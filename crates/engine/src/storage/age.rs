@@ -53,8 +53,7 @@ use ltx::Level;
 
 use super::layout::v3::V3File;
 use super::{
-    ETag, ErrorKind, LtxInfo, LtxKey, NamedObject, NamedStore, ReplicaStore, StorageError,
-    V3Store,
+    ETag, ErrorKind, LtxInfo, LtxKey, NamedObject, NamedStore, ReplicaStore, StorageError, V3Store,
 };
 
 /// What every age v1 file starts with.
@@ -139,9 +138,8 @@ impl AgeKeys {
             };
             let mut found = 0;
             for line in key_lines(text) {
-                let r = age::x25519::Recipient::from_str(line).map_err(|_| {
-                    err("not an age X25519 recipient (a public key `age1...`)")
-                })?;
+                let r = age::x25519::Recipient::from_str(line)
+                    .map_err(|_| err("not an age X25519 recipient (a public key `age1...`)"))?;
                 keys.recipients.push(r);
                 found += 1;
             }
@@ -179,10 +177,9 @@ impl AgeKeys {
     /// its header and nonce.
     pub fn seal(&self, plain: &[u8]) -> io::Result<(Vec<u8>, u64)> {
         let recipients = self.all_recipients();
-        let enc = age::Encryptor::with_recipients(
-            recipients.iter().map(|r| r as &dyn age::Recipient),
-        )
-        .map_err(|e| io::Error::other(format!("age: {e}")))?;
+        let enc =
+            age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))
+                .map_err(|e| io::Error::other(format!("age: {e}")))?;
         let chunks = plain.len() as u64 / CHUNK_BYTES + 1;
         let mut out = Vec::with_capacity(plain.len() + 16 * chunks as usize + 1024);
         let mut w = enc.wrap_output(&mut out)?;
@@ -287,9 +284,7 @@ fn head_len(prefix: &[u8]) -> Head {
     let mut c = Cursor::new(prefix);
     match age::Decryptor::new(&mut c) {
         Ok(_) => Head::Sealed(c.position()),
-        Err(age::DecryptError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
-            Head::NeedMore
-        }
+        Err(age::DecryptError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof => Head::NeedMore,
         Err(_) => Head::Bad,
     }
 }
@@ -344,7 +339,11 @@ impl Read for Pieces {
         } else {
             return Err(io::Error::other(format!(
                 "age: byte {} of the object was not fetched (head {}, body {}..{}, len {})",
-                self.pos, self.head.len(), self.body_at, self.body_at + self.body.len() as u64, self.len
+                self.pos,
+                self.head.len(),
+                self.body_at,
+                self.body_at + self.body.len() as u64,
+                self.len
             )));
         };
         let from = (self.pos - at) as usize;
@@ -470,7 +469,10 @@ impl AgeStore {
 
     /// The plaintext sizes of `objs` of the stored sizes given, in order; `None` for
     /// objects gone meanwhile.
-    async fn plain_sizes(&self, objs: Vec<(Obj<'_>, u64)>) -> Result<Vec<Option<u64>>, StorageError> {
+    async fn plain_sizes(
+        &self,
+        objs: Vec<(Obj<'_>, u64)>,
+    ) -> Result<Vec<Option<u64>>, StorageError> {
         // In batches rather than a buffered stream: a closure over `Obj<'_>` there trips
         // the `Send` check of `async_trait`'s boxed futures (a higher-ranked lifetime).
         let mut out = Vec::with_capacity(objs.len());
@@ -490,7 +492,10 @@ impl AgeStore {
     }
 
     async fn list_plain(&self, files: Vec<LtxInfo>) -> Result<Vec<LtxInfo>, StorageError> {
-        let objs = files.iter().map(|f| (Obj::Ltx(f.key), f.size_bytes)).collect();
+        let objs = files
+            .iter()
+            .map(|f| (Obj::Ltx(f.key), f.size_bytes))
+            .collect();
         let sizes = self.plain_sizes(objs).await?;
         Ok(files
             .into_iter()
@@ -521,10 +526,13 @@ impl AgeStore {
         let env = self.remembered(path);
         match (range, env) {
             (Some(r), Some(Envelope { head: None, .. })) => self.fetch(obj, Some(r)).await,
-            (Some(r), Some(Envelope {
-                head: Some(head),
-                sealed_len,
-            })) => self.read_range(path, r, head, sealed_len, obj).await,
+            (
+                Some(r),
+                Some(Envelope {
+                    head: Some(head),
+                    sealed_len,
+                }),
+            ) => self.read_range(path, r, head, sealed_len, obj).await,
             (range, _) => {
                 let sealed = self.fetch(obj, None).await?;
                 let plain = self.open_whole(path, sealed).await?;
@@ -557,9 +565,13 @@ impl AgeStore {
         let sealed_is_large = sealed.len() > BLOCKING_BYTES;
         let open = move || keys.open(&sealed).map(Bytes::from);
         let plain = if sealed_is_large {
-            tokio::task::spawn_blocking(open)
-                .await
-                .map_err(|e| StorageError::permanent(self.inner.location().to_string(), path.to_string(), e.to_string()))?
+            tokio::task::spawn_blocking(open).await.map_err(|e| {
+                StorageError::permanent(
+                    self.inner.location().to_string(),
+                    path.to_string(),
+                    e.to_string(),
+                )
+            })?
         } else {
             open()
         };
@@ -581,7 +593,7 @@ impl AgeStore {
         // age's reader, seeking to a chunk boundary, measures the plaintext by reading
         // the last chunk, which this read did not fetch: start one byte earlier instead,
         // in the chunk before (64 KiB more in the same request).
-        let from = if r.start > 0 && r.start % CHUNK_BYTES == 0 {
+        let from = if r.start > 0 && r.start.is_multiple_of(CHUNK_BYTES) {
             r.start - 1
         } else {
             r.start
@@ -594,7 +606,10 @@ impl AgeStore {
             return Err(StorageError::permanent(
                 self.inner.location().to_string(),
                 path.to_string(),
-                format!("bytes {}..{} asked for, past the plaintext's end", r.start, r.end),
+                format!(
+                    "bytes {}..{} asked for, past the plaintext's end",
+                    r.start, r.end
+                ),
             ));
         }
         let body = self.fetch(obj, Some(body_at..body_end)).await?;
@@ -616,7 +631,11 @@ impl AgeStore {
         };
         let out = if body_end - body_at > BLOCKING_BYTES as u64 {
             tokio::task::spawn_blocking(open).await.map_err(|e| {
-                StorageError::permanent(self.inner.location().to_string(), path.to_string(), e.to_string())
+                StorageError::permanent(
+                    self.inner.location().to_string(),
+                    path.to_string(),
+                    e.to_string(),
+                )
             })?
         } else {
             open()
@@ -638,7 +657,11 @@ impl AgeStore {
             seal()
         };
         let (sealed, head) = sealed.map_err(|e| {
-            StorageError::permanent(self.inner.location().to_string(), key.to_string(), format!("age encryption: {e}"))
+            StorageError::permanent(
+                self.inner.location().to_string(),
+                key.to_string(),
+                format!("age encryption: {e}"),
+            )
         })?;
         let sealed = Bytes::from(sealed);
         self.remember(
@@ -678,7 +701,11 @@ impl ReplicaStore for AgeStore {
 
     fn restore_chunk_bytes(&self) -> u64 {
         // Whole chunks: a read never fetches a chunk twice.
-        self.inner.restore_chunk_bytes().div_ceil(CHUNK_BYTES).max(1) * CHUNK_BYTES
+        self.inner
+            .restore_chunk_bytes()
+            .div_ceil(CHUNK_BYTES)
+            .max(1)
+            * CHUNK_BYTES
     }
 
     async fn put(
@@ -739,7 +766,10 @@ impl NamedStore for AgeStore {
         data: Bytes,
         etag: &ETag,
     ) -> Result<ETag, StorageError> {
-        self.inner.named()?.put_name_if_match(name, data, etag).await
+        self.inner
+            .named()?
+            .put_name_if_match(name, data, etag)
+            .await
     }
 
     async fn put_if_absent(
@@ -749,7 +779,10 @@ impl NamedStore for AgeStore {
         created: SystemTime,
     ) -> Result<(), StorageError> {
         let sealed = self.seal(key, data).await?;
-        self.inner.named()?.put_if_absent(key, sealed, created).await
+        self.inner
+            .named()?
+            .put_if_absent(key, sealed, created)
+            .await
     }
 }
 
@@ -815,7 +848,9 @@ mod tests {
         let e = AgeKeys::parse(&[&good, bad], &[]).unwrap_err().to_string();
         assert!(e.starts_with("identities[1]: "), "{e}");
         assert!(!e.contains("NOTAKEY"), "{e}");
-        let e = AgeKeys::parse(&[], &["# only a comment\n"]).unwrap_err().to_string();
+        let e = AgeKeys::parse(&[], &["# only a comment\n"])
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "recipients[0]: holds no recipient");
         let e = AgeKeys::parse(&[], &["age1xyz"]).unwrap_err().to_string();
         assert!(e.starts_with("recipients[0]: not an age"), "{e}");
@@ -852,7 +887,10 @@ mod tests {
             262144..300_000,
         ];
         for r in ranges {
-            let got = fresh.get(&key, Some(r.clone())).await.expect(&format!("{r:?}"));
+            let got = fresh
+                .get(&key, Some(r.clone()))
+                .await
+                .unwrap_or_else(|_| panic!("{r:?}"));
             assert_eq!(&got[..], &plain[r.start as usize..r.end as usize], "{r:?}");
         }
         assert_eq!(&fresh.get(&key, None).await.unwrap()[..], &plain[..]);
@@ -863,8 +901,15 @@ mod tests {
         let mut bad = raw.to_vec();
         let at = bad.len() - 100;
         bad[at] ^= 1;
-        inner.put(&key, Bytes::from(bad), SystemTime::now()).await.unwrap();
-        let e = fresh.get(&key, Some(299_000..300_000)).await.unwrap_err().to_string();
+        inner
+            .put(&key, Bytes::from(bad), SystemTime::now())
+            .await
+            .unwrap();
+        let e = fresh
+            .get(&key, Some(299_000..300_000))
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("fails authentication"), "{e}");
         let e = fresh.get(&key, None).await.unwrap_err().to_string();
         assert!(e.contains("fails authentication"), "{e}");
