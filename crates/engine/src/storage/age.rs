@@ -173,7 +173,7 @@ impl AgeKeys {
         out
     }
 
-    /// `plain` as an age file encrypted to [`AgeKeys::all_recipients`], and the length of
+    /// `plain` as an age file encrypted to every recipient of the keys, and the length of
     /// its header and nonce.
     pub fn seal(&self, plain: &[u8]) -> io::Result<(Vec<u8>, u64)> {
         let recipients = self.all_recipients();
