@@ -960,7 +960,7 @@ fn errors_name_the_key_and_the_value() {
         // age (issue 24): an identity is required; values never quoted.
         (format!("{DB}    replica:\n      path: /b\n      age:\n        recipients: [age1xyz]\n"), "dbs[0].replica.age: give at least one identity (`identities` or `identity-file`): compaction, snapshots, verify and restores decrypt what they read"),
         (format!("{DB}    replica:\n      path: /b\n      age:\n        identities: [{{k: AGE-SECRET-KEY-1X}}]\n"), "dbs[0].replica.age.identities[0]: must be a string or a list of strings"),
-        (format!("{DB}    replica:\n      path: /b\n      age:\n        identity: AGE-SECRET-KEY-1X\n"), r#"dbs[0].replica.age: unknown key "identity" (did you mean "identities"?)"#),
+        (format!("{DB}    replica:\n      path: /b\n      age:\n        identity: AGE-SECRET-KEY-1X\n"), r#"dbs[0].replica.age: unknown key "identity" (did you mean "identity-file"?)"#),
         // YAML itself.
         ("dbs:\n  - path: /a.db\n\treplica: x\n".into(), "invalid YAML: found a tab character that violates indentation at line 3 column 1, while scanning a plain scalar at line 2 column 11"),
         ("a: 1\na: 2\n".into(), r#"invalid YAML: duplicate entry with key "a""#),
@@ -1830,13 +1830,16 @@ dbs:
   - path: /a.db
     replicas:
       - url: file:///r
+        name: r
         age:
           identities:
             - ${AGE_ID}
           recipients: [age1one, age1two]
           recipients-file: [/k/r1.txt, /k/r2.txt]
       - url: file:///s
+        name: s
       - url: file:///t
+        name: t
         age:
           identity-file: /k/own.txt
 ";
