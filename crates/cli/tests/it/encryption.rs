@@ -385,19 +385,6 @@ fn key_rotation_adds_a_recipient_and_old_objects_keep_their_identity() {
         );
         assert_eq!(out.stdout, plain, "age -d of {}", f.display());
     }
-    // The documented rekey: `reset`, then one run with the new recipient: the latest state
-    // then restores with the new identity alone (older points keep needing the old one
-    // until retention removes them).
-    run_ok(&[
-        "reset",
-        "-config",
-        both.to_str().unwrap(),
-        db.to_str().unwrap(),
-    ]);
-    insert_rows(&app, 3, 300);
-    run_ok(&["replicate", "-config", both.to_str().unwrap(), "-once"]);
-    let want = pages_of_live(&db);
-    restore_and_compare(&only_new, &db, &w.path("rekeyed.db"), &want, &[]);
     // Both identities together restore everything.
     let ids = config(
         &w,

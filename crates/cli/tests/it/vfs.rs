@@ -527,6 +527,7 @@ fn vfs_damaged_truncated_and_missing_objects_are_sqlite_errors_naming_them() {
     // Truncated.
     restore(&second, &good.1[..good.1.len() - 40]);
     check("truncated", "ltx/0/0000000000000002-0000000000000002.ltx");
+    restore(&second, &good.1);
     restore(&first, &good.0[..good.0.len() / 3]);
     check(
         "truncated big file",

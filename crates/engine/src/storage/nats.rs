@@ -188,6 +188,7 @@ impl NatsStore {
         let location = self.location.clone();
         let secrets = self.secrets.clone();
         let name = name.to_string();
+        let stall = self.opts.timeout;
         let state = (obj, range.start, range.end, 0u64);
         let s = futures::stream::try_unfold(state, move |(mut obj, skip, end, mut at)| {
             let (location, secrets, name) = (location.clone(), secrets.clone(), name.clone());
@@ -195,9 +196,15 @@ impl NatsStore {
                 while at < end {
                     let want = (end - at).min(READ_PIECE_BYTES as u64) as usize;
                     let mut buf = BytesMut::with_capacity(want);
-                    let n = obj
-                        .read_buf(&mut buf)
+                    let n = tokio::time::timeout(stall, obj.read_buf(&mut buf))
                         .await
+                        .map_err(|_| {
+                            StorageError::transient(
+                                &location,
+                                &name,
+                                format!("no data for {stall:?}; read stalled"),
+                            )
+                        })?
                         .map_err(|e| classify_text(&location, &name, error_chain(&e, &secrets)))?;
                     if n == 0 {
                         return Err(StorageError::transient(
@@ -246,10 +253,23 @@ impl NatsStore {
         let what = "bucket listing";
         let mut l = b.list().await.map_err(|e| self.err(what, &e))?;
         let mut out = Vec::new();
-        while let Some(info) = l.next().await {
-            out.push(info.map_err(|e| self.err(what, &e))?);
+        // The listing ends when the server says nothing is pending; a consumer created
+        // while the server recovers its store after a restart was seen never to say so
+        // (a restore hung for minutes): no entry within the request timeout is a stall.
+        loop {
+            let next = tokio::time::timeout(self.opts.timeout, l.next()).await;
+            match next {
+                Ok(Some(info)) => out.push(info.map_err(|e| self.err(what, &e))?),
+                Ok(None) => return Ok(out),
+                Err(_) => {
+                    return Err(StorageError::transient(
+                        &self.location,
+                        what,
+                        format!("no entry for {:?}; listing stalled", self.opts.timeout),
+                    ))
+                }
+            }
         }
-        Ok(out)
     }
 }
 
