@@ -50,6 +50,8 @@ enum Command {
     Restore(commands::restore::Args),
     /// Clear a database's local replication state; the next start writes a full image.
     Reset(commands::reset::Args),
+    /// Re-encrypt an age-encrypted replica's history to the keys the config names now.
+    Rekey(commands::rekey::Args),
     /// List the databases in the config.
     Databases(commands::databases::Args),
     /// List the LTX files of a replica, per level.
@@ -78,9 +80,9 @@ enum Command {
     Start(commands::control::PathArgs),
     /// Stop replicating one database, after a final sync (control socket).
     Stop(commands::control::PathArgs),
-    /// Add a database to the running replicator (not supported yet).
+    /// Add a database to the running replicator (control socket).
     Register(commands::control::RegisterArgs),
-    /// Remove a database from the running replicator (not supported yet).
+    /// Remove a database from the running replicator, after a final sync (control socket).
     Unregister(commands::control::PathArgs),
     /// Install or remove the Windows service (Windows only).
     #[command(subcommand)]
@@ -140,6 +142,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Replicate(a) => commands::replicate::run(a),
         Command::Restore(a) => commands::restore::run(a),
         Command::Reset(a) => commands::reset::run(a),
+        Command::Rekey(a) => commands::rekey::run(a),
         Command::Databases(a) => commands::databases::run(a),
         Command::Ltx(a) => commands::ltx::run(a),
         Command::Version(a) => commands::version::run(a),

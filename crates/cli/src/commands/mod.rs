@@ -5,6 +5,7 @@ pub mod control;
 pub mod databases;
 pub mod ltx;
 pub mod replicate;
+pub mod rekey;
 pub mod reset;
 pub mod restore;
 pub mod service;

@@ -398,6 +398,53 @@ fn key_rotation_adds_a_recipient_and_old_objects_keep_their_identity() {
         ),
     );
     restore_and_compare(&ids, &db, &w.path("ids.db"), &want, &[]);
+
+    // `rekey` re-encrypts the whole history to the new key alone (the config names it;
+    // the retired identity comes from its file): every point then restores with the new
+    // identity, and the old one reads nothing.
+    let oldfile = w.path("old.key");
+    std::fs::write(&oldfile, format!("{old_id}\n")).unwrap();
+    let dry = run_ok(&[
+        "rekey",
+        "-config",
+        only_new.to_str().unwrap(),
+        "-old-identity-file",
+        oldfile.to_str().unwrap(),
+        "-dry-run",
+        db.to_str().unwrap(),
+    ]);
+    let dry = String::from_utf8_lossy(&dry.stdout).to_string();
+    assert!(dry.contains("would re-encrypt"), "{dry}");
+    // Nothing was rewritten: the old identity alone still restores the latest state.
+    restore_and_compare(&old, &db, &w.path("dry.db"), &want, &[]);
+    let out = run_ok(&[
+        "rekey",
+        "-config",
+        only_new.to_str().unwrap(),
+        "-old-identity-file",
+        oldfile.to_str().unwrap(),
+        db.to_str().unwrap(),
+    ]);
+    let out = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.contains("re-encrypted"), "{out}");
+    assert!(!out.contains(&old_id) && !out.contains(&new_id), "{out}");
+    restore_and_compare(&only_new, &db, &w.path("rekeyed.db"), &want, &[]);
+    let e = one_line_error(&run(&restore_args(&old, &w.path("o2.db"), &db, &[])));
+    assert!(e.contains("none of the configured age identities"), "{e}");
+    // A rekey that cannot read an object (no retired identity given) stops, naming it.
+    let (other_id, _) = keypair();
+    let other = config(
+        &w,
+        "other.yml",
+        "",
+        &db,
+        &format!("{}{}", file_replica(&dir), age_yaml(&[&other_id], &[])),
+    );
+    let o = run(&["rekey", "-config", other.to_str().unwrap(), db.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(e.contains("rekey of replica") && e.contains(".ltx"), "{e}");
+    assert!(!e.contains(&other_id), "{e}");
 }
 
 #[test]
