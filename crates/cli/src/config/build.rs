@@ -738,7 +738,8 @@ fn build_replica(
 }
 
 /// `upload-rate` and `upload-burst` as merged, else the type's default: object stores
-/// get `OBJECT_STORE_UPLOAD_RATE`, file, SFTP and WebDAV replicas no limit. A burst on a replica
+/// (S3, OSS, GCS, Azure, WebDAV, NATS: servers that may bill or throttle per request) get
+/// `OBJECT_STORE_UPLOAD_RATE`, file and SFTP replicas no limit. A burst on a replica
 /// whose rate is unlimited would do nothing: refused when the replica itself sets it (a
 /// top-level one is a default for the replicas that have a rate).
 fn upload_budget(
@@ -746,7 +747,7 @@ fn upload_budget(
     s: &Settings,
     m: &Map<'_>,
 ) -> Result<Option<UploadBudget>, ConfigError> {
-    let object_store = !matches!(rtype, "file" | "sftp" | "webdav" | "nats");
+    let object_store = !matches!(rtype, "file" | "sftp");
     let per_sec = match s.upload_rate {
         Some(r) => r,
         None if object_store => defaults::OBJECT_STORE_UPLOAD_RATE,
