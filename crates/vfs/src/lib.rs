@@ -37,14 +37,17 @@ pub mod reader;
 mod replica;
 mod vfs;
 
-// The CLI's config module and its mapping from a replica's config to a store, compiled
-// here from the same files, so the VFS resolves endpoints and credentials as `restore`.
+// The CLI's config module, its mapping from a replica's config to a store and its age
+// keys, compiled here from the same files, so the VFS resolves endpoints, credentials and
+// encryption keys as `restore`.
 #[allow(dead_code, unused_imports)]
 #[path = "../../cli/src/config/mod.rs"]
 mod config;
 #[allow(dead_code)]
 #[path = "../../cli/src/stores.rs"]
 mod stores;
+#[path = "../../cli/src/encryption.rs"]
+mod encryption;
 
 use std::ffi::{c_char, c_int, c_void};
 

@@ -2,8 +2,9 @@
 //! finds them: a replica URL resolves its endpoint and credentials through the CLI's own
 //! `config::resolve_replica_url` (the configured replica at that location, else the
 //! config's top-level keys, else the environment), and becomes a store through the CLI's
-//! own `stores::build_store`; without a URL, the database named by the file name is looked
-//! up in the config file and all its replicas are candidates (`restore DB_PATH`).
+//! own `stores::build_store`, decrypting with the replica's `age:` keys (the CLI's
+//! `encryption`); without a URL, the database named by the file name is looked up in the
+//! config file and all its replicas are candidates (`restore DB_PATH`).
 //!
 //! Does no I/O beyond reading the config file: stores connect on first use.
 
@@ -16,6 +17,7 @@ use engine::storage::file::FileStore;
 use crate::config::{self, Config, DbSource};
 use crate::error::VfsError;
 use crate::options::Options;
+use crate::encryption::with_age;
 use crate::stores::build_store;
 
 /// The candidates for the database opened as `db_name` with `opts`.
@@ -37,12 +39,12 @@ pub fn candidates(db_name: &str, opts: &Options) -> Result<Vec<Candidate>, VfsEr
                 Arc::new(FileStore::new(std::path::PathBuf::from(url))),
             )]);
         }
-        let kind = config::resolve_replica_url(cfg.as_ref(), url, &env)
+        let (kind, age) = config::resolve_replica_url_keys(cfg.as_ref(), url, &env)
             .map_err(|e| VfsError::Setup(e.to_string()))?;
-        return Ok(vec![(
-            config::redact_url(url),
-            build_store(&kind).map_err(setup)?,
-        )]);
+        let name = config::redact_url(url);
+        let store = build_store(&kind).map_err(setup)?;
+        let store = with_age(store, age.as_ref(), &name).map_err(setup)?;
+        return Ok(vec![(name, store)]);
     }
     let Some(cfg) = cfg else {
         return Err(VfsError::Setup(
@@ -62,7 +64,8 @@ pub fn candidates(db_name: &str, opts: &Options) -> Result<Vec<Candidate>, VfsEr
                 .name
                 .clone()
                 .unwrap_or_else(|| r.kind.type_name().to_string());
-            Ok((name, build_store(&r.kind).map_err(setup)?))
+            let store = build_store(&r.kind).map_err(setup)?;
+            Ok((name.clone(), with_age(store, r.age.as_ref(), &name).map_err(setup)?))
         })
         .collect()
 }

@@ -283,6 +283,45 @@ fn vfs_on_a_file_replica_answers_as_restore_at_latest_and_past_txids() {
     assert_eq!(text(&o.stdout).trim(), "20");
 }
 
+/// An age-encrypted replica (issue 24) reads through the VFS with the config's keys, by
+/// the database's path and by URL, as `restore` reads it; without keys the query fails
+/// and nothing is returned.
+#[test]
+fn vfs_reads_an_encrypted_replica_with_the_configs_keys() {
+    use age::secrecy::ExposeSecret;
+    let w = Work::new();
+    let db = w.path("app.db");
+    let rep = w.path("replica");
+    let id = age::x25519::Identity::generate();
+    let cfg = w.config(&format!(
+        "dbs:\n  - path: {}\n    replica:\n      type: file\n      path: {}\n      age:\n        identities: [{}]\n",
+        db.display(),
+        rep.display(),
+        id.to_string().expose_secret()
+    ));
+    let (r, _, _) = write_history(&w, &db, &["-config", cfg.to_str().unwrap()], &|| {
+        replica_max_txid(&rep)
+    });
+    assert_eq!(r.stop(), 0);
+    let out = w.path("restored.db");
+    let c = cfg.to_str().unwrap();
+    run_ok(&["restore", "-config", c, "-o", out.to_str().unwrap(), db.to_str().unwrap()]);
+    let want = file_dump(&out);
+    assert!(want.ends_with("ok\n"), "restored copy: {want}");
+    let by_path = format!("file:{}?vfs=sqlite-replicate&config={c}", db.display());
+    assert!(vfs_dump(&by_path, &[]) == want, "by path: differs from restore");
+    let url = format!("file://{}", rep.display());
+    let by_url = format!("file:app.db?vfs=sqlite-replicate&replica={url}&config={c}");
+    assert!(vfs_dump(&by_url, &[]) == want, "by URL: differs from restore");
+    // No keys: an error, never ciphertext taken for pages.
+    let o = sqlite3(
+        &format!(".open 'file:app.db?vfs=sqlite-replicate&replica={url}'\nSELECT count(*) FROM t;\nSELECT 6*7;\n"),
+        &[],
+    );
+    assert!(!text(&o.stderr).is_empty(), "no error without keys");
+    assert_eq!(text(&o.stdout).trim(), "42", "{}", text(&o.stderr));
+}
+
 #[test]
 fn vfs_on_garage_answers_as_restore_with_the_same_credentials() {
     let (_, _) = (sqlite3_bin(), python_bin());
