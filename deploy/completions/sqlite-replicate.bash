@@ -40,6 +40,9 @@ _sqlite__replicate() {
             sqlite__replicate,register)
                 cmd="sqlite__replicate__subcmd__register"
                 ;;
+            sqlite__replicate,rekey)
+                cmd="sqlite__replicate__subcmd__rekey"
+                ;;
             sqlite__replicate,replicate)
                 cmd="sqlite__replicate__subcmd__replicate"
                 ;;
@@ -99,6 +102,9 @@ _sqlite__replicate() {
                 ;;
             sqlite__replicate__subcmd__help,register)
                 cmd="sqlite__replicate__subcmd__help__subcmd__register"
+                ;;
+            sqlite__replicate__subcmd__help,rekey)
+                cmd="sqlite__replicate__subcmd__help__subcmd__rekey"
                 ;;
             sqlite__replicate__subcmd__help,replicate)
                 cmd="sqlite__replicate__subcmd__help__subcmd__replicate"
@@ -185,7 +191,7 @@ _sqlite__replicate() {
 
     case "${cmd}" in
         sqlite__replicate)
-            opts="-h -V --help --version replicate restore reset databases ltx version status check verify standby promote sync info list start stop register unregister service help"
+            opts="-h -V --help --version replicate restore reset rekey databases ltx version status check verify standby promote sync info list start stop register unregister service help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -255,7 +261,7 @@ _sqlite__replicate() {
             return 0
             ;;
         sqlite__subcmd__replicate__subcmd__help)
-            opts="replicate restore reset databases ltx version status check verify standby promote sync info list start stop register unregister service help"
+            opts="replicate restore reset rekey databases ltx version status check verify standby promote sync info list start stop register unregister service help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -367,6 +373,20 @@ _sqlite__replicate() {
             return 0
             ;;
         sqlite__subcmd__replicate__subcmd__help__subcmd__register)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sqlite__subcmd__replicate__subcmd__help__subcmd__rekey)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -716,6 +736,32 @@ _sqlite__replicate() {
                     return 0
                     ;;
                 --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sqlite__subcmd__replicate__subcmd__rekey)
+            opts="-h --config --no-expand-env --old-identity-file --replica --dry-run --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --old-identity-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --replica)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -49,6 +49,8 @@ pub(crate) const LONG_FLAGS: &[&str] = &[
     // service
     "name",
     "last",
+    // rekey
+    "old-identity-file",
 ];
 
 /// Rewrites `-name` and `-name=value` to `--name…` for known long flags.

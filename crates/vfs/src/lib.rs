@@ -43,11 +43,11 @@ mod vfs;
 #[allow(dead_code, unused_imports)]
 #[path = "../../cli/src/config/mod.rs"]
 mod config;
+#[path = "../../cli/src/encryption.rs"]
+mod encryption;
 #[allow(dead_code)]
 #[path = "../../cli/src/stores.rs"]
 mod stores;
-#[path = "../../cli/src/encryption.rs"]
-mod encryption;
 
 use std::ffi::{c_char, c_int, c_void};
 

@@ -15,9 +15,9 @@ use engine::restore::run::Candidate;
 use engine::storage::file::FileStore;
 
 use crate::config::{self, Config, DbSource};
+use crate::encryption::with_age;
 use crate::error::VfsError;
 use crate::options::Options;
-use crate::encryption::with_age;
 use crate::stores::build_store;
 
 /// The candidates for the database opened as `db_name` with `opts`.
@@ -65,7 +65,10 @@ pub fn candidates(db_name: &str, opts: &Options) -> Result<Vec<Candidate>, VfsEr
                 .clone()
                 .unwrap_or_else(|| r.kind.type_name().to_string());
             let store = build_store(&r.kind).map_err(setup)?;
-            Ok((name.clone(), with_age(store, r.age.as_ref(), &name).map_err(setup)?))
+            Ok((
+                name.clone(),
+                with_age(store, r.age.as_ref(), &name).map_err(setup)?,
+            ))
         })
         .collect()
 }

@@ -53,7 +53,11 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let chosen: Vec<&ReplicaConfig> = db
         .replicas
         .iter()
-        .filter(|r| a.replica.as_ref().is_none_or(|n| *n == setup::replica_name(r)))
+        .filter(|r| {
+            a.replica
+                .as_ref()
+                .is_none_or(|n| *n == setup::replica_name(r))
+        })
         .collect();
     if chosen.is_empty() {
         bail!(

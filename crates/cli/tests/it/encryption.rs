@@ -440,7 +440,12 @@ fn key_rotation_adds_a_recipient_and_old_objects_keep_their_identity() {
         &db,
         &format!("{}{}", file_replica(&dir), age_yaml(&[&other_id], &[])),
     );
-    let o = run(&["rekey", "-config", other.to_str().unwrap(), db.to_str().unwrap()]);
+    let o = run(&[
+        "rekey",
+        "-config",
+        other.to_str().unwrap(),
+        db.to_str().unwrap(),
+    ]);
     assert!(!o.status.success());
     let e = String::from_utf8_lossy(&o.stderr).to_string();
     assert!(e.contains("rekey of replica") && e.contains(".ltx"), "{e}");

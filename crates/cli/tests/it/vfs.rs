@@ -287,6 +287,7 @@ fn vfs_on_a_file_replica_answers_as_restore_at_latest_and_past_txids() {
 /// the database's path and by URL, as `restore` reads it; without keys the query fails
 /// and nothing is returned.
 #[test]
+#[allow(deprecated)] // X25519 keys, as Litestream 0.3 (age 0.13 prefers post-quantum ones)
 fn vfs_reads_an_encrypted_replica_with_the_configs_keys() {
     use age::secrecy::ExposeSecret;
     let w = Work::new();
@@ -305,14 +306,27 @@ fn vfs_reads_an_encrypted_replica_with_the_configs_keys() {
     assert_eq!(r.stop(), 0);
     let out = w.path("restored.db");
     let c = cfg.to_str().unwrap();
-    run_ok(&["restore", "-config", c, "-o", out.to_str().unwrap(), db.to_str().unwrap()]);
+    run_ok(&[
+        "restore",
+        "-config",
+        c,
+        "-o",
+        out.to_str().unwrap(),
+        db.to_str().unwrap(),
+    ]);
     let want = file_dump(&out);
     assert!(want.ends_with("ok\n"), "restored copy: {want}");
     let by_path = format!("file:{}?vfs=sqlite-replicate&config={c}", db.display());
-    assert!(vfs_dump(&by_path, &[]) == want, "by path: differs from restore");
+    assert!(
+        vfs_dump(&by_path, &[]) == want,
+        "by path: differs from restore"
+    );
     let url = format!("file://{}", rep.display());
     let by_url = format!("file:app.db?vfs=sqlite-replicate&replica={url}&config={c}");
-    assert!(vfs_dump(&by_url, &[]) == want, "by URL: differs from restore");
+    assert!(
+        vfs_dump(&by_url, &[]) == want,
+        "by URL: differs from restore"
+    );
     // No keys: an error, never ciphertext taken for pages.
     let o = sqlite3(
         &format!(".open 'file:app.db?vfs=sqlite-replicate&replica={url}'\nSELECT count(*) FROM t;\nSELECT 6*7;\n"),
