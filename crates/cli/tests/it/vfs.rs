@@ -1,10 +1,11 @@
 //! The VFS extension (`crates/vfs`, `libsqlite_replicate_vfs.so`) loaded into real hosts:
-//! Debian's `sqlite3` shell and Debian's Python `sqlite3` module, reading replicas that
-//! the real binary writes (file and Garage). Every answer is compared with the same query
-//! on a copy `restore` wrote, at the latest TXID and at a past one; a long read transaction
-//! keeps its TXID while the replicator writes, the next one sees the new rows within the
-//! poll interval; damaged, truncated and missing objects give SQLite errors naming the
-//! object while the host process lives on.
+//! Debian's `sqlite3` shell, Debian's Python `sqlite3` module and the JVM (sqlite-jdbc),
+//! reading replicas that the real binary writes (file, Garage and Azurite; an
+//! age-encrypted one too). Every answer is compared with the same query on a copy
+//! `restore` wrote, at the latest TXID and at a past one; a long read transaction keeps
+//! its TXID while the replicator writes, the next one sees the new rows within the poll
+//! interval; damaged, truncated and missing objects give SQLite errors naming the object
+//! while the host process lives on.
 //!
 //! Needs `sqlite3` and `/usr/bin/python3` (Debian's, built with loadable extensions):
 //! scripts/test.sh installs them (apt-get install sqlite3 python3).
@@ -391,6 +392,51 @@ fn vfs_on_garage_answers_as_restore_with_the_same_credentials() {
     );
     assert_eq!(
         vfs_dump(&by_cfg, &[]),
+        file_dump(&w.path("restored-latest.db"))
+    );
+}
+
+/// Azure Blob Storage (Azurite): through the config (the database's path, and the
+/// replica's URL with the config for its credentials), at the latest and a past TXID.
+#[test]
+fn vfs_on_azurite_answers_as_restore() {
+    let (_, _) = (sqlite3_bin(), python_bin());
+    let a = crate::azurite::Azurite::start();
+    let w = Work::new();
+    let db = w.path("app.db");
+    let cfg = w.config(&format!(
+        "dbs:\n  - path: {}\n    replica:\n{}      upload-rate: 0\n",
+        db.display(),
+        a.replica_yaml("vfs/app")
+    ));
+    let c = cfg.to_str().unwrap();
+    let store_txid = || {
+        let out = run(&["ltx", "-config", c, db.to_str().unwrap()]);
+        text(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                l.split_whitespace()
+                    .nth(2)
+                    .and_then(|m| u64::from_str_radix(m, 16).ok())
+            })
+            .max()
+            .unwrap_or(0)
+    };
+    let (r, past, latest) = write_history(&w, &db, &["-config", c], &store_txid);
+    assert_eq!(r.stop(), 0);
+    let by_cfg = format!("file:{}?vfs=sqlite-replicate&config={c}", db.display());
+    compare_with_restore(
+        &w,
+        &by_cfg,
+        &["-config", c, db.to_str().unwrap()],
+        &[],
+        past,
+        latest,
+    );
+    let url = format!("abs://{}@{}/vfs/app", crate::azurite::ACCOUNT, a.container);
+    let by_url = format!("file:app.db?vfs=sqlite-replicate&replica={url}&config={c}");
+    assert_eq!(
+        vfs_dump(&by_url, &[]),
         file_dump(&w.path("restored-latest.db"))
     );
 }
