@@ -192,6 +192,25 @@ fn write_history(
     (r, past, latest)
 }
 
+/// The newest TXID the database's configured replica holds, as `ltx` lists it.
+fn store_max_txid(cfg: &Path, db: &Path) -> u64 {
+    let out = run(&[
+        "ltx",
+        "-config",
+        cfg.to_str().unwrap(),
+        db.to_str().unwrap(),
+    ]);
+    text(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            l.split_whitespace()
+                .nth(2)
+                .and_then(|m| u64::from_str_radix(m, 16).ok())
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 /// The checks every replica type runs: sqlite3 and Python through the VFS answer what a
 /// restored copy answers, at the latest and at `past`.
 fn compare_with_restore(
@@ -348,23 +367,7 @@ fn vfs_on_garage_answers_as_restore_with_the_same_credentials() {
         db.display(),
         g.replica_yaml("vfs/app")
     ));
-    let store_txid = || {
-        let out = run(&[
-            "ltx",
-            "-config",
-            cfg.to_str().unwrap(),
-            db.to_str().unwrap(),
-        ]);
-        text(&out.stdout)
-            .lines()
-            .filter_map(|l| {
-                l.split_whitespace()
-                    .nth(2)
-                    .and_then(|m| u64::from_str_radix(m, 16).ok())
-            })
-            .max()
-            .unwrap_or(0)
-    };
+    let store_txid = || store_max_txid(&cfg, &db);
     let (r, past, latest) =
         write_history(&w, &db, &["-config", cfg.to_str().unwrap()], &store_txid);
     assert_eq!(r.stop(), 0);
@@ -410,18 +413,7 @@ fn vfs_on_azurite_answers_as_restore() {
         a.replica_yaml("vfs/app")
     ));
     let c = cfg.to_str().unwrap();
-    let store_txid = || {
-        let out = run(&["ltx", "-config", c, db.to_str().unwrap()]);
-        text(&out.stdout)
-            .lines()
-            .filter_map(|l| {
-                l.split_whitespace()
-                    .nth(2)
-                    .and_then(|m| u64::from_str_radix(m, 16).ok())
-            })
-            .max()
-            .unwrap_or(0)
-    };
+    let store_txid = || store_max_txid(&cfg, &db);
     let (r, past, latest) = write_history(&w, &db, &["-config", c], &store_txid);
     assert_eq!(r.stop(), 0);
     let by_cfg = format!("file:{}?vfs=sqlite-replicate&config={c}", db.display());
