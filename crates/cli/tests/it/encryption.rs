@@ -357,8 +357,22 @@ fn key_rotation_adds_a_recipient_and_old_objects_keep_their_identity() {
         .filter(|f| !before.contains(f))
         .collect();
     assert!(!newer.is_empty());
-    let e = one_line_error(&run(&restore_args(&only_new, &w.path("n.db"), &db, &[])));
-    assert!(e.contains("none of the configured age identities"), "{e}");
+    // The old objects (the first run's snapshot at least: snapshots are kept for a day)
+    // do not open with it. (Whether a restore of the latest state needs them depends on
+    // whether the second run compacted or snapshotted, so the objects are checked.)
+    let new_identity: age::x25519::Identity = new_id.parse().unwrap();
+    let old_left: Vec<_> = before.iter().filter(|f| f.exists()).collect();
+    assert!(!old_left.is_empty(), "the first run's objects are gone");
+    for f in &old_left {
+        let b = std::fs::read(f).unwrap();
+        let d = age::Decryptor::new(&b[..]).unwrap();
+        assert!(
+            d.decrypt(std::iter::once(&new_identity as &dyn age::Identity))
+                .is_err(),
+            "{} opens with the new identity",
+            f.display()
+        );
+    }
     // ... but every new object decrypts with it: the recipients file was used.
     for f in &newer {
         let b = std::fs::read(f).unwrap();
