@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime};
 use age::secrecy::ExposeSecret;
 
 use crate::harness::*;
+use crate::lease::file_replica;
 
 const MAGIC: &[u8] = b"age-encryption.org/v1\n";
 
@@ -73,10 +74,6 @@ fn config(w: &Work, name: &str, top: &str, db: &Path, replica: &str) -> PathBuf 
     )
     .unwrap();
     p
-}
-
-fn file_replica(dir: &Path) -> String {
-    format!("      type: file\n      path: {}\n", dir.display())
 }
 
 /// Every file under `dir`, recursively.
@@ -464,6 +461,48 @@ fn key_rotation_adds_a_recipient_and_old_objects_keep_their_identity() {
     let e = String::from_utf8_lossy(&o.stderr).to_string();
     assert!(e.contains("rekey of replica") && e.contains(".ltx"), "{e}");
     assert!(!e.contains(&other_id), "{e}");
+}
+
+/// A standby on an encrypted replica follows with its identity, promotes once the
+/// primary has stopped and its lease has run out, and replicates encrypted as the new
+/// primary: every object is an age file, and a restore equals the new primary.
+#[test]
+fn standby_follows_and_promotes_on_an_encrypted_replica() {
+    use crate::lease::{host, wait_replicated, Standby};
+    let work = Work::new();
+    let dir = work.path("replica");
+    let (id, _) = keypair();
+    let replica = format!("{}{}", file_replica(&dir), age_yaml(&[&id], &[]));
+    let p = host(&work, "primary", &replica, false);
+    let s = host(&work, "standby", &replica, true);
+    let app = app_db(&p.db);
+    insert_rows(&app, 50, 500);
+    let rp = Replicator::start(&work, &["-config", p.cfg.to_str().unwrap()]);
+    let m = wait_replicated(&p, 1);
+    let sb = Standby::start(&work, &s);
+    eventually(Duration::from_secs(60), "the standby to catch up", || {
+        engine::restore::follow::read_applied_txid(&s.db).is_some_and(|t| t.get() >= m)
+    });
+    drop(app);
+    assert_eq!(rp.stop(), 0);
+    eventually(Duration::from_secs(60), "the standby to promote", || {
+        sb.log_text().contains("promoted")
+    });
+    let app2 = app_db(&s.db);
+    insert_rows(&app2, 30, 500);
+    let after = wait_replicated(&s, m + 1);
+    assert!(after > m);
+    drop(app2);
+    assert_eq!(sb.stop(), 0);
+    for f in files_under(&dir.join("ltx")) {
+        assert!(
+            std::fs::read(&f).unwrap().starts_with(MAGIC),
+            "{} is not an age file",
+            f.display()
+        );
+    }
+    let want = pages_of_live(&s.db);
+    restore_and_compare(&s.cfg, &s.db, &work.path("out.db"), &want, &[]);
 }
 
 #[test]

@@ -77,8 +77,14 @@ impl Scrape {
         hex(&self.db()["local_txid"])
     }
 
+    /// `/status`'s replicated TXID; 0 while it is `null` (the replica's position not
+    /// known yet: a wait for "at least N" must not fail on an early scrape).
     pub(crate) fn replicated_txid(&self) -> u64 {
-        hex(&self.replica()["replicated_txid"])
+        let v = &self.replica()["replicated_txid"];
+        if v.is_null() {
+            return 0;
+        }
+        hex(v)
     }
 
     /// When the server built the report this scrape got (Unix ms; it serves one report
