@@ -14,7 +14,8 @@ use crate::harness::*;
 use crate::nats_server::{NatsServer, PASSWORD};
 use crate::s3::{
     assert_created_is_header_timestamp, conformance, key, litestream_restore_ok,
-    litestream_version, replicate_with_writes, s3_config, ConditionalCreate,
+    litestream_version, litestream_writes_then_we_restore, replicate_with_writes, s3_config,
+    ConditionalCreate,
 };
 
 /// One runtime for a whole test: the store's client lives on the runtime it connected in.
@@ -233,26 +234,10 @@ fn we_restore_what_litestream_writes_to_nats() {
     n.create_bucket("theirs");
     let w = Work::new();
     let db = w.path("app.db");
-    let app = app_db(&db);
-    insert_rows(&app, 20, 300);
     let yaml = format!("{}      sync-interval: 100ms\n", n.replica_yaml("theirs"));
     let cfg = s3_config(&w, &db, &yaml);
-    let mut cmd = std::process::Command::new("litestream");
-    cmd.args(["replicate", "-config", cfg.to_str().unwrap()]);
-    let mut ls = Proc::spawn("litestream", cmd, w.path("litestream.log"));
-    for i in 0..25 {
-        insert_rows(&app, 4, 200 + 40 * (i % 9));
-        // Paces the writer: commits spread over many 100 ms syncs.
-        std::thread::sleep(Duration::from_millis(80));
-    }
-    let live = pages_of_live(&db);
-    wait_replica_has(&w, &cfg, &db, &live, &[], Duration::from_secs(60));
-    let st = ls.terminate(Duration::from_secs(40));
-    let ls_log = ls.log_text();
-    assert!(st.success(), "litestream exit {st}:\n{ls_log}");
-    // After Litestream stops: it adds its own tables to the database.
-    let want = pages_of_live(&db);
-    restore_and_compare(&cfg, &db, &w.path("restored.db"), &want, &[]);
+    let ls_log =
+        litestream_writes_then_we_restore(&w, &cfg, &db, std::process::Command::new("litestream"));
     // We read Litestream's timestamp headers: each equals its file's LTX header.
     let rt = runtime();
     let s = NatsStore::new(n.options("theirs", "")).unwrap();

@@ -703,16 +703,35 @@ fn we_restore_what_litestream_writes_to_garage() {
     let g = Garage::start();
     let w = Work::new();
     let db = w.path("app.db");
-    let app = app_db(&db);
-    insert_rows(&app, 20, 300);
     let yaml = format!(
         "{}      sync-interval: 100ms\n",
         g.replica_yaml("from-ls/app")
     );
     let cfg = s3_config(&w, &db, &yaml);
     let mut cmd = Command::new("litestream");
-    cmd.args(["replicate", "-config", cfg.to_str().unwrap()])
-        .env_remove("AWS_CA_BUNDLE"); // see litestream_restores_what_we_write_to_garage
+    cmd.env_remove("AWS_CA_BUNDLE"); // see litestream_restores_what_we_write_to_garage
+    let ls_log = litestream_writes_then_we_restore(&w, &cfg, &db, cmd);
+    // We read Litestream's timestamps: metadata equals each file's header timestamp.
+    let s = S3Store::new(s3_options(&g, "from-ls/app")).unwrap();
+    assert!(
+        block_on(assert_created_is_header_timestamp(&s)) > 0,
+        "{ls_log}"
+    );
+}
+
+/// Litestream (`cmd`: `litestream` with the environment the test needs) replicates the
+/// database at `cfg` while an application commits, paced over many of its 100 ms syncs,
+/// until the replica holds every commit; then it stops, and our restore must equal the
+/// source page for page. Returns Litestream's log.
+pub(crate) fn litestream_writes_then_we_restore(
+    w: &Work,
+    cfg: &std::path::Path,
+    db: &std::path::Path,
+    mut cmd: Command,
+) -> String {
+    let app = app_db(db);
+    insert_rows(&app, 20, 300);
+    cmd.args(["replicate", "-config", cfg.to_str().unwrap()]);
     let mut ls = Proc::spawn("litestream", cmd, w.path("litestream.log"));
     for i in 0..25 {
         insert_rows(&app, 4, 200 + 40 * (i % 9));
@@ -720,20 +739,15 @@ fn we_restore_what_litestream_writes_to_garage() {
         std::thread::sleep(Duration::from_millis(80));
     }
     // Litestream has shipped every commit (its final sync then has nothing left to race).
-    let live = pages_of_live(&db);
-    wait_replica_has(&w, &cfg, &db, &live, &[], Duration::from_secs(60));
+    let live = pages_of_live(db);
+    wait_replica_has(w, cfg, db, &live, &[], Duration::from_secs(60));
     let st = ls.terminate(Duration::from_secs(40));
     let ls_log = ls.log_text();
     assert!(st.success(), "litestream exit {st}:\n{ls_log}");
     // After Litestream stops: it adds its own tables to the database.
-    let want = pages_of_live(&db);
-    restore_and_compare(&cfg, &db, &w.path("restored.db"), &want, &[]);
-    // We read Litestream's timestamps: metadata equals each file's header timestamp.
-    let s = S3Store::new(s3_options(&g, "from-ls/app")).unwrap();
-    assert!(
-        block_on(assert_created_is_header_timestamp(&s)) > 0,
-        "{ls_log}"
-    );
+    let want = pages_of_live(db);
+    restore_and_compare(cfg, db, &w.path("restored.db"), &want, &[]);
+    ls_log
 }
 
 /// The `error:` line of a failed run, checked to be the only one.

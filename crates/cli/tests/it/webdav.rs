@@ -14,8 +14,8 @@ use ltx::Level;
 use crate::harness::*;
 use crate::s3::{
     assert_created_is_header_timestamp, block_on, conformance_created_in_headers, key,
-    litestream_restore_ok, litestream_version, one_error_line, replicate_with_writes, s3_config,
-    ConditionalCreate,
+    litestream_restore_ok, litestream_version, litestream_writes_then_we_restore, one_error_line,
+    replicate_with_writes, s3_config, ConditionalCreate,
 };
 use crate::wsgidav::{WsgiDav, PASSWORD};
 
@@ -234,30 +234,12 @@ fn we_restore_what_litestream_writes_over_webdav() {
     let dav = WsgiDav::start();
     let w = Work::new();
     let db = w.path("app.db");
-    let app = app_db(&db);
-    insert_rows(&app, 20, 300);
     let yaml = format!(
         "{}      sync-interval: 100ms\n",
         dav.replica_yaml("from-ls/app")
     );
     let cfg = s3_config(&w, &db, &yaml);
-    let mut cmd = Command::new("litestream");
-    cmd.args(["replicate", "-config", cfg.to_str().unwrap()]);
-    let mut ls = Proc::spawn("litestream", cmd, w.path("litestream.log"));
-    for i in 0..25 {
-        insert_rows(&app, 4, 200 + 40 * (i % 9));
-        // Paces the writer: commits spread over many 100 ms syncs.
-        std::thread::sleep(Duration::from_millis(80));
-    }
-    // Litestream has shipped every commit (its final sync then has nothing left to race).
-    let live = pages_of_live(&db);
-    wait_replica_has(&w, &cfg, &db, &live, &[], Duration::from_secs(60));
-    let st = ls.terminate(Duration::from_secs(40));
-    let ls_log = ls.log_text();
-    assert!(st.success(), "litestream exit {st}:\n{ls_log}");
-    // After Litestream stops: it adds its own tables to the database.
-    let want = pages_of_live(&db);
-    restore_and_compare(&cfg, &db, &w.path("restored.db"), &want, &[]);
+    let ls_log = litestream_writes_then_we_restore(&w, &cfg, &db, Command::new("litestream"));
     // Its files are where Litestream's webdav client puts them, and we read their times
     // from the LTX headers.
     assert!(dav.data("from-ls/app/ltx/0").is_dir(), "{ls_log}");
