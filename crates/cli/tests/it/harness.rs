@@ -42,6 +42,20 @@ impl Work {
     }
 }
 
+/// With `SR_IT_KEEP=1`, a failing test's work directory is kept (its path printed) so the
+/// replica and databases it left can be examined.
+impl Drop for Work {
+    fn drop(&mut self) {
+        if std::thread::panicking() && std::env::var_os("SR_IT_KEEP").is_some() {
+            let dir = std::mem::replace(
+                &mut self.dir,
+                tempfile::Builder::new().prefix("sr-it-").tempdir().unwrap(),
+            );
+            eprintln!("SR_IT_KEEP: kept {}", dir.keep().display());
+        }
+    }
+}
+
 pub fn run(args: &[&str]) -> Output {
     let out = Command::new(bin()).args(args).output().expect("run binary");
     out

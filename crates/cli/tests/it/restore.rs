@@ -13,13 +13,21 @@ fn recorded_history(batches: usize) -> (Work, std::path::PathBuf, String, Vec<Ve
     let replica = w.path("replica");
     let url = format!("file://{}", replica.display());
     let app = app_db(&db);
+    // Day-long level and snapshot intervals: a `-once` run compacts what crossed a level's
+    // boundary while it ran (30 s by default), and these tests name L0 files. Only a run
+    // crossing midnight UTC would compact.
+    let cfg = w.config(&format!(
+        "levels:\n  - interval: 24h\nsnapshot:\n  interval: 24h\ndbs:\n  - path: {}\n    replicas:\n      - type: file\n        path: {}\n",
+        db.display(),
+        replica.display()
+    ));
     let mut states = Vec::new();
     for i in 0..batches {
         insert_rows(&app, 1 + i % 4, 200 + 300 * (i % 5));
         if i % 3 == 2 {
             app.execute("DELETE FROM t WHERE id % 3 = 0", []).unwrap();
         }
-        run_ok(&["replicate", "-once", db.to_str().unwrap(), &url]);
+        run_ok(&["replicate", "-once", "-config", cfg.to_str().unwrap()]);
         states.push(pages_of_live(&db));
     }
     (w, db, url, states)
@@ -136,7 +144,17 @@ fn dry_run_prints_plan_and_writes_nothing() {
 #[test]
 fn corrupted_file_fails_naming_it_and_leaves_no_output() {
     let (w, _db, url, _) = recorded_history(3);
-    let f = w.path("replica/ltx/0/0000000000000002-0000000000000002.ltx");
+    // The plan's newest file: usually L0 3-3, but a `-once` run that crossed a level's
+    // interval boundary compacts, and then the plan reads an L1 file instead.
+    let plan = run_ok(&["restore", "-dry-run", "-json", "-o", "unused.db", &url]);
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    let last = plan["files"].as_array().unwrap().last().unwrap().clone();
+    let name = format!(
+        "{}-{}.ltx",
+        last["min_txid"].as_str().unwrap(),
+        last["max_txid"].as_str().unwrap()
+    );
+    let f = w.path(&format!("replica/ltx/{}/{name}", last["level"]));
     let mut data = std::fs::read(&f).unwrap();
     let mid = data.len() / 2;
     data[mid] ^= 0xff;
@@ -145,10 +163,7 @@ fn corrupted_file_fails_naming_it_and_leaves_no_output() {
     let r = run(&["restore", "-o", out.to_str().unwrap(), &url]);
     assert!(!r.status.success());
     let err = String::from_utf8_lossy(&r.stderr);
-    assert!(
-        err.contains("0000000000000002-0000000000000002.ltx"),
-        "error names the file: {err}"
-    );
+    assert!(err.contains(&name), "error names the file: {err}");
     assert!(err.contains("byte"), "error names the offset: {err}");
     assert!(!out.exists(), "no database produced");
     let leftovers: Vec<_> = std::fs::read_dir(w.dir.path())
