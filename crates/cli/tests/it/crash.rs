@@ -427,15 +427,77 @@ fn kill_at(r: Replicator, replica: &Path, at: KillAt, delay: Duration, max_wait:
 }
 
 /// Restores the file replica at `url` to `out` (fresh path) with a full integrity check.
+/// On failure, the panic carries what is needed to find the cause from a CI log alone:
+/// the replica's files and the first of their end TXIDs whose restore fails, with its plan.
 fn restore_url(url: &str, out: &Path) {
-    run_ok(&[
+    let args = [
         "restore",
         "-integrity-check",
         "full",
         "-o",
         out.to_str().unwrap(),
         url,
-    ]);
+    ];
+    let r = run(&args);
+    if !r.status.success() {
+        panic!(
+            "{args:?} failed:\n{}\n{}",
+            String::from_utf8_lossy(&r.stderr),
+            diagnose_replica(url, out)
+        );
+    }
+}
+
+/// The file replica at `url`: every LTX file (level, range, size), then a restore at each
+/// file's end TXID until the first that fails, with that restore's plan and error.
+fn diagnose_replica(url: &str, out: &Path) -> String {
+    let root = Path::new(url.trim_start_matches("file://")).join("ltx");
+    let mut files = Vec::new();
+    for level in 0..=9 {
+        let Ok(rd) = std::fs::read_dir(root.join(level.to_string())) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let size = e.metadata().map(|m| m.len()).unwrap_or(0);
+            files.push((level, name, size));
+        }
+    }
+    files.sort();
+    let mut text = String::from("replica files (level name size):\n");
+    let mut ends = std::collections::BTreeSet::new();
+    for (level, name, size) in &files {
+        text += &format!("  {level} {name} {size}\n");
+        if let Some(max) = name.strip_suffix(".ltx").and_then(|n| n.split('-').nth(1)) {
+            ends.insert(max.to_string());
+        }
+    }
+    let probe = out.with_extension("probe");
+    for txid in ends {
+        let _ = std::fs::remove_file(&probe);
+        let p = probe.to_str().unwrap();
+        let r = run(&[
+            "restore",
+            "-integrity-check",
+            "full",
+            "-txid",
+            &txid,
+            "-o",
+            p,
+            url,
+        ]);
+        if !r.status.success() {
+            let plan = run(&["restore", "-dry-run", "-txid", &txid, "-o", p, url]);
+            text += &format!(
+                "first failing TXID {txid}:\n{}plan:\n{}",
+                String::from_utf8_lossy(&r.stderr),
+                String::from_utf8_lossy(&plan.stdout)
+            );
+            return text;
+        }
+    }
+    let _ = std::fs::remove_file(&probe);
+    text + "every file's end TXID restores\n"
 }
 
 /// A config with short housekeeping intervals so kills land inside compaction, snapshots,
