@@ -449,7 +449,8 @@ fn restore_url(url: &str, out: &Path) {
 }
 
 /// The file replica at `url`: every LTX file (level, range, size), then a restore at each
-/// file's end TXID until the first that fails, with that restore's plan and error.
+/// file's end TXID that can still be planned until the first that fails, with that
+/// restore's plan and error.
 fn diagnose_replica(url: &str, out: &Path) -> String {
     let root = Path::new(url.trim_start_matches("file://")).join("ltx");
     let mut files = Vec::new();
@@ -476,6 +477,11 @@ fn diagnose_replica(url: &str, out: &Path) -> String {
     for txid in ends {
         let _ = std::fs::remove_file(&probe);
         let p = probe.to_str().unwrap();
+        // TXIDs retention has taken the files of are no restore target any more.
+        let plan = run(&["restore", "-dry-run", "-txid", &txid, "-o", p, url]);
+        if !plan.status.success() {
+            continue;
+        }
         let r = run(&[
             "restore",
             "-integrity-check",
@@ -487,7 +493,6 @@ fn diagnose_replica(url: &str, out: &Path) -> String {
             url,
         ]);
         if !r.status.success() {
-            let plan = run(&["restore", "-dry-run", "-txid", &txid, "-o", p, url]);
             text += &format!(
                 "first failing TXID {txid}:\n{}plan:\n{}",
                 String::from_utf8_lossy(&r.stderr),

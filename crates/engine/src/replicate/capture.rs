@@ -233,6 +233,9 @@ pub struct Capture {
     last_truncate: Option<Instant>,
     /// The last incremental capture stopped at `max_wal_bytes` with more frames after it.
     cut_short: bool,
+    /// Tests: runs between an incremental capture's scan and its page reads.
+    #[cfg(test)]
+    after_scan: Option<Box<dyn FnMut() + Send>>,
 }
 
 impl Capture {
@@ -269,6 +272,8 @@ impl Capture {
             wal: None,
             last_truncate: None,
             cut_short: false,
+            #[cfg(test)]
+            after_scan: None,
         };
         match pos {
             Some(LocalPosition { txid, commit, wal }) if Some(txid) >= remote_max => {
@@ -459,6 +464,10 @@ impl Capture {
         let Some(commit) = scan.commit else {
             return Ok(None); // no new commit yet (a writer is mid-transaction)
         };
+        #[cfg(test)]
+        if let Some(hook) = self.after_scan.as_mut() {
+            hook();
+        }
         let txid = self.next_txid()?;
         let mut header = Header::new(page_size, commit, txid, txid, now_ms());
         header.wal_offset = scan.start;
@@ -507,6 +516,26 @@ impl Capture {
                     txid,
                     source,
                 })?;
+        }
+        // W3: the pages just read are the scanned frames' only if the WAL was not
+        // restarted meanwhile. Our pin holds a restart off only from read mark 1 up; a pin
+        // begun on a fully backfilled WAL has mark 0, and after a restart of the
+        // replicator the frames past the resumed cursor may be backfilled already (the
+        // application checkpointed while we were stopped): the next writer may then
+        // restart the WAL and write over them while we read (found by the crash tests: a
+        // restore failing its integrity check from the first capture after a restart).
+        let unchanged =
+            walscan::still_generation_of(&wal, &scan.end).map_err(|source| CaptureError::Wal {
+                db: self.name.clone(),
+                source,
+            })?;
+        if !unchanged {
+            drop(enc);
+            if !tmp.as_os_str().is_empty() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            warn!(db = %self.name, "WAL restarted while its frames were read; next TXID is a full image");
+            return self.full_image().map(Some);
         }
         self.finish_file(enc, &tmp, txid)?;
         self.status
@@ -1017,5 +1046,95 @@ mod tests {
         cap.checkpoint().unwrap();
         assert!(cap.deferred_since.is_none());
         assert_eq!(status.checkpoints.load(Ordering::Relaxed), 1);
+    }
+
+    fn test_opts() -> CaptureOptions {
+        CaptureOptions {
+            encoding: PageEncoding::Block,
+            min_checkpoint_pages: 1_000_000,
+            checkpoint_interval: Duration::from_secs(3600),
+            truncate_pages: DEFAULT_TRUNCATE_PAGES,
+            max_wal_bytes: None,
+        }
+    }
+
+    /// The pages of the database as SQLite sees them now.
+    fn live_pages(db: &std::path::Path) -> Vec<(u32, Vec<u8>)> {
+        let c = rusqlite::Connection::open(db).unwrap();
+        let mut st = c
+            .prepare("SELECT pgno, data FROM sqlite_dbpage('main') ORDER BY pgno")
+            .unwrap();
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
+    }
+
+    /// W3: the replicator restarts behind an application that wrote and then backfilled
+    /// the whole WAL (a PASSIVE checkpoint with no reader). Its pin begins on read mark 0,
+    /// which does not hold a WAL restart off; the application's next commit restarts the
+    /// WAL and writes over the frames between the scan and the page reads of the first
+    /// capture. That capture must not become an incremental file of the overwritten
+    /// frames: it is discarded for a full image equal to the database.
+    #[test]
+    fn a_wal_restarted_while_the_first_capture_reads_gives_a_full_image() {
+        let d = tempfile::tempdir().unwrap();
+        let db = d.path().join("app.db");
+        let app = rusqlite::Connection::open(&db).unwrap();
+        app.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0; CREATE TABLE t(k INTEGER PRIMARY KEY, v BLOB); INSERT INTO t(v) VALUES (randomblob(3000));",
+        )
+        .unwrap();
+        let meta = d.path().join("meta");
+        let open = |remote| {
+            let conns = DbConns::open(&db, Duration::from_secs(5)).unwrap();
+            let local = Arc::new(LocalDir::open(&meta, crate::fsutil::FileMode::PRIVATE).unwrap());
+            let status = Arc::new(DbStatus::default());
+            Capture::open("t".into(), conns, local, status, test_opts(), remote).unwrap()
+        };
+        // A first run captures the start and stops (its pins end).
+        let mut cap = open(None);
+        assert!(cap.step().unwrap().is_some());
+        let txid = cap.txid();
+        cap.close();
+        drop(cap);
+        // Stopped: the application commits frames after the captured position and
+        // backfills all of them; the WAL is not restarted (no commit since).
+        for _ in 0..20 {
+            app.execute("INSERT INTO t(v) VALUES (randomblob(3000))", [])
+                .unwrap();
+        }
+        let (busy, log, done): (i64, i64, i64) = app
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .unwrap();
+        assert_eq!((busy, log), (0, done), "the WAL is fully backfilled");
+        // Restarted: the position resumes (same salts); the app's next commit, between the
+        // first capture's scan and its reads, restarts the WAL over the frames it scanned.
+        let mut cap = open(txid);
+        let writer = std::sync::Mutex::new(rusqlite::Connection::open(&db).unwrap());
+        cap.after_scan = Some(Box::new(move || {
+            let w = writer.lock().unwrap();
+            w.execute_batch(
+                "UPDATE t SET v = randomblob(3000); INSERT INTO t(v) VALUES (randomblob(3000));",
+            )
+            .unwrap();
+        }));
+        let produced = cap.step().unwrap().expect("a capture");
+        cap.after_scan = None;
+        assert!(
+            produced.full_image,
+            "the capture whose frames were overwritten was discarded for a full image"
+        );
+        // The full image is the database as it is now (nothing committed since).
+        let data = cap.local.read(produced.txid).unwrap();
+        let mut dec = ltx::Decoder::new(&data[..]).unwrap();
+        let mut buf = vec![0u8; dec.header().page_size.bytes()];
+        let mut got = Vec::new();
+        while let Some(p) = dec.next_page(&mut buf).unwrap() {
+            got.push((p.get(), buf.clone()));
+        }
+        assert_eq!(got, live_pages(&db), "full image equals the database");
     }
 }

@@ -313,6 +313,22 @@ pub fn read_page<R: ReadAt + ?Sized>(f: &R, data_offset: u64, buf: &mut [u8]) ->
     f.read_exact_at(buf, data_offset)
 }
 
+/// Whether the WAL still starts with the header of the generation `end` belongs to
+/// (same salts), read from the file now. Called after a capture has read its frames'
+/// pages: SQLite writes a restarted WAL's new header before any of its frames, so if the
+/// header is unchanged after the reads, no frame they read had been overwritten by the
+/// next generation (invariant W3 in docs/design.md). A file too short for a header (a
+/// TRUNCATE checkpoint) is a change.
+pub fn still_generation_of<R: ReadAt + ?Sized>(f: &R, end: &WalCursor) -> io::Result<bool> {
+    let mut b = [0u8; WAL_HEADER_SIZE as usize];
+    match f.read_exact_at(&mut b, 0) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(false),
+        Err(e) => return Err(e),
+    }
+    Ok(WalHeader::parse(&b).is_some_and(|h| (h.salt1, h.salt2) == (end.salt1, end.salt2)))
+}
+
 /// Walks valid frames from `start` up to `limit` bytes, remembering the newest version of
 /// each page per transaction and keeping only committed ones.
 fn walk<R: ReadAt + ?Sized>(
