@@ -100,25 +100,25 @@ pub fn model_txn(c: &Connection, k: u64) {
     tx.commit().unwrap();
 }
 
-/// Checks that the database at `path` is exactly the model's state after some N transactions
-/// and returns N; panics naming the first row that disagrees.
 /// The committed prefix a kill round's restore at `out` holds, checked against the rounds
-/// before it (never older than `last_n`) and the writer (never past `committed`); removes
-/// the restore.
-fn round_prefix(out: &Path, what: &str, last_n: u64, committed: u64) -> u64 {
+/// before it (never older than `last_n`) and the writer (never past the transaction it has
+/// `begun` to commit); removes the restore.
+fn round_prefix(out: &Path, what: &str, last_n: u64, begun: u64) -> u64 {
     let n = model_prefix(out, what);
     assert!(
         n >= last_n,
         "{what}: restore went back from {last_n} to {n} transactions"
     );
     assert!(
-        n <= committed,
-        "{what}: restore has {n} transactions, only {committed} committed"
+        n <= begun,
+        "{what}: restore has {n} transactions, only {begun} begun"
     );
     std::fs::remove_file(out).unwrap();
     n
 }
 
+/// Checks that the database at `path` is exactly the model's state after some N transactions
+/// and returns N; panics naming the first row that disagrees.
 pub fn model_prefix(path: &Path, what: &str) -> u64 {
     let c = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
     let mut st = c
@@ -147,6 +147,10 @@ pub fn model_prefix(path: &Path, what: &str) -> u64 {
 /// application checkpoint of a random mode every few transactions.
 pub struct Writer {
     pub committed: Arc<AtomicU64>,
+    /// The newest transaction the writer has begun to commit: stored before the commit,
+    /// so a restore may hold up to this many (a capture can ship a commit before the
+    /// writer's thread gets to store it in `committed`).
+    pub begun: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     handle: Option<std::thread::JoinHandle<()>>,
 }
@@ -154,8 +158,14 @@ pub struct Writer {
 impl Writer {
     pub fn start(db: &Path, mut rng: Rng, checkpoints: bool) -> Writer {
         let committed = Arc::new(AtomicU64::new(0));
+        let begun = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (c2, s2, db) = (committed.clone(), stop.clone(), db.to_path_buf());
+        let (c2, b2, s2, db) = (
+            committed.clone(),
+            begun.clone(),
+            stop.clone(),
+            db.to_path_buf(),
+        );
         let handle = std::thread::spawn(move || {
             let c = Connection::open(&db).unwrap();
             c.busy_timeout(Duration::from_secs(10)).unwrap();
@@ -164,8 +174,10 @@ impl Writer {
                 .query_row("SELECT count(*) FROM c", [], |r| r.get::<_, i64>(0))
                 .unwrap() as u64;
             c2.store(k, Ordering::SeqCst);
+            b2.store(k, Ordering::SeqCst);
             while !s2.load(Ordering::SeqCst) {
                 k += 1;
+                b2.store(k, Ordering::SeqCst);
                 model_txn(&c, k);
                 c2.store(k, Ordering::SeqCst);
                 if checkpoints && rng.range(0, 40) == 0 {
@@ -185,6 +197,7 @@ impl Writer {
         });
         Writer {
             committed,
+            begun,
             stop,
             handle: Some(handle),
         }
@@ -562,10 +575,10 @@ fn kill9_replicator_at_random_and_chosen_moments() {
             continue; // killed before the first upload finished (its temp file may be there)
         }
         history.observe(&replica, &what);
-        let committed = writer.committed.load(Ordering::SeqCst);
+        let begun = writer.begun.load(Ordering::SeqCst);
         let out = w.path(&format!("round-{round}.db"));
         restore_url(&url, &out);
-        last_n = round_prefix(&out, &what, last_n, committed);
+        last_n = round_prefix(&out, &what, last_n, begun);
     }
     // A final clean run: catch up, then stop with SIGTERM (final sync) after the writer.
     let r = Replicator::start_ready(&w, &["-config", cfg.to_str().unwrap()], 1);
@@ -727,7 +740,7 @@ fn kill9_replicator_mid_upload_to_s3() {
         if history.max_txid() == 0 {
             continue; // killed before the first upload
         }
-        let committed = writer.committed.load(Ordering::SeqCst);
+        let begun = writer.begun.load(Ordering::SeqCst);
         let out = w.path(&format!("round-{round}.db"));
         run_ok(&[
             "restore",
@@ -740,7 +753,7 @@ fn kill9_replicator_mid_upload_to_s3() {
             db.to_str().unwrap(),
         ]);
         restores += 1;
-        last_n = round_prefix(&out, &what, last_n, committed);
+        last_n = round_prefix(&out, &what, last_n, begun);
     }
     let r = Replicator::start_ready(&w, &["-config", cfg.to_str().unwrap()], 1);
     let committed = writer.stop();
