@@ -35,8 +35,9 @@ use tracing::{debug, info, warn};
 pub const RESCAN_INTERVAL: Duration = Duration::from_secs(10);
 /// Full rescan period once they are not (no watcher, a failed watch, lost events).
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
-/// How often pending events are looked at: events within one tick are handled together,
-/// as a burst of writes to a new file is.
+/// How long after an event the paths it touched are looked at: events within one tick
+/// are handled together, as a burst of writes to a new file is. No timer runs while no
+/// event comes (but the rescan's).
 const TICK: Duration = Duration::from_millis(200);
 
 /// A watched directory entry.
@@ -286,12 +287,24 @@ pub async fn watch_dir(
     let mut touched = BTreeSet::new();
     let mut last_rescan = Instant::now();
     let mut rescan_now = false;
-    let mut tick = tokio::time::interval(TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // When the paths touched so far are looked at (one TICK after the first of them).
+    let mut look_at: Option<Instant> = None;
+    let mut events_closed = false;
     loop {
+        let period = if degraded {
+            POLL_INTERVAL
+        } else {
+            RESCAN_INTERVAL
+        };
+        // No timer but the next rescan while nothing happens.
+        let due = match (rescan_now, look_at) {
+            (true, _) => Instant::now(),
+            (false, Some(t)) => t.min(last_rescan + period),
+            (false, None) => last_rescan + period,
+        };
         tokio::select! {
             r = shutdown.wait_for(|s| *s) => { drop(r); return; }
-            ev = ev_rx.recv() => {
+            ev = ev_rx.recv(), if !events_closed => {
                 match ev {
                     Some(Ok(ev)) => {
                         if ev.need_rescan() {
@@ -300,27 +313,26 @@ pub async fn watch_dir(
                         }
                         if !matches!(ev.kind, notify::EventKind::Access(_)) {
                             touched.extend(ev.paths);
+                            look_at.get_or_insert_with(|| Instant::now() + TICK);
                         }
                     }
                     Some(Err(e)) => {
                         rescan_now = true;
                         degrade(&mut degraded, &e);
                     }
-                    None => {}
+                    // No watcher (it could not be created): the rescans alone, and
+                    // no busy loop on the closed channel.
+                    None => events_closed = true,
                 }
                 continue;
             }
-            _ = tick.tick() => {}
+            _ = tokio::time::sleep_until(due.into()) => {}
         }
-        let period = if degraded {
-            POLL_INTERVAL
-        } else {
-            RESCAN_INTERVAL
-        };
         let full = rescan_now || last_rescan.elapsed() >= period;
-        if !full && touched.is_empty() {
+        if !full && look_at.is_none_or(|t| t > Instant::now()) {
             continue;
         }
+        look_at = None;
         let mut st = state.take().expect("state is back after each look");
         let batch = std::mem::take(&mut touched);
         let looked = tokio::task::spawn_blocking(move || {
