@@ -154,6 +154,14 @@ impl Drop for Waiting<'_> {
     }
 }
 
+/// `wait` spread over half to one and a half times itself: databases that ran out of
+/// descriptors together (their runs end on the failure itself, at the same moment) do
+/// not all retry at the same instant, where the few descriptors free would fail them all
+/// again.
+pub fn jittered(wait: Duration) -> Duration {
+    wait.mul_f64(0.5 + rand::random::<f64>())
+}
+
 /// What a dormant database keeps open: its database file's long-lived descriptor (its
 /// replicas' stores close theirs: `ReplicaStore::close_idle`).
 pub fn dormant_cost(_db: &DbRun) -> u32 {

@@ -10,9 +10,9 @@
 //! the next rescan, until it is), and a
 //! full rescan as a safety net: every [`RESCAN_INTERVAL`] while events flow, every
 //! [`POLL_INTERVAL`] once they cannot be trusted (the watcher could not be created, a
-//! watch could not be added, e.g. `fs.inotify.max_user_watches` exhausted, or the event
-//! queue overflowed), which is said once with a warning. A missed event therefore delays
-//! a database, never loses it.
+//! watch could not be added, e.g. `fs.inotify.max_user_watches` exhausted), which is said
+//! once with a warning; at once when the event queue overflowed (events were lost then;
+//! the watch goes on). A missed event therefore delays a database, never loses it.
 //!
 //! Does not: start or stop anything. It reports [`Found`] changes on a channel; the
 //! caller turns a new file into a run (its replicas derived from the entry's template)
@@ -250,6 +250,15 @@ impl State {
     }
 }
 
+/// Says once per process that a directory watch lost events (they are made good by a
+/// rescan at once).
+fn overflowed(dir: &Path) {
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        info!(dir = %dir.display(), "directory watch: the event queue overflowed; rescanning the directory");
+    }
+}
+
 /// Watches `spec` until `shutdown` turns true, sending each change on `tx`. `known` are
 /// the databases already replicating (the start-up scan).
 pub async fn watch_dir(
@@ -315,8 +324,11 @@ pub async fn watch_dir(
                 match ev {
                     Some(Ok(ev)) => {
                         if ev.need_rescan() {
+                            // Events were lost then, not for good: one rescan now finds
+                            // what they said (10,000 databases starting overflow the
+                            // queue; rescanning every second after that cost 4% of a core).
                             rescan_now = true;
-                            degrade(&mut degraded, &"the event queue overflowed");
+                            overflowed(&dir);
                         }
                         if !matches!(ev.kind, notify::EventKind::Access(_)) {
                             touched.extend(ev.paths);

@@ -230,7 +230,7 @@ async fn run_db(
         {
             if exhausted {
                 budget.say_exhausted();
-                let wait = backoff.step();
+                let wait = budget::jittered(backoff.step());
                 warn!(db = %name, retry_in = ?wait, limit = budget.limit(), "database not replicating: out of file descriptors; retrying");
                 db.status.record_failure(
                     format!(
