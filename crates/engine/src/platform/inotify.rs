@@ -28,6 +28,9 @@ pub enum Event<'a> {
     Name { wd: i32, name: &'a OsStr },
     /// The kernel's queue overflowed: events were lost.
     Overflow,
+    /// The watch `wd` is gone (`IN_IGNORED`: its directory was deleted or unmounted):
+    /// nothing more comes from it.
+    Gone { wd: i32 },
 }
 
 /// An inotify descriptor and the task reading it.
@@ -177,10 +180,41 @@ fn dispatch(mut events: &[u8], on_event: &mut impl FnMut(Event<'_>)) {
             on_event(Event::Overflow);
             continue;
         }
+        if mask & libc::IN_IGNORED != 0 {
+            on_event(Event::Gone { wd });
+            continue;
+        }
         let name = raw.split(|&b| b == 0).next().unwrap_or_default();
         on_event(Event::Name {
             wd,
             name: OsStr::from_bytes(name),
         });
     }
+}
+
+/// Whether inotify misses changes to files under `dir` made by other hosts: a network
+/// or cluster file system (NFS, SMB/CIFS, 9p, Ceph, GlusterFS and others over FUSE), where
+/// only this host's own writes raise events. Unknown file systems count as local.
+pub fn misses_remote_writes(dir: &Path) -> bool {
+    const REMOTE: &[i64] = &[
+        0x6969,      // NFS
+        0x517b,      // SMB
+        0xff53_4d42, // CIFS
+        0xfe53_4d42, // SMB2
+        0x0102_1997, // 9p (v9fs)
+        0x00c3_6400, // Ceph
+        0x6573_5546, // FUSE (sshfs, GlusterFS, s3fs, ...)
+        0x0bd0_0bd0, // Lustre
+        0x5346_414f, // AFS
+    ];
+    let Ok(c) = CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: a zeroed statfs is a valid out-parameter; the path is NUL-terminated.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return false;
+    }
+    REMOTE.contains(&(st.f_type as i64))
 }

@@ -3,13 +3,20 @@
 //!
 //! Owns: the watcher (inotify read on the runtime's event loop on Linux, the `notify`
 //! crate elsewhere) over the directories that hold watched databases, and the map from
-//! WAL name to the database's wake-up handle; and the safety
-//! poll ([`SafetyPoll`]), in case an event is lost or the watcher cannot be created: one
-//! task for the whole process that `stat`s every database's WAL and file each tick and
-//! wakes only those whose size, times or inode changed (no SQLite, no WAL read), plus a
-//! staggered unconditional wake of each database every five minutes (at the default
-//! 1 s tick). This module never
-//! decides what to capture.
+//! WAL name to the database's wake-up handle; and the safety poll ([`SafetyPoll`]) for
+//! the databases events do not cover: one task for the whole process that `stat`s each
+//! such database's WAL and file each tick and wakes only those whose size, times or
+//! inode changed (no SQLite, no WAL read), plus a staggered unconditional wake of each
+//! every five minutes (at the default 1 s tick).
+//!
+//! Which databases are polled: on Linux, only those inotify cannot cover (no inotify
+//! instance, a directory that cannot be watched, e.g. missing or out of watches; a
+//! network file system, where writes from other hosts raise no event; a directory whose
+//! watch the kernel dropped, `IN_IGNORED`). A database inotify covers costs nothing while
+//! quiet: no timer, no `stat`; a lost event is an overflow, which wakes every database.
+//! Elsewhere (the `notify` crate's watchers coalesce and may drop events) every database
+//! is polled as well as watched. With nothing to poll, the poll has no timer either.
+//! This module never decides what to capture.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -19,21 +26,23 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tracing::warn;
 
-/// The process-wide change watcher (see the module docs).
+/// The process-wide change watcher (see the module docs), with the safety poll it hands
+/// the databases it cannot cover.
 pub struct ChangeWatcher {
     #[cfg(target_os = "linux")]
     inner: Option<linux::Inotify>,
     #[cfg(not(target_os = "linux"))]
     inner: Option<portable::Portable>,
+    poll: SafetyPoll,
 }
 
 impl ChangeWatcher {
     /// Creates the watcher. If the platform refuses (no inotify instances left, or no
-    /// runtime to read it on), returns a watcher that only relies on polling, and says so
-    /// once.
-    pub fn new() -> ChangeWatcher {
+    /// runtime to read it on), returns a watcher that hands every database to `poll`, and
+    /// says so once.
+    pub fn new(poll: SafetyPoll) -> ChangeWatcher {
         #[cfg(target_os = "linux")]
-        let inner = linux::Inotify::new();
+        let inner = linux::Inotify::new(poll.clone());
         #[cfg(not(target_os = "linux"))]
         let inner = portable::Portable::new();
         let inner = match inner {
@@ -43,10 +52,11 @@ impl ChangeWatcher {
                 None
             }
         };
-        ChangeWatcher { inner }
+        ChangeWatcher { inner, poll }
     }
 
-    /// Wakes `notify` whenever `db`'s WAL (or the database file itself) changes.
+    /// Wakes `notify` whenever `db`'s WAL (or the database file itself) changes: by
+    /// events, and by the safety poll where events do not cover it (see the module docs).
     pub fn watch(&mut self, db: &Path, notify: Arc<Notify>) {
         let db = absolute(db);
         let dir = db
@@ -56,16 +66,27 @@ impl ChangeWatcher {
         let Some(name) = db.file_name().map(|n| n.to_os_string()) else {
             return;
         };
-        if let Some(w) = self.inner.as_mut() {
-            if let Err(e) = w.watch(&dir, &name, notify) {
+        let covered = match self
+            .inner
+            .as_mut()
+            .map(|w| w.watch(&dir, &name, notify.clone()))
+        {
+            Some(Ok(covered)) => covered,
+            Some(Err(e)) => {
                 warn!(dir = %dir.display(), error = %e, "cannot watch directory; relying on polling");
+                false
             }
+            None => false,
+        };
+        if !covered {
+            self.poll.add(&db, notify);
         }
     }
 
     /// Stops waking `notify` for `db` (a database removed while the others run). The
     /// directory stays watched: it is one watch however many databases it holds.
     pub fn unwatch(&mut self, db: &Path, notify: &Arc<Notify>) {
+        self.poll.remove(notify);
         let db = absolute(db);
         let (Some(dir), Some(name)) = (db.parent(), db.file_name()) else {
             return;
@@ -77,12 +98,6 @@ impl ChangeWatcher {
 
     pub fn is_event_driven(&self) -> bool {
         self.inner.is_some()
-    }
-}
-
-impl Default for ChangeWatcher {
-    fn default() -> Self {
-        ChangeWatcher::new()
     }
 }
 
@@ -125,10 +140,18 @@ mod linux {
     use std::ffi::OsStr;
     use std::io;
 
+    /// One watched directory.
+    struct Dir {
+        path: PathBuf,
+        names: Names,
+        /// Events miss writes made elsewhere (a network file system): polled as well.
+        remote: bool,
+    }
+
     #[derive(Default)]
     struct State {
-        /// Watch descriptor → names in that directory.
-        by_wd: HashMap<i32, Names>,
+        /// Watch descriptor → its directory.
+        by_wd: HashMap<i32, Dir>,
         /// Watched directories → watch descriptor.
         dirs: HashMap<PathBuf, i32>,
     }
@@ -139,59 +162,102 @@ mod linux {
     }
 
     impl Inotify {
-        pub(super) fn new() -> io::Result<Inotify> {
+        /// `poll` takes the databases of a directory whose watch the kernel drops.
+        pub(super) fn new(poll: SafetyPoll) -> io::Result<Inotify> {
             let state: Arc<Mutex<State>> = Arc::default();
             let st = state.clone();
-            let fd = inotify::Inotify::new(move |e| dispatch(e, &st))?;
+            let fd = inotify::Inotify::new(move |e| dispatch(e, &st, &poll))?;
             Ok(Inotify { fd, state })
         }
 
+        /// Watches `db_name` in `dir`; true when events cover it (a local file system).
         pub(super) fn watch(
             &mut self,
             dir: &Path,
             db_name: &OsStr,
             notify: Arc<Notify>,
-        ) -> io::Result<()> {
+        ) -> io::Result<bool> {
             let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
             let wd = match st.dirs.get(dir) {
                 Some(&wd) => wd,
                 None => {
                     let wd = self.fd.add_watch(dir)?;
                     st.dirs.insert(dir.to_path_buf(), wd);
+                    let remote = inotify::misses_remote_writes(dir);
+                    let names = Names::default();
+                    let path = dir.to_path_buf();
+                    st.by_wd.entry(wd).or_insert(Dir {
+                        path,
+                        names,
+                        remote,
+                    });
                     wd
                 }
             };
-            add_names(st.by_wd.entry(wd).or_default(), db_name, notify);
-            Ok(())
+            let d = st
+                .by_wd
+                .get_mut(&wd)
+                .expect("a watched directory has its entry");
+            add_names(&mut d.names, db_name, notify);
+            Ok(!d.remote)
         }
 
         pub(super) fn unwatch(&mut self, dir: &Path, db_name: &OsStr, notify: &Arc<Notify>) {
             let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(&wd) = st.dirs.get(dir) {
-                if let Some(names) = st.by_wd.get_mut(&wd) {
-                    remove_names(names, db_name, notify);
+                if let Some(d) = st.by_wd.get_mut(&wd) {
+                    remove_names(&mut d.names, db_name, notify);
                 }
             }
         }
     }
 
-    fn dispatch(event: Event<'_>, state: &Mutex<State>) {
-        let st = state.lock().unwrap_or_else(|p| p.into_inner());
+    fn dispatch(event: Event<'_>, state: &Mutex<State>, poll: &SafetyPoll) {
+        let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
         match event {
             Event::Overflow => {
                 // Events were lost: wake every database (each finds out for itself).
-                for n in st.by_wd.values().flat_map(|names| names.values()).flatten() {
-                    n.notify_one();
-                }
+                let all = st.by_wd.values().flat_map(|d| d.names.values()).flatten();
+                all.for_each(|n| n.notify_one());
             }
             Event::Name { wd, name } => {
-                if let Some(list) = st.by_wd.get(&wd).and_then(|names| names.get(name)) {
+                if let Some(list) = st.by_wd.get(&wd).and_then(|d| d.names.get(name)) {
                     for n in list {
                         n.notify_one();
                     }
                 }
             }
+            Event::Gone { wd } => {
+                // The directory was deleted, moved away or unmounted: no event will come
+                // for its databases again. They are polled from now on (a later watch of
+                // the same path adds a fresh watch), and woken to look now.
+                let Some(d) = st.by_wd.remove(&wd) else {
+                    return;
+                };
+                st.dirs.remove(&d.path);
+                drop(st);
+                for (db, notify) in databases(&d) {
+                    if !d.remote {
+                        poll.add(&db, notify.clone());
+                    }
+                    notify.notify_one();
+                }
+            }
         }
+    }
+
+    /// The databases of a watched directory, each once with its wake-up handle: the
+    /// names that have a `-wal` name beside them.
+    fn databases(d: &Dir) -> Vec<(PathBuf, Arc<Notify>)> {
+        let mut out = Vec::new();
+        for (name, notifies) in &d.names {
+            let mut wal = name.clone();
+            wal.push("-wal");
+            if d.names.contains_key(&wal) {
+                out.extend(notifies.iter().map(|n| (d.path.join(name), n.clone())));
+            }
+        }
+        out
     }
 }
 
@@ -236,7 +302,7 @@ mod portable {
             dir: &Path,
             db_name: &std::ffi::OsStr,
             notify: Arc<Notify>,
-        ) -> notify::Result<()> {
+        ) -> notify::Result<bool> {
             let first = {
                 let mut map = self.targets.lock().unwrap_or_else(|p| p.into_inner());
                 let first = !map.contains_key(dir);
@@ -246,7 +312,8 @@ mod portable {
             if first {
                 self.watcher.watch(dir, RecursiveMode::NonRecursive)?;
             }
-            Ok(())
+            // These watchers coalesce and may drop events: the safety poll stays on.
+            Ok(false)
         }
 
         pub(super) fn unwatch(
@@ -291,6 +358,8 @@ struct Polled {
 #[derive(Default, Clone)]
 pub struct SafetyPoll {
     dbs: Arc<Mutex<Vec<Polled>>>,
+    /// Woken when a database is added, so an empty poll waits with no timer.
+    added: Arc<Notify>,
 }
 
 impl SafetyPoll {
@@ -312,6 +381,29 @@ impl SafetyPoll {
             notify,
             last,
         });
+        self.added.notify_waiters();
+    }
+
+    /// How many databases are polled.
+    pub fn len(&self) -> usize {
+        self.dbs.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Resolves once a database is polled (at once if one is now).
+    async fn until_not_empty(&self) {
+        loop {
+            let added = self.added.notified();
+            tokio::pin!(added);
+            added.as_mut().enable();
+            if !self.is_empty() {
+                return;
+            }
+            added.await;
+        }
     }
 
     /// Stops polling for `notify` (a database removed while the others run).
@@ -320,23 +412,24 @@ impl SafetyPoll {
         dbs.retain(|p| !Arc::ptr_eq(&p.notify, notify));
     }
 
-    /// Runs until `shutdown` turns true. One blocking sweep per tick for all databases.
+    /// Runs until `shutdown` turns true. One blocking sweep per tick for all polled
+    /// databases; no tick while there are none.
     pub async fn run(self, interval: Duration, mut shutdown: watch::Receiver<bool>) {
-        let dbs = self.dbs;
         let mut tick = 0usize;
-        let mut timer = tokio::time::interval(interval);
-        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        timer.tick().await;
         loop {
+            let next = async {
+                self.until_not_empty().await;
+                tokio::time::sleep(interval).await;
+            };
             tokio::select! {
-                _ = timer.tick() => {}
+                _ = next => {}
                 r = shutdown.changed() => {
                     if r.is_err() || *shutdown.borrow() { return; }
                     continue;
                 }
             }
             tick = tick.wrapping_add(1);
-            let d = dbs.clone();
+            let d = self.dbs.clone();
             // `sweep` cannot panic; a poisoned lock is recovered on the next tick anyway.
             let _ = tokio::task::spawn_blocking(move || {
                 let mut dbs = d.lock().unwrap_or_else(|p| p.into_inner());

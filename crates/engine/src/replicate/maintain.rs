@@ -164,6 +164,47 @@ pub struct Maintenance {
     replica: String,
 }
 
+/// Which scheduled tasks of [`Maintenance::run_due`] have work waiting in a view, or may
+/// have (in doubt, a task counts as waiting and keeps its timer). Cheap: each level's
+/// newest file and count, never a walk of the files, as it is looked at after every
+/// upload.
+struct Waiting {
+    /// Compaction into level i+1: its source level holds files past both its newest
+    /// and the newest snapshot, or the level below has work (it feeds the source). Level
+    /// 1's run also applies L0 retention.
+    levels: Vec<bool>,
+    /// A snapshot would add to the newest, or older snapshots may expire.
+    snapshot: bool,
+    /// L0 retention may delete: L1 exists and L0 holds more than its newest file.
+    l0: bool,
+}
+
+impl Waiting {
+    fn of(m: &Maintenance, view: &ReplicaView) -> Waiting {
+        let newest = |l: Level| view.files(l).last().map_or(0, |f| f.key.max.get());
+        let snapshots = view.files(Level::SNAPSHOT);
+        let snapshot_max = snapshots.iter().map(|s| s.key.max.get()).max().unwrap_or(0);
+        let head = Level::all().map(newest).max().unwrap_or(0);
+        let l0 = m.retention_enabled
+            && !view.files(Level::L1).is_empty()
+            && view.files(Level::L0).len() > 1;
+        let mut levels = Vec::with_capacity(m.levels.len());
+        let mut below = false;
+        for i in 0..m.levels.len() {
+            let (src, dst) = (Level::new(i as u8).expect("0..=7"), Level::new(i as u8 + 1));
+            let dst_max = dst.map_or(0, newest);
+            let own = newest(src) > dst_max.max(snapshot_max);
+            below |= own || (i == 0 && l0);
+            levels.push(below);
+        }
+        Waiting {
+            levels,
+            snapshot: head > snapshot_max || (m.retention_enabled && snapshots.len() > 1),
+            l0,
+        }
+    }
+}
+
 /// The next multiple of `interval` since the Unix epoch, as an `Instant`.
 fn next_boundary(interval: Duration) -> Instant {
     let now = SystemTime::now()
@@ -193,12 +234,40 @@ impl Maintenance {
         }
     }
 
-    pub fn next_due(&self) -> Instant {
-        let mut t = self.next_snapshot.min(self.next_l0_check);
-        for n in &self.next_level {
-            t = t.min(*n);
+    /// When maintenance must next run for a replica that stays as `view` shows it (no
+    /// upload meanwhile): the earliest due time of a task with work waiting, `None` when
+    /// no task has any. A quiet replica whose files are compacted, snapshotted and
+    /// retained (the usual state of a database nobody writes) so waits only for its
+    /// next upload: no timer. See [`Waiting`] for what counts as work (in doubt, it does).
+    pub fn next_due_for(&self, view: &ReplicaView) -> Option<Instant> {
+        let w = Waiting::of(self, view);
+        let levels = (self.next_level.iter().zip(&w.levels)).filter(|(_, w)| **w);
+        let mut due = levels.map(|(t, _)| *t).min();
+        for (t, waiting) in [(self.next_snapshot, w.snapshot), (self.next_l0_check, w.l0)] {
+            if waiting {
+                due = Some(due.map_or(t, |d| d.min(t)));
+            }
         }
-        t
+        due
+    }
+
+    /// After a wait planned by [`Maintenance::next_due_for`] on the same `view`: every
+    /// task that had no work and whose time passed moves to its next slot, exactly as a
+    /// run at its time would have moved it after finding nothing to do (so the first
+    /// upload after a quiet spell does not set off overdue compactions).
+    pub fn pass_idle_slots(&mut self, view: &ReplicaView, now: Instant) {
+        let w = Waiting::of(self, view);
+        for (i, waiting) in w.levels.iter().enumerate() {
+            if !waiting && self.next_level[i] <= now {
+                self.next_level[i] = next_boundary(self.levels[i]);
+            }
+        }
+        if !w.snapshot && self.next_snapshot <= now {
+            self.next_snapshot = next_boundary(self.snapshot_interval);
+        }
+        if !w.l0 && self.next_l0_check <= now {
+            self.next_l0_check = now + self.l0_check;
+        }
     }
 
     /// Runs whatever is due. Called only when the replica is caught up.

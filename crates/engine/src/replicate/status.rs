@@ -49,6 +49,9 @@ pub struct DbStatus {
     /// EDQUOT): Litestream's `litestream_disk_full`. Cleared by the next cycle that does
     /// not fail so.
     pub disk_full: AtomicBool,
+    /// Woken at every [`DbStatus::record_failure`] (what the runtime waits on to learn
+    /// that a run fails for want of descriptors, without a timer per database).
+    pub failed: tokio::sync::Notify,
 }
 
 /// Figures for one replica of one database.
@@ -212,6 +215,7 @@ impl DbStatus {
         let _ =
             self.failing_since_ms
                 .compare_exchange(0, now_ms, Ordering::AcqRel, Ordering::Acquire);
+        self.failed.notify_waiters();
     }
 
     /// Ends a failing spell and clears the error.

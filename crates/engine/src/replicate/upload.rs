@@ -1,5 +1,6 @@
 //! One task per replica: ship local L0 files in TXID order, then run that replica's
-//! compaction, snapshot and retention on their schedules.
+//! compaction, snapshot and retention on their schedules (a timer only while one of
+//! them has work waiting: a quiet replica waits for the next capture alone).
 //!
 //! Owns: the replica's position (known from one listing at start, then kept in memory:
 //! no listing while idle), retry with backoff and jitter on transient errors, and the
@@ -123,15 +124,26 @@ impl Uploader {
             if *self.shutdown.borrow() {
                 return;
             }
+            // Caught up, the replica waits for its next maintenance with work waiting, or
+            // (nothing waiting: a quiet replica) only for the next capture or shutdown.
             let wait = match head.final_sync_retry {
-                _ if done => maint.next_due().saturating_duration_since(Instant::now()),
-                Some(pause) => pause,
-                None => backoff.current(),
+                _ if done => maint.next_due_for(&view),
+                Some(pause) => Some(Instant::now() + pause),
+                None => Some(Instant::now() + backoff.current()),
+            };
+            let timer = async {
+                match wait {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
             };
             tokio::select! {
                 r = self.head.changed() => { if r.is_err() { return; } }
-                _ = tokio::time::sleep(wait) => {}
+                _ = timer => {}
                 _ = self.shutdown.changed() => {}
+            }
+            if done {
+                maint.pass_idle_slots(&view, Instant::now());
             }
         }
     }

@@ -31,11 +31,11 @@
 //! price of a WAL restart during dormancy is one full image, never a lost change.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tracing::error;
 
 use super::DbRun;
@@ -56,8 +56,9 @@ const FILE_REPLICA_DIRS: u32 = 5;
 /// The descriptor budget of one process. See the module docs.
 pub struct Budget {
     units: Arc<Semaphore>,
-    /// Runs waiting for units now: while any wait, idle databases go dormant.
-    waiting: AtomicUsize,
+    /// Runs waiting for units now: while any wait, idle databases go dormant. A watch,
+    /// so that awake databases wait for contention to begin instead of polling for it.
+    waiting: watch::Sender<usize>,
     /// The process-wide "out of descriptors" error is said once.
     said_exhausted: AtomicBool,
 }
@@ -78,7 +79,7 @@ impl Budget {
         Budget {
             // At least one database can always run.
             units: Arc::new(Semaphore::new(units.max(AWAKE_COST as usize))),
-            waiting: AtomicUsize::new(0),
+            waiting: watch::Sender::new(0),
             said_exhausted: AtomicBool::new(false),
         }
     }
@@ -99,16 +100,24 @@ impl Budget {
     /// Waits for the units of one awake run of `db`: [`AWAKE_COST`], and a file
     /// replica's level directories.
     pub async fn awake(&self, db: &DbRun) -> OwnedSemaphorePermit {
-        self.waiting.fetch_add(1, Ordering::SeqCst);
+        // Counted while waiting, and no longer once the wait ends or is given up (a
+        // shutdown or stop request drops this future).
+        let _waiting = Waiting::new(&self.waiting);
         let cost = AWAKE_COST + file_replicas(db) * FILE_REPLICA_DIRS;
         let p = self.units.clone().acquire_many_owned(cost).await;
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
         p.expect("the budget's semaphore is never closed")
     }
 
     /// Whether a run waits for descriptors now.
     pub fn contended(&self) -> bool {
-        self.waiting.load(Ordering::SeqCst) > 0
+        *self.waiting.borrow() > 0
+    }
+
+    /// Resolves once a run waits for descriptors (at once if one does now).
+    pub async fn until_contended(&self) {
+        let mut rx = self.waiting.subscribe();
+        // The sender lives in `self`: the wait cannot fail while we borrow it.
+        let _ = rx.wait_for(|n| *n > 0).await;
     }
 
     /// The soft open-file limit now (it may have been lowered since start).
@@ -127,6 +136,30 @@ impl Budget {
             );
         }
     }
+}
+
+/// One run counted in [`Budget`]'s `waiting` for as long as this lives.
+struct Waiting<'a>(&'a watch::Sender<usize>);
+
+impl<'a> Waiting<'a> {
+    fn new(waiting: &'a watch::Sender<usize>) -> Waiting<'a> {
+        waiting.send_modify(|n| *n += 1);
+        Waiting(waiting)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
+}
+
+/// `wait` spread over half to one and a half times itself: databases that ran out of
+/// descriptors together (their runs end on the failure itself, at the same moment) do
+/// not all retry at the same instant, where the few descriptors free would fail them all
+/// again.
+pub fn jittered(wait: Duration) -> Duration {
+    wait.mul_f64(0.5 + rand::random::<f64>())
 }
 
 /// What a dormant database keeps open: its database file's long-lived descriptor (its

@@ -10,9 +10,9 @@
 //! the next rescan, until it is), and a
 //! full rescan as a safety net: every [`RESCAN_INTERVAL`] while events flow, every
 //! [`POLL_INTERVAL`] once they cannot be trusted (the watcher could not be created, a
-//! watch could not be added, e.g. `fs.inotify.max_user_watches` exhausted, or the event
-//! queue overflowed), which is said once with a warning. A missed event therefore delays
-//! a database, never loses it.
+//! watch could not be added, e.g. `fs.inotify.max_user_watches` exhausted), which is said
+//! once with a warning; at once when the event queue overflowed (events were lost then;
+//! the watch goes on). A missed event therefore delays a database, never loses it.
 //!
 //! Does not: start or stop anything. It reports [`Found`] changes on a channel; the
 //! caller turns a new file into a run (its replicas derived from the entry's template)
@@ -22,7 +22,7 @@
 //! header only while it is not replicating (reading a live one through a short-lived
 //! descriptor would drop this process's SQLite locks on it).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,8 +35,9 @@ use tracing::{debug, info, warn};
 pub const RESCAN_INTERVAL: Duration = Duration::from_secs(10);
 /// Full rescan period once they are not (no watcher, a failed watch, lost events).
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
-/// How often pending events are looked at: events within one tick are handled together,
-/// as a burst of writes to a new file is.
+/// How long after an event the paths it touched are looked at: events within one tick
+/// are handled together, as a burst of writes to a new file is. No timer runs while no
+/// event comes (but the rescan's).
 const TICK: Duration = Duration::from_millis(200);
 
 /// A watched directory entry.
@@ -87,8 +88,8 @@ impl DirSpec {
     /// Every candidate file under the directory now. `Err` when the directory itself
     /// cannot be read; an unreadable subdirectory is reported in the second value (the
     /// databases known under it must not be taken for deleted).
-    fn scan(&self) -> std::io::Result<(BTreeSet<PathBuf>, Vec<PathBuf>)> {
-        let mut files = BTreeSet::new();
+    fn scan(&self) -> std::io::Result<(HashSet<PathBuf>, Vec<PathBuf>)> {
+        let mut files = HashSet::new();
         let mut unreadable = Vec::new();
         self.scan_in(&self.dir.clone(), &mut files, &mut unreadable, true)?;
         Ok((files, unreadable))
@@ -97,7 +98,7 @@ impl DirSpec {
     fn scan_in(
         &self,
         dir: &Path,
-        files: &mut BTreeSet<PathBuf>,
+        files: &mut HashSet<PathBuf>,
         unreadable: &mut Vec<PathBuf>,
         top: bool,
     ) -> std::io::Result<()> {
@@ -134,13 +135,15 @@ fn is_database(path: &Path) -> bool {
     crate::sqlite::db::read_db_header(path).is_ok()
 }
 
-/// What discovery knows, moved to a blocking thread for each look at the disk.
+/// What discovery knows, moved to a blocking thread for each look at the disk. Sets
+/// are hashed: a rescan of 10,000 databases compares every path found with them, and
+/// ordered sets made it cost half a second of CPU (path comparison is by component).
 struct State {
     spec: DirSpec,
     /// Replicating (reported as appeared and not since as vanished).
-    known: BTreeSet<PathBuf>,
+    known: HashSet<PathBuf>,
     /// Candidates whose header is not valid yet.
-    waiting: BTreeSet<PathBuf>,
+    waiting: HashSet<PathBuf>,
     /// The last rescan could not read the directory (deleted, or its permissions
     /// changed): a watch on it is gone, so only rescans can find what comes next.
     root_unreadable: bool,
@@ -156,7 +159,7 @@ impl State {
                 Ok(m) if m.is_dir() => {
                     // A new (or renamed) directory: its files may predate its watch.
                     if self.spec.recursive && p.starts_with(&self.spec.dir) {
-                        let mut files = BTreeSet::new();
+                        let mut files = HashSet::new();
                         let mut unreadable = Vec::new();
                         let _ = self.spec.scan_in(&p, &mut files, &mut unreadable, false);
                         paths.extend(files);
@@ -224,21 +227,35 @@ impl State {
                 return;
             }
         };
-        let gone: Vec<PathBuf> = self
+        let mut gone: Vec<PathBuf> = self
             .known
             .iter()
             .filter(|k| !files.contains(*k) && !unreadable.iter().any(|u| k.starts_with(u)))
             .cloned()
             .collect();
+        gone.sort_unstable();
         for p in gone {
             self.settle(p, out);
         }
         self.waiting.retain(|w| files.contains(w));
-        for p in files {
-            if !self.known.contains(&p) {
-                self.settle(p, out);
-            }
+        // In path order, as a listing gives them.
+        let mut new: Vec<PathBuf> = files
+            .into_iter()
+            .filter(|p| !self.known.contains(p))
+            .collect();
+        new.sort_unstable();
+        for p in new {
+            self.settle(p, out);
         }
+    }
+}
+
+/// Says once per process that a directory watch lost events (they are made good by a
+/// rescan at once).
+fn overflowed(dir: &Path) {
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        info!(dir = %dir.display(), "directory watch: the event queue overflowed; rescanning the directory");
     }
 }
 
@@ -279,48 +296,62 @@ pub async fn watch_dir(
     info!(dir = %dir.display(), recursive = spec.recursive, databases = known.len(), "watching directory for databases");
     let mut state = Some(State {
         spec,
-        known,
-        waiting: BTreeSet::new(),
+        known: known.into_iter().collect(),
+        waiting: HashSet::new(),
         root_unreadable: false,
     });
     let mut touched = BTreeSet::new();
     let mut last_rescan = Instant::now();
     let mut rescan_now = false;
-    let mut tick = tokio::time::interval(TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // When the paths touched so far are looked at (one TICK after the first of them).
+    let mut look_at: Option<Instant> = None;
+    let mut events_closed = false;
     loop {
+        let period = if degraded {
+            POLL_INTERVAL
+        } else {
+            RESCAN_INTERVAL
+        };
+        // No timer but the next rescan while nothing happens.
+        let due = match (rescan_now, look_at) {
+            (true, _) => Instant::now(),
+            (false, Some(t)) => t.min(last_rescan + period),
+            (false, None) => last_rescan + period,
+        };
         tokio::select! {
             r = shutdown.wait_for(|s| *s) => { drop(r); return; }
-            ev = ev_rx.recv() => {
+            ev = ev_rx.recv(), if !events_closed => {
                 match ev {
                     Some(Ok(ev)) => {
                         if ev.need_rescan() {
+                            // Events were lost then, not for good: one rescan now finds
+                            // what they said (10,000 databases starting overflow the
+                            // queue; rescanning every second after that cost 4% of a core).
                             rescan_now = true;
-                            degrade(&mut degraded, &"the event queue overflowed");
+                            overflowed(&dir);
                         }
                         if !matches!(ev.kind, notify::EventKind::Access(_)) {
                             touched.extend(ev.paths);
+                            look_at.get_or_insert_with(|| Instant::now() + TICK);
                         }
                     }
                     Some(Err(e)) => {
                         rescan_now = true;
                         degrade(&mut degraded, &e);
                     }
-                    None => {}
+                    // No watcher (it could not be created): the rescans alone, and
+                    // no busy loop on the closed channel.
+                    None => events_closed = true,
                 }
                 continue;
             }
-            _ = tick.tick() => {}
+            _ = tokio::time::sleep_until(due.into()) => {}
         }
-        let period = if degraded {
-            POLL_INTERVAL
-        } else {
-            RESCAN_INTERVAL
-        };
         let full = rescan_now || last_rescan.elapsed() >= period;
-        if !full && touched.is_empty() {
+        if !full && look_at.is_none_or(|t| t > Instant::now()) {
             continue;
         }
+        look_at = None;
         let mut st = state.take().expect("state is back after each look");
         let batch = std::mem::take(&mut touched);
         let looked = tokio::task::spawn_blocking(move || {
@@ -394,8 +425,8 @@ mod tests {
                 recursive: true,
                 matches: Arc::new(|n: &str| n.ends_with(".db")),
             },
-            known: BTreeSet::new(),
-            waiting: BTreeSet::new(),
+            known: HashSet::new(),
+            waiting: HashSet::new(),
             root_unreadable: false,
         };
         std::fs::create_dir(dir.join("t")).unwrap();

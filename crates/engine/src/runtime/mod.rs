@@ -4,7 +4,8 @@
 //! Owns: the set of running databases ([`Runtime`]: added at start, by directory
 //! discovery (`discover`) or the control socket's `register`; removed, after a final
 //! sync, by discovery or `unregister`), starting a replication task per database,
-//! sharing the file-system watcher and the safety poll (one timer for all databases),
+//! sharing the file-system watcher and the safety poll (one timer for all the databases
+//! events do not cover, none when there are none),
 //! and collecting their outcomes. Per-database behaviour lives in `replicate`; which
 //! files are databases of a watched directory is `discover`'s business.
 
@@ -229,7 +230,7 @@ async fn run_db(
         {
             if exhausted {
                 budget.say_exhausted();
-                let wait = backoff.step();
+                let wait = budget::jittered(backoff.step());
                 warn!(db = %name, retry_in = ?wait, limit = budget.limit(), "database not replicating: out of file descriptors; retrying");
                 db.status.record_failure(
                     format!(
@@ -265,51 +266,64 @@ async fn run_db(
     }
 }
 
-/// Resolves once the database's captures fail because descriptors ran out.
+/// Resolves once the database's captures fail because descriptors ran out. Woken by
+/// each recorded failure (no timer: a quiet database costs nothing here).
 async fn failing_for_descriptors(db: &DbRun) {
-    use std::sync::atomic::Ordering;
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
-        if db.status.failing_since_ms.load(Ordering::Acquire) == 0 {
-            continue;
-        }
-        if (db.status.last_error()).is_some_and(|e| crate::platform::descriptors_exhausted(&e)) {
+        let failed = db.status.failed.notified();
+        tokio::pin!(failed);
+        // Registered before the look, so a failure recorded in between is not missed.
+        failed.as_mut().enable();
+        if failing_for_want_of_descriptors(db) {
             return;
+        }
+        failed.await;
+    }
+}
+
+fn failing_for_want_of_descriptors(db: &DbRun) -> bool {
+    use std::sync::atomic::Ordering;
+    db.status.failing_since_ms.load(Ordering::Acquire) != 0
+        && (db.status.last_error()).is_some_and(|e| crate::platform::descriptors_exhausted(&e))
+}
+
+/// How often an awake database looks whether it may go dormant, while other runs wait
+/// for descriptors (and only then: with none waiting it has no timer).
+const DORMANT_CHECK: Duration = Duration::from_millis(500);
+
+/// Resolves once other runs wait for descriptors and this database is idle: running,
+/// no sync asked for, nothing captured for [`budget::DORMANT_AFTER`], and every replica
+/// holding everything captured, with no upload in flight. Waits for contention to begin
+/// without a timer; looks every [`DORMANT_CHECK`] while it lasts.
+async fn idle_while_contended(db: &DbRun, budget: &budget::Budget) {
+    loop {
+        budget.until_contended().await;
+        while budget.contended() {
+            tokio::time::sleep(DORMANT_CHECK).await;
+            if budget.contended() && may_go_dormant(db) {
+                return;
+            }
         }
     }
 }
 
-/// Resolves once other runs wait for descriptors and this database is idle: running,
-/// no sync asked for, nothing captured for [`budget::DORMANT_AFTER`], and every replica
-/// holding everything captured, with no upload in flight.
-async fn idle_while_contended(db: &DbRun, budget: &budget::Budget) {
+fn may_go_dormant(db: &DbRun) -> bool {
     use crate::replicate::handle::RunState;
     use std::sync::atomic::Ordering;
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        if !budget.contended() || db.handle.state() != RunState::Running || db.handle.sync_pending()
-        {
-            continue;
-        }
-        let last = db.status.last_capture_ms.load(Ordering::Acquire);
-        let quiet = crate::clock::now_ms().saturating_sub(last);
-        if quiet < budget::DORMANT_AFTER.as_millis() as i64 {
-            continue;
-        }
-        let local = db.status.local_txid();
-        if local.is_some()
-            && db
-                .replicas
-                .iter()
-                .all(|r| r.status.progress.holds(local) && !r.status.progress.is_uploading())
-        {
-            return;
-        }
+    if db.handle.state() != RunState::Running || db.handle.sync_pending() {
+        return false;
     }
+    let last = db.status.last_capture_ms.load(Ordering::Acquire);
+    let quiet = crate::clock::now_ms().saturating_sub(last);
+    if quiet < budget::DORMANT_AFTER.as_millis() as i64 {
+        return false;
+    }
+    let local = db.status.local_txid();
+    local.is_some()
+        && db
+            .replicas
+            .iter()
+            .all(|r| r.status.progress.holds(local) && !r.status.progress.is_uploading())
 }
 
 /// A dormant database: nothing open but what [`budget::dormant_cost`] counts, until its
@@ -467,12 +481,13 @@ impl Runtime {
     /// An empty runtime; call inside the tokio runtime (the change watcher reads its
     /// events there).
     pub fn new(shutdown: watch::Receiver<bool>, mode: RunMode) -> Runtime {
+        let poll = SafetyPoll::new();
         Runtime {
             inner: Arc::new(Inner {
                 mode,
                 shutdown,
-                watcher: Mutex::new(ChangeWatcher::new()),
-                poll: SafetyPoll::new(),
+                watcher: Mutex::new(ChangeWatcher::new(poll.clone())),
+                poll,
                 budget: Arc::new(budget::Budget::from_limit()),
                 dbs: Mutex::default(),
                 on_add: Mutex::new(None),
@@ -507,8 +522,8 @@ impl Runtime {
             return Err(RegistryError::AlreadyRegistered { path: name });
         }
         let notify = Arc::new(Notify::new());
+        // Events, or the safety poll where events do not cover the database.
         lock(&inner.watcher).watch(&path, notify.clone());
-        inner.poll.add(&path, notify.clone());
         let (stop, stop_rx) = watch::channel(false);
         let view = Arc::new(DbView::of(&db));
         if let Some(hook) = lock(&inner.on_add).clone() {
@@ -583,7 +598,6 @@ impl Runtime {
         };
         e.stop.send_replace(true);
         lock(&inner.watcher).unwatch(&e.path, &e.notify);
-        inner.poll.remove(&e.notify);
         inner.changed.notify_one();
         Ok(Detached(e))
     }
