@@ -68,14 +68,7 @@ impl Options {
                 Target::TxId(TxId::parse_hex16(&t).map_err(|e| err("txid", &t, e.to_string()))?)
             }
             (None, Some(ts)) => {
-                let t: jiff::Timestamp = ts.parse().map_err(|_| {
-                    err(
-                        "timestamp",
-                        &ts,
-                        "not RFC 3339 (e.g. 2026-01-02T15:04:05Z)".into(),
-                    )
-                })?;
-                Target::Timestamp(SystemTime::from(t))
+                parse_timestamp(&ts).map_err(|reason| err("timestamp", &ts, reason))?
             }
             (None, None) => Target::Latest,
         };
@@ -113,6 +106,16 @@ impl Options {
             cache_bytes,
         })
     }
+}
+
+/// An RFC 3339 time as `restore -timestamp` takes it, as a target; the error says what
+/// is expected.
+pub fn parse_timestamp(s: &str) -> Result<Target, String> {
+    let t: jiff::Timestamp = s
+        .trim()
+        .parse()
+        .map_err(|_| "not RFC 3339 (e.g. 2026-01-02T15:04:05Z)".to_string())?;
+    Ok(Target::Timestamp(SystemTime::from(t)))
 }
 
 /// `500ms`, `2s`, `1m`, `1h`, or a bare number of seconds.

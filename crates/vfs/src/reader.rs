@@ -54,6 +54,9 @@ pub struct Snapshot {
     pub page_size: PageSize,
     /// Pages in the database.
     pub commit: u32,
+    /// When the TXID served was written (the newest planned file's header timestamp,
+    /// what `restore -timestamp` compares against), if the writer recorded it.
+    pub timestamp: Option<jiff::Timestamp>,
     files: Vec<Arc<FileIndex>>,
     /// Indexed by page number - 1.
     map: Vec<Loc>,
@@ -121,7 +124,7 @@ impl Reader {
     }
 
     /// Asks for another target from the next transaction on (`PRAGMA sqlite_replicate_txid
-    /// = ...`).
+    /// = ...`, `PRAGMA sqlite_replicate_timestamp = ...`).
     pub fn set_target(&mut self, target: Target) {
         self.pending_target = Some(target);
     }
@@ -343,6 +346,9 @@ fn build(
         .last()
         .ok_or_else(|| VfsError::Setup("empty plan".into()))?;
     let (page_size, commit) = (last.header.page_size, last.header.commit);
+    let timestamp = (last.header.timestamp_ms > 0)
+        .then(|| jiff::Timestamp::from_millisecond(last.header.timestamp_ms).ok())
+        .flatten();
     let mut map = vec![NOWHERE; commit as usize];
     for (fi, f) in files.iter().enumerate() {
         if f.header.page_size != page_size {
@@ -368,6 +374,7 @@ fn build(
         txid,
         page_size,
         commit,
+        timestamp,
         files,
         map,
     })

@@ -159,19 +159,21 @@ print(n, h.hexdigest(), c.execute('PRAGMA integrity_check').fetchone()[0])
 /// A database of about 1.5 MB written before replication starts (its first file is read
 /// by ranged GETs: larger than the extension reads whole), then 20 small transactions
 /// replicated one by one (files read whole, checksums verified). Returns the past TXID
-/// (after the first 10) and the latest.
+/// (after the first 10), the latest, and a time (RFC 3339, whole milliseconds) taken
+/// after the past TXID was replicated and before the next transaction: `restore
+/// -timestamp` at it restores the past TXID.
 fn write_history(
     w: &Work,
     db: &Path,
     replica_args: &[&str],
     has_txid: &dyn Fn() -> u64,
-) -> (Replicator, u64, u64) {
+) -> (Replicator, u64, u64, String) {
     let c = app_db(db);
     c.execute_batch("CREATE TABLE u(k TEXT PRIMARY KEY, n INTEGER); CREATE INDEX t_v ON t(v);")
         .unwrap();
     insert_rows(&c, 3000, 500);
     let mut r = Replicator::start_ready(w, replica_args, 1);
-    let mut past = 0;
+    let (mut past, mut past_time) = (0, String::new());
     for i in 0..20 {
         let before = has_txid();
         c.execute_batch(&format!(
@@ -185,11 +187,13 @@ fn write_history(
         );
         if i == 9 {
             past = has_txid();
+            let now = jiff::Timestamp::now().as_millisecond();
+            past_time = format!("{:.3}", jiff::Timestamp::from_millisecond(now).unwrap());
         }
     }
     let latest = has_txid();
     r.wait_ready(1);
-    (r, past, latest)
+    (r, past, latest, past_time)
 }
 
 /// The newest TXID the database's configured replica holds, as `ltx` lists it.
@@ -269,6 +273,57 @@ fn compare_with_restore(
     }
 }
 
+/// Time travel by time: `timestamp=` in the URI, and `PRAGMA sqlite_replicate_timestamp
+/// = T` between transactions, serve what `restore -timestamp T` writes (here the TXID
+/// `past`, replicated just before `ts`); reading the pragma gives when the TXID served was
+/// written (before `ts`).
+fn at_a_timestamp_as_restore(w: &Work, base: &str, url: &str, ts: &str, past: u64) {
+    let out = w.path("restored-timestamp.db");
+    run_ok(&[
+        "restore",
+        "-o",
+        out.to_str().unwrap(),
+        "-timestamp",
+        ts,
+        url,
+    ]);
+    let want = file_dump(&out);
+    assert!(want.ends_with("ok\n"), "restored copy: {want}");
+    assert!(
+        vfs_dump(&format!("{base}&timestamp={ts}"), &[]) == want,
+        "timestamp= in the URI differs from restore -timestamp"
+    );
+    let o = sqlite3(
+        &format!(
+            ".open '{base}'\nSELECT count(*) FROM u;\nPRAGMA sqlite_replicate_timestamp = '{ts}';\n.dump\nPRAGMA integrity_check;\nPRAGMA sqlite_replicate_txid;\nPRAGMA sqlite_replicate_timestamp;\n"
+        ),
+        &[],
+    );
+    let (got, err) = (text(&o.stdout), text(&o.stderr));
+    assert!(err.is_empty(), "{err}");
+    let rest = got
+        .strip_prefix(&format!("20\n{ts}\n"))
+        .unwrap_or_else(|| panic!("the latest state, then the pragma's answer: {got}"));
+    let rest = rest
+        .strip_prefix(want.as_str())
+        .unwrap_or_else(|| panic!("after the pragma: differs from restore -timestamp: {rest}"));
+    let mut lines = rest.lines();
+    assert_eq!(lines.next(), Some(format!("{past:016x}").as_str()));
+    let served: jiff::Timestamp = lines.next().unwrap().parse().unwrap();
+    assert!(served < ts.parse().unwrap(), "served {served}, asked {ts}");
+    // A bad time is refused, naming the pragma; the state served stays.
+    let o = sqlite3(
+        &format!(".open '{base}&timestamp={ts}'\nPRAGMA sqlite_replicate_timestamp = 'yesterday';\nPRAGMA sqlite_replicate_txid;\n"),
+        &[],
+    );
+    assert!(
+        text(&o.stderr).contains("sqlite_replicate_timestamp = \"yesterday\": not RFC 3339"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert_eq!(text(&o.stdout).trim(), format!("{past:016x}"));
+}
+
 #[test]
 fn vfs_on_a_file_replica_answers_as_restore_at_latest_and_past_txids() {
     let (_, _) = (sqlite3_bin(), python_bin());
@@ -276,14 +331,16 @@ fn vfs_on_a_file_replica_answers_as_restore_at_latest_and_past_txids() {
     let db = w.path("app.db");
     let rep = w.path("replica");
     let cfg = w.file_config(&db, &rep, "");
-    let (r, past, latest) = write_history(&w, &db, &["-config", cfg.to_str().unwrap()], &|| {
-        replica_max_txid(&rep)
-    });
+    let (r, past, latest, past_time) =
+        write_history(&w, &db, &["-config", cfg.to_str().unwrap()], &|| {
+            replica_max_txid(&rep)
+        });
     assert_eq!(r.stop(), 0);
     assert!(past > 1 && latest > past);
     let url = format!("file://{}", rep.display());
     let base = format!("file:app.db?vfs=sqlite-replicate&replica={url}");
     compare_with_restore(&w, &base, &[&url], &[], past, latest);
+    at_a_timestamp_as_restore(&w, &base, &url, &past_time, past);
     // config= with the database's own path: its replicas, as `restore DB_PATH`.
     let by_cfg = format!(
         "file:{}?vfs=sqlite-replicate&config={}",
@@ -320,7 +377,7 @@ fn vfs_reads_an_encrypted_replica_with_the_configs_keys() {
         rep.display(),
         id.to_string().expose_secret()
     ));
-    let (r, _, _) = write_history(&w, &db, &["-config", cfg.to_str().unwrap()], &|| {
+    let (r, _, _, _) = write_history(&w, &db, &["-config", cfg.to_str().unwrap()], &|| {
         replica_max_txid(&rep)
     });
     assert_eq!(r.stop(), 0);
@@ -368,7 +425,7 @@ fn vfs_on_garage_answers_as_restore_with_the_same_credentials() {
         g.replica_yaml("vfs/app")
     ));
     let store_txid = || store_max_txid(&cfg, &db);
-    let (r, past, latest) =
+    let (r, past, latest, _) =
         write_history(&w, &db, &["-config", cfg.to_str().unwrap()], &store_txid);
     assert_eq!(r.stop(), 0);
     // A bare URL: endpoint and region in it, keys from the environment, as `restore`.
@@ -414,7 +471,7 @@ fn vfs_on_azurite_answers_as_restore() {
     ));
     let c = cfg.to_str().unwrap();
     let store_txid = || store_max_txid(&cfg, &db);
-    let (r, past, latest) = write_history(&w, &db, &["-config", c], &store_txid);
+    let (r, past, latest, _) = write_history(&w, &db, &["-config", c], &store_txid);
     assert_eq!(r.stop(), 0);
     let by_cfg = format!("file:{}?vfs=sqlite-replicate&config={c}", db.display());
     compare_with_restore(
