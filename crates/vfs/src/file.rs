@@ -11,7 +11,7 @@
 //! | `sqlite_replicate_txid = X` | from the next transaction on, serve TXID `X` (or `latest`) |
 //! | `sqlite_replicate_timestamp` | when the TXID served was written (RFC 3339, ms; empty if the writer did not record it) |
 //! | `sqlite_replicate_timestamp = T` | from the next transaction on, serve the state `restore -timestamp T` writes (or `latest`) |
-//! | `sqlite_replicate_stats` | JSON: GETs, bytes fetched, polls, cache bytes |
+//! | `sqlite_replicate_stats` | JSON: page GETs and bytes, header/index GETs and bytes, polls, memory cache bytes, disk cache hits, damaged entries refetched, bytes |
 //! | `sqlite_replicate_error` | the last error, naming the object (SQLite's own message is only "disk I/O error") |
 //!
 //! Every method catches panics (`host::guard`).
@@ -274,8 +274,13 @@ fn stats_json(r: &Reader) -> String {
         "txid": r.snapshot().map(|s| s.txid.to_string()),
         "gets": s.gets,
         "bytes_fetched": s.bytes_fetched,
+        "index_gets": s.index_gets,
+        "index_bytes": s.index_bytes,
         "polls": s.polls,
         "cache_bytes": r.cache_used_bytes(),
+        "disk_hits": s.disk_hits,
+        "disk_bad": s.disk_bad,
+        "disk_bytes": r.disk_used_bytes(),
     })
     .to_string()
 }

@@ -20,12 +20,16 @@
 //! - [`reader`]: the TXID served, the page map, page reads with readahead.
 //! - [`index`]: one LTX file's header and page index, fetched and checked.
 //! - [`cache`]: the bounded memory cache of pages.
-//! - `fetch`: the runtime every store call runs on, and retries.
+//! - `fetch`: the runtime every store call runs on, retries, and where a byte range
+//!   comes from (the disk cache's blocks, else ranged GETs).
+//! - [`disk`]: the disk cache (`cache_dir=`): verified blocks of LTX files in files,
+//!   shared between processes, bounded.
 //!
 //! Entry point: `sqlite3_sqlitereplicatevfs_init`, the name SQLite derives from the file
 //! name, so `.load` and `load_extension` need no entry point argument.
 
 pub mod cache;
+pub mod disk;
 pub mod error;
 mod fetch;
 pub mod ffi;

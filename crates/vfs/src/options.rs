@@ -12,6 +12,8 @@
 //! | `timestamp` | | open as of this time (RFC 3339, as `restore -timestamp`) |
 //! | `poll` | `SQLITE_REPLICATE_VFS_POLL` | how old the known state may get before a transaction start looks for new files (default 1s) |
 //! | `cache_size` | `SQLITE_REPLICATE_VFS_CACHE_SIZE` | memory cache bound, bytes (suffixes K, M, G, KiB, MiB, GiB; default 64MiB) |
+//! | `cache_dir` | `SQLITE_REPLICATE_VFS_CACHE_DIR` | disk cache directory, shared by processes (none by default) |
+//! | `cache_dir_size` | `SQLITE_REPLICATE_VFS_CACHE_DIR_SIZE` | disk cache bound (default 1GiB; needs `cache_dir`) |
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
@@ -33,6 +35,8 @@ pub struct Options {
     pub target: Target,
     pub poll: Duration,
     pub cache_bytes: u64,
+    /// The disk cache: its directory and bound.
+    pub cache_dir: Option<(PathBuf, u64)>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -98,12 +102,44 @@ impl Options {
                 n
             }
         };
+        let dir_size = match get(
+            "cache_dir_size",
+            Some("SQLITE_REPLICATE_VFS_CACHE_DIR_SIZE"),
+        ) {
+            None => None,
+            Some(v) => Some(
+                parse_size(&v)
+                    .filter(|n| *n >= MIN_CACHE_BYTES)
+                    .ok_or_else(|| {
+                        err(
+                            "cache_dir_size",
+                            &v,
+                            "expected a size of at least 1MiB, such as 512MiB or 4G".into(),
+                        )
+                    })?,
+            ),
+        };
+        let cache_dir = match (
+            get("cache_dir", Some("SQLITE_REPLICATE_VFS_CACHE_DIR")),
+            dir_size,
+        ) {
+            (Some(d), n) => Some((PathBuf::from(d), n.unwrap_or(crate::disk::DEFAULT_BYTES))),
+            (None, Some(n)) => {
+                return Err(err(
+                    "cache_dir_size",
+                    &n.to_string(),
+                    "bounds the disk cache: give cache_dir too".into(),
+                ))
+            }
+            (None, None) => None,
+        };
         Ok(Options {
             replica: get("replica", Some("SQLITE_REPLICATE_VFS_REPLICA")),
             config: get("config", Some("SQLITE_REPLICATE_CONFIG")).map(PathBuf::from),
             target,
             poll,
             cache_bytes,
+            cache_dir,
         })
     }
 }
@@ -182,6 +218,10 @@ mod tests {
         assert_eq!(o.cache_bytes, 8 << 20);
         let o = parse(&[("timestamp", "2026-01-02T15:04:05Z")]).unwrap();
         assert!(matches!(o.target, Target::Timestamp(_)));
+        let o = parse(&[("cache_dir", "/tmp/c")]).unwrap();
+        assert_eq!(o.cache_dir, Some((PathBuf::from("/tmp/c"), 1 << 30)));
+        let o = parse(&[("cache_dir", "/tmp/c"), ("cache_dir_size", "2MiB")]).unwrap();
+        assert_eq!(o.cache_dir, Some((PathBuf::from("/tmp/c"), 2 << 20)));
         assert_eq!(parse_duration("2"), Some(Duration::from_secs(2)));
         assert_eq!(parse_size("1G"), Some(1 << 30));
     }
@@ -201,6 +241,11 @@ mod tests {
             (&[("poll", "soon")][..], "poll"),
             (&[("cache_size", "lots")][..], "cache_size"),
             (&[("cache_size", "1000")][..], "cache_size"),
+            (&[("cache_dir_size", "1G")][..], "cache_dir_size"),
+            (
+                &[("cache_dir", "/tmp/c"), ("cache_dir_size", "1k")][..],
+                "cache_dir_size",
+            ),
         ] {
             let e = parse(pairs).unwrap_err();
             assert_eq!(e.param, param, "{e}");

@@ -28,8 +28,9 @@ use engine::storage::{LtxKey, ReplicaStore};
 use ltx::{Level, PageSize, TxId};
 
 use crate::cache::PageCache;
+use crate::disk::DiskCache;
 use crate::error::VfsError;
-use crate::fetch::{block_on, get_with_retry};
+use crate::fetch::{block_on, Cost, Source};
 use crate::index::{self, FileIndex};
 
 /// The first readahead, and its bound while reads stay sequential.
@@ -71,14 +72,38 @@ impl Snapshot {
 /// Counters for `PRAGMA sqlite_replicate_stats`.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Stats {
+    /// GETs of page data, and their bytes.
     pub gets: u64,
     pub bytes_fetched: u64,
+    /// GETs of headers and indexes (small files: the whole file), and their bytes.
+    pub index_gets: u64,
+    pub index_bytes: u64,
+    /// Disk cache blocks served, and entries found damaged and fetched again.
+    pub disk_hits: u64,
+    pub disk_bad: u64,
     pub polls: u64,
+}
+
+impl Stats {
+    fn add_page_cost(&mut self, c: Cost) {
+        self.gets += c.gets;
+        self.bytes_fetched += c.bytes_fetched;
+        self.disk_hits += c.disk_hits;
+        self.disk_bad += c.disk_bad;
+    }
+
+    fn add_index_cost(&mut self, c: Cost) {
+        self.index_gets += c.gets;
+        self.index_bytes += c.bytes_fetched;
+        self.disk_hits += c.disk_hits;
+        self.disk_bad += c.disk_bad;
+    }
 }
 
 pub struct Reader {
     candidates: Vec<Candidate>,
     store: Option<Arc<dyn ReplicaStore>>,
+    disk: Option<Arc<DiskCache>>,
     target: Target,
     /// A target set by pragma, applied at the next transaction start.
     pending_target: Option<Target>,
@@ -98,10 +123,12 @@ impl Reader {
         target: Target,
         poll: Duration,
         cache_bytes: u64,
+        disk: Option<Arc<DiskCache>>,
     ) -> Reader {
         Reader {
             candidates,
             store: None,
+            disk,
             target,
             pending_target: None,
             poll,
@@ -121,6 +148,18 @@ impl Reader {
 
     pub fn cache_used_bytes(&self) -> u64 {
         self.cache.used_bytes()
+    }
+
+    /// The disk cache directory's bytes, if there is one.
+    pub fn disk_used_bytes(&self) -> Option<u64> {
+        self.disk.as_ref().map(|d| d.used_bytes())
+    }
+
+    fn source(&self, store: &Arc<dyn ReplicaStore>) -> Source {
+        Source {
+            store: store.clone(),
+            disk: self.disk.clone(),
+        }
     }
 
     /// Asks for another target from the next transaction on (`PRAGMA sqlite_replicate_txid
@@ -195,6 +234,7 @@ impl Reader {
             ));
         };
         let store = picked.store.clone();
+        let source = self.source(&store);
         let missing: Vec<_> = plan
             .files
             .iter()
@@ -202,10 +242,11 @@ impl Reader {
             .cloned()
             .collect();
         let loaded = block_on(async {
-            let loads = missing.iter().map(|f| index::load(store.as_ref(), f));
+            let loads = missing.iter().map(|f| index::load(&source, f));
             futures::future::try_join_all(loads).await
         })?;
         for mut f in loaded {
+            self.stats.add_index_cost(f.cost);
             for (pgno, page) in std::mem::take(&mut f.pages) {
                 self.cache.insert((f.key, pgno), page);
             }
@@ -312,13 +353,9 @@ impl Reader {
             last += 1;
         }
         let range = entries[first].offset..entries[last].offset + entries[last].size;
-        let bytes = block_on(get_with_retry(
-            store.as_ref(),
-            &file.key,
-            Some(range.clone()),
-        ))?;
-        self.stats.gets += 1;
-        self.stats.bytes_fetched += bytes.len() as u64;
+        let fetched = block_on(self.source(&store).read(&file.info, range.clone()))?;
+        self.stats.add_page_cost(fetched.cost);
+        let bytes = fetched.bytes;
         let mut wanted = None;
         for e in &entries[first..=last] {
             let at = (e.offset - range.start) as usize;

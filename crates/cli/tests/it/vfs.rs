@@ -748,3 +748,158 @@ fn vfs_from_the_jvm_through_sqlite_jdbc_answers_as_restore() {
         "the JVM through the VFS differs from the restored copy"
     );
 }
+
+/// Runs `sql` in a fresh Python process on `uri` (through the VFS when `vfs`, else a plain
+/// file): the rows as text, and the VFS's `sqlite_replicate_stats` after them.
+fn python_query(
+    uri: &str,
+    vfs: bool,
+    sql: &str,
+    env: &[(&str, String)],
+) -> (String, serde_json::Value) {
+    let script = format!(
+        r#"
+import json, sqlite3
+if {vfs}:
+    m = sqlite3.connect(':memory:')
+    m.enable_load_extension(True)
+    m.load_extension({lib:?})
+c = sqlite3.connect({uri:?}, uri={vfs})
+rows = repr(c.execute({sql:?}).fetchall())
+stats = json.loads(c.execute('PRAGMA sqlite_replicate_stats').fetchone()[0]) if {vfs} else {{}}
+print(json.dumps({{"rows": rows, "stats": stats}}))
+"#,
+        vfs = if vfs { "True" } else { "False" },
+        lib = vfs_lib().display().to_string(),
+    );
+    let mut c = Command::new(python_bin());
+    c.args(["-c", &script]);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "python ({uri}): {}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    (v["rows"].as_str().unwrap().to_string(), v["stats"].clone())
+}
+
+/// The disk cache entries under `dir`: path and size.
+fn cache_entries(dir: &Path) -> Vec<(PathBuf, u64)> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "blk"))
+        .map(|e| (e.path(), e.metadata().unwrap().len()))
+        .collect()
+}
+
+/// A replica of a 1.5 MB database (its snapshot read by ranges) and one later transaction,
+/// the replicator stopped; and a restored copy of it.
+fn small_replica(w: &Work) -> (PathBuf, PathBuf) {
+    let db = w.path("app.db");
+    let rep = w.path("replica");
+    let cfg = w.file_config(&db, &rep, "");
+    let c = app_db(&db);
+    insert_rows(&c, 3000, 500);
+    let r = Replicator::start_ready(w, &["-config", cfg.to_str().unwrap()], 1);
+    let before = replica_max_txid(&rep);
+    insert_rows(&c, 1, 100);
+    eventually(Duration::from_secs(30), "a transaction replicated", || {
+        replica_max_txid(&rep) > before
+    });
+    assert_eq!(r.stop(), 0);
+    let restored = w.path("restored.db");
+    run_ok(&[
+        "restore",
+        "-o",
+        restored.to_str().unwrap(),
+        &format!("file://{}", rep.display()),
+    ]);
+    (rep, restored)
+}
+
+/// `cache_dir=`: a second process answers a point lookup from the disk cache without a
+/// GET (pages, header or index); entries are private (0600 in a 0700 directory); a damaged
+/// entry is detected, fetched again and never served; `cache_dir_size` bounds the
+/// directory through a full dump; every answer equals the restored copy's.
+#[test]
+fn vfs_disk_cache_serves_a_second_process_and_refetches_a_damaged_entry_within_its_bound() {
+    let w = Work::new();
+    let (rep, restored) = small_replica(&w);
+    let cache = w.path("cache");
+    let base = format!("file:app.db?vfs=sqlite-replicate&replica={}", rep.display());
+    let uri = format!("{base}&cache_dir={}", cache.display());
+    let lookup = "SELECT id, hex(v) FROM t WHERE id IN (7, 1234, 2999) ORDER BY id";
+    let (want, _) = python_query(restored.to_str().unwrap(), false, lookup, &[]);
+    assert!(want.contains("1234"), "{want}");
+    let n = |s: &serde_json::Value, k: &str| s[k].as_u64().unwrap_or_else(|| panic!("{k} in {s}"));
+    let (got, first) = python_query(&uri, true, lookup, &[]);
+    assert_eq!(got, want, "first process");
+    assert!(n(&first, "gets") > 0, "{first}");
+    let (got, second) = python_query(&uri, true, lookup, &[]);
+    assert_eq!(got, want, "second process");
+    assert!(
+        n(&second, "gets") == 0 && n(&second, "index_gets") == 0 && n(&second, "disk_hits") > 0,
+        "the second process fetched: {second}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&cache), 0o700);
+        for (p, _) in cache_entries(&cache) {
+            assert_eq!(mode(&p), 0o600, "{}", p.display());
+        }
+    }
+    // Damage every entry: each is detected, fetched again, and the answer stays right.
+    let entries = cache_entries(&cache);
+    assert!(!entries.is_empty());
+    for (p, _) in &entries {
+        let mut b = std::fs::read(p).unwrap();
+        let last = b.len() - 1;
+        b[last] ^= 0x5a;
+        std::fs::write(p, b).unwrap();
+    }
+    let (got, third) = python_query(&uri, true, lookup, &[]);
+    assert_eq!(got, want, "with damaged entries");
+    assert!(
+        n(&third, "disk_bad") > 0 && n(&third, "gets") > 0,
+        "damaged entries were not refetched: {third}"
+    );
+    let (got, fourth) = python_query(&uri, true, lookup, &[]);
+    assert_eq!(got, want);
+    assert!(
+        n(&fourth, "gets") == 0 && n(&fourth, "disk_bad") == 0,
+        "refetched entries were not stored again: {fourth}"
+    );
+    // The bound: a 1 MiB directory through a dump of a 1.5 MB database.
+    let small = w.path("small-cache");
+    let dump = vfs_dump(
+        &format!("{base}&cache_dir={}&cache_dir_size=1MiB", small.display()),
+        &[],
+    );
+    assert!(
+        dump == file_dump(&restored),
+        "dump through a bounded disk cache"
+    );
+    let held: u64 = cache_entries(&small).iter().map(|(_, n)| n).sum();
+    assert!(
+        held > 0 && held <= 1 << 20,
+        "the 1 MiB cache holds {held} bytes"
+    );
+    // A size without a directory is refused, naming the parameter.
+    let o = sqlite3(
+        &format!(".open '{base}&cache_dir_size=1GiB'\nSELECT 1;\n"),
+        &[],
+    );
+    assert!(
+        text(&o.stderr).contains("cache_dir_size") && text(&o.stderr).contains("give cache_dir"),
+        "{}",
+        text(&o.stderr)
+    );
+}
