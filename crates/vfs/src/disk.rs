@@ -111,6 +111,10 @@ impl DiskCache {
         })
     }
 
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     fn path(&self, id: &FileId, block: u64) -> PathBuf {
         self.dir
             .join(format!("{}-{block:08x}.{ENTRY_EXT}", id.stem))

@@ -25,6 +25,15 @@ const ATTEMPTS: u32 = 4;
 /// Runs `f` to completion on the extension's runtime (two worker threads, started on first
 /// use and kept for the life of the process, as the extension is).
 pub fn block_on<F: Future>(f: F) -> F::Output {
+    runtime().block_on(f)
+}
+
+/// Runs `f` in the background on the extension's runtime (hydration).
+pub fn spawn<F: Future<Output = ()> + Send + 'static>(f: F) {
+    drop(runtime().spawn(f));
+}
+
+fn runtime() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RT.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()
@@ -34,7 +43,6 @@ pub fn block_on<F: Future>(f: F) -> F::Output {
             .build()
             .expect("starting the VFS's runtime")
     })
-    .block_on(f)
 }
 
 /// `store.get(key, range)`, retried while the error is transient.

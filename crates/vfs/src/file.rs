@@ -11,7 +11,7 @@
 //! | `sqlite_replicate_txid = X` | from the next transaction on, serve TXID `X` (or `latest`) |
 //! | `sqlite_replicate_timestamp` | when the TXID served was written (RFC 3339, ms; empty if the writer did not record it) |
 //! | `sqlite_replicate_timestamp = T` | from the next transaction on, serve the state `restore -timestamp T` writes (or `latest`) |
-//! | `sqlite_replicate_stats` | JSON: page GETs and bytes, header/index GETs and bytes, polls, memory cache bytes, disk cache hits, damaged entries refetched, bytes |
+//! | `sqlite_replicate_stats` | JSON: page GETs and bytes, header/index GETs and bytes, polls, memory cache bytes, disk cache hits, damaged entries refetched, bytes; hydration: state (`running`, `done`, `failed`), TXID, bytes done and total, pages read from the copy |
 //! | `sqlite_replicate_error` | the last error, naming the object (SQLite's own message is only "disk I/O error") |
 //!
 //! Every method catches panics (`host::guard`).
@@ -281,6 +281,8 @@ fn stats_json(r: &Reader) -> String {
         "disk_hits": s.disk_hits,
         "disk_bad": s.disk_bad,
         "disk_bytes": r.disk_used_bytes(),
+        "hydrated_reads": s.hydrated_reads,
+        "hydrate": r.hydration(),
     })
     .to_string()
 }

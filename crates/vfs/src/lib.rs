@@ -24,6 +24,8 @@
 //!   comes from (the disk cache's blocks, else ranged GETs).
 //! - [`disk`]: the disk cache (`cache_dir=`): verified blocks of LTX files in files,
 //!   shared between processes, bounded.
+//! - `hydrate`: `hydrate=1`, the whole database downloaded in the background (restore's
+//!   own apply) into a local copy that then serves the pages it holds.
 //!
 //! Entry point: `sqlite3_sqlitereplicatevfs_init`, the name SQLite derives from the file
 //! name, so `.load` and `load_extension` need no entry point argument.
@@ -35,6 +37,7 @@ mod fetch;
 pub mod ffi;
 mod file;
 mod host;
+mod hydrate;
 pub mod index;
 pub mod options;
 pub mod reader;

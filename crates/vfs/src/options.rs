@@ -14,6 +14,7 @@
 //! | `cache_size` | `SQLITE_REPLICATE_VFS_CACHE_SIZE` | memory cache bound, bytes (suffixes K, M, G, KiB, MiB, GiB; default 64MiB) |
 //! | `cache_dir` | `SQLITE_REPLICATE_VFS_CACHE_DIR` | disk cache directory, shared by processes (none by default) |
 //! | `cache_dir_size` | `SQLITE_REPLICATE_VFS_CACHE_DIR_SIZE` | disk cache bound (default 1GiB; needs `cache_dir`) |
+//! | `hydrate` | `SQLITE_REPLICATE_VFS_HYDRATE` | `1`: download the whole database in the background (into `cache_dir`, else a temp directory), then read from that copy (default `0`) |
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
@@ -37,6 +38,7 @@ pub struct Options {
     pub cache_bytes: u64,
     /// The disk cache: its directory and bound.
     pub cache_dir: Option<(PathBuf, u64)>,
+    pub hydrate: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -133,6 +135,11 @@ impl Options {
             }
             (None, None) => None,
         };
+        let hydrate = match get("hydrate", Some("SQLITE_REPLICATE_VFS_HYDRATE")).as_deref() {
+            None | Some("0") => false,
+            Some("1") => true,
+            Some(v) => return Err(err("hydrate", v, "expected 1 or 0".into())),
+        };
         Ok(Options {
             replica: get("replica", Some("SQLITE_REPLICATE_VFS_REPLICA")),
             config: get("config", Some("SQLITE_REPLICATE_CONFIG")).map(PathBuf::from),
@@ -140,6 +147,7 @@ impl Options {
             poll,
             cache_bytes,
             cache_dir,
+            hydrate,
         })
     }
 }
@@ -242,6 +250,7 @@ mod tests {
             (&[("cache_size", "lots")][..], "cache_size"),
             (&[("cache_size", "1000")][..], "cache_size"),
             (&[("cache_dir_size", "1G")][..], "cache_dir_size"),
+            (&[("hydrate", "yes")][..], "hydrate"),
             (
                 &[("cache_dir", "/tmp/c"), ("cache_dir_size", "1k")][..],
                 "cache_dir_size",

@@ -31,6 +31,7 @@ use crate::cache::PageCache;
 use crate::disk::DiskCache;
 use crate::error::VfsError;
 use crate::fetch::{block_on, Cost, Source};
+use crate::hydrate::Hydration;
 use crate::index::{self, FileIndex};
 
 /// The first readahead, and its bound while reads stay sequential.
@@ -81,6 +82,8 @@ pub struct Stats {
     /// Disk cache blocks served, and entries found damaged and fetched again.
     pub disk_hits: u64,
     pub disk_bad: u64,
+    /// Pages read from the hydrated local copy.
+    pub hydrated_reads: u64,
     pub polls: u64,
 }
 
@@ -104,6 +107,9 @@ pub struct Reader {
     candidates: Vec<Candidate>,
     store: Option<Arc<dyn ReplicaStore>>,
     disk: Option<Arc<DiskCache>>,
+    /// `hydrate=1`: start a download of the first state loaded.
+    hydrate: bool,
+    hydration: Option<Hydration>,
     target: Target,
     /// A target set by pragma, applied at the next transaction start.
     pending_target: Option<Target>,
@@ -124,11 +130,14 @@ impl Reader {
         poll: Duration,
         cache_bytes: u64,
         disk: Option<Arc<DiskCache>>,
+        hydrate: bool,
     ) -> Reader {
         Reader {
             candidates,
             store: None,
             disk,
+            hydrate,
+            hydration: None,
             target,
             pending_target: None,
             poll,
@@ -148,6 +157,11 @@ impl Reader {
 
     pub fn cache_used_bytes(&self) -> u64 {
         self.cache.used_bytes()
+    }
+
+    /// The hydration's progress, if `hydrate=1`.
+    pub fn hydration(&self) -> Option<crate::hydrate::Status> {
+        self.hydration.as_ref().map(Hydration::progress)
     }
 
     /// The disk cache directory's bytes, if there is one.
@@ -260,7 +274,18 @@ impl Reader {
         // Indexes of files no longer planned are dropped (the cache keeps their pages).
         self.indexes
             .retain(|k, _| plan.files.iter().any(|f| f.key == *k));
-        self.snap = Some(build(&store, files, plan.target_txid)?);
+        let snap = build(&store, files, plan.target_txid)?;
+        if self.hydrate && self.hydration.is_none() {
+            // Once, of the first state served; failing to start is said, not fatal.
+            let page_bytes = snap.page_size.bytes() as u64;
+            let dir = self.disk.as_ref().map(|d| d.dir());
+            match Hydration::start(&picked, &plan, page_bytes, dir) {
+                Ok(h) => self.hydration = Some(h),
+                Err(e) => crate::host::report(&e),
+            }
+            self.hydrate = false;
+        }
+        self.snap = Some(snap);
         self.store = Some(store);
         Ok(())
     }
@@ -327,6 +352,18 @@ impl Reader {
         if let Some(p) = self.cache.get(&(file.key, pgno)) {
             self.last_pgno = pgno;
             return Ok(p);
+        }
+        // The hydrated copy holds this version when no file after it changed the page.
+        if let Some(h) = &self.hydration {
+            if s.txid >= h.txid
+                && file.key.max <= h.txid
+                && h.page_bytes == s.page_size.bytes() as u64
+            {
+                if let Some(page) = h.page(pgno) {
+                    self.stats.hydrated_reads += 1;
+                    return page;
+                }
+            }
         }
         self.readahead_bytes = if pgno == self.last_pgno.wrapping_add(1) {
             (self.readahead_bytes * 2).min(READAHEAD_MAX_BYTES)

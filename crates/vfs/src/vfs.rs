@@ -117,7 +117,14 @@ unsafe extern "C" fn x_open(
                     )?)),
                     None => None,
                 };
-                Ok(Reader::new(c, o.target, o.poll, o.cache_bytes, disk))
+                Ok(Reader::new(
+                    c,
+                    o.target,
+                    o.poll,
+                    o.cache_bytes,
+                    disk,
+                    o.hydrate,
+                ))
             });
         let reader = match opened {
             Ok(r) => r,

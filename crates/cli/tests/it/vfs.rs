@@ -903,3 +903,134 @@ fn vfs_disk_cache_serves_a_second_process_and_refetches_a_damaged_entry_within_i
         text(&o.stderr)
     );
 }
+
+/// `hydrate=1`: once the background download is done (the stats say so), a full read
+/// makes no GET of page data, with a memory cache far smaller than the database, and
+/// answers as the restored copy; after the replicator writes more, the new pages come from
+/// the new files (the rest still from the copy) and the answer is again the restored
+/// copy's. Run with and without a cache directory (the copy's two homes).
+#[test]
+fn vfs_hydrate_serves_from_the_local_copy_and_overlays_newer_files() {
+    let python = python_bin();
+    let w = Work::new();
+    let db = w.path("app.db");
+    let rep = w.path("replica");
+    let cfg = w.file_config(&db, &rep, "");
+    let c = app_db(&db);
+    insert_rows(&c, 3000, 500);
+    let _r = Replicator::start_ready(&w, &["-config", cfg.to_str().unwrap()], 1);
+    eventually(Duration::from_secs(30), "the first rows replicated", || {
+        replica_max_txid(&rep) >= 1
+    });
+    let cache = w.path("cache");
+    for dir in [None, Some(&cache)] {
+        let mut uri = format!(
+            "file:app.db?vfs=sqlite-replicate&replica={}&hydrate=1&cache_size=1MiB&poll=100ms",
+            rep.display()
+        );
+        if let Some(d) = dir {
+            uri.push_str(&format!("&cache_dir={}", d.display()));
+        }
+        let script = format!(
+            r#"
+import hashlib, json, sqlite3, sys, time
+m = sqlite3.connect(':memory:'); m.enable_load_extension(True); m.load_extension({lib:?})
+c = sqlite3.connect({uri:?}, uri=True)
+c.execute('PRAGMA cache_size = 10')  # SQLite's own page cache: pages come from the VFS
+stats = lambda: json.loads(c.execute('PRAGMA sqlite_replicate_stats').fetchone()[0])
+def rows():
+    h = hashlib.sha256(); n = 0
+    for row in c.execute('SELECT id, v FROM t ORDER BY id'):
+        h.update(repr(row).encode()); n += 1
+    return f"{{n}} {{h.hexdigest()}} {{c.execute('PRAGMA integrity_check').fetchone()[0]}}"
+def report(before):
+    r = rows()
+    after = stats()
+    print(json.dumps({{"rows": r, "txid": after["txid"], "gets": after["gets"] - before["gets"],
+                      "hydrated_reads": after["hydrated_reads"] - before["hydrated_reads"],
+                      "hydrate": after["hydrate"]}}), flush=True)
+c.execute('SELECT count(*) FROM t').fetchone()
+deadline = time.monotonic() + 120
+while stats()["hydrate"]["state"] == "running" and time.monotonic() < deadline:
+    time.sleep(0.05)
+report(stats())
+want = int(sys.stdin.readline())
+before = stats()
+deadline = time.monotonic() + 30
+while c.execute('SELECT count(*) FROM t').fetchone()[0] != want and time.monotonic() < deadline:
+    time.sleep(0.05)
+report(before)
+"#,
+            lib = vfs_lib().display().to_string(),
+        );
+        let mut child = Command::new(&python)
+            .args(["-c", &script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut next = || -> serde_json::Value {
+            serde_json::from_str(&lines.next().expect("python ended").unwrap()).unwrap()
+        };
+        let restored_rows = |txid: &str, name: &str| {
+            let out = w.path(name);
+            run_ok(&[
+                "restore",
+                "-o",
+                out.to_str().unwrap(),
+                "-txid",
+                txid,
+                &format!("file://{}", rep.display()),
+            ]);
+            python_rows(out.to_str().unwrap(), false, &[])
+        };
+        let tag = if dir.is_some() { "cache-dir" } else { "temp" };
+        let first = next();
+        assert_eq!(first["hydrate"]["state"], "done", "{first}");
+        assert_eq!(first["hydrate"]["txid"], first["txid"], "{first}");
+        assert_eq!(first["gets"], 0, "page GETs after hydration: {first}");
+        assert!(first["hydrated_reads"].as_u64().unwrap() > 0, "{first}");
+        assert_eq!(
+            format!("{}\n", first["rows"].as_str().unwrap()),
+            restored_rows(first["txid"].as_str().unwrap(), &format!("h1-{tag}.db")),
+            "after hydration"
+        );
+        // More rows, replicated: served from the new files over the copy.
+        let before = replica_max_txid(&rep);
+        c.execute_batch("UPDATE t SET v = randomblob(400) WHERE id % 100 = 3")
+            .unwrap();
+        insert_rows(&c, 20, 300);
+        eventually(Duration::from_secs(30), "the new rows replicated", || {
+            replica_max_txid(&rep) > before
+        });
+        let count: i64 = c
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        writeln!(stdin, "{count}").unwrap();
+        let second = next();
+        assert!(
+            second["txid"].as_str().unwrap() > first["txid"].as_str().unwrap(),
+            "{second}"
+        );
+        assert!(second["hydrated_reads"].as_u64().unwrap() > 0, "{second}");
+        assert_eq!(
+            format!("{}\n", second["rows"].as_str().unwrap()),
+            restored_rows(second["txid"].as_str().unwrap(), &format!("h2-{tag}.db")),
+            "after the replicator wrote more"
+        );
+        assert!(child.wait().unwrap().success());
+        if let Some(d) = dir {
+            let left: Vec<_> = std::fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .filter(|n| n.to_string_lossy().starts_with("hydrate-"))
+                .collect();
+            assert!(
+                left.is_empty(),
+                "the local copy outlived its database: {left:?}"
+            );
+        }
+    }
+}
