@@ -33,6 +33,15 @@ pub fn spawn<F: Future<Output = ()> + Send + 'static>(f: F) {
     drop(runtime().spawn(f));
 }
 
+/// Runs `f` on the extension's runtime, its result awaited later (prefetch).
+pub fn spawn_task<F>(f: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    runtime().spawn(f)
+}
+
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RT.get_or_init(|| {
@@ -126,7 +135,7 @@ impl Source {
             };
             return Ok(Fetched { bytes, cost });
         };
-        let id = FileId::new(&self.store.location().to_string(), info);
+        let id = FileId::new(self.store.location(), info);
         let blocks = range.start / BLOCK_BYTES..range.end.div_ceil(BLOCK_BYTES);
         let mut out = Fetched::default();
         let mut have: Vec<Option<Bytes>> = Vec::with_capacity(blocks.clone().count());

@@ -277,6 +277,7 @@ fn stats_json(r: &Reader) -> String {
         "index_gets": s.index_gets,
         "index_bytes": s.index_bytes,
         "polls": s.polls,
+        "load_ms": (s.load_ms * 10.0).round() / 10.0,
         "cache_bytes": r.cache_used_bytes(),
         "disk_hits": s.disk_hits,
         "disk_bad": s.disk_bad,

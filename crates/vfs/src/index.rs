@@ -9,8 +9,9 @@
 //! checked against their index entry when fetched (`ltx::decode_page_frame`).
 //!
 //! Requests (through `fetch::Source`, so the disk cache may answer them instead): a
-//! small file, one GET; a large one, two concurrent ones (header, last 64 KiB), plus one
-//! when the index is longer than that tail.
+//! small file, one GET; a large one, two concurrent ones (header, and a tail of about
+//! 1/256 of the file, which usually holds the whole index), plus one when the index is
+//! longer than that tail.
 
 use std::sync::Arc;
 
@@ -23,8 +24,12 @@ use crate::fetch::{Cost, Source};
 
 /// Files up to this size are fetched whole and their checksum verified.
 pub const WHOLE_FILE_BYTES: u64 = 256 << 10;
-/// The tail fetched first from a large file (Litestream's readers fetch 32 KiB).
-const TAIL_BYTES: u64 = 64 << 10;
+/// The tail fetched first from a large file: enough for the whole index of a file of
+/// incompressible 4 KiB pages (about 10 bytes of index per 4 KiB frame), so one GET
+/// usually brings it; between 64 KiB (Litestream's readers fetch 32 KiB) and 8 MiB.
+fn tail_bytes(size: u64) -> u64 {
+    (size / 256).clamp(64 << 10, 8 << 20)
+}
 /// Bytes between the index and the end: the index size (u64) and the trailer.
 const FOOTER_BYTES: u64 = 8 + TRAILER_SIZE as u64;
 /// The end-of-pages marker between the last page frame and the index.
@@ -64,7 +69,7 @@ pub async fn load(source: &Source, info: &LtxInfo) -> Result<FileIndex, VfsError
         return Ok(f);
     }
     let size = info.size_bytes;
-    let tail_from = size - TAIL_BYTES.min(size);
+    let tail_from = size - tail_bytes(size).min(size);
     let (head, tail) = futures::try_join!(
         source.read(info, 0..HEADER_SIZE as u64),
         source.read(info, tail_from..size),

@@ -34,9 +34,20 @@ use crate::fetch::{block_on, Cost, Source};
 use crate::hydrate::Hydration;
 use crate::index::{self, FileIndex};
 
-/// The first readahead, and its bound while reads stay sequential.
+/// The first readahead, and its bound while reads stay sequential (at most a sixteenth
+/// of the memory cache: what is in flight counts against memory too).
 const READAHEAD_MIN_BYTES: u64 = 64 << 10;
 const READAHEAD_MAX_BYTES: u64 = 8 << 20;
+/// Runs fetched ahead of a sequential reader, each of the readahead's bound.
+const PREFETCH_RUNS: usize = 3;
+
+/// A run of frames fetched in the background: entries `first..=last` of `file`.
+struct Prefetch {
+    file: LtxKey,
+    first: usize,
+    last: usize,
+    task: tokio::task::JoinHandle<Result<crate::fetch::Fetched, VfsError>>,
+}
 
 /// Where a page's newest version is: `files[file].entries[entry]`.
 #[derive(Clone, Copy)]
@@ -85,6 +96,8 @@ pub struct Stats {
     /// Pages read from the hydrated local copy.
     pub hydrated_reads: u64,
     pub polls: u64,
+    /// How long the last load of a state took (listing, planning, headers and indexes).
+    pub load_ms: f64,
 }
 
 impl Stats {
@@ -120,6 +133,8 @@ pub struct Reader {
     last_look: Option<Instant>,
     last_pgno: u32,
     readahead_bytes: u64,
+    readahead_max: u64,
+    prefetch: std::collections::VecDeque<Prefetch>,
     pub stats: Stats,
 }
 
@@ -147,6 +162,8 @@ impl Reader {
             last_look: None,
             last_pgno: 0,
             readahead_bytes: READAHEAD_MIN_BYTES,
+            readahead_max: (cache_bytes / 16).clamp(READAHEAD_MIN_BYTES, READAHEAD_MAX_BYTES),
+            prefetch: Default::default(),
             stats: Stats::default(),
         }
     }
@@ -230,7 +247,8 @@ impl Reader {
             Target::Timestamp(_) => Times::Exact,
             _ => Times::Listed,
         };
-        self.last_look = Some(Instant::now());
+        let started = Instant::now();
+        self.last_look = Some(started);
         let picked =
             block_on(run::pick(&self.candidates, times, false)).map_err(VfsError::restore)?;
         if matches!(picked.found, Found::Nothing) {
@@ -287,6 +305,7 @@ impl Reader {
         }
         self.snap = Some(snap);
         self.store = Some(store);
+        self.stats.load_ms = started.elapsed().as_secs_f64() * 1000.0;
         Ok(())
     }
 
@@ -365,37 +384,60 @@ impl Reader {
                 }
             }
         }
-        self.readahead_bytes = if pgno == self.last_pgno.wrapping_add(1) {
-            (self.readahead_bytes * 2).min(READAHEAD_MAX_BYTES)
+        let sequential = pgno == self.last_pgno.wrapping_add(1);
+        self.readahead_bytes = if sequential {
+            (self.readahead_bytes * 2).min(self.readahead_max)
         } else {
             READAHEAD_MIN_BYTES
         };
         self.last_pgno = pgno;
-        // The run: this page and the frames right after it in the same file that are
-        // still their page's newest version and not cached, up to the readahead.
-        let entries = &file.entries;
         let first = loc.entry as usize;
-        let mut last = first;
-        while last + 1 < entries.len() {
-            let (cur, next) = (&entries[last], &entries[last + 1]);
-            let l = s.map.get((next.pgno.get() - 1) as usize);
-            let same = l.is_some_and(|l| l.file == loc.file && l.entry as usize == last + 1);
-            if !same
-                || next.offset != cur.offset + cur.size
-                || next.offset + next.size - entries[first].offset > self.readahead_bytes
-                || self.cache.contains(&(file.key, next.pgno.get()))
-            {
-                break;
+        let source = self.source(&store);
+        // A run already on its way (sequential prefetch), else one GET of the run.
+        let (run, fetched) = match self.take_prefetch(&file.key, first) {
+            Some(p) => {
+                let fetched = block_on(p.task)
+                    .map_err(|e| VfsError::Panic(format!("a prefetch task failed: {e}")))??;
+                (p.first..=p.last, fetched)
             }
-            last += 1;
-        }
-        let range = entries[first].offset..entries[last].offset + entries[last].size;
-        let fetched = block_on(self.source(&store).read(&file.info, range.clone()))?;
+            None => {
+                self.cancel_prefetch();
+                let s = self.snap.as_ref().expect("loaded");
+                let last = run_end(
+                    s,
+                    &file,
+                    loc.file,
+                    first,
+                    self.readahead_bytes,
+                    Some(&self.cache),
+                );
+                let range = frames(&file, first, last);
+                (first..=last, block_on(source.read(&file.info, range))?)
+            }
+        };
         self.stats.add_page_cost(fetched.cost);
-        let bytes = fetched.bytes;
+        let wanted = self.decode_run(&file, run.clone(), &fetched.bytes, pgno)?;
+        if sequential && self.readahead_bytes == self.readahead_max {
+            self.top_up_prefetch(&source, &file, loc.file, *run.end());
+        }
+        Ok(wanted.expect("the run holds the page asked for"))
+    }
+
+    /// Decodes entries `run` of `file` (their frames are `bytes`) into the cache; returns
+    /// page `pgno` if among them.
+    fn decode_run(
+        &mut self,
+        file: &FileIndex,
+        run: std::ops::RangeInclusive<usize>,
+        bytes: &[u8],
+        pgno: u32,
+    ) -> Result<Option<Arc<[u8]>>, VfsError> {
+        let store = self.store.clone().expect("loaded");
+        let entries = &file.entries[run];
+        let base = entries[0].offset;
         let mut wanted = None;
-        for e in &entries[first..=last] {
-            let at = (e.offset - range.start) as usize;
+        for e in entries {
+            let at = (e.offset - base) as usize;
             let mut page = vec![0u8; file.header.page_size.bytes()];
             ltx::decode_page_frame(e, &bytes[at..at + e.size as usize], &mut page)
                 .map_err(|err| VfsError::decode(store.as_ref(), &file.key, err))?;
@@ -405,8 +447,85 @@ impl Reader {
             }
             self.cache.insert((file.key, e.pgno.get()), page);
         }
-        Ok(wanted.expect("the run starts at the page asked for"))
+        Ok(wanted)
     }
+
+    /// The prefetched run of `key` holding entry `entry`, if any (runs before it in the
+    /// queue are dropped: the reader has passed them).
+    fn take_prefetch(&mut self, key: &LtxKey, entry: usize) -> Option<Prefetch> {
+        let at = self
+            .prefetch
+            .iter()
+            .position(|p| p.file == *key && (p.first..=p.last).contains(&entry))?;
+        for p in self.prefetch.drain(..at) {
+            p.task.abort();
+        }
+        self.prefetch.pop_front()
+    }
+
+    fn cancel_prefetch(&mut self) {
+        for p in self.prefetch.drain(..) {
+            p.task.abort();
+        }
+    }
+
+    /// Keeps [`PREFETCH_RUNS`] runs of `file` in flight after entry `after`, while the
+    /// frames that follow are their pages' newest versions.
+    fn top_up_prefetch(&mut self, source: &Source, file: &Arc<FileIndex>, fi: u32, after: usize) {
+        let s = self.snap.as_ref().expect("loaded");
+        let mut next = self.prefetch.back().map_or(after, |p| p.last) + 1;
+        while self.prefetch.len() < PREFETCH_RUNS && next < file.entries.len() {
+            let pg = file.entries[next].pgno.get();
+            let l = s.map.get((pg - 1) as usize);
+            if !l.is_some_and(|l| l.file == fi && l.entry as usize == next) {
+                break;
+            }
+            let last = run_end(s, file, fi, next, self.readahead_max, None);
+            let (src, info, range) = (source.clone(), file.info.clone(), frames(file, next, last));
+            let task = crate::fetch::spawn_task(async move { src.read(&info, range).await });
+            self.prefetch.push_back(Prefetch {
+                file: file.key,
+                first: next,
+                last,
+                task,
+            });
+            next = last + 1;
+        }
+    }
+}
+
+/// The byte range of entries `first..=last` of `file` (contiguous frames).
+fn frames(file: &FileIndex, first: usize, last: usize) -> std::ops::Range<u64> {
+    file.entries[first].offset..file.entries[last].offset + file.entries[last].size
+}
+
+/// The last entry of the run starting at entry `first` of `file` (the snapshot's file
+/// `fi`): the frames right after it that are contiguous, still their page's newest
+/// version and (with `cache`) not cached, up to `max_bytes`.
+fn run_end(
+    s: &Snapshot,
+    file: &FileIndex,
+    fi: u32,
+    first: usize,
+    max_bytes: u64,
+    cache: Option<&PageCache>,
+) -> usize {
+    let entries = &file.entries;
+    let mut last = first;
+    while last + 1 < entries.len() {
+        let (cur, next) = (&entries[last], &entries[last + 1]);
+        let l = s.map.get((next.pgno.get() - 1) as usize);
+        let same = l.is_some_and(|l| l.file == fi && l.entry as usize == last + 1);
+        if !same
+            || next.offset != cur.offset + cur.size
+            || next.offset + next.size - entries[first].offset > max_bytes
+            || cache.is_some_and(|c| c.contains(&(file.key, next.pgno.get())))
+        {
+            break;
+        }
+        last += 1;
+    }
+    last
 }
 
 /// The page map of `files` (oldest first): each page's newest version, up to the newest
