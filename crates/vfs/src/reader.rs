@@ -40,6 +40,10 @@ const READAHEAD_MIN_BYTES: u64 = 64 << 10;
 const READAHEAD_MAX_BYTES: u64 = 8 << 20;
 /// Runs fetched ahead of a sequential reader, each of the readahead's bound.
 const PREFETCH_RUNS: usize = 3;
+/// A read this many pages past the stream's last one still continues it.
+const STREAM_GAP_PAGES: u32 = 16;
+/// Reads off the stream in a row that end it.
+const OFF_STREAM_READS: u32 = 4;
 
 /// A run of frames fetched in the background: entries `first..=last` of `file`.
 struct Prefetch {
@@ -131,7 +135,9 @@ pub struct Reader {
     indexes: HashMap<LtxKey, Arc<FileIndex>>,
     cache: PageCache,
     last_look: Option<Instant>,
+    /// The last page of the sequential stream, and reads off it since.
     last_pgno: u32,
+    off_stream: u32,
     readahead_bytes: u64,
     readahead_max: u64,
     prefetch: std::collections::VecDeque<Prefetch>,
@@ -161,6 +167,7 @@ impl Reader {
             cache: PageCache::new(cache_bytes),
             last_look: None,
             last_pgno: 0,
+            off_stream: 0,
             readahead_bytes: READAHEAD_MIN_BYTES,
             readahead_max: (cache_bytes / 16).clamp(READAHEAD_MIN_BYTES, READAHEAD_MAX_BYTES),
             prefetch: Default::default(),
@@ -369,7 +376,9 @@ impl Reader {
         }
         let file = s.files[loc.file as usize].clone();
         if let Some(p) = self.cache.get(&(file.key, pgno)) {
-            self.last_pgno = pgno;
+            if self.in_stream(pgno) {
+                self.last_pgno = pgno;
+            }
             return Ok(p);
         }
         // The hydrated copy holds this version when no file after it changed the page.
@@ -384,13 +393,27 @@ impl Reader {
                 }
             }
         }
-        let sequential = pgno == self.last_pgno.wrapping_add(1);
-        self.readahead_bytes = if sequential {
-            (self.readahead_bytes * 2).min(self.readahead_max)
+        // A scan reads leaves in order, with a B-tree's interior page (allocated later,
+        // further on) now and then: such a read is fetched alone and leaves the stream's
+        // readahead and prefetch as they are; a few in a row end the stream.
+        let sequential = self.in_stream(pgno);
+        if sequential {
+            self.readahead_bytes = (self.readahead_bytes * 2).min(self.readahead_max);
+            self.last_pgno = pgno;
+            self.off_stream = 0;
+        } else {
+            self.off_stream += 1;
+            if self.off_stream >= OFF_STREAM_READS {
+                self.readahead_bytes = READAHEAD_MIN_BYTES;
+                self.last_pgno = pgno;
+                self.cancel_prefetch();
+            }
+        }
+        let readahead = if sequential {
+            self.readahead_bytes
         } else {
             READAHEAD_MIN_BYTES
         };
-        self.last_pgno = pgno;
         let first = loc.entry as usize;
         let source = self.source(&store);
         // A run already on its way (sequential prefetch), else one GET of the run.
@@ -401,16 +424,8 @@ impl Reader {
                 (p.first..=p.last, fetched)
             }
             None => {
-                self.cancel_prefetch();
                 let s = self.snap.as_ref().expect("loaded");
-                let last = run_end(
-                    s,
-                    &file,
-                    loc.file,
-                    first,
-                    self.readahead_bytes,
-                    Some(&self.cache),
-                );
+                let last = run_end(s, &file, loc.file, first, readahead, Some(&self.cache));
                 let range = frames(&file, first, last);
                 (first..=last, block_on(source.read(&file.info, range))?)
             }
@@ -421,6 +436,11 @@ impl Reader {
             self.top_up_prefetch(&source, &file, loc.file, *run.end());
         }
         Ok(wanted.expect("the run holds the page asked for"))
+    }
+
+    /// Whether `pgno` continues the sequential stream: a little way past its last page.
+    fn in_stream(&self, pgno: u32) -> bool {
+        pgno > self.last_pgno && pgno - self.last_pgno <= STREAM_GAP_PAGES
     }
 
     /// Decodes entries `run` of `file` (their frames are `bytes`) into the cache; returns
