@@ -17,7 +17,8 @@
 //! - [`options`]: URI parameters and their environment defaults.
 //! - `replica`: the replicas to read, resolved as `restore` resolves them (the CLI's
 //!   `config` and `stores` modules, compiled here from the same files).
-//! - [`reader`]: the TXID served, the page map, page reads with readahead.
+//! - [`reader`]: the TXID served, the page map, page reads with readahead and
+//!   sequential prefetch.
 //! - [`index`]: one LTX file's header and page index, fetched and checked.
 //! - [`cache`]: the bounded memory cache of pages.
 //! - `fetch`: the runtime every store call runs on, retries, and where a byte range

@@ -5,16 +5,20 @@
 //! page count and, per page, the file and index entry holding its newest version), when it
 //! changes (only at the start of a read transaction, [`Reader::begin_read`], and only if
 //! the last look at the replica is older than the poll interval), and page reads: the
-//! memory cache first, else one ranged GET of the page and the neighbours that follow it
-//! in the same file (64 KiB, doubling up to 8 MiB while reads are sequential).
+//! memory cache first, then the hydrated copy (`hydrate`) for the pages it holds, else
+//! one ranged read (through the disk cache, `fetch::Source`) of the page and the
+//! neighbours that follow it in the same file (64 KiB, doubling up to 1/16 of the memory
+//! cache, at most 8 MiB, while reads stay sequential), and, once a sequential stream
+//! reaches that bound, three more runs prefetched in the background.
 //!
 //! Which replica and which files: `restore`'s own steps (`restore::run::pick` and
 //! `restore::run::plan`), so a state served here is the state `restore` (with `-txid` or
 //! `-timestamp`) writes. Does not: parse parameters (`options`), talk C (`vfs`, `file`).
 //!
-//! Requests: opening, one LIST per level and the plan's indexes (`index`); a poll, one
+//! Requests: opening, one LIST per level (concurrent) and the plan's indexes (`index`,
+//! concurrent); a poll, one
 //! LIST of level 0, and only when it shows a newer TXID the full listing and the new
-//! files' indexes; a page miss, one ranged GET.
+//! files' indexes; a page miss, one ranged GET (or the wait for a prefetched one).
 
 use std::collections::HashMap;
 use std::sync::Arc;
