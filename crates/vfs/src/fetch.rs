@@ -28,12 +28,7 @@ pub fn block_on<F: Future>(f: F) -> F::Output {
     runtime().block_on(f)
 }
 
-/// Runs `f` in the background on the extension's runtime (hydration).
-pub fn spawn<F: Future<Output = ()> + Send + 'static>(f: F) {
-    drop(runtime().spawn(f));
-}
-
-/// Runs `f` on the extension's runtime, its result awaited later (prefetch).
+/// Runs `f` in the background on the extension's runtime (prefetch, hydration).
 pub fn spawn_task<F>(f: F) -> tokio::task::JoinHandle<F::Output>
 where
     F: Future + Send + 'static,

@@ -4,8 +4,9 @@
 //! Owns: starting the download (exactly `restore`'s own `run::apply` of the plan the
 //! reader serves, so the local copy is what `restore -txid` writes, verified as it does),
 //! its progress and outcome, where the copy lives (a private temp directory, mode 0700,
-//! inside `cache_dir` when there is one, else in the system's temp directory; removed
-//! when the database closes), and reading a page from it.
+//! inside `cache_dir` when there is one, else in the system's temp directory; the
+//! download stopped and the copy removed when the database closes), and reading a page
+//! from it.
 //!
 //! Which pages it may serve is the reader's rule (`reader`): a page whose newest version
 //! in the state served is in a file ending at or before the hydrated TXID, in a state at
@@ -56,8 +57,16 @@ pub struct Hydration {
     pub txid: TxId,
     pub page_bytes: u64,
     shared: Arc<Shared>,
+    /// The download, stopped when the database closes.
+    task: tokio::task::JoinHandle<()>,
     /// Holds the copy; removed on drop.
     _dir: tempfile::TempDir,
+}
+
+impl Drop for Hydration {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// What `PRAGMA sqlite_replicate_stats` shows of it.
@@ -104,7 +113,7 @@ impl Hydration {
             progress: Progress::new(shared.clone()),
         };
         let (picked, planned, sh) = (picked.clone(), Planned::Ltx(plan.clone()), shared.clone());
-        crate::fetch::spawn(async move {
+        let task = crate::fetch::spawn_task(async move {
             let done = run::apply(&picked, &planned, &out, &opts)
                 .await
                 .map_err(|e| format!("{:#}", anyhow::Error::new(e)))
@@ -128,6 +137,7 @@ impl Hydration {
             txid: plan.target_txid,
             page_bytes,
             shared,
+            task,
             _dir: tmp,
         })
     }
