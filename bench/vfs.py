@@ -14,8 +14,14 @@ binary, stops the replicator, then measures, each in a fresh process:
   the first row, wall clock), with the GETs and bytes the VFS fetched for it; several
   lookups of random keys, each in a new process;
 - scan: `SELECT sum(length(v)) FROM t` through the VFS with the cache bounded at
-  --cache-mib, its throughput, and the process's peak RSS (the bound at work).
+  --cache-mib, its throughput, and the process's peak RSS (the bound at work), --scans
+  times.
+
+Medians are printed after the individual runs (the machine is noisy). `--lib A --lib B`
+measures several builds of the extension against the same replica, in turn (to compare
+a change with the build before it).
 """
+import statistics
 import argparse
 import json
 import os
@@ -114,11 +120,36 @@ print(json.dumps({"ms": ms, "row": row[0], "stats": stats,
 """
 
 
-def vfs_child(env, uri, sql, arg=0):
-    out = subprocess.run(["/usr/bin/python3", "-c", CHILD, LIB, uri, sql, str(arg)],
+def vfs_child(env, uri, sql, arg=0, lib=LIB):
+    out = subprocess.run(["/usr/bin/python3", "-c", CHILD, lib, uri, sql, str(arg)],
                          capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
+
+
+def measure(lib, env, uri, rows, size, a):
+    ms = []
+    for i in range(a.lookups):
+        r = vfs_child(env, uri, "SELECT length(v) FROM t WHERE id = ?", random.randint(1, rows), lib)
+        s = r["stats"]
+        ms.append(r["ms"])
+        print(f"  first query (point lookup {i + 1}): {r['ms']:.1f} ms (load {s.get('load_ms', '?')} ms), "
+              f"{s['gets']} page GETs, {s['bytes_fetched'] / 1024:.0f} KiB of pages, "
+              f"{s.get('index_gets', '?')} header/index GETs, {s.get('index_bytes', 0) / 1024:.0f} KiB")
+    print(f"  first query: median {statistics.median(ms):.1f} ms of {len(ms)}")
+    rates, rss = [], []
+    for i in range(a.scans):
+        r = vfs_child(env, uri, "SELECT sum(length(v)) FROM t", 0, lib)
+        s = r["stats"]
+        rates.append(size / 2**20 / (r["ms"] / 1000))
+        rss.append(r["rss_mib"])
+        print(f"  scan {i + 1} (cache {a.cache_mib} MiB): {r['ms'] / 1000:.2f} s, "
+              f"{rates[-1]:.0f} MiB/s, {s['gets']} GETs, "
+              f"{s['bytes_fetched'] / 2**20:.0f} MiB fetched, peak RSS {r['rss_mib']:.0f} MiB, "
+              f"cache {s['cache_bytes'] / 2**20:.0f} MiB")
+    if rates:
+        print(f"  scan: median {statistics.median(rates):.0f} MiB/s, peak RSS median "
+              f"{statistics.median(rss):.0f} MiB (max {max(rss):.0f}) of {len(rates)}")
 
 
 def main():
@@ -126,8 +157,11 @@ def main():
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--cache-mib", type=int, default=64)
     ap.add_argument("--lookups", type=int, default=5)
+    ap.add_argument("--scans", type=int, default=3)
+    ap.add_argument("--lib", action="append", help="extension to measure (repeatable; default the release build)")
     a = ap.parse_args()
-    for p in (BIN, LIB):
+    libs = a.lib or [LIB]
+    for p in (BIN, *libs):
         assert os.path.exists(p), f"{p} missing: cargo build --release -p sqlite-replicate -p sqlite-replicate-vfs"
     d = tempfile.mkdtemp(prefix="sr-vfs-bench-")
     garage, endpoint, key_id, secret = start_garage(d)
@@ -155,25 +189,20 @@ def main():
         rep.wait(60)
         print(f"replicated in {time.monotonic() - t:.0f} s")
         out = os.path.join(d, "restored.db")
-        t = time.monotonic()
-        subprocess.run([BIN, "restore", "-o", out, url], env=env, check=True)
-        restore_s = time.monotonic() - t
-        os.remove(out)
         size = os.path.getsize(db)
-        print(f"restore: {restore_s:.2f} s, {size / 2**20 / restore_s:.0f} MiB/s")
+        secs = []
+        for _ in range(3):
+            t = time.monotonic()
+            subprocess.run([BIN, "restore", "-o", out, url], env=env, check=True)
+            secs.append(time.monotonic() - t)
+            os.remove(out)
+        restore_s = statistics.median(secs)
+        print(f"restore: median {restore_s:.2f} s of 3, {size / 2**20 / restore_s:.0f} MiB/s")
         enc = url.replace("?", "%3F").replace("&", "%26").replace("=", "%3D")
         uri = f"file:app.db?vfs=sqlite-replicate&cache_size={a.cache_mib}MiB&replica={enc}"
-        for i in range(a.lookups):
-            r = vfs_child(env, uri, "SELECT length(v) FROM t WHERE id = ?", random.randint(1, rows))
-            s = r["stats"]
-            print(f"first query (point lookup {i + 1}): {r['ms']:.1f} ms, {s['gets']} page GETs, "
-                  f"{s['bytes_fetched'] / 1024:.0f} KiB of pages (plus LIST, header and index)")
-        r = vfs_child(env, uri, "SELECT sum(length(v)) FROM t")
-        s = r["stats"]
-        print(f"scan through the VFS (cache {a.cache_mib} MiB): {r['ms'] / 1000:.2f} s, "
-              f"{size / 2**20 / (r['ms'] / 1000):.0f} MiB/s, {s['gets']} GETs, "
-              f"{s['bytes_fetched'] / 2**20:.0f} MiB fetched, peak RSS {r['rss_mib']:.0f} MiB, "
-              f"cache {s['cache_bytes'] / 2**20:.0f} MiB")
+        for lib in libs:
+            print(f"extension {lib}:")
+            measure(lib, env, uri, rows, size, a)
     finally:
         garage.terminate()
         garage.wait(30)

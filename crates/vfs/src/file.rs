@@ -9,7 +9,9 @@
 //! |---|---|
 //! | `sqlite_replicate_txid` | the TXID served (16 hex digits) |
 //! | `sqlite_replicate_txid = X` | from the next transaction on, serve TXID `X` (or `latest`) |
-//! | `sqlite_replicate_stats` | JSON: GETs, bytes fetched, polls, cache bytes |
+//! | `sqlite_replicate_timestamp` | when the TXID served was written (RFC 3339, ms; empty if the writer did not record it) |
+//! | `sqlite_replicate_timestamp = T` | from the next transaction on, serve the state `restore -timestamp T` writes (or `latest`) |
+//! | `sqlite_replicate_stats` | JSON: page GETs and bytes, header/index GETs and bytes, polls, memory cache bytes, disk cache hits, damaged entries refetched, bytes; hydration: state (`running`, `done`, `failed`), TXID, bytes done and total, pages read from the copy |
 //! | `sqlite_replicate_error` | the last error, naming the object (SQLite's own message is only "disk I/O error") |
 //!
 //! Every method catches panics (`host::guard`).
@@ -214,51 +216,76 @@ unsafe extern "C" fn x_file_control(f: *mut Sqlite3File, op: c_int, arg: *mut c_
 
 /// One of our pragmas: `None` if `name` is not ours.
 fn pragma(h: &mut Handle, name: &str, value: Option<&str>) -> Option<Result<String, String>> {
+    let value = value.map(|v| v.trim().trim_matches(['\'', '"']));
     Some(match (name, value) {
-        ("sqlite_replicate_txid", None) => {
-            if h.reader.snapshot().is_none() {
-                if let Err(e) = h.reader.begin_read() {
-                    let t = e.to_string();
-                    h.fail(e, SQLITE_ERROR);
-                    return Some(Err(t));
-                }
-            }
-            Ok(h.reader
-                .snapshot()
-                .map(|s| s.txid.to_string())
-                .unwrap_or_default())
+        ("sqlite_replicate_txid", None) => loaded(h).map(|s| s.txid.to_string()),
+        ("sqlite_replicate_txid", Some(v)) => set_target(h, name, v, |v| {
+            TxId::parse_hex16(v)
+                .map(Target::TxId)
+                .map_err(|e| format!("{e} (16 hex digits, or latest)"))
+        }),
+        ("sqlite_replicate_timestamp", None) => {
+            loaded(h).map(|s| s.timestamp.map(|t| format!("{t:.3}")).unwrap_or_default())
         }
-        ("sqlite_replicate_txid", Some(v)) => {
-            let v = v.trim_matches(['\'', '"']);
-            let target = if v.eq_ignore_ascii_case("latest") {
-                Target::Latest
-            } else {
-                match TxId::parse_hex16(v) {
-                    Ok(t) => Target::TxId(t),
-                    Err(e) => {
-                        return Some(Err(format!(
-                            "sqlite_replicate_txid = {v:?}: {e} (16 hex digits, or latest)"
-                        )))
-                    }
-                }
-            };
-            h.reader.set_target(target);
-            Ok(v.to_string())
-        }
-        ("sqlite_replicate_stats", _) => {
-            let s = h.reader.stats;
-            Ok(serde_json::json!({
-                "txid": h.reader.snapshot().map(|s| s.txid.to_string()),
-                "gets": s.gets,
-                "bytes_fetched": s.bytes_fetched,
-                "polls": s.polls,
-                "cache_bytes": h.reader.cache_used_bytes(),
-            })
-            .to_string())
-        }
+        ("sqlite_replicate_timestamp", Some(v)) => set_target(h, name, v, |v| {
+            crate::options::parse_timestamp(v).map_err(|e| format!("{e}, or latest"))
+        }),
+        ("sqlite_replicate_stats", _) => Ok(stats_json(&h.reader)),
         ("sqlite_replicate_error", _) => Ok(h.last_error.clone().unwrap_or_default()),
         _ => return None,
     })
+}
+
+/// The state served, loading it first if no transaction has yet; an error is remembered
+/// for `sqlite_replicate_error` and returned as the pragma's message.
+fn loaded(h: &mut Handle) -> Result<&crate::reader::Snapshot, String> {
+    if h.reader.snapshot().is_none() {
+        if let Err(e) = h.reader.begin_read() {
+            let t = e.to_string();
+            h.fail(e, SQLITE_ERROR);
+            return Err(t);
+        }
+    }
+    h.reader
+        .snapshot()
+        .ok_or_else(|| "sqlite-replicate VFS: no state loaded".to_string())
+}
+
+/// `PRAGMA name = v`: `latest`, or what `parse` makes of `v`, served from the next
+/// transaction on. Answers `v`.
+fn set_target(
+    h: &mut Handle,
+    name: &str,
+    v: &str,
+    parse: impl Fn(&str) -> Result<Target, String>,
+) -> Result<String, String> {
+    let target = if v.eq_ignore_ascii_case("latest") {
+        Target::Latest
+    } else {
+        parse(v).map_err(|e| format!("{name} = {v:?}: {e}"))?
+    };
+    h.reader.set_target(target);
+    Ok(v.to_string())
+}
+
+fn stats_json(r: &Reader) -> String {
+    let s = r.stats;
+    serde_json::json!({
+        "txid": r.snapshot().map(|s| s.txid.to_string()),
+        "gets": s.gets,
+        "bytes_fetched": s.bytes_fetched,
+        "index_gets": s.index_gets,
+        "index_bytes": s.index_bytes,
+        "polls": s.polls,
+        "load_ms": (s.load_ms * 10.0).round() / 10.0,
+        "cache_bytes": r.cache_used_bytes(),
+        "disk_hits": s.disk_hits,
+        "disk_bad": s.disk_bad,
+        "disk_bytes": r.disk_used_bytes(),
+        "hydrated_reads": s.hydrated_reads,
+        "hydrate": r.hydration(),
+    })
+    .to_string()
 }
 
 unsafe extern "C" fn x_sector_size(_f: *mut Sqlite3File) -> c_int {

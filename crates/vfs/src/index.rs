@@ -8,8 +8,10 @@
 //! only a whole read verifies it: small files always are; a large file's pages are each
 //! checked against their index entry when fetched (`ltx::decode_page_frame`).
 //!
-//! Requests: a small file, one GET; a large one, two (header, last 64 KiB), plus one when
-//! the index is longer than that tail.
+//! Requests (through `fetch::Source`, so the disk cache may answer them instead): a
+//! small file, one GET; a large one, two concurrent ones (header, and a tail of about
+//! 1/256 of the file, which usually holds the whole index), plus one when the index is
+//! longer than that tail.
 
 use std::sync::Arc;
 
@@ -18,12 +20,16 @@ use engine::storage::{LtxInfo, LtxKey, ReplicaStore};
 use ltx::{Decoder, Header, PageIndexEntry, HEADER_SIZE, TRAILER_SIZE};
 
 use crate::error::VfsError;
-use crate::fetch::get_with_retry;
+use crate::fetch::{Cost, Source};
 
 /// Files up to this size are fetched whole and their checksum verified.
 pub const WHOLE_FILE_BYTES: u64 = 256 << 10;
-/// The tail fetched first from a large file (Litestream's readers fetch 32 KiB).
-const TAIL_BYTES: u64 = 64 << 10;
+/// The tail fetched first from a large file: enough for the whole index of a file of
+/// incompressible 4 KiB pages (about 10 bytes of index per 4 KiB frame), so one GET
+/// usually brings it; between 64 KiB (Litestream's readers fetch 32 KiB) and 8 MiB.
+fn tail_bytes(size: u64) -> u64 {
+    (size / 256).clamp(64 << 10, 8 << 20)
+}
 /// Bytes between the index and the end: the index size (u64) and the trailer.
 const FOOTER_BYTES: u64 = 8 + TRAILER_SIZE as u64;
 /// The end-of-pages marker between the last page frame and the index.
@@ -32,14 +38,19 @@ const END_MARKER_BYTES: u64 = 6;
 /// Where one file's pages are.
 pub struct FileIndex {
     pub key: LtxKey,
+    /// As listed: the size and creation time name the file in the disk cache.
+    pub info: LtxInfo,
     pub header: Header,
     pub entries: Vec<PageIndexEntry>,
     /// The decoded pages of a file read whole (its checksum verified), for the cache.
     pub pages: Vec<(u32, Arc<[u8]>)>,
+    /// What loading it cost.
+    pub cost: Cost,
 }
 
 /// Fetches and checks `info`'s header and index.
-pub async fn load(store: &dyn ReplicaStore, info: &LtxInfo) -> Result<FileIndex, VfsError> {
+pub async fn load(source: &Source, info: &LtxInfo) -> Result<FileIndex, VfsError> {
+    let store = source.store.as_ref();
     let key = info.key;
     if info.size_bytes < HEADER_SIZE as u64 + END_MARKER_BYTES + FOOTER_BYTES {
         return Err(VfsError::bad_file(
@@ -52,15 +63,20 @@ pub async fn load(store: &dyn ReplicaStore, info: &LtxInfo) -> Result<FileIndex,
         ));
     }
     if info.size_bytes <= WHOLE_FILE_BYTES {
-        let bytes = get_with_retry(store, &key, None).await?;
-        return load_whole(store, &key, &bytes);
+        let whole = source.read(info, 0..info.size_bytes).await?;
+        let mut f = load_whole(store, info, &whole.bytes)?;
+        f.cost = whole.cost;
+        return Ok(f);
     }
     let size = info.size_bytes;
-    let tail_from = size - TAIL_BYTES.min(size);
+    let tail_from = size - tail_bytes(size).min(size);
     let (head, tail) = futures::try_join!(
-        get_with_retry(store, &key, Some(0..HEADER_SIZE as u64)),
-        get_with_retry(store, &key, Some(tail_from..size)),
+        source.read(info, 0..HEADER_SIZE as u64),
+        source.read(info, tail_from..size),
     )?;
+    let mut cost = head.cost;
+    cost += tail.cost;
+    let (head, tail) = (head.bytes, tail.bytes);
     let header = Header::from_bytes(&head).map_err(|e| VfsError::decode(store, &key, e))?;
     check_header(store, &key, &header)?;
     if (tail.len() as u64) < FOOTER_BYTES + 1 {
@@ -81,7 +97,9 @@ pub async fn load(store: &dyn ReplicaStore, info: &LtxInfo) -> Result<FileIndex,
                 format!("index size {index_bytes} does not fit in the file"),
             ));
         }
-        get_with_retry(store, &key, Some(size - needed..size)).await?
+        let more = source.read(info, size - needed..size).await?;
+        cost += more.cost;
+        more.bytes
     } else {
         tail
     };
@@ -90,18 +108,21 @@ pub async fn load(store: &dyn ReplicaStore, info: &LtxInfo) -> Result<FileIndex,
     check_entries(store, &key, &header, &entries, index_start)?;
     Ok(FileIndex {
         key,
+        info: info.clone(),
         header,
         entries,
         pages: Vec::new(),
+        cost,
     })
 }
 
 /// A file read whole: decoded front to back, so its checksum is verified.
 fn load_whole(
     store: &dyn ReplicaStore,
-    key: &LtxKey,
+    info: &LtxInfo,
     bytes: &Bytes,
 ) -> Result<FileIndex, VfsError> {
+    let key = &info.key;
     let mut dec = Decoder::new(&bytes[..]).map_err(|e| VfsError::decode(store, key, e))?;
     let header = dec.header().clone();
     check_header(store, key, &header)?;
@@ -117,9 +138,11 @@ fn load_whole(
     let entries = ltx::parse_page_index(bytes).map_err(|e| VfsError::decode(store, key, e))?;
     Ok(FileIndex {
         key: *key,
+        info: info.clone(),
         header,
         entries,
         pages,
+        cost: Cost::default(),
     })
 }
 

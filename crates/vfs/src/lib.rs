@@ -17,20 +17,28 @@
 //! - [`options`]: URI parameters and their environment defaults.
 //! - `replica`: the replicas to read, resolved as `restore` resolves them (the CLI's
 //!   `config` and `stores` modules, compiled here from the same files).
-//! - [`reader`]: the TXID served, the page map, page reads with readahead.
+//! - [`reader`]: the TXID served, the page map, page reads with readahead and
+//!   sequential prefetch.
 //! - [`index`]: one LTX file's header and page index, fetched and checked.
 //! - [`cache`]: the bounded memory cache of pages.
-//! - `fetch`: the runtime every store call runs on, and retries.
+//! - `fetch`: the runtime every store call runs on, retries, and where a byte range
+//!   comes from (the disk cache's blocks, else ranged GETs).
+//! - [`disk`]: the disk cache (`cache_dir=`): verified blocks of LTX files in files,
+//!   shared between processes, bounded.
+//! - `hydrate`: `hydrate=1`, the whole database downloaded in the background (restore's
+//!   own apply) into a local copy that then serves the pages it holds.
 //!
 //! Entry point: `sqlite3_sqlitereplicatevfs_init`, the name SQLite derives from the file
 //! name, so `.load` and `load_extension` need no entry point argument.
 
 pub mod cache;
+pub mod disk;
 pub mod error;
 mod fetch;
 pub mod ffi;
 mod file;
 mod host;
+mod hydrate;
 pub mod index;
 pub mod options;
 pub mod reader;

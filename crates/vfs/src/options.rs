@@ -12,6 +12,9 @@
 //! | `timestamp` | | open as of this time (RFC 3339, as `restore -timestamp`) |
 //! | `poll` | `SQLITE_REPLICATE_VFS_POLL` | how old the known state may get before a transaction start looks for new files (default 1s) |
 //! | `cache_size` | `SQLITE_REPLICATE_VFS_CACHE_SIZE` | memory cache bound, bytes (suffixes K, M, G, KiB, MiB, GiB; default 64MiB) |
+//! | `cache_dir` | `SQLITE_REPLICATE_VFS_CACHE_DIR` | disk cache directory, shared by processes (none by default) |
+//! | `cache_dir_size` | `SQLITE_REPLICATE_VFS_CACHE_DIR_SIZE` | disk cache bound (default 1GiB; needs `cache_dir`) |
+//! | `hydrate` | `SQLITE_REPLICATE_VFS_HYDRATE` | `1`: download the whole database in the background (into `cache_dir`, else a temp directory), then read from that copy (default `0`) |
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
@@ -33,6 +36,9 @@ pub struct Options {
     pub target: Target,
     pub poll: Duration,
     pub cache_bytes: u64,
+    /// The disk cache: its directory and bound.
+    pub cache_dir: Option<(PathBuf, u64)>,
+    pub hydrate: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -68,14 +74,7 @@ impl Options {
                 Target::TxId(TxId::parse_hex16(&t).map_err(|e| err("txid", &t, e.to_string()))?)
             }
             (None, Some(ts)) => {
-                let t: jiff::Timestamp = ts.parse().map_err(|_| {
-                    err(
-                        "timestamp",
-                        &ts,
-                        "not RFC 3339 (e.g. 2026-01-02T15:04:05Z)".into(),
-                    )
-                })?;
-                Target::Timestamp(SystemTime::from(t))
+                parse_timestamp(&ts).map_err(|reason| err("timestamp", &ts, reason))?
             }
             (None, None) => Target::Latest,
         };
@@ -105,14 +104,62 @@ impl Options {
                 n
             }
         };
+        let dir_size = match get(
+            "cache_dir_size",
+            Some("SQLITE_REPLICATE_VFS_CACHE_DIR_SIZE"),
+        ) {
+            None => None,
+            Some(v) => Some(
+                parse_size(&v)
+                    .filter(|n| *n >= MIN_CACHE_BYTES)
+                    .ok_or_else(|| {
+                        err(
+                            "cache_dir_size",
+                            &v,
+                            "expected a size of at least 1MiB, such as 512MiB or 4G".into(),
+                        )
+                    })?,
+            ),
+        };
+        let cache_dir = match (
+            get("cache_dir", Some("SQLITE_REPLICATE_VFS_CACHE_DIR")),
+            dir_size,
+        ) {
+            (Some(d), n) => Some((PathBuf::from(d), n.unwrap_or(crate::disk::DEFAULT_BYTES))),
+            (None, Some(n)) => {
+                return Err(err(
+                    "cache_dir_size",
+                    &n.to_string(),
+                    "bounds the disk cache: give cache_dir too".into(),
+                ))
+            }
+            (None, None) => None,
+        };
+        let hydrate = match get("hydrate", Some("SQLITE_REPLICATE_VFS_HYDRATE")).as_deref() {
+            None | Some("0") => false,
+            Some("1") => true,
+            Some(v) => return Err(err("hydrate", v, "expected 1 or 0".into())),
+        };
         Ok(Options {
             replica: get("replica", Some("SQLITE_REPLICATE_VFS_REPLICA")),
             config: get("config", Some("SQLITE_REPLICATE_CONFIG")).map(PathBuf::from),
             target,
             poll,
             cache_bytes,
+            cache_dir,
+            hydrate,
         })
     }
+}
+
+/// An RFC 3339 time as `restore -timestamp` takes it, as a target; the error says what
+/// is expected.
+pub fn parse_timestamp(s: &str) -> Result<Target, String> {
+    let t: jiff::Timestamp = s
+        .trim()
+        .parse()
+        .map_err(|_| "not RFC 3339 (e.g. 2026-01-02T15:04:05Z)".to_string())?;
+    Ok(Target::Timestamp(SystemTime::from(t)))
 }
 
 /// `500ms`, `2s`, `1m`, `1h`, or a bare number of seconds.
@@ -179,6 +226,10 @@ mod tests {
         assert_eq!(o.cache_bytes, 8 << 20);
         let o = parse(&[("timestamp", "2026-01-02T15:04:05Z")]).unwrap();
         assert!(matches!(o.target, Target::Timestamp(_)));
+        let o = parse(&[("cache_dir", "/tmp/c")]).unwrap();
+        assert_eq!(o.cache_dir, Some((PathBuf::from("/tmp/c"), 1 << 30)));
+        let o = parse(&[("cache_dir", "/tmp/c"), ("cache_dir_size", "2MiB")]).unwrap();
+        assert_eq!(o.cache_dir, Some((PathBuf::from("/tmp/c"), 2 << 20)));
         assert_eq!(parse_duration("2"), Some(Duration::from_secs(2)));
         assert_eq!(parse_size("1G"), Some(1 << 30));
     }
@@ -198,6 +249,12 @@ mod tests {
             (&[("poll", "soon")][..], "poll"),
             (&[("cache_size", "lots")][..], "cache_size"),
             (&[("cache_size", "1000")][..], "cache_size"),
+            (&[("cache_dir_size", "1G")][..], "cache_dir_size"),
+            (&[("hydrate", "yes")][..], "hydrate"),
+            (
+                &[("cache_dir", "/tmp/c"), ("cache_dir_size", "1k")][..],
+                "cache_dir_size",
+            ),
         ] {
             let e = parse(pairs).unwrap_err();
             assert_eq!(e.param, param, "{e}");

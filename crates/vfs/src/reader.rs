@@ -5,16 +5,20 @@
 //! page count and, per page, the file and index entry holding its newest version), when it
 //! changes (only at the start of a read transaction, [`Reader::begin_read`], and only if
 //! the last look at the replica is older than the poll interval), and page reads: the
-//! memory cache first, else one ranged GET of the page and the neighbours that follow it
-//! in the same file (64 KiB, doubling up to 8 MiB while reads are sequential).
+//! memory cache first, then the hydrated copy (`hydrate`) for the pages it holds, else
+//! one ranged read (through the disk cache, `fetch::Source`) of the page and the
+//! neighbours that follow it in the same file (64 KiB, doubling up to 1/16 of the memory
+//! cache, at most 8 MiB, while reads stay sequential), and, once a sequential stream
+//! reaches that bound, three more runs prefetched in the background.
 //!
 //! Which replica and which files: `restore`'s own steps (`restore::run::pick` and
 //! `restore::run::plan`), so a state served here is the state `restore` (with `-txid` or
 //! `-timestamp`) writes. Does not: parse parameters (`options`), talk C (`vfs`, `file`).
 //!
-//! Requests: opening, one LIST per level and the plan's indexes (`index`); a poll, one
+//! Requests: opening, one LIST per level (concurrent) and the plan's indexes (`index`,
+//! concurrent); a poll, one
 //! LIST of level 0, and only when it shows a newer TXID the full listing and the new
-//! files' indexes; a page miss, one ranged GET.
+//! files' indexes; a page miss, one ranged GET (or the wait for a prefetched one).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,13 +32,30 @@ use engine::storage::{LtxKey, ReplicaStore};
 use ltx::{Level, PageSize, TxId};
 
 use crate::cache::PageCache;
+use crate::disk::DiskCache;
 use crate::error::VfsError;
-use crate::fetch::{block_on, get_with_retry};
+use crate::fetch::{block_on, Cost, Source};
+use crate::hydrate::Hydration;
 use crate::index::{self, FileIndex};
 
-/// The first readahead, and its bound while reads stay sequential.
+/// The first readahead, and its bound while reads stay sequential (at most a sixteenth
+/// of the memory cache: what is in flight counts against memory too).
 const READAHEAD_MIN_BYTES: u64 = 64 << 10;
 const READAHEAD_MAX_BYTES: u64 = 8 << 20;
+/// Runs fetched ahead of a sequential reader, each of the readahead's bound.
+const PREFETCH_RUNS: usize = 3;
+/// A read this many pages past the stream's last one still continues it.
+const STREAM_GAP_PAGES: u32 = 16;
+/// Reads off the stream in a row that end it.
+const OFF_STREAM_READS: u32 = 4;
+
+/// A run of frames fetched in the background: entries `first..=last` of `file`.
+struct Prefetch {
+    file: LtxKey,
+    first: usize,
+    last: usize,
+    task: tokio::task::JoinHandle<Result<crate::fetch::Fetched, VfsError>>,
+}
 
 /// Where a page's newest version is: `files[file].entries[entry]`.
 #[derive(Clone, Copy)]
@@ -54,6 +75,9 @@ pub struct Snapshot {
     pub page_size: PageSize,
     /// Pages in the database.
     pub commit: u32,
+    /// When the TXID served was written (the newest planned file's header timestamp,
+    /// what `restore -timestamp` compares against), if the writer recorded it.
+    pub timestamp: Option<jiff::Timestamp>,
     files: Vec<Arc<FileIndex>>,
     /// Indexed by page number - 1.
     map: Vec<Loc>,
@@ -68,14 +92,45 @@ impl Snapshot {
 /// Counters for `PRAGMA sqlite_replicate_stats`.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Stats {
+    /// GETs of page data, and their bytes.
     pub gets: u64,
     pub bytes_fetched: u64,
+    /// GETs of headers and indexes (small files: the whole file), and their bytes.
+    pub index_gets: u64,
+    pub index_bytes: u64,
+    /// Disk cache blocks served, and entries found damaged and fetched again.
+    pub disk_hits: u64,
+    pub disk_bad: u64,
+    /// Pages read from the hydrated local copy.
+    pub hydrated_reads: u64,
     pub polls: u64,
+    /// How long the last load of a state took (listing, planning, headers and indexes).
+    pub load_ms: f64,
+}
+
+impl Stats {
+    fn add_page_cost(&mut self, c: Cost) {
+        self.gets += c.gets;
+        self.bytes_fetched += c.bytes_fetched;
+        self.disk_hits += c.disk_hits;
+        self.disk_bad += c.disk_bad;
+    }
+
+    fn add_index_cost(&mut self, c: Cost) {
+        self.index_gets += c.gets;
+        self.index_bytes += c.bytes_fetched;
+        self.disk_hits += c.disk_hits;
+        self.disk_bad += c.disk_bad;
+    }
 }
 
 pub struct Reader {
     candidates: Vec<Candidate>,
     store: Option<Arc<dyn ReplicaStore>>,
+    disk: Option<Arc<DiskCache>>,
+    /// `hydrate=1`: start a download of the first state loaded.
+    hydrate: bool,
+    hydration: Option<Hydration>,
     target: Target,
     /// A target set by pragma, applied at the next transaction start.
     pending_target: Option<Target>,
@@ -84,8 +139,12 @@ pub struct Reader {
     indexes: HashMap<LtxKey, Arc<FileIndex>>,
     cache: PageCache,
     last_look: Option<Instant>,
+    /// The last page of the sequential stream, and reads off it since.
     last_pgno: u32,
+    off_stream: u32,
     readahead_bytes: u64,
+    readahead_max: u64,
+    prefetch: std::collections::VecDeque<Prefetch>,
     pub stats: Stats,
 }
 
@@ -95,10 +154,15 @@ impl Reader {
         target: Target,
         poll: Duration,
         cache_bytes: u64,
+        disk: Option<Arc<DiskCache>>,
+        hydrate: bool,
     ) -> Reader {
         Reader {
             candidates,
             store: None,
+            disk,
+            hydrate,
+            hydration: None,
             target,
             pending_target: None,
             poll,
@@ -107,7 +171,10 @@ impl Reader {
             cache: PageCache::new(cache_bytes),
             last_look: None,
             last_pgno: 0,
+            off_stream: 0,
             readahead_bytes: READAHEAD_MIN_BYTES,
+            readahead_max: (cache_bytes / 16).clamp(READAHEAD_MIN_BYTES, READAHEAD_MAX_BYTES),
+            prefetch: Default::default(),
             stats: Stats::default(),
         }
     }
@@ -120,8 +187,25 @@ impl Reader {
         self.cache.used_bytes()
     }
 
+    /// The hydration's progress, if `hydrate=1`.
+    pub fn hydration(&self) -> Option<crate::hydrate::Status> {
+        self.hydration.as_ref().map(Hydration::progress)
+    }
+
+    /// The disk cache directory's bytes, if there is one.
+    pub fn disk_used_bytes(&self) -> Option<u64> {
+        self.disk.as_ref().map(|d| d.used_bytes())
+    }
+
+    fn source(&self, store: &Arc<dyn ReplicaStore>) -> Source {
+        Source {
+            store: store.clone(),
+            disk: self.disk.clone(),
+        }
+    }
+
     /// Asks for another target from the next transaction on (`PRAGMA sqlite_replicate_txid
-    /// = ...`).
+    /// = ...`, `PRAGMA sqlite_replicate_timestamp = ...`).
     pub fn set_target(&mut self, target: Target) {
         self.pending_target = Some(target);
     }
@@ -174,7 +258,8 @@ impl Reader {
             Target::Timestamp(_) => Times::Exact,
             _ => Times::Listed,
         };
-        self.last_look = Some(Instant::now());
+        let started = Instant::now();
+        self.last_look = Some(started);
         let picked =
             block_on(run::pick(&self.candidates, times, false)).map_err(VfsError::restore)?;
         if matches!(picked.found, Found::Nothing) {
@@ -192,6 +277,7 @@ impl Reader {
             ));
         };
         let store = picked.store.clone();
+        let source = self.source(&store);
         let missing: Vec<_> = plan
             .files
             .iter()
@@ -199,10 +285,11 @@ impl Reader {
             .cloned()
             .collect();
         let loaded = block_on(async {
-            let loads = missing.iter().map(|f| index::load(store.as_ref(), f));
+            let loads = missing.iter().map(|f| index::load(&source, f));
             futures::future::try_join_all(loads).await
         })?;
         for mut f in loaded {
+            self.stats.add_index_cost(f.cost);
             for (pgno, page) in std::mem::take(&mut f.pages) {
                 self.cache.insert((f.key, pgno), page);
             }
@@ -216,8 +303,20 @@ impl Reader {
         // Indexes of files no longer planned are dropped (the cache keeps their pages).
         self.indexes
             .retain(|k, _| plan.files.iter().any(|f| f.key == *k));
-        self.snap = Some(build(&store, files, plan.target_txid)?);
+        let snap = build(&store, files, plan.target_txid)?;
+        if self.hydrate && self.hydration.is_none() {
+            // Once, of the first state served; failing to start is said, not fatal.
+            let page_bytes = snap.page_size.bytes() as u64;
+            let dir = self.disk.as_ref().map(|d| d.dir());
+            match Hydration::start(&picked, &plan, page_bytes, dir) {
+                Ok(h) => self.hydration = Some(h),
+                Err(e) => crate::host::report(&e),
+            }
+            self.hydrate = false;
+        }
+        self.snap = Some(snap);
         self.store = Some(store);
+        self.stats.load_ms = started.elapsed().as_secs_f64() * 1000.0;
         Ok(())
     }
 
@@ -281,44 +380,88 @@ impl Reader {
         }
         let file = s.files[loc.file as usize].clone();
         if let Some(p) = self.cache.get(&(file.key, pgno)) {
-            self.last_pgno = pgno;
+            if self.in_stream(pgno) {
+                self.last_pgno = pgno;
+            }
             return Ok(p);
         }
-        self.readahead_bytes = if pgno == self.last_pgno.wrapping_add(1) {
-            (self.readahead_bytes * 2).min(READAHEAD_MAX_BYTES)
+        // The hydrated copy holds this version when no file after it changed the page.
+        if let Some(h) = &self.hydration {
+            if s.txid >= h.txid
+                && file.key.max <= h.txid
+                && h.page_bytes == s.page_size.bytes() as u64
+            {
+                if let Some(page) = h.page(pgno) {
+                    self.stats.hydrated_reads += 1;
+                    return page;
+                }
+            }
+        }
+        // A scan reads leaves in order, with a B-tree's interior page (allocated later,
+        // further on) now and then: such a read is fetched alone and leaves the stream's
+        // readahead and prefetch as they are; a few in a row end the stream.
+        let sequential = self.in_stream(pgno);
+        if sequential {
+            self.readahead_bytes = (self.readahead_bytes * 2).min(self.readahead_max);
+            self.last_pgno = pgno;
+            self.off_stream = 0;
+        } else {
+            self.off_stream += 1;
+            if self.off_stream >= OFF_STREAM_READS {
+                self.readahead_bytes = READAHEAD_MIN_BYTES;
+                self.last_pgno = pgno;
+                self.cancel_prefetch();
+            }
+        }
+        let readahead = if sequential {
+            self.readahead_bytes
         } else {
             READAHEAD_MIN_BYTES
         };
-        self.last_pgno = pgno;
-        // The run: this page and the frames right after it in the same file that are
-        // still their page's newest version and not cached, up to the readahead.
-        let entries = &file.entries;
         let first = loc.entry as usize;
-        let mut last = first;
-        while last + 1 < entries.len() {
-            let (cur, next) = (&entries[last], &entries[last + 1]);
-            let l = s.map.get((next.pgno.get() - 1) as usize);
-            let same = l.is_some_and(|l| l.file == loc.file && l.entry as usize == last + 1);
-            if !same
-                || next.offset != cur.offset + cur.size
-                || next.offset + next.size - entries[first].offset > self.readahead_bytes
-                || self.cache.contains(&(file.key, next.pgno.get()))
-            {
-                break;
+        let source = self.source(&store);
+        // A run already on its way (sequential prefetch), else one GET of the run.
+        let (run, fetched) = match self.take_prefetch(&file.key, first) {
+            Some(p) => {
+                let fetched = block_on(p.task)
+                    .map_err(|e| VfsError::Panic(format!("a prefetch task failed: {e}")))??;
+                (p.first..=p.last, fetched)
             }
-            last += 1;
+            None => {
+                let s = self.snap.as_ref().expect("loaded");
+                let last = run_end(s, &file, loc.file, first, readahead, Some(&self.cache));
+                let range = frames(&file, first, last);
+                (first..=last, block_on(source.read(&file.info, range))?)
+            }
+        };
+        self.stats.add_page_cost(fetched.cost);
+        let wanted = self.decode_run(&file, run.clone(), &fetched.bytes, pgno)?;
+        if sequential && self.readahead_bytes == self.readahead_max {
+            self.top_up_prefetch(&source, &file, loc.file, *run.end());
         }
-        let range = entries[first].offset..entries[last].offset + entries[last].size;
-        let bytes = block_on(get_with_retry(
-            store.as_ref(),
-            &file.key,
-            Some(range.clone()),
-        ))?;
-        self.stats.gets += 1;
-        self.stats.bytes_fetched += bytes.len() as u64;
+        Ok(wanted.expect("the run holds the page asked for"))
+    }
+
+    /// Whether `pgno` continues the sequential stream: a little way past its last page.
+    fn in_stream(&self, pgno: u32) -> bool {
+        pgno > self.last_pgno && pgno - self.last_pgno <= STREAM_GAP_PAGES
+    }
+
+    /// Decodes entries `run` of `file` (their frames are `bytes`) into the cache; returns
+    /// page `pgno` if among them.
+    fn decode_run(
+        &mut self,
+        file: &FileIndex,
+        run: std::ops::RangeInclusive<usize>,
+        bytes: &[u8],
+        pgno: u32,
+    ) -> Result<Option<Arc<[u8]>>, VfsError> {
+        let store = self.store.clone().expect("loaded");
+        let entries = &file.entries[run];
+        let base = entries[0].offset;
         let mut wanted = None;
-        for e in &entries[first..=last] {
-            let at = (e.offset - range.start) as usize;
+        for e in entries {
+            let at = (e.offset - base) as usize;
             let mut page = vec![0u8; file.header.page_size.bytes()];
             ltx::decode_page_frame(e, &bytes[at..at + e.size as usize], &mut page)
                 .map_err(|err| VfsError::decode(store.as_ref(), &file.key, err))?;
@@ -328,8 +471,85 @@ impl Reader {
             }
             self.cache.insert((file.key, e.pgno.get()), page);
         }
-        Ok(wanted.expect("the run starts at the page asked for"))
+        Ok(wanted)
     }
+
+    /// The prefetched run of `key` holding entry `entry`, if any (runs before it in the
+    /// queue are dropped: the reader has passed them).
+    fn take_prefetch(&mut self, key: &LtxKey, entry: usize) -> Option<Prefetch> {
+        let at = self
+            .prefetch
+            .iter()
+            .position(|p| p.file == *key && (p.first..=p.last).contains(&entry))?;
+        for p in self.prefetch.drain(..at) {
+            p.task.abort();
+        }
+        self.prefetch.pop_front()
+    }
+
+    fn cancel_prefetch(&mut self) {
+        for p in self.prefetch.drain(..) {
+            p.task.abort();
+        }
+    }
+
+    /// Keeps [`PREFETCH_RUNS`] runs of `file` in flight after entry `after`, while the
+    /// frames that follow are their pages' newest versions.
+    fn top_up_prefetch(&mut self, source: &Source, file: &Arc<FileIndex>, fi: u32, after: usize) {
+        let s = self.snap.as_ref().expect("loaded");
+        let mut next = self.prefetch.back().map_or(after, |p| p.last) + 1;
+        while self.prefetch.len() < PREFETCH_RUNS && next < file.entries.len() {
+            let pg = file.entries[next].pgno.get();
+            let l = s.map.get((pg - 1) as usize);
+            if !l.is_some_and(|l| l.file == fi && l.entry as usize == next) {
+                break;
+            }
+            let last = run_end(s, file, fi, next, self.readahead_max, None);
+            let (src, info, range) = (source.clone(), file.info.clone(), frames(file, next, last));
+            let task = crate::fetch::spawn_task(async move { src.read(&info, range).await });
+            self.prefetch.push_back(Prefetch {
+                file: file.key,
+                first: next,
+                last,
+                task,
+            });
+            next = last + 1;
+        }
+    }
+}
+
+/// The byte range of entries `first..=last` of `file` (contiguous frames).
+fn frames(file: &FileIndex, first: usize, last: usize) -> std::ops::Range<u64> {
+    file.entries[first].offset..file.entries[last].offset + file.entries[last].size
+}
+
+/// The last entry of the run starting at entry `first` of `file` (the snapshot's file
+/// `fi`): the frames right after it that are contiguous, still their page's newest
+/// version and (with `cache`) not cached, up to `max_bytes`.
+fn run_end(
+    s: &Snapshot,
+    file: &FileIndex,
+    fi: u32,
+    first: usize,
+    max_bytes: u64,
+    cache: Option<&PageCache>,
+) -> usize {
+    let entries = &file.entries;
+    let mut last = first;
+    while last + 1 < entries.len() {
+        let (cur, next) = (&entries[last], &entries[last + 1]);
+        let l = s.map.get((next.pgno.get() - 1) as usize);
+        let same = l.is_some_and(|l| l.file == fi && l.entry as usize == last + 1);
+        if !same
+            || next.offset != cur.offset + cur.size
+            || next.offset + next.size - entries[first].offset > max_bytes
+            || cache.is_some_and(|c| c.contains(&(file.key, next.pgno.get())))
+        {
+            break;
+        }
+        last += 1;
+    }
+    last
 }
 
 /// The page map of `files` (oldest first): each page's newest version, up to the newest
@@ -343,6 +563,9 @@ fn build(
         .last()
         .ok_or_else(|| VfsError::Setup("empty plan".into()))?;
     let (page_size, commit) = (last.header.page_size, last.header.commit);
+    let timestamp = (last.header.timestamp_ms > 0)
+        .then(|| jiff::Timestamp::from_millisecond(last.header.timestamp_ms).ok())
+        .flatten();
     let mut map = vec![NOWHERE; commit as usize];
     for (fi, f) in files.iter().enumerate() {
         if f.header.page_size != page_size {
@@ -368,6 +591,7 @@ fn build(
         txid,
         page_size,
         commit,
+        timestamp,
         files,
         map,
     })

@@ -111,7 +111,20 @@ unsafe extern "C" fn x_open(
             .map_err(crate::error::VfsError::from)
             .and_then(|o| {
                 let c = crate::replica::candidates(&db_name, &o)?;
-                Ok(Reader::new(c, o.target, o.poll, o.cache_bytes))
+                let disk = match &o.cache_dir {
+                    Some((dir, bound)) => Some(std::sync::Arc::new(crate::disk::DiskCache::open(
+                        dir, *bound,
+                    )?)),
+                    None => None,
+                };
+                Ok(Reader::new(
+                    c,
+                    o.target,
+                    o.poll,
+                    o.cache_bytes,
+                    disk,
+                    o.hydrate,
+                ))
             });
         let reader = match opened {
             Ok(r) => r,

@@ -159,19 +159,21 @@ print(n, h.hexdigest(), c.execute('PRAGMA integrity_check').fetchone()[0])
 /// A database of about 1.5 MB written before replication starts (its first file is read
 /// by ranged GETs: larger than the extension reads whole), then 20 small transactions
 /// replicated one by one (files read whole, checksums verified). Returns the past TXID
-/// (after the first 10) and the latest.
+/// (after the first 10), the latest, and a time (RFC 3339, whole milliseconds) taken
+/// after the past TXID was replicated and before the next transaction: `restore
+/// -timestamp` at it restores the past TXID.
 fn write_history(
     w: &Work,
     db: &Path,
     replica_args: &[&str],
     has_txid: &dyn Fn() -> u64,
-) -> (Replicator, u64, u64) {
+) -> (Replicator, u64, u64, String) {
     let c = app_db(db);
     c.execute_batch("CREATE TABLE u(k TEXT PRIMARY KEY, n INTEGER); CREATE INDEX t_v ON t(v);")
         .unwrap();
     insert_rows(&c, 3000, 500);
     let mut r = Replicator::start_ready(w, replica_args, 1);
-    let mut past = 0;
+    let (mut past, mut past_time) = (0, String::new());
     for i in 0..20 {
         let before = has_txid();
         c.execute_batch(&format!(
@@ -185,11 +187,13 @@ fn write_history(
         );
         if i == 9 {
             past = has_txid();
+            let now = jiff::Timestamp::now().as_millisecond();
+            past_time = format!("{:.3}", jiff::Timestamp::from_millisecond(now).unwrap());
         }
     }
     let latest = has_txid();
     r.wait_ready(1);
-    (r, past, latest)
+    (r, past, latest, past_time)
 }
 
 /// The newest TXID the database's configured replica holds, as `ltx` lists it.
@@ -269,6 +273,57 @@ fn compare_with_restore(
     }
 }
 
+/// Time travel by time: `timestamp=` in the URI, and `PRAGMA sqlite_replicate_timestamp
+/// = T` between transactions, serve what `restore -timestamp T` writes (here the TXID
+/// `past`, replicated just before `ts`); reading the pragma gives when the TXID served was
+/// written (before `ts`).
+fn at_a_timestamp_as_restore(w: &Work, base: &str, url: &str, ts: &str, past: u64) {
+    let out = w.path("restored-timestamp.db");
+    run_ok(&[
+        "restore",
+        "-o",
+        out.to_str().unwrap(),
+        "-timestamp",
+        ts,
+        url,
+    ]);
+    let want = file_dump(&out);
+    assert!(want.ends_with("ok\n"), "restored copy: {want}");
+    assert!(
+        vfs_dump(&format!("{base}&timestamp={ts}"), &[]) == want,
+        "timestamp= in the URI differs from restore -timestamp"
+    );
+    let o = sqlite3(
+        &format!(
+            ".open '{base}'\nSELECT count(*) FROM u;\nPRAGMA sqlite_replicate_timestamp = '{ts}';\n.dump\nPRAGMA integrity_check;\nPRAGMA sqlite_replicate_txid;\nPRAGMA sqlite_replicate_timestamp;\n"
+        ),
+        &[],
+    );
+    let (got, err) = (text(&o.stdout), text(&o.stderr));
+    assert!(err.is_empty(), "{err}");
+    let rest = got
+        .strip_prefix(&format!("20\n{ts}\n"))
+        .unwrap_or_else(|| panic!("the latest state, then the pragma's answer: {got}"));
+    let rest = rest
+        .strip_prefix(want.as_str())
+        .unwrap_or_else(|| panic!("after the pragma: differs from restore -timestamp: {rest}"));
+    let mut lines = rest.lines();
+    assert_eq!(lines.next(), Some(format!("{past:016x}").as_str()));
+    let served: jiff::Timestamp = lines.next().unwrap().parse().unwrap();
+    assert!(served < ts.parse().unwrap(), "served {served}, asked {ts}");
+    // A bad time is refused, naming the pragma; the state served stays.
+    let o = sqlite3(
+        &format!(".open '{base}&timestamp={ts}'\nPRAGMA sqlite_replicate_timestamp = 'yesterday';\nPRAGMA sqlite_replicate_txid;\n"),
+        &[],
+    );
+    assert!(
+        text(&o.stderr).contains("sqlite_replicate_timestamp = \"yesterday\": not RFC 3339"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert_eq!(text(&o.stdout).trim(), format!("{past:016x}"));
+}
+
 #[test]
 fn vfs_on_a_file_replica_answers_as_restore_at_latest_and_past_txids() {
     let (_, _) = (sqlite3_bin(), python_bin());
@@ -276,14 +331,16 @@ fn vfs_on_a_file_replica_answers_as_restore_at_latest_and_past_txids() {
     let db = w.path("app.db");
     let rep = w.path("replica");
     let cfg = w.file_config(&db, &rep, "");
-    let (r, past, latest) = write_history(&w, &db, &["-config", cfg.to_str().unwrap()], &|| {
-        replica_max_txid(&rep)
-    });
+    let (r, past, latest, past_time) =
+        write_history(&w, &db, &["-config", cfg.to_str().unwrap()], &|| {
+            replica_max_txid(&rep)
+        });
     assert_eq!(r.stop(), 0);
     assert!(past > 1 && latest > past);
     let url = format!("file://{}", rep.display());
     let base = format!("file:app.db?vfs=sqlite-replicate&replica={url}");
     compare_with_restore(&w, &base, &[&url], &[], past, latest);
+    at_a_timestamp_as_restore(&w, &base, &url, &past_time, past);
     // config= with the database's own path: its replicas, as `restore DB_PATH`.
     let by_cfg = format!(
         "file:{}?vfs=sqlite-replicate&config={}",
@@ -320,7 +377,7 @@ fn vfs_reads_an_encrypted_replica_with_the_configs_keys() {
         rep.display(),
         id.to_string().expose_secret()
     ));
-    let (r, _, _) = write_history(&w, &db, &["-config", cfg.to_str().unwrap()], &|| {
+    let (r, _, _, _) = write_history(&w, &db, &["-config", cfg.to_str().unwrap()], &|| {
         replica_max_txid(&rep)
     });
     assert_eq!(r.stop(), 0);
@@ -368,7 +425,7 @@ fn vfs_on_garage_answers_as_restore_with_the_same_credentials() {
         g.replica_yaml("vfs/app")
     ));
     let store_txid = || store_max_txid(&cfg, &db);
-    let (r, past, latest) =
+    let (r, past, latest, _) =
         write_history(&w, &db, &["-config", cfg.to_str().unwrap()], &store_txid);
     assert_eq!(r.stop(), 0);
     // A bare URL: endpoint and region in it, keys from the environment, as `restore`.
@@ -414,7 +471,7 @@ fn vfs_on_azurite_answers_as_restore() {
     ));
     let c = cfg.to_str().unwrap();
     let store_txid = || store_max_txid(&cfg, &db);
-    let (r, past, latest) = write_history(&w, &db, &["-config", c], &store_txid);
+    let (r, past, latest, _) = write_history(&w, &db, &["-config", c], &store_txid);
     assert_eq!(r.stop(), 0);
     let by_cfg = format!("file:{}?vfs=sqlite-replicate&config={c}", db.display());
     compare_with_restore(
@@ -690,4 +747,296 @@ fn vfs_from_the_jvm_through_sqlite_jdbc_answers_as_restore() {
         got.stdout == want.stdout,
         "the JVM through the VFS differs from the restored copy"
     );
+}
+
+/// Runs `sql` in a fresh Python process on `uri` (through the VFS when `vfs`, else a plain
+/// file): the rows as text, and the VFS's `sqlite_replicate_stats` after them.
+fn python_query(
+    uri: &str,
+    vfs: bool,
+    sql: &str,
+    env: &[(&str, String)],
+) -> (String, serde_json::Value) {
+    let script = format!(
+        r#"
+import json, sqlite3
+if {vfs}:
+    m = sqlite3.connect(':memory:')
+    m.enable_load_extension(True)
+    m.load_extension({lib:?})
+c = sqlite3.connect({uri:?}, uri={vfs})
+rows = repr(c.execute({sql:?}).fetchall())
+stats = json.loads(c.execute('PRAGMA sqlite_replicate_stats').fetchone()[0]) if {vfs} else {{}}
+print(json.dumps({{"rows": rows, "stats": stats}}))
+"#,
+        vfs = if vfs { "True" } else { "False" },
+        lib = vfs_lib().display().to_string(),
+    );
+    let mut c = Command::new(python_bin());
+    c.args(["-c", &script]);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "python ({uri}): {}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    (v["rows"].as_str().unwrap().to_string(), v["stats"].clone())
+}
+
+/// The disk cache entries under `dir`: path and size.
+fn cache_entries(dir: &Path) -> Vec<(PathBuf, u64)> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "blk"))
+        .map(|e| (e.path(), e.metadata().unwrap().len()))
+        .collect()
+}
+
+/// A replica of a 1.5 MB database (its snapshot read by ranges) and one later transaction,
+/// the replicator stopped; and a restored copy of it.
+fn small_replica(w: &Work) -> (PathBuf, PathBuf) {
+    let db = w.path("app.db");
+    let rep = w.path("replica");
+    let cfg = w.file_config(&db, &rep, "");
+    let c = app_db(&db);
+    insert_rows(&c, 3000, 500);
+    let r = Replicator::start_ready(w, &["-config", cfg.to_str().unwrap()], 1);
+    let before = replica_max_txid(&rep);
+    insert_rows(&c, 1, 100);
+    eventually(Duration::from_secs(30), "a transaction replicated", || {
+        replica_max_txid(&rep) > before
+    });
+    assert_eq!(r.stop(), 0);
+    let restored = w.path("restored.db");
+    run_ok(&[
+        "restore",
+        "-o",
+        restored.to_str().unwrap(),
+        &format!("file://{}", rep.display()),
+    ]);
+    (rep, restored)
+}
+
+/// `cache_dir=`: a second process answers a point lookup from the disk cache without a
+/// GET (pages, header or index); entries are private (0600 in a 0700 directory); a damaged
+/// entry is detected, fetched again and never served; `cache_dir_size` bounds the
+/// directory through a full dump; every answer equals the restored copy's.
+#[test]
+fn vfs_disk_cache_serves_a_second_process_and_refetches_a_damaged_entry_within_its_bound() {
+    let w = Work::new();
+    let (rep, restored) = small_replica(&w);
+    let cache = w.path("cache");
+    let base = format!("file:app.db?vfs=sqlite-replicate&replica={}", rep.display());
+    let uri = format!("{base}&cache_dir={}", cache.display());
+    let lookup = "SELECT id, hex(v) FROM t WHERE id IN (7, 1234, 2999) ORDER BY id";
+    let (want, _) = python_query(restored.to_str().unwrap(), false, lookup, &[]);
+    assert!(want.contains("1234"), "{want}");
+    let n = |s: &serde_json::Value, k: &str| s[k].as_u64().unwrap_or_else(|| panic!("{k} in {s}"));
+    let (got, first) = python_query(&uri, true, lookup, &[]);
+    assert_eq!(got, want, "first process");
+    assert!(n(&first, "gets") > 0, "{first}");
+    let (got, second) = python_query(&uri, true, lookup, &[]);
+    assert_eq!(got, want, "second process");
+    assert!(
+        n(&second, "gets") == 0 && n(&second, "index_gets") == 0 && n(&second, "disk_hits") > 0,
+        "the second process fetched: {second}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&cache), 0o700);
+        for (p, _) in cache_entries(&cache) {
+            assert_eq!(mode(&p), 0o600, "{}", p.display());
+        }
+    }
+    // Damage every entry: each is detected, fetched again, and the answer stays right.
+    let entries = cache_entries(&cache);
+    assert!(!entries.is_empty());
+    for (p, _) in &entries {
+        let mut b = std::fs::read(p).unwrap();
+        let last = b.len() - 1;
+        b[last] ^= 0x5a;
+        std::fs::write(p, b).unwrap();
+    }
+    let (got, third) = python_query(&uri, true, lookup, &[]);
+    assert_eq!(got, want, "with damaged entries");
+    assert!(
+        n(&third, "disk_bad") > 0 && n(&third, "gets") > 0,
+        "damaged entries were not refetched: {third}"
+    );
+    let (got, fourth) = python_query(&uri, true, lookup, &[]);
+    assert_eq!(got, want);
+    assert!(
+        n(&fourth, "gets") == 0 && n(&fourth, "disk_bad") == 0,
+        "refetched entries were not stored again: {fourth}"
+    );
+    // The bound: a 1 MiB directory through a dump of a 1.5 MB database (with a 1 MiB
+    // memory cache, so sequential runs are prefetched, through the disk cache).
+    let small = w.path("small-cache");
+    let dump = vfs_dump(
+        &format!(
+            "{base}&cache_size=1MiB&cache_dir={}&cache_dir_size=1MiB",
+            small.display()
+        ),
+        &[],
+    );
+    let want_dump = file_dump(&restored);
+    assert!(dump == want_dump, "dump through a bounded disk cache");
+    assert!(
+        vfs_dump(&format!("{base}&cache_size=1MiB"), &[]) == want_dump,
+        "dump with prefetch, no disk cache"
+    );
+    let held: u64 = cache_entries(&small).iter().map(|(_, n)| n).sum();
+    assert!(
+        held > 0 && held <= 1 << 20,
+        "the 1 MiB cache holds {held} bytes"
+    );
+    // A size without a directory is refused, naming the parameter.
+    let o = sqlite3(
+        &format!(".open '{base}&cache_dir_size=1GiB'\nSELECT 1;\n"),
+        &[],
+    );
+    assert!(
+        text(&o.stderr).contains("cache_dir_size") && text(&o.stderr).contains("give cache_dir"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+/// `hydrate=1`: once the background download is done (the stats say so), a full read
+/// makes no GET of page data, with a memory cache far smaller than the database, and
+/// answers as the restored copy; after the replicator writes more, the new pages come from
+/// the new files (the rest still from the copy) and the answer is again the restored
+/// copy's. Run with and without a cache directory (the copy's two homes).
+#[test]
+fn vfs_hydrate_serves_from_the_local_copy_and_overlays_newer_files() {
+    let python = python_bin();
+    let w = Work::new();
+    let db = w.path("app.db");
+    let rep = w.path("replica");
+    let cfg = w.file_config(&db, &rep, "");
+    let c = app_db(&db);
+    insert_rows(&c, 3000, 500);
+    let _r = Replicator::start_ready(&w, &["-config", cfg.to_str().unwrap()], 1);
+    eventually(Duration::from_secs(30), "the first rows replicated", || {
+        replica_max_txid(&rep) >= 1
+    });
+    let cache = w.path("cache");
+    for dir in [None, Some(&cache)] {
+        let mut uri = format!(
+            "file:app.db?vfs=sqlite-replicate&replica={}&hydrate=1&cache_size=1MiB&poll=100ms",
+            rep.display()
+        );
+        if let Some(d) = dir {
+            uri.push_str(&format!("&cache_dir={}", d.display()));
+        }
+        let script = format!(
+            r#"
+import hashlib, json, sqlite3, sys, time
+m = sqlite3.connect(':memory:'); m.enable_load_extension(True); m.load_extension({lib:?})
+c = sqlite3.connect({uri:?}, uri=True)
+c.execute('PRAGMA cache_size = 10')  # SQLite's own page cache: pages come from the VFS
+stats = lambda: json.loads(c.execute('PRAGMA sqlite_replicate_stats').fetchone()[0])
+def rows():
+    h = hashlib.sha256(); n = 0
+    for row in c.execute('SELECT id, v FROM t ORDER BY id'):
+        h.update(repr(row).encode()); n += 1
+    return f"{{n}} {{h.hexdigest()}} {{c.execute('PRAGMA integrity_check').fetchone()[0]}}"
+def report(before):
+    r = rows()
+    after = stats()
+    print(json.dumps({{"rows": r, "txid": after["txid"], "gets": after["gets"] - before["gets"],
+                      "hydrated_reads": after["hydrated_reads"] - before["hydrated_reads"],
+                      "hydrate": after["hydrate"]}}), flush=True)
+c.execute('SELECT count(*) FROM t').fetchone()
+deadline = time.monotonic() + 120
+while stats()["hydrate"]["state"] == "running" and time.monotonic() < deadline:
+    time.sleep(0.05)
+report(stats())
+want = int(sys.stdin.readline())
+before = stats()
+deadline = time.monotonic() + 30
+while c.execute('SELECT count(*) FROM t').fetchone()[0] != want and time.monotonic() < deadline:
+    time.sleep(0.05)
+report(before)
+"#,
+            lib = vfs_lib().display().to_string(),
+        );
+        let mut child = Command::new(&python)
+            .args(["-c", &script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut next = || -> serde_json::Value {
+            serde_json::from_str(&lines.next().expect("python ended").unwrap()).unwrap()
+        };
+        let restored_rows = |txid: &str, name: &str| {
+            let out = w.path(name);
+            run_ok(&[
+                "restore",
+                "-o",
+                out.to_str().unwrap(),
+                "-txid",
+                txid,
+                &format!("file://{}", rep.display()),
+            ]);
+            python_rows(out.to_str().unwrap(), false, &[])
+        };
+        let tag = if dir.is_some() { "cache-dir" } else { "temp" };
+        let first = next();
+        assert_eq!(first["hydrate"]["state"], "done", "{first}");
+        assert_eq!(first["hydrate"]["txid"], first["txid"], "{first}");
+        assert_eq!(first["gets"], 0, "page GETs after hydration: {first}");
+        assert!(first["hydrated_reads"].as_u64().unwrap() > 0, "{first}");
+        assert_eq!(
+            format!("{}\n", first["rows"].as_str().unwrap()),
+            restored_rows(first["txid"].as_str().unwrap(), &format!("h1-{tag}.db")),
+            "after hydration"
+        );
+        // More rows, replicated: served from the new files over the copy.
+        let before = replica_max_txid(&rep);
+        c.execute_batch("UPDATE t SET v = randomblob(400) WHERE id % 100 = 3")
+            .unwrap();
+        insert_rows(&c, 20, 300);
+        eventually(Duration::from_secs(30), "the new rows replicated", || {
+            replica_max_txid(&rep) > before
+        });
+        let count: i64 = c
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        writeln!(stdin, "{count}").unwrap();
+        let second = next();
+        assert!(
+            second["txid"].as_str().unwrap() > first["txid"].as_str().unwrap(),
+            "{second}"
+        );
+        assert!(second["hydrated_reads"].as_u64().unwrap() > 0, "{second}");
+        assert_eq!(
+            format!("{}\n", second["rows"].as_str().unwrap()),
+            restored_rows(second["txid"].as_str().unwrap(), &format!("h2-{tag}.db")),
+            "after the replicator wrote more"
+        );
+        assert!(child.wait().unwrap().success());
+        if let Some(d) = dir {
+            let left: Vec<_> = std::fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .filter(|n| n.to_string_lossy().starts_with("hydrate-"))
+                .collect();
+            assert!(
+                left.is_empty(),
+                "the local copy outlived its database: {left:?}"
+            );
+        }
+    }
 }
