@@ -238,7 +238,7 @@ impl Maintenance {
     /// upload meanwhile): the earliest due time of a task with work waiting, `None` when
     /// no task has any. A quiet replica whose files are compacted, snapshotted and
     /// retained (the usual state of a database nobody writes) so waits only for its
-    /// next upload: no timer. See [`Waiting`] for what counts as work (in doubt, it does).
+    /// next upload: no timer. See `Waiting` for what counts as work (in doubt, it does).
     pub fn next_due_for(&self, view: &ReplicaView) -> Option<Instant> {
         let w = Waiting::of(self, view);
         let levels = (self.next_level.iter().zip(&w.levels)).filter(|(_, w)| **w);
