@@ -21,7 +21,7 @@
 //! A failure to write the cache is not a failed read: reported once, the block is
 //! served from what was fetched. Does not fetch anything (`fetch::Source` does).
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -29,14 +29,13 @@ use std::sync::Mutex;
 use std::time::SystemTime;
 
 use bytes::Bytes;
+use engine::fsutil::FileMode;
 use engine::storage::LtxInfo;
 
 use crate::error::VfsError;
 
 /// The bytes of an LTX file one entry holds.
 pub const BLOCK_BYTES: u64 = 128 << 10;
-/// The default bound of a cache directory.
-pub const DEFAULT_BYTES: u64 = 1 << 30;
 const MAGIC: &[u8; 8] = b"SRVFSB01";
 const ENTRY_EXT: &str = "blk";
 
@@ -172,15 +171,10 @@ impl DiskCache {
             std::process::id(),
             self.seq.fetch_add(1, Ordering::Relaxed)
         ));
-        let mut opts = OpenOptions::new();
-        opts.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
         let written = (|| {
-            let mut f = opts.open(&tmp)?;
+            let mut f = engine::fsutil::create_exclusive(&tmp, FileMode::PRIVATE)?;
             f.write_all(entry)?;
-            f.sync_all()?;
-            fs::rename(&tmp, path)
+            engine::fsutil::commit_tmp(&tmp, &f, path)
         })();
         if written.is_err() {
             let _ = fs::remove_file(&tmp);
@@ -217,12 +211,10 @@ impl DiskCache {
     }
 }
 
+/// The cache directory and its parents, each new one 0700 (the directories of a 0600
+/// file).
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    let mut b = fs::DirBuilder::new();
-    b.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
-    b.create(dir)
+    engine::fsutil::create_dir_all_durable(dir, FileMode::PRIVATE)
 }
 
 struct Entry {
@@ -314,10 +306,9 @@ mod tests {
         assert!(!p.exists());
         #[cfg(unix)]
         {
-            use std::os::unix::fs::PermissionsExt;
             c.put(&id(1), 0, b"hello");
             assert_eq!(
-                fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+                engine::platform::mode_of(&fs::metadata(&p).unwrap()) & 0o777,
                 0o600
             );
         }

@@ -28,6 +28,8 @@ pub const DEFAULT_POLL: Duration = Duration::from_secs(1);
 pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
 /// The smallest cache accepted: a few of the largest pages.
 pub const MIN_CACHE_BYTES: u64 = 1 << 20;
+/// The default bound of a disk cache directory (`cache_dir_size`).
+pub const DEFAULT_CACHE_DIR_BYTES: u64 = 1 << 30;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Options {
@@ -125,7 +127,7 @@ impl Options {
             get("cache_dir", Some("SQLITE_REPLICATE_VFS_CACHE_DIR")),
             dir_size,
         ) {
-            (Some(d), n) => Some((PathBuf::from(d), n.unwrap_or(crate::disk::DEFAULT_BYTES))),
+            (Some(d), n) => Some((PathBuf::from(d), n.unwrap_or(DEFAULT_CACHE_DIR_BYTES))),
             (None, Some(n)) => {
                 return Err(err(
                     "cache_dir_size",

@@ -141,8 +141,14 @@ print(n, h.hexdigest(), c.execute('PRAGMA integrity_check').fetchone()[0])
         vfs = if vfs { "True" } else { "False" },
         lib = vfs_lib().display().to_string(),
     );
+    run_python(&script, uri, env)
+}
+
+/// Runs a Python script in a fresh process with `env` set; its stdout, which must
+/// succeed (`uri` names it in the failure).
+fn run_python(script: &str, uri: &str, env: &[(&str, String)]) -> String {
     let mut c = Command::new(python_bin());
-    c.args(["-c", &script]);
+    c.args(["-c", script]);
     for (k, v) in env {
         c.env(k, v);
     }
@@ -772,19 +778,8 @@ print(json.dumps({{"rows": rows, "stats": stats}}))
         vfs = if vfs { "True" } else { "False" },
         lib = vfs_lib().display().to_string(),
     );
-    let mut c = Command::new(python_bin());
-    c.args(["-c", &script]);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let out = c.output().unwrap();
-    assert!(
-        out.status.success(),
-        "python ({uri}): {}\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = run_python(&script, uri, env);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     (v["rows"].as_str().unwrap().to_string(), v["stats"].clone())
 }
 

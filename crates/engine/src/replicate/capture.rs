@@ -474,7 +474,6 @@ impl Capture {
         header.wal_size = scan.end.offset - scan.start;
         header.wal_salt1 = scan.end.salt1;
         header.wal_salt2 = scan.end.salt2;
-        let mut buf = vec![0u8; page_size.bytes()];
         // Small captures (all of them under a steady load) are encoded in memory and
         // written without an fsync (`LocalDir::write_capture`); a huge one streams to disk.
         let in_memory = (scan.pages.len() as u64)
@@ -482,41 +481,7 @@ impl Capture {
             .saturating_mul(page_size.bytes() as u64)
             <= MEMORY_CAPTURE_MAX;
         let (tmp, mut enc) = self.start_file(&header, in_memory)?;
-        let lock = page_size.lock_page();
-        // Pages the database grew by but no frame carries (SQLite skips writing free-list
-        // leaves) still belong to the file, so every file keeps every page up to its commit.
-        let mut in_wal = scan.pages.iter().map(|&(p, _)| p.get()).peekable();
-        let mut growth = Vec::new();
-        for p in (self.commit + 1)..=commit {
-            while in_wal.next_if(|&w| w < p).is_some() {}
-            if in_wal.peek() != Some(&p) && p != lock.get() {
-                growth.push(PageNo::new(p).expect("p >= 1"));
-            }
-        }
-        let mut sources: Vec<(PageNo, Option<u64>)> =
-            scan.pages.iter().map(|&(p, o)| (p, Some(o))).collect();
-        sources.extend(growth.into_iter().map(|p| (p, None)));
-        sources.sort_unstable_by_key(|&(p, _)| p);
-        for (pgno, data_offset) in sources {
-            if pgno.get() > commit || pgno == lock {
-                continue;
-            }
-            match data_offset {
-                Some(o) => {
-                    walscan::read_page(&wal, o, &mut buf).map_err(|source| CaptureError::Wal {
-                        db: self.name.clone(),
-                        source,
-                    })?
-                }
-                None => self.conns.read_file_page(pgno, &mut buf)?,
-            }
-            enc.write_page(pgno, &buf)
-                .map_err(|source| CaptureError::Encode {
-                    db: self.name.clone(),
-                    txid,
-                    source,
-                })?;
-        }
+        self.write_pages(&wal, &scan, commit, &mut enc, txid)?;
         // W3: the pages just read are the scanned frames' only if the WAL was not
         // restarted meanwhile. Our pin holds a restart off only from read mark 1 up; a pin
         // begun on a fully backfilled WAL has mark 0, and after a restart of the
@@ -551,6 +516,56 @@ impl Capture {
             txid,
             full_image: false,
         }))
+    }
+
+    /// Encodes the pages of an incremental capture: each page's newest committed frame in
+    /// `scan`, and the pages the database grew by up to `commit` that no frame carries
+    /// (SQLite skips writing free-list leaves), read from the database file, so every file
+    /// keeps every page up to its commit.
+    fn write_pages(
+        &self,
+        wal: &WalView,
+        scan: &walscan::Frames,
+        commit: u32,
+        enc: &mut Encoder<Sink>,
+        txid: TxId,
+    ) -> Result<(), CaptureError> {
+        let page_size = self.conns.page_size();
+        let lock = page_size.lock_page();
+        let mut in_wal = scan.pages.iter().map(|&(p, _)| p.get()).peekable();
+        let mut growth = Vec::new();
+        for p in (self.commit + 1)..=commit {
+            while in_wal.next_if(|&w| w < p).is_some() {}
+            if in_wal.peek() != Some(&p) && p != lock.get() {
+                growth.push(PageNo::new(p).expect("p >= 1"));
+            }
+        }
+        let mut sources: Vec<(PageNo, Option<u64>)> =
+            scan.pages.iter().map(|&(p, o)| (p, Some(o))).collect();
+        sources.extend(growth.into_iter().map(|p| (p, None)));
+        sources.sort_unstable_by_key(|&(p, _)| p);
+        let mut buf = vec![0u8; page_size.bytes()];
+        for (pgno, data_offset) in sources {
+            if pgno.get() > commit || pgno == lock {
+                continue;
+            }
+            match data_offset {
+                Some(o) => {
+                    walscan::read_page(wal, o, &mut buf).map_err(|source| CaptureError::Wal {
+                        db: self.name.clone(),
+                        source,
+                    })?
+                }
+                None => self.conns.read_file_page(pgno, &mut buf)?,
+            }
+            enc.write_page(pgno, &buf)
+                .map_err(|source| CaptureError::Encode {
+                    db: self.name.clone(),
+                    txid,
+                    source,
+                })?;
+        }
+        Ok(())
     }
 
     /// Starts the next local L0 file and writes its header: in memory, or in a fresh temp

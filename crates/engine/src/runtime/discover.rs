@@ -259,6 +259,23 @@ fn overflowed(dir: &Path) {
     }
 }
 
+/// The notification watcher of `dir` (or why there is none) and the channel its events
+/// arrive on.
+type EventRx = mpsc::UnboundedReceiver<notify::Result<notify::Event>>;
+fn start_watcher(dir: &Path, recursive: bool) -> (notify::Result<impl notify::Watcher>, EventRx) {
+    let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+    let mode = if recursive {
+        RecursiveMode::Recursive
+    } else {
+        RecursiveMode::NonRecursive
+    };
+    let watcher = notify::recommended_watcher(move |ev| {
+        let _ = ev_tx.send(ev);
+    })
+    .and_then(|mut w| w.watch(dir, mode).map(|()| w));
+    (watcher, ev_rx)
+}
+
 /// Watches `spec` until `shutdown` turns true, sending each change on `tx`. `known` are
 /// the databases already replicating (the start-up scan).
 pub async fn watch_dir(
@@ -268,16 +285,7 @@ pub async fn watch_dir(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let dir = spec.dir.clone();
-    let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<notify::Result<notify::Event>>();
-    let mode = if spec.recursive {
-        RecursiveMode::Recursive
-    } else {
-        RecursiveMode::NonRecursive
-    };
-    let watcher = notify::recommended_watcher(move |ev| {
-        let _ = ev_tx.send(ev);
-    })
-    .and_then(|mut w| w.watch(&dir, mode).map(|()| w));
+    let (watcher, mut ev_rx) = start_watcher(&dir, spec.recursive);
     let mut degraded = false;
     let degrade = |degraded: &mut bool, why: &dyn std::fmt::Display| {
         if !*degraded {
