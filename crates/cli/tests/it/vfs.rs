@@ -706,25 +706,7 @@ fn vfs_from_the_jvm_through_sqlite_jdbc_answers_as_restore() {
         java.display()
     );
     let w = Work::new();
-    let db = w.path("app.db");
-    let rep = w.path("replica");
-    let cfg = w.file_config(&db, &rep, "");
-    let c = app_db(&db);
-    insert_rows(&c, 500, 300);
-    let r = Replicator::start_ready(&w, &["-config", cfg.to_str().unwrap()], 1);
-    let before = replica_max_txid(&rep);
-    insert_rows(&c, 1, 300);
-    eventually(Duration::from_secs(30), "a transaction replicated", || {
-        replica_max_txid(&rep) > before
-    });
-    assert_eq!(r.stop(), 0);
-    let out = w.path("restored.db");
-    run_ok(&[
-        "restore",
-        "-o",
-        out.to_str().unwrap(),
-        &format!("file://{}", rep.display()),
-    ]);
+    let (rep, out) = replica_of_rows(&w, 500, 300);
     let queries = [
         "SELECT id, hex(v) FROM t ORDER BY id",
         "PRAGMA integrity_check",
@@ -796,14 +778,20 @@ fn cache_entries(dir: &Path) -> Vec<(PathBuf, u64)> {
 /// A replica of a 1.5 MB database (its snapshot read by ranges) and one later transaction,
 /// the replicator stopped; and a restored copy of it.
 fn small_replica(w: &Work) -> (PathBuf, PathBuf) {
+    replica_of_rows(w, 3000, 500)
+}
+
+/// A file replica of `rows` rows of `bytes` each, then one more transaction, the
+/// replicator stopped; and a restored copy of it.
+fn replica_of_rows(w: &Work, rows: usize, bytes: usize) -> (PathBuf, PathBuf) {
     let db = w.path("app.db");
     let rep = w.path("replica");
     let cfg = w.file_config(&db, &rep, "");
     let c = app_db(&db);
-    insert_rows(&c, 3000, 500);
+    insert_rows(&c, rows, bytes);
     let r = Replicator::start_ready(w, &["-config", cfg.to_str().unwrap()], 1);
     let before = replica_max_txid(&rep);
-    insert_rows(&c, 1, 100);
+    insert_rows(&c, 1, bytes);
     eventually(Duration::from_secs(30), "a transaction replicated", || {
         replica_max_txid(&rep) > before
     });
