@@ -479,10 +479,7 @@ fn standby_follows_and_promotes_on_an_encrypted_replica() {
     insert_rows(&app, 50, 500);
     let rp = Replicator::start(&work, &["-config", p.cfg.to_str().unwrap()]);
     let m = wait_replicated(&p, 1);
-    let sb = Standby::start(&work, &s);
-    eventually(Duration::from_secs(60), "the standby to catch up", || {
-        engine::restore::follow::read_applied_txid(&s.db).is_some_and(|t| t.get() >= m)
-    });
+    let sb = Standby::caught_up(&work, &s, m);
     drop(app);
     assert_eq!(rp.stop(), 0);
     eventually(Duration::from_secs(60), "the standby to promote", || {

@@ -72,6 +72,14 @@ impl Standby {
     pub(crate) fn start(work: &Work, h: &Host) -> Standby {
         Standby::start_with(work, h, &[])
     }
+    /// Starts the standby of `h` and waits until it has applied TXID `m`.
+    pub(crate) fn caught_up(work: &Work, h: &Host, m: u64) -> Standby {
+        let sb = Standby::start(work, h);
+        eventually(Duration::from_secs(60), "the standby to catch up", || {
+            engine::restore::follow::read_applied_txid(&h.db).is_some_and(|t| t.get() >= m)
+        });
+        sb
+    }
     pub(crate) fn start_with(work: &Work, h: &Host, extra: &[&str]) -> Standby {
         let stem = h.db.file_stem().unwrap().to_string_lossy().into_owned();
         let mut cmd = Command::new(bin());
@@ -256,10 +264,7 @@ fn frozen_primary_cannot_corrupt(replica: String, file_dir: Option<&Path>) {
     insert_rows(&app, 50, 500);
     let mut rp = Replicator::start(&work, &["-config", p.cfg.to_str().unwrap()]);
     let m = wait_replicated(&p, 1);
-    let sb = Standby::start(&work, &s);
-    eventually(Duration::from_secs(60), "the standby to catch up", || {
-        engine::restore::follow::read_applied_txid(&s.db).is_some_and(|t| t.get() >= m)
-    });
+    let sb = Standby::caught_up(&work, &s, m);
     insert_rows(&app, 20, 500);
     let before_freeze = wait_replicated(&p, m + 1);
     // Freeze the primary; its application keeps committing locally.
@@ -322,10 +327,7 @@ fn promotion_drill(replica: String, backend: &str) {
     insert_rows(&app, 50, 500);
     let rp = Replicator::start(&work, &["-config", p.cfg.to_str().unwrap()]);
     let m = wait_replicated(&p, 1);
-    let sb = Standby::start(&work, &s);
-    eventually(Duration::from_secs(60), "the standby to catch up", || {
-        engine::restore::follow::read_applied_txid(&s.db).is_some_and(|t| t.get() >= m)
-    });
+    let sb = Standby::caught_up(&work, &s, m);
     drop(app);
     let want_before = pages_of_live(&p.db);
     let died = Instant::now();
@@ -378,10 +380,7 @@ fn manual_promote_of_a_live_primary(replica: String) {
     insert_rows(&app, 30, 300);
     let mut rp = Replicator::start(&work, &["-config", p.cfg.to_str().unwrap()]);
     let m = wait_replicated(&p, 1);
-    let mut sb = Standby::start(&work, &s);
-    eventually(Duration::from_secs(60), "the standby to catch up", || {
-        engine::restore::follow::read_applied_txid(&s.db).is_some_and(|t| t.get() >= m)
-    });
+    let mut sb = Standby::caught_up(&work, &s, m);
     run_ok(&["promote", s.db.to_str().unwrap()]);
     eventually(Duration::from_secs(60), "the standby to promote", || {
         sb.log_text().contains("promoted")
@@ -486,10 +485,7 @@ fn lost_lease_stops_at_once(with_child: bool) {
         });
         pid
     });
-    let sb = Standby::start(&work, &s);
-    eventually(Duration::from_secs(60), "the standby to catch up", || {
-        engine::restore::follow::read_applied_txid(&s.db).is_some_and(|t| t.get() >= m)
-    });
+    let sb = Standby::caught_up(&work, &s, m);
     // Frozen past its TTL while its application goes on committing.
     signal(&rp.child, libc::SIGSTOP);
     insert_rows(&app, 20, 300);

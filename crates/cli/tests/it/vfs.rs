@@ -500,15 +500,7 @@ fn vfs_on_azurite_answers_as_restore() {
 fn vfs_read_transaction_keeps_its_txid_and_the_next_sees_new_rows_within_the_poll() {
     let python = python_bin();
     let w = Work::new();
-    let db = w.path("app.db");
-    let rep = w.path("replica");
-    let cfg = w.file_config(&db, &rep, "");
-    let c = app_db(&db);
-    insert_rows(&c, 100, 100);
-    let _r = Replicator::start_ready(&w, &["-config", cfg.to_str().unwrap()], 1);
-    eventually(Duration::from_secs(30), "the first rows replicated", || {
-        replica_max_txid(&rep) >= 1
-    });
+    let (c, rep, _r) = replicating(&w, 100, 100);
     let poll_ms = 300;
     let script = format!(
         r#"
@@ -781,15 +773,25 @@ fn small_replica(w: &Work) -> (PathBuf, PathBuf) {
     replica_of_rows(w, 3000, 500)
 }
 
-/// A file replica of `rows` rows of `bytes` each, then one more transaction, the
-/// replicator stopped; and a restored copy of it.
-fn replica_of_rows(w: &Work, rows: usize, bytes: usize) -> (PathBuf, PathBuf) {
+/// A database of `rows` rows of `bytes` each, its file replica, and a replicator running
+/// on it that has shipped them: the application's connection, the replica, the replicator.
+fn replicating(w: &Work, rows: usize, bytes: usize) -> (rusqlite::Connection, PathBuf, Replicator) {
     let db = w.path("app.db");
     let rep = w.path("replica");
     let cfg = w.file_config(&db, &rep, "");
     let c = app_db(&db);
     insert_rows(&c, rows, bytes);
     let r = Replicator::start_ready(w, &["-config", cfg.to_str().unwrap()], 1);
+    eventually(Duration::from_secs(30), "the first rows replicated", || {
+        replica_max_txid(&rep) >= 1
+    });
+    (c, rep, r)
+}
+
+/// A file replica of `rows` rows of `bytes` each, then one more transaction, the
+/// replicator stopped; and a restored copy of it.
+fn replica_of_rows(w: &Work, rows: usize, bytes: usize) -> (PathBuf, PathBuf) {
+    let (c, rep, r) = replicating(w, rows, bytes);
     let before = replica_max_txid(&rep);
     insert_rows(&c, 1, bytes);
     eventually(Duration::from_secs(30), "a transaction replicated", || {
@@ -902,15 +904,7 @@ fn vfs_disk_cache_serves_a_second_process_and_refetches_a_damaged_entry_within_i
 fn vfs_hydrate_serves_from_the_local_copy_and_overlays_newer_files() {
     let python = python_bin();
     let w = Work::new();
-    let db = w.path("app.db");
-    let rep = w.path("replica");
-    let cfg = w.file_config(&db, &rep, "");
-    let c = app_db(&db);
-    insert_rows(&c, 3000, 500);
-    let _r = Replicator::start_ready(&w, &["-config", cfg.to_str().unwrap()], 1);
-    eventually(Duration::from_secs(30), "the first rows replicated", || {
-        replica_max_txid(&rep) >= 1
-    });
+    let (c, rep, _r) = replicating(&w, 3000, 500);
     let cache = w.path("cache");
     for dir in [None, Some(&cache)] {
         let mut uri = format!(
