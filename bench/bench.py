@@ -7,6 +7,7 @@
     python3 bench/bench.py many --dbs 200
     python3 bench/bench.py steady --rate 200 --settle-s 30 --window-s 40
     python3 bench/bench.py steady --replica-yaml "upload-rate: 50" --s3 s3://b/p --s3-endpoint ...
+    python3 bench/bench.py lost --garage --rate 200 --burst 20 --quiet-s 5 --vs "$(which litestream)"
     python3 bench/bench.py all
 
 Each prints one line per tool. `--vs PATH` adds a second tool that speaks the same
@@ -25,7 +26,9 @@ What each measures:
   with SIGKILL together, the database is restored from the replica alone, and the rows
   the writer saw committed but the restore lacks are counted, in rows and milliseconds.
   Every restore must be a consistent prefix (ids 1..n, integrity_check ok) or the bench
-  fails. Also the replicator's CPU seconds up to the kill.
+  fails. Also the replicator's CPU seconds up to the kill. With --burst N, the writer
+  commits N rows at --rate, stays quiet --quiet-s, and again; the kill comes as the second
+  burst's last commit is acknowledged (the worst moment for bursty writes).
 - many: one replicator over N databases (one row each): the start-up time until every
   database has something on its replica, then, --settle-s later, an idle window of
   --idle-s: CPU, storage requests (the tool's /metrics, and the server's own count with
@@ -38,7 +41,11 @@ What each measures:
   too, so file replicas count as well), how many of them were PUTs, and the
   replicator's CPU as a share of one core. --replica-yaml adds YAML lines to each
   replica (e.g. "upload-rate: 50", "sync-interval: 1s"). Also the CPU per upload (CPU
-  seconds over PUTs in the window), the cost of one unit. --runs windows, medians.
+  seconds over PUTs in the window), the cost of one unit. --runs windows, medians. With
+  --burst, the writer bursts as in `lost`, and the PUTs per burst are printed too.
+
+--garage starts a single-node Garage on loopback for the run (`garage` on PATH or in
+~/.cargo/bin) and replicates to it, for S3 figures with nothing else set up.
 
 The README's Performance section quotes the side-by-side scripts in ../shared/bench,
 which also count object-store requests through Garage; these are the self-contained
@@ -200,19 +207,35 @@ def check_same_rows(a, b):
         sys.exit(f"restore of {a} fails integrity_check")
 
 
-def writer(db, rate, payload, acked, stop_flag):
+def writer(db, rate, payload, acked, stop_flag, burst=0, quiet_s=0.0):
+    """Commits one row per transaction at `rate` per second (0: as fast as it can); with
+    `burst`, `burst` commits at that rate, then `quiet_s` of silence, and again."""
     c = sqlite3.connect(db, isolation_level=None)
     c.execute("PRAGMA synchronous=NORMAL")
     blob = os.urandom(payload)
-    i, t0 = 0, time.perf_counter()
+    i, n, t0 = 0, 0, time.perf_counter()
     while not stop_flag.is_set():
         i += 1
+        n += 1
         c.execute("INSERT INTO t(id, v) VALUES (?, ?)", (i, blob))
         acked.append((i, time.time()))
+        if burst and n == burst:
+            stop_flag.wait(quiet_s)
+            n, t0 = 0, time.perf_counter()
+            continue
         if rate:
-            delay = t0 + i / rate - time.perf_counter()
+            delay = t0 + n / rate - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
+
+
+def until_acked(acked, n, deadline_s=120):
+    """Waits until the writer has acknowledged its n-th commit (a burst's last)."""
+    end = time.perf_counter() + deadline_s
+    while len(acked) < n:
+        if time.perf_counter() > end:
+            sys.exit(f"the writer did not reach commit {n} in {deadline_s} s")
+        time.sleep(0.0005)
 
 
 def bench_lost(tool, args, work, rng):
@@ -231,9 +254,15 @@ def bench_lost(tool, args, work, rng):
             time.sleep(2)
             acked, stop_flag = [], threading.Event()
             th = threading.Thread(target=writer,
-                                  args=(db, args.rate, args.payload, acked, stop_flag))
+                                  args=(db, args.rate, args.payload, acked, stop_flag,
+                                        args.burst, args.quiet_s))
             th.start()
-            time.sleep(rng.uniform(3, 6))
+            if args.burst:
+                # The worst moment of bursty writes: right after the last commit of the
+                # second burst (the first follows start-up).
+                until_acked(acked, 2 * args.burst)
+            else:
+                time.sleep(rng.uniform(3, 6))
             # The host dies: the replicator at once, and nothing the writer does after
             # this instant counts as acknowledged.
             cpus.append(cpu_seconds(p.pid))
@@ -253,9 +282,14 @@ def bench_lost(tool, args, work, rng):
         last_id, last_t = acked[-1]
         top = min(top, last_id)
         lost_rows.append(last_id - top)
-        lost_ms.append(0.0 if top == last_id else (last_t - dict(acked).get(top, acked[0][1])) * 1000)
+        # Steady writes: back to the last commit restored. Bursts: back to the first commit
+        # lost (the quiet spell before a burst is not data lost).
+        since = dict(acked).get(top + 1 if args.burst else top, acked[0][1])
+        lost_ms.append(0.0 if top == last_id else (last_t - since) * 1000)
         shutil.rmtree(d, ignore_errors=True)
-    return (f"lost at {args.rate:g} tx/s: median {statistics.median(lost_ms):.0f} ms "
+    shape = (f"bursts of {args.burst} at {args.rate:g} tx/s every {args.quiet_s:g} s, killed "
+             f"as a burst ends" if args.burst else f"{args.rate:g} tx/s")
+    return (f"lost at {shape}: median {statistics.median(lost_ms):.0f} ms "
             f"({statistics.median(lost_rows):.0f} rows), max {max(lost_ms):.0f} ms; "
             f"replicator CPU median {statistics.median(cpus):.2f} s")
 
@@ -289,7 +323,9 @@ def bench_steady(tool, args, work):
     tx, req, puts, cpu, dt = med
     per = [r[3] / r[2] for r in runs if r[2]]
     per_put = f"{1000 * statistics.median(per):.2f} ms" if per else "-"
-    return (f"steady state at {tx:.0f} tx/s ({settle:g} s after the writer, over {dt:.0f} s, "
+    per_burst = (f", {puts * (args.burst / args.rate + args.quiet_s):.1f} PUTs per burst of "
+                 f"{args.burst}" if args.burst and args.rate else "")
+    return (f"steady state at {tx:.0f} tx/s{per_burst} ({settle:g} s after the writer, over {dt:.0f} s, "
             f"median of {len(runs)}): {req:.2f} requests/s ({puts:.2f} PUT/s), "
             f"CPU {100 * cpu:.2f}% of a core, {per_put} of CPU per upload "
             f"(runs: {', '.join(f'{100 * r[3]:.2f}%' for r in runs)})")
@@ -311,7 +347,8 @@ def steady_once(tool, args, work):
         p = start(tool, cfg, log)
         time.sleep(2)
         acked, stop_flag = [], threading.Event()
-        th = threading.Thread(target=writer, args=(db, args.rate, args.payload, acked, stop_flag))
+        th = threading.Thread(target=writer, args=(db, args.rate, args.payload, acked, stop_flag,
+                                                   args.burst, args.quiet_s))
         th.start()
         time.sleep(settle)
         (r0, p0), c0, n0, t0 = operations(port), cpu_seconds(p.pid), len(acked), time.perf_counter()
@@ -358,15 +395,24 @@ def bench_many(tool, args, work):
     d = tempfile.mkdtemp(dir=work)
     dbs = []
     t = time.perf_counter()
+    # One database made, checkpointed and copied (the WAL mode is in its header): making
+    # 10,000 one by one takes minutes.
+    template = os.path.join(work, "template.db")
+    c = sqlite3.connect(template)
+    c.execute("PRAGMA journal_mode=WAL")
+    c.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
+    c.execute("INSERT INTO t(v) VALUES (randomblob(100))")
+    c.commit()
+    c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    c.close()
     for i in range(args.dbs):
         db = os.path.join(d, f"db{i}.db")
-        c = sqlite3.connect(db)
-        c.execute("PRAGMA journal_mode=WAL")
-        c.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
-        c.execute("INSERT INTO t(v) VALUES (randomblob(100))")
-        c.commit()
-        c.close()
+        shutil.copyfile(template, db)
         dbs.append((db, Replica(args, d, f"db{i}")))
+    os.remove(template)
+    for suffix in ("-wal", "-shm"):
+        if os.path.exists(template + suffix):
+            os.remove(template + suffix)
     print(f"  ({args.dbs} databases made in {time.perf_counter() - t:.0f} s)", flush=True)
     port = free_port()
     cfg = os.path.join(d, "cfg.yml")
@@ -384,6 +430,11 @@ def bench_many(tool, args, work):
                 ready = time.perf_counter() - t0
                 break
             time.sleep(2)
+        if p.poll() is not None:
+            with open(os.path.join(d, "replicate.log"), errors="replace") as f:
+                tail = "".join(f.readlines()[-20:])
+            sys.exit(f"{tool} exited with status {p.returncode} during start-up; "
+                     f"its log ends:\n{tail}")
         time.sleep(10.0 if args.settle_s is None else args.settle_s)
         cpu0, r0, s0 = cpu_seconds(p.pid), operations(port)[0], server_requests(args.count_url)
         t1 = time.perf_counter()
@@ -427,6 +478,12 @@ def main():
     ap.add_argument("--count-url",
                     help="many: also count idle requests at the server, from its Prometheus "
                          "text (Garage: http://ADMIN/metrics)")
+    ap.add_argument("--burst", type=int, default=0,
+                    help="lost, steady: write in bursts of this many commits at --rate, "
+                         "--quiet-s apart (lost: killed as the second burst ends)")
+    ap.add_argument("--quiet-s", type=float, default=20.0)
+    ap.add_argument("--garage", action="store_true",
+                    help="start a local Garage (S3) for the run and replicate to it")
     ap.add_argument("--seed", type=int, default=random.randrange(1 << 30))
     args = ap.parse_args()
     tools = [os.path.abspath(args.bin)] + ([args.vs] if args.vs else [])
@@ -435,6 +492,7 @@ def main():
             sys.exit(f"{t}: not an executable (cargo build --release -p sqlite-replicate?)")
     print(f"seed {args.seed}")
     work = tempfile.mkdtemp(prefix="sr-bench-")
+    garage = start_garage(args, work) if args.garage else None
     try:
         for what in (["restore", "lost", "many"] if args.what == "all" else [args.what]):
             for tool in tools:
@@ -448,7 +506,29 @@ def main():
                     line = bench_many(tool, args, work)
                 print(f"{os.path.basename(tool):>18}  {line}", flush=True)
     finally:
+        if garage:
+            garage.kill()
+            garage.wait()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def start_garage(args, work):
+    """--garage: a single-node Garage on loopback (vfs.py's), its bucket as --s3, its
+    key in the environment the tools inherit."""
+    from vfs import start_garage as garage_in
+    d = os.path.join(work, "garage")
+    os.makedirs(d)
+    proc, endpoint, key_id, secret = garage_in(d)
+    os.environ.update(AWS_ACCESS_KEY_ID=key_id, AWS_SECRET_ACCESS_KEY=secret)
+    # A CA bundle set for the machine's proxy is no use on plain-HTTP loopback, and
+    # Litestream's AWS SDK refuses to start with one beside a custom endpoint.
+    os.environ.pop("AWS_CA_BUNDLE", None)
+    args.s3, args.s3_endpoint = "s3://bench/runs", endpoint
+    with open(os.path.join(d, "garage.toml")) as f:
+        admin = f.read().split("[admin]", 1)[1].split('"')[1]
+    args.count_url = args.count_url or f"http://{admin}/metrics"
+    args.replica_yaml = ["region: garage"] + (args.replica_yaml or [])
+    return proc
 
 
 if __name__ == "__main__":
