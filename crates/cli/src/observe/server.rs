@@ -6,9 +6,10 @@
 //!   queue on the replicator's runtime nor take the blocking threads captures use;
 //! - every request is answered from a [`Snapshot`] shared for up to [`snapshot::MAX_AGE`]
 //!   (one report build at a time, on this thread), so a scrape can be up to a second old;
-//! - a snapshot is also taken every [`history::SAMPLE_EVERY`] when nobody asks, so the
+//! - a report is also taken every [`history::SAMPLE_EVERY`] when nobody asks, so the
 //!   status page's plots of the last hour have no holes (local figures only: no
-//!   object-store request);
+//!   object-store request); only its plotted figures are kept, nothing is rendered (with
+//!   10,000 databases the rendered bodies are tens of MiB);
 //! - at most [`MAX_CONNECTIONS`] connections are served at once; one more is answered
 //!   `503` and closed at once;
 //! - a client has [`HEADER_TIMEOUT`] to send its request headers, and a connection is
@@ -78,13 +79,13 @@ async fn serve(listener: TcpListener, watched: Arc<Watched>, opts: ServeOptions)
     let snapshots = Arc::new(Snapshots::new(snapshot::MAX_AGE));
     let history = Arc::new(History::new());
     {
-        let (w, snaps, h) = (watched.clone(), snapshots.clone(), history.clone());
+        let (w, h) = (watched.clone(), history.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(history::SAMPLE_EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                snaps.get(|| Snapshot::build(&w, opts.failing_after, &h));
+                h.record(&w.report());
             }
         });
     }
@@ -158,13 +159,13 @@ fn answer<B>(req: &Request<B>, snapshot: impl FnOnce() -> Arc<Snapshot>) -> Resp
     }
     let s = snapshot();
     match path {
-        "/" => reply(StatusCode::OK, "text/html; charset=utf-8", s.page.clone()),
+        "/" => reply(StatusCode::OK, "text/html; charset=utf-8", s.page()),
         "/metrics" => reply(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
-            s.metrics.clone(),
+            s.metrics(),
         ),
-        "/healthz" => match &s.health {
+        "/healthz" => match s.health() {
             Ok(()) => reply(StatusCode::OK, "text/plain; charset=utf-8", "ok\n".into()),
             Err(why) => reply(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -172,8 +173,8 @@ fn answer<B>(req: &Request<B>, snapshot: impl FnOnce() -> Arc<Snapshot>) -> Resp
                 format!("{why}\n").into(),
             ),
         },
-        _ => match &s.status {
-            Ok(j) => reply(StatusCode::OK, "application/json", j.clone()),
+        _ => match s.status() {
+            Ok(j) => reply(StatusCode::OK, "application/json", j),
             Err(e) => reply(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "text/plain; charset=utf-8",
