@@ -7,9 +7,9 @@
 //! the last look at the replica is older than the poll interval), and page reads: the
 //! memory cache first, then the hydrated copy (`hydrate`) for the pages it holds, else
 //! one ranged read (through the disk cache, `fetch::Source`) of the page and the
-//! neighbours that follow it in the same file (128 KiB, doubling up to 1/16 of the memory
+//! neighbours that follow it in the same file (128 KiB, doubling up to 1/64 of the memory
 //! cache, at most 8 MiB, while reads stay sequential), and, once a sequential stream
-//! reaches that bound, three more runs prefetched in the background. What is on its way
+//! reaches that bound, six more runs prefetched in the background. What is on its way
 //! counts against the memory cache's bound (`PageCache::reserve`): a fetch reserves its
 //! bytes before it starts and releases them once its pages are in, and a prefetch that
 //! would take reservations past half the bound is not started.
@@ -22,8 +22,8 @@
 //! concurrent), the newest snapshot's (with one replica and no timestamp target) fetched
 //! during the listing, after a LIST of level 9 of its own; a poll, one
 //! LIST of level 0, and only when it shows a newer TXID the full listing and the new
-//! files' indexes; a page miss, one ranged GET of at least 512 KiB (or the wait for a
-//! prefetched one).
+//! files' indexes; a page miss, one ranged GET (off a stream, of at least 512 KiB), or
+//! the wait for a prefetched one.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -43,11 +43,12 @@ use crate::fetch::{block_on, Cost, Source};
 use crate::hydrate::Hydration;
 use crate::index::{self, FileIndex};
 
-/// The first readahead, and its bound while reads stay sequential (at most a sixteenth
-/// of the memory cache: what is in flight counts against memory too).
+/// The first readahead, and its bound while reads stay sequential (at most 1/64 of the
+/// memory cache: runs in flight count against it, and smaller runs, more of them in
+/// flight, scanned faster: 119 MiB/s against 96 with a 64 MiB cache).
 const READAHEAD_MIN_BYTES: u64 = 128 << 10;
-/// The least a GET of page data asks for (a shorter run's GET goes on past it, the extra
-/// bytes dropped). Issue 22: from Garage on loopback, our client's ranged GETs of 64 and
+/// The least a GET of page data off a sequential stream asks for (a shorter run's GET
+/// goes on past it, the extra bytes dropped). Issue 22: from Garage on loopback, our client's ranged GETs of 64 and
 /// 128 KiB mostly took 45-55 ms (a delayed-ACK stall: the response's last segment waits
 /// for our ACK), while GETs of 512 KiB took 2-9 ms; a point lookup's three dependent page
 /// reads paid the stall each. Over a real network (1.5 KB segments) a larger GET only
@@ -55,7 +56,7 @@ const READAHEAD_MIN_BYTES: u64 = 128 << 10;
 const MIN_GET_BYTES: u64 = 512 << 10;
 const READAHEAD_MAX_BYTES: u64 = 8 << 20;
 /// Runs fetched ahead of a sequential reader, each of the readahead's bound.
-const PREFETCH_RUNS: usize = 3;
+const PREFETCH_RUNS: usize = 6;
 /// A read this many pages past the stream's last one still continues it.
 const STREAM_GAP_PAGES: u32 = 16;
 /// Reads off the stream in a row that end it.
@@ -194,7 +195,7 @@ impl Reader {
             last_pgno: 0,
             off_stream: 0,
             readahead_bytes: READAHEAD_MIN_BYTES,
-            readahead_max: (cache_bytes / 16).clamp(READAHEAD_MIN_BYTES, READAHEAD_MAX_BYTES),
+            readahead_max: (cache_bytes / 64).clamp(READAHEAD_MIN_BYTES, READAHEAD_MAX_BYTES),
             prefetch: Default::default(),
             stats: Stats::default(),
         }
@@ -489,7 +490,10 @@ impl Reader {
                 let last = run_end(s, &file, loc.file, first, readahead, Some(&self.cache));
                 let range = frames(&file, first, last);
                 let run_bytes = range.end - range.start;
-                let end = (range.start + MIN_GET_BYTES).min(file.info.size_bytes);
+                // A sequential stream's runs are large already (and the bytes past them
+                // would be fetched twice).
+                let min = if sequential { 0 } else { MIN_GET_BYTES };
+                let end = (range.start + min).min(file.info.size_bytes);
                 let asked = range.start..range.end.max(end);
                 let bytes = asked.end - asked.start;
                 self.cache.reserve_anyway(bytes);
