@@ -3,7 +3,8 @@
 //! Windows SQLite application), against a file replica on the prefix's `C:` drive and a real
 //! Garage server on loopback (a Linux process; Wine programs reach 127.0.0.1 as usual).
 //! Each ends with a kill of the replicator, restores by the exe, and a page-for-page
-//! comparison with the source as the Windows writer last committed it.
+//! comparison with the source as the Windows writer last committed it; the VFS test
+//! queries the replicas through the extension's DLL loaded by the Windows writer instead.
 //!
 //! They need the Windows build and a prepared Wine prefix, so a plain `cargo test` lists
 //! them as ignored; scripts/windows/test.sh (called by scripts/test.sh) builds the exes, runs
