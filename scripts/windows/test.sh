@@ -38,10 +38,9 @@ WINEDEBUG=-all,+eventlog,fixme+advapi wine "$SR_TARGET_DIR/wine-shim/prng-check.
   </dev/null >/dev/null 2>"$SQLITE_REPLICATE_WINE_SERVICES_LOG"
 
 echo "== windows: cargo build --target x86_64-pc-windows-gnu (sqlite-replicate.exe, winwriter.exe, sqlite_replicate_vfs.dll)"
-cargo build --target x86_64-pc-windows-gnu --quiet -p sqlite-replicate -p winwriter --bins
-# The VFS extension's DLL, which winwriter loads in it::windows (its own command: a
-# library target, and --bins would skip it).
-cargo build --target x86_64-pc-windows-gnu --quiet -p sqlite-replicate-vfs --lib
+# One command: built alone, the VFS (a library: its DLL, which winwriter loads in
+# it::windows) would unify dependency features differently and compile the tree twice.
+cargo build --target x86_64-pc-windows-gnu --quiet -p sqlite-replicate -p winwriter -p sqlite-replicate-vfs
 echo "== windows: ltx and engine tests, built for Windows, under Wine"
 cargo test --target x86_64-pc-windows-gnu --quiet -p ltx -p engine 2>&1 | tee "$SR_TARGET_DIR/windows-unit-output.txt"
 echo "== windows: end-to-end tests under Wine (it windows:: winsvc:: -- --ignored)"
