@@ -41,6 +41,9 @@ const FOOTER_BYTES: u64 = 8 + TRAILER_SIZE as u64;
 /// The end-of-pages marker between the last page frame and the index.
 const END_MARKER_BYTES: u64 = 6;
 
+/// Decoded pages, by page number.
+pub type Pages = Vec<(u32, Arc<[u8]>)>;
+
 /// Where one file's pages are.
 pub struct FileIndex {
     pub key: LtxKey,
@@ -49,7 +52,7 @@ pub struct FileIndex {
     pub header: Header,
     pub entries: Vec<PageIndexEntry>,
     /// The decoded pages of a file read whole (its checksum verified), for the cache.
-    pub pages: Vec<(u32, Arc<[u8]>)>,
+    pub pages: Pages,
     /// What loading it cost.
     pub cost: Cost,
 }
@@ -161,7 +164,7 @@ fn head_pages(
     header: &Header,
     entries: &[PageIndexEntry],
     head: &[u8],
-) -> Result<Vec<(u32, Arc<[u8]>)>, VfsError> {
+) -> Result<Pages, VfsError> {
     let mut pages = Vec::new();
     for e in entries {
         let end = e.offset + e.size;
