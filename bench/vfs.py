@@ -133,7 +133,9 @@ def measure(lib, env, uri, rows, size, a):
         r = vfs_child(env, uri, "SELECT length(v) FROM t WHERE id = ?", random.randint(1, rows), lib)
         s = r["stats"]
         ms.append(r["ms"])
-        print(f"  first query (point lookup {i + 1}): {r['ms']:.1f} ms (load {s.get('load_ms', '?')} ms), "
+        print(f"  first query (point lookup {i + 1}): {r['ms']:.1f} ms (load {s.get('load_ms', '?')} ms: "
+              f"listing {s.get('list_ms', '?')}, indexes after it {s.get('index_ms', '?')}, map {s.get('map_ms', '?')}; "
+              f"waiting for pages {s.get('page_wait_ms', '?')} ms), "
               f"{s['gets']} page GETs, {s['bytes_fetched'] / 1024:.0f} KiB of pages, "
               f"{s.get('index_gets', '?')} header/index GETs, {s.get('index_bytes', 0) / 1024:.0f} KiB")
     print(f"  first query: median {statistics.median(ms):.1f} ms of {len(ms)}")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Windows suite, under Wine (called by scripts/test.sh after the Linux tests; runs on
 # its own too): prepares the machine and the Wine prefix (setup.sh), cross-builds
-# sqlite-replicate.exe and winwriter.exe for x86_64-pc-windows-gnu, runs ltx's and the
+# sqlite-replicate.exe, winwriter.exe and the VFS extension's sqlite_replicate_vfs.dll for
+# x86_64-pc-windows-gnu, runs ltx's and the
 # engine's tests built for Windows under Wine (cargo's runner: run-under-wine.sh), then the
 # end-to-end tests (crates/cli/tests/it/windows.rs and winsvc.rs: the Linux test binary
 # drives the Windows exes, the service and the MSI under Wine, and Garage on loopback). Prints its own run time.
@@ -36,8 +37,10 @@ export SQLITE_REPLICATE_WINE_SERVICES_LOG="$SR_TARGET_DIR/wine-services.log"
 WINEDEBUG=-all,+eventlog,fixme+advapi wine "$SR_TARGET_DIR/wine-shim/prng-check.exe" \
   </dev/null >/dev/null 2>"$SQLITE_REPLICATE_WINE_SERVICES_LOG"
 
-echo "== windows: cargo build --target x86_64-pc-windows-gnu (sqlite-replicate.exe, winwriter.exe)"
-cargo build --target x86_64-pc-windows-gnu --quiet -p sqlite-replicate -p winwriter --bins
+echo "== windows: cargo build --target x86_64-pc-windows-gnu (sqlite-replicate.exe, winwriter.exe, sqlite_replicate_vfs.dll)"
+# One command: built alone, the VFS (a library: its DLL, which winwriter loads in
+# it::windows) would unify dependency features differently and compile the tree twice.
+cargo build --target x86_64-pc-windows-gnu --quiet -p sqlite-replicate -p winwriter -p sqlite-replicate-vfs
 echo "== windows: ltx and engine tests, built for Windows, under Wine"
 cargo test --target x86_64-pc-windows-gnu --quiet -p ltx -p engine 2>&1 | tee "$SR_TARGET_DIR/windows-unit-output.txt"
 echo "== windows: end-to-end tests under Wine (it windows:: winsvc:: -- --ignored)"

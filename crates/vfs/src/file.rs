@@ -11,7 +11,7 @@
 //! | `sqlite_replicate_txid = X` | from the next transaction on, serve TXID `X` (or `latest`) |
 //! | `sqlite_replicate_timestamp` | when the TXID served was written (RFC 3339, ms; empty if the writer did not record it) |
 //! | `sqlite_replicate_timestamp = T` | from the next transaction on, serve the state `restore -timestamp T` writes (or `latest`) |
-//! | `sqlite_replicate_stats` | JSON: page GETs and bytes, header/index GETs and bytes, polls, memory cache bytes, disk cache hits, damaged entries refetched, bytes; hydration: state (`running`, `done`, `failed`), TXID, bytes done and total, pages read from the copy |
+//! | `sqlite_replicate_stats` | JSON: page GETs and bytes, header/index GETs and bytes, polls, the last load's time and its parts (`load_ms`, `list_ms`, `index_ms`, `map_ms`), time waited for page data (`page_wait_ms`), memory cache bytes, disk cache hits, damaged entries refetched, bytes; hydration: state (`running`, `done`, `failed`), TXID, bytes done and total, pages read from the copy |
 //! | `sqlite_replicate_error` | the last error, naming the object (SQLite's own message is only "disk I/O error") |
 //!
 //! Every method catches panics (`host::guard`).
@@ -268,6 +268,11 @@ fn set_target(
     Ok(v.to_string())
 }
 
+/// Milliseconds to a tenth.
+fn round(ms: f64) -> f64 {
+    (ms * 10.0).round() / 10.0
+}
+
 fn stats_json(r: &Reader) -> String {
     let s = r.stats;
     serde_json::json!({
@@ -277,7 +282,11 @@ fn stats_json(r: &Reader) -> String {
         "index_gets": s.index_gets,
         "index_bytes": s.index_bytes,
         "polls": s.polls,
-        "load_ms": (s.load_ms * 10.0).round() / 10.0,
+        "load_ms": round(s.load_ms),
+        "list_ms": round(s.list_ms),
+        "index_ms": round(s.index_ms),
+        "map_ms": round(s.map_ms),
+        "page_wait_ms": round(s.page_wait_ms),
         "cache_bytes": r.cache_used_bytes(),
         "disk_hits": s.disk_hits,
         "disk_bad": s.disk_bad,

@@ -7,18 +7,23 @@
 //! the last look at the replica is older than the poll interval), and page reads: the
 //! memory cache first, then the hydrated copy (`hydrate`) for the pages it holds, else
 //! one ranged read (through the disk cache, `fetch::Source`) of the page and the
-//! neighbours that follow it in the same file (64 KiB, doubling up to 1/16 of the memory
-//! cache, at most 8 MiB, while reads stay sequential), and, once a sequential stream
-//! reaches that bound, three more runs prefetched in the background.
+//! neighbours that follow it in the same file (128 KiB, doubling up to 1/16 of the memory
+//! cache, at least 1 MiB and at most 8 MiB, while reads stay sequential), and, once a
+//! sequential stream reaches that bound, three more runs prefetched in the background.
+//! What is on its way counts against the memory cache's bound (`PageCache::reserve`): a
+//! fetch reserves its bytes before it starts and releases them once its pages are in, and
+//! a prefetch that would take reservations past half the bound is not started.
 //!
 //! Which replica and which files: `restore`'s own steps (`restore::run::pick` and
 //! `restore::run::plan`), so a state served here is the state `restore` (with `-txid` or
 //! `-timestamp`) writes. Does not: parse parameters (`options`), talk C (`vfs`, `file`).
 //!
 //! Requests: opening, one LIST per level (concurrent) and the plan's indexes (`index`,
-//! concurrent); a poll, one
+//! concurrent), the newest snapshot's (with one replica and no timestamp target) fetched
+//! during the listing, after a LIST of level 9 of its own; a poll, one
 //! LIST of level 0, and only when it shows a newer TXID the full listing and the new
-//! files' indexes; a page miss, one ranged GET (or the wait for a prefetched one).
+//! files' indexes; a page miss, one ranged GET (off a stream, of at least 512 KiB), or
+//! the wait for a prefetched one.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -39,9 +44,21 @@ use crate::hydrate::Hydration;
 use crate::index::{self, FileIndex};
 
 /// The first readahead, and its bound while reads stay sequential (at most a sixteenth
-/// of the memory cache: what is in flight counts against memory too).
-const READAHEAD_MIN_BYTES: u64 = 64 << 10;
+/// of the memory cache: what is in flight counts against its bound). A 64th with six
+/// runs in flight was tried: 128 MiB/s against 183 before this bound counted fetches,
+/// and no lower peak RSS.
+const READAHEAD_MIN_BYTES: u64 = 128 << 10;
+/// The least a GET of page data off a sequential stream asks for (a shorter run's GET
+/// goes on past it, the extra bytes dropped). Issue 22: from Garage on loopback, our client's ranged GETs of 64 and
+/// 128 KiB mostly took 45-55 ms (a delayed-ACK stall: the response's last segment waits
+/// for our ACK), while GETs of 512 KiB took 2-9 ms; a point lookup's three dependent page
+/// reads paid the stall each. Over a real network (1.5 KB segments) a larger GET only
+/// costs its transfer time (512 KiB: about 5 ms at 100 MB/s).
+const MIN_GET_BYTES: u64 = 512 << 10;
 const READAHEAD_MAX_BYTES: u64 = 8 << 20;
+/// The bound's least value, whatever the cache: runs of 256 KiB made a scan crawl
+/// (24 MiB/s), 1 MiB ones did 75 MiB/s (16 MiB cache, loaded machine).
+const READAHEAD_FLOOR_BYTES: u64 = 1 << 20;
 /// Runs fetched ahead of a sequential reader, each of the readahead's bound.
 const PREFETCH_RUNS: usize = 3;
 /// A read this many pages past the stream's last one still continues it.
@@ -54,6 +71,8 @@ struct Prefetch {
     file: LtxKey,
     first: usize,
     last: usize,
+    /// Its frames' bytes, reserved in the cache until its pages are in.
+    bytes: u64,
     task: tokio::task::JoinHandle<Result<crate::fetch::Fetched, VfsError>>,
 }
 
@@ -104,8 +123,15 @@ pub struct Stats {
     /// Pages read from the hydrated local copy.
     pub hydrated_reads: u64,
     pub polls: u64,
-    /// How long the last load of a state took (listing, planning, headers and indexes).
+    /// How long the last load of a state took (listing, planning, headers and indexes),
+    /// and its parts: the listing and planning (with the early snapshot's index fetched
+    /// meanwhile), the other headers' and indexes' GETs and checks, the page map.
     pub load_ms: f64,
+    pub list_ms: f64,
+    pub index_ms: f64,
+    pub map_ms: f64,
+    /// Time spent waiting for page data (GETs, or prefetched runs still on their way).
+    pub page_wait_ms: f64,
 }
 
 impl Stats {
@@ -173,7 +199,7 @@ impl Reader {
             last_pgno: 0,
             off_stream: 0,
             readahead_bytes: READAHEAD_MIN_BYTES,
-            readahead_max: (cache_bytes / 16).clamp(READAHEAD_MIN_BYTES, READAHEAD_MAX_BYTES),
+            readahead_max: (cache_bytes / 16).clamp(READAHEAD_FLOOR_BYTES, READAHEAD_MAX_BYTES),
             prefetch: Default::default(),
             stats: Stats::default(),
         }
@@ -260,8 +286,24 @@ impl Reader {
         };
         let started = Instant::now();
         self.last_look = Some(started);
-        let picked =
-            block_on(run::pick(&self.candidates, times, false)).map_err(VfsError::restore)?;
+        // With one replica, the snapshot a plan starts from is fetched while the other
+        // levels are listed (see `early_snapshot`).
+        let early = match (self.candidates.as_slice(), target) {
+            ([(_, store)], Target::Latest | Target::TxId(_)) => Some(self.source(store)),
+            _ => None,
+        };
+        let known: Vec<LtxKey> = self.indexes.keys().copied().collect();
+        let (picked, mut early) = block_on(async {
+            let early = async {
+                match &early {
+                    Some(source) => early_snapshot(source, target, &known).await,
+                    None => None,
+                }
+            };
+            futures::join!(run::pick(&self.candidates, times, false), early)
+        });
+        let picked = picked.map_err(VfsError::restore)?;
+        let listed = Instant::now();
         if matches!(picked.found, Found::Nothing) {
             return Err(VfsError::Setup(format!(
                 "replica {} ({}) holds no backup",
@@ -278,16 +320,29 @@ impl Reader {
         };
         let store = picked.store.clone();
         let source = self.source(&store);
+        let mut loaded = Vec::new();
+        // The early snapshot's index, if planned (its error too: the plan needs it).
+        if let Some((key, f)) = early.take() {
+            if plan
+                .files
+                .iter()
+                .any(|p| p.key == key && !self.indexes.contains_key(&key))
+            {
+                loaded.push(f?);
+            }
+        }
         let missing: Vec<_> = plan
             .files
             .iter()
             .filter(|f| !self.indexes.contains_key(&f.key))
+            .filter(|f| !loaded.iter().any(|l| l.key == f.key))
             .cloned()
             .collect();
-        let loaded = block_on(async {
+        loaded.extend(block_on(async {
             let loads = missing.iter().map(|f| index::load(&source, f));
             futures::future::try_join_all(loads).await
-        })?;
+        })?);
+        let indexed = Instant::now();
         for mut f in loaded {
             self.stats.add_index_cost(f.cost);
             for (pgno, page) in std::mem::take(&mut f.pages) {
@@ -304,6 +359,7 @@ impl Reader {
         self.indexes
             .retain(|k, _| plan.files.iter().any(|f| f.key == *k));
         let snap = build(&store, files, plan.target_txid)?;
+        let mapped = Instant::now();
         if self.hydrate && self.hydration.is_none() {
             // Once, of the first state served; failing to start is said, not fatal.
             let page_bytes = snap.page_size.bytes() as u64;
@@ -316,7 +372,11 @@ impl Reader {
         }
         self.snap = Some(snap);
         self.store = Some(store);
-        self.stats.load_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        self.stats.load_ms = ms(started.elapsed());
+        self.stats.list_ms = ms(listed - started);
+        self.stats.index_ms = ms(indexed - listed);
+        self.stats.map_ms = ms(mapped - indexed);
         Ok(())
     }
 
@@ -420,22 +480,51 @@ impl Reader {
         };
         let first = loc.entry as usize;
         let source = self.source(&store);
+        let waited = Instant::now();
         // A run already on its way (sequential prefetch), else one GET of the run.
-        let (run, fetched) = match self.take_prefetch(&file.key, first) {
+        // Its bytes are reserved in the cache (already, for a prefetched run) until its
+        // pages are in.
+        let (run, reserved, fetched) = match self.take_prefetch(&file.key, first) {
             Some(p) => {
-                let fetched = block_on(p.task)
-                    .map_err(|e| VfsError::Panic(format!("a prefetch task failed: {e}")))??;
-                (p.first..=p.last, fetched)
+                let fetched = block_on(p.task);
+                (p.first..=p.last, p.bytes, fetched)
             }
             None => {
                 let s = self.snap.as_ref().expect("loaded");
                 let last = run_end(s, &file, loc.file, first, readahead, Some(&self.cache));
                 let range = frames(&file, first, last);
-                (first..=last, block_on(source.read(&file.info, range))?)
+                let run_bytes = range.end - range.start;
+                // A sequential stream's runs are large already (and the bytes past them
+                // would be fetched twice).
+                let min = if sequential { 0 } else { MIN_GET_BYTES };
+                let end = (range.start + min).min(file.info.size_bytes);
+                let asked = range.start..range.end.max(end);
+                let bytes = asked.end - asked.start;
+                self.cache.reserve_anyway(bytes);
+                let fetched = block_on(source.read(&file.info, asked)).map(|mut f| {
+                    f.bytes.truncate(run_bytes as usize);
+                    f
+                });
+                (first..=last, bytes, Ok(fetched))
+            }
+        };
+        let fetched = match fetched {
+            Ok(Ok(f)) => f,
+            Ok(Err(e)) => {
+                self.cache.release(reserved);
+                return Err(e);
+            }
+            Err(e) => {
+                self.cache.release(reserved);
+                return Err(VfsError::Panic(format!("a prefetch task failed: {e}")));
             }
         };
         self.stats.add_page_cost(fetched.cost);
-        let wanted = self.decode_run(&file, run.clone(), &fetched.bytes, pgno)?;
+        self.stats.page_wait_ms += waited.elapsed().as_secs_f64() * 1000.0;
+        let wanted = self.decode_run(&file, run.clone(), &fetched.bytes, pgno);
+        drop(fetched);
+        self.cache.release(reserved);
+        let wanted = wanted?;
         if sequential && self.readahead_bytes == self.readahead_max {
             self.top_up_prefetch(&source, &file, loc.file, *run.end());
         }
@@ -483,6 +572,7 @@ impl Reader {
             .position(|p| p.file == *key && (p.first..=p.last).contains(&entry))?;
         for p in self.prefetch.drain(..at) {
             p.task.abort();
+            self.cache.release(p.bytes);
         }
         self.prefetch.pop_front()
     }
@@ -490,15 +580,16 @@ impl Reader {
     fn cancel_prefetch(&mut self) {
         for p in self.prefetch.drain(..) {
             p.task.abort();
+            self.cache.release(p.bytes);
         }
     }
 
     /// Keeps [`PREFETCH_RUNS`] runs of `file` in flight after entry `after`, while the
     /// frames that follow are their pages' newest versions.
     fn top_up_prefetch(&mut self, source: &Source, file: &Arc<FileIndex>, fi: u32, after: usize) {
-        let s = self.snap.as_ref().expect("loaded");
         let mut next = self.prefetch.back().map_or(after, |p| p.last) + 1;
         while self.prefetch.len() < PREFETCH_RUNS && next < file.entries.len() {
+            let s = self.snap.as_ref().expect("loaded");
             let pg = file.entries[next].pgno.get();
             let l = s.map.get((pg - 1) as usize);
             if !l.is_some_and(|l| l.file == fi && l.entry as usize == next) {
@@ -506,16 +597,45 @@ impl Reader {
             }
             let last = run_end(s, file, fi, next, self.readahead_max, None);
             let (src, info, range) = (source.clone(), file.info.clone(), frames(file, next, last));
+            let bytes = range.end - range.start;
+            if !self.cache.reserve(bytes) {
+                break;
+            }
             let task = crate::fetch::spawn_task(async move { src.read(&info, range).await });
             self.prefetch.push_back(Prefetch {
                 file: file.key,
                 first: next,
                 last,
+                bytes,
                 task,
             });
             next = last + 1;
         }
     }
+}
+
+/// The index of the snapshot (level 9) a plan for `target` starts from, the newest at or
+/// below it, fetched while `run::pick` lists the replica (issue 22: a large snapshot's
+/// index is most of the time to a first query, and needs only level 9's listing), unless
+/// `known`. `None` when level 9 cannot be listed (the listing proper reports it) or holds
+/// no such file; the plan decides whether the index is used.
+async fn early_snapshot(
+    source: &Source,
+    target: Target,
+    known: &[LtxKey],
+) -> Option<(LtxKey, Result<FileIndex, VfsError>)> {
+    let files = source.store.list(Level::SNAPSHOT).await.ok()?;
+    let newest = files
+        .iter()
+        .filter(|f| match target {
+            Target::TxId(t) => f.key.max <= t,
+            _ => true,
+        })
+        .max_by_key(|f| f.key.max)?;
+    if known.contains(&newest.key) {
+        return None;
+    }
+    Some((newest.key, index::load(source, newest).await))
 }
 
 /// The byte range of entries `first..=last` of `file` (contiguous frames).

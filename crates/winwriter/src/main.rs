@@ -12,6 +12,13 @@
 //!                                       "checkpoint MODE busy=B log=L checkpointed=C"
 //! winwriter dump DB OUT                 the committed pages, in page order, into OUT
 //!                                       (one read transaction); prints "pages N"
+//! winwriter query DB SQL                the rows SQL returns on DB, opened read-only: one
+//!                                       a line, columns tab-separated, blobs in hex
+//! winwriter vfs-query DLL URI SQL       loads the extension DLL (sqlite_replicate_vfs.dll,
+//!                                       through load_extension), then as `query` on the
+//!                                       SQLite URI (file:app.db?vfs=sqlite-replicate&...);
+//!                                       a failed query adds the VFS's own error (PRAGMA
+//!                                       sqlite_replicate_error)
 //! ```
 //!
 //! Every connection waits up to `BUSY_TIMEOUT` for locks, as an application would. Errors
@@ -21,14 +28,14 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use rusqlite::Connection;
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OpenFlags};
 
 /// How long a connection waits for a lock (SQLite's busy handler), like a typical
 /// application; a checkpoint that still reports busy after it is what the tests look for.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-const USAGE: &str =
-    "usage: winwriter write DB ROWS SIZE [BATCH] | checkpoint DB MODE | dump DB OUT";
+const USAGE: &str = "usage: winwriter write DB ROWS SIZE [BATCH] | checkpoint DB MODE | dump DB OUT | query DB SQL | vfs-query DLL URI SQL";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -46,6 +53,10 @@ fn main() -> ExitCode {
         }
         ["checkpoint", db, mode] => checkpoint(db, mode),
         ["dump", db, out] => dump(db, Path::new(out)),
+        ["query", db, sql] => Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(Into::into)
+            .and_then(|c| query(&c, sql)),
+        ["vfs-query", dll, uri, sql] => vfs_query(Path::new(dll), uri, sql),
         _ => return usage(),
     };
     match result {
@@ -123,4 +134,51 @@ fn dump(db: &str, out: &Path) -> Result<String> {
     tx.commit()?;
     std::fs::write(out, pages.concat()).map_err(|e| format!("writing {}: {e}", out.display()))?;
     Ok(format!("pages {}", pages.len()))
+}
+
+/// The rows of `sql`: one a line, columns tab-separated, blobs in hex.
+fn query(c: &Connection, sql: &str) -> Result<String> {
+    let mut st = c.prepare(sql)?;
+    let n = st.column_count();
+    let mut rows = st.query([])?;
+    let mut lines = Vec::new();
+    while let Some(r) = rows.next()? {
+        let mut cols = Vec::with_capacity(n);
+        for i in 0..n {
+            cols.push(match r.get_ref(i)? {
+                ValueRef::Null => "NULL".to_string(),
+                ValueRef::Integer(v) => v.to_string(),
+                ValueRef::Real(v) => v.to_string(),
+                ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+                ValueRef::Blob(b) => b.iter().map(|x| format!("{x:02x}")).collect(),
+            });
+        }
+        lines.push(cols.join("\t"));
+    }
+    Ok(lines.join("\n"))
+}
+
+/// Loads the VFS extension `dll` (it registers the VFS for the whole process), then runs
+/// `sql` on `uri` through it.
+fn vfs_query(dll: &Path, uri: &str, sql: &str) -> Result<String> {
+    let loader = Connection::open_in_memory()?;
+    // SAFETY: the extension is the one under test, loaded on purpose; loading is
+    // switched off again at once.
+    unsafe {
+        let _guard = rusqlite::LoadExtensionGuard::new(&loader)?;
+        loader
+            .load_extension(dll, None::<&str>)
+            .map_err(|e| format!("loading {}: {e}", dll.display()))?;
+    }
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI;
+    let c = Connection::open_with_flags(uri, flags).map_err(|e| format!("opening {uri}: {e}"))?;
+    query(&c, sql).map_err(|e| {
+        let vfs: rusqlite::Result<String> =
+            c.query_row("PRAGMA sqlite_replicate_error", [], |r| r.get(0));
+        format!(
+            "{e} (sqlite_replicate_error: {})",
+            vfs.unwrap_or_else(|e| e.to_string())
+        )
+        .into()
+    })
 }

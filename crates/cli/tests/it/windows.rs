@@ -3,7 +3,8 @@
 //! Windows SQLite application), against a file replica on the prefix's `C:` drive and a real
 //! Garage server on loopback (a Linux process; Wine programs reach 127.0.0.1 as usual).
 //! Each ends with a kill of the replicator, restores by the exe, and a page-for-page
-//! comparison with the source as the Windows writer last committed it.
+//! comparison with the source as the Windows writer last committed it; the VFS test
+//! queries the replicas through the extension's DLL loaded by the Windows writer instead.
 //!
 //! They need the Windows build and a prepared Wine prefix, so a plain `cargo test` lists
 //! them as ignored; scripts/windows/test.sh (called by scripts/test.sh) builds the exes, runs
@@ -416,5 +417,104 @@ fn windows_control_socket_is_a_named_pipe_and_sync_wait_works_through_it() {
         &[&work.url("replica")],
         &[],
         &want,
+    );
+}
+
+/// The VFS extension as a Windows DLL (`sqlite_replicate_vfs.dll`), loaded by a Windows
+/// SQLite application (winwriter, through `load_extension`) under Wine: a query through it
+/// answers what the source holds, from a file replica (by a `C:\` path and by a
+/// `file:///C:/` URL) and from Garage (an `s3://` URL); a damaged LTX file is an error
+/// naming it.
+#[test]
+#[ignore = "needs the Windows build under Wine: scripts/windows/test.sh"]
+fn windows_vfs_dll_queries_file_and_garage_replicas_as_the_source() {
+    let w = win();
+    let built = w.bin().join("sqlite_replicate_vfs.dll");
+    assert!(built.is_file(), "{} is missing: {NEEDS}", built.display());
+    let g = Garage::start();
+    let work = WinWork::new(&w);
+    // Beside the database on C:, so the application names it by a Windows path.
+    std::fs::copy(&built, work.linux("sqlite_replicate_vfs.dll")).unwrap();
+    let dll = work.win("sqlite_replicate_vfs.dll");
+    let db = work.win("app.db");
+    // About 700 KB: the snapshot is read by ranges (header, index, page runs), not whole.
+    w.writer(&["write", &db, "600", "1000", "100"]);
+    let cfg = work.config(&format!(
+        "dbs:\n  - path: {db}\n    replicas:\n      - name: file\n        type: file\n        path: {}\n{}",
+        work.win("replica"),
+        garage_replica(&g, "win/vfs")
+    ));
+    let mut r = w.replicator(&work, &cfg, 2);
+    // Later transactions, in level 0 over the snapshot.
+    w.writer(&["write", &db, "5", "300"]);
+    w.writer(&["write", &db, "20", "2000", "20"]);
+    let pages = source_pages(&w, &work, &db);
+    let s3_url = format!(
+        "s3://{}/win/vfs?endpoint={}&region={REGION}&forcePathStyle=true",
+        g.bucket,
+        g.endpoint()
+    );
+    let keys = [
+        ("AWS_ACCESS_KEY_ID", g.key_id.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", g.secret.as_str()),
+    ];
+    let replica_url = format!("file://{}", work.linux("replica").display());
+    wait_url_has(&work, &replica_url, &[], &pages);
+    wait_url_has(&work, &s3_url, &keys, &pages);
+    r.kill9();
+
+    let sql = "SELECT id, v FROM t ORDER BY id";
+    let want = w.writer(&["query", &db, sql]);
+    assert_eq!(want.lines().count(), 625, "the source's rows: {want:.200}");
+    // The replica parameter as a URI query value: its `?`, `&` and `=` percent-encoded.
+    let uri = |replica: &str| {
+        let enc = replica
+            .replace('%', "%25")
+            .replace('?', "%3F")
+            .replace('&', "%26")
+            .replace('=', "%3D");
+        format!("file:app.db?vfs=sqlite-replicate&replica={enc}")
+    };
+    let vfs_query = |replica: &str, env: &[(&str, &str)]| {
+        let args = ["vfs-query", &dll, &uri(replica), sql];
+        let mut c = w.cmd("winwriter.exe", &args);
+        c.envs(env.iter().copied());
+        (args.map(str::to_string), c.output().unwrap())
+    };
+    for (what, replica, env) in [
+        ("a C:\\ path", work.win("replica"), &[][..]),
+        ("a file:///C:/ URL", work.url("replica"), &[][..]),
+        ("Garage", s3_url.clone(), &keys[..]),
+    ] {
+        let (args, out) = vfs_query(&replica, env);
+        let got = ok_output("winwriter.exe", &args.each_ref().map(String::as_str), &out);
+        assert!(
+            got == want,
+            "the DLL's answer from {what} differs from the source's ({} lines, {} expected)",
+            got.lines().count(),
+            want.lines().count()
+        );
+    }
+
+    // A damaged page frame in the snapshot (the file the plan starts from): the query
+    // fails and the error names the object.
+    let level9 = work.linux("replica").join("ltx").join("9");
+    let snapshot = std::fs::read_dir(&level9)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "ltx"))
+        .unwrap_or_else(|| panic!("no snapshot in {}", level9.display()));
+    let name = snapshot.file_name().unwrap().to_str().unwrap().to_string();
+    let mut bytes = std::fs::read(&snapshot).unwrap();
+    let index = ltx::parse_page_index(&bytes).unwrap();
+    let e = index[index.len() / 2];
+    bytes[e.offset as usize + 3] ^= 0x01; // the frame's page number
+    std::fs::write(&snapshot, &bytes).unwrap();
+    let (args, out) = vfs_query(&work.win("replica"), &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains(&name),
+        "{args:?} on a damaged snapshot: {} and no error naming {name}:\n{err}",
+        out.status
     );
 }
