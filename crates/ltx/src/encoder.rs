@@ -11,7 +11,7 @@ use std::io::Write;
 use crate::checksum::Crc64Hasher;
 use crate::error::EncodeError;
 use crate::header::{Header, Trailer};
-use crate::index::{encode_entries, PageIndexEntry};
+use crate::index::{encode_entries, Frames, PageIndexEntry};
 use crate::lz4::{encode_payload, PageEncoding, PAGE_HEADER_SIZE};
 use crate::types::PageNo;
 
@@ -24,7 +24,7 @@ pub struct Encoder<W: Write> {
     encoding: PageEncoding,
     offset: u64,
     hasher: Crc64Hasher,
-    index: Vec<PageIndexEntry>,
+    index: Frames,
     /// Reused buffer for one frame (page header + payload).
     frame: Vec<u8>,
     poisoned: bool,
@@ -40,7 +40,7 @@ impl<W: Write> Encoder<W> {
             encoding,
             offset: 0,
             hasher: Crc64Hasher::new(),
-            index: Vec::new(),
+            index: Frames::default(),
             frame: Vec::new(),
             poisoned: false,
         };
@@ -96,10 +96,10 @@ impl<W: Write> Encoder<W> {
                 got: data.len(),
             });
         }
-        if let Some(prev) = self.index.last() {
-            if pgno <= prev.pgno {
+        if let Some(prev) = self.index.last_pgno() {
+            if pgno <= prev {
                 return Err(EncodeError::PageOrder {
-                    prev: prev.pgno.get(),
+                    prev: prev.get(),
                     pgno: pgno.get(),
                 });
             }
@@ -170,7 +170,7 @@ impl<W: Write> Encoder<W> {
 
         let mut tail = vec![0u8; PAGE_HEADER_SIZE];
         let index_start = tail.len();
-        encode_entries(&self.index, &mut tail);
+        encode_entries(self.index.iter(), &mut tail);
         let index_len = (tail.len() - index_start) as u64;
         tail.extend_from_slice(&index_len.to_be_bytes());
         tail.extend_from_slice(&0u64.to_be_bytes()); // post-apply checksum: never written
