@@ -123,13 +123,31 @@ def kill9(p):
     p.wait()
 
 
-def restore(tool, cfg, db, out):
+def restore(tool, cfg, db, out, phases=None):
+    """Times one restore. With `phases` (a dict), also adds each phase's seconds to it from
+    the tool's -json progress events (listing, fetch, verify, install) and the restore's
+    CPU seconds as "cpu"."""
     t = time.perf_counter()
-    r = subprocess.run([tool, "restore", "-config", cfg, "-o", out, db],
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    extra = ["-json"] if phases is not None else []
+    r = subprocess.run([tool, "restore", "-config", cfg, "-o", out, *extra, db],
                        capture_output=True, text=True)
     took = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if r.returncode != 0:
         sys.exit(f"{tool}: restore failed:\n{r.stderr[-2000:]}")
+    if phases is not None:
+        import json
+        for line in r.stderr.splitlines():
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(ev, dict) and ev.get("event") == "finish":
+                ph = ev.get("phase")
+                phases[ph] = phases.get(ph, 0) + ev.get("elapsed_seconds", 0)
+        phases["cpu"] = phases.get("cpu", 0) + (after.ru_utime - before.ru_utime) + (
+            after.ru_stime - before.ru_stime)
     return took
 
 
@@ -184,9 +202,10 @@ def bench_restore(tool, args, work):
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     times, floors = [], []
+    phases = {} if tool == os.path.abspath(args.bin) else None
     for i in range(args.runs):
         out = os.path.join(d, f"out{i}.db")
-        times.append(restore(tool, cfg, db, out))
+        times.append(restore(tool, cfg, db, out, phases))
         check_same_rows(db, out)
         os.remove(out)
         floors.append(copy_floor(db, out))
@@ -194,9 +213,13 @@ def bench_restore(tool, args, work):
     t, floor = statistics.median(times), statistics.median(floors)
     size = os.path.getsize(db) / 2**20
     shutil.rmtree(d, ignore_errors=True)  # an 8 GiB run leaves tens of GiB otherwise
+    where = ""
+    if phases:
+        where = "; per restore: " + ", ".join(
+            f"{k} {v / args.runs:.2f} s" for k, v in phases.items())
     return (f"restore {size:.0f} MiB: {t:.2f} s ({size / t:.0f} MiB/s), "
             f"{t / floor:.2f}x the copy floor ({floor:.2f} s); "
-            f"replicator CPU for the first image {cpu:.2f} s{rss}")
+            f"replicator CPU for the first image {cpu:.2f} s{rss}{where}")
 
 
 def replica_levels(tool, cfg, db):

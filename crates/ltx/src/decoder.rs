@@ -242,8 +242,9 @@ impl<R: Read> Decoder<R> {
         let mut first_difference = None;
         let mut i = 0usize;
         let visited = visit_entries(&tail, index_start, |got| {
-            if let Some(want) = want.next().filter(|w| *w != got) {
-                first_difference.get_or_insert(DecodeError::BadIndex {
+            let differs = want.next().filter(|w| *w != got);
+            if let Some(want) = differs.filter(|_| first_difference.is_none()) {
+                first_difference = Some(DecodeError::BadIndex {
                     offset: index_start,
                     reason: format!(
                         "entry {i} is page {} at {} size {}, but the pages have page {} at {} size {}",
