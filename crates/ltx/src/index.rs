@@ -109,13 +109,19 @@ impl Frames {
 }
 
 /// Appends the varint entries and the 0 terminator (not the u64 size).
+#[cfg(test)]
 pub(crate) fn encode_entries(entries: impl IntoIterator<Item = PageIndexEntry>, out: &mut Vec<u8>) {
     for e in entries {
-        put_uvarint(out, u64::from(e.pgno.get()));
-        put_uvarint(out, e.offset);
-        put_uvarint(out, e.size);
+        put_entry(out, e);
     }
     out.push(0);
+}
+
+/// Appends one entry's varints.
+pub(crate) fn put_entry(out: &mut Vec<u8>, e: PageIndexEntry) {
+    put_uvarint(out, u64::from(e.pgno.get()));
+    put_uvarint(out, e.offset);
+    put_uvarint(out, e.size);
 }
 
 /// Parses varint entries from the start of `b` up to and including the 0
