@@ -21,6 +21,8 @@ What each measures:
   of copying the same file and fsyncing it; the ratio is what to compare. Also the
   replicator's CPU seconds for its first full image of the database (and final sync).
   --replica-yaml applies here too (e.g. "age: {identities: [AGE-SECRET-KEY-1...]}").
+  The replicator's peak RSS (VmHWM); with --maintenance, through its first snapshot and
+  a level-1 compaction (issue 27: `--size-mib 8192 --maintenance`, at most 100 MiB).
 - lost: the recovery point. A writer commits one row per transaction at --rate per second
   (0: as fast as it can); at a random moment the writer and the replicator are killed
   with SIGKILL together, the database is restored from the replica alone, and the rows
@@ -128,13 +130,31 @@ def kill9(p):
     p.wait()
 
 
-def restore(tool, cfg, db, out):
+def restore(tool, cfg, db, out, phases=None):
+    """Times one restore. With `phases` (a dict), also adds each phase's seconds to it from
+    the tool's -json progress events (listing, fetch, verify, install) and the restore's
+    CPU seconds as "cpu"."""
     t = time.perf_counter()
-    r = subprocess.run([tool, "restore", "-config", cfg, "-o", out, db],
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    extra = ["-json"] if phases is not None else []
+    r = subprocess.run([tool, "restore", "-config", cfg, "-o", out, *extra, db],
                        capture_output=True, text=True)
     took = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if r.returncode != 0:
         sys.exit(f"{tool}: restore failed:\n{r.stderr[-2000:]}")
+    if phases is not None:
+        import json
+        for line in r.stderr.splitlines():
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(ev, dict) and ev.get("event") == "finish":
+                ph = ev.get("phase")
+                phases[ph] = phases.get(ph, 0) + ev.get("elapsed_seconds", 0)
+        phases["cpu"] = phases.get("cpu", 0) + (after.ru_utime - before.ru_utime) + (
+            after.ru_stime - before.ru_stime)
     return took
 
 
@@ -177,25 +197,79 @@ def bench_restore(tool, args, work):
     # The replicator's CPU for the first full image and its final sync: the children's
     # rusage across its run (no other child is reaped meanwhile).
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    rss = ""
     with open(os.path.join(d, "replicate.log"), "w") as log:
         p = start(tool, cfg, log)
-        time.sleep(3)
-        stop(p)
+        if args.maintenance and tool == os.path.abspath(args.bin):
+            rss = through_maintenance(tool, cfg, db, p, args.maintenance_timeout_s)
+        else:
+            time.sleep(3)
+        rss = rss or f"; replicator peak RSS {rss_mib(p.pid):.0f} MiB"
+        stop(p, timeout=args.maintenance_timeout_s)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     times, floors = [], []
+    phases = {} if tool == os.path.abspath(args.bin) else None
     for i in range(args.runs):
         out = os.path.join(d, f"out{i}.db")
-        times.append(restore(tool, cfg, db, out))
+        times.append(restore(tool, cfg, db, out, phases))
         check_same_rows(db, out)
         os.remove(out)
         floors.append(copy_floor(db, out))
         os.remove(out)
     t, floor = statistics.median(times), statistics.median(floors)
     size = os.path.getsize(db) / 2**20
+    shutil.rmtree(d, ignore_errors=True)  # an 8 GiB run leaves tens of GiB otherwise
+    where = ""
+    if phases:
+        where = "; per restore: " + ", ".join(
+            f"{k} {v / args.runs:.2f} s" for k, v in phases.items())
     return (f"restore {size:.0f} MiB: {t:.2f} s ({size / t:.0f} MiB/s), "
-            f"{t / floor:.1f}x the copy floor ({floor:.2f} s); "
-            f"replicator CPU for the first image {cpu:.2f} s")
+            f"{t / floor:.2f}x the copy floor ({floor:.2f} s); "
+            f"replicator CPU for the first image {cpu:.2f} s{rss}{where}")
+
+
+def replica_levels(tool, cfg, db):
+    """{level: [max TXID, ...]} of the files the replica holds (the tool's `ltx` listing)."""
+    r = subprocess.run([tool, "ltx", "-config", cfg, db], capture_output=True, text=True)
+    levels = {}
+    for line in r.stdout.splitlines()[1:]:
+        f = line.split()
+        if len(f) >= 3 and f[0].isdigit():
+            levels.setdefault(int(f[0]), []).append(int(f[2], 16))
+    return levels
+
+
+def wait_levels(tool, cfg, db, p, cond, what, timeout_s):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if p.poll() is not None:
+            sys.exit(f"{tool}: the replicator exited while waiting for {what}")
+        levels = replica_levels(tool, cfg, db)
+        if cond(levels):
+            return levels
+        time.sleep(1)
+    sys.exit(f"{tool}: no {what} after {timeout_s:.0f} s")
+
+
+def through_maintenance(tool, cfg, db, p, timeout_s):
+    """--maintenance: waits for the first snapshot (level 9), then commits a little more
+    and waits for a level-1 compaction past it (which merges the full image too), and
+    reports the replicator's peak RSS (VmHWM) at each point."""
+    t0 = time.monotonic()
+    levels = wait_levels(tool, cfg, db, p, lambda lv: 9 in lv, "level-9 snapshot", timeout_s)
+    snap_s, snap_rss = time.monotonic() - t0, rss_mib(p.pid)
+    top = max(levels[9])
+    c = sqlite3.connect(db)
+    c.executemany("INSERT INTO t(v) VALUES (?)", ((os.urandom(1000),) for _ in range(1000)))
+    c.commit()
+    c.close()
+    t1 = time.monotonic()
+    wait_levels(tool, cfg, db, p, lambda lv: any(m > top for m in lv.get(1, [])),
+                "level-1 compaction", timeout_s)
+    comp_s, comp_rss = time.monotonic() - t1, rss_mib(p.pid)
+    return (f"; replicator peak RSS {snap_rss:.0f} MiB up to the first snapshot "
+            f"({snap_s:.0f} s), {comp_rss:.0f} MiB through a compaction ({comp_s:.0f} s)")
 
 
 def check_same_rows(a, b):
@@ -484,6 +558,11 @@ def main():
     ap.add_argument("--quiet-s", type=float, default=20.0)
     ap.add_argument("--garage", action="store_true",
                     help="start a local Garage (S3) for the run and replicate to it")
+    ap.add_argument("--maintenance", action="store_true",
+                    help="restore: before stopping the replicator, wait for its first snapshot "
+                         "and a level-1 compaction, and report its peak RSS through each "
+                         "(the --bin tool only; --vs tools run 3 s as without it)")
+    ap.add_argument("--maintenance-timeout-s", type=float, default=1800)
     ap.add_argument("--seed", type=int, default=random.randrange(1 << 30))
     args = ap.parse_args()
     tools = [os.path.abspath(args.bin)] + ([args.vs] if args.vs else [])

@@ -109,8 +109,44 @@ pub fn write_durable_in(
     mtime: Option<SystemTime>,
     mode: FileMode,
 ) -> io::Result<()> {
-    place_durable_in(dir, name, data, mtime, mode, Place::Replace)
+    place_durable_in(
+        dir,
+        name,
+        &mut |f| f.write_all(data),
+        mtime,
+        mode,
+        Place::Replace,
+    )
 }
+
+/// [`write_durable_in`] of the first `len_bytes` bytes of `src`, copied in pieces read at
+/// their offsets (the handle's cursor is neither used nor moved on Unix), so memory does
+/// not follow the size: a file replica's put of a large LTX file spilled to disk.
+pub fn copy_durable_in(
+    dir: &Dir,
+    name: &OsStr,
+    src: &File,
+    len_bytes: u64,
+    mtime: Option<SystemTime>,
+    mode: FileMode,
+) -> io::Result<()> {
+    let mut copy = |f: &mut File| -> io::Result<()> {
+        use crate::platform::FileExt;
+        let mut buf = vec![0u8; COPY_CHUNK_BYTES.min(len_bytes as usize)];
+        let mut at = 0u64;
+        while at < len_bytes {
+            let n = buf.len().min((len_bytes - at) as usize);
+            src.read_exact_at(&mut buf[..n], at)?;
+            f.write_all(&buf[..n])?;
+            at += n as u64;
+        }
+        Ok(())
+    };
+    place_durable_in(dir, name, &mut copy, mtime, mode, Place::Replace)
+}
+
+/// Bytes [`copy_durable_in`] moves per read and write.
+const COPY_CHUNK_BYTES: usize = 1 << 20;
 
 /// Creates `path` holding `data` unless a file (or anything) is there: `AlreadyExists`
 /// then, and what is there is untouched. Atomic and durable like [`write_durable`]: the
@@ -129,7 +165,14 @@ pub fn create_durable(
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    place_durable_in(&Dir::open(dir)?, name, data, mtime, mode, Place::CreateNew)
+    place_durable_in(
+        &Dir::open(dir)?,
+        name,
+        &mut |f| f.write_all(data),
+        mtime,
+        mode,
+        Place::CreateNew,
+    )
 }
 
 /// How [`place_durable_in`] puts the finished temp file at its name.
@@ -143,20 +186,20 @@ enum Place {
 }
 
 /// The one durable write: a fresh temp file in `dir` (created exclusively, never through a
-/// symlink), write, mtime, fsync, placed at `name` ([`Place`]), fsync `dir`. The mtime is
+/// symlink), filled by `write`, mtime, fsync, placed at `name` ([`Place`]), fsync `dir`. The mtime is
 /// set before the fsync, so it is as durable as the content (it is a point-in-time restore
 /// timestamp).
 fn place_durable_in(
     dir: &Dir,
     name: &OsStr,
-    data: &[u8],
+    write: &mut dyn FnMut(&mut File) -> io::Result<()>,
     mtime: Option<SystemTime>,
     mode: FileMode,
     place: Place,
 ) -> io::Result<()> {
     let (mut f, tmp) = create_tmp_at(dir, name, mode)?;
     let r = (|| {
-        f.write_all(data)?;
+        write(&mut f)?;
         if let Some(t) = mtime {
             filetime::set_file_handle_times(
                 &f,

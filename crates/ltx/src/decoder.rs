@@ -11,7 +11,7 @@ use std::io::{BufRead, Read};
 use crate::checksum::Crc64Hasher;
 use crate::error::DecodeError;
 use crate::header::{Header, Trailer, HEADER_SIZE};
-use crate::index::{parse_entries, PageIndexEntry, INDEX_FOOTER_SIZE, MAX_ENTRY_LEN};
+use crate::index::{visit_entries, Frames, PageIndexEntry, INDEX_FOOTER_SIZE, MAX_ENTRY_LEN};
 use crate::lz4::{
     decode_block, max_compressed_size, read_legacy_frame, PAGE_FLAG_SIZE, PAGE_HEADER_SIZE,
 };
@@ -58,7 +58,8 @@ pub struct Decoder<R: Read> {
     src: Source<R>,
     header: Header,
     hasher: Crc64Hasher,
-    seen: Vec<PageIndexEntry>,
+    /// The frames read so far (8 bytes a page), checked against the index at the end.
+    seen: Frames,
     /// Compressed bytes of the current page (bounded by the LZ4 worst case).
     scratch: Vec<u8>,
     pages_done: bool,
@@ -77,7 +78,7 @@ impl<R: Read> Decoder<R> {
             src,
             header,
             hasher,
-            seen: Vec::new(),
+            seen: Frames::default(),
             scratch: Vec::new(),
             pages_done: false,
             poisoned: false,
@@ -157,11 +158,11 @@ impl<R: Read> Decoder<R> {
                 reason: format!("page {pgno} has unknown flags {flags:#06x}"),
             });
         }
-        if let Some(prev) = self.seen.last() {
-            if pgno <= prev.pgno {
+        if let Some(prev) = self.seen.last_pgno() {
+            if pgno <= prev {
                 return Err(DecodeError::PageOrder {
                     offset: start,
-                    prev: prev.pgno.get(),
+                    prev: prev.get(),
                     pgno: pgno.get(),
                 });
             }
@@ -235,7 +236,25 @@ impl<R: Read> Decoder<R> {
         let tail = self.src.read_up_to(limit)?;
         let end = index_start + tail.len() as u64;
 
-        let (entries, used) = parse_entries(&tail, index_start).map_err(|e| match e {
+        // Compared entry by entry as the index is parsed, never collected: the first
+        // difference is reported once the whole index parsed and its count matched.
+        let mut want = self.seen.iter();
+        let mut first_difference = None;
+        let mut i = 0usize;
+        let visited = visit_entries(&tail, index_start, |got| {
+            let differs = want.next().filter(|w| *w != got);
+            if let Some(want) = differs.filter(|_| first_difference.is_none()) {
+                first_difference = Some(DecodeError::BadIndex {
+                    offset: index_start,
+                    reason: format!(
+                        "entry {i} is page {} at {} size {}, but the pages have page {} at {} size {}",
+                        got.pgno, got.offset, got.size, want.pgno, want.offset, want.size
+                    ),
+                });
+            }
+            i += 1;
+        });
+        let (count, used) = visited.map_err(|e| match e {
             DecodeError::UnexpectedEof { offset } if tail.len() as u64 == limit => {
                 DecodeError::BadIndex {
                     offset,
@@ -244,26 +263,18 @@ impl<R: Read> Decoder<R> {
             }
             e => e,
         })?;
-        if entries.len() != self.seen.len() {
+        if count != self.seen.len() {
             return Err(DecodeError::BadIndex {
                 offset: index_start,
                 reason: format!(
                     "index lists {} pages, the file has {}",
-                    entries.len(),
+                    count,
                     self.seen.len()
                 ),
             });
         }
-        for (i, (got, want)) in entries.iter().zip(&self.seen).enumerate() {
-            if got != want {
-                return Err(DecodeError::BadIndex {
-                    offset: index_start,
-                    reason: format!(
-                        "entry {i} is page {} at {} size {}, but the pages have page {} at {} size {}",
-                        got.pgno, got.offset, got.size, want.pgno, want.offset, want.size
-                    ),
-                });
-            }
+        if let Some(e) = first_difference {
+            return Err(e);
         }
         if tail.len() < used + INDEX_FOOTER_SIZE {
             return Err(DecodeError::UnexpectedEof { offset: end });

@@ -11,9 +11,12 @@ use std::io::Write;
 use crate::checksum::Crc64Hasher;
 use crate::error::EncodeError;
 use crate::header::{Header, Trailer};
-use crate::index::{encode_entries, PageIndexEntry};
+use crate::index::{put_entry, Frames, PageIndexEntry};
 use crate::lz4::{encode_payload, PageEncoding, PAGE_HEADER_SIZE};
 use crate::types::PageNo;
+
+/// Index entries encoded and written at a time by [`Encoder::finish`].
+const INDEX_PIECE_ENTRIES: usize = 4096;
 
 /// Writes one LTX file to `W`. Call [`Encoder::write_page`] for each page in
 /// ascending order, then [`Encoder::finish`]; dropping the encoder without
@@ -24,7 +27,7 @@ pub struct Encoder<W: Write> {
     encoding: PageEncoding,
     offset: u64,
     hasher: Crc64Hasher,
-    index: Vec<PageIndexEntry>,
+    index: Frames,
     /// Reused buffer for one frame (page header + payload).
     frame: Vec<u8>,
     poisoned: bool,
@@ -40,7 +43,7 @@ impl<W: Write> Encoder<W> {
             encoding,
             offset: 0,
             hasher: Crc64Hasher::new(),
-            index: Vec::new(),
+            index: Frames::default(),
             frame: Vec::new(),
             poisoned: false,
         };
@@ -96,10 +99,10 @@ impl<W: Write> Encoder<W> {
                 got: data.len(),
             });
         }
-        if let Some(prev) = self.index.last() {
-            if pgno <= prev.pgno {
+        if let Some(prev) = self.index.last_pgno() {
+            if pgno <= prev {
                 return Err(EncodeError::PageOrder {
-                    prev: prev.pgno.get(),
+                    prev: prev.get(),
                     pgno: pgno.get(),
                 });
             }
@@ -168,10 +171,24 @@ impl<W: Write> Encoder<W> {
             }
         }
 
+        // The terminator frame, then the index, written in pieces of about 64 KiB: an
+        // 8 GiB database's index is some 14 MiB, not to be held twice (issue 27).
         let mut tail = vec![0u8; PAGE_HEADER_SIZE];
-        let index_start = tail.len();
-        encode_entries(&self.index, &mut tail);
-        let index_len = (tail.len() - index_start) as u64;
+        let mut index_len = 0u64;
+        let index = std::mem::take(&mut self.index);
+        let mut entries = index.iter().peekable();
+        while entries.peek().is_some() {
+            let start = tail.len();
+            for e in entries.by_ref().take(INDEX_PIECE_ENTRIES) {
+                put_entry(&mut tail, e);
+            }
+            index_len += (tail.len() - start) as u64;
+            self.hasher.update(&tail);
+            let piece = std::mem::take(&mut tail);
+            self.write(&piece)?;
+        }
+        tail.push(0);
+        index_len += 1;
         tail.extend_from_slice(&index_len.to_be_bytes());
         tail.extend_from_slice(&0u64.to_be_bytes()); // post-apply checksum: never written
         self.hasher.update(&tail);

@@ -257,9 +257,15 @@ impl std::ops::DerefMut for Replicator {
 
 impl Replicator {
     pub fn start(work: &Work, args: &[&str]) -> Replicator {
+        Replicator::start_env(work, args, &[])
+    }
+
+    /// [`Replicator::start`] with these environment variables set too.
+    pub fn start_env(work: &Work, args: &[&str], env: &[(&str, &str)]) -> Replicator {
         let log = work.path(&format!("replicate-{}.log", rand_suffix()));
         let mut cmd = Command::new(bin());
         cmd.arg("replicate").args(args).env("RUST_LOG", "debug");
+        cmd.envs(env.iter().copied());
         Replicator {
             proc: Proc::spawn("replicator", cmd, log),
         }

@@ -8,6 +8,7 @@ mod app_checkpoint;
 mod auto_recover;
 mod azurite;
 mod badinput;
+mod big;
 mod budget;
 mod check;
 mod compaction_verify;

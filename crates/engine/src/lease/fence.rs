@@ -185,6 +185,24 @@ impl ReplicaStore for FencedStore {
         self.create_ours(key, data, created).await
     }
 
+    /// Streams only a file wholly before our epoch (a plain replace, as in `put`); one
+    /// reaching into it is read whole for the conditional create (no portable conditional
+    /// multipart upload), costing its size in memory.
+    async fn put_file(
+        &self,
+        key: &LtxKey,
+        file: &std::fs::File,
+        len_bytes: u64,
+        created: SystemTime,
+    ) -> Result<(), StorageError> {
+        let start = self.fence(&key.to_string())?;
+        if key.max < start {
+            return self.inner.put_file(key, file, len_bytes, created).await;
+        }
+        let data = crate::storage::read_whole(self.location(), key, file, len_bytes).await?;
+        self.put(key, data, created).await
+    }
+
     async fn delete(&self, keys: &[LtxKey]) -> Result<(), StorageError> {
         self.fence("deleting files")?;
         self.inner.delete(keys).await?;

@@ -95,7 +95,7 @@ pub fn expected<R: Read>(inputs: Vec<R>, as_snapshot: bool) -> Result<Expected, 
 }
 
 /// Whether `merged` (the bytes read back from the replica) is what `want` says.
-pub fn check(merged: &[u8], want: &Expected) -> Result<(), CheckError> {
+pub fn check<R: Read>(merged: R, want: &Expected) -> Result<(), CheckError> {
     let mut dec = Decoder::new(merged).map_err(CheckError::Merged)?;
     let h = dec.header().clone();
     let mut buf = vec![0u8; h.page_size.bytes()];
@@ -202,7 +202,7 @@ mod tests {
     #[test]
     fn a_true_merge_passes() {
         let m = merged(&inputs());
-        check(&m, &want()).unwrap();
+        check(&m[..], &want()).unwrap();
         assert_eq!(
             want().pages.keys().copied().collect::<Vec<_>>(),
             vec![1, 2, 3]
@@ -214,7 +214,7 @@ mod tests {
         let mut m = merged(&inputs());
         let mid = m.len() / 2;
         m[mid] ^= 0x40;
-        assert!(check(&m, &want()).is_err());
+        assert!(check(&m[..], &want()).is_err());
     }
 
     #[test]
@@ -243,7 +243,7 @@ mod tests {
             ),
         ];
         for (what, m, err) in cases {
-            let e = check(&m, &want()).unwrap_err().to_string();
+            let e = check(&m[..], &want()).unwrap_err().to_string();
             assert!(e.starts_with(err), "{what}: {e}");
         }
     }

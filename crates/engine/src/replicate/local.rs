@@ -157,17 +157,19 @@ impl LocalDir {
         let mut removed = 0;
         for t in dir.txids()? {
             let path = dir.path_of(t);
-            let data = match fs::read(&path) {
-                Ok(d) => d,
+            // Read through a buffer, never whole: a big database's full image is as large
+            // as the database (issue 27).
+            let file = match fs::File::open(&path) {
+                Ok(f) => f,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
             };
             dir.recent().on_disk.insert(t.get());
             // The name must match the header too: a pruned file is renamed and reused for
             // a later capture, and a power cut may lose the renames but not the rewrite.
-            let named_right =
-                Header::from_bytes(&data).is_ok_and(|h| h.min_txid == t && h.max_txid == t);
-            if !is_intact(&data) || !named_right {
+            let named_right = intact_header(io::BufReader::with_capacity(1 << 20, file))
+                .is_some_and(|h| h.min_txid == t && h.max_txid == t);
+            if !named_right {
                 tracing::warn!(file = %path.display(), "local L0 file is torn (power cut before it was synced); deleting it");
                 fs::remove_file(&path)?;
                 dir.recent().on_disk.remove(&t.get());
@@ -445,6 +447,19 @@ impl LocalDir {
         fs::read(self.path_of(txid)).map(Bytes::from)
     }
 
+    /// A local L0 file to upload from disk in pieces ([`crate::storage::ReplicaStore::put_file`]):
+    /// open, with its size, when it is not a recent capture held in memory and is larger
+    /// than `above_bytes`; `None` for the in-memory path ([`LocalDir::read`]). The open
+    /// handle keeps the content readable even if the file is pruned meanwhile.
+    pub fn open_large(&self, txid: TxId, above_bytes: u64) -> io::Result<Option<(fs::File, u64)>> {
+        if self.recent().files.contains_key(&txid.get()) {
+            return Ok(None);
+        }
+        let f = fs::File::open(self.path_of(txid))?;
+        let len = f.metadata()?.len();
+        Ok((len > above_bytes).then_some((f, len)))
+    }
+
     /// Deletes local files with TXID <= `upto`, always keeping the newest one. Up to
     /// `FREE_MAX` of them are renamed to temp names and reused by later captures instead.
     /// Early-pruned captures (module docs) up to `upto` leave memory.
@@ -540,18 +555,23 @@ pub fn read_position(meta: &Path) -> io::Result<Option<LocalPosition>> {
 /// True when `data` is a whole LTX file: it decodes to the end and its file checksum
 /// matches. A file torn by a power cut (zeros, or cut short) fails.
 pub fn is_intact(data: &[u8]) -> bool {
-    let Ok(mut dec) = ltx::Decoder::new(data) else {
-        return false;
-    };
-    let mut buf = vec![0u8; dec.header().page_size.bytes()];
+    intact_header(data).is_some()
+}
+
+/// The header of the LTX file `r` reads when the file is whole ([`is_intact`]), read to
+/// the end as it streams; `None` when it is torn.
+pub fn intact_header<R: io::Read>(r: R) -> Option<Header> {
+    let mut dec = ltx::Decoder::new(r).ok()?;
+    let header = dec.header().clone();
+    let mut buf = vec![0u8; header.page_size.bytes()];
     loop {
         match dec.next_page(&mut buf) {
             Ok(Some(_)) => {}
             Ok(None) => break,
-            Err(_) => return false,
+            Err(_) => return None,
         }
     }
-    dec.finish().is_ok()
+    dec.finish().ok().map(|_| header)
 }
 
 pub fn position_of(h: &Header) -> LocalPosition {

@@ -121,6 +121,62 @@ pub fn as_snapshot(full: &[u8], encoding: ltx::PageEncoding) -> Result<Bytes, lt
     Ok(Bytes::from(out))
 }
 
+/// [`as_snapshot`] of a full-database file on disk, streamed into an unnamed temp file in
+/// `dir` (gone when closed): that file and its length. Memory does not follow the
+/// database's size (issue 27).
+pub fn as_snapshot_file(
+    full: File,
+    dir: &std::path::Path,
+    encoding: ltx::PageEncoding,
+) -> std::io::Result<(File, u64)> {
+    let dec = Decoder::new(BufReader::with_capacity(MERGE_BUF, full))
+        .map_err(|e| std::io::Error::other(ltx::CompactError::from(e)))?;
+    let out = BufWriter::with_capacity(MERGE_BUF, tempfile::tempfile_in(dir)?);
+    let (out, _) =
+        ltx::compact_as_snapshot(vec![dec], out, encoding).map_err(std::io::Error::other)?;
+    let mut f = out.into_inner().map_err(|e| e.into_error())?;
+    let len = f.seek(SeekFrom::End(0))?;
+    Ok((f, len))
+}
+
+/// Bytes per ranged GET when a replica's file is copied to a local temp file (a merge's
+/// input, a merged file read back for `verify-compaction`).
+const FETCH_CHUNK_BYTES: u64 = 8 << 20;
+
+/// Copies `info`'s file from the replica into an unnamed temp file in `dir`, in ranged
+/// reads of [`FETCH_CHUNK_BYTES`], each tried again on a retryable error; rewound.
+async fn download_to_file(
+    store: &dyn ReplicaStore,
+    info: &LtxInfo,
+    dir: &std::path::Path,
+) -> Result<File, MaintainError> {
+    let dir = dir.to_path_buf();
+    let mut file = tokio::task::spawn_blocking(move || tempfile::tempfile_in(&dir))
+        .await
+        .map_err(|e| MaintainError::Plan(e.to_string()))??;
+    let mut at = 0u64;
+    while at < info.size_bytes {
+        let range = at..(at + FETCH_CHUNK_BYTES).min(info.size_bytes);
+        let chunk = with_tries(|| store.get(&info.key, Some(range.clone()))).await?;
+        if chunk.len() as u64 != range.end - range.start {
+            return Err(MaintainError::Plan(format!(
+                "{}: a ranged read of bytes {range:?} returned {} bytes",
+                info.key,
+                chunk.len()
+            )));
+        }
+        file = tokio::task::spawn_blocking(move || -> std::io::Result<File> {
+            file.write_all(&chunk)?;
+            Ok(file)
+        })
+        .await
+        .map_err(|e| MaintainError::Plan(e.to_string()))??;
+        at = range.end;
+    }
+    file.seek(SeekFrom::Start(0))?;
+    Ok(file)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum MaintainError {
     #[error(transparent)]
@@ -324,18 +380,34 @@ impl Maintenance {
         Ok(())
     }
 
+    /// One input of a merge as a local file, rewound: the local L0 file itself when it is
+    /// on disk (opened, never copied), a recent capture held in memory spilled to a temp
+    /// file, else the replica's copy downloaded in ranged reads into a temp file. Memory
+    /// never holds a large input whole (issue 27).
     async fn fetch(
         &self,
         store: &dyn ReplicaStore,
         local: &LocalDir,
         info: &LtxInfo,
-    ) -> Result<Bytes, MaintainError> {
+    ) -> Result<File, MaintainError> {
+        let dir = local.meta_dir().to_path_buf();
         if info.key.level == Level::L0 {
-            if let Ok(b) = local.read(info.key.max) {
-                return Ok(b);
+            if let Ok(Some((f, _))) = local.open_large(info.key.max, 0) {
+                return Ok(f);
+            }
+            if let Ok(data) = local.read(info.key.max) {
+                return tokio::task::spawn_blocking(move || -> std::io::Result<File> {
+                    let mut t = tempfile::tempfile_in(&dir)?;
+                    t.write_all(&data)?;
+                    t.seek(SeekFrom::Start(0))?;
+                    Ok(t)
+                })
+                .await
+                .map_err(|e| MaintainError::Plan(e.to_string()))?
+                .map_err(MaintainError::from);
             }
         }
-        Ok(store.get(&info.key, None).await?)
+        download_to_file(store, info, &dir).await
     }
 
     /// Merges the new files of level-1 into one file at `level`, covering
@@ -421,11 +493,13 @@ impl Maintenance {
     /// (a complete snapshot `1..=max` at level 9), uploads it and records it in the view.
     /// Returns its key and size.
     ///
-    /// Memory stays near the size of one file, not the sum of the inputs plus the output:
-    /// each input is fetched and spilled to an unnamed temporary file beside the local
-    /// L0 files before the next is fetched, the merge streams page by page from those
-    /// files into another one, and only the finished output is read back for the upload.
-    /// Unnamed files vanish when closed, so nothing is left behind by an error or a crash.
+    /// Memory does not follow the size of the files (issue 27: an 8 GiB database in
+    /// 100 MiB): each input is a local file (a local L0 file opened as it is, or one
+    /// downloaded in ranged reads to an unnamed temporary file beside the local L0 files),
+    /// the merge streams page by page from those files into another one, and the output
+    /// is uploaded from there in pieces ([`ReplicaStore::put_file`]); `verify-compaction`
+    /// downloads it the same way to check it. Unnamed files vanish when closed, so nothing
+    /// is left behind by an error or a crash.
     async fn merge_and_put(
         &self,
         store: &dyn ReplicaStore,
@@ -451,9 +525,20 @@ impl Maintenance {
             if let Some(want) = want {
                 // One GET of what was just written: the store's copy is what restores
                 // and retention will rely on.
-                let back = store.get(&key, None).await?;
+                // A large one is read back in ranged reads into a temp file (issue 27).
+                let back: Box<dyn Read + Send> = if len <= super::stream_above_bytes() {
+                    Box::new(Cursor::new(store.get(&key, None).await?))
+                } else {
+                    let info = LtxInfo {
+                        key,
+                        size_bytes: len,
+                        created,
+                    };
+                    let f = download_to_file(store, &info, local.meta_dir()).await?;
+                    Box::new(BufReader::with_capacity(MERGE_BUF, f))
+                };
                 let checked =
-                    tokio::task::spawn_blocking(move || compaction_check::check(&back, &want))
+                    tokio::task::spawn_blocking(move || compaction_check::check(back, &want))
                         .await
                         .map_err(|e| MaintainError::Plan(e.to_string()))?;
                 if let Err(e) = checked {
@@ -498,18 +583,8 @@ impl Maintenance {
         // The inputs' bytes, fetched then merged; the merge and the upload report no bytes.
         progress.start(phase, Some(files.iter().map(|f| f.size_bytes).sum()));
         for f in files {
-            let data = self.fetch(store, local, f).await?;
-            progress.advance(data.len() as u64);
-            let dir = dir.clone();
-            let spilled = tokio::task::spawn_blocking(move || -> std::io::Result<File> {
-                let mut t = tempfile::tempfile_in(&dir)?;
-                t.write_all(&data)?;
-                t.seek(SeekFrom::Start(0))?;
-                Ok(t)
-            })
-            .await
-            .map_err(|e| MaintainError::Plan(e.to_string()))??;
-            inputs.push(spilled);
+            inputs.push(self.fetch(store, local, f).await?);
+            progress.advance(f.size_bytes);
         }
         let encoding = self.encoding;
         let verify = self.verify;
@@ -553,21 +628,18 @@ impl Maintenance {
             } else {
                 None
             };
-            // The inputs' files are closed (and gone) by now: only the output remains.
+            // The inputs' files are closed (and gone) by now: only the output remains,
+            // uploaded from disk in pieces, never read back whole (issue 27).
             let mut out = out.into_inner().map_err(|e| e.into_error())?;
             let len = out.seek(SeekFrom::End(0))?;
-            out.seek(SeekFrom::Start(0))?;
-            let mut bytes = Vec::with_capacity(len as usize);
-            out.read_to_end(&mut bytes)?;
-            Ok((bytes, header, want))
+            Ok((out, len, header, want))
         })
         .await
         .map_err(|e| MaintainError::Plan(e.to_string()))?;
-        let (bytes, header, want) = merged?;
+        let (out, len, header, want) = merged?;
         let key = LtxKey::new(level, header.min_txid, header.max_txid);
         let created = ms_to_time(header.timestamp_ms);
-        let len = bytes.len() as u64;
-        store.put(&key, Bytes::from(bytes), created).await?;
+        store.put_file(&key, &out, len, created).await?;
         progress.finish(phase);
         Ok((key, len, created, want))
     }

@@ -45,6 +45,27 @@ use crate::storage::ReplicaStore;
 use handle::{DbHandle, StopOnDrop};
 use status::ReplicaStatus;
 
+/// LTX files larger than this (a big database's full image, its snapshots and large
+/// compactions) are uploaded from a local file in pieces ([`ReplicaStore::put_file`]),
+/// never held whole in memory (issue 27: an 8 GiB database replicates in 100 MiB); smaller
+/// ones take the in-memory path.
+pub const STREAM_ABOVE_BYTES: u64 = 32 << 20;
+
+/// The variable that overrides [`STREAM_ABOVE_BYTES`]: an internal knob, so tests take the
+/// streaming path with a small database. Not a setting: nothing a user needs to tune.
+pub const STREAM_ABOVE_ENV: &str = "SQLITE_REPLICATE_STREAM_ABOVE_BYTES";
+
+/// [`STREAM_ABOVE_BYTES`], or [`STREAM_ABOVE_ENV`] when set to a number (read once).
+pub fn stream_above_bytes() -> u64 {
+    static V: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *V.get_or_init(|| {
+        std::env::var(STREAM_ABOVE_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(STREAM_ABOVE_BYTES)
+    })
+}
+
 /// Settings of one replica of one database.
 #[derive(Clone, Debug)]
 pub struct ReplicaOptions {

@@ -209,24 +209,8 @@ impl Uploader {
                 let _ = self.need_full_image.send(());
                 return true;
             };
-            let data = match self.local.read(txid) {
-                Ok(d) => d,
-                Err(e) => {
-                    warn!(db = %self.db_name, replica = %self.name(), txid = %txid, error = %e, "local file unreadable");
-                    let _ = self.need_full_image.send(());
-                    return true;
-                }
-            };
-            let data = if key.level.is_snapshot() {
-                match super::maintain::as_snapshot(&data, self.opts.encoding) {
-                    Ok(d) => d,
-                    Err(e) => {
-                        warn!(db = %self.db_name, error = %e, "cannot re-encode full image as snapshot");
-                        return true;
-                    }
-                }
-            } else {
-                data
+            let Some(payload) = self.payload(key, txid).await else {
+                return true;
             };
             // Pace: a busy database does not make one request per commit. A replica at the
             // capture pace needs no pacing of its own (files arrive no faster than that),
@@ -239,9 +223,19 @@ impl Uploader {
             }
             self.pause_after_batch(&mut batch).await;
             *last_upload = Instant::now();
-            let created = created_of(&data);
-            let len = data.len() as u64;
-            match self.store.put(&key, data, created).await {
+            let (len, created, put) = match payload {
+                Payload::Memory(data) => {
+                    let created = created_of(&data);
+                    let len = data.len() as u64;
+                    (len, created, self.store.put(&key, data, created).await)
+                }
+                Payload::File(f, len) => {
+                    let created = created_of_file(&f);
+                    let put = self.store.put_file(&key, &f, len, created).await;
+                    (len, created, put)
+                }
+            };
+            match put {
                 Ok(()) => {
                     backoff.reset();
                     view.record_put(key, len, created);
@@ -271,6 +265,57 @@ impl Uploader {
             }
         }
         true
+    }
+
+    /// What to upload as `key` for local file `txid`: its bytes (a full image re-encoded
+    /// as a snapshot for the snapshot level), in memory when small, else a file on disk
+    /// ([`super::stream_above_bytes`], issue 27). `None` when it cannot be had (logged;
+    /// an unreadable local file also asks the capture loop for a full image).
+    async fn payload(&self, key: LtxKey, txid: TxId) -> Option<Payload> {
+        let unreadable = |e: std::io::Error| -> Option<Payload> {
+            warn!(db = %self.db_name, replica = %self.name(), txid = %txid, error = %e, "local file unreadable");
+            let _ = self.need_full_image.send(());
+            None
+        };
+        let large = match self.local.open_large(txid, super::stream_above_bytes()) {
+            Ok(l) => l,
+            Err(e) => return unreadable(e),
+        };
+        if let Some((f, len)) = large {
+            debug!(db = %self.db_name, replica = %self.name(), file = %key, bytes = len,
+                   "uploading from the local file in pieces");
+            if !key.level.is_snapshot() {
+                return Some(Payload::File(f, len));
+            }
+            let dir = self.local.meta_dir().to_path_buf();
+            let encoding = self.opts.encoding;
+            let snap = tokio::task::spawn_blocking(move || {
+                super::maintain::as_snapshot_file(f, &dir, encoding)
+            })
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            return match snap {
+                Ok((f, len)) => Some(Payload::File(f, len)),
+                Err(e) => {
+                    warn!(db = %self.db_name, error = %e, "cannot re-encode full image as snapshot");
+                    None
+                }
+            };
+        }
+        let data = match self.local.read(txid) {
+            Ok(d) => d,
+            Err(e) => return unreadable(e),
+        };
+        if !key.level.is_snapshot() {
+            return Some(Payload::Memory(data));
+        }
+        match super::maintain::as_snapshot(&data, self.opts.encoding) {
+            Ok(d) => Some(Payload::Memory(d)),
+            Err(e) => {
+                warn!(db = %self.db_name, error = %e, "cannot re-encode full image as snapshot");
+                None
+            }
+        }
     }
 
     /// `max-sync-ltx-files`: after that many uploads back to back in one catch-up, waits
@@ -308,6 +353,22 @@ impl Uploader {
         );
         self.status.set_error(Some(e.to_string()));
         warn!(db = %self.db_name, replica = %self.name(), error = %e, "replica write failed");
+    }
+}
+
+/// One file to upload: in memory, or open on disk with its length.
+enum Payload {
+    Memory(bytes::Bytes),
+    File(std::fs::File, u64),
+}
+
+/// [`created_of`] for a file on disk: its header, read at offset 0.
+fn created_of_file(f: &std::fs::File) -> SystemTime {
+    use crate::platform::FileExt;
+    let mut head = [0u8; ltx::HEADER_SIZE];
+    match f.read_exact_at(&mut head, 0) {
+        Ok(()) => created_of(&head),
+        Err(_) => SystemTime::now(),
     }
 }
 

@@ -192,6 +192,49 @@ impl AgeKeys {
         Ok((out, head))
     }
 
+    /// [`AgeKeys::seal`] of the first `len_bytes` bytes of `src`, read in pieces at their
+    /// offsets and sealed into an unnamed temp file in the system temp directory
+    /// (`TMPDIR`): that file, its length, and its header and nonce. Memory does not
+    /// follow the size (issue 27).
+    pub fn seal_file(
+        &self,
+        src: &std::fs::File,
+        len_bytes: u64,
+    ) -> io::Result<(std::fs::File, u64, Bytes)> {
+        use crate::platform::FileExt;
+        let recipients = self.all_recipients();
+        let enc =
+            age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))
+                .map_err(|e| io::Error::other(format!("age: {e}")))?;
+        let mut tmp = tempfile::tempfile()?;
+        {
+            let out = io::BufWriter::with_capacity(1 << 20, &mut tmp);
+            let mut w = enc.wrap_output(out)?;
+            let mut buf = vec![0u8; (1usize << 20).min(len_bytes as usize)];
+            let mut at = 0u64;
+            while at < len_bytes {
+                let n = buf.len().min((len_bytes - at) as usize);
+                src.read_exact_at(&mut buf[..n], at)?;
+                w.write_all(&buf[..n])?;
+                at += n as u64;
+            }
+            w.finish()?.into_inner().map_err(|e| e.into_error())?;
+        }
+        let sealed_len = tmp.seek(SeekFrom::End(0))?;
+        let mut want = 1024u64;
+        loop {
+            let mut prefix = vec![0u8; want.min(sealed_len) as usize];
+            tmp.read_exact_at(&mut prefix, 0)?;
+            match head_len(&prefix) {
+                Head::Sealed(h) => {
+                    return Ok((tmp, sealed_len, Bytes::from(prefix).slice(..h as usize)))
+                }
+                Head::NeedMore if want < sealed_len => want *= 4,
+                _ => return Err(io::Error::other("age: sealed output has no header")),
+            }
+        }
+    }
+
     /// The plaintext of one whole age file.
     fn open(&self, sealed: &[u8]) -> Result<Vec<u8>, Refusal> {
         let mut r = self.decryptor(Cursor::new(sealed))?;
@@ -716,6 +759,44 @@ impl ReplicaStore for AgeStore {
     ) -> Result<(), StorageError> {
         let sealed = self.seal(key, data).await?;
         self.inner.put(key, sealed, created).await
+    }
+
+    /// Small files go the in-memory way of `put`; a large one is sealed into a temp file
+    /// ([`AgeKeys::seal_file`], in `TMPDIR`) and handed to the inner store's `put_file`.
+    async fn put_file(
+        &self,
+        key: &LtxKey,
+        file: &std::fs::File,
+        len_bytes: u64,
+        created: SystemTime,
+    ) -> Result<(), StorageError> {
+        if len_bytes <= BLOCKING_BYTES as u64 {
+            let data = super::read_whole(self.location(), key, file, len_bytes).await?;
+            return self.put(key, data, created).await;
+        }
+        let fail = |e: io::Error| {
+            StorageError::permanent(
+                self.inner.location().to_string(),
+                key.to_string(),
+                format!("age encryption: {e}"),
+            )
+        };
+        let keys = self.keys.clone();
+        let src = file.try_clone().map_err(fail)?;
+        let (sealed, sealed_len, head) =
+            tokio::task::spawn_blocking(move || keys.seal_file(&src, len_bytes))
+                .await
+                .map_err(io::Error::other)
+                .and_then(|r| r)
+                .map_err(fail)?;
+        self.remember(
+            key.to_string(),
+            Envelope {
+                sealed_len,
+                head: Some(head),
+            },
+        );
+        self.inner.put_file(key, &sealed, sealed_len, created).await
     }
 
     async fn delete(&self, keys: &[LtxKey]) -> Result<(), StorageError> {

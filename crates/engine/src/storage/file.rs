@@ -296,6 +296,36 @@ impl FileStore {
         r.map_err(|e| self.err(key.to_string(), e))
     }
 
+    /// [`FileStore::put_sync`] of a local file's first `len_bytes` bytes, copied in pieces.
+    fn put_file_sync(
+        &self,
+        key: &LtxKey,
+        src: &fs::File,
+        len_bytes: u64,
+        created: SystemTime,
+    ) -> Result<(), StorageError> {
+        let put = || -> io::Result<()> {
+            let dir = self.level_dir_handle(key.level)?;
+            let name = key.file_name();
+            fsutil::copy_durable_in(
+                &dir,
+                std::ffi::OsStr::new(&name),
+                src,
+                len_bytes,
+                Some(created),
+                self.mode(),
+            )
+        };
+        let r = match put() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.dirs_cache().remove(&key.level.get());
+                put()
+            }
+            r => r,
+        };
+        r.map_err(|e| self.err(key.to_string(), e))
+    }
+
     fn dirs_cache(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u8, Arc<Dir>>> {
         self.dirs.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -578,6 +608,26 @@ impl ReplicaStore for FileStore {
         let s = self.clone();
         let key = *key;
         blocking(&self.location, move || s.put_sync(&key, &data, created)).await
+    }
+
+    /// Copies the file in pieces into a temp file beside the destination: the same durable
+    /// write as `put` (fsync, rename, directory fsync), without the file in memory.
+    async fn put_file(
+        &self,
+        key: &LtxKey,
+        file: &fs::File,
+        len_bytes: u64,
+        created: SystemTime,
+    ) -> Result<(), StorageError> {
+        let s = self.clone();
+        let key = *key;
+        let src = file
+            .try_clone()
+            .map_err(|e| self.err(format!("{key}: the local file"), e))?;
+        blocking(&self.location, move || {
+            s.put_file_sync(&key, &src, len_bytes, created)
+        })
+        .await
     }
 
     async fn delete(&self, keys: &[LtxKey]) -> Result<(), StorageError> {

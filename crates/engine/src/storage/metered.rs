@@ -371,6 +371,21 @@ impl ReplicaStore for MeteredStore {
         .await
     }
 
+    async fn put_file(
+        &self,
+        key: &LtxKey,
+        file: &std::fs::File,
+        len_bytes: u64,
+        created: SystemTime,
+    ) -> Result<(), StorageError> {
+        self.timed(
+            Operation::Put,
+            self.inner.put_file(key, file, len_bytes, created),
+            |_| (1, len_bytes),
+        )
+        .await
+    }
+
     async fn delete(&self, keys: &[LtxKey]) -> Result<(), StorageError> {
         let n = keys.len() as u64;
         self.timed(Operation::Delete, self.inner.delete(keys), |_| (n, 0))

@@ -210,6 +210,29 @@ pub trait ReplicaStore: Send + Sync + 'static {
     async fn put(&self, key: &LtxKey, data: Bytes, created: SystemTime)
         -> Result<(), StorageError>;
 
+    /// [`ReplicaStore::put`] of the first `len_bytes` bytes of a local file: for large LTX
+    /// files (a big database's first full image, its snapshots and compactions, issue 27),
+    /// read from `file` in pieces at their offsets (its cursor is not used), so memory does
+    /// not follow the file's size. Same contract as `put`; a failed call may be repeated
+    /// with the same handle.
+    ///
+    /// By default the file is read whole and handed to `put`, costing its size in memory:
+    /// backends that cannot stream keep it (sftp, webdav, nats; the lease wrapper for a
+    /// file of its own epoch, a conditional create). `file` streams through a temp file
+    /// beside the destination; the object stores upload parts of their part size from the
+    /// file, a bounded number in flight; `age` seals into a temp file in `TMPDIR` and
+    /// hands that on.
+    async fn put_file(
+        &self,
+        key: &LtxKey,
+        file: &std::fs::File,
+        len_bytes: u64,
+        created: SystemTime,
+    ) -> Result<(), StorageError> {
+        let data = read_whole(self.location(), key, file, len_bytes).await?;
+        self.put(key, data, created).await
+    }
+
     /// Deletes files; missing ones are ignored.
     async fn delete(&self, keys: &[LtxKey]) -> Result<(), StorageError>;
 
@@ -308,4 +331,32 @@ pub(crate) fn check_aux_name(location: &str, name: &str) -> Result<(), StorageEr
         format!("{name:?}"),
         "not a relative path outside the level directories and generations/",
     ))
+}
+
+/// The first `len_bytes` bytes of `file`, read on a blocking thread: the fallback of
+/// [`ReplicaStore::put_file`] for backends that need the whole file in memory.
+pub(crate) async fn read_whole(
+    location: &str,
+    key: &LtxKey,
+    file: &std::fs::File,
+    len_bytes: u64,
+) -> Result<Bytes, StorageError> {
+    let local_err = |e: std::io::Error| {
+        StorageError::permanent(
+            location.to_string(),
+            key.to_string(),
+            "reading the local file",
+        )
+        .with_source(e)
+    };
+    let f = file.try_clone().map_err(local_err)?;
+    let read = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+        use crate::platform::FileExt;
+        let mut v = vec![0u8; len_bytes as usize];
+        f.read_exact_at(&mut v, 0)?;
+        Ok(v)
+    })
+    .await
+    .map_err(|e| StorageError::permanent(location.to_string(), key.to_string(), e.to_string()))?;
+    read.map(Bytes::from).map_err(local_err)
 }

@@ -204,6 +204,83 @@ impl ObjectStoreReplica {
         Ok(())
     }
 
+    /// [`ReplicaStore::put_file`]: one PUT when the file fits one part, else a multipart
+    /// upload whose parts are read from the file as they go, at most `part_concurrency`
+    /// in flight, so memory stays near `part_size * (part_concurrency + 1)`. Parts grow for
+    /// a file that would need more than S3's 10,000.
+    pub async fn put_file(
+        &self,
+        key: &LtxKey,
+        file: &std::fs::File,
+        len_bytes: u64,
+        created: SystemTime,
+    ) -> Result<(), StorageError> {
+        if len_bytes <= self.part_size_bytes as u64 {
+            let data = super::read_whole(&self.location, key, file, len_bytes).await?;
+            return self.put(key, data, created).await;
+        }
+        let src = file.try_clone().map_err(|e| self.local_err(key, e))?;
+        let path = self.key_path(key);
+        let mut attributes = self.base_attributes.clone();
+        attributes.insert(
+            Attribute::Metadata(self.timestamp_key.into()),
+            format_timestamp(created).into(),
+        );
+        let upload = self
+            .store
+            .put_multipart_opts(
+                &path,
+                PutMultipartOptions {
+                    attributes,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| self.err(key.to_string(), e))?;
+        let part = (self.part_size_bytes as u64).max(len_bytes.div_ceil(MAX_PARTS));
+        let mut w = WriteMultipart::new_with_chunk_size(upload, part as usize);
+        let src = Arc::new(src);
+        let mut at = 0u64;
+        while at < len_bytes {
+            if let Err(e) = w.wait_for_capacity(self.part_concurrency).await {
+                let _ = w.abort().await;
+                return Err(self.err(key.to_string(), e));
+            }
+            let n = part.min(len_bytes - at);
+            let f = src.clone();
+            let chunk = tokio::task::spawn_blocking(move || -> std::io::Result<Bytes> {
+                use crate::platform::FileExt;
+                let mut b = vec![0u8; n as usize];
+                f.read_exact_at(&mut b, at)?;
+                Ok(Bytes::from(b))
+            })
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r);
+            match chunk {
+                Ok(b) => w.put(b),
+                Err(e) => {
+                    let _ = w.abort().await;
+                    return Err(self.local_err(key, e));
+                }
+            }
+            at += n;
+        }
+        // `finish` aborts the upload itself when a part or the completion fails.
+        w.finish().await.map_err(|e| self.err(key.to_string(), e))?;
+        Ok(())
+    }
+
+    /// A local read of a file being uploaded failed: not the store's fault, not retryable.
+    fn local_err(&self, key: &LtxKey, e: std::io::Error) -> StorageError {
+        StorageError::permanent(
+            self.location.clone(),
+            key.to_string(),
+            "reading the local file",
+        )
+        .with_source(e)
+    }
+
     /// [`ReplicaStore::list`]: `created` is each object's LastModified.
     pub async fn list(&self, level: Level) -> Result<Vec<LtxInfo>, StorageError> {
         let dir = self.path(&self.layout.level_dir(level));
@@ -838,6 +915,10 @@ pub trait ObjectStoreBackend: Send + Sync + 'static {
     }
 }
 
+/// Most parts of one multipart upload (S3's limit; Azure allows 50,000, GCS's XML API
+/// 10,000): [`ObjectStoreReplica::put_file`] grows its parts beyond it.
+const MAX_PARTS: u64 = 10_000;
+
 /// LTX calls (list, get, put, delete) in flight at once across every object-store replica
 /// of the process. Each holds a connection and its buffers (tens of KiB); without a bound,
 /// thousands of databases starting together (each listing its replica, then uploading its
@@ -891,6 +972,17 @@ impl<T: ObjectStoreBackend> ReplicaStore for T {
     ) -> Result<(), StorageError> {
         let _permit = ltx_call_permit().await;
         self.replica().put(key, data, created).await
+    }
+
+    async fn put_file(
+        &self,
+        key: &LtxKey,
+        file: &std::fs::File,
+        len_bytes: u64,
+        created: SystemTime,
+    ) -> Result<(), StorageError> {
+        let _permit = ltx_call_permit().await;
+        self.replica().put_file(key, file, len_bytes, created).await
     }
 
     async fn delete(&self, keys: &[LtxKey]) -> Result<(), StorageError> {
