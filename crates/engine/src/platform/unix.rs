@@ -38,7 +38,7 @@ pub(super) fn link_count(file: &File) -> io::Result<u64> {
 
 pub(super) fn size_if_linked(file: &File) -> io::Result<Option<u64>> {
     let m = file.metadata()?;
-    Ok((m.nlink() > 0).then(|| m.len()))
+    Ok((m.nlink() > 0).then_some(m.len()))
 }
 
 pub(super) fn change_stamp(path: &Path) -> Option<ChangeStamp> {
