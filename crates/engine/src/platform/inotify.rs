@@ -9,6 +9,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::io::unix::AsyncFd;
 use tracing::warn;
@@ -37,6 +38,8 @@ pub enum Event<'a> {
 pub struct Inotify {
     fd: Arc<OwnedFd>,
     reader: tokio::task::JoinHandle<()>,
+    /// The wait between two reads while events flow, in microseconds (see [`COALESCE`]).
+    window_us: Arc<AtomicU64>,
 }
 
 /// The descriptor as the runtime's event loop registers it: the reader registers it
@@ -68,8 +71,27 @@ impl Inotify {
         let fd = Arc::new(unsafe { OwnedFd::from_raw_fd(raw) });
         let _enter = handle.enter();
         let registered = register(&fd)?;
-        let reader = handle.spawn(read_events(fd.clone(), registered, on_event));
-        Ok(Inotify { fd, reader })
+        let window_us = Arc::new(AtomicU64::new(COALESCE_MAX.as_micros() as u64));
+        let reader = handle.spawn(read_events(
+            fd.clone(),
+            registered,
+            window_us.clone(),
+            on_event,
+        ));
+        Ok(Inotify {
+            fd,
+            reader,
+            window_us,
+        })
+    }
+
+    /// A database that captures at most once per `pace` is watched: events are read at
+    /// least every quarter of it (never more often than every [`COALESCE`]). The window
+    /// only shrinks: a database that leaves does not widen it.
+    pub fn coalesce_for_pace(&self, pace: std::time::Duration) {
+        let w = (pace / 4).clamp(COALESCE, COALESCE_MAX);
+        self.window_us
+            .fetch_min(w.as_micros() as u64, Ordering::Relaxed);
     }
 
     /// Watches directory `dir`; returns its watch descriptor (the same for a directory
@@ -99,7 +121,15 @@ const EVENT_MAX: usize = EVENT_HEADER + 256;
 /// (20 ms), so a busy database's next capture is never later for it (that capture waits
 /// for the pace anyway); another database's first event may wait up to this long while
 /// events flow.
+///
+/// That is the floor: a process whose databases all capture less often waits longer
+/// between reads ([`Inotify::coalesce_for_pace`]), a quarter of the shortest pace, at
+/// most [`COALESCE_MAX`]. At `sync-interval: 1s` and 200 commits a second, 100 reads a
+/// second were most of the replicator's CPU between two uploads (issue 27).
 pub const COALESCE: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// The longest wait between two reads while events flow (see [`COALESCE`]).
+pub const COALESCE_MAX: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Registers the descriptor with the runtime's event loop, for readability.
 fn register(fd: &Arc<OwnedFd>) -> io::Result<AsyncFd<Shared>> {
@@ -110,11 +140,12 @@ fn register(fd: &Arc<OwnedFd>) -> io::Result<AsyncFd<Shared>> {
 }
 
 /// Waits for a first event on readiness, then reads on a timer: at once, then every
-/// [`COALESCE`] until a read finds the queue empty, the descriptor out of the event loop
+/// window (at least [`COALESCE`]) until a read finds the queue empty, the descriptor out of the event loop
 /// meanwhile (an event queued while it is re-registered makes it ready at once).
 async fn read_events(
     fd: Arc<OwnedFd>,
     mut registered: AsyncFd<Shared>,
+    window_us: Arc<AtomicU64>,
     mut on_event: impl FnMut(Event<'_>),
 ) {
     let mut buf = vec![0u8; 16 * EVENT_MAX];
@@ -126,7 +157,10 @@ async fn read_events(
         drop(registered);
         loop {
             match drain(fd.as_raw_fd(), &mut buf, &mut on_event) {
-                Ok(true) => tokio::time::sleep(COALESCE).await,
+                Ok(true) => {
+                    let us = window_us.load(Ordering::Relaxed);
+                    tokio::time::sleep(std::time::Duration::from_micros(us)).await
+                }
                 Ok(false) => break,
                 Err(e) => {
                     warn!(error = %e, "reading file-system notifications failed; relying on polling");

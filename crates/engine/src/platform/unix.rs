@@ -36,6 +36,11 @@ pub(super) fn link_count(file: &File) -> io::Result<u64> {
     file.metadata().map(|m| m.nlink())
 }
 
+pub(super) fn size_if_linked(file: &File) -> io::Result<Option<u64>> {
+    let m = file.metadata()?;
+    Ok((m.nlink() > 0).then_some(m.len()))
+}
+
 pub(super) fn change_stamp(path: &Path) -> Option<ChangeStamp> {
     let m = fs::metadata(path).ok()?;
     let ns = |s: i64, n: i64| s as i128 * 1_000_000_000 + n as i128;

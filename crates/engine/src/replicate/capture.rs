@@ -337,12 +337,12 @@ impl Capture {
             source,
         };
         if let Some(f) = &self.wal {
-            match f.metadata() {
+            match crate::platform::size_if_linked(f) {
                 // Still linked: the WAL at the path (SQLite never renames over it).
-                Ok(m) if crate::platform::link_count(f).is_ok_and(|n| n > 0) => {
+                Ok(Some(size)) => {
                     return Ok(Some(WalView {
                         file: f.clone(),
-                        size: m.len(),
+                        size,
                     }))
                 }
                 _ => self.wal = None,

@@ -55,6 +55,19 @@ impl ChangeWatcher {
         ChangeWatcher { inner, poll }
     }
 
+    /// A database that captures at most once per `pace` is watched: on Linux, events
+    /// are read while they flow at least every quarter of the shortest such pace
+    /// (`platform::inotify::COALESCE`), so a database at `sync-interval: 1s` does not
+    /// cost the reads a 20 ms one needs.
+    pub fn pace_of_watched(&self, pace: Duration) {
+        #[cfg(target_os = "linux")]
+        if let Some(w) = &self.inner {
+            w.coalesce_for_pace(pace);
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = pace;
+    }
+
     /// Wakes `notify` whenever `db`'s WAL (or the database file itself) changes: by
     /// events, and by the safety poll where events do not cover it (see the module docs).
     pub fn watch(&mut self, db: &Path, notify: Arc<Notify>) {
@@ -200,6 +213,10 @@ mod linux {
                 .expect("a watched directory has its entry");
             add_names(&mut d.names, db_name, notify);
             Ok(!d.remote)
+        }
+
+        pub(super) fn coalesce_for_pace(&self, pace: Duration) {
+            self.fd.coalesce_for_pace(pace);
         }
 
         pub(super) fn unwatch(&mut self, dir: &Path, db_name: &OsStr, notify: &Arc<Notify>) {

@@ -523,7 +523,11 @@ impl Runtime {
         }
         let notify = Arc::new(Notify::new());
         // Events, or the safety poll where events do not cover the database.
-        lock(&inner.watcher).watch(&path, notify.clone());
+        let pace = db.replicas.iter().map(|r| r.opts.min_upload_interval).min();
+        let mut watcher = lock(&inner.watcher);
+        watcher.pace_of_watched(pace.unwrap_or(crate::replicate::DEFAULT_PACE));
+        watcher.watch(&path, notify.clone());
+        drop(watcher);
         let (stop, stop_rx) = watch::channel(false);
         let view = Arc::new(DbView::of(&db));
         if let Some(hook) = lock(&inner.on_add).clone() {

@@ -78,6 +78,13 @@ pub(super) fn file_id_of(file: &File) -> io::Result<FileId> {
     })
 }
 
+pub(super) fn size_if_linked(file: &File) -> io::Result<Option<u64>> {
+    if link_count(file)? == 0 {
+        return Ok(None);
+    }
+    file.metadata().map(|m| Some(m.len()))
+}
+
 /// The link count, 0 for a file whose deletion is pending (deleted without POSIX
 /// semantics while handles are open: its name stays until the last one closes).
 pub(super) fn link_count(file: &File) -> io::Result<u64> {
