@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The performance table of the README in one sitting: every row side by side with
 # Litestream (when it is given), on the same machine, one after the other, nothing else
-# running. About 35 minutes on a 2-core machine.
+# running. About 28 minutes on a 2-core machine.
 #
 #   cargo build --release -p sqlite-replicate
-#   bench/sitting.sh "$(which litestream)" | tee sitting.txt
+#   bench/sitting.sh /path/to/litestream | tee sitting.txt   (the binary itself, not a
+#   pyenv shim: a shim's start-up would count in its CPU)
 #
 # S3 rows replicate to a single-node Garage on loopback that bench.py starts for each row
 # (`garage` on PATH or in ~/.cargo/bin). Rows that exercise a key Litestream does not have
