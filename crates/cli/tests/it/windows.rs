@@ -199,6 +199,28 @@ pub(crate) fn wait_url_has(work: &WinWork, url: &str, env: &[(&str, &str)], want
     );
 }
 
+/// Waits until the file replica in the work directory's `replica` and `s3_url` (read
+/// with `keys`) both restore to exactly `want`, probed by the Linux binary.
+fn wait_file_and_s3(work: &WinWork, s3_url: &str, keys: &[(&str, &str)], want: &[Vec<u8>]) {
+    let replica_url = format!("file://{}", work.linux("replica").display());
+    wait_url_has(work, &replica_url, &[], want);
+    wait_url_has(work, s3_url, keys, want);
+}
+
+/// The `s3://` URL of `path` in Garage's bucket, and the keys that read it.
+fn garage_url<'a>(g: &'a Garage, path: &str) -> (String, [(&'static str, &'a str); 2]) {
+    let url = format!(
+        "s3://{}/{path}?endpoint={}&region={REGION}&forcePathStyle=true",
+        g.bucket,
+        g.endpoint()
+    );
+    let keys = [
+        ("AWS_ACCESS_KEY_ID", g.key_id.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", g.secret.as_str()),
+    ];
+    (url, keys)
+}
+
 /// `sqlite-replicate.exe restore -integrity-check full -o OUT ARGS...` into the work
 /// directory's `out`, then the page-for-page comparison with `want`.
 pub(crate) fn exe_restore_equals(
@@ -262,18 +284,8 @@ fn windows_writer_and_exe_to_file_and_garage_then_kill_and_restore() {
 
     // Both replicas catch up (probed by the Linux binary), then the replicator is killed:
     // no final sync, so what restores below is what it had shipped while running.
-    let s3_url = format!(
-        "s3://{}/win/app?endpoint={}&region={REGION}&forcePathStyle=true",
-        g.bucket,
-        g.endpoint()
-    );
-    let keys = [
-        ("AWS_ACCESS_KEY_ID", g.key_id.as_str()),
-        ("AWS_SECRET_ACCESS_KEY", g.secret.as_str()),
-    ];
-    let replica_url = format!("file://{}", work.linux("replica").display());
-    wait_url_has(&work, &replica_url, &[], &want);
-    wait_url_has(&work, &s3_url, &keys, &want);
+    let (s3_url, keys) = garage_url(&g, "win/app");
+    wait_file_and_s3(&work, &s3_url, &keys, &want);
     assert!(
         r.exited().is_none(),
         "the replicator is still running before the kill; log tail:\n{}",
@@ -449,18 +461,8 @@ fn windows_vfs_dll_queries_file_and_garage_replicas_as_the_source() {
     w.writer(&["write", &db, "5", "300"]);
     w.writer(&["write", &db, "20", "2000", "20"]);
     let pages = source_pages(&w, &work, &db);
-    let s3_url = format!(
-        "s3://{}/win/vfs?endpoint={}&region={REGION}&forcePathStyle=true",
-        g.bucket,
-        g.endpoint()
-    );
-    let keys = [
-        ("AWS_ACCESS_KEY_ID", g.key_id.as_str()),
-        ("AWS_SECRET_ACCESS_KEY", g.secret.as_str()),
-    ];
-    let replica_url = format!("file://{}", work.linux("replica").display());
-    wait_url_has(&work, &replica_url, &[], &pages);
-    wait_url_has(&work, &s3_url, &keys, &pages);
+    let (s3_url, keys) = garage_url(&g, "win/vfs");
+    wait_file_and_s3(&work, &s3_url, &keys, &pages);
     r.kill9();
 
     let sql = "SELECT id, v FROM t ORDER BY id";
