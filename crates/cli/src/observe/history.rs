@@ -5,13 +5,13 @@
 //! the `addr` server builds anyway. A sample is kept at most every [`SAMPLE_EVERY`] and
 //! for [`WINDOW`]; the server asks for a report every [`SAMPLE_EVERY`] even when nobody
 //! looks, so the plots have no holes. Memory: at most `WINDOW / SAMPLE_EVERY` (720)
-//! samples of 24 bytes per replica.
+//! samples of 24 bytes per replica, two while its lag stays the same.
 //!
 //! Does not: read anything itself (it costs no object-store request: a report reads the
 //! engine's live figures and the local meta directory), survive a restart, or render
 //! (`page`). Fed by `snapshot`; feeds `page`.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -52,13 +52,13 @@ impl History {
         let now = report.taken_unix_ms;
         let every = SAMPLE_EVERY.as_millis() as i64;
         let window = WINDOW.as_millis() as i64;
+        let reported: HashSet<(&str, &str)> = report
+            .databases
+            .iter()
+            .flat_map(|d| d.replicas.iter().map(|r| (d.db.as_str(), r.name.as_str())))
+            .collect();
         let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
-        series.retain(|(db, rep), _| {
-            report
-                .databases
-                .iter()
-                .any(|d| d.db == *db && d.replicas.iter().any(|r| r.name == *rep))
-        });
+        series.retain(|(db, rep), _| reported.contains(&(db.as_str(), rep.as_str())));
         for d in &report.databases {
             for r in &d.replicas {
                 let s = series.entry((d.db.clone(), r.name.clone())).or_default();
@@ -68,22 +68,38 @@ impl History {
                 if s.back().is_some_and(|x| now - x.unix_ms < every) {
                     continue;
                 }
-                s.push_back(Sample {
-                    unix_ms: now,
-                    lag_txids: r.lag_txids,
-                    lag_seconds: r.lag_seconds,
-                });
+                push(
+                    s,
+                    Sample {
+                        unix_ms: now,
+                        lag_txids: r.lag_txids,
+                        lag_seconds: r.lag_seconds,
+                    },
+                );
             }
         }
     }
 
-    /// The samples of one replica, oldest first.
+    /// The samples of one replica, oldest first. A run of equal lags is its first and
+    /// last sample (the plotted line is the same).
     pub fn samples(&self, db: &str, replica: &str) -> Vec<Sample> {
         let series = self.series.lock().unwrap_or_else(|p| p.into_inner());
         series
             .get(&(db.to_string(), replica.to_string()))
             .map(|s| s.iter().copied().collect())
             .unwrap_or_default()
+    }
+}
+
+/// Appends `new`, or moves the end of a run of equal lags to it: a caught-up replica
+/// keeps two samples, not 720 (10,000 databases: 17 KiB each, 170 MiB an hour).
+fn push(s: &mut VecDeque<Sample>, new: Sample) {
+    let same = |x: &Sample| x.lag_txids == new.lag_txids && x.lag_seconds == new.lag_seconds;
+    let n = s.len();
+    if n >= 2 && same(&s[n - 1]) && same(&s[n - 2]) {
+        s[n - 1].unix_ms = new.unix_ms;
+    } else {
+        s.push_back(new);
     }
 }
 
@@ -129,6 +145,23 @@ mod tests {
         assert_eq!(got.last().unwrap().lag_txids, 7195);
         assert_eq!(got.last().unwrap().lag_seconds, 3597.5);
         assert!(got.windows(2).all(|w| w[1].unix_ms - w[0].unix_ms == 5000));
+    }
+
+    #[test]
+    fn a_run_of_equal_lags_is_its_first_and_last_sample() {
+        let h = History::new();
+        for (i, lag) in [3, 0, 0, 0, 0, 0, 2, 2].iter().enumerate() {
+            h.record(&report(i as i64 * 5000, &[("s3", *lag)]));
+        }
+        let got: Vec<(i64, u64)> = h
+            .samples("/a.db", "s3")
+            .iter()
+            .map(|s| (s.unix_ms, s.lag_txids))
+            .collect();
+        assert_eq!(
+            got,
+            [(0, 3), (5000, 0), (25_000, 0), (30_000, 2), (35_000, 2)]
+        );
     }
 
     #[test]
