@@ -260,7 +260,13 @@ fn race_rounds(replica: String, backend: &str) {
         lost_tries > 0,
         "no standby ever lost a try: no race was run"
     );
-    // The last winner stops cleanly (final sync); the replica equals its database.
+    // The last winner stops cleanly (final sync); the replica equals its database. The
+    // standbys go first: a clean stop releases the lease, and an auto-promoting standby
+    // would take it and write its own image at the next epoch (same rows, another
+    // change counter in page 1), which CI once saw.
+    for r in &mut racers {
+        r.proc.kill9();
+    }
     let st = holder.terminate(Duration::from_secs(60));
     assert!(st.success(), "{}", holder.log_tail(4000));
     assert!(replica_max(&holder_host) >= max);
