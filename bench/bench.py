@@ -365,7 +365,8 @@ def bench_lost(tool, args, work, rng):
              f"as a burst ends" if args.burst else f"{args.rate:g} tx/s")
     return (f"lost at {shape}: median {statistics.median(lost_ms):.0f} ms "
             f"({statistics.median(lost_rows):.0f} rows), max {max(lost_ms):.0f} ms; "
-            f"replicator CPU median {statistics.median(cpus):.2f} s")
+            f"replicator CPU median {statistics.median(cpus):.2f} s "
+            f"(rounds: {', '.join(f'{v:.0f}' for v in lost_ms)} ms)")
 
 
 def free_port():

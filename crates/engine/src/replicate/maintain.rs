@@ -177,6 +177,41 @@ async fn download_to_file(
     Ok(file)
 }
 
+/// One input of a merge: a file on disk, or a recent capture's bytes in memory.
+enum MergeInput {
+    File(File),
+    Memory(Cursor<Bytes>),
+}
+
+impl MergeInput {
+    /// A second handle for reading the input again (`verify-compaction`): a file's shares
+    /// its offset (rewound before use), the bytes are shared.
+    fn second(&self) -> std::io::Result<MergeInput> {
+        Ok(match self {
+            MergeInput::File(f) => MergeInput::File(f.try_clone()?),
+            MergeInput::Memory(c) => MergeInput::Memory(Cursor::new(c.get_ref().clone())),
+        })
+    }
+}
+
+impl Read for MergeInput {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            MergeInput::File(f) => f.read(buf),
+            MergeInput::Memory(c) => c.read(buf),
+        }
+    }
+}
+
+impl Seek for MergeInput {
+    fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
+        match self {
+            MergeInput::File(f) => f.seek(pos),
+            MergeInput::Memory(c) => c.seek(pos),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum MaintainError {
     #[error(transparent)]
@@ -380,34 +415,28 @@ impl Maintenance {
         Ok(())
     }
 
-    /// One input of a merge as a local file, rewound: the local L0 file itself when it is
-    /// on disk (opened, never copied), a recent capture held in memory spilled to a temp
-    /// file, else the replica's copy downloaded in ranged reads into a temp file. Memory
-    /// never holds a large input whole (issue 27).
+    /// One input of a merge, rewound: the local L0 file itself when it is on disk (opened,
+    /// never copied), a recent capture's bytes held in memory (no temp file: a busy
+    /// database's level-1 merge has one such input per capture, and creating a file each
+    /// cost more CPU than the capture itself), else the replica's copy downloaded in
+    /// ranged reads into a temp file. Memory never holds a large input whole (issue 27:
+    /// large captures go to disk, not to the memory cache).
     async fn fetch(
         &self,
         store: &dyn ReplicaStore,
         local: &LocalDir,
         info: &LtxInfo,
-    ) -> Result<File, MaintainError> {
-        let dir = local.meta_dir().to_path_buf();
+    ) -> Result<MergeInput, MaintainError> {
         if info.key.level == Level::L0 {
             if let Ok(Some((f, _))) = local.open_large(info.key.max, 0) {
-                return Ok(f);
+                return Ok(MergeInput::File(f));
             }
             if let Ok(data) = local.read(info.key.max) {
-                return tokio::task::spawn_blocking(move || -> std::io::Result<File> {
-                    let mut t = tempfile::tempfile_in(&dir)?;
-                    t.write_all(&data)?;
-                    t.seek(SeekFrom::Start(0))?;
-                    Ok(t)
-                })
-                .await
-                .map_err(|e| MaintainError::Plan(e.to_string()))?
-                .map_err(MaintainError::from);
+                return Ok(MergeInput::Memory(Cursor::new(data)));
             }
         }
-        download_to_file(store, info, &dir).await
+        let dir = local.meta_dir().to_path_buf();
+        Ok(MergeInput::File(download_to_file(store, info, &dir).await?))
     }
 
     /// Merges the new files of level-1 into one file at `level`, covering
@@ -597,7 +626,7 @@ impl Maintenance {
             let copies = if verify {
                 inputs
                     .iter()
-                    .map(|f| f.try_clone())
+                    .map(MergeInput::second)
                     .collect::<std::io::Result<Vec<_>>>()?
             } else {
                 Vec::new()
