@@ -30,6 +30,9 @@
 //! Contract, for every backend:
 //! - `put` is atomic: a reader sees the whole object or nothing, never a prefix.
 //! - `put` records `created` so a later `list` reports it (file mtime or object metadata).
+//! - `put_file` is `put` of a local file's first `len_bytes`, read at offsets in pieces
+//!   (memory does not follow the file's size; a failed call may be repeated with the same
+//!   handle); a file shorter than that fails, not retryable, and stores nothing.
 //! - `list` returns a level's files sorted by (min, max) TXID, ignoring names that are not LTX.
 //! - `get` with a range returns exactly those bytes, or `NotFound`.
 //! - `delete` of a missing key is not an error.
@@ -72,7 +75,9 @@
 //! 2. Implement [`ReplicaStore`]; if it can hold named objects, [`NamedStore`] and return
 //!    it from [`ReplicaStore::named`] (conditional calls it cannot do atomically answer
 //!    [`StorageError::unsupported`], never a best effort); if it can read 0.3 replicas, [`V3Store`] and
-//!    [`ReplicaStore::v3`]. Spell keys only through [`layout`].
+//!    [`ReplicaStore::v3`]. Spell keys only through [`layout`]. Write `put` and
+//!    [`ReplicaStore::put_file`] as one path over a body that is bytes or a local file
+//!    read in pieces (`PutBody`, `LocalFile`), so large uploads keep `put`'s contract.
 //! 3. Wire it in the CLI (`config` for its URL and keys, `setup::build_store`).
 //! 4. Run the conformance suite against a real server: `crates/cli/tests/it/s3.rs` has
 //!    `conformance` (the contract above, every method of the three traits, with
@@ -100,10 +105,12 @@ pub mod sftp;
 pub mod webdav;
 
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::stream::{BoxStream, StreamExt};
 use ltx::Level;
 
 pub use layout::{Layout, LtxInfo, LtxKey};
@@ -217,11 +224,13 @@ pub trait ReplicaStore: Send + Sync + 'static {
     /// with the same handle.
     ///
     /// By default the file is read whole and handed to `put`, costing its size in memory:
-    /// backends that cannot stream keep it (sftp, webdav, nats; the lease wrapper for a
-    /// file of its own epoch, a conditional create). `file` streams through a temp file
-    /// beside the destination; the object stores upload parts of their part size from the
-    /// file, a bounded number in flight; `age` seals into a temp file in `TMPDIR` and
-    /// hands that on.
+    /// only what cannot stream keeps it (the lease wrapper for a file of its own epoch, a
+    /// conditional create). Every backend streams: `file` through a temp file beside the
+    /// destination; the object stores upload parts of their part size from the file, a
+    /// bounded number in flight; `sftp` writes its temp file in requests of the server's
+    /// write size, each read from the file as it goes; `webdav` sends its `PUT` body and
+    /// `nats` its object's chunks from 1 MiB pieces read as they go (`LocalFile`); `age`
+    /// seals into a temp file in `TMPDIR` and hands that on.
     async fn put_file(
         &self,
         key: &LtxKey,
@@ -333,30 +342,231 @@ pub(crate) fn check_aux_name(location: &str, name: &str) -> Result<(), StorageEr
     ))
 }
 
-/// The first `len_bytes` bytes of `file`, read on a blocking thread: the fallback of
-/// [`ReplicaStore::put_file`] for backends that need the whole file in memory.
+/// A local read of a file being uploaded failed: not the store's fault, not retryable.
+pub(crate) fn local_read_error(location: &str, key: &LtxKey, e: std::io::Error) -> StorageError {
+    StorageError::permanent(
+        location.to_string(),
+        key.to_string(),
+        "reading the local file",
+    )
+    .with_source(e)
+}
+
+/// Bytes `at..at + len` of `file`, read on a blocking thread at their offset (the file's
+/// cursor is neither used nor moved, so a failed upload can start again with the same
+/// handle). Every backend's [`ReplicaStore::put_file`] reads through here.
+pub(crate) async fn read_at(
+    file: &Arc<std::fs::File>,
+    at: u64,
+    len: usize,
+) -> std::io::Result<Bytes> {
+    let f = file.clone();
+    tokio::task::spawn_blocking(move || {
+        use crate::platform::FileExt;
+        let mut b = vec![0u8; len];
+        f.read_exact_at(&mut b, at)?;
+        Ok(Bytes::from(b))
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
+/// The first `len_bytes` bytes of `file`: the fallback of [`ReplicaStore::put_file`] for
+/// backends that need the whole file in memory, and the object stores' single PUT.
 pub(crate) async fn read_whole(
     location: &str,
     key: &LtxKey,
     file: &std::fs::File,
     len_bytes: u64,
 ) -> Result<Bytes, StorageError> {
-    let local_err = |e: std::io::Error| {
-        StorageError::permanent(
-            location.to_string(),
-            key.to_string(),
-            "reading the local file",
-        )
-        .with_source(e)
-    };
-    let f = file.try_clone().map_err(local_err)?;
-    let read = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
-        use crate::platform::FileExt;
-        let mut v = vec![0u8; len_bytes as usize];
-        f.read_exact_at(&mut v, 0)?;
-        Ok(v)
-    })
-    .await
-    .map_err(|e| StorageError::permanent(location.to_string(), key.to_string(), e.to_string()))?;
-    read.map(Bytes::from).map_err(local_err)
+    let f = file
+        .try_clone()
+        .map_err(|e| local_read_error(location, key, e))?;
+    read_at(&Arc::new(f), 0, len_bytes as usize)
+        .await
+        .map_err(|e| local_read_error(location, key, e))
+}
+
+/// Bytes a streamed upload reads from its local file at a time ([`LocalFile::io_pieces`]:
+/// webdav, nats): one piece per upload is in memory, plus what the backend has in flight.
+pub(crate) const FILE_PIECE_BYTES: usize = 1 << 20;
+
+/// The first `len_bytes` bytes of a local file, to upload in [`FILE_PIECE_BYTES`] pieces
+/// read at their offsets as the upload asks for them (nothing is read ahead), for the
+/// [`ReplicaStore::put_file`] of backends that send a body as a stream of bytes. Each
+/// stream starts from the beginning, so an upload can be tried again.
+pub(crate) struct LocalFile {
+    file: Arc<std::fs::File>,
+    len_bytes: u64,
+    location: String,
+    key: LtxKey,
+    /// The read that ended a [`LocalFile::io_pieces`] stream, for the caller's error.
+    failure: Arc<std::sync::Mutex<Option<StorageError>>>,
+}
+
+impl LocalFile {
+    /// `file`'s first `len_bytes` bytes, to be uploaded as `key` to `location`.
+    pub(crate) fn new(
+        location: &str,
+        key: &LtxKey,
+        file: &std::fs::File,
+        len_bytes: u64,
+    ) -> Result<LocalFile, StorageError> {
+        let f = file
+            .try_clone()
+            .map_err(|e| local_read_error(location, key, e))?;
+        Ok(LocalFile {
+            file: Arc::new(f),
+            len_bytes,
+            location: location.to_string(),
+            key: *key,
+            failure: Default::default(),
+        })
+    }
+
+    pub(crate) fn len_bytes(&self) -> u64 {
+        self.len_bytes
+    }
+
+    /// The pieces in order with their offsets, each at most `piece_bytes`; a failed read
+    /// ends the stream with `Permanent` ("reading the local file").
+    pub(crate) fn pieces(
+        &self,
+        piece_bytes: usize,
+    ) -> BoxStream<'static, Result<(u64, Bytes), StorageError>> {
+        let (file, len, location, key) = (
+            self.file.clone(),
+            self.len_bytes,
+            self.location.clone(),
+            self.key,
+        );
+        let piece = piece_bytes.max(1) as u64;
+        futures::stream::try_unfold(0u64, move |at| {
+            let (file, location) = (file.clone(), location.clone());
+            async move {
+                if at >= len {
+                    return Ok(None);
+                }
+                let n = piece.min(len - at);
+                let b = read_at(&file, at, n as usize)
+                    .await
+                    .map_err(|e| local_read_error(&location, &key, e))?;
+                Ok(Some(((at, b), at + n)))
+            }
+        })
+        .boxed()
+    }
+
+    /// [`LocalFile::pieces`] of [`FILE_PIECE_BYTES`] as I/O results, for an HTTP body or
+    /// a reader. A failed read is kept for [`LocalFile::local_failure`]: the client
+    /// reports it as its own (transport) failure, which would read as retryable.
+    pub(crate) fn io_pieces(&self) -> BoxStream<'static, std::io::Result<Bytes>> {
+        let failure = self.failure.clone();
+        self.pieces(FILE_PIECE_BYTES)
+            .map(move |r| match r {
+                Ok((_, b)) => Ok(b),
+                Err(e) => {
+                    let io = std::io::Error::other(e.to_string());
+                    *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                    Err(io)
+                }
+            })
+            .boxed()
+    }
+
+    /// The local read that failed an upload fed by [`LocalFile::io_pieces`], if one did.
+    pub(crate) fn local_failure(&self) -> Option<StorageError> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+}
+
+/// What a backend's put writes: bytes in memory (`put`) or a local file read in pieces
+/// (`put_file`). One write path for both keeps `put_file`'s contract `put`'s.
+#[derive(Clone, Copy)]
+pub(crate) enum PutBody<'a> {
+    Bytes(&'a Bytes),
+    File(&'a LocalFile),
+}
+
+impl PutBody<'_> {
+    pub(crate) fn len_bytes(&self) -> u64 {
+        match self {
+            PutBody::Bytes(b) => b.len() as u64,
+            PutBody::File(f) => f.len_bytes(),
+        }
+    }
+
+    /// The error to report for a failed upload of this body: the local read that broke
+    /// it where one did (`Permanent`), else `e`, the backend's own.
+    pub(crate) fn failed(&self, e: StorageError) -> StorageError {
+        match self {
+            PutBody::File(f) => f.local_failure().unwrap_or(e),
+            PutBody::Bytes(_) => e,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Seek, SeekFrom, Write};
+
+    use futures::TryStreamExt;
+    use ltx::{Level, TxId};
+
+    use super::*;
+
+    fn local(data: &[u8], len_bytes: u64) -> (std::fs::File, LocalFile) {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(data).unwrap();
+        f.seek(SeekFrom::Start(1)).unwrap();
+        let key = LtxKey::new(Level::SNAPSHOT, TxId::ONE, TxId::new(7).unwrap());
+        let l = LocalFile::new("test://replica", &key, &f, len_bytes).unwrap();
+        (f, l)
+    }
+
+    /// Pieces cover exactly the first `len_bytes`, in order, at their offsets, and a
+    /// second stream starts again from the beginning; the file's cursor is not moved.
+    #[tokio::test]
+    async fn a_local_file_is_read_in_pieces_at_their_offsets() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let (mut f, l) = local(&data, 9_000);
+        for _ in 0..2 {
+            let pieces: Vec<(u64, Bytes)> = l.pieces(4096).try_collect().await.unwrap();
+            let offsets: Vec<u64> = pieces.iter().map(|(at, _)| *at).collect();
+            assert_eq!(offsets, [0, 4096, 8192]);
+            let joined: Vec<u8> = pieces.iter().flat_map(|(_, b)| b.to_vec()).collect();
+            assert_eq!(joined, data[..9_000]);
+        }
+        let whole: Vec<Bytes> = l.io_pieces().try_collect().await.unwrap();
+        assert_eq!(whole.concat(), data[..9_000]);
+        assert!(l.local_failure().is_none());
+        assert_eq!(f.stream_position().unwrap(), 1);
+        let (_, empty) = local(&data, 0);
+        assert_eq!(
+            empty.pieces(4096).try_collect::<Vec<_>>().await.unwrap(),
+            []
+        );
+    }
+
+    /// A file shorter than it is said to be ends the stream with `Permanent`, naming the
+    /// replica and the key; through `io_pieces` that error is kept for the caller, once.
+    #[tokio::test]
+    async fn a_short_local_file_fails_permanently_and_the_failure_is_kept() {
+        let (_f, l) = local(&[7u8; 100], 5000);
+        let e = l.pieces(64).try_collect::<Vec<_>>().await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Permanent);
+        assert!(
+            e.to_string().contains("test://replica") && e.what().contains("0000000000000007"),
+            "{e}"
+        );
+        assert!(l.io_pieces().try_collect::<Vec<_>>().await.is_err());
+        let transport = StorageError::transient("test://replica", "x", "connection reset");
+        let kept = PutBody::File(&l).failed(transport);
+        assert_eq!(kept.kind(), ErrorKind::Permanent, "{kept}");
+        let again = PutBody::File(&l).failed(StorageError::transient("r", "x", "reset"));
+        assert_eq!(again.kind(), ErrorKind::Transient, "taken once");
+    }
 }

@@ -13,7 +13,9 @@
 //! What a call costs (NATS round trips on one connection; JetStream chunks are 128 KiB):
 //! - `put`: one request for the existing object's info, one acknowledged publish per
 //!   chunk (a small LTX file: one), one for the metadata; replacing an object adds a purge
-//!   of its old chunks. So 3 round trips for an L0 upload.
+//!   of its old chunks. So 3 round trips for an L0 upload. A large file's chunks are read
+//!   from the local file as they go (`put_file`); a put that fails part-way leaves the
+//!   chunks it published, unreferenced, as the object store's own put does.
 //! - `list`: one consumer created on the bucket's metadata subjects, which then delivers
 //!   one message per object of the whole bucket (every level, every prefix: as
 //!   Litestream, the object store has no listing by prefix).
@@ -48,7 +50,9 @@ use tokio::io::AsyncReadExt;
 
 use super::layout::{Layout, LtxInfo, LtxKey};
 use super::objstore::{format_timestamp, parse_timestamp};
-use super::{ByteStream, ETag, NamedObject, NamedStore, ReplicaStore, StorageError};
+use super::{
+    ByteStream, ETag, LocalFile, NamedObject, NamedStore, PutBody, ReplicaStore, StorageError,
+};
 pub use config::{NatsOptions, DEFAULT_URL};
 
 /// The object header holding a file's creation time (Litestream's name).
@@ -123,12 +127,14 @@ impl NatsStore {
         classify_text(&self.location, what, text)
     }
 
-    /// Stores `data` at object `name` with `headers`, replacing what is there. The
+    /// Stores `body` at object `name` with `headers`, replacing what is there. The
     /// metadata is published after every chunk: readers see the old object or the new one.
+    /// The object store reads its chunks from a reader: a local file is read in pieces as
+    /// the chunks go out (issue 27).
     async fn put_at(
         &self,
         name: &str,
-        data: &[u8],
+        body: PutBody<'_>,
         headers: Option<HeaderMap>,
     ) -> Result<(), StorageError> {
         let b = self.bucket().await?;
@@ -137,11 +143,14 @@ impl NatsStore {
             headers,
             ..Default::default()
         };
-        let mut body = data;
-        b.put(meta, &mut body)
-            .await
-            .map(|_| ())
-            .map_err(|e| self.err(name, &e))
+        let put = match body {
+            PutBody::Bytes(data) => b.put(meta, &mut data.as_ref()).await,
+            PutBody::File(f) => {
+                b.put(meta, &mut tokio_util::io::StreamReader::new(f.io_pieces()))
+                    .await
+            }
+        };
+        put.map(|_| ()).map_err(|e| body.failed(self.err(name, &e)))
     }
 
     /// The object's info, or `NotFound` (also for a deleted one).
@@ -382,8 +391,29 @@ impl ReplicaStore for NatsStore {
         data: Bytes,
         created: SystemTime,
     ) -> Result<(), StorageError> {
-        self.put_at(&self.key_name(key), &data, Some(timestamp_headers(created)))
-            .await
+        self.put_at(
+            &self.key_name(key),
+            PutBody::Bytes(&data),
+            Some(timestamp_headers(created)),
+        )
+        .await
+    }
+
+    /// `put`, the object's chunks read from the local file as they go.
+    async fn put_file(
+        &self,
+        key: &LtxKey,
+        file: &std::fs::File,
+        len_bytes: u64,
+        created: SystemTime,
+    ) -> Result<(), StorageError> {
+        let local = LocalFile::new(&self.location, key, file, len_bytes)?;
+        self.put_at(
+            &self.key_name(key),
+            PutBody::File(&local),
+            Some(timestamp_headers(created)),
+        )
+        .await
     }
 
     async fn delete(&self, keys: &[LtxKey]) -> Result<(), StorageError> {
@@ -423,7 +453,8 @@ impl NatsStore {
 impl NamedStore for NatsStore {
     async fn put_name(&self, name: &str, data: Bytes) -> Result<(), StorageError> {
         super::check_aux_name(&self.location, name)?;
-        self.put_at(&self.name(name), &data, None).await
+        self.put_at(&self.name(name), PutBody::Bytes(&data), None)
+            .await
     }
 
     async fn get_name(&self, name: &str, range: Option<Range<u64>>) -> Result<Bytes, StorageError> {

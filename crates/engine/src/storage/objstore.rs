@@ -219,7 +219,9 @@ impl ObjectStoreReplica {
             let data = super::read_whole(&self.location, key, file, len_bytes).await?;
             return self.put(key, data, created).await;
         }
-        let src = file.try_clone().map_err(|e| self.local_err(key, e))?;
+        let src = file
+            .try_clone()
+            .map_err(|e| super::local_read_error(&self.location, key, e))?;
         let path = self.key_path(key);
         let mut attributes = self.base_attributes.clone();
         attributes.insert(
@@ -247,21 +249,11 @@ impl ObjectStoreReplica {
                 return Err(self.err(key.to_string(), e));
             }
             let n = part.min(len_bytes - at);
-            let f = src.clone();
-            let chunk = tokio::task::spawn_blocking(move || -> std::io::Result<Bytes> {
-                use crate::platform::FileExt;
-                let mut b = vec![0u8; n as usize];
-                f.read_exact_at(&mut b, at)?;
-                Ok(Bytes::from(b))
-            })
-            .await
-            .map_err(std::io::Error::other)
-            .and_then(|r| r);
-            match chunk {
+            match super::read_at(&src, at, n as usize).await {
                 Ok(b) => w.put(b),
                 Err(e) => {
                     let _ = w.abort().await;
-                    return Err(self.local_err(key, e));
+                    return Err(super::local_read_error(&self.location, key, e));
                 }
             }
             at += n;
@@ -269,16 +261,6 @@ impl ObjectStoreReplica {
         // `finish` aborts the upload itself when a part or the completion fails.
         w.finish().await.map_err(|e| self.err(key.to_string(), e))?;
         Ok(())
-    }
-
-    /// A local read of a file being uploaded failed: not the store's fault, not retryable.
-    fn local_err(&self, key: &LtxKey, e: std::io::Error) -> StorageError {
-        StorageError::permanent(
-            self.location.clone(),
-            key.to_string(),
-            "reading the local file",
-        )
-        .with_source(e)
     }
 
     /// [`ReplicaStore::list`]: `created` is each object's LastModified.

@@ -6,7 +6,8 @@
 //! [`Layout::LtxDir`]); atomic puts (a temp name beside the target, fsync where the server
 //! offers `fsync@openssh.com`, mtime set to `created`, then `posix-rename@openssh.com`);
 //! conditional creates by `hardlink@openssh.com` (or SFTP v3 rename, which refuses an
-//! existing target); pipelined reads and writes on one session; one connection per store,
+//! existing target); pipelined reads and writes on one session (a large file's writes read
+//! from the local file in pieces as they go, `put_file`); one connection per store,
 //! dropped when it breaks and made again on the next call (idempotent calls retry once at
 //! once when a reused connection turns out dead); reading Litestream 0.3's `generations/`.
 //! `config` holds [`SftpOptions`], `conn` makes and checks a connection (host key, login),
@@ -36,14 +37,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::stream::{self, StreamExt, TryStreamExt};
+use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use futures::TryFutureExt;
 use ltx::Level;
 use russh_sftp::client::error::Error as SftpError;
 use russh_sftp::protocol::{FileAttributes, OpenFlags, StatusCode};
 
 use super::layout::v3::{self, V3File};
 use super::layout::{Layout, LtxInfo, LtxKey};
-use super::{ETag, NamedObject, NamedStore, ReplicaStore, StorageError, V3Store};
+use super::{
+    ETag, LocalFile, NamedObject, NamedStore, PutBody, ReplicaStore, StorageError, V3Store,
+};
 use config::ExpectedHostKey;
 pub use config::{split_host_port, SftpOptions, DEFAULT_PORT};
 use conn::Conn;
@@ -319,14 +323,14 @@ impl SftpStore {
         Ok(())
     }
 
-    /// Writes `data` to a new temp file beside `path` (making its directory when missing),
+    /// Writes `body` to a new temp file beside `path` (making its directory when missing),
     /// fsynced where the server can, with mtime `created`; returns the temp name. The temp
     /// file is removed on failure.
     async fn write_temp(
         &self,
         c: &Conn,
         path: &str,
-        data: &[u8],
+        body: PutBody<'_>,
         created: Option<SystemTime>,
         what: &str,
     ) -> Result<String, Failure> {
@@ -352,7 +356,7 @@ impl SftpStore {
             }
             Err(e) => return Err(e.into()),
         };
-        let written = self.write_handle(c, &handle, data, created, what).await;
+        let written = self.write_handle(c, &handle, body, created, what).await;
         let closed = c.sftp.close(handle).await;
         let r = written.and(closed.map(|_| ()).map_err(Failure::from));
         if let Err(e) = r {
@@ -364,26 +368,41 @@ impl SftpStore {
         Ok(tmp)
     }
 
+    /// Writes `body` into the open file in requests of the server's write size, a few in
+    /// flight; a local file is read a request's worth at a time as the writes need it, so
+    /// memory stays near the requests in flight (16 of 128 KiB on OpenSSH).
     async fn write_handle(
         &self,
         c: &Conn,
         handle: &str,
-        data: &[u8],
+        body: PutBody<'_>,
         created: Option<SystemTime>,
         what: &str,
     ) -> Result<(), Failure> {
         let chunk = c.write_chunk_bytes;
         let in_flight = self.opts.write_concurrency.max(1);
-        let r: Result<Vec<_>, SftpError> = stream::iter((0..data.len()).step_by(chunk))
-            .map(|off: usize| {
-                let piece = data[off..(off + chunk).min(data.len())].to_vec();
-                c.sftp.write(handle, off as u64, piece)
-            })
-            .buffer_unordered(in_flight)
+        let writes: BoxStream<'_, Result<(u64, Vec<u8>), Failure>> = match body {
+            PutBody::Bytes(data) => stream::iter((0..data.len()).step_by(chunk))
+                .map(|off: usize| {
+                    Ok((
+                        off as u64,
+                        data[off..(off + chunk).min(data.len())].to_vec(),
+                    ))
+                })
+                .boxed(),
+            PutBody::File(f) => f
+                .pieces(chunk)
+                .map_ok(|(at, piece)| (at, Vec::from(piece)))
+                .map_err(Failure::Storage)
+                .boxed(),
+        };
+        let r: Result<Vec<_>, Failure> = writes
+            .map_ok(|(off, piece)| c.sftp.write(handle, off, piece).map_err(Failure::from))
+            .try_buffer_unordered(in_flight)
             .try_collect()
             .await;
         if let Err(e) = r {
-            return Err(self.no_space_or(c, e.into(), data.len(), what).await);
+            return Err(self.no_space_or(c, e, body.len_bytes(), what).await);
         }
         if c.ext.fsync {
             c.sftp.fsync(handle).await.map_err(Failure::from)?;
@@ -406,7 +425,7 @@ impl SftpStore {
     /// SFTP v3 has no "disk full" status: OpenSSH answers ENOSPC with the generic failure.
     /// After such a failure, asks the file system (`statvfs@openssh.com`) whether the file
     /// still fits, and says `NoSpace` when it does not.
-    async fn no_space_or(&self, c: &Conn, f: Failure, len: usize, what: &str) -> Failure {
+    async fn no_space_or(&self, c: &Conn, f: Failure, len: u64, what: &str) -> Failure {
         let io_failure = f.is_status(StatusCode::Failure)
             || f.lost_message().is_some_and(|m| m.contains("Failure"));
         if !io_failure || !c.ext.statvfs {
@@ -418,7 +437,7 @@ impl SftpStore {
             self.root.as_str()
         };
         match c.sftp.statvfs(dir).await {
-            Ok(v) if v.blocks_avail.saturating_mul(v.fragment_size.max(1)) < len as u64 => {
+            Ok(v) if v.blocks_avail.saturating_mul(v.fragment_size.max(1)) < len => {
                 Failure::Storage(StorageError::no_space(
                     self.location.clone(),
                     what.to_string(),
@@ -432,13 +451,13 @@ impl SftpStore {
         &self,
         c: &Conn,
         key: &LtxKey,
-        data: &[u8],
+        body: PutBody<'_>,
         created: SystemTime,
     ) -> Result<(), Failure> {
         let path = self.key_path(key);
         let what = key.to_string();
         let tmp = self
-            .write_temp(c, &path, data, Some(created), &what)
+            .write_temp(c, &path, body, Some(created), &what)
             .await?;
         if let Err(e) = c.rename_over(&tmp, &path).await {
             if !e.is_lost() {
@@ -452,9 +471,11 @@ impl SftpStore {
     /// Creates `path` from a fully written temp file by `link(2)` (or SFTP v3 rename, which
     /// also refuses an existing target), so the name appears whole or not at all and an
     /// existing file is never replaced.
-    async fn create_on(&self, c: &Conn, rel: &str, data: &[u8]) -> Result<(), Failure> {
+    async fn create_on(&self, c: &Conn, rel: &str, data: &Bytes) -> Result<(), Failure> {
         let path = self.remote(rel);
-        let tmp = self.write_temp(c, &path, data, None, rel).await?;
+        let tmp = self
+            .write_temp(c, &path, PutBody::Bytes(data), None, rel)
+            .await?;
         let linked: Result<(), Failure> = if c.ext.hardlink {
             let r = c.sftp.hardlink(tmp.as_str(), path.as_str()).await;
             let _ = c.sftp.remove(tmp.as_str()).await;
@@ -651,7 +672,25 @@ impl ReplicaStore for SftpStore {
         let what = key.to_string();
         self.run(&what, Retry::Idempotent, |c| {
             let data = data.clone();
-            async move { self.put_on(&c, key, &data, created).await }
+            async move { self.put_on(&c, key, PutBody::Bytes(&data), created).await }
+        })
+        .await
+    }
+
+    /// `put`'s temp file written from the local file in pieces: the same rename, fsync
+    /// and mtime, a few MiB in memory whatever the file's size.
+    async fn put_file(
+        &self,
+        key: &LtxKey,
+        file: &std::fs::File,
+        len_bytes: u64,
+        created: SystemTime,
+    ) -> Result<(), StorageError> {
+        let local = LocalFile::new(&self.location, key, file, len_bytes)?;
+        let what = key.to_string();
+        self.run(&what, Retry::Idempotent, |c| {
+            let local = &local;
+            async move { self.put_on(&c, key, PutBody::File(local), created).await }
         })
         .await
     }
@@ -725,7 +764,9 @@ impl NamedStore for SftpStore {
             let (data, path) = (data.clone(), path.clone());
             async move {
                 // No mtime of ours: the server's clock is what `head_name` must report.
-                let tmp = self.write_temp(&c, &path, &data, None, name).await?;
+                let tmp = self
+                    .write_temp(&c, &path, PutBody::Bytes(&data), None, name)
+                    .await?;
                 if let Err(e) = c.rename_over(&tmp, &path).await {
                     if !e.is_lost() {
                         let _ = c.sftp.remove(tmp.as_str()).await;

@@ -6,7 +6,8 @@
 //! methods: `PROPFIND` (`Depth: 1`) to list a level, `GET` with `Range` to read, `DELETE`,
 //! and atomic puts: `PUT` to a temp name beside the target, then `MOVE` onto it
 //! (`Overwrite: T`), since some servers (WsgiDAV) write a `PUT` in place, where a reader
-//! or a crash would see a prefix. Collections are made with `MKCOL` (parents too, on 409)
+//! or a crash would see a prefix; a large file's `PUT` body is streamed from the local file
+//! (`put_file`). Collections are made with `MKCOL` (parents too, on 409)
 //! the first time the store writes into one, so the steady state is two requests per
 //! upload.
 //! `config` holds [`WebDavOptions`], `propfind` reads the multistatus XML.
@@ -42,7 +43,9 @@ use ltx::Level;
 use reqwest::{Method, StatusCode, Url};
 
 use super::layout::{Layout, LtxInfo, LtxKey};
-use super::{ETag, ErrorKind, NamedObject, NamedStore, ReplicaStore, StorageError};
+use super::{
+    ETag, ErrorKind, LocalFile, NamedObject, NamedStore, PutBody, ReplicaStore, StorageError,
+};
 pub use config::WebDavOptions;
 
 /// Requests of one call in flight at once (header reads of a listing, deletes).
@@ -320,12 +323,21 @@ impl WebDavStore {
         Ok(())
     }
 
-    /// `PUT` of `data` at `rel`. The collection above it is made (or found) with `MKCOL`
+    /// `PUT` of `body` at `rel`. The collection above it is made (or found) with `MKCOL`
     /// the first time this store writes there, before any `PUT`: a `PUT` refused for a
     /// missing parent leaves its body unread, which some servers (WsgiDAV) then read as
     /// the next request on the connection. Should it be gone since, the `PUT` answers 409
     /// and the collections are made again once.
-    async fn put_plain(&self, rel: &str, data: &Bytes, what: &str) -> Result<(), StorageError> {
+    ///
+    /// A local file is sent as a stream of pieces read as the connection takes them
+    /// (issue 27), with its length as `Content-Length`, so the request is framed as
+    /// `put`'s is: not chunked, which some WebDAV servers refuse for a `PUT`.
+    async fn put_plain(
+        &self,
+        rel: &str,
+        body: PutBody<'_>,
+        what: &str,
+    ) -> Result<(), StorageError> {
         let dir = rel.rsplit_once('/').map(|(d, _)| d.to_string());
         if let Some(d) = &dir {
             if !self.known_dirs.lock().expect("not poisoned").contains(d) {
@@ -339,9 +351,17 @@ impl WebDavStore {
         for attempt in 0..2 {
             let req = self
                 .request(Method::PUT, self.url(rel))
-                .header("Content-Type", "application/octet-stream")
-                .body(data.clone());
-            let resp = self.send(req, what, "PUT").await?;
+                .header("Content-Type", "application/octet-stream");
+            let req = match body {
+                PutBody::Bytes(data) => req.body(data.clone()),
+                PutBody::File(f) => req
+                    .header(reqwest::header::CONTENT_LENGTH, f.len_bytes())
+                    .body(reqwest::Body::wrap_stream(f.io_pieces())),
+            };
+            let resp = self
+                .send(req, what, "PUT")
+                .await
+                .map_err(|e| body.failed(e))?;
             let status = resp.status();
             if status.is_success() {
                 return Ok(());
@@ -356,15 +376,25 @@ impl WebDavStore {
         unreachable!("the second attempt returns")
     }
 
-    /// Stores `data` at `rel` atomically: a temp name beside it, then `MOVE` over it. The
-    /// temp file is deleted when the move fails.
-    async fn put_atomic(&self, rel: &str, data: Bytes, what: &str) -> Result<(), StorageError> {
+    /// Stores `body` at `rel` atomically: a temp name beside it, then `MOVE` over it. The
+    /// temp file is deleted when the `PUT` or the move fails.
+    async fn put_atomic(
+        &self,
+        rel: &str,
+        body: PutBody<'_>,
+        what: &str,
+    ) -> Result<(), StorageError> {
         let tmp = format!(
             "{rel}.{:x}{:08x}.tmp",
             std::process::id(),
             rand::random::<u32>()
         );
-        self.put_plain(&tmp, &data, what).await?;
+        if let Err(e) = self.put_plain(&tmp, body, what).await {
+            // A body cut off part-way may have left a prefix under the temp name (WsgiDAV
+            // writes a PUT in place): no listing shows it, but it takes space.
+            let _ = self.delete_rel(&tmp).await;
+            return Err(e);
+        }
         let req = self
             .request(
                 Method::from_bytes(b"MOVE").expect("a method"),
@@ -476,7 +506,24 @@ impl ReplicaStore for WebDavStore {
     ) -> Result<(), StorageError> {
         // `created` is the LTX header's timestamp, which `list_exact_times` reads back.
         let _ = created;
-        self.put_atomic(&Layout::LtxDir.key_path(key), data, &key.to_string())
+        let what = key.to_string();
+        self.put_atomic(&Layout::LtxDir.key_path(key), PutBody::Bytes(&data), &what)
+            .await
+    }
+
+    /// `put`'s `PUT` and `MOVE`, the body streamed from the local file in pieces.
+    async fn put_file(
+        &self,
+        key: &LtxKey,
+        file: &std::fs::File,
+        len_bytes: u64,
+        created: SystemTime,
+    ) -> Result<(), StorageError> {
+        // `created` is the LTX header's timestamp, as for `put`.
+        let _ = created;
+        let local = LocalFile::new(&self.location, key, file, len_bytes)?;
+        let what = key.to_string();
+        self.put_atomic(&Layout::LtxDir.key_path(key), PutBody::File(&local), &what)
             .await
     }
 
@@ -501,7 +548,7 @@ impl ReplicaStore for WebDavStore {
 impl NamedStore for WebDavStore {
     async fn put_name(&self, name: &str, data: Bytes) -> Result<(), StorageError> {
         super::check_aux_name(&self.location, name)?;
-        self.put_atomic(name, data, name).await
+        self.put_atomic(name, PutBody::Bytes(&data), name).await
     }
 
     async fn get_name(&self, name: &str, range: Option<Range<u64>>) -> Result<Bytes, StorageError> {
