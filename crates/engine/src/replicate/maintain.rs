@@ -140,41 +140,82 @@ pub fn as_snapshot_file(
 }
 
 /// Bytes per ranged GET when a replica's file is copied to a local temp file (a merge's
-/// input, a merged file read back for `verify-compaction`).
+/// input, a merged file read back for `verify-compaction`), unless the store asks for
+/// larger ones ([`ReplicaStore::restore_chunk_bytes`]).
 const FETCH_CHUNK_BYTES: u64 = 8 << 20;
 
-/// Copies `info`'s file from the replica into an unnamed temp file in `dir`, in ranged
-/// reads of [`FETCH_CHUNK_BYTES`], each tried again on a retryable error; rewound.
+/// Bytes of a download gathered before they are written to the temp file.
+const FETCH_WRITE_BYTES: usize = 1 << 20;
+
+/// Copies `info`'s file from the replica into an unnamed temp file in `dir`, rewound: in
+/// ranged reads of [`FETCH_CHUNK_BYTES`] or the store's restore size where larger, each
+/// written as it arrives ([`ReplicaStore::get_stream`]), so memory holds a piece, never a
+/// range. A NATS object store reads any range from the object's start and asks for one
+/// range per file: in 8 MiB ranges an 8 GiB file would cost 1,024 reads of up to 8 GiB,
+/// and the skipped chunks the server pushed piled up in the client (issue 27). Opening a
+/// range is tried again on a retryable error, and a body cut off part-way resumes from
+/// the first byte not yet received, while each try brings bytes.
 async fn download_to_file(
     store: &dyn ReplicaStore,
     info: &LtxInfo,
     dir: &std::path::Path,
 ) -> Result<File, MaintainError> {
+    use futures::StreamExt;
     let dir = dir.to_path_buf();
     let mut file = tokio::task::spawn_blocking(move || tempfile::tempfile_in(&dir))
         .await
         .map_err(|e| MaintainError::Plan(e.to_string()))??;
-    let mut at = 0u64;
-    while at < info.size_bytes {
-        let range = at..(at + FETCH_CHUNK_BYTES).min(info.size_bytes);
-        let chunk = with_tries(|| store.get(&info.key, Some(range.clone()))).await?;
-        if chunk.len() as u64 != range.end - range.start {
+    let step = FETCH_CHUNK_BYTES.max(store.restore_chunk_bytes());
+    let mut buf: Vec<u8> = Vec::with_capacity(FETCH_WRITE_BYTES);
+    let (mut at, mut cuts) = (0u64, 0u64);
+    'ranges: while at < info.size_bytes {
+        let range = at..at.saturating_add(step).min(info.size_bytes);
+        let mut body = with_tries(|| store.get_stream(&info.key, range.clone())).await?;
+        while let Some(piece) = body.next().await {
+            let piece = match piece {
+                Ok(p) => p,
+                Err(e) if e.is_retryable() && cuts < 3 => {
+                    cuts += 1;
+                    tokio::time::sleep(Duration::from_millis(50 * cuts)).await;
+                    continue 'ranges;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if at + piece.len() as u64 > range.end {
+                return Err(MaintainError::Plan(format!(
+                    "{}: a ranged read of bytes {range:?} returned more",
+                    info.key
+                )));
+            }
+            cuts = 0;
+            at += piece.len() as u64;
+            buf.extend_from_slice(&piece);
+            if buf.len() >= FETCH_WRITE_BYTES {
+                (file, buf) = write_out(file, buf).await?;
+            }
+        }
+        if at != range.end {
             return Err(MaintainError::Plan(format!(
-                "{}: a ranged read of bytes {range:?} returned {} bytes",
-                info.key,
-                chunk.len()
+                "{}: a ranged read of bytes {range:?} ended at byte {at}",
+                info.key
             )));
         }
-        file = tokio::task::spawn_blocking(move || -> std::io::Result<File> {
-            file.write_all(&chunk)?;
-            Ok(file)
-        })
-        .await
-        .map_err(|e| MaintainError::Plan(e.to_string()))??;
-        at = range.end;
     }
+    (file, _) = write_out(file, buf).await?;
     file.seek(SeekFrom::Start(0))?;
     Ok(file)
+}
+
+/// Appends `buf` to `file` on a blocking thread; returns both, `buf` emptied.
+async fn write_out(mut file: File, mut buf: Vec<u8>) -> Result<(File, Vec<u8>), MaintainError> {
+    tokio::task::spawn_blocking(move || -> std::io::Result<(File, Vec<u8>)> {
+        file.write_all(&buf)?;
+        buf.clear();
+        Ok((file, buf))
+    })
+    .await
+    .map_err(|e| MaintainError::Plan(e.to_string()))?
+    .map_err(MaintainError::from)
 }
 
 /// One input of a merge: a file on disk, or a recent capture's bytes in memory.
@@ -1077,5 +1118,41 @@ mod tests {
             .unwrap();
         assert_eq!(status.compaction_verify_failures.load(Ordering::Relaxed), 0);
         assert_eq!(view.files(l1).len(), 1);
+    }
+
+    /// A replica's file copied to a temp file arrives whole across ranges of the fetch
+    /// size, streams cut mid-body resume where they stopped, and a range that comes back
+    /// short (a proxy dropping the connection without an error) is an error, not a
+    /// truncated input.
+    #[tokio::test]
+    async fn a_download_to_a_temp_file_resumes_cut_streams_and_refuses_short_ranges() {
+        use crate::storage::faulty::FaultyStore;
+        use crate::storage::file::FileStore;
+        use std::sync::Arc;
+        let d = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..(FETCH_CHUNK_BYTES as usize) * 2 + 12_345)
+            .map(|i| (i % 253) as u8)
+            .collect();
+        let key = LtxKey::new(Level::SNAPSHOT, TxId::ONE, TxId::new(3).unwrap());
+        let store = FaultyStore::new(Arc::new(FileStore::new(d.path())));
+        store
+            .put(&key, Bytes::from(data.clone()), SystemTime::now())
+            .await
+            .unwrap();
+        let info = LtxInfo {
+            key,
+            size_bytes: data.len() as u64,
+            created: SystemTime::now(),
+        };
+        store.faults.cut_streams.store(2, Ordering::SeqCst);
+        let mut f = download_to_file(&store, &info, d.path()).await.unwrap();
+        let mut got = Vec::new();
+        f.read_to_end(&mut got).unwrap();
+        assert!(got == data, "the copy differs");
+        assert_eq!(store.injected(), 2);
+
+        store.faults.truncate_gets.store(true, Ordering::SeqCst);
+        let e = download_to_file(&store, &info, d.path()).await.unwrap_err();
+        assert!(e.to_string().contains("ended at byte"), "{e}");
     }
 }
