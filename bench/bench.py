@@ -212,7 +212,12 @@ def bench_restore(tool, args, work):
     phases = {} if tool == os.path.abspath(args.bin) else None
     for i in range(args.runs):
         out = os.path.join(d, f"out{i}.db")
+        server = cpu_seconds(args.garage_pid) if args.garage_pid else None
         times.append(restore(tool, cfg, db, out, phases))
+        if server is not None and phases is not None:
+            # Garage shares the machine's cores: what serving the restore cost it.
+            phases["garage cpu"] = phases.get("garage cpu", 0) + (
+                cpu_seconds(args.garage_pid) - server)
         check_same_rows(db, out)
         os.remove(out)
         floors.append(copy_floor(db, out))
@@ -572,6 +577,7 @@ def main():
             sys.exit(f"{t}: not an executable (cargo build --release -p sqlite-replicate?)")
     print(f"seed {args.seed}")
     work = tempfile.mkdtemp(prefix="sr-bench-")
+    args.garage_pid = None
     garage = start_garage(args, work) if args.garage else None
     try:
         for what in (["restore", "lost", "many"] if args.what == "all" else [args.what]):
@@ -599,6 +605,7 @@ def start_garage(args, work):
     d = os.path.join(work, "garage")
     os.makedirs(d)
     proc, endpoint, key_id, secret = garage_in(d)
+    args.garage_pid = proc.pid
     os.environ.update(AWS_ACCESS_KEY_ID=key_id, AWS_SECRET_ACCESS_KEY=secret)
     # A CA bundle set for the machine's proxy is no use on plain-HTTP loopback, and
     # Litestream's AWS SDK refuses to start with one beside a custom endpoint.
