@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The performance table of the README in one sitting: every row side by side with
 # Litestream (when it is given), on the same machine, one after the other, nothing else
-# running. About 28 minutes on a 2-core machine.
+# running. About 40 minutes on a 2-core machine.
 #
 #   cargo build --release -p sqlite-replicate
 #   bench/sitting.sh /path/to/litestream | tee sitting.txt   (the binary itself, not a
@@ -40,6 +40,12 @@ b steady --rate 200 --burst 20 --quiet-s 20 --settle-s 25 --window-s 84 --runs 1
 # Many databases in one process (needs a descriptor limit of 20,000: ulimit -n 20000);
 # idle measured two minutes after all replicate (the first minutes are start-up).
 b many --dbs 10000 --settle-s 120 --idle-s 30 --garage
+
+# An 8 GiB database (needs about 52 GB of free disk at its peak; TMPDIR chooses where):
+# the replicator's peak RSS through its first snapshot and a compaction, and the restore
+# against the copy floor, from a file replica and from S3.
+b restore --size-mib 8192 --maintenance --runs 1
+b restore --size-mib 8192 --maintenance --runs 1 --garage
 
 echo "== sitting done in $(( $(date +%s) - started )) s"
 uptime
