@@ -132,7 +132,7 @@ async fn slow_failing_and_down_store_loses_nothing() {
             status: rstatus.clone(),
         }],
         Arc::new(DbHandle::new("db", Arc::new(DbStatus::default()))),
-        Arc::new(tokio::sync::Notify::new()),
+        Arc::new(engine::replicate::detect::Changes::new()),
         stop_rx,
         RunMode::default(),
     ));
@@ -215,7 +215,7 @@ async fn truncated_responses_are_refused() {
             status: Arc::new(ReplicaStatus::default()),
         }],
         Arc::new(DbHandle::new("db", Arc::new(DbStatus::default()))),
-        Arc::new(tokio::sync::Notify::new()),
+        Arc::new(engine::replicate::detect::Changes::new()),
         rx,
         RunMode {
             once: true,
@@ -274,7 +274,7 @@ async fn downloads_cut_mid_body_resume_where_they_stopped() {
             status: Arc::new(ReplicaStatus::default()),
         }],
         Arc::new(DbHandle::new("db", Arc::new(DbStatus::default()))),
-        Arc::new(tokio::sync::Notify::new()),
+        Arc::new(engine::replicate::detect::Changes::new()),
         rx,
         RunMode {
             once: true,

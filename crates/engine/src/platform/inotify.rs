@@ -2,14 +2,14 @@
 //! each event handed to a callback as (watch descriptor, name) or an overflow.
 //!
 //! While events flow the descriptor is read on a timer, not on readiness: see
-//! [`COALESCE`].
+//! [`COALESCE`]. While nobody listens ([`Listeners`]) it is not read at all.
 
 use std::ffi::{CString, OsStr};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::io::unix::AsyncFd;
 use tracing::warn;
@@ -40,6 +40,53 @@ pub struct Inotify {
     reader: tokio::task::JoinHandle<()>,
     /// The wait between two reads while events flow, in microseconds (see [`COALESCE`]).
     window_us: Arc<AtomicU64>,
+    listeners: Arc<Listeners>,
+}
+
+/// How many of the watched databases look at their changes now. A database waiting out
+/// its pace or its request budget captures at the end of the wait whatever its WAL holds
+/// by then, so events meanwhile tell it nothing: it leaves ([`Listeners::leave`]) for the
+/// wait and joins again after. While nobody listens the descriptor is not read; events
+/// wait in the kernel's queue (identical ones merged, an overflow reported as such) and
+/// are read as soon as someone joins. At `upload-rate: 1` (the object stores' default)
+/// and 200 commits a second, reading every [`COALESCE`] was most of the replicator's CPU
+/// between two uploads (issue 27).
+#[derive(Debug, Default)]
+pub struct Listeners {
+    count: AtomicUsize,
+    back: tokio::sync::Notify,
+}
+
+impl Listeners {
+    /// One more database listens; the reader resumes if it was the first.
+    pub fn join(&self) {
+        if self.count.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.back.notify_one();
+        }
+    }
+
+    /// One database stops listening (each `leave` follows a `join`).
+    pub fn leave(&self) {
+        self.count.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// How many databases listen now.
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// Resolves once somebody listens (at once if somebody does now).
+    async fn until_any(&self) {
+        loop {
+            let back = self.back.notified();
+            tokio::pin!(back);
+            back.as_mut().enable();
+            if self.count() > 0 {
+                return;
+            }
+            back.await;
+        }
+    }
 }
 
 /// The descriptor as the runtime's event loop registers it: the reader registers it
@@ -72,17 +119,27 @@ impl Inotify {
         let _enter = handle.enter();
         let registered = register(&fd)?;
         let window_us = Arc::new(AtomicU64::new(COALESCE_MAX.as_micros() as u64));
+        let listeners = Arc::new(Listeners::default());
         let reader = handle.spawn(read_events(
             fd.clone(),
             registered,
-            window_us.clone(),
+            Pace {
+                window_us: window_us.clone(),
+                listeners: listeners.clone(),
+            },
             on_event,
         ));
         Ok(Inotify {
             fd,
             reader,
             window_us,
+            listeners,
         })
+    }
+
+    /// Who listens to this descriptor's events (see [`Listeners`]).
+    pub fn listeners(&self) -> Arc<Listeners> {
+        self.listeners.clone()
     }
 
     /// A database that captures at most once per `pace` is watched: events are read at
@@ -139,13 +196,22 @@ fn register(fd: &Arc<OwnedFd>) -> io::Result<AsyncFd<Shared>> {
         .map_err(io::Error::from)
 }
 
+/// When the reader reads while events flow.
+struct Pace {
+    /// The wait between two reads, in microseconds (see [`COALESCE`]).
+    window_us: Arc<AtomicU64>,
+    /// No read while nobody listens.
+    listeners: Arc<Listeners>,
+}
+
 /// Waits for a first event on readiness, then reads on a timer: at once, then every
-/// window (at least [`COALESCE`]) until a read finds the queue empty, the descriptor out of the event loop
-/// meanwhile (an event queued while it is re-registered makes it ready at once).
+/// window (at least [`COALESCE`]) and once somebody listens, until a read finds the queue
+/// empty, the descriptor out of the event loop meanwhile (an event queued while it is
+/// re-registered makes it ready at once).
 async fn read_events(
     fd: Arc<OwnedFd>,
     mut registered: AsyncFd<Shared>,
-    window_us: Arc<AtomicU64>,
+    pace: Pace,
     mut on_event: impl FnMut(Event<'_>),
 ) {
     let mut buf = vec![0u8; 16 * EVENT_MAX];
@@ -158,8 +224,9 @@ async fn read_events(
         loop {
             match drain(fd.as_raw_fd(), &mut buf, &mut on_event) {
                 Ok(true) => {
-                    let us = window_us.load(Ordering::Relaxed);
-                    tokio::time::sleep(std::time::Duration::from_micros(us)).await
+                    let us = pace.window_us.load(Ordering::Relaxed);
+                    tokio::time::sleep(std::time::Duration::from_micros(us)).await;
+                    pace.listeners.until_any().await;
                 }
                 Ok(false) => break,
                 Err(e) => {

@@ -16,7 +16,9 @@
 //! quiet: no timer, no `stat`; a lost event is an overflow, which wakes every database.
 //! Elsewhere (the `notify` crate's watchers coalesce and may drop events) every database
 //! is polled as well as watched. With nothing to poll, the poll has no timer either.
-//! This module never decides what to capture.
+//! A database waiting out its pace or budget says so ([`Changes::not_listening`]); while
+//! every database covered by inotify waits, inotify is not read (Linux; see
+//! `platform::inotify::Listeners`). This module never decides what to capture.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -25,6 +27,96 @@ use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 use tracing::warn;
+
+/// A database's wake-up from the watcher and the safety poll (a [`Notify`]: `notified`,
+/// `notify_one`), and whether the database looks at its changes now.
+#[derive(Debug, Default)]
+pub struct Changes {
+    notify: Notify,
+    listen: Mutex<Listen>,
+}
+
+/// Whether a database listens, and to which reader it counts (Linux's inotify, once it
+/// covers the database).
+#[derive(Debug, Default)]
+struct Listen {
+    #[cfg(target_os = "linux")]
+    listeners: Option<Arc<crate::platform::inotify::Listeners>>,
+    waiting: bool,
+}
+
+impl std::ops::Deref for Changes {
+    type Target = Notify;
+
+    fn deref(&self) -> &Notify {
+        &self.notify
+    }
+}
+
+impl Changes {
+    pub fn new() -> Changes {
+        Changes::default()
+    }
+
+    fn listen(&self) -> std::sync::MutexGuard<'_, Listen> {
+        self.listen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The database looks at no change until the guard drops: it waits for its pace or
+    /// its budget and captures after whatever the WAL holds. Wake-ups meanwhile are kept
+    /// (one permit), as ever; only the watcher's reads may stop (module docs).
+    pub fn not_listening(self: &Arc<Self>) -> NotListening {
+        let mut l = self.listen();
+        if !l.waiting {
+            l.waiting = true;
+            #[cfg(target_os = "linux")]
+            if let Some(r) = &l.listeners {
+                r.leave();
+            }
+        }
+        NotListening(self.clone())
+    }
+
+    /// Counts this database among `readers`' listeners from now on (once).
+    #[cfg(target_os = "linux")]
+    fn attach(&self, readers: &Arc<crate::platform::inotify::Listeners>) {
+        let mut l = self.listen();
+        if l.listeners.is_none() {
+            if !l.waiting {
+                readers.join();
+            }
+            l.listeners = Some(readers.clone());
+        }
+    }
+
+    /// No longer counted by the reader it was attached to (unwatched, or polled now).
+    #[cfg(target_os = "linux")]
+    fn detach(&self) {
+        let mut l = self.listen();
+        if let Some(r) = l.listeners.take() {
+            if !l.waiting {
+                r.leave();
+            }
+        }
+    }
+}
+
+/// See [`Changes::not_listening`]: the database listens again when this drops.
+#[derive(Debug)]
+pub struct NotListening(Arc<Changes>);
+
+impl Drop for NotListening {
+    fn drop(&mut self) {
+        let mut l = self.0.listen();
+        if l.waiting {
+            l.waiting = false;
+            #[cfg(target_os = "linux")]
+            if let Some(r) = &l.listeners {
+                r.join();
+            }
+        }
+    }
+}
 
 /// The process-wide change watcher (see the module docs), with the safety poll it hands
 /// the databases it cannot cover.
@@ -70,7 +162,7 @@ impl ChangeWatcher {
 
     /// Wakes `notify` whenever `db`'s WAL (or the database file itself) changes: by
     /// events, and by the safety poll where events do not cover it (see the module docs).
-    pub fn watch(&mut self, db: &Path, notify: Arc<Notify>) {
+    pub fn watch(&mut self, db: &Path, notify: Arc<Changes>) {
         let db = absolute(db);
         let dir = db
             .parent()
@@ -98,7 +190,7 @@ impl ChangeWatcher {
 
     /// Stops waking `notify` for `db` (a database removed while the others run). The
     /// directory stays watched: it is one watch however many databases it holds.
-    pub fn unwatch(&mut self, db: &Path, notify: &Arc<Notify>) {
+    pub fn unwatch(&mut self, db: &Path, notify: &Arc<Changes>) {
         self.poll.remove(notify);
         let db = absolute(db);
         let (Some(dir), Some(name)) = (db.parent(), db.file_name()) else {
@@ -116,9 +208,9 @@ impl ChangeWatcher {
 
 /// The names in one watched directory whose changes wake databases: each database's file
 /// and its `-wal`.
-type Names = HashMap<std::ffi::OsString, Vec<Arc<Notify>>>;
+type Names = HashMap<std::ffi::OsString, Vec<Arc<Changes>>>;
 
-fn add_names(names: &mut Names, db_name: &std::ffi::OsStr, notify: Arc<Notify>) {
+fn add_names(names: &mut Names, db_name: &std::ffi::OsStr, notify: Arc<Changes>) {
     let mut wal = db_name.to_os_string();
     wal.push("-wal");
     names.entry(wal).or_default().push(notify.clone());
@@ -128,7 +220,7 @@ fn add_names(names: &mut Names, db_name: &std::ffi::OsStr, notify: Arc<Notify>) 
         .push(notify);
 }
 
-fn remove_names(names: &mut Names, db_name: &std::ffi::OsStr, notify: &Arc<Notify>) {
+fn remove_names(names: &mut Names, db_name: &std::ffi::OsStr, notify: &Arc<Changes>) {
     let mut wal = db_name.to_os_string();
     wal.push("-wal");
     for n in [wal.as_os_str(), db_name] {
@@ -172,6 +264,8 @@ mod linux {
     pub(super) struct Inotify {
         fd: inotify::Inotify,
         state: Arc<Mutex<State>>,
+        /// The databases events cover count here while they listen.
+        pub(super) listeners: Arc<inotify::Listeners>,
     }
 
     impl Inotify {
@@ -180,7 +274,12 @@ mod linux {
             let state: Arc<Mutex<State>> = Arc::default();
             let st = state.clone();
             let fd = inotify::Inotify::new(move |e| dispatch(e, &st, &poll))?;
-            Ok(Inotify { fd, state })
+            let listeners = fd.listeners();
+            Ok(Inotify {
+                fd,
+                state,
+                listeners,
+            })
         }
 
         /// Watches `db_name` in `dir`; true when events cover it (a local file system).
@@ -188,7 +287,7 @@ mod linux {
             &mut self,
             dir: &Path,
             db_name: &OsStr,
-            notify: Arc<Notify>,
+            notify: Arc<Changes>,
         ) -> io::Result<bool> {
             let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
             let wd = match st.dirs.get(dir) {
@@ -211,6 +310,9 @@ mod linux {
                 .by_wd
                 .get_mut(&wd)
                 .expect("a watched directory has its entry");
+            if !d.remote {
+                notify.attach(&self.listeners);
+            }
             add_names(&mut d.names, db_name, notify);
             Ok(!d.remote)
         }
@@ -219,13 +321,14 @@ mod linux {
             self.fd.coalesce_for_pace(pace);
         }
 
-        pub(super) fn unwatch(&mut self, dir: &Path, db_name: &OsStr, notify: &Arc<Notify>) {
+        pub(super) fn unwatch(&mut self, dir: &Path, db_name: &OsStr, notify: &Arc<Changes>) {
             let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(&wd) = st.dirs.get(dir) {
                 if let Some(d) = st.by_wd.get_mut(&wd) {
                     remove_names(&mut d.names, db_name, notify);
                 }
             }
+            notify.detach();
         }
     }
 
@@ -254,6 +357,7 @@ mod linux {
                 st.dirs.remove(&d.path);
                 drop(st);
                 for (db, notify) in databases(&d) {
+                    notify.detach();
                     if !d.remote {
                         poll.add(&db, notify.clone());
                     }
@@ -265,7 +369,7 @@ mod linux {
 
     /// The databases of a watched directory, each once with its wake-up handle: the
     /// names that have a `-wal` name beside them.
-    fn databases(d: &Dir) -> Vec<(PathBuf, Arc<Notify>)> {
+    fn databases(d: &Dir) -> Vec<(PathBuf, Arc<Changes>)> {
         let mut out = Vec::new();
         for (name, notifies) in &d.names {
             let mut wal = name.clone();
@@ -318,7 +422,7 @@ mod portable {
             &mut self,
             dir: &Path,
             db_name: &std::ffi::OsStr,
-            notify: Arc<Notify>,
+            notify: Arc<Changes>,
         ) -> notify::Result<bool> {
             let first = {
                 let mut map = self.targets.lock().unwrap_or_else(|p| p.into_inner());
@@ -337,7 +441,7 @@ mod portable {
             &mut self,
             dir: &Path,
             db_name: &std::ffi::OsStr,
-            notify: &Arc<Notify>,
+            notify: &Arc<Changes>,
         ) {
             let mut map = self.targets.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(names) = map.get_mut(dir) {
@@ -366,7 +470,7 @@ const FORCE_EVERY_TICKS: usize = 300;
 struct Polled {
     db: PathBuf,
     wal: PathBuf,
-    notify: Arc<Notify>,
+    notify: Arc<Changes>,
     last: (FileStat, FileStat),
 }
 
@@ -385,7 +489,7 @@ impl SafetyPoll {
     }
 
     /// Polls `db` (and its `-wal`), waking `notify` when they change.
-    pub fn add(&self, db: &Path, notify: Arc<Notify>) {
+    pub fn add(&self, db: &Path, notify: Arc<Changes>) {
         let db = absolute(db);
         let mut wal = db.as_os_str().to_os_string();
         wal.push("-wal");
@@ -424,7 +528,7 @@ impl SafetyPoll {
     }
 
     /// Stops polling for `notify` (a database removed while the others run).
-    pub fn remove(&self, notify: &Arc<Notify>) {
+    pub fn remove(&self, notify: &Arc<Changes>) {
         let mut dbs = self.dbs.lock().unwrap_or_else(|p| p.into_inner());
         dbs.retain(|p| !Arc::ptr_eq(&p.notify, notify));
     }
@@ -465,5 +569,68 @@ fn sweep(dbs: &mut [Polled], tick: usize) {
             p.last = now;
             p.notify.notify_one();
         }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// Whether `c` is woken within `within`.
+    async fn woken(c: &Changes, within: Duration) -> bool {
+        tokio::time::timeout(within, c.notified()).await.is_ok()
+    }
+
+    fn listening(w: &ChangeWatcher) -> usize {
+        w.inner.as_ref().expect("inotify here").listeners.count()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn inotify_is_not_read_while_every_database_waits_and_is_read_when_one_listens() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        let wal = dir.path().join("app.db-wal");
+        std::fs::write(&db, b"").unwrap();
+        let mut w = ChangeWatcher::new(SafetyPoll::new());
+        assert!(w.is_event_driven(), "inotify on a local temp dir");
+        w.pace_of_watched(Duration::from_millis(20));
+        let changes = Arc::new(Changes::new());
+        w.watch(&db, changes.clone());
+        assert_eq!(
+            listening(&w),
+            1,
+            "a covered database listens from the start"
+        );
+        let long = Duration::from_secs(10);
+
+        std::fs::write(&wal, b"1").unwrap();
+        assert!(
+            woken(&changes, long).await,
+            "a WAL write wakes a listening database"
+        );
+
+        let quiet = changes.not_listening();
+        assert_eq!(listening(&w), 0, "a waiting database does not listen");
+        // The first event after a quiet spell is read on readiness, whoever listens...
+        std::fs::write(&wal, b"2").unwrap();
+        assert!(woken(&changes, long).await, "the write after a quiet spell");
+        // ...and then nothing more while nobody listens: the event waits in the kernel.
+        std::fs::write(&wal, b"3").unwrap();
+        assert!(
+            !woken(&changes, Duration::from_millis(500)).await,
+            "no read while every database waits"
+        );
+        drop(quiet);
+        assert_eq!(listening(&w), 1, "listening again after the wait");
+        assert!(
+            woken(&changes, long).await,
+            "the waiting event is read once one listens"
+        );
+
+        // A second wait, and the database unwatched during it: it counts nowhere after.
+        let quiet = changes.not_listening();
+        w.unwatch(&db, &changes);
+        drop(quiet);
+        assert_eq!(listening(&w), 0, "an unwatched database is not counted");
     }
 }

@@ -209,7 +209,7 @@ pub async fn run_database(
     opts: DbOptions,
     replicas: Vec<ReplicaSpec>,
     handle: Arc<DbHandle>,
-    changes: Arc<tokio::sync::Notify>,
+    changes: Arc<detect::Changes>,
     shutdown: watch::Receiver<bool>,
     mode: RunMode,
 ) -> Result<(), ReplicateError> {

@@ -60,7 +60,7 @@ pub struct Wiring {
     /// Sync requests in, progress out (see `handle`).
     pub handle: Arc<DbHandle>,
     /// Woken on a WAL change (file-system watcher or the shared safety poll).
-    pub changes: Arc<Notify>,
+    pub changes: Arc<super::detect::Changes>,
     /// Turns true at shutdown.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -239,8 +239,12 @@ impl DbReplicator {
     /// capture, one upload, carries them all. A sync request, `once` mode and shutdown
     /// do not wait for it.
     async fn pace(&mut self) {
+        // Nothing here looks at WAL changes: the capture after takes what the WAL holds.
+        // Said while waiting, so the watcher need not read events for us meanwhile.
+        let mut not_listening = None;
         let since = self.last_capture.elapsed();
         if since < self.pace && !self.stopping && !self.io.handle.sync_pending() {
+            not_listening.get_or_insert_with(|| self.io.changes.not_listening());
             // Shutdown ends the wait too: with a long `sync-interval` (an hour) the final
             // capture would otherwise come up to an interval after the stop request.
             tokio::select! {
@@ -253,6 +257,7 @@ impl DbReplicator {
             let now = Instant::now();
             let ready = self.buckets.iter_mut().map(|b| b.ready_at(now)).max();
             if let Some(at) = ready.filter(|at| *at > now) {
+                not_listening.get_or_insert_with(|| self.io.changes.not_listening());
                 tokio::select! {
                     _ = tokio::time::sleep_until(at) => {}
                     _ = self.io.handle.sync_requested() => {}
@@ -267,6 +272,7 @@ impl DbReplicator {
                 .iter()
                 .any(|r| r.status.progress.holds_capture(self.head.txid))
             {
+                not_listening.get_or_insert_with(|| self.io.changes.not_listening());
                 tokio::select! {
                     _ = self.uploaded.notified() => {}
                     _ = tokio::time::sleep_until(hold_until) => break,
@@ -717,7 +723,7 @@ mod tests {
         app: rusqlite::Connection,
         status: Arc<DbStatus>,
         replica: Arc<ReplicaStatus>,
-        changes: Arc<Notify>,
+        changes: Arc<crate::replicate::detect::Changes>,
         stop: watch::Sender<bool>,
         run: Option<JoinHandle<Result<(), ReplicateError>>>,
         store: Arc<SlowStore>,
@@ -764,7 +770,7 @@ mod tests {
             opts.shutdown_sync_timeout = shutdown_timeout;
             let status = Arc::new(DbStatus::default());
             let handle = Arc::new(DbHandle::new(db.display().to_string(), status.clone()));
-            let changes = Arc::new(Notify::new());
+            let changes = Arc::new(crate::replicate::detect::Changes::new());
             let (stop, stop_rx) = watch::channel(false);
             let run = tokio::spawn(run_database(
                 opts,

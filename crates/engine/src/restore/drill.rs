@@ -724,7 +724,7 @@ mod scratch_mode_tests {
                 db.display().to_string(),
                 Arc::new(DbStatus::default()),
             )),
-            Arc::new(tokio::sync::Notify::new()),
+            Arc::new(crate::replicate::detect::Changes::new()),
             rx,
             RunMode {
                 once: true,

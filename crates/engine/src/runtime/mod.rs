@@ -24,7 +24,7 @@ use crate::replicate::handle::DbHandle;
 use crate::replicate::status::{DbStatus, ReplicaStatus};
 use crate::replicate::{
     self,
-    detect::{ChangeWatcher, SafetyPoll},
+    detect::{ChangeWatcher, Changes, SafetyPoll},
     DbOptions, ReplicaSpec, ReplicateError, RunMode,
 };
 
@@ -148,7 +148,7 @@ impl DbRun {
 /// ran out is retried with backoff.
 async fn run_db(
     db: DbRun,
-    notify: Arc<Notify>,
+    notify: Arc<Changes>,
     mut shutdown: watch::Receiver<bool>,
     mode: RunMode,
     budget: Arc<budget::Budget>,
@@ -432,7 +432,7 @@ struct Entry {
     path: PathBuf,
     handle: Arc<DbHandle>,
     view: Arc<DbView>,
-    notify: Arc<Notify>,
+    notify: Arc<Changes>,
     poll_interval: Duration,
     stop: watch::Sender<bool>,
     /// Set by the task itself before it wakes [`Runtime::wait`]: `JoinHandle::is_finished`
@@ -521,7 +521,7 @@ impl Runtime {
         if dbs.by_path.contains_key(&name) {
             return Err(RegistryError::AlreadyRegistered { path: name });
         }
-        let notify = Arc::new(Notify::new());
+        let notify = Arc::new(Changes::new());
         // Events, or the safety poll where events do not cover the database.
         let pace = db.replicas.iter().map(|r| r.opts.min_upload_interval).min();
         let mut watcher = lock(&inner.watcher);
