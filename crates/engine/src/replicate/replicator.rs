@@ -291,10 +291,11 @@ impl DbReplicator {
         let serving = self.io.handle.requests_now();
         let settle_due = self.settle_at.is_some_and(|t| t <= Instant::now());
         let started = Instant::now();
-        let (produced_any, result) = self.capture(settle_due).await;
+        let (produced, result) = self.capture(settle_due).await;
+        let produced_any = produced > 0;
         if produced_any {
             let now = Instant::now();
-            self.buckets.iter_mut().for_each(|b| b.take(now));
+            self.buckets.iter_mut().for_each(|b| b.take(now, produced));
         }
         let error = result.as_ref().err().map(|e| e.to_string());
         self.io.handle.cycle_done(serving, self.head.txid, error);
@@ -336,38 +337,38 @@ impl DbReplicator {
 
     /// Captures what is new, settles the pin when due, checkpoints when needed, on a
     /// blocking thread. Every file written goes to the uploaders as soon as it exists,
-    /// even when a later step of the cycle fails. Returns whether any file was written,
+    /// even when a later step of the cycle fails. Returns how many files were written,
     /// whether the pin needs another look, and whether an application's checkpoint runs.
     async fn capture(
         &mut self,
         settle_due: bool,
-    ) -> (bool, Result<(bool, Checkpointer), CaptureError>) {
+    ) -> (u32, Result<(bool, Checkpointer), CaptureError>) {
         let mut head = self.head;
         let tx = self.head_tx.clone();
-        let (head, produced_any, result) = self
+        let (head, produced, result) = self
             .on_capture(move |cap| {
-                let mut produced_any = false;
+                let mut produced = 0;
                 let r = (|| -> Result<(bool, Checkpointer), CaptureError> {
                     let mut needs_settle = false;
                     cap.step()?;
                     // Hand the capture to the uploaders now, not after the rest of the
                     // cycle: a checkpoint may take a while, and this file need not wait.
-                    produced_any |= publish(cap, &mut head, &tx);
+                    produced += publish(cap, &mut head, &tx);
                     // An application's checkpoint may wait on our pin: not for long.
                     let checkpointer = cap.yield_to_checkpointer()?;
-                    produced_any |= publish(cap, &mut head, &tx);
+                    produced += publish(cap, &mut head, &tx);
                     if settle_due {
                         needs_settle = cap.settle()?;
                     }
                     cap.checkpoint_if_needed()?;
                     Ok((needs_settle, checkpointer))
                 })();
-                produced_any |= publish(cap, &mut head, &tx);
-                (head, produced_any, r)
+                produced += publish(cap, &mut head, &tx);
+                (head, produced, r)
             })
             .await;
         self.head = head;
-        (produced_any, result)
+        (produced, result)
     }
 
     /// Runs `f` on the capture on a blocking thread.
@@ -635,8 +636,8 @@ fn open_local(
 }
 
 /// Hands the files `cap` wrote since the last call to the uploaders (a new `head`).
-/// Returns whether there were any.
-fn publish(cap: &mut Capture, head: &mut Head, tx: &watch::Sender<Head>) -> bool {
+/// Returns how many there were.
+fn publish(cap: &mut Capture, head: &mut Head, tx: &watch::Sender<Head>) -> u32 {
     let produced = cap.take_produced();
     for p in &produced {
         head.txid = Some(p.txid);
@@ -647,7 +648,7 @@ fn publish(cap: &mut Capture, head: &mut Head, tx: &watch::Sender<Head>) -> bool
     if !produced.is_empty() {
         tx.send_replace(*head);
     }
-    !produced.is_empty()
+    produced.len() as u32
 }
 
 #[cfg(test)]
