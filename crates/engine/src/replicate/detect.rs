@@ -264,8 +264,6 @@ mod linux {
     pub(super) struct Inotify {
         fd: inotify::Inotify,
         state: Arc<Mutex<State>>,
-        /// The databases events cover count here while they listen.
-        pub(super) listeners: Arc<inotify::Listeners>,
     }
 
     impl Inotify {
@@ -274,12 +272,7 @@ mod linux {
             let state: Arc<Mutex<State>> = Arc::default();
             let st = state.clone();
             let fd = inotify::Inotify::new(move |e| dispatch(e, &st, &poll))?;
-            let listeners = fd.listeners();
-            Ok(Inotify {
-                fd,
-                state,
-                listeners,
-            })
+            Ok(Inotify { fd, state })
         }
 
         /// Watches `db_name` in `dir`; true when events cover it (a local file system).
@@ -311,10 +304,17 @@ mod linux {
                 .get_mut(&wd)
                 .expect("a watched directory has its entry");
             if !d.remote {
-                notify.attach(&self.listeners);
+                // The databases events cover count among the reader's listeners.
+                notify.attach(&self.fd.listeners());
             }
             add_names(&mut d.names, db_name, notify);
             Ok(!d.remote)
+        }
+
+        /// How many covered databases listen now.
+        #[cfg(test)]
+        pub(super) fn listening(&self) -> usize {
+            self.fd.listeners().count()
         }
 
         pub(super) fn coalesce_for_pace(&self, pace: Duration) {
@@ -582,7 +582,7 @@ mod tests {
     }
 
     fn listening(w: &ChangeWatcher) -> usize {
-        w.inner.as_ref().expect("inotify here").listeners.count()
+        w.inner.as_ref().expect("inotify here").listening()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
