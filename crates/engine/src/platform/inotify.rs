@@ -55,6 +55,8 @@ pub struct Inotify {
 pub struct Listeners {
     count: AtomicUsize,
     back: tokio::sync::Notify,
+    /// The reader waits for a listener now (tests look at it).
+    waiting: std::sync::atomic::AtomicBool,
 }
 
 impl Listeners {
@@ -84,8 +86,16 @@ impl Listeners {
             if self.count() > 0 {
                 return;
             }
+            self.waiting.store(true, Ordering::Release);
             back.await;
+            self.waiting.store(false, Ordering::Release);
         }
+    }
+
+    /// Whether the reader has stopped reading until somebody listens.
+    #[cfg(test)]
+    pub(crate) fn reader_waits(&self) -> bool {
+        self.waiting.load(Ordering::Acquire)
     }
 }
 

@@ -311,10 +311,10 @@ mod linux {
             Ok(!d.remote)
         }
 
-        /// How many covered databases listen now.
+        /// Who listens to the descriptor's events now.
         #[cfg(test)]
-        pub(super) fn listening(&self) -> usize {
-            self.fd.listeners().count()
+        pub(super) fn listeners(&self) -> Arc<crate::platform::inotify::Listeners> {
+            self.fd.listeners()
         }
 
         pub(super) fn coalesce_for_pace(&self, pace: Duration) {
@@ -582,7 +582,7 @@ mod tests {
     }
 
     fn listening(w: &ChangeWatcher) -> usize {
-        w.inner.as_ref().expect("inotify here").listening()
+        w.inner.as_ref().expect("inotify here").listeners().count()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -611,15 +611,26 @@ mod tests {
 
         let quiet = changes.not_listening();
         assert_eq!(listening(&w), 0, "a waiting database does not listen");
-        // The first event after a quiet spell is read on readiness, whoever listens...
+        // The reader reads at most what was queued when it last looked (it may be back on
+        // readiness, or still reading the first write's events), then stops until one listens.
         std::fs::write(&wal, b"2").unwrap();
-        assert!(woken(&changes, long).await, "the write after a quiet spell");
-        // ...and then nothing more while nobody listens: the event waits in the kernel.
+        let readers = w.inner.as_ref().expect("inotify here").listeners();
+        let deadline = tokio::time::Instant::now() + long;
+        while !readers.reader_waits() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the reader did not stop within {long:?} while nobody listened"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let _ = woken(&changes, Duration::from_millis(1)).await; // what it read before
+                                                                 // Nothing more is read while nobody listens: the next event waits in the kernel.
         std::fs::write(&wal, b"3").unwrap();
         assert!(
             !woken(&changes, Duration::from_millis(500)).await,
             "no read while every database waits"
         );
+        assert!(readers.reader_waits(), "still waiting for a listener");
         drop(quiet);
         assert_eq!(listening(&w), 1, "listening again after the wait");
         assert!(
