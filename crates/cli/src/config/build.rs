@@ -17,6 +17,7 @@ use serde_norway::Value;
 use super::envdefaults::EnvDefaults;
 use super::error::{ConfigError, ErrorKind};
 use super::glob::validate_pattern;
+use super::nats::NATS_KEYS;
 use super::secret::Secret;
 use super::settings::*;
 use super::types::*;
@@ -36,7 +37,7 @@ const fn secs(s: u64) -> Duration {
 pub(crate) fn build(root: &Value, env: Env<'_>) -> Result<Config, ConfigError> {
     let top = Map::new(root, "")?.without_extensions();
     top.check_keys(
-        &[TOP_KEYS, SETTINGS_KEYS],
+        &[TOP_KEYS, SETTINGS_KEYS, NATS_KEYS],
         &[
             Elsewhere {
                 keys: DB_KEYS,
@@ -446,6 +447,10 @@ fn build_db(
                 note: replica_note,
             },
             Elsewhere {
+                keys: NATS_KEYS,
+                note: replica_note,
+            },
+            Elsewhere {
                 keys: REPLICA_KEYS,
                 note: replica_note,
             },
@@ -646,7 +651,7 @@ fn build_replica(
 ) -> Result<ReplicaConfig, ConfigError> {
     let m = Map::new(v, path)?;
     m.check_keys(
-        &[REPLICA_KEYS, SETTINGS_KEYS],
+        &[REPLICA_KEYS, SETTINGS_KEYS, NATS_KEYS],
         &[Elsewhere {
             keys: DB_KEYS,
             note: "it is a database key: move it up one level, next to `path`",

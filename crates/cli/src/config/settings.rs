@@ -37,7 +37,8 @@ pub(crate) const TOP_KEYS: &[&str] = &[
     "drill-interval",
 ];
 
-/// Replica settings: valid in a replica, and at the top level as defaults for all.
+/// Replica settings: valid in a replica, and at the top level as defaults for all (so are
+/// the NATS keys, [`NATS_KEYS`]).
 pub(crate) const SETTINGS_KEYS: &[&str] = &[
     "sync-interval",
     "validation-interval",
@@ -76,20 +77,6 @@ pub(crate) const SETTINGS_KEYS: &[&str] = &[
     "webdav-username",
     "webdav-password",
     "age",
-    // NATS (`super::nats::NATS_KEYS`).
-    "jwt",
-    "seed",
-    "creds",
-    "nkey",
-    "username",
-    "token",
-    "tls",
-    "root-cas",
-    "client-cert",
-    "client-key",
-    "max-reconnects",
-    "reconnect-wait",
-    "timeout",
 ];
 
 /// Keys only a replica has (the last three are Litestream 0.3's).
@@ -448,9 +435,6 @@ mod tests {
         ];
         for (t, key, want) in cases {
             assert_eq!(applies(t, key), *want, "{t} {key}");
-        }
-        for k in NATS_KEYS {
-            assert!(SETTINGS_KEYS.contains(k), "{k} is a replica setting");
         }
     }
 }

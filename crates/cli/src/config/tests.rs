@@ -864,6 +864,7 @@ fn errors_name_the_key_and_the_value() {
             r#"dbs[0]: unknown key "directory" (did you mean "dir"?)"#,
         ),
         (format!("{DB}    sync-interval: 1s\n    replica:\n      path: /b\n"), r#"dbs[0]: unknown key "sync-interval" (it is a replica key: put it under `replica:`)"#),
+        (format!("{DB}    creds: /n.creds\n    replica:\n      path: /b\n"), r#"dbs[0]: unknown key "creds" (it is a replica key: put it under `replica:`)"#),
         // Wrong types and bad values.
         (
             "dbs:\n  - path: /a.db\n    replica: {path: /b}\n  - path: /c.db\n    checkpoint-interval: 5 minutes\n    replica: {path: /d}\n".into(),
