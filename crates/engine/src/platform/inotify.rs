@@ -55,8 +55,9 @@ pub struct Inotify {
 pub struct Listeners {
     count: AtomicUsize,
     back: tokio::sync::Notify,
-    /// The reader waits for a listener now (tests look at it).
+    /// The reader waits for a listener now, and tells so (tests wait for it).
     waiting: std::sync::atomic::AtomicBool,
+    stopped: tokio::sync::Notify,
 }
 
 impl Listeners {
@@ -87,6 +88,7 @@ impl Listeners {
                 return;
             }
             self.waiting.store(true, Ordering::Release);
+            self.stopped.notify_waiters();
             back.await;
             self.waiting.store(false, Ordering::Release);
         }
@@ -96,6 +98,20 @@ impl Listeners {
     #[cfg(test)]
     pub(crate) fn reader_waits(&self) -> bool {
         self.waiting.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the reader has stopped reading until somebody listens.
+    #[cfg(test)]
+    pub(crate) async fn until_reader_waits(&self) {
+        loop {
+            let stopped = self.stopped.notified();
+            tokio::pin!(stopped);
+            stopped.as_mut().enable();
+            if self.reader_waits() {
+                return;
+            }
+            stopped.await;
+        }
     }
 }
 

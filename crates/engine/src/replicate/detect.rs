@@ -615,16 +615,14 @@ mod tests {
         // readiness, or still reading the first write's events), then stops until one listens.
         std::fs::write(&wal, b"2").unwrap();
         let readers = w.inner.as_ref().expect("inotify here").listeners();
-        let deadline = tokio::time::Instant::now() + long;
-        while !readers.reader_waits() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the reader did not stop within {long:?} while nobody listened"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let _ = woken(&changes, Duration::from_millis(1)).await; // what it read before
-                                                                 // Nothing more is read while nobody listens: the next event waits in the kernel.
+        let stopped = tokio::time::timeout(long, readers.until_reader_waits()).await;
+        assert!(
+            stopped.is_ok(),
+            "the reader did not stop within {long:?} while nobody listened"
+        );
+        // Whatever it read before stopping woke the database; take that wake-up.
+        let _ = woken(&changes, Duration::from_millis(1)).await;
+        // Nothing more is read while nobody listens: the next event waits in the kernel.
         std::fs::write(&wal, b"3").unwrap();
         assert!(
             !woken(&changes, Duration::from_millis(500)).await,
