@@ -55,8 +55,10 @@ pub struct Inotify {
 pub struct Listeners {
     count: AtomicUsize,
     back: tokio::sync::Notify,
-    /// The reader waits for a listener now, and tells so (tests wait for it).
+    /// Tests see when the reader waits for a listener.
+    #[cfg(test)]
     waiting: std::sync::atomic::AtomicBool,
+    #[cfg(test)]
     stopped: tokio::sync::Notify,
 }
 
@@ -87,9 +89,13 @@ impl Listeners {
             if self.count() > 0 {
                 return;
             }
-            self.waiting.store(true, Ordering::Release);
-            self.stopped.notify_waiters();
+            #[cfg(test)]
+            {
+                self.waiting.store(true, Ordering::Release);
+                self.stopped.notify_waiters();
+            }
             back.await;
+            #[cfg(test)]
             self.waiting.store(false, Ordering::Release);
         }
     }
